@@ -1,0 +1,1 @@
+"""Network-layer protocols: one subpackage each (ipv4, arp)."""

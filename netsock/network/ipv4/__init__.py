@@ -1,0 +1,155 @@
+"""IPv4 (RFC 791, RFC 1122 host requirements): validation, local delivery, sending, ICMP.
+
+Inbound, a packet is checked (structure, header checksum, options, source and destination
+addresses) and either handed to the transport demultiplexer, answered (ICMP echo), or dropped with
+the counter saying why. Outbound, the header is prepended in front of the transport's bytes and the
+packet goes to the NIC, or straight back in when the destination is this stack.
+
+Fragment reassembly and fragmentation on send are not here yet: fragments are counted and dropped,
+and a datagram larger than the route MTU fails with EMSGSIZE.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from ...header import icmpv4, ipv4
+from ...header.checksum import checksum
+from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong
+from ...stack.interfaces import LinkCapabilities, PacketType
+from ...stack.packet_buffer import PacketBuffer
+from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
+from . import icmp
+
+if TYPE_CHECKING:
+    from ...stack.nic import NIC
+    from ...stack.route import Route
+
+PROTOCOL_NUMBER = IPV4_PROTOCOL_NUMBER
+_ALL_HOSTS = b"\xe0\x00\x00\x01"   # 224.0.0.1: every host is a member (RFC 1112)
+
+
+def is_martian_source(src: bytes) -> bool:
+    """Sources no real packet has: multicast, class E, limited broadcast (RFC 1812 §5.3.7)."""
+    return src[0] >= 224
+
+
+class IPv4Endpoint(NetworkEndpoint):
+    def __init__(self, protocol: IPv4Protocol, nic: NIC) -> None:
+        super().__init__(protocol, nic)
+        self._stats = self.stack.stats()
+        self._rx_csum_offload = bool(nic.link.capabilities() & LinkCapabilities.RX_CHECKSUM_OFFLOAD)
+
+    def max_header_length(self) -> int:
+        return self.nic.link.max_header_length() + ipv4.MAX_SIZE
+
+    # --- inbound ----------------------------------------------------------------------------------
+
+    def handle_packet(self, pkt: PacketBuffer) -> None:
+        ip_stats = self._stats.ip
+        ip_stats.packets_received.value += 1
+        data = pkt.data
+        hdr = ipv4.parse(data)
+        if not hdr:
+            ip_stats.malformed_packets_received.increment()
+            return
+        hlen = hdr.header_length
+        if not self._rx_csum_offload and checksum(data[:hlen]) != 0xFFFF:
+            ip_stats.malformed_packets_received.increment()
+            ip_stats.checksum_errors.increment()
+            return
+        if hlen > ipv4.MIN_SIZE and not ipv4.options_valid(data[ipv4.MIN_SIZE:hlen]):
+            ip_stats.malformed_packets_received.increment()
+            icmp.send_error(self, pkt, hdr, icmpv4.PARAM_PROBLEM, 0, ipv4.MIN_SIZE << 24, data[:hdr.total_length])
+            return
+        pkt.trim(hdr.total_length)
+        original = pkt.data                      # the whole datagram, for ICMP errors that quote it
+        pkt.network_header = pkt.consume(hlen)   # type: ignore[assignment]
+        src, dst = hdr.src, hdr.dst
+        if is_martian_source(src):
+            ip_stats.invalid_addresses_received.increment()
+            return
+        if not self._accepts(dst, pkt):
+            ip_stats.invalid_addresses_received.increment()
+            return
+        if hdr.is_fragment():
+            ip_stats.fragments_received.increment()
+            ip_stats.reassembly_failures.increment()
+            return
+        proto = hdr.protocol
+        if proto == ICMPV4_PROTOCOL_NUMBER:
+            ip_stats.packets_delivered.value += 1
+            icmp.handle(self, pkt, hdr)
+            return
+        verdict = self.stack.deliver_transport_packet(self.nic, PROTOCOL_NUMBER, proto, pkt, src, dst)
+        if verdict is None:
+            ip_stats.packets_delivered.value += 1
+        elif verdict is UnknownDestinationDisposition.UNHANDLED and pkt.pkt_type == PacketType.HOST:
+            if proto in self.stack.transport_protocols:
+                icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.PORT_UNREACHABLE, 0, original)
+            else:
+                ip_stats.unknown_protocol_received.increment()
+                icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.PROTO_UNREACHABLE, 0, original)
+
+    def _accepts(self, dst: bytes, pkt: PacketBuffer) -> bool:
+        """Is ``dst`` for us? Sets pkt.pkt_type to HOST, BROADCAST or MULTICAST accordingly."""
+        nic = self.nic
+        if nic.has_address(PROTOCOL_NUMBER, dst) or self.stack.local_address_nic(dst) is not None:
+            pkt.pkt_type = PacketType.HOST
+            return True
+        if dst == b"\xff\xff\xff\xff" or nic.is_subnet_broadcast(PROTOCOL_NUMBER, dst):
+            pkt.pkt_type = PacketType.BROADCAST
+            return True
+        if 224 <= dst[0] <= 239:
+            pkt.pkt_type = PacketType.MULTICAST
+            return dst == _ALL_HOSTS or nic.is_in_group(PROTOCOL_NUMBER, dst)
+        if nic.promiscuous or (nic.loopback and dst[0] == 127):
+            pkt.pkt_type = PacketType.HOST
+            return True
+        return False
+
+    # --- outbound ---------------------------------------------------------------------------------
+
+    def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
+        total = pkt.size() + ipv4.MIN_SIZE
+        if total > route.mtu():
+            self._stats.ip.outgoing_packet_errors.increment()
+            raise ErrMessageTooLong()
+        hdr = pkt.prepend(ipv4.MIN_SIZE)
+        ipv4.build(hdr, src=route.local_address, dst=route.remote_address, protocol=transport,
+                   total_length=total, ttl=ttl, tos=tos, ident=self.protocol.next_ident())
+        pkt.network_protocol = PROTOCOL_NUMBER
+        self.send(route, pkt)
+
+    def send(self, route: Route, pkt: PacketBuffer) -> None:
+        """Send a packet whose IPv4 header is complete."""
+        self._stats.ip.packets_sent.value += 1
+        if route.loop:
+            self.stack.deliver_local(route.nic, PROTOCOL_NUMBER, pkt.to_bytes())
+            return
+        try:
+            route.nic.write_packet(route, PROTOCOL_NUMBER, pkt)
+        except Error:
+            self._stats.ip.outgoing_packet_errors.increment()
+            raise
+
+
+class IPv4Protocol(NetworkProtocol):
+    number = PROTOCOL_NUMBER
+    min_header_size = ipv4.MIN_SIZE
+    address_length = 4
+
+    def __init__(self, stack) -> None:  # noqa: ANN001 - Stack (import cycle)
+        super().__init__(stack)
+        self._ident = secrets.randbelow(1 << 16)
+
+    def new_endpoint(self, nic: NIC) -> IPv4Endpoint:
+        return IPv4Endpoint(self, nic)
+
+    def parse_addresses(self, view: memoryview) -> tuple[bytes, bytes]:
+        return bytes(view[12:16]), bytes(view[16:20])
+
+    def next_ident(self) -> int:
+        self._ident = (self._ident + 1) & 0xFFFF
+        return self._ident

@@ -1,0 +1,1 @@
+"""Runnable samples, with the same arguments as netstack's (``python -m netsock.samples.NAME``)."""

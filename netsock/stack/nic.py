@@ -1,0 +1,146 @@
+"""A network interface: one link endpoint, its addresses, and each network protocol's endpoint on it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..tcpip import (AddressWithPrefix, ErrBadLinkEndpoint, ErrDuplicateAddress, ErrInvalidEndpointState,
+                     ErrUnknownProtocol, Subnet)
+from ..tcpip.stats import NICStats
+from .interfaces import LinkCapabilities, LinkEndpoint
+from .neighbor import NeighborCache
+from .packet_buffer import PacketBuffer
+
+if TYPE_CHECKING:
+    from .registration import NetworkEndpoint
+    from .route import Route
+    from .stack import Stack
+
+
+class NIC:
+    """Implements the NetworkDispatcher its link endpoint delivers to."""
+
+    def __init__(self, stack: Stack, nic_id: int, name: str, link: LinkEndpoint) -> None:
+        if link.is_attached():
+            raise ErrBadLinkEndpoint("link endpoint is already attached to a NIC")
+        self.stack = stack
+        self.id = nic_id
+        self.name = name
+        self.link = link
+        self.enabled = False
+        self.promiscuous = False
+        self.spoofing = False
+        self.stats = NICStats()
+        self.addresses: dict[int, list[AddressWithPrefix]] = {}
+        self.multicast_groups: dict[int, dict[bytes, int]] = {}   # protocol -> group -> members
+        self.network_endpoints: dict[int, NetworkEndpoint] = {
+            number: proto.new_endpoint(self) for number, proto in stack.network_protocols.items()}
+        self.neighbors: dict[int, NeighborCache] = {}
+        if link.capabilities() & LinkCapabilities.RESOLUTION_REQUIRED:
+            for ep in self.network_endpoints.values():
+                resolves = getattr(ep, "resolves_protocol", 0)
+                if resolves:
+                    self.neighbors[resolves] = NeighborCache(self, ep, stack.timers, stack.stats().arp)
+        self.loopback = bool(link.capabilities() & LinkCapabilities.LOOPBACK)
+        link.attach(self)
+
+    # --- inbound (NetworkDispatcher) ------------------------------------------------------------
+
+    def deliver_network_packet(self, remote_link_address: bytes, local_link_address: bytes, protocol: int,
+                               pkt: PacketBuffer) -> None:
+        stats = self.stats
+        stats.rx_packets.value += 1
+        stats.rx_bytes.value += len(pkt.data)
+        if not self.enabled:
+            stats.disabled_rx_packets.increment()
+            return
+        ep = self.network_endpoints.get(protocol)
+        if ep is None:
+            stats.unknown_l3_protocol_rcvd_packets.increment()
+            self.stack.stats().unknown_protocol_rcvd_packets.increment()
+            return
+        pkt.nic_id = self.id
+        pkt.network_protocol = protocol
+        ep.handle_packet(pkt)
+
+    # --- outbound ---------------------------------------------------------------------------------
+
+    def write_packet(self, route: Route, protocol: int, pkt: PacketBuffer) -> None:
+        """Send a packet whose network header is in place, resolving the next hop's link address."""
+        if not self.enabled:
+            raise ErrInvalidEndpointState("NIC is disabled")
+        cache = self.neighbors.get(protocol)
+        if cache is None:
+            self.write_to_link(b"", protocol, pkt)
+        else:
+            cache.send(route.next_hop, route.local_address, protocol, pkt)
+
+    def write_to_link(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
+        self.link.write_packet(remote_link_address, protocol, pkt)
+        self.stats.tx_packets.value += 1
+        self.stats.tx_bytes.value += pkt.size()
+
+    # --- addresses --------------------------------------------------------------------------------
+
+    def add_address(self, protocol: int, address: AddressWithPrefix) -> None:
+        if protocol not in self.network_endpoints:
+            raise ErrUnknownProtocol()
+        addrs = self.addresses.setdefault(protocol, [])
+        if any(a.address == address.address for a in addrs):
+            raise ErrDuplicateAddress()
+        addrs.append(address)
+
+    def remove_address(self, address: bytes) -> bool:
+        for addrs in self.addresses.values():
+            for a in addrs:
+                if a.address == address:
+                    addrs.remove(a)
+                    return True
+        return False
+
+    def has_address(self, protocol: int, address: bytes) -> bool:
+        return any(a.address == address for a in self.addresses.get(protocol, ()))
+
+    def primary_address(self, protocol: int, remote: bytes = b"") -> bytes:
+        """The source address to use towards ``remote``: one on the same subnet first, else the first."""
+        addrs = self.addresses.get(protocol)
+        if not addrs:
+            return b""
+        if remote:
+            for a in addrs:
+                if a.subnet().contains(remote):
+                    return a.address
+        return addrs[0].address
+
+    def subnets(self, protocol: int) -> list[Subnet]:
+        return [a.subnet() for a in self.addresses.get(protocol, ())]
+
+    def is_subnet_broadcast(self, protocol: int, address: bytes) -> bool:
+        return any(a.subnet().is_broadcast(address) for a in self.addresses.get(protocol, ()))
+
+    # --- multicast ----------------------------------------------------------------------------------
+
+    def join_group(self, protocol: int, group: bytes) -> None:
+        groups = self.multicast_groups.setdefault(protocol, {})
+        groups[bytes(group)] = groups.get(bytes(group), 0) + 1
+
+    def leave_group(self, protocol: int, group: bytes) -> None:
+        groups = self.multicast_groups.get(protocol, {})
+        left = groups.get(bytes(group), 0) - 1
+        if left > 0:
+            groups[bytes(group)] = left
+        else:
+            groups.pop(bytes(group), None)
+
+    def is_in_group(self, protocol: int, group: bytes) -> bool:
+        return group in self.multicast_groups.get(protocol, ())
+
+    def close(self) -> None:
+        for cache in self.neighbors.values():
+            cache.clear()
+        for ep in self.network_endpoints.values():
+            ep.close()
+        self.link.attach(None)
+
+    def __repr__(self) -> str:
+        return f"<NIC {self.id} {self.name!r} {'up' if self.enabled else 'down'}>"

@@ -1,0 +1,109 @@
+"""PacketBuffer: one packet on its way up or down the stack, without copying its payload.
+
+Outbound, a transport hands over its payload (any bytes-like object, kept by reference) together
+with the room the layers below will need; each layer then writes its header into that room in front
+of the previous one (``prepend``). The link writes ``views()`` with one ``writev`` — header bytes and
+payload travel separately until the kernel joins them.
+
+Inbound, the whole frame is one buffer; each layer takes its header off the front (``consume``),
+records it (``network_header`` ...) and hands the rest up. Slices are memoryviews, so the payload the
+transport queues for the reader is the very buffer the link read into.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+_EMPTY = memoryview(b"")
+
+
+class PacketBuffer:
+    __slots__ = ("_hdr", "_head", "data", "link_header", "network_header", "transport_header",
+                 "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash", "timestamp",
+                 "gso_size")
+
+    def __init__(self, reserve: int = 0, data: Buffer = b"") -> None:
+        self._hdr = bytearray(reserve)
+        self._head = reserve
+        self.data = data if type(data) is memoryview else memoryview(data)
+        self.link_header = _EMPTY
+        self.network_header = _EMPTY
+        self.transport_header = _EMPTY
+        self.network_protocol = 0
+        self.transport_protocol = 0
+        self.nic_id = 0
+        self.pkt_type = 0       # PACKET_HOST, PACKET_BROADCAST, ... (link-level delivery class)
+        self.hash = 0
+        self.timestamp = 0      # ns since the epoch when received (0: unknown)
+        self.gso_size = 0       # >0: the payload is a super-segment to be cut at this size by the link
+
+    @classmethod
+    def inbound(cls, frame: Buffer) -> PacketBuffer:
+        """A received frame: everything is still data; headers get consumed layer by layer."""
+        return cls(0, frame)
+
+    # --- outbound ---------------------------------------------------------------------------------
+
+    def prepend(self, size: int) -> memoryview:
+        """Writable room for a ``size``-byte header in front of what is there; grows if reserve is short."""
+        head = self._head - size
+        if head < 0:
+            grow = -head + 64
+            self._hdr[0:0] = bytes(grow)
+            head += grow
+        self._head = head
+        return memoryview(self._hdr)[head:head + size]
+
+    def header_size(self) -> int:
+        """Bytes of headers prepended so far."""
+        return len(self._hdr) - self._head
+
+    def headers(self) -> memoryview:
+        """All prepended headers, outermost first."""
+        return memoryview(self._hdr)[self._head:]
+
+    # --- inbound ----------------------------------------------------------------------------------
+
+    def consume(self, size: int) -> memoryview | None:
+        """Take ``size`` bytes of header off the front of the data; None if the packet is shorter."""
+        data = self.data
+        if len(data) < size:
+            return None
+        self.data = data[size:]
+        return data[:size]
+
+    def trim(self, size: int) -> None:
+        """Drop link padding: keep only the first ``size`` bytes of data."""
+        if size < len(self.data):
+            self.data = self.data[:size]
+
+    # --- both -------------------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Length on the wire of what this buffer holds now (headers + data)."""
+        return len(self._hdr) - self._head + len(self.data)
+
+    def views(self) -> list[Buffer]:
+        """The packet as buffers in order, ready for writev (empty parts left out)."""
+        if self._head < len(self._hdr):
+            return [memoryview(self._hdr)[self._head:], self.data] if len(self.data) else \
+                [memoryview(self._hdr)[self._head:]]
+        return [self.data]
+
+    def to_bytes(self) -> bytes:
+        """The whole packet as one bytes object (a copy: for tests, pcap and slow paths)."""
+        return bytes(self._hdr[self._head:]) + bytes(self.data)
+
+    def clone(self) -> PacketBuffer:
+        """A new buffer sharing the payload bytes (headers copied) — for delivery to several consumers."""
+        other = PacketBuffer.__new__(PacketBuffer)
+        other._hdr = bytearray(self._hdr)
+        other._head = self._head
+        for name in PacketBuffer.__slots__[2:]:
+            setattr(other, name, getattr(self, name))
+        return other
+
+    def __repr__(self) -> str:
+        return f"<PacketBuffer headers={self.header_size()} data={len(self.data)}>"

@@ -1,0 +1,116 @@
+"""Base classes for protocols plugged into a Stack (netstack's registration.go)."""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+from ..tcpip import ErrNotSupported, ErrUnknownProtocolOption, SockOpt
+from ..waiter import WaiterQueue
+from .packet_buffer import PacketBuffer
+
+if TYPE_CHECKING:
+    from .nic import NIC
+    from .route import Route
+    from .stack import Stack
+
+
+class UnknownDestinationDisposition(enum.Enum):
+    """What a transport did with a packet no endpoint claimed."""
+
+    HANDLED = 0      # e.g. TCP answered with RST
+    MALFORMED = 1    # bad header or checksum: counted, no ICMP error
+    UNHANDLED = 2    # the network layer should send "port unreachable"
+
+
+class ControlType(enum.Enum):
+    """ICMP errors, as the network layer reports them to the transport endpoint they concern."""
+
+    PORT_UNREACHABLE = "port unreachable"
+    HOST_UNREACHABLE = "host unreachable"
+    NET_UNREACHABLE = "network unreachable"
+    PROTOCOL_UNREACHABLE = "protocol unreachable"
+    PACKET_TOO_BIG = "packet too big"
+    TTL_EXCEEDED = "ttl exceeded"
+    PARAMETER_PROBLEM = "parameter problem"
+    PROHIBITED = "administratively prohibited"
+
+
+class NetworkEndpoint:
+    """A network protocol's presence on one NIC."""
+
+    def __init__(self, protocol: NetworkProtocol, nic: NIC) -> None:
+        self.protocol = protocol
+        self.nic = nic
+        self.stack = protocol.stack
+
+    def handle_packet(self, pkt: PacketBuffer) -> None:
+        """An inbound packet whose data starts at this protocol's header."""
+        raise NotImplementedError
+
+    def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
+        raise ErrNotSupported()
+
+    def max_header_length(self) -> int:
+        return self.nic.link.max_header_length()
+
+    def mtu(self) -> int:
+        return self.nic.link.mtu()
+
+    def close(self) -> None:
+        """The NIC is going away."""
+
+
+class NetworkProtocol:
+    """A network-layer protocol (IPv4, ARP ...). One instance per stack."""
+
+    number: int = 0
+    min_header_size: int = 0
+    address_length: int = 0   # 0: carries no addresses of its own (ARP)
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def new_endpoint(self, nic: NIC) -> NetworkEndpoint:
+        raise NotImplementedError
+
+    def parse_addresses(self, view: memoryview) -> tuple[bytes, bytes]:
+        """(source, destination) of a packet of this protocol, without validating it."""
+        return b"", b""
+
+
+class TransportProtocol:
+    """A transport protocol (UDP, ICMP echo, TCP). One instance per stack."""
+
+    number: int = 0
+    min_header_size: int = 0
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> Any:
+        raise NotImplementedError
+
+    def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
+        """(source port, destination port), or None if the header is too short to have them."""
+        raise NotImplementedError
+
+    def handle_unknown_destination_packet(self, nic: NIC, pkt: PacketBuffer, src: bytes,
+                                          dst: bytes) -> UnknownDestinationDisposition:
+        return UnknownDestinationDisposition.UNHANDLED
+
+    def set_option(self, option: SockOpt, value: Any) -> None:
+        raise ErrUnknownProtocolOption()
+
+    def get_option(self, option: SockOpt) -> Any:
+        raise ErrUnknownProtocolOption()
+
+
+class TransportEndpoint:
+    """What the demultiplexer delivers to: the inbound half of a transport endpoint."""
+
+    def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
+        raise NotImplementedError
+
+    def handle_control_packet(self, kind: ControlType, info: int, pkt: PacketBuffer) -> None:
+        """An ICMP error about a packet this endpoint sent (``info``: MTU, pointer ...)."""

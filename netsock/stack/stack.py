@@ -1,0 +1,263 @@
+"""The Stack: NICs, addresses, routes, protocols and the glue between them (netstack's stack.Stack)."""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from typing import Any, Iterable
+
+from ..ports import PortManager
+from ..tcpip import (ICMPV4_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress, ErrDuplicateNICID,
+                     ErrNetworkUnreachable, ErrUnknownNICID, ErrUnknownProtocol, ProtocolAddress, Stats, address_str)
+from ..tcpip import Route as RouteEntry
+from ..waiter import WaiterQueue
+from .clock import Clock, TimerQueue
+from .demux import TransportDemuxer
+from .interfaces import LinkEndpoint
+from .nic import NIC
+from .packet_buffer import PacketBuffer
+from .ratelimit import ICMPRateLimiter
+from .registration import NetworkProtocol, TransportProtocol, UnknownDestinationDisposition
+from .route import Route
+
+DEFAULT_TTL = 64
+
+
+class Stack:
+    """A network stack.
+
+    ``Stack([IPv4Protocol, ARPProtocol], [UDPProtocol, ICMPv4Protocol])`` creates one with those
+    protocols; then ``create_nic``, ``add_address`` and ``set_route_table`` configure it and
+    ``new_endpoint`` makes sockets. Without a ``clock`` it runs on the gevent hub.
+    """
+
+    def __init__(self, network_protocols: Iterable[type[NetworkProtocol]],
+                 transport_protocols: Iterable[type[TransportProtocol]] = (), clock: Clock | None = None,
+                 handle_local: bool = True, default_ttl: int = DEFAULT_TTL) -> None:
+        if clock is None:
+            from ..scheduler import GeventClock
+            clock = GeventClock()
+        self.clock = clock
+        self.timers = TimerQueue(clock)
+        self._stats = Stats()
+        self.ports = PortManager()
+        self.demux = TransportDemuxer()
+        self.handle_local = handle_local
+        self.default_ttl = default_ttl
+        self.secret = secrets.token_bytes(32)   # keys ISNs, SYN cookies, hashes
+        self.icmp_rate_limiter = ICMPRateLimiter(clock.now)
+        self.nics: dict[int, NIC] = {}
+        self._route_table: list[RouteEntry] = []
+        self._local_addresses: dict[bytes, NIC] = {}
+        self._local_queue: deque[tuple[NIC, int, bytes]] = deque()
+        self._delivering_local = False
+        self.network_protocols: dict[int, NetworkProtocol] = {}
+        for factory in network_protocols:
+            proto = factory(self)
+            self.network_protocols[proto.number] = proto
+        self.transport_protocols: dict[int, TransportProtocol] = {}
+        for factory in transport_protocols:
+            tproto = factory(self)
+            self.transport_protocols[tproto.number] = tproto
+
+    def stats(self) -> Stats:
+        return self._stats
+
+    # --- NICs -------------------------------------------------------------------------------------
+
+    def create_nic(self, nic_id: int, link: LinkEndpoint, name: str | None = None, enabled: bool = True) -> NIC:
+        if nic_id in self.nics:
+            raise ErrDuplicateNICID()
+        nic = NIC(self, nic_id, name or f"nic{nic_id}", link)
+        self.nics[nic_id] = nic
+        nic.enabled = enabled
+        return nic
+
+    def remove_nic(self, nic_id: int) -> None:
+        nic = self._nic(nic_id)
+        for addr in [a for a, n in self._local_addresses.items() if n is nic]:
+            del self._local_addresses[addr]
+        self._route_table = [r for r in self._route_table if r.nic != nic_id]
+        nic.close()
+        del self.nics[nic_id]
+
+    def enable_nic(self, nic_id: int) -> None:
+        self._nic(nic_id).enabled = True
+
+    def disable_nic(self, nic_id: int) -> None:
+        self._nic(nic_id).enabled = False
+
+    def set_promiscuous_mode(self, nic_id: int, enable: bool) -> None:
+        """Accept packets to any destination address on this NIC (netstack: for transparent proxies)."""
+        self._nic(nic_id).promiscuous = enable
+
+    def set_spoofing(self, nic_id: int, enable: bool) -> None:
+        """Allow sending from addresses the NIC does not own."""
+        self._nic(nic_id).spoofing = enable
+
+    def nic_by_name(self, name: str) -> NIC | None:
+        return next((n for n in self.nics.values() if n.name == name), None)
+
+    def _nic(self, nic_id: int) -> NIC:
+        try:
+            return self.nics[nic_id]
+        except KeyError:
+            raise ErrUnknownNICID() from None
+
+    # --- addresses --------------------------------------------------------------------------------
+
+    def add_address(self, nic_id: int, protocol: int, address: AddressWithPrefix | str) -> None:
+        if isinstance(address, str):
+            address = AddressWithPrefix.parse(address)
+        if protocol not in self.network_protocols:
+            raise ErrUnknownProtocol()
+        nic = self._nic(nic_id)
+        nic.add_address(protocol, address)
+        self._local_addresses[bytes(address.address)] = nic
+
+    def add_protocol_address(self, nic_id: int, address: ProtocolAddress) -> None:
+        self.add_address(nic_id, address.protocol, address.address_with_prefix)
+
+    def remove_address(self, nic_id: int, address: bytes) -> None:
+        nic = self._nic(nic_id)
+        if not nic.remove_address(address):
+            raise ErrBadLocalAddress()
+        self._local_addresses.pop(bytes(address), None)
+
+    def all_addresses(self) -> dict[int, list[ProtocolAddress]]:
+        return {nic.id: [ProtocolAddress(proto, a) for proto, addrs in nic.addresses.items() for a in addrs]
+                for nic in self.nics.values()}
+
+    def local_address_nic(self, address: bytes) -> NIC | None:
+        """The NIC owning ``address``, if this stack has it."""
+        return self._local_addresses.get(address)
+
+    # --- routes -----------------------------------------------------------------------------------
+
+    def set_route_table(self, routes: Iterable[RouteEntry]) -> None:
+        self._route_table = list(routes)
+
+    def get_route_table(self) -> list[RouteEntry]:
+        return list(self._route_table)
+
+    def add_route(self, route: RouteEntry) -> None:
+        self._route_table.append(route)
+
+    def find_route(self, nic_id: int, local: bytes, remote: bytes, net_proto: int) -> Route:
+        """Resolve how to send from ``local`` (b'' = choose) to ``remote`` over protocol ``net_proto``.
+
+        Longest-prefix match over the route table (ties: table order); ``nic_id`` 0 means any NIC.
+        Raises ErrNetworkUnreachable when nothing matches and ErrBadLocalAddress when ``local`` is not
+        an address of the chosen NIC.
+        """
+        proto = self.network_protocols.get(net_proto)
+        if proto is None:
+            raise ErrUnknownProtocol()
+        if self.handle_local and remote:
+            owner = self._local_addresses.get(remote)
+            if owner is not None and owner.enabled and (not nic_id or nic_id == owner.id):
+                if local and local != remote and self._local_addresses.get(local) is None:
+                    raise ErrBadLocalAddress()
+                return Route(local or remote, remote, remote, owner, net_proto, loop=True)
+        limited_broadcast = remote == b"\xff\xff\xff\xff"
+        multicast = bool(remote) and net_proto == 0x0800 and 224 <= remote[0] <= 239
+        best: RouteEntry | None = None
+        for row in self._route_table:
+            if nic_id and row.nic != nic_id:
+                continue
+            if not (row.destination.contains(remote) or ((limited_broadcast or multicast) and nic_id)):
+                continue
+            nic = self.nics.get(row.nic)
+            if nic is None or not nic.enabled or net_proto not in nic.network_endpoints:
+                continue
+            if local and not nic.spoofing and not nic.has_address(net_proto, local):
+                continue
+            if not local and not nic.primary_address(net_proto, remote):
+                continue
+            if best is None or row.destination.prefix() > best.destination.prefix():
+                best = row
+        if best is None:
+            if nic_id and (limited_broadcast or multicast):
+                nic = self._nic(nic_id)
+                src = local or nic.primary_address(net_proto)
+                return Route(src, remote, remote, nic, net_proto, broadcast=limited_broadcast, multicast=multicast)
+            if local and self._local_addresses.get(local) is None:
+                raise ErrBadLocalAddress()
+            self._stats.ip.no_route.increment()
+            raise ErrNetworkUnreachable(f"no route to {address_str(remote) if remote else '(none)'}")
+        nic = self.nics[best.nic]
+        src = local or nic.primary_address(net_proto, remote)
+        broadcast = limited_broadcast or nic.is_subnet_broadcast(net_proto, remote)
+        next_hop = remote if (broadcast or multicast or not best.gateway) else best.gateway
+        return Route(src, remote, next_hop, nic, net_proto, broadcast=broadcast, multicast=multicast,
+                     mtu=best.mtu)
+
+    # --- endpoints --------------------------------------------------------------------------------
+
+    def new_endpoint(self, transport: int, network: int, waiter_queue: WaiterQueue | None = None) -> Any:
+        """A new transport endpoint (e.g. UDP over IPv4); the adapter wraps it as a socket."""
+        tproto = self.transport_protocols.get(transport)
+        if tproto is None or network not in self.network_protocols:
+            raise ErrUnknownProtocol()
+        return tproto.new_endpoint(network, waiter_queue if waiter_queue is not None else WaiterQueue())
+
+    # --- called by network protocols --------------------------------------------------------------
+
+    def deliver_transport_packet(self, nic: NIC, net_proto: int, trans_proto: int, pkt: PacketBuffer,
+                                 src: bytes, dst: bytes) -> UnknownDestinationDisposition | None:
+        """Hand a transport payload to its endpoint(s).
+
+        Returns None when delivered, or what the transport protocol decided for a packet no endpoint
+        claimed (the network layer sends "port unreachable" for UNHANDLED unicast packets).
+        """
+        tproto = self.transport_protocols.get(trans_proto)
+        if tproto is None:
+            return None if trans_proto == ICMPV4_PROTOCOL_NUMBER else UnknownDestinationDisposition.UNHANDLED
+        ports = tproto.parse_ports(pkt.data)
+        if ports is None:
+            return UnknownDestinationDisposition.MALFORMED
+        src_port, dst_port = ports
+        pkt.transport_protocol = trans_proto
+        endpoints = self.demux.lookup(net_proto, trans_proto, nic.id, src, dst, src_port, dst_port)
+        if endpoints is None:
+            return tproto.handle_unknown_destination_packet(nic, pkt, src, dst)
+        if len(endpoints) == 1:
+            endpoints[0].handle_packet(pkt, src, dst, src_port, dst_port)
+        elif pkt.pkt_type or dst == b"\xff\xff\xff\xff" or (net_proto == 0x0800 and 224 <= dst[0] <= 239):
+            for ep in endpoints:  # broadcast / multicast: every member of the group gets a copy
+                ep.handle_packet(pkt.clone(), src, dst, src_port, dst_port)
+        else:
+            self.demux.select(endpoints, src, src_port, dst, dst_port).handle_packet(pkt, src, dst, src_port,
+                                                                                        dst_port)
+        return None
+
+    def deliver_transport_control_packet(self, nic: NIC, net_proto: int, trans_proto: int, src: bytes,
+                                         dst: bytes, kind: Any, info: int, pkt: PacketBuffer) -> None:
+        """An ICMP error quoting a packet we sent from ``src`` to ``dst``; pkt.data is the quoted
+        transport header (at least its first 4 bytes)."""
+        tproto = self.transport_protocols.get(trans_proto)
+        ports = tproto.parse_ports(pkt.data) if tproto is not None else None
+        if ports is None:
+            return
+        src_port, dst_port = ports
+        endpoints = self.demux.lookup(net_proto, trans_proto, nic.id, dst, src, dst_port, src_port)
+        for ep in endpoints or ():
+            ep.handle_control_packet(kind, info, pkt)
+
+    def deliver_local(self, nic: NIC, net_proto: int, packet: bytes) -> None:
+        """Loop a packet addressed to this stack back in, iteratively (a trampoline, not recursion)."""
+        self._local_queue.append((nic, net_proto, packet))
+        if self._delivering_local:
+            return
+        self._delivering_local = True
+        try:
+            while self._local_queue:
+                owner, proto, data = self._local_queue.popleft()
+                owner.deliver_network_packet(b"", b"", proto, PacketBuffer.inbound(data))
+        finally:
+            self._delivering_local = False
+
+    def close(self) -> None:
+        """Close every NIC (and so detach every link)."""
+        for nic_id in list(self.nics):
+            self.remove_nic(nic_id)

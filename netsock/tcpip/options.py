@@ -1,0 +1,84 @@
+"""Endpoint options, shutdown flags, write options and control messages.
+
+netstack has one Go type per socket option; in Python one enum names them all and
+``Endpoint.set_sock_opt(SockOpt.X, value)`` / ``get_sock_opt(SockOpt.X)`` carry the value.
+An endpoint that does not know an option raises ``ErrUnknownProtocolOption`` (ENOPROTOOPT).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .address import FullAddress
+
+
+class ShutdownFlags(enum.IntFlag):
+    READ = 1
+    WRITE = 2
+
+
+class SockOpt(enum.Enum):
+    # Integer-valued options (netstack's SockOpt).
+    RECEIVE_QUEUE_SIZE = "receive_queue_size"     # read-only: unread bytes queued
+    SEND_QUEUE_SIZE = "send_queue_size"           # read-only: unsent bytes queued
+    SEND_BUFFER_SIZE = "send_buffer_size"
+    RECEIVE_BUFFER_SIZE = "receive_buffer_size"
+    DELAY = "delay"                               # TCP: Nagle on (1) / off (0)
+    # Typed options.
+    REUSE_ADDRESS = "reuse_address"
+    REUSE_PORT = "reuse_port"
+    BROADCAST = "broadcast"
+    BIND_TO_DEVICE = "bind_to_device"             # NIC id, 0 = none
+    TTL = "ttl"                                   # 0 = protocol default
+    MULTICAST_TTL = "multicast_ttl"
+    MULTICAST_LOOP = "multicast_loop"
+    MULTICAST_INTERFACE = "multicast_interface"
+    ADD_MEMBERSHIP = "add_membership"
+    REMOVE_MEMBERSHIP = "remove_membership"
+    IPV4_TOS = "ipv4_tos"
+    IPV6_TRAFFIC_CLASS = "ipv6_traffic_class"
+    V6_ONLY = "v6_only"
+    KEEPALIVE_ENABLED = "keepalive_enabled"
+    KEEPALIVE_IDLE = "keepalive_idle"             # seconds
+    KEEPALIVE_INTERVAL = "keepalive_interval"     # seconds
+    KEEPALIVE_COUNT = "keepalive_count"
+    MAX_SEG = "max_seg"
+    CORK = "cork"
+    QUICK_ACK = "quick_ack"
+    LINGER = "linger"                             # None or seconds
+    TCP_LINGER_TIMEOUT = "tcp_linger_timeout"     # FIN-WAIT-2 timeout, seconds
+    TCP_TIME_WAIT_TIMEOUT = "tcp_time_wait_timeout"
+    CONGESTION_CONTROL = "congestion_control"
+    AVAILABLE_CONGESTION_CONTROL = "available_congestion_control"
+    MODERATE_RECEIVE_BUFFER = "moderate_receive_buffer"
+    OUT_OF_BAND_INLINE = "out_of_band_inline"
+    TCP_INFO = "tcp_info"
+    ERROR = "error"                               # read and clear the pending error
+    TIMESTAMP = "timestamp"                       # deliver receive timestamps as control messages
+    RECEIVE_TOS = "receive_tos"
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How one write is sent: ``to`` overrides the connected peer; ``more`` is MSG_MORE."""
+
+    to: FullAddress | None = None
+    more: bool = False
+    end_of_record: bool = False
+    atomic: bool = False
+
+
+DEFAULT_WRITE_OPTIONS = WriteOptions()
+
+
+@dataclass(frozen=True)
+class ControlMessages:
+    """Ancillary data returned with a read (netstack's ControlMessages)."""
+
+    timestamp: int | None = None   # ns since the epoch that the packet was received
+    inq: int | None = None         # bytes still queued after this read
+    tos: int | None = None
+
+
+NO_CONTROL_MESSAGES = ControlMessages()

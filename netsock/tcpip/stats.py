@@ -1,0 +1,248 @@
+"""Counters for everything the stack does (netstack's ``tcpip.Stats`` tree).
+
+Every drop has a counter; a packet the stack refuses is never silent. Groups declare their counters
+as annotations, and ``StatGroup`` creates them, so the tree reads like netstack's documentation and
+``as_dict()`` turns any subtree into plain data for printing or JSON.
+"""
+
+from __future__ import annotations
+
+import typing
+
+
+class StatCounter:
+    """One monotonically maintained statistic (a plain int: the stack runs on one thread)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def increment(self, by: int = 1) -> None:
+        self.value += by
+
+    def decrement(self) -> None:
+        self.value -= 1
+
+    def __int__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"StatCounter({self.value})"
+
+
+class StatGroup:
+    """A group of counters and subgroups, created from the class annotations."""
+
+    _fields: typing.ClassVar[tuple[tuple[str, type], ...]] = ()
+
+    def __init_subclass__(cls) -> None:
+        cls._fields = ()  # resolved lazily: annotations name classes defined later in the module
+
+    def __init__(self) -> None:
+        cls = type(self)
+        if not cls._fields:
+            cls._fields = tuple((n, k) for n, k in typing.get_type_hints(cls).items() if n != "_fields")
+        for name, kind in cls._fields:
+            setattr(self, name, kind())
+
+    def as_dict(self) -> dict[str, typing.Any]:
+        out: dict[str, typing.Any] = {}
+        for name, value in vars(self).items():
+            if isinstance(value, StatCounter):
+                out[name] = value.value
+            elif isinstance(value, StatGroup):
+                out[name] = value.as_dict()
+        return out
+
+    def nonzero(self) -> dict[str, int]:
+        """Flattened 'a.b.c' -> value for every counter that is not zero (for compact printing)."""
+        flat: dict[str, int] = {}
+
+        def walk(prefix: str, d: dict[str, typing.Any]) -> None:
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    walk(f"{prefix}{k}.", v)
+                elif v:
+                    flat[prefix + k] = v
+
+        walk("", self.as_dict())
+        return flat
+
+
+class ICMPv4PacketStats(StatGroup):
+    echo: StatCounter
+    echo_reply: StatCounter
+    dst_unreachable: StatCounter
+    src_quench: StatCounter
+    redirect: StatCounter
+    time_exceeded: StatCounter
+    param_problem: StatCounter
+    timestamp: StatCounter
+    timestamp_reply: StatCounter
+    info_request: StatCounter
+    info_reply: StatCounter
+
+
+class ICMPv4SentPacketStats(ICMPv4PacketStats):
+    dropped: StatCounter
+    rate_limited: StatCounter
+
+
+class ICMPv4ReceivedPacketStats(ICMPv4PacketStats):
+    invalid: StatCounter
+
+
+class ICMPv6PacketStats(StatGroup):
+    echo_request: StatCounter
+    echo_reply: StatCounter
+    dst_unreachable: StatCounter
+    packet_too_big: StatCounter
+    time_exceeded: StatCounter
+    param_problem: StatCounter
+    router_solicit: StatCounter
+    router_advert: StatCounter
+    neighbor_solicit: StatCounter
+    neighbor_advert: StatCounter
+    redirect_msg: StatCounter
+
+
+class ICMPv6SentPacketStats(ICMPv6PacketStats):
+    dropped: StatCounter
+    rate_limited: StatCounter
+
+
+class ICMPv6ReceivedPacketStats(ICMPv6PacketStats):
+    invalid: StatCounter
+
+
+class ICMPStats(StatGroup):
+    v4_packets_sent: ICMPv4SentPacketStats
+    v4_packets_received: ICMPv4ReceivedPacketStats
+    v6_packets_sent: ICMPv6SentPacketStats
+    v6_packets_received: ICMPv6ReceivedPacketStats
+
+
+class IPStats(StatGroup):
+    packets_received: StatCounter
+    invalid_addresses_received: StatCounter
+    packets_delivered: StatCounter
+    packets_sent: StatCounter
+    outgoing_packet_errors: StatCounter
+    malformed_packets_received: StatCounter
+    malformed_fragments_received: StatCounter
+    # Beyond netstack's list: the other reasons an IP packet is dropped.
+    checksum_errors: StatCounter
+    ttl_exceeded: StatCounter
+    unknown_protocol_received: StatCounter
+    fragments_received: StatCounter
+    reassembly_failures: StatCounter
+    no_route: StatCounter
+
+
+class ARPStats(StatGroup):
+    packets_received: StatCounter
+    requests_received: StatCounter
+    replies_received: StatCounter
+    malformed_packets_received: StatCounter
+    requests_sent: StatCounter
+    replies_sent: StatCounter
+    resolution_failures: StatCounter
+    pending_packets_dropped: StatCounter
+
+
+class TCPStats(StatGroup):
+    active_connection_openings: StatCounter
+    passive_connection_openings: StatCounter
+    current_established: StatCounter
+    established_resets: StatCounter
+    listen_overflow_syn_drop: StatCounter
+    listen_overflow_ack_drop: StatCounter
+    listen_overflow_syn_cookie_sent: StatCounter
+    listen_overflow_syn_cookie_rcvd: StatCounter
+    listen_overflow_invalid_syn_cookie_rcvd: StatCounter
+    failed_connection_attempts: StatCounter
+    valid_segments_received: StatCounter
+    invalid_segments_received: StatCounter
+    segments_sent: StatCounter
+    segment_send_errors: StatCounter
+    resets_sent: StatCounter
+    resets_received: StatCounter
+    retransmits: StatCounter
+    fast_recovery: StatCounter
+    sack_recovery: StatCounter
+    slow_start_retransmits: StatCounter
+    fast_retransmit: StatCounter
+    timeouts: StatCounter
+    checksum_errors: StatCounter
+
+
+class UDPStats(StatGroup):
+    packets_received: StatCounter
+    unknown_port_errors: StatCounter
+    receive_buffer_errors: StatCounter
+    malformed_packets_received: StatCounter
+    packets_sent: StatCounter
+    packet_send_errors: StatCounter
+    checksum_errors: StatCounter
+
+
+class NICStats(StatGroup):
+    """Per-NIC traffic counters (netstack's NICStats)."""
+
+    tx_packets: StatCounter
+    tx_bytes: StatCounter
+    rx_packets: StatCounter
+    rx_bytes: StatCounter
+    disabled_rx_packets: StatCounter
+    unknown_l3_protocol_rcvd_packets: StatCounter
+    malformed_l4_rcvd_packets: StatCounter
+
+
+class Stats(StatGroup):
+    """Everything the stack counts."""
+
+    unknown_protocol_rcvd_packets: StatCounter
+    malformed_rcvd_packets: StatCounter
+    dropped_packets: StatCounter
+    icmp: ICMPStats
+    ip: IPStats
+    arp: ARPStats
+    tcp: TCPStats
+    udp: UDPStats
+
+
+# Per-endpoint statistics (netstack's TransportEndpointStats).
+
+class ReceiveErrors(StatGroup):
+    receive_buffer_overflow: StatCounter
+    malformed_packets_received: StatCounter
+    closed_receiver: StatCounter
+    checksum_errors: StatCounter
+
+
+class ReadErrors(StatGroup):
+    read_closed: StatCounter
+    invalid_endpoint_state: StatCounter
+    not_connected: StatCounter
+
+
+class SendErrors(StatGroup):
+    send_to_network_failed: StatCounter
+    no_route: StatCounter
+    no_link_addr: StatCounter
+
+
+class WriteErrors(StatGroup):
+    write_closed: StatCounter
+    invalid_endpoint_state: StatCounter
+    invalid_args: StatCounter
+
+
+class TransportEndpointStats(StatGroup):
+    packets_received: StatCounter
+    packets_sent: StatCounter
+    receive_errors: ReceiveErrors
+    read_errors: ReadErrors
+    send_errors: SendErrors
+    write_errors: WriteErrors

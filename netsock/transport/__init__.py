@@ -1,0 +1,1 @@
+"""Transport protocols: one subpackage each (udp, icmp; tcp to come)."""

@@ -1,0 +1,358 @@
+"""What datagram endpoints (UDP, ICMP echo "ping" sockets) share: binding, connecting, a bounded
+receive queue, readiness, socket options and ICMP error reporting.
+
+A protocol subclass supplies its header: ``_send`` builds and sends one datagram, and its inbound
+path calls ``_enqueue`` with the payload (a memoryview of the received frame: not copied until the
+reader reads it).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..ports import PortFlags
+from ..stack.demux import TransportEndpointID
+from ..stack.registration import ControlType, TransportEndpoint
+from ..tcpip import (DEFAULT_WRITE_OPTIONS, NO_CONTROL_MESSAGES, ControlMessages, ErrAlreadyBound,
+                     ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive, ErrClosedForSend,
+                     ErrConnectionRefused, ErrDestinationRequired, ErrHostUnreachable, ErrInvalidEndpointState,
+                     ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable, ErrNotConnected,
+                     ErrNotPermitted, ErrNotSupported, ErrUnknownProtocolOption,
+                     ErrWouldBlock, Error, FullAddress, ReadResult, ShutdownFlags, SockOpt, TransportEndpointStats,
+                     WriteOptions)
+from ..waiter import EventMask, WaiterQueue
+
+if TYPE_CHECKING:
+    from ..stack.route import Route
+    from ..stack.stack import Stack
+
+# Linux's net.core.rmem_default / wmem_default.
+DEFAULT_BUFFER_SIZE = 212992
+MIN_BUFFER_SIZE = 4096
+MAX_BUFFER_SIZE = 4 << 20
+
+# What the kernel reports for each ICMP error (Linux's icmp_err_convert).
+_CONTROL_ERRORS: dict[ControlType, type[Error]] = {
+    ControlType.PORT_UNREACHABLE: ErrConnectionRefused,
+    ControlType.PROTOCOL_UNREACHABLE: ErrConnectionRefused,
+    ControlType.HOST_UNREACHABLE: ErrHostUnreachable,
+    ControlType.NET_UNREACHABLE: ErrNetworkUnreachable,
+    ControlType.TTL_EXCEEDED: ErrHostUnreachable,
+    ControlType.PACKET_TOO_BIG: ErrMessageTooLong,
+    ControlType.PROHIBITED: ErrNotPermitted,
+    ControlType.PARAMETER_PROBLEM: ErrInvalidEndpointState,
+}
+
+
+class EndpointState(enum.Enum):
+    INITIAL = "initial"
+    BOUND = "bound"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class DatagramEndpoint(TransportEndpoint):
+    transport_number = 0
+    max_payload = 65507
+
+    def __init__(self, stack: Stack, net_proto: int, waiter_queue: WaiterQueue) -> None:
+        self.stack = stack
+        self.net_proto = net_proto
+        self.waiter_queue = waiter_queue
+        self.state = EndpointState.INITIAL
+        self.stats = TransportEndpointStats()
+        self.local = FullAddress()          # what getsockname shows
+        self.remote: FullAddress | None = None
+        self._bound_addr = b""              # the address given to bind (b'': any)
+        self._id: TransportEndpointID | None = None
+        self._reservation: tuple[Any, ...] | None = None
+        self._route: Route | None = None    # cached for the connected peer
+        self._queue: deque[tuple[memoryview, FullAddress, ControlMessages]] = deque()
+        self._queued_bytes = 0
+        self._pending_error: Error | None = None
+        self._shutdown = ShutdownFlags(0)
+        self.options: dict[SockOpt, Any] = {
+            SockOpt.RECEIVE_BUFFER_SIZE: DEFAULT_BUFFER_SIZE, SockOpt.SEND_BUFFER_SIZE: DEFAULT_BUFFER_SIZE,
+            SockOpt.REUSE_ADDRESS: False, SockOpt.REUSE_PORT: False, SockOpt.BROADCAST: False,
+            SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
+            SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.TIMESTAMP: False,
+        }
+        self._memberships: set[tuple[int, bytes]] = set()
+
+    # --- binding and connecting ------------------------------------------------------------------
+
+    def bind(self, addr: FullAddress) -> None:
+        """Bind to a local address (b'' = any) and port (0 = ephemeral)."""
+        if self.state is not EndpointState.INITIAL:
+            raise ErrAlreadyBound() if self.state is not EndpointState.CLOSED else ErrInvalidEndpointState()
+        local = bytes(addr.addr)
+        if local and self.stack.local_address_nic(local) is None and not self._is_group_address(local):
+            raise ErrBadLocalAddress()
+        self._register(addr.nic, local, addr.port, None)
+        self._bound_addr = local
+        self.local = FullAddress(addr.nic, local, self._id.local_port)  # type: ignore[union-attr]
+        self.state = EndpointState.BOUND
+
+    def connect(self, addr: FullAddress) -> None:
+        """Set the default peer; datagrams from anyone else are no longer received. An empty
+        address disconnects (as connect with AF_UNSPEC does)."""
+        if self.state is EndpointState.CLOSED:
+            raise ErrInvalidEndpointState()
+        if not addr.addr:
+            self.disconnect()
+            return
+        nic = addr.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
+        route = self.stack.find_route(nic, self._bound_addr, bytes(addr.addr), self.net_proto)
+        if route.broadcast and not self.options[SockOpt.BROADCAST]:
+            raise ErrBroadcastDisabled()
+        port = self._id.local_port if self._id is not None else 0
+        remote = FullAddress(addr.nic, bytes(addr.addr), addr.port)
+        self._register(nic, self._bound_addr or route.local_address, port, remote)
+        self.local = FullAddress(self.local.nic, route.local_address, self._id.local_port)  # type: ignore[union-attr]
+        self.remote = remote
+        self._route = route
+        self.state = EndpointState.CONNECTED
+
+    def disconnect(self) -> None:
+        if self.state is not EndpointState.CONNECTED:
+            return
+        self._register(self.local.nic, self._bound_addr, self.local.port, None)
+        self.local = FullAddress(self.local.nic, self._bound_addr, self.local.port)
+        self.remote = None
+        self._route = None
+        self.state = EndpointState.BOUND
+
+    def _register(self, nic: int, local: bytes, port: int, remote: FullAddress | None) -> None:
+        """Swap this endpoint's port reservation and demux entry for new ones (all or nothing)."""
+        flags = PortFlags(self.options[SockOpt.REUSE_ADDRESS], self.options[SockOpt.REUSE_PORT])
+        nets = (self.net_proto,)
+        old_res, old_id = self._reservation, self._id
+        if old_res is not None:
+            self.stack.ports.release(*old_res)
+        try:
+            # The port itself is reserved on the wildcard-or-bound address, as Linux's bind/autobind.
+            port = self.stack.ports.reserve(nets, self.transport_number, self._bound_addr, port, flags, nic)
+        except Error:
+            if old_res is not None:
+                self.stack.ports.reserve(*old_res)
+            raise
+        new_id = TransportEndpointID(port, local, remote.port if remote else 0, bytes(remote.addr) if remote else b"")
+        if old_id is not None:
+            self.stack.demux.unregister(nets, self.transport_number, old_id, self, old_res[5])  # type: ignore[index]
+        self.stack.demux.register(nets, self.transport_number, new_id, self, flags.reuse_port, nic)
+        self._reservation = (nets, self.transport_number, self._bound_addr, port, flags, nic)
+        self._id = new_id
+
+    def _release(self) -> None:
+        if self._id is not None and self._reservation is not None:
+            self.stack.demux.unregister(self._reservation[0], self.transport_number, self._id, self,
+                                        self._reservation[5])
+            self.stack.ports.release(*self._reservation)
+        self._id = None
+        self._reservation = None
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def read(self, peek: bool = False) -> ReadResult:
+        """The next datagram, whole (the adapter truncates to the caller's buffer), and its sender."""
+        if self._pending_error is not None and not peek:
+            err, self._pending_error = self._pending_error, None
+            raise err
+        if not self._queue:
+            if self._shutdown & ShutdownFlags.READ or self.state is EndpointState.CLOSED:
+                self.stats.read_errors.read_closed.increment()
+                raise ErrClosedForReceive()
+            raise ErrWouldBlock()
+        if peek:
+            data, sender, control = self._queue[0]
+            return ReadResult(bytes(data), sender, control)
+        data, sender, control = self._queue.popleft()
+        self._queued_bytes -= len(data)
+        return ReadResult(bytes(data), sender, control)
+
+    def _enqueue(self, payload: memoryview, sender: FullAddress) -> None:
+        if self._shutdown & ShutdownFlags.READ or self.state is EndpointState.CLOSED:
+            self.stats.receive_errors.closed_receiver.increment()
+            return
+        if self._queued_bytes >= self.options[SockOpt.RECEIVE_BUFFER_SIZE]:
+            self.stats.receive_errors.receive_buffer_overflow.increment()
+            self._count_overflow()
+            return
+        control = ControlMessages(timestamp=self.stack.clock.now_ns()) if self.options[SockOpt.TIMESTAMP] \
+            else NO_CONTROL_MESSAGES
+        was_empty = not self._queue
+        self._queue.append((payload, sender, control))
+        self._queued_bytes += len(payload)
+        self.stats.packets_received.value += 1
+        if was_empty:
+            self.waiter_queue.notify(EventMask.IN)
+
+    def _count_overflow(self) -> None:
+        """Protocol-wide counter for a datagram dropped on a full receive queue."""
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview, options: WriteOptions = DEFAULT_WRITE_OPTIONS) -> int:
+        """Send one datagram; returns its length. Never partial: all of it or an error."""
+        if self._shutdown & ShutdownFlags.WRITE:
+            self.stats.write_errors.write_closed.increment()
+            raise ErrClosedForSend()
+        if self.state is EndpointState.CLOSED:
+            self.stats.write_errors.invalid_endpoint_state.increment()
+            raise ErrInvalidEndpointState()
+        if len(data) > self.max_payload:
+            self.stats.write_errors.invalid_args.increment()
+            raise ErrMessageTooLong()
+        to = options.to
+        if to is None or (self.remote is not None and to.addr == self.remote.addr and to.port == self.remote.port):
+            if self.remote is None:
+                raise ErrDestinationRequired()
+            route, dst_port = self._route, self.remote.port
+        else:
+            nic = to.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
+            if not nic and to.addr and 224 <= to.addr[0] <= 239:
+                nic = self.options[SockOpt.MULTICAST_INTERFACE]
+            try:
+                route = self.stack.find_route(nic, self._bound_addr, bytes(to.addr), self.net_proto)
+            except Error:
+                self.stats.send_errors.no_route.increment()
+                raise
+            dst_port = to.port
+        assert route is not None
+        if route.broadcast and not self.options[SockOpt.BROADCAST]:
+            raise ErrBroadcastDisabled()
+        if self.state is EndpointState.INITIAL:
+            self._register(0, b"", 0, None)
+            self.local = FullAddress(0, b"", self._id.local_port)  # type: ignore[union-attr]
+            self.state = EndpointState.BOUND
+        if route.multicast:
+            ttl = self.options[SockOpt.MULTICAST_TTL]
+        else:
+            ttl = self.options[SockOpt.TTL] or route.default_ttl()
+        try:
+            self._send(route, data, dst_port, ttl, self.options[SockOpt.IPV4_TOS])
+        except Error:
+            self.stats.send_errors.send_to_network_failed.increment()
+            raise
+        self.stats.packets_sent.value += 1
+        return len(data)
+
+    def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int) -> None:
+        raise NotImplementedError
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def shutdown(self, flags: ShutdownFlags) -> None:
+        if self.state is not EndpointState.CONNECTED:
+            raise ErrNotConnected()
+        self._shutdown |= flags
+        if flags & ShutdownFlags.READ:
+            self.waiter_queue.notify(EventMask.IN)
+
+    def close(self) -> None:
+        if self.state is EndpointState.CLOSED:
+            return
+        self._release()
+        for nic_id, group in self._memberships:
+            nic = self.stack.nics.get(nic_id)
+            if nic is not None:
+                nic.leave_group(self.net_proto, group)
+        self._memberships.clear()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._route = None
+        self.state = EndpointState.CLOSED
+        self.waiter_queue.notify(EventMask.IN | EventMask.OUT | EventMask.HUP)
+
+    # --- status -----------------------------------------------------------------------------------
+
+    def readiness(self, mask: EventMask) -> EventMask:
+        ready = EventMask(0)
+        if mask & EventMask.IN and (self._queue or self._pending_error is not None
+                                    or self._shutdown & ShutdownFlags.READ or self.state is EndpointState.CLOSED):
+            ready |= EventMask.IN
+        if mask & EventMask.OUT and not self._shutdown & ShutdownFlags.WRITE:
+            ready |= EventMask.OUT
+        if self._pending_error is not None:
+            ready |= EventMask.ERR & mask
+        if self._shutdown == ShutdownFlags.READ | ShutdownFlags.WRITE or self.state is EndpointState.CLOSED:
+            ready |= EventMask.HUP & mask
+        return ready
+
+    def get_local_address(self) -> FullAddress:
+        return self.local
+
+    def get_remote_address(self) -> FullAddress:
+        if self.remote is None:
+            raise ErrNotConnected()
+        return self.remote
+
+    def handle_control_packet(self, kind: ControlType, info: int, pkt: object) -> None:
+        """ICMP errors reach connected endpoints only, as on Linux without IP_RECVERR."""
+        if self.state is not EndpointState.CONNECTED:
+            return
+        self._pending_error = _CONTROL_ERRORS.get(kind, ErrConnectionRefused)()
+        self.waiter_queue.notify(EventMask.ERR | EventMask.IN)
+
+    # --- options ----------------------------------------------------------------------------------
+
+    def set_sock_opt(self, opt: SockOpt, value: Any) -> None:
+        if opt in (SockOpt.RECEIVE_BUFFER_SIZE, SockOpt.SEND_BUFFER_SIZE):
+            value = max(MIN_BUFFER_SIZE, min(int(value), MAX_BUFFER_SIZE))
+        elif opt in (SockOpt.TTL, SockOpt.MULTICAST_TTL):
+            if not 0 <= int(value) <= 255:
+                raise ErrInvalidOptionValue()
+        elif opt is SockOpt.IPV4_TOS:
+            value = int(value) & 0xFF
+        elif opt in (SockOpt.ADD_MEMBERSHIP, SockOpt.REMOVE_MEMBERSHIP):
+            self._membership(opt is SockOpt.ADD_MEMBERSHIP, *value)
+            return
+        elif opt not in self.options:
+            raise ErrUnknownProtocolOption()
+        self.options[opt] = value
+
+    def get_sock_opt(self, opt: SockOpt) -> Any:
+        if opt is SockOpt.RECEIVE_QUEUE_SIZE:
+            return len(self._queue[0][0]) if self._queue else 0
+        if opt is SockOpt.SEND_QUEUE_SIZE:
+            return 0
+        if opt is SockOpt.ERROR:
+            err, self._pending_error = self._pending_error, None
+            return err
+        if opt in (SockOpt.AVAILABLE_CONGESTION_CONTROL, SockOpt.TCP_INFO):
+            raise ErrNotSupported()
+        try:
+            return self.options[opt]
+        except KeyError:
+            raise ErrUnknownProtocolOption() from None
+
+    def _membership(self, join: bool, group: bytes, nic_id: int = 0) -> None:
+        if not self._is_group_address(group):
+            raise ErrInvalidOptionValue()
+        if not nic_id:
+            try:
+                nic_id = self.stack.find_route(0, b"", bytes(group), self.net_proto).nic.id
+            except Error:
+                raise ErrNetworkUnreachable() from None
+        nic = self.stack.nics.get(nic_id)
+        if nic is None:
+            raise ErrInvalidOptionValue()
+        key = (nic_id, bytes(group))
+        if join:
+            if key in self._memberships:
+                raise ErrInvalidOptionValue()
+            nic.join_group(self.net_proto, group)
+            self._memberships.add(key)
+        else:
+            if key not in self._memberships:
+                raise ErrInvalidOptionValue()
+            self._memberships.discard(key)
+            nic.leave_group(self.net_proto, group)
+
+    def _is_group_address(self, addr: bytes) -> bool:
+        return len(addr) == 4 and (224 <= addr[0] <= 239 or addr == b"\xff\xff\xff\xff")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.state.value} local={self.local} remote={self.remote}>"

@@ -1,0 +1,101 @@
+"""UDP (RFC 768, with RFC 1122 §4.1 host requirements)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ...header import udp
+from ...header.checksum import checksum, combine, pseudo_header_checksum
+from ...stack.interfaces import LinkCapabilities
+from ...stack.packet_buffer import PacketBuffer
+from ...stack.registration import TransportProtocol, UnknownDestinationDisposition
+from ...tcpip import UDP_PROTOCOL_NUMBER, FullAddress
+from ...waiter import WaiterQueue
+from ..datagram import DatagramEndpoint
+
+if TYPE_CHECKING:
+    from ...stack.nic import NIC
+    from ...stack.route import Route
+    from ...tcpip.stats import UDPStats
+
+PROTOCOL_NUMBER = UDP_PROTOCOL_NUMBER
+
+
+def _valid_datagram(pkt: PacketBuffer, src: bytes, dst: bytes, stats: UDPStats, verify: bool) -> udp.UDPHeader | None:
+    """Parse and checksum-verify the datagram in pkt.data, trimming it to the UDP length; None if bad."""
+    hdr = udp.parse(pkt.data)
+    if not hdr:
+        stats.malformed_packets_received.increment()
+        return None
+    pkt.trim(hdr.length)
+    # A zero checksum means the sender computed none (RFC 768; allowed over IPv4 only).
+    if verify and hdr.checksum and combine(
+            pseudo_header_checksum(PROTOCOL_NUMBER, src, dst, hdr.length), checksum(pkt.data)) != 0xFFFF:
+        stats.checksum_errors.increment()
+        return None
+    return hdr
+
+
+class UDPEndpoint(DatagramEndpoint):
+    transport_number = PROTOCOL_NUMBER
+
+    def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
+        proto = self.stack.transport_protocols[PROTOCOL_NUMBER]
+        hdr = _valid_datagram(pkt, src, dst, proto.udp_stats, proto.verify_checksums(pkt))
+        if hdr is None:
+            self.stats.receive_errors.malformed_packets_received.increment()
+            return
+        proto.udp_stats.packets_received.value += 1
+        pkt.transport_header = pkt.data[:udp.HEADER_SIZE]
+        self._enqueue(pkt.data[udp.HEADER_SIZE:], FullAddress(pkt.nic_id, src, src_port))
+
+    def _count_overflow(self) -> None:
+        self.stack.stats().udp.receive_buffer_errors.increment()
+
+    def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int) -> None:
+        length = udp.HEADER_SIZE + len(data)
+        pkt = PacketBuffer(route.max_header_length() + udp.HEADER_SIZE, data)
+        hdr = pkt.prepend(udp.HEADER_SIZE)
+        udp.build(hdr, self.local.port, dst_port, length)
+        total = combine(pseudo_header_checksum(PROTOCOL_NUMBER, route.local_address, route.remote_address, length),
+                        checksum(hdr, checksum(data)))
+        csum = ~total & 0xFFFF
+        csum = csum or 0xFFFF   # RFC 768: a computed zero is sent as all ones
+        hdr[6] = csum >> 8
+        hdr[7] = csum & 0xFF
+        stats = self.stack.stats().udp
+        try:
+            route.write_packet(PROTOCOL_NUMBER, pkt, ttl, tos)
+        except Exception:
+            stats.packet_send_errors.increment()
+            raise
+        stats.packets_sent.value += 1
+
+
+class UDPProtocol(TransportProtocol):
+    number = PROTOCOL_NUMBER
+    min_header_size = udp.HEADER_SIZE
+
+    def __init__(self, stack) -> None:  # noqa: ANN001 - Stack (import cycle)
+        super().__init__(stack)
+        self.udp_stats = stack.stats().udp
+
+    def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> UDPEndpoint:
+        return UDPEndpoint(self.stack, net_proto, waiter_queue)
+
+    def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
+        if len(view) < 4:
+            return None
+        return (view[0] << 8) | view[1], (view[2] << 8) | view[3]
+
+    def verify_checksums(self, pkt: PacketBuffer) -> bool:
+        nic = self.stack.nics.get(pkt.nic_id)
+        return nic is None or not nic.link.capabilities() & LinkCapabilities.RX_CHECKSUM_OFFLOAD
+
+    def handle_unknown_destination_packet(self, nic: NIC, pkt: PacketBuffer, src: bytes,
+                                          dst: bytes) -> UnknownDestinationDisposition:
+        """No socket on that port: a valid datagram earns "port unreachable", a corrupt one nothing."""
+        if _valid_datagram(pkt, src, dst, self.udp_stats, self.verify_checksums(pkt)) is None:
+            return UnknownDestinationDisposition.MALFORMED
+        self.udp_stats.unknown_port_errors.increment()
+        return UnknownDestinationDisposition.UNHANDLED

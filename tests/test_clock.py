@@ -1,0 +1,74 @@
+"""The per-stack timer heap on a manual clock."""
+
+from netsock.stack.clock import ManualClock, TimerQueue
+
+
+def make():
+    clock = ManualClock()
+    return clock, TimerQueue(clock)
+
+
+def test_timers_fire_in_deadline_order_at_their_time():
+    clock, timers = make()
+    fired = []
+    for name, delay in (("c", 3.0), ("a", 1.0), ("b", 2.0)):
+        timers.call_later(delay, fired.append, name)
+    clock.advance(0.999)
+    assert fired == []
+    clock.advance(0.002)
+    assert fired == ["a"]
+    clock.advance(5)
+    assert fired == ["a", "b", "c"] and len(timers) == 0
+
+
+def test_cancel_and_reset():
+    clock, timers = make()
+    fired = []
+    t = timers.timer(fired.append, "x")
+    t.reset(1.0)
+    t.reset(2.0)            # re-arming moves it, it does not add a second firing
+    clock.advance(1.5)
+    assert fired == [] and t.armed
+    clock.advance(1.0)
+    assert fired == ["x"] and not t.armed
+    t.reset(1.0)
+    t.cancel()
+    clock.advance(10)
+    assert fired == ["x"] and len(timers) == 0
+
+
+def test_a_timer_can_rearm_itself_from_its_callback():
+    clock, timers = make()
+    ticks = []
+
+    def tick():
+        ticks.append(clock.now())
+        if len(ticks) < 5:
+            t.reset(1.0)
+
+    t = timers.timer(tick)
+    t.reset(1.0)
+    clock.advance(10)
+    assert len(ticks) == 5 and ticks == sorted(ticks)
+
+
+def test_rearming_many_times_does_not_grow_the_heap():
+    clock, timers = make()
+    ts = [timers.timer(lambda: None) for _ in range(100)]
+    for i in range(10_000):
+        ts[i % 100].reset(1.0 + i * 1e-6)
+    assert len(timers) == 100
+    for t in ts:
+        t.cancel()
+    assert len(timers) == 0
+    assert len(timers._heap) <= 64, "stale entries are compacted away"
+
+
+def test_manual_clock_runs_deferred_calls_before_timers():
+    clock, timers = make()
+    order = []
+    timers.call_later(0.5, order.append, "timer")
+    clock.call_soon(order.append, "soon")
+    clock.advance(1)
+    assert order == ["soon", "timer"]
+    assert clock.now_ns() > 0

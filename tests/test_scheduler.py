@@ -1,0 +1,71 @@
+"""The gevent scheduler: one hub timer per stack drives protocol timers; waiters park greenlets."""
+
+import time
+
+import gevent
+
+from netsock.scheduler import GeventClock, wait_for
+from netsock.stack.clock import TimerQueue
+from netsock.waiter import EventMask, WaiterQueue
+
+
+def test_timer_queue_on_the_hub_fires_in_order_in_real_time():
+    timers = TimerQueue(GeventClock())
+    fired = []
+    start = time.monotonic()
+    for delay in (0.06, 0.02, 0.04):
+        timers.call_later(delay, lambda d=delay: fired.append((d, time.monotonic() - start)))
+    gevent.sleep(0.12)
+    assert [d for d, _ in fired] == [0.02, 0.04, 0.06]
+    assert all(elapsed >= d - 0.002 for d, elapsed in fired), "never early"
+    assert len(timers) == 0
+
+
+def test_one_hub_timer_serves_many_protocol_timers():
+    clock = GeventClock()
+    timers = TimerQueue(clock)
+    ts = [timers.call_later(10 + i, lambda: None) for i in range(1000)]
+    assert len(clock._timers) == 1
+    for t in ts:
+        t.cancel()
+    assert len(timers) == 0
+
+
+def test_deferred_calls_run_on_the_loop():
+    clock = GeventClock()
+    ran = []
+    clock.call_soon(ran.append, 1)
+    assert ran == []
+    gevent.sleep(0)
+    assert ran == [1]
+
+
+def test_wait_for_parks_until_notified_and_times_out():
+    queue = WaiterQueue()
+    state = {"ready": False}
+
+    def later():
+        gevent.sleep(0.02)
+        state["ready"] = True
+        queue.notify(EventMask.IN)
+
+    g = gevent.spawn(later)
+    assert wait_for(queue, EventMask.IN, lambda: state["ready"], timeout=1.0)
+    g.join()
+    assert len(queue) == 0, "the waiter unregisters itself"
+    t0 = time.monotonic()
+    assert not wait_for(queue, EventMask.IN, lambda: False, timeout=0.05)
+    assert time.monotonic() - t0 >= 0.045
+    queue.notify(EventMask.OUT)  # nobody cares about OUT: no callback runs
+
+
+def test_waiter_queue_masks():
+    queue = WaiterQueue()
+    got = []
+    e_in = queue.register(got.append, EventMask.IN)
+    queue.register(got.append, EventMask.OUT | EventMask.ERR)
+    queue.notify(EventMask.IN | EventMask.ERR)
+    assert got == [EventMask.IN, EventMask.ERR]
+    queue.unregister(e_in)
+    queue.unregister(e_in)  # twice is harmless
+    assert queue.events() == EventMask.OUT | EventMask.ERR
