@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = stack.new_endpoint(UDPProtocol.number, 0x0800, queue)
     endpoint.bind(FullAddress(0, b"", args.port))
     server = gevent.spawn(echo_forever, endpoint, queue)
-    print(f"ready: echoing UDP on {address.address}:{args.port} over {args.device}", flush=True)
+    print(f"echoing UDP on {address.address}:{args.port} over {args.device}")
+    print("ready", flush=True)
     try:
         wait_for_stop_signal()
     finally:

@@ -3,8 +3,10 @@
 Endpoints register under a ``TransportEndpointID`` (local port, local address, remote port, remote
 address) where unset fields (0 / b'') are wildcards. An inbound packet is offered to the most
 specific registration first: connected 4-tuple, then bound address, then wildcard address. Several
-endpoints under one ID form a SO_REUSEPORT group: unicast packets go to one of them chosen by a hash
-of the sender (so a flow sticks to one endpoint), broadcast and multicast datagrams to all.
+endpoints may share one ID when each set SO_REUSEPORT, or each set SO_REUSEADDR. Broadcast and
+multicast datagrams go to all of them; a unicast packet to one: in a SO_REUSEPORT group, chosen by a
+hash of the flow (so a flow sticks to one endpoint), otherwise the most recently registered, as Linux
+does for SO_REUSEADDR datagram sockets.
 """
 
 from __future__ import annotations
@@ -24,22 +26,44 @@ class TransportEndpointID(NamedTuple):
     remote_address: bytes
 
 
-class _Group:
-    __slots__ = ("endpoints", "reuse_port")
+class EndpointGroup(list):
+    """The endpoints registered under one ID, oldest first, with the sharing flags of each."""
 
-    def __init__(self, reuse_port: bool) -> None:
-        self.endpoints: list[TransportEndpoint] = []
-        self.reuse_port = reuse_port
+    __slots__ = ("_flags", "load_balanced")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._flags: list[tuple[bool, bool]] = []   # (reuse_addr, reuse_port) of each endpoint
+        self.load_balanced = False                  # every member set SO_REUSEPORT
+
+    def admits(self, reuse_addr: bool, reuse_port: bool) -> bool:
+        """May an endpoint with these flags join? Only if all members set the same flag."""
+        return (not self or (reuse_port and all(rp for _, rp in self._flags))
+                or (reuse_addr and all(ra for ra, _ in self._flags)))
+
+    def add(self, ep: TransportEndpoint, reuse_addr: bool, reuse_port: bool) -> None:
+        self.append(ep)
+        self._flags.append((reuse_addr, reuse_port))
+        self.load_balanced = all(rp for _, rp in self._flags)
+
+    def discard(self, ep: TransportEndpoint) -> bool:
+        for i, member in enumerate(self):
+            if member is ep:
+                del self[i]
+                del self._flags[i]
+                self.load_balanced = all(rp for _, rp in self._flags)
+                return True
+        return False
 
 
 class TransportDemuxer:
     def __init__(self) -> None:
         # (network protocol, transport protocol, nic or 0) -> id -> group
-        self._tables: dict[tuple[int, int, int], dict[TransportEndpointID, _Group]] = {}
+        self._tables: dict[tuple[int, int, int], dict[TransportEndpointID, EndpointGroup]] = {}
         self._secret = secrets.token_bytes(16)
 
     def register(self, net_protos: tuple[int, ...], trans_proto: int, id: TransportEndpointID,
-                 ep: TransportEndpoint, reuse_port: bool = False, nic: int = 0) -> None:
+                 ep: TransportEndpoint, reuse_port: bool = False, nic: int = 0, reuse_addr: bool = False) -> None:
         """Register ``ep`` for each network protocol; all or nothing."""
         done: list[int] = []
         try:
@@ -47,10 +71,10 @@ class TransportDemuxer:
                 table = self._tables.setdefault((net, trans_proto, nic), {})
                 group = table.get(id)
                 if group is None:
-                    group = table[id] = _Group(reuse_port)
-                elif not (reuse_port and group.reuse_port):
+                    group = table[id] = EndpointGroup()
+                elif not group.admits(reuse_addr, reuse_port):
                     raise ErrPortInUse()
-                group.endpoints.append(ep)
+                group.add(ep, reuse_addr, reuse_port)
                 done.append(net)
         except ErrPortInUse:
             for net in done:
@@ -64,18 +88,14 @@ class TransportDemuxer:
             if not table:
                 continue
             group = table.get(id)
-            if group is None:
+            if group is None or not group.discard(ep):
                 continue
-            try:
-                group.endpoints.remove(ep)
-            except ValueError:
-                continue
-            if not group.endpoints:
+            if not group:
                 del table[id]
 
     def lookup(self, net_proto: int, trans_proto: int, nic: int, src: bytes, dst: bytes, src_port: int,
-               dst_port: int) -> list[TransportEndpoint] | None:
-        """Endpoints of the most specific match, or None. Reuse-port groups are returned whole."""
+               dst_port: int) -> EndpointGroup | None:
+        """Endpoints of the most specific match, or None. Shared IDs' groups are returned whole."""
         for nic_key in ((nic, 0) if nic else (0,)):
             table = self._tables.get((net_proto, trans_proto, nic_key))
             if not table:
@@ -85,14 +105,16 @@ class TransportDemuxer:
                        (dst_port, b"", src_port, src), (dst_port, b"", 0, b"")):
                 group = table.get(id)
                 if group is not None:
-                    return group.endpoints
+                    return group
         return None
 
-    def select(self, endpoints: list[TransportEndpoint], src: bytes, src_port: int, dst: bytes,
+    def select(self, endpoints: EndpointGroup, src: bytes, src_port: int, dst: bytes,
                dst_port: int) -> TransportEndpoint:
-        """One endpoint of a reuse-port group, stable for a given flow."""
+        """The endpoint of a group that gets a unicast packet: stable for a given flow."""
         if len(endpoints) == 1:
             return endpoints[0]
+        if not endpoints.load_balanced:
+            return endpoints[-1]
         key = bytes(src) + src_port.to_bytes(2, "big") + bytes(dst) + dst_port.to_bytes(2, "big")
         h = int.from_bytes(hashlib.blake2s(key, key=self._secret, digest_size=4).digest(), "big")
         return endpoints[h % len(endpoints)]
@@ -101,9 +123,9 @@ class TransportDemuxer:
         seen: dict[int, TransportEndpoint] = {}
         for table in self._tables.values():
             for group in table.values():
-                for ep in group.endpoints:
+                for ep in group:
                     seen[id(ep)] = ep
         return list(seen.values())
 
     def __len__(self) -> int:
-        return sum(len(g.endpoints) for t in self._tables.values() for g in t.values())
+        return sum(len(g) for t in self._tables.values() for g in t.values())

@@ -42,6 +42,9 @@ class NIC:
                 if resolves:
                     self.neighbors[resolves] = NeighborCache(self, ep, stack.timers, stack.stats().arp)
         self.loopback = bool(link.capabilities() & LinkCapabilities.LOOPBACK)
+        # Read once: protocols consult these per packet.
+        self.rx_checksum_offload = bool(link.capabilities() & LinkCapabilities.RX_CHECKSUM_OFFLOAD)
+        self.tx_checksum_offload = bool(link.capabilities() & LinkCapabilities.TX_CHECKSUM_OFFLOAD)
         link.attach(self)
 
     # --- inbound (NetworkDispatcher) ------------------------------------------------------------

@@ -215,6 +215,7 @@ class Stack:
             return None if trans_proto == ICMPV4_PROTOCOL_NUMBER else UnknownDestinationDisposition.UNHANDLED
         ports = tproto.parse_ports(pkt.data)
         if ports is None:
+            nic.stats.malformed_l4_rcvd_packets.increment()
             return UnknownDestinationDisposition.MALFORMED
         src_port, dst_port = ports
         pkt.transport_protocol = trans_proto

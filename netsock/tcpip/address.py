@@ -159,15 +159,19 @@ class AddressWithPrefix:
     address: Address
     prefix_len: int
 
+    def __post_init__(self) -> None:
+        mask = AddressMask.from_prefix(self.prefix_len, len(self.address))
+        net = bytes(a & m for a, m in zip(self.address, mask))
+        # Computed once: route lookups ask for it on every unconnected send.
+        object.__setattr__(self, "_subnet", Subnet(net, mask))
+
     @classmethod
     def parse(cls, cidr: str) -> AddressWithPrefix:
         iface = ipaddress.ip_interface(cidr)
         return cls(Address(iface.ip.packed), iface.network.prefixlen)
 
     def subnet(self) -> Subnet:
-        mask = AddressMask.from_prefix(self.prefix_len, len(self.address))
-        net = bytes(a & m for a, m in zip(self.address, mask))
-        return Subnet(net, mask)
+        return self._subnet  # type: ignore[attr-defined]
 
     def __str__(self) -> str:
         return f"{self.address}/{self.prefix_len}"

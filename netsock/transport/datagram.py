@@ -72,7 +72,8 @@ class DatagramEndpoint(TransportEndpoint):
         self._queue: deque[tuple[memoryview, FullAddress, ControlMessages]] = deque()
         self._queued_bytes = 0
         self._pending_error: Error | None = None
-        self._shutdown = ShutdownFlags(0)
+        self._read_shut = False            # plain bools: IntFlag arithmetic is slow per packet
+        self._write_shut = False
         self.options: dict[SockOpt, Any] = {
             SockOpt.RECEIVE_BUFFER_SIZE: DEFAULT_BUFFER_SIZE, SockOpt.SEND_BUFFER_SIZE: DEFAULT_BUFFER_SIZE,
             SockOpt.REUSE_ADDRESS: False, SockOpt.REUSE_PORT: False, SockOpt.BROADCAST: False,
@@ -90,8 +91,12 @@ class DatagramEndpoint(TransportEndpoint):
         local = bytes(addr.addr)
         if local and self.stack.local_address_nic(local) is None and not self._is_group_address(local):
             raise ErrBadLocalAddress()
-        self._register(addr.nic, local, addr.port, None)
-        self._bound_addr = local
+        self._bound_addr = local   # _register reserves the port on it
+        try:
+            self._register(addr.nic, local, addr.port, None)
+        except Error:
+            self._bound_addr = b""
+            raise
         self.local = FullAddress(addr.nic, local, self._id.local_port)  # type: ignore[union-attr]
         self.state = EndpointState.BOUND
 
@@ -141,7 +146,8 @@ class DatagramEndpoint(TransportEndpoint):
         new_id = TransportEndpointID(port, local, remote.port if remote else 0, bytes(remote.addr) if remote else b"")
         if old_id is not None:
             self.stack.demux.unregister(nets, self.transport_number, old_id, self, old_res[5])  # type: ignore[index]
-        self.stack.demux.register(nets, self.transport_number, new_id, self, flags.reuse_port, nic)
+        self.stack.demux.register(nets, self.transport_number, new_id, self, flags.reuse_port, nic,
+                                  reuse_addr=flags.reuse_addr)
         self._reservation = (nets, self.transport_number, self._bound_addr, port, flags, nic)
         self._id = new_id
 
@@ -161,7 +167,7 @@ class DatagramEndpoint(TransportEndpoint):
             err, self._pending_error = self._pending_error, None
             raise err
         if not self._queue:
-            if self._shutdown & ShutdownFlags.READ or self.state is EndpointState.CLOSED:
+            if self._read_shut or self.state is EndpointState.CLOSED:
                 self.stats.read_errors.read_closed.increment()
                 raise ErrClosedForReceive()
             raise ErrWouldBlock()
@@ -173,7 +179,7 @@ class DatagramEndpoint(TransportEndpoint):
         return ReadResult(bytes(data), sender, control)
 
     def _enqueue(self, payload: memoryview, sender: FullAddress) -> None:
-        if self._shutdown & ShutdownFlags.READ or self.state is EndpointState.CLOSED:
+        if self._read_shut or self.state is EndpointState.CLOSED:
             self.stats.receive_errors.closed_receiver.increment()
             return
         if self._queued_bytes >= self.options[SockOpt.RECEIVE_BUFFER_SIZE]:
@@ -196,7 +202,7 @@ class DatagramEndpoint(TransportEndpoint):
 
     def write(self, data: bytes | bytearray | memoryview, options: WriteOptions = DEFAULT_WRITE_OPTIONS) -> int:
         """Send one datagram; returns its length. Never partial: all of it or an error."""
-        if self._shutdown & ShutdownFlags.WRITE:
+        if self._write_shut:
             self.stats.write_errors.write_closed.increment()
             raise ErrClosedForSend()
         if self.state is EndpointState.CLOSED:
@@ -247,7 +253,8 @@ class DatagramEndpoint(TransportEndpoint):
     def shutdown(self, flags: ShutdownFlags) -> None:
         if self.state is not EndpointState.CONNECTED:
             raise ErrNotConnected()
-        self._shutdown |= flags
+        self._read_shut |= bool(flags & ShutdownFlags.READ)
+        self._write_shut |= bool(flags & ShutdownFlags.WRITE)
         if flags & ShutdownFlags.READ:
             self.waiter_queue.notify(EventMask.IN)
 
@@ -271,13 +278,13 @@ class DatagramEndpoint(TransportEndpoint):
     def readiness(self, mask: EventMask) -> EventMask:
         ready = EventMask(0)
         if mask & EventMask.IN and (self._queue or self._pending_error is not None
-                                    or self._shutdown & ShutdownFlags.READ or self.state is EndpointState.CLOSED):
+                                    or self._read_shut or self.state is EndpointState.CLOSED):
             ready |= EventMask.IN
-        if mask & EventMask.OUT and not self._shutdown & ShutdownFlags.WRITE:
+        if mask & EventMask.OUT and not self._write_shut:
             ready |= EventMask.OUT
         if self._pending_error is not None:
             ready |= EventMask.ERR & mask
-        if self._shutdown == ShutdownFlags.READ | ShutdownFlags.WRITE or self.state is EndpointState.CLOSED:
+        if (self._read_shut and self._write_shut) or self.state is EndpointState.CLOSED:
             ready |= EventMask.HUP & mask
         return ready
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ...header import icmpv4, ipv4
 from ...header.checksum import checksum
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong
-from ...stack.interfaces import LinkCapabilities, PacketType
+from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from . import icmp
@@ -39,7 +39,6 @@ class IPv4Endpoint(NetworkEndpoint):
     def __init__(self, protocol: IPv4Protocol, nic: NIC) -> None:
         super().__init__(protocol, nic)
         self._stats = self.stack.stats()
-        self._rx_csum_offload = bool(nic.link.capabilities() & LinkCapabilities.RX_CHECKSUM_OFFLOAD)
 
     def max_header_length(self) -> int:
         return self.nic.link.max_header_length() + ipv4.MAX_SIZE
@@ -55,13 +54,9 @@ class IPv4Endpoint(NetworkEndpoint):
             ip_stats.malformed_packets_received.increment()
             return
         hlen = hdr.header_length
-        if not self._rx_csum_offload and checksum(data[:hlen]) != 0xFFFF:
+        if not self.nic.rx_checksum_offload and checksum(data[:hlen]) != 0xFFFF:
             ip_stats.malformed_packets_received.increment()
             ip_stats.checksum_errors.increment()
-            return
-        if hlen > ipv4.MIN_SIZE and not ipv4.options_valid(data[ipv4.MIN_SIZE:hlen]):
-            ip_stats.malformed_packets_received.increment()
-            icmp.send_error(self, pkt, hdr, icmpv4.PARAM_PROBLEM, 0, ipv4.MIN_SIZE << 24, data[:hdr.total_length])
             return
         pkt.trim(hdr.total_length)
         original = pkt.data                      # the whole datagram, for ICMP errors that quote it
@@ -72,6 +67,11 @@ class IPv4Endpoint(NetworkEndpoint):
             return
         if not self._accepts(dst, pkt):
             ip_stats.invalid_addresses_received.increment()
+            return
+        # After _accepts classified the destination: no parameter problem about a broadcast.
+        if hlen > ipv4.MIN_SIZE and not ipv4.options_valid(original[ipv4.MIN_SIZE:hlen]):
+            ip_stats.malformed_packets_received.increment()
+            icmp.send_error(self, pkt, hdr, icmpv4.PARAM_PROBLEM, 0, ipv4.MIN_SIZE << 24, original)
             return
         if hdr.is_fragment():
             ip_stats.fragments_received.increment()
@@ -85,7 +85,8 @@ class IPv4Endpoint(NetworkEndpoint):
         verdict = self.stack.deliver_transport_packet(self.nic, PROTOCOL_NUMBER, proto, pkt, src, dst)
         if verdict is None:
             ip_stats.packets_delivered.value += 1
-        elif verdict is UnknownDestinationDisposition.UNHANDLED and pkt.pkt_type == PacketType.HOST:
+        elif verdict is UnknownDestinationDisposition.UNHANDLED:
+            # send_error sends nothing about broadcast and multicast packets.
             if proto in self.stack.transport_protocols:
                 icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.PORT_UNREACHABLE, 0, original)
             else:

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from ...header import udp
 from ...header.checksum import checksum, combine, pseudo_header_checksum
-from ...stack.interfaces import LinkCapabilities
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import TransportProtocol, UnknownDestinationDisposition
 from ...tcpip import UDP_PROTOCOL_NUMBER, FullAddress
@@ -90,7 +89,7 @@ class UDPProtocol(TransportProtocol):
 
     def verify_checksums(self, pkt: PacketBuffer) -> bool:
         nic = self.stack.nics.get(pkt.nic_id)
-        return nic is None or not nic.link.capabilities() & LinkCapabilities.RX_CHECKSUM_OFFLOAD
+        return nic is None or not nic.rx_checksum_offload
 
     def handle_unknown_destination_packet(self, nic: NIC, pkt: PacketBuffer, src: bytes,
                                           dst: bytes) -> UnknownDestinationDisposition:

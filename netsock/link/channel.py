@@ -1,0 +1,121 @@
+"""An in-memory link (netstack's ``link/channel``): the caller plays the wire.
+
+Inbound frames are injected and delivered synchronously; outbound frames are queued for the caller
+to read, and optionally announced through ``on_outbound`` so that a private network can forward
+them to other endpoints as they are written.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import NamedTuple
+
+from ..header import ethernet as eth
+from ..stack.interfaces import LinkCapabilities, LinkEndpointBase
+from ..stack.packet_buffer import Buffer, PacketBuffer
+from ..tcpip.errors import ErrClosedForSend, ErrMessageTooLong, ErrNoBufferSpace
+from . import LinkStats, deliver_ethernet, write_each
+
+
+class PacketInfo(NamedTuple):
+    """One packet the stack wrote: ``data`` is a copy of the whole frame, link header included."""
+
+    protocol: int
+    remote_link_address: bytes
+    data: bytes
+
+
+class ChannelEndpoint(LinkEndpointBase):
+    """A link whose wire is a bounded queue (outbound) and a method call (inbound).
+
+    With ``ethernet=True`` it behaves as an Ethernet segment: written frames carry a 14-byte header
+    built from ``link_address`` (required, 6 bytes) and injected frames must carry one.
+    """
+
+    def __init__(self, size: int = 256, mtu: int = 1500, link_address: bytes = b"",
+                 capabilities: LinkCapabilities = LinkCapabilities.NONE, ethernet: bool = False) -> None:
+        if ethernet:
+            if len(link_address) != 6:
+                raise ValueError("an Ethernet channel needs a 6-byte link address")
+            capabilities |= LinkCapabilities.RESOLUTION_REQUIRED
+        super().__init__(mtu, bytes(link_address), capabilities)
+        self._ethernet = ethernet
+        self._size = size
+        self._queue: deque[PacketInfo] = deque()
+        self._closed = False
+        self.on_outbound: Callable[[PacketInfo], None] | None = None
+        self.stats = LinkStats()
+
+    def max_header_length(self) -> int:
+        return eth.HEADER_SIZE if self._ethernet else 0
+
+    # --- inbound ----------------------------------------------------------------------------------
+
+    def inject(self, protocol: int, pkt: PacketBuffer | Buffer, remote_link_address: bytes = b"",
+               local_link_address: bytes = b"") -> None:
+        """Deliver a frame to the attached dispatcher now, in the caller's context.
+
+        On an Ethernet channel ``pkt`` is a whole frame and its header supplies the protocol and the
+        link addresses (the arguments are not consulted), so that ``PacketInfo.data`` read from one
+        Ethernet channel can be injected into another as it is. Exceptions raised by the dispatcher
+        propagate to the caller: this is a test and simulation tool, and they are bugs to see.
+        """
+        if not isinstance(pkt, PacketBuffer):
+            pkt = PacketBuffer.inbound(pkt)
+        stats = self.stats
+        stats.rx_packets.increment()
+        stats.rx_bytes.increment(len(pkt.data))
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            stats.rx_not_attached.increment()
+        elif self._ethernet:
+            deliver_ethernet(dispatcher, self._link_address, pkt, stats)
+        else:
+            dispatcher.deliver_network_packet(remote_link_address, local_link_address, protocol, pkt)
+
+    # --- outbound ---------------------------------------------------------------------------------
+
+    def write_packet(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
+        stats = self.stats
+        if self._closed:
+            stats.tx_closed.increment()
+            raise ErrClosedForSend
+        if pkt.size() > self._mtu:
+            stats.tx_too_long.increment()
+            raise ErrMessageTooLong
+        if len(self._queue) >= self._size:
+            stats.tx_queue_full.increment()
+            raise ErrNoBufferSpace
+        if self._ethernet:
+            eth.build(pkt.prepend(eth.HEADER_SIZE), remote_link_address, self._link_address, protocol)
+        info = PacketInfo(protocol, bytes(remote_link_address), b"".join(pkt.views()))
+        self._queue.append(info)
+        stats.tx_packets.increment()
+        stats.tx_bytes.increment(len(info.data))
+        if self.on_outbound is not None:
+            self.on_outbound(info)
+
+    def write_packets(self, remote_link_address: bytes, protocol: int, pkts: list[PacketBuffer]) -> int:
+        return write_each(self.write_packet, remote_link_address, protocol, pkts)
+
+    def read(self) -> PacketInfo | None:
+        """The oldest queued outbound packet, or None if there is none."""
+        return self._queue.popleft() if self._queue else None
+
+    def drain(self) -> list[PacketInfo]:
+        """All queued outbound packets, oldest first; the queue is left empty."""
+        packets = list(self._queue)
+        self._queue.clear()
+        return packets
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def __bool__(self) -> bool:  # an endpoint with an empty queue is still an endpoint
+        return True
+
+    def close(self) -> None:
+        """Refuse further writes and stop delivering; packets already queued stay readable."""
+        self._closed = True
+        self.dispatcher = None

@@ -1,0 +1,159 @@
+"""TUN/TAP devices: create, open, configure the kernel side, delete.
+
+A TUN device carries raw IP packets, a TAP device Ethernet frames; either way every read or write on
+its file descriptor is exactly one packet, which is what ``fdbased.FdEndpoint`` needs. The stack
+runs on the userspace side of the device; "host side" below means the kernel's own interface, which
+the kernel treats like any other NIC (addresses, routes, ARP).
+
+Everything here acts in the calling thread's network namespace. These are setup calls: failures
+raise ``OSError`` (with the device name in the message), not stack errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
+IFF_TUN = 0x0001
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_TUN_EXCL = 0x8000
+# <linux/sockios.h>, <linux/if_arp.h>, <linux/if_addr.h>
+SIOCGIFHWADDR = 0x8927
+SIOCGIFMTU = 0x8921
+ARPHRD_ETHER = 1
+IFA_F_NODAD = 0x02
+
+IFNAMSIZ = 16
+_IFREQ = struct.Struct("16sH22x")      # struct ifreq: name, then a 24-byte union (here: flags)
+_IFREQ_INT = struct.Struct("16si20x")  # ... (here: an int such as ifr_mtu)
+
+
+def open_device(name: str, tap: bool | None = None) -> tuple[int, bool]:
+    """Attach a new non-blocking fd to device ``name`` (created, transient, if it does not exist).
+
+    Frames carry no packet-information prefix (IFF_NO_PI). ``tap=None`` opens an existing device as
+    whatever it is — its hardware type says: Ethernet for TAP, none for TUN — and a new one as TUN.
+    (The type is asked of the kernel with an ioctl rather than read from /sys/class/net, because
+    sysfs shows the namespace it was mounted in, not necessarily the caller's.)
+    Returns ``(fd, is_tap)``; the caller owns the fd.
+    """
+    if tap is None:
+        tap = _hardware_type(name) == ARPHRD_ETHER
+    return _attach(name, (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI), tap
+
+
+def create_device(name: str, tap: bool = False, persist: bool = True) -> int:
+    """Create device ``name`` (failing with EBUSY if it exists) and return the fd attached to it.
+
+    With ``persist`` the device outlives the fd (like ``ip tuntap add``): close the fd, or hand it to
+    ``FdEndpoint``; ``delete_device`` removes the device. Without, it goes away with the fd.
+    A non-multiqueue device takes one fd at a time: close this one before ``open_device``.
+    """
+    fd = _attach(name, (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI | IFF_TUN_EXCL)
+    if persist:
+        try:
+            fcntl.ioctl(fd, TUNSETPERSIST, 1)
+        except OSError as e:
+            os.close(fd)
+            raise OSError(e.errno, f"TUNSETPERSIST {name}: {e.strerror}") from None
+    return fd
+
+
+def configure_host_side(name: str, cidrs: list[str], mtu: int | None = None, up: bool = True) -> None:
+    """Give the kernel's side of device ``name`` its addresses (e.g. "192.0.2.1/24"), MTU and state.
+
+    IPv6 addresses skip duplicate address detection: the only other node on the link is our stack.
+    """
+    with _rtnl(name) as (ipr, index):
+        if mtu is not None:
+            ipr.link("set", index=index, mtu=mtu)
+        for cidr in cidrs:
+            iface = ipaddress.ip_interface(cidr)
+            flags = IFA_F_NODAD if iface.version == 6 else 0
+            ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                     flags=flags)
+        if up:
+            ipr.link("set", index=index, state="up")
+
+
+def delete_device(name: str) -> None:
+    """Remove device ``name``, persistent or not (fds still attached to it start failing)."""
+    with _rtnl(name) as (ipr, index):
+        ipr.link("del", index=index)
+
+
+def device_mtu(name: str) -> int:
+    """The MTU of device ``name``, as the kernel has it now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            reply = fcntl.ioctl(sock, SIOCGIFMTU, _IFREQ_INT.pack(_ifname(name), 0))
+        except OSError as e:
+            raise OSError(e.errno, f"SIOCGIFMTU {name}: {e.strerror}") from None
+    return _IFREQ_INT.unpack(reply)[1]
+
+
+def mac_for(ipv4_address: bytes) -> bytes:
+    """A MAC for the stack's end of a TAP link, derived from its IPv4 address: 02:00:a:b:c:d.
+
+    Locally administered (bit 1 of the first octet) and unicast (bit 0 clear), so it cannot collide
+    with a vendor-assigned address, and stable, so captures and neighbour tables read predictably.
+    """
+    if len(ipv4_address) != 4:
+        raise ValueError(f"an IPv4 address is 4 bytes, not {len(ipv4_address)}")
+    return b"\x02\x00" + bytes(ipv4_address)
+
+
+def _ifname(name: str) -> bytes:
+    raw = name.encode()
+    if not 0 < len(raw) < IFNAMSIZ or b"/" in raw or b"\0" in raw:
+        raise ValueError(f"invalid interface name {name!r}")
+    return raw
+
+
+def _attach(name: str, flags: int) -> int:
+    ifr = _IFREQ.pack(_ifname(name), flags)
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, ifr)
+    except OSError as e:
+        os.close(fd)
+        raise OSError(e.errno, f"TUNSETIFF {name}: {e.strerror}") from None
+    return fd
+
+
+def _hardware_type(name: str) -> int | None:
+    """ARPHRD_* type of device ``name``, None if there is no such device."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            reply = fcntl.ioctl(sock, SIOCGIFHWADDR, _IFREQ.pack(_ifname(name), 0))
+        except OSError as e:
+            if e.errno == errno.ENODEV:
+                return None
+            raise OSError(e.errno, f"SIOCGIFHWADDR {name}: {e.strerror}") from None
+    return _IFREQ.unpack(reply)[1]   # sockaddr.sa_family of ifr_hwaddr
+
+
+@contextmanager
+def _rtnl(name: str) -> Iterator[tuple[IPRoute, int]]:
+    """A netlink route socket and the index of device ``name``; netlink errors become OSError."""
+    try:
+        with IPRoute() as ipr:
+            indexes = ipr.link_lookup(ifname=name)
+            if not indexes:
+                raise OSError(errno.ENODEV, f"{name}: no such device")
+            yield ipr, indexes[0]
+    except NetlinkError as e:
+        raise OSError(e.code, f"{name}: {os.strerror(e.code)}") from None
