@@ -73,5 +73,7 @@ def test_ephemeral_ports_are_in_range_random_and_exhaust_cleanly():
 
 def test_connect_ports_vary_per_destination_and_share_across_destinations():
     pm = PortManager(first=50000, last=50009)
-    ports = {pm.reserve(V4, 6, A, 0, dest=FullAddress(0, B, p)) for p in range(1, 40)}
-    assert len(ports) == 10, "the whole range serves 39 connections to distinct peers"
+    ports = [pm.reserve(V4, 6, A, 0, dest=FullAddress(0, B, p)) for p in range(1, 40)]
+    assert len(ports) == 39 and set(ports) <= set(range(50000, 50010)), \
+        "ten ports serve 39 connections: each port is shared by connections to different peers"
+    assert len(set(ports)) > 1, "offsets differ per destination"

@@ -49,6 +49,8 @@ try:  # pragma: no cover - which branch runs depends on the build
 
     def checksum(buf: Buffer, initial: int = 0) -> int:
         """Folded one's-complement sum of ``buf``, added to ``initial``."""
+        if len(buf) < 128:  # below this the cost of calling into C exceeds the pure-Python sum
+            return _py_checksum(buf, initial)
         return _lib.ns_checksum(_ffi.from_buffer(buf), len(buf), initial)
 
     USING_NATIVE = True
