@@ -1,0 +1,1 @@
+"""Integration tests: netsock against the real Linux kernel, in throwaway network namespaces (root)."""
