@@ -1,0 +1,135 @@
+"""Shared fixtures: a stack on an in-memory link, driven by a manual clock, with scapy on the wire.
+
+The test plays the network: it injects packets built with scapy (an independent implementation of
+the wire formats) and parses what the stack wrote with scapy too, so a test never checks the
+stack's encoding with the stack's own decoder. Time moves only when a test advances the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # before scapy's import: no route warnings
+
+from scapy.layers.inet import IP, UDP, in4_chksum  # noqa: E402
+from scapy.layers.l2 import Ether  # noqa: E402
+from scapy.packet import Packet  # noqa: E402
+from scapy.utils import checksum as scapy_checksum  # noqa: E402
+
+from netsock.link.channel import ChannelEndpoint  # noqa: E402
+from netsock.network.arp import ARPProtocol  # noqa: E402
+from netsock.network.ipv4 import IPv4Protocol  # noqa: E402
+from netsock.stack import ManualClock, Stack  # noqa: E402
+from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Address, FullAddress,  # noqa: E402
+                           Route, WriteOptions)
+from netsock.transport.icmp import ICMPv4Protocol  # noqa: E402
+from netsock.transport.udp import UDPProtocol  # noqa: E402
+
+LOCAL = "192.0.2.2"          # the stack under test
+PEER = "192.0.2.1"           # on-link neighbour, also the default gateway
+OTHER_PEER = "192.0.2.3"
+REMOTE = "198.51.100.1"      # off-link: reached through the gateway
+SUBNET_BROADCAST = "192.0.2.255"
+LIMITED_BROADCAST = "255.255.255.255"
+NIC_ID = 1
+
+LOCAL_MAC = "02:00:00:00:00:02"
+PEER_MAC = "02:00:00:00:00:01"
+OTHER_MAC = "02:00:00:00:00:03"
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+def addr(text: str) -> bytes:
+    """Wire form of a dotted address."""
+    return bytes(Address.parse(text))
+
+
+def mac(text: str) -> bytes:
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def to(host: str, port: int) -> WriteOptions:
+    """Write options sending to ``host:port`` (sendto)."""
+    return WriteOptions(to=FullAddress(0, addr(host), port))
+
+
+def checksums_valid(raw: bytes) -> bool:
+    """Do the IPv4 header checksum and the UDP or ICMP checksum of the packet ``raw`` verify?
+
+    Summed by scapy's own checksum code over the bytes as sent (never a re-serialisation).
+    """
+    packet = IP(raw)
+    hlen = packet.ihl * 4
+    body = raw[hlen:packet.len]
+    if scapy_checksum(raw[:hlen]) != 0:
+        return False
+    if packet.proto == 17:   # the stack always computes one: zero ("none") does not count as valid
+        return packet[UDP].chksum != 0 and in4_chksum(17, packet, body) == 0
+    if packet.proto == 1:
+        return scapy_checksum(body) == 0
+    return True
+
+
+class StackHarness:
+    """A Stack on a ChannelEndpoint NIC at 192.0.2.2/24, the default route via 192.0.2.1.
+
+    With ``ethernet=True`` the link is an Ethernet segment (ARP in the stack, frames on the wire);
+    otherwise it carries bare IPv4 packets, as a TUN device does.
+    """
+
+    def __init__(self, ethernet: bool = False, mtu: int = 1500) -> None:
+        self.ethernet = ethernet
+        self.clock = ManualClock()
+        network = (IPv4Protocol, ARPProtocol) if ethernet else (IPv4Protocol,)
+        self.stack = Stack(network, (UDPProtocol, ICMPv4Protocol), clock=self.clock)
+        self.link = ChannelEndpoint(mtu=mtu, link_address=mac(LOCAL_MAC) if ethernet else b"", ethernet=ethernet)
+        self.nic = self.stack.create_nic(NIC_ID, self.link)
+        self.stack.add_address(NIC_ID, IPV4_PROTOCOL_NUMBER, f"{LOCAL}/24")
+        self.stack.set_route_table([Route.parse("192.0.2.0/24", NIC_ID), Route.parse("0.0.0.0/0", NIC_ID, PEER)])
+
+    @property
+    def stats(self) -> Any:
+        return self.stack.stats()
+
+    def inject(self, pkt: Packet | bytes) -> None:
+        """Put one packet (an IP packet, or an Ethernet frame on an Ethernet link) on the wire to us."""
+        self.link.inject(IPV4_PROTOCOL_NUMBER, bytes(pkt))
+
+    def sent_raw(self) -> list[bytes]:
+        return [info.data for info in self.link.drain()]
+
+    def sent(self) -> list[Packet]:
+        """Everything the stack wrote since the last call, parsed by scapy."""
+        decode = Ether if self.ethernet else IP
+        return [decode(raw) for raw in self.sent_raw()]
+
+    def sent_one(self) -> Packet:
+        packets = self.sent()
+        assert len(packets) == 1, [p.summary() for p in packets]
+        return packets[0]
+
+    def udp(self, port: int | None = None, host: str = "") -> Any:
+        """A new UDP endpoint, bound to ``host:port`` unless ``port`` is None."""
+        ep = self.stack.new_endpoint(UDP_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER)
+        if port is not None:
+            ep.bind(FullAddress(0, addr(host) if host else b"", port))
+        return ep
+
+    def counters(self) -> dict[str, int]:
+        """Every non-zero stack and NIC counter, flattened: for "did anything account for it" checks."""
+        flat = self.stats.nonzero()
+        flat.update({f"nic.{k}": v for k, v in self.nic.stats.as_dict().items() if v})
+        return flat
+
+
+@pytest.fixture
+def harness() -> StackHarness:
+    return StackHarness()
+
+
+@pytest.fixture
+def ether_harness() -> StackHarness:
+    return StackHarness(ethernet=True)
