@@ -12,8 +12,7 @@ import ipaddress
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import NamedTuple
 
 import gevent
@@ -21,9 +20,10 @@ import pytest
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP
 
-from integration.nsutil import NETNS_DIR, NetNS
+from integration.nsutil import NetNS
 from netsock.header import ethernet
 from netsock.link import tun
+from netsock.link.netns import inside
 from netsock.link.fdbased import FdEndpoint
 from netsock.stack.interfaces import PacketType
 from netsock.stack.packet_buffer import PacketBuffer
@@ -34,32 +34,6 @@ pytestmark = pytest.mark.integration
 KERNEL = "192.0.2.1"
 OURS = "192.0.2.2"
 OUR_MAC = tun.mac_for(ipaddress.IPv4Address(OURS).packed)
-
-
-def _setns(fd: int) -> None:
-    if hasattr(os, "setns"):   # Python 3.12+
-        os.setns(fd, os.CLONE_NEWNET)
-    else:
-        from pyroute2 import netns
-        netns.setns(fd, flags=0)
-
-
-@contextmanager
-def inside(ns: NetNS) -> Iterator[None]:
-    """Run the block with this thread in ``ns``; back home afterwards, however the block ends."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(NETNS_DIR / ns.name, os.O_RDONLY)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(home)
 
 
 class Received(NamedTuple):
@@ -114,7 +88,7 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
 
 
 def test_tun_carries_ip_both_ways(netns: NetNS) -> None:
-    with inside(netns):
+    with inside(netns.name):
         os.close(tun.create_device("tun0"))
         fd, is_tap = tun.open_device("tun0")    # type detected from the existing device
         os.close(fd)
@@ -135,7 +109,7 @@ def test_tun_carries_ip_both_ways(netns: NetNS) -> None:
 
         # The device goes away under the endpoint: reading stops (no spinning on the error),
         # writing reports the link closed.
-        with inside(netns):
+        with inside(netns.name):
             tun.delete_device("tun0")
         assert "tun0" not in netns.ip("-br", "link")
         deadline = time.monotonic() + 5
@@ -151,7 +125,7 @@ def test_tun_carries_ip_both_ways(netns: NetNS) -> None:
 
 
 def test_tap_carries_arp_and_ip(netns: NetNS) -> None:
-    with inside(netns):
+    with inside(netns.name):
         os.close(tun.create_device("tap0", tap=True))
         fd, is_tap = tun.open_device("tap0")
         os.close(fd)

@@ -7,8 +7,6 @@ kernel's own ping and UDP sockets talk to netsock; the capture is kept in a temp
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -17,16 +15,16 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .link.netns import inside
 
 KERNEL = "192.0.2.1"
 NETSOCK = "192.0.2.2"
 ECHO_PORT = 7
 CLOSED_PORT = 9
 DEVICE = "tun0"
-CLONE_NEWNET = 0x40000000
 
 
 def step(text: str) -> None:
@@ -36,25 +34,6 @@ def step(text: str) -> None:
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-def _setns(fd: int) -> None:
-    if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns")
-
-
-@contextlib.contextmanager
-def inside(namespace: str) -> Iterator[None]:
-    """Run the block in namespace's network namespace; sockets created there stay there."""
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
-    try:
-        _setns(target)
-        yield
-    finally:
-        _setns(home)
-        os.close(home)
-        os.close(target)
 
 
 def start_sample(namespace: str, workdir: Path) -> subprocess.Popen[str]:

@@ -93,6 +93,11 @@ class TransportDemuxer:
             if not group:
                 del table[id]
 
+    def lookup_exact(self, net_proto: int, trans_proto: int, nic: int, id: TransportEndpointID) -> bool:
+        """Is ``id`` itself registered (no wildcard matching)? For connect's 4-tuple uniqueness check."""
+        table = self._tables.get((net_proto, trans_proto, nic))
+        return bool(table) and id in table  # type: ignore[operator]
+
     def lookup(self, net_proto: int, trans_proto: int, nic: int, src: bytes, dst: bytes, src_port: int,
                dst_port: int) -> EndpointGroup | None:
         """Endpoints of the most specific match, or None. Shared IDs' groups are returned whole."""

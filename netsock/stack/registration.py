@@ -109,6 +109,8 @@ class TransportProtocol:
 class TransportEndpoint:
     """What the demultiplexer delivers to: the inbound half of a transport endpoint."""
 
+    __slots__ = ()
+
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
         raise NotImplementedError
 
