@@ -57,7 +57,7 @@ def to(host: str, port: int) -> WriteOptions:
 
 
 def checksums_valid(raw: bytes) -> bool:
-    """Do the IPv4 header checksum and the UDP or ICMP checksum of the packet ``raw`` verify?
+    """Do the IPv4 header checksum and the UDP, TCP or ICMP checksum of the packet ``raw`` verify?
 
     Summed by scapy's own checksum code over the bytes as sent (never a re-serialisation).
     """
@@ -68,9 +68,11 @@ def checksums_valid(raw: bytes) -> bool:
         return False
     if packet.proto == 17:   # the stack always computes one: zero ("none") does not count as valid
         return packet[UDP].chksum != 0 and in4_chksum(17, packet, body) == 0
+    if packet.proto == 6:
+        return in4_chksum(6, packet, body) == 0
     if packet.proto == 1:
         return scapy_checksum(body) == 0
-    return True
+    return False   # a protocol this helper cannot check is not "valid"
 
 
 class StackHarness:

@@ -5,6 +5,9 @@
 - ``fdbased.FdEndpoint``: a TUN/TAP (or any packet-boundary-preserving) file descriptor, read from
   the gevent hub
 - ``sniffer.SnifferEndpoint``: wraps any link and records its traffic to a pcap file (``pcap``)
+- ``fault.FaultEndpoint``: wraps any link and injects loss, delay, reordering, duplication,
+  corruption and rate limits, per direction, from a seeded random source
+- ``netns``: entering a network namespace to open a device that lives there
 - ``tun``: creating, opening and configuring TUN/TAP devices
 
 This module holds what they share: their counters, the inbound Ethernet/raw-IP demultiplexing and

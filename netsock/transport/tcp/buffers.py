@@ -1,0 +1,158 @@
+"""The byte queues of a TCP connection.
+
+``SendBuffer`` keeps unacknowledged and unsent bytes as the chunks the application wrote (bytes
+objects are kept by reference, never copied), addressed by sequence number; a segment inside one
+chunk is a memoryview of it, one spanning chunks is joined. ``ReceiveQueue`` holds in-order payloads
+as memoryviews of the frames they arrived in, until a read copies them out — the only copy on the
+receive path.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Union
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+# Writes smaller than this are appended to a small last chunk instead of becoming chunks of their own,
+# so that a stream of tiny writes does not make a segment out of many pieces.
+_COALESCE = 4096
+
+
+class SendBuffer:
+    """Bytes from sequence ``start`` (the oldest unacknowledged) to ``end`` (the last written)."""
+
+    __slots__ = ("_chunks", "_head", "start", "end")
+
+    def __init__(self, start: int) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._head = 0      # offset of ``start`` inside the first chunk
+        self.start = start
+        self.end = start
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def append(self, data: Buffer) -> None:
+        if not data:
+            return
+        chunk = data if type(data) is bytes else bytes(data)
+        chunks = self._chunks
+        if len(chunk) < _COALESCE and chunks and len(chunks[-1]) < _COALESCE:
+            chunks[-1] = chunks[-1] + chunk
+        else:
+            chunks.append(chunk)
+        self.end += len(chunk)
+
+    def get(self, seq: int, length: int) -> Buffer:
+        """``length`` bytes from sequence ``seq`` (which must lie in [start, end - length])."""
+        offset = seq - self.start + self._head
+        pieces = []
+        for chunk in self._chunks:
+            size = len(chunk)
+            if offset >= size:
+                offset -= size
+                continue
+            take = min(size - offset, length)
+            if take == length and not pieces:
+                return memoryview(chunk)[offset:offset + take] if take < size else chunk
+            pieces.append(memoryview(chunk)[offset:offset + take])
+            length -= take
+            if not length:
+                break
+            offset = 0
+        return b"".join(pieces)
+
+    def trim(self, upto: int) -> None:
+        """Forget everything before sequence ``upto`` (acknowledged)."""
+        drop = min(upto, self.end) - self.start
+        if drop <= 0:
+            return
+        self.start += drop
+        head = self._head + drop
+        chunks = self._chunks
+        while chunks and head >= len(chunks[0]):
+            head -= len(chunks.popleft())
+        self._head = head
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._head = 0
+        self.start = self.end
+
+
+class ReceiveQueue:
+    """In-order received payloads waiting for the reader."""
+
+    __slots__ = ("_views", "size")
+
+    def __init__(self) -> None:
+        self._views: deque[memoryview] = deque()
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def append(self, view: memoryview) -> None:
+        self._views.append(view)
+        self.size += len(view)
+
+    def read(self, count: int, peek: bool = False) -> bytes:
+        """Up to ``count`` bytes, copied out (and consumed unless ``peek``)."""
+        views = self._views
+        if not views or count <= 0:
+            return b""
+        first = views[0]
+        if len(first) >= count or len(views) == 1:
+            out = bytes(first[:count])
+            if not peek:
+                if len(first) > count:
+                    views[0] = first[count:]
+                else:
+                    views.popleft()
+                self.size -= len(out)
+            return out
+        pieces = []
+        taken = 0
+        for view in views:
+            need = count - taken
+            if need <= 0:
+                break
+            pieces.append(view[:need])
+            taken += min(len(view), need)
+        out = b"".join(pieces)
+        if not peek:
+            self.discard(len(out))
+        return out
+
+    def read_into(self, buffer: memoryview) -> int:
+        """Copy into ``buffer``; returns the byte count."""
+        views = self._views
+        filled = 0
+        want = len(buffer)
+        while views and filled < want:
+            view = views[0]
+            take = min(len(view), want - filled)
+            buffer[filled:filled + take] = view[:take]
+            filled += take
+            if take < len(view):
+                views[0] = view[take:]
+            else:
+                views.popleft()
+        self.size -= filled
+        return filled
+
+    def discard(self, count: int) -> None:
+        views = self._views
+        self.size -= count
+        while count and views:
+            view = views[0]
+            if len(view) > count:
+                views[0] = view[count:]
+                return
+            count -= len(view)
+            views.popleft()
+
+    def clear(self) -> None:
+        self._views.clear()
+        self.size = 0

@@ -1,0 +1,1225 @@
+"""A TCP endpoint: the RFC 9293 state machine and the netstack endpoint API.
+
+Everything an endpoint does runs on the stack's one thread, but not always from the top: sending a
+segment over a loopback path can deliver the peer's answer before the send returns. Like Linux
+with its socket backlog, an endpoint that is busy queues segments that arrive meanwhile and
+processes them when the outer operation is done, so its state is never seen half-updated.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ...header import tcp
+from ...header.checksum import checksum, combine, pseudo_header_checksum
+from ...ports import PortFlags
+from ...stack.demux import TransportEndpointID
+from ...stack.packet_buffer import PacketBuffer
+from ...stack.registration import ControlType, TransportEndpoint
+from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnected, ErrAlreadyConnecting,
+                      ErrBadLocalAddress, ErrClosedForSend, ErrConnectionAborted, ErrConnectionRefused,
+                      ErrConnectionReset, ErrConnectStarted, ErrHostUnreachable, ErrInvalidEndpointState,
+                      ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable, ErrNotConnected,
+                      ErrNotSupported, ErrPortInUse, ErrTimeout, ErrUnknownProtocolOption, ErrWouldBlock, Error,
+                      FullAddress, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
+from ...waiter import EventMask, WaiterQueue
+from . import congestion
+from .receiver import Receiver
+from .segment import ACK, FIN, RST, SYN, Segment, parse_segment
+from .sender import MAX_RTO, Sender
+
+if TYPE_CHECKING:
+    from ...stack.route import Route
+    from .protocol import TCPProtocol
+
+MASK = 0xFFFFFFFF
+DEFAULT_MSS = 536               # RFC 9293 §3.7.1: what to assume when the peer sends no MSS option
+MIN_MSS = 88                    # Linux's floor for TCP_MAXSEG
+
+
+class TCPState(enum.IntEnum):
+    """The RFC 9293 states, numbered as Linux numbers them (so TCP_INFO reads the same)."""
+
+    ESTABLISHED = 1
+    SYN_SENT = 2
+    SYN_RCVD = 3
+    FIN_WAIT1 = 4
+    FIN_WAIT2 = 5
+    TIME_WAIT = 6
+    CLOSED = 7
+    CLOSE_WAIT = 8
+    LAST_ACK = 9
+    LISTEN = 10
+    CLOSING = 11
+
+
+S = TCPState
+_SYNCHRONIZED = frozenset((S.ESTABLISHED, S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK,
+                           S.TIME_WAIT))
+_RECEIVING = frozenset((S.ESTABLISHED, S.FIN_WAIT1, S.FIN_WAIT2))
+_SENDING = frozenset((S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT1, S.CLOSING, S.LAST_ACK))
+_COUNTED_ESTABLISHED = frozenset((S.ESTABLISHED, S.CLOSE_WAIT))
+
+_CONTROL_ERRORS: dict[ControlType, type[Error]] = {
+    ControlType.PORT_UNREACHABLE: ErrConnectionRefused,
+    ControlType.PROTOCOL_UNREACHABLE: ErrConnectionRefused,
+    ControlType.HOST_UNREACHABLE: ErrHostUnreachable,
+    ControlType.NET_UNREACHABLE: ErrNetworkUnreachable,
+    ControlType.PROHIBITED: ErrHostUnreachable,
+    ControlType.TTL_EXCEEDED: ErrHostUnreachable,
+}
+
+
+class TCPInfo(NamedTuple):
+    """A snapshot for TCP_INFO: times in seconds, windows in segments (as Linux reports them)."""
+
+    state: TCPState
+    rtt: float
+    rttvar: float
+    rto: float
+    min_rtt: float
+    snd_mss: int
+    rcv_mss: int
+    cwnd: int
+    ssthresh: int
+    retransmits: int
+    total_retransmits: int
+    unacked: int
+    snd_wnd: int
+    rcv_wnd: int
+    congestion_control: str
+
+
+def window_shift(max_buffer: int) -> int:
+    """The smallest RFC 7323 shift that lets a 16-bit window field cover ``max_buffer``."""
+    shift = 0
+    while (0xFFFF << shift) < max_buffer and shift < tcp.MAX_WINDOW_SCALE:
+        shift += 1
+    return shift
+
+
+class Listener:
+    """A listening endpoint's queues: handshakes under way and connections waiting for accept()."""
+
+    __slots__ = ("backlog", "pending", "accepted")
+
+    def __init__(self, backlog: int) -> None:
+        self.backlog = backlog
+        self.pending: set[TCPEndpoint] = set()
+        self.accepted: deque[TCPEndpoint] = deque()
+
+
+class TCPEndpoint(TransportEndpoint):
+    __slots__ = ("stack", "proto", "net_proto", "waiter_queue", "state", "stats", "stack_stats", "local", "remote",
+                 "route", "_id", "_reservation", "_bound_addr", "_bound_nic", "snd", "rcv", "error", "pending_error",
+                 "listener", "parent", "shut_read", "shut_write", "orphaned", "connect_reported", "nodelay", "cork",
+                 "quickack", "keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count", "linger", "ttl",
+                 "tos", "send_buffer_size", "receive_buffer_size", "user_mss", "time_wait_timeout",
+                 "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
+                 "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
+                 "state_timer", "keepalive_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
+                 "_pseudo")
+
+    def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
+        stack = proto.stack
+        self.stack = stack
+        self.proto = proto
+        self.net_proto = net_proto
+        self.waiter_queue = waiter_queue
+        self.state = S.CLOSED
+        self.stats = TransportEndpointStats()
+        self.stack_stats = proto.tcp_stats
+        self.local = FullAddress()
+        self.remote: FullAddress | None = None
+        self.route: Route | None = None
+        self._id: TransportEndpointID | None = None
+        self._reservation: tuple[Any, ...] | None = None
+        self._bound_addr = b""
+        self._bound_nic = 0
+        self.snd: Sender | None = None
+        self.rcv: Receiver | None = None
+        self.error: Error | None = None             # what ended the connection; reported once to read/write
+        self.pending_error: Error | None = None     # SO_ERROR
+        self.listener: Listener | None = None
+        self.parent: TCPEndpoint | None = None      # the listener of a connection not yet accepted
+        self.shut_read = False
+        self.shut_write = False
+        self.orphaned = False                       # closed by the user, finishing on its own
+        self.connect_reported = True
+        self.nodelay = False                        # Nagle on, as Linux
+        self.cork = False
+        self.quickack = False
+        self.keepalive = False
+        self.keepalive_idle = 7200.0                # Linux's tcp_keepalive_time / _intvl / _probes
+        self.keepalive_interval = 75.0
+        self.keepalive_count = 9
+        self.linger: float | None = None
+        self.ttl = 0
+        self.tos = 0
+        self.send_buffer_size = proto.send_buffer_size
+        self.receive_buffer_size = proto.receive_buffer_size
+        self.user_mss = 0
+        self.time_wait_timeout = proto.time_wait_timeout
+        self.fin_wait2_timeout = proto.fin_wait2_timeout
+        self.cc_name = proto.congestion_control
+        self.reuse_addr = False
+        self.reuse_port = False
+        self.oob_inline = False
+        self.sack_ok = False
+        self.ts_ok = False
+        self.ts_offset = 0
+        self.ts_recent = 0
+        self.rcv_wscale = 0
+        self.ws_ok = False
+        self.peer_mss = DEFAULT_MSS
+        self.max_retries = proto.max_retries
+        self.syn_retries = proto.syn_retries
+        self.handshake_tries = 0
+        self.state_timer = None                     # TIME-WAIT / FIN-WAIT-2, created when needed
+        self.keepalive_timer = None
+        self.keepalive_probes = 0
+        self.last_receive = 0.0
+        self._busy = 0
+        self._backlog: list[tuple[PacketBuffer, bytes, bytes]] = []
+        self._pseudo = 0
+
+    # === user API =================================================================================
+
+    def bind(self, addr: FullAddress) -> None:
+        if self.state is not S.CLOSED or self._reservation is not None:
+            raise ErrAlreadyBound() if self._reservation is not None else ErrInvalidEndpointState()
+        local = bytes(addr.addr)
+        if local and self.stack.local_address_nic(local) is None:
+            raise ErrBadLocalAddress()
+        flags = PortFlags(self.reuse_addr, self.reuse_port)
+        port = self.stack.ports.reserve((self.net_proto,), self.proto.number, local, addr.port, flags, addr.nic)
+        self._reservation = ((self.net_proto,), self.proto.number, local, port, flags, addr.nic, None)
+        self._bound_addr = local
+        self._bound_nic = addr.nic
+        self.local = FullAddress(addr.nic, local, port)
+
+    def listen(self, backlog: int) -> None:
+        if self.state is S.LISTEN:
+            self.listener.backlog = max(backlog, 1)  # type: ignore[union-attr]
+            return
+        if self.state is not S.CLOSED or self.error is not None:
+            raise ErrInvalidEndpointState()
+        if self._reservation is None:
+            self.bind(FullAddress(0, b"", 0))
+        for other in self.stack.demux.lookup(self.net_proto, self.proto.number, self._bound_nic, b"",
+                                             self._bound_addr, 0, self.local.port) or ():
+            # SO_REUSEADDR lets ports be shared, but never by two listeners (only SO_REUSEPORT does that).
+            if isinstance(other, TCPEndpoint) and other.state is S.LISTEN and not (self.reuse_port and other.reuse_port):
+                raise ErrPortInUse()
+        self._id = TransportEndpointID(self.local.port, self._bound_addr, 0, b"")
+        self.stack.demux.register((self.net_proto,), self.proto.number, self._id, self, self.reuse_port,
+                                  self._bound_nic, reuse_addr=self.reuse_addr)
+        self.listener = Listener(max(backlog, 1))
+        self._set_state(S.LISTEN)
+
+    def accept(self) -> tuple[TCPEndpoint, WaiterQueue]:
+        if self.state is not S.LISTEN:
+            raise ErrInvalidEndpointState()
+        accepted = self.listener.accepted  # type: ignore[union-attr]
+        if not accepted:
+            raise ErrWouldBlock()
+        child = accepted.popleft()
+        child.parent = None
+        return child, child.waiter_queue
+
+    def connect(self, addr: FullAddress) -> None:
+        state = self.state
+        if state is S.SYN_SENT:
+            raise ErrAlreadyConnecting()
+        if state in _SYNCHRONIZED or state is S.SYN_RCVD:
+            if not self.connect_reported:
+                self.connect_reported = True
+                return
+            raise ErrAlreadyConnected()
+        if state is not S.CLOSED or self.error is not None:
+            raise ErrInvalidEndpointState() if state is S.LISTEN else ErrConnectionAborted()
+        remote = bytes(addr.addr)
+        if not remote or not addr.port:
+            raise ErrInvalidEndpointState() if not remote else ErrConnectionRefused()
+        route = self.stack.find_route(addr.nic or self._bound_nic, self._bound_addr, remote, self.net_proto)
+        if route.broadcast or route.multicast:
+            raise ErrNetworkUnreachable()
+        dest = FullAddress(0, remote, addr.port)
+        local = route.local_address
+        if self._reservation is None:
+            flags = PortFlags(self.reuse_addr, self.reuse_port)
+            port = self.stack.ports.reserve((self.net_proto,), self.proto.number, local, 0, flags,
+                                            self._bound_nic, dest)
+            self._reservation = ((self.net_proto,), self.proto.number, local, port, flags, self._bound_nic, dest)
+        else:
+            port = self.local.port
+        id = TransportEndpointID(port, local, addr.port, remote)
+        if self.stack.demux.lookup_exact(self.net_proto, self.proto.number, self._bound_nic, id):
+            raise ErrPortInUse()
+        self._attach(route, id)
+        iss = self.proto.initial_sequence_number(local, port, remote, addr.port)
+        self.snd = Sender(self, iss, self._send_mss(route, None), self.cc_name)
+        self.connect_reported = False
+        self._set_state(S.SYN_SENT)
+        self.guarded(self._send_syn)
+        raise ErrConnectStarted()
+
+    def read(self, count: int) -> bytes:
+        """Up to ``count`` bytes; b'' at end of stream. ErrWouldBlock if nothing is there yet."""
+        rcv = self.rcv
+        if rcv is not None and rcv.queue.size and not self.shut_read:
+            data = rcv.queue.read(count)
+            self._after_read(len(data))
+            return data
+        return self._read_empty()
+
+    def read_into(self, buffer: memoryview | bytearray) -> int:
+        rcv = self.rcv
+        if rcv is not None and rcv.queue.size and not self.shut_read:
+            n = rcv.queue.read_into(memoryview(buffer).cast("B"))
+            self._after_read(n)
+            return n
+        self._read_empty()
+        return 0
+
+    def peek(self, count: int) -> bytes:
+        rcv = self.rcv
+        if rcv is not None and rcv.queue.size and not self.shut_read:
+            return rcv.queue.read(count, peek=True)
+        return self._read_empty()
+
+    def _read_empty(self) -> bytes:
+        if self.error is not None:
+            err, self.error = self.error, None
+            self.pending_error = None
+            raise err
+        rcv = self.rcv
+        if self.shut_read or (rcv is not None and rcv.fin_received) or \
+                (self.state is S.CLOSED and self.remote is not None):
+            return b""
+        if self.state in _SYNCHRONIZED or self.state in (S.SYN_SENT, S.SYN_RCVD):
+            raise ErrWouldBlock()
+        self.stats.read_errors.not_connected.increment()
+        raise ErrNotConnected()
+
+    def _after_read(self, count: int) -> None:
+        self._enter()
+        try:
+            self.rcv.consumed(count)  # type: ignore[union-attr]
+        finally:
+            self._exit()
+
+    def write(self, data: bytes | bytearray | memoryview, options: WriteOptions = DEFAULT_WRITE_OPTIONS) -> int:
+        """Queue as much of ``data`` as the send buffer takes (possibly less than all); returns how much."""
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise err
+        state = self.state
+        if self.shut_write or state in (S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSING, S.LAST_ACK, S.TIME_WAIT):
+            self.stats.write_errors.write_closed.increment()
+            raise ErrClosedForSend()
+        if state is S.SYN_SENT or state is S.SYN_RCVD:
+            raise ErrWouldBlock()
+        if state is not S.ESTABLISHED and state is not S.CLOSE_WAIT:
+            self.stats.write_errors.invalid_endpoint_state.increment()
+            raise ErrClosedForSend() if self.remote is not None else ErrNotConnected()
+        snd = self.snd
+        assert snd is not None
+        space = snd.space()
+        if space <= 0:
+            raise ErrWouldBlock()
+        size = len(data)
+        if size > space:
+            data = memoryview(data)[:space]
+            size = space
+        if not size:
+            return 0
+        self._enter()
+        try:
+            snd.buffer.append(data)
+            if not options.more:
+                snd.send_data()
+        finally:
+            self._exit()
+        return size
+
+    def shutdown(self, flags: ShutdownFlags) -> None:
+        state = self.state
+        if state is S.LISTEN and flags & ShutdownFlags.READ:
+            self.close()
+            return
+        if state not in _SYNCHRONIZED and state not in (S.SYN_SENT, S.SYN_RCVD):
+            raise ErrNotConnected()
+        self._enter()
+        try:
+            if flags & ShutdownFlags.READ and not self.shut_read:
+                self.shut_read = True
+                if self.rcv is not None:
+                    self.rcv.queue.clear()
+                self.waiter_queue.notify(EventMask.IN | EventMask.RDHUP)
+            if flags & ShutdownFlags.WRITE and not self.shut_write:
+                self.shut_write = True
+                self._send_fin()
+        finally:
+            self._exit()
+
+    def close(self) -> None:
+        """Close as the socket's close() does: FIN after the data, or RST if unread data would be lost
+        or SO_LINGER is zero; the connection finishes on its own afterwards."""
+        state = self.state
+        self._enter()
+        try:
+            if state is S.LISTEN:
+                self._close_listener()
+            elif state is S.CLOSED:
+                self._release()
+            elif state in (S.SYN_SENT,):
+                self._finish(None)
+            elif self.linger == 0 or (self.rcv is not None and self.rcv.queue.size):
+                self._reset_and_finish()
+            elif state in _SYNCHRONIZED or state is S.SYN_RCVD:
+                self.orphaned = True
+                self.shut_read = True
+                if not self.shut_write:
+                    self.shut_write = True
+                    self._send_fin()
+                if self.state is S.FIN_WAIT2:
+                    self._arm_state_timer(self.fin_wait2_timeout)
+        finally:
+            self._exit()
+
+    def readiness(self, mask: EventMask) -> EventMask:
+        ready = EventMask(0)
+        state = self.state
+        if mask & EventMask.IN:
+            if state is S.LISTEN:
+                if self.listener.accepted:  # type: ignore[union-attr]
+                    ready |= EventMask.IN
+            elif (self.rcv is not None and (self.rcv.queue.size or self.rcv.fin_received)) or self.shut_read \
+                    or self.error is not None or (state is S.CLOSED and self.remote is not None):
+                ready |= EventMask.IN
+        if mask & EventMask.OUT:
+            if (state is S.ESTABLISHED or state is S.CLOSE_WAIT) and not self.shut_write and self.snd.space() > 0:  # type: ignore[union-attr]
+                ready |= EventMask.OUT
+            elif state is S.CLOSED and self.remote is not None:
+                ready |= EventMask.OUT  # a failed connect is reported as writable + error, as on Linux
+        if self.pending_error is not None or self.error is not None:
+            ready |= EventMask.ERR & mask
+        if state is S.CLOSED and self.remote is not None or (self.shut_read and self.shut_write):
+            ready |= EventMask.HUP & mask
+        if self.rcv is not None and self.rcv.fin_received:
+            ready |= EventMask.RDHUP & mask
+        return ready
+
+    def get_local_address(self) -> FullAddress:
+        return self.local
+
+    def get_remote_address(self) -> FullAddress:
+        if self.remote is None or self.state not in _SYNCHRONIZED:
+            raise ErrNotConnected()
+        return self.remote
+
+    def info(self) -> TCPInfo:
+        snd, rcv = self.snd, self.rcv
+        return TCPInfo(self.state, snd.srtt if snd else 0.0, snd.rttvar if snd else 0.0, snd.rto if snd else 0.0,
+                       snd.min_rtt if snd else 0.0, snd.mss if snd else 0, rcv.mss if rcv else 0,
+                       snd.cwnd if snd else 0, snd.ssthresh if snd else 0, snd.retransmits if snd else 0,
+                       snd.total_retransmits if snd else 0, snd.outstanding if snd else 0, snd.wnd if snd else 0,
+                       rcv.adv_edge - rcv.nxt if rcv else 0, self.cc_name)
+
+    # --- options ----------------------------------------------------------------------------------
+
+    def set_sock_opt(self, opt: SockOpt, value: Any) -> None:
+        if opt is SockOpt.DELAY:
+            self.nodelay = not value
+            self._push()
+        elif opt is SockOpt.CORK:
+            self.cork = bool(value)
+            if not self.cork:
+                self._push()
+        elif opt is SockOpt.QUICK_ACK:
+            self.quickack = bool(value)
+            if self.quickack and self.rcv is not None and self.rcv.delack_timer.armed:
+                self.send_ack()
+        elif opt is SockOpt.KEEPALIVE_ENABLED:
+            self.keepalive = bool(value)
+            self._arm_keepalive()
+        elif opt in (SockOpt.KEEPALIVE_IDLE, SockOpt.KEEPALIVE_INTERVAL):
+            if value <= 0:
+                raise ErrInvalidOptionValue()
+            if opt is SockOpt.KEEPALIVE_IDLE:
+                self.keepalive_idle = float(value)
+            else:
+                self.keepalive_interval = float(value)
+            self._arm_keepalive()
+        elif opt is SockOpt.KEEPALIVE_COUNT:
+            if not 1 <= int(value) <= 127:
+                raise ErrInvalidOptionValue()
+            self.keepalive_count = int(value)
+        elif opt is SockOpt.LINGER:
+            self.linger = None if value is None else max(0.0, float(value))
+        elif opt is SockOpt.TTL:
+            if not 0 <= int(value) <= 255:
+                raise ErrInvalidOptionValue()
+            self.ttl = int(value)
+        elif opt is SockOpt.IPV4_TOS:
+            self.tos = int(value) & 0xFF
+        elif opt is SockOpt.MAX_SEG:
+            if value and not MIN_MSS <= int(value) <= 65535 - 40:
+                raise ErrInvalidOptionValue()
+            self.user_mss = int(value)
+        elif opt is SockOpt.SEND_BUFFER_SIZE:
+            self.send_buffer_size = max(4096, min(int(value), 16 << 20))
+            self.on_send_space()
+        elif opt is SockOpt.RECEIVE_BUFFER_SIZE:
+            self.receive_buffer_size = max(4096, min(int(value), 16 << 20))
+            if self.rcv is not None:
+                self.rcv.buffer_size = self.receive_buffer_size
+                self.rcv.moderate = False
+        elif opt is SockOpt.MODERATE_RECEIVE_BUFFER:
+            if self.rcv is not None:
+                self.rcv.moderate = bool(value)
+        elif opt is SockOpt.TCP_TIME_WAIT_TIMEOUT:
+            self.time_wait_timeout = max(0.0, float(value))
+        elif opt is SockOpt.TCP_LINGER_TIMEOUT:
+            self.fin_wait2_timeout = max(0.0, float(value))
+        elif opt is SockOpt.CONGESTION_CONTROL:
+            if value not in congestion.available():
+                raise ErrInvalidOptionValue()
+            self.cc_name = value
+            if self.snd is not None:
+                self.snd.cc = congestion.new(value, self.snd)
+        elif opt is SockOpt.REUSE_ADDRESS:
+            self.reuse_addr = bool(value)
+        elif opt is SockOpt.REUSE_PORT:
+            self.reuse_port = bool(value)
+        elif opt is SockOpt.BIND_TO_DEVICE:
+            self._bound_nic = int(value)
+        elif opt is SockOpt.OUT_OF_BAND_INLINE:
+            self.oob_inline = bool(value)
+        else:
+            raise ErrUnknownProtocolOption()
+
+    def get_sock_opt(self, opt: SockOpt) -> Any:
+        if opt is SockOpt.ERROR:
+            err, self.pending_error = self.pending_error, None
+            return err
+        if opt is SockOpt.RECEIVE_QUEUE_SIZE:
+            return self.rcv.queue.size if self.rcv is not None else 0
+        if opt is SockOpt.SEND_QUEUE_SIZE:
+            return len(self.snd.buffer) if self.snd is not None else 0
+        if opt is SockOpt.TCP_INFO:
+            return self.info()
+        if opt is SockOpt.AVAILABLE_CONGESTION_CONTROL:
+            return " ".join(congestion.available())
+        if opt is SockOpt.MAX_SEG:
+            return self.snd.mss if self.snd is not None else (self.user_mss or DEFAULT_MSS)
+        if opt is SockOpt.RECEIVE_BUFFER_SIZE:
+            return self.rcv.buffer_size if self.rcv is not None else self.receive_buffer_size
+        simple = {SockOpt.DELAY: lambda: int(not self.nodelay), SockOpt.CORK: lambda: int(self.cork),
+                  SockOpt.QUICK_ACK: lambda: int(self.quickack), SockOpt.KEEPALIVE_ENABLED: lambda: int(self.keepalive),
+                  SockOpt.KEEPALIVE_IDLE: lambda: self.keepalive_idle,
+                  SockOpt.KEEPALIVE_INTERVAL: lambda: self.keepalive_interval,
+                  SockOpt.KEEPALIVE_COUNT: lambda: self.keepalive_count, SockOpt.LINGER: lambda: self.linger,
+                  SockOpt.TTL: lambda: self.ttl, SockOpt.IPV4_TOS: lambda: self.tos,
+                  SockOpt.SEND_BUFFER_SIZE: lambda: self.send_buffer_size,
+                  SockOpt.TCP_TIME_WAIT_TIMEOUT: lambda: self.time_wait_timeout,
+                  SockOpt.TCP_LINGER_TIMEOUT: lambda: self.fin_wait2_timeout,
+                  SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
+                  SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
+                  SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
+                  SockOpt.OUT_OF_BAND_INLINE: lambda: int(self.oob_inline),
+                  SockOpt.MODERATE_RECEIVE_BUFFER: lambda: int(self.rcv.moderate if self.rcv else True)}
+        getter = simple.get(opt)
+        if getter is None:
+            if opt in (SockOpt.BROADCAST, SockOpt.MULTICAST_TTL, SockOpt.MULTICAST_LOOP):
+                raise ErrNotSupported()
+            raise ErrUnknownProtocolOption()
+        return getter()
+
+    # === inbound ==================================================================================
+
+    def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
+        if self._busy:
+            self._backlog.append((pkt, src, dst))
+            return
+        self._busy = 1
+        try:
+            self._process(pkt, src, dst)
+        finally:
+            self._exit()
+
+    def _enter(self) -> None:
+        self._busy += 1
+
+    def _exit(self) -> None:
+        """Leave a busy section; the outermost one first processes what arrived meanwhile."""
+        if self._busy == 1:
+            backlog = self._backlog
+            while backlog:
+                pkt, src, dst = backlog.pop(0)
+                self._process(pkt, src, dst)
+        self._busy -= 1
+
+    def guarded(self, fn: Any, *args: Any) -> None:
+        """Run a timer callback as a busy section (timers are entry points like user calls)."""
+        self._enter()
+        try:
+            fn(*args)
+        finally:
+            self._exit()
+
+    def _process(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> None:
+        seg = parse_segment(pkt, src, dst, self.stack_stats, self.proto.verify_checksums(pkt.nic_id))
+        if seg is None:
+            self.stats.receive_errors.malformed_packets_received.increment()
+            return
+        self.stats.packets_received.value += 1
+        state = self.state
+        if state is S.LISTEN:
+            self._listen_segment(seg)
+        elif state is S.SYN_SENT:
+            self._syn_sent_segment(seg)
+        elif state is S.CLOSED:
+            self.proto.reply_reset(seg)
+        else:
+            self._synchronized_segment(seg)
+
+    # --- LISTEN -----------------------------------------------------------------------------------
+
+    def _listen_segment(self, seg: Segment) -> None:
+        flags = seg.flags
+        if flags & RST:
+            return
+        listener = self.listener
+        assert listener is not None
+        stats = self.stack_stats
+        if flags & ACK:
+            mss = self.proto.check_syn_cookie(seg) if self.proto.syn_cookies and not flags & SYN else None
+            if mss is None:
+                if self.proto.syn_cookies and not flags & SYN:
+                    stats.listen_overflow_invalid_syn_cookie_rcvd.increment()
+                self.proto.reply_reset(seg)
+                return
+            stats.listen_overflow_syn_cookie_rcvd.increment()
+            if len(listener.accepted) >= listener.backlog:
+                stats.listen_overflow_ack_drop.increment()
+                return
+            child = self._new_child(seg, (seg.ack - 1) & MASK)
+            if child is None:
+                return
+            child._establish_from_cookie(seg, mss)
+            return
+        if not flags & SYN:
+            return
+        if len(listener.accepted) >= listener.backlog:
+            stats.listen_overflow_syn_drop.increment()   # accept queue full: Linux drops the SYN
+            return
+        if len(listener.pending) >= listener.backlog:
+            if not self.proto.syn_cookies:
+                stats.listen_overflow_syn_drop.increment()
+                return
+            self._send_syn_cookie(seg)
+            return
+        child = self._new_child(seg, None)
+        if child is not None:
+            child._syn_received(seg)
+
+    def _new_child(self, seg: Segment, iss: int | None) -> TCPEndpoint | None:
+        """An endpoint for a connection to this listener, registered under its 4-tuple."""
+        try:
+            route = self.stack.find_route(seg.nic_id if self._bound_nic else 0, seg.dst, seg.src, self.net_proto)
+        except Error:
+            return None
+        child = TCPEndpoint(self.proto, self.net_proto, WaiterQueue())
+        for name in ("nodelay", "cork", "quickack", "keepalive", "keepalive_idle", "keepalive_interval",
+                     "keepalive_count", "linger", "ttl", "tos", "send_buffer_size", "receive_buffer_size", "user_mss",
+                     "time_wait_timeout", "fin_wait2_timeout", "cc_name", "_bound_nic"):
+            setattr(child, name, getattr(self, name))
+        child.parent = self
+        id = TransportEndpointID(seg.dst_port, bytes(seg.dst), seg.src_port, bytes(seg.src))
+        child._attach(route, id)
+        if iss is None:
+            iss = self.proto.initial_sequence_number(seg.dst, seg.dst_port, seg.src, seg.src_port)
+        child.snd = Sender(child, iss, child._send_mss(route, seg.options.mss), child.cc_name)
+        return child
+
+    def _send_syn_cookie(self, seg: Segment) -> None:
+        """SYN queue full: answer with a SYN-ACK whose sequence number is the state (RFC 4987 §3.6)."""
+        peer_mss = seg.options.mss or DEFAULT_MSS
+        cookie = self.proto.syn_cookie(seg, peer_mss)
+        try:
+            route = self.stack.find_route(0, seg.dst, seg.src, self.net_proto)
+        except Error:
+            return
+        options = tcp.encode_syn_options(route.mtu() - 40)
+        window = min(self.receive_buffer_size, 0xFFFF)
+        self.proto.send_stateless(seg, cookie, (seg.seq + 1) & MASK, SYN | ACK, window, options, route)
+        self.stack_stats.listen_overflow_syn_cookie_sent.increment()
+
+    def _close_listener(self) -> None:
+        listener = self.listener
+        assert listener is not None
+        for child in list(listener.pending) + list(listener.accepted):
+            child._reset_and_finish()
+        listener.pending.clear()
+        listener.accepted.clear()
+        self._finish(None)
+
+    # --- handshake --------------------------------------------------------------------------------
+
+    def _syn_received(self, seg: Segment) -> None:
+        """A child created by the listener for this SYN (or a simultaneous open): answer SYN-ACK."""
+        self._negotiate(seg)
+        self._new_receiver(seg.seq)
+        self.snd.wnd = seg.window  # type: ignore[union-attr]  # SYN windows are never scaled
+        if self.parent is not None:
+            self.parent.listener.pending.add(self)  # type: ignore[union-attr]
+        self._set_state(S.SYN_RCVD)
+        self._send_syn()
+
+    def _establish_from_cookie(self, seg: Segment, mss: int) -> None:
+        """The ACK of a SYN-cookie handshake: the connection exists from here, without options."""
+        snd = self.snd
+        assert snd is not None
+        snd.mss = min(snd.mss, mss)
+        self._new_receiver((seg.seq - 1) & MASK)
+        snd.una = snd.nxt = snd.max = 1
+        snd.wnd = snd.max_wnd = seg.window
+        snd.wl1 = 1
+        snd.wl2 = 1
+        self._established()
+        self._process_after_handshake(seg)
+
+    def _syn_sent_segment(self, seg: Segment) -> None:
+        """RFC 9293 §3.10.7.3."""
+        snd = self.snd
+        assert snd is not None
+        flags = seg.flags
+        if flags & ACK and seg.ack != snd.wire(1):
+            if not flags & RST:
+                self.proto.reply_reset(seg)
+            return
+        if flags & RST:
+            if flags & ACK:
+                self._finish(ErrConnectionRefused())
+            return
+        if not flags & SYN:
+            return
+        self._negotiate(seg)
+        self._new_receiver(seg.seq)
+        if flags & ACK:
+            snd.una = 1
+            snd.wnd = snd.max_wnd = seg.window   # the SYN-ACK's window is not scaled
+            snd.wl1 = 0
+            snd.wl2 = 1
+            snd.timer.cancel()
+            self._rtt_from_handshake()
+            self._established()
+            self.send_ack()
+            snd.send_data()
+        else:
+            self._set_state(S.SYN_RCVD)      # simultaneous open: SYN-ACK with our original ISS
+            snd.wnd = seg.window
+            self._send_syn()
+
+    def _negotiate(self, seg: Segment) -> None:
+        """Options agreed in the handshake (RFC 7323 §1.3, RFC 2018 §2)."""
+        opts = seg.options
+        proto = self.proto
+        route = self.route
+        assert route is not None and self.snd is not None
+        self.peer_mss = opts.mss or DEFAULT_MSS
+        self.sack_ok = proto.sack_enabled and opts.sack_permitted
+        self.ts_ok = proto.timestamps_enabled and opts.timestamp is not None
+        if self.ts_ok:
+            self.ts_recent = opts.timestamp[0]  # type: ignore[index]
+        if not self.ts_offset:
+            self.ts_offset = proto.initial_sequence_number(route.local_address, 1, route.remote_address, 1)
+        self.ws_ok = proto.window_scaling and opts.window_scale is not None
+        if self.ws_ok:
+            self.snd.wscale = opts.window_scale
+            self.rcv_wscale = window_shift(proto.max_receive_buffer_size)
+        else:
+            self.snd.wscale = 0
+            self.rcv_wscale = 0
+        self.snd.mss = self._send_mss(route, self.peer_mss)
+        if self.sack_ok:
+            self.snd.enable_sack()
+
+    def _new_receiver(self, irs: int) -> None:
+        route = self.route
+        assert route is not None
+        self.rcv = Receiver(self, irs, self.receive_buffer_size, max(self.proto.max_receive_buffer_size,
+                                                                     self.receive_buffer_size),
+                            self.rcv_wscale, min(self.peer_mss, route.mtu() - 40))
+        self.rcv.adv_edge = 1 + min(self.receive_buffer_size, 0xFFFF)
+
+    def _established(self) -> None:
+        snd = self.snd
+        assert snd is not None
+        self.handshake_tries = 0
+        if not snd.srtt:
+            snd.rto = 1.0   # RFC 6298 §5.7: no sample from the handshake (its SYN was retransmitted)
+        self._set_state(S.ESTABLISHED)
+        if self.parent is not None:
+            parent = self.parent
+            parent.listener.pending.discard(self)  # type: ignore[union-attr]
+            parent.listener.accepted.append(self)  # type: ignore[union-attr]
+            self.stack_stats.passive_connection_openings.increment()
+            parent.waiter_queue.notify(EventMask.IN)
+        else:
+            self.stack_stats.active_connection_openings.increment()
+        self.last_receive = self.stack.clock.now()
+        self._arm_keepalive()
+        self.waiter_queue.notify(EventMask.OUT)
+
+    def _rtt_from_handshake(self) -> None:
+        snd = self.snd
+        if snd is not None and snd.rtt_seq is not None:
+            snd.rtt_sample(snd.now() - snd.rtt_time)
+            snd.rtt_seq = None
+
+    def _send_syn(self) -> None:
+        """SYN (active open) or SYN-ACK (passive or simultaneous open), with our options."""
+        snd = self.snd
+        route = self.route
+        assert snd is not None and route is not None
+        proto = self.proto
+        mss = route.mtu() - 40
+        if self.user_mss:
+            mss = min(mss, self.user_mss)
+        syn_ack = self.state is S.SYN_RCVD
+        if syn_ack:
+            wscale = self.rcv_wscale if self.ws_ok else None
+            sack = self.sack_ok
+            ts = (self._tsval(), self.ts_recent) if self.ts_ok else None
+        else:
+            wscale = window_shift(proto.max_receive_buffer_size) if proto.window_scaling else None
+            sack = proto.sack_enabled
+            if proto.timestamps_enabled:
+                self.ts_offset = proto.initial_sequence_number(route.remote_address, 0, route.local_address, 0)
+            ts = (self._tsval(), 0) if proto.timestamps_enabled else None
+        options = tcp.encode_syn_options(mss, wscale, sack, ts)
+        window = min(self.receive_buffer_size, 0xFFFF)
+        flags = SYN | ACK if syn_ack else SYN
+        if snd.rtt_seq is None and not self.handshake_tries:
+            snd.rtt_seq = 1
+            snd.rtt_time = snd.now()
+        snd.nxt = snd.max = 1
+        snd.timer.reset(snd.rto)
+        self._emit(0, flags, b"", options, window)
+
+    def in_handshake(self) -> bool:
+        return self.state is S.SYN_SENT or self.state is S.SYN_RCVD
+
+    def on_handshake_timeout(self) -> None:
+        self.handshake_tries += 1
+        snd = self.snd
+        assert snd is not None
+        snd.rtt_seq = None
+        if self.handshake_tries > self.syn_retries:
+            self._finish(ErrTimeout() if self.parent is None else None)
+            return
+        snd.rto = min(snd.rto * 2, MAX_RTO)
+        self.stack_stats.retransmits.increment()
+        snd.total_retransmits += 1
+        self._send_syn()
+
+    # --- synchronized states ----------------------------------------------------------------------
+
+    def _synchronized_segment(self, seg: Segment) -> None:
+        """RFC 9293 §3.10.7.4, with RFC 5961 (blind attacks) and RFC 7323 (PAWS)."""
+        rcv, snd = self.rcv, self.snd
+        assert rcv is not None and snd is not None
+        flags = seg.flags
+        state = self.state
+        now = self.stack.clock.now()
+        self.last_receive = now
+        self.keepalive_probes = 0
+        delta = (seg.seq - rcv.irs - rcv.nxt) & MASK
+        seq = rcv.nxt + (delta - (1 << 32) if delta & 0x80000000 else delta)
+        data = seg.data
+        length = len(data) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        ts = seg.options.timestamp
+        if self.ts_ok and ts is not None and not flags & RST and ((ts[0] - self.ts_recent) & 0x80000000):
+            self.send_ack()   # PAWS: an old duplicate
+            return
+        # Acceptability (RFC 9293 §3.10.7.4 "first").
+        window = rcv.adv_edge - rcv.nxt
+        if length == 0:
+            acceptable = seq == rcv.nxt if window <= 0 else rcv.nxt <= seq < rcv.nxt + window
+        else:
+            acceptable = window > 0 and (rcv.nxt <= seq < rcv.nxt + window
+                                         or rcv.nxt <= seq + length - 1 < rcv.nxt + window)
+        if state is S.SYN_RCVD and flags & SYN and not flags & ACK and seq == rcv.nxt - 1:
+            self._send_syn()     # our SYN-ACK was lost: the peer sent its SYN again
+            return
+        if not acceptable:
+            if flags & RST:
+                return
+            if state is S.TIME_WAIT and flags & SYN and seq > rcv.nxt:
+                self._reopen_from_time_wait(seg)
+                return
+            self.send_ack()
+            return
+        if flags & RST:
+            if seq == rcv.nxt:
+                self.stack_stats.resets_received.increment()
+                self._on_reset()
+            else:
+                self._challenge_ack()
+            return
+        if flags & SYN:
+            self._challenge_ack()   # RFC 5961 §4: never a reset from a SYN in a synchronized state
+            return
+        if not flags & ACK:
+            return
+        if self.ts_ok and ts is not None and seq <= rcv.nxt:
+            self.ts_recent = ts[0]
+        delta = (seg.ack - snd.iss - snd.una) & MASK
+        ack = snd.una + (delta - (1 << 32) if delta & 0x80000000 else delta)
+        if state is S.SYN_RCVD:
+            if not 1 <= ack <= snd.max:
+                self.proto.reply_reset(seg)
+                return
+            if self.parent is not None and len(self.parent.listener.accepted) >= self.parent.listener.backlog:  # type: ignore[union-attr]
+                self.stack_stats.listen_overflow_ack_drop.increment()
+                return      # accept queue full: stay half-open, the SYN-ACK will be retransmitted
+            snd.timer.cancel()
+            snd.una = 1
+            snd.wl1 = seq
+            snd.wl2 = ack
+            snd.wnd = seg.window << snd.wscale
+            snd.max_wnd = snd.wnd
+            self._rtt_from_handshake()
+            self._established()
+            state = S.ESTABLISHED
+        if ack > snd.max or ack < snd.una - max(snd.max_wnd, 1):
+            self._challenge_ack()   # RFC 5961 §5: acks what we never sent, or far too old
+            return
+        pure = not data and not flags & (SYN | FIN)
+        if self.ts_ok and ts is not None and ts[1] and ack > snd.una and snd.rtt_seq is None:
+            # RFC 7323 §4: with no unambiguous timed segment (after a retransmission), the echoed
+            # timestamp still measures the round trip (to the millisecond of our TS clock).
+            snd.rtt_sample(((self._tsval() - ts[1]) & MASK) / 1000.0)
+        snd.handle_ack(seq, ack, seg.window, pure, seg.options.sack_blocks)
+        if self.state is S.CLOSED:
+            return
+        if snd.fin_acked():
+            if state is S.FIN_WAIT1:
+                self._set_state(S.FIN_WAIT2)
+                state = S.FIN_WAIT2
+                if self.orphaned:
+                    self._arm_state_timer(self.fin_wait2_timeout)
+            elif state is S.CLOSING:
+                self._enter_time_wait()
+                return
+            elif state is S.LAST_ACK:
+                self._finish(None)
+                return
+        if state is S.TIME_WAIT:
+            if flags & FIN:
+                self.send_ack()
+                self._arm_state_timer(self.time_wait_timeout)
+            return
+        if not data and not flags & FIN:
+            return
+        if state not in _RECEIVING:
+            self.send_ack()          # data after the peer's FIN: nothing to do but acknowledge
+            return
+        if self.orphaned and data:
+            self._reset_and_finish()  # nobody will read it (Linux: RST on data after close)
+            return
+        had_fin = rcv.fin_received
+        before = rcv.queue.size
+        ack_now = rcv.handle_data(seq, data, bool(flags & FIN))
+        if self.shut_read:
+            rcv.queue.clear()
+        elif rcv.queue.size > before:
+            self.waiter_queue.notify(EventMask.IN)
+        if rcv.fin_received and not had_fin:
+            self._on_fin()
+        if ack_now or self.quickack:
+            self.send_ack()
+
+    def _process_after_handshake(self, seg: Segment) -> None:
+        """A cookie ACK may carry data already."""
+        if seg.data or seg.flags & FIN:
+            self._synchronized_segment(seg)
+
+    def _on_fin(self) -> None:
+        state = self.state
+        if state is S.ESTABLISHED:
+            self._set_state(S.CLOSE_WAIT)
+        elif state is S.FIN_WAIT1:
+            if self.snd is not None and self.snd.fin_acked():
+                self._enter_time_wait()
+            else:
+                self._set_state(S.CLOSING)
+        elif state is S.FIN_WAIT2:
+            self._enter_time_wait()
+        self.waiter_queue.notify(EventMask.IN | EventMask.RDHUP)
+
+    def _on_reset(self) -> None:
+        state = self.state
+        if state is S.SYN_RCVD and self.parent is not None:
+            self._finish(None)      # the handshake is abandoned; the listener carries on
+        elif state in (S.CLOSING, S.LAST_ACK, S.TIME_WAIT):
+            self._finish(None)
+        else:
+            if state in _COUNTED_ESTABLISHED:
+                self.stack_stats.established_resets.increment()
+            self._finish(ErrConnectionReset())
+
+    def _challenge_ack(self) -> None:
+        """RFC 5961 §7: challenge ACKs are throttled stack-wide, so they cannot be used to flood."""
+        if self.proto.challenge_ack_allowed():
+            self.send_ack()
+
+    def _reopen_from_time_wait(self, seg: Segment) -> None:
+        """RFC 6191-style reuse: a new SYN for a connection in TIME-WAIT goes to the listener."""
+        self._finish(None)
+        listeners = self.stack.demux.lookup(self.net_proto, self.proto.number, seg.nic_id, seg.src, seg.dst,
+                                            seg.src_port, seg.dst_port)
+        for ep in listeners or ():
+            if isinstance(ep, TCPEndpoint) and ep.state is S.LISTEN:
+                ep._listen_segment(seg)
+                return
+
+    def handle_control_packet(self, kind: ControlType, info: int, pkt: object) -> None:
+        """ICMP errors: fatal during the handshake (connect fails fast), soft afterwards (RFC 1122 §4.2.3.9)."""
+        err = _CONTROL_ERRORS.get(kind)
+        if err is None:
+            if kind is ControlType.PACKET_TOO_BIG and self.snd is not None and info:
+                self.snd.mss = max(MIN_MSS, min(self.snd.mss, info - 40 - (12 if self.ts_ok else 0)))
+            return
+        if self.state is S.SYN_SENT:
+            self._enter()
+            try:
+                self._finish(err())
+            finally:
+                self._exit()
+        elif self.state in _SYNCHRONIZED:
+            self.pending_error = err()
+
+    # === outbound =================================================================================
+
+    def can_send_data(self) -> bool:
+        return self.state in _SENDING
+
+    def send_segment(self, seq: int, flags: int, payload: bytes | memoryview = b"") -> None:
+        """Send a data/ACK/FIN segment of this connection (``seq`` unwrapped)."""
+        rcv = self.rcv
+        options = b""
+        ts = (self._tsval(), self.ts_recent) if self.ts_ok else None
+        blocks: list[tuple[int, int]] = rcv.sack_blocks if rcv is not None and self.sack_ok else []
+        if ts is not None or blocks:
+            if blocks:
+                # SACK blocks ride along only as far as they fit in front of the payload within the MTU.
+                room = self.route.mtu() - 40 - len(payload) - (12 if ts else 0) - 4  # type: ignore[union-attr]
+                blocks = blocks[:max(0, min(len(blocks), room // 8))]
+                irs = rcv.irs  # type: ignore[union-attr]
+                blocks = [((s + irs) & MASK, (e + irs) & MASK) for s, e in blocks]
+            options = tcp.encode_options(ts, blocks)
+        window = rcv.window_field() if rcv is not None else 0
+        self._emit(seq, flags, payload, options, window)
+
+    def _emit(self, seq: int, flags: int, payload: bytes | memoryview, options: bytes, window: int) -> None:
+        snd, rcv, route = self.snd, self.rcv, self.route
+        assert snd is not None and route is not None
+        size = tcp.MIN_SIZE + len(options)
+        pkt = PacketBuffer(route.max_header_length() + size, payload)
+        hdr = pkt.prepend(size)
+        ack = (rcv.nxt + rcv.irs) & MASK if rcv is not None and flags & ACK else 0
+        tcp.build(hdr, src_port=self.local.port, dst_port=self.remote.port, seq=(seq + snd.iss) & MASK,  # type: ignore[union-attr]
+                  ack=ack, flags=flags, window=window, options=options)
+        total = combine(self._pseudo + size + len(payload), checksum(hdr, checksum(payload)))
+        tcp.set_checksum(hdr, ~total & 0xFFFF)
+        try:
+            route.write_packet(tcp.PROTOCOL_NUMBER, pkt, self.ttl or route.default_ttl(), self.tos)
+        except Error:
+            self.stack_stats.segment_send_errors.increment()
+            self.stats.send_errors.send_to_network_failed.increment()
+            return
+        self.stack_stats.segments_sent.value += 1
+        self.stats.packets_sent.value += 1
+        if flags & RST:
+            self.stack_stats.resets_sent.increment()
+        if rcv is not None and flags & ACK:
+            rcv.on_ack_sent()
+
+    def send_ack(self) -> None:
+        if self.snd is not None and self.rcv is not None and (self.state in _SYNCHRONIZED
+                                                              or self.state is S.SYN_RCVD):
+            self.send_segment(self.snd.nxt, ACK)
+
+    def _send_fin(self) -> None:
+        state = self.state
+        if state is S.ESTABLISHED or state is S.SYN_RCVD:
+            self._set_state(S.FIN_WAIT1)
+        elif state is S.CLOSE_WAIT:
+            self._set_state(S.LAST_ACK)
+        elif state is S.SYN_SENT:
+            self._finish(None)
+            return
+        else:
+            return
+        self.snd.queue_fin()  # type: ignore[union-attr]
+
+    def _push(self) -> None:
+        if self.snd is not None and self.state in _SENDING:
+            self._enter()
+            try:
+                self.snd.send_data()
+            finally:
+                self._exit()
+
+    def _tsval(self) -> int:
+        return (int(self.stack.clock.now() * 1000) + self.ts_offset) & MASK
+
+    def _send_mss(self, route: Route, peer_mss: int | None) -> int:
+        """Payload per segment: the peer's MSS, clamped to the path MTU and TCP_MAXSEG, less timestamps."""
+        mss = min(peer_mss or DEFAULT_MSS, route.mtu() - 40)
+        if self.user_mss:
+            mss = min(mss, self.user_mss)
+        if self.ts_ok:
+            mss -= 12
+        return max(mss, MIN_MSS - 40)
+
+    def on_send_space(self) -> None:
+        if self.waiter_queue and self.snd is not None and self.snd.space() > 0:
+            self.waiter_queue.notify(EventMask.OUT)
+
+    # === lifecycle ================================================================================
+
+    def _attach(self, route: Route, id: TransportEndpointID) -> None:
+        self.route = route
+        self.remote = FullAddress(0, id.remote_address, id.remote_port)
+        self.local = FullAddress(self.local.nic, id.local_address, id.local_port)
+        self._pseudo = pseudo_header_checksum(tcp.PROTOCOL_NUMBER, id.local_address, id.remote_address, 0)
+        if self._id is not None:
+            self.stack.demux.unregister((self.net_proto,), self.proto.number, self._id, self, self._bound_nic)
+        self._id = id
+        self.stack.demux.register((self.net_proto,), self.proto.number, id, self, False, self._bound_nic)
+
+    def _set_state(self, new: TCPState) -> None:
+        old = self.state
+        if old is new:
+            return
+        stats = self.stack_stats
+        if new in _COUNTED_ESTABLISHED and old not in _COUNTED_ESTABLISHED:
+            stats.current_established.value += 1
+        elif old in _COUNTED_ESTABLISHED and new not in _COUNTED_ESTABLISHED:
+            stats.current_established.value -= 1
+        self.state = new
+
+    def _enter_time_wait(self) -> None:
+        self._set_state(S.TIME_WAIT)
+        if self.snd is not None:
+            self.snd.close()
+        if self.rcv is not None:
+            self.rcv.delack_timer.cancel()
+        self._cancel_keepalive()
+        self._arm_state_timer(self.time_wait_timeout)
+        self.waiter_queue.notify(EventMask.IN | EventMask.HUP)
+
+    def _arm_state_timer(self, delay: float) -> None:
+        if self.state_timer is None:
+            self.state_timer = self.stack.timers.timer(self.guarded, self._on_state_timer)
+        self.state_timer.reset(delay)
+
+    def _on_state_timer(self) -> None:
+        """TIME-WAIT is over, or an orphan waited in FIN-WAIT-2 too long for the peer's FIN."""
+        self._finish(None)
+
+    def _reset_and_finish(self) -> None:
+        """Abort: RST to the peer (RFC 9293 §3.10.4 ABORT) and release everything."""
+        if self.state in _SYNCHRONIZED and self.state is not S.TIME_WAIT or self.state is S.SYN_RCVD:
+            if self.state in _COUNTED_ESTABLISHED:
+                self.stack_stats.established_resets.increment()
+            self._emit(self.snd.nxt, RST | ACK, b"", b"", 0)  # type: ignore[union-attr]
+        self._finish(None)
+
+    def abort(self, err: Error) -> None:
+        """The connection failed (retransmissions or keepalives exhausted): tell the user, RST the peer."""
+        if self.state in _SYNCHRONIZED and self.state is not S.TIME_WAIT:
+            if self.state in _COUNTED_ESTABLISHED:
+                self.stack_stats.established_resets.increment()
+            self._emit(self.snd.nxt, RST | ACK, b"", b"", 0)  # type: ignore[union-attr]
+        self._finish(err)
+
+    def _finish(self, err: Error | None) -> None:
+        """Enter CLOSED: report ``err`` (if any) and free every timer, queue and registration."""
+        if self.state is S.SYN_SENT and err is not None:
+            self.stack_stats.failed_connection_attempts.increment()
+        self._set_state(S.CLOSED)
+        if err is not None:
+            self.error = err
+            self.pending_error = err
+        if self.snd is not None:
+            self.snd.close()
+        if self.rcv is not None:
+            self.rcv.delack_timer.cancel()
+            if err is not None:
+                self.rcv.queue.clear()
+        if self.state_timer is not None:
+            self.state_timer.cancel()
+        self._cancel_keepalive()
+        if self.parent is not None:
+            parent_listener = self.parent.listener
+            if parent_listener is not None:
+                parent_listener.pending.discard(self)
+                try:
+                    parent_listener.accepted.remove(self)
+                except ValueError:
+                    pass
+            self.parent = None
+        self._release()
+        self.waiter_queue.notify(EventMask.IN | EventMask.OUT | EventMask.HUP | EventMask.ERR)
+
+    def _release(self) -> None:
+        if self._id is not None:
+            self.stack.demux.unregister((self.net_proto,), self.proto.number, self._id, self, self._bound_nic)
+            self._id = None
+        if self._reservation is not None:
+            self.stack.ports.release(*self._reservation)
+            self._reservation = None
+        self.listener = None
+
+    # --- keepalive --------------------------------------------------------------------------------
+
+    def _arm_keepalive(self) -> None:
+        if not self.keepalive or self.state is not S.ESTABLISHED and self.state is not S.CLOSE_WAIT:
+            self._cancel_keepalive()
+            return
+        if self.keepalive_timer is None:
+            self.keepalive_timer = self.stack.timers.timer(self.guarded, self._on_keepalive)
+        self.keepalive_timer.reset(self.keepalive_idle)
+
+    def _cancel_keepalive(self) -> None:
+        if self.keepalive_timer is not None:
+            self.keepalive_timer.cancel()
+
+    def _on_keepalive(self) -> None:
+        """Idle long enough? Probe with an old sequence number; too many unanswered: the peer is gone."""
+        if self.state not in _COUNTED_ESTABLISHED or self.snd is None:
+            return
+        now = self.stack.clock.now()
+        idle = now - self.last_receive
+        if self.keepalive_probes == 0 and idle < self.keepalive_idle:
+            self.keepalive_timer.reset(self.keepalive_idle - idle)  # type: ignore[union-attr]
+            return
+        if self.keepalive_probes >= self.keepalive_count:
+            self.abort(ErrTimeout())
+            return
+        self.keepalive_probes += 1
+        self.send_segment(self.snd.una - 1, ACK)
+        self.keepalive_timer.reset(self.keepalive_interval)  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        return f"<TCPEndpoint {self.state.name} {self.local} -> {self.remote}>"
+
+

@@ -1,0 +1,181 @@
+"""The TCP protocol object: stack-wide settings, initial sequence numbers, SYN cookies, and the
+answer to segments no endpoint owns (RST)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from ...header import tcp
+from ...header.checksum import checksum, combine, pseudo_header_checksum
+from ...stack.packet_buffer import PacketBuffer
+from ...stack.registration import TransportProtocol, UnknownDestinationDisposition
+from ...tcpip import TCP_PROTOCOL_NUMBER, Error, ErrInvalidOptionValue, ErrUnknownProtocolOption, SockOpt
+from ...waiter import WaiterQueue
+from . import congestion
+from .segment import ACK, RST, SYN, Segment, parse_segment
+
+if TYPE_CHECKING:
+    from ...stack.nic import NIC
+    from ...stack.route import Route
+    from .endpoint import TCPEndpoint
+
+PROTOCOL_NUMBER = TCP_PROTOCOL_NUMBER
+MASK = 0xFFFFFFFF
+
+# SYN cookies (RFC 4987 §3.6): the MSS the client asked for, to the nearest of these, rides in two bits.
+COOKIE_MSS = (536, 1300, 1440, 1460)
+COOKIE_PERIOD = 64.0     # seconds per tick of the cookie clock, as Linux
+COOKIE_MAX_AGE = 2       # ticks a cookie stays valid
+
+
+class TCPProtocol(TransportProtocol):
+    number = PROTOCOL_NUMBER
+    min_header_size = tcp.MIN_SIZE
+
+    def __init__(self, stack) -> None:  # noqa: ANN001 - Stack (import cycle)
+        super().__init__(stack)
+        self.tcp_stats = stack.stats().tcp
+        # Stack-wide defaults, each settable with set_option (netstack's TCP protocol options).
+        self.send_buffer_size = 1 << 20
+        self.receive_buffer_size = 1 << 20
+        self.max_receive_buffer_size = 4 << 20
+        self.sack_enabled = True
+        self.timestamps_enabled = True
+        self.window_scaling = True
+        self.time_wait_timeout = 60.0           # Linux's TCP_TIMEWAIT_LEN
+        self.fin_wait2_timeout = 60.0           # net.ipv4.tcp_fin_timeout
+        self.congestion_control = congestion.DEFAULT_ALGORITHM
+        self.max_retries = 15                   # net.ipv4.tcp_retries2
+        self.syn_retries = 6                    # net.ipv4.tcp_syn_retries
+        self.syn_cookies = True
+        self.challenge_ack_limit = 1000         # per second, stack-wide (net.ipv4.tcp_challenge_ack_limit)
+        self._challenge_window = 0
+        self._challenges_sent = 0
+        self._secret = stack.secret
+
+    def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> TCPEndpoint:
+        from .endpoint import TCPEndpoint
+        return TCPEndpoint(self, net_proto, waiter_queue)
+
+    def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
+        if len(view) < 4:
+            return None
+        return (view[0] << 8) | view[1], (view[2] << 8) | view[3]
+
+    def verify_checksums(self, nic_id: int) -> bool:
+        nic = self.stack.nics.get(nic_id)
+        return nic is None or not nic.rx_checksum_offload
+
+    # --- options ----------------------------------------------------------------------------------
+
+    _OPTIONS = {SockOpt.SEND_BUFFER_SIZE: "send_buffer_size", SockOpt.RECEIVE_BUFFER_SIZE: "receive_buffer_size",
+                SockOpt.TCP_TIME_WAIT_TIMEOUT: "time_wait_timeout", SockOpt.TCP_LINGER_TIMEOUT: "fin_wait2_timeout",
+                SockOpt.CONGESTION_CONTROL: "congestion_control", SockOpt.MODERATE_RECEIVE_BUFFER: None}
+
+    def set_option(self, option: SockOpt, value: Any) -> None:
+        if option is SockOpt.CONGESTION_CONTROL and value not in congestion.available():
+            raise ErrInvalidOptionValue()
+        name = self._OPTIONS.get(option)
+        if name is None:
+            raise ErrUnknownProtocolOption()
+        setattr(self, name, value)
+
+    def get_option(self, option: SockOpt) -> Any:
+        if option is SockOpt.AVAILABLE_CONGESTION_CONTROL:
+            return " ".join(congestion.available())
+        name = self._OPTIONS.get(option)
+        if name is None:
+            raise ErrUnknownProtocolOption()
+        return getattr(self, name)
+
+    def challenge_ack_allowed(self) -> bool:
+        """RFC 5961 §7: at most ``challenge_ack_limit`` challenge ACKs per second."""
+        window = int(self.stack.clock.now())
+        if window != self._challenge_window:
+            self._challenge_window = window
+            self._challenges_sent = 0
+        self._challenges_sent += 1
+        return self._challenges_sent <= self.challenge_ack_limit
+
+    # --- sequence numbers -------------------------------------------------------------------------
+
+    def initial_sequence_number(self, local: bytes, local_port: int, remote: bytes, remote_port: int) -> int:
+        """RFC 6528: a keyed hash of the connection's addresses plus a 4 µs clock, so a new
+        incarnation of a connection starts ahead of the old one and nobody can guess it."""
+        digest = hashlib.blake2s(bytes(local) + local_port.to_bytes(2, "big") + bytes(remote)
+                                 + remote_port.to_bytes(2, "big"), key=self._secret, digest_size=4).digest()
+        return (int.from_bytes(digest, "big") + int(self.stack.clock.now() * 250_000)) & MASK
+
+    def _cookie_hash(self, seg: Segment, salt: int) -> int:
+        key = (bytes(seg.src) + bytes(seg.dst) + seg.src_port.to_bytes(2, "big") + seg.dst_port.to_bytes(2, "big")
+               + salt.to_bytes(4, "big"))
+        return int.from_bytes(hashlib.blake2s(key, key=self._secret, digest_size=4).digest(), "big")
+
+    def syn_cookie(self, seg: Segment, peer_mss: int) -> int:
+        """Our ISN for a SYN we keep no state for: hash(4-tuple) + their ISN + tick << 24 + (hash(4-tuple,
+        tick) + MSS index) mod 2**24 — the construction of Linux and netstack."""
+        index = max(i for i, m in enumerate(COOKIE_MSS) if m <= max(peer_mss, COOKIE_MSS[0]))
+        tick = int(self.stack.clock.now() / COOKIE_PERIOD) & 0xFF
+        low = (self._cookie_hash(seg, 0x100 | tick) + index) & 0xFFFFFF
+        return (self._cookie_hash(seg, 0) + seg.seq + (tick << 24) + low) & MASK
+
+    def check_syn_cookie(self, seg: Segment) -> int | None:
+        """The MSS encoded in the cookie this ACK returns, or None if it is not one of ours (or too old)."""
+        cookie = (seg.ack - 1) & MASK
+        their_isn = (seg.seq - 1) & MASK
+        value = (cookie - self._cookie_hash(seg, 0) - their_isn) & MASK
+        tick = value >> 24
+        now_tick = int(self.stack.clock.now() / COOKIE_PERIOD) & 0xFF
+        if (now_tick - tick) & 0xFF > COOKIE_MAX_AGE:
+            return None
+        index = (value - self._cookie_hash(seg, 0x100 | tick)) & 0xFFFFFF
+        return COOKIE_MSS[index] if index < len(COOKIE_MSS) else None
+
+    # --- segments nobody owns ---------------------------------------------------------------------
+
+    def handle_unknown_destination_packet(self, nic: NIC, pkt: PacketBuffer, src: bytes,
+                                          dst: bytes) -> UnknownDestinationDisposition:
+        seg = parse_segment(pkt, src, dst, self.tcp_stats, self.verify_checksums(pkt.nic_id))
+        if seg is None:
+            return UnknownDestinationDisposition.MALFORMED
+        self.reply_reset(seg)
+        return UnknownDestinationDisposition.HANDLED
+
+    def reply_reset(self, seg: Segment) -> None:
+        """RFC 9293 §3.10.7.1: answer a segment for no connection with RST (never a RST for a RST)."""
+        if seg.flags & RST:
+            return
+        if seg.flags & ACK:
+            self.send_stateless(seg, seq=seg.ack, ack=0, flags=RST)
+        else:
+            self.send_stateless(seg, seq=0, ack=(seg.seq + seg.length) & MASK, flags=RST | ACK)
+
+    def send_stateless(self, seg: Segment, seq: int, ack: int, flags: int, window: int = 0,
+                       options: bytes = b"", route: Route | None = None) -> None:
+        """Send a segment back to where ``seg`` came from, without an endpoint (RST, SYN-cookie SYN-ACK)."""
+        if route is None:
+            try:
+                route = self.stack.find_route(0, seg.dst, seg.src, self._net_proto(seg))
+            except Error:
+                return
+        size = tcp.MIN_SIZE + len(options)
+        pkt = PacketBuffer(route.max_header_length() + size)
+        hdr = pkt.prepend(size)
+        tcp.build(hdr, src_port=seg.dst_port, dst_port=seg.src_port, seq=seq, ack=ack, flags=flags, window=window,
+                  options=options)
+        total = combine(pseudo_header_checksum(PROTOCOL_NUMBER, route.local_address, route.remote_address, size),
+                        checksum(hdr))
+        tcp.set_checksum(hdr, ~total & 0xFFFF)
+        try:
+            route.write_packet(PROTOCOL_NUMBER, pkt, route.default_ttl(), 0)
+        except Error:
+            self.tcp_stats.segment_send_errors.increment()
+            return
+        self.tcp_stats.segments_sent.value += 1
+        if flags & RST:
+            self.tcp_stats.resets_sent.increment()
+
+    @staticmethod
+    def _net_proto(seg: Segment) -> int:
+        return 0x0800 if len(seg.src) == 4 else 0x86DD

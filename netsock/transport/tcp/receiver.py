@@ -1,0 +1,175 @@
+"""The receiving half of a connection: sequence tracking, reassembly, the advertised window, and
+when to acknowledge.
+
+Sequence numbers here are *unwrapped*: 0 is the peer's SYN (the IRS) and they grow without bound,
+so comparisons are plain integer comparisons; the endpoint converts at the wire (mod 2**32) once
+per segment. That puts wraparound handling in exactly one place.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING
+
+from .buffers import ReceiveQueue
+from .sack import update_sack_blocks
+
+if TYPE_CHECKING:
+    from .endpoint import TCPEndpoint
+
+DELAYED_ACK_TIMEOUT = 0.040     # Linux's minimum ATO
+QUICKACK_SEGMENTS = 16          # segments acknowledged at once while a connection starts (Linux's quickack)
+MAX_OOO_SEGMENTS = 1024         # a hostile peer cannot make the out-of-order queue grow past this
+MAX_WINDOW = 65535
+
+
+class Receiver:
+    __slots__ = ("ep", "irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
+                 "adv_edge", "unacked_bytes", "quickacks", "fin_received", "mss", "sack_blocks", "delack_timer",
+                 "moderate", "copied", "copied_since")
+
+    def __init__(self, ep: TCPEndpoint, irs: int, buffer_size: int, max_buffer_size: int, wscale: int,
+                 mss: int) -> None:
+        self.ep = ep
+        self.irs = irs                  # the peer's initial sequence number (wire), our 0
+        self.nxt = 1                    # next byte expected (the SYN took 0)
+        self.queue = ReceiveQueue()
+        self.ooo: list[tuple[int, int, memoryview, bool]] = []   # (seq, end, data, fin), sorted
+        self.ooo_bytes = 0
+        self.buffer_size = buffer_size
+        self.max_buffer_size = max_buffer_size
+        self.wscale = wscale            # our shift (0 when scaling was not negotiated)
+        self.adv_edge = 1               # right edge of the window we last advertised
+        self.unacked_bytes = 0          # in-order bytes received since our last ACK
+        self.quickacks = QUICKACK_SEGMENTS
+        self.fin_received = False
+        self.mss = mss                  # what we expect the peer to send (for ACK and window decisions)
+        self.sack_blocks: list[tuple[int, int]] = []
+        self.delack_timer = ep.stack.timers.timer(ep.guarded, ep.send_ack)
+        self.moderate = True            # receive-buffer auto-tuning, until the user sets a size
+        self.copied = 0
+        self.copied_since = ep.stack.clock.now()
+
+    # --- inbound data -----------------------------------------------------------------------------
+
+    def handle_data(self, seq: int, data: memoryview, fin: bool) -> bool:
+        """Take the segment's data and FIN; returns True when it must be acknowledged at once."""
+        nxt = self.nxt
+        end = seq + len(data)
+        if seq < nxt:                       # retransmitted bytes we already have
+            data = data[nxt - seq:]
+            seq = nxt
+        limit = max(self.adv_edge, nxt)
+        if end > limit:                     # beyond the window we offered: not ours to keep
+            data = data[:max(0, limit - seq)]
+            end = seq + len(data)
+            fin = False
+        if seq > nxt:
+            if data or fin:
+                self._insert_out_of_order(seq, end, data, fin)
+            return True                     # RFC 5681 §4.2: out-of-order data is ACKed at once
+        filled_hole = bool(self.ooo)
+        if data:
+            self.queue.append(data)
+            self.nxt = nxt = end
+            self.unacked_bytes += len(data)
+        while self.ooo and self.ooo[0][0] <= nxt:
+            oseq, oend, odata, ofin = self.ooo.pop(0)
+            self.ooo_bytes -= len(odata)
+            if oend > nxt:
+                tail = odata[nxt - oseq:]
+                self.queue.append(tail)
+                self.nxt = nxt = oend
+            if ofin and oend >= nxt:
+                fin = True
+        if filled_hole and self.sack_blocks:
+            self.sack_blocks = update_sack_blocks(self.sack_blocks, nxt, nxt, nxt)
+        if fin and not self.fin_received:
+            self.fin_received = True
+            self.nxt = nxt + 1
+            return True
+        if filled_hole or self.quickacks > 0 or self.unacked_bytes >= 2 * self.mss:
+            if self.quickacks > 0:
+                self.quickacks -= 1
+            return True
+        if data and not self.delack_timer.armed:
+            self.delack_timer.reset(DELAYED_ACK_TIMEOUT)
+        return False
+
+    def _insert_out_of_order(self, seq: int, end: int, data: memoryview, fin: bool) -> None:
+        ooo = self.ooo
+        i = bisect.bisect_left(ooo, (seq,))
+        for j in (i - 1, i):                # already held whole: a duplicate
+            if 0 <= j < len(ooo) and ooo[j][0] <= seq and ooo[j][1] >= end and (ooo[j][3] or not fin):
+                self._report_sack(seq, end)
+                return
+        if len(ooo) >= MAX_OOO_SEGMENTS:
+            self.ep.stats.receive_errors.receive_buffer_overflow.increment()
+            return
+        ooo.insert(i, (seq, end, data, fin))
+        self.ooo_bytes += len(data)
+        self._report_sack(seq, end)
+
+    def _report_sack(self, seq: int, end: int) -> None:
+        if self.ep.sack_ok and end > seq:
+            self.sack_blocks = update_sack_blocks(self.sack_blocks, seq, end, self.nxt)
+
+    # --- the window -------------------------------------------------------------------------------
+
+    def free_space(self) -> int:
+        return max(0, self.buffer_size - self.queue.size - self.ooo_bytes)
+
+    def window_field(self) -> int:
+        """The window to put in an outgoing segment (already shifted), moving ``adv_edge``.
+
+        Receiver-side silly-window avoidance (RFC 9293 §3.8.6.2.2): the right edge advances only by
+        at least min(buffer/2, MSS); and it never moves left (RFC 9293 §3.8.6.2.2, RFC 7323 §2.4).
+        """
+        nxt = self.nxt
+        edge = nxt + self.free_space()
+        if edge - self.adv_edge < min(self.buffer_size // 2, self.mss):
+            edge = self.adv_edge
+        window = max(edge, self.adv_edge) - nxt
+        if window <= 0:
+            self.adv_edge = max(self.adv_edge, nxt)
+            return 0
+        shift = self.wscale
+        field = window >> shift
+        if (field << shift) + nxt < self.adv_edge:
+            field += 1                      # rounding down would shrink what we offered before
+        if field > MAX_WINDOW:
+            field = MAX_WINDOW
+        self.adv_edge = max(self.adv_edge, nxt + (field << shift))
+        return field
+
+    def window_update_due(self) -> bool:
+        """After the reader freed space: has the window opened enough to tell the peer now?"""
+        opening = self.nxt + self.free_space() - self.adv_edge
+        return opening >= min(self.buffer_size // 2, 2 * self.mss)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def consumed(self, count: int) -> None:
+        """The reader took ``count`` bytes: auto-tune the buffer (Linux's DRS) and maybe open the window."""
+        if self.moderate:
+            self.copied += count
+            now = self.ep.stack.clock.now()
+            rtt = self.ep.snd.srtt if self.ep.snd is not None and self.ep.snd.srtt else 0.001
+            if now - self.copied_since >= rtt:
+                if 2 * self.copied > self.buffer_size:
+                    self.buffer_size = min(self.max_buffer_size, 2 * self.copied)
+                self.copied = 0
+                self.copied_since = now
+        if self.window_update_due():
+            self.ep.send_ack()
+
+    def on_ack_sent(self) -> None:
+        self.unacked_bytes = 0
+        if self.delack_timer.armed:
+            self.delack_timer.cancel()
+
+    def close(self) -> None:
+        self.delack_timer.cancel()
+        self.queue.clear()
+        self.ooo.clear()
+        self.ooo_bytes = 0

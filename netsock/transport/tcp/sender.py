@@ -1,0 +1,393 @@
+"""The sending half of a connection: what to send when, and recovering what was lost.
+
+- Transmission is limited by the congestion window (in segments, as Linux and netstack count it),
+  the peer's window, Nagle (RFC 9293 §3.7.4) and cork, with sender-side silly-window avoidance.
+- Loss is recovered by the retransmission timer (RFC 6298: Karn's rule, exponential backoff,
+  200 ms minimum as Linux), by fast retransmit with NewReno recovery (RFC 5681, RFC 6582), or,
+  when the peer sends SACK, by RFC 6675 loss recovery driven by the scoreboard.
+- A zero window is probed by the persist timer, forever while the peer answers (as Linux).
+
+Sequence numbers are unwrapped: 0 is our SYN, data starts at 1, and the FIN takes the number after
+the last data byte. ``wire()`` converts to the 32-bit numbers in headers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ...tcpip import ErrTimeout
+from . import congestion
+from .buffers import SendBuffer
+from .sack import SACKScoreboard
+from .segment import ACK, FIN, PSH
+
+if TYPE_CHECKING:
+    from .endpoint import TCPEndpoint
+
+MASK = 0xFFFFFFFF
+MIN_RTO = 0.2
+MAX_RTO = 120.0
+INITIAL_RTO = 1.0
+INITIAL_CWND = 10           # RFC 6928, Linux's default
+DUP_THRESH = 3
+INFINITE_SSTHRESH = (1 << 31) - 1
+
+
+class Sender:
+    __slots__ = ("ep", "iss", "una", "nxt", "max", "wnd", "max_wnd", "wl1", "wl2", "wscale", "mss", "buffer",
+                 "fin_queued", "cwnd", "ssthresh", "cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
+                 "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
+                 "now", "total_retransmits")
+
+    def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
+        self.ep = ep
+        self.iss = iss
+        self.una = 0                # oldest unacknowledged
+        self.nxt = 0                # next to send
+        self.max = 0                # highest ever sent + 1 (nxt goes back below it after a timeout)
+        self.wnd = 0                # peer's window, in bytes
+        self.max_wnd = 0
+        self.wl1 = -1               # peer sequence / our ack of the last window update (RFC 9293 SND.WL1/2)
+        self.wl2 = -1
+        self.wscale = 0             # the peer's shift
+        self.mss = mss              # payload bytes per segment, options already taken off
+        self.buffer = SendBuffer(1)
+        self.fin_queued = False
+        self.cwnd = INITIAL_CWND
+        self.ssthresh = INFINITE_SSTHRESH
+        self.srtt = 0.0
+        self.rttvar = 0.0
+        self.rto = INITIAL_RTO
+        self.min_rtt = 0.0
+        self.retransmits = 0        # consecutive timeouts (reset by progress)
+        self.total_retransmits = 0
+        self.persisting = False
+        self.dupacks = 0
+        self.recovery = False
+        self.recover = 0            # RFC 6582 "recover": snd.max when the last recovery began
+        self.sack: SACKScoreboard | None = None
+        self.high_rxt = 0
+        self.rtt_seq: int | None = None   # the segment being timed (Karn: never a retransmitted one)
+        self.rtt_time = 0.0
+        self.now = ep.stack.clock.now
+        self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
+        self.cc = congestion.new(cc_name, self)
+
+    # --- the congestion-state view the algorithms read --------------------------------------------
+
+    @property
+    def outstanding(self) -> int:
+        """Segments in flight."""
+        return (self.max - self.una + self.mss - 1) // self.mss
+
+    def wire(self, seq: int) -> int:
+        return (seq + self.iss) & MASK
+
+    def unwrap(self, wire: int) -> int:
+        """The unwrapped number of a 32-bit acknowledgment number, taken nearest to ``una``."""
+        delta = (wire - self.iss - self.una) & MASK
+        return self.una + (delta - (1 << 32) if delta & 0x80000000 else delta)
+
+    def enable_sack(self) -> None:
+        self.sack = SACKScoreboard(self.mss)
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def space(self) -> int:
+        """Room in the send buffer for new writes."""
+        return max(0, self.ep.send_buffer_size - len(self.buffer))
+
+    def queue_fin(self) -> None:
+        if not self.fin_queued:
+            self.fin_queued = True
+            self.send_data()
+
+    @property
+    def fin_seq(self) -> int:
+        return self.buffer.end
+
+    def fin_acked(self) -> bool:
+        return self.fin_queued and self.una > self.buffer.end
+
+    # --- transmission -----------------------------------------------------------------------------
+
+    def send_data(self) -> None:
+        """Send whatever the windows, Nagle, cork and recovery allow right now."""
+        ep = self.ep
+        if not ep.can_send_data():
+            return
+        if self.recovery and self.sack is not None:
+            self._sack_recovery_send()
+            return
+        mss = self.mss
+        buffer = self.buffer
+        while True:
+            nxt = self.nxt
+            data_end = buffer.end
+            pending = data_end - nxt
+            fin_pending = self.fin_queued and nxt <= data_end
+            if pending <= 0 and not fin_pending:
+                break
+            inflight = nxt - self.una
+            room = min(self.cwnd * mss - inflight, self.una + self.wnd - nxt)
+            size = min(pending, mss, room) if pending > 0 else 0
+            if room <= 0:
+                if self.una + self.wnd <= nxt and nxt == self.una:
+                    self._start_persist()
+                break
+            if 0 < size < mss and size < pending:
+                # Window-limited to a sliver: silly-window avoidance (RFC 9293 §3.8.6.2.1) waits for
+                # at least half the largest window the peer ever offered.
+                if size < self.max_wnd // 2:
+                    if nxt == self.una:
+                        self._start_persist()
+                    break
+            elif 0 < size < mss and not fin_pending and nxt >= self.max:
+                if ep.cork or (not ep.nodelay and inflight > 0):
+                    break   # Nagle: one small segment in flight at a time; cork: full segments only
+            flags = ACK
+            end = nxt + size
+            if end == data_end:
+                flags |= PSH
+                if fin_pending:
+                    flags |= FIN
+            self._transmit(nxt, size, flags)
+            self.nxt = end + (1 if flags & FIN else 0)
+            if self.nxt > self.max:
+                self.max = self.nxt
+            if flags & FIN:
+                break
+        if self.una < self.max and not self.timer.armed:
+            self.persisting = False
+            self.timer.reset(self.rto)
+
+    def _transmit(self, seq: int, size: int, flags: int) -> None:
+        payload = self.buffer.get(seq, size) if size else b""
+        if seq < self.max:
+            self.total_retransmits += 1
+            self.ep.stack_stats.retransmits.value += 1
+            if self.rtt_seq is not None and seq < self.rtt_seq:
+                self.rtt_seq = None     # Karn: an ambiguous sample
+        elif self.rtt_seq is None and size:
+            self.rtt_seq = seq + size
+            self.rtt_time = self.now()
+        self.ep.send_segment(seq, flags, payload)
+
+    def _retransmit_first(self) -> None:
+        """Resend the oldest unacknowledged segment (fast retransmit, partial ACK, RTO)."""
+        una = self.una
+        data_end = self.buffer.end
+        size = min(self.mss, data_end - una) if una < data_end else 0
+        flags = ACK
+        if una + size == data_end:
+            flags |= PSH
+            if self.fin_queued and self.max > data_end:
+                flags |= FIN
+        if size or flags & FIN:
+            self._transmit(una, size, flags)
+            if una + size + (1 if flags & FIN else 0) > self.nxt:
+                self.nxt = una + size + (1 if flags & FIN else 0)
+
+    def _sack_recovery_send(self) -> None:
+        """RFC 6675 §5: while the pipe leaves room for a segment, retransmit what is lost, else send new data."""
+        sack = self.sack
+        assert sack is not None
+        mss = self.mss
+        wire = self.wire
+        pipe = sack.pipe(wire(self.una), wire(self.nxt), wire(self.high_rxt), mss)
+        while self.cwnd * mss - pipe >= mss:
+            seg = sack.next_seg(wire(self.high_rxt), wire(self.una), wire(self.nxt), mss)
+            if seg is not None:
+                start = self.unwrap(seg[0])
+                size = (seg[1] - seg[0]) & MASK
+                data_end = self.buffer.end
+                size = min(size, max(0, data_end - start))
+                flags = ACK
+                if start + size == data_end and self.fin_queued and self.max > data_end:
+                    flags |= FIN
+                if not size and not flags & FIN:
+                    break
+                self._transmit(start, size, flags)
+                self.high_rxt = start + size + (1 if flags & FIN else 0)
+                pipe += max(size, 1)      # RFC 6675 §5 (C.4)
+                continue
+            nxt = self.nxt
+            pending = self.buffer.end - nxt
+            room = self.una + self.wnd - nxt
+            if pending <= 0 or room <= 0:
+                break
+            size = min(pending, mss, room)
+            flags = ACK | (PSH if nxt + size == self.buffer.end else 0)
+            self._transmit(nxt, size, flags)
+            self.nxt = nxt + size
+            if self.nxt > self.max:
+                self.max = self.nxt
+            pipe += size
+        if self.una < self.max and not self.timer.armed:
+            self.timer.reset(self.rto)
+
+    # --- acknowledgments --------------------------------------------------------------------------
+
+    def handle_ack(self, seg_seq: int, ack: int, window: int, pure_ack: bool,
+                   sack_blocks: tuple[tuple[int, int], ...]) -> None:
+        """Process the ACK fields of an acceptable segment (``ack`` unwrapped, within [una, max])."""
+        old_wnd = self.wnd
+        if seg_seq > self.wl1 or (seg_seq == self.wl1 and ack >= self.wl2):
+            self.wnd = window << self.wscale
+            self.wl1 = seg_seq
+            self.wl2 = ack
+            if self.wnd > self.max_wnd:
+                self.max_wnd = self.wnd
+        if sack_blocks and self.sack is not None:
+            for start, end in sack_blocks:
+                s, e = self.unwrap(start), self.unwrap(end)
+                if self.una < s < e <= self.max:   # D-SACKs and nonsense are ignored
+                    self.sack.insert(start, end)
+        if self.persisting:
+            self.retransmits = 0            # the peer answers: probing goes on as long as it does
+            if self.wnd > 0 or ack > self.una:
+                self.persisting = False
+                self.timer.cancel()
+        if ack > self.una:
+            self._new_ack(ack)
+        elif pure_ack and ack == self.una < self.max and self.wnd == old_wnd:
+            self._dupack()
+        self.send_data()
+
+    def _new_ack(self, ack: int) -> None:
+        acked = ack - self.una
+        flight = self.max - self.una
+        if self.rtt_seq is not None and ack >= self.rtt_seq:
+            self.rtt_sample(self.now() - self.rtt_time)
+            self.rtt_seq = None
+        self.retransmits = 0
+        self.una = ack
+        if self.nxt < ack:
+            self.nxt = ack
+        self.buffer.trim(ack)
+        if self.sack is not None:
+            self.sack.delete(self.wire(ack))
+        packets = (acked + self.mss - 1) // self.mss
+        if self.recovery:
+            if ack >= self.recover:
+                self.recovery = False
+                self.dupacks = 0
+                self.cwnd = max(min(self.ssthresh, (self.max - self.una) // self.mss + 1), 1)
+                self.cc.post_recovery()
+            elif self.sack is None:
+                # NewReno partial ACK (RFC 6582 §3.2 step 5): the next hole is lost too.
+                self._retransmit_first()
+                self.cwnd = max(self.cwnd - packets + 1, 1)
+                self.timer.reset(self.rto)
+        else:
+            self.dupacks = 0
+            if 2 * flight >= self.cwnd * self.mss:   # grow only when the window was in use (RFC 7661)
+                self.cc.on_ack(packets)
+        if self.una >= self.max:
+            self.timer.cancel()
+        elif not self.persisting:
+            self.timer.reset(self.rto)
+        self.ep.on_send_space()
+
+    def _dupack(self) -> None:
+        self.dupacks += 1
+        if self.recovery:
+            if self.sack is None:
+                self.cwnd += 1      # RFC 5681 §3.2 step 4: each dupack means a segment left the network
+            return
+        lost = self.sack is not None and self.sack.is_lost(self.wire(self.una))
+        if (self.dupacks >= DUP_THRESH or lost) and self.una > self.recover:
+            self._enter_recovery()
+
+    def _enter_recovery(self) -> None:
+        stats = self.ep.stack_stats
+        stats.fast_retransmit.increment()
+        if self.sack is not None:
+            stats.sack_recovery.increment()
+        else:
+            stats.fast_recovery.increment()
+        self.recovery = True
+        self.recover = self.max
+        self.cc.on_loss_detected()
+        self.rtt_seq = None
+        if self.sack is not None:
+            self.cwnd = self.ssthresh
+            self.high_rxt = self.una
+            self._retransmit_first()
+            self.high_rxt = min(self.una + self.mss, self.nxt)
+        else:
+            self.cwnd = self.ssthresh + DUP_THRESH
+            self._retransmit_first()
+        self.timer.reset(self.rto)
+
+    def rtt_sample(self, rtt: float) -> None:
+        """RFC 6298 §2 smoothing; the RTO floor is Linux's 200 ms rather than the RFC's 1 s."""
+        if rtt < 0:
+            return
+        if not self.srtt:
+            self.srtt = rtt
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+        if not self.min_rtt or rtt < self.min_rtt:
+            self.min_rtt = rtt
+        self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + max(0.001, 4 * self.rttvar)))
+
+    # --- timers -----------------------------------------------------------------------------------
+
+    def _start_persist(self) -> None:
+        if not self.persisting:
+            self.persisting = True
+            self.timer.reset(self.rto)
+
+    def _on_timer(self) -> None:
+        ep = self.ep
+        if self.persisting:
+            self._probe_window()
+            return
+        if ep.in_handshake():
+            ep.on_handshake_timeout()
+            return
+        if self.una >= self.max:
+            return
+        self.retransmits += 1
+        ep.stack_stats.timeouts.increment()
+        if self.retransmits > ep.max_retries:
+            ep.abort(ErrTimeout())
+            return
+        # RFC 6298 §5.5-5.7 and RFC 5681 §3.1: back off, collapse the window, resend from the first hole.
+        self.cc.on_rto_expired()
+        self.cwnd = 1
+        self.rto = min(self.rto * 2, MAX_RTO)
+        self.recovery = False
+        self.dupacks = 0
+        self.recover = self.max
+        self.rtt_seq = None
+        if self.sack is not None:
+            self.sack.clear()       # RFC 6675 §5.1: the receiver may have reneged
+        self.nxt = self.una
+        ep.stack_stats.slow_start_retransmits.increment()
+        self._retransmit_first()
+        self.timer.reset(self.rto)
+        self.send_data()
+
+    def _probe_window(self) -> None:
+        """Zero-window probe: one byte (or the FIN) past the closed window; answered, it keeps going."""
+        self.retransmits += 1
+        if self.retransmits > self.ep.max_retries:
+            self.ep.abort(ErrTimeout())
+            return
+        una = self.una
+        if self.buffer.end > una:
+            self._transmit(una, 1, ACK)
+            self.max = max(self.max, una + 1)
+        elif self.fin_queued:
+            self._transmit(una, 0, ACK | FIN)
+            self.max = max(self.max, una + 1)
+        self.rto = min(self.rto * 2, MAX_RTO)
+        self.timer.reset(self.rto)
+
+    def close(self) -> None:
+        self.timer.cancel()
+        self.buffer.clear()
