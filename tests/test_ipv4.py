@@ -126,15 +126,21 @@ def test_packet_for_another_host_is_dropped(harness: StackHarness) -> None:
     assert harness.sent() == []
 
 
-@pytest.mark.parametrize("fields", [{"flags": "MF"}, {"frag": 185}, {"flags": "MF", "frag": 3}],
-                         ids=["first", "last", "middle"])
-def test_fragments_are_counted_and_dropped(harness: StackHarness, fields: dict) -> None:
+@pytest.mark.parametrize("fields, quoted", [({"flags": "MF"}, True), ({"frag": 185}, False),
+                                            ({"flags": "MF", "frag": 3}, False)], ids=["first", "last", "middle"])
+def test_a_lone_fragment_waits_then_expires(harness: StackHarness, fields: dict, quoted: bool) -> None:
     ep = harness.udp(9)
-    harness.inject(udp_to(9, **fields))
+    harness.inject(udp_to(9, b"8 bytes!", **fields))     # 16 bytes of IP payload: a valid fragment size
     assert harness.stats.ip.fragments_received.value == 1
+    assert not ep.readiness(EventMask.IN) and harness.sent() == []
+    harness.clock.advance(29.9)
+    assert harness.stats.ip.reassembly_failures.value == 0
+    harness.clock.advance(0.2)
     assert harness.stats.ip.reassembly_failures.value == 1
-    assert not ep.readiness(EventMask.IN)
-    assert harness.sent() == []
+    sent = [IP(raw) for raw in harness.sent_raw()]
+    # RFC 792 / RFC 1122 §3.3.2: time exceeded (reassembly) only when the first fragment had come.
+    assert [(p[ICMP].type, p[ICMP].code) for p in sent] == ([(11, 1)] if quoted else [])
+    assert len(harness.stack.timers) == 0
 
 
 def test_dont_fragment_alone_is_not_a_fragment(harness: StackHarness) -> None:
@@ -387,15 +393,20 @@ def test_ident_increments(harness: StackHarness) -> None:
     assert [(b - a) % 65536 for a, b in pairwise(idents)] == [1] * 4
 
 
-def test_datagram_larger_than_mtu_is_refused(harness: StackHarness) -> None:
+def test_datagram_larger_than_mtu_is_fragmented(harness: StackHarness) -> None:
     ep = harness.udp(5000)
-    ep.write(bytes(1500 - 28), to(PEER, 9))          # exactly the MTU
+    ep.write(bytes(1500 - 28), to(PEER, 9))          # exactly the MTU: one packet
     assert harness.sent_one().len == 1500
+    ep.write(bytes(range(256)) * 12, to(PEER, 9))    # 3072 bytes: three fragments, DF clear
+    frags = [IP(raw) for raw in harness.sent_raw()]
+    assert [p.len for p in frags] == [1500, 1500, 20 + 8 + 3072 - 2 * 1480]
+    assert [p.frag * 8 for p in frags] == [0, 1480, 2960] and [p.flags.MF for p in frags] == [1, 1, 0]
+    assert len({p.id for p in frags}) == 1
+    whole = b"".join(bytes(p[IP].payload) for p in frags)
+    assert UDP(whole).len == 3080 and bytes(UDP(whole).payload) == bytes(range(256)) * 12
     with pytest.raises(ErrMessageTooLong) as info:
-        ep.write(bytes(1500 - 28 + 1), to(PEER, 9))
+        ep.write(bytes(65535 - 28 + 1), to(PEER, 9))  # no IPv4 datagram is that long
     assert info.value.errno == errno.EMSGSIZE
-    assert harness.sent() == []
-    assert harness.stats.ip.outgoing_packet_errors.value == 1
 
 
 def test_route_mtu_below_link_mtu_applies() -> None:
@@ -403,5 +414,8 @@ def test_route_mtu_below_link_mtu_applies() -> None:
     h.stack.set_route_table([Route.parse("192.0.2.0/24", NIC_ID, mtu=1280)])
     ep = h.udp(5000)
     ep.write(bytes(1280 - 28), to(PEER, 9))
-    with pytest.raises(ErrMessageTooLong):
-        ep.write(bytes(1280 - 27), to(PEER, 9))
+    assert [IP(raw).len for raw in h.sent_raw()] == [1280]
+    ep.write(bytes(1280 - 27), to(PEER, 9))
+    assert [IP(raw).len for raw in h.sent_raw()] == [1276, 20 + (8 + 1253) - 1256]
+
+

@@ -123,6 +123,20 @@ class ICMPStats(StatGroup):
     v6_packets_received: ICMPv6ReceivedPacketStats
 
 
+class ReassemblyStats(StatGroup):
+    """Datagram counters (completed ... too_many_fragments) and fragment counters (the rest)."""
+
+    completed: StatCounter           # datagrams reassembled from fragments
+    timeouts: StatCounter            # datagrams expired incomplete
+    evicted: StatCounter             # datagrams dropped to bring memory back under the low threshold
+    overlaps: StatCounter            # datagrams abandoned: overlapping fragments
+    inconsistent: StatCounter        # datagrams abandoned: fragments disagree on the end
+    too_many_fragments: StatCounter  # datagrams abandoned: more than max_fragments_per_datagram
+    malformed: StatCounter           # fragments dropped as invalid on their own
+    duplicates: StatCounter          # fragments ignored as exact duplicates
+    discarded: StatCounter           # fragments dropped because their datagram was abandoned
+
+
 class IPStats(StatGroup):
     packets_received: StatCounter
     invalid_addresses_received: StatCounter
@@ -138,6 +152,8 @@ class IPStats(StatGroup):
     fragments_received: StatCounter
     reassembly_failures: StatCounter
     no_route: StatCounter
+    reassembly: ReassemblyStats
+
 
 
 class ARPStats(StatGroup):

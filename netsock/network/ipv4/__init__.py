@@ -5,8 +5,8 @@ addresses) and either handed to the transport demultiplexer, answered (ICMP echo
 the counter saying why. Outbound, the header is prepended in front of the transport's bytes and the
 packet goes to the NIC, or straight back in when the destination is this stack.
 
-Fragment reassembly and fragmentation on send are not here yet: fragments are counted and dropped,
-and a datagram larger than the route MTU fails with EMSGSIZE.
+Fragments are reassembled (with bounded memory, see ``network.fragmentation``) before delivery, and a
+datagram larger than the route MTU is sent in fragments: this stack never sets DF.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMes
 from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
+from ..fragmentation import Reassembler, ReassemblyResult, fragment
 from . import icmp
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 PROTOCOL_NUMBER = IPV4_PROTOCOL_NUMBER
 _ALL_HOSTS = b"\xe0\x00\x00\x01"   # 224.0.0.1: every host is a member (RFC 1112)
+REASSEMBLY_TIMEOUT = 30.0          # seconds, as Linux's ipfrag_time (RFC 1122 §3.3.2: 60 to 120 advised)
 
 
 def is_martian_source(src: bytes) -> bool:
@@ -75,8 +77,25 @@ class IPv4Endpoint(NetworkEndpoint):
             return
         if hdr.is_fragment():
             ip_stats.fragments_received.increment()
-            ip_stats.reassembly_failures.increment()
-            return
+            offset = hdr.fragment_offset
+            status, payload = self.protocol.reassembler.process(
+                (src, dst, hdr.ident, hdr.protocol), offset, hdr.more_fragments, pkt.data,
+                original[:hlen] if offset == 0 else None)
+            if status is not ReassemblyResult.COMPLETE:
+                if status is ReassemblyResult.DROPPED_BAD_LENGTH:
+                    ip_stats.malformed_fragments_received.increment()
+                elif status.dropped:
+                    ip_stats.reassembly_failures.increment()
+                return
+            # From here on the datagram is as if it had come whole: a header without fragment fields
+            # or options, so ICMP errors about it quote an unfragmented datagram (as Linux does).
+            pkt.data = memoryview(payload)
+            hdr = hdr._replace(header_length=ipv4.MIN_SIZE, total_length=ipv4.MIN_SIZE + len(payload),
+                               flags_fragment=0)
+            quote = bytearray(ipv4.MIN_SIZE)
+            ipv4.build(quote, src=src, dst=dst, protocol=hdr.protocol, total_length=hdr.total_length,
+                       ttl=hdr.ttl, tos=hdr.tos, ident=hdr.ident)
+            original = memoryview(bytes(quote) + payload[:icmp.MAX_ERROR_SIZE])
         proto = hdr.protocol
         if proto == ICMPV4_PROTOCOL_NUMBER:
             ip_stats.packets_delivered.value += 1
@@ -114,14 +133,37 @@ class IPv4Endpoint(NetworkEndpoint):
 
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
         total = pkt.size() + ipv4.MIN_SIZE
-        if total > route.mtu():
-            self._stats.ip.outgoing_packet_errors.increment()
-            raise ErrMessageTooLong()
+        mtu = route.mtu()
+        if total > mtu:
+            self._write_fragments(route, transport, pkt, ttl, tos, mtu)
+            return
         hdr = pkt.prepend(ipv4.MIN_SIZE)
         ipv4.build(hdr, src=route.local_address, dst=route.remote_address, protocol=transport,
                    total_length=total, ttl=ttl, tos=tos, ident=self.protocol.next_ident())
         pkt.network_protocol = PROTOCOL_NUMBER
         self.send(route, pkt)
+
+    def _write_fragments(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
+                         mtu: int) -> None:
+        """RFC 791 fragmentation: the datagram copied once, each fragment a view of it behind its own header."""
+        body = memoryview(pkt.to_bytes())
+        try:
+            if ipv4.MIN_SIZE + len(body) > ipv4.MAX_TOTAL_LENGTH:
+                raise ValueError("datagram longer than 65535 bytes")
+            cuts = fragment(len(body), ipv4.MIN_SIZE, mtu)
+        except ValueError:
+            self._stats.ip.outgoing_packet_errors.increment()
+            raise ErrMessageTooLong() from None
+        ident = self.protocol.next_ident()
+        reserve = self.max_header_length()
+        for offset, length, more in cuts:
+            frag = PacketBuffer(reserve, body[offset:offset + length])
+            ipv4.build(frag.prepend(ipv4.MIN_SIZE), src=route.local_address, dst=route.remote_address,
+                       protocol=transport, total_length=ipv4.MIN_SIZE + length, ttl=ttl, tos=tos, ident=ident,
+                       flags_fragment=offset >> 3 | (ipv4.FLAG_MORE_FRAGMENTS if more else 0))
+            frag.network_protocol = PROTOCOL_NUMBER
+            frag.transport_protocol = pkt.transport_protocol
+            self.send(route, frag)
 
     def send(self, route: Route, pkt: PacketBuffer) -> None:
         """Send a packet whose IPv4 header is complete."""
@@ -144,12 +186,34 @@ class IPv4Protocol(NetworkProtocol):
     def __init__(self, stack) -> None:  # noqa: ANN001 - Stack (import cycle)
         super().__init__(stack)
         self._ident = secrets.randbelow(1 << 16)
+        self.reassembler: Reassembler[tuple[bytes, bytes, int, int]] = Reassembler(
+            stack.timers, timeout=REASSEMBLY_TIMEOUT, max_payload=ipv4.MAX_TOTAL_LENGTH - ipv4.MIN_SIZE,
+            max_fragments_per_datagram=128,   # a 64 KB datagram over a 576-byte path takes 119
+            on_timeout=self._reassembly_timed_out, stats=stack.stats().ip.reassembly)
 
     def new_endpoint(self, nic: NIC) -> IPv4Endpoint:
         return IPv4Endpoint(self, nic)
 
     def parse_addresses(self, view: memoryview) -> tuple[bytes, bytes]:
         return bytes(view[12:16]), bytes(view[16:20])
+
+    def _reassembly_timed_out(self, key: tuple[bytes, bytes, int, int], first_fragment: bytes | None) -> None:
+        """RFC 792, RFC 1122 §3.3.2: time exceeded (reassembly), only if the first fragment came.
+
+        Only about a datagram to one of our unicast addresses: none about broadcast or multicast.
+        """
+        self.stack.stats().ip.reassembly_failures.increment()
+        nic = self.stack.local_address_nic(key[1])
+        if first_fragment is None or nic is None:
+            return
+        hdr = ipv4.parse(first_fragment)      # validated when it arrived
+        if not hdr:
+            return
+        ep = nic.network_endpoints[PROTOCOL_NUMBER]
+        trigger = PacketBuffer.inbound(first_fragment)
+        trigger.pkt_type = PacketType.HOST
+        icmp.send_error(ep, trigger, hdr, icmpv4.TIME_EXCEEDED,  # type: ignore[arg-type]
+                        icmpv4.REASSEMBLY_TIMEOUT, 0, memoryview(first_fragment))
 
     def next_ident(self) -> int:
         self._ident = (self._ident + 1) & 0xFFFF
