@@ -120,7 +120,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "state_timer", "keepalive_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
-                 "_pseudo")
+                 "_pseudo", "moderate_rcvbuf")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -160,6 +160,7 @@ class TCPEndpoint(TransportEndpoint):
         self.tos = 0
         self.send_buffer_size = proto.send_buffer_size
         self.receive_buffer_size = proto.receive_buffer_size
+        self.moderate_rcvbuf = True                 # auto-tune the receive buffer until the user sizes it
         self.user_mss = 0
         self.time_wait_timeout = proto.time_wait_timeout
         self.fin_wait2_timeout = proto.fin_wait2_timeout
@@ -475,10 +476,12 @@ class TCPEndpoint(TransportEndpoint):
             self.on_send_space()
         elif opt is SockOpt.RECEIVE_BUFFER_SIZE:
             self.receive_buffer_size = max(4096, min(int(value), 16 << 20))
+            self.moderate_rcvbuf = False
             if self.rcv is not None:
                 self.rcv.buffer_size = self.receive_buffer_size
                 self.rcv.moderate = False
         elif opt is SockOpt.MODERATE_RECEIVE_BUFFER:
+            self.moderate_rcvbuf = bool(value)
             if self.rcv is not None:
                 self.rcv.moderate = bool(value)
         elif opt is SockOpt.TCP_TIME_WAIT_TIMEOUT:
@@ -531,7 +534,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
                   SockOpt.OUT_OF_BAND_INLINE: lambda: int(self.oob_inline),
-                  SockOpt.MODERATE_RECEIVE_BUFFER: lambda: int(self.rcv.moderate if self.rcv else True)}
+                  SockOpt.MODERATE_RECEIVE_BUFFER: lambda: int(self.rcv.moderate if self.rcv else self.moderate_rcvbuf)}
         getter = simple.get(opt)
         if getter is None:
             if opt in (SockOpt.BROADCAST, SockOpt.MULTICAST_TTL, SockOpt.MULTICAST_LOOP):
@@ -636,7 +639,7 @@ class TCPEndpoint(TransportEndpoint):
         child = TCPEndpoint(self.proto, self.net_proto, WaiterQueue())
         for name in ("nodelay", "cork", "quickack", "keepalive", "keepalive_idle", "keepalive_interval",
                      "keepalive_count", "linger", "ttl", "tos", "send_buffer_size", "receive_buffer_size", "user_mss",
-                     "time_wait_timeout", "fin_wait2_timeout", "cc_name", "_bound_nic"):
+                     "time_wait_timeout", "fin_wait2_timeout", "cc_name", "_bound_nic", "moderate_rcvbuf"):
             setattr(child, name, getattr(self, name))
         child.parent = self
         id = TransportEndpointID(seg.dst_port, bytes(seg.dst), seg.src_port, bytes(seg.src))
@@ -684,7 +687,8 @@ class TCPEndpoint(TransportEndpoint):
         """The ACK of a SYN-cookie handshake: the connection exists from here, without options."""
         snd = self.snd
         assert snd is not None
-        snd.mss = min(snd.mss, mss)
+        self.peer_mss = mss         # the ACK carries no MSS option: the cookie remembered it
+        snd.mss = self._send_mss(self.route, mss)  # type: ignore[arg-type]
         self._new_receiver((seg.seq - 1) & MASK)
         snd.una = snd.nxt = snd.max = 1
         snd.wnd = snd.max_wnd = seg.window
@@ -754,15 +758,17 @@ class TCPEndpoint(TransportEndpoint):
         assert route is not None
         self.rcv = Receiver(self, irs, self.receive_buffer_size, max(self.proto.max_receive_buffer_size,
                                                                      self.receive_buffer_size),
-                            self.rcv_wscale, min(self.peer_mss, route.mtu() - 40))
+                            self.rcv_wscale, min(self.peer_mss, route.mtu() - 40) - (12 if self.ts_ok else 0))
         self.rcv.adv_edge = 1 + min(self.receive_buffer_size, 0xFFFF)
+        self.rcv.moderate = self.moderate_rcvbuf
 
     def _established(self) -> None:
         snd = self.snd
         assert snd is not None
-        self.handshake_tries = 0
         if not snd.srtt:
-            snd.rto = 1.0   # RFC 6298 §5.7: no sample from the handshake (its SYN was retransmitted)
+            # No sample from the handshake; RFC 6298 §5.7: if its SYN timed out, data starts from 3 s.
+            snd.rto = 3.0 if self.handshake_tries else 1.0
+        self.handshake_tries = 0
         self._set_state(S.ESTABLISHED)
         if self.parent is not None:
             parent = self.parent
@@ -857,12 +863,19 @@ class TCPEndpoint(TransportEndpoint):
         if state is S.SYN_RCVD and flags & SYN and not flags & ACK and seq == rcv.nxt - 1:
             self._send_syn()     # our SYN-ACK was lost: the peer sent its SYN again
             return
+        if state is S.SYN_RCVD and flags & SYN and flags & ACK and seq == rcv.nxt - 1 and self.parent is None:
+            # Simultaneous open (RFC 9293 Figure 7): the peer's SYN-ACK crossed ours and completes the handshake.
+            flags &= ~SYN
+            seq = rcv.nxt
+            acceptable = True
         if not acceptable:
             if flags & RST:
                 return
             if state is S.TIME_WAIT and flags & SYN and seq > rcv.nxt:
                 self._reopen_from_time_wait(seg)
                 return
+            if state is S.TIME_WAIT and flags & FIN:
+                self._arm_state_timer(self.time_wait_timeout)   # the peer's FIN again: our ACK was lost
             self.send_ack()
             return
         if flags & RST:
@@ -921,10 +934,7 @@ class TCPEndpoint(TransportEndpoint):
                 self._finish(None)
                 return
         if state is S.TIME_WAIT:
-            if flags & FIN:
-                self.send_ack()
-                self._arm_state_timer(self.time_wait_timeout)
-            return
+            return      # (a retransmitted FIN is an old segment: answered above, with the timer restarted)
         if not data and not flags & FIN:
             return
         if state not in _RECEIVING:
@@ -991,6 +1001,11 @@ class TCPEndpoint(TransportEndpoint):
 
     def handle_control_packet(self, kind: ControlType, info: int, pkt: object) -> None:
         """ICMP errors: fatal during the handshake (connect fails fast), soft afterwards (RFC 1122 §4.2.3.9)."""
+        snd = self.snd
+        quoted = pkt.data  # type: ignore[attr-defined]
+        # RFC 5927 §4.1: only an error quoting a sequence number in flight can be about this connection.
+        if snd is None or len(quoted) < 8 or not snd.una <= snd.unwrap(int.from_bytes(quoted[4:8], "big")) <= snd.max:
+            return
         err = _CONTROL_ERRORS.get(kind)
         if err is None:
             if kind is ControlType.PACKET_TOO_BIG and self.snd is not None and info:
@@ -1054,7 +1069,10 @@ class TCPEndpoint(TransportEndpoint):
     def send_ack(self) -> None:
         if self.snd is not None and self.rcv is not None and (self.state in _SYNCHRONIZED
                                                               or self.state is S.SYN_RCVD):
-            self.send_segment(self.snd.nxt, ACK)
+            # Numbered from the highest sequence sent (BSD's snd_max): after a timeout ``nxt`` goes back
+            # to resend, and an ACK numbered below what the peer already has would be unacceptable to it.
+            # While probing a zero window, ``max`` covers the probe byte, which the peer may not hold.
+            self.send_segment(self.snd.nxt if self.snd.persisting else self.snd.max, ACK)
 
     def _send_fin(self) -> None:
         state = self.state
@@ -1140,7 +1158,7 @@ class TCPEndpoint(TransportEndpoint):
         if self.state in _SYNCHRONIZED and self.state is not S.TIME_WAIT or self.state is S.SYN_RCVD:
             if self.state in _COUNTED_ESTABLISHED:
                 self.stack_stats.established_resets.increment()
-            self._emit(self.snd.nxt, RST | ACK, b"", b"", 0)  # type: ignore[union-attr]
+            self._emit(self.snd.max, RST | ACK, b"", b"", 0)  # type: ignore[union-attr]
         self._finish(None)
 
     def abort(self, err: Error) -> None:
@@ -1148,7 +1166,7 @@ class TCPEndpoint(TransportEndpoint):
         if self.state in _SYNCHRONIZED and self.state is not S.TIME_WAIT:
             if self.state in _COUNTED_ESTABLISHED:
                 self.stack_stats.established_resets.increment()
-            self._emit(self.snd.nxt, RST | ACK, b"", b"", 0)  # type: ignore[union-attr]
+            self._emit(self.snd.max, RST | ACK, b"", b"", 0)  # type: ignore[union-attr]
         self._finish(err)
 
     def _finish(self, err: Error | None) -> None:

@@ -144,7 +144,8 @@ class Receiver:
 
     def window_update_due(self) -> bool:
         """After the reader freed space: has the window opened enough to tell the peer now?"""
-        opening = self.nxt + self.free_space() - self.adv_edge
+        # Only what the window field can carry counts: with the field saturated, an update says nothing new.
+        opening = self.nxt + min(self.free_space(), MAX_WINDOW << self.wscale) - self.adv_edge
         return opening >= min(self.buffer_size // 2, 2 * self.mss)
 
     # --- reading ----------------------------------------------------------------------------------

@@ -177,7 +177,9 @@ class Sender:
         """Resend the oldest unacknowledged segment (fast retransmit, partial ACK, RTO)."""
         una = self.una
         data_end = self.buffer.end
-        size = min(self.mss, data_end - una) if una < data_end else 0
+        # A full segment if there is data for it, bytes written since the first transmission included,
+        # as far as the peer's window allows.
+        size = min(self.mss, data_end - una, max(self.max, una + self.wnd) - una) if una < data_end else 0
         flags = ACK
         if una + size == data_end:
             flags |= PSH
@@ -187,6 +189,8 @@ class Sender:
             self._transmit(una, size, flags)
             if una + size + (1 if flags & FIN else 0) > self.nxt:
                 self.nxt = una + size + (1 if flags & FIN else 0)
+            if self.nxt > self.max:
+                self.max = self.nxt     # new bytes went out with the old ones
 
     def _sack_recovery_send(self) -> None:
         """RFC 6675 §5: while the pipe leaves room for a segment, retransmit what is lost, else send new data."""
@@ -238,11 +242,14 @@ class Sender:
             self.wl2 = ack
             if self.wnd > self.max_wnd:
                 self.max_wnd = self.wnd
+        new_sack = False
         if sack_blocks and self.sack is not None:
+            sacked = self.sack.sacked_bytes()
             for start, end in sack_blocks:
                 s, e = self.unwrap(start), self.unwrap(end)
                 if self.una < s < e <= self.max:   # D-SACKs and nonsense are ignored
                     self.sack.insert(start, end)
+            new_sack = self.sack.sacked_bytes() > sacked
         if self.persisting:
             self.retransmits = 0            # the peer answers: probing goes on as long as it does
             if self.wnd > 0 or ack > self.una:
@@ -250,7 +257,10 @@ class Sender:
                 self.timer.cancel()
         if ack > self.una:
             self._new_ack(ack)
-        elif pure_ack and ack == self.una < self.max and self.wnd == old_wnd:
+        elif ack == self.una < self.max and not self.persisting and (new_sack or pure_ack and self.wnd == old_wnd):
+            # (an answer to a zero-window probe is no sign of loss). RFC 6675 §2: an ACK with new SACK
+            # information is a duplicate even if it carries data or a changed window (a Linux
+            # receiver's window grows with autotuning; in a two-way transfer its ACKs ride on data).
             self._dupack()
         self.send_data()
 
@@ -272,7 +282,8 @@ class Sender:
             if ack >= self.recover:
                 self.recovery = False
                 self.dupacks = 0
-                self.cwnd = max(min(self.ssthresh, (self.max - self.una) // self.mss + 1), 1)
+                # RFC 6582 §3.2 step 6: min(ssthresh, max(FlightSize, SMSS) + SMSS).
+                self.cwnd = max(min(self.ssthresh, max((self.max - self.una) // self.mss, 1) + 1), 1)
                 self.cc.post_recovery()
             elif self.sack is None:
                 # NewReno partial ACK (RFC 6582 §3.2 step 5): the next hole is lost too.
@@ -298,6 +309,19 @@ class Sender:
         lost = self.sack is not None and self.sack.is_lost(self.wire(self.una))
         if (self.dupacks >= DUP_THRESH or lost) and self.una > self.recover:
             self._enter_recovery()
+        elif self.dupacks < DUP_THRESH:
+            self._limited_transmit()
+
+    def _limited_transmit(self) -> None:
+        """RFC 3042 (a SHOULD of RFC 5681 §3.2): each of the first two duplicate ACKs sends one new
+        segment beyond cwnd, so that a small window still draws the duplicate ACKs fast retransmit
+        needs instead of waiting for the retransmission timer."""
+        nxt = self.nxt
+        size = min(self.mss, self.buffer.end - nxt, self.una + self.wnd - nxt)
+        if size <= 0 or nxt < self.max:
+            return      # nothing new to send, no room in the peer's window, or resending after a timeout
+        self._transmit(nxt, size, ACK | (PSH if nxt + size == self.buffer.end else 0))
+        self.nxt = self.max = nxt + size
 
     def _enter_recovery(self) -> None:
         stats = self.ep.stack_stats
@@ -374,11 +398,21 @@ class Sender:
 
     def _probe_window(self) -> None:
         """Zero-window probe: one byte (or the FIN) past the closed window; answered, it keeps going."""
+        una = self.una
+        usable = min(self.mss, self.buffer.end - una, self.wnd)
+        if usable > 0 and self.nxt == una:
+            # The window is open, only too small for silly-window avoidance: RFC 9293 §3.8.6.2.1's
+            # override timeout sends what it takes.
+            self.persisting = False
+            self._transmit(una, usable, ACK | (PSH if una + usable == self.buffer.end else 0))
+            self.nxt = una + usable
+            self.max = max(self.max, self.nxt)
+            self.timer.reset(self.rto)
+            return
         self.retransmits += 1
         if self.retransmits > self.ep.max_retries:
             self.ep.abort(ErrTimeout())
             return
-        una = self.una
         if self.buffer.end > una:
             self._transmit(una, 1, ACK)
             self.max = max(self.max, una + 1)
