@@ -32,6 +32,7 @@ class NIC:
         self.spoofing = False
         self.stats = NICStats()
         self.addresses: dict[int, list[AddressWithPrefix]] = {}
+        self.tentative: set[bytes] = set()     # IPv6 addresses under duplicate address detection
         self.multicast_groups: dict[int, dict[bytes, int]] = {}   # protocol -> group -> members
         self.network_endpoints: dict[int, NetworkEndpoint] = {
             number: proto.new_endpoint(self) for number, proto in stack.network_protocols.items()}
@@ -92,23 +93,38 @@ class NIC:
         if any(a.address == address.address for a in addrs):
             raise ErrDuplicateAddress()
         addrs.append(address)
+        self.network_endpoints[protocol].on_address_added(address)
 
     def remove_address(self, address: bytes) -> bool:
-        for addrs in self.addresses.values():
+        for protocol, addrs in self.addresses.items():
             for a in addrs:
                 if a.address == address:
                     addrs.remove(a)
+                    self.tentative.discard(address)
+                    self.network_endpoints[protocol].on_address_removed(address)
                     return True
         return False
 
     def has_address(self, protocol: int, address: bytes) -> bool:
+        """Is ``address`` assigned here (and usable: not still tentative)?"""
+        return address not in self.tentative and any(a.address == address for a in self.addresses.get(protocol, ()))
+
+    def holds_address(self, protocol: int, address: bytes) -> bool:
+        """Assigned here, tentative or not (for duplicate address detection)."""
         return any(a.address == address for a in self.addresses.get(protocol, ()))
 
     def primary_address(self, protocol: int, remote: bytes = b"") -> bytes:
-        """The source address to use towards ``remote``: one on the same subnet first, else the first."""
-        addrs = self.addresses.get(protocol)
+        """The source address to use towards ``remote``.
+
+        The network protocol may choose (IPv6: RFC 6724); otherwise one on the same subnet as
+        ``remote`` first, else the first assigned.
+        """
+        addrs = [a for a in self.addresses.get(protocol, ()) if a.address not in self.tentative]
         if not addrs:
             return b""
+        select = getattr(self.network_endpoints.get(protocol), "select_source", None)
+        if select is not None:
+            return select(addrs, remote)
         if remote:
             for a in addrs:
                 if a.subnet().contains(remote):
@@ -125,15 +141,18 @@ class NIC:
 
     def join_group(self, protocol: int, group: bytes) -> None:
         groups = self.multicast_groups.setdefault(protocol, {})
-        groups[bytes(group)] = groups.get(bytes(group), 0) + 1
+        members = groups.get(bytes(group), 0)
+        groups[bytes(group)] = members + 1
+        if not members:
+            self.network_endpoints[protocol].on_group_joined(bytes(group))
 
     def leave_group(self, protocol: int, group: bytes) -> None:
         groups = self.multicast_groups.get(protocol, {})
         left = groups.get(bytes(group), 0) - 1
         if left > 0:
             groups[bytes(group)] = left
-        else:
-            groups.pop(bytes(group), None)
+        elif groups.pop(bytes(group), None) is not None:
+            self.network_endpoints[protocol].on_group_left(bytes(group))
 
     def is_in_group(self, protocol: int, group: bytes) -> bool:
         return group in self.multicast_groups.get(protocol, ())

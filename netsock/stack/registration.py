@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any
 
-from ..tcpip import ErrNotSupported, ErrUnknownProtocolOption, SockOpt
+from ..tcpip import AddressWithPrefix, ErrNotSupported, ErrUnknownProtocolOption, SockOpt
 from ..waiter import WaiterQueue
 from .packet_buffer import PacketBuffer
 
@@ -57,8 +57,27 @@ class NetworkEndpoint:
     def mtu(self) -> int:
         return self.nic.link.mtu()
 
+    def default_ttl(self) -> int:
+        """TTL / hop limit for packets that ask for no particular one."""
+        return self.stack.default_ttl
+
     def close(self) -> None:
         """The NIC is going away."""
+
+    def on_enable(self) -> None:
+        """The NIC came up (IPv6: link-local address, router solicitation)."""
+
+    def on_address_added(self, address: AddressWithPrefix) -> None:
+        """An address was assigned on this NIC (IPv6: duplicate address detection starts)."""
+
+    def on_address_removed(self, address: bytes) -> None:
+        """An address was removed from this NIC."""
+
+    def on_group_joined(self, group: bytes) -> None:
+        """The first member joined ``group`` on this NIC: tell the routers (IGMP, MLD)."""
+
+    def on_group_left(self, group: bytes) -> None:
+        """The last member left ``group``."""
 
 
 class NetworkProtocol:

@@ -6,7 +6,7 @@ the per-packet path does no table lookup.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..tcpip import address_str
 from .packet_buffer import PacketBuffer
@@ -14,6 +14,48 @@ from .packet_buffer import PacketBuffer
 if TYPE_CHECKING:
     from .nic import NIC
     from .registration import NetworkEndpoint
+
+
+class PathMTUCache:
+    """Path MTUs learned from ICMP "fragmentation needed" / "packet too big" (RFC 1191, RFC 8201).
+
+    Entries age out after ``lifetime`` (RFC 8201 §5.3: try a larger MTU again after 10 minutes), and
+    the table is bounded, so forged ICMP cannot grow it without limit.
+    """
+
+    def __init__(self, now: Callable[[], float], lifetime: float = 600.0, max_entries: int = 4096,
+                 minimum: int = 552) -> None:
+        self._now = now
+        self._lifetime = lifetime
+        self._max = max_entries
+        self._minimum = minimum          # Linux's min_pmtu: no forged ICMP makes us send tiny packets
+        self._entries: dict[bytes, tuple[int, float]] = {}
+
+    def update(self, destination: bytes, mtu: int) -> None:
+        if len(destination) == 16:
+            mtu = max(mtu, 1280)
+        mtu = max(mtu, self._minimum if len(destination) == 4 else 1280)
+        current = self.get(destination)
+        if current and current <= mtu:
+            return
+        if len(self._entries) >= self._max:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[bytes(destination)] = (mtu, self._now() + self._lifetime)
+
+    def get(self, destination: bytes) -> int:
+        """The learned MTU towards ``destination``, 0 if none."""
+        if not self._entries:
+            return 0
+        entry = self._entries.get(destination)
+        if entry is None:
+            return 0
+        if entry[1] <= self._now():
+            del self._entries[destination]
+            return 0
+        return entry[0]
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class Route:
@@ -38,9 +80,12 @@ class Route:
         return self.nic.stack
 
     def mtu(self) -> int:
-        """Largest network-layer packet on this path."""
-        link_mtu = self.network_endpoint.mtu()
-        return min(self._mtu, link_mtu) if self._mtu else link_mtu
+        """Largest network-layer packet on this path: link, route table and what ICMP taught us."""
+        mtu = self.network_endpoint.mtu()
+        if self._mtu and self._mtu < mtu:
+            mtu = self._mtu
+        learned = self.nic.stack.path_mtu.get(self.remote_address)
+        return learned if learned and learned < mtu else mtu
 
     def max_header_length(self) -> int:
         """Room a transport must reserve in front of its header for the layers below."""
@@ -51,7 +96,7 @@ class Route:
         self.network_endpoint.write_packet(self, transport, pkt, ttl, tos)
 
     def default_ttl(self) -> int:
-        return self.nic.stack.default_ttl
+        return self.network_endpoint.default_ttl()
 
     def __repr__(self) -> str:
         return (f"<Route {address_str(self.local_address)} -> {address_str(self.remote_address)}"

@@ -18,7 +18,7 @@ from .nic import NIC
 from .packet_buffer import PacketBuffer
 from .ratelimit import ICMPRateLimiter
 from .registration import NetworkProtocol, TransportProtocol, UnknownDestinationDisposition
-from .route import Route
+from .route import PathMTUCache, Route
 
 DEFAULT_TTL = 64
 
@@ -46,6 +46,7 @@ class Stack:
         self.default_ttl = default_ttl
         self.secret = secrets.token_bytes(32)   # keys ISNs, SYN cookies, hashes
         self.icmp_rate_limiter = ICMPRateLimiter(clock.now)
+        self.path_mtu = PathMTUCache(clock.now)
         self.nics: dict[int, NIC] = {}
         self._route_table: list[RouteEntry] = []
         self._local_addresses: dict[bytes, NIC] = {}
@@ -70,7 +71,8 @@ class Stack:
             raise ErrDuplicateNICID()
         nic = NIC(self, nic_id, name or f"nic{nic_id}", link)
         self.nics[nic_id] = nic
-        nic.enabled = enabled
+        if enabled:
+            self.enable_nic(nic_id)
         return nic
 
     def remove_nic(self, nic_id: int) -> None:
@@ -82,7 +84,11 @@ class Stack:
         del self.nics[nic_id]
 
     def enable_nic(self, nic_id: int) -> None:
-        self._nic(nic_id).enabled = True
+        nic = self._nic(nic_id)
+        if not nic.enabled:
+            nic.enabled = True
+            for ep in nic.network_endpoints.values():
+                ep.on_enable()
 
     def disable_nic(self, nic_id: int) -> None:
         self._nic(nic_id).enabled = False
@@ -143,6 +149,10 @@ class Stack:
     def add_route(self, route: RouteEntry) -> None:
         self._route_table.append(route)
 
+    def remove_route(self, route: RouteEntry) -> None:
+        """Remove every row equal to ``route``."""
+        self._route_table = [r for r in self._route_table if r != route]
+
     def find_route(self, nic_id: int, local: bytes, remote: bytes, net_proto: int) -> Route:
         """Resolve how to send from ``local`` (b'' = choose) to ``remote`` over protocol ``net_proto``.
 
@@ -160,7 +170,17 @@ class Stack:
                     raise ErrBadLocalAddress()
                 return Route(local or remote, remote, remote, owner, net_proto, loop=True)
         limited_broadcast = remote == b"\xff\xff\xff\xff"
-        multicast = bool(remote) and net_proto == 0x0800 and 224 <= remote[0] <= 239
+        multicast = bool(remote) and (224 <= remote[0] <= 239 if len(remote) == 4 else remote[0] == 0xFF)
+        if not nic_id and len(remote) == 16 and (remote[0] == 0xFE and remote[1] & 0xC0 == 0x80):
+            # A link-local destination names no link; without a scope, use the first NIC that has
+            # a link-local address of its own.
+            nic_id = next((n.id for n in self.nics.values() if n.enabled and any(
+                a.address[0] == 0xFE and a.address[1] & 0xC0 == 0x80 for a in n.addresses.get(net_proto, ()))), 0)
+            if nic_id:
+                nic = self.nics[nic_id]
+                src = local or nic.primary_address(net_proto, remote)
+                if src:
+                    return Route(src, remote, remote, nic, net_proto)
         best: RouteEntry | None = None
         for row in self._route_table:
             if nic_id and row.nic != nic_id:

@@ -152,6 +152,7 @@ class IPStats(StatGroup):
     fragments_received: StatCounter
     reassembly_failures: StatCounter
     no_route: StatCounter
+    duplicate_addresses_detected: StatCounter
     reassembly: ReassemblyStats
 
 

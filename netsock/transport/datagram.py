@@ -78,7 +78,8 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.RECEIVE_BUFFER_SIZE: DEFAULT_BUFFER_SIZE, SockOpt.SEND_BUFFER_SIZE: DEFAULT_BUFFER_SIZE,
             SockOpt.REUSE_ADDRESS: False, SockOpt.REUSE_PORT: False, SockOpt.BROADCAST: False,
             SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
-            SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.TIMESTAMP: False,
+            SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
+            SockOpt.TIMESTAMP: False,
         }
         self._memberships: set[tuple[int, bytes]] = set()
 
@@ -218,7 +219,7 @@ class DatagramEndpoint(TransportEndpoint):
             route, dst_port = self._route, self.remote.port
         else:
             nic = to.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
-            if not nic and to.addr and 224 <= to.addr[0] <= 239:
+            if not nic and to.addr and self._is_group_address(bytes(to.addr)):
                 nic = self.options[SockOpt.MULTICAST_INTERFACE]
             try:
                 route = self.stack.find_route(nic, self._bound_addr, bytes(to.addr), self.net_proto)
@@ -238,7 +239,8 @@ class DatagramEndpoint(TransportEndpoint):
         else:
             ttl = self.options[SockOpt.TTL] or route.default_ttl()
         try:
-            self._send(route, data, dst_port, ttl, self.options[SockOpt.IPV4_TOS])
+            tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if len(route.remote_address) == 16 else SockOpt.IPV4_TOS]
+            self._send(route, data, dst_port, ttl, tos)
         except Error:
             self.stats.send_errors.send_to_network_failed.increment()
             raise
@@ -311,7 +313,7 @@ class DatagramEndpoint(TransportEndpoint):
         elif opt in (SockOpt.TTL, SockOpt.MULTICAST_TTL):
             if not 0 <= int(value) <= 255:
                 raise ErrInvalidOptionValue()
-        elif opt is SockOpt.IPV4_TOS:
+        elif opt is SockOpt.IPV4_TOS or opt is SockOpt.IPV6_TRAFFIC_CLASS:
             value = int(value) & 0xFF
         elif opt in (SockOpt.ADD_MEMBERSHIP, SockOpt.REMOVE_MEMBERSHIP):
             self._membership(opt is SockOpt.ADD_MEMBERSHIP, *value)
@@ -359,6 +361,8 @@ class DatagramEndpoint(TransportEndpoint):
             nic.leave_group(self.net_proto, group)
 
     def _is_group_address(self, addr: bytes) -> bool:
+        if len(addr) == 16:
+            return addr[0] == 0xFF
         return len(addr) == 4 and (224 <= addr[0] <= 239 or addr == b"\xff\xff\xff\xff")
 
     def __repr__(self) -> str:

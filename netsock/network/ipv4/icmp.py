@@ -101,6 +101,8 @@ def _deliver_error(ep: IPv4Endpoint, pkt: PacketBuffer, kind: ControlType, info:
     if hlen < ipv4.MIN_SIZE or quoted[0] >> 4 != 4 or len(quoted) < hlen + 4:
         ep.stack.stats().icmp.v4_packets_received.invalid.increment()
         return
+    if kind is ControlType.PACKET_TOO_BIG and info:
+        ep.stack.path_mtu.update(bytes(quoted[16:20]), info)
     pkt.data = quoted[hlen:]
     ep.stack.deliver_transport_control_packet(ep.nic, IPV4_PROTOCOL_NUMBER, quoted[9], bytes(quoted[12:16]),
                                               bytes(quoted[16:20]), kind, info, pkt)

@@ -1,4 +1,4 @@
-"""ICMP echo ("ping") datagram endpoints, as Linux's SOCK_DGRAM/IPPROTO_ICMP sockets.
+"""ICMP echo ("ping") datagram endpoints, as Linux's SOCK_DGRAM/IPPROTO_ICMP(V6) sockets.
 
 The user writes an ICMP echo request (8-byte header + payload); the endpoint sets the identifier to
 its bound "port" and computes the checksum, as Linux does, and reads back whole echo replies
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ...header import icmpv4
+from ...header import icmpv4, icmpv6
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import TransportProtocol
-from ...tcpip import ICMPV4_PROTOCOL_NUMBER, ErrInvalidOptionValue, FullAddress
+from ...tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, ErrInvalidOptionValue, FullAddress
 from ...waiter import WaiterQueue
 from ..datagram import DatagramEndpoint
 
@@ -59,5 +59,42 @@ class ICMPv4Protocol(TransportProtocol):
         if view[0] == icmpv4.ECHO_REPLY:
             return 0, ident
         if view[0] == icmpv4.ECHO:
+            return ident, 0
+        return None
+
+
+class Ping6Endpoint(PingEndpoint):
+    """The same over IPv6: ICMPv6 echo (RFC 4443 §4), whose checksum covers the pseudo-header."""
+
+    transport_number = ICMPV6_PROTOCOL_NUMBER
+
+    def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int) -> None:
+        if len(data) < icmpv6.MIN_SIZE or data[0] != icmpv6.ECHO_REQUEST or data[1] != 0:
+            raise ErrInvalidOptionValue("a ping endpoint sends ICMPv6 echo requests only")
+        payload = memoryview(data)[icmpv6.MIN_SIZE:]
+        sequence = (data[6] << 8) | data[7]
+        pkt = PacketBuffer(route.max_header_length() + icmpv6.MIN_SIZE, payload)
+        icmpv6.build(pkt.prepend(icmpv6.MIN_SIZE), icmpv6.ECHO_REQUEST, 0, icmpv6.echo_rest(self.local.port, sequence),
+                     route.local_address, route.remote_address, payload)
+        route.write_packet(ICMPV6_PROTOCOL_NUMBER, pkt, ttl, tos)
+        self.stack.stats().icmp.v6_packets_sent.echo_request.value += 1
+
+
+class ICMPv6Protocol(TransportProtocol):
+    """Owns ping6 endpoints."""
+
+    number = ICMPV6_PROTOCOL_NUMBER
+    min_header_size = icmpv6.MIN_SIZE
+
+    def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> Ping6Endpoint:
+        return Ping6Endpoint(self.stack, net_proto, waiter_queue)
+
+    def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
+        if len(view) < icmpv6.MIN_SIZE:
+            return None
+        ident = (view[4] << 8) | view[5]
+        if view[0] == icmpv6.ECHO_REPLY:
+            return 0, ident
+        if view[0] == icmpv6.ECHO_REQUEST:
             return ident, 0
         return None

@@ -657,7 +657,7 @@ class TCPEndpoint(TransportEndpoint):
             route = self.stack.find_route(0, seg.dst, seg.src, self.net_proto)
         except Error:
             return
-        options = tcp.encode_syn_options(route.mtu() - 40)
+        options = tcp.encode_syn_options(self._mss_for(route))
         window = min(self.receive_buffer_size, 0xFFFF)
         self.proto.send_stateless(seg, cookie, (seg.seq + 1) & MASK, SYN | ACK, window, options, route)
         self.stack_stats.listen_overflow_syn_cookie_sent.increment()
@@ -758,7 +758,7 @@ class TCPEndpoint(TransportEndpoint):
         assert route is not None
         self.rcv = Receiver(self, irs, self.receive_buffer_size, max(self.proto.max_receive_buffer_size,
                                                                      self.receive_buffer_size),
-                            self.rcv_wscale, min(self.peer_mss, route.mtu() - 40) - (12 if self.ts_ok else 0))
+                            self.rcv_wscale, min(self.peer_mss, self._mss_for(route)) - (12 if self.ts_ok else 0))
         self.rcv.adv_edge = 1 + min(self.receive_buffer_size, 0xFFFF)
         self.rcv.moderate = self.moderate_rcvbuf
 
@@ -794,7 +794,7 @@ class TCPEndpoint(TransportEndpoint):
         route = self.route
         assert snd is not None and route is not None
         proto = self.proto
-        mss = route.mtu() - 40
+        mss = self._mss_for(route)
         if self.user_mss:
             mss = min(mss, self.user_mss)
         syn_ack = self.state is S.SYN_RCVD
@@ -1009,7 +1009,7 @@ class TCPEndpoint(TransportEndpoint):
         err = _CONTROL_ERRORS.get(kind)
         if err is None:
             if kind is ControlType.PACKET_TOO_BIG and self.snd is not None and info:
-                self.snd.mss = max(MIN_MSS, min(self.snd.mss, info - 40 - (12 if self.ts_ok else 0)))
+                self.snd.mss = max(MIN_MSS, min(self.snd.mss, info - self._headers() - (12 if self.ts_ok else 0)))
             return
         if self.state is S.SYN_SENT:
             self._enter()
@@ -1034,7 +1034,7 @@ class TCPEndpoint(TransportEndpoint):
         if ts is not None or blocks:
             if blocks:
                 # SACK blocks ride along only as far as they fit in front of the payload within the MTU.
-                room = self.route.mtu() - 40 - len(payload) - (12 if ts else 0) - 4  # type: ignore[union-attr]
+                room = self._mss_for(self.route) - len(payload) - (12 if ts else 0) - 4  # type: ignore[union-attr]
                 blocks = blocks[:max(0, min(len(blocks), room // 8))]
                 irs = rcv.irs  # type: ignore[union-attr]
                 blocks = [((s + irs) & MASK, (e + irs) & MASK) for s, e in blocks]
@@ -1098,9 +1098,17 @@ class TCPEndpoint(TransportEndpoint):
     def _tsval(self) -> int:
         return (int(self.stack.clock.now() * 1000) + self.ts_offset) & MASK
 
+    def _headers(self) -> int:
+        """Network + TCP header bytes in every segment (options aside)."""
+        return tcp.MIN_SIZE + (40 if self.net_proto == 0x86DD else 20)
+
+    def _mss_for(self, route: Route) -> int:
+        """The MSS a path of ``route.mtu()`` carries (what we advertise, before TCP_MAXSEG)."""
+        return route.mtu() - self._headers()
+
     def _send_mss(self, route: Route, peer_mss: int | None) -> int:
         """Payload per segment: the peer's MSS, clamped to the path MTU and TCP_MAXSEG, less timestamps."""
-        mss = min(peer_mss or DEFAULT_MSS, route.mtu() - 40)
+        mss = min(peer_mss or DEFAULT_MSS, self._mss_for(route))
         if self.user_mss:
             mss = min(mss, self.user_mss)
         if self.ts_ok:

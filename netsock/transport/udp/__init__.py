@@ -27,6 +27,9 @@ def _valid_datagram(pkt: PacketBuffer, src: bytes, dst: bytes, stats: UDPStats, 
         stats.malformed_packets_received.increment()
         return None
     pkt.trim(hdr.length)
+    if not hdr.checksum and len(src) == 16:
+        stats.checksum_errors.increment()   # RFC 8200 §8.1: over IPv6 a zero checksum is invalid
+        return None
     # A zero checksum means the sender computed none (RFC 768; allowed over IPv4 only).
     if verify and hdr.checksum and combine(
             pseudo_header_checksum(PROTOCOL_NUMBER, src, dst, hdr.length), checksum(pkt.data)) != 0xFFFF:

@@ -1,0 +1,329 @@
+"""IPv6 (RFC 8200) for a host: validation, extension headers, reassembly, local delivery, sending
+(with source fragmentation), RFC 6724 source address selection. ICMPv6 is in ``icmp``, neighbour
+discovery, DAD and SLAAC in ``ndp``."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from ...header import icmpv6, ipv6
+from ...stack.interfaces import PacketType
+from ...stack.packet_buffer import PacketBuffer
+from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
+from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong
+from ..fragmentation import Reassembler, ReassemblyResult, fragment
+from . import icmp
+from .ndp import NDP
+
+if TYPE_CHECKING:
+    from ...stack.nic import NIC
+    from ...stack.route import Route
+
+PROTOCOL_NUMBER = IPV6_PROTOCOL_NUMBER
+REASSEMBLY_TIMEOUT = 60.0          # RFC 8200 §4.5
+
+
+def _common_prefix_bits(a: bytes, b: bytes) -> int:
+    diff = int.from_bytes(a, "big") ^ int.from_bytes(b, "big")
+    return 128 - diff.bit_length()
+
+
+def _scope(addr: bytes) -> int:
+    if ipv6.is_multicast(addr):
+        return ipv6.multicast_scope(addr)
+    if ipv6.is_link_local(addr) or ipv6.is_loopback(addr):
+        return ipv6.SCOPE_LINK_LOCAL
+    return ipv6.SCOPE_GLOBAL
+
+
+class IPv6Endpoint(NetworkEndpoint):
+    resolves_protocol = PROTOCOL_NUMBER     # the NIC's IPv6 neighbour cache resolves through NDP here
+
+    def __init__(self, protocol: IPv6Protocol, nic: NIC) -> None:
+        super().__init__(protocol, nic)
+        self._stats = self.stack.stats()
+        self.hop_limit = self.stack.default_ttl    # a router may advertise another (RFC 4861 §6.3.4)
+        self.link_mtu = 0                   # from router advertisements; 0: the link's
+        self.ndp = NDP(self)
+
+    def max_header_length(self) -> int:
+        return self.nic.link.max_header_length() + ipv6.HEADER_SIZE + ipv6.FRAGMENT_HEADER_SIZE
+
+    def default_ttl(self) -> int:
+        return self.hop_limit
+
+    def mtu(self) -> int:
+        link = self.nic.link.mtu()
+        return min(link, self.link_mtu) if self.link_mtu else link
+
+    # --- NIC events, neighbour resolution -----------------------------------------------------------
+
+    def on_enable(self) -> None:
+        self.ndp.on_enable()
+
+    def on_address_added(self, address: AddressWithPrefix) -> None:
+        self.ndp.on_address_added(address.address)
+
+    def on_address_removed(self, address: bytes) -> None:
+        self.ndp.on_address_removed(address)
+
+    def on_group_joined(self, group: bytes) -> None:
+        self.ndp.mld.join(group)
+
+    def on_group_left(self, group: bytes) -> None:
+        self.ndp.mld.leave(group)
+
+    def link_address_request(self, target: bytes, local: bytes, remote_link_address: bytes) -> None:
+        self.ndp.solicit(target, local, remote_link_address)
+
+    def resolve_static_address(self, addr: bytes) -> bytes | None:
+        if ipv6.is_multicast(addr):
+            return b"\x33\x33" + bytes(addr[12:16])   # RFC 2464 §7
+        return None
+
+    def close(self) -> None:
+        self.ndp.close()
+
+    # --- source address selection -----------------------------------------------------------------
+
+    def select_source(self, candidates: list[AddressWithPrefix], remote: bytes) -> bytes:
+        """RFC 6724 §5 for one interface: same address, then matching scope, then longest common prefix."""
+        if not remote:
+            return candidates[0].address
+        best = None
+        best_key: tuple[int, int, int] | None = None
+        remote_scope = _scope(remote)
+        for cand in candidates:
+            addr = cand.address
+            if addr == remote:
+                return addr                                             # rule 1
+            scope = _scope(addr)
+            scope_rank = 0 if scope >= remote_scope else -1             # rule 2: never too small a scope
+            key = (scope_rank, -abs(scope - remote_scope), _common_prefix_bits(addr, remote))  # rules 2, 8
+            if best_key is None or key > best_key:
+                best, best_key = addr, key
+        return best  # type: ignore[return-value]
+
+    # --- inbound ----------------------------------------------------------------------------------
+
+    def handle_packet(self, pkt: PacketBuffer) -> None:
+        ip_stats = self._stats.ip
+        ip_stats.packets_received.value += 1
+        data = pkt.data
+        hdr = ipv6.parse(data)
+        if not hdr or ipv6.HEADER_SIZE + hdr.payload_length > len(data):
+            ip_stats.malformed_packets_received.increment()
+            return
+        pkt.trim(ipv6.HEADER_SIZE + hdr.payload_length)
+        packet = pkt.data                   # the whole packet: offsets below are ICMP pointers into it
+        src, dst = hdr.src, hdr.dst
+        if ipv6.is_multicast(src):
+            ip_stats.invalid_addresses_received.increment()
+            return
+        if not self._accepts(dst, pkt):
+            ip_stats.invalid_addresses_received.increment()
+            return
+        chain = ipv6.iter_extension_headers(packet, hdr.next_header)
+        if not chain:
+            ip_stats.malformed_packets_received.increment()
+            return
+        router_alert = None
+        for ext in chain.headers:
+            if ext.kind == ipv6.HOP_BY_HOP or ext.kind == ipv6.DEST_OPTIONS:
+                opts = ipv6.parse_options(packet, ext)
+                if not opts:
+                    ip_stats.malformed_packets_received.increment()
+                    return
+                if opts.router_alert is not None:
+                    router_alert = opts.router_alert
+                if opts.action != ipv6.ACTION_SKIP:
+                    if opts.action == ipv6.ACTION_DISCARD_SEND_ICMP or (
+                            opts.action == ipv6.ACTION_DISCARD_SEND_ICMP_UNLESS_MULTICAST
+                            and pkt.pkt_type != PacketType.MULTICAST):
+                        icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.UNRECOGNIZED_OPTION,
+                                        opts.pointer, packet, allow_multicast=True)
+                    ip_stats.malformed_packets_received.increment()
+                    return
+            elif ext.kind == ipv6.ROUTING:
+                routing = ipv6.parse_routing(packet, ext.offset)
+                if not routing:
+                    ip_stats.malformed_packets_received.increment()
+                    return
+                if routing.segments_left:
+                    # A host is no router: RFC 8200 §4.4 parameter problem at the routing type.
+                    icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.ERRONEOUS_HEADER,
+                                    ext.offset + ipv6.ROUTING_TYPE_OFFSET, packet)
+                    return
+        next_header = chain.next_header
+        payload_offset = chain.payload_offset
+        if chain.fragment is not None:
+            reassembled = self._reassemble(pkt, hdr, packet, chain)
+            if reassembled is None:
+                return
+            packet, next_header, payload_offset = reassembled
+        pkt.data = packet
+        pkt.network_header = pkt.consume(payload_offset)  # type: ignore[assignment]
+        if next_header == ipv6.ICMPV6:
+            ip_stats.packets_delivered.value += 1
+            icmp.handle(self, pkt, hdr, router_alert)
+            return
+        if next_header == ipv6.NO_NEXT:
+            ip_stats.packets_delivered.value += 1
+            return
+        verdict = self.stack.deliver_transport_packet(self.nic, PROTOCOL_NUMBER, next_header, pkt, src, dst)
+        if verdict is None:
+            ip_stats.packets_delivered.value += 1
+        elif verdict is UnknownDestinationDisposition.UNHANDLED and pkt.pkt_type == PacketType.HOST:
+            if next_header in self.stack.transport_protocols:
+                icmp.send_error(self, pkt, hdr, icmpv6.DST_UNREACHABLE, icmpv6.PORT_UNREACHABLE, 0, packet)
+            else:
+                ip_stats.unknown_protocol_received.increment()
+                pointer = chain.next_header_pointer if chain.fragment is None else ipv6.NEXT_HEADER_OFFSET
+                icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.UNRECOGNIZED_NEXT_HEADER, pointer,
+                                packet)
+
+    def _reassemble(self, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview,
+                    chain: ipv6.ExtensionChain) -> tuple[memoryview, int, int] | None:
+        """Feed a fragment to the reassembler; the whole datagram (unfragmentable part + payload) once done."""
+        ip_stats = self._stats.ip
+        ip_stats.fragments_received.increment()
+        frag = chain.fragment
+        assert frag is not None
+        data = packet[chain.payload_offset:]
+        if frag.more and len(data) % 8:
+            # RFC 8200 §4.5: a non-final fragment not a multiple of 8 bytes long.
+            icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.ERRONEOUS_HEADER,
+                            ipv6.PAYLOAD_LENGTH_OFFSET, packet)
+            ip_stats.malformed_fragments_received.increment()
+            return None
+        unfragmentable = chain.payload_offset - ipv6.FRAGMENT_HEADER_SIZE
+        if unfragmentable - ipv6.HEADER_SIZE + frag.offset + len(data) > 65535:
+            icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.ERRONEOUS_HEADER,
+                            chain.payload_offset - ipv6.FRAGMENT_HEADER_SIZE + ipv6.FRAGMENT_OFFSET_OFFSET, packet)
+            ip_stats.malformed_fragments_received.increment()
+            return None
+        first = bytes(packet[:chain.payload_offset]) if frag.offset == 0 else None
+        status, payload = self.protocol.reassembler.process((hdr.src, hdr.dst, frag.ident), frag.offset, frag.more,
+                                                            data, first)
+        if status is not ReassemblyResult.COMPLETE:
+            if status is ReassemblyResult.DROPPED_BAD_LENGTH:
+                ip_stats.malformed_fragments_received.increment()
+            elif status.dropped:
+                ip_stats.reassembly_failures.increment()
+            return None
+        # Rebuild the packet without its fragment header, then walk what the fragments carried.
+        head = bytearray(packet[:unfragmentable])
+        if chain.headers[:-1]:
+            head[chain.headers[-2].offset] = frag.next_header
+        else:
+            head[ipv6.NEXT_HEADER_OFFSET] = frag.next_header
+        whole = memoryview(bytes(head) + bytes(payload))  # type: ignore[arg-type]
+        rest = ipv6.iter_extension_headers(whole, frag.next_header, unfragmentable)
+        if not rest or rest.fragment is not None:
+            ip_stats.malformed_packets_received.increment()
+            return None
+        return whole, rest.next_header, rest.payload_offset
+
+    def _accepts(self, dst: bytes, pkt: PacketBuffer) -> bool:
+        """Is ``dst`` for this host? Sets pkt.pkt_type."""
+        nic = self.nic
+        if nic.has_address(PROTOCOL_NUMBER, dst) or (self.stack.local_address_nic(dst) is not None
+                                                   and dst not in nic.tentative):
+            pkt.pkt_type = PacketType.HOST
+            return True
+        if ipv6.is_multicast(dst):
+            pkt.pkt_type = PacketType.MULTICAST
+            return dst == ipv6.ALL_NODES or nic.is_in_group(PROTOCOL_NUMBER, dst) or self.ndp.listens_on(dst)
+        if nic.holds_address(PROTOCOL_NUMBER, dst):
+            pkt.pkt_type = PacketType.HOST   # tentative: only neighbour discovery may use it (ndp checks)
+            return True
+        if nic.promiscuous or (nic.loopback and ipv6.is_loopback(dst)):
+            pkt.pkt_type = PacketType.HOST
+            return True
+        return False
+
+    # --- outbound ---------------------------------------------------------------------------------
+
+    def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
+        total = pkt.size() + ipv6.HEADER_SIZE
+        mtu = route.mtu()
+        if total > mtu:
+            self._write_fragments(route, transport, pkt, ttl, tos, mtu)
+            return
+        hdr = pkt.prepend(ipv6.HEADER_SIZE)
+        ipv6.build(hdr, src=route.local_address, dst=route.remote_address, next_header=transport,
+                   payload_length=total - ipv6.HEADER_SIZE, hop_limit=ttl, traffic_class=tos)
+        pkt.network_protocol = PROTOCOL_NUMBER
+        self.send(route, pkt)
+
+    def _write_fragments(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
+                         mtu: int) -> None:
+        """RFC 8200 §4.5: the source fragments, each piece behind an IPv6 header and a fragment header."""
+        body = memoryview(pkt.to_bytes())
+        try:
+            if len(body) > 65535:
+                raise ValueError("payload longer than 65535 bytes")
+            cuts = fragment(len(body), ipv6.HEADER_SIZE + ipv6.FRAGMENT_HEADER_SIZE, max(mtu, ipv6.MIN_MTU))
+        except ValueError:
+            self._stats.ip.outgoing_packet_errors.increment()
+            raise ErrMessageTooLong() from None
+        ident = self.protocol.next_ident()
+        reserve = self.max_header_length()
+        for offset, length, more in cuts:
+            frag = PacketBuffer(reserve, body[offset:offset + length])
+            ipv6.build_fragment(frag.prepend(ipv6.FRAGMENT_HEADER_SIZE), transport, offset, more, ident)
+            ipv6.build(frag.prepend(ipv6.HEADER_SIZE), src=route.local_address, dst=route.remote_address,
+                       next_header=ipv6.FRAGMENT, payload_length=ipv6.FRAGMENT_HEADER_SIZE + length,
+                       hop_limit=ttl, traffic_class=tos)
+            frag.network_protocol = PROTOCOL_NUMBER
+            self.send(route, frag)
+
+    def send(self, route: Route, pkt: PacketBuffer) -> None:
+        """Send a packet whose IPv6 header is complete."""
+        self._stats.ip.packets_sent.value += 1
+        if route.loop:
+            self.stack.deliver_local(route.nic, PROTOCOL_NUMBER, pkt.to_bytes())
+            return
+        try:
+            route.nic.write_packet(route, PROTOCOL_NUMBER, pkt)
+        except Error:
+            self._stats.ip.outgoing_packet_errors.increment()
+            raise
+
+
+class IPv6Protocol(NetworkProtocol):
+    number = PROTOCOL_NUMBER
+    min_header_size = ipv6.HEADER_SIZE
+    address_length = 16
+
+    def __init__(self, stack) -> None:  # noqa: ANN001 - Stack (import cycle)
+        super().__init__(stack)
+        self._ident = secrets.randbelow(1 << 32)
+        self.reassembler: Reassembler[tuple[bytes, bytes, int]] = Reassembler(
+            stack.timers, timeout=REASSEMBLY_TIMEOUT, on_timeout=self._reassembly_timed_out,
+            stats=stack.stats().ip.reassembly)
+
+    def new_endpoint(self, nic: NIC) -> IPv6Endpoint:
+        return IPv6Endpoint(self, nic)
+
+    def parse_addresses(self, view: memoryview) -> tuple[bytes, bytes]:
+        return bytes(view[8:24]), bytes(view[24:40])
+
+    def next_ident(self) -> int:
+        self._ident = (self._ident + 1) & 0xFFFFFFFF
+        return self._ident
+
+    def _reassembly_timed_out(self, key: tuple[bytes, bytes, int], first: bytes | None) -> None:
+        """RFC 8200 §4.5: time exceeded (reassembly), only if the first fragment had come."""
+        self.stack.stats().ip.reassembly_failures.increment()
+        nic = self.stack.local_address_nic(key[1])
+        if first is None or nic is None:
+            return
+        hdr = ipv6.parse(first)
+        if not hdr:
+            return
+        trigger = PacketBuffer.inbound(first)
+        trigger.pkt_type = PacketType.HOST
+        icmp.send_error(nic.network_endpoints[PROTOCOL_NUMBER], trigger, hdr,  # type: ignore[arg-type]
+                        icmpv6.TIME_EXCEEDED, icmpv6.REASSEMBLY_TIMEOUT, 0, memoryview(first))

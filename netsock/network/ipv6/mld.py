@@ -1,0 +1,125 @@
+"""Multicast listener discovery for a host: MLDv2 (RFC 3810) with MLDv1 (RFC 2710) compatibility.
+
+A host only tells routers which groups it listens to: an unsolicited report (sent robustness
+times) when it joins or leaves, and a report after a random delay when a router asks. A version 1
+query switches the NIC to version 1 reports until the querier has been silent for the
+older-version timeout. Groups of link-local scope "all nodes" are never reported (§6).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Callable
+
+from ...header import icmpv6, igmp, ipv6, mld
+from ...stack.packet_buffer import PacketBuffer
+
+if TYPE_CHECKING:
+    from ...stack.clock import Timer
+    from . import IPv6Endpoint
+
+ROBUSTNESS = 2
+UNSOLICITED_REPORT_INTERVAL = 1.0
+OLDER_VERSION_TIMEOUT = 260.0        # robustness * query interval + query response interval
+
+
+class MLD:
+    def __init__(self, ep: IPv6Endpoint, enabled: bool) -> None:
+        self.ep = ep
+        self.enabled = enabled
+        self.groups: dict[bytes, int] = {}        # group -> members (the stack's own uses count too)
+        self._timers: dict[bytes, Timer] = {}      # one pending report per group ...
+        self._actions: dict[bytes, Callable[[bytes], None]] = {}   # ... and what it will send
+        self._pending_changes: dict[bytes, tuple[int, int]] = {}   # group -> (record type, sends left)
+        self._v1_until = 0.0
+
+    def join(self, group: bytes) -> None:
+        count = self.groups.get(group, 0)
+        self.groups[group] = count + 1
+        if not count:
+            self._change(group, igmp.CHANGE_TO_EXCLUDE)
+
+    def leave(self, group: bytes) -> None:
+        count = self.groups.get(group, 0) - 1
+        if count > 0:
+            self.groups[group] = count
+            return
+        self.groups.pop(group, None)
+        self._change(group, igmp.CHANGE_TO_INCLUDE)
+
+    def _change(self, group: bytes, record_type: int) -> None:
+        if not self.enabled or group == ipv6.ALL_NODES or ipv6.multicast_scope(group) <= ipv6.SCOPE_INTERFACE_LOCAL:
+            return
+        self._pending_changes[group] = (record_type, ROBUSTNESS)
+        self._send_change(group)
+
+    def _send_change(self, group: bytes) -> None:
+        pending = self._pending_changes.get(group)
+        if pending is None:
+            return
+        record_type, left = pending
+        self._report(group, record_type)
+        if left > 1:
+            self._pending_changes[group] = (record_type, left - 1)
+            self._schedule(group, random.uniform(0, UNSOLICITED_REPORT_INTERVAL), self._send_change)
+        else:
+            del self._pending_changes[group]
+
+    def handle(self, pkt: PacketBuffer, ip: ipv6.IPv6Header, router_alert: int | None) -> None:
+        msg = mld.parse(pkt.data, ip.src, ip.hop_limit, router_alert)
+        if not msg:
+            self.ep.stack.stats().icmp.v6_packets_received.invalid.increment()
+            return
+        if not self.enabled or not isinstance(msg, mld.Query):
+            return
+        if msg.version == 1:
+            self._v1_until = self.ep.stack.clock.now() + OLDER_VERSION_TIMEOUT
+        delay = random.uniform(0, msg.max_response_delay / 1000.0)
+        if ipv6.is_unspecified(msg.group):
+            for group in list(self.groups):
+                self._schedule(group, delay, self._answer)
+        elif msg.group in self.groups:
+            self._schedule(msg.group, delay, self._answer)
+
+    def _schedule(self, group: bytes, delay: float, action: Callable[[bytes], None]) -> None:
+        """Run ``action(group)`` after ``delay``, unless one is due sooner already (RFC 3810 §6.2)."""
+        timer = self._timers.get(group)
+        if timer is None:
+            timer = self._timers[group] = self.ep.stack.timers.timer(self._fire, group)
+        due = self.ep.stack.clock.now() + delay
+        if not timer.armed or timer.deadline > due:  # type: ignore[operator]
+            self._actions[group] = action
+            timer.reset_at(due)
+
+    def _fire(self, group: bytes) -> None:
+        self._timers.pop(group, None)
+        action = self._actions.pop(group, None)
+        if action is not None:
+            action(group)
+
+    def _answer(self, group: bytes) -> None:
+        if group in self.groups:
+            self._report(group, igmp.MODE_IS_EXCLUDE)
+
+    def _report(self, group: bytes, record_type: int) -> None:
+        from .ndp import send_link_local
+        ep = self.ep
+        src = ep.nic.primary_address(ep.protocol.number, group) or ipv6.UNSPECIFIED
+        if ep.stack.clock.now() < self._v1_until:
+            if record_type == igmp.CHANGE_TO_INCLUDE:
+                send_link_local(ep, src, ipv6.ALL_ROUTERS, icmpv6.MLD_DONE, mld.encode_v1(0, group),
+                                mld.HOP_LIMIT, hop_by_hop=True)
+            else:
+                send_link_local(ep, src, group, icmpv6.MLD_REPORT, mld.encode_v1(0, group), mld.HOP_LIMIT,
+                                hop_by_hop=True)
+            return
+        body = mld.encode_v2_report([igmp.GroupRecord(record_type, group)])
+        send_link_local(ep, src, ipv6.ALL_MLDV2_ROUTERS, icmpv6.MLDV2_REPORT, body, mld.HOP_LIMIT,
+                        hop_by_hop=True)
+
+    def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._actions.clear()
+        self._pending_changes.clear()
