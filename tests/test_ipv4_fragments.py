@@ -10,7 +10,7 @@ from scapy.packet import Raw
 from netsock.tcpip import Route, SockOpt  # noqa: F401
 from netsock.waiter import EventMask
 
-from conftest import LOCAL, NIC_ID, PEER, StackHarness, checksums_valid, to
+from conftest import LOCAL, PEER, StackHarness, checksums_valid, to
 
 
 def big_udp(port: int, data: bytes, ident: int = 777) -> IP:

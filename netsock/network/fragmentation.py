@@ -33,7 +33,7 @@ from operator import itemgetter
 from typing import Generic, TypeVar
 
 from ..stack.clock import TimerQueue
-from ..tcpip.stats import ReassemblyStats
+from ..tcpip.stats import ReassemblyStats, StatCounter
 
 # Bytes of bookkeeping per datagram (its entry in the table, its object and fragment list, the
 # caller's key) and per fragment besides its buffers (a tuple, a list slot), measured with

@@ -21,7 +21,7 @@ from ...stack.registration import ControlType, TransportEndpoint
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnected, ErrAlreadyConnecting,
                       ErrBadLocalAddress, ErrClosedForSend, ErrConnectionAborted, ErrConnectionRefused,
                       ErrConnectionReset, ErrConnectStarted, ErrHostUnreachable, ErrInvalidEndpointState,
-                      ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable, ErrNotConnected,
+                      ErrInvalidOptionValue, ErrNetworkUnreachable, ErrNotConnected,
                       ErrNotSupported, ErrPortInUse, ErrTimeout, ErrUnknownProtocolOption, ErrWouldBlock, Error,
                       FullAddress, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
 from ...waiter import EventMask, WaiterQueue

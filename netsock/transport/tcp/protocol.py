@@ -13,7 +13,7 @@ from ...stack.registration import TransportProtocol, UnknownDestinationDispositi
 from ...tcpip import TCP_PROTOCOL_NUMBER, Error, ErrInvalidOptionValue, ErrUnknownProtocolOption, SockOpt
 from ...waiter import WaiterQueue
 from . import congestion
-from .segment import ACK, RST, SYN, Segment, parse_segment
+from .segment import ACK, RST, Segment, parse_segment
 
 if TYPE_CHECKING:
     from ...stack.nic import NIC
