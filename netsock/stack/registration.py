@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any
 
-from ..tcpip import AddressWithPrefix, ErrNotSupported, ErrUnknownProtocolOption, SockOpt
+from ..tcpip import AddressWithPrefix, Error, ErrNotSupported, ErrUnknownProtocolOption, SockOpt
 from ..waiter import WaiterQueue
 from .packet_buffer import PacketBuffer
 
@@ -50,6 +50,20 @@ class NetworkEndpoint:
 
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
         raise ErrNotSupported()
+
+    def send(self, route: Route, pkt: PacketBuffer) -> None:
+        """Send a packet whose network header is complete; one for this stack loops straight back in."""
+        ip_stats = self.stack.stats().ip
+        ip_stats.packets_sent.value += 1
+        number = self.protocol.number
+        if route.loop:
+            self.stack.deliver_local(route.nic, number, pkt.to_bytes())
+            return
+        try:
+            route.nic.write_packet(route, number, pkt)
+        except Error:
+            ip_stats.outgoing_packet_errors.increment()
+            raise
 
     def max_header_length(self) -> int:
         return self.nic.link.max_header_length()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ...header import icmpv4, ipv4
 from ...header.checksum import checksum
-from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong
+from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, ErrMessageTooLong
 from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
@@ -164,18 +164,6 @@ class IPv4Endpoint(NetworkEndpoint):
             frag.network_protocol = PROTOCOL_NUMBER
             frag.transport_protocol = pkt.transport_protocol
             self.send(route, frag)
-
-    def send(self, route: Route, pkt: PacketBuffer) -> None:
-        """Send a packet whose IPv4 header is complete."""
-        self._stats.ip.packets_sent.value += 1
-        if route.loop:
-            self.stack.deliver_local(route.nic, PROTOCOL_NUMBER, pkt.to_bytes())
-            return
-        try:
-            route.nic.write_packet(route, PROTOCOL_NUMBER, pkt)
-        except Error:
-            self._stats.ip.outgoing_packet_errors.increment()
-            raise
 
 
 class IPv4Protocol(NetworkProtocol):

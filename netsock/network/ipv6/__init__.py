@@ -11,7 +11,7 @@ from ...header import icmpv6, ipv6
 from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
-from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong
+from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, ErrMessageTooLong
 from ..fragmentation import Reassembler, ReassemblyResult, fragment
 from . import icmp
 from .ndp import NDP
@@ -278,18 +278,6 @@ class IPv6Endpoint(NetworkEndpoint):
                        hop_limit=ttl, traffic_class=tos)
             frag.network_protocol = PROTOCOL_NUMBER
             self.send(route, frag)
-
-    def send(self, route: Route, pkt: PacketBuffer) -> None:
-        """Send a packet whose IPv6 header is complete."""
-        self._stats.ip.packets_sent.value += 1
-        if route.loop:
-            self.stack.deliver_local(route.nic, PROTOCOL_NUMBER, pkt.to_bytes())
-            return
-        try:
-            route.nic.write_packet(route, PROTOCOL_NUMBER, pkt)
-        except Error:
-            self._stats.ip.outgoing_packet_errors.increment()
-            raise
 
 
 class IPv6Protocol(NetworkProtocol):
