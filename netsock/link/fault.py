@@ -59,13 +59,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..header import ethernet as eth, ipv4
+from ..header import ethernet as eth
+from ..header import ipv4
 from ..stack.clock import Clock, TimerQueue
-from ..stack.interfaces import LinkCapabilities, LinkEndpoint, NetworkDispatcher
+from ..stack.interfaces import LinkEndpoint
 from ..stack.packet_buffer import PacketBuffer
-from ..tcpip.errors import Error, ErrClosedForSend
+from ..tcpip.errors import ErrClosedForSend, Error
 from ..tcpip.stats import StatCounter, StatGroup
 from . import write_each
+from .nested import NestedEndpoint
 
 __all__ = ["FaultConfig", "FaultDirectionStats", "FaultEndpoint", "FaultStats", "GilbertElliott"]
 
@@ -381,7 +383,7 @@ class _Direction:
         self._timer.cancel()
 
 
-class FaultEndpoint:
+class FaultEndpoint(NestedEndpoint):
     """Wraps ``lower`` and injects the faults of ``outbound`` and ``inbound`` (see the module docstring).
 
     ``clock`` drives the delays (the stack's clock, so that a ``ManualClock`` test controls them);
@@ -391,9 +393,8 @@ class FaultEndpoint:
 
     def __init__(self, lower: LinkEndpoint, clock: Clock, seed: int = 0,
                  outbound: FaultConfig | None = None, inbound: FaultConfig | None = None) -> None:
-        self.lower = lower
+        super().__init__(lower)
         self.clock = clock
-        self.dispatcher: NetworkDispatcher | None = None
         self.stats = FaultStats()
         self._closed = False
         timers = TimerQueue(clock)
@@ -431,25 +432,6 @@ class FaultEndpoint:
         raise ValueError(f"direction must be 'outbound', 'inbound' or 'both', not {direction!r}")
 
     # --- LinkEndpoint: what the NIC sees -----------------------------------------------------------
-
-    def mtu(self) -> int:
-        return self.lower.mtu()
-
-    def max_header_length(self) -> int:
-        return self.lower.max_header_length()
-
-    def link_address(self) -> bytes:
-        return self.lower.link_address()
-
-    def capabilities(self) -> LinkCapabilities:
-        return self.lower.capabilities()
-
-    def attach(self, dispatcher: NetworkDispatcher | None) -> None:
-        self.dispatcher = dispatcher
-        self.lower.attach(self if dispatcher is not None else None)
-
-    def is_attached(self) -> bool:
-        return self.dispatcher is not None
 
     def write_packet(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
         out = self._outbound

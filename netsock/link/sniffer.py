@@ -14,10 +14,12 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
-from ..header import arp, ethernet as eth, ipv4
-from ..stack.interfaces import LinkCapabilities, LinkEndpoint, NetworkDispatcher
+from ..header import arp, ipv4
+from ..header import ethernet as eth
+from ..stack.interfaces import LinkEndpoint
 from ..stack.packet_buffer import Buffer, PacketBuffer
 from ..tcpip.stats import StatCounter, StatGroup
+from .nested import NestedEndpoint
 from .pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter
 
 _log = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ class SnifferStats(StatGroup):
     record_errors: StatCounter   # the capture file could not be written (the packet still passed)
 
 
-class SnifferEndpoint:
+class SnifferEndpoint(NestedEndpoint):
     """Wraps ``lower`` and records its traffic.
 
     ``pcap`` is a path or binary file (a writer is created for it and closed with the endpoint) or a
@@ -59,32 +61,12 @@ class SnifferEndpoint:
             raise ValueError(f"unsupported linktype {self._writer.linktype}")
         if self._writer.linktype == LINKTYPE_ETHERNET and not ethernet_lower:
             raise ValueError("an Ethernet capture needs an Ethernet link below")
-        self.lower = lower
+        super().__init__(lower)
         self._record_link_header = self._writer.linktype == LINKTYPE_ETHERNET
         self._log = log
-        self.dispatcher: NetworkDispatcher | None = None
         self.stats = SnifferStats()
 
     # --- LinkEndpoint: what the NIC sees -----------------------------------------------------------
-
-    def mtu(self) -> int:
-        return self.lower.mtu()
-
-    def max_header_length(self) -> int:
-        return self.lower.max_header_length()
-
-    def link_address(self) -> bytes:
-        return self.lower.link_address()
-
-    def capabilities(self) -> LinkCapabilities:
-        return self.lower.capabilities()
-
-    def attach(self, dispatcher: NetworkDispatcher | None) -> None:
-        self.dispatcher = dispatcher
-        self.lower.attach(self if dispatcher is not None else None)
-
-    def is_attached(self) -> bool:
-        return self.dispatcher is not None
 
     def write_packet(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
         self._record_outbound(remote_link_address, protocol, pkt)
