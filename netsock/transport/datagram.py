@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..ports import PortFlags
 from ..stack.demux import TransportEndpointID
 from ..stack.registration import ControlType, TransportEndpoint
+from ..stack.route import Route
 from ..tcpip import (DEFAULT_WRITE_OPTIONS, NO_CONTROL_MESSAGES, ControlMessages, ErrAlreadyBound,
                      ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive, ErrClosedForSend,
                      ErrConnectionRefused, ErrDestinationRequired, ErrHostUnreachable, ErrInvalidEndpointState,
@@ -25,7 +26,6 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, NO_CONTROL_MESSAGES, ControlMessages
 from ..waiter import EventMask, WaiterQueue
 
 if TYPE_CHECKING:
-    from ..stack.route import Route
     from ..stack.stack import Stack
 
 # Linux's net.core.rmem_default / wmem_default.
@@ -110,7 +110,9 @@ class DatagramEndpoint(TransportEndpoint):
             self.disconnect()
             return
         nic = addr.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
-        route = self.stack.find_route(nic, self._bound_addr, bytes(addr.addr), self.net_proto)
+        if not nic and self._is_group_address(bytes(addr.addr)):
+            nic = self.options[SockOpt.MULTICAST_INTERFACE]
+        route = self.stack.find_route(nic, self._source_address(), bytes(addr.addr), self.net_proto)
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
         port = self._id.local_port if self._id is not None else 0
@@ -222,7 +224,7 @@ class DatagramEndpoint(TransportEndpoint):
             if not nic and to.addr and self._is_group_address(bytes(to.addr)):
                 nic = self.options[SockOpt.MULTICAST_INTERFACE]
             try:
-                route = self.stack.find_route(nic, self._bound_addr, bytes(to.addr), self.net_proto)
+                route = self.stack.find_route(nic, self._source_address(), bytes(to.addr), self.net_proto)
             except Error:
                 self.stats.send_errors.no_route.increment()
                 raise
@@ -240,7 +242,10 @@ class DatagramEndpoint(TransportEndpoint):
             ttl = self.options[SockOpt.TTL] or route.default_ttl()
         try:
             tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if len(route.remote_address) == 16 else SockOpt.IPV4_TOS]
-            self._send(route, data, dst_port, ttl, tos)
+            if route.multicast:
+                self._send_multicast(route, data, dst_port, ttl, tos)
+            else:
+                self._send(route, data, dst_port, ttl, tos)
         except Error:
             self.stats.send_errors.send_to_network_failed.increment()
             raise
@@ -249,6 +254,21 @@ class DatagramEndpoint(TransportEndpoint):
 
     def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int) -> None:
         raise NotImplementedError
+
+    def _send_multicast(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int,
+                        tos: int) -> None:
+        """As Linux's ip_mc_output: with IP_MULTICAST_LOOP, a copy for this host's own members of the
+        group (through the loop path, so the NIC's membership decides); with TTL 0, none on the wire."""
+        if self.options[SockOpt.MULTICAST_LOOP] and route.nic.is_in_group(self.net_proto, route.remote_address):
+            to_self = Route(route.local_address, route.remote_address, route.remote_address, route.nic,
+                            self.net_proto, loop=True, multicast=True)
+            self._send(to_self, data, dst_port, ttl, tos)
+        if ttl:
+            self._send(route, data, dst_port, ttl, tos)
+
+    def _source_address(self) -> bytes:
+        """The address to send from: the bound one, unless that is a group (the route's then, as Linux)."""
+        return b"" if self._is_group_address(self._bound_addr) else self._bound_addr
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -315,6 +335,9 @@ class DatagramEndpoint(TransportEndpoint):
                 raise ErrInvalidOptionValue()
         elif opt is SockOpt.IPV4_TOS or opt is SockOpt.IPV6_TRAFFIC_CLASS:
             value = int(value) & 0xFF
+        elif opt is SockOpt.MULTICAST_INTERFACE:
+            if value and value not in self.stack.nics:
+                raise ErrBadLocalAddress()      # Linux: EADDRNOTAVAIL for an unknown ifindex
         elif opt in (SockOpt.ADD_MEMBERSHIP, SockOpt.REMOVE_MEMBERSHIP):
             self._membership(opt is SockOpt.ADD_MEMBERSHIP, *value)
             return

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING
 
 from ...header import icmpv4, ipv4
 from ...header.checksum import checksum
+from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, ErrMessageTooLong
 from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ..fragmentation import Reassembler, ReassemblyResult, fragment
 from . import icmp
+from .igmp import IGMP, IGMPStats
 
 if TYPE_CHECKING:
     from ...stack.nic import NIC
@@ -41,9 +43,22 @@ class IPv4Endpoint(NetworkEndpoint):
     def __init__(self, protocol: IPv4Protocol, nic: NIC) -> None:
         super().__init__(protocol, nic)
         self._stats = self.stack.stats()
+        self.igmp = IGMP(self, protocol.igmp_stats)
 
     def max_header_length(self) -> int:
         return self.nic.link.max_header_length() + ipv4.MAX_SIZE
+
+    def on_enable(self) -> None:
+        self.igmp.on_enable()
+
+    def on_group_joined(self, group: bytes) -> None:
+        self.igmp.join(group)
+
+    def on_group_left(self, group: bytes) -> None:
+        self.igmp.leave(group)
+
+    def close(self) -> None:
+        self.igmp.close()
 
     # --- inbound ----------------------------------------------------------------------------------
 
@@ -100,6 +115,10 @@ class IPv4Endpoint(NetworkEndpoint):
         if proto == ICMPV4_PROTOCOL_NUMBER:
             ip_stats.packets_delivered.value += 1
             icmp.handle(self, pkt, hdr)
+            return
+        if proto == IGMP_PROTOCOL_NUMBER:
+            ip_stats.packets_delivered.value += 1
+            self.igmp.handle(pkt, hdr)
             return
         verdict = self.stack.deliver_transport_packet(self.nic, PROTOCOL_NUMBER, proto, pkt, src, dst)
         if verdict is None:
@@ -174,6 +193,7 @@ class IPv4Protocol(NetworkProtocol):
     def __init__(self, stack) -> None:  # noqa: ANN001 - Stack (import cycle)
         super().__init__(stack)
         self._ident = secrets.randbelow(1 << 16)
+        self.igmp_stats = IGMPStats()
         self.reassembler: Reassembler[tuple[bytes, bytes, int, int]] = Reassembler(
             stack.timers, timeout=REASSEMBLY_TIMEOUT, max_payload=ipv4.MAX_TOTAL_LENGTH - ipv4.MIN_SIZE,
             max_fragments_per_datagram=128,   # a 64 KB datagram over a 576-byte path takes 119
