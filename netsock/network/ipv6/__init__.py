@@ -128,40 +128,21 @@ class IPv6Endpoint(NetworkEndpoint):
         if not chain:
             ip_stats.malformed_packets_received.increment()
             return
-        router_alert = None
-        for ext in chain.headers:
-            if ext.kind == ipv6.HOP_BY_HOP or ext.kind == ipv6.DEST_OPTIONS:
-                opts = ipv6.parse_options(packet, ext)
-                if not opts:
-                    ip_stats.malformed_packets_received.increment()
-                    return
-                if opts.router_alert is not None:
-                    router_alert = opts.router_alert
-                if opts.action != ipv6.ACTION_SKIP:
-                    if opts.action == ipv6.ACTION_DISCARD_SEND_ICMP or (
-                            opts.action == ipv6.ACTION_DISCARD_SEND_ICMP_UNLESS_MULTICAST
-                            and pkt.pkt_type != PacketType.MULTICAST):
-                        icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.UNRECOGNIZED_OPTION,
-                                        opts.pointer, packet, allow_multicast=True)
-                    ip_stats.malformed_packets_received.increment()
-                    return
-            elif ext.kind == ipv6.ROUTING:
-                routing = ipv6.parse_routing(packet, ext.offset)
-                if not routing:
-                    ip_stats.malformed_packets_received.increment()
-                    return
-                if routing.segments_left:
-                    # A host is no router: RFC 8200 §4.4 parameter problem at the routing type.
-                    icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.ERRONEOUS_HEADER,
-                                    ext.offset + ipv6.ROUTING_TYPE_OFFSET, packet)
-                    return
+        allowed, router_alert = self._process_extension_headers(pkt, hdr, packet, chain.headers)
+        if not allowed:
+            return
         next_header = chain.next_header
         payload_offset = chain.payload_offset
+        next_header_pointer = chain.next_header_pointer
         if chain.fragment is not None:
             reassembled = self._reassemble(pkt, hdr, packet, chain)
             if reassembled is None:
                 return
-            packet, next_header, payload_offset = reassembled
+            packet, rest, next_header_pointer = reassembled
+            # RFC 8200 §4.5: the headers of the fragmentable part are processed once the datagram is whole.
+            if not self._process_extension_headers(pkt, hdr, packet, rest.headers)[0]:
+                return
+            next_header, payload_offset = rest.next_header, rest.payload_offset
         pkt.data = packet
         pkt.network_header = pkt.consume(payload_offset)  # type: ignore[assignment]
         if next_header == ipv6.ICMPV6:
@@ -171,6 +152,9 @@ class IPv6Endpoint(NetworkEndpoint):
         if next_header == ipv6.NO_NEXT:
             ip_stats.packets_delivered.value += 1
             return
+        if dst in self.nic.tentative:
+            ip_stats.invalid_addresses_received.increment()  # RFC 4862 §5.4: for neighbour discovery only
+            return
         verdict = self.stack.deliver_transport_packet(self.nic, PROTOCOL_NUMBER, next_header, pkt, src, dst)
         if verdict is None:
             ip_stats.packets_delivered.value += 1
@@ -179,13 +163,47 @@ class IPv6Endpoint(NetworkEndpoint):
                 icmp.send_error(self, pkt, hdr, icmpv6.DST_UNREACHABLE, icmpv6.PORT_UNREACHABLE, 0, packet)
             else:
                 ip_stats.unknown_protocol_received.increment()
-                pointer = chain.next_header_pointer if chain.fragment is None else ipv6.NEXT_HEADER_OFFSET
-                icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.UNRECOGNIZED_NEXT_HEADER, pointer,
-                                packet)
+                icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.UNRECOGNIZED_NEXT_HEADER,
+                                next_header_pointer, packet)
+
+    def _process_extension_headers(self, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview,
+                                   headers: tuple[ipv6.ExtHeader, ...]) -> tuple[bool, int | None]:
+        """Act on options and routing headers (RFC 8200 §4.2, §4.4), sending the ICMPv6 errors they call
+        for: whether the packet may go on, and the value of its Router Alert option (None without one)."""
+        ip_stats = self._stats.ip
+        router_alert = None
+        for ext in headers:
+            if ext.kind == ipv6.HOP_BY_HOP or ext.kind == ipv6.DEST_OPTIONS:
+                opts = ipv6.parse_options(packet, ext)
+                if not opts:
+                    ip_stats.malformed_packets_received.increment()
+                    return False, None
+                if opts.router_alert is not None:
+                    router_alert = opts.router_alert
+                if opts.action != ipv6.ACTION_SKIP:
+                    if opts.action == ipv6.ACTION_DISCARD_SEND_ICMP or (
+                            opts.action == ipv6.ACTION_DISCARD_SEND_ICMP_UNLESS_MULTICAST
+                            and pkt.pkt_type != PacketType.MULTICAST):
+                        icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.UNRECOGNIZED_OPTION,
+                                        opts.pointer, packet, allow_multicast=True)
+                    ip_stats.malformed_packets_received.increment()
+                    return False, None
+            elif ext.kind == ipv6.ROUTING:
+                routing = ipv6.parse_routing(packet, ext.offset)
+                if not routing:
+                    ip_stats.malformed_packets_received.increment()
+                    return False, None
+                if routing.segments_left:
+                    # A host is no router: RFC 8200 §4.4 parameter problem at the routing type.
+                    icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.ERRONEOUS_HEADER,
+                                    ext.offset + ipv6.ROUTING_TYPE_OFFSET, packet)
+                    return False, None
+        return True, router_alert
 
     def _reassemble(self, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview,
-                    chain: ipv6.ExtensionChain) -> tuple[memoryview, int, int] | None:
-        """Feed a fragment to the reassembler; the whole datagram (unfragmentable part + payload) once done."""
+                    chain: ipv6.ExtensionChain) -> tuple[memoryview, ipv6.ExtensionChain, int] | None:
+        """Feed a fragment to the reassembler. Once the datagram is whole: the packet without its fragment
+        header, the chain of headers behind it, and the offset of the Next Header naming the upper layer."""
         ip_stats = self._stats.ip
         ip_stats.fragments_received.increment()
         frag = chain.fragment
@@ -214,16 +232,14 @@ class IPv6Endpoint(NetworkEndpoint):
             return None
         # Rebuild the packet without its fragment header, then walk what the fragments carried.
         head = bytearray(packet[:unfragmentable])
-        if chain.headers[:-1]:
-            head[chain.headers[-2].offset] = frag.next_header
-        else:
-            head[ipv6.NEXT_HEADER_OFFSET] = frag.next_header
+        link = chain.headers[-2].offset if len(chain.headers) > 1 else ipv6.NEXT_HEADER_OFFSET
+        head[link] = frag.next_header
         whole = memoryview(bytes(head) + bytes(payload))  # type: ignore[arg-type]
         rest = ipv6.iter_extension_headers(whole, frag.next_header, unfragmentable)
         if not rest or rest.fragment is not None:
             ip_stats.malformed_packets_received.increment()
             return None
-        return whole, rest.next_header, rest.payload_offset
+        return whole, rest, rest.headers[-1].offset if rest.headers else link
 
     def _accepts(self, dst: bytes, pkt: PacketBuffer) -> bool:
         """Is ``dst`` for this host? Sets pkt.pkt_type."""

@@ -104,19 +104,21 @@ def _reply_echo(ep: IPv6Endpoint, pkt: PacketBuffer, ip: ipv6.IPv6Header, hdr: i
 
 def _deliver_error(ep: IPv6Endpoint, pkt: PacketBuffer, kind: ControlType, info: int) -> None:
     """Tell the endpoint that sent the quoted packet; a packet-too-big also lowers the path MTU."""
+    # The quote is cut to fit 1280 bytes (always so for a packet too big), so its payload length is
+    # not checked against it: only the fixed header and the first transport bytes matter.
     quoted = pkt.data[icmpv6.MIN_SIZE:]
-    inner = ipv6.parse(quoted) if len(quoted) >= ipv6.HEADER_SIZE else None
-    if not inner:
+    if len(quoted) < ipv6.HEADER_SIZE or quoted[0] >> 4 != ipv6.VERSION:
         ep.stack.stats().icmp.v6_packets_received.invalid.increment()
         return
+    src, dst = bytes(quoted[8:24]), bytes(quoted[24:40])
     if kind is ControlType.PACKET_TOO_BIG:
-        ep.stack.path_mtu.update(inner.dst, info)
-    chain = ipv6.iter_extension_headers(quoted, inner.next_header)
+        ep.stack.path_mtu.update(dst, info)
+    chain = ipv6.iter_extension_headers(quoted, quoted[ipv6.NEXT_HEADER_OFFSET])
     if not chain or chain.payload_offset + 4 > len(quoted):
         return
     pkt.data = quoted[chain.payload_offset:]
-    ep.stack.deliver_transport_control_packet(ep.nic, IPV6_PROTOCOL_NUMBER, chain.next_header, inner.src,
-                                              inner.dst, kind, info, pkt)
+    ep.stack.deliver_transport_control_packet(ep.nic, IPV6_PROTOCOL_NUMBER, chain.next_header, src, dst, kind,
+                                              info, pkt)
 
 
 def send_error(ep: IPv6Endpoint, pkt: PacketBuffer, ip: ipv6.IPv6Header, icmp_type: int, code: int, rest: int,
@@ -133,8 +135,7 @@ def send_error(ep: IPv6Endpoint, pkt: PacketBuffer, ip: ipv6.IPv6Header, icmp_ty
         return
     if pkt.pkt_type != PacketType.HOST and not allow_multicast:
         return
-    if ip.next_header == ICMPV6_PROTOCOL_NUMBER and len(original) > ipv6.HEADER_SIZE \
-            and icmpv6.is_error(original[ipv6.HEADER_SIZE]):
+    if _is_icmpv6_error(original, original[ipv6.NEXT_HEADER_OFFSET]):    # reassembled: not ip.next_header
         return
     if not stack.icmp_rate_limiter.allow(ip.src):
         sent.rate_limited.increment()
@@ -156,3 +157,13 @@ def send_error(ep: IPv6Endpoint, pkt: PacketBuffer, ip: ipv6.IPv6Header, icmp_ty
         sent.dropped.increment()
         return
     count(sent, icmp_type)
+
+
+def _is_icmpv6_error(packet: memoryview, next_header: int) -> bool:
+    """Is ``packet`` an ICMPv6 error, behind however many extension headers (Linux's is_ineligible)?
+    A truncated one counts as an error; a chain that cannot be walked, or a later fragment, does not."""
+    chain = ipv6.iter_extension_headers(packet, next_header)
+    if not chain or chain.next_header != ICMPV6_PROTOCOL_NUMBER or (
+            chain.fragment is not None and chain.fragment.offset):
+        return False
+    return chain.payload_offset >= len(packet) or icmpv6.is_error(packet[chain.payload_offset])

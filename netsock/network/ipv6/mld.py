@@ -47,8 +47,13 @@ class MLD:
         self.groups.pop(group, None)
         self._change(group, igmp.CHANGE_TO_INCLUDE)
 
+    def on_enable(self) -> None:
+        """The NIC came up: announce the groups joined while it was down (Linux's ipv6_mc_up)."""
+        for group in self.groups:
+            self._change(group, igmp.CHANGE_TO_EXCLUDE)
+
     def _change(self, group: bytes, record_type: int) -> None:
-        if not self.enabled or group == ipv6.ALL_NODES or ipv6.multicast_scope(group) <= ipv6.SCOPE_INTERFACE_LOCAL:
+        if not self.enabled or not self.ep.nic.enabled or not _reportable(group):
             return
         self._pending_changes[group] = (record_type, ROBUSTNESS)
         self._send_change(group)
@@ -77,8 +82,9 @@ class MLD:
         delay = random.uniform(0, msg.max_response_delay / 1000.0)
         if ipv6.is_unspecified(msg.group):
             for group in list(self.groups):
-                self._schedule(group, delay, self._answer)
-        elif msg.group in self.groups:
+                if _reportable(group):
+                    self._schedule(group, delay, self._answer)
+        elif msg.group in self.groups and _reportable(msg.group):
             self._schedule(msg.group, delay, self._answer)
 
     def _schedule(self, group: bytes, delay: float, action: Callable[[bytes], None]) -> None:
@@ -104,7 +110,10 @@ class MLD:
     def _report(self, group: bytes, record_type: int) -> None:
         from .ndp import send_link_local
         ep = self.ep
-        src = ep.nic.primary_address(ep.protocol.number, group) or ipv6.UNSPECIFIED
+        nic = ep.nic
+        # RFC 3810 §5.2.13, RFC 2710 §3: from a valid link-local address, else (DAD pending) from ::.
+        src = next((a.address for a in nic.addresses.get(ep.protocol.number, ())
+                    if ipv6.is_link_local(a.address) and a.address not in nic.tentative), ipv6.UNSPECIFIED)
         if ep.stack.clock.now() < self._v1_until:
             if record_type == igmp.CHANGE_TO_INCLUDE:
                 send_link_local(ep, src, ipv6.ALL_ROUTERS, icmpv6.MLD_DONE, mld.encode_v1(0, group),
@@ -123,3 +132,8 @@ class MLD:
         self._timers.clear()
         self._actions.clear()
         self._pending_changes.clear()
+
+
+def _reportable(group: bytes) -> bool:
+    """RFC 3810 §6: never the link-scope all-nodes group, nor one of scope 0 (reserved) or 1 (interface-local)."""
+    return group != ipv6.ALL_NODES and ipv6.multicast_scope(group) > ipv6.SCOPE_INTERFACE_LOCAL

@@ -11,6 +11,7 @@ no neighbours to discover.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,7 @@ class NDP:
     def on_enable(self) -> None:
         if not self.enabled:
             return
+        self.mld.on_enable()
         mac = self.nic.link.link_address()
         if len(mac) == 6:
             link_local = ipv6.link_local_from_mac(mac)
@@ -265,22 +267,25 @@ class NDP:
 
     def _autoconfigure(self, address: bytes, valid_lifetime: int) -> None:
         name = ("address", address, 64)
+        timer = self._lifetimes.get(name)
+        if timer is None and not valid_lifetime:
+            return                  # RFC 4862 §5.5.3 (d): a prefix without a lifetime forms no address
         if not self.nic.holds_address(IPV6_PROTOCOL_NUMBER, address):
             if address in self.duplicates:
                 return
             self.stack.add_address(self.nic.id, IPV6_PROTOCOL_NUMBER, AddressWithPrefix(Address(address), 64))
-        timer = self._lifetimes.get(name)
         if timer is None:
             timer = self._lifetimes[name] = self.stack.timers.timer(self._address_expired, address)
+            remaining = 0.0
+        else:               # a timer that is not armed is an infinite lifetime
+            remaining = timer.deadline - self.stack.clock.now() if timer.deadline is not None else math.inf
         if valid_lifetime == ndp.INFINITE_LIFETIME:
             timer.cancel()
-        else:
-            # RFC 4862 §5.5.3 (e): a spoofed short lifetime may not cut a longer one below two hours.
-            remaining = (timer.deadline - self.stack.clock.now()) if timer.deadline is not None else 0.0
-            if valid_lifetime > 7200 or valid_lifetime > remaining or not timer.armed:
-                timer.reset(float(valid_lifetime))
-            elif remaining > 7200:
-                timer.reset(7200.0)
+        # RFC 4862 §5.5.3 (e): a spoofed short lifetime may not cut a longer one below two hours.
+        elif valid_lifetime > 7200 or valid_lifetime > remaining:
+            timer.reset(float(valid_lifetime))
+        elif remaining > 7200:
+            timer.reset(7200.0)
 
     def _address_expired(self, address: bytes) -> None:
         self._lifetimes.pop(("address", address, 64), None)
