@@ -247,3 +247,11 @@ def test_a_socket_bound_to_a_group_sends_from_the_nic_address(harness: StackHarn
     ep.write(b"reply", to(PEER, 7))
     [packet] = udp_on_wire(harness.link)
     assert (packet.src, packet[UDP].sport, packet.dst) == (LOCAL, PORT, PEER)
+
+
+def test_group_bound_and_wildcard_bound_sockets_both_get_each_datagram(harness: StackHarness) -> None:
+    """Linux hands a multicast datagram to every socket on the port bound to the group or to any address."""
+    on_group = member(harness, host=GROUP, reuse=True)
+    on_any = member(harness, reuse=True)
+    harness.inject(datagram(payload=b"both"))
+    assert received(on_group) == [b"both"] and received(on_any) == [b"both"]

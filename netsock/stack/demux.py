@@ -113,6 +113,22 @@ class TransportDemuxer:
                     return group
         return None
 
+    def lookup_all(self, net_proto: int, trans_proto: int, nic: int, src: bytes, dst: bytes, src_port: int,
+                   dst_port: int) -> list[TransportEndpoint]:
+        """Every endpoint any ID matches (not only the most specific): who gets a copy of a broadcast
+        or multicast datagram, as Linux delivers one to every socket bound to the group or the wildcard."""
+        found: list[TransportEndpoint] = []
+        for nic_key in ((nic, 0) if nic else (0,)):
+            table = self._tables.get((net_proto, trans_proto, nic_key))
+            if not table:
+                continue
+            for id in ((dst_port, dst, src_port, src), (dst_port, dst, 0, b""),
+                       (dst_port, b"", src_port, src), (dst_port, b"", 0, b"")):
+                group = table.get(id)
+                if group is not None:
+                    found.extend(ep for ep in group if ep not in found)
+        return found
+
     def select(self, endpoints: EndpointGroup, src: bytes, src_port: int, dst: bytes,
                dst_port: int) -> TransportEndpoint:
         """The endpoint of a group that gets a unicast packet: stable for a given flow."""

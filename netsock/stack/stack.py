@@ -13,7 +13,7 @@ from ..tcpip import Route as RouteEntry
 from ..waiter import WaiterQueue
 from .clock import Clock, TimerQueue
 from .demux import TransportDemuxer
-from .interfaces import LinkEndpoint
+from .interfaces import LinkEndpoint, PacketType
 from .nic import NIC
 from .packet_buffer import PacketBuffer
 from .ratelimit import ICMPRateLimiter
@@ -239,14 +239,18 @@ class Stack:
             return UnknownDestinationDisposition.MALFORMED
         src_port, dst_port = ports
         pkt.transport_protocol = trans_proto
+        if pkt.pkt_type == PacketType.BROADCAST or pkt.pkt_type == PacketType.MULTICAST:
+            members = self.demux.lookup_all(net_proto, trans_proto, nic.id, src, dst, src_port, dst_port)
+            if not members:
+                return tproto.handle_unknown_destination_packet(nic, pkt, src, dst)
+            for ep in members:  # every socket bound to the group (or the wildcard) gets a copy
+                ep.handle_packet(pkt.clone() if len(members) > 1 else pkt, src, dst, src_port, dst_port)
+            return None
         endpoints = self.demux.lookup(net_proto, trans_proto, nic.id, src, dst, src_port, dst_port)
         if endpoints is None:
             return tproto.handle_unknown_destination_packet(nic, pkt, src, dst)
         if len(endpoints) == 1:
             endpoints[0].handle_packet(pkt, src, dst, src_port, dst_port)
-        elif pkt.pkt_type or dst == b"\xff\xff\xff\xff" or (net_proto == 0x0800 and 224 <= dst[0] <= 239):
-            for ep in endpoints:  # broadcast / multicast: every member of the group gets a copy
-                ep.handle_packet(pkt.clone(), src, dst, src_port, dst_port)
         else:
             self.demux.select(endpoints, src, src_port, dst, dst_port).handle_packet(pkt, src, dst, src_port,
                                                                                         dst_port)

@@ -20,7 +20,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, NO_CONTROL_MESSAGES, ControlMessages
                      ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive, ErrClosedForSend,
                      ErrConnectionRefused, ErrDestinationRequired, ErrHostUnreachable, ErrInvalidEndpointState,
                      ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable, ErrNotConnected,
-                     ErrNotPermitted, ErrNotSupported, ErrUnknownProtocolOption,
+                     ErrNotPermitted, ErrNotSupported, ErrUnknownDevice, ErrUnknownProtocolOption,
                      ErrWouldBlock, Error, FullAddress, ReadResult, ShutdownFlags, SockOpt, TransportEndpointStats,
                      WriteOptions)
 from ..waiter import EventMask, WaiterQueue
@@ -367,7 +367,12 @@ class DatagramEndpoint(TransportEndpoint):
             try:
                 nic_id = self.stack.find_route(0, b"", bytes(group), self.net_proto).nic.id
             except Error:
-                raise ErrNetworkUnreachable() from None
+                # No route for the group: like Linux's ff00::/8 routes on every link, take the first
+                # link that speaks this protocol; with none, there is no device (ENODEV).
+                nic_id = next((n.id for n in self.stack.nics.values()
+                               if n.enabled and not n.loopback and n.addresses.get(self.net_proto)), 0)
+                if not nic_id:
+                    raise ErrUnknownDevice() from None
         nic = self.stack.nics.get(nic_id)
         if nic is None:
             raise ErrInvalidOptionValue()
