@@ -23,12 +23,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture
-def netns() -> Iterator[NetNS]:
-    """A fresh network namespace, removed with its devices and processes however the test ends."""
+def netns(request: pytest.FixtureRequest) -> Iterator[NetNS]:
+    """A fresh network namespace, removed with its devices and processes however the test ends.
+
+    IPv6 is off in it, unless the test module sets ``NETNS_IPV6 = True``.
+    """
     if os.geteuid() != 0:
         pytest.fail("integration tests create network namespaces and TUN/TAP devices: run them as root "
                     "(./dev.sh test does)", pytrace=False)
-    ns = NetNS.create()
+    ns = NetNS.create(ipv6=getattr(request.module, "NETNS_IPV6", False))
     try:
         yield ns
     finally:

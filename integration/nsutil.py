@@ -9,10 +9,12 @@ devices with it; a namespace a crashed run left behind is removed by the next ru
 from __future__ import annotations
 
 import atexit
+import hashlib
 import itertools
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -42,14 +44,17 @@ class NetNS:
         self._procs: list[subprocess.Popen[Any]] = []
 
     @classmethod
-    def create(cls) -> NetNS:
-        """Create a namespace with loopback up and IPv6 off, so links carry only what a test sends."""
+    def create(cls, ipv6: bool = False) -> NetNS:
+        """Create a namespace with loopback up and, unless ``ipv6``, IPv6 off, so links carry only what
+        a test sends. With IPv6 on, the kernel also sends what an IPv6 host does unasked (router
+        solicitations, MLD reports, DAD for its link-local addresses)."""
         ns = cls(f"{NAME_PREFIX}{os.getpid()}-{next(_counter)}")
         _command(["ip", "netns", "add", ns.name])
         _open[ns.name] = ns
         try:
             ns.ip("link", "set", "lo", "up")
-            ns.run(["sh", "-c", _DISABLE_IPV6])
+            if not ipv6:
+                ns.run(["sh", "-c", _DISABLE_IPV6])
         except BaseException:
             ns.close()
             raise
@@ -89,6 +94,15 @@ class NetNS:
         self.ip("addr", "add", host_cidr, "dev", name)
         self.ip("link", "set", name, "up")
 
+    def add_veth(self, name: str, cidr: str, peer: NetNS, peer_name: str, peer_cidr: str) -> None:
+        """A veth pair from this namespace (``name``, ``cidr``) to ``peer`` (``peer_name``, ``peer_cidr``),
+        created inside the namespaces: no device ever appears in the host's."""
+        self.ip("link", "add", name, "type", "veth", "peer", "name", peer_name, "netns", peer.name)
+        self.ip("addr", "add", cidr, "dev", name)
+        self.ip("link", "set", name, "up")
+        peer.ip("addr", "add", peer_cidr, "dev", peer_name)
+        peer.ip("link", "set", peer_name, "up")
+
     def link_stats(self, device: str) -> dict[str, dict[str, int]]:
         """The kernel's counters for device: {"rx": {...}, "tx": {...}} (``ip -s -j link``).
 
@@ -101,6 +115,12 @@ class NetNS:
         (link,) = json.loads(self.ip("-j", "link", "show", "dev", device))
         address: str = link["address"]
         return address
+
+    def snmp(self, protocol: str) -> dict[str, int]:
+        """The kernel's counters for protocol ("Ip", "Tcp", "Udp", ...) in this namespace (/proc/net/snmp)."""
+        header, values = (line.split()[1:] for line in self.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
+                          if line.startswith(f"{protocol}:"))
+        return dict(zip(header, map(int, values)))
 
     def neighbours(self, device: str) -> list[dict[str, Any]]:
         """The kernel's neighbour (ARP) table for device, as ``ip -j neigh`` reports it."""
@@ -196,16 +216,18 @@ def _close_all() -> None:
 
 
 class EchoSample:
-    """``python -m netsock.samples.udp_echo`` running in a namespace, with its output in workdir."""
+    """``python -m netsock.samples.udp_echo`` (or ``sample``, e.g. ``tun_tcp_echo``, which takes the
+    same arguments) running in a namespace, with its output in workdir; ``options`` are appended."""
 
     def __init__(self, ns: NetNS, workdir: Path, *, device: str = "tun0", address: str = "192.0.2.2",
-                 port: int = 7, tap: bool = False, pcap: bool = False) -> None:
+                 port: int = 7, tap: bool = False, pcap: bool = False, sample: str = "udp_echo",
+                 options: Sequence[str] = ()) -> None:
         self.stats_path = workdir / f"{device}-stats.json"
         self.pcap_path = workdir / f"{device}.pcap"  # written only if pcap is true
         self._stdout_path = workdir / f"{device}-sample.out"
         self._stderr_path = workdir / f"{device}-sample.err"
-        argv = [sys.executable, "-m", "netsock.samples.udp_echo", device, address, str(port),
-                "--stats-json", str(self.stats_path)]
+        argv = [sys.executable, "-m", f"netsock.samples.{sample}", device, address, str(port),
+                "--stats-json", str(self.stats_path), *options]
         if tap:
             argv.append("--tap")
         if pcap:
@@ -244,3 +266,109 @@ class EchoSample:
         assert code == 0, f"sample exited {code}\n{self.output()}"
         stats: dict[str, Any] = json.loads(self.stats_path.read_text())
         return stats
+
+
+def write_seeded(path: Path, seed: int, size: int) -> str:
+    """Write ``size`` bytes of peers.py's seeded stream to path; their SHA-256."""
+    from integration.peers import seeded_stream
+
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for block in seeded_stream(seed, size):
+            f.write(block)
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ConnectSample:
+    """``python -m netsock.samples.tun_tcp_connect`` in a namespace: stdin from ``stdin`` (a file, or
+    a pipe the caller writes to if None), stdout to a file in workdir."""
+
+    def __init__(self, ns: NetNS, workdir: Path, remote: str, *, stdin: Path | None, device: str = "tun0",
+                 address: str = "192.0.2.2", port: int = 0, options: Sequence[str] = ()) -> None:
+        self.stats_path = workdir / f"{device}-connect-stats.json"
+        self.stdout_path = workdir / f"{device}-connect.out"
+        self._stderr_path = workdir / f"{device}-connect.err"
+        host, remote_port = remote.rsplit(":", 1)
+        argv = [sys.executable, "-m", "netsock.samples.tun_tcp_connect", device, address, str(port), host,
+                remote_port, "--stats-json", str(self.stats_path), *options]
+        with open(self.stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
+            if stdin is None:
+                self.proc = ns.popen(argv, cwd=workdir, stdin=subprocess.PIPE, stdout=out, stderr=err)
+            else:
+                with open(stdin, "rb") as source:
+                    self.proc = ns.popen(argv, cwd=workdir, stdin=source, stdout=out, stderr=err)
+
+    def stderr(self) -> str:
+        return self._stderr_path.read_text(errors="replace")
+
+    def wait_connected(self, timeout: float = 20.0) -> None:
+        """Wait for the sample's "connected" line on stderr."""
+        deadline = time.monotonic() + timeout
+        while not any(line.startswith("connected") for line in self.stderr().splitlines()):
+            if self.proc.poll() is not None:
+                raise AssertionError(f"tun_tcp_connect exited {self.proc.returncode} before connecting\n"
+                                     f"{self.stderr()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"tun_tcp_connect not connected after {timeout}s\n{self.stderr()}")
+            time.sleep(0.02)
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the sample to exit; its exit status."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"tun_tcp_connect still running after {timeout}s\n{self.stderr()}") from None
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = json.loads(self.stats_path.read_text())
+        return stats
+
+
+class PeerProcess:
+    """A peers.py subcommand running in the background (a server), with its output lines."""
+
+    def __init__(self, ns: NetNS, *args: str) -> None:
+        self.proc = ns.popen(peer_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._args = " ".join(args)
+        self._out = b""   # read so far, straight from the fd (a buffered reader would hide lines from select)
+
+    def wait_line(self, expected: str, timeout: float = 20.0) -> None:
+        """Wait until the peer prints the line ``expected`` (a readiness announcement)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while expected.encode() not in (line.strip() for line in self._out.split(b"\n")[:-1]):
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            chunk = os.read(fd, 65536) if ready else b""
+            if not chunk:
+                self.proc.kill()
+                _, err = self.proc.communicate()
+                raise AssertionError(f"peer {self._args} did not print {expected!r}\n"
+                                     f"{self._out.decode(errors='replace')}{err.decode(errors='replace')}")
+            self._out += chunk
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        """Wait for the peer to finish; its JSON report (it must have succeeded)."""
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            timed_out = True
+        else:
+            timed_out = False
+        text = (self._out + out).decode(errors="replace")
+        detail = f"{text}{err.decode(errors='replace')}"
+        assert not timed_out, f"peer {self._args} still running after {timeout}s\n{detail}"
+        assert self.proc.returncode == 0, f"peer {self._args} exited {self.proc.returncode}\n{detail}"
+        report: dict[str, Any] = json.loads(text.splitlines()[-1])
+        return report

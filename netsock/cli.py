@@ -2,6 +2,9 @@
 
     netsock demo                          the Quick-start demo (root: a namespace with a TUN)
     netsock udp-echo DEVICE ADDRESS PORT  the udp_echo sample (same arguments)
+    netsock tcp-echo DEVICE ADDRESS PORT  the tun_tcp_echo sample (same arguments)
+    netsock tcp-connect DEVICE ADDRESS PORT REMOTE-ADDRESS REMOTE-PORT
+                                          the tun_tcp_connect sample (same arguments)
     netsock version
 """
 
@@ -19,10 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("demo", help="run the demo (needs root and /dev/net/tun)")
     sub.add_parser("udp-echo", help="UDP echo server on a TUN/TAP device (see --help)", add_help=False)
+    sub.add_parser("tcp-echo", help="TCP echo server on a TUN/TAP device (see --help)", add_help=False)
+    sub.add_parser("tcp-connect", help="TCP client on a TUN/TAP device, stdin/stdout to the connection (see --help)",
+                   add_help=False)
     sub.add_parser("version", help="print the version")
     if argv and argv[0] == "udp-echo":
         from .samples import udp_echo
         return udp_echo.main(argv[1:])
+    if argv and argv[0] == "tcp-echo":
+        from .samples import tun_tcp_echo
+        return tun_tcp_echo.main(argv[1:])
+    if argv and argv[0] == "tcp-connect":
+        from .samples import tun_tcp_connect
+        return tun_tcp_connect.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "demo":
         from . import demo

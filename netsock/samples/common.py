@@ -7,6 +7,7 @@ import dataclasses
 import json
 import signal
 import sys
+import time
 from typing import Iterable, NamedTuple, TextIO
 
 import gevent
@@ -15,17 +16,52 @@ from gevent.event import Event
 from ..link.fault import FaultConfig, FaultEndpoint
 from ..network.arp import ARPProtocol
 from ..network.ipv4 import IPv4Protocol
+from ..network.ipv6 import IPv6Protocol
 from ..stack import Stack
 from ..stack.registration import TransportProtocol
-from ..tcpip import IPV4_PROTOCOL_NUMBER, AddressWithPrefix, Route
+from ..tcpip import IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, Address, AddressWithPrefix, Route
+
+NIC_ID = 1          # the one NIC build_stack creates
+DAD_TIMEOUT = 10.0  # seconds to wait for duplicate address detection (it takes one retransmit timer, 1 s)
 
 
 def parse_address(text: str) -> AddressWithPrefix:
-    """'192.0.2.2' (a /32, reached through the default route as netstack's samples do) or '192.0.2.2/24'."""
+    """'192.0.2.2' or '2001:db8::2' (a host address, reached through the default route as netstack's
+    samples do), or with a prefix: '192.0.2.2/24', '2001:db8::2/64'."""
     try:
-        return AddressWithPrefix.parse(text if "/" in text else f"{text}/32")
+        if "/" not in text:
+            text = f"{text}/{len(Address.parse(text)) * 8}"
+        return AddressWithPrefix.parse(text)
     except ValueError:
-        raise SystemExit(f"not an IPv4 address: {text!r}") from None
+        raise SystemExit(f"not an IPv4 or IPv6 address: {text!r}") from None
+
+
+def add_address_option(parser: argparse.ArgumentParser) -> None:
+    """``--address ADDR[/PREFIX]`` (repeatable): addresses besides the positional one, e.g. the
+    IPv6 address of a dual-stack host. ``local_addresses`` collects them all."""
+    parser.add_argument("--address", dest="more_addresses", action="append", default=[], metavar="ADDR[/PREFIX]",
+                        help="another address of this stack, IPv4 or IPv6 (repeatable)")
+
+
+def local_addresses(args: argparse.Namespace) -> list[AddressWithPrefix]:
+    """The positional ``address`` and every ``--address``, parsed."""
+    return [parse_address(text) for text in (args.address, *args.more_addresses)]
+
+
+def host_port(address: bytes, port: int) -> str:
+    """'192.0.2.2:7', '[2001:db8::2]:7'."""
+    return f"{Address(address)}:{port}" if len(address) == 4 else f"[{Address(address)}]:{port}"
+
+
+def network_protocol(address: bytes) -> int:
+    """The network protocol number an address (4 or 16 bytes) belongs to."""
+    return IPV4_PROTOCOL_NUMBER if len(address) == 4 else IPV6_PROTOCOL_NUMBER
+
+
+def network_protocols(addresses: Iterable[bytes]) -> list[int]:
+    """The network protocols of ``addresses``, each once, in order of first appearance: what a
+    server listens on."""
+    return list(dict.fromkeys(network_protocol(a) for a in addresses))
 
 
 class Fault(NamedTuple):
@@ -61,28 +97,58 @@ def parse_fault(text: str) -> Fault:
         raise argparse.ArgumentTypeError(f"bad fault spec {text!r}: {e}") from None
 
 
-def build_stack(device: str, address: AddressWithPrefix, transports: Iterable[type[TransportProtocol]],
-                tap: bool = False, pcap: str | None = None, fault: Fault | None = None) -> Stack:
-    """A stack on an existing TUN (or TAP) device with one address and a default route out of it.
+def build_stack(device: str, address: AddressWithPrefix | Iterable[AddressWithPrefix],
+                transports: Iterable[type[TransportProtocol]], tap: bool = False, pcap: str | None = None,
+                fault: Fault | None = None) -> Stack:
+    """A dual-stack (IPv4 and IPv6) stack on an existing TUN (or TAP) device with the given
+    addresses, IPv4 or IPv6, and default routes for both out of it.
 
     With ``fault``, a FaultEndpoint sits between the NIC and the device (the pcap, if any, records
-    the device side: what the kernel sent and received).
+    the device side: what the kernel sent and received). On a TAP the stack's MAC is derived from
+    its first IPv4 address, else from the last 4 bytes of its first IPv6 address (``tun.mac_for``).
+    IPv6 addresses on a TAP stay tentative until duplicate address detection is done: see
+    ``wait_for_unique_addresses``.
     """
     from ..link.fdbased import FdEndpoint
     from ..link.tun import mac_for
 
-    link = FdEndpoint.open_tap(device, mac_for(address.address)) if tap else FdEndpoint.open_tun(device)
+    addresses = [address] if isinstance(address, AddressWithPrefix) else list(address)
+    if tap:
+        station = min(addresses, key=lambda a: len(a.address)).address
+        link = FdEndpoint.open_tap(device, mac_for(station[-4:]))
+    else:
+        link = FdEndpoint.open_tun(device)
     if pcap:
         from ..link.sniffer import SnifferEndpoint
         link = SnifferEndpoint(link, pcap)
-    networks = [IPv4Protocol, ARPProtocol] if tap else [IPv4Protocol]
+    networks = [IPv4Protocol, IPv6Protocol, ARPProtocol] if tap else [IPv4Protocol, IPv6Protocol]
     stack = Stack(networks, list(transports))
     if fault is not None:
         link = FaultEndpoint(link, stack.clock, fault.seed, outbound=fault.config, inbound=fault.config)
-    stack.create_nic(1, link, name=device)
-    stack.add_address(1, IPV4_PROTOCOL_NUMBER, address)
-    stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
+    stack.create_nic(NIC_ID, link, name=device)
+    for a in addresses:
+        stack.add_address(NIC_ID, network_protocol(a.address), a)
+    stack.set_route_table([Route.parse("0.0.0.0/0", NIC_ID), Route.parse("::/0", NIC_ID)])
     return stack
+
+
+def wait_for_unique_addresses(stack: Stack, prog: str, timeout: float = DAD_TIMEOUT,
+                              out: TextIO | None = None) -> list[Address]:
+    """Wait until duplicate address detection has finished for every tentative address; warn (on
+    ``out``, default stderr) about each address another node turned out to hold, which the stack
+    has dropped, and return them. Until then a tentative address can neither send nor receive."""
+    deadline = time.monotonic() + timeout
+    while any(nic.tentative for nic in stack.nics.values()) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    duplicates = []
+    for nic in stack.nics.values():
+        ipv6 = nic.network_endpoints.get(IPV6_PROTOCOL_NUMBER)
+        for addr in ipv6.ndp.duplicates if ipv6 is not None else ():  # type: ignore[attr-defined]
+            duplicates.append(Address(addr))
+            print(f"{prog}: WARNING: duplicate address {Address(addr)} on {nic.name}: another node already "
+                  f"uses it (duplicate address detection), so this stack does not", file=out or sys.stderr,
+                  flush=True)
+    return duplicates
 
 
 def wait_for_stop_signal() -> None:
@@ -101,6 +167,8 @@ def report(stack: Stack, stats_json: str | None, out: TextIO | None = None) -> N
     out = out or sys.stdout
     counters = stack.stats().as_dict()
     counters["nic"] = {nic.name: nic.stats.as_dict() for nic in stack.nics.values()}
+    counters["addresses"] = {nic.name: [str(a) for addrs in nic.addresses.values() for a in addrs]
+                             for nic in stack.nics.values()}
     faults = {nic.name: nic.link.stats for nic in stack.nics.values() if isinstance(nic.link, FaultEndpoint)}
     if faults:
         counters["fault"] = {name: stats.as_dict() for name, stats in faults.items()}

@@ -1,0 +1,314 @@
+"""Bulk TCP throughput of netsock against the Linux kernel, beside the kernel against itself.
+
+    sudo python bench/tcp_bulk.py [--bytes N] [--kernel-bytes N] [--json FILE]
+
+Four transfers in one run, each timed by its receiver from the established connection to the
+sender's FIN (the handshake and process start-up are not counted):
+
+    kernel -> netsock    the kernel's TCP sends to netsock over a TUN device
+    netsock -> kernel    the other way
+    netsock -> netsock   two netsock stacks in this process joined by in-memory links: no device, no kernel
+    kernel -> kernel     two namespaces joined by a veth pair: the reference the ratios are taken against
+
+netsock runs in this process on the gevent hub; the kernel's ends are small Python programs run in
+network namespaces this script creates and removes (root needed). The kernel's reference moves
+more bytes (``--kernel-bytes``): it is some hundred times faster, and a short run would mostly time
+its start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import gevent
+from gevent import subprocess
+
+from netsock.header.checksum import USING_NATIVE
+from netsock.link.channel import ChannelEndpoint
+from netsock.link.fdbased import FdEndpoint
+from netsock.link.netns import inside
+from netsock.network.ipv4 import IPv4Protocol
+from netsock.scheduler import wait_for
+from netsock.stack import Stack
+from netsock.stack.interfaces import LinkEndpoint
+from netsock.tcpip import ErrConnectStarted, ErrWouldBlock, FullAddress, Route, ShutdownFlags, SockOpt
+from netsock.transport.tcp import TCPEndpoint, TCPProtocol, TCPState
+from netsock.waiter import EventMask, WaiterQueue
+
+KERNEL = "192.0.2.1"
+NETSOCK = "192.0.2.2"
+VETH_A, VETH_B = "198.51.100.1", "198.51.100.2"
+PORT = 5001
+CHUNK = 64 * 1024
+MIB = 1024 * 1024
+
+# The kernel's end of a transfer: "send HOST PORT BYTES" or "receive HOST PORT" (prints "ready", then
+# "BYTES SECONDS" once the sender's FIN arrived).
+KERNEL_PEER = r"""
+import os, socket, sys, time
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "send":
+    size, block = int(sys.argv[4]), memoryview(os.urandom(1 << 20))
+    with socket.create_connection((host, port)) as sock:
+        while size:
+            size -= sock.send(block[:size])
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(1)
+else:
+    with socket.create_server((host, port)) as listener:
+        print("ready", flush=True)
+        sock, _ = listener.accept()
+    start, received, buffer = time.perf_counter(), 0, bytearray(1 << 20)
+    while count := sock.recv_into(buffer):
+        received += count
+    print(received, time.perf_counter() - start, flush=True)
+"""
+
+
+# --- namespaces -----------------------------------------------------------------------------------
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@contextmanager
+def namespaces(*names: str) -> Iterator[list[str]]:
+    """Fresh namespaces (loopback up), deleted with their devices and processes however the block ends."""
+    full = [f"nsk-bench-{os.getpid()}-{name}" for name in names]
+    try:
+        for ns in full:
+            ip("netns", "add", ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        yield full
+    finally:
+        for ns in full:
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                os.kill(int(pid), 9)    # only our kernel peers run there
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def kernel_peer(ns: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", KERNEL_PEER, *args],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def kernel_result(peer: subprocess.Popen) -> tuple[int, float]:
+    out, _ = peer.communicate(timeout=600)
+    if peer.returncode:
+        raise RuntimeError(f"kernel peer failed ({peer.returncode})")
+    received, seconds = out.split()[-2:]
+    return int(received), float(seconds)
+
+
+# --- netsock's ends -------------------------------------------------------------------------------
+
+def netsock_stack(link: LinkEndpoint, address: str) -> Stack:
+    stack = Stack([IPv4Protocol], [TCPProtocol])
+    stack.create_nic(1, link)
+    stack.add_address(1, 0x0800, f"{address}/24")
+    stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
+    return stack
+
+
+def receive_all(endpoint: TCPEndpoint, queue: WaiterQueue) -> tuple[int, float]:
+    """Read to EOF: (bytes, seconds from now)."""
+    readable = lambda: bool(endpoint.readiness(EventMask.IN))  # noqa: E731
+    buffer = bytearray(1 << 20)
+    received = 0
+    start = time.perf_counter()
+    while True:
+        wait_for(queue, EventMask.IN, readable)
+        try:
+            count = endpoint.read_into(buffer)
+        except ErrWouldBlock:
+            continue
+        if not count:
+            return received, time.perf_counter() - start
+        received += count
+
+
+def send_all(endpoint: TCPEndpoint, queue: WaiterQueue, size: int) -> None:
+    """Write ``size`` bytes (in CHUNK-sized bytes objects, as an application writes), FIN, and wait
+    until the peer has acknowledged everything and closed too."""
+    writable = lambda: bool(endpoint.readiness(EventMask.OUT))  # noqa: E731
+    chunks = [os.urandom(CHUNK) for _ in range(16)]
+    sent = 0
+    while sent < size:
+        chunk = chunks[(sent // CHUNK) % len(chunks)][:size - sent]
+        while chunk:
+            wait_for(queue, EventMask.OUT, writable)
+            try:
+                written = endpoint.write(chunk)
+            except ErrWouldBlock:
+                continue
+            sent += written
+            chunk = chunk[written:]
+    endpoint.shutdown(ShutdownFlags.WRITE)
+    wait_for(queue, EventMask.IN, lambda: bool(endpoint.readiness(EventMask.IN)))
+    endpoint.read(1)
+    wait_for(queue, EventMask.HUP, lambda: endpoint.state in (TCPState.TIME_WAIT, TCPState.CLOSED))
+
+
+def listen(stack: Stack, port: int) -> tuple[TCPEndpoint, WaiterQueue]:
+    queue = WaiterQueue()
+    listener = stack.new_endpoint(TCPProtocol.number, 0x0800, queue)
+    listener.bind(FullAddress(0, b"", port))
+    listener.listen(16)
+    return listener, queue
+
+
+def sink(listener: TCPEndpoint, queue: WaiterQueue) -> tuple[int, float]:
+    """Accept one connection, read it to EOF and close it: (bytes, seconds from accept to EOF)."""
+    wait_for(queue, EventMask.IN, lambda: bool(listener.readiness(EventMask.IN)))
+    endpoint, endpoint_queue = listener.accept()
+    result = receive_all(endpoint, endpoint_queue)
+    endpoint.close()
+    return result
+
+
+def connect(stack: Stack, address: str, port: int) -> tuple[TCPEndpoint, WaiterQueue]:
+    queue = WaiterQueue()
+    endpoint = stack.new_endpoint(TCPProtocol.number, 0x0800, queue)
+    try:
+        endpoint.connect(FullAddress(0, bytes(map(int, address.split("."))), port))
+    except ErrConnectStarted:
+        wait_for(queue, EventMask.OUT, lambda: bool(endpoint.readiness(EventMask.OUT)))
+    err = endpoint.get_sock_opt(SockOpt.ERROR)
+    if err is not None:
+        raise err
+    return endpoint, queue
+
+
+# --- the transfers --------------------------------------------------------------------------------
+
+@contextmanager
+def tun_namespace() -> Iterator[tuple[str, Stack]]:
+    """A namespace with tun0 (the kernel: 192.0.2.1/24) and netsock (192.0.2.2) attached to it here."""
+    with namespaces("tun") as (ns,):
+        ip("-n", ns, "tuntap", "add", "dev", "tun0", "mode", "tun")
+        ip("-n", ns, "addr", "add", f"{KERNEL}/24", "dev", "tun0")
+        ip("-n", ns, "link", "set", "tun0", "up")
+        with inside(ns):
+            link = FdEndpoint.open_tun("tun0")
+        stack = netsock_stack(link, NETSOCK)
+        try:
+            yield ns, stack
+        finally:
+            stack.close()
+            link.close()
+
+
+def kernel_to_netsock(size: int) -> tuple[int, float]:
+    with tun_namespace() as (ns, stack):
+        listener, queue = listen(stack, PORT)
+        sender = kernel_peer(ns, "send", NETSOCK, str(PORT), str(size))
+        result = sink(listener, queue)
+        sender.wait(60)
+        return result
+
+
+def netsock_to_kernel(size: int) -> tuple[int, float]:
+    with tun_namespace() as (ns, stack):
+        receiver = kernel_peer(ns, "receive", KERNEL, str(PORT))
+        if receiver.stdout.readline().strip() != "ready":
+            raise RuntimeError("kernel receiver did not start")
+        endpoint, queue = connect(stack, KERNEL, PORT)
+        send_all(endpoint, queue, size)
+        endpoint.close()
+        return kernel_result(receiver)
+
+
+def netsock_to_netsock(size: int) -> tuple[int, float]:
+    """Two stacks whose links forward to each other from the hub's callback queue (never from inside
+    a send: each stack sees the other's packets as a device would deliver them)."""
+    links = ChannelEndpoint(size=1 << 16), ChannelEndpoint(size=1 << 16)
+    loop = gevent.get_hub().loop
+    scheduled = False
+
+    def forward() -> None:
+        nonlocal scheduled
+        scheduled = False
+        for source, destination in (links, links[::-1]):
+            for packet in source.drain():
+                destination.inject(packet.protocol, packet.data)
+
+    def on_outbound(_packet: object) -> None:
+        nonlocal scheduled
+        if not scheduled:
+            scheduled = True
+            loop.run_callback(forward)
+
+    for link in links:
+        link.on_outbound = on_outbound
+    receiver_stack, sender_stack = netsock_stack(links[0], KERNEL), netsock_stack(links[1], NETSOCK)
+    try:
+        receiving = gevent.spawn(sink, *listen(receiver_stack, PORT))
+        send_all(*connect(sender_stack, KERNEL, PORT), size)
+        return receiving.get()
+    finally:
+        sender_stack.close()
+        receiver_stack.close()
+
+
+def kernel_to_kernel(size: int) -> tuple[int, float]:
+    with namespaces("a", "b") as (a, b):
+        ip("-n", a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", b)
+        for ns, address in ((a, VETH_A), (b, VETH_B)):
+            ip("-n", ns, "addr", "add", f"{address}/24", "dev", "veth0")
+            ip("-n", ns, "link", "set", "veth0", "up")
+        receiver = kernel_peer(b, "receive", VETH_B, str(PORT))
+        if receiver.stdout.readline().strip() != "ready":
+            raise RuntimeError("kernel receiver did not start")
+        sender = kernel_peer(a, "send", VETH_B, str(PORT), str(size))
+        result = kernel_result(receiver)
+        sender.wait(60)
+        return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bytes", type=int, default=100 * MIB, help="bytes per netsock transfer (default 100 MiB)")
+    parser.add_argument("--kernel-bytes", type=int, default=4096 * MIB,
+                        help="bytes for the kernel-to-kernel reference (default 4 GiB)")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        parser.error("needs root: it creates network namespaces, a TUN device and a veth pair")
+
+    runs = {"kernel -> netsock (TUN)": (kernel_to_netsock, args.bytes),
+            "netsock -> kernel (TUN)": (netsock_to_kernel, args.bytes),
+            "netsock -> netsock (in-process)": (netsock_to_netsock, args.bytes),
+            "kernel -> kernel (veth)": (kernel_to_kernel, args.kernel_bytes)}
+    results = {}
+    for name, (run, size) in runs.items():
+        received, seconds = run(size)
+        if received != size:
+            raise RuntimeError(f"{name}: {received} bytes arrived, {size} were sent")
+        results[name] = {"bytes": received, "seconds": round(seconds, 4),
+                         "mb_per_s": round(received / seconds / 1e6, 2)}
+    reference = results["kernel -> kernel (veth)"]["mb_per_s"]
+    for result in results.values():
+        result["vs_kernel"] = round(result["mb_per_s"] / reference, 5)
+
+    print(f"TCP bulk throughput (MB/s = 10^6 bytes/s; native checksum: {USING_NATIVE}; "
+          f"Python {sys.version.split()[0]})")
+    print(f"  {'path':34} {'bytes':>12} {'seconds':>9} {'MB/s':>10} {'vs kernel':>10}")
+    for name, result in results.items():
+        print(f"  {name:34} {result['bytes']:12d} {result['seconds']:9.3f} {result['mb_per_s']:10.2f} "
+              f"{result['vs_kernel']:10.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"native_checksum": USING_NATIVE, "python": sys.version.split()[0], "results": results},
+                      f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
