@@ -6,13 +6,31 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from tcp_context import (
+    LOCAL_ADDR,
+    OTHER_ADDR,
+    PEER_ADDR,
+    Opts,
+    Seg,
+    TCPContext,
+    build,
+    icmp_unreachable,
+    ipv4_packet,
+    seq_add,
+)
 
-from netsock.tcpip import (ErrConnectionRefused, ErrConnectionReset, ErrConnectStarted, ErrWouldBlock, FullAddress,
-                           SockOpt)
+from netsock.tcpip import (
+    ErrConnectionRefused,
+    ErrConnectionReset,
+    ErrConnectStarted,
+    ErrHostUnreachable,
+    ErrWouldBlock,
+    FullAddress,
+    SockOpt,
+)
 from netsock.transport.tcp import TCPState
 from netsock.transport.tcp.receiver import MAX_OOO_SEGMENTS
-from tcp_context import (LOCAL_ADDR, OTHER_ADDR, PEER_ADDR, Opts, Seg, TCPContext, build, icmp_unreachable,
-                         ipv4_packet, seq_add)
+from netsock.waiter import EventMask
 
 
 def established(**kw) -> TCPContext:
@@ -229,10 +247,22 @@ def test_icmp_host_unreachable_is_a_soft_error_on_an_established_connection():
     (seg,) = ctx.sent()
     ctx.inject(icmp_unreachable(seg, code=1))
     assert ctx.ep.state is TCPState.ESTABLISHED
+    assert not ctx.ep.readiness(EventMask.ERR), "soft: nothing to report while the connection lives"
     ctx.absorb([seg])
     ctx.ack()
     ctx.ep.write(b"more")
     assert ctx.absorb(ctx.sent()) == b"more"
+
+
+def test_a_timeout_after_a_soft_icmp_error_reports_that_error():
+    ctx = established()
+    ctx.ep.write(b"out")
+    (seg,) = ctx.sent()
+    ctx.inject(icmp_unreachable(seg, code=1))
+    ctx.clock.advance(3600)                   # every retransmission unanswered
+    assert ctx.ep.state is TCPState.CLOSED
+    with pytest.raises(ErrHostUnreachable):   # EHOSTUNREACH, not ETIMEDOUT, as Linux
+        ctx.ep.read(10)
 
 
 def test_icmp_fragmentation_needed_lowers_the_mss():

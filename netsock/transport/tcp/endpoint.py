@@ -114,7 +114,7 @@ class Listener:
 class TCPEndpoint(TransportEndpoint):
     __slots__ = ("stack", "proto", "net_proto", "waiter_queue", "state", "stats", "stack_stats", "local", "remote",
                  "route", "_id", "_reservation", "_bound_addr", "_bound_nic", "snd", "rcv", "error", "pending_error",
-                 "listener", "parent", "shut_read", "shut_write", "orphaned", "connect_reported", "nodelay", "cork",
+                 "listener", "parent", "soft_error", "shut_read", "shut_write", "orphaned", "connect_reported", "nodelay", "cork",
                  "quickack", "keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count", "linger", "ttl",
                  "tos", "send_buffer_size", "receive_buffer_size", "user_mss", "time_wait_timeout",
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
@@ -142,6 +142,7 @@ class TCPEndpoint(TransportEndpoint):
         self.rcv: Receiver | None = None
         self.error: Error | None = None             # what ended the connection; reported once to read/write
         self.pending_error: Error | None = None     # SO_ERROR
+        self.soft_error: Error | None = None        # from ICMP while synchronized; reported on timeout
         self.listener: Listener | None = None
         self.parent: TCPEndpoint | None = None      # the listener of a connection not yet accepted
         self.shut_read = False
@@ -1018,7 +1019,8 @@ class TCPEndpoint(TransportEndpoint):
             finally:
                 self._exit()
         elif self.state in _SYNCHRONIZED:
-            self.pending_error = err()
+            # A soft error (RFC 1122 §4.2.3.9): kept, and reported only if the connection then times out.
+            self.soft_error = err()
 
     # === outbound =================================================================================
 
@@ -1170,7 +1172,12 @@ class TCPEndpoint(TransportEndpoint):
         self._finish(None)
 
     def abort(self, err: Error) -> None:
-        """The connection failed (retransmissions or keepalives exhausted): tell the user, RST the peer."""
+        """The connection failed (retransmissions or keepalives exhausted): tell the user, RST the peer.
+
+        A timeout after an ICMP error reports that error instead (EHOSTUNREACH rather than ETIMEDOUT), as Linux.
+        """
+        if isinstance(err, ErrTimeout) and self.soft_error is not None:
+            err = self.soft_error
         if self.state in _SYNCHRONIZED and self.state is not S.TIME_WAIT:
             if self.state in _COUNTED_ESTABLISHED:
                 self.stack_stats.established_resets.increment()
