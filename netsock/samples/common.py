@@ -23,6 +23,8 @@ from ..tcpip import IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, Address, Address
 
 NIC_ID = 1          # the one NIC build_stack creates
 DAD_TIMEOUT = 10.0  # seconds to wait for duplicate address detection (it takes one retransmit timer, 1 s)
+LINK_UP_TIMEOUT = 2.0   # seconds to wait for the kernel to start its side of the device
+_IFF_UP = 0x1           # <linux/if.h>
 
 
 def parse_address(text: str) -> AddressWithPrefix:
@@ -118,6 +120,7 @@ def build_stack(device: str, address: AddressWithPrefix | Iterable[AddressWithPr
         link = FdEndpoint.open_tap(device, mac_for(station[-4:]))
     else:
         link = FdEndpoint.open_tun(device)
+    wait_for_kernel_side(device)
     if pcap:
         from ..link.sniffer import SnifferEndpoint
         link = SnifferEndpoint(link, pcap)
@@ -130,6 +133,27 @@ def build_stack(device: str, address: AddressWithPrefix | Iterable[AddressWithPr
         stack.add_address(NIC_ID, network_protocol(a.address), a)
     stack.set_route_table([Route.parse("0.0.0.0/0", NIC_ID), Route.parse("::/0", NIC_ID)])
     return stack
+
+
+def wait_for_kernel_side(device: str, timeout: float = LINK_UP_TIMEOUT) -> None:
+    """Wait until the kernel has started its side of ``device``, which we have just attached to.
+
+    The kernel turns a TUN/TAP's carrier on as a reader attaches, but starts the device's transmit
+    queue later, asynchronously (linkwatch, which needs the RTNL lock, and namespaces being torn
+    down elsewhere can hold that for long); until then it drops whatever it sends on the device,
+    such as its answer to our first duplicate address detection probe. The operational state
+    leaves DOWN together with that start. A device that is administratively down is not waited for.
+    """
+    from pyroute2 import IPRoute
+
+    deadline = time.monotonic() + timeout
+    with IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=device)
+        while time.monotonic() < deadline:
+            (link,) = ipr.get_links(index)
+            if not link["flags"] & _IFF_UP or link.get_attr("IFLA_OPERSTATE") != "DOWN":
+                return
+            time.sleep(0.005)
 
 
 def wait_for_unique_addresses(stack: Stack, prog: str, timeout: float = DAD_TIMEOUT,

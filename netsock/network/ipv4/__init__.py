@@ -48,6 +48,10 @@ class IPv4Endpoint(NetworkEndpoint):
     def max_header_length(self) -> int:
         return self.nic.link.max_header_length() + ipv4.MAX_SIZE
 
+    def mtu(self) -> int:
+        # The total length is a 16-bit field: a larger link MTU (a loopback's 65536) cannot be used.
+        return min(self.nic.link.mtu(), ipv4.MAX_TOTAL_LENGTH)
+
     def on_enable(self) -> None:
         self.igmp.on_enable()
 
