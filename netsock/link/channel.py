@@ -15,6 +15,7 @@ from ..header import ethernet as eth
 from ..stack.interfaces import LinkCapabilities, LinkEndpointBase
 from ..stack.packet_buffer import Buffer, PacketBuffer
 from ..tcpip.errors import ErrClosedForSend, ErrMessageTooLong, ErrNoBufferSpace
+from .gso import segment_tcp
 from . import LinkStats, deliver_ethernet, write_each
 
 
@@ -34,11 +35,14 @@ class ChannelEndpoint(LinkEndpointBase):
     """
 
     def __init__(self, size: int = 256, mtu: int = 1500, link_address: bytes = b"",
-                 capabilities: LinkCapabilities = LinkCapabilities.NONE, ethernet: bool = False) -> None:
+                 capabilities: LinkCapabilities = LinkCapabilities.NONE, ethernet: bool = False,
+                 gso: bool = False) -> None:
         if ethernet:
             if len(link_address) != 6:
                 raise ValueError("an Ethernet channel needs a 6-byte link address")
             capabilities |= LinkCapabilities.RESOLUTION_REQUIRED
+        if gso:
+            capabilities |= LinkCapabilities.HARDWARE_GSO   # TCP super-segments, cut here (link.gso)
         super().__init__(mtu, bytes(link_address), capabilities)
         self._ethernet = ethernet
         self._size = size
@@ -81,12 +85,24 @@ class ChannelEndpoint(LinkEndpointBase):
         if self._closed:
             stats.tx_closed.increment()
             raise ErrClosedForSend
-        if pkt.size() > self._mtu:
+        if pkt.gso_size:
+            frames = segment_tcp(b"".join(pkt.views()), pkt.gso_size)
+        elif pkt.size() > self._mtu:
             stats.tx_too_long.increment()
             raise ErrMessageTooLong
+        else:
+            frames = None
         if len(self._queue) >= self._size:
             stats.tx_queue_full.increment()
             raise ErrNoBufferSpace
+        if frames is None:
+            self._enqueue(remote_link_address, protocol, pkt)
+            return
+        for frame in frames:
+            self._enqueue(remote_link_address, protocol, PacketBuffer(eth.HEADER_SIZE, frame))
+
+    def _enqueue(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
+        stats = self.stats
         if self._ethernet:
             eth.build(pkt.prepend(eth.HEADER_SIZE), remote_link_address, self._link_address, protocol)
         info = PacketInfo(protocol, bytes(remote_link_address), b"".join(pkt.views()))

@@ -23,6 +23,11 @@ class LinkCapabilities(enum.IntFlag):
     HARDWARE_GSO = 64           # accepts super-segments (PacketBuffer.gso_size)
 
 
+# The most TCP payload one super-segment carries on a HARDWARE_GSO link: a 64 KB IP packet less
+# the largest IPv6 and TCP headers.
+GSO_MAX_PAYLOAD = 65535 - 40 - 60
+
+
 class PacketType(enum.IntEnum):
     """Link-level delivery class of an inbound frame (Linux's PACKET_* values)."""
 

@@ -264,7 +264,7 @@ class IPv6Endpoint(NetworkEndpoint):
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
         total = pkt.size() + ipv6.HEADER_SIZE
         mtu = route.mtu()
-        if total > mtu:
+        if total > mtu and not pkt.gso_size:   # a super-segment is cut by the link, not fragmented
             self._write_fragments(route, transport, pkt, ttl, tos, mtu)
             return
         hdr = pkt.prepend(ipv6.HEADER_SIZE)

@@ -16,6 +16,7 @@ from ...header import tcp
 from ...header.checksum import checksum, combine, pseudo_header_checksum
 from ...ports import PortFlags
 from ...stack.demux import TransportEndpointID
+from ...stack.interfaces import GSO_MAX_PAYLOAD, LinkCapabilities
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import ControlType, TransportEndpoint
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnected, ErrAlreadyConnecting,
@@ -766,6 +767,7 @@ class TCPEndpoint(TransportEndpoint):
     def _established(self) -> None:
         snd = self.snd
         assert snd is not None
+        self._update_burst()
         if not snd.srtt:
             # No sample from the handshake; RFC 6298 §5.7: if its SYN timed out, data starts from 3 s.
             snd.rto = 3.0 if self.handshake_tries else 1.0
@@ -1011,6 +1013,7 @@ class TCPEndpoint(TransportEndpoint):
         if err is None:
             if kind is ControlType.PACKET_TOO_BIG and self.snd is not None and info:
                 self.snd.mss = max(MIN_MSS, min(self.snd.mss, info - self._headers() - (12 if self.ts_ok else 0)))
+                self._update_burst()
             return
         if self.state is S.SYN_SENT:
             self._enter()
@@ -1049,6 +1052,8 @@ class TCPEndpoint(TransportEndpoint):
         assert snd is not None and route is not None
         size = tcp.MIN_SIZE + len(options)
         pkt = PacketBuffer(route.max_header_length() + size, payload)
+        if len(payload) > snd.mss:
+            pkt.gso_size = snd.mss      # a super-segment: the link cuts it into segments of this size
         hdr = pkt.prepend(size)
         ack = (rcv.nxt + rcv.irs) & MASK if rcv is not None and flags & ACK else 0
         tcp.build(hdr, src_port=self.local.port, dst_port=self.remote.port, seq=(seq + snd.iss) & MASK,  # type: ignore[union-attr]
@@ -1099,6 +1104,14 @@ class TCPEndpoint(TransportEndpoint):
 
     def _tsval(self) -> int:
         return (int(self.stack.clock.now() * 1000) + self.ts_offset) & MASK
+
+    def _update_burst(self) -> None:
+        """How much one transmission carries: whole segments up to 64 KB when the link cuts them (GSO)."""
+        snd, route = self.snd, self.route
+        if snd is None or route is None:
+            return
+        gso = route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO and not route.loop
+        snd.burst = GSO_MAX_PAYLOAD // snd.mss * snd.mss if gso else snd.mss
 
     def _headers(self) -> int:
         """Network + TCP header bytes in every segment (options aside)."""

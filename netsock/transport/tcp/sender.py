@@ -37,7 +37,7 @@ class Sender:
     __slots__ = ("ep", "iss", "una", "nxt", "max", "wnd", "max_wnd", "wl1", "wl2", "wscale", "mss", "buffer",
                  "fin_queued", "cwnd", "ssthresh", "cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
-                 "now", "total_retransmits")
+                 "now", "total_retransmits", "burst")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -51,6 +51,7 @@ class Sender:
         self.wl2 = -1
         self.wscale = 0             # the peer's shift
         self.mss = mss              # payload bytes per segment, options already taken off
+        self.burst = mss            # bytes per transmission: several segments when the link does GSO
         self.buffer = SendBuffer(1)
         self.fin_queued = False
         self.cwnd = INITIAL_CWND
@@ -130,7 +131,9 @@ class Sender:
                 break
             inflight = nxt - self.una
             room = min(self.cwnd * mss - inflight, self.una + self.wnd - nxt)
-            size = min(pending, mss, room) if pending > 0 else 0
+            size = min(pending, self.burst, room) if pending > 0 else 0
+            if size > mss:
+                size -= size % mss          # super-segments carry whole segments; the tail goes next
             if room <= 0:
                 if self.una + self.wnd <= nxt and nxt == self.una:
                     self._start_persist()

@@ -1,0 +1,91 @@
+"""Software GSO: a TCP super-segment cut as the kernel cuts it, and TCP using it end to end."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
+from scapy.packet import Raw
+
+from netsock.link.channel import ChannelEndpoint
+from netsock.link.gso import segment_tcp
+from netsock.network.ipv4 import IPv4Protocol
+from netsock.stack import ManualClock, Stack
+from netsock.tcpip import Address, ErrConnectStarted, ErrWouldBlock, FullAddress, Route
+from netsock.transport.tcp import TCPProtocol
+
+from conftest import checksums_valid
+
+
+@pytest.mark.parametrize("layer", [IP(src="192.0.2.1", dst="192.0.2.2", id=100),
+                                   IPv6(src="2001:db8::1", dst="2001:db8::2")], ids=["v4", "v6"])
+def test_a_super_segment_is_cut_into_checksummed_segments(layer) -> None:
+    payload = bytes(range(256)) * 20   # 5120 bytes: three full 1448-byte segments and a 776-byte tail
+    big = bytes(layer / TCP(sport=1, dport=2, seq=2**32 - 2000, flags="PAF") / Raw(payload))
+    pieces = [(IPv6 if layer.version == 6 else IP)(p) for p in segment_tcp(big, 1448)]
+    assert [len(p[Raw].load) for p in pieces] == [1448, 1448, 1448, 776]
+    assert [p[TCP].seq for p in pieces] == [(2**32 - 2000 + i * 1448) % 2**32 for i in range(4)]  # across the wrap
+    assert [str(p[TCP].flags) for p in pieces] == ["A", "A", "A", "FPA"]
+    assert b"".join(p[Raw].load for p in pieces) == payload
+    for p in pieces:
+        raw = bytes(p)
+        if layer.version == 4:
+            assert checksums_valid(raw)
+        else:
+            recomputed = IPv6(raw)
+            del recomputed[TCP].chksum
+            assert IPv6(bytes(recomputed))[TCP].chksum == p[TCP].chksum
+    if layer.version == 4:
+        assert [p.id for p in pieces] == [100, 101, 102, 103]
+
+
+def test_tcp_hands_a_gso_link_super_segments_and_the_bytes_arrive() -> None:
+    clock = ManualClock()
+    stacks, links = [], []
+    for host in (1, 2):
+        stack = Stack([IPv4Protocol], [TCPProtocol], clock=clock)
+        link = ChannelEndpoint(size=100_000, gso=True)
+        stack.create_nic(1, link)
+        stack.add_address(1, 0x0800, f"192.0.2.{host}/24")
+        stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
+        stacks.append(stack)
+        links.append(link)
+    writes = []
+    links[0].write_packet = (lambda original: lambda r, p, pkt: (writes.append(pkt.gso_size), original(r, p, pkt)))(
+        links[0].write_packet)
+
+    def pump() -> bool:
+        moved = False
+        for src, dst in ((links[0], links[1]), (links[1], links[0])):
+            for info in src.drain():
+                dst.inject(info.protocol, info.data)
+                moved = True
+        return moved
+
+    server = stacks[1].new_endpoint(6, 0x0800)
+    server.bind(FullAddress(0, b"", 80))
+    server.listen(1)
+    client = stacks[0].new_endpoint(6, 0x0800)
+    with pytest.raises(ErrConnectStarted):
+        client.connect(FullAddress(0, Address.parse("192.0.2.2"), 80))
+    while pump():
+        pass
+    conn, _ = server.accept()
+    data = bytes(range(256)) * 8192      # 2 MiB
+    sent, received = 0, bytearray()
+    while len(received) < len(data):
+        try:
+            sent += client.write(data[sent:sent + 65536]) if sent < len(data) else 0
+        except ErrWouldBlock:
+            pass
+        if not pump():
+            clock.advance(0.01)
+        try:
+            received += conn.read(1 << 20)
+        except ErrWouldBlock:
+            pass
+    assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
+    assert max(writes) == client.snd.mss, "data went out as super-segments cut at the MSS"
+    assert len(writes) < len(data) // client.snd.mss // 10
