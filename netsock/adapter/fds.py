@@ -1,0 +1,63 @@
+"""File descriptors for netsock sockets.
+
+A netsock socket has no kernel socket behind it, but programs expect ``fileno()`` to be a real,
+unique descriptor they can poll. Each socket descriptor is therefore an eventfd, kept readable
+(counter 1) exactly while the socket is readable, so even an unpatched ``select``/``poll`` sees input
+readiness; it is always writable, as eventfds are. The table here maps each descriptor to the socket
+state it stands for (``readiness(mask)`` and ``waiter_queue``), which the patched ``select`` will use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from ..waiter import EventMask, WaiterQueue
+
+__all__ = ["EventFds", "Pollable", "lookup"]
+
+
+class Pollable(Protocol):
+    waiter_queue: WaiterQueue
+
+    def readiness(self, mask: EventMask) -> EventMask: ...
+
+
+_table: dict[int, Pollable] = {}
+
+
+def lookup(fd: int) -> Pollable | None:
+    """The socket state behind descriptor ``fd``, if it is a netsock one."""
+    return _table.get(fd)
+
+
+class EventFds:
+    """The descriptors of one socket state (one, or more after ``dup``), readable together."""
+
+    __slots__ = ("fds", "readable")
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self.readable = False
+
+    def open(self, owner: Pollable) -> int:
+        fd = os.eventfd(1 if self.readable else 0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.fds.append(fd)
+        _table[fd] = owner
+        return fd
+
+    def close(self, fd: int) -> None:
+        self.fds.remove(fd)
+        del _table[fd]
+        os.close(fd)
+
+    def set_readable(self, readable: bool) -> None:
+        """Mirror the socket's input readiness (one syscall per descriptor, only on a change)."""
+        if readable == self.readable:
+            return
+        self.readable = readable
+        for fd in self.fds:
+            if readable:
+                os.eventfd_write(fd, 1)
+            else:
+                os.eventfd_read(fd)     # resets the counter to 0

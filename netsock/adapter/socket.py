@@ -1,0 +1,1470 @@
+"""``NetsockSocket``: CPython's ``socket.socket`` contract, served by netsock endpoints.
+
+The rules are CPython's on Linux: the same methods, arguments, return shapes and exceptions (type,
+errno and message), checked against the real kernel. Blocking, timeout and non-blocking modes park
+the calling greenlet on the endpoint's ``WaiterQueue`` (``scheduler.wait_for``), so other greenlets
+and the stack keep running. ``fileno()`` is a real eventfd that is readable exactly while the socket
+is (see ``fds``).
+
+What a kernel socket is, apart from its descriptors, is a ``SocketCore`` here: ``dup`` makes another
+descriptor (and socket object) for the same core, and the core closes with its last descriptor.
+
+Dual stack: an AF_INET6 TCP or UDP socket without IPV6_V6ONLY that binds to the wildcard (or is bound
+implicitly) holds a second, IPv4 endpoint on the same port, sharing its waiter queue, and presents
+IPv4 peers as ``::ffff:a.b.c.d``. Connecting or binding to such a mapped address makes the IPv4
+endpoint the socket's only one, as Linux does.
+"""
+
+from __future__ import annotations
+
+import _socket
+import io
+import math
+import operator
+import os
+import struct
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from errno import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS, EINVAL,
+                   ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTSOCK, EOPNOTSUPP, EPIPE, EPROTO, EPROTONOSUPPORT,
+                   ESOCKTNOSUPPORT)
+from socket import (AF_INET, AF_INET6, EAI_ADDRFAMILY, EAI_NONAME, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
+                    IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_TOS, IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6,
+                    IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP,
+                    IPV6_MULTICAST_HOPS, IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP, IPV6_TCLASS, IPV6_UNICAST_HOPS,
+                    IPV6_V6ONLY, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
+                    SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ACCEPTCONN, SO_BINDTODEVICE, SO_BROADCAST, SO_DOMAIN, SO_ERROR,
+                    SO_KEEPALIVE, SO_LINGER, SO_PROTOCOL, SO_RCVBUF, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
+                    SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SOMAXCONN,
+                    TCP_CONGESTION, TCP_CORK, TCP_INFO, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG,
+                    TCP_NODELAY, TCP_QUICKACK, AddressFamily, SocketIO, SocketKind, gaierror, inet_aton, inet_ntop,
+                    inet_pton)
+from typing import Any
+
+from ..scheduler import wait_for
+from ..stack import Stack
+from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER,
+                     IPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, ErrAlreadyConnected,
+                     ErrAlreadyConnecting, ErrClosedForReceive, ErrConnectStarted, ErrInvalidOptionValue,
+                     ErrNotConnected, Error, ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, ShutdownFlags,
+                     SockOpt, WriteOptions)
+from ..transport.tcp import TCPState
+from ..waiter import EventMask, WaiterQueue
+from . import fds
+from .runtime import current_stack
+
+__all__ = ["NetsockSocket", "SocketCore"]
+
+_IN, _OUT = EventMask.IN, EventMask.OUT
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"                    # ::ffff:0:0/96, IPv4-mapped IPv6
+_INT = struct.Struct("i")
+_LINGER = struct.Struct("ii")
+_TIMEVAL = struct.Struct("ll")
+_TCP_INFO = struct.Struct("8B24I")                           # struct tcp_info up to tcpi_total_retrans
+_TCP_CA_NAME_MAX = 16
+_TCPI_OPT_TIMESTAMPS, _TCPI_OPT_SACK, _TCPI_OPT_WSCALE = 1, 2, 4
+_DUAL_BIND_TRIES = 16
+_MORE = WriteOptions(more=True)
+_EOF = ReadResult(b"")
+
+
+def _oserror(code: int) -> OSError:
+    """OSError(code, strerror) – of the subclass CPython maps ``code`` to."""
+    return OSError(code, os.strerror(code))
+
+
+def _timed_out() -> OSError:
+    return TimeoutError("timed out")
+
+
+def _would_block() -> OSError:
+    return _oserror(EAGAIN)
+
+
+# --- arguments ------------------------------------------------------------------------------------------
+
+def _transport(family: int, kind: int, proto: int) -> int:
+    """The transport protocol of socket(family, kind, proto), or the OSError Linux gives."""
+    if family not in (AF_INET, AF_INET6):
+        raise _oserror(EAFNOSUPPORT)
+    if kind == SOCK_STREAM:
+        if proto in (0, IPPROTO_TCP):
+            return TCP_PROTOCOL_NUMBER
+    elif kind == SOCK_DGRAM:
+        if proto in (0, IPPROTO_UDP):
+            return UDP_PROTOCOL_NUMBER
+        if proto == (IPPROTO_ICMP if family == AF_INET else IPPROTO_ICMPV6):
+            return ICMPV4_PROTOCOL_NUMBER if family == AF_INET else ICMPV6_PROTOCOL_NUMBER
+    else:
+        raise _oserror(ESOCKTNOSUPPORT)
+    raise _oserror(EPROTONOSUPPORT)
+
+
+def _timeout_value(value: Any) -> float | None:
+    """settimeout's argument, validated as CPython does."""
+    if value is None:
+        return None
+    seconds = value if isinstance(value, float) else operator.index(value)
+    if math.isnan(seconds):
+        raise ValueError("Invalid value NaN (not a number)")
+    if seconds < 0:
+        raise ValueError("Timeout value out of range")
+    return float(seconds)
+
+
+def _data_view(data: Any) -> memoryview:
+    """A flat byte view of a bytes-like object (CPython's "y*")."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _buffer_view(buffer: Any, caller: str) -> memoryview:
+    """A flat writable byte view (CPython's "w*")."""
+    try:
+        view = memoryview(buffer)
+    except TypeError:
+        view = None
+    if view is None or view.readonly:
+        raise TypeError(f"{caller}() argument 1 must be read-write bytes-like object, not {type(buffer).__name__}")
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def _host_name(host: Any) -> str:
+    if isinstance(host, str):
+        name = host if host.isascii() else host.encode("idna").decode("ascii")
+    elif isinstance(host, (bytes, bytearray)):
+        name = bytes(host).decode("latin-1")
+    else:
+        raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+    if "\0" in name:
+        raise TypeError("host name must not contain null character")
+    return name
+
+
+def _resolve(name: str, family: int) -> bytes:
+    """The packed address for ``name`` as CPython's setipaddr finds it: "" is the wildcard, numeric
+    addresses parse, and "localhost" is the loopback; other names are the resolver's (not yet here)."""
+    size = 4 if family == AF_INET else 16
+    if not name:
+        return bytes(size)
+    if name in ("<broadcast>", "255.255.255.255"):
+        if family != AF_INET:
+            raise OSError("address family mismatched")
+        return b"\xff" * 4
+    try:
+        return inet_pton(family, name if family == AF_INET else name.partition("%")[0])
+    except OSError:
+        pass
+    if name.lower() in ("localhost", "localhost."):
+        return b"\x7f\0\0\1" if family == AF_INET else bytes(15) + b"\1"
+    if not any(c.isspace() for c in name):
+        try:
+            packed = inet_aton(name)          # also "127.1", as getaddrinfo accepts
+        except OSError:
+            packed = b""
+        if packed and family == AF_INET:
+            return packed
+        if packed or _is_ipv6_text(name):
+            raise gaierror(EAI_ADDRFAMILY, "Address family for hostname not supported")
+    raise gaierror(EAI_NONAME, "Name or service not known")
+
+
+def _is_ipv6_text(name: str) -> bool:
+    try:
+        inet_pton(AF_INET6, name.partition("%")[0])
+    except OSError:
+        return False
+    return True
+
+
+def _sockaddr(family: int, address: Any, caller: str) -> tuple[bytes, int, int]:
+    """(packed address, port, scope id) from an address tuple, with CPython's getsockaddrarg errors."""
+    kind = "AF_INET" if family == AF_INET else "AF_INET6"
+    if not isinstance(address, tuple):
+        raise TypeError(f"{caller}(): {kind} address must be tuple, not {type(address).__name__}")
+    if family == AF_INET:
+        if len(address) != 2:
+            raise TypeError("AF_INET address must be a pair (host, port)")
+        host, port = address
+        flowinfo = scope_id = 0
+    else:
+        if not 2 <= len(address) <= 4:
+            raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+        host, port, flowinfo, scope_id = (*address, 0, 0)[:4]
+        flowinfo = operator.index(flowinfo) & 0xFFFFFFFF
+        scope_id = operator.index(scope_id) & 0xFFFFFFFF
+    name = _host_name(host)
+    port = operator.index(port)
+    if not -2**31 <= port < 2**31:
+        raise OverflowError(f"{caller}(): port must be 0-65535.")
+    packed = _resolve(name, family)
+    if not 0 <= port <= 0xFFFF:
+        raise OverflowError(f"{caller}(): port must be 0-65535.")
+    if flowinfo > 0xFFFFF:
+        raise OverflowError(f"{caller}(): flowinfo must be 0-1048575.")
+    if not _is_link_scoped(packed):
+        scope_id = 0        # Linux heeds the scope of link-local and multicast addresses only
+    return packed, port, scope_id
+
+
+def _is_link_scoped(addr: bytes) -> bool:
+    return len(addr) == 16 and (addr[0] == 0xFF or (addr[0] == 0xFE and addr[1] & 0xC0 == 0x80))
+
+
+def _unspecified_is_loopback(addr: bytes) -> bytes:
+    """Linux sends to the unspecified address (0.0.0.0, ::) as to the loopback."""
+    if any(addr):
+        return addr
+    return b"\x7f\0\0\1" if len(addr) == 4 else bytes(15) + b"\1"
+
+
+def _is_mapped(addr: bytes) -> bool:
+    return len(addr) == 16 and addr[:12] == _MAPPED_PREFIX
+
+
+def _address_tuple(family: int, addr: bytes, port: int, nic: int) -> tuple[Any, ...]:
+    """What getsockname/getpeername/recvfrom show for a stack address (b'' is the wildcard)."""
+    if family == AF_INET:
+        return inet_ntop(AF_INET, addr or bytes(4)), port
+    if len(addr) == 4:
+        addr = _MAPPED_PREFIX + addr if any(addr) else b""
+    addr = addr or bytes(16)
+    link_local = addr[0] == 0xFE and addr[1] & 0xC0 == 0x80
+    return inet_ntop(AF_INET6, addr), port, 0, nic if link_local else 0
+
+
+def _int_option(raw: bytes, char: bool = False) -> int:
+    """An int option value; IP-level options also take a single byte, as Linux does."""
+    if len(raw) >= 4:
+        return _INT.unpack_from(raw)[0]
+    if char and raw:
+        return raw[0]
+    raise _oserror(EINVAL)
+
+
+def _option_result(value: int | bytes, buflen: int, char: bool) -> int | bytes:
+    """getsockopt's answer: an int without ``buflen``, else at most ``buflen`` bytes, as the kernel
+    copies them out."""
+    if not buflen:
+        if isinstance(value, int):
+            return value
+        return _INT.unpack((value + bytes(4))[:4])[0]
+    if isinstance(value, int):
+        if char and buflen < 4 and 0 <= value <= 255:
+            return bytes((value,))
+        value = _INT.pack(value)
+    return value[:buflen]
+
+
+def _is_group(addr: bytes) -> bool:
+    return addr[0] == 0xFF if len(addr) == 16 else 224 <= addr[0] <= 239
+
+
+def _usec(seconds: float) -> int:
+    return min(int(seconds * 1e6), 0xFFFFFFFF)
+
+
+def _tcp_info(ep: Any) -> bytes:
+    """Linux's struct tcp_info, as far as tcpi_total_retrans (times in µs, windows in segments)."""
+    info = ep.info()
+    options = ((_TCPI_OPT_TIMESTAMPS if ep.ts_ok else 0) | (_TCPI_OPT_SACK if ep.sack_ok else 0)
+               | (_TCPI_OPT_WSCALE if ep.ws_ok else 0))
+    wscale = ((ep.snd.wscale if ep.snd is not None else 0) & 0xF) | (ep.rcv_wscale & 0xF) << 4 if ep.ws_ok else 0
+    mtu = ep.route.mtu() if ep.route is not None else 0
+    return _TCP_INFO.pack(
+        int(info.state), 0, min(info.retransmits, 255), 0, 0, options, wscale, 0,
+        _usec(info.rto), 0, info.snd_mss, info.rcv_mss, info.unacked, 0, 0, 0, 0,
+        0, 0, 0, 0, mtu, 0, _usec(info.rtt), _usec(info.rttvar), min(info.ssthresh, 0xFFFFFFFF),
+        min(info.cwnd, 0xFFFFFFFF), info.rcv_mss, 0, 0, max(info.rcv_wnd, 0), info.total_retransmits & 0xFFFFFFFF)
+
+
+# --- the shared state -----------------------------------------------------------------------------------
+
+class SocketCore:
+    """What a socket's descriptors share (the kernel's ``struct socket``): its endpoint(s), the options
+    kept beside them, and its descriptors. Methods raise netsock errors or OSErrors."""
+
+    __slots__ = ("_entry", "_turn", "bound", "descriptors", "ep", "family", "kind", "linger", "plain", "proto",
+                 "settings", "stack", "timeouts", "transport", "twin", "v6only", "waiter_queue")
+
+    def __init__(self, stack: Stack, family: int, kind: int, proto: int, transport: int, ep: Any = None) -> None:
+        self.stack = stack
+        self.family = family
+        self.kind = kind
+        self.proto = proto
+        self.transport = transport
+        if ep is None:
+            self.waiter_queue = WaiterQueue()
+            net = IPV4_PROTOCOL_NUMBER if family == AF_INET else IPV6_PROTOCOL_NUMBER
+            ep = stack.new_endpoint(transport, net, self.waiter_queue)
+        else:
+            self.waiter_queue = ep.waiter_queue
+        self.ep = ep
+        self.twin: Any = None               # the IPv4 endpoint of a dual-stack socket
+        self.v6only = False
+        self.bound = False                  # bound explicitly or implicitly (listen, connect, send)
+        # Endpoint options as set, by (option, IP version: 0 for all): replayed on endpoints made later.
+        self.settings: dict[tuple[SockOpt, int], Any] = {}
+        # Options Linux keeps for a socket type they do nothing for, only to read them back.
+        self.plain: dict[tuple[int, int], int | bytes] = {}
+        self.linger = (0, 0)
+        self.timeouts: list[float | None] = [None, None]     # SO_RCVTIMEO, SO_SNDTIMEO
+        self.descriptors = fds.EventFds()
+        self._turn = False                  # which of ep/twin goes first next time (fairness)
+        self._entry = self.waiter_queue.register(self._notified, _IN)
+
+    @classmethod
+    def accepted(cls, listener: SocketCore, ep: Any) -> SocketCore:
+        """The core of a connection ``listener`` accepted; it inherits the listener's socket-level state
+        (the stack copied the endpoint's own options to ``ep`` already)."""
+        core = cls(listener.stack, listener.family, listener.kind, listener.proto, listener.transport, ep)
+        core.bound = True
+        core.settings = dict(listener.settings)
+        core.plain = dict(listener.plain)
+        core.linger = listener.linger
+        core.timeouts = list(listener.timeouts)
+        return core
+
+    # --- descriptors and readiness ------------------------------------------------------------------
+
+    def open_fd(self) -> int:
+        fd = self.descriptors.open(self)
+        self.sync()
+        return fd
+
+    def close_fd(self, fd: int) -> None:
+        """Close one descriptor; with the last one, the endpoints close too."""
+        self.descriptors.close(fd)
+        if not self.descriptors.fds:
+            for ep in self.endpoints():
+                ep.close()
+            self.waiter_queue.unregister(self._entry)
+        self.waiter_queue.notify(EventMask.HUP)     # greenlets waiting on the closed descriptor give up
+
+    def endpoints(self) -> tuple[Any, ...]:
+        return (self.ep,) if self.twin is None else (self.ep, self.twin)
+
+    def readiness(self, mask: EventMask) -> EventMask:
+        ready = self.ep.readiness(mask)
+        if self.twin is not None:
+            ready |= self.twin.readiness(mask)
+        return ready
+
+    def sync(self) -> None:
+        """Make the descriptors' readability match the socket's (after anything that may change it).
+
+        Input readiness covers data, end of stream, a pending accept and the errors a read reports,
+        all of which select() counts as readable."""
+        self.descriptors.set_readable(bool(self.readiness(_IN)))
+
+    def _notified(self, mask: EventMask) -> None:
+        self.sync()
+
+    # --- endpoints ------------------------------------------------------------------------------------
+
+    def _new_endpoint(self, net: int) -> Any:
+        """Another endpoint for this socket (same waiter queue), with the options set so far."""
+        ep = self.stack.new_endpoint(self.transport, net, self.waiter_queue)
+        version = 4 if net == IPV4_PROTOCOL_NUMBER else 6
+        for (opt, scope), value in self.settings.items():
+            if scope in (0, version):
+                ep.set_sock_opt(opt, value)
+        return ep
+
+    def _may_be_dual(self) -> bool:
+        return (self.family == AF_INET6 and self._ip_versions_shared()
+                and self.ep.net_proto == IPV6_PROTOCOL_NUMBER)
+
+    def _drop_twin(self) -> None:
+        if self.twin is not None:
+            self.twin.close()
+            self.twin = None
+
+    def _ip_versions_shared(self) -> bool:
+        """May this AF_INET6 socket carry IPv4 (v4-mapped) traffic?"""
+        return self.transport in (TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER) and not self.v6only
+
+    def bind(self, addr: bytes, port: int, nic: int) -> None:
+        if _is_mapped(addr):
+            if not self._ip_versions_shared() or self.bound:
+                raise _oserror(EINVAL)
+            ep = self._new_endpoint(IPV4_PROTOCOL_NUMBER)
+            try:
+                ep.bind(FullAddress(nic, addr[12:] if any(addr[12:]) else b"", port))
+            except Error:
+                ep.close()
+                raise
+            self.ep.close()
+            self.ep = ep
+        elif not any(addr) and self._may_be_dual() and not self.bound:
+            self._bind_dual(port, nic)
+        else:
+            self.ep.bind(FullAddress(nic, addr if any(addr) else b"", port))
+        self.bound = True
+
+    def _bind_dual(self, port: int, nic: int) -> None:
+        """Bind to the IPv6 wildcard and hold the same port for IPv4, as a non-V6ONLY socket does."""
+        for _ in range(_DUAL_BIND_TRIES if port == 0 else 1):
+            self.ep.bind(FullAddress(nic, b"", port))
+            twin = self._new_endpoint(IPV4_PROTOCOL_NUMBER)
+            try:
+                twin.bind(FullAddress(nic, b"", self.ep.get_local_address().port))
+            except ErrPortInUse:
+                twin.close()
+                self.ep.close()             # unbind: start over with a fresh endpoint
+                self.ep = self._new_endpoint(IPV6_PROTOCOL_NUMBER)
+                continue
+            self.twin = twin
+            return
+        raise ErrPortInUse()
+
+    def connect(self, addr: bytes, port: int, nic: int) -> None:
+        """Connect (TCP: start the handshake, raising ErrConnectStarted) to ``addr``."""
+        if _is_mapped(addr):
+            if not self._ip_versions_shared():
+                raise _oserror(ENETUNREACH)
+            if self.ep.net_proto == IPV6_PROTOCOL_NUMBER:
+                if self.twin is not None:
+                    old, self.ep, self.twin = self.ep, self.twin, None
+                elif self.bound:
+                    raise _oserror(ENETUNREACH)     # bound to an IPv6 address: no IPv4 path from it
+                else:
+                    old, self.ep = self.ep, self._new_endpoint(IPV4_PROTOCOL_NUMBER)
+                old.close()
+            addr = addr[12:]
+        elif len(addr) == 16 and self.ep.net_proto == IPV4_PROTOCOL_NUMBER:
+            raise _oserror(EAFNOSUPPORT)        # an IPv4 (mapped) socket cannot reach IPv6
+        try:
+            self.ep.connect(FullAddress(nic, addr, port))
+        except ErrConnectStarted:
+            self._drop_twin()
+            self.bound = True
+            raise
+        self._drop_twin()
+        self.bound = True
+
+    def listen(self, backlog: int) -> None:
+        if not self.bound:
+            self.bind(bytes(4 if self.family == AF_INET else 16), 0, 0)
+        for ep in self.endpoints():
+            ep.listen(backlog)
+
+    def accept(self) -> Any:
+        """A connected child endpoint; ErrWouldBlock if none is waiting."""
+        if self.twin is None:
+            return self.ep.accept()[0]
+        first, second = (self.twin, self.ep) if self._turn else (self.ep, self.twin)
+        self._turn = not self._turn
+        try:
+            return first.accept()[0]
+        except ErrWouldBlock:
+            return second.accept()[0]
+
+    def read_datagram(self, peek: bool) -> ReadResult:
+        if self.twin is not None:
+            order = (self.twin, self.ep) if self._turn else (self.ep, self.twin)
+            for ep in order:
+                if ep.readiness(_IN):
+                    if not peek:
+                        self._turn = ep is self.ep
+                    return ep.read(peek)
+        return self.ep.read(peek)
+
+    def write_datagram(self, data: memoryview, to: tuple[bytes, int, int] | None) -> int:
+        if not self.bound and self._may_be_dual():
+            self.bind(bytes(16), 0, 0)      # the implicit bind holds the port for both versions
+        if to is None:
+            return self.ep.write(data)
+        addr, port, nic = to
+        ep = self.ep
+        if _is_mapped(addr):
+            if not self._ip_versions_shared():
+                raise _oserror(ENETUNREACH)
+            if ep.net_proto == IPV6_PROTOCOL_NUMBER:
+                if self.twin is None:
+                    raise _oserror(ENETUNREACH)
+                ep = self.twin
+            addr = addr[12:]
+        elif len(addr) == 16 and ep.net_proto == IPV4_PROTOCOL_NUMBER:
+            raise _oserror(EAFNOSUPPORT)
+        sent = ep.write(data, WriteOptions(to=FullAddress(nic, addr, port)))
+        self.bound = True
+        return sent
+
+    def shutdown(self, flags: ShutdownFlags) -> None:
+        for ep in self.endpoints():
+            ep.shutdown(flags)
+
+    def take_error(self) -> Error | None:
+        """The pending error (SO_ERROR), cleared."""
+        for ep in self.endpoints():
+            err = ep.get_sock_opt(SockOpt.ERROR)
+            if err is not None:
+                return err
+        return None
+
+    def address(self, ep_address: FullAddress) -> tuple[Any, ...]:
+        return _address_tuple(self.family, bytes(ep_address.addr), ep_address.port, ep_address.nic)
+
+    # --- options ----------------------------------------------------------------------------------------
+
+    def _set(self, opt: SockOpt, value: Any, scope: int = 0) -> None:
+        """Set an endpoint option on the endpoints of IP version ``scope`` (0: all), now and later."""
+        for ep in self.endpoints():
+            if scope == 0 or scope == (4 if ep.net_proto == IPV4_PROTOCOL_NUMBER else 6):
+                ep.set_sock_opt(opt, value)
+        self.settings[(opt, scope)] = value
+
+    def _get(self, opt: SockOpt, scope: int = 0, default: Any = None) -> Any:
+        for ep in self.endpoints():
+            if scope == 0 or scope == (4 if ep.net_proto == IPV4_PROTOCOL_NUMBER else 6):
+                return ep.get_sock_opt(opt)
+        return self.settings.get((opt, scope), default)
+
+    def _interface(self, ifindex: int, address: bytes, missing: int) -> int:
+        """The NIC an option names by index, else by one of its addresses; 0 for neither."""
+        if ifindex:
+            if ifindex not in self.stack.nics:
+                raise _oserror(missing)
+            return ifindex
+        if any(address):
+            nic = self.stack.local_address_nic(address)
+            if nic is None:
+                raise _oserror(missing)
+            return nic.id
+        return 0
+
+    def _membership(self, join: bool, group: bytes, nic: int) -> None:
+        if not _is_group(group):
+            raise _oserror(EINVAL)
+        try:
+            self.ep.set_sock_opt(SockOpt.ADD_MEMBERSHIP if join else SockOpt.REMOVE_MEMBERSHIP, (group, nic))
+        except ErrInvalidOptionValue:
+            # The group and NIC are valid, so the stack refused a second join or a leave without a join.
+            raise _oserror(EADDRINUSE if join else EADDRNOTAVAIL) from None
+
+    def setsockopt(self, level: int, name: int, raw: bytes) -> None:
+        if level == SOL_SOCKET:
+            self._set_socket_option(name, raw)
+        elif level == IPPROTO_TCP and self.kind == SOCK_STREAM:
+            self._set_tcp_option(name, raw)
+        elif level == IPPROTO_IP:
+            self._set_ip_option(name, raw)
+        elif level == IPPROTO_IPV6 and self.family == AF_INET6:
+            self._set_ipv6_option(name, raw)
+        else:
+            raise _oserror(ENOPROTOOPT)
+
+    def getsockopt(self, level: int, name: int) -> int | bytes:
+        if level == SOL_SOCKET:
+            return self._get_socket_option(name)
+        if level == IPPROTO_TCP and self.kind == SOCK_STREAM:
+            return self._get_tcp_option(name)
+        if level == IPPROTO_IP:
+            return self._get_ip_option(name)
+        if level == IPPROTO_IPV6 and self.family == AF_INET6:
+            return self._get_ipv6_option(name)
+        raise _oserror(EOPNOTSUPP)      # Linux: a level the protocol does not handle, on get
+
+    def _set_socket_option(self, name: int, raw: bytes) -> None:
+        stream = self.kind == SOCK_STREAM
+        if name in (SO_REUSEADDR, SO_REUSEPORT):
+            self._set(SockOpt.REUSE_ADDRESS if name == SO_REUSEADDR else SockOpt.REUSE_PORT, bool(_int_option(raw)))
+        elif name == SO_KEEPALIVE and stream:
+            self._set(SockOpt.KEEPALIVE_ENABLED, bool(_int_option(raw)))
+        elif name == SO_BROADCAST and not stream:
+            self._set(SockOpt.BROADCAST, bool(_int_option(raw)))
+        elif name in (SO_KEEPALIVE, SO_BROADCAST):
+            self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
+        elif name == SO_LINGER:
+            if len(raw) < _LINGER.size:
+                raise _oserror(EINVAL)
+            onoff, seconds = _LINGER.unpack_from(raw)
+            if stream:
+                self._set(SockOpt.LINGER, max(seconds, 0) if onoff else None)
+            self.linger = (1, seconds) if onoff else (0, self.linger[1])
+        elif name in (SO_RCVBUF, SO_SNDBUF):
+            size = min(_int_option(raw) & 0xFFFFFFFF, 0x7FFFFFFF)   # Linux reads it unsigned
+            self._set(SockOpt.RECEIVE_BUFFER_SIZE if name == SO_RCVBUF else SockOpt.SEND_BUFFER_SIZE, size)
+        elif name in (SO_RCVTIMEO, SO_SNDTIMEO):
+            if len(raw) < _TIMEVAL.size:
+                raise _oserror(EINVAL)
+            seconds, usec = _TIMEVAL.unpack_from(raw)
+            if not 0 <= usec < 1_000_000:
+                raise _oserror(EDOM)
+            # 0 s is "no timeout"; a negative one, Linux takes as "do not wait at all".
+            self.timeouts[name == SO_SNDTIMEO] = 0.0 if seconds < 0 else (seconds + usec / 1e6) or None
+        elif name == SO_BINDTODEVICE:
+            ifname = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+            nic = self.stack.nic_by_name(ifname) if ifname else None
+            if ifname and nic is None:
+                raise _oserror(ENODEV)
+            self._set(SockOpt.BIND_TO_DEVICE, nic.id if nic is not None else 0)
+        else:
+            raise _oserror(ENOPROTOOPT)
+
+    def _get_socket_option(self, name: int) -> int | bytes:
+        stream = self.kind == SOCK_STREAM
+        if name in (SO_REUSEADDR, SO_REUSEPORT):
+            return int(self._get(SockOpt.REUSE_ADDRESS if name == SO_REUSEADDR else SockOpt.REUSE_PORT))
+        if name == SO_KEEPALIVE and stream:
+            return int(self._get(SockOpt.KEEPALIVE_ENABLED))
+        if name == SO_BROADCAST and not stream:
+            return int(self._get(SockOpt.BROADCAST))
+        if name in (SO_KEEPALIVE, SO_BROADCAST):
+            return self.plain.get((SOL_SOCKET, name), 0)
+        if name == SO_LINGER:
+            return _LINGER.pack(*self.linger)
+        if name in (SO_RCVBUF, SO_SNDBUF):    # Linux reports twice what was asked for (bookkeeping room)
+            return 2 * self._get(SockOpt.RECEIVE_BUFFER_SIZE if name == SO_RCVBUF else SockOpt.SEND_BUFFER_SIZE)
+        if name in (SO_RCVTIMEO, SO_SNDTIMEO):
+            limit = self.timeouts[name == SO_SNDTIMEO] or 0.0
+            seconds = int(limit)
+            return _TIMEVAL.pack(seconds, round((limit - seconds) * 1e6))
+        if name == SO_ERROR:
+            err = self.take_error()
+            return err.errno if err is not None else 0
+        if name == SO_TYPE:
+            return self.kind
+        if name == SO_DOMAIN:
+            return self.family
+        if name == SO_PROTOCOL:
+            return self.transport
+        if name == SO_ACCEPTCONN:
+            return int(stream and self.ep.state is TCPState.LISTEN)
+        if name == SO_BINDTODEVICE:
+            nic = self.stack.nics.get(self._get(SockOpt.BIND_TO_DEVICE))
+            return nic.name.encode() + b"\0" if nic is not None else b""
+        raise _oserror(ENOPROTOOPT)
+
+    def _set_tcp_option(self, name: int, raw: bytes) -> None:
+        if name == TCP_CONGESTION:
+            algorithm = raw.split(b"\0", 1)[0].decode("ascii", "replace")
+            if algorithm not in self.ep.get_sock_opt(SockOpt.AVAILABLE_CONGESTION_CONTROL).split():
+                raise _oserror(ENOENT)
+            self._set(SockOpt.CONGESTION_CONTROL, algorithm)
+            return
+        value = _int_option(raw)
+        if name == TCP_NODELAY:
+            self._set(SockOpt.DELAY, not value)
+        elif name == TCP_CORK:
+            self._set(SockOpt.CORK, bool(value))
+        elif name == TCP_QUICKACK:
+            self._set(SockOpt.QUICK_ACK, bool(value))
+        elif name in (TCP_KEEPIDLE, TCP_KEEPINTVL):
+            if not 1 <= value <= 32767:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.KEEPALIVE_IDLE if name == TCP_KEEPIDLE else SockOpt.KEEPALIVE_INTERVAL, value)
+        elif name == TCP_KEEPCNT:
+            if not 1 <= value <= 127:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.KEEPALIVE_COUNT, value)
+        elif name == TCP_MAXSEG:
+            self._set(SockOpt.MAX_SEG, value)
+        else:
+            raise _oserror(ENOPROTOOPT)
+
+    def _get_tcp_option(self, name: int) -> int | bytes:
+        if name == TCP_NODELAY:
+            return 1 - self._get(SockOpt.DELAY)
+        simple = {TCP_CORK: SockOpt.CORK, TCP_QUICKACK: SockOpt.QUICK_ACK, TCP_KEEPIDLE: SockOpt.KEEPALIVE_IDLE,
+                  TCP_KEEPINTVL: SockOpt.KEEPALIVE_INTERVAL, TCP_KEEPCNT: SockOpt.KEEPALIVE_COUNT,
+                  TCP_MAXSEG: SockOpt.MAX_SEG}.get(name)
+        if simple is not None:
+            return int(self._get(simple))
+        if name == TCP_CONGESTION:
+            return self._get(SockOpt.CONGESTION_CONTROL).encode().ljust(_TCP_CA_NAME_MAX, b"\0")
+        if name == TCP_INFO:
+            return _tcp_info(self.ep)
+        raise _oserror(ENOPROTOOPT)
+
+    def _set_ip_option(self, name: int, raw: bytes) -> None:
+        scope = 4 if self.family == AF_INET6 else 0     # on an IPv6 socket: its IPv4 (mapped) traffic
+        stream = self.kind == SOCK_STREAM
+        if name == IP_TTL:
+            ttl = _int_option(raw, char=True)
+            if ttl != -1 and not 1 <= ttl <= 255:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.TTL, max(ttl, 0), scope)          # 0: the stack's default
+        elif name == IP_TOS:
+            tos = _int_option(raw, char=True) & 0xFF
+            self._set(SockOpt.IPV4_TOS, tos & ~3 if stream else tos, scope)   # TCP owns the ECN bits
+        elif name == IP_MULTICAST_TTL:
+            ttl = _int_option(raw, char=True)
+            if stream or not -1 <= ttl <= 255:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.MULTICAST_TTL, 1 if ttl == -1 else ttl, scope)
+        elif name == IP_MULTICAST_LOOP:
+            loop = bool(_int_option(raw, char=True))
+            if stream:
+                self.plain[(IPPROTO_IP, name)] = int(loop)
+            else:
+                self._set(SockOpt.MULTICAST_LOOP, loop, scope)
+        elif name == IP_MULTICAST_IF:
+            # struct ip_mreqn, struct ip_mreq or struct in_addr, told apart by length as Linux does.
+            if stream or len(raw) < 4:
+                raise _oserror(EINVAL)
+            address = raw[4:8] if len(raw) >= 8 else raw[:4]
+            ifindex = _INT.unpack_from(raw, 8)[0] if len(raw) >= 12 else 0
+            self._set(SockOpt.MULTICAST_INTERFACE, self._interface(ifindex, address, EADDRNOTAVAIL), scope)
+            self.plain[(IPPROTO_IP, name)] = address
+        elif name in (IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP):
+            if stream:
+                raise _oserror(EPROTO)
+            if self.family != AF_INET:
+                raise _oserror(ENOPROTOOPT)     # IPv4 groups on IPv6 sockets: not supported yet
+            if len(raw) < 8:
+                raise _oserror(EINVAL)
+            ifindex = _INT.unpack_from(raw, 8)[0] if len(raw) >= 12 else 0
+            self._membership(name == IP_ADD_MEMBERSHIP, raw[:4], self._interface(ifindex, raw[4:8], ENODEV))
+        else:
+            raise _oserror(ENOPROTOOPT)
+
+    def _get_ip_option(self, name: int) -> int | bytes:
+        scope = 4 if self.family == AF_INET6 else 0
+        stream = self.kind == SOCK_STREAM
+        if name == IP_TTL:
+            return self._get(SockOpt.TTL, scope, 0) or self.stack.default_ttl
+        if name == IP_TOS:
+            return self._get(SockOpt.IPV4_TOS, scope, 0)
+        if name == IP_MULTICAST_TTL:
+            return 1 if stream else self._get(SockOpt.MULTICAST_TTL, scope, 1)
+        if name == IP_MULTICAST_LOOP:
+            return self.plain.get((IPPROTO_IP, name), 1) if stream else int(self._get(SockOpt.MULTICAST_LOOP, scope, 1))
+        if name == IP_MULTICAST_IF:
+            return self.plain.get((IPPROTO_IP, name), bytes(4))
+        raise _oserror(ENOPROTOOPT)
+
+    def _set_ipv6_option(self, name: int, raw: bytes) -> None:
+        stream = self.kind == SOCK_STREAM
+        if name == IPV6_V6ONLY:
+            value = _int_option(raw)
+            if self.bound:
+                raise _oserror(EINVAL)
+            self.v6only = bool(value)
+            return
+        if name in (IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP):
+            if stream:
+                raise _oserror(EPROTO)
+            if len(raw) < 20:                   # struct ipv6_mreq
+                raise _oserror(EINVAL)
+            ifindex = struct.unpack_from("I", raw, 16)[0]
+            self._membership(name == IPV6_JOIN_GROUP, raw[:16], self._interface(ifindex, b"", ENODEV))
+            return
+        if stream and name in (IPV6_MULTICAST_HOPS, IPV6_MULTICAST_LOOP, IPV6_MULTICAST_IF):
+            raise _oserror(ENOPROTOOPT)
+        value = _int_option(raw)
+        if name in (IPV6_UNICAST_HOPS, IPV6_MULTICAST_HOPS, IPV6_TCLASS):
+            if not -1 <= value <= 255:
+                raise _oserror(EINVAL)
+            if name == IPV6_UNICAST_HOPS:
+                self._set(SockOpt.TTL, max(value, 0), 6)       # -1 (and 0): the stack's default
+            elif name == IPV6_MULTICAST_HOPS:
+                self._set(SockOpt.MULTICAST_TTL, 1 if value == -1 else value, 6)
+            else:
+                self._set(SockOpt.IPV4_TOS if stream else SockOpt.IPV6_TRAFFIC_CLASS, max(value, 0), 6)
+        elif name == IPV6_MULTICAST_LOOP:
+            if value not in (0, 1):
+                raise _oserror(EINVAL)
+            self._set(SockOpt.MULTICAST_LOOP, bool(value), 6)
+        elif name == IPV6_MULTICAST_IF:
+            self._set(SockOpt.MULTICAST_INTERFACE, self._interface(value, b"", ENODEV), 6)
+        else:
+            raise _oserror(ENOPROTOOPT)
+
+    def _get_ipv6_option(self, name: int) -> int | bytes:
+        stream = self.kind == SOCK_STREAM
+        if name == IPV6_V6ONLY:
+            return int(self.v6only)
+        if name == IPV6_UNICAST_HOPS:
+            return self._get(SockOpt.TTL, 6, 0) or self.stack.default_ttl
+        if name == IPV6_MULTICAST_HOPS:
+            return 1 if stream else self._get(SockOpt.MULTICAST_TTL, 6, 1)
+        if name == IPV6_MULTICAST_LOOP:
+            return 1 if stream else int(self._get(SockOpt.MULTICAST_LOOP, 6, 1))
+        if name == IPV6_MULTICAST_IF:
+            return 0 if stream else self._get(SockOpt.MULTICAST_INTERFACE, 6, 0)
+        if name == IPV6_TCLASS:
+            return self._get(SockOpt.IPV4_TOS if stream else SockOpt.IPV6_TRAFFIC_CLASS, 6, 0)
+        raise _oserror(ENOPROTOOPT)
+
+
+# --- the socket -----------------------------------------------------------------------------------------
+
+class NetsockSocket:
+    """A socket of a netsock stack with the interface and behaviour of CPython's ``socket.socket``.
+
+    ``stack`` (keyword only) picks the stack; by default the current one (``runtime.current_stack``).
+    """
+
+    __slots__ = ["__weakref__", "_closed", "_core", "_fd", "_io_refs", "_timeout"]
+
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None, *,
+                 stack: Stack | None = None) -> None:
+        self._fd = -1
+        self._io_refs = 0
+        self._closed = False
+        timeout = _socket.getdefaulttimeout()
+        if fileno is None:
+            family = AF_INET if family == -1 else operator.index(family)
+            kind = SOCK_STREAM if type == -1 else operator.index(type)
+            proto = 0 if proto == -1 else operator.index(proto)
+            if kind & SOCK_NONBLOCK:
+                timeout = 0.0
+            kind &= ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
+            transport = _transport(family, kind, proto)
+            core = SocketCore(stack or current_stack(), family, kind, proto, transport)
+            fd = core.open_fd()
+        else:
+            fd = operator.index(fileno)
+            if fd < 0:
+                raise ValueError("negative file descriptor")
+            found = fds.lookup(fd)
+            if not isinstance(found, SocketCore):
+                raise _oserror(ENOTSOCK)
+            core = found
+        self._core = core
+        self._fd = fd
+        self._timeout = timeout
+
+    # --- identity -----------------------------------------------------------------------------------
+
+    @property
+    def family(self) -> AddressFamily:
+        return AddressFamily(self._core.family)
+
+    @property
+    def type(self) -> SocketKind:
+        return SocketKind(self._core.kind)
+
+    @property
+    def proto(self) -> int:
+        return self._core.proto
+
+    @property
+    def timeout(self) -> float | None:
+        return self._timeout
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def __repr__(self) -> str:
+        closed = getattr(self, "_closed", False)
+        # str() of the enums, as CPython's "%s": the number from Python 3.11 on.
+        text = (f"<netsock.socket{' [closed]' if closed else ''} fd={self.fileno()}, family={self.family!s}, "
+                f"type={self.type!s}, proto={self.proto}")
+        if not closed:
+            try:
+                text += f", laddr={self.getsockname()}"
+            except OSError:
+                pass
+            try:
+                text += f", raddr={self.getpeername()}"
+            except OSError:
+                pass
+        return text + ">"
+
+    def __getstate__(self) -> None:
+        raise TypeError(f"cannot pickle {self.__class__.__name__!r} object")
+
+    def __enter__(self) -> NetsockSocket:
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        if not self._closed:
+            self.close()
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", -1)
+        if fd >= 0:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+            # The collector may run in the middle of stack code: close from the hub loop instead.
+            self._core.stack.clock.call_soon(self._core.close_fd, fd)
+
+    # --- life cycle -----------------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self._fd < 0:
+            raise _oserror(EBADF)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._io_refs <= 0:
+            self._real_close()
+
+    def _real_close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            self._core.close_fd(fd)
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed:
+            self.close()
+
+    def detach(self) -> int:
+        """Give up the descriptor without closing it; ``NetsockSocket(fileno=fd)`` takes it back."""
+        self._closed = True
+        fd, self._fd = self._fd, -1
+        return fd
+
+    def dup(self) -> NetsockSocket:
+        self._check()
+        sock = self.__class__(self.family, self.type, self.proto, fileno=self._core.open_fd())
+        sock.settimeout(self.gettimeout())
+        return sock
+
+    def get_inheritable(self) -> bool:
+        return os.get_inheritable(self.fileno())
+
+    def set_inheritable(self, inheritable: bool) -> None:
+        os.set_inheritable(self.fileno(), inheritable)
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, *, encoding: str | None = None,
+                 errors: str | None = None, newline: str | None = None) -> Any:
+        """An I/O stream on the socket: CPython's implementation, over ``socket.SocketIO``."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        binary = "b" in mode
+        rawmode = ("r" if reading else "") + ("w" if writing else "")
+        raw = SocketIO(self, rawmode)  # type: ignore[arg-type]  # it needs only the socket methods
+        self._io_refs += 1
+        if buffering is None:
+            buffering = -1
+        if buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if not binary:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        if reading and writing:
+            buffer: Any = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if binary:
+            return buffer
+        text = io.TextIOWrapper(buffer, io.text_encoding(encoding), errors, newline)
+        text.mode = mode  # type: ignore[misc]
+        return text
+
+    # --- blocking modes -----------------------------------------------------------------------------
+
+    def settimeout(self, value: float | None) -> None:
+        self._timeout = _timeout_value(value)
+        self._check()
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+        self._check()
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    def _limits(self, flags: int, send: bool,
+                expired: Callable[[], OSError] = _would_block) -> tuple[float | None, Callable[[], OSError]]:
+        """When an operation must give up waiting, and what it raises then: at once (non-blocking or
+        MSG_DONTWAIT), at the socket timeout (TimeoutError), or, in blocking mode, at SO_RCVTIMEO /
+        SO_SNDTIMEO (``expired``, as the kernel's EAGAIN) if set."""
+        if flags & MSG_DONTWAIT or self._timeout == 0.0:
+            return time.monotonic(), expired
+        if self._timeout is not None:
+            return time.monotonic() + self._timeout, _timed_out
+        limit = self._core.timeouts[send]
+        return (None if limit is None else time.monotonic() + limit), expired
+
+    def _wait(self, mask: EventMask, deadline: float | None, expired: Callable[[], OSError]) -> None:
+        remaining = None
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise expired()
+        core = self._core
+        # Exactly the readiness that lets the operation proceed (input readiness includes errors and
+        # EOF; output readiness a failed connect); HUP is how closing the descriptor wakes us.
+        if not wait_for(core.waiter_queue, mask | EventMask.HUP, lambda: self._fd < 0 or bool(core.readiness(mask)),
+                        remaining):
+            raise expired()
+        self._check()       # closed by another greenlet meanwhile
+
+    def _io(self, mask: EventMask, op: Callable[[], Any], deadline: float | None,
+            expired: Callable[[], OSError]) -> Any:
+        """Run ``op`` until it does not would-block, waiting for ``mask`` in between."""
+        core = self._core
+        while True:
+            self._check()
+            try:
+                return op()
+            except ErrWouldBlock:
+                pass
+            except Error as e:
+                raise e.to_oserror() from None
+            finally:
+                core.sync()
+            self._wait(mask, deadline, expired)
+
+    # --- addresses and connections ----------------------------------------------------------------------
+
+    def _address(self, address: Any, caller: str) -> tuple[bytes, int, int]:
+        """(packed address, port, NIC) of an address argument."""
+        addr, port, scope_id = _sockaddr(self._core.family, address, caller)
+        if scope_id and scope_id not in self._core.stack.nics:
+            raise _oserror(ENODEV if caller == "bind" else ENETUNREACH)
+        return addr, port, scope_id
+
+    def getsockname(self) -> tuple[Any, ...]:
+        self._check()
+        return self._core.address(self._core.ep.get_local_address())
+
+    def getpeername(self) -> tuple[Any, ...]:
+        self._check()
+        try:
+            return self._core.address(self._core.ep.get_remote_address())
+        except Error as e:
+            raise e.to_oserror() from None
+
+    def bind(self, address: Any) -> None:
+        addr, port, scope = self._address(address, "bind")
+        self._check()
+        try:
+            self._core.bind(addr, port, scope)
+        except Error as e:
+            raise e.to_oserror() from None
+
+    def listen(self, backlog: int = min(SOMAXCONN, 128)) -> None:
+        backlog = max(operator.index(backlog), 0)
+        self._check()
+        if self._core.kind != SOCK_STREAM:
+            raise _oserror(EOPNOTSUPP)
+        try:
+            self._core.listen(backlog)
+        except Error as e:
+            raise e.to_oserror() from None
+
+    def accept(self) -> tuple[NetsockSocket, tuple[Any, ...]]:
+        self._check()
+        core = self._core
+        if core.kind != SOCK_STREAM:
+            raise _oserror(EOPNOTSUPP)
+        child = self._io(_IN, core.accept, *self._limits(0, send=False))
+        fd = SocketCore.accepted(core, child).open_fd()
+        sock = NetsockSocket(self.family, self.type, self.proto, fileno=fd)
+        if _socket.getdefaulttimeout() is None and self.gettimeout():
+            sock.setblocking(True)
+        return sock, core.address(child.remote)
+
+    def connect(self, address: Any) -> None:
+        target = self._address(address, "connect")
+        self._check()
+        self._connect(target)
+
+    def connect_ex(self, address: Any) -> int:
+        target = self._address(address, "connect_ex")
+        if self._fd < 0:
+            return EBADF
+        try:
+            self._connect(target)
+        except OSError as e:
+            return e.errno if e.errno is not None else EAGAIN     # CPython: a timeout is EWOULDBLOCK
+        return 0
+
+    def _connect(self, target: tuple[bytes, int, int]) -> None:
+        addr, port, scope = target
+        addr = _unspecified_is_loopback(addr)
+        core = self._core
+        try:
+            core.connect(addr, port, scope)
+            return
+        except ErrConnectStarted:
+            pass
+        except ErrAlreadyConnecting:
+            if self._timeout is not None:
+                raise _oserror(EALREADY) from None
+        except Error as e:
+            raise e.to_oserror() from None
+        finally:
+            core.sync()
+        if self._timeout == 0.0:
+            raise _oserror(EINPROGRESS)
+        self._wait(_OUT, *self._limits(0, send=True, expired=lambda: _oserror(EINPROGRESS)))
+        err = core.take_error()
+        if err is not None:
+            raise err.to_oserror()
+        try:
+            core.connect(addr, port, scope)     # collects the completion (the next connect is EISCONN)
+        except ErrAlreadyConnected:
+            pass
+        except Error as e:
+            raise e.to_oserror() from None
+
+    def shutdown(self, how: int) -> None:
+        how = operator.index(how)
+        self._check()
+        flags = {SHUT_RD: ShutdownFlags.READ, SHUT_WR: ShutdownFlags.WRITE,
+                 SHUT_RDWR: ShutdownFlags.READ | ShutdownFlags.WRITE}.get(how)
+        if flags is None:
+            raise _oserror(EINVAL)
+        try:
+            self._core.shutdown(flags)
+        except Error as e:
+            raise e.to_oserror() from None
+        finally:
+            self._core.sync()
+
+    # --- sending ------------------------------------------------------------------------------------------
+
+    def _stream_write(self, flags: int) -> Callable[[memoryview], int]:
+        if flags & MSG_OOB:
+            raise _oserror(EOPNOTSUPP)
+        options = _MORE if flags & MSG_MORE else DEFAULT_WRITE_OPTIONS
+        core = self._core
+
+        def write(view: memoryview) -> int:
+            try:
+                return core.ep.write(view, options)
+            except ErrNotConnected:
+                raise _oserror(EPIPE) from None     # Linux: sending on an unconnected TCP socket
+        return write
+
+    def _stream_send(self, view: memoryview, flags: int) -> int:
+        write = self._stream_write(flags)
+        deadline, expired = self._limits(flags, send=True)
+        if self._timeout is not None or flags & MSG_DONTWAIT:
+            return self._io(_OUT, lambda: write(view), deadline, expired)
+        # A blocking send returns once all of it is queued; an error or SO_SNDTIMEO cut it short.
+        sent = 0
+        while True:
+            try:
+                sent += self._io(_OUT, lambda done=sent: write(view[done:]), deadline, expired)
+            except OSError:
+                if sent:
+                    return sent
+                raise
+            if sent >= len(view):
+                return sent
+
+    def _datagram_send(self, view: memoryview, flags: int, to: tuple[bytes, int, int] | None) -> int:
+        if flags & (MSG_OOB | MSG_MORE):
+            raise _oserror(EOPNOTSUPP)      # no urgent data; no corking of datagrams (yet)
+        if to is not None:
+            to = (_unspecified_is_loopback(to[0]), to[1], to[2])
+        core = self._core
+        return self._io(_OUT, lambda: core.write_datagram(view, to), *self._limits(flags, send=True))
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        view = _data_view(data)
+        flags = operator.index(flags)
+        self._check()
+        if self._core.kind == SOCK_STREAM:
+            return self._stream_send(view, flags)
+        return self._datagram_send(view, flags, None)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        view = _data_view(data)
+        flags = operator.index(flags)
+        self._check()
+        if self._core.kind != SOCK_STREAM:
+            self._datagram_send(view, flags, None)
+            return
+        write = self._stream_write(flags)
+        deadline, expired = self._limits(flags, send=True)      # the timeout covers the whole call
+        sent = 0
+        while True:
+            sent += self._io(_OUT, lambda done=sent: write(view[done:]), deadline, expired)
+            if sent >= len(view):
+                return
+
+    def sendto(self, data: Any, *args: Any) -> int:
+        if len(args) == 1:
+            flags, address = 0, args[0]
+        elif len(args) == 2:
+            flags, address = args
+        else:
+            raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args) + 1} given)")
+        view = _data_view(data)
+        flags = operator.index(flags)
+        target = self._address(address, "sendto")
+        self._check()
+        if self._core.kind == SOCK_STREAM:
+            return self._stream_send(view, flags)   # Linux ignores the address of a stream socket
+        return self._datagram_send(view, flags, target)
+
+    def sendmsg(self, buffers: Iterable[Any], ancdata: Iterable[Any] = (), flags: int = 0,
+                address: Any = None) -> int:
+        """Data and flags; no ancillary data is supported yet (EOPNOTSUPP)."""
+        try:
+            iterator = iter(buffers)
+        except TypeError:
+            raise TypeError("sendmsg() argument 1 must be an iterable") from None
+        views = [_data_view(b) for b in iterator]
+        try:
+            items = list(iter(ancdata))
+        except TypeError:
+            raise TypeError("sendmsg() argument 2 must be an iterable") from None
+        for item in items:
+            if not isinstance(item, (tuple, list)):
+                raise TypeError("[sendmsg() ancillary data items]() argument must be 3-item sequence, "
+                                f"not {type(item).__name__}")
+            if len(item) != 3:
+                raise TypeError("[sendmsg() ancillary data items]() argument must be sequence of length 3, "
+                                f"not {len(item)}")
+            operator.index(item[0])
+            operator.index(item[1])
+            _data_view(item[2])
+        flags = operator.index(flags)
+        target = self._address(address, "sendmsg") if address is not None else None
+        self._check()
+        if items:
+            raise _oserror(EOPNOTSUPP)
+        view = views[0] if len(views) == 1 else memoryview(b"".join(views))
+        if self._core.kind == SOCK_STREAM:
+            return self._stream_send(view, flags)
+        return self._datagram_send(view, flags, target)
+
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """Send a binary file's contents (with send(): there is no kernel socket for os.sendfile)."""
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if not self.type & SOCK_STREAM:
+            raise ValueError("only SOCK_STREAM type sockets are supported")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(f"count must be a positive integer (got {count!r})")
+            if count <= 0:
+                raise ValueError(f"count must be a positive integer (got {count!r})")
+        if self.gettimeout() == 0:
+            raise ValueError("non-blocking sockets are not supported")
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 65536) if count else 65536
+        total = 0
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total, blocksize)
+                    if blocksize <= 0:
+                        break
+                data = memoryview(file.read(blocksize))
+                if not data:
+                    break
+                while data:
+                    sent = self.send(data)
+                    total += sent
+                    data = data[sent:]
+            return total
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset + total)
+
+    # --- receiving ----------------------------------------------------------------------------------------
+
+    def _stream_read(self, size: int, flags: int, into: memoryview | None = None) -> bytes | int:
+        """TCP recv: up to ``size`` bytes (all of them with MSG_WAITALL, unless EOF or an error comes
+        first); into ``into`` if given, returning the count."""
+        if flags & MSG_OOB:
+            raise _oserror(EINVAL)      # no urgent data, ever
+        if flags & MSG_ERRQUEUE:
+            raise _oserror(EAGAIN)
+        if size == 0:
+            return b"" if into is None else 0
+        core = self._core
+        deadline, expired = self._limits(flags, send=False)
+        if flags & MSG_PEEK:
+            data = self._io(_IN, lambda: core.ep.peek(size), deadline, expired)
+            if into is None:
+                return data
+            into[:len(data)] = data
+            return len(data)
+        chunks: list[bytes] = []
+
+        def read(done: int) -> int:
+            if into is not None:
+                return core.ep.read_into(into[done:size])
+            chunk = core.ep.read(size - done)
+            chunks.append(chunk)
+            return len(chunk)
+
+        got = 0
+        while True:
+            try:
+                count = self._io(_IN, lambda done=got: read(done), deadline, expired)
+            except OSError:
+                if got:
+                    break
+                raise
+            got += count
+            if not count or got >= size or not flags & MSG_WAITALL:
+                break
+        if into is not None:
+            return got
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _datagram_read(self, flags: int) -> ReadResult:
+        """The next datagram, whole; an empty one with no sender after shutdown(SHUT_RD)."""
+        if flags & MSG_ERRQUEUE:
+            raise _oserror(EAGAIN)
+        core = self._core
+        peek = bool(flags & MSG_PEEK)
+
+        def read() -> ReadResult:
+            try:
+                return core.read_datagram(peek)
+            except ErrClosedForReceive:
+                return _EOF
+        return self._io(_IN, read, *self._limits(flags, send=False))
+
+    def _sender(self, result: ReadResult) -> tuple[Any, ...] | None:
+        return self._core.address(result.sender) if result.sender is not None else None
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        bufsize = operator.index(bufsize)
+        flags = operator.index(flags)
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        if bufsize == 0:
+            return b""      # CPython asks nothing of the kernel
+        self._check()
+        if self._core.kind == SOCK_STREAM:
+            return self._stream_read(bufsize, flags)  # type: ignore[return-value]
+        return self._datagram_read(flags).data[:bufsize]
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        view = _buffer_view(buffer, "recv_into")
+        nbytes = operator.index(nbytes)
+        flags = operator.index(flags)
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        nbytes = nbytes or len(view)
+        if len(view) < nbytes:
+            raise ValueError("buffer too small for requested bytes")
+        if nbytes == 0:
+            return 0
+        self._check()
+        return self._recv_into(view[:nbytes], flags)[0]
+
+    def _recv_into(self, view: memoryview, flags: int) -> tuple[int, tuple[Any, ...] | None]:
+        if self._core.kind == SOCK_STREAM:
+            return self._stream_read(len(view), flags, view), None  # type: ignore[return-value]
+        result = self._datagram_read(flags)
+        count = min(len(result.data), len(view))
+        view[:count] = result.data[:count]
+        return (len(result.data) if flags & MSG_TRUNC else count), self._sender(result)
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[Any, ...] | None]:
+        bufsize = operator.index(bufsize)
+        flags = operator.index(flags)
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        self._check()
+        if self._core.kind == SOCK_STREAM:
+            return self._stream_read(bufsize, flags), None  # type: ignore[return-value]
+        result = self._datagram_read(flags)
+        return result.data[:bufsize], self._sender(result)
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, tuple[Any, ...] | None]:
+        view = _buffer_view(buffer, "recvfrom_into")
+        nbytes = operator.index(nbytes)
+        flags = operator.index(flags)
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recvfrom_into")
+        if nbytes > len(view):
+            raise ValueError("nbytes is greater than the length of the buffer")
+        self._check()
+        return self._recv_into(view[:nbytes or len(view)], flags)
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list[Any], int, Any]:
+        """(data, ancillary data (none yet), message flags (MSG_TRUNC), sender address)."""
+        bufsize = operator.index(bufsize)
+        ancbufsize = operator.index(ancbufsize)
+        flags = operator.index(flags)
+        if bufsize < 0:
+            raise ValueError("negative buffer size in recvmsg()")
+        if ancbufsize < 0:
+            raise ValueError("invalid ancillary data buffer length")
+        self._check()
+        if self._core.kind == SOCK_STREAM:
+            return self._stream_read(bufsize, flags), [], 0, None  # type: ignore[return-value]
+        result = self._datagram_read(flags)
+        truncated = MSG_TRUNC if len(result.data) > bufsize else 0
+        return result.data[:bufsize], [], truncated, self._sender(result)
+
+    def recvmsg_into(self, buffers: Iterable[Any], ancbufsize: int = 0,
+                     flags: int = 0) -> tuple[int, list[Any], int, Any]:
+        try:
+            items = list(iter(buffers))
+        except TypeError:
+            raise TypeError("recvmsg_into() argument 1 must be an iterable") from None
+        views = []
+        for item in items:
+            try:
+                views.append(_buffer_view(item, "recvmsg_into"))
+            except TypeError:
+                raise TypeError("recvmsg_into() argument 1 must be an iterable of single-segment read-write "
+                                "buffers") from None
+        ancbufsize = operator.index(ancbufsize)
+        flags = operator.index(flags)
+        if ancbufsize < 0:
+            raise ValueError("invalid ancillary data buffer length")
+        self._check()
+        total = sum(len(v) for v in views)
+        if self._core.kind == SOCK_STREAM:
+            data: bytes = self._stream_read(total, flags)  # type: ignore[assignment]
+            truncated, sender = 0, None
+        else:
+            result = self._datagram_read(flags)
+            data = result.data[:total]
+            truncated = MSG_TRUNC if len(result.data) > total else 0
+            sender = self._sender(result)
+        offset = 0
+        for view in views:
+            chunk = data[offset:offset + len(view)]
+            view[:len(chunk)] = chunk
+            offset += len(chunk)
+        return len(data), [], truncated, sender
+
+    # --- options ------------------------------------------------------------------------------------------
+
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:
+        level = operator.index(level)
+        optname = operator.index(optname)
+        if optlen is not None:
+            if value is not None:
+                raise TypeError(f"setsockopt() argument 3 must be NoneType, not {type(value).__name__}")
+            self._check()
+            raise _oserror(EFAULT)      # a NULL option value
+        if isinstance(value, int) and -2**31 <= value < 2**31:
+            raw = _INT.pack(value)
+        else:
+            raw = bytes(_data_view(value))
+        self._check()
+        try:
+            self._core.setsockopt(level, optname, raw)
+        except Error as e:
+            raise e.to_oserror() from None
+
+    def getsockopt(self, level: int, optname: int, buflen: int = 0) -> int | bytes:
+        level = operator.index(level)
+        optname = operator.index(optname)
+        buflen = operator.index(buflen)
+        if buflen and not 0 < buflen <= 1024:
+            raise OSError("getsockopt buflen out of range")
+        self._check()
+        try:
+            value = self._core.getsockopt(level, optname)
+        except Error as e:
+            raise e.to_oserror() from None
+        finally:
+            self._core.sync()      # SO_ERROR clears an error that made the socket readable
+        return _option_result(value, buflen, level == IPPROTO_IP)
+

@@ -1,0 +1,516 @@
+"""NetsockSocket over TCP, as CPython's socket on Linux behaves: echo servers in greenlets over
+127.0.0.1 and ::1, dual-stack listeners, bulk transfers, makefile streams, half-close, resets,
+refusals, the three blocking modes with their exact exceptions, connect_ex codes and TCP options."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import random
+import select
+import socket
+import struct
+
+import gevent
+import pytest
+
+from netsock.adapter import NetsockSocket, build_stack, use_stack
+
+LOOPBACKS = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+
+
+@pytest.fixture
+def stack():
+    net = build_stack()
+    with use_stack(net):
+        yield net
+    net.close()
+
+
+def listener(family: int = socket.AF_INET, host: str = "127.0.0.1", backlog: int = 16) -> NetsockSocket:
+    sock = NetsockSocket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(backlog)
+    return sock
+
+
+def connected_pair(family: int = socket.AF_INET, host: str = "127.0.0.1") -> tuple[NetsockSocket, NetsockSocket]:
+    """(client, server) of one connection."""
+    with listener(family, host) as server_socket:
+        client = NetsockSocket(family, socket.SOCK_STREAM)
+        client.connect(server_socket.getsockname()[:2])
+        server, _ = server_socket.accept()
+    return client, server
+
+
+def echo_server(sock: NetsockSocket) -> gevent.Greenlet:
+    """Serve one connection: echo everything until EOF."""
+    def serve() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+    return gevent.spawn(serve)
+
+
+def error_of(call) -> OSError:
+    with pytest.raises(OSError) as info:
+        call()
+    return info.value
+
+
+# --- data -----------------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host", LOOPBACKS)
+def test_echo(family: int, host: str) -> None:
+    with listener(family, host) as srv:
+        server = echo_server(srv)
+        with NetsockSocket(family, socket.SOCK_STREAM) as client:
+            client.connect(srv.getsockname())
+            assert client.getpeername() == srv.getsockname()
+            for message in (b"hello", b"x" * 100_000, b"bye"):
+                client.sendall(message)
+                received = b""
+                while len(received) < len(message):
+                    received += client.recv(65536)
+                assert received == message
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(10) == b""
+        server.get(timeout=5)
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host", LOOPBACKS)
+def test_addresses_have_cpythons_shape(family: int, host: str) -> None:
+    client, server = connected_pair(family, host)
+    with client, server:
+        if family == socket.AF_INET:
+            assert client.getpeername() == server.getsockname() == ("127.0.0.1", server.getsockname()[1])
+        else:
+            assert client.getpeername() == server.getsockname() == ("::1", server.getsockname()[1], 0, 0)
+        assert server.getpeername() == client.getsockname()
+
+
+@pytest.mark.usefixtures("stack")
+def test_ten_megabytes_arrive_intact() -> None:
+    data = random.Random(7).randbytes(10 << 20)
+    client, server = connected_pair()
+
+    def receive() -> str:
+        digest = hashlib.sha256()
+        buffer = bytearray(1 << 20)
+        while count := server.recv_into(buffer):
+            digest.update(memoryview(buffer)[:count])
+        return digest.hexdigest()
+
+    with client, server:
+        receiver = gevent.spawn(receive)
+        client.sendall(data)
+        client.shutdown(socket.SHUT_WR)
+        assert receiver.get(timeout=30) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.usefixtures("stack")
+def test_makefile_line_protocol() -> None:
+    client, server = connected_pair()
+
+    def serve() -> None:
+        with server, server.makefile("rw", encoding="utf-8", newline="\n") as stream:
+            for line in stream:
+                stream.write(line.upper())
+                stream.flush()
+
+    worker = gevent.spawn(serve)
+    with client:
+        reader = client.makefile("r", encoding="utf-8")
+        writer = client.makefile("wb")
+        for word in ("hello", "wörld", "x" * 20000):
+            writer.write(f"{word}\n".encode())
+            writer.flush()
+            assert reader.readline() == f"{word.upper()}\n"
+        writer.close()
+        client.close()                  # the streams keep the socket open (CPython's _io_refs)
+        assert client.fileno() != -1
+        client.shutdown(socket.SHUT_WR)
+        assert reader.read() == ""
+        reader.close()                  # the last stream closes it
+        assert client.fileno() == -1
+    worker.get(timeout=5)
+
+
+@pytest.mark.usefixtures("stack")
+def test_half_close() -> None:
+    client, server = connected_pair()
+    with client, server:
+        client.sendall(b"request")
+        client.shutdown(socket.SHUT_WR)
+        assert server.recv(100) == b"request"
+        assert server.recv(100) == b""
+        server.sendall(b"response")            # the other direction still works
+        server.close()
+        assert client.recv(100) == b"response"
+        assert client.recv(100) == b""
+        assert isinstance(error_of(lambda: client.send(b"more")), BrokenPipeError)
+
+
+@pytest.mark.usefixtures("stack")
+def test_peek_waitall_and_the_other_receive_calls() -> None:
+    client, server = connected_pair()
+    with client, server:
+        client.sendall(b"abcdef")
+        assert server.recv(3, socket.MSG_PEEK) == b"abc"
+        assert server.recvfrom(2) == (b"ab", None)
+        buffer = bytearray(10)
+        assert server.recv_into(buffer, 2) == 2 and buffer[:2] == b"cd"
+        assert server.recvmsg(10) == (b"ef", [], 0, None)
+        client.sendmsg([b"12", memoryview(b"34"), bytearray(b"5")])
+        client.sendto(b"6", ("192.0.2.1", 9))  # the address of a stream socket is ignored
+        assert server.recvfrom_into(buffer) == (6, None) and buffer[:6] == b"123456"
+
+        def slow_writer() -> None:
+            for piece in (b"wa", b"it", b"all"):
+                gevent.sleep(0.01)
+                client.send(piece)
+        writer = gevent.spawn(slow_writer)
+        assert server.recv(7, socket.MSG_WAITALL) == b"waitall"
+        writer.get(timeout=5)
+
+
+@pytest.mark.usefixtures("stack")
+def test_sendfile(tmp_path) -> None:
+    path = tmp_path / "payload"
+    path.write_bytes(random.Random(3).randbytes(300_000))
+    client, server = connected_pair()
+    with client, server, open(path, "rb") as file:
+        received = gevent.spawn(lambda: server.recv(1 << 20, socket.MSG_WAITALL))
+        assert client.sendfile(file, offset=1000, count=200_000) == 200_000
+        assert file.tell() == 201_000
+        with open(path) as text, pytest.raises(ValueError, match="file should be opened in binary mode"):
+            client.sendfile(text)
+        client.shutdown(socket.SHUT_WR)
+        assert received.get(timeout=5) == path.read_bytes()[1000:201_000]
+
+
+@pytest.mark.usefixtures("stack")
+def test_ancillary_data_is_not_supported_yet() -> None:
+    client, server = connected_pair()
+    with client, server:
+        assert error_of(lambda: client.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"\0" * 4)])
+                        ).errno == errno.EOPNOTSUPP
+        with pytest.raises(TypeError, match="must be sequence of length 3, not 2"):
+            client.sendmsg([b"x"], [(1, 2)])
+
+
+# --- connection setup and teardown --------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host", LOOPBACKS)
+def test_connecting_to_a_closed_port_is_refused(family: int, host: str) -> None:
+    with NetsockSocket(family) as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]          # a port nobody listens on
+    with NetsockSocket(family) as s:
+        err = error_of(lambda: s.connect((host, port)))
+        assert isinstance(err, ConnectionRefusedError) and err.args == (errno.ECONNREFUSED, "Connection refused")
+    with NetsockSocket(family) as s:
+        assert s.connect_ex((host, port)) == errno.ECONNREFUSED
+    with NetsockSocket(family) as s:
+        assert isinstance(error_of(lambda: s.connect((host, 0))), ConnectionRefusedError)
+
+
+@pytest.mark.usefixtures("stack")
+def test_non_blocking_connect() -> None:
+    with listener() as srv, NetsockSocket() as s:
+        s.setblocking(False)
+        assert s.connect_ex(srv.getsockname()) == errno.EINPROGRESS
+        assert select.select([], [s.fileno()], [], 0)[1]
+        gevent.sleep(0)
+        assert s.connect_ex(srv.getsockname()) == 0             # the completion, reported once
+        assert s.connect_ex(srv.getsockname()) == errno.EISCONN
+        assert isinstance(error_of(lambda: s.connect(srv.getsockname())), OSError)
+        srv.accept()[0].close()
+
+
+@pytest.mark.usefixtures("stack")
+def test_failed_non_blocking_connect_reports_through_so_error() -> None:
+    with NetsockSocket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()
+    with NetsockSocket() as s:
+        s.setblocking(False)
+        err = error_of(lambda: s.connect(closed))
+        assert isinstance(err, BlockingIOError) and err.errno == errno.EINPROGRESS
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0       # reading it clears it
+        assert s.connect_ex(closed) == errno.ECONNABORTED
+
+
+@pytest.mark.usefixtures("stack")
+def test_connect_timeout_and_connect_ex_timeout() -> None:
+    with listener(backlog=1) as srv:
+        first = NetsockSocket()
+        first.connect(srv.getsockname())       # fills the accept queue: further SYNs are dropped
+        with NetsockSocket() as s:
+            s.settimeout(0.05)
+            err = error_of(lambda: s.connect(srv.getsockname()))
+            assert type(err) is TimeoutError and err.args == ("timed out",)
+            assert s.connect_ex(srv.getsockname()) == errno.EALREADY
+        with NetsockSocket() as s:
+            s.settimeout(0.05)
+            assert s.connect_ex(srv.getsockname()) == errno.EAGAIN    # CPython's SOCK_TIMEOUT_ERR
+        first.close()
+
+
+@pytest.mark.usefixtures("stack")
+def test_connected_socket_misuse() -> None:
+    client, server = connected_pair()
+    with client, server:
+        assert error_of(lambda: client.connect(server.getsockname())).errno == errno.EISCONN
+        assert client.connect_ex(server.getsockname()) == errno.EISCONN
+        assert error_of(lambda: client.bind(("127.0.0.1", 0))).errno == errno.EINVAL
+        assert error_of(client.listen).errno == errno.EINVAL
+        assert error_of(client.accept).errno == errno.EINVAL
+        assert error_of(lambda: client.shutdown(7)).errno == errno.EINVAL
+
+
+@pytest.mark.usefixtures("stack")
+def test_unconnected_socket_misuse() -> None:
+    with NetsockSocket() as s:
+        assert isinstance(error_of(lambda: s.send(b"x")), BrokenPipeError)    # Linux: EPIPE, not ENOTCONN
+        assert error_of(lambda: s.recv(1)).errno == errno.ENOTCONN
+        assert error_of(lambda: s.shutdown(socket.SHUT_RDWR)).errno == errno.ENOTCONN
+        assert error_of(s.accept).errno == errno.EINVAL
+        assert s.recv(0) == b""
+
+
+@pytest.mark.usefixtures("stack")
+def test_peer_reset() -> None:
+    client, server = connected_pair()
+    with server:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()                          # linger 0: RST
+        err = error_of(lambda: server.recv(10))
+        assert isinstance(err, ConnectionResetError) and err.args == (errno.ECONNRESET, "Connection reset by peer")
+        assert server.recv(10) == b""           # reported once
+        assert isinstance(error_of(lambda: server.send(b"x")), BrokenPipeError)
+
+
+@pytest.mark.usefixtures("stack")
+def test_address_in_use_and_reuse() -> None:
+    with listener() as first, NetsockSocket() as second:
+        assert error_of(lambda: second.bind(first.getsockname())).errno == errno.EADDRINUSE
+    with NetsockSocket() as a, NetsockSocket() as b:
+        for s in (a, b):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        a.bind(("127.0.0.1", 0))
+        b.bind(a.getsockname())                 # shared, but only one may listen
+        a.listen()
+        assert error_of(b.listen).errno == errno.EADDRINUSE
+
+
+# --- blocking modes -----------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("stack")
+def test_accept_timeout_and_non_blocking_accept() -> None:
+    with listener() as srv:
+        srv.settimeout(0.05)
+        err = error_of(srv.accept)
+        assert type(err) is TimeoutError and err.args == ("timed out",)
+        srv.setblocking(False)
+        err = error_of(srv.accept)
+        assert isinstance(err, BlockingIOError) and err.args == (errno.EAGAIN, "Resource temporarily unavailable")
+        with NetsockSocket() as client:
+            client.connect(srv.getsockname())
+            conn, address = srv.accept()
+            with conn:
+                assert address == client.getsockname()
+                assert conn.gettimeout() is None        # accepted sockets block, as CPython's
+
+
+@pytest.mark.usefixtures("stack")
+def test_receive_timeout_non_blocking_and_dontwait() -> None:
+    client, server = connected_pair()
+    with client, server:
+        server.settimeout(0.05)
+        assert error_of(lambda: server.recv(1)).args == ("timed out",)
+        server.setblocking(True)
+        assert isinstance(error_of(lambda: server.recv(1, socket.MSG_DONTWAIT)), BlockingIOError)
+        server.setblocking(False)
+        assert error_of(lambda: server.recv(1)).errno == errno.EAGAIN
+        assert error_of(lambda: server.recv_into(bytearray(1))).errno == errno.EAGAIN
+        server.setblocking(True)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 50000))
+        assert isinstance(error_of(lambda: server.recv(1)), BlockingIOError)   # SO_RCVTIMEO: EAGAIN
+        client.sendall(b"z")
+        assert server.recv(1) == b"z"
+
+
+@pytest.mark.usefixtures("stack")
+def test_a_full_send_buffer() -> None:
+    with NetsockSocket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)    # inherited by the accepted socket
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        client = NetsockSocket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client.connect(srv.getsockname())
+        server, _ = srv.accept()
+    with client, server:
+        chunk = b"x" * 100_000
+        sent = [client.send(chunk, socket.MSG_DONTWAIT)]
+        with pytest.raises(BlockingIOError):      # the peer's window and our buffer fill up
+            while len(sent) < 10:
+                sent.append(client.send(chunk, socket.MSG_DONTWAIT))
+        assert 0 < sum(sent) < 10 * len(chunk)
+        client.settimeout(0.05)
+        assert error_of(lambda: client.sendall(chunk)).args == ("timed out",)
+        client.setblocking(True)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 50000))
+        assert isinstance(error_of(lambda: client.send(chunk)), BlockingIOError)    # SO_SNDTIMEO: EAGAIN
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
+
+        def drain() -> int:
+            total = 0
+            while data := server.recv(65536):
+                total += len(data)
+            return total
+        reader = gevent.spawn(drain)
+        assert client.send(chunk) == len(chunk)     # a blocking send queues all of it
+        client.shutdown(socket.SHUT_WR)
+        assert reader.get(timeout=10) > len(chunk)
+
+
+@pytest.mark.usefixtures("stack")
+def test_closing_wakes_a_greenlet_blocked_on_the_socket() -> None:
+    client, server = connected_pair()
+    with client:
+        waiter = gevent.spawn(lambda: error_of(lambda: server.recv(10)))
+        gevent.sleep(0.01)
+        server.close()
+        assert waiter.get(timeout=5).errno == errno.EBADF
+
+
+# --- dual stack -------------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("stack")
+def test_ipv6_listener_accepts_ipv4_clients_as_mapped_addresses() -> None:
+    with listener(socket.AF_INET6, "::") as srv:
+        port = srv.getsockname()[1]
+        server = echo_server(srv)
+        with NetsockSocket(socket.AF_INET) as client:
+            client.connect(("127.0.0.1", port))
+            client.sendall(b"over IPv4")
+            assert client.recv(100) == b"over IPv4"
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(100) == b""
+        server.get(timeout=5)
+        with NetsockSocket(socket.AF_INET) as client:
+            client.connect(("127.0.0.1", port))
+            conn, address = srv.accept()
+            with conn:
+                assert address == ("::ffff:127.0.0.1", client.getsockname()[1], 0, 0)
+                assert conn.getsockname() == ("::ffff:127.0.0.1", port, 0, 0)
+                assert conn.family == socket.AF_INET6
+        with NetsockSocket(socket.AF_INET6) as client:        # IPv6 clients still reach it
+            client.connect(("::1", port))
+            conn, address = srv.accept()
+            conn.close()
+            assert address[0] == "::1"
+
+
+@pytest.mark.usefixtures("stack")
+def test_a_dual_stack_socket_holds_its_port_for_ipv4() -> None:
+    with NetsockSocket(socket.AF_INET6) as s6, NetsockSocket(socket.AF_INET) as s4:
+        s6.bind(("::", 0))
+        assert error_of(lambda: s4.bind(("127.0.0.1", s6.getsockname()[1]))).errno == errno.EADDRINUSE
+    with NetsockSocket(socket.AF_INET6) as s6, NetsockSocket(socket.AF_INET) as s4:
+        s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s6.bind(("::", 0))
+        s4.bind(("127.0.0.1", s6.getsockname()[1]))           # V6ONLY: the IPv4 port is free
+        assert error_of(lambda: s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)).errno == errno.EINVAL
+
+
+@pytest.mark.usefixtures("stack")
+def test_a_v6only_listener_refuses_ipv4() -> None:
+    with NetsockSocket(socket.AF_INET6) as srv:
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        assert srv.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        srv.bind(("::", 0))
+        srv.listen()
+        with NetsockSocket(socket.AF_INET) as client:
+            assert client.connect_ex(("127.0.0.1", srv.getsockname()[1])) == errno.ECONNREFUSED
+
+
+@pytest.mark.usefixtures("stack")
+def test_ipv6_socket_connects_to_a_mapped_address() -> None:
+    with listener() as srv:
+        with NetsockSocket(socket.AF_INET6) as client:
+            client.connect(("::ffff:127.0.0.1", srv.getsockname()[1]))
+            conn, address = srv.accept()
+            with conn:
+                assert address == ("127.0.0.1", client.getsockname()[1])
+                assert client.getpeername() == ("::ffff:127.0.0.1", srv.getsockname()[1], 0, 0)
+                assert client.getsockname()[0] == "::ffff:127.0.0.1"
+                client.sendall(b"mapped")
+                assert conn.recv(10) == b"mapped"
+        with NetsockSocket(socket.AF_INET6) as client:
+            client.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            assert error_of(lambda: client.connect(("::ffff:127.0.0.1", srv.getsockname()[1]))).errno \
+                == errno.ENETUNREACH
+
+
+# --- TCP options --------------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("stack")
+def test_tcp_options() -> None:
+    with NetsockSocket() as s:
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 5)
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) == 536
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1000)
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG) == 1000
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 7200
+        for name, value in ((socket.TCP_KEEPIDLE, 30), (socket.TCP_KEEPINTVL, 5), (socket.TCP_KEEPCNT, 3),
+                            (socket.TCP_CORK, 1), (socket.TCP_QUICKACK, 1)):
+            s.setsockopt(socket.IPPROTO_TCP, name, value)
+            assert s.getsockopt(socket.IPPROTO_TCP, name) == value
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16) == b"cubic".ljust(16, b"\0")
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0") == b"reno"
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xFF)
+        assert s.getsockopt(socket.IPPROTO_IP, socket.IP_TOS) == 0xFC          # TCP keeps the ECN bits
+        for call, code in ((lambda: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"nope"), errno.ENOENT),
+                           (lambda: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 0), errno.EINVAL),
+                           (lambda: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 40000), errno.EINVAL),
+                           (lambda: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 200), errno.EINVAL),
+                           (lambda: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 10), errno.EINVAL),
+                           (lambda: s.setsockopt(socket.IPPROTO_TCP, 9999, 1), errno.ENOPROTOOPT),
+                           (lambda: s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 5), errno.EINVAL),
+                           (lambda: s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, bytes(8)), errno.EPROTO)):
+            assert error_of(call).errno == code
+    with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        assert error_of(lambda: udp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)).errno == errno.ENOPROTOOPT
+        assert error_of(lambda: udp.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)).errno == errno.EOPNOTSUPP
+
+
+@pytest.mark.usefixtures("stack")
+def test_tcp_info_and_listening_state() -> None:
+    with listener() as srv:
+        assert srv.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+        srv.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with NetsockSocket() as client:
+            assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)[0] == 7      # TCP_CLOSE
+            client.connect(srv.getsockname())
+            conn, _ = srv.accept()
+            with conn:
+                info = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+                assert len(info) == 104 and info[0] == 1                              # TCP_ESTABLISHED
+                fields = struct.unpack("8B24I", info)
+                assert fields[5] & 1                 # tcpi_options: timestamps
+                assert fields[8 + 2] > 0             # tcpi_snd_mss
+                assert fields[8 + 18] == 10          # tcpi_snd_cwnd: the initial window
+                assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1     # inherited
