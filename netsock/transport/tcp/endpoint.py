@@ -241,7 +241,7 @@ class TCPEndpoint(TransportEndpoint):
                 self.connect_reported = True
                 return
             raise ErrAlreadyConnected()
-        if state is not S.CLOSED or self.error is not None:
+        if state is not S.CLOSED or self.error is not None or self.remote is not None:
             raise ErrInvalidEndpointState() if state is S.LISTEN else ErrConnectionAborted()
         remote = bytes(addr.addr)
         if not remote or not addr.port:
@@ -510,6 +510,8 @@ class TCPEndpoint(TransportEndpoint):
     def get_sock_opt(self, opt: SockOpt) -> Any:
         if opt is SockOpt.ERROR:
             err, self.pending_error = self.pending_error, None
+            if err is not None and self.error is err:
+                self.error = None   # reported once, here: Linux's SO_ERROR clears sk_err (reads then see EOF)
             return err
         if opt is SockOpt.RECEIVE_QUEUE_SIZE:
             return self.rcv.queue.size if self.rcv is not None else 0
