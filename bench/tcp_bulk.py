@@ -34,7 +34,7 @@ from netsock.link.channel import ChannelEndpoint
 from netsock.link.fdbased import FdEndpoint
 from netsock.link.netns import inside
 from netsock.network.ipv4 import IPv4Protocol
-from netsock.scheduler import wait_for
+from netsock.scheduler import blocking, wait_for
 from netsock.stack import Stack
 from netsock.stack.interfaces import LinkEndpoint
 from netsock.tcpip import ErrConnectStarted, ErrWouldBlock, FullAddress, Route, ShutdownFlags, SockOpt
@@ -119,16 +119,11 @@ def netsock_stack(link: LinkEndpoint, address: str) -> Stack:
 
 def receive_all(endpoint: TCPEndpoint, queue: WaiterQueue) -> tuple[int, float]:
     """Read to EOF: (bytes, seconds from now)."""
-    readable = lambda: bool(endpoint.readiness(EventMask.IN))  # noqa: E731
     buffer = bytearray(1 << 20)
     received = 0
     start = time.perf_counter()
     while True:
-        wait_for(queue, EventMask.IN, readable)
-        try:
-            count = endpoint.read_into(buffer)
-        except ErrWouldBlock:
-            continue
+        count = blocking(endpoint, queue, EventMask.IN, lambda: endpoint.read_into(buffer))
         if not count:
             return received, time.perf_counter() - start
         received += count

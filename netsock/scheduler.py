@@ -14,6 +14,7 @@ from typing import Any, Callable
 import gevent
 from gevent.event import Event
 
+from .tcpip import ErrWouldBlock
 from .waiter import EventMask, WaiterQueue
 
 
@@ -73,3 +74,15 @@ def wait_for(queue: WaiterQueue, mask: EventMask, ready: Callable[[], bool], tim
         return True
     finally:
         queue.unregister(entry)
+
+
+def blocking(endpoint: Any, queue: WaiterQueue, mask: EventMask, operation: Callable[[], Any]) -> Any:
+    """Run ``operation`` (an endpoint call that raises ErrWouldBlock), parking this greenlet until
+    ``endpoint`` is ready for ``mask`` whenever it would block: a blocking socket call."""
+    ready = lambda: bool(endpoint.readiness(mask))  # noqa: E731
+    while True:
+        wait_for(queue, mask, ready)
+        try:
+            return operation()
+        except ErrWouldBlock:
+            continue

@@ -69,3 +69,32 @@ def test_waiter_queue_masks():
     queue.unregister(e_in)
     queue.unregister(e_in)  # twice is harmless
     assert queue.events() == EventMask.OUT | EventMask.ERR
+
+
+def test_blocking_retries_an_operation_until_it_stops_blocking():
+    from netsock.scheduler import blocking
+    from netsock.tcpip import ErrWouldBlock
+
+    queue = WaiterQueue()
+
+    class Endpoint:
+        data: list[bytes] = []
+
+        def readiness(self, mask):
+            return EventMask.IN if self.data else EventMask(0)
+
+        def read(self):
+            if not self.data:
+                raise ErrWouldBlock()
+            return self.data.pop(0)
+
+    ep = Endpoint()
+
+    def later():
+        gevent.sleep(0.01)
+        ep.data.append(b"late")
+        queue.notify(EventMask.IN)
+
+    g = gevent.spawn(later)
+    assert blocking(ep, queue, EventMask.IN, ep.read) == b"late"
+    g.join()

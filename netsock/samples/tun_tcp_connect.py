@@ -24,7 +24,7 @@ from contextlib import contextmanager
 import gevent
 from gevent.os import make_nonblocking, nb_read, nb_write
 
-from ..scheduler import wait_for
+from ..scheduler import blocking, wait_for
 from ..tcpip import Error, ErrConnectStarted, ErrWouldBlock, FullAddress, ShutdownFlags, SockOpt
 from ..transport.icmp import ICMPv4Protocol, ICMPv6Protocol
 from ..transport.tcp import TCPEndpoint, TCPProtocol, TCPState
@@ -96,14 +96,9 @@ def upload(endpoint: TCPEndpoint, queue: WaiterQueue, fd: int) -> None:
 
 def download(endpoint: TCPEndpoint, queue: WaiterQueue, fd: int) -> None:
     """Copy the connection to fd until the peer's FIN."""
-    readable = lambda: bool(endpoint.readiness(EventMask.IN))  # noqa: E731
     try:
         while True:
-            wait_for(queue, EventMask.IN, readable)
-            try:
-                chunk = endpoint.read(CHUNK)
-            except ErrWouldBlock:
-                continue
+            chunk = blocking(endpoint, queue, EventMask.IN, lambda: endpoint.read(CHUNK))
             if not chunk:
                 return
             data = memoryview(chunk)

@@ -19,8 +19,8 @@ import sys
 
 from gevent.pool import Group
 
-from ..scheduler import wait_for
-from ..tcpip import Error, ErrWouldBlock, FullAddress
+from ..scheduler import blocking
+from ..tcpip import Error, FullAddress
 from ..transport.icmp import ICMPv4Protocol, ICMPv6Protocol
 from ..transport.tcp import TCPEndpoint, TCPProtocol
 from ..waiter import EventMask, WaiterQueue
@@ -33,23 +33,13 @@ READ_SIZE = 256 * 1024
 def echo(endpoint: TCPEndpoint, queue: WaiterQueue) -> None:
     """Echo one connection until the peer's EOF, then close it (gracefully: FIN after the data)."""
     # A failed connection is readable and writable (the error is then raised by read or write).
-    readable = lambda: bool(endpoint.readiness(EventMask.IN))  # noqa: E731
-    writable = lambda: bool(endpoint.readiness(EventMask.OUT))  # noqa: E731
     try:
         while True:
-            wait_for(queue, EventMask.IN, readable)
-            try:
-                data = endpoint.read(READ_SIZE)
-            except ErrWouldBlock:
-                continue
+            data = blocking(endpoint, queue, EventMask.IN, lambda: endpoint.read(READ_SIZE))
             if not data:
                 break
             while data:     # bytes, not a memoryview: the send buffer keeps bytes as they are, copies views
-                wait_for(queue, EventMask.OUT, writable)
-                try:
-                    data = data[endpoint.write(data):]
-                except ErrWouldBlock:
-                    continue
+                data = data[blocking(endpoint, queue, EventMask.OUT, lambda: endpoint.write(data)):]
     except Error:
         pass  # reset or timed out: nothing left to echo to
     finally:
@@ -57,13 +47,8 @@ def echo(endpoint: TCPEndpoint, queue: WaiterQueue) -> None:
 
 
 def accept_forever(listener: TCPEndpoint, queue: WaiterQueue, connections: Group) -> None:
-    acceptable = lambda: bool(listener.readiness(EventMask.IN))  # noqa: E731
     while True:
-        wait_for(queue, EventMask.IN, acceptable)
-        try:
-            endpoint, endpoint_queue = listener.accept()
-        except ErrWouldBlock:
-            continue
+        endpoint, endpoint_queue = blocking(listener, queue, EventMask.IN, listener.accept)
         connections.spawn(echo, endpoint, endpoint_queue)
 
 

@@ -20,8 +20,8 @@ import sys
 
 import gevent
 
-from ..scheduler import wait_for
-from ..tcpip import Error, ErrWouldBlock, FullAddress, SockOpt, WriteOptions
+from ..scheduler import blocking
+from ..tcpip import Error, FullAddress, SockOpt, WriteOptions
 from ..transport.icmp import ICMPv4Protocol, ICMPv6Protocol
 from ..transport.udp import UDPProtocol
 from ..waiter import EventMask, WaiterQueue
@@ -31,13 +31,9 @@ from .common import (NIC_ID, add_address_option, build_stack, close, host_port, 
 
 def echo_forever(endpoint, queue: WaiterQueue) -> None:  # noqa: ANN001 - a UDPEndpoint
     """Send every datagram back to where it came from."""
-    readable = lambda: bool(endpoint.readiness(EventMask.IN))  # noqa: E731
     while True:
-        wait_for(queue, EventMask.IN, readable)
         try:
-            datagram = endpoint.read()
-        except ErrWouldBlock:
-            continue
+            datagram = blocking(endpoint, queue, EventMask.IN, endpoint.read)
         except Error:
             continue  # an ICMP error reported to the socket: nothing to echo
         try:
