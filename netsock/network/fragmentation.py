@@ -33,6 +33,7 @@ from operator import itemgetter
 from typing import Generic, TypeVar
 
 from ..stack.clock import TimerQueue
+from ..stack.packet_buffer import PacketBuffer
 from ..tcpip.stats import ReassemblyStats, StatCounter
 
 # Bytes of bookkeeping per datagram (its entry in the table, its object and fragment list, the
@@ -282,3 +283,19 @@ def fragment(payload_length: int, header_room: int, mtu: int) -> list[tuple[int,
     cuts = [(offset, step, True) for offset in range(0, last, step)]
     cuts.append((last, payload_length - last, False))
     return cuts
+
+
+def split_packet(pkt: PacketBuffer, header_room: int, mtu: int, max_payload: int,
+                 reserve: int) -> list[tuple[PacketBuffer, int, bool]]:
+    """The datagram in ``pkt`` (transport header and payload) cut to fit ``mtu``: a PacketBuffer per
+    fragment, each a view of one copy of the datagram with ``reserve`` bytes of header room, and its
+    offset and more-fragments flag. ValueError if the datagram is too long or the MTU too small."""
+    body = memoryview(pkt.to_bytes())
+    if len(body) > max_payload:
+        raise ValueError(f"datagram payload longer than {max_payload} bytes")
+    pieces = []
+    for offset, length, more in fragment(len(body), header_room, mtu):
+        piece = PacketBuffer(reserve, body[offset:offset + length])
+        piece.transport_protocol = pkt.transport_protocol
+        pieces.append((piece, offset, more))
+    return pieces

@@ -21,7 +21,7 @@ from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, ErrMessageToo
 from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
-from ..fragmentation import Reassembler, ReassemblyResult, fragment
+from ..fragmentation import Reassembler, ReassemblyResult, split_packet
 from . import icmp
 from .igmp import IGMP, IGMPStats
 
@@ -169,23 +169,18 @@ class IPv4Endpoint(NetworkEndpoint):
     def _write_fragments(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
                          mtu: int) -> None:
         """RFC 791 fragmentation: the datagram copied once, each fragment a view of it behind its own header."""
-        body = memoryview(pkt.to_bytes())
         try:
-            if ipv4.MIN_SIZE + len(body) > ipv4.MAX_TOTAL_LENGTH:
-                raise ValueError("datagram longer than 65535 bytes")
-            cuts = fragment(len(body), ipv4.MIN_SIZE, mtu)
+            pieces = split_packet(pkt, ipv4.MIN_SIZE, mtu, ipv4.MAX_TOTAL_LENGTH - ipv4.MIN_SIZE,
+                                  self.max_header_length())
         except ValueError:
             self._stats.ip.outgoing_packet_errors.increment()
             raise ErrMessageTooLong() from None
         ident = self.protocol.next_ident()
-        reserve = self.max_header_length()
-        for offset, length, more in cuts:
-            frag = PacketBuffer(reserve, body[offset:offset + length])
+        for frag, offset, more in pieces:
             ipv4.build(frag.prepend(ipv4.MIN_SIZE), src=route.local_address, dst=route.remote_address,
-                       protocol=transport, total_length=ipv4.MIN_SIZE + length, ttl=ttl, tos=tos, ident=ident,
-                       flags_fragment=offset >> 3 | (ipv4.FLAG_MORE_FRAGMENTS if more else 0))
+                       protocol=transport, total_length=ipv4.MIN_SIZE + len(frag.data), ttl=ttl, tos=tos,
+                       ident=ident, flags_fragment=offset >> 3 | (ipv4.FLAG_MORE_FRAGMENTS if more else 0))
             frag.network_protocol = PROTOCOL_NUMBER
-            frag.transport_protocol = pkt.transport_protocol
             self.send(route, frag)
 
 

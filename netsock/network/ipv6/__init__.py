@@ -12,7 +12,7 @@ from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, ErrMessageTooLong
-from ..fragmentation import Reassembler, ReassemblyResult, fragment
+from ..fragmentation import Reassembler, ReassemblyResult, split_packet
 from . import icmp
 from .ndp import NDP
 
@@ -276,21 +276,17 @@ class IPv6Endpoint(NetworkEndpoint):
     def _write_fragments(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
                          mtu: int) -> None:
         """RFC 8200 §4.5: the source fragments, each piece behind an IPv6 header and a fragment header."""
-        body = memoryview(pkt.to_bytes())
         try:
-            if len(body) > 65535:
-                raise ValueError("payload longer than 65535 bytes")
-            cuts = fragment(len(body), ipv6.HEADER_SIZE + ipv6.FRAGMENT_HEADER_SIZE, max(mtu, ipv6.MIN_MTU))
+            pieces = split_packet(pkt, ipv6.HEADER_SIZE + ipv6.FRAGMENT_HEADER_SIZE, max(mtu, ipv6.MIN_MTU), 65535,
+                                  self.max_header_length())
         except ValueError:
             self._stats.ip.outgoing_packet_errors.increment()
             raise ErrMessageTooLong() from None
         ident = self.protocol.next_ident()
-        reserve = self.max_header_length()
-        for offset, length, more in cuts:
-            frag = PacketBuffer(reserve, body[offset:offset + length])
+        for frag, offset, more in pieces:
             ipv6.build_fragment(frag.prepend(ipv6.FRAGMENT_HEADER_SIZE), transport, offset, more, ident)
             ipv6.build(frag.prepend(ipv6.HEADER_SIZE), src=route.local_address, dst=route.remote_address,
-                       next_header=ipv6.FRAGMENT, payload_length=ipv6.FRAGMENT_HEADER_SIZE + length,
+                       next_header=ipv6.FRAGMENT, payload_length=ipv6.FRAGMENT_HEADER_SIZE + len(frag.data),
                        hop_limit=ttl, traffic_class=tos)
             frag.network_protocol = PROTOCOL_NUMBER
             self.send(route, frag)
