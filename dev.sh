@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TEST_APT_PACKAGES=(tshark iperf3 hping3 socat iptables iputils-ping iproute2)
-DEMO_APT_PACKAGES=(iputils-ping iproute2)
+TEST_APT_PACKAGES=(tshark iperf3 hping3 socat iptables iputils-ping iproute2 curl openssl)
+DEMO_APT_PACKAGES=(curl iproute2)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'dev.sh: %s\n' "$*" >&2; exit 1; }
@@ -86,7 +86,7 @@ run_demo() {
     install_apt_packages "${DEMO_APT_PACKAGES[@]}"
     python=$(find_python 3.11) || die "Python 3.11 not found (install it, e.g. with pyenv)"
     PATH="$(dirname "$python"):$PATH"
-    setup_venv -e .
+    setup_venv -e ".[demo]"
     .venv/bin/python -m netsock.demo
 }
 

@@ -1,4 +1,5 @@
-"""Builds the optional C extension; all other metadata is in pyproject.toml.
+"""Builds the optional C extension and maps patches/ to netsock.patches; all other metadata is in
+pyproject.toml.
 
 A failed compile (no C compiler, no Python headers) must not fail the install: the package then
 runs on its pure-Python fallbacks, so the build error becomes a warning.
@@ -6,7 +7,7 @@ runs on its pure-Python fallbacks, so the build error becomes a warning.
 
 import warnings
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, ExecError, PlatformError
 
@@ -46,6 +47,9 @@ class OptionalBuildExt(build_ext):
 
 
 setup(
+    # The stdlib patches live at the top of the tree (patches/) and install as netsock.patches.
+    packages=find_packages(include=["netsock", "netsock.*"]) + ["netsock.patches"],
+    package_dir={"netsock.patches": "patches"},
     cffi_modules=["netsock/_native_build.py:ffibuilder"],
     cmdclass={"build_ext": OptionalBuildExt},
 )

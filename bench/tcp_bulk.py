@@ -30,7 +30,7 @@ import gevent
 from gevent import subprocess
 
 from netsock.header.checksum import USING_NATIVE
-from netsock.link.channel import ChannelEndpoint
+from netsock.link.wire import Wire
 from netsock.link.fdbased import FdEndpoint
 from netsock.link.netns import inside
 from netsock.network.ipv4 import IPv4Protocol
@@ -221,27 +221,8 @@ def netsock_to_kernel(size: int) -> tuple[int, float]:
 
 
 def netsock_to_netsock(size: int) -> tuple[int, float]:
-    """Two stacks whose links forward to each other from the hub's callback queue (never from inside
-    a send: each stack sees the other's packets as a device would deliver them)."""
-    links = ChannelEndpoint(size=1 << 16), ChannelEndpoint(size=1 << 16)
-    loop = gevent.get_hub().loop
-    scheduled = False
-
-    def forward() -> None:
-        nonlocal scheduled
-        scheduled = False
-        for source, destination in (links, links[::-1]):
-            for packet in source.drain():
-                destination.inject(packet.protocol, packet.data)
-
-    def on_outbound(_packet: object) -> None:
-        nonlocal scheduled
-        if not scheduled:
-            scheduled = True
-            loop.run_callback(forward)
-
-    for link in links:
-        link.on_outbound = on_outbound
+    """Two stacks joined by an in-memory wire (see ``link.wire``)."""
+    links = Wire(size=1 << 16).ends
     receiver_stack, sender_stack = netsock_stack(links[0], KERNEL), netsock_stack(links[1], NETSOCK)
     try:
         receiving = gevent.spawn(sink, *listen(receiver_stack, PORT))

@@ -1,6 +1,8 @@
 """The ``netsock`` command.
 
     netsock demo                          the Quick-start demo (root: a namespace with a TUN)
+    netsock run [OPTIONS] -- (SCRIPT | -m MODULE | -c CODE) [ARGS...]
+                                          an unmodified Python program over netsock (see --help)
     netsock udp-echo DEVICE ADDRESS PORT  the udp_echo sample (same arguments)
     netsock tcp-echo DEVICE ADDRESS PORT  the tun_tcp_echo sample (same arguments)
     netsock tcp-connect DEVICE ADDRESS PORT REMOTE-ADDRESS REMOTE-PORT
@@ -21,11 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netsock", description="netsock: a userspace TCP/IP stack for Python.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("demo", help="run the demo (needs root and /dev/net/tun)")
+    sub.add_parser("run", help="run an unmodified Python program over netsock (see --help)", add_help=False)
     sub.add_parser("udp-echo", help="UDP echo server on a TUN/TAP device (see --help)", add_help=False)
     sub.add_parser("tcp-echo", help="TCP echo server on a TUN/TAP device (see --help)", add_help=False)
     sub.add_parser("tcp-connect", help="TCP client on a TUN/TAP device, stdin/stdout to the connection (see --help)",
                    add_help=False)
     sub.add_parser("version", help="print the version")
+    if argv and argv[0] == "run":
+        from . import run
+        return run.main(argv[1:])
     if argv and argv[0] == "udp-echo":
         from .samples import udp_echo
         return udp_echo.main(argv[1:])

@@ -1,30 +1,44 @@
-"""A short tour: netsock's stack on a TUN device, talking to the Linux kernel (``./dev.sh demo``).
+"""The Quick-start demo (``./dev.sh demo``): unmodified ``http.server`` served by netsock, fetched by
+the kernel's ``curl`` and by ``requests`` running under netsock.
 
-Needs root. Everything happens in a private network namespace that this demo creates and removes:
-the kernel's side of the TUN device is 192.0.2.1, netsock (the udp_echo sample) is 192.0.2.2. The
-kernel's own ping and UDP sockets talk to netsock; the capture is kept in a temporary directory.
+As root, everything happens in a private network namespace that the demo creates and removes:
+
+    kernel curl ──tun0──► netsock run -m http.server        (192.0.2.2; kernel side 192.0.2.1)
+    netsock run requests ──tun1──► kernel (forwards) ──tun0──► the same server
+                          (198.51.100.2; kernel side 198.51.100.1)
+
+Without root or /dev/net/tun it runs the same two programs in this process over an in-memory wire
+between two netsock stacks instead, and says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from .link.netns import inside
+SERVER, SERVER_HOST_SIDE = "192.0.2.2", "192.0.2.1"
+CLIENT, CLIENT_HOST_SIDE = "198.51.100.2", "198.51.100.1"
+PORT = 8000
+FILE_NAME, FILE_SIZE = "netsock-demo.bin", 20 * 1024 * 1024
 
-KERNEL = "192.0.2.1"
-NETSOCK = "192.0.2.2"
-ECHO_PORT = 7
-CLOSED_PORT = 9
-DEVICE = "tun0"
+# Run under netsock by the demo: requests, fetching the demo's file, printing what it got as JSON.
+CLIENT_PROGRAM = """
+import hashlib, json, sys, time
+import requests
+start = time.perf_counter()
+reply = requests.get(sys.argv[1], timeout=30)
+elapsed = time.perf_counter() - start
+print(json.dumps({"status": reply.status_code, "bytes": len(reply.content),
+                  "sha256": hashlib.sha256(reply.content).hexdigest(), "seconds": elapsed}))
+"""
 
 
 def step(text: str) -> None:
@@ -32,106 +46,188 @@ def step(text: str) -> None:
     print(f"\n{bold}* {text}{plain}", flush=True)
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+def write_file(directory: Path) -> str:
+    """The file the server serves: deterministic bytes; returns its SHA-256."""
+    block = hashlib.sha256(b"netsock").digest() * 2048        # 64 KiB
+    digest = hashlib.sha256()
+    with open(directory / FILE_NAME, "wb") as out:
+        for _ in range(FILE_SIZE // len(block)):
+            out.write(block)
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def start_sample(namespace: str, workdir: Path) -> subprocess.Popen[str]:
-    argv = ["ip", "netns", "exec", namespace, sys.executable, "-m", "netsock.samples.udp_echo",
-            DEVICE, NETSOCK, str(ECHO_PORT), "--pcap", str(workdir / "demo.pcap"),
-            "--stats-json", str(workdir / "stats.json")]
-    sample = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=workdir)
-    assert sample.stdout is not None
-    watchdog = threading.Timer(20, sample.kill)
-    watchdog.start()
+def mib_per_second(size: int, seconds: float) -> str:
+    return f"{size / seconds / 2**20:.1f} MiB/s" if seconds > 0 else "-"
+
+
+def print_counters(stats: dict[str, Any], names: tuple[str, ...]) -> None:
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif value and (prefix + key).startswith(names):
+                print(f"    {prefix + key:<44} {value}")
+    walk(stats, "")
+
+
+COUNTERS = ("ip.packets_received", "ip.packets_sent", "ip.packets_delivered", "tcp.active_connection_openings",
+            "tcp.passive_connection_openings", "tcp.valid_segments_received", "tcp.segments_sent",
+            "tcp.retransmits", "tcp.fast_retransmit", "tcp.established_resets", "tcp.resets",
+            "dropped_packets", "malformed_rcvd_packets")
+
+
+# --- as root: a namespace, two TUN devices, the kernel between them ---------------------------------------
+
+class Namespace:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.processes: list[subprocess.Popen[str]] = []
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], check=check, capture_output=True, text=True)
+
+    def start(self, *argv: str, **kwargs: Any) -> subprocess.Popen[str]:
+        process = subprocess.Popen(["ip", "netns", "exec", self.name, *argv], text=True, **kwargs)
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        subprocess.run(["ip", "netns", "del", self.name], check=False, capture_output=True)
+
+
+def netsock_run(device: str, address: str, host_address: str, *rest: str) -> list[str]:
+    return [sys.executable, "-m", "netsock", "run", "--tun", device, "--address", address,
+            "--host-address", host_address, *rest]
+
+
+def wait_for_server(ns: Namespace, server: subprocess.Popen[str], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.returncode}")
+        if ns.run("curl", "-s", "-o", "/dev/null", "-m", "1", f"http://{SERVER}:{PORT}/", check=False).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the server did not answer within 20 s")
+
+
+def tour_on_tun(workdir: Path) -> None:
+    webroot = workdir / "www"
+    webroot.mkdir()
+    expected = write_file(webroot)
+    ns = Namespace(f"netsock-demo-{os.getpid()}")
+    step(f"Network namespace {ns.name}: the kernel forwards between two TUN devices that netsock creates")
+    subprocess.run(["ip", "netns", "add", ns.name], check=True)
     try:
-        for line in sample.stdout:
-            if line.startswith("ready"):
-                return sample
+        ns.run("ip", "link", "set", "lo", "up")
+        ns.run("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward; for scope in all default; do "
+               "echo 1 > /proc/sys/net/ipv6/conf/$scope/disable_ipv6; done")     # no IPv6 chatter
+
+        step(f"Unmodified http.server under netsock on tun0 as {SERVER}:{PORT} "
+             f"(netsock run ... -- -m http.server {PORT})")
+        server = ns.start(*netsock_run("tun0", f"{SERVER}/24", f"{SERVER_HOST_SIDE}/24",
+                                       "--pcap", str(workdir / "server.pcap"),
+                                       "--stats-json", str(workdir / "server.json"),
+                                       "--", "-m", "http.server", str(PORT), "--bind", SERVER,
+                                       "--directory", str(webroot)),
+                          stdout=subprocess.DEVNULL, stderr=open(workdir / "server.log", "w"))
+        wait_for_server(ns, server)
+        url = f"http://{SERVER}:{PORT}/{FILE_NAME}"
+
+        step(f"The kernel's curl downloads {FILE_SIZE // 2**20} MiB from netsock: curl {url}")
+        curl = ns.run("curl", "-s", "-o", str(workdir / "curl.bin"), "-w", "%{http_code} %{size_download} %{time_total}",
+                      url)
+        status, size, seconds = curl.stdout.split()
+        digest = hashlib.sha256((workdir / "curl.bin").read_bytes()).hexdigest()
+        print(f"    HTTP {status}, {int(size):,} bytes in {float(seconds):.2f} s "
+              f"({mib_per_second(int(size), float(seconds))}), SHA-256 {'matches' if digest == expected else 'DIFFERS'}")
+
+        step(f"requests, under netsock on tun1 as {CLIENT}, fetches the same file through the kernel's routing")
+        client = ns.run(*netsock_run("tun1", f"{CLIENT}/24", f"{CLIENT_HOST_SIDE}/24", "--gateway", CLIENT_HOST_SIDE,
+                                     "--stats-json", str(workdir / "client.json"), "--", "-c", CLIENT_PROGRAM, url))
+        fetched = json.loads(client.stdout)
+        print(f"    HTTP {fetched['status']}, {fetched['bytes']:,} bytes in {fetched['seconds']:.2f} s "
+              f"({mib_per_second(fetched['bytes'], fetched['seconds'])}), "
+              f"SHA-256 {'matches' if fetched['sha256'] == expected else 'DIFFERS'}")
+
+        server.send_signal(signal.SIGINT)       # http.server's own clean exit (KeyboardInterrupt)
+        server.wait(timeout=10)
+        step("The server's netsock counters (selected, non-zero)")
+        print_counters(json.loads((workdir / "server.json").read_text()), COUNTERS)
+        step("The client's netsock counters (selected, non-zero)")
+        print_counters(json.loads((workdir / "client.json").read_text()), COUNTERS)
+        step(f"Everything the server's stack sent and received is in {workdir / 'server.pcap'}")
+        print(f"    tshark -r {workdir / 'server.pcap'} | head")
     finally:
-        watchdog.cancel()
-    raise RuntimeError(f"the udp_echo sample did not start (exit code {sample.wait()})")
+        ns.close()      # deleting the namespace deletes anything netsock run left in it
+    print("\nDone: namespace and devices removed.")
 
 
-def stop_sample(sample: subprocess.Popen[str]) -> None:
-    sample.send_signal(signal.SIGTERM)
-    try:
-        sample.communicate(timeout=10)
-    except subprocess.TimeoutExpired:
-        sample.kill()
-        sample.wait()
+# --- without root: the same programs over an in-memory wire between two stacks -------------------------
 
+def tour_in_memory(workdir: Path) -> None:
+    import gevent
 
-def print_counters(stats: dict[str, Any], prefix: str = "") -> None:
-    for key, value in stats.items():
-        if isinstance(value, dict):
-            print_counters(value, f"{prefix}{key}.")
-        elif value:
-            print(f"    {prefix + key:<40} {value}")
+    import netsock
+    netsock.patch_all()
 
+    import http.server
+    import threading
+    from functools import partial
 
-def tour(namespace: str, workdir: Path) -> None:
-    step(f"Network namespace {namespace}: TUN device {DEVICE}, kernel side {KERNEL}/24")
-    ip("netns", "add", namespace)
-    ip("-n", namespace, "link", "set", "lo", "up")
-    with inside(namespace):  # no IPv6 chatter: the link carries only what the demo sends
-        for scope in ("all", "default"):
-            Path(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6").write_text("1")
-    ip("-n", namespace, "tuntap", "add", "dev", DEVICE, "mode", "tun")
-    ip("-n", namespace, "addr", "add", f"{KERNEL}/24", "dev", DEVICE)
-    ip("-n", namespace, "link", "set", DEVICE, "up")
+    import requests
 
-    step(f"netsock's udp_echo sample attaches to {DEVICE} as {NETSOCK}, echoing UDP port {ECHO_PORT}")
-    sample = start_sample(namespace, workdir)
-    try:
-        step(f"The kernel pings netsock: ping -c 3 {NETSOCK}")
-        ping = subprocess.run(["ip", "netns", "exec", namespace, "ping", "-c", "3", "-i", "0.2", NETSOCK],
-                              check=False, capture_output=True, text=True)
-        for line in filter(None, ping.stdout.splitlines()):
-            print(f"    {line}")
+    from .adapter.runtime import StackConfig, build_stack, use_stack
+    from .link.wire import Wire
+    from .samples.common import all_counters
 
-        step(f"A kernel UDP socket sends datagrams to {NETSOCK}:{ECHO_PORT}")
-        with inside(namespace):
-            echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with echo, closed:
-            echo.settimeout(2)
-            echo.connect((NETSOCK, ECHO_PORT))
-            for message in (b"hello, netsock", b"a userspace TCP/IP stack", b"in Python"):
-                echo.send(message)
-                print(f"    sent {message.decode()!r:<28} echoed {echo.recv(2048).decode()!r}")
+    webroot = workdir / "www"
+    webroot.mkdir()
+    expected = write_file(webroot)
+    step("No root or no /dev/net/tun: two netsock stacks in this process, joined by an in-memory wire")
+    wire = Wire(gso=True)
+    server_stack = build_stack(StackConfig(device="wire0", addresses=(f"{SERVER}/24",)), wire.ends[0])
+    client_stack = build_stack(StackConfig(device="wire0", addresses=(f"{CLIENT}/24",)), wire.ends[1])
 
-            step(f"And one datagram to closed port {CLOSED_PORT}")
-            closed.settimeout(2)
-            closed.connect((NETSOCK, CLOSED_PORT))
-            closed.send(b"anyone there?")
-            try:
-                closed.recv(2048)
-                print("    unexpected: got a reply")
-            except ConnectionRefusedError:
-                print("    recv() raised ConnectionRefusedError: netsock answered with ICMP port unreachable")
-    finally:
-        stop_sample(sample)
+    step(f"Unmodified http.server (ThreadingHTTPServer) on the first stack as {SERVER}:{PORT}")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(webroot))
+    handler.log_message = lambda *args: None     # type: ignore[attr-defined]
+    with use_stack(server_stack):
+        httpd = http.server.ThreadingHTTPServer((SERVER, PORT), handler)
+        serving = threading.Thread(target=httpd.serve_forever, daemon=True)
+        serving.start()
 
-    step("netsock's counters (non-zero)")
-    print_counters(json.loads((workdir / "stats.json").read_text()))
-    step(f"Everything netsock sent and received is in {workdir / 'demo.pcap'}")
-    print(f"    open it with Wireshark, or: tshark -r {workdir / 'demo.pcap'}")
+    url = f"http://{SERVER}:{PORT}/{FILE_NAME}"
+    step(f"requests on the second stack ({CLIENT}) downloads {FILE_SIZE // 2**20} MiB: GET {url}")
+    with use_stack(client_stack):
+        start = time.perf_counter()
+        reply = requests.get(url, timeout=30)
+        seconds = time.perf_counter() - start
+    digest = hashlib.sha256(reply.content).hexdigest()
+    print(f"    HTTP {reply.status_code}, {len(reply.content):,} bytes in {seconds:.2f} s "
+          f"({mib_per_second(len(reply.content), seconds)}), SHA-256 {'matches' if digest == expected else 'DIFFERS'}")
+    httpd.shutdown()
+    httpd.server_close()
+    gevent.sleep(0)
+    step("The server stack's counters (selected, non-zero)")
+    print_counters(all_counters(server_stack), COUNTERS)
+    step("The client stack's counters (selected, non-zero)")
+    print_counters(all_counters(client_stack), COUNTERS)
+    print("\nDone (in-memory; run as root for the TUN version with the kernel's curl).")
 
 
 def main() -> int:
-    if os.geteuid() != 0:
-        print("The demo creates a network namespace and a TUN device: run it as root (./dev.sh demo).")
-        return 1
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    namespace = f"netsock-demo-{os.getpid()}"
     workdir = Path(tempfile.mkdtemp(prefix="netsock-demo-"))
-    try:
-        tour(namespace, workdir)
-    finally:
-        # Deleting the namespace deletes the TUN device in it; the sample has already exited.
-        subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
-    print("\nDone: namespace and device removed.")
+    if os.geteuid() == 0 and os.path.exists("/dev/net/tun"):
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        tour_on_tun(workdir)
+    else:
+        tour_in_memory(workdir)
     return 0
 
 

@@ -22,6 +22,7 @@ from ..link.loopback import LoopbackEndpoint
 from ..network.arp import ARPProtocol
 from ..network.ipv4 import IPv4Protocol
 from ..network.ipv6 import IPv6Protocol
+from ..resolver import Resolver
 from ..stack import LinkEndpoint, Stack
 from ..tcpip import IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Route
 from ..transport.icmp import ICMPv4Protocol, ICMPv6Protocol
@@ -29,7 +30,7 @@ from ..transport.tcp import TCPProtocol
 from ..transport.udp import UDPProtocol
 
 __all__ = ["DEVICE_NIC_ID", "LOOPBACK_NIC_ID", "StackConfig", "build_stack", "configure", "current_stack",
-           "default_stack", "stack_config", "use_stack"]
+           "default_stack", "default_stack_if_built", "resolver", "stack_config", "use_stack"]
 
 LOOPBACK_NIC_ID = 1
 DEVICE_NIC_ID = 2
@@ -90,13 +91,16 @@ class StackConfig:
 _configs: weakref.WeakKeyDictionary[Stack, StackConfig] = weakref.WeakKeyDictionary()
 
 
-def build_stack(config: StackConfig | None = None) -> Stack:
+def build_stack(config: StackConfig | None = None, link: LinkEndpoint | None = None) -> Stack:
     """A dual-stack (IPv4 and IPv6) stack on the gevent clock with TCP, UDP and ping: NIC 1 is the
-    loopback ("lo", 127.0.0.1/8 and ::1), NIC 2 the configured device, if any."""
+    loopback ("lo", 127.0.0.1/8 and ::1), NIC 2 the configured device, if any — opened by name, or
+    ``link`` (an in-memory one, say) under the device's name."""
     config = config or StackConfig()
+    if link is not None and not config.device:
+        raise ValueError("a link needs the name of the device it stands for (config.device)")
     stack = Stack([IPv4Protocol, IPv6Protocol, ARPProtocol], [TCPProtocol, UDPProtocol, ICMPv4Protocol, ICMPv6Protocol])
     loopback: LinkEndpoint = LoopbackEndpoint()
-    device = _open_device(config) if config.device else None
+    device = link if link is not None or not config.device else _open_device(config)
     if config.pcap:
         from ..link.sniffer import SnifferEndpoint
         if device is not None:
@@ -154,6 +158,11 @@ def configure(config: StackConfig) -> None:
     _default_config = config
 
 
+def default_stack_if_built() -> Stack | None:
+    """The process's stack if a socket has made it, else None (without building it)."""
+    return _default
+
+
 def default_stack() -> Stack:
     """The process's stack, built on first use (from ``configure`` or the environment)."""
     global _default
@@ -191,3 +200,14 @@ def current_stack() -> Stack:
             return stack
         ref = getattr(spawner, "spawning_greenlet", None)
     return default_stack()
+
+
+def resolver(stack: Stack | None = None) -> Resolver:
+    """The name resolver of ``stack`` (default: the current one): its hosts table, then the DNS
+    servers of its configuration, queried through the stack itself."""
+    stack = stack or current_stack()
+    found = stack.extensions.get("resolver")
+    if not isinstance(found, Resolver):
+        found = Resolver(stack, nameservers=stack_config(stack).dns_servers)
+        stack.extensions["resolver"] = found
+    return found

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from errno import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS, EINVAL,
                    ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTSOCK, EOPNOTSUPP, EPIPE, EPROTO, EPROTONOSUPPORT,
                    ESOCKTNOSUPPORT)
-from socket import (AF_INET, AF_INET6, EAI_ADDRFAMILY, EAI_NONAME, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
+from socket import (AF_INET, AF_INET6, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
                     IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_TOS, IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6,
                     IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP,
                     IPV6_MULTICAST_HOPS, IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP, IPV6_TCLASS, IPV6_UNICAST_HOPS,
@@ -38,7 +38,7 @@ from socket import (AF_INET, AF_INET6, EAI_ADDRFAMILY, EAI_NONAME, IP_ADD_MEMBER
                     SO_KEEPALIVE, SO_LINGER, SO_PROTOCOL, SO_RCVBUF, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
                     SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SOMAXCONN,
                     TCP_CONGESTION, TCP_CORK, TCP_INFO, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG,
-                    TCP_NODELAY, TCP_QUICKACK, AddressFamily, SocketIO, SocketKind, gaierror, inet_aton, inet_ntop,
+                    TCP_NODELAY, TCP_QUICKACK, AddressFamily, SocketIO, SocketKind, inet_ntop,
                     inet_pton)
 from typing import Any
 
@@ -52,7 +52,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
 from ..transport.tcp import TCPState
 from ..waiter import EventMask, WaiterQueue
 from . import fds
-from .runtime import current_stack
+from .runtime import current_stack, resolver
 
 __all__ = ["NetsockSocket", "SocketCore"]
 
@@ -145,9 +145,9 @@ def _host_name(host: Any) -> str:
     return name
 
 
-def _resolve(name: str, family: int) -> bytes:
+def _resolve(stack: Stack, name: str, family: int) -> bytes:
     """The packed address for ``name`` as CPython's setipaddr finds it: "" is the wildcard, numeric
-    addresses parse, and "localhost" is the loopback; other names are the resolver's (not yet here)."""
+    addresses parse, "localhost" is the loopback, and other names are the stack's resolver's."""
     size = 4 if family == AF_INET else 16
     if not name:
         return bytes(size)
@@ -161,27 +161,10 @@ def _resolve(name: str, family: int) -> bytes:
         pass
     if name.lower() in ("localhost", "localhost."):
         return b"\x7f\0\0\1" if family == AF_INET else bytes(15) + b"\1"
-    if not any(c.isspace() for c in name):
-        try:
-            packed = inet_aton(name)          # also "127.1", as getaddrinfo accepts
-        except OSError:
-            packed = b""
-        if packed and family == AF_INET:
-            return packed
-        if packed or _is_ipv6_text(name):
-            raise gaierror(EAI_ADDRFAMILY, "Address family for hostname not supported")
-    raise gaierror(EAI_NONAME, "Name or service not known")
+    return resolver(stack).address_of(name, family)
 
 
-def _is_ipv6_text(name: str) -> bool:
-    try:
-        inet_pton(AF_INET6, name.partition("%")[0])
-    except OSError:
-        return False
-    return True
-
-
-def _sockaddr(family: int, address: Any, caller: str) -> tuple[bytes, int, int]:
+def _sockaddr(stack: Stack, family: int, address: Any, caller: str) -> tuple[bytes, int, int]:
     """(packed address, port, scope id) from an address tuple, with CPython's getsockaddrarg errors."""
     kind = "AF_INET" if family == AF_INET else "AF_INET6"
     if not isinstance(address, tuple):
@@ -201,7 +184,7 @@ def _sockaddr(family: int, address: Any, caller: str) -> tuple[bytes, int, int]:
     port = operator.index(port)
     if not -2**31 <= port < 2**31:
         raise OverflowError(f"{caller}(): port must be 0-65535.")
-    packed = _resolve(name, family)
+    packed = _resolve(stack, name, family)
     if not 0 <= port <= 0xFFFF:
         raise OverflowError(f"{caller}(): port must be 0-65535.")
     if flowinfo > 0xFFFFF:
@@ -1018,7 +1001,7 @@ class NetsockSocket:
 
     def _address(self, address: Any, caller: str) -> tuple[bytes, int, int]:
         """(packed address, port, NIC) of an address argument."""
-        addr, port, scope_id = _sockaddr(self._core.family, address, caller)
+        addr, port, scope_id = _sockaddr(self._core.stack, self._core.family, address, caller)
         if scope_id and scope_id not in self._core.stack.nics:
             raise _oserror(ENODEV if caller == "bind" else ENETUNREACH)
         return addr, port, scope_id

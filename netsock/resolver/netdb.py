@@ -377,6 +377,11 @@ class Resolver:
             raise _herror(_H_ERRNOS[failed.status]) from None
         return entry.canonical, list(entry.aliases), [inet_ntop(target.family, target.address)]
 
+    def address_of(self, name: str, family: int) -> bytes:
+        """The packed address a socket's host argument ``name`` stands for in ``family`` (CPython's
+        setipaddr, as bind, connect and sendto use it)."""
+        return self._setipaddr(name, family).address
+
     def _setipaddr(self, name: str, family: int) -> _Address:
         """CPython's setipaddr: the one address a host argument stands for."""
         if not name:

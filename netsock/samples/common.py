@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 import time
-from typing import Iterable, NamedTuple, TextIO
+from typing import Any, Iterable, NamedTuple, TextIO
 
 import gevent
 from gevent.event import Event
@@ -186,9 +186,8 @@ def wait_for_stop_signal() -> None:
             h.cancel()
 
 
-def report(stack: Stack, stats_json: str | None, out: TextIO | None = None) -> None:
-    """Print the non-zero counters (to ``out``, default stdout) and, if asked, write all of them as JSON."""
-    out = out or sys.stdout
+def all_counters(stack: Stack) -> dict[str, Any]:
+    """Every counter of ``stack`` as plain data: the stack's, each NIC's, its addresses, fault links'."""
     counters = stack.stats().as_dict()
     counters["nic"] = {nic.name: nic.stats.as_dict() for nic in stack.nics.values()}
     counters["addresses"] = {nic.name: [str(a) for addrs in nic.addresses.values() for a in addrs]
@@ -196,6 +195,14 @@ def report(stack: Stack, stats_json: str | None, out: TextIO | None = None) -> N
     faults = {nic.name: nic.link.stats for nic in stack.nics.values() if isinstance(nic.link, FaultEndpoint)}
     if faults:
         counters["fault"] = {name: stats.as_dict() for name, stats in faults.items()}
+    return counters
+
+
+def report(stack: Stack, stats_json: str | None, out: TextIO | None = None) -> None:
+    """Print the non-zero counters (to ``out``, default stdout) and, if asked, write all of them as JSON."""
+    out = out or sys.stdout
+    counters = all_counters(stack)
+    faults = {nic.name: nic.link.stats for nic in stack.nics.values() if isinstance(nic.link, FaultEndpoint)}
     if stats_json:
         with open(stats_json, "w") as f:
             json.dump(counters, f, indent=1, sort_keys=True)

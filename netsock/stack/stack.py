@@ -8,12 +8,12 @@ from typing import Any, Iterable
 
 from ..ports import PortManager
 from ..tcpip import (ICMPV4_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress, ErrDuplicateNICID,
-                     ErrNetworkUnreachable, ErrUnknownNICID, ErrUnknownProtocol, ProtocolAddress, Stats, address_str)
+                     ErrNetworkUnreachable, ErrUnknownNICID, ErrUnknownProtocol, ProtocolAddress, Stats, Subnet, address_str)
 from ..tcpip import Route as RouteEntry
 from ..waiter import WaiterQueue
 from .clock import Clock, TimerQueue
 from .demux import TransportDemuxer
-from .interfaces import LinkEndpoint, PacketType
+from .interfaces import LinkCapabilities, LinkEndpoint, PacketType
 from .nic import NIC
 from .packet_buffer import PacketBuffer
 from .ratelimit import ICMPRateLimiter
@@ -50,8 +50,12 @@ class Stack:
         self.nics: dict[int, NIC] = {}
         self._route_table: list[RouteEntry] = []
         self._local_addresses: dict[bytes, NIC] = {}
+        # A loopback NIC owns the whole subnet of each of its addresses (Linux: 127.0.0.0/8 is local).
+        self._loopback_subnets: list[tuple[Subnet, NIC]] = []
         self._local_queue: deque[tuple[NIC, int, bytes]] = deque()
         self._delivering_local = False
+        # State that higher layers keep per stack (the adapter's resolver), so that it dies with the stack.
+        self.extensions: dict[str, object] = {}
         self.network_protocols: dict[int, NetworkProtocol] = {}
         for factory in network_protocols:
             proto = factory(self)
@@ -82,6 +86,7 @@ class Stack:
         self._route_table = [r for r in self._route_table if r.nic != nic_id]
         nic.close()
         del self.nics[nic_id]
+        self._update_loopback_subnets()
 
     def enable_nic(self, nic_id: int) -> None:
         nic = self._nic(nic_id)
@@ -120,6 +125,7 @@ class Stack:
         nic = self._nic(nic_id)
         nic.add_address(protocol, address)
         self._local_addresses[bytes(address.address)] = nic
+        self._update_loopback_subnets()
 
     def add_protocol_address(self, nic_id: int, address: ProtocolAddress) -> None:
         self.add_address(nic_id, address.protocol, address.address_with_prefix)
@@ -129,14 +135,26 @@ class Stack:
         if not nic.remove_address(address):
             raise ErrBadLocalAddress()
         self._local_addresses.pop(bytes(address), None)
+        self._update_loopback_subnets()
+
+    def _update_loopback_subnets(self) -> None:
+        self._loopback_subnets = [(a.subnet(), nic) for nic in self.nics.values()
+                                  if nic.link.capabilities() & LinkCapabilities.LOOPBACK
+                                  for addresses in nic.addresses.values() for a in addresses]
 
     def all_addresses(self) -> dict[int, list[ProtocolAddress]]:
         return {nic.id: [ProtocolAddress(proto, a) for proto, addrs in nic.addresses.items() for a in addrs]
                 for nic in self.nics.values()}
 
     def local_address_nic(self, address: bytes) -> NIC | None:
-        """The NIC owning ``address``, if this stack has it."""
-        return self._local_addresses.get(address)
+        """The NIC owning ``address``, if this stack has it: assigned to it, or in a loopback NIC's
+        subnet (but for an IPv4 subnet's broadcast address)."""
+        nic = self._local_addresses.get(address)
+        if nic is None and self._loopback_subnets:
+            nic = next((n for subnet, n in self._loopback_subnets
+                        if subnet.contains(address) and not (len(address) == 4 and subnet.is_broadcast(address))),
+                       None)
+        return nic
 
     # --- routes -----------------------------------------------------------------------------------
 
@@ -164,9 +182,9 @@ class Stack:
         if proto is None:
             raise ErrUnknownProtocol()
         if self.handle_local and remote:
-            owner = self._local_addresses.get(remote)
+            owner = self.local_address_nic(remote)
             if owner is not None and owner.enabled and (not nic_id or nic_id == owner.id):
-                if local and local != remote and self._local_addresses.get(local) is None:
+                if local and local != remote and self.local_address_nic(local) is None:
                     raise ErrBadLocalAddress()
                 return Route(local or remote, remote, remote, owner, net_proto, loop=True)
         limited_broadcast = remote == b"\xff\xff\xff\xff"
@@ -201,7 +219,7 @@ class Stack:
                 nic = self._nic(nic_id)
                 src = local or nic.primary_address(net_proto)
                 return Route(src, remote, remote, nic, net_proto, broadcast=limited_broadcast, multicast=multicast)
-            if local and self._local_addresses.get(local) is None:
+            if local and self.local_address_nic(local) is None:
                 raise ErrBadLocalAddress()
             self._stats.ip.no_route.increment()
             raise ErrNetworkUnreachable(f"no route to {address_str(remote) if remote else '(none)'}")

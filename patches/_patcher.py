@@ -1,0 +1,46 @@
+"""Replacing attributes of stdlib modules and classes so that the replacement can be undone.
+
+Each patch module records what it replaces in one ``Patcher``; ``undo`` puts back the originals in
+reverse order, so patching twice and undoing once is not a concern of the modules themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Patcher"]
+
+_MISSING = object()
+
+
+class Patcher:
+    """The attributes one patch module replaced, and their originals."""
+
+    __slots__ = ("_saved",)
+
+    def __init__(self) -> None:
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self._saved)
+
+    def replace(self, target: Any, name: str, value: Any) -> None:
+        """Set ``target.name = value``, remembering the original (or its absence)."""
+        self._saved.append((target, name, getattr(target, name, _MISSING)))
+        setattr(target, name, value)
+
+    def original(self, target: Any, name: str) -> Any:
+        """What ``target.name`` was before this patcher first replaced it (the current value if it never did)."""
+        for saved_target, saved_name, value in self._saved:
+            if saved_target is target and saved_name == name and value is not _MISSING:
+                return value
+        return getattr(target, name)
+
+    def undo(self) -> None:
+        while self._saved:
+            target, name, value = self._saved.pop()
+            if value is _MISSING:
+                delattr(target, name)
+            else:
+                setattr(target, name, value)
