@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __version__ = "0.1.0"
-__all__ = ["patch_all", "unpatch_all"]
+__all__ = ["Network", "patch_all", "unpatch_all"]
+
+
+def __getattr__(name: str) -> object:
+    # ``netsock.Network`` without importing the private-network machinery on ``import netsock``.
+    if name == "Network":
+        from .privnet import Network
+        return Network
+    raise AttributeError(f"module 'netsock' has no attribute {name!r}")
 
 
 def patch_all(*, device: str | None = None, tap: bool = False, addresses: Iterable[str] = (),

@@ -69,7 +69,7 @@ from ..tcpip.stats import StatCounter, StatGroup
 from . import write_each
 from .nested import NestedEndpoint
 
-__all__ = ["FaultConfig", "FaultDirectionStats", "FaultEndpoint", "FaultStats", "GilbertElliott"]
+__all__ = ["FaultConfig", "FaultDirectionStats", "FaultEndpoint", "FaultPipe", "FaultStats", "GilbertElliott"]
 
 _log = logging.getLogger(__name__)
 
@@ -226,14 +226,20 @@ def _corrupted_copy(pkt: PacketBuffer, protocol: int, rng: random.Random) -> Pac
 _Packet = tuple[Any, ...]   # the arguments of write_packet / deliver_network_packet; the PacketBuffer last
 
 
-class _Direction:
-    """One direction's faults and state: random streams, rate limiter, held packets and their timer."""
+class FaultPipe:
+    """One direction's faults and state: random streams, rate limiter, held packets and their timer.
+
+    ``offer`` takes a packet — a tuple whose last item is its PacketBuffer and whose item before is
+    its network protocol number — through the faults, and ``pass_on`` receives it when it is due.
+    ``FaultEndpoint`` has two; a private network's switch one per pair of ports. ``name`` keys the
+    random streams (with ``seed``), so pipes with different names decide independently.
+    """
 
     __slots__ = ("name", "clock", "stats", "config", "active", "held", "_pass_on", "_seq", "_timer",
                  "_releasing", "_floor", "_bad", "_busy_until", "_backlog", "_backlog_bytes",
                  "_rng_burst", "_rng_loss", "_rng_duplicate", "_rng_corrupt", "_rng_delay", "_rng_reorder")
 
-    def __init__(self, name: DirectionName, seed: int, config: FaultConfig, clock: Clock, timers: TimerQueue,
+    def __init__(self, name: str, seed: int, config: FaultConfig, clock: Clock, timers: TimerQueue,
                  stats: FaultDirectionStats, pass_on: Callable[[_Packet], None]) -> None:
         self.name = name
         self.clock = clock
@@ -398,9 +404,9 @@ class FaultEndpoint(NestedEndpoint):
         self.stats = FaultStats()
         self._closed = False
         timers = TimerQueue(clock)
-        self._outbound = _Direction("outbound", seed, outbound or FaultConfig(), clock, timers,
+        self._outbound = FaultPipe("outbound", seed, outbound or FaultConfig(), clock, timers,
                                     self.stats.outbound, self._write_lower)
-        self._inbound = _Direction("inbound", seed, inbound or FaultConfig(), clock, timers,
+        self._inbound = FaultPipe("inbound", seed, inbound or FaultConfig(), clock, timers,
                                    self.stats.inbound, self._deliver_up)
 
     # --- configuration ------------------------------------------------------------------------------
@@ -422,7 +428,7 @@ class FaultEndpoint(NestedEndpoint):
         for d, new in zip(directions, updated):
             d.set_config(new)
 
-    def _directions(self, direction: str) -> tuple[_Direction, ...]:
+    def _directions(self, direction: str) -> tuple[FaultPipe, ...]:
         if direction == "outbound":
             return (self._outbound,)
         if direction == "inbound":

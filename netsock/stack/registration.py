@@ -147,5 +147,9 @@ class TransportEndpoint:
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
         raise NotImplementedError
 
+    def abort(self) -> None:
+        """The stack is closing: end now and release ports, timers and registrations."""
+        raise NotImplementedError
+
     def handle_control_packet(self, kind: ControlType, info: int, pkt: PacketBuffer) -> None:
         """An ICMP error about a packet this endpoint sent (``info``: MTU, pointer ...)."""

@@ -301,6 +301,9 @@ class Stack:
             self._delivering_local = False
 
     def close(self) -> None:
-        """Close every NIC (and so detach every link)."""
+        """Abort every transport endpoint (connections are reset, timers and ports released), then
+        close every NIC (and so detach every link): netstack's Close and Destroy."""
+        for endpoint in self.demux.all_endpoints():
+            endpoint.abort()
         for nic_id in list(self.nics):
             self.remove_nic(nic_id)

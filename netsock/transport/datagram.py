@@ -280,6 +280,9 @@ class DatagramEndpoint(TransportEndpoint):
         if flags & ShutdownFlags.READ:
             self.waiter_queue.notify(EventMask.IN)
 
+    def abort(self) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.state is EndpointState.CLOSED:
             return

@@ -1186,7 +1186,11 @@ class TCPEndpoint(TransportEndpoint):
             self._emit(self.snd.max, RST | ACK, b"", b"", 0)  # type: ignore[union-attr]
         self._finish(None)
 
-    def abort(self, err: Error) -> None:
+    def abort(self) -> None:
+        """The stack is closing: the connection ends now (RST to a synchronized peer), as netstack's Abort."""
+        self.fail(ErrConnectionAborted())
+
+    def fail(self, err: Error) -> None:
         """The connection failed (retransmissions or keepalives exhausted): tell the user, RST the peer.
 
         A timeout after an ICMP error reports that error instead (EHOSTUNREACH rather than ETIMEDOUT), as Linux.
@@ -1261,7 +1265,7 @@ class TCPEndpoint(TransportEndpoint):
             self.keepalive_timer.reset(self.keepalive_idle - idle)  # type: ignore[union-attr]
             return
         if self.keepalive_probes >= self.keepalive_count:
-            self.abort(ErrTimeout())
+            self.fail(ErrTimeout())
             return
         self.keepalive_probes += 1
         self.send_segment(self.snd.una - 1, ACK)

@@ -381,7 +381,7 @@ class Sender:
         self.retransmits += 1
         ep.stack_stats.timeouts.increment()
         if self.retransmits > ep.max_retries:
-            ep.abort(ErrTimeout())
+            ep.fail(ErrTimeout())
             return
         # RFC 6298 §5.5-5.7 and RFC 5681 §3.1: back off, collapse the window, resend from the first hole.
         self.cc.on_rto_expired()
@@ -414,7 +414,7 @@ class Sender:
             return
         self.retransmits += 1
         if self.retransmits > self.ep.max_retries:
-            self.ep.abort(ErrTimeout())
+            self.ep.fail(ErrTimeout())
             return
         if self.buffer.end > una:
             self._transmit(una, 1, ACK)

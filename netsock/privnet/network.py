@@ -1,0 +1,287 @@
+"""``Network``: hosts, switches, routers and faults, all inside this process.
+
+Every host is a netsock stack of its own (loopback, plus one Ethernet NIC per switch it joins, with
+ARP); switches are learning Ethernet switches (see ``switch``); a router is a host that forwards
+between its switches, and the other hosts get routes through it to the subnets behind it. Nothing
+else is routable: a destination outside the network's subnets has no route (ENETUNREACH), and
+names resolve from the network's own hosts table, so code running here cannot reach the machine's
+real network. Sockets belong to a host when they are made in ``with host:`` or in ``host.spawn``'s
+greenlets (and the greenlets those spawn).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import gevent
+
+from ..adapter.runtime import StackConfig, build_stack, use_stack
+from ..link.pcap import PcapWriter
+from ..resolver import Resolver
+from ..samples.common import all_counters
+from ..scheduler import GeventClock
+from ..stack import Stack
+from ..stack.clock import TimerQueue
+from ..tcpip import IPV4_PROTOCOL_NUMBER, AddressWithPrefix, Route
+from .switch import Port, Switch
+
+__all__ = ["Host", "Network"]
+
+_LINKTYPE_ETHERNET = 1
+_FIRST_NIC_ID = 2                  # 1 is the loopback
+# FaultConfig fields by the names the public API uses.
+_FAULT_NAMES = {"loss": "loss", "latency": "delay", "delay": "delay", "jitter": "jitter", "duplicate": "duplicate",
+                "reorder": "reorder", "reorder_hold": "reorder_hold", "corrupt": "corrupt", "bandwidth": "rate",
+                "rate": "rate", "queue": "queue_limit", "queue_limit": "queue_limit", "burst": "burst",
+                "blackhole": "blackhole"}
+
+
+class Host:
+    """One host of a ``Network``: a netsock stack with a name and addresses.
+
+    ``with host:`` makes it the current stack for the block (and the greenlets spawned in it);
+    ``spawn`` runs a function on it in a new greenlet.
+    """
+
+    def __init__(self, network: Network, name: str, router: bool = False) -> None:
+        self.network = network
+        self.name = name
+        self.router = router
+        self.stack: Stack = build_stack(StackConfig())
+        # Names come from the network alone: not /etc/hosts, no DNS server outside.
+        self.resolver = Resolver(self.stack, hosts_file=None)
+        self.stack.extensions["resolver"] = self.resolver
+        self._known_names: set[tuple[str, str]] = set()
+        self.ports: dict[Switch, Port] = {}
+        self.addresses: dict[Switch, str] = {}
+        self._contexts: list[ExitStack] = []
+        if router:
+            for protocol in self.stack.network_protocols:
+                if protocol == IPV4_PROTOCOL_NUMBER:
+                    self.stack.set_forwarding(protocol, True)
+
+    @property
+    def address(self) -> str:
+        """The host's first address."""
+        return next(iter(self.addresses.values()))
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name} {', '.join(self.addresses.values())}>"
+
+    def __enter__(self) -> Host:
+        context = ExitStack()
+        context.enter_context(use_stack(self.stack))
+        self._contexts.append(context)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._contexts.pop().close()
+
+    def spawn(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> gevent.Greenlet:
+        """Run ``function(*args, **kwargs)`` on this host in a new greenlet (killed with the network)."""
+        def run() -> Any:
+            with use_stack(self.stack):
+                return function(*args, **kwargs)
+        greenlet = gevent.spawn(run)
+        self.network._greenlets.append(greenlet)
+        return greenlet
+
+    def counters(self) -> dict[str, Any]:
+        return all_counters(self.stack)
+
+
+class Network:
+    """A private network; see the module docstring. ``seed`` makes every fault decision reproducible.
+
+    ``capture_limit`` bounds the frames kept for ``pcap`` (the oldest go first); 0 keeps none.
+    """
+
+    def __init__(self, seed: int = 0, capture_limit: int = 1 << 20) -> None:
+        self.seed = seed
+        self.hosts: dict[str, Host] = {}
+        self.switches: dict[str, Switch] = {}
+        self._subnets: dict[Switch, ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
+        self._timers = TimerQueue(GeventClock())
+        self._capture: deque[tuple[int, bytes]] = deque(maxlen=capture_limit) if capture_limit else deque(maxlen=0)
+        self._greenlets: list[gevent.Greenlet] = []
+        self._macs = 0
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- building -------------------------------------------------------------------------------------
+
+    def switch(self, name: str, subnet: str, mtu: int = 1500) -> Switch:
+        """An Ethernet segment carrying ``subnet`` (e.g. "192.0.2.0/24")."""
+        if name in self.switches:
+            raise ValueError(f"there is a switch named {name!r} already")
+        network = ipaddress.ip_network(subnet)
+        for other in self._subnets.values():
+            if network.overlaps(other):
+                raise ValueError(f"{subnet} overlaps {other}")
+        switch = Switch(name, self._timers, self.seed, mtu, self._record if self._capture.maxlen else None)
+        self.switches[name] = switch
+        self._subnets[switch] = network
+        return switch
+
+    def host(self, name: str, *switches: Switch, address: str | None = None) -> Host:
+        """A host on ``switches``: the next free address of each, or ``address`` on the first."""
+        return self._add_host(Host(self, name), switches, address)
+
+    def router(self, name: str, *switches: Switch, address: str | None = None) -> Host:
+        """A host that forwards between ``switches``; the others route through it."""
+        if len(switches) < 2:
+            raise ValueError("a router joins two switches or more")
+        return self._add_host(Host(self, name, router=True), switches, address)
+
+    def _add_host(self, host: Host, switches: tuple[Switch, ...], address: str | None) -> Host:
+        if host.name in self.hosts:
+            raise ValueError(f"there is a host named {host.name!r} already")
+        if not switches:
+            raise ValueError("a host joins one switch or more")
+        for index, switch in enumerate(switches):
+            self._attach(host, switch, address if index == 0 else None)
+        self.hosts[host.name] = host
+        self._update_names()
+        self._update_routes()
+        return host
+
+    def _attach(self, host: Host, switch: Switch, address: str | None) -> None:
+        subnet = self._subnets[switch]
+        if address is None:
+            address = self._free_address(switch)
+        elif ipaddress.ip_address(address) not in subnet or address in self._used(switch):
+            raise ValueError(f"{address} is not a free address of {subnet}")
+        self._macs += 1
+        mac = b"\x02\x00" + self._macs.to_bytes(4, "big")
+        port = switch.add_port(host.name, mac)
+        nic_id = _FIRST_NIC_ID + len(host.ports)
+        host.stack.create_nic(nic_id, port.link, name=switch.name)
+        host.stack.add_address(nic_id, IPV4_PROTOCOL_NUMBER, AddressWithPrefix.parse(f"{address}/{subnet.prefixlen}"))
+        host.ports[switch] = port
+        host.addresses[switch] = address
+
+    def _used(self, switch: Switch) -> set[str]:
+        return {h.addresses[switch] for h in self.hosts.values() if switch in h.addresses}
+
+    def _free_address(self, switch: Switch) -> str:
+        used = self._used(switch)
+        for candidate in self._subnets[switch].hosts():
+            if str(candidate) not in used:
+                return str(candidate)
+        raise ValueError(f"{switch.name} ({self._subnets[switch]}) has no free address left")
+
+    def _update_names(self) -> None:
+        for host in self.hosts.values():
+            for other in self.hosts.values():
+                for address in other.addresses.values():
+                    if (other.name, address) not in host._known_names:
+                        host._known_names.add((other.name, address))
+                        host.resolver.add_host(other.name, address)
+
+    def _update_routes(self) -> None:
+        """Each host: its own subnets on-link, every other subnet through the first router on the
+        way (breadth-first over switches and routers); nothing else."""
+        for host in self.hosts.values():
+            routes = [r for r in host.stack.get_route_table() if r.nic == 1]      # the loopback's
+            via: dict[Switch, str | None] = {}
+            frontier = deque()
+            for switch, port in host.ports.items():
+                via[switch] = None
+                frontier.append((switch, None))
+            while frontier:
+                switch, gateway = frontier.popleft()
+                for router in self.hosts.values():
+                    if not router.router or router is host or switch not in router.ports:
+                        continue
+                    for beyond in router.ports:
+                        if beyond not in via:
+                            via[beyond] = gateway if gateway is not None else router.addresses[switch]
+                            frontier.append((beyond, via[beyond]))
+            nic_of = {switch: _FIRST_NIC_ID + index for index, switch in enumerate(host.ports)}
+            for switch, gateway in via.items():
+                subnet = str(self._subnets[switch])
+                if gateway is None:
+                    routes.append(Route.parse(subnet, nic_of[switch]))
+                else:
+                    first_hop = next(s for s in host.ports if ipaddress.ip_address(gateway) in self._subnets[s])
+                    routes.append(Route.parse(subnet, nic_of[first_hop], gateway))
+            host.stack.set_route_table(routes)
+
+    # --- faults ---------------------------------------------------------------------------------------
+
+    def _ports_between(self, source: Host | str, destination: Host | str) -> list[tuple[Switch, Port, Port]]:
+        a, b = self._host(source), self._host(destination)
+        shared = [(switch, a.ports[switch], b.ports[switch]) for switch in a.ports if switch in b.ports]
+        if not shared:
+            raise ValueError(f"{a.name} and {b.name} share no switch: set faults on each hop (host, router)")
+        return shared
+
+    def _host(self, host: Host | str) -> Host:
+        return host if isinstance(host, Host) else self.hosts[host]
+
+    def faults(self, source: Host | str, destination: Host | str, *, both: bool = False, **faults: Any) -> None:
+        """Faults on the direction ``source`` -> ``destination`` (and back, with ``both``), changed at once:
+        loss, burst (a GilbertElliott), latency and jitter (seconds), duplicate, reorder, corrupt
+        (probabilities), bandwidth (bits/s) with queue (bytes), blackhole. Unnamed faults keep their
+        current setting; 0 or False turns one off."""
+        unknown = set(faults) - set(_FAULT_NAMES)
+        if unknown:
+            raise TypeError(f"unknown faults: {', '.join(sorted(unknown))} (known: {', '.join(_FAULT_NAMES)})")
+        changes = {_FAULT_NAMES[name]: value for name, value in faults.items()}
+        directions = [(source, destination), (destination, source)] if both else [(source, destination)]
+        for a, b in directions:
+            for switch, port_a, port_b in self._ports_between(a, b):
+                switch.configure(port_a, port_b, **changes)
+
+    def partition(self, a: Host | str, b: Host | str) -> None:
+        """Cut ``a`` and ``b`` apart, both ways: every packet between them is dropped."""
+        self.faults(a, b, both=True, blackhole=True)
+
+    def heal(self, a: Host | str, b: Host | str) -> None:
+        """Undo ``partition``: the other faults stay."""
+        self.faults(a, b, both=True, blackhole=False)
+
+    # --- observing ----------------------------------------------------------------------------------
+
+    def _record(self, frame: bytes) -> None:
+        self._capture.append((time.time_ns(), frame))
+
+    def pcap(self, path: str | os.PathLike[str]) -> str:
+        """Write every switch's frames (as they entered the switch, in time order) to ``path``."""
+        with PcapWriter(path, _LINKTYPE_ETHERNET) as writer:
+            for timestamp, frame in self._capture:
+                writer.write(frame, timestamp_ns=timestamp)
+        return os.fspath(path)
+
+    def counters(self) -> dict[str, Any]:
+        """Per host, its stack's counters; per switch, each port's link counters and each faulty
+        direction's (packets, bytes, drops by cause) — plain data."""
+        return {
+            "hosts": {name: host.counters() for name, host in self.hosts.items()},
+            "switches": {name: {"ports": {p.name: p.link.stats.as_dict() for p in switch.ports},
+                                "faults": switch.pipe_stats()}
+                         for name, switch in self.switches.items()},
+        }
+
+    def __iter__(self) -> Iterator[Host]:
+        return iter(self.hosts.values())
+
+    def close(self) -> None:
+        """Kill the greenlets ``spawn`` started and close every host's stack."""
+        gevent.killall([g for g in self._greenlets if not g.dead], timeout=5)
+        self._greenlets.clear()
+        for host in self.hosts.values():
+            links = [nic.link for nic in host.stack.nics.values()]
+            host.stack.close()
+            for link in links:
+                link.close()

@@ -1,0 +1,193 @@
+"""Private networks: hosts on switches, names, faults, partitions, routers, capture (no root, no devices)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import gevent
+import pytest
+from scapy.all import rdpcap
+
+from netsock.adapter import NetsockSocket
+from netsock.privnet import Host, Network
+
+
+@pytest.fixture
+def net() -> Iterator[Network]:
+    with Network(seed=7) as network:
+        yield network
+
+
+def sink_server(host: Host, port: int) -> gevent.Greenlet:
+    """Accepts one connection, reads to EOF, answers with the SHA-256 of what it read."""
+    listener = NetsockSocket(stack=host.stack)
+    listener.bind(("0.0.0.0", port))
+    listener.listen()
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                digest = hashlib.sha256()
+                while data := conn.recv(1 << 16):
+                    digest.update(data)
+                conn.sendall(digest.hexdigest().encode())
+    return host.spawn(serve)
+
+
+def send_and_check(target: str, port: int, size: int) -> None:
+    payload = hashlib.sha256(b"seed").digest() * (size // 32)
+    with NetsockSocket() as client:
+        client.settimeout(60)
+        client.connect((target, port))
+        client.sendall(payload)
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(100).decode() == hashlib.sha256(payload).hexdigest()
+
+
+def test_hosts_get_addresses_and_names(net: Network) -> None:
+    lan = net.switch("lan", "192.0.2.0/24")
+    server = net.host("server.test", lan)
+    client = net.host("client.test", lan, address="192.0.2.50")
+    assert (server.address, client.address) == ("192.0.2.1", "192.0.2.50")
+    with client:
+        assert socket.getaddrinfo is not None
+        assert client.resolver.gethostbyname("server.test") == "192.0.2.1"
+    with pytest.raises(ValueError, match="not a free address"):
+        net.host("again.test", lan, address="192.0.2.50")
+
+
+def test_a_transfer_through_loss_and_latency_arrives_intact(net: Network) -> None:
+    lan = net.switch("lan", "192.0.2.0/24")
+    server = net.host("server.test", lan)
+    client = net.host("client.test", lan)
+    net.faults(client, server, both=True, loss=0.02, latency=0.005, jitter=0.002, reorder=0.01, duplicate=0.01)
+    serving = sink_server(server, 9000)
+    with client:
+        send_and_check("server.test", 9000, 1 << 20)
+    serving.get(timeout=10)
+    faults = net.counters()["switches"]["lan"]["faults"]
+    assert faults["client.test->server.test"]["dropped_loss"] > 0
+    assert faults["server.test->client.test"]["packets"] > 0
+
+
+def test_nothing_outside_the_network_is_reachable(net: Network) -> None:
+    lan = net.switch("lan", "192.0.2.0/24")
+    client = net.host("client.test", lan)
+    with client, NetsockSocket() as sock:
+        with pytest.raises(OSError) as raised:
+            sock.connect(("203.0.113.1", 80))
+        assert raised.value.errno == errno.ENETUNREACH
+    with pytest.raises(socket.gaierror):
+        client.resolver.getaddrinfo("example.com", 80)
+
+
+def test_partition_times_out_and_heal_lets_connections_through(net: Network) -> None:
+    lan = net.switch("lan", "192.0.2.0/24")
+    server = net.host("server.test", lan)
+    client = net.host("client.test", lan)
+    listener = NetsockSocket(stack=server.stack)
+    listener.bind(("0.0.0.0", 7))
+    listener.listen()
+    net.partition(client, server)
+    with client:
+        with NetsockSocket() as sock:
+            sock.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                sock.connect(("server.test", 7))
+        net.heal(client, server)
+        with NetsockSocket() as sock:
+            sock.settimeout(5)
+            sock.connect(("server.test", 7))
+    listener.close()
+
+
+def udp_workload(seed: int, path: Path) -> tuple[int, int]:
+    """1,000 datagrams over a lossy, duplicating link: (received, IPv4 and ARP frames captured).
+
+    (IPv6 link-local autoconfiguration — router solicitations, MLD reports — is sent after random
+    delays, as RFC 4861 and RFC 3810 require, so its frames are not part of a deterministic count.)
+    """
+    with Network(seed=seed) as network:
+        lan = network.switch("lan", "192.0.2.0/24")
+        a, b = network.host("a.test", lan), network.host("b.test", lan)
+        receiver = NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM, stack=b.stack)
+        receiver.bind(("0.0.0.0", 5000))
+        receiver.settimeout(5)
+        with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM, stack=a.stack) as sender:
+            sender.sendto(b"warm-up", ("b.test", 5000))     # ARP resolved before the faults start
+            assert receiver.recv(16) == b"warm-up"
+            network.faults(a, b, loss=0.2, duplicate=0.1)
+            receiver.settimeout(0.2)
+
+            def count() -> int:
+                received = 0
+                try:
+                    while receiver.recv(16):
+                        received += 1
+                except TimeoutError:
+                    return received
+                raise AssertionError("unreachable")
+
+            counting = gevent.spawn(count)
+            for index in range(1000):
+                sender.sendto(index.to_bytes(4, "big"), ("b.test", 5000))
+                gevent.sleep(0)
+            received = counting.get(timeout=10)
+        receiver.close()
+        network.pcap(path)
+        return received, sum(1 for frame in rdpcap(str(path)) if frame.type in (0x0800, 0x0806))
+
+
+def test_the_same_seed_makes_the_same_decisions(tmp_path: Path) -> None:
+    first = udp_workload(1, tmp_path / "first.pcap")
+    again = udp_workload(1, tmp_path / "again.pcap")
+    other = udp_workload(2, tmp_path / "other.pcap")
+    assert first == again
+    assert first != other
+    assert 700 < first[0] < 1000
+
+
+def test_a_router_joins_two_subnets(net: Network) -> None:
+    left = net.switch("left", "192.0.2.0/24")
+    right = net.switch("right", "198.51.100.0/24")
+    net.router("router.test", left, right)
+    server = net.host("server.test", right)
+    client = net.host("client.test", left)
+    serving = sink_server(server, 9000)
+    with client:
+        send_and_check("server.test", 9000, 1 << 20)
+    serving.get(timeout=10)
+    with pytest.raises(ValueError, match="share no switch"):
+        net.faults(client, server, loss=0.1)
+
+
+def test_spawned_greenlets_and_their_children_belong_to_the_host(net: Network) -> None:
+    lan = net.switch("lan", "192.0.2.0/24")
+    host = net.host("h.test", lan)
+
+    def child() -> object:
+        with NetsockSocket() as sock:
+            return sock._core.stack
+
+    def parent() -> object:
+        return gevent.spawn(child).get()
+
+    assert host.spawn(parent).get(timeout=5) is host.stack
+
+
+def test_close_kills_spawned_greenlets_and_leaves_no_timers() -> None:
+    network = Network()
+    lan = network.switch("lan", "192.0.2.0/24")
+    server, client = network.host("s.test", lan), network.host("c.test", lan)
+    serving = sink_server(server, 9000)
+    with client:
+        send_and_check("s.test", 9000, 1 << 16)
+    forever = server.spawn(gevent.sleep, 3600)
+    network.close()
+    assert serving.dead and forever.dead
+    assert not server.stack.timers._live and not client.stack.timers._live
