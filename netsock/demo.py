@@ -7,8 +7,8 @@ As root, everything happens in a private network namespace that the demo creates
     netsock run requests ──tun1──► kernel (forwards) ──tun0──► the same server
                           (198.51.100.2; kernel side 198.51.100.1)
 
-Without root or /dev/net/tun it runs the same two programs in this process over an in-memory wire
-between two netsock stacks instead, and says so.
+Without root or /dev/net/tun it runs the same two programs in this process, on two hosts of a
+private network (``netsock.Network``: two stacks joined by an in-memory switch), and says so.
 """
 
 from __future__ import annotations
@@ -171,53 +171,51 @@ def tour_on_tun(workdir: Path) -> None:
 # --- without root: the same programs over an in-memory wire between two stacks -------------------------
 
 def tour_in_memory(workdir: Path) -> None:
-    import gevent
-
     import netsock
     netsock.patch_all()
 
     import http.server
     import threading
-    from functools import partial
 
     import requests
-
-    from .adapter.runtime import StackConfig, build_stack, use_stack
-    from .link.wire import Wire
-    from .samples.common import all_counters
 
     webroot = workdir / "www"
     webroot.mkdir()
     expected = write_file(webroot)
-    step("No root or no /dev/net/tun: two netsock stacks in this process, joined by an in-memory wire")
-    wire = Wire(gso=True)
-    server_stack = build_stack(StackConfig(device="wire0", addresses=(f"{SERVER}/24",)), wire.ends[0])
-    client_stack = build_stack(StackConfig(device="wire0", addresses=(f"{CLIENT}/24",)), wire.ends[1])
 
-    step(f"Unmodified http.server (ThreadingHTTPServer) on the first stack as {SERVER}:{PORT}")
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(webroot))
-    handler.log_message = lambda *args: None     # type: ignore[attr-defined]
-    with use_stack(server_stack):
-        httpd = http.server.ThreadingHTTPServer((SERVER, PORT), handler)
-        serving = threading.Thread(target=httpd.serve_forever, daemon=True)
-        serving.start()
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(webroot), **kwargs)
 
-    url = f"http://{SERVER}:{PORT}/{FILE_NAME}"
-    step(f"requests on the second stack ({CLIENT}) downloads {FILE_SIZE // 2**20} MiB: GET {url}")
-    with use_stack(client_stack):
-        start = time.perf_counter()
-        reply = requests.get(url, timeout=30)
-        seconds = time.perf_counter() - start
-    digest = hashlib.sha256(reply.content).hexdigest()
-    print(f"    HTTP {reply.status_code}, {len(reply.content):,} bytes in {seconds:.2f} s "
-          f"({mib_per_second(len(reply.content), seconds)}), SHA-256 {'matches' if digest == expected else 'DIFFERS'}")
-    httpd.shutdown()
-    httpd.server_close()
-    gevent.sleep(0)
-    step("The server stack's counters (selected, non-zero)")
-    print_counters(all_counters(server_stack), COUNTERS)
-    step("The client stack's counters (selected, non-zero)")
-    print_counters(all_counters(client_stack), COUNTERS)
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    step("No root or no /dev/net/tun: a private network inside this process (netsock.Network), "
+         "two hosts on one switch")
+    with netsock.Network(seed=1) as net:
+        lan = net.switch("lan", "192.0.2.0/24")
+        server = net.host("server.test", lan, address=SERVER)
+        client = net.host("client.test", lan)
+        step(f"Unmodified http.server (ThreadingHTTPServer) on server.test ({SERVER}:{PORT})")
+        with server:
+            httpd = http.server.ThreadingHTTPServer((SERVER, PORT), Handler)
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://server.test:{PORT}/{FILE_NAME}"
+        step(f"requests on client.test ({client.address}) downloads {FILE_SIZE // 2**20} MiB: GET {url}")
+        with client:
+            start = time.perf_counter()
+            reply = requests.get(url, timeout=30)
+            seconds = time.perf_counter() - start
+        digest = hashlib.sha256(reply.content).hexdigest()
+        print(f"    HTTP {reply.status_code}, {len(reply.content):,} bytes in {seconds:.2f} s "
+              f"({mib_per_second(len(reply.content), seconds)}), "
+              f"SHA-256 {'matches' if digest == expected else 'DIFFERS'}")
+        httpd.shutdown()
+        httpd.server_close()
+        for name, host in (("server.test", server), ("client.test", client)):
+            step(f"{name}'s counters (selected, non-zero)")
+            print_counters(host.counters(), COUNTERS)
+        step(f"Every frame on the switch is in {net.pcap(workdir / 'network.pcap')}")
     print("\nDone (in-memory; run as root for the TUN version with the kernel's curl).")
 
 
