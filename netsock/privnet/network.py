@@ -54,6 +54,7 @@ class Host:
         self.name = name
         self.router = router
         self.stack: Stack = build_stack(StackConfig())
+        self.stack.unreachable_note = f"{name} is a host of a netsock private network: no route outside it"
         # Names come from the network alone: not /etc/hosts, no DNS server outside.
         self.resolver = Resolver(self.stack, hosts_file=None)
         self.stack.extensions["resolver"] = self.resolver

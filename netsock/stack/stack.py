@@ -54,6 +54,8 @@ class Stack:
         self._loopback_subnets: list[tuple[Subnet, NIC]] = []
         self._local_queue: deque[tuple[NIC, int, bytes]] = deque()
         self._delivering_local = False
+        # Said in the message of every "network unreachable" error (a private network explains itself).
+        self.unreachable_note: str | None = None
         # State that higher layers keep per stack (the adapter's resolver), so that it dies with the stack.
         self.extensions: dict[str, object] = {}
         self.network_protocols: dict[int, NetworkProtocol] = {}
@@ -222,7 +224,8 @@ class Stack:
             if local and self.local_address_nic(local) is None:
                 raise ErrBadLocalAddress()
             self._stats.ip.no_route.increment()
-            raise ErrNetworkUnreachable(f"no route to {address_str(remote) if remote else '(none)'}")
+            raise ErrNetworkUnreachable(f"no route to {address_str(remote) if remote else '(none)'}",
+                                        self.unreachable_note)
         nic = self.nics[best.nic]
         src = local or nic.primary_address(net_proto, remote)
         broadcast = limited_broadcast or nic.is_subnet_broadcast(net_proto, remote)

@@ -18,13 +18,17 @@ class Error(Exception):
     errno: int = _errno.EIO
     message: str = "unknown error"
     ignore_stats: bool = False
+    note: str | None = None     # said after the errno's text in the OSError (None: exactly CPython's message)
 
-    def __init__(self, detail: str | None = None) -> None:
+    def __init__(self, detail: str | None = None, note: str | None = None) -> None:
         super().__init__(detail or self.message)
+        if note is not None:
+            self.note = note
 
     def to_oserror(self) -> OSError:
         """The OSError (with the right subclass, e.g. ConnectionRefusedError) CPython would raise."""
-        return OSError(self.errno, os.strerror(self.errno))
+        text = os.strerror(self.errno)
+        return OSError(self.errno, f"{text} ({self.note})" if self.note else text)
 
 
 def _error(name: str, message: str, err: int, ignore_stats: bool = False) -> type[Error]:
