@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import io
 import json
 import os
 import runpy
 import sys
 import types
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -102,6 +104,14 @@ def _child_environment() -> None:
         os.environ.pop(name, None)
 
 
+def _fresh_main() -> types.ModuleType:
+    """A new, empty ``__main__`` module in sys.modules, as the interpreter makes for a program."""
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins  # type: ignore[attr-defined]
+    sys.modules["__main__"] = main
+    return main
+
+
 def _run_program(program: list[str]) -> None:
     """Run it as the interpreter would: ``sys.argv``, ``sys.path[0]`` and ``__main__`` as python sets them."""
     if not program:
@@ -118,14 +128,21 @@ def _run_program(program: list[str]) -> None:
             raise SystemExit("netsock run: -c needs code")
         sys.argv = ["-c", *program[2:]]
         sys.path[0] = ""
-        main = types.ModuleType("__main__")
-        main.__builtins__ = builtins  # type: ignore[attr-defined]
-        sys.modules["__main__"] = main
-        exec(compile(program[1], "<string>", "exec"), main.__dict__)
+        exec(compile(program[1], "<string>", "exec"), _fresh_main().__dict__)
     else:
         sys.argv = list(program)
-        sys.path[0] = os.path.dirname(os.path.abspath(switch))
-        runpy.run_path(switch, run_name="__main__")
+        path = os.path.abspath(switch)
+        sys.path[0] = os.path.dirname(path)
+        if os.path.isfile(path) and not zipfile.is_zipfile(path):
+            # As python runs a script: __file__ absolute (runpy.run_path would keep it as given).
+            main = _fresh_main()
+            main.__file__ = path
+            main.__cached__ = None  # type: ignore[attr-defined]
+            with io.open_code(path) as source:
+                code = compile(source.read(), path, "exec")
+            exec(code, main.__dict__)
+        else:
+            runpy.run_path(switch, run_name="__main__")     # a directory or zip with __main__.py
 
 
 def main(argv: list[str]) -> int:
@@ -141,11 +158,21 @@ def main(argv: list[str]) -> int:
         patch_all(device=name, tap=bool(options.tap), addresses=options.address, gateways=options.gateway,
                   dns=options.dns, mtu=options.mtu, pcap=options.pcap)
         _child_environment()
+        _quiet_interrupts()
         try:
             _run_program(program)
         finally:
             _finish(options.stats_json)
     return 0
+
+
+def _quiet_interrupts() -> None:
+    """Ctrl-C arriving while the hub runs stack code goes to the program as KeyboardInterrupt, as
+    always, without gevent printing it as a failed callback first (python prints nothing there)."""
+    import gevent
+
+    hub = gevent.get_hub()
+    hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
 
 
 def _finish(stats_json: str | None) -> None:

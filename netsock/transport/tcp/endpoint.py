@@ -410,7 +410,9 @@ class TCPEndpoint(TransportEndpoint):
                 ready |= EventMask.OUT  # a failed connect is reported as writable + error, as on Linux
         if self.pending_error is not None or self.error is not None:
             ready |= EventMask.ERR & mask
-        if state is S.CLOSED and self.remote is not None or (self.shut_read and self.shut_write):
+        # Linux: POLLHUP once both directions are shut; a received FIN shuts the receiving one.
+        read_closed = self.shut_read or (self.rcv is not None and self.rcv.fin_received)
+        if state is S.CLOSED and self.remote is not None or (read_closed and self.shut_write):
             ready |= EventMask.HUP & mask
         if self.rcv is not None and self.rcv.fin_received:
             ready |= EventMask.RDHUP & mask
