@@ -1056,14 +1056,18 @@ class TCPEndpoint(TransportEndpoint):
         assert snd is not None and route is not None
         size = tcp.MIN_SIZE + len(options)
         pkt = PacketBuffer(route.max_header_length() + size, payload)
-        if len(payload) > snd.mss:
-            pkt.gso_size = snd.mss      # a super-segment: the link cuts it into segments of this size
         hdr = pkt.prepend(size)
         ack = (rcv.nxt + rcv.irs) & MASK if rcv is not None and flags & ACK else 0
         tcp.build(hdr, src_port=self.local.port, dst_port=self.remote.port, seq=(seq + snd.iss) & MASK,  # type: ignore[union-attr]
                   ack=ack, flags=flags, window=window, options=options)
-        total = combine(self._pseudo + size + len(payload), checksum(hdr, checksum(payload)))
-        tcp.set_checksum(hdr, ~total & 0xFFFF)
+        if len(payload) > snd.mss:
+            # A super-segment: the link cuts it into segments of this size and completes each one's
+            # checksum from the pseudo-header sum left in the field (Linux's CHECKSUM_PARTIAL).
+            pkt.gso_size = snd.mss
+            tcp.set_checksum(hdr, combine(self._pseudo, size + len(payload)))
+        else:
+            total = combine(self._pseudo + size + len(payload), checksum(hdr, checksum(payload)))
+            tcp.set_checksum(hdr, ~total & 0xFFFF)
         try:
             route.write_packet(tcp.PROTOCOL_NUMBER, pkt, self.ttl or route.default_ttl(), self.tos)
         except Error:
@@ -1216,9 +1220,7 @@ class TCPEndpoint(TransportEndpoint):
         if self.snd is not None:
             self.snd.close()
         if self.rcv is not None:
-            self.rcv.delack_timer.cancel()
-            if err is not None:
-                self.rcv.queue.clear()
+            self.rcv.delack_timer.cancel()      # data already received stays readable, before the error (Linux)
         if self.state_timer is not None:
             self.state_timer.cancel()
         self._cancel_keepalive()
