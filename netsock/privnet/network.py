@@ -28,7 +28,7 @@ from ..samples.common import all_counters
 from ..scheduler import GeventClock
 from ..stack import Stack
 from ..stack.clock import TimerQueue
-from ..tcpip import IPV4_PROTOCOL_NUMBER, AddressWithPrefix, Route
+from ..tcpip import IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Route
 from .switch import Port, Switch
 
 __all__ = ["Host", "Network"]
@@ -63,9 +63,8 @@ class Host:
         self.addresses: dict[Switch, str] = {}
         self._contexts: list[ExitStack] = []
         if router:
-            for protocol in self.stack.network_protocols:
-                if protocol == IPV4_PROTOCOL_NUMBER:
-                    self.stack.set_forwarding(protocol, True)
+            for protocol in (IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER):
+                self.stack.set_forwarding(protocol, True)
 
     @property
     def address(self) -> str:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..tcpip import (AddressWithPrefix, ErrBadLinkEndpoint, ErrDuplicateAddress, ErrInvalidEndpointState,
-                     ErrUnknownProtocol, Subnet)
+                     ErrNotSupported, ErrUnknownProtocol, Subnet)
 from ..tcpip.stats import NICStats
 from .interfaces import LinkCapabilities, LinkEndpoint
 from .neighbor import NeighborCache
@@ -136,6 +136,23 @@ class NIC:
 
     def is_subnet_broadcast(self, protocol: int, address: bytes) -> bool:
         return any(a.subnet().is_broadcast(address) for a in self.addresses.get(protocol, ()))
+
+    # --- forwarding -------------------------------------------------------------------------------
+
+    def set_forwarding(self, protocol: int, enable: bool) -> bool:
+        """Route packets of ``protocol`` that arrive here for other hosts; returns the previous setting."""
+        return self._forwarding_endpoint(protocol).set_forwarding(enable)
+
+    def forwarding(self, protocol: int) -> bool:
+        return self._forwarding_endpoint(protocol).forwarding
+
+    def _forwarding_endpoint(self, protocol: int) -> Any:
+        ep = self.network_endpoints.get(protocol)
+        if ep is None:
+            raise ErrUnknownProtocol()
+        if not hasattr(ep, "set_forwarding"):    # netstack: not a ForwardingNetworkEndpoint
+            raise ErrNotSupported()
+        return ep
 
     # --- multicast ----------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ from typing import Any, Iterable
 
 from ..ports import PortManager
 from ..tcpip import (ICMPV4_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress, ErrDuplicateNICID,
-                     ErrNetworkUnreachable, ErrUnknownNICID, ErrUnknownProtocol, ProtocolAddress, Stats, Subnet, address_str)
+                     ErrNetworkUnreachable, ErrNotSupported, ErrUnknownNICID, ErrUnknownProtocol, ProtocolAddress,
+                     Stats, Subnet, address_str)
 from ..tcpip import Route as RouteEntry
 from ..waiter import WaiterQueue
 from .clock import Clock, TimerQueue
@@ -48,6 +49,7 @@ class Stack:
         self.icmp_rate_limiter = ICMPRateLimiter(clock.now)
         self.path_mtu = PathMTUCache(clock.now)
         self.nics: dict[int, NIC] = {}
+        self._forwarding_default: set[int] = set()   # network protocols that NICs created later forward
         self._route_table: list[RouteEntry] = []
         self._local_addresses: dict[bytes, NIC] = {}
         # A loopback NIC owns the whole subnet of each of its addresses (Linux: 127.0.0.0/8 is local).
@@ -77,6 +79,8 @@ class Stack:
             raise ErrDuplicateNICID()
         nic = NIC(self, nic_id, name or f"nic{nic_id}", link)
         self.nics[nic_id] = nic
+        for protocol in self._forwarding_default:
+            nic.set_forwarding(protocol, True)
         if enabled:
             self.enable_nic(nic_id)
         return nic
@@ -107,6 +111,35 @@ class Stack:
     def set_spoofing(self, nic_id: int, enable: bool) -> None:
         """Allow sending from addresses the NIC does not own."""
         self._nic(nic_id).spoofing = enable
+
+    # --- forwarding (routing for other hosts) -------------------------------------------------------
+
+    def set_forwarding(self, protocol: int, enable: bool) -> None:
+        """Forward ``protocol`` (IPv4, IPv6) on every NIC, and on those created later (netstack's
+        SetForwardingDefaultAndAllNICs). Off by default: a stack is a host until told to route."""
+        proto = self.network_protocols.get(protocol)
+        if proto is None:
+            raise ErrUnknownProtocol()
+        if not proto.address_length:     # ARP: nothing to route by
+            raise ErrNotSupported()
+        for nic in self.nics.values():
+            nic.set_forwarding(protocol, enable)
+        if enable:
+            self._forwarding_default.add(protocol)
+        else:
+            self._forwarding_default.discard(protocol)
+
+    def forwarding(self, protocol: int) -> bool:
+        """Do NICs created from now on forward ``protocol``?"""
+        return protocol in self._forwarding_default
+
+    def set_nic_forwarding(self, nic_id: int, protocol: int, enable: bool) -> bool:
+        """Forward ``protocol`` arriving on one NIC (netstack's SetNICForwarding); returns the previous
+        setting. A packet is forwarded if the NIC it arrives on forwards; the outgoing one need not."""
+        return self._nic(nic_id).set_forwarding(protocol, enable)
+
+    def nic_forwarding(self, nic_id: int, protocol: int) -> bool:
+        return self._nic(nic_id).forwarding(protocol)
 
     def nic_by_name(self, name: str) -> NIC | None:
         return next((n for n in self.nics.values() if n.name == name), None)

@@ -137,6 +137,30 @@ class ReassemblyStats(StatGroup):
     discarded: StatCounter           # fragments dropped because their datagram was abandoned
 
 
+class IPForwardingStats(StatGroup):
+    """Packets routed for others (netstack's IPForwardingStats, IPv4 and IPv6 together): each reason a
+    packet could not be forwarded, and in ``errors`` every packet that was not, for one of them or
+    because the outgoing link refused it. Packets no router would touch (multicast, loopback and
+    broadcast destinations, our own address as source) count as ``IPStats.invalid_addresses_received``."""
+
+    unrouteable: StatCounter                      # no route to the destination
+    exhausted_ttl: StatCounter                    # TTL / hop limit would reach 0
+    initializing_source: StatCounter              # from 0.0.0.0/8 or ::
+    link_local_source: StatCounter                # from 169.254/16 or fe80::/10: never leaves its link
+    link_local_destination: StatCounter           # to 169.254/16 or fe80::/10
+    packet_too_big: StatCounter                   # larger than the outgoing MTU and not to be fragmented
+    extension_header_problem: StatCounter         # IPv6 hop-by-hop options that forbid forwarding
+    outgoing_device_no_buffer_space: StatCounter  # the outgoing link's queue was full
+    errors: StatCounter
+    # Beyond netstack's list: datagrams forwarded (Linux's ForwDatagrams), counted before fragmenting.
+    packets_forwarded: StatCounter
+
+    def fail(self, reason: StatCounter) -> None:
+        """Count a packet that could not be forwarded, for ``reason`` (one of this group's counters)."""
+        reason.value += 1
+        self.errors.value += 1
+
+
 class IPStats(StatGroup):
     packets_received: StatCounter
     invalid_addresses_received: StatCounter
@@ -154,6 +178,7 @@ class IPStats(StatGroup):
     no_route: StatCounter
     duplicate_addresses_detected: StatCounter
     reassembly: ReassemblyStats
+    forwarding: IPForwardingStats
 
 
 

@@ -7,6 +7,11 @@ packet goes to the NIC, or straight back in when the destination is this stack.
 
 Fragments are reassembled (with bounded memory, see ``network.fragmentation``) before delivery, and a
 datagram larger than the route MTU is sent in fragments: this stack never sets DF.
+
+With forwarding on (``Stack.set_forwarding``), a unicast packet for another host is routed as RFC 1812
+and netstack's forwardUnicastPacket say: TTL decremented, fragmented or refused with "fragmentation
+needed" when too big, ICMP errors for expired TTLs and missing routes, and never for addresses that
+must not leave their link. Fragments in transit are forwarded as they are, never reassembled.
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ from typing import TYPE_CHECKING
 from ...header import icmpv4, ipv4
 from ...header.checksum import checksum
 from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
-from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, ErrMessageTooLong
+from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
-from ..fragmentation import Reassembler, ReassemblyResult, split_packet
+from ..fragmentation import Reassembler, ReassemblyResult, fragment, split_packet
 from . import icmp
 from .igmp import IGMP, IGMPStats
 
@@ -39,11 +44,17 @@ def is_martian_source(src: bytes) -> bool:
     return src[0] >= 224
 
 
+def _is_link_local(addr: bytes) -> bool:
+    """169.254.0.0/16 (RFC 3927)."""
+    return addr[0] == 169 and addr[1] == 254
+
+
 class IPv4Endpoint(NetworkEndpoint):
     def __init__(self, protocol: IPv4Protocol, nic: NIC) -> None:
         super().__init__(protocol, nic)
         self._stats = self.stack.stats()
         self.igmp = IGMP(self, protocol.igmp_stats)
+        self.forwarding = False              # route packets for other hosts (a router's interface)
 
     def max_header_length(self) -> int:
         return self.nic.link.max_header_length() + ipv4.MAX_SIZE
@@ -63,6 +74,12 @@ class IPv4Endpoint(NetworkEndpoint):
 
     def close(self) -> None:
         self.igmp.close()
+
+    def set_forwarding(self, enabled: bool) -> bool:
+        """Turn forwarding on this NIC on or off (netstack's ForwardingNetworkEndpoint); returns the
+        previous setting."""
+        previous, self.forwarding = self.forwarding, enabled
+        return previous
 
     # --- inbound ----------------------------------------------------------------------------------
 
@@ -87,7 +104,10 @@ class IPv4Endpoint(NetworkEndpoint):
             ip_stats.invalid_addresses_received.increment()
             return
         if not self._accepts(dst, pkt):
-            ip_stats.invalid_addresses_received.increment()
+            if self.forwarding and not 224 <= dst[0] <= 239:   # no multicast routing
+                self._forward(pkt, hdr, original)
+            else:
+                ip_stats.invalid_addresses_received.increment()
             return
         # After _accepts classified the destination: no parameter problem about a broadcast.
         if hlen > ipv4.MIN_SIZE and not ipv4.options_valid(original[ipv4.MIN_SIZE:hlen]):
@@ -151,6 +171,113 @@ class IPv4Endpoint(NetworkEndpoint):
             pkt.pkt_type = PacketType.HOST
             return True
         return False
+
+    # --- forwarding -------------------------------------------------------------------------------
+
+    def _forward(self, pkt: PacketBuffer, hdr: ipv4.IPv4Header, original: memoryview) -> None:
+        """Route a datagram for another host (``original``: all of it, header first) out of the NIC
+        the route table picks, or drop it with the counter and the ICMP error that say why."""
+        ip_stats = self._stats.ip
+        fwd = ip_stats.forwarding
+        src, dst = hdr.src, hdr.dst
+        if (pkt.pkt_type != PacketType.HOST or dst[0] in (0, 127) or src[0] == 127
+                or self.stack.local_address_nic(src) is not None):
+            # Not a link-layer unicast to us (RFC 1812 §5.3.4), or a martian: loopback, "this network"
+            # as destination, or our own address as source (a loop, or a forgery).
+            ip_stats.invalid_addresses_received.increment()
+            return
+        if src[0] == 0:
+            fwd.fail(fwd.initializing_source)       # RFC 6890 §2.2.2: 0.0.0.0/8 is not forwardable
+            return
+        if _is_link_local(src):                     # RFC 3927 §7: a router MUST NOT forward these
+            fwd.fail(fwd.link_local_source)
+            return
+        if _is_link_local(dst):
+            fwd.fail(fwd.link_local_destination)
+            return
+        hlen = hdr.header_length
+        if hlen > ipv4.MIN_SIZE and not ipv4.options_valid(original[ipv4.MIN_SIZE:hlen]):
+            ip_stats.malformed_packets_received.increment()
+            icmp.send_error(self, pkt, hdr, icmpv4.PARAM_PROBLEM, 0, ipv4.MIN_SIZE << 24, original)
+            return
+        if hdr.ttl <= 1:                            # RFC 1812 §5.3.1: it would leave with TTL 0
+            icmp.send_error(self, pkt, hdr, icmpv4.TIME_EXCEEDED, icmpv4.TTL_EXCEEDED, 0, original)
+            fwd.fail(fwd.exhausted_ttl)
+            return
+        try:
+            route = self.stack.find_route(0, b"", dst, PROTOCOL_NUMBER)
+        except Error:
+            icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.NET_UNREACHABLE, 0, original)
+            fwd.fail(fwd.unrouteable)
+            return
+        if route.broadcast:
+            # A directed broadcast to one of our subnets: not forwarded (RFC 2644, Linux's bc_forwarding=0).
+            ip_stats.invalid_addresses_received.increment()
+            return
+        mtu = route.mtu()
+        if hdr.total_length > mtu:
+            if hdr.dont_fragment:                   # RFC 1191: tell the sender the next hop's MTU
+                icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.FRAG_NEEDED, mtu, original)
+                fwd.fail(fwd.packet_too_big)
+                return
+            self._forward_fragments(route, hdr, original, mtu)
+            return
+        out = PacketBuffer(route.max_header_length(), original[hlen:])
+        header = out.prepend(hlen)
+        header[:] = original[:hlen]
+        header[8] = hdr.ttl - 1
+        # RFC 1624: the TTL/protocol word fell by 0x0100, so the checksum rises by as much (one's complement).
+        csum = hdr.checksum + 0x0100
+        csum = (csum & 0xFFFF) + (csum >> 16)
+        header[10] = csum >> 8
+        header[11] = csum & 0xFF
+        out.network_protocol = PROTOCOL_NUMBER
+        self._send_forwarded(route, [out])
+
+    def _forward_fragments(self, route: Route, hdr: ipv4.IPv4Header, original: memoryview, mtu: int) -> None:
+        """RFC 791 fragmentation of a datagram in transit (itself perhaps a fragment): the first piece
+        keeps every option, the others only those flagged "copied"; payloads are views of ``original``."""
+        fwd = self._stats.ip.forwarding
+        hlen = hdr.header_length
+        payload = original[hlen:]
+        base = hdr.fragment_offset
+        if base + len(payload) > ipv4.MAX_TOTAL_LENGTH - ipv4.MIN_SIZE:
+            self._stats.ip.malformed_fragments_received.increment()   # its pieces' offsets would overflow
+            return
+        try:
+            cuts = fragment(len(payload), hlen, mtu)
+        except ValueError:                          # a route MTU too small for this header
+            fwd.fail(fwd.packet_too_big)
+            return
+        options = bytes(original[ipv4.MIN_SIZE:hlen])
+        parsed = ipv4.parse_options(options) if options else []         # validated by _forward
+        copied = ipv4.encode_options([o for o in parsed if o[0] & 0x80]) if parsed else b""
+        reserve = route.max_header_length()
+        pieces = []
+        for offset, length, more in cuts:
+            piece = PacketBuffer(reserve, payload[offset:offset + length])
+            piece_options = options if offset == 0 else copied
+            flags = (base + offset) >> 3 | (ipv4.FLAG_MORE_FRAGMENTS if more or hdr.more_fragments else 0)
+            ipv4.build(piece.prepend(ipv4.MIN_SIZE + len(piece_options)), src=hdr.src, dst=hdr.dst,
+                       protocol=hdr.protocol, total_length=ipv4.MIN_SIZE + len(piece_options) + length,
+                       ttl=hdr.ttl - 1, tos=hdr.tos, ident=hdr.ident, flags_fragment=flags, options=piece_options)
+            piece.network_protocol = PROTOCOL_NUMBER
+            pieces.append(piece)
+        self._send_forwarded(route, pieces)
+
+    def _send_forwarded(self, route: Route, pieces: list[PacketBuffer]) -> None:
+        """Send a forwarded datagram (in one piece or several) through the outgoing NIC, which resolves
+        the next hop's link address as for our own packets."""
+        fwd = self._stats.ip.forwarding
+        try:
+            for piece in pieces:
+                route.network_endpoint.send(route, piece)
+        except ErrNoBufferSpace:
+            fwd.fail(fwd.outgoing_device_no_buffer_space)
+        except Error:
+            fwd.errors.increment()
+        else:
+            fwd.packets_forwarded.increment()
 
     # --- outbound ---------------------------------------------------------------------------------
 

@@ -113,7 +113,8 @@ def send_error(ep: IPv4Endpoint, pkt: PacketBuffer, ip: ipv4.IPv4Header, icmp_ty
     """Send an ICMP error about ``original`` (the offending datagram, IP header first) to its source.
 
     Follows RFC 1122 §3.2.2: never about an ICMP error, a non-initial fragment, or a packet to a
-    broadcast/multicast address or from a non-unicast source; rate-limited per destination.
+    broadcast/multicast address or from a non-unicast source; rate-limited per destination, but for
+    "fragmentation needed", which path MTU discovery cannot do without (as Linux's icmpv4_mask_allow).
     """
     stack = ep.stack
     sent = stack.stats().icmp.v4_packets_sent
@@ -127,7 +128,8 @@ def send_error(ep: IPv4Endpoint, pkt: PacketBuffer, ip: ipv4.IPv4Header, icmp_ty
                                                             icmpv4.TIMESTAMP_REPLY, icmpv4.INFO_REQUEST,
                                                             icmpv4.INFO_REPLY):
             return
-    if not stack.icmp_rate_limiter.allow(ip.src):
+    pmtu = icmp_type == icmpv4.DST_UNREACHABLE and code == icmpv4.FRAG_NEEDED
+    if not pmtu and not stack.icmp_rate_limiter.allow(ip.src):
         sent.rate_limited.increment()
         return
     local = ip.dst if stack.local_address_nic(ip.dst) is not None else b""

@@ -1,6 +1,13 @@
 """IPv6 (RFC 8200) for a host: validation, extension headers, reassembly, local delivery, sending
 (with source fragmentation), RFC 6724 source address selection. ICMPv6 is in ``icmp``, neighbour
-discovery, DAD and SLAAC in ``ndp``."""
+discovery, DAD and SLAAC in ``ndp``.
+
+With forwarding on (``Stack.set_forwarding``) a NIC is a router's interface: it listens on the
+all-routers groups, and a unicast packet for another host is routed as netstack's
+forwardUnicastPacket does it: hop-by-hop options processed (RFC 8200 §4.3), hop limit decremented,
+ICMPv6 errors for an exhausted hop limit, a missing route and a packet too big for the next link (a
+router never fragments), and never a link-local source or destination.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ from ...header import icmpv6, ipv6
 from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
-from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, ErrMessageTooLong
+from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ..fragmentation import Reassembler, ReassemblyResult, split_packet
 from . import icmp
 from .ndp import NDP
@@ -22,6 +29,8 @@ if TYPE_CHECKING:
 
 PROTOCOL_NUMBER = IPV6_PROTOCOL_NUMBER
 REASSEMBLY_TIMEOUT = 60.0          # RFC 8200 §4.5
+# RFC 4291 §2.8: a router also answers to the all-routers groups of interface, link and site scope.
+ALL_ROUTERS_GROUPS = tuple(bytes.fromhex(f"ff0{scope}0000000000000000000000000002") for scope in (1, 2, 5))
 
 
 def _common_prefix_bits(a: bytes, b: bytes) -> int:
@@ -45,6 +54,7 @@ class IPv6Endpoint(NetworkEndpoint):
         self._stats = self.stack.stats()
         self.hop_limit = self.stack.default_ttl    # a router may advertise another (RFC 4861 §6.3.4)
         self.link_mtu = 0                   # from router advertisements; 0: the link's
+        self.forwarding = False             # route packets for other hosts (a router's interface)
         self.ndp = NDP(self)
 
     def max_header_length(self) -> int:
@@ -85,6 +95,16 @@ class IPv6Endpoint(NetworkEndpoint):
     def close(self) -> None:
         self.ndp.close()
 
+    def set_forwarding(self, enabled: bool) -> bool:
+        """Turn forwarding on this NIC on or off (netstack's ForwardingNetworkEndpoint), joining or
+        leaving the all-routers groups with it; returns the previous setting."""
+        previous, self.forwarding = self.forwarding, enabled
+        if enabled != previous:
+            change = self.nic.join_group if enabled else self.nic.leave_group
+            for group in ALL_ROUTERS_GROUPS:
+                change(PROTOCOL_NUMBER, group)
+        return previous
+
     # --- source address selection -----------------------------------------------------------------
 
     def select_source(self, candidates: list[AddressWithPrefix], remote: bytes) -> bytes:
@@ -122,7 +142,10 @@ class IPv6Endpoint(NetworkEndpoint):
             ip_stats.invalid_addresses_received.increment()
             return
         if not self._accepts(dst, pkt):
-            ip_stats.invalid_addresses_received.increment()
+            if self.forwarding and not ipv6.is_multicast(dst):   # no multicast routing
+                self._forward(pkt, hdr, packet)
+            else:
+                ip_stats.invalid_addresses_received.increment()
             return
         chain = ipv6.iter_extension_headers(packet, hdr.next_header)
         if not chain:
@@ -258,6 +281,73 @@ class IPv6Endpoint(NetworkEndpoint):
             pkt.pkt_type = PacketType.HOST
             return True
         return False
+
+    # --- forwarding -------------------------------------------------------------------------------
+
+    def _forward(self, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview) -> None:
+        """Route a packet for another host (``packet``: all of it, fixed header first) out of the NIC
+        the route table picks, or drop it with the counter and the ICMPv6 error that say why."""
+        ip_stats = self._stats.ip
+        fwd = ip_stats.forwarding
+        src, dst = hdr.src, hdr.dst
+        if (pkt.pkt_type != PacketType.HOST or ipv6.is_loopback(src) or ipv6.is_loopback(dst)
+                or ipv6.is_unspecified(dst) or self.stack.local_address_nic(src) is not None):
+            # Not a link-layer unicast to us, or an address that never crosses a router, or our own
+            # address as source (a loop, or a forgery).
+            ip_stats.invalid_addresses_received.increment()
+            return
+        if ipv6.is_unspecified(src):                # RFC 4291 §2.5.2: never forwarded
+            fwd.fail(fwd.initializing_source)
+            return
+        if ipv6.is_link_local(src):                 # RFC 4291 §2.5.6: never to other links
+            fwd.fail(fwd.link_local_source)
+            return
+        if ipv6.is_link_local(dst):
+            fwd.fail(fwd.link_local_destination)
+            return
+        if hdr.hop_limit <= 1:                      # RFC 4443 §3.3
+            icmp.send_error(self, pkt, hdr, icmpv6.TIME_EXCEEDED, icmpv6.HOP_LIMIT_EXCEEDED, 0, packet)
+            fwd.fail(fwd.exhausted_ttl)
+            return
+        if hdr.next_header == ipv6.HOP_BY_HOP and not self._hop_by_hop_allows(pkt, hdr, packet):
+            fwd.fail(fwd.extension_header_problem)
+            return
+        try:
+            route = self.stack.find_route(0, b"", dst, PROTOCOL_NUMBER)
+        except Error:
+            icmp.send_error(self, pkt, hdr, icmpv6.DST_UNREACHABLE, icmpv6.NO_ROUTE, 0, packet)
+            fwd.fail(fwd.unrouteable)
+            return
+        mtu = route.mtu()
+        if len(packet) > mtu:                       # RFC 8200 §5: only the source fragments
+            icmp.send_error(self, pkt, hdr, icmpv6.PACKET_TOO_BIG, 0, mtu, packet)
+            fwd.fail(fwd.packet_too_big)
+            return
+        out = PacketBuffer(route.max_header_length(), packet[ipv6.HEADER_SIZE:])
+        header = out.prepend(ipv6.HEADER_SIZE)
+        header[:] = packet[:ipv6.HEADER_SIZE]
+        header[7] = hdr.hop_limit - 1
+        out.network_protocol = PROTOCOL_NUMBER
+        try:
+            route.network_endpoint.send(route, out)   # the outgoing NIC resolves the next hop (NDP)
+        except ErrNoBufferSpace:
+            fwd.fail(fwd.outgoing_device_no_buffer_space)
+        except Error:
+            fwd.errors.increment()
+        else:
+            fwd.packets_forwarded.increment()
+
+    def _hop_by_hop_allows(self, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview) -> bool:
+        """RFC 8200 §4.3: every node on the path processes the Hop-by-Hop Options header, and only it:
+        the headers behind it are the destination's business, so they are not even walked here. A
+        Router Alert asks routers to look closer (RFC 2711); with nothing here listening for one, the
+        packet is forwarded as usual, as Linux does without a router-alert socket."""
+        length = ((packet[ipv6.HEADER_SIZE + 1] + 1) << 3) if len(packet) >= ipv6.HEADER_SIZE + 8 else 0
+        if not length or ipv6.HEADER_SIZE + length > len(packet):
+            self._stats.ip.malformed_packets_received.increment()
+            return False
+        header = ipv6.ExtHeader(ipv6.HOP_BY_HOP, ipv6.HEADER_SIZE, length, packet[ipv6.HEADER_SIZE])
+        return self._process_extension_headers(pkt, hdr, packet, (header,))[0]
 
     # --- outbound ---------------------------------------------------------------------------------
 

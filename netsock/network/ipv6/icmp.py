@@ -127,7 +127,8 @@ def send_error(ep: IPv6Endpoint, pkt: PacketBuffer, ip: ipv6.IPv6Header, icmp_ty
 
     RFC 4443 §2.4 (e): never about an ICMPv6 error, nor to a multicast destination (except
     packet-too-big and unrecognised-option problems), nor from an unspecified or multicast source;
-    rate-limited as ICMPv4 errors are.
+    rate-limited as ICMPv4 errors are, but for packet-too-big, which path MTU discovery cannot do
+    without (as Linux's icmpv6_xrlim_allow).
     """
     stack = ep.stack
     sent = stack.stats().icmp.v6_packets_sent
@@ -137,7 +138,7 @@ def send_error(ep: IPv6Endpoint, pkt: PacketBuffer, ip: ipv6.IPv6Header, icmp_ty
         return
     if _is_icmpv6_error(original, original[ipv6.NEXT_HEADER_OFFSET]):    # reassembled: not ip.next_header
         return
-    if not stack.icmp_rate_limiter.allow(ip.src):
+    if icmp_type != icmpv6.PACKET_TOO_BIG and not stack.icmp_rate_limiter.allow(ip.src):
         sent.rate_limited.increment()
         return
     local = ip.dst if ep.nic.has_address(IPV6_PROTOCOL_NUMBER, ip.dst) else b""
