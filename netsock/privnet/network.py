@@ -54,6 +54,9 @@ class Host:
         self.name = name
         self.router = router
         self.stack: Stack = build_stack(StackConfig())
+        # IPv4 only, for now: no IPv6 autoconfiguration chatter (randomly timed) on the switches,
+        # so that a seed reproduces a workload's traffic frame for frame.
+        self.stack.network_protocols[IPV6_PROTOCOL_NUMBER].autoconfigure = False  # type: ignore[attr-defined]
         self.stack.unreachable_note = f"{name} is a host of a netsock private network: no route outside it"
         # Names come from the network alone: not /etc/hosts, no DNS server outside.
         self.resolver = Resolver(self.stack, hosts_file=None)

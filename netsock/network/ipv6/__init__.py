@@ -390,6 +390,10 @@ class IPv6Protocol(NetworkProtocol):
     def __init__(self, stack) -> None:  # noqa: ANN001 - Stack (import cycle)
         super().__init__(stack)
         self._ident = secrets.randbelow(1 << 32)
+        # netstack's AutoGenLinkLocal and MaxRtrSolicitations together: when False, an Ethernet NIC
+        # gets no link-local address and solicits no router when enabled (IPv4-only networks whose
+        # traffic must be reproducible frame for frame; RFC 4861 times those messages at random).
+        self.autoconfigure = True
         self.reassembler: Reassembler[tuple[bytes, bytes, int]] = Reassembler(
             stack.timers, timeout=REASSEMBLY_TIMEOUT, on_timeout=self._reassembly_timed_out,
             stats=stack.stats().ip.reassembly)

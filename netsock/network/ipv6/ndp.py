@@ -55,8 +55,9 @@ class NDP:
         if not self.enabled:
             return
         self.mld.on_enable()
+        autoconfigure = self.ep.protocol.autoconfigure
         mac = self.nic.link.link_address()
-        if len(mac) == 6:
+        if autoconfigure and len(mac) == 6:
             link_local = ipv6.link_local_from_mac(mac)
             if not self.nic.holds_address(IPV6_PROTOCOL_NUMBER, link_local):
                 self.stack.add_address(self.nic.id, IPV6_PROTOCOL_NUMBER, AddressWithPrefix(Address(link_local), 64))
@@ -64,8 +65,9 @@ class NDP:
             if a.address in self.nic.tentative and a.address not in self._dad:
                 self._start_dad(a.address)
         self._rs_sent = 0
-        self._rs_timer = self.stack.timers.call_later(random.uniform(0, MAX_RTR_SOLICITATION_DELAY),
-                                                      self._solicit_router)
+        if autoconfigure:
+            self._rs_timer = self.stack.timers.call_later(random.uniform(0, MAX_RTR_SOLICITATION_DELAY),
+                                                          self._solicit_router)
 
     def on_address_added(self, address: bytes) -> None:
         if not self.enabled or ipv6.is_multicast(address):
