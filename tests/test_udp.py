@@ -449,7 +449,7 @@ def test_shutdown_write(harness: StackHarness) -> None:
     ep = harness.udp(5000)
     ep.connect(full(PEER, 9))
     ep.shutdown(ShutdownFlags.WRITE)
-    assert not ep.readiness(EventMask.OUT)
+    assert ep.readiness(EventMask.OUT)      # Linux's datagram_poll ignores shutdown for output
     with pytest.raises(ErrClosedForSend) as info:
         ep.write(b"x")
     assert info.value.errno == errno.EPIPE

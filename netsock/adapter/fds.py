@@ -20,7 +20,7 @@ __all__ = ["EventFds", "Pollable", "lookup"]
 class Pollable(Protocol):
     waiter_queue: WaiterQueue
 
-    def readiness(self, mask: EventMask) -> EventMask: ...
+    def readiness(self, mask: int) -> int: ...
 
 
 _table: dict[int, Pollable] = {}

@@ -331,7 +331,7 @@ class SocketCore:
     def endpoints(self) -> tuple[Any, ...]:
         return (self.ep,) if self.twin is None else (self.ep, self.twin)
 
-    def readiness(self, mask: EventMask) -> EventMask:
+    def readiness(self, mask: int) -> int:
         ready = self.ep.readiness(mask)
         if self.twin is not None:
             ready |= self.twin.readiness(mask)

@@ -25,6 +25,9 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, NO_CONTROL_MESSAGES, ControlMessages
                      WriteOptions)
 from ..waiter import EventMask, WaiterQueue
 
+_IN, _OUT, _ERR, _HUP, _RDHUP = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
+                                                  EventMask.RDHUP))
+
 if TYPE_CHECKING:
     from ..stack.stack import Stack
 
@@ -278,7 +281,9 @@ class DatagramEndpoint(TransportEndpoint):
         self._read_shut |= bool(flags & ShutdownFlags.READ)
         self._write_shut |= bool(flags & ShutdownFlags.WRITE)
         if flags & ShutdownFlags.READ:
-            self.waiter_queue.notify(EventMask.IN)
+            self.waiter_queue.notify(EventMask.IN | EventMask.RDHUP | (EventMask.HUP if self._write_shut else 0))
+        elif self._read_shut:
+            self.waiter_queue.notify(EventMask.HUP)
 
     def abort(self) -> None:
         self.close()
@@ -300,18 +305,20 @@ class DatagramEndpoint(TransportEndpoint):
 
     # --- status -----------------------------------------------------------------------------------
 
-    def readiness(self, mask: EventMask) -> EventMask:
-        ready = EventMask(0)
-        if mask & EventMask.IN and (self._queue or self._pending_error is not None
-                                    or self._read_shut or self.state is EndpointState.CLOSED):
-            ready |= EventMask.IN
-        if mask & EventMask.OUT and not self._write_shut:
-            ready |= EventMask.OUT
+    def readiness(self, mask: int) -> int:
+        """The EventMask bits of ``mask`` that hold now, as Linux's datagram_poll decides them (an
+        int, as TCP's: shutting down writing never clears output readiness)."""
+        closed = self.state is EndpointState.CLOSED
+        ready = _OUT
+        if self._queue or closed:
+            ready |= _IN
+        if self._read_shut:
+            ready |= _IN | _RDHUP
         if self._pending_error is not None:
-            ready |= EventMask.ERR & mask
-        if (self._read_shut and self._write_shut) or self.state is EndpointState.CLOSED:
-            ready |= EventMask.HUP & mask
-        return ready
+            ready |= _IN | _ERR
+        if (self._read_shut and self._write_shut) or closed:
+            ready |= _HUP
+        return ready & mask
 
     def get_local_address(self) -> FullAddress:
         return self.local

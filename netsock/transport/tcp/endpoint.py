@@ -57,6 +57,8 @@ class TCPState(enum.IntEnum):
 
 
 S = TCPState
+_IN, _OUT, _ERR, _HUP, _RDHUP = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
+                                                  EventMask.RDHUP))
 _SYNCHRONIZED = frozenset((S.ESTABLISHED, S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK,
                            S.TIME_WAIT))
 _RECEIVING = frozenset((S.ESTABLISHED, S.FIN_WAIT1, S.FIN_WAIT2))
@@ -365,6 +367,7 @@ class TCPEndpoint(TransportEndpoint):
             if flags & ShutdownFlags.WRITE and not self.shut_write:
                 self.shut_write = True
                 self._send_fin()
+                self.waiter_queue.notify(EventMask.OUT | EventMask.HUP)
         finally:
             self._exit()
 
@@ -393,30 +396,30 @@ class TCPEndpoint(TransportEndpoint):
         finally:
             self._exit()
 
-    def readiness(self, mask: EventMask) -> EventMask:
-        ready = EventMask(0)
+    def readiness(self, mask: int) -> int:
+        """The EventMask bits of ``mask`` that hold now, as Linux's tcp_poll decides them (an int:
+        readiness is asked on every wait, and IntFlag arithmetic costs microseconds)."""
         state = self.state
-        if mask & EventMask.IN:
-            if state is S.LISTEN:
-                if self.listener.accepted:  # type: ignore[union-attr]
-                    ready |= EventMask.IN
-            elif (self.rcv is not None and (self.rcv.queue.size or self.rcv.fin_received)) or self.shut_read \
-                    or self.error is not None or (state is S.CLOSED and self.remote is not None):
-                ready |= EventMask.IN
-        if mask & EventMask.OUT:
-            if (state is S.ESTABLISHED or state is S.CLOSE_WAIT) and not self.shut_write and self.snd.space() > 0:  # type: ignore[union-attr]
-                ready |= EventMask.OUT
-            elif state is S.CLOSED and self.remote is not None:
-                ready |= EventMask.OUT  # a failed connect is reported as writable + error, as on Linux
+        if state is S.LISTEN:
+            ready = _IN if self.listener.accepted else 0  # type: ignore[union-attr]
+        else:
+            rcv = self.rcv
+            done = state is S.CLOSED and self.remote is not None     # reset, timed out or finished
+            read_shut = self.shut_read or done or (rcv is not None and rcv.fin_received)
+            write_shut = self.shut_write or done
+            ready = 0
+            if state is S.CLOSED or (read_shut and write_shut):
+                ready |= _HUP
+            if read_shut:
+                ready |= _IN | _RDHUP
+            if state is not S.SYN_SENT and state is not S.SYN_RCVD:
+                if rcv is not None and rcv.queue.size:
+                    ready |= _IN
+                if write_shut or state is S.CLOSED or self.snd.space() > 0:  # type: ignore[union-attr]
+                    ready |= _OUT
         if self.pending_error is not None or self.error is not None:
-            ready |= EventMask.ERR & mask
-        # Linux: POLLHUP once both directions are shut; a received FIN shuts the receiving one.
-        read_closed = self.shut_read or (self.rcv is not None and self.rcv.fin_received)
-        if state is S.CLOSED and self.remote is not None or (read_closed and self.shut_write):
-            ready |= EventMask.HUP & mask
-        if self.rcv is not None and self.rcv.fin_received:
-            ready |= EventMask.RDHUP & mask
-        return ready
+            ready |= _ERR
+        return ready & mask
 
     def get_local_address(self) -> FullAddress:
         return self.local
