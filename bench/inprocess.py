@@ -1,0 +1,133 @@
+"""In-process bulk TCP: two netsock hosts of a private network (``netsock.Network``) in this
+process, vs the kernel's loopback carrying the same program; throughput and CPU seconds per GB.
+
+    python bench/inprocess.py [--quick] [--bytes N] [--kernel-bytes N] [--json FILE]
+
+One program, two socket implementations: a receiver greenlet accepts one connection and reads it
+to EOF into a 1 MiB buffer (timed from the accept to EOF, as bench/tcp_bulk.py times), a sender
+greenlet writes 64 KiB bytes objects, shuts down its sending side and waits for the receiver's
+close. netsock: ``NetsockSocket``s of two hosts on one switch of a private network (Ethernet
+frames switched in memory: the path ``netsock.Network`` gives tests and demos), at the switch's
+default MTU of 1500 and at a 64 KiB MTU. kernel: gevent's kernel sockets over loopback (MTU 64 KiB)
+in this same process. CPU is this process's user + system time over the whole transfer (both ends
+are here), per 10^9 bytes. Needs no root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.socket
+
+from netsock import Network
+from netsock.adapter.socket import NetsockSocket
+
+from common import MIB, Figure, at_least, cpu_seconds, exit_on_sigterm, write_figures
+
+CHUNK = 64 * 1024
+PORT = 5001
+SWITCH_MTUS = {1500: 1, 65535: 8}     # MTU -> how many times --bytes it moves (a large MTU is that much faster)
+GBIT = 1e9
+
+
+def receive(listener: Any) -> tuple[int, float]:
+    """Accept one connection and read it to EOF: (bytes, seconds from accept to EOF)."""
+    connection, _ = listener.accept()
+    buffer = bytearray(MIB)
+    received = 0
+    start = time.perf_counter()
+    while count := connection.recv_into(buffer):
+        received += count
+    seconds = time.perf_counter() - start
+    connection.close()
+    return received, seconds
+
+
+def send(sock: Any, address: tuple[str, int], size: int) -> None:
+    chunks = [os.urandom(CHUNK) for _ in range(16)]
+    sock.connect(address)
+    sent = 0
+    while sent < size:
+        chunk = chunks[(sent // CHUNK) % len(chunks)][:size - sent]
+        sock.sendall(chunk)
+        sent += len(chunk)
+    sock.shutdown(socket.SHUT_WR)
+    sock.recv(1)            # the receiver's close
+    sock.close()
+
+
+def transfer(listener: Any, sender: Any, address: tuple[str, int], size: int,
+             spawn: Callable[..., gevent.Greenlet]) -> dict[str, Any]:
+    cpu = cpu_seconds()
+    receiving = spawn(receive, listener)
+    sending = spawn(send, sender, address, size)
+    received, seconds = receiving.get()
+    sending.get()
+    cpu = cpu_seconds() - cpu
+    listener.close()
+    if received != size:
+        raise RuntimeError(f"{received} bytes arrived, {size} were sent")
+    return {"bytes": received, "seconds": seconds, "gbit_per_s": received * 8 / seconds / GBIT,
+            "cpu_seconds": cpu, "cpu_seconds_per_gb": cpu / (received / 1e9)}
+
+
+def netsock_transfer(size: int, mtu: int) -> dict[str, Any]:
+    with Network() as net:
+        lan = net.switch("lan", "192.0.2.0/24", mtu=mtu)
+        receiver, sender = net.host("receiver", lan), net.host("sender", lan)
+        listener = NetsockSocket(socket.AF_INET, socket.SOCK_STREAM, stack=receiver.stack)
+        listener.bind((receiver.address, PORT))
+        listener.listen()
+        client = NetsockSocket(socket.AF_INET, socket.SOCK_STREAM, stack=sender.stack)
+        return transfer(listener, client, (receiver.address, PORT), size, gevent.spawn)
+
+
+def kernel_transfer(size: int) -> dict[str, Any]:
+    listener = gevent.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    client = gevent.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    return transfer(listener, client, listener.getsockname(), size, gevent.spawn)
+
+
+def measure(size: int, kernel_size: int) -> list[Figure]:
+    kernel = kernel_transfer(kernel_size)
+    figures = []
+    for mtu, scale in SWITCH_MTUS.items():
+        netsock = netsock_transfer(size * scale, mtu)
+        detail = {"netsock": netsock, "kernel": kernel, "kernel_path": "gevent sockets over loopback (MTU 65536)"}
+        figures += [
+            Figure(f"in-process bulk TCP, switch MTU {mtu}", "Gbit/s", netsock["gbit_per_s"], kernel["gbit_per_s"],
+                   ">= 2 Gbit/s", at_least(netsock["gbit_per_s"], 2), detail),
+            Figure(f"CPU per GB, in-process, switch MTU {mtu}", "CPU s/GB", netsock["cpu_seconds_per_gb"],
+                   kernel["cpu_seconds_per_gb"]),
+        ]
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bytes", type=int, default=128 * MIB,
+                        help="bytes netsock moves at MTU 1500, 8 times that at 64 KiB (default 128 MiB)")
+    parser.add_argument("--kernel-bytes", type=int, default=4096 * MIB,
+                        help="bytes for the kernel's transfer (default 4 GiB)")
+    parser.add_argument("--quick", action="store_true", help="16 MiB for netsock at MTU 1500, 1 GiB for the kernel")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.bytes, args.kernel_bytes = 16 * MIB, 1024 * MIB
+    exit_on_sigterm()
+    print("In-process bulk TCP (netsock: private network, two hosts on one switch; kernel: loopback)")
+    write_figures(args.json, measure(args.bytes, args.kernel_bytes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
