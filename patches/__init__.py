@@ -13,17 +13,23 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
 
-__all__ = ["PATCHED_MODULES", "patch_all", "patched", "unpatch_all"]
+__all__ = ["PATCHED_MODULES", "patch_all", "patched", "replacements", "unpatch_all"]
 
 # In patching order: ssl wraps sockets, selectors builds on select.
 PATCHED_MODULES = ("socket", "select", "selectors", "ssl")
 # Modules that hold the originals by design: the patched ones, netsock and what it runs on (pyroute2
-# talks netlink, which stays the kernel's).
-_OWN_PREFIXES = ("socket", "select", "selectors", "ssl", "_socket", "_ssl", "netsock", "gevent", "pyroute2")
+# talks netlink, which stays the kernel's), and pytest-socket (which keeps the true socket to restore).
+_OWN_PREFIXES = ("socket", "select", "selectors", "ssl", "_socket", "_ssl", "netsock", "gevent", "pyroute2",
+                 "pytest_socket")
 
 
 def _modules() -> list[ModuleType]:
     return [importlib.import_module(f"{__name__}.{name}") for name in PATCHED_MODULES]
+
+
+def replacements() -> list[tuple[Any, str, Any]]:
+    """(target, name, original) of every attribute the patch modules replaced, in patching order."""
+    return [replaced for module in _modules() for replaced in module._patcher.replaced()]
 
 
 def patched() -> bool:

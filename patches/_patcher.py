@@ -30,6 +30,10 @@ class Patcher:
         self._saved.append((target, name, getattr(target, name, _MISSING)))
         setattr(target, name, value)
 
+    def replaced(self) -> list[tuple[Any, str, Any]]:
+        """(target, name, original) for each replacement, oldest first (the original may be missing)."""
+        return [(target, name, value) for target, name, value in self._saved if value is not _MISSING]
+
     def original(self, target: Any, name: str) -> Any:
         """What ``target.name`` was before this patcher first replaced it (the current value if it never did)."""
         for saved_target, saved_name, value in self._saved:
