@@ -33,7 +33,14 @@ _NETSOCK_FAMILIES = (_stdlib.AF_INET, _stdlib.AF_INET6)
 
 class _SocketFactory(type):
     """Makes ``isinstance``/``issubclass`` against the patched ``socket.socket`` accept every socket
-    class it may hand out, and the kernel's own."""
+    class it may hand out, and the kernel's own; and gives the class the socket methods as attributes
+    (``hasattr(socket.socket, "sendmsg")`` is how code probes for features), on the metaclass, so they
+    never shadow an instance's own."""
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(NetsockSocket, name)
 
     def __instancecheck__(cls, instance: Any) -> bool:
         return isinstance(instance, (NetsockSocket, _gevent.socket, _KERNEL_SOCKET))

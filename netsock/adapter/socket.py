@@ -1035,17 +1035,22 @@ class NetsockSocket:
         except Error as e:
             raise e.to_oserror() from None
 
-    def accept(self) -> tuple[NetsockSocket, tuple[Any, ...]]:
+    def _accept(self) -> tuple[int, tuple[Any, ...]]:
+        """(descriptor, address) of the next connection: the primitive CPython's accept() is built on,
+        which subclasses and feature probes (``hasattr(socket.socket, "_accept")``) rely on."""
         self._check()
         core = self._core
         if core.kind != SOCK_STREAM:
             raise _oserror(EOPNOTSUPP)
         child = self._io(_IN, core.accept, *self._limits(0, send=False))
-        fd = SocketCore.accepted(core, child).open_fd()
+        return SocketCore.accepted(core, child).open_fd(), core.address(child.remote)
+
+    def accept(self) -> tuple[NetsockSocket, tuple[Any, ...]]:
+        fd, address = self._accept()
         sock = NetsockSocket(self.family, self.type, self.proto, fileno=fd)
         if _socket.getdefaulttimeout() is None and self.gettimeout():
             sock.setblocking(True)
-        return sock, core.address(child.remote)
+        return sock, address
 
     def connect(self, address: Any) -> None:
         target = self._address(address, "connect")
