@@ -1,29 +1,40 @@
 """Bulk TCP throughput of netsock against the Linux kernel, beside the kernel against itself.
 
-    sudo python bench/tcp_bulk.py [--bytes N] [--kernel-bytes N] [--json FILE]
+    sudo python bench/tcp_bulk.py [--bytes N] [--plain-bytes N] [--kernel-bytes N] [--runs N]
+                                  [--only TEXT] [--profile] [--json FILE]
 
-Four transfers in one run, each timed by its receiver from the established connection to the
-sender's FIN (the handshake and process start-up are not counted):
+Six transfers, each timed by its receiver from the established connection to the sender's FIN (the
+handshake and process start-up are not counted):
 
-    kernel -> netsock    the kernel's TCP sends to netsock over a TUN device
-    netsock -> kernel    the other way
+    kernel -> netsock    the kernel's TCP sends to netsock over a TUN device, with the virtio-net
+                         header offloads (64 KB super-segments both ways) and plain (MTU 1500)
+    netsock -> kernel    the other way, both ways again
     netsock -> netsock   two netsock stacks in this process joined by in-memory links: no device, no kernel
     kernel -> kernel     two namespaces joined by a veth pair: the reference the ratios are taken against
 
 netsock runs in this process on the gevent hub; the kernel's ends are small Python programs run in
 network namespaces this script creates and removes (root needed). The kernel's reference moves
 more bytes (``--kernel-bytes``): it is some hundred times faster, and a short run would mostly time
-its start.
+its start. Each transfer runs ``--runs`` times and the median is printed (all runs go to the JSON),
+since on a shared machine single runs scatter widely. "CPU s/GB" is the CPU time (user + system)
+this process spent per 10^9 bytes moved: netsock's cost, steadier than the rate when other work
+competes for the cores. ``--profile`` runs each selected netsock transfer once under cProfile and
+prints its ten most expensive functions (by time spent in the function itself) instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
+import pstats
+import resource
+import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import gevent
@@ -40,6 +51,8 @@ from netsock.stack.interfaces import LinkEndpoint
 from netsock.tcpip import ErrConnectStarted, ErrWouldBlock, FullAddress, Route, ShutdownFlags, SockOpt
 from netsock.transport.tcp import TCPEndpoint, TCPProtocol, TCPState
 from netsock.waiter import EventMask, WaiterQueue
+
+Transfer = tuple[int, float, float]   # bytes, seconds, CPU seconds of this process (0: not measured)
 
 KERNEL = "192.0.2.1"
 NETSOCK = "192.0.2.2"
@@ -107,6 +120,11 @@ def kernel_result(peer: subprocess.Popen) -> tuple[int, float]:
     return int(received), float(seconds)
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # --- netsock's ends -------------------------------------------------------------------------------
 
 def netsock_stack(link: LinkEndpoint, address: str) -> Stack:
@@ -117,15 +135,15 @@ def netsock_stack(link: LinkEndpoint, address: str) -> Stack:
     return stack
 
 
-def receive_all(endpoint: TCPEndpoint, queue: WaiterQueue) -> tuple[int, float]:
-    """Read to EOF: (bytes, seconds from now)."""
+def receive_all(endpoint: TCPEndpoint, queue: WaiterQueue) -> Transfer:
+    """Read to EOF: (bytes, seconds and CPU seconds from now)."""
     buffer = bytearray(1 << 20)
     received = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     while True:
         count = blocking(endpoint, queue, EventMask.IN, lambda: endpoint.read_into(buffer))
         if not count:
-            return received, time.perf_counter() - start
+            return received, time.perf_counter() - start, cpu_seconds() - cpu
         received += count
 
 
@@ -159,8 +177,9 @@ def listen(stack: Stack, port: int) -> tuple[TCPEndpoint, WaiterQueue]:
     return listener, queue
 
 
-def sink(listener: TCPEndpoint, queue: WaiterQueue) -> tuple[int, float]:
-    """Accept one connection, read it to EOF and close it: (bytes, seconds from accept to EOF)."""
+def sink(listener: TCPEndpoint, queue: WaiterQueue) -> Transfer:
+    """Accept one connection, read it to EOF and close it: (bytes, seconds and CPU seconds from
+    accept to EOF)."""
     wait_for(queue, EventMask.IN, lambda: bool(listener.readiness(EventMask.IN)))
     endpoint, endpoint_queue = listener.accept()
     result = receive_all(endpoint, endpoint_queue)
@@ -184,14 +203,18 @@ def connect(stack: Stack, address: str, port: int) -> tuple[TCPEndpoint, WaiterQ
 # --- the transfers --------------------------------------------------------------------------------
 
 @contextmanager
-def tun_namespace() -> Iterator[tuple[str, Stack]]:
-    """A namespace with tun0 (the kernel: 192.0.2.1/24) and netsock (192.0.2.2) attached to it here."""
+def tun_namespace(offload: bool) -> Iterator[tuple[str, Stack]]:
+    """A namespace with tun0 (the kernel: 192.0.2.1/24) and netsock (192.0.2.2) attached to it here,
+    with the virtio-net header offloads or without."""
     with namespaces("tun") as (ns,):
         ip("-n", ns, "tuntap", "add", "dev", "tun0", "mode", "tun")
         ip("-n", ns, "addr", "add", f"{KERNEL}/24", "dev", "tun0")
         ip("-n", ns, "link", "set", "tun0", "up")
         with inside(ns):
-            link = FdEndpoint.open_tun("tun0")
+            link = FdEndpoint.open_tun("tun0", offload=offload)
+        if link.vnet_header != offload:
+            link.close()
+            raise RuntimeError("the kernel refused the TUN offloads")
         stack = netsock_stack(link, NETSOCK)
         try:
             yield ns, stack
@@ -200,8 +223,8 @@ def tun_namespace() -> Iterator[tuple[str, Stack]]:
             link.close()
 
 
-def kernel_to_netsock(size: int) -> tuple[int, float]:
-    with tun_namespace() as (ns, stack):
+def kernel_to_netsock(size: int, offload: bool) -> Transfer:
+    with tun_namespace(offload) as (ns, stack):
         listener, queue = listen(stack, PORT)
         sender = kernel_peer(ns, "send", NETSOCK, str(PORT), str(size))
         result = sink(listener, queue)
@@ -209,19 +232,21 @@ def kernel_to_netsock(size: int) -> tuple[int, float]:
         return result
 
 
-def netsock_to_kernel(size: int) -> tuple[int, float]:
-    with tun_namespace() as (ns, stack):
+def netsock_to_kernel(size: int, offload: bool) -> Transfer:
+    with tun_namespace(offload) as (ns, stack):
         receiver = kernel_peer(ns, "receive", KERNEL, str(PORT))
         if receiver.stdout.readline().strip() != "ready":
             raise RuntimeError("kernel receiver did not start")
+        cpu = cpu_seconds()
         endpoint, queue = connect(stack, KERNEL, PORT)
         send_all(endpoint, queue, size)
         endpoint.close()
-        return kernel_result(receiver)
+        cpu = cpu_seconds() - cpu
+        return (*kernel_result(receiver), cpu)
 
 
-def netsock_to_netsock(size: int) -> tuple[int, float]:
-    """Two stacks joined by an in-memory wire (see ``link.wire``)."""
+def netsock_to_netsock(size: int) -> Transfer:
+    """Two stacks joined by an in-memory wire (see ``link.wire``): the CPU time is both stacks'."""
     links = Wire(size=1 << 16).ends
     receiver_stack, sender_stack = netsock_stack(links[0], KERNEL), netsock_stack(links[1], NETSOCK)
     try:
@@ -233,7 +258,7 @@ def netsock_to_netsock(size: int) -> tuple[int, float]:
         receiver_stack.close()
 
 
-def kernel_to_kernel(size: int) -> tuple[int, float]:
+def kernel_to_kernel(size: int) -> Transfer:
     with namespaces("a", "b") as (a, b):
         ip("-n", a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", b)
         for ns, address in ((a, VETH_A), (b, VETH_B)):
@@ -245,44 +270,81 @@ def kernel_to_kernel(size: int) -> tuple[int, float]:
         sender = kernel_peer(a, "send", VETH_B, str(PORT), str(size))
         result = kernel_result(receiver)
         sender.wait(60)
-        return result
+        return (*result, 0.0)
+
+
+def profiled(run: Callable[[], Transfer]) -> str:
+    """The ten functions ``run`` spent most time in (their own time, callees excluded)."""
+    profile = cProfile.Profile()
+    received, seconds, _ = profile.runcall(run)
+    out = io.StringIO()
+    print(f"{received} bytes in {seconds:.3f} s under the profiler", file=out)
+    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(10)
+    return out.getvalue()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bytes", type=int, default=100 * MIB, help="bytes per netsock transfer (default 100 MiB)")
+    parser.add_argument("--bytes", type=int, default=256 * MIB,
+                        help="bytes per netsock transfer with offloads and in-process (default 256 MiB)")
+    parser.add_argument("--plain-bytes", type=int, default=64 * MIB,
+                        help="bytes per netsock transfer over a plain TUN (default 64 MiB)")
     parser.add_argument("--kernel-bytes", type=int, default=4096 * MIB,
                         help="bytes for the kernel-to-kernel reference (default 4 GiB)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each transfer; the median is printed")
+    parser.add_argument("--only", help="run only the transfers whose name contains this text (and the kernel's)")
+    parser.add_argument("--profile", action="store_true", help="profile one run of each netsock transfer")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("needs root: it creates network namespaces, a TUN device and a veth pair")
 
-    runs = {"kernel -> netsock (TUN)": (kernel_to_netsock, args.bytes),
-            "netsock -> kernel (TUN)": (netsock_to_kernel, args.bytes),
-            "netsock -> netsock (in-process)": (netsock_to_netsock, args.bytes),
-            "kernel -> kernel (veth)": (kernel_to_kernel, args.kernel_bytes)}
+    reference = "kernel -> kernel (veth)"
+    runs: dict[str, tuple[Callable[[int], Transfer], int]] = {
+        "kernel -> netsock (TUN, offloads)": (lambda size: kernel_to_netsock(size, True), args.bytes),
+        "netsock -> kernel (TUN, offloads)": (lambda size: netsock_to_kernel(size, True), args.bytes),
+        "kernel -> netsock (TUN, MTU 1500)": (lambda size: kernel_to_netsock(size, False), args.plain_bytes),
+        "netsock -> kernel (TUN, MTU 1500)": (lambda size: netsock_to_kernel(size, False), args.plain_bytes),
+        "netsock -> netsock (in-process)": (netsock_to_netsock, args.bytes),
+        reference: (kernel_to_kernel, args.kernel_bytes),
+    }
+    runs = {name: run for name, run in runs.items() if args.only is None or args.only in name or name == reference}
+    if args.profile:
+        for name, (run, size) in runs.items():
+            if name != reference:
+                print(f"== {name}\n{profiled(lambda: run(size))}")
+        return 0
+
     results = {}
     for name, (run, size) in runs.items():
-        received, seconds = run(size)
-        if received != size:
-            raise RuntimeError(f"{name}: {received} bytes arrived, {size} were sent")
-        results[name] = {"bytes": received, "seconds": round(seconds, 4),
-                         "mb_per_s": round(received / seconds / 1e6, 2)}
-    reference = results["kernel -> kernel (veth)"]["mb_per_s"]
+        transfers = []
+        for _ in range(args.runs):
+            received, seconds, cpu = run(size)
+            if received != size:
+                raise RuntimeError(f"{name}: {received} bytes arrived, {size} were sent")
+            transfers.append({"seconds": round(seconds, 4), "mb_per_s": round(received / seconds / 1e6, 2),
+                              "cpu_s_per_gb": round(cpu / received * 1e9, 3) if cpu else None})
+        cpu_figures = [t["cpu_s_per_gb"] for t in transfers if t["cpu_s_per_gb"] is not None]
+        results[name] = {"bytes": size,
+                         "mb_per_s": round(statistics.median(t["mb_per_s"] for t in transfers), 2),
+                         "best_mb_per_s": max(t["mb_per_s"] for t in transfers),
+                         "cpu_s_per_gb": round(statistics.median(cpu_figures), 3) if cpu_figures else None,
+                         "runs": transfers}
+    kernel = results[reference]["mb_per_s"]
     for result in results.values():
-        result["vs_kernel"] = round(result["mb_per_s"] / reference, 5)
+        result["vs_kernel"] = round(result["mb_per_s"] / kernel, 5)
 
-    print(f"TCP bulk throughput (MB/s = 10^6 bytes/s; native checksum: {USING_NATIVE}; "
-          f"Python {sys.version.split()[0]})")
-    print(f"  {'path':34} {'bytes':>12} {'seconds':>9} {'MB/s':>10} {'vs kernel':>10}")
+    print(f"TCP bulk throughput, median of {args.runs} (MB/s = 10^6 bytes/s; native code: {USING_NATIVE}; "
+          f"Python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"  {'path':36} {'bytes':>11} {'MB/s':>9} {'best':>9} {'vs kernel':>10} {'CPU s/GB':>9}")
     for name, result in results.items():
-        print(f"  {name:34} {result['bytes']:12d} {result['seconds']:9.3f} {result['mb_per_s']:10.2f} "
-              f"{result['vs_kernel']:10.4f}")
+        cpu = f"{result['cpu_s_per_gb']:9.2f}" if result["cpu_s_per_gb"] is not None else f"{'-':>9}"
+        print(f"  {name:36} {result['bytes']:11d} {result['mb_per_s']:9.2f} {result['best_mb_per_s']:9.2f} "
+              f"{result['vs_kernel']:10.4f} {cpu}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"native_checksum": USING_NATIVE, "python": sys.version.split()[0], "results": results},
-                      f, indent=1)
+            json.dump({"native": USING_NATIVE, "python": sys.version.split()[0], "runs": args.runs,
+                       "results": results}, f, indent=1)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""cffi builder (API mode) for ``netsock._native``: the C hot paths, for now only the checksum.
+"""cffi builder (API mode) for ``netsock._native``: the C hot paths — the Internet checksum, and
+batched reads from a packet fd into pooled buffers.
 
 setup.py names it in ``cffi_modules``; the build is optional, and every caller falls back to pure
 Python when the module is absent.
@@ -7,12 +8,21 @@ Python when the module is absent.
 from cffi import FFI
 
 ffibuilder = FFI()
-ffibuilder.cdef("uint16_t ns_checksum(const uint8_t *buf, size_t len, uint32_t initial);")
+ffibuilder.cdef("""
+uint16_t ns_checksum(const uint8_t *buf, size_t len, uint32_t initial);
+
+typedef struct ns_pool ns_pool;
+ns_pool *ns_pool_new(size_t block_size, size_t max_idle);
+void ns_pool_close(ns_pool *pool);
+uint8_t *ns_pool_get(ns_pool *pool);
+void ns_pool_put(uint8_t *block);
+size_t ns_read_batch(int fd, uint8_t *const *bufs, size_t count, size_t size, uint32_t *lengths, int *error);
+""")
 ffibuilder.set_source(
     "netsock._native",
-    '#include "checksum.h"',
+    '#include "checksum.h"\n#include "fdio.h"',
     # Relative to the project root, where setuptools runs the build; relative paths also keep
     # the sources listed in an sdist.
-    sources=["native/checksum.c"],
+    sources=["native/checksum.c", "native/fdio.c"],
     include_dirs=["native"],
 )

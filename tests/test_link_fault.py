@@ -17,7 +17,7 @@ from netsock.link.channel import ChannelEndpoint, PacketInfo
 from netsock.link.fault import FaultConfig, FaultDirectionStats, FaultEndpoint, GilbertElliott
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import GeventClock
-from netsock.stack import ManualClock, PacketBuffer, Stack
+from netsock.stack import LinkCapabilities, ManualClock, PacketBuffer, Stack
 from netsock.tcpip import IPV4_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, FullAddress, Route
 from netsock.tcpip.errors import ErrClosedForSend
 from netsock.transport.udp import UDPProtocol
@@ -655,3 +655,25 @@ def test_delays_run_in_real_time_on_the_hub() -> None:
     assert arrived == []
     gevent.sleep(0.08)
     assert len(arrived) == 1 and arrived[0] - start >= 0.03 - 0.002   # never early
+
+
+def test_faults_strike_wire_sized_segments_not_super_segments() -> None:
+    lower = ChannelEndpoint(gso=True)
+    fault = FaultEndpoint(lower, ManualClock(), inbound=FaultConfig(loss=0.5))
+    assert lower.capabilities() & LinkCapabilities.HARDWARE_GSO
+    assert not fault.capabilities() & LinkCapabilities.HARDWARE_GSO   # the stack sends MSS-sized segments
+    recorder = Recorder(ManualClock())
+    fault.attach(recorder)
+    payload = bytes(range(256)) * 40                                    # 10,240 bytes: 8 segments of 1,400
+    super_segment = bytes(IP(src="192.0.2.1", dst="192.0.2.2") / TCP(sport=1, dport=2, seq=1000, flags="A")
+                          / payload)
+    pkt = PacketBuffer.inbound(super_segment)
+    pkt.gso_size = 1400
+    fault.deliver_network_packet(b"", b"", IPV4, pkt)
+    assert fault.stats.inbound.packets.value == 8
+    delivered = [IP(data) for _, data, _ in recorder.packets]
+    assert 0 < len(delivered) < 8 and fault.stats.inbound.dropped_loss.value == 8 - len(delivered)
+    for segment in delivered:
+        assert len(segment[TCP].payload) <= 1400 and transport_checksum_valid(bytes(segment))
+        offset = segment[TCP].seq - 1000
+        assert bytes(segment[TCP].payload) == payload[offset:offset + 1400]

@@ -62,11 +62,12 @@ from typing import Any, Literal
 from ..header import ethernet as eth
 from ..header import ipv4
 from ..stack.clock import Clock, TimerQueue
-from ..stack.interfaces import LinkEndpoint
+from ..stack.interfaces import LinkCapabilities, LinkEndpoint
 from ..stack.packet_buffer import PacketBuffer
 from ..tcpip.errors import ErrClosedForSend, Error
 from ..tcpip.stats import StatCounter, StatGroup
 from . import write_each
+from .gso import segment_tcp
 from .nested import NestedEndpoint
 
 __all__ = ["FaultConfig", "FaultDirectionStats", "FaultEndpoint", "FaultPipe", "FaultStats", "GilbertElliott"]
@@ -439,6 +440,11 @@ class FaultEndpoint(NestedEndpoint):
 
     # --- LinkEndpoint: what the NIC sees -----------------------------------------------------------
 
+    def capabilities(self) -> LinkCapabilities:
+        """The lower link's, but for segmentation offload: faults strike wire-sized packets, so the
+        stack sends MSS-sized segments through (and the kernel's super-segments are cut on the way in)."""
+        return self.lower.capabilities() & ~LinkCapabilities.HARDWARE_GSO
+
     def write_packet(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
         out = self._outbound
         stats = out.stats
@@ -474,6 +480,12 @@ class FaultEndpoint(NestedEndpoint):
 
     def deliver_network_packet(self, remote_link_address: bytes, local_link_address: bytes, protocol: int,
                                pkt: PacketBuffer) -> None:
+        if pkt.gso_size:
+            # A super-segment (a device's receive offload): each wire segment meets the faults alone.
+            for segment in segment_tcp(pkt.data, pkt.gso_size):
+                self.deliver_network_packet(remote_link_address, local_link_address, protocol,
+                                            PacketBuffer.inbound(segment))
+            return
         inb = self._inbound
         stats = inb.stats
         stats.packets.value += 1

@@ -1,19 +1,45 @@
-"""Generic segmentation offload done in software: cut a TCP super-segment into wire segments.
+"""Segmentation offload: TCP super-segments, cut in software or described to the kernel.
 
 A link that advertises LinkCapabilities.HARDWARE_GSO accepts one TCP packet carrying up to 64 KB
 with ``pkt.gso_size`` set to the wire segment size, so the stack walks its send path once per 64 KB
-instead of once per MSS (the kernel's GSO/TSO contract). A TUN device with virtio-net headers does
-the cutting in the kernel; an in-memory link does it here, exactly as the kernel would: each piece
-gets the headers of the original with its own sequence number, IP length and identification, FIN
-and PSH only on the last, and fresh checksums.
+instead of once per MSS (the kernel's GSO/TSO contract). As in Linux (CHECKSUM_PARTIAL), the TCP
+checksum field of a super-segment holds only the folded pseudo-header sum over the super-segment's
+length: whoever cuts it completes each piece's checksum.
+
+Two ways to cut:
+
+- ``segment_tcp`` does it here, exactly as the kernel would: each piece gets the headers of the
+  original with its own sequence number, IP length and identification, FIN and PSH only on the last,
+  and fresh checksums (an in-memory link's GSO).
+- A TUN/TAP device opened with IFF_VNET_HDR takes a virtio-net header in front of every frame
+  (``gso_header``) and the kernel cuts and checksums. The same header comes in front of what the
+  kernel hands us: super-segments of its own TCP (``gso_type`` TCPV4/TCPV6, passed up whole, their
+  checksum partial) and packets whose checksum it left to us (``F_NEEDS_CSUM``: ``complete_checksum``).
 """
 
 from __future__ import annotations
+
+import struct
 
 from ..header import tcp
 from ..header.checksum import checksum
 
 MASK = 0xFFFFFFFF
+
+# <linux/virtio_net.h> struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start,
+# csum_offset. TUN/TAP use the legacy layout, in the host's byte order (unless TUNSETVNETLE/BE).
+VIRTIO_NET_HDR = struct.Struct("=BBHHHH")
+VIRTIO_NET_HDR_SIZE = VIRTIO_NET_HDR.size      # 10, the kernel's default for TUN/TAP
+F_NEEDS_CSUM = 1        # the checksum at csum_start + csum_offset holds only the pseudo-header sum
+F_DATA_VALID = 2        # the checksum was verified
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_TCPV6 = 4
+GSO_ECN = 0x80          # a TCP super-segment with CWR set (only if TUN_F_TSO_ECN was offered)
+TCP_CHECKSUM_OFFSET = 16    # of the checksum field within the TCP header
+
+# The header of a frame that needs nothing of the kernel: checksums complete, no segmentation.
+NO_OFFLOAD = bytes(VIRTIO_NET_HDR_SIZE)
 
 
 def segment_tcp(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
@@ -50,3 +76,34 @@ def segment_tcp(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
         out.append(bytes(ih) + bytes(th) + bytes(chunk))
     return out
 
+
+def gso_header(headers: memoryview, link_header_length: int, gso_size: int) -> bytes:
+    """The virtio-net header asking the kernel to cut a TCP super-segment into ``gso_size`` pieces.
+
+    ``headers``: the frame's headers — link (``link_header_length`` bytes), IP, TCP — with the TCP
+    checksum field holding the pseudo-header sum, as the stack leaves it in a super-segment.
+    """
+    ip = link_header_length
+    version = headers[ip] >> 4
+    ip_len = (headers[ip] & 0x0F) * 4 if version == 4 else 40
+    tcp_start = ip + ip_len
+    tcp_len = (headers[tcp_start + 12] >> 4) * 4
+    return VIRTIO_NET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if version == 4 else GSO_TCPV6, tcp_start + tcp_len,
+                               gso_size, tcp_start, TCP_CHECKSUM_OFFSET)
+
+
+def complete_checksum(frame: memoryview, csum_start: int, csum_offset: int) -> bool:
+    """Fill in the checksum the kernel left partial (F_NEEDS_CSUM): the sum from ``csum_start`` to the
+    end, seeded with the pseudo-header sum already in the field, stored complemented at
+    ``csum_start + csum_offset`` — what the device would have done. False if that lies outside the frame.
+
+    A zero result is stored as 0xFFFF, its one's-complement twin: both verify, and for UDP a zero
+    would mean "no checksum".
+    """
+    field = csum_start + csum_offset
+    if field + 2 > len(frame):
+        return False
+    value = ~checksum(frame[csum_start:]) & 0xFFFF or 0xFFFF
+    frame[field] = value >> 8
+    frame[field + 1] = value & 0xFF
+    return True

@@ -5,6 +5,10 @@ its file descriptor is exactly one packet, which is what ``fdbased.FdEndpoint`` 
 runs on the userspace side of the device; "host side" below means the kernel's own interface, which
 the kernel treats like any other NIC (addresses, routes, ARP).
 
+With a virtio-net header (``open_device(..., vnet_header=True)``, then ``set_offloads``) the kernel
+may hand over TCP super-segments and packets with their checksum left to the reader, and takes the
+same from it: the offloads ``fdbased.FdEndpoint`` uses (see there).
+
 Everything here acts in the calling thread's network namespace. These are setup calls: failures
 raise ``OSError`` (with the device name in the message), not stack errors.
 """
@@ -26,10 +30,16 @@ from pyroute2.netlink.exceptions import NetlinkError
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
 IFF_TUN_EXCL = 0x8000
+TUN_F_CSUM = 0x01       # we take packets whose checksum is left partial
+TUN_F_TSO4 = 0x02       # ... and TCP super-segments, IPv4
+TUN_F_TSO6 = 0x04       # ... IPv6
 # <linux/sockios.h>, <linux/if_arp.h>, <linux/if_addr.h>
 SIOCGIFHWADDR = 0x8927
 SIOCGIFMTU = 0x8921
@@ -41,18 +51,45 @@ _IFREQ = struct.Struct("16sH22x")      # struct ifreq: name, then a 24-byte unio
 _IFREQ_INT = struct.Struct("16si20x")  # ... (here: an int such as ifr_mtu)
 
 
-def open_device(name: str, tap: bool | None = None) -> tuple[int, bool]:
+def open_device(name: str, tap: bool | None = None, vnet_header: bool = False) -> tuple[int, bool]:
     """Attach a new non-blocking fd to device ``name`` (created, transient, if it does not exist).
 
     Frames carry no packet-information prefix (IFF_NO_PI). ``tap=None`` opens an existing device as
     whatever it is — its hardware type says: Ethernet for TAP, none for TUN — and a new one as TUN.
     (The type is asked of the kernel with an ioctl rather than read from /sys/class/net, because
     sysfs shows the namespace it was mounted in, not necessarily the caller's.)
+
+    ``vnet_header``: every frame, both ways, is preceded by a virtio-net header (IFF_VNET_HDR); then
+    ``set_offloads`` says what the kernel may put in it. Without, the device's offloads are cleared:
+    a persistent device keeps those a previous owner enabled, and the kernel would hand us
+    super-segments and partial checksums with nothing to tell them apart.
     Returns ``(fd, is_tap)``; the caller owns the fd.
     """
     if tap is None:
         tap = _hardware_type(name) == ARPHRD_ETHER
-    return _attach(name, (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI), tap
+    flags = (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI
+    fd = _attach(name, (flags | IFF_VNET_HDR) if vnet_header else flags)
+    if not vnet_header:
+        try:
+            set_offloads(fd, 0)
+        except OSError as e:
+            os.close(fd)
+            raise OSError(e.errno, f"{name}: {e.strerror}") from None
+    return fd, tap
+
+
+def set_offloads(fd: int, offloads: int, vnet_header_size: int | None = None) -> None:
+    """Tell the kernel which offloads (TUN_F_*) the reader of ``fd`` handles, and the size of the
+    virtio-net header it reads and writes (the kernel's default is 10, the legacy header).
+
+    The kernel refuses (EINVAL) offloads it does not know; TUN_F_TSO* need TUN_F_CSUM.
+    """
+    try:
+        if vnet_header_size is not None:
+            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", vnet_header_size))
+        fcntl.ioctl(fd, TUNSETOFFLOAD, offloads)
+    except OSError as e:
+        raise OSError(e.errno, f"offloads on fd {fd}: {e.strerror}") from None
 
 
 def create_device(name: str, tap: bool = False, persist: bool = True) -> int:

@@ -37,7 +37,9 @@ class PacketBuffer:
         self.pkt_type = 0       # PACKET_HOST, PACKET_BROADCAST, ... (link-level delivery class)
         self.hash = 0
         self.timestamp = 0      # ns since the epoch when received (0: unknown)
-        self.gso_size = 0       # >0: the payload is a super-segment to be cut at this size by the link
+        # >0: a TCP super-segment of segments this size, its checksum partial (see link.gso): outbound
+        # the link cuts it, inbound the link received it whole.
+        self.gso_size = 0
 
     @classmethod
     def inbound(cls, frame: Buffer) -> PacketBuffer:
