@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Protocol
 
-from ..waiter import EventMask, WaiterQueue
+from ..waiter import WaiterQueue
 
 __all__ = ["EventFds", "Pollable", "lookup"]
 
