@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -27,8 +28,10 @@ ECHO_OVER_LOOPBACK = textwrap.dedent("""
 
 
 def netsock_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    # Never from the source tree: `python -m` puts the working directory first on sys.path, where
+    # netsock/ lacks netsock.patches (setup.py maps patches/ there on install).
     return subprocess.run([sys.executable, "-m", "netsock", "run", *args], capture_output=True, text=True,
-                          timeout=60, cwd=cwd)
+                          timeout=60, cwd=cwd or tempfile.gettempdir())
 
 
 @pytest.mark.parametrize(("argv", "options", "program"), [
