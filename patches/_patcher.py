@@ -25,6 +25,13 @@ class Patcher:
     def active(self) -> bool:
         return bool(self._saved)
 
+    def install(self, replacements: list[tuple[Any, str, Any]]) -> None:
+        """Make each (target, name, value) replacement, unless this patcher's are in place already."""
+        if self.active:
+            return
+        for target, name, value in replacements:
+            self.replace(target, name, value)
+
     def replace(self, target: Any, name: str, value: Any) -> None:
         """Set ``target.name = value``, remembering the original (or its absence)."""
         self._saved.append((target, name, getattr(target, name, _MISSING)))

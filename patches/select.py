@@ -632,15 +632,12 @@ class epoll:  # noqa: N801 - the stdlib's name
         return [(fd, events) for fd, events in self._kernel.poll(0, budget) if fd not in sockets]
 
 
-_REPLACEMENTS = {"select": select, "poll": poll, "epoll": epoll}
+_REPLACEMENTS = [(_stdlib, function.__name__, function) for function in (select, poll, epoll)]
 
 
 def patch() -> None:
     """Install the replacements in the ``select`` module (once); its constants stay."""
-    if _patcher.active:
-        return
-    for name, value in _REPLACEMENTS.items():
-        _patcher.replace(_stdlib, name, value)
+    _patcher.install(_REPLACEMENTS)
 
 
 def unpatch() -> None:

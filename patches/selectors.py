@@ -23,12 +23,10 @@ _patcher = Patcher()
 
 def patch() -> None:
     """Make the stdlib's select-, poll- and epoll-based selectors use netsock's select (once)."""
-    if _patcher.active:
-        return
     # A Python function in a class is a method: staticmethod keeps ``self._select(r, w, x, t)`` a plain call.
-    _patcher.replace(_stdlib.SelectSelector, "_select", staticmethod(_select.select))
-    _patcher.replace(_stdlib.PollSelector, "_selector_cls", _select.poll)
-    _patcher.replace(_stdlib.EpollSelector, "_selector_cls", _select.epoll)
+    _patcher.install([(_stdlib.SelectSelector, "_select", staticmethod(_select.select)),
+                      (_stdlib.PollSelector, "_selector_cls", _select.poll),
+                      (_stdlib.EpollSelector, "_selector_cls", _select.epoll)])
 
 
 def unpatch() -> None:

@@ -121,17 +121,14 @@ def getnameinfo(sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
 for _function in (getaddrinfo, gethostbyname, gethostbyname_ex, gethostbyaddr, getnameinfo):
     _function.__doc__ = getattr(_stdlib, _function.__name__).__doc__
 
-_REPLACEMENTS = {"socket": socket, "fromfd": fromfd, "socketpair": socketpair, "getaddrinfo": getaddrinfo,
-                 "gethostbyname": gethostbyname, "gethostbyname_ex": gethostbyname_ex,
-                 "gethostbyaddr": gethostbyaddr, "getnameinfo": getnameinfo}
+_REPLACEMENTS = [(_stdlib, function.__name__, function)
+                 for function in (socket, fromfd, socketpair, getaddrinfo, gethostbyname, gethostbyname_ex,
+                                  gethostbyaddr, getnameinfo)]
 
 
 def patch() -> None:
     """Install the replacements in the ``socket`` module (once)."""
-    if _patcher.active:
-        return
-    for name, value in _REPLACEMENTS.items():
-        _patcher.replace(_stdlib, name, value)
+    _patcher.install(_REPLACEMENTS)
 
 
 def unpatch() -> None:

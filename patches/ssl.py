@@ -521,9 +521,7 @@ class NetsockSSLSocket(ssl.SSLSocket, _NetsockTransport):
 
 def patch() -> None:
     """Make ``SSLContext.wrap_socket`` give a ``NetsockSSLSocket`` for a netsock socket (once)."""
-    if _patcher.active:
-        return
-    _patcher.replace(ssl.SSLContext, "sslsocket_class", NetsockSSLSocket)
+    _patcher.install([(ssl.SSLContext, "sslsocket_class", NetsockSSLSocket)])
 
 
 def unpatch() -> None:

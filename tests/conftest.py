@@ -8,6 +8,7 @@ stack's encoding with the stack's own decoder. Time moves only when a test advan
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -135,3 +136,15 @@ def harness() -> StackHarness:
 @pytest.fixture
 def ether_harness() -> StackHarness:
     return StackHarness(ethernet=True)
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    """The sockets' view: a stack as the adapter builds it (loopback NIC, gevent clock), made current
+    for the test, so that NetsockSockets created without ``stack=`` land on it."""
+    from netsock.adapter.runtime import build_stack, use_stack
+
+    net = build_stack()
+    with use_stack(net):
+        yield net
+    net.close()

@@ -20,14 +20,6 @@ from netsock.adapter import NetsockSocket, StackConfig, build_stack, current_sta
 from netsock.tcpip import IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, Address
 
 
-@pytest.fixture
-def stack():
-    net = build_stack()
-    with use_stack(net):
-        yield net
-    net.close()
-
-
 def readable(sock: NetsockSocket) -> bool:
     """What the kernel's select() says of the socket's descriptor right now."""
     return bool(select.select([sock.fileno()], [], [], 0)[0])

@@ -14,17 +14,9 @@ import struct
 import gevent
 import pytest
 
-from netsock.adapter import NetsockSocket, build_stack, use_stack
+from netsock.adapter import NetsockSocket
 
 LOOPBACKS = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
-
-
-@pytest.fixture
-def stack():
-    net = build_stack()
-    with use_stack(net):
-        yield net
-    net.close()
 
 
 def listener(family: int = socket.AF_INET, host: str = "127.0.0.1", backlog: int = 16) -> NetsockSocket:
@@ -248,9 +240,9 @@ def test_failed_non_blocking_connect_reports_through_so_error() -> None:
 
 @pytest.mark.usefixtures("stack")
 def test_connect_timeout_and_connect_ex_timeout() -> None:
-    with listener(backlog=1) as srv:
+    with listener(backlog=0) as srv:
         first = NetsockSocket()
-        first.connect(srv.getsockname())       # fills the accept queue: further SYNs are dropped
+        first.connect(srv.getsockname())       # fills the accept queue (backlog + 1): further SYNs are dropped
         with NetsockSocket() as s:
             s.settimeout(0.05)
             err = error_of(lambda: s.connect(srv.getsockname()))

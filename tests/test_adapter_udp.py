@@ -11,17 +11,9 @@ import struct
 import gevent
 import pytest
 
-from netsock.adapter import NetsockSocket, build_stack, use_stack
+from netsock.adapter import NetsockSocket
 
 LOOPBACKS = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
-
-
-@pytest.fixture
-def stack():
-    net = build_stack()
-    with use_stack(net):
-        yield net
-    net.close()
 
 
 def udp(family: int = socket.AF_INET, host: str | None = None) -> NetsockSocket:

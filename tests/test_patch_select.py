@@ -22,7 +22,7 @@ import gevent
 import gevent.socket
 import pytest
 
-from netsock.adapter import NetsockSocket, build_stack, fds, use_stack
+from netsock.adapter import NetsockSocket, fds
 from netsock.patches import select as nselect
 from netsock.patches import selectors as nselectors
 
@@ -39,14 +39,6 @@ class Kernel:
 IN, OUT, ERR, HUP, NVAL = select.POLLIN, select.POLLOUT, select.POLLERR, select.POLLHUP, select.POLLNVAL
 RDHUP, RDNORM, WRNORM = select.POLLRDHUP, select.POLLRDNORM, select.POLLWRNORM
 DELAY = 0.05
-
-
-@pytest.fixture
-def stack():
-    net = build_stack()
-    with use_stack(net):
-        yield net
-    net.close()
 
 
 @pytest.fixture

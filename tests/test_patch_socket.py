@@ -15,7 +15,7 @@ from netsock.adapter.runtime import build_stack, resolver, use_stack
 from netsock.patches import socket as patched_socket
 from netsock.stack import Stack
 
-ORIGINALS = {name: getattr(socket, name) for name in patched_socket._REPLACEMENTS}
+ORIGINALS = {name: getattr(socket, name) for _, name, _ in patched_socket._REPLACEMENTS}
 
 
 @pytest.fixture
