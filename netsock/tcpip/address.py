@@ -97,7 +97,7 @@ class AddressMask(bytes):
 class Subnet:
     """A subnet: an address and a mask of the same length, with host bits zero."""
 
-    __slots__ = ("address", "mask", "_net", "_maskint", "_prefix")
+    __slots__ = ("address", "mask", "_net", "_maskint", "_prefix", "_broadcast")
 
     def __init__(self, address: bytes, mask: bytes) -> None:
         if len(address) != len(mask):
@@ -111,6 +111,7 @@ class Subnet:
         self._net = net
         self._maskint = maskint
         self._prefix = self.mask.prefix()
+        self._broadcast = net | (~maskint & ((1 << (8 * len(mask))) - 1))
 
     @classmethod
     def parse(cls, cidr: str) -> Subnet:
@@ -132,12 +133,13 @@ class Subnet:
 
     def broadcast(self) -> Address:
         """The subnet-directed broadcast address (all host bits set)."""
-        total = len(self.mask) * 8
-        return Address((self._net | (~self._maskint & ((1 << total) - 1))).to_bytes(len(self.mask), "big"))
+        return Address(self._broadcast.to_bytes(len(self.mask), "big"))
 
     def is_broadcast(self, addr: bytes) -> bool:
         """True for the directed broadcast of a subnet that has host bits to spare (not /31 or /32)."""
-        return self._prefix <= len(self.mask) * 8 - 2 and addr == self.broadcast()
+        size = len(self.mask)
+        return (len(addr) == size and self._prefix <= size * 8 - 2
+                and int.from_bytes(addr, "big") == self._broadcast)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Subnet) and self.address == other.address and self.mask == other.mask
