@@ -23,11 +23,12 @@ from netsock.adapter.runtime import resolver
 
 from ._patcher import Patcher
 
-__all__ = ["fromfd", "getaddrinfo", "gethostbyaddr", "gethostbyname", "gethostbyname_ex", "getnameinfo", "patch",
+__all__ = ["close", "fromfd", "getaddrinfo", "gethostbyaddr", "gethostbyname", "gethostbyname_ex", "getnameinfo", "patch",
            "socket", "socketpair", "unpatch"]
 
 _patcher = Patcher()
 _KERNEL_SOCKET = _stdlib.socket         # the class before patching
+_kernel_close = _stdlib.close
 _NETSOCK_FAMILIES = (_stdlib.AF_INET, _stdlib.AF_INET6)
 
 
@@ -97,6 +98,15 @@ def socketpair(family: int = _stdlib.AF_UNIX, type: int = _stdlib.SOCK_STREAM, p
     return _gevent.socketpair(family, type, proto)
 
 
+def close(fd: int) -> None:
+    """Close a descriptor: a netsock socket's closes its connection when it was the last one."""
+    state = fds.lookup(fd)
+    if state is not None and hasattr(state, "close_fd"):
+        state.close_fd(fd)
+    else:
+        _kernel_close(fd)
+
+
 def getaddrinfo(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,  # noqa: A002
                 flags: int = 0) -> list[tuple[Any, ...]]:
     return resolver().getaddrinfo(host, port, family, type, proto, flags)
@@ -122,7 +132,7 @@ for _function in (getaddrinfo, gethostbyname, gethostbyname_ex, gethostbyaddr, g
     _function.__doc__ = getattr(_stdlib, _function.__name__).__doc__
 
 _REPLACEMENTS = [(_stdlib, function.__name__, function)
-                 for function in (socket, fromfd, socketpair, getaddrinfo, gethostbyname, gethostbyname_ex,
+                 for function in (socket, fromfd, socketpair, close, getaddrinfo, gethostbyname, gethostbyname_ex,
                                   gethostbyaddr, getnameinfo)]
 
 

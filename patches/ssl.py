@@ -43,6 +43,7 @@ import _socket
 import functools
 import re
 import ssl
+import sys
 import time
 from errno import EINVAL, ENOTCONN
 from socket import MSG_DONTWAIT, SO_TYPE, SOCK_STREAM, SOL_SOCKET, SOMAXCONN, AddressFamily, SocketKind
@@ -63,6 +64,9 @@ _WRITE_CHUNK = 1 << 16                          # plaintext encrypted at a time:
 _NO_WAIT = float("-inf")                        # a deadline that has always passed
 _IN, _OUT = EventMask.IN, EventMask.OUT
 _GONE = EventMask.ERR | EventMask.HUP
+# Up to 3.12, _ssl reads with SSL_read_ex, which reports a socket error under a read as an unexpected EOF
+# (a ragged EOF: b"" with suppress_ragged_eofs); 3.13 raises the socket's error itself.
+_READ_ERRORS_ARE_EOF = sys.version_info < (3, 13)
 _READ_TIMED_OUT = "The read operation timed out"
 _WRITE_TIMED_OUT = "The write operation timed out"
 _SOURCE_LINE = re.compile(r"\(_ssl\.c:(\d+)\)$")
@@ -285,7 +289,13 @@ class _TLSChannel:
                 self._send(_NO_WAIT)        # what reading made OpenSSL say (key updates, tickets)
                 return data
             self._send(_NO_WAIT)
-            if not self._receive(deadline):
+            try:
+                received = self._receive(deadline)
+            except OSError as error:
+                if _READ_ERRORS_ARE_EOF:
+                    raise ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol") from error
+                raise
+            if not received:
                 raise want if nonblocking else TimeoutError(_READ_TIMED_OUT)
 
     def write(self, data: Any) -> int:

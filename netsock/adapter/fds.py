@@ -9,6 +9,7 @@ state it stands for (``readiness(mask)`` and ``waiter_queue``), which the patche
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Protocol
 
@@ -47,9 +48,16 @@ class EventFds:
         return fd
 
     def close(self, fd: int) -> None:
+        """Close ``fd``; EBADF if it is not (or no longer) one of these, as closing a closed descriptor."""
+        if fd not in self.fds:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         self.fds.remove(fd)
         del _table[fd]
         os.close(fd)
+
+    def owns(self, fd: int, owner: Pollable) -> bool:
+        """Is ``fd`` still open as ``owner``'s (not closed behind its back, by socket.close(fd) say)?"""
+        return _table.get(fd) is owner
 
     def set_readable(self, readable: bool) -> None:
         """Mirror the socket's input readiness (one syscall per descriptor, only on a change)."""

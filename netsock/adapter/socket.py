@@ -863,7 +863,7 @@ class NetsockSocket:
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", -1)
-        if fd >= 0:
+        if fd >= 0 and fds.lookup(fd) is self._core:
             warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
             # The collector may run in the middle of stack code: close from the hub loop instead.
             self._core.stack.clock.call_soon(self._core.close_fd, fd)
@@ -871,7 +871,8 @@ class NetsockSocket:
     # --- life cycle -----------------------------------------------------------------------------------
 
     def _check(self) -> None:
-        if self._fd < 0:
+        # The descriptor may have been closed through another socket object on it, or socket.close(fd).
+        if self._fd < 0 or fds.lookup(self._fd) is not self._core:
             raise _oserror(EBADF)
 
     def close(self) -> None:
