@@ -189,3 +189,30 @@ def test_hosts_send_no_ipv6_autoconfiguration(net: Network, tmp_path: Path) -> N
     net.host("b.test", lan)
     gevent.sleep(1.2)                       # past RFC 4861's first router solicitation delay
     assert len(rdpcap(net.pcap(tmp_path / "idle.pcap"))) == 0
+
+
+def test_reset_injection_kills_connections_with_the_stdlib_exceptions(net: Network) -> None:
+    lan = net.switch("lan", "192.0.2.0/24")
+    server = net.host("server.test", lan)
+    client = net.host("client.test", lan)
+    listener = NetsockSocket(stack=server.stack)
+    listener.bind(("0.0.0.0", 7))
+    listener.listen()
+    with client:
+        established = NetsockSocket()
+        established.settimeout(5)
+        established.connect(("server.test", 7))
+        net.faults(client, server, reset=True)
+        with NetsockSocket() as fresh:
+            fresh.settimeout(5)
+            with pytest.raises(ConnectionRefusedError):      # the SYN is answered with RST|ACK
+                fresh.connect(("server.test", 7))
+        established.send(b"doomed")                          # answered with a reset
+        with pytest.raises(ConnectionResetError):
+            established.recv(10)
+        established.close()
+        net.faults(client, server, reset=False)
+        with NetsockSocket() as healed:
+            healed.settimeout(5)
+            healed.connect(("server.test", 7))
+    listener.close()

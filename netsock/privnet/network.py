@@ -235,16 +235,21 @@ class Network:
     def faults(self, source: Host | str, destination: Host | str, *, both: bool = False, **faults: Any) -> None:
         """Faults on the direction ``source`` -> ``destination`` (and back, with ``both``), changed at once:
         loss, burst (a GilbertElliott), latency and jitter (seconds), duplicate, reorder, corrupt
-        (probabilities), bandwidth (bits/s) with queue (bytes), blackhole. Unnamed faults keep their
+        (probabilities), bandwidth (bits/s) with queue (bytes), blackhole, and reset (every TCP segment
+        answered with a reset, as a middlebox killing connections does). Unnamed faults keep their
         current setting; 0 or False turns one off."""
+        reset = faults.pop("reset", None)
         unknown = set(faults) - set(_FAULT_NAMES)
         if unknown:
-            raise TypeError(f"unknown faults: {', '.join(sorted(unknown))} (known: {', '.join(_FAULT_NAMES)})")
+            raise TypeError(f"unknown faults: {', '.join(sorted(unknown))} (known: {', '.join(_FAULT_NAMES)}, reset)")
         changes = {_FAULT_NAMES[name]: value for name, value in faults.items()}
         directions = [(source, destination), (destination, source)] if both else [(source, destination)]
         for a, b in directions:
             for switch, port_a, port_b in self._ports_between(a, b):
-                switch.configure(port_a, port_b, **changes)
+                if changes:
+                    switch.configure(port_a, port_b, **changes)
+                if reset is not None:
+                    switch.set_reset(port_a, port_b, bool(reset))
 
     def partition(self, a: Host | str, b: Host | str) -> None:
         """Cut ``a`` and ``b`` apart, both ways: every packet between them is dropped."""

@@ -17,6 +17,7 @@ from typing import Any
 import gevent
 
 from ..header import ethernet as eth
+from ..header import ipv4, tcp
 from ..link.channel import ChannelEndpoint, PacketInfo
 from ..link.fault import FaultConfig, FaultDirectionStats, FaultPipe
 from ..stack import PacketBuffer
@@ -54,6 +55,7 @@ class Switch:
         self._capture = capture
         self._by_mac: dict[bytes, Port] = {}
         self._pipes: dict[tuple[Port, Port], FaultPipe] = {}
+        self._resetting: set[tuple[Port, Port]] = set()
         self._scheduled = False
         self._loop = gevent.get_hub().loop
 
@@ -76,6 +78,13 @@ class Switch:
         else:
             pipe.set_config(dataclasses.replace(pipe.config, **changes))
         return pipe.config
+
+    def set_reset(self, source: Port, destination: Port, reset: bool) -> None:
+        """Answer every TCP segment from ``source`` to ``destination`` with a reset (or stop)."""
+        if reset:
+            self._resetting.add((source, destination))
+        else:
+            self._resetting.discard((source, destination))
 
     def config(self, source: Port, destination: Port) -> FaultConfig:
         pipe = self._pipes.get((source, destination))
@@ -111,6 +120,8 @@ class Switch:
         for destination in destinations:
             if destination is source:
                 continue
+            if self._resetting and (source, destination) in self._resetting and self._reset(source, header, frame):
+                continue
             pipe = self._pipes.get((source, destination))
             if pipe is None or not pipe.active:
                 destination.link.inject(header.ethertype, frame)
@@ -118,6 +129,32 @@ class Switch:
                 pipe.stats.packets.increment()
                 pipe.stats.bytes.increment(len(frame) - eth.HEADER_SIZE)
                 pipe.offer((frame[:eth.HEADER_SIZE], header.ethertype, PacketBuffer.inbound(frame[eth.HEADER_SIZE:])))
+
+    def _reset(self, source: Port, header: eth.EthernetHeader, frame: bytes) -> bool:
+        """Drop an IPv4 TCP segment and send ``source`` the reset its destination would; False (let
+        it pass) for anything else, or for a reset, which is never answered."""
+        packet = memoryview(frame)[eth.HEADER_SIZE:]
+        ip = ipv4.parse(packet) if header.ethertype == eth.ETHERTYPE_IPV4 else None
+        if not ip or ip.protocol != tcp.PROTOCOL_NUMBER or ip.more_fragments or ip.flags_fragment & 0x1FFF:
+            return False
+        segment = packet[ip.header_length:ip.total_length]
+        seg = tcp.parse(segment)
+        if not seg or seg.flags & tcp.RST:
+            return True
+        if seg.flags & tcp.ACK:
+            seq, ack, flags = seg.ack, 0, tcp.RST
+        else:
+            length = len(segment) - seg.data_offset + bool(seg.flags & tcp.SYN) + bool(seg.flags & tcp.FIN)
+            seq, ack, flags = 0, (seg.seq + length) & 0xFFFFFFFF, tcp.RST | tcp.ACK
+        reply = bytearray(eth.HEADER_SIZE + ipv4.MIN_SIZE + tcp.MIN_SIZE)
+        eth.build(reply, header.src, header.dst, eth.ETHERTYPE_IPV4)
+        tcp_view = memoryview(reply)[eth.HEADER_SIZE + ipv4.MIN_SIZE:]
+        tcp.build(tcp_view, src_port=seg.dst_port, dst_port=seg.src_port, seq=seq, ack=ack, flags=flags, window=0)
+        tcp.set_checksum(tcp_view, tcp.compute_checksum(ip.dst, ip.src, tcp_view))
+        ipv4.build(memoryview(reply)[eth.HEADER_SIZE:], src=ip.dst, dst=ip.src, protocol=tcp.PROTOCOL_NUMBER,
+                   total_length=ipv4.MIN_SIZE + tcp.MIN_SIZE)
+        source.link.inject(eth.ETHERTYPE_IPV4, bytes(reply))
+        return True
 
     def _deliver(self, destination: Port, packet: tuple[bytes, int, PacketBuffer]) -> None:
         link_header, ethertype, pkt = packet
