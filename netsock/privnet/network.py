@@ -29,7 +29,7 @@ from ..scheduler import GeventClock
 from ..stack import Stack
 from ..stack.clock import TimerQueue
 from ..tcpip import IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Route
-from .switch import Port, Switch
+from .switch import Port, Switch, TapPort
 
 __all__ = ["Host", "Network"]
 
@@ -114,6 +114,8 @@ class Network:
         self._capture: deque[tuple[int, bytes]] = deque(maxlen=capture_limit) if capture_limit else deque(maxlen=0)
         self._greenlets: list[gevent.Greenlet] = []
         self._macs = 0
+        self._bridged: dict[Switch, str] = {}                   # the kernel's address on a bridged switch
+        self._kernel_names: list[tuple[str, str]] = []
 
     def __enter__(self) -> Network:
         return self
@@ -174,7 +176,10 @@ class Network:
         host.addresses[switch] = address
 
     def _used(self, switch: Switch) -> set[str]:
-        return {h.addresses[switch] for h in self.hosts.values() if switch in h.addresses}
+        used = {h.addresses[switch] for h in self.hosts.values() if switch in h.addresses}
+        if switch in self._bridged:
+            used.add(self._bridged[switch])
+        return used
 
     def _free_address(self, switch: Switch) -> str:
         used = self._used(switch)
@@ -184,12 +189,13 @@ class Network:
         raise ValueError(f"{switch.name} ({self._subnets[switch]}) has no free address left")
 
     def _update_names(self) -> None:
+        names = [(other.name, address) for other in self.hosts.values() for address in other.addresses.values()]
+        names += self._kernel_names
         for host in self.hosts.values():
-            for other in self.hosts.values():
-                for address in other.addresses.values():
-                    if (other.name, address) not in host._known_names:
-                        host._known_names.add((other.name, address))
-                        host.resolver.add_host(other.name, address)
+            for entry in names:
+                if entry not in host._known_names:
+                    host._known_names.add(entry)
+                    host.resolver.add_host(*entry)
 
     def _update_routes(self) -> None:
         """Each host: its own subnets on-link, every other subnet through the first router on the
@@ -219,6 +225,27 @@ class Network:
                     first_hop = next(s for s in host.ports if ipaddress.ip_address(gateway) in self._subnets[s])
                     routes.append(Route.parse(subnet, nic_of[first_hop], gateway))
             host.stack.set_route_table(routes)
+
+    def bridge(self, switch: Switch, device: str, kernel_address: str | None = None,
+               name: str | None = None) -> TapPort:
+        """Put the kernel on ``switch`` through TAP device ``device`` (created if absent, in the calling
+        thread's network namespace, and removed by ``close``): the kernel's side gets ``kernel_address``
+        (default: the next free one) and, with ``name``, the hosts resolve it by that name. Root only."""
+        from ..link import tun
+
+        subnet = self._subnets[switch]
+        address = kernel_address or self._free_address(switch)
+        if ipaddress.ip_address(address) not in subnet or address in self._used(switch):
+            raise ValueError(f"{address} is not a free address of {subnet}")
+        fd = tun.create_device(device, tap=True, persist=False)
+        os.set_blocking(fd, False)
+        tun.configure_host_side(device, [f"{address}/{subnet.prefixlen}"], mtu=switch.mtu)
+        port = switch.add_tap(device, fd)
+        self._bridged[switch] = address
+        if name is not None:
+            self._kernel_names.append((name, address))
+            self._update_names()
+        return port
 
     # --- faults ---------------------------------------------------------------------------------------
 
@@ -276,7 +303,7 @@ class Network:
         direction's (packets, bytes, drops by cause) — plain data."""
         return {
             "hosts": {name: host.counters() for name, host in self.hosts.items()},
-            "switches": {name: {"ports": {p.name: p.link.stats.as_dict() for p in switch.ports},
+            "switches": {name: {"ports": {p.name: p.stats.as_dict() for p in switch.ports},
                                 "faults": switch.pipe_stats()}
                          for name, switch in self.switches.items()},
         }
@@ -293,3 +320,7 @@ class Network:
             host.stack.close()
             for link in links:
                 link.close()
+        for switch in self.switches.values():
+            for port in switch.ports:
+                if isinstance(port, TapPort):
+                    port.close()        # the device was not persistent: it goes with its descriptor

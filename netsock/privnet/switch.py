@@ -11,6 +11,7 @@ time that direction is configured; a direction without one forwards synchronousl
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,12 +19,13 @@ import gevent
 
 from ..header import ethernet as eth
 from ..header import ipv4, tcp
+from ..link import LinkStats
 from ..link.channel import ChannelEndpoint, PacketInfo
 from ..link.fault import FaultConfig, FaultDirectionStats, FaultPipe
 from ..stack import PacketBuffer
 from ..stack.clock import TimerQueue
 
-__all__ = ["Port", "Switch"]
+__all__ = ["Port", "Switch", "TapPort"]
 
 
 class Port:
@@ -37,6 +39,78 @@ class Port:
         self.mac = mac
         self.link = ChannelEndpoint(size=1 << 16, mtu=mtu, link_address=mac, ethernet=True)
         self.link.on_outbound = switch._on_outbound
+
+    @property
+    def stats(self) -> LinkStats:
+        return self.link.stats
+
+    def deliver(self, frame: bytes) -> None:
+        """Hand a switched frame to what is on the port."""
+        self.link.inject(0, frame)      # an Ethernet channel reads the protocol from the frame
+
+    def drain(self) -> list[bytes]:
+        """The frames sent into the switch since the last call."""
+        return [packet.data for packet in self.link.drain()]
+
+    def close(self) -> None:
+        self.link.close()
+
+
+class TapPort(Port):
+    """A port with a TAP device on it: the kernel's side of the device is one more station on the
+    switch (its frames come in from the device, switched frames are written to it), so a private
+    network can include the real kernel, in a network namespace, say."""
+
+    __slots__ = ("fd", "_stats", "_watcher", "_frames")
+
+    def __init__(self, switch: Switch, name: str, fd: int) -> None:
+        self.switch = switch
+        self.name = name
+        self.mac = b""
+        self.fd = fd
+        self._stats = LinkStats()
+        self._frames: list[bytes] = []
+        self._watcher = gevent.get_hub().loop.io(fd, 1)
+        self._watcher.start(self._read)
+
+    @property
+    def stats(self) -> LinkStats:
+        return self._stats
+
+    def _read(self) -> None:
+        while True:
+            try:
+                frame = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                self._stats.rx_read_errors.increment()
+                break
+            self._stats.rx_packets.increment()
+            self._stats.rx_bytes.increment(len(frame))
+            self._frames.append(frame)
+        if self._frames:
+            self.switch._on_outbound(None)
+
+    def drain(self) -> list[bytes]:
+        frames, self._frames = self._frames, []
+        return frames
+
+    def deliver(self, frame: bytes) -> None:
+        try:
+            os.write(self.fd, frame)
+        except BlockingIOError:
+            self._stats.tx_queue_full.increment()
+            return
+        except OSError:
+            self._stats.tx_errors.increment()
+            return
+        self._stats.tx_packets.increment()
+        self._stats.tx_bytes.increment(len(frame))
+
+    def close(self) -> None:
+        self._watcher.stop()
+        os.close(self.fd)
 
 
 class Switch:
@@ -61,6 +135,12 @@ class Switch:
 
     def add_port(self, name: str, mac: bytes) -> Port:
         port = Port(self, name, mac, self.mtu)
+        self.ports.append(port)
+        return port
+
+    def add_tap(self, name: str, fd: int) -> TapPort:
+        """Put the TAP device open on ``fd`` (non-blocking, no packet information) on a port."""
+        port = TapPort(self, name, fd)
         self.ports.append(port)
         return port
 
@@ -96,7 +176,7 @@ class Switch:
 
     # --- switching -----------------------------------------------------------------------------------
 
-    def _on_outbound(self, _packet: PacketInfo) -> None:
+    def _on_outbound(self, _packet: PacketInfo | None) -> None:
         if not self._scheduled:
             self._scheduled = True
             self._loop.run_callback(self._switch)
@@ -104,8 +184,8 @@ class Switch:
     def _switch(self) -> None:
         self._scheduled = False
         for port in self.ports:
-            for packet in port.link.drain():
-                self._ingress(port, packet.data)
+            for frame in port.drain():
+                self._ingress(port, frame)
 
     def _ingress(self, source: Port, frame: bytes) -> None:
         if self._capture is not None:
@@ -124,7 +204,7 @@ class Switch:
                 continue
             pipe = self._pipes.get((source, destination))
             if pipe is None or not pipe.active:
-                destination.link.inject(header.ethertype, frame)
+                destination.deliver(frame)
             else:
                 pipe.stats.packets.increment()
                 pipe.stats.bytes.increment(len(frame) - eth.HEADER_SIZE)
@@ -153,9 +233,9 @@ class Switch:
         tcp.set_checksum(tcp_view, tcp.compute_checksum(ip.dst, ip.src, tcp_view))
         ipv4.build(memoryview(reply)[eth.HEADER_SIZE:], src=ip.dst, dst=ip.src, protocol=tcp.PROTOCOL_NUMBER,
                    total_length=ipv4.MIN_SIZE + tcp.MIN_SIZE)
-        source.link.inject(eth.ETHERTYPE_IPV4, bytes(reply))
+        source.deliver(bytes(reply))
         return True
 
     def _deliver(self, destination: Port, packet: tuple[bytes, int, PacketBuffer]) -> None:
         link_header, ethertype, pkt = packet
-        destination.link.inject(ethertype, link_header + b"".join(pkt.views()))
+        destination.deliver(link_header + b"".join(pkt.views()))
