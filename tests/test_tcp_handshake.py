@@ -10,6 +10,7 @@ import pytest
 from netsock.tcpip import (ErrAlreadyConnected, ErrAlreadyConnecting, ErrConnectionRefused, ErrConnectStarted,
                            ErrTimeout, ErrWouldBlock, FullAddress, SockOpt)
 from netsock.transport.tcp import TCPState
+from netsock.transport.tcp.endpoint import SOMAXCONN
 from netsock.waiter import EventMask
 from tcp_context import (ACK, PEER_ADDR, PEER_PORT, RST, SYN, TCPContext, Opts, seq_add)
 
@@ -220,9 +221,9 @@ def handshake(ctx: TCPContext, peer_port: int, peer_iss: int = 1000) -> int:
     return synack.seq
 
 
-def test_accept_queue_holds_backlog_connections_and_a_full_queue_drops_syns():
+def test_accept_queue_holds_backlog_plus_one_connections_and_a_full_queue_drops_syns():
     ctx = TCPContext()
-    listener = ctx.listen(backlog=2)
+    listener = ctx.listen(backlog=1)                 # Linux's sk_acceptq_is_full: backlog + 1 fit
     handshake(ctx, 1001)
     handshake(ctx, 1002)
     assert len(listener.listener.accepted) == 2
@@ -238,24 +239,36 @@ def test_accept_queue_holds_backlog_connections_and_a_full_queue_drops_syns():
         listener.accept()
 
 
+def test_listen_backlog_is_capped_at_somaxconn_and_zero_still_takes_a_connection():
+    ctx = TCPContext()
+    listener = ctx.listen(backlog=1 << 20)
+    assert listener.listener.backlog == SOMAXCONN == 4096
+    listener.listen(0)                               # listen again: only the backlog changes
+    handshake(ctx, 1001)
+    ctx.send("S", src_port=1002, seq=1000, ack=0, options=Opts(mss=1460))
+    ctx.assert_quiet()                               # one connection waits: the accept queue is full
+    assert listener.accept()[0].get_remote_address().port == 1001
+
+
 def test_ack_with_accept_queue_full_keeps_the_connection_half_open():
     ctx = TCPContext()
     listener = ctx.listen(backlog=1)
     ctx.send("S", src_port=1001, seq=1000, ack=0, options=Opts(mss=1460))
     synack1 = ctx.sent_one()
     handshake(ctx, 1002)
+    handshake(ctx, 1003)
     ctx.send("A", src_port=1001, seq=1001, ack=seq_add(synack1.seq, 1))
     assert ctx.stats.listen_overflow_ack_drop.value == 1
-    assert len(listener.listener.accepted) == 1
+    assert len(listener.listener.accepted) == 2
     listener.accept()
     ctx.send("A", src_port=1001, seq=1001, ack=seq_add(synack1.seq, 1))
-    assert listener.accept()[0].get_remote_address().port == 1001
+    assert [listener.accept()[0].get_remote_address().port for _ in range(2)] == [1003, 1001]
 
 
 def test_syn_queue_full_answers_with_a_cookie_and_its_ack_creates_the_connection():
     ctx = TCPContext()
-    listener = ctx.listen(backlog=2)
-    for port in (1001, 1002):                        # two handshakes left half-open fill the SYN queue
+    listener = ctx.listen(backlog=1)
+    for port in (1001, 1002):                        # two handshakes left half-open fill the SYN queue (backlog + 1)
         ctx.send("S", src_port=port, seq=1000, ack=0, options=Opts(mss=1460))
         ctx.sent_one()
     ctx.send("S", src_port=1003, seq=7000, ack=0, options=FULL_OPTS)
@@ -293,7 +306,7 @@ def test_forged_cookie_ack_gets_a_reset_and_is_counted():
 
 def test_stale_cookie_is_rejected():
     ctx = TCPContext()
-    listener = ctx.listen(backlog=1)
+    listener = ctx.listen(backlog=0)                 # one half-open handshake fills the SYN queue
     ctx.send("S", src_port=1001, seq=1000, ack=0, options=Opts(mss=1460))
     ctx.sent_one()
     ctx.send("S", src_port=1003, seq=7000, ack=0, options=Opts(mss=1460))

@@ -45,13 +45,17 @@ class LinkStats(StatGroup):
     tx_errors: StatCounter           # the medium refused it for another reason (device gone, I/O error)
 
 
+_HOST, _BROADCAST, _MULTICAST, _OTHERHOST = (PacketType.HOST, PacketType.BROADCAST, PacketType.MULTICAST,
+                                             PacketType.OTHERHOST)    # asked per frame: no Enum lookups
+
+
 def packet_type(dst: bytes, own: bytes) -> PacketType:
     """Delivery class of a frame sent to ``dst`` as seen by the station whose address is ``own``."""
     if dst == own:
-        return PacketType.HOST
+        return _HOST
     if dst[0] & 1:
-        return PacketType.BROADCAST if dst == ethernet.BROADCAST else PacketType.MULTICAST
-    return PacketType.OTHERHOST
+        return _BROADCAST if dst == ethernet.BROADCAST else _MULTICAST
+    return _OTHERHOST
 
 
 def deliver_ethernet(dispatcher: NetworkDispatcher, own: bytes, pkt: PacketBuffer, stats: LinkStats) -> None:

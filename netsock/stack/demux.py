@@ -106,8 +106,11 @@ class TransportDemuxer:
             if not table:
                 continue
             # Plain tuples hash and compare equal to the TransportEndpointID keys, and are cheaper.
-            for id in ((dst_port, dst, src_port, src), (dst_port, dst, 0, b""),
-                       (dst_port, b"", src_port, src), (dst_port, b"", 0, b"")):
+            # A connection's full 4-tuple first, on its own: that is what nearly every packet finds.
+            group = table.get((dst_port, dst, src_port, src))
+            if group is not None:
+                return group
+            for id in ((dst_port, dst, 0, b""), (dst_port, b"", src_port, src), (dst_port, b"", 0, b"")):
                 group = table.get(id)
                 if group is not None:
                     return group

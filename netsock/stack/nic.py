@@ -106,8 +106,13 @@ class NIC:
         return False
 
     def has_address(self, protocol: int, address: bytes) -> bool:
-        """Is ``address`` assigned here (and usable: not still tentative)?"""
-        return address not in self.tentative and any(a.address == address for a in self.addresses.get(protocol, ()))
+        """Is ``address`` assigned here (and usable: not still tentative)? Asked for every packet received."""
+        if address in self.tentative:
+            return False
+        for a in self.addresses.get(protocol, ()):
+            if a.address == address:
+                return True
+        return False
 
     def holds_address(self, protocol: int, address: bytes) -> bool:
         """Assigned here, tentative or not (for duplicate address detection)."""
@@ -135,7 +140,14 @@ class NIC:
         return [a.subnet() for a in self.addresses.get(protocol, ())]
 
     def is_subnet_broadcast(self, protocol: int, address: bytes) -> bool:
-        return any(a.subnet().is_broadcast(address) for a in self.addresses.get(protocol, ()))
+        # A directed broadcast has at least two host bits, all set: most unicast addresses fail that on
+        # their last byte, before any subnet arithmetic (link address resolution asks for every packet).
+        if not address or address[-1] & 3 != 3:
+            return False
+        for a in self.addresses.get(protocol, ()):
+            if a.subnet().is_broadcast(address):
+                return True
+        return False
 
     # --- forwarding -------------------------------------------------------------------------------
 

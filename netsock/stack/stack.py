@@ -22,6 +22,7 @@ from .registration import NetworkProtocol, TransportProtocol, UnknownDestination
 from .route import PathMTUCache, Route
 
 DEFAULT_TTL = 64
+_GROUP_DELIVERY = (PacketType.BROADCAST, PacketType.MULTICAST)   # a copy to every member (fetched once: per packet)
 
 
 class Stack:
@@ -293,7 +294,7 @@ class Stack:
             return UnknownDestinationDisposition.MALFORMED
         src_port, dst_port = ports
         pkt.transport_protocol = trans_proto
-        if pkt.pkt_type == PacketType.BROADCAST or pkt.pkt_type == PacketType.MULTICAST:
+        if pkt.pkt_type in _GROUP_DELIVERY:
             members = self.demux.lookup_all(net_proto, trans_proto, nic.id, src, dst, src_port, dst_port)
             if not members:
                 return tproto.handle_unknown_destination_packet(nic, pkt, src, dst)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 PROTOCOL_NUMBER = IPV4_PROTOCOL_NUMBER
 _ALL_HOSTS = b"\xe0\x00\x00\x01"   # 224.0.0.1: every host is a member (RFC 1112)
+_HOST, _BROADCAST, _MULTICAST = PacketType.HOST, PacketType.BROADCAST, PacketType.MULTICAST  # no Enum lookups
 REASSEMBLY_TIMEOUT = 30.0          # seconds, as Linux's ipfrag_time (RFC 1122 §3.3.2: 60 to 120 advised)
 
 
@@ -96,9 +97,13 @@ class IPv4Endpoint(NetworkEndpoint):
             ip_stats.malformed_packets_received.increment()
             ip_stats.checksum_errors.increment()
             return
-        pkt.trim(hdr.total_length)
-        original = pkt.data                      # the whole datagram, for ICMP errors that quote it
-        pkt.network_header = pkt.consume(hlen)   # type: ignore[assignment]
+        # parse() checked header length <= total length <= len(data): trim the link's padding and
+        # take the header off in place (PacketBuffer.trim and consume, without their calls).
+        if hdr.total_length < len(data):
+            data = data[:hdr.total_length]
+        original = data                          # the whole datagram, for ICMP errors that quote it
+        pkt.network_header = data[:hlen]
+        pkt.data = data[hlen:]
         src, dst = hdr.src, hdr.dst
         if is_martian_source(src):
             ip_stats.invalid_addresses_received.increment()
@@ -159,16 +164,16 @@ class IPv4Endpoint(NetworkEndpoint):
         """Is ``dst`` for us? Sets pkt.pkt_type to HOST, BROADCAST or MULTICAST accordingly."""
         nic = self.nic
         if nic.has_address(PROTOCOL_NUMBER, dst) or self.stack.local_address_nic(dst) is not None:
-            pkt.pkt_type = PacketType.HOST
+            pkt.pkt_type = _HOST
             return True
         if dst == b"\xff\xff\xff\xff" or nic.is_subnet_broadcast(PROTOCOL_NUMBER, dst):
-            pkt.pkt_type = PacketType.BROADCAST
+            pkt.pkt_type = _BROADCAST
             return True
         if 224 <= dst[0] <= 239:
-            pkt.pkt_type = PacketType.MULTICAST
+            pkt.pkt_type = _MULTICAST
             return dst == _ALL_HOSTS or nic.is_in_group(PROTOCOL_NUMBER, dst)
         if nic.promiscuous or (nic.loopback and dst[0] == 127):
-            pkt.pkt_type = PacketType.HOST
+            pkt.pkt_type = _HOST
             return True
         return False
 
@@ -283,10 +288,11 @@ class IPv4Endpoint(NetworkEndpoint):
 
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
         total = pkt.size() + ipv4.MIN_SIZE
-        mtu = route.mtu()
-        if total > mtu and not pkt.gso_size:   # a super-segment is cut by the link, not fragmented
-            self._write_fragments(route, transport, pkt, ttl, tos, mtu)
-            return
+        if not pkt.gso_size:        # a super-segment is cut by the link, not fragmented
+            mtu = route.mtu()
+            if total > mtu:
+                self._write_fragments(route, transport, pkt, ttl, tos, mtu)
+                return
         hdr = pkt.prepend(ipv4.MIN_SIZE)
         ipv4.build(hdr, src=route.local_address, dst=route.remote_address, protocol=transport,
                    total_length=total, ttl=ttl, tos=tos, ident=self.protocol.next_ident())

@@ -22,13 +22,17 @@ _COALESCE = 4096
 class SendBuffer:
     """Bytes from sequence ``start`` (the oldest unacknowledged) to ``end`` (the last written)."""
 
-    __slots__ = ("_chunks", "_head", "start", "end")
+    __slots__ = ("_chunks", "_head", "start", "end", "_hint_index", "_hint_seq")
 
     def __init__(self, start: int) -> None:
         self._chunks: deque[bytes] = deque()
         self._head = 0      # offset of ``start`` inside the first chunk
         self.start = start
         self.end = start
+        # The chunk the last get() began in and the sequence number of its first byte: the next
+        # segment lies there or a little after, so get() need not walk every chunk from the oldest.
+        self._hint_index = 0
+        self._hint_seq = start
 
     def __len__(self) -> int:
         return self.end - self.start
@@ -39,28 +43,39 @@ class SendBuffer:
         chunk = data if type(data) is bytes else bytes(data)
         chunks = self._chunks
         if len(chunk) < _COALESCE and chunks and len(chunks[-1]) < _COALESCE:
-            chunks[-1] = chunks[-1] + chunk
+            chunks[-1] = chunks[-1] + chunk     # the chunk still starts where it did: hints hold
         else:
             chunks.append(chunk)
         self.end += len(chunk)
 
     def get(self, seq: int, length: int) -> Buffer:
         """``length`` bytes from sequence ``seq`` (which must lie in [start, end - length])."""
-        offset = seq - self.start + self._head
-        pieces = []
-        for chunk in self._chunks:
+        if not length:
+            return b""
+        chunks = self._chunks
+        index, base = self._hint_index, self._hint_seq
+        if seq < base or index >= len(chunks):     # a retransmission behind the hint
+            index, base = 0, self.start - self._head
+        chunk = chunks[index]
+        size = len(chunk)
+        while seq >= base + size:
+            base += size
+            index += 1
+            chunk = chunks[index]
             size = len(chunk)
-            if offset >= size:
-                offset -= size
-                continue
-            take = min(size - offset, length)
-            if take == length and not pieces:
-                return memoryview(chunk)[offset:offset + take] if take < size else chunk
-            pieces.append(memoryview(chunk)[offset:offset + take])
+        self._hint_index, self._hint_seq = index, base
+        offset = seq - base
+        take = size - offset
+        if take >= length:
+            return memoryview(chunk)[offset:offset + length] if length < size else chunk
+        pieces = [memoryview(chunk)[offset:]]
+        length -= take
+        while length:
+            index += 1
+            chunk = chunks[index]
+            take = min(len(chunk), length)
+            pieces.append(memoryview(chunk)[:take])
             length -= take
-            if not length:
-                break
-            offset = 0
         return b"".join(pieces)
 
     def trim(self, upto: int) -> None:
@@ -71,14 +86,21 @@ class SendBuffer:
         self.start += drop
         head = self._head + drop
         chunks = self._chunks
+        popped = 0
         while chunks and head >= len(chunks[0]):
             head -= len(chunks.popleft())
+            popped += 1
         self._head = head
+        if popped:
+            self._hint_index -= popped
+            if self._hint_index < 0:
+                self._hint_index, self._hint_seq = 0, self.start - head
 
     def clear(self) -> None:
         self._chunks.clear()
         self._head = 0
         self.start = self.end
+        self._hint_index, self._hint_seq = 0, self.start
 
 
 class ReceiveQueue:
