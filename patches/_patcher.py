@@ -34,7 +34,10 @@ class Patcher:
 
     def replace(self, target: Any, name: str, value: Any) -> None:
         """Set ``target.name = value``, remembering the original (or its absence)."""
-        self._saved.append((target, name, getattr(target, name, _MISSING)))
+        # A class's own attribute as stored (a classmethod stays one, so undo restores it exactly);
+        # an inherited one is missing here, and undo deletes the override.
+        original = vars(target).get(name, _MISSING) if isinstance(target, type) else getattr(target, name, _MISSING)
+        self._saved.append((target, name, original))
         setattr(target, name, value)
 
     def replaced(self) -> list[tuple[Any, str, Any]]:

@@ -45,6 +45,7 @@ import re
 import ssl
 import sys
 import time
+import warnings
 from errno import EINVAL, ENOTCONN
 from socket import MSG_DONTWAIT, SO_TYPE, SOCK_STREAM, SOL_SOCKET, SOMAXCONN, AddressFamily, SocketKind
 from typing import Any
@@ -428,6 +429,14 @@ class NetsockSSLSocket(ssl.SSLSocket, _NetsockTransport):
     _sslobj: _TLSChannel | None
     _connected: bool
 
+    def __del__(self) -> None:
+        transport = getattr(self, "_transport", None)
+        if transport is not None and transport.fileno() >= 0:
+            # The warning names this socket, as CPython's does, and the transport closes without a
+            # second one — from the hub loop: the collector may run in the middle of stack code.
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
+            transport._core.stack.clock.call_soon(transport.close)
+
     @classmethod
     def _create(cls, sock: Any, server_side: bool = False, do_handshake_on_connect: bool = True,
                 suppress_ragged_eofs: bool = True, server_hostname: str | bytes | None = None,
@@ -529,9 +538,27 @@ class NetsockSSLSocket(ssl.SSLSocket, _NetsockTransport):
         return wrapped, address
 
 
+_STDLIB_CREATE = vars(ssl.SSLSocket)["_create"]
+_tls_classes: dict[type, type] = {}
+
+
+def _create(cls: type, sock: Any, *args: Any, **kwargs: Any) -> Any:
+    """``ssl.SSLSocket._create`` once patched: a context's own ``sslsocket_class`` (a class derived
+    from SSLSocket) wraps a netsock socket as an instance of itself on top of ``NetsockSSLSocket``."""
+    if isinstance(sock, NetsockSocket) and not issubclass(cls, NetsockSSLSocket):
+        combined = _tls_classes.get(cls)
+        if combined is None:
+            combined = _tls_classes[cls] = type(cls.__name__, (cls, NetsockSSLSocket),
+                                                {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+        return combined._create(sock, *args, **kwargs)
+    return _STDLIB_CREATE.__func__(cls, sock, *args, **kwargs)
+
+
 def patch() -> None:
-    """Make ``SSLContext.wrap_socket`` give a ``NetsockSSLSocket`` for a netsock socket (once)."""
-    _patcher.install([(ssl.SSLContext, "sslsocket_class", NetsockSSLSocket)])
+    """Make ``SSLContext.wrap_socket`` give a ``NetsockSSLSocket`` for a netsock socket (once), also
+    when a context has a ``sslsocket_class`` of its own."""
+    _patcher.install([(ssl.SSLContext, "sslsocket_class", NetsockSSLSocket),
+                      (ssl.SSLSocket, "_create", classmethod(_create))])
 
 
 def unpatch() -> None:

@@ -9,6 +9,7 @@ runs the same exchange with the stdlib over a kernel socket pair and compares.
 from __future__ import annotations
 
 import errno
+import gc
 import hashlib
 import http.client
 import http.server
@@ -24,7 +25,7 @@ import gevent
 import pytest
 from gevent import select as gselect
 
-from netsock.adapter import NetsockSocket, build_stack, use_stack
+from netsock.adapter import NetsockSocket
 from netsock.patches import ssl as patch_ssl
 from netsock.patches.ssl import NetsockSSLSocket
 from netsock.testing.tls import CertificateAuthority, CertificateFiles
@@ -58,14 +59,6 @@ class PKI:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     return PKI(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def stack() -> Iterator[Any]:
-    net = build_stack()
-    with use_stack(net):
-        yield net
-    net.close()
 
 
 @pytest.fixture
@@ -720,3 +713,26 @@ def test_patch_and_unpatch(pki: PKI) -> None:
     assert ssl.SSLContext.sslsocket_class is ssl.SSLSocket
     patch_ssl.unpatch()
     assert ssl.SSLContext.sslsocket_class is ssl.SSLSocket
+
+
+def test_a_contexts_own_sslsocket_class_wraps_netsock_sockets_too(patched: None) -> None:
+    class Tagged(ssl.SSLSocket):
+        def tag(self) -> str:
+            return "tagged"
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.sslsocket_class = Tagged
+    with context.wrap_socket(NetsockSocket(), server_side=True) as wrapped:
+        assert isinstance(wrapped, Tagged) and isinstance(wrapped, NetsockSSLSocket)
+        assert wrapped.tag() == "tagged"
+
+
+def test_an_unclosed_tls_socket_warns_under_its_own_name(patched: None) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    wrapped = context.wrap_socket(NetsockSocket(), server_side=True)
+    name = repr(wrapped)
+    with pytest.warns(ResourceWarning) as caught:
+        del wrapped
+        gc.collect()
+    assert [str(w.message) for w in caught] == [f"unclosed {name}"]
+    gevent.sleep(0)                       # the transport closes from the hub loop
