@@ -29,11 +29,13 @@ from collections.abc import Callable, Iterable
 from errno import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS, EINVAL,
                    ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTSOCK, EOPNOTSUPP, EPIPE, EPROTO, EPROTONOSUPPORT,
                    ESOCKTNOSUPPORT)
-from socket import (AF_INET, AF_INET6, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
-                    IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_TOS, IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6,
-                    IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP,
-                    IPV6_MULTICAST_HOPS, IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP, IPV6_TCLASS, IPV6_UNICAST_HOPS,
-                    IPV6_V6ONLY, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
+from socket import (AF_INET, AF_INET6, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
+                    IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS, IP_TTL,
+                    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_DONTFRAG,
+                    IPV6_DSTOPTS, IPV6_HOPLIMIT, IPV6_HOPOPTS, IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP, IPV6_MULTICAST_HOPS,
+                    IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP, IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO,
+                    IPV6_RECVTCLASS, IPV6_RTHDR, IPV6_RTHDRDSTOPTS, IPV6_TCLASS, IPV6_UNICAST_HOPS, IPV6_V6ONLY,
+                    MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
                     SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ACCEPTCONN, SO_BINDTODEVICE, SO_BROADCAST, SO_DOMAIN, SO_ERROR,
                     SO_KEEPALIVE, SO_LINGER, SO_PROTOCOL, SO_RCVBUF, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
                     SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SOMAXCONN,
@@ -45,9 +47,10 @@ from typing import Any
 from ..scheduler import wait_for
 from ..stack import Stack
 from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER,
-                     IPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, ErrAlreadyConnected,
-                     ErrAlreadyConnecting, ErrClosedForReceive, ErrConnectStarted, ErrInvalidOptionValue,
-                     ErrNotConnected, Error, ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, ShutdownFlags,
+                     IPV6_PROTOCOL_NUMBER, NO_CONTROL_MESSAGES, NO_SENDABLE_CONTROL_MESSAGES, TCP_PROTOCOL_NUMBER,
+                     UDP_PROTOCOL_NUMBER, ControlMessages, ErrAlreadyConnected, ErrAlreadyConnecting,
+                     ErrClosedForReceive, ErrConnectStarted, ErrInvalidOptionValue, ErrNotConnected, Error,
+                     ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
 from ..transport.tcp import TCPState
 from ..waiter import EventMask, WaiterQueue
@@ -67,6 +70,28 @@ _TCPI_OPT_TIMESTAMPS, _TCPI_OPT_SACK, _TCPI_OPT_WSCALE = 1, 2, 4
 _DUAL_BIND_TRIES = 16
 _MORE = WriteOptions(more=True)
 _EOF = ReadResult(b"")
+_INT_MIN, _INT_MAX = -2**31, 2**31 - 1
+
+# Linux's values of options the socket module of some Python versions does not name.
+_IP_PKTINFO = 8
+_IP_RECVTTL = 12
+_IP_PROTOCOL = 52
+_SO_TIMESTAMP = 29                                          # SO_TIMESTAMP_OLD: a struct timeval
+_IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
+_IPV6_FLOWINFO = 11
+_IN_PKTINFO = struct.Struct("i4s4s")                        # ifindex, spec_dst, addr
+_IN6_PKTINFO = struct.Struct("16sI")                        # addr, ifindex
+_CMSG_HEADER = CMSG_LEN(0)
+# The control messages that, asked for at each level, a datagram's reads carry.
+_RECEIVE_IP_OPTIONS = {_IP_PKTINFO: SockOpt.RECEIVE_PACKET_INFO, _IP_RECVTTL: SockOpt.RECEIVE_TTL,
+                       IP_RECVTOS: SockOpt.RECEIVE_TOS}
+_RECEIVE_IPV6_OPTIONS = {IPV6_RECVPKTINFO: SockOpt.RECEIVE_IPV6_PACKET_INFO,
+                         IPV6_RECVHOPLIMIT: SockOpt.RECEIVE_HOP_LIMIT, IPV6_RECVTCLASS: SockOpt.RECEIVE_TCLASS}
+# Send-side control messages Linux takes that netsock does not implement (the rest it rejects, EINVAL).
+_UNSUPPORTED_SEND_IP = frozenset((IP_RETOPTS, _IP_PKTINFO, _IP_PROTOCOL))
+_UNSUPPORTED_SEND_IPV6 = frozenset((IPV6_PKTINFO, _IPV6_2292PKTINFO, _IPV6_FLOWINFO, _IPV6_2292HOPOPTS,
+                                    _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, IPV6_HOPOPTS, IPV6_RTHDRDSTOPTS, IPV6_RTHDR,
+                                    IPV6_DSTOPTS, IPV6_DONTFRAG))
 
 
 def _oserror(code: int) -> OSError:
@@ -249,6 +274,110 @@ def _is_group(addr: bytes) -> bool:
 
 def _usec(seconds: float) -> int:
     return min(int(seconds * 1e6), 0xFFFFFFFF)
+
+
+def _c_int(value: int) -> int:
+    """``value`` as CPython's int argument conversion (PyLong_AsInt) takes it."""
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise OverflowError("Python int too large to convert to C int")
+    return value
+
+
+def _intenum(value: int, kind: type[AddressFamily] | type[SocketKind]) -> Any:
+    """The enum member for ``value``, or the number if there is none (CPython's _intenum_converter)."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
+
+
+def _control_items(control: ControlMessages, family: int) -> list[tuple[int, int, bytes]]:
+    """A datagram's control messages as Linux delivers them, in its order: the timestamp, then
+    IPV6_PKTINFO (on an IPv6 socket also for IPv4, mapped), then the IPv4 ones, then the IPv6 ones."""
+    items = []
+    if control.timestamp is not None:
+        seconds, ns = divmod(control.timestamp, 1_000_000_000)
+        items.append((SOL_SOCKET, _SO_TIMESTAMP, _TIMEVAL.pack(seconds, ns // 1000)))
+    info6 = control.ipv6_packet_info
+    if info6 is not None and family == AF_INET6:
+        addr = bytes(info6.addr)
+        items.append((IPPROTO_IPV6, IPV6_PKTINFO,
+                      _IN6_PKTINFO.pack(addr if len(addr) == 16 else _MAPPED_PREFIX + addr, info6.nic)))
+    info = control.packet_info
+    if info is not None:
+        items.append((IPPROTO_IP, _IP_PKTINFO,
+                      _IN_PKTINFO.pack(info.nic, bytes(info.local_addr), bytes(info.destination_addr))))
+    if control.ttl is not None:
+        items.append((IPPROTO_IP, IP_TTL, _INT.pack(control.ttl)))
+    if control.tos is not None:
+        items.append((IPPROTO_IP, IP_TOS, bytes((control.tos,))))
+    if control.hop_limit is not None:
+        items.append((IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(control.hop_limit)))
+    if control.tclass is not None:
+        items.append((IPPROTO_IPV6, IPV6_TCLASS, _INT.pack(control.tclass)))
+    return items
+
+
+def _ancillary(items: list[tuple[int, int, bytes]], ancbufsize: int) -> tuple[list[tuple[int, int, bytes]], int]:
+    """(ancillary data, MSG_CTRUNC or 0) as recvmsg returns them from an ``ancbufsize``-byte buffer:
+    Linux's put_cmsg writes a message whole if it fits, cut short (its header's length too) if only
+    its header does, and nothing at all once less than a header is left; each takes CMSG_SPACE,
+    or what is left. CPython reads every message written back."""
+    out = []
+    room = ancbufsize
+    flags = 0
+    for level, kind, data in items:
+        if room < _CMSG_HEADER:
+            return out, MSG_CTRUNC
+        length = CMSG_LEN(len(data))
+        if room < length:
+            flags = MSG_CTRUNC
+            length = room
+        out.append((level, kind, data[:length - _CMSG_HEADER]))
+        room -= min(CMSG_SPACE(len(data)), room)
+    return out, flags
+
+
+def _cmsg_int(data: bytes, low: int, high: int) -> int:
+    """An int control message's value, checked as Linux does (exactly an int, within [low, high])."""
+    if len(data) != _INT.size:
+        raise _oserror(EINVAL)
+    value = _INT.unpack(data)[0]
+    if not low <= value <= high:
+        raise _oserror(EINVAL)
+    return value
+
+
+def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool) -> SendableControlMessages:
+    """sendmsg's ancillary data for a datagram going out over IPv4 (Linux's ip_cmsg_send) or IPv6
+    (ip6_datagram_send_ctl): each takes its own level's messages and skips the other's."""
+    ttl = tos = hop_limit = tclass = None
+    for level, kind, data in items:
+        if level == SOL_SOCKET:
+            raise _oserror(EOPNOTSUPP)
+        if ipv4:
+            if level != IPPROTO_IP:
+                continue
+            if kind == IP_TTL:
+                ttl = _cmsg_int(data, 1, 255)
+            elif kind == IP_TOS:
+                tos = data[0] if len(data) == 1 else _cmsg_int(data, 0, 255)
+            else:
+                raise _oserror(EOPNOTSUPP if kind in _UNSUPPORTED_SEND_IP else EINVAL)
+        else:
+            if level != IPPROTO_IPV6:
+                continue
+            if kind in (IPV6_HOPLIMIT, _IPV6_2292HOPLIMIT):
+                value = _cmsg_int(data, -1, 255)
+                hop_limit = None if value == -1 else value      # -1: the socket's own
+            elif kind == IPV6_TCLASS:
+                # -1 is not "the socket's own" here: Linux 6 lets it override that and sends 0xff.
+                tclass = _cmsg_int(data, -1, 255) & 0xFF
+            else:
+                raise _oserror(EOPNOTSUPP if kind in _UNSUPPORTED_SEND_IPV6 else EINVAL)
+    if ttl is tos is hop_limit is tclass is None:
+        return NO_SENDABLE_CONTROL_MESSAGES
+    return SendableControlMessages(ttl=ttl, tos=tos, hop_limit=hop_limit, tclass=tclass)
 
 
 def _tcp_info(ep: Any) -> bytes:
@@ -457,11 +586,13 @@ class SocketCore:
                     return ep.read(peek)
         return self.ep.read(peek)
 
-    def write_datagram(self, data: memoryview, to: tuple[bytes, int, int] | None) -> int:
+    def write_datagram(self, data: memoryview, to: tuple[bytes, int, int] | None,
+                       control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES) -> int:
         if not self.bound and self._may_be_dual():
             self.bind(bytes(16), 0, 0)      # the implicit bind holds the port for both versions
         if to is None:
-            return self.ep.write(data)
+            return self.ep.write(data) if control is NO_SENDABLE_CONTROL_MESSAGES else \
+                self.ep.write(data, WriteOptions(control=control))
         addr, port, nic = to
         ep = self.ep
         if _is_mapped(addr):
@@ -474,7 +605,7 @@ class SocketCore:
             addr = addr[12:]
         elif len(addr) == 16 and ep.net_proto == IPV4_PROTOCOL_NUMBER:
             raise _oserror(EAFNOSUPPORT)
-        sent = ep.write(data, WriteOptions(to=FullAddress(nic, addr, port)))
+        sent = ep.write(data, WriteOptions(to=FullAddress(nic, addr, port), control=control))
         self.bound = True
         return sent
 
@@ -581,6 +712,11 @@ class SocketCore:
                 raise _oserror(EDOM)
             # 0 s is "no timeout"; a negative one, Linux takes as "do not wait at all".
             self.timeouts[name == SO_SNDTIMEO] = 0.0 if seconds < 0 else (seconds + usec / 1e6) or None
+        elif name == _SO_TIMESTAMP:
+            if stream:
+                self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
+            else:
+                self._set(SockOpt.TIMESTAMP, bool(_int_option(raw)))
         elif name == SO_BINDTODEVICE:
             ifname = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
             nic = self.stack.nic_by_name(ifname) if ifname else None
@@ -619,6 +755,8 @@ class SocketCore:
             return self.transport
         if name == SO_ACCEPTCONN:
             return int(stream and self.ep.state is TCPState.LISTEN)
+        if name == _SO_TIMESTAMP:
+            return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.TIMESTAMP))
         if name == SO_BINDTODEVICE:
             nic = self.stack.nics.get(self._get(SockOpt.BIND_TO_DEVICE))
             return nic.name.encode() + b"\0" if nic is not None else b""
@@ -704,6 +842,12 @@ class SocketCore:
                 raise _oserror(EINVAL)
             ifindex = _INT.unpack_from(raw, 8)[0] if len(raw) >= 12 else 0
             self._membership(name == IP_ADD_MEMBERSHIP, raw[:4], self._interface(ifindex, raw[4:8], ENODEV))
+        elif name in _RECEIVE_IP_OPTIONS:
+            wanted = bool(_int_option(raw, char=True)) if raw else False   # Linux: no value is 0
+            if stream:
+                self.plain[(IPPROTO_IP, name)] = int(wanted)
+            else:
+                self._set(_RECEIVE_IP_OPTIONS[name], wanted, scope)
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -720,6 +864,9 @@ class SocketCore:
             return self.plain.get((IPPROTO_IP, name), 1) if stream else int(self._get(SockOpt.MULTICAST_LOOP, scope, 1))
         if name == IP_MULTICAST_IF:
             return self.plain.get((IPPROTO_IP, name), bytes(4))
+        if name in _RECEIVE_IP_OPTIONS:
+            return self.plain.get((IPPROTO_IP, name), 0) if stream else \
+                int(self._get(_RECEIVE_IP_OPTIONS[name], scope, False))
         raise _oserror(ENOPROTOOPT)
 
     def _set_ipv6_option(self, name: int, raw: bytes) -> None:
@@ -756,6 +903,12 @@ class SocketCore:
             self._set(SockOpt.MULTICAST_LOOP, bool(value), 6)
         elif name == IPV6_MULTICAST_IF:
             self._set(SockOpt.MULTICAST_INTERFACE, self._interface(value, b"", ENODEV), 6)
+        elif name in _RECEIVE_IPV6_OPTIONS:
+            if stream:
+                self.plain[(IPPROTO_IPV6, name)] = int(bool(value))
+            else:
+                # IPV6_PKTINFO comes with IPv4 datagrams of a dual-stack socket too (the address mapped).
+                self._set(_RECEIVE_IPV6_OPTIONS[name], bool(value), 0 if name == IPV6_RECVPKTINFO else 6)
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -773,6 +926,10 @@ class SocketCore:
             return 0 if stream else self._get(SockOpt.MULTICAST_INTERFACE, 6, 0)
         if name == IPV6_TCLASS:
             return self._get(SockOpt.IPV4_TOS if stream else SockOpt.IPV6_TRAFFIC_CLASS, 6, 0)
+        if name in _RECEIVE_IPV6_OPTIONS:
+            if stream:
+                return self.plain.get((IPPROTO_IPV6, name), 0)
+            return int(self._get(_RECEIVE_IPV6_OPTIONS[name], 0 if name == IPV6_RECVPKTINFO else 6, False))
         raise _oserror(ENOPROTOOPT)
 
 
@@ -784,7 +941,7 @@ class NetsockSocket:
     ``stack`` (keyword only) picks the stack; by default the current one (``runtime.current_stack``).
     """
 
-    __slots__ = ["__weakref__", "_closed", "_core", "_fd", "_io_refs", "_timeout"]
+    __slots__ = ["__weakref__", "_closed", "_core", "_family", "_fd", "_io_refs", "_kind", "_proto", "_timeout"]
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None, *,
                  stack: Stack | None = None) -> None:
@@ -796,11 +953,9 @@ class NetsockSocket:
             family = AF_INET if family == -1 else operator.index(family)
             kind = SOCK_STREAM if type == -1 else operator.index(type)
             proto = 0 if proto == -1 else operator.index(proto)
-            if kind & SOCK_NONBLOCK:
-                timeout = 0.0
-            kind &= ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
-            transport = _transport(family, kind, proto)
-            core = SocketCore(stack or current_stack(), family, kind, proto, transport)
+            transport = _transport(family, kind & ~(SOCK_NONBLOCK | SOCK_CLOEXEC), proto)
+            core = SocketCore(stack or current_stack(), family, kind & ~(SOCK_NONBLOCK | SOCK_CLOEXEC), proto,
+                              transport)
             fd = core.open_fd()
         else:
             fd = operator.index(fileno)
@@ -810,23 +965,32 @@ class NetsockSocket:
             if not isinstance(found, SocketCore):
                 raise _oserror(ENOTSOCK)
             core = found
+            # As CPython: what is given describes the socket object; -1 asks the descriptor.
+            family = core.family if family == -1 else operator.index(family)
+            kind = core.kind if type == -1 else operator.index(type)
+            proto = core.transport if proto == -1 else operator.index(proto)
+        if kind & SOCK_NONBLOCK:
+            timeout = 0.0
         self._core = core
         self._fd = fd
+        self._family = family
+        self._kind = kind & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
+        self._proto = proto
         self._timeout = timeout
 
     # --- identity -----------------------------------------------------------------------------------
 
     @property
-    def family(self) -> AddressFamily:
-        return AddressFamily(self._core.family)
+    def family(self) -> AddressFamily | int:
+        return _intenum(self._family, AddressFamily)
 
     @property
-    def type(self) -> SocketKind:
-        return SocketKind(self._core.kind)
+    def type(self) -> SocketKind | int:
+        return _intenum(self._kind, SocketKind)
 
     @property
     def proto(self) -> int:
-        return self._core.proto
+        return self._proto
 
     @property
     def timeout(self) -> float | None:
@@ -1027,7 +1191,12 @@ class NetsockSocket:
             raise e.to_oserror() from None
 
     def listen(self, backlog: int = min(SOMAXCONN, 128)) -> None:
-        backlog = max(operator.index(backlog), 0)
+        backlog = operator.index(backlog)
+        if backlog > _INT_MAX:          # CPython's "i" argument conversion
+            raise OverflowError("signed integer is greater than maximum")
+        if backlog < _INT_MIN:
+            raise OverflowError("signed integer is less than minimum")
+        backlog = max(backlog, 0)
         self._check()
         if self._core.kind != SOCK_STREAM:
             raise _oserror(EOPNOTSUPP)
@@ -1098,7 +1267,7 @@ class NetsockSocket:
             raise e.to_oserror() from None
 
     def shutdown(self, how: int) -> None:
-        how = operator.index(how)
+        how = _c_int(operator.index(how))
         self._check()
         flags = {SHUT_RD: ShutdownFlags.READ, SHUT_WR: ShutdownFlags.WRITE,
                  SHUT_RDWR: ShutdownFlags.READ | ShutdownFlags.WRITE}.get(how)
@@ -1143,13 +1312,14 @@ class NetsockSocket:
             if sent >= len(view):
                 return sent
 
-    def _datagram_send(self, view: memoryview, flags: int, to: tuple[bytes, int, int] | None) -> int:
+    def _datagram_send(self, view: memoryview, flags: int, to: tuple[bytes, int, int] | None,
+                       control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES) -> int:
         if flags & (MSG_OOB | MSG_MORE):
             raise _oserror(EOPNOTSUPP)      # no urgent data; no corking of datagrams (yet)
         if to is not None:
             to = (_unspecified_is_loopback(to[0]), to[1], to[2])
         core = self._core
-        return self._io(_OUT, lambda: core.write_datagram(view, to), *self._limits(flags, send=True))
+        return self._io(_OUT, lambda: core.write_datagram(view, to, control), *self._limits(flags, send=True))
 
     def send(self, data: Any, flags: int = 0) -> int:
         view = _data_view(data)
@@ -1191,7 +1361,9 @@ class NetsockSocket:
 
     def sendmsg(self, buffers: Iterable[Any], ancdata: Iterable[Any] = (), flags: int = 0,
                 address: Any = None) -> int:
-        """Data and flags; no ancillary data is supported yet (EOPNOTSUPP)."""
+        """Data, flags and, on datagram sockets, the ancillary data that sets the IP header's TTL and TOS
+        (IP_TTL, IP_TOS) or hop limit and traffic class (IPV6_HOPLIMIT, IPV6_TCLASS); other ancillary
+        data Linux knows is EOPNOTSUPP."""
         try:
             iterator = iter(buffers)
         except TypeError:
@@ -1208,18 +1380,24 @@ class NetsockSocket:
             if len(item) != 3:
                 raise TypeError("[sendmsg() ancillary data items]() argument must be sequence of length 3, "
                                 f"not {len(item)}")
-            operator.index(item[0])
-            operator.index(item[1])
-            _data_view(item[2])
+        ancillary = [(operator.index(level), operator.index(kind), bytes(_data_view(data)))
+                     for level, kind, data in items]
         flags = operator.index(flags)
         target = self._address(address, "sendmsg") if address is not None else None
         self._check()
-        if items:
-            raise _oserror(EOPNOTSUPP)
         view = views[0] if len(views) == 1 else memoryview(b"".join(views))
-        if self._core.kind == SOCK_STREAM:
+        core = self._core
+        if core.kind == SOCK_STREAM:
+            if ancillary:
+                raise _oserror(EOPNOTSUPP)
             return self._stream_send(view, flags)
-        return self._datagram_send(view, flags, target)
+        control = NO_SENDABLE_CONTROL_MESSAGES
+        if ancillary:
+            # The IP version the datagram leaves with decides which level's messages count.
+            ipv4 = core.family == AF_INET or (
+                _is_mapped(target[0]) if target is not None else core.ep.net_proto == IPV4_PROTOCOL_NUMBER)
+            control = _sendable_control(ancillary, ipv4)
+        return self._datagram_send(view, flags, target, control)
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         """Send a binary file's contents (with send(): there is no kernel socket for os.sendfile)."""
@@ -1372,21 +1550,30 @@ class NetsockSocket:
         self._check()
         return self._recv_into(view[:nbytes or len(view)], flags)
 
+    def _ancillary(self, result: ReadResult, ancbufsize: int) -> tuple[list[tuple[int, int, bytes]], int]:
+        """(ancillary data, MSG_CTRUNC or 0) of a datagram read, for an ``ancbufsize``-byte buffer."""
+        if result.control is NO_CONTROL_MESSAGES:
+            return [], 0
+        items = _control_items(result.control, self._core.family)
+        return _ancillary(items, ancbufsize) if items else ([], 0)
+
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list[Any], int, Any]:
-        """(data, ancillary data (none yet), message flags (MSG_TRUNC), sender address)."""
+        """(data, ancillary data, message flags (MSG_TRUNC, MSG_CTRUNC), sender address)."""
         bufsize = operator.index(bufsize)
         ancbufsize = operator.index(ancbufsize)
         flags = operator.index(flags)
         if bufsize < 0:
             raise ValueError("negative buffer size in recvmsg()")
-        if ancbufsize < 0:
+        if not 0 <= ancbufsize <= _INT_MAX:
             raise ValueError("invalid ancillary data buffer length")
         self._check()
         if self._core.kind == SOCK_STREAM:
             return self._stream_read(bufsize, flags), [], 0, None  # type: ignore[return-value]
         result = self._datagram_read(flags)
-        truncated = MSG_TRUNC if len(result.data) > bufsize else 0
-        return result.data[:bufsize], [], truncated, self._sender(result)
+        ancdata, truncated = self._ancillary(result, ancbufsize)
+        if len(result.data) > bufsize:
+            truncated |= MSG_TRUNC
+        return result.data[:bufsize], ancdata, truncated, self._sender(result)
 
     def recvmsg_into(self, buffers: Iterable[Any], ancbufsize: int = 0,
                      flags: int = 0) -> tuple[int, list[Any], int, Any]:
@@ -1403,24 +1590,27 @@ class NetsockSocket:
                                 "buffers") from None
         ancbufsize = operator.index(ancbufsize)
         flags = operator.index(flags)
-        if ancbufsize < 0:
+        if not 0 <= ancbufsize <= _INT_MAX:
             raise ValueError("invalid ancillary data buffer length")
         self._check()
         total = sum(len(v) for v in views)
+        ancdata: list[tuple[int, int, bytes]] = []
         if self._core.kind == SOCK_STREAM:
             data: bytes = self._stream_read(total, flags)  # type: ignore[assignment]
             truncated, sender = 0, None
         else:
             result = self._datagram_read(flags)
             data = result.data[:total]
-            truncated = MSG_TRUNC if len(result.data) > total else 0
+            ancdata, truncated = self._ancillary(result, ancbufsize)
+            if len(result.data) > total:
+                truncated |= MSG_TRUNC
             sender = self._sender(result)
         offset = 0
         for view in views:
             chunk = data[offset:offset + len(view)]
             view[:len(chunk)] = chunk
             offset += len(chunk)
-        return len(data), [], truncated, sender
+        return len(data), ancdata, truncated, sender
 
     # --- options ------------------------------------------------------------------------------------------
 

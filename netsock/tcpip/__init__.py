@@ -9,8 +9,8 @@ from .address import (ARP_PROTOCOL_NUMBER, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOC
                       TransportProtocolNumber, address_str)
 from .errors import *  # noqa: F403  (the Err* classes are the public error space)
 from .errors import ALL_ERRORS, Error
-from .options import (DEFAULT_WRITE_OPTIONS, NO_CONTROL_MESSAGES, ControlMessages, ShutdownFlags, SockOpt,
-                      WriteOptions)
+from .options import (DEFAULT_WRITE_OPTIONS, NO_CONTROL_MESSAGES, NO_SENDABLE_CONTROL_MESSAGES, ControlMessages,
+                      IPv6PacketInfo, PacketInfo, SendableControlMessages, ShutdownFlags, SockOpt, WriteOptions)
 from .stats import StatCounter, Stats, TransportEndpointStats
 
 
@@ -24,8 +24,9 @@ class ReadResult(NamedTuple):
 
 __all__ = ["ARP_PROTOCOL_NUMBER", "ALL_ERRORS", "Address", "AddressMask", "AddressWithPrefix", "ControlMessages",
            "DEFAULT_WRITE_OPTIONS", "Error", "FullAddress", "ICMPV4_PROTOCOL_NUMBER", "ICMPV6_PROTOCOL_NUMBER",
-           "IPV4_ANY", "IPV4_BROADCAST", "IPV4_PROTOCOL_NUMBER", "IPV6_ANY", "IPV6_PROTOCOL_NUMBER", "LinkAddress",
-           "NICID", "NO_CONTROL_MESSAGES", "NetworkProtocolNumber", "ProtocolAddress", "ReadResult", "Route",
-           "ShutdownFlags", "SockOpt", "StatCounter", "Stats", "Subnet", "TCP_PROTOCOL_NUMBER",
-           "TransportEndpointStats", "TransportProtocolNumber", "UDP_PROTOCOL_NUMBER", "WriteOptions", "address_str",
+           "IPv6PacketInfo", "IPV4_ANY", "IPV4_BROADCAST", "IPV4_PROTOCOL_NUMBER", "IPV6_ANY", "IPV6_PROTOCOL_NUMBER",
+           "LinkAddress", "NICID", "NO_CONTROL_MESSAGES", "NO_SENDABLE_CONTROL_MESSAGES", "NetworkProtocolNumber",
+           "PacketInfo", "ProtocolAddress", "ReadResult", "Route", "SendableControlMessages", "ShutdownFlags",
+           "SockOpt", "StatCounter", "Stats", "Subnet", "TCP_PROTOCOL_NUMBER", "TransportEndpointStats",
+           "TransportProtocolNumber", "UDP_PROTOCOL_NUMBER", "WriteOptions", "address_str",
            *(e.__name__ for e in ALL_ERRORS)]

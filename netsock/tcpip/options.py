@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .address import FullAddress
 
@@ -55,30 +56,73 @@ class SockOpt(enum.Enum):
     OUT_OF_BAND_INLINE = "out_of_band_inline"
     TCP_INFO = "tcp_info"
     ERROR = "error"                               # read and clear the pending error
-    TIMESTAMP = "timestamp"                       # deliver receive timestamps as control messages
-    RECEIVE_TOS = "receive_tos"
+    # Which control messages reads of a datagram endpoint carry (netstack's SocketOptions receive*):
+    # each is captured from a datagram as it arrives, only while its option is on.
+    TIMESTAMP = "timestamp"                       # arrival time (SO_TIMESTAMP)
+    RECEIVE_TOS = "receive_tos"                   # IPv4 TOS (IP_RECVTOS)
+    RECEIVE_TTL = "receive_ttl"                   # IPv4 TTL (IP_RECVTTL)
+    RECEIVE_PACKET_INFO = "receive_packet_info"   # IPv4 NIC and addresses (IP_PKTINFO)
+    RECEIVE_TCLASS = "receive_tclass"             # IPv6 traffic class (IPV6_RECVTCLASS)
+    RECEIVE_HOP_LIMIT = "receive_hop_limit"       # IPv6 hop limit (IPV6_RECVHOPLIMIT)
+    RECEIVE_IPV6_PACKET_INFO = "receive_ipv6_packet_info"   # NIC and destination (IPV6_RECVPKTINFO)
+
+
+@dataclass(frozen=True)
+class SendableControlMessages:
+    """Per-write overrides of the socket's IP header settings (netstack's SendableControlMessages);
+    None: the endpoint's own. The fields of the IP version the datagram goes out with apply."""
+
+    ttl: int | None = None         # IPv4 TTL
+    tos: int | None = None         # IPv4 TOS
+    hop_limit: int | None = None   # IPv6 hop limit
+    tclass: int | None = None      # IPv6 traffic class
+
+
+NO_SENDABLE_CONTROL_MESSAGES = SendableControlMessages()
 
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How one write is sent: ``to`` overrides the connected peer; ``more`` is MSG_MORE."""
+    """How one write is sent: ``to`` overrides the connected peer; ``more`` is MSG_MORE; ``control``
+    carries sendmsg's ancillary data (datagram endpoints)."""
 
     to: FullAddress | None = None
     more: bool = False
     end_of_record: bool = False
     atomic: bool = False
+    control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES
 
 
 DEFAULT_WRITE_OPTIONS = WriteOptions()
 
 
+class PacketInfo(NamedTuple):
+    """Where an IPv4 datagram arrived (netstack's IPPacketInfo, Linux's struct in_pktinfo)."""
+
+    nic: int
+    local_addr: bytes         # the address a reply would come from (Linux's ipi_spec_dst)
+    destination_addr: bytes   # the IP header's destination
+
+
+class IPv6PacketInfo(NamedTuple):
+    """Where a datagram arrived (Linux's struct in6_pktinfo; the address is IPv4 for an IPv4 one)."""
+
+    addr: bytes
+    nic: int
+
+
 @dataclass(frozen=True)
 class ControlMessages:
-    """Ancillary data returned with a read (netstack's ControlMessages)."""
+    """Ancillary data returned with a read (netstack's ReceivableControlMessages); None: not asked for."""
 
     timestamp: int | None = None   # ns since the epoch that the packet was received
     inq: int | None = None         # bytes still queued after this read
-    tos: int | None = None
+    tos: int | None = None         # IPv4 TOS
+    ttl: int | None = None         # IPv4 TTL
+    packet_info: PacketInfo | None = None
+    tclass: int | None = None      # IPv6 traffic class
+    hop_limit: int | None = None   # IPv6 hop limit
+    ipv6_packet_info: IPv6PacketInfo | None = None
 
 
 NO_CONTROL_MESSAGES = ControlMessages()

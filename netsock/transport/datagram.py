@@ -3,7 +3,9 @@ receive queue, readiness, socket options and ICMP error reporting.
 
 A protocol subclass supplies its header: ``_send`` builds and sends one datagram, and its inbound
 path calls ``_enqueue`` with the payload (a memoryview of the received frame: not copied until the
-reader reads it).
+reader reads it) and the packet it came in. What the reader asked to learn about each datagram (the
+RECEIVE_* options, TIMESTAMP) is taken from that packet as it is queued, and only then: reads return
+it as control messages, as netstack's do.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..ports import PortFlags
 from ..stack.demux import TransportEndpointID
+from ..stack.interfaces import PacketType
+from ..stack.packet_buffer import PacketBuffer
 from ..stack.registration import ControlType, TransportEndpoint
 from ..stack.route import Route
-from ..tcpip import (DEFAULT_WRITE_OPTIONS, NO_CONTROL_MESSAGES, ControlMessages, ErrAlreadyBound,
-                     ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive, ErrClosedForSend,
+from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MESSAGES, ControlMessages,
+                     ErrAlreadyBound, ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive, ErrClosedForSend,
                      ErrConnectionRefused, ErrDestinationRequired, ErrHostUnreachable, ErrInvalidEndpointState,
                      ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable, ErrNotConnected,
                      ErrNotPermitted, ErrNotSupported, ErrUnknownDevice, ErrUnknownProtocolOption,
-                     ErrWouldBlock, Error, FullAddress, ReadResult, ShutdownFlags, SockOpt, TransportEndpointStats,
-                     WriteOptions)
+                     ErrWouldBlock, Error, FullAddress, IPv6PacketInfo, PacketInfo, ReadResult, ShutdownFlags,
+                     SockOpt, TransportEndpointStats, WriteOptions)
 from ..waiter import EventMask, WaiterQueue
 
 _IN, _OUT, _ERR, _HUP, _RDHUP = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
@@ -35,6 +39,10 @@ if TYPE_CHECKING:
 DEFAULT_BUFFER_SIZE = 212992
 MIN_BUFFER_SIZE = 4096
 MAX_BUFFER_SIZE = 4 << 20
+
+# Options that make each received datagram carry control messages.
+_RECEIVE_OPTIONS = (SockOpt.TIMESTAMP, SockOpt.RECEIVE_TOS, SockOpt.RECEIVE_TTL, SockOpt.RECEIVE_PACKET_INFO,
+                    SockOpt.RECEIVE_TCLASS, SockOpt.RECEIVE_HOP_LIMIT, SockOpt.RECEIVE_IPV6_PACKET_INFO)
 
 # What the kernel reports for each ICMP error (Linux's icmp_err_convert).
 _CONTROL_ERRORS: dict[ControlType, type[Error]] = {
@@ -82,8 +90,9 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.REUSE_ADDRESS: False, SockOpt.REUSE_PORT: False, SockOpt.BROADCAST: False,
             SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
-            SockOpt.TIMESTAMP: False,
+            **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
+        self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
         self._memberships: set[tuple[int, bytes]] = set()
 
     # --- binding and connecting ------------------------------------------------------------------
@@ -184,7 +193,9 @@ class DatagramEndpoint(TransportEndpoint):
         self._queued_bytes -= len(data)
         return ReadResult(bytes(data), sender, control)
 
-    def _enqueue(self, payload: memoryview, sender: FullAddress) -> None:
+    def _enqueue(self, payload: memoryview, sender: FullAddress, pkt: PacketBuffer, dst: bytes) -> None:
+        """Queue a datagram for the reader; ``pkt`` (its network header) and ``dst`` (the destination
+        address) tell what the control messages asked for say about it."""
         if self._read_shut or self.state is EndpointState.CLOSED:
             self.stats.receive_errors.closed_receiver.increment()
             return
@@ -192,14 +203,39 @@ class DatagramEndpoint(TransportEndpoint):
             self.stats.receive_errors.receive_buffer_overflow.increment()
             self._count_overflow()
             return
-        control = ControlMessages(timestamp=self.stack.clock.now_ns()) if self.options[SockOpt.TIMESTAMP] \
-            else NO_CONTROL_MESSAGES
+        control = self._control_messages(pkt, sender.addr, dst) if self._wants_control else NO_CONTROL_MESSAGES
         was_empty = not self._queue
         self._queue.append((payload, sender, control))
         self._queued_bytes += len(payload)
         self.stats.packets_received.value += 1
         if was_empty:
             self.waiter_queue.notify(EventMask.IN)
+
+    def _control_messages(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> ControlMessages:
+        """The control messages the options ask for, from the datagram's network header: IPv4's TOS
+        is its byte 1 and TTL its byte 8 (RFC 791); IPv6's traffic class straddles bytes 0-1 and its
+        hop limit is byte 7 (RFC 8200)."""
+        opts = self.options
+        header = pkt.network_header
+        timestamp = self.stack.clock.now_ns() if opts[SockOpt.TIMESTAMP] else None
+        ipv6_info = IPv6PacketInfo(dst, pkt.nic_id) if opts[SockOpt.RECEIVE_IPV6_PACKET_INFO] else None
+        if len(dst) == 16:
+            return ControlMessages(
+                timestamp=timestamp, ipv6_packet_info=ipv6_info,
+                tclass=((header[0] & 0x0F) << 4 | header[1] >> 4) if opts[SockOpt.RECEIVE_TCLASS] else None,
+                hop_limit=header[7] if opts[SockOpt.RECEIVE_HOP_LIMIT] else None)
+        packet_info = None
+        if opts[SockOpt.RECEIVE_PACKET_INFO]:
+            # Where a reply would come from, as Linux's fib_compute_spec_dst: the destination itself if
+            # it is ours, else (broadcast, multicast) the receiving NIC's address towards the sender.
+            local = dst
+            if pkt.pkt_type != PacketType.HOST:
+                nic = self.stack.nics.get(pkt.nic_id)
+                local = nic.primary_address(IPV4_PROTOCOL_NUMBER, bytes(src)) if nic is not None else bytes(4)
+            packet_info = PacketInfo(pkt.nic_id, local, dst)
+        return ControlMessages(timestamp=timestamp, ipv6_packet_info=ipv6_info, packet_info=packet_info,
+                               tos=header[1] if opts[SockOpt.RECEIVE_TOS] else None,
+                               ttl=header[8] if opts[SockOpt.RECEIVE_TTL] else None)
 
     def _count_overflow(self) -> None:
         """Protocol-wide counter for a datagram dropped on a full receive queue."""
@@ -239,12 +275,16 @@ class DatagramEndpoint(TransportEndpoint):
             self._register(0, b"", 0, None)
             self.local = FullAddress(0, b"", self._id.local_port)  # type: ignore[union-attr]
             self.state = EndpointState.BOUND
-        if route.multicast:
-            ttl = self.options[SockOpt.MULTICAST_TTL]
-        else:
-            ttl = self.options[SockOpt.TTL] or route.default_ttl()
+        v6 = len(route.remote_address) == 16
+        control = options.control           # sendmsg's ancillary data overrides the socket's settings
+        ttl = control.hop_limit if v6 else control.ttl
+        if ttl is None:
+            ttl = self.options[SockOpt.MULTICAST_TTL] if route.multicast else \
+                self.options[SockOpt.TTL] or route.default_ttl()
+        tos = control.tclass if v6 else control.tos
+        if tos is None:
+            tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if v6 else SockOpt.IPV4_TOS]
         try:
-            tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if len(route.remote_address) == 16 else SockOpt.IPV4_TOS]
             if route.multicast:
                 self._send_multicast(route, data, dst_port, ttl, tos)
             else:
@@ -354,6 +394,8 @@ class DatagramEndpoint(TransportEndpoint):
         elif opt not in self.options:
             raise ErrUnknownProtocolOption()
         self.options[opt] = value
+        if opt in _RECEIVE_OPTIONS:
+            self._wants_control = any(self.options[o] for o in _RECEIVE_OPTIONS)
 
     def get_sock_opt(self, opt: SockOpt) -> Any:
         if opt is SockOpt.RECEIVE_QUEUE_SIZE:

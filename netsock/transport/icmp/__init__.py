@@ -28,7 +28,7 @@ class PingEndpoint(DatagramEndpoint):
 
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
         # The network layer verified the ICMP checksum; the reader gets the whole message.
-        self._enqueue(pkt.data, FullAddress(pkt.nic_id, src, 0))
+        self._enqueue(pkt.data, FullAddress(pkt.nic_id, src, 0), pkt, dst)
 
     def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int) -> None:
         if len(data) < icmpv4.MIN_SIZE or data[0] != icmpv4.ECHO or data[1] != 0:

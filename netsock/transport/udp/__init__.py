@@ -49,7 +49,7 @@ class UDPEndpoint(DatagramEndpoint):
             return
         proto.udp_stats.packets_received.value += 1
         pkt.transport_header = pkt.data[:udp.HEADER_SIZE]
-        self._enqueue(pkt.data[udp.HEADER_SIZE:], FullAddress(pkt.nic_id, src, src_port))
+        self._enqueue(pkt.data[udp.HEADER_SIZE:], FullAddress(pkt.nic_id, src, src_port), pkt, dst)
 
     def _count_overflow(self) -> None:
         self.stack.stats().udp.receive_buffer_errors.increment()

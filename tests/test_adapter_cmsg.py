@@ -1,0 +1,292 @@
+"""recvmsg's ancillary data and sendmsg's IP header control messages on NetsockSocket datagram sockets,
+each checked against what the kernel's sockets give for the same calls over 127.0.0.1 and ::1:
+the messages, their order and byte layout, MSG_CTRUNC and cut-short messages for small buffers, the
+options read back with getsockopt, and the argument checks CPython makes."""
+
+from __future__ import annotations
+
+import array
+import errno
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from netsock.adapter import NetsockSocket
+
+IP_PKTINFO, IP_RECVTTL, SO_TIMESTAMP = 8, 12, 29          # Linux's values (not named by every Python)
+V4_OPTIONS = [(socket.IPPROTO_IP, IP_PKTINFO), (socket.IPPROTO_IP, IP_RECVTTL),
+              (socket.IPPROTO_IP, socket.IP_RECVTOS)]
+V6_OPTIONS = [(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO), (socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT),
+              (socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS)]
+LOOPBACK_IFINDEX = 1                                        # "lo" on Linux, and netsock's loopback NIC
+
+
+def ints(*values: int) -> bytes:
+    return array.array("i", values).tobytes()
+
+
+@contextmanager
+def receiver_and_sender(make: Callable[..., Any], family: int, host: str,
+                        options: list[tuple[int, int]]) -> Iterator[tuple[Any, Any]]:
+    """A bound receiver with ``options`` on, and a sender (of the same family as the receiver unless
+    the host is IPv4 and the receiver IPv6: a dual-stack receiver)."""
+    rx = make(family, socket.SOCK_DGRAM)
+    tx = make(socket.AF_INET if "." in host else socket.AF_INET6, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("::" if family == socket.AF_INET6 and "." in host else host, 0))
+        for level, name in options:
+            rx.setsockopt(level, name, 1)
+        yield rx, tx
+
+
+def exchange(make: Callable[..., Any], family: int, host: str, options: list[tuple[int, int]],
+             ancbufsizes: list[int], ancdata: list[Any] = ()) -> list[tuple[Any, ...]]:
+    """For each buffer size: send one datagram (with sendmsg's ``ancdata``) and what recvmsg gives."""
+    results = []
+    with receiver_and_sender(make, family, host, options) as (rx, tx):
+        for size in ancbufsizes:
+            assert tx.sendmsg([b"ping"], ancdata, 0, (host, rx.getsockname()[1])) == 4
+            results.append(rx.recvmsg(16, size)[:3])
+    return results
+
+
+def without_times(results: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The results with the timestamps' bytes replaced by their length (the clocks differ)."""
+    return [(data, [(level, kind, len(value) if kind == SO_TIMESTAMP else value) for level, kind, value in anc],
+             flags) for data, anc, flags in results]
+
+
+# --- what arrives, with enough room -----------------------------------------------------------------------
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host, options", [
+    (socket.AF_INET, "127.0.0.1", V4_OPTIONS),
+    (socket.AF_INET6, "::1", V6_OPTIONS),
+    (socket.AF_INET6, "127.0.0.1", V6_OPTIONS),                 # IPv4 on a dual-stack socket: IPV6_PKTINFO
+    (socket.AF_INET6, "127.0.0.1", V6_OPTIONS + V4_OPTIONS),    # ... and the IPv4 ones asked for at IPPROTO_IP
+], ids=["ipv4", "ipv6", "mapped", "mapped-with-ip-options"])
+def test_received_control_messages_are_the_kernels(family: int, host: str, options: list[tuple[int, int]]) -> None:
+    ours = exchange(NetsockSocket, family, host, options, [1024])
+    assert ours == exchange(socket.socket, family, host, options, [1024])
+    data, ancdata, flags = ours[0]
+    assert (data, flags) == (b"ping", 0) and ancdata
+
+
+@pytest.mark.usefixtures("stack")
+def test_values_reflect_the_ip_header() -> None:
+    with receiver_and_sender(NetsockSocket, socket.AF_INET, "127.0.0.1", V4_OPTIONS) as (rx, tx):
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 9)
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xB8)
+        tx.sendto(b"x", rx.getsockname())
+        ancdata = rx.recvmsg(1, 1024)[1]
+    assert ancdata == [(socket.IPPROTO_IP, IP_PKTINFO, struct.pack("i4s4s", LOOPBACK_IFINDEX, bytes([127, 0, 0, 1]),
+                                                                    bytes([127, 0, 0, 1]))),
+                       (socket.IPPROTO_IP, socket.IP_TTL, ints(9)), (socket.IPPROTO_IP, socket.IP_TOS, b"\xb8")]
+    with receiver_and_sender(NetsockSocket, socket.AF_INET6, "::1", V6_OPTIONS) as (rx, tx):
+        tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 5)
+        tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, 0x2E)
+        tx.sendto(b"x", rx.getsockname())
+        ancdata = rx.recvmsg(1, 1024)[1]
+    assert ancdata == [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+                        struct.pack("16sI", socket.inet_pton(socket.AF_INET6, "::1"), LOOPBACK_IFINDEX)),
+                       (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, ints(5)),
+                       (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, ints(0x2E))]
+
+
+@pytest.mark.usefixtures("stack")
+def test_timestamp_is_a_timeval_of_the_arrival() -> None:
+    with receiver_and_sender(NetsockSocket, socket.AF_INET, "127.0.0.1", [(socket.SOL_SOCKET, SO_TIMESTAMP)]) \
+            as (rx, tx):
+        assert rx.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMP) == 1
+        before = rx._core.stack.clock.now_ns() // 1000
+        tx.sendto(b"x", rx.getsockname())
+        [(level, kind, value)] = rx.recvmsg(1, 1024)[1]
+    seconds, usec = struct.unpack("ll", value)
+    assert (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMP)
+    assert 0 <= seconds * 1_000_000 + usec - before < 5_000_000 and 0 <= usec < 1_000_000
+
+
+# --- too little room --------------------------------------------------------------------------------------
+
+# Around each boundary: none, less than a header, a header, part of the data, all but the padding, all.
+V4_SIZES = [0, 1, 15, 16, 17, 31, 32, 40, 47, 48, 55, 56, 63, 64, 72, 79, 80, 83, 87, 88, 99, 100, 104, 105, 112]
+V6_SIZES = [0, 15, 16, 19, 35, 36, 40, 55, 56, 57, 59, 60, 64, 79, 80, 83, 84, 85, 88]
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host, options, sizes", [
+    (socket.AF_INET, "127.0.0.1", [(socket.SOL_SOCKET, SO_TIMESTAMP), *V4_OPTIONS], V4_SIZES),
+    (socket.AF_INET6, "::1", V6_OPTIONS, V6_SIZES),
+], ids=["ipv4", "ipv6"])
+def test_small_buffers_truncate_as_the_kernel(family: int, host: str, options: list[tuple[int, int]],
+                                              sizes: list[int]) -> None:
+    ours = without_times(exchange(NetsockSocket, family, host, options, sizes))
+    assert ours == without_times(exchange(socket.socket, family, host, options, sizes))
+    assert {flags for _, _, flags in ours} == {0, socket.MSG_CTRUNC}
+
+
+@pytest.mark.usefixtures("stack")
+def test_recvmsg_into_and_msg_trunc_combine_with_ctrunc() -> None:
+    def run(make: Callable[..., Any]) -> tuple[Any, ...]:
+        with receiver_and_sender(make, socket.AF_INET6, "::1", V6_OPTIONS) as (rx, tx):
+            tx.sendto(b"0123456789", rx.getsockname())
+            first, second = bytearray(3), bytearray(4)
+            result = rx.recvmsg_into([first, second], socket.CMSG_SPACE(20) + socket.CMSG_LEN(4) - 1)
+            return result[:3], bytes(first + second)
+    ours = run(NetsockSocket)
+    assert ours == run(socket.socket)
+    assert ours[0][2] == socket.MSG_TRUNC | socket.MSG_CTRUNC
+
+
+@pytest.mark.usefixtures("stack")
+def test_nothing_asked_for_nothing_given() -> None:
+    with receiver_and_sender(NetsockSocket, socket.AF_INET, "127.0.0.1", []) as (rx, tx):
+        tx.sendto(b"x", rx.getsockname())
+        assert rx.recvmsg(1, 0)[1:3] == ([], 0)
+
+
+@pytest.mark.usefixtures("stack")
+def test_a_cleared_option_stops_its_message() -> None:
+    with receiver_and_sender(NetsockSocket, socket.AF_INET, "127.0.0.1", V4_OPTIONS) as (rx, tx):
+        rx.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 0)
+        rx.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, b"")        # no value: off, as Linux
+        tx.sendto(b"x", rx.getsockname())
+        assert rx.recvmsg(1, 1024)[1] == [(socket.IPPROTO_IP, socket.IP_TTL, ints(64))]
+
+
+# --- the options --------------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, kind, options", [
+    (socket.AF_INET, socket.SOCK_DGRAM, V4_OPTIONS + [(socket.SOL_SOCKET, SO_TIMESTAMP)]),
+    (socket.AF_INET6, socket.SOCK_DGRAM, V6_OPTIONS + V4_OPTIONS + [(socket.SOL_SOCKET, SO_TIMESTAMP)]),
+    (socket.AF_INET, socket.SOCK_STREAM, V4_OPTIONS + [(socket.SOL_SOCKET, SO_TIMESTAMP)]),
+    (socket.AF_INET6, socket.SOCK_STREAM, V6_OPTIONS),
+], ids=["udp", "udp6", "tcp", "tcp6"])
+def test_options_read_back_as_the_kernels(family: int, kind: int, options: list[tuple[int, int]]) -> None:
+    def states(make: Callable[..., Any]) -> list[Any]:
+        with make(family, kind) as sock:
+            seen = [sock.getsockopt(level, name) for level, name in options]
+            for level, name in options:
+                sock.setsockopt(level, name, 7)
+            seen += [sock.getsockopt(level, name) for level, name in options]
+            seen += [sock.getsockopt(level, name, 1) for level, name in options if level == socket.IPPROTO_IP]
+            for level, name in options:
+                sock.setsockopt(level, name, 0)
+            return seen + [sock.getsockopt(level, name) for level, name in options]
+    assert states(NetsockSocket) == states(socket.socket)
+
+
+@pytest.mark.usefixtures("stack")
+def test_ipv6_options_on_an_ipv4_socket_are_refused_as_by_the_kernel() -> None:
+    for make in (NetsockSocket, socket.socket):
+        with make(socket.AF_INET, socket.SOCK_DGRAM) as sock, pytest.raises(OSError) as info:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+        assert info.value.errno == errno.ENOPROTOOPT
+
+
+# --- sendmsg ------------------------------------------------------------------------------------------------
+
+SEND_CASES = [
+    (socket.AF_INET, "127.0.0.1", [(socket.IPPROTO_IP, socket.IP_TTL, ints(3))]),
+    (socket.AF_INET, "127.0.0.1", [(socket.IPPROTO_IP, socket.IP_TOS, ints(0x28))]),
+    (socket.AF_INET, "127.0.0.1", [(socket.IPPROTO_IP, socket.IP_TOS, b"\x28"),
+                                   (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, ints(2))]),   # not IPv4's: skipped
+    (socket.AF_INET6, "::1", [(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, ints(2)),
+                              (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, ints(0x28))]),
+    (socket.AF_INET6, "::1", [(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, ints(-1)),
+                              (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, ints(-1)),
+                              (socket.IPPROTO_IP, socket.IP_TTL, ints(0))]),                  # not IPv6's: skipped
+]
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host, ancdata", SEND_CASES)
+def test_sendmsg_sets_the_ip_header_as_the_kernel(family: int, host: str, ancdata: list[Any]) -> None:
+    options = V4_OPTIONS[1:] if family == socket.AF_INET else V6_OPTIONS[1:]
+    ours = exchange(NetsockSocket, family, host, options, [1024], ancdata)
+    assert ours == exchange(socket.socket, family, host, options, [1024], ancdata)
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host, ancdata", [
+    (socket.AF_INET, "127.0.0.1", [(socket.IPPROTO_IP, socket.IP_TTL, b"\x03")]),
+    (socket.AF_INET, "127.0.0.1", [(socket.IPPROTO_IP, socket.IP_TTL, ints(0))]),
+    (socket.AF_INET, "127.0.0.1", [(socket.IPPROTO_IP, socket.IP_TTL, ints(256))]),
+    (socket.AF_INET, "127.0.0.1", [(socket.IPPROTO_IP, socket.IP_TOS, ints(256))]),
+    (socket.AF_INET, "127.0.0.1", [(socket.IPPROTO_IP, 99, b"")]),
+    (socket.AF_INET6, "::1", [(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, ints(-1) + b"\0")]),
+    (socket.AF_INET6, "::1", [(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, ints(256))]),
+    (socket.AF_INET6, "::1", [(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, ints(-2))]),
+    (socket.AF_INET6, "::1", [(socket.IPPROTO_IPV6, 99, b"")]),
+])
+def test_sendmsg_rejects_what_the_kernel_rejects(family: int, host: str, ancdata: list[Any]) -> None:
+    for make in (NetsockSocket, socket.socket):
+        with make(family, socket.SOCK_DGRAM) as sock, pytest.raises(OSError) as info:
+            sock.sendmsg([b"x"], ancdata, 0, (host, 9))
+        assert info.value.errno == errno.EINVAL
+
+
+@pytest.mark.usefixtures("stack")
+def test_sendmsg_refuses_control_messages_netsock_lacks() -> None:
+    with NetsockSocket(socket.AF_INET6, socket.SOCK_DGRAM) as sock, pytest.raises(OSError) as info:
+        sock.sendmsg([b"x"], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, bytes(20))], 0, ("::1", 9))
+    assert info.value.errno == errno.EOPNOTSUPP
+
+
+# --- argument checks ----------------------------------------------------------------------------------------
+
+@pytest.mark.usefixtures("stack")
+def test_int_arguments_overflow_as_cpythons() -> None:
+    for make in (NetsockSocket, socket.socket):
+        with make(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            for call, value in ((sock.listen, 2**31), (sock.listen, -2**31 - 1),
+                                (sock.shutdown, 2**31), (sock.shutdown, -2**31 - 1)):
+                with pytest.raises(OverflowError):
+                    call(value)
+            for how in (2**31 - 1, -1):
+                with pytest.raises(OSError) as info:
+                    sock.shutdown(how)
+                assert info.value.errno == errno.EINVAL
+            with pytest.raises(ValueError, match="invalid ancillary data buffer length"):
+                sock.recvmsg(1, 2**31)
+
+
+@pytest.mark.usefixtures("stack")
+def test_fileno_takes_the_family_type_and_proto_given() -> None:
+    with NetsockSocket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        fd = sock.detach()
+        with NetsockSocket(1234, 999, 23, fileno=fd) as other:
+            assert (other.family, other.type, other.proto) == (1234, 999, 23)
+            with NetsockSocket(fileno=other.dup().detach()) as asked:
+                assert (asked.family, asked.type, asked.proto) == (socket.AF_INET, socket.SOCK_STREAM,
+                                                                   socket.IPPROTO_TCP)
+            with NetsockSocket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK, 0,
+                               fileno=other.dup().detach()) as nonblocking:
+                assert (nonblocking.type, nonblocking.gettimeout()) == (socket.SOCK_STREAM, 0.0)
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, proto, host, request_type", [
+    (socket.AF_INET, socket.IPPROTO_ICMP, "127.0.0.1", 8),
+    (socket.AF_INET6, socket.IPPROTO_ICMPV6, "::1", 128),
+])
+def test_ping_replies_carry_control_messages_too(family: int, proto: int, host: str, request_type: int) -> None:
+    """As Linux's ping sockets (ping_recvmsg): the same messages as UDP's (no kernel comparison here:
+    the kernel's ping sockets need net.ipv4.ping_group_range)."""
+    options = V4_OPTIONS[1:] if family == socket.AF_INET else V6_OPTIONS[1:]
+    with NetsockSocket(family, socket.SOCK_DGRAM, proto) as sock:
+        for level, name in options:
+            sock.setsockopt(level, name, 1)
+        sock.sendto(bytes((request_type, 0, 0, 0, 0, 0, 0, 1)) + b"hi", (host, 0))
+        data, ancdata, flags, _ = sock.recvmsg(64, 1024)
+    assert (data[8:], flags) == (b"hi", 0)
+    if family == socket.AF_INET:
+        assert ancdata == [(socket.IPPROTO_IP, socket.IP_TTL, ints(64)), (socket.IPPROTO_IP, socket.IP_TOS, b"\0")]
+    else:
+        assert ancdata == [(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, ints(64)),
+                           (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, ints(0))]
