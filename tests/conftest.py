@@ -27,6 +27,7 @@ from netsock.stack import ManualClock, Stack  # noqa: E402
 from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Address, FullAddress,  # noqa: E402
                            Route, WriteOptions)
 from netsock.transport.icmp import ICMPv4Protocol  # noqa: E402
+from netsock.transport.tcp import TCPProtocol  # noqa: E402
 from netsock.transport.udp import UDPProtocol  # noqa: E402
 
 LOCAL = "192.0.2.2"          # the stack under test
@@ -148,3 +149,18 @@ def stack() -> Iterator[Stack]:
     with use_stack(net):
         yield net
     net.close()
+
+
+def gso_pair(clock: ManualClock) -> tuple[list[Stack], list[ChannelEndpoint]]:
+    """Two IPv4/TCP stacks, 192.0.2.1 and .2, each on a GSO channel link of its own (the test moves
+    the packets between them)."""
+    stacks, links = [], []
+    for host in (1, 2):
+        stack = Stack([IPv4Protocol], [TCPProtocol], clock=clock)
+        link = ChannelEndpoint(size=100_000, gso=True)
+        stack.create_nic(1, link)
+        stack.add_address(1, IPV4_PROTOCOL_NUMBER, f"192.0.2.{host}/24")
+        stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
+        stacks.append(stack)
+        links.append(link)
+    return stacks, links

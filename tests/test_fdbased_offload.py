@@ -22,7 +22,6 @@ from scapy.packet import Raw
 
 from netsock.header.checksum import combine, pseudo_header_checksum
 from netsock.link import fdbased, tun
-from netsock.link.channel import ChannelEndpoint
 from netsock.link.fdbased import OFFLOADS, FdEndpoint
 from netsock.link.gso import (F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
                               VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
@@ -35,7 +34,7 @@ from netsock.tcpip import ErrConnectStarted, ErrMessageTooLong, ErrWouldBlock, F
 from netsock.transport.tcp import TCPProtocol
 from netsock.waiter import EventMask, WaiterQueue
 
-from conftest import checksums_valid
+from conftest import checksums_valid, gso_pair
 
 GSO_UDP = 3         # UFO: an offload we never offer
 MSS = 1448
@@ -397,15 +396,8 @@ def test_tcp_leaves_the_pseudo_header_sum_in_a_super_segment() -> None:
     """A GSO link gets super-segments whose checksum field is the folded pseudo-header sum over
     the super-segment's TCP length (Linux's CHECKSUM_PARTIAL), and single segments checksummed."""
     clock = ManualClock()
-    stacks, links, written = [], [], []
-    for host in (1, 2):
-        stack = Stack([IPv4Protocol], [TCPProtocol], clock=clock)
-        link = ChannelEndpoint(size=100_000, gso=True)
-        stack.create_nic(1, link)
-        stack.add_address(1, 0x0800, f"192.0.2.{host}/24")
-        stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
-        stacks.append(stack)
-        links.append(link)
+    stacks, links = gso_pair(clock)
+    written = []
     write = links[0].write_packet
     links[0].write_packet = lambda remote, protocol, pkt: (written.append((pkt.gso_size, pkt.to_bytes())),
                                                            write(remote, protocol, pkt))

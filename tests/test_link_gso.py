@@ -9,14 +9,11 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
-from netsock.link.channel import ChannelEndpoint
 from netsock.link.gso import segment_tcp
-from netsock.network.ipv4 import IPv4Protocol
-from netsock.stack import ManualClock, Stack
-from netsock.tcpip import Address, ErrConnectStarted, ErrWouldBlock, FullAddress, Route
-from netsock.transport.tcp import TCPProtocol
+from netsock.stack import ManualClock
+from netsock.tcpip import Address, ErrConnectStarted, ErrWouldBlock, FullAddress
 
-from conftest import checksums_valid
+from conftest import checksums_valid, gso_pair
 
 
 @pytest.mark.parametrize("layer", [IP(src="192.0.2.1", dst="192.0.2.2", id=100),
@@ -43,15 +40,7 @@ def test_a_super_segment_is_cut_into_checksummed_segments(layer) -> None:
 
 def test_tcp_hands_a_gso_link_super_segments_and_the_bytes_arrive() -> None:
     clock = ManualClock()
-    stacks, links = [], []
-    for host in (1, 2):
-        stack = Stack([IPv4Protocol], [TCPProtocol], clock=clock)
-        link = ChannelEndpoint(size=100_000, gso=True)
-        stack.create_nic(1, link)
-        stack.add_address(1, 0x0800, f"192.0.2.{host}/24")
-        stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
-        stacks.append(stack)
-        links.append(link)
+    stacks, links = gso_pair(clock)
     writes = []
     links[0].write_packet = (lambda original: lambda r, p, pkt: (writes.append(pkt.gso_size), original(r, p, pkt)))(
         links[0].write_packet)
