@@ -20,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from netsock.link.channel import ChannelEndpoint
@@ -264,6 +265,7 @@ class TCPContext:
         self.ts_recent = 0              # the stack's latest TSval (what the peer echoes)
         self.stack_ws = 0               # shift the peer applies to the stack's window field
         self.window = 65535             # the peer's window field
+        self._in_event = False          # inside ``event()``: injections do not end the event
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -283,7 +285,22 @@ class TCPContext:
         self.proto.initial_sequence_number = lambda *args: isn  # type: ignore[method-assign]
 
     def inject(self, raw: bytes) -> None:
+        """Deliver one packet as an event of its own (unless inside ``event()``): what the stack
+        defers to the end of the event (owed ACKs) is done before this returns."""
         self.link.inject(IPV4_PROTOCOL_NUMBER, raw)
+        if not self._in_event:
+            self.clock.run_pending()
+
+    @contextmanager
+    def event(self) -> Iterator[None]:
+        """Packets injected and calls made inside are one event, as a batch a link reads at once
+        and the application calls it wakes: the deferred work runs when the block ends."""
+        self._in_event = True
+        try:
+            yield
+        finally:
+            self._in_event = False
+        self.clock.run_pending()
 
     def tsval(self) -> int:
         """The peer's timestamp clock: 1 ms ticks from ``ts_base``."""
@@ -320,8 +337,10 @@ class TCPContext:
         self.send("A", **kw)
 
     def sent(self) -> list[Seg]:
-        """What the stack wrote since the last call, parsed and stamped with the time it was sent;
-        remembers the stack's latest TSval."""
+        """What the stack wrote since the last call (the current event ended first: owed ACKs go out),
+        parsed and stamped with the time it was sent; remembers the stack's latest TSval."""
+        if not self._in_event:
+            self.clock.run_pending()
         times = self._send_times
         segs = [dataclasses.replace(parse(info.data), time=times.popleft()) for info in self.link.drain()]
         for seg in segs:
@@ -493,6 +512,7 @@ class Pair:
                 for info in src.link.drain():
                     dst.link.inject(IPV4_PROTOCOL_NUMBER, info.data)
                     batch += 1
+            self.clock.run_pending()    # one batch per round: an event's deferred work (owed ACKs) ends it
             if not batch:
                 return moved
             moved += batch

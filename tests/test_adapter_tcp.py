@@ -156,6 +156,9 @@ def test_peek_waitall_and_the_other_receive_calls() -> None:
         buffer = bytearray(10)
         assert server.recv_into(buffer, 2) == 2 and buffer[:2] == b"cd"
         assert server.recvmsg(10) == (b"ef", [], 0, None)
+        # Without Nagle: "6" must not wait for the ACK of "12345", which the stack sends when this
+        # greenlet next yields.
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.sendmsg([b"12", memoryview(b"34"), bytearray(b"5")])
         client.sendto(b"6", ("192.0.2.1", 9))  # the address of a stream socket is ignored
         assert server.recvfrom_into(buffer) == (6, None) and buffer[:6] == b"123456"

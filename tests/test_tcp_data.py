@@ -192,6 +192,54 @@ def test_out_of_order_segment_is_acked_at_once_with_the_old_ack():
     assert ctx.sent_one().ack == seq_add(expected, 105)      # filling the hole is ACKed at once too
 
 
+def test_a_batch_of_segments_read_at_once_gets_one_ack():
+    ctx = established()                                      # quick-ack mode: each alone would be ACKed
+    with ctx.event():
+        for piece in (b"one", b"two", b"three"):
+            ctx.send_data(piece)
+        assert ctx.sent() == []                              # nothing yet: the event is not over
+    ack = ctx.sent_one()
+    assert ack.ack == ctx.nxt
+
+
+def test_a_reply_written_in_the_same_event_carries_the_ack():
+    ctx = established()
+    with ctx.event():
+        ctx.send_data(b"request")
+        assert ctx.ep.read(100) == b"request"
+        ctx.ep.write(b"response")
+    seg = ctx.sent_one()                                     # no separate pure ACK
+    assert seg.payload == b"response" and seg.ack == ctx.nxt
+
+
+def test_the_fin_is_acked_by_our_own_fin_when_the_application_closes_at_once():
+    ctx = established()
+    with ctx.event():
+        ctx.send_fin()
+        assert ctx.ep.read(100) == b""
+        ctx.ep.close()
+    fin = ctx.sent_one()
+    assert fin.flagstr == "FA" and fin.ack == ctx.nxt
+
+
+def test_out_of_order_segments_in_one_batch_are_each_acked_at_once():
+    ctx = established()
+    expected = ctx.nxt
+    with ctx.event():
+        for i in range(3):
+            ctx.send("PA", seq=seq_add(ctx.nxt, 100 * (i + 1)), payload=b"z" * 100)
+        dupacks = ctx.sent()                                 # before the event ends: fast retransmit needs all three
+    assert [seg.ack for seg in dupacks] == [expected] * 3
+
+
+def test_an_owed_ack_is_not_sent_after_the_connection_is_reset():
+    ctx = established()
+    with ctx.event():
+        ctx.send_data(b"data")
+        ctx.send("R")
+    ctx.assert_quiet()
+
+
 def test_reading_from_a_saturated_window_sends_no_update():
     ctx = established()                                      # no window scaling: the 16-bit field is the limit
     ctx.send_data(b"x" * 1000)

@@ -32,27 +32,38 @@ class StatCounter:
 
 
 class StatGroup:
-    """A group of counters and subgroups, created from the class annotations."""
+    """A group of counters and subgroups, declared as class annotations.
 
-    _fields: typing.ClassVar[tuple[tuple[str, type], ...]] = ()
+    Members come into being on first use (``__getattr__`` runs only while the instance lacks the
+    name): an endpoint's stats cost nothing for the error counters it never touches, which matters
+    when connections are opened thousands of times a second. Reading a member that was never used
+    gives a zero counter, as netstack's.
+    """
+
+    _fields: typing.ClassVar[dict[str, type]] = {}
 
     def __init_subclass__(cls) -> None:
-        cls._fields = ()  # resolved lazily: annotations name classes defined later in the module
+        cls._fields = {}  # resolved lazily: annotations name classes defined later in the module
 
-    def __init__(self) -> None:
-        cls = type(self)
+    @classmethod
+    def _members(cls) -> dict[str, type]:
         if not cls._fields:
-            cls._fields = tuple((n, k) for n, k in typing.get_type_hints(cls).items() if n != "_fields")
-        for name, kind in cls._fields:
-            setattr(self, name, kind())
+            cls._fields = {n: k for n, k in typing.get_type_hints(cls).items() if n != "_fields"}
+        return cls._fields
+
+    def __getattr__(self, name: str) -> typing.Any:
+        kind = type(self)._members().get(name)
+        if kind is None:
+            raise AttributeError(f"{type(self).__name__!r} has no statistic {name!r}")
+        member = kind()
+        setattr(self, name, member)
+        return member
 
     def as_dict(self) -> dict[str, typing.Any]:
         out: dict[str, typing.Any] = {}
-        for name, value in vars(self).items():
-            if isinstance(value, StatCounter):
-                out[name] = value.value
-            elif isinstance(value, StatGroup):
-                out[name] = value.as_dict()
+        for name in type(self)._members():
+            value = getattr(self, name)
+            out[name] = value.value if isinstance(value, StatCounter) else value.as_dict()
         return out
 
     def nonzero(self) -> dict[str, int]:

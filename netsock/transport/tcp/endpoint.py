@@ -27,7 +27,7 @@ from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnecte
                       FullAddress, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
 from ...waiter import EventMask, WaiterQueue
 from . import congestion
-from .receiver import Receiver
+from .receiver import ACK_NOW, Receiver
 from .segment import ACK, FIN, RST, SYN, Segment, parse_segment
 from .sender import MAX_RTO, Sender
 
@@ -975,15 +975,17 @@ class TCPEndpoint(TransportEndpoint):
             return
         had_fin = rcv.fin_received
         before = rcv.queue.size
-        ack_now = rcv.handle_data(seq, data, bool(flags & FIN))
+        ack = rcv.handle_data(seq, data, bool(flags & FIN))
         if self.shut_read:
             rcv.queue.clear()
         elif rcv.queue.size > before:
             self.waiter_queue.notify(_NOTIFY_IN)
         if rcv.fin_received and not had_fin:
             self._on_fin()
-        if ack_now or self.quickack:
+        if ack == ACK_NOW:
             self.send_ack()
+        elif ack or self.quickack:
+            self.proto.owe_ack(self)
 
     def _process_after_handshake(self, seg: Segment) -> None:
         """A cookie ACK may carry data already."""

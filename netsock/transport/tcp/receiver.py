@@ -22,10 +22,16 @@ QUICKACK_SEGMENTS = 16          # segments acknowledged at once while a connecti
 MAX_OOO_SEGMENTS = 1024         # a hostile peer cannot make the out-of-order queue grow past this
 MAX_WINDOW = 65535
 
+# What a segment asks of the acknowledgement (``handle_data``'s answer).
+ACK_LATER = 0   # the delayed-ACK timer covers it
+ACK_SOON = 1    # once the stack is done with the current event: a batch of segments read at once gets one
+                # ACK, and a reply the application writes in answer carries it (TCPProtocol.owe_ack)
+ACK_NOW = 2     # out of order: each is a duplicate ACK the sender counts towards fast retransmit
+
 
 class Receiver:
     __slots__ = ("ep", "irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
-                 "adv_edge", "unacked_bytes", "quickacks", "fin_received", "mss", "sack_blocks", "delack_timer",
+                 "adv_edge", "unacked_bytes", "ack_owed", "quickacks", "fin_received", "mss", "sack_blocks", "delack_timer",
                  "moderate", "copied", "copied_since")
 
     def __init__(self, ep: TCPEndpoint, irs: int, buffer_size: int, max_buffer_size: int, wscale: int,
@@ -41,6 +47,7 @@ class Receiver:
         self.wscale = wscale            # our shift (0 when scaling was not negotiated)
         self.adv_edge = 1               # right edge of the window we last advertised
         self.unacked_bytes = 0          # in-order bytes received since our last ACK
+        self.ack_owed = False           # queued for an ACK at the end of the current event
         self.quickacks = QUICKACK_SEGMENTS
         self.fin_received = False
         self.mss = mss                  # what we expect the peer to send (for ACK and window decisions)
@@ -52,8 +59,8 @@ class Receiver:
 
     # --- inbound data -----------------------------------------------------------------------------
 
-    def handle_data(self, seq: int, data: memoryview, fin: bool) -> bool:
-        """Take the segment's data and FIN; returns True when it must be acknowledged at once."""
+    def handle_data(self, seq: int, data: memoryview, fin: bool) -> int:
+        """Take the segment's data and FIN; returns when to acknowledge it (ACK_LATER/SOON/NOW)."""
         nxt = self.nxt
         end = seq + len(data)
         if seq < nxt:                       # retransmitted bytes we already have
@@ -67,7 +74,7 @@ class Receiver:
         if seq > nxt:
             if data or fin:
                 self._insert_out_of_order(seq, end, data, fin)
-            return True                     # RFC 5681 §4.2: out-of-order data is ACKed at once
+            return ACK_NOW                  # RFC 5681 §4.2: out-of-order data is ACKed at once
         filled_hole = bool(self.ooo)
         if data:
             self.queue.append(data)
@@ -87,14 +94,14 @@ class Receiver:
         if fin and not self.fin_received:
             self.fin_received = True
             self.nxt = nxt + 1
-            return True
+            return ACK_SOON
         if filled_hole or self.quickacks > 0 or self.unacked_bytes >= 2 * self.mss:
             if self.quickacks > 0:
                 self.quickacks -= 1
-            return True
+            return ACK_SOON
         if data and not self.delack_timer.armed:
             self.delack_timer.reset(DELAYED_ACK_TIMEOUT)
-        return False
+        return ACK_LATER
 
     def _insert_out_of_order(self, seq: int, end: int, data: memoryview, fin: bool) -> None:
         ooo = self.ooo
@@ -151,7 +158,8 @@ class Receiver:
     # --- reading ----------------------------------------------------------------------------------
 
     def consumed(self, count: int) -> None:
-        """The reader took ``count`` bytes: auto-tune the buffer (Linux's DRS) and maybe open the window."""
+        """The reader took ``count`` bytes: auto-tune the buffer (Linux's DRS) and maybe open the window
+        (at the end of the event: a reply the reader writes next carries the update)."""
         if self.moderate:
             self.copied += count
             now = self.ep.stack.clock.now()
@@ -162,10 +170,11 @@ class Receiver:
                 self.copied = 0
                 self.copied_since = now
         if self.window_update_due():
-            self.ep.send_ack()
+            self.ep.proto.owe_ack(self.ep)
 
     def on_ack_sent(self) -> None:
         self.unacked_bytes = 0
+        self.ack_owed = False
         if self.delack_timer.armed:
             self.delack_timer.cancel()
 

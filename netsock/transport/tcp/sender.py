@@ -151,7 +151,8 @@ class Sender:
             flags = ACK
             end = nxt + size
             if end == data_end:
-                flags |= PSH
+                if size:
+                    flags |= PSH    # a bare FIN has nothing to push (as Linux)
                 if fin_pending:
                     flags |= FIN
             self._transmit(nxt, size, flags)
@@ -185,7 +186,8 @@ class Sender:
         size = min(self.mss, data_end - una, max(self.max, una + self.wnd) - una) if una < data_end else 0
         flags = ACK
         if una + size == data_end:
-            flags |= PSH
+            if size:
+                flags |= PSH
             if self.fin_queued and self.max > data_end:
                 flags |= FIN
         if size or flags & FIN:
