@@ -35,7 +35,8 @@ def patch_all(*, device: str | None = None, tap: bool = False, addresses: Iterab
     resolver's servers. Without arguments the NETSOCK_* environment variables configure it (see
     ``netsock.adapter.StackConfig.from_environ``). With ``gevent`` (the default) gevent's monkey
     patches for threads, time, os, queue, signal and subprocess are applied too, so that blocking
-    calls let the stack run.
+    calls let the stack run; Python signal handlers then run in the main greenlet, as CPython runs
+    them in the main thread (``netsock.patches.signal``).
     """
     from .patches import patch_all as _patch_all
 
@@ -44,7 +45,7 @@ def patch_all(*, device: str | None = None, tap: bool = False, addresses: Iterab
 
 
 def unpatch_all() -> None:
-    """Restore the standard library's socket, select, selectors and ssl objects."""
+    """Restore the standard library's socket, select, selectors, ssl and signal objects."""
     from .patches import unpatch_all as _unpatch_all
 
     _unpatch_all()
