@@ -36,7 +36,8 @@ def patch_all(*, device: str | None = None, tap: bool = False, addresses: Iterab
     ``netsock.adapter.StackConfig.from_environ``). With ``gevent`` (the default) gevent's monkey
     patches for threads, time, os, queue, signal and subprocess are applied too, so that blocking
     calls let the stack run; Python signal handlers then run in the main greenlet, as CPython runs
-    them in the main thread (``netsock.patches.signal``).
+    them in the main thread, and a thread that is started lets its creator go on first, as an OS
+    thread does (``netsock.patches.signal``, ``.threading``).
     """
     from .patches import patch_all as _patch_all
 
@@ -45,7 +46,7 @@ def patch_all(*, device: str | None = None, tap: bool = False, addresses: Iterab
 
 
 def unpatch_all() -> None:
-    """Restore the standard library's socket, select, selectors, ssl and signal objects."""
+    """Restore the standard library's socket, select, selectors, ssl, signal and threading objects."""
     from .patches import unpatch_all as _unpatch_all
 
     _unpatch_all()

@@ -15,8 +15,9 @@ from typing import Any
 
 __all__ = ["PATCHED_MODULES", "patch_all", "patched", "replacements", "unpatch_all"]
 
-# In patching order: ssl wraps sockets, selectors builds on select; signal keeps handlers in the main thread.
-PATCHED_MODULES = ("socket", "select", "selectors", "ssl", "signal")
+# In patching order: ssl wraps sockets, selectors builds on select; signal and threading keep what CPython
+# promises of threads once gevent has made them greenlets.
+PATCHED_MODULES = ("socket", "select", "selectors", "ssl", "signal", "threading")
 # Modules that hold the originals by design: the patched ones, netsock and what it runs on (pyroute2
 # talks netlink, which stays the kernel's), and pytest-socket (which keeps the true socket to restore).
 _OWN_PREFIXES = ("socket", "select", "selectors", "ssl", "_socket", "_ssl", "netsock", "gevent", "pyroute2",
@@ -62,8 +63,8 @@ def patch_all(*, device: str | None = None, tap: bool = False, addresses: Iterab
 
 
 def unpatch_all() -> None:
-    """Put the standard library's socket, select, selectors, ssl and signal objects back (gevent's
-    patches, which cannot be undone, stay)."""
+    """Put the standard library's socket, select, selectors, ssl, signal and threading objects back
+    (gevent's patches, which cannot be undone, stay)."""
     for module in reversed(_modules()):
         module.unpatch()
 

@@ -45,10 +45,14 @@ class Patcher:
         return [(target, name, value) for target, name, value in self._saved if value is not _MISSING]
 
     def original(self, target: Any, name: str) -> Any:
-        """What ``target.name`` was before this patcher first replaced it (the current value if it never did)."""
+        """What ``target.name`` was before this patcher first replaced it (the current value if it never did;
+        for a class that inherited it, what the bases give)."""
         for saved_target, saved_name, value in self._saved:
-            if saved_target is target and saved_name == name and value is not _MISSING:
-                return value
+            if saved_target is target and saved_name == name:
+                if value is not _MISSING:
+                    return value
+                if isinstance(target, type):
+                    return getattr(super(target, target), name)
         return getattr(target, name)
 
     def undo(self) -> None:
