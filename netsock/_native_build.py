@@ -1,5 +1,6 @@
-"""cffi builder (API mode) for ``netsock._native``: the C hot paths — the Internet checksum, and
-batched reads from a packet fd into pooled buffers.
+"""cffi builder (API mode) for ``netsock._native``: the C hot paths — the Internet checksum, batched
+reads from a packet fd into pooled buffers, and TCP super-segments cut and written to a packet fd
+(software GSO).
 
 setup.py names it in ``cffi_modules``; the build is optional, and every caller falls back to pure
 Python when the module is absent.
@@ -17,12 +18,23 @@ void ns_pool_close(ns_pool *pool);
 uint8_t *ns_pool_get(ns_pool *pool);
 void ns_pool_put(uint8_t *block);
 size_t ns_read_batch(int fd, uint8_t *const *bufs, size_t count, size_t size, uint32_t *lengths, int *error);
+
+#define NS_GSO_MAX_LINK_HEADER ...
+enum { NS_GSO_OK, NS_GSO_MALFORMED, NS_GSO_TOO_LONG };
+typedef struct ns_gso_result {
+    size_t pieces;
+    size_t sent;
+    size_t bytes;
+    int error;
+} ns_gso_result;
+int ns_gso_write(int fd, const uint8_t *head, size_t head_len, const uint8_t *data, size_t data_len,
+                 size_t link_len, long gso_size, size_t mtu, ns_gso_result *result);
 """)
 ffibuilder.set_source(
     "netsock._native",
-    '#include "checksum.h"\n#include "fdio.h"',
+    '#include "checksum.h"\n#include "fdio.h"\n#include "segment.h"',
     # Relative to the project root, where setuptools runs the build; relative paths also keep
     # the sources listed in an sdist.
-    sources=["native/checksum.c", "native/fdio.c"],
+    sources=["native/checksum.c", "native/fdio.c", "native/segment.c"],
     include_dirs=["native"],
 )

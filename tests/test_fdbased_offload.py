@@ -1,8 +1,9 @@
 """TUN offloads without a TUN: the virtio-net header codec, FdEndpoint reading and writing it over a
-socket pair (the peer plays the kernel), TCP between two stacks through it, the fallback to a plain
-device, and the C batch reader with its buffer pool.
+socket pair (the peer plays the kernel), software GSO on a plain fd, TCP between two stacks through
+either, the fallback to a plain device, and the C batch reader with its buffer pool.
 
-Every endpoint test runs with both readers: the C batch read (when it was built) and pure Python.
+Every endpoint test runs with both implementations: the C extension's batch read and software GSO
+(when it was built) and pure Python.
 """
 
 from __future__ import annotations
@@ -24,23 +25,26 @@ from netsock.header.checksum import combine, pseudo_header_checksum
 from netsock.link import fdbased, tun
 from netsock.link.fdbased import OFFLOADS, FdEndpoint
 from netsock.link.gso import (F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
-                              VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
+                              VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header, segment_tcp)
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
 from netsock.stack import ManualClock, Stack
 from netsock.stack.interfaces import LinkCapabilities
 from netsock.stack.packet_buffer import PacketBuffer
-from netsock.tcpip import ErrConnectStarted, ErrMessageTooLong, ErrWouldBlock, FullAddress, Route, ShutdownFlags
+from netsock.tcpip import (ErrClosedForSend, ErrConnectStarted, ErrMessageTooLong, ErrNoBufferSpace, ErrWouldBlock,
+                           FullAddress, Route, ShutdownFlags)
 from netsock.transport.tcp import TCPProtocol
 from netsock.waiter import EventMask, WaiterQueue
 
 from conftest import checksums_valid, gso_pair
 
 GSO_UDP = 3         # UFO: an offload we never offer
+OUR_MAC = b"\x02\x00\xc0\x00\x02\x02"
+PEER_MAC = b"\x02\x00\xc0\x00\x02\x01"
 MSS = 1448
 LAYERS = [pytest.param(IP(src="192.0.2.1", dst="192.0.2.2"), id="v4"),
           pytest.param(IPv6(src="2001:db8::1", dst="2001:db8::2"), id="v6")]
-READERS = ["python"] + (["native"] if fdbased._native is not None else [])
+IMPLEMENTATIONS = ["python"] + (["native"] if fdbased._native is not None else [])
 
 
 def tcp_packet(layer, payload: bytes, **fields: object) -> bytes:
@@ -158,8 +162,8 @@ class Recorder:
         self.packets.append(pkt)
 
 
-@pytest.fixture(params=READERS)
-def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+@pytest.fixture(params=IMPLEMENTATIONS)
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "python":
         monkeypatch.setattr(fdbased, "_native", None)
     return request.param
@@ -168,14 +172,25 @@ def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 class Link:
     """A FdEndpoint (``ep``) on one end of a SOCK_SEQPACKET pair; ``peer`` plays the kernel."""
 
-    def __init__(self, vnet_header: bool = True, **kwargs: object) -> None:
+    def __init__(self, vnet_header: bool = True, ethernet: bool = False, **kwargs: object) -> None:
         ours, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for sock in (ours, self.peer):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.ep = FdEndpoint(ours.detach(), 1500, False, vnet_header=vnet_header, **kwargs)
+        self.ep = FdEndpoint(ours.detach(), 1500, ethernet, OUR_MAC if ethernet else b"", vnet_header=vnet_header,
+                             **kwargs)
         self.rec = Recorder()
         self.ep.attach(self.rec)
+
+    def received(self) -> list[bytes]:
+        """The frames waiting at the peer."""
+        self.peer.setblocking(False)
+        frames = []
+        while True:
+            try:
+                frames.append(self.peer.recv(1 << 17))
+            except BlockingIOError:
+                return frames
 
     def close(self) -> None:
         self.ep.close()
@@ -183,17 +198,18 @@ class Link:
 
 
 @pytest.fixture
-def link(reader: str) -> Iterator[Link]:
+def link(implementation: str) -> Iterator[Link]:
     lk = Link()
     yield lk
     lk.close()
 
 
-def test_capabilities_follow_the_header() -> None:
+def test_every_fd_link_takes_super_segments() -> None:
+    """The kernel cuts them where there is a virtio-net header, the link itself where there is not."""
     with_header, without = Link(), Link(vnet_header=False)
     try:
         assert with_header.ep.vnet_header and with_header.ep.capabilities() & LinkCapabilities.HARDWARE_GSO
-        assert not without.ep.vnet_header and not without.ep.capabilities() & LinkCapabilities.HARDWARE_GSO
+        assert not without.ep.vnet_header and without.ep.capabilities() & LinkCapabilities.HARDWARE_GSO
         assert with_header.ep.max_header_length() == 0     # the header travels beside the packet
     finally:
         with_header.close()
@@ -289,18 +305,105 @@ def test_an_outbound_packet_needs_nothing_of_the_kernel(link: Link) -> None:
 def test_only_super_segments_may_exceed_the_mtu(link: Link) -> None:
     with pytest.raises(ErrMessageTooLong):
         link.ep.write_packet(b"", 0x0800, PacketBuffer(0, bytes([0x45]) + bytes(1500)))
-    plain = Link(vnet_header=False)
+    assert link.ep.stats.tx_too_long.value == 1
+
+
+# --- software GSO: a plain fd cuts super-segments itself ------------------------------------------
+
+@pytest.fixture
+def plain(implementation: str) -> Iterator[Link]:
+    lk = Link(vnet_header=False)
+    yield lk
+    lk.close()
+
+
+def mss(packet: bytes) -> int:
+    """The segment size TCP would use for ``packet``'s headers at MTU 1500."""
+    return 1500 - ip_header_length(packet) - (packet[ip_header_length(packet) + 12] >> 4) * 4
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("ethernet", [False, True], ids=["tun", "tap"])
+def test_a_plain_fd_writes_a_super_segment_as_its_wire_segments(implementation: str, layer, ethernet: bool) -> None:
+    lk = Link(vnet_header=False, ethernet=ethernet)
     try:
-        with pytest.raises(ErrMessageTooLong):     # no header to carry gso_size: refused as before
-            plain.ep.write_packet(b"", 0x0800, outbound_super_segment(
-                tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), bytes(5000)), MSS))
+        packet = tcp_packet(layer, os.urandom(20001))
+        protocol = 0x0800 if layer.version == 4 else 0x86DD
+        lk.ep.write_packet(PEER_MAC, protocol, outbound_super_segment(packet, mss(packet)))
+        frames = lk.received()
     finally:
-        plain.close()
+        lk.close()
+    link_header = PEER_MAC + OUR_MAC + protocol.to_bytes(2, "big") if ethernet else b""
+    assert frames == [link_header + piece for piece in segment_tcp(packet, mss(packet))]
+    assert len(frames) == -(-20001 // mss(packet))
+    assert all(len(frame) == len(link_header) + 1500 for frame in frames[:-1])
+    if layer.version == 4:
+        assert all(checksums_valid(frame[len(link_header):]) for frame in frames)
+    stats = lk.ep.stats
+    assert (stats.tx_segmented.value, stats.tx_packets.value, stats.tx_bytes.value, stats.tx_super_segments.value) \
+        == (1, len(frames), sum(map(len, frames)), 0)
+
+
+def test_a_super_segment_held_in_one_buffer_is_cut_the_same(plain: Link) -> None:
+    """Headers need not be prepended apart from the payload: the cut finds them wherever they are."""
+    packet = tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), os.urandom(5000))
+    pkt = PacketBuffer.inbound(partial(packet))
+    pkt.gso_size = MSS
+    plain.ep.write_packet(b"", 0x0800, pkt)
+    assert plain.received() == segment_tcp(packet, MSS)
+
+
+def test_a_super_segment_that_is_not_one_is_a_counted_drop(plain: Link) -> None:
+    tcp = tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), bytes(5000))
+    udp = bytes(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=53, dport=9) / Raw(bytes(5000)))
+    for packet, gso_size in ((udp, MSS), (b"\x50" + tcp[1:], MSS), (tcp[:30], MSS), (tcp, -MSS)):
+        pkt = PacketBuffer.inbound(packet)
+        pkt.gso_size = gso_size
+        plain.ep.write_packet(b"", 0x0800, pkt)         # no exception: a drop, as on a wire
+    stats = plain.ep.stats
+    assert (stats.tx_malformed.value, stats.tx_packets.value, stats.tx_segmented.value) == (4, 0, 0)
+    assert plain.received() == []
+
+
+def test_segments_over_the_mtu_are_refused(plain: Link) -> None:
+    packet = tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), bytes(5000))
+    with pytest.raises(ErrMessageTooLong):
+        plain.ep.write_packet(b"", 0x0800, outbound_super_segment(packet, mss(packet) + 1))
+    assert (plain.ep.stats.tx_too_long.value, plain.ep.stats.tx_packets.value) == (1, 0)
+    assert plain.received() == []
+
+
+def test_a_full_fd_drops_the_rest_of_a_super_segment_counting_each(plain: Link) -> None:
+    """What went out went out: the pieces a full fd refused are counted, and the error raised only
+    when none went out, as for a batch (``write_packets``)."""
+    ours = socket.socket(fileno=plain.ep.fileno())
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)     # room for a few frames
+    ours.detach()
+    packet = tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), os.urandom(60000))
+    pieces = segment_tcp(packet, MSS)
+    plain.ep.write_packet(b"", 0x0800, outbound_super_segment(packet, MSS))
+    stats = plain.ep.stats
+    sent = stats.tx_packets.value
+    assert 0 < sent < len(pieces)
+    assert stats.tx_queue_full.value == len(pieces) - sent
+    with pytest.raises(ErrNoBufferSpace):                          # still full: nothing goes out
+        plain.ep.write_packet(b"", 0x0800, outbound_super_segment(packet, MSS))
+    assert (stats.tx_packets.value, stats.tx_queue_full.value) == (sent, 2 * len(pieces) - sent)
+    assert plain.received() == pieces[:sent]
+    assert stats.tx_segmented.value == 2
+
+
+def test_a_gone_peer_fails_every_piece(plain: Link) -> None:
+    plain.peer.close()
+    packet = tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), bytes(5000))
+    with pytest.raises(ErrClosedForSend):
+        plain.ep.write_packet(b"", 0x0800, outbound_super_segment(packet, MSS))
+    assert (plain.ep.stats.tx_errors.value, plain.ep.stats.tx_packets.value) == (len(segment_tcp(packet, MSS)), 0)
 
 
 # --- both readers, plain fd -----------------------------------------------------------------------
 
-def test_reader_batches_drains_and_counts(reader: str) -> None:
+def test_reader_batches_drains_and_counts(implementation: str) -> None:
     lk = Link(vnet_header=False, read_batch=8)
     try:
         for i in range(20):
@@ -314,7 +417,7 @@ def test_reader_batches_drains_and_counts(reader: str) -> None:
         lk.close()
 
 
-def test_reader_stops_at_end_of_file(reader: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_reader_stops_at_end_of_file(implementation: str, caplog: pytest.LogCaptureFixture) -> None:
     lk = Link(vnet_header=False)
     try:
         lk.peer.send(bytes([0x45]) + bytes(19))
@@ -327,16 +430,17 @@ def test_reader_stops_at_end_of_file(reader: str, caplog: pytest.LogCaptureFixtu
         lk.ep.close()
 
 
-# --- TCP between two stacks through virtio-net headers --------------------------------------------
+# --- TCP between two stacks through virtio-net headers or software GSO ----------------------------
 
-def two_stacks(reader: str) -> tuple[list[Stack], list[FdEndpoint]]:
-    """Two stacks, 192.0.2.1 and .2, each on a FdEndpoint with the header, joined by a socket pair:
-    what one writes (super-segments with a GSO header) the other reads as the kernel would hand it."""
+def two_stacks(vnet_header: bool) -> tuple[list[Stack], list[FdEndpoint]]:
+    """Two stacks, 192.0.2.1 and .2, each on a FdEndpoint, joined by a socket pair. With the header,
+    what one writes (super-segments with a GSO header) the other reads as the kernel would hand it;
+    without, one writes the wire segments it cut and the other reads them."""
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stacks, links = [], []
     for host, sock in ((1, a), (2, b)):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        link = FdEndpoint(sock.detach(), 1500, False, vnet_header=True)
+        link = FdEndpoint(sock.detach(), 1500, False, vnet_header=vnet_header)
         stack = Stack([IPv4Protocol], [TCPProtocol])
         stack.create_nic(1, link)
         stack.add_address(1, 0x0800, f"192.0.2.{host}/24")
@@ -346,8 +450,9 @@ def two_stacks(reader: str) -> tuple[list[Stack], list[FdEndpoint]]:
     return stacks, links
 
 
-def test_tcp_through_virtio_net_headers_delivers_every_byte(reader: str) -> None:
-    stacks, links = two_stacks(reader)
+@pytest.mark.parametrize("vnet_header", [True, False], ids=["virtio-net header", "software GSO"])
+def test_tcp_through_fd_links_delivers_every_byte(implementation: str, vnet_header: bool) -> None:
+    stacks, links = two_stacks(vnet_header)
     data = os.urandom(4 << 20)
     try:
         queue = WaiterQueue()
@@ -387,8 +492,14 @@ def test_tcp_through_virtio_net_headers_delivers_every_byte(reader: str) -> None
         for link in links:
             link.close()
     assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
-    assert links[1].stats.tx_super_segments.value > 0
-    assert links[0].stats.rx_super_segments.value == links[1].stats.tx_super_segments.value
+    sender_stats, receiver_stats = links[1].stats, links[0].stats
+    if vnet_header:
+        assert sender_stats.tx_super_segments.value > 0
+        assert receiver_stats.rx_super_segments.value == sender_stats.tx_super_segments.value
+    else:
+        assert sender_stats.tx_segmented.value > 0
+        assert sender_stats.tx_packets.value > 3 * sender_stats.tx_segmented.value
+        assert receiver_stats.rx_super_segments.value == sender_stats.tx_malformed.value == 0
     assert stacks[0].stats().tcp.checksum_errors.value == 0
 
 
@@ -494,7 +605,7 @@ def test_open_tun_falls_back_to_a_plain_device_when_the_kernel_refuses(monkeypat
         if refusal == "offloads":                       # the refused fd was closed, not leaked:
             fake.peers[0].setblocking(False)
             assert fake.peers[0].recv(1) == b""         # its peer sees the end of file
-        assert not ep.vnet_header and not ep.capabilities() & LinkCapabilities.HARDWARE_GSO
+        assert not ep.vnet_header and ep.capabilities() & LinkCapabilities.HARDWARE_GSO    # software GSO
     finally:
         ep.close()
         fake.close()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from scapy.layers.inet import IP, TCP
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 from scapy.packet import Raw
 
 from netsock.link.gso import segment_tcp
@@ -36,6 +36,36 @@ def test_a_super_segment_is_cut_into_checksummed_segments(layer) -> None:
             assert IPv6(bytes(recomputed))[TCP].chksum == p[TCP].chksum
     if layer.version == 4:
         assert [p.id for p in pieces] == [100, 101, 102, 103]
+
+
+def test_cwr_goes_on_the_first_piece_only() -> None:
+    """As Linux's tcp_gso_segment: the congestion-window reduction is signalled once."""
+    big = bytes(IP(src="192.0.2.1", dst="192.0.2.2") / TCP(sport=1, dport=2, flags="CEPA") / Raw(bytes(3000)))
+    assert [str(IP(p)[TCP].flags) for p in segment_tcp(big, 1000)] == ["AEC", "AE", "PAE"]
+
+
+def test_a_super_segment_without_payload_is_one_segment() -> None:
+    packet = bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=1, dport=2, flags="FA", chksum=0))
+    (piece,) = segment_tcp(packet, 1448)
+    assert IPv6(piece)[TCP].flags == "FA"
+    assert piece == bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=1, dport=2, flags="FA"))
+
+
+_V4 = bytes(IP(src="192.0.2.1", dst="192.0.2.2") / TCP(sport=1, dport=2) / Raw(bytes(3000)))
+
+
+@pytest.mark.parametrize("packet, gso_size", [
+    (b"", 1448),
+    (b"\x50" + _V4[1:], 1448),                                                       # IP version 5
+    (bytes(IP(src="192.0.2.1", dst="192.0.2.2") / UDP() / Raw(bytes(3000))), 1448),
+    (bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrHopByHop() / TCP() / Raw(bytes(3000))), 1448),
+    (_V4[:30], 1448),                                                                 # TCP header cut short
+    (_V4[:32] + b"\x40" + _V4[33:], 1448),                                            # TCP data offset 4
+    (_V4, 0),
+], ids=["empty", "not IP", "UDP", "IPv6 extension header", "truncated", "TCP offset", "segment size 0"])
+def test_what_is_not_a_tcp_super_segment_is_refused(packet: bytes, gso_size: int) -> None:
+    with pytest.raises(ValueError):
+        segment_tcp(packet, gso_size)
 
 
 def test_tcp_hands_a_gso_link_super_segments_and_the_bytes_arrive() -> None:

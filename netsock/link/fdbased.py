@@ -25,6 +25,14 @@ asking the kernel to cut and checksum them (see ``link.gso``). The stack's per-s
 done once per 64 KB instead of once per 1.5 KB. Where the kernel refuses, the device is used plain.
 Opt out with ``open_tun(..., offload=False)`` or, for every device, ``NETSOCK_OFFLOAD=0`` in the
 environment.
+
+Software GSO (a plain fd: TAP, a TUN without the header, a socket pair): the link advertises
+HARDWARE_GSO all the same and cuts each super-segment itself just before the fd, as Linux does for
+a device without TSO — in one call into C (``native/segment.c``) that completes each frame's headers
+and checksums and writes the frames, the payload never copied; ``gso.segment_tcp`` where the
+extension is not built. TCP's per-segment work is then done once per 64 KB here too; only the
+writes remain per frame. A sniffer stacked above this link records super-segments, not the frames
+on the wire (as tcpdump on a Linux device with GSO does).
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from ..tcpip.errors import Error, ErrClosedForSend, ErrMessageTooLong, ErrNoBuff
 from ..tcpip.stats import StatCounter
 from . import LinkStats, deliver_ethernet, deliver_ip, tun, write_each
 from .gso import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
-                  VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
+                  VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header, segment_tcp)
 
 try:  # pragma: no cover - which branch runs depends on the build
     from .. import _native  # type: ignore[attr-defined]
@@ -60,12 +68,14 @@ _LARGEST_SUPER_SEGMENT = 40 + 65535
 
 
 class FdLinkStats(LinkStats):
-    """LinkStats, and what the offloads did (all zero on a plain fd). Byte counts are what crossed the
-    fd, virtio-net headers included."""
+    """LinkStats, and what the offloads did. Byte counts are what crossed the fd, virtio-net headers
+    included."""
 
     rx_super_segments: StatCounter   # TCP super-segments the kernel handed us whole (in rx_packets too)
     rx_bad_vnet_header: StatCounter  # an offload we did not ask for, or a checksum outside the frame
     tx_super_segments: StatCounter   # TCP super-segments handed to the kernel to cut (in tx_packets too)
+    tx_segmented: StatCounter        # TCP super-segments cut here (software GSO; their frames are tx_packets)
+    tx_malformed: StatCounter        # super-segments dropped: not an IPv4/IPv6 TCP packet whose headers parse
 
 
 class FdEndpoint(LinkEndpointBase):
@@ -76,16 +86,18 @@ class FdEndpoint(LinkEndpointBase):
 
     ``vnet_header``: every frame is preceded by a virtio-net header, the fd having been set up with
     ``tun.set_offloads(fd, OFFLOADS, VIRTIO_NET_HDR_SIZE)`` (``open_tun`` does it); the link then
-    takes TCP super-segments both ways (see the module docstring).
+    takes TCP super-segments both ways. Without it, outbound super-segments are cut here (see the
+    module docstring).
     """
 
     def __init__(self, fd: int, mtu: int, ethernet: bool, link_address: bytes = b"", close_fd: bool = True,
                  read_batch: int = 64, vnet_header: bool = False) -> None:
         if ethernet and len(link_address) != 6:
             raise ValueError("an Ethernet link needs a 6-byte link address")
-        capabilities = LinkCapabilities.RESOLUTION_REQUIRED if ethernet else LinkCapabilities.NONE
-        if vnet_header:
-            capabilities |= LinkCapabilities.HARDWARE_GSO
+        # Super-segments either way: the kernel cuts them (virtio-net header) or we do (software GSO).
+        capabilities = LinkCapabilities.HARDWARE_GSO
+        if ethernet:
+            capabilities |= LinkCapabilities.RESOLUTION_REQUIRED
         super().__init__(mtu, bytes(link_address), capabilities)
         os.set_blocking(fd, False)
         self._fd = fd
@@ -99,6 +111,7 @@ class FdEndpoint(LinkEndpointBase):
             self._vnet_header_length + 1
         self.stats = FdLinkStats()
         self._reader = (_NativeReader if _native is not None else _Reader)(fd, read_size, read_batch, self.stats)
+        self._segmenter = (_NativeSegmenter if _native is not None else _Segmenter)(fd, self._header_length)
         self._watcher = None
         self._closed = False
 
@@ -248,42 +261,65 @@ class FdEndpoint(LinkEndpointBase):
         if self._closed:
             stats.tx_closed.increment()
             raise ErrClosedForSend
-        vnet = self._vnet_header_length
-        super_segment = pkt.gso_size and vnet
-        if pkt.size() > self._mtu and not super_segment:
+        gso_size = pkt.gso_size
+        if pkt.size() > self._mtu and not gso_size:
             stats.tx_too_long.increment()
             raise ErrMessageTooLong
         if self._ethernet:
             eth.build(pkt.prepend(eth.HEADER_SIZE), remote_link_address, self._link_address, protocol)
+        vnet = self._vnet_header_length
+        if gso_size and not vnet:
+            self._write_segmented(pkt, gso_size)
+            return
         views = pkt.views()
         if vnet:
-            views.insert(0, gso_header(pkt.headers(), self._header_length, pkt.gso_size)
-                         if super_segment else NO_OFFLOAD)
+            views.insert(0, gso_header(pkt.headers(), self._header_length, gso_size) if gso_size else NO_OFFLOAD)
         try:
             n = os.writev(self._fd, views)
         except OSError as e:
-            raise self._write_error(e) from None
+            raise self._write_error(e.errno or errno.EIO) from None
         stats.tx_packets.increment()
         stats.tx_bytes.increment(n)
-        if super_segment:
+        if gso_size:
             stats.tx_super_segments.increment()
+
+    def _write_segmented(self, pkt: PacketBuffer, gso_size: int) -> None:
+        """Cut a TCP super-segment into frames and write them (software GSO). The frames that went
+        out count as packets; those a failed write left behind count, each, under its cause, which
+        is raised only if none went out (as ``write_packets`` does for a batch). What does not parse
+        as an IPv4/IPv6 TCP packet is a counted drop."""
+        stats = self.stats
+        status, pieces, sent, nbytes, error = self._segmenter.write(pkt, gso_size, self._mtu)
+        if status == _GSO_MALFORMED:
+            stats.tx_malformed.increment()
+            return
+        if status == _GSO_TOO_LONG:
+            stats.tx_too_long.increment()
+            raise ErrMessageTooLong
+        stats.tx_segmented.increment()
+        stats.tx_packets.increment(sent)
+        stats.tx_bytes.increment(nbytes)
+        if sent < pieces:
+            err = self._write_error(error, pieces - sent)
+            if not sent:
+                raise err
 
     def write_packets(self, remote_link_address: bytes, protocol: int, pkts: list[PacketBuffer]) -> int:
         return write_each(self.write_packet, remote_link_address, protocol, pkts)
 
-    def _write_error(self, e: OSError) -> Error:
-        """The stack error for a failed write, counted under its cause."""
+    def _write_error(self, error: int, frames: int = 1) -> Error:
+        """The stack error for a write failed with ``error`` (an errno), ``frames`` counted under its cause."""
         stats = self.stats
-        if e.errno in (errno.EAGAIN, errno.ENOBUFS):
-            stats.tx_queue_full.increment()
+        if error in (errno.EAGAIN, errno.ENOBUFS):
+            stats.tx_queue_full.increment(frames)
             return ErrNoBufferSpace()
-        if e.errno == errno.EMSGSIZE:
-            stats.tx_too_long.increment()
+        if error == errno.EMSGSIZE:
+            stats.tx_too_long.increment(frames)
             return ErrMessageTooLong()
         # EIO (TUN device down), EBADFD (device deleted), EPIPE/ECONNRESET (peer gone), EBADF...:
         # the link cannot carry anything now.
-        stats.tx_errors.increment()
-        return ErrClosedForSend(f"write on fd {self._fd}: {e.strerror}")
+        stats.tx_errors.increment(frames)
+        return ErrClosedForSend(f"write on fd {self._fd}: {os.strerror(error)}")
 
     def close(self) -> None:
         """Stop reading, refuse further writes and (with ``close_fd``) close the fd. Idempotent."""
@@ -409,6 +445,58 @@ class _NativeReader:
             return frames, read, _MORE
         error = self._error[0]
         return frames, read, error if error else _EOF
+
+
+# --- software GSO -----------------------------------------------------------------------------------
+# A segmenter cuts a TCP super-segment (link header, IP, TCP, payload: the PacketBuffer as TCP and the
+# link built it) into frames of ``gso_size`` payload bytes, none over ``mtu`` (the IP packet), and
+# writes them to the fd, stopping at the first failed write: ``(status, pieces, sent, bytes, errno)``,
+# status one of the _GSO_* below (nothing written unless _GSO_OK), ``errno`` that of the failed
+# write (0: all sent).
+
+_GSO_OK, _GSO_MALFORMED, _GSO_TOO_LONG = 0, 1, 2    # native/segment.h NS_GSO_*
+
+
+class _Segmenter:
+    """Pure Python: ``gso.segment_tcp`` and one ``writev`` per frame."""
+
+    def __init__(self, fd: int, link_header_length: int) -> None:
+        self._fd = fd
+        self._link_header_length = link_header_length
+
+    def write(self, pkt: PacketBuffer, gso_size: int, mtu: int) -> tuple[int, int, int, int, int]:
+        packet = pkt.to_bytes()
+        link_header, ip_packet = packet[:self._link_header_length], memoryview(packet)[self._link_header_length:]
+        try:
+            pieces = segment_tcp(ip_packet, gso_size)
+        except ValueError:
+            return _GSO_MALFORMED, 0, 0, 0, 0
+        if len(pieces[0]) > mtu:      # the first is the longest
+            return _GSO_TOO_LONG, 0, 0, 0, 0
+        sent = nbytes = 0
+        for piece in pieces:
+            try:
+                nbytes += os.writev(self._fd, (link_header, piece))
+            except OSError as e:
+                return _GSO_OK, len(pieces), sent, nbytes, e.errno or errno.EIO
+            sent += 1
+        return _GSO_OK, len(pieces), sent, nbytes, 0
+
+
+class _NativeSegmenter:
+    """native/segment.c: the whole cut and every write in one call, the payload never copied."""
+
+    def __init__(self, fd: int, link_header_length: int) -> None:
+        self._fd = fd
+        self._link_header_length = link_header_length
+        self._result = _native.ffi.new("ns_gso_result *")
+
+    def write(self, pkt: PacketBuffer, gso_size: int, mtu: int) -> tuple[int, int, int, int, int]:
+        head, data, result = pkt.headers(), pkt.data, self._result
+        from_buffer = _native.ffi.from_buffer
+        status = _native.lib.ns_gso_write(self._fd, from_buffer(head), len(head), from_buffer(data), data.nbytes,
+                                          self._link_header_length, gso_size, mtu, result)
+        return status, result.pieces, result.sent, result.bytes, result.error
 
 
 def _open_offloaded_tun(name: str) -> int | None:
