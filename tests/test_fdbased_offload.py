@@ -22,10 +22,11 @@ from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
 from netsock.header.checksum import combine, pseudo_header_checksum
+from netsock.header.gso import segment_tcp
 from netsock.link import fdbased, tun
 from netsock.link.fdbased import OFFLOADS, FdEndpoint
 from netsock.link.gso import (F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
-                              VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header, segment_tcp)
+                              VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
 from netsock.stack import ManualClock, Stack

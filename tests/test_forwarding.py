@@ -17,19 +17,20 @@ import gevent
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import ICMP, IP, UDP, IPOption_Router_Alert, IPOption_RR
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_Router_Alert, IPOption_RR
 from scapy.layers.inet6 import (HBHOptUnknown, ICMPv6DestUnreach, ICMPv6ND_NS, ICMPv6PacketTooBig, ICMPv6ParamProblem,
                                 ICMPv6TimeExceeded, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop, PadN, RouterAlert)
 from scapy.layers.l2 import ARP, Ether
-from scapy.packet import Packet
+from scapy.packet import Packet, Raw
 from scapy.utils import checksum as scapy_checksum
 
+from netsock.header.gso import segment_tcp
 from netsock.link.channel import ChannelEndpoint
 from netsock.link.wire import Wire
 from netsock.network.arp import ARPProtocol
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.network.ipv6 import ALL_ROUTERS_GROUPS, IPv6Protocol
-from netsock.stack import ManualClock, Stack
+from netsock.stack import ManualClock, PacketBuffer, Stack
 from netsock.tcpip import (ARP_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER,
                            UDP_PROTOCOL_NUMBER, Address, ErrConnectStarted, ErrHostUnreachable, ErrNetworkUnreachable,
                            ErrNotSupported, ErrUnknownProtocol, ErrWouldBlock, FullAddress, Route, ShutdownFlags,
@@ -93,12 +94,14 @@ class Net:
     """
 
     def __init__(self, *, ethernet: bool = False, mtu_b: int = 1500, queue_b: int = 1 << 14,
-                 forwarding: bool = True) -> None:
+                 forwarding: bool = True, gso_b: bool = False) -> None:
         self.clock = ManualClock()
         self.a, self.r, self.b = (new_stack(self.clock) for _ in range(3))
         self.ethernet = ethernet
-        ends = [ChannelEndpoint(size=size, mtu=mtu, ethernet=ethernet, link_address=mac(m) if ethernet else b"")
-                for m, mtu, size in zip(MACS, (1500, 1500, mtu_b, mtu_b), (1 << 14, 1 << 14, queue_b, 1 << 14))]
+        ends = [ChannelEndpoint(size=size, mtu=mtu, ethernet=ethernet, link_address=mac(m) if ethernet else b"",
+                                gso=gso)
+                for m, mtu, size, gso in zip(MACS, (1500, 1500, mtu_b, mtu_b), (1 << 14, 1 << 14, queue_b, 1 << 14),
+                                             (False, False, gso_b, False))]
         self.a_end, self.ra_end, self.rb_end, self.b_end = ends
         self.wires = ((self.a_end, self.ra_end), (self.rb_end, self.b_end))
         self.received: dict[ChannelEndpoint, list[tuple[int, bytes, bytes]]] = {end: [] for end in ends}
@@ -448,6 +451,40 @@ def test_dont_fragment_too_big_is_answered_with_fragmentation_needed():
     assert receiver.read().data == b"e" * 1200
     assert [len(p) for p in net.ip(net.ra_end, V4)] == [len(p) for p in net.ip(net.b_end, V4)]
     assert max(len(p) for p in net.ip(net.b_end, V4)) <= 1000
+
+
+def super_segment(proto: int, size: int = 5000, ttl: int = 64) -> PacketBuffer:
+    """A TCP super-segment from A to B as a TUN with offloads or link.gro hands it up: segments of 1448
+    (IPv4) or 1440 (IPv6) bytes, full-sized frames at MTU 1500."""
+    layer = IP(src=HOSTS[V4][A], dst=HOSTS[V4][B], ttl=ttl, flags="DF", id=9) if proto == V4 else \
+        IPv6(src=HOSTS[V6][A], dst=HOSTS[V6][B], hlim=ttl)
+    pkt = PacketBuffer.inbound(bytes(layer / TCP(sport=4000, dport=PORT, seq=1, ack=1, flags="PA")
+                                     / Raw(random.Random(size).randbytes(size))))
+    pkt.gso_size = 1448 if proto == V4 else 1440
+    return pkt
+
+
+@BOTH
+@pytest.mark.parametrize("gso", [False, True], ids=["cut by the router", "cut by the next link"])
+def test_a_super_segment_is_forwarded_as_its_wire_segments(proto, gso):
+    net = Net(gso_b=gso)
+    pkt = super_segment(proto)
+    expected = segment_tcp(bytes(super_segment(proto, ttl=63).data), pkt.gso_size)
+    net.ra_end.inject(proto, pkt)
+    net.pump()
+    assert [bytes(p) for p in net.ip(net.b_end, proto)] == expected        # TTL 63, every checksum fresh
+    replies = len(net.ip(net.a_end, proto))                                 # (B's resets, routed back)
+    assert forwarding_stats(net.r)["packets_forwarded"] == (1 if gso else len(expected)) + replies
+
+
+def test_a_super_segment_whose_pieces_are_too_big_for_the_next_hop_is_refused_piece_by_piece():
+    net = Net(mtu_b=1000, gso_b=True)
+    net.ra_end.inject(V4, super_segment(V4))               # 3 segments of 1448 bytes and one of 656
+    net.pump()
+    assert [len(p[Raw].load) for p in net.ip(net.b_end, V4)] == [656]
+    assert {(e[ICMP].type, e[ICMP].code, e[ICMP].nexthopmtu) for e in net.ip(net.a_end, V4) if ICMP in e} == {
+        (3, 4, 1000)}
+    assert forwarding_stats(net.r)["packet_too_big"] == 3
 
 
 def test_too_big_without_dont_fragment_is_fragmented_by_the_router():

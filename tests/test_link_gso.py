@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 from scapy.packet import Raw
 
-from netsock.link.gso import segment_tcp
+from netsock.header.gso import segment_tcp
 from netsock.stack import ManualClock
 from netsock.tcpip import Address, ErrConnectStarted, ErrWouldBlock, FullAddress
 

@@ -20,7 +20,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from netsock.link import fdbased
-from netsock.link.gso import segment_tcp
+from netsock.header.gso import segment_tcp
 
 FIN, PSH, ACK, CWR = 0x01, 0x08, 0x10, 0x80
 TIMESTAMPS = b"\x01\x01\x08\x0a" + bytes(range(1, 9))

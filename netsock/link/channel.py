@@ -15,7 +15,7 @@ from ..header import ethernet as eth
 from ..stack.interfaces import LinkCapabilities, LinkEndpointBase
 from ..stack.packet_buffer import Buffer, PacketBuffer
 from ..tcpip.errors import ErrClosedForSend, ErrMessageTooLong, ErrNoBufferSpace
-from .gso import segment_tcp
+from ..header.gso import segment_tcp
 from . import LinkStats, deliver_ethernet, write_each
 
 

@@ -67,7 +67,7 @@ from ..stack.packet_buffer import PacketBuffer
 from ..tcpip.errors import ErrClosedForSend, Error
 from ..tcpip.stats import StatCounter, StatGroup
 from . import write_each
-from .gso import segment_tcp
+from ..header.gso import segment_tcp
 from .nested import NestedEndpoint
 
 __all__ = ["FaultConfig", "FaultDirectionStats", "FaultEndpoint", "FaultPipe", "FaultStats", "GilbertElliott"]

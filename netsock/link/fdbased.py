@@ -44,13 +44,14 @@ import os
 from gevent import get_hub
 
 from ..header import ethernet as eth
+from ..header.gso import segment_tcp
 from ..stack.interfaces import LinkCapabilities, LinkEndpointBase, NetworkDispatcher
 from ..stack.packet_buffer import PacketBuffer
 from ..tcpip.errors import Error, ErrClosedForSend, ErrMessageTooLong, ErrNoBufferSpace
 from ..tcpip.stats import StatCounter
 from . import LinkStats, deliver_ethernet, deliver_ip, tun, write_each
 from .gso import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
-                  VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header, segment_tcp)
+                  VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
 
 try:  # pragma: no cover - which branch runs depends on the build
     from .. import _native  # type: ignore[attr-defined]

@@ -1,7 +1,9 @@
 """An Ethernet switch for in-process networks: ports are Ethernet channel links, one per host NIC.
 
-Frames a port's NIC writes are switched from the gevent hub's callback queue, never inside the
-sender's call (each stack then sees frames as a device would deliver them). The switch learns
+Frames a port's NIC writes enter the switch as they are written (learned, captured, faults decided
+then, as on a wire) and are delivered from the gevent hub's callback queue, never inside the
+sender's call, each port's share of a turn in one batch (each stack then sees frames as a device
+would deliver them, and coalesces each flow's consecutive TCP segments: ``link.gro``). The switch learns
 source MACs; a frame to a known unicast MAC goes to that port, any other (broadcast, multicast,
 unknown) to every other port. Between any two ports, each direction may carry faults: a
 ``FaultPipe`` (loss, delay, reordering, rate limit, corruption, blackhole ...) created the first
@@ -20,8 +22,9 @@ import gevent
 from ..header import ethernet as eth
 from ..header import ipv4, tcp
 from ..link import LinkStats
-from ..link.channel import ChannelEndpoint, PacketInfo
+from ..link.channel import ChannelEndpoint
 from ..link.fault import FaultConfig, FaultDirectionStats, FaultPipe
+from ..link.gro import coalesce
 from ..stack import PacketBuffer
 from ..stack.clock import TimerQueue
 
@@ -37,16 +40,21 @@ class Port:
         self.switch = switch
         self.name = name
         self.mac = mac
-        self.link = ChannelEndpoint(size=1 << 16, mtu=mtu, link_address=mac, ethernet=True)
-        self.link.on_outbound = switch._on_outbound
+        # GSO: the host's TCP hands over 64 KB and the port cuts it into frames of the switch's MTU,
+        # which is all the switch, its faults and captures ever see; GRO puts them back together at
+        # the receiving port (as Linux does on both sides of a wire).
+        self.link = ChannelEndpoint(size=1 << 16, mtu=mtu, link_address=mac, ethernet=True, gso=True)
+        self.link.on_outbound = lambda _packet: switch._sent(self)
 
     @property
     def stats(self) -> LinkStats:
         return self.link.stats
 
-    def deliver(self, frame: bytes) -> None:
-        """Hand a switched frame to what is on the port."""
-        self.link.inject(0, frame)      # an Ethernet channel reads the protocol from the frame
+    def deliver(self, frames: list[bytes]) -> None:
+        """Hand switched frames to what is on the port: a host's NIC takes each flow's consecutive
+        TCP segments coalesced (``link.gro``)."""
+        for pkt in coalesce(frames, eth.HEADER_SIZE):
+            self.link.inject(0, pkt)    # an Ethernet channel reads the protocol from the frame
 
     def drain(self) -> list[bytes]:
         """The frames sent into the switch since the last call."""
@@ -90,23 +98,24 @@ class TapPort(Port):
             self._stats.rx_bytes.increment(len(frame))
             self._frames.append(frame)
         if self._frames:
-            self.switch._on_outbound(None)
+            self.switch._sent(self)
 
     def drain(self) -> list[bytes]:
         frames, self._frames = self._frames, []
         return frames
 
-    def deliver(self, frame: bytes) -> None:
-        try:
-            os.write(self.fd, frame)
-        except BlockingIOError:
-            self._stats.tx_queue_full.increment()
-            return
-        except OSError:
-            self._stats.tx_errors.increment()
-            return
-        self._stats.tx_packets.increment()
-        self._stats.tx_bytes.increment(len(frame))
+    def deliver(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            try:
+                os.write(self.fd, frame)
+            except BlockingIOError:
+                self._stats.tx_queue_full.increment()
+                continue
+            except OSError:
+                self._stats.tx_errors.increment()
+                continue
+            self._stats.tx_packets.increment()
+            self._stats.tx_bytes.increment(len(frame))
 
     def close(self) -> None:
         self._watcher.stop()
@@ -131,6 +140,7 @@ class Switch:
         self._pipes: dict[tuple[Port, Port], FaultPipe] = {}
         self._resetting: set[tuple[Port, Port]] = set()
         self._scheduled = False
+        self._outgoing: dict[Port, list[bytes]] = {}     # switched this turn, by destination
         self._loop = gevent.get_hub().loop
 
     def add_port(self, name: str, mac: bytes) -> Port:
@@ -176,16 +186,30 @@ class Switch:
 
     # --- switching -----------------------------------------------------------------------------------
 
-    def _on_outbound(self, _packet: PacketInfo | None) -> None:
+    def _sent(self, source: Port) -> None:
+        """``source`` put frames on its wire: they enter the switch now, in the sender's call (learned,
+        captured, their faults decided as they cross, as on a real wire), and reach their destinations
+        in the switch's next turn on the hub, never inside the sender's call."""
+        for frame in source.drain():
+            self._ingress(source, frame)
+
+    def _send(self, destination: Port, frame: bytes) -> None:
+        frames = self._outgoing.get(destination)
+        if frames is not None:
+            frames.append(frame)
+            return
+        self._outgoing[destination] = [frame]
         if not self._scheduled:
             self._scheduled = True
             self._loop.run_callback(self._switch)
 
     def _switch(self) -> None:
+        """Deliver what was switched since the last turn: each port gets its share in one batch, as a
+        device delivers what it read at once."""
         self._scheduled = False
-        for port in self.ports:
-            for frame in port.drain():
-                self._ingress(port, frame)
+        outgoing, self._outgoing = self._outgoing, {}
+        for destination, frames in outgoing.items():
+            destination.deliver(frames)
 
     def _ingress(self, source: Port, frame: bytes) -> None:
         if self._capture is not None:
@@ -204,7 +228,7 @@ class Switch:
                 continue
             pipe = self._pipes.get((source, destination))
             if pipe is None or not pipe.active:
-                destination.deliver(frame)
+                self._send(destination, frame)
             else:
                 pipe.stats.packets.increment()
                 pipe.stats.bytes.increment(len(frame) - eth.HEADER_SIZE)
@@ -233,9 +257,9 @@ class Switch:
         tcp.set_checksum(tcp_view, tcp.compute_checksum(ip.dst, ip.src, tcp_view))
         ipv4.build(memoryview(reply)[eth.HEADER_SIZE:], src=ip.dst, dst=ip.src, protocol=tcp.PROTOCOL_NUMBER,
                    total_length=ipv4.MIN_SIZE + tcp.MIN_SIZE)
-        source.deliver(bytes(reply))
+        self._send(source, bytes(reply))
         return True
 
     def _deliver(self, destination: Port, packet: tuple[bytes, int, PacketBuffer]) -> None:
         link_header, ethertype, pkt = packet
-        destination.deliver(link_header + b"".join(pkt.views()))
+        self._send(destination, link_header + b"".join(pkt.views()))

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 
 from ...header import icmpv4, ipv4
 from ...header.checksum import checksum
+from ...header.gso import segment_tcp
 from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
-from ...stack.interfaces import PacketType
+from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ..fragmentation import Reassembler, ReassemblyResult, fragment, split_packet
@@ -219,15 +220,28 @@ class IPv4Endpoint(NetworkEndpoint):
             # A directed broadcast to one of our subnets: not forwarded (RFC 2644, Linux's bc_forwarding=0).
             ip_stats.invalid_addresses_received.increment()
             return
+        if pkt.gso_size:
+            self._forward_super_segment(route, pkt, hdr, original)
+        else:
+            self._forward_datagram(route, pkt, hdr, original)
+
+    def _forward_datagram(self, route: Route, pkt: PacketBuffer, hdr: ipv4.IPv4Header, original: memoryview,
+                          gso_size: int = 0) -> None:
+        """Send on a datagram that may be forwarded, TTL one less: whole, fragmented, or refused
+        (frag-needed) if it is larger than the next hop's MTU; a super-segment (``gso_size``) whose
+        pieces fit is sent whole, for the link to cut."""
+        fwd = self._stats.ip.forwarding
         mtu = route.mtu()
-        if hdr.total_length > mtu:
+        if hdr.total_length > mtu and not gso_size:
             if hdr.dont_fragment:                   # RFC 1191: tell the sender the next hop's MTU
                 icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.FRAG_NEEDED, mtu, original)
                 fwd.fail(fwd.packet_too_big)
                 return
             self._forward_fragments(route, hdr, original, mtu)
             return
+        hlen = hdr.header_length
         out = PacketBuffer(route.max_header_length(), original[hlen:])
+        out.gso_size = gso_size
         header = out.prepend(hlen)
         header[:] = original[:hlen]
         header[8] = hdr.ttl - 1
@@ -238,6 +252,26 @@ class IPv4Endpoint(NetworkEndpoint):
         header[11] = csum & 0xFF
         out.network_protocol = PROTOCOL_NUMBER
         self._send_forwarded(route, [out])
+
+    def _forward_super_segment(self, route: Route, pkt: PacketBuffer, hdr: ipv4.IPv4Header,
+                               original: memoryview) -> None:
+        """A TCP super-segment received whole (from a TUN with offloads, or coalesced by link.gro)
+        stands for its wire segments: it leaves whole if the next hop's link cuts (GSO) and they fit
+        its MTU; otherwise it is cut here and each piece forwarded as if it had come alone."""
+        hlen = hdr.header_length
+        try:
+            pieces = None if (route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO
+                              and hlen + (original[hlen + 12] >> 4) * 4 + pkt.gso_size <= route.mtu()
+                              ) else segment_tcp(original, pkt.gso_size)
+        except (ValueError, IndexError):            # not a TCP packet after all
+            self._stats.ip.malformed_packets_received.increment()
+            return
+        if pieces is None:
+            self._forward_datagram(route, pkt, hdr, original, pkt.gso_size)
+            return
+        for piece in pieces:
+            view = memoryview(piece)
+            self._forward_datagram(route, pkt, ipv4.parse(view), view)
 
     def _forward_fragments(self, route: Route, hdr: ipv4.IPv4Header, original: memoryview, mtu: int) -> None:
         """RFC 791 fragmentation of a datagram in transit (itself perhaps a fragment): the first piece

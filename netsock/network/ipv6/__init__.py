@@ -15,7 +15,8 @@ import secrets
 from typing import TYPE_CHECKING
 
 from ...header import icmpv6, ipv6
-from ...stack.interfaces import PacketType
+from ...header.gso import segment_tcp
+from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong, ErrNoBufferSpace
@@ -318,12 +319,24 @@ class IPv6Endpoint(NetworkEndpoint):
             icmp.send_error(self, pkt, hdr, icmpv6.DST_UNREACHABLE, icmpv6.NO_ROUTE, 0, packet)
             fwd.fail(fwd.unrouteable)
             return
+        if pkt.gso_size:
+            self._forward_super_segment(route, pkt, hdr, packet)
+        else:
+            self._forward_packet(route, pkt, hdr, packet)
+
+    def _forward_packet(self, route: Route, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview,
+                        gso_size: int = 0) -> None:
+        """Send on a packet that may be forwarded, hop limit one less, or refuse it (packet too big)
+        if it is larger than the next hop's MTU; a super-segment (``gso_size``) whose pieces fit is
+        sent whole, for the link to cut."""
+        fwd = self._stats.ip.forwarding
         mtu = route.mtu()
-        if len(packet) > mtu:                       # RFC 8200 §5: only the source fragments
+        if len(packet) > mtu and not gso_size:      # RFC 8200 §5: only the source fragments
             icmp.send_error(self, pkt, hdr, icmpv6.PACKET_TOO_BIG, 0, mtu, packet)
             fwd.fail(fwd.packet_too_big)
             return
         out = PacketBuffer(route.max_header_length(), packet[ipv6.HEADER_SIZE:])
+        out.gso_size = gso_size
         header = out.prepend(ipv6.HEADER_SIZE)
         header[:] = packet[:ipv6.HEADER_SIZE]
         header[7] = hdr.hop_limit - 1
@@ -336,6 +349,25 @@ class IPv6Endpoint(NetworkEndpoint):
             fwd.errors.increment()
         else:
             fwd.packets_forwarded.increment()
+
+    def _forward_super_segment(self, route: Route, pkt: PacketBuffer, hdr: ipv6.IPv6Header,
+                               packet: memoryview) -> None:
+        """A TCP super-segment received whole (a TUN with offloads, link.gro): it leaves whole if the
+        next hop's link cuts (GSO) and its pieces fit the MTU; otherwise it is cut here and each piece
+        forwarded as if it had come alone."""
+        try:
+            pieces = None if (route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO
+                              and ipv6.HEADER_SIZE + (packet[ipv6.HEADER_SIZE + 12] >> 4) * 4 + pkt.gso_size
+                              <= route.mtu()) else segment_tcp(packet, pkt.gso_size)
+        except (ValueError, IndexError):            # not TCP right behind the fixed header
+            self._stats.ip.malformed_packets_received.increment()
+            return
+        if pieces is None:
+            self._forward_packet(route, pkt, hdr, packet, pkt.gso_size)
+            return
+        for piece in pieces:
+            view = memoryview(piece)
+            self._forward_packet(route, pkt, ipv6.parse(view), view)
 
     def _hop_by_hop_allows(self, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview) -> bool:
         """RFC 8200 §4.3: every node on the path processes the Hop-by-Hop Options header, and only it:

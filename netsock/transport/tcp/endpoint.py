@@ -1144,7 +1144,8 @@ class TCPEndpoint(TransportEndpoint):
         if snd is None or route is None:
             return
         gso = route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO and not route.loop
-        snd.burst = GSO_MAX_PAYLOAD // snd.mss * snd.mss if gso else snd.mss
+        # (never less than one segment: on a path whose MTU allows more than GSO carries, no cutting)
+        snd.burst = max(GSO_MAX_PAYLOAD // snd.mss * snd.mss, snd.mss) if gso else snd.mss
 
     def _headers(self) -> int:
         """Network + TCP header bytes in every segment (options aside)."""

@@ -1,0 +1,80 @@
+"""TCP super-segments cut into their wire segments: software GSO, as Linux's ``tcp_gso_segment``.
+
+A super-segment is one IPv4/IPv6 TCP packet carrying many segments' payload, its TCP checksum field
+holding only the pseudo-header sum (Linux's CHECKSUM_PARTIAL; see ``link.gso``). Links cut what they
+cannot hand over whole, and a router cuts a super-segment it received whole (from a TUN with
+offloads, or coalesced by ``link.gro``) when the next hop's link cannot.
+"""
+
+from __future__ import annotations
+
+from . import tcp
+from .checksum import checksum
+
+__all__ = ["segment_tcp"]
+
+MASK = 0xFFFFFFFF
+
+
+def segment_tcp(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
+    """The wire segments of a raw IPv4/IPv6 TCP ``packet`` (IPv6 without extension headers), cut
+    every ``gso_size`` payload bytes as Linux's ``tcp_gso_segment`` cuts. A packet with no payload
+    is one segment.
+
+    Raises ValueError if ``packet`` is not such a packet, ``gso_size`` is not positive or the
+    segments would not fit their IP length field: the caller counts a drop. ``native/segment.c`` makes the same pieces, byte for byte, straight to an fd.
+    """
+    if gso_size < 1:
+        raise ValueError(f"segment size {gso_size}")
+    packet = memoryview(packet)
+    ip_len, tcp_len = _tcp_header_lengths(packet)
+    v4 = packet[0] >> 4 == 4
+    src, dst = (packet[12:16], packet[16:20]) if v4 else (packet[8:24], packet[24:40])
+    ip_hdr = packet[:ip_len]
+    tcp_hdr = packet[ip_len:ip_len + tcp_len]
+    payload = packet[ip_len + tcp_len:]
+    size = len(payload)
+    if (ip_len if v4 else 0) + tcp_len + min(size, gso_size) > 0xFFFF:
+        raise ValueError("segments too long for their IP length field")
+    seq = int.from_bytes(tcp_hdr[4:8], "big")
+    flags = tcp_hdr[13]
+    ident = int.from_bytes(ip_hdr[4:6], "big") if v4 else 0
+    out = []
+    for index, offset in enumerate(range(0, max(size, 1), gso_size)):
+        chunk = payload[offset:offset + gso_size]
+        th = bytearray(tcp_hdr)
+        th[4:8] = ((seq + offset) & MASK).to_bytes(4, "big")
+        th[13] = flags & ~((tcp.FIN | tcp.PSH if offset + gso_size < size else 0) | (tcp.CWR if index else 0))
+        th[16:18] = b"\x00\x00"
+        tcp.set_checksum(th, tcp.compute_checksum(bytes(src), bytes(dst), th, chunk))
+        ih = bytearray(ip_hdr)
+        if v4:
+            ih[2:4] = (ip_len + tcp_len + len(chunk)).to_bytes(2, "big")
+            ih[4:6] = ((ident + index) & 0xFFFF).to_bytes(2, "big")
+            ih[10:12] = b"\x00\x00"
+            ih[10:12] = (~checksum(ih) & 0xFFFF).to_bytes(2, "big")
+        else:
+            ih[4:6] = (tcp_len + len(chunk)).to_bytes(2, "big")
+        out.append(bytes(ih) + bytes(th) + bytes(chunk))
+    return out
+
+
+def _tcp_header_lengths(packet: memoryview) -> tuple[int, int]:
+    """The IP and TCP header lengths of a raw IPv4/IPv6 TCP packet; ValueError if it is not one."""
+    version = packet[0] >> 4 if len(packet) else 0
+    if version == 4:
+        ip_len = (packet[0] & 0x0F) * 4
+        if ip_len < 20 or len(packet) < ip_len or packet[9] != tcp.PROTOCOL_NUMBER:
+            raise ValueError("not an IPv4 TCP packet")
+    elif version == 6:
+        ip_len = 40
+        if len(packet) < ip_len or packet[6] != tcp.PROTOCOL_NUMBER:
+            raise ValueError("not an IPv6 TCP packet without extension headers")
+    else:
+        raise ValueError(f"IP version {version}")
+    if len(packet) < ip_len + tcp.MIN_SIZE:
+        raise ValueError("truncated TCP header")
+    tcp_len = (packet[ip_len + 12] >> 4) * 4
+    if tcp_len < tcp.MIN_SIZE or len(packet) < ip_len + tcp_len:
+        raise ValueError(f"TCP header length {tcp_len}")
+    return ip_len, tcp_len

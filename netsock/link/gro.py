@@ -1,0 +1,156 @@
+"""Receive coalescing (Linux's GRO): consecutive TCP segments of one flow in a batch of received frames
+become one super-segment before the stack sees them.
+
+The stack's cost is per packet, not per byte: a batch of 44 wire segments of one bulk transfer walks
+the IP and TCP receive paths 44 times, and its ACKs go out per two segments. Merged, it walks them
+once, as a frame the kernel hands a TUN with offloads does (see ``link.gso``): ``gso_size`` set to the
+wire segment size and the TCP checksum field holding the pseudo-header sum of the whole (partial, as
+Linux's CHECKSUM_PARTIAL), so that forwarding it on re-segments it exactly.
+
+Merged only what Linux's ``tcp_gro_receive`` merges, so that the super-segment means what its pieces
+meant: IPv4 without options or fragmentation (valid header checksum) or IPv6 without extension
+headers; TCP with only ACK (PSH on the last piece), payload, a valid checksum each, and the same link
+header, addresses, ports, TOS/DF/TTL (traffic class/flow label/hop limit), acknowledgement number,
+window and options byte for byte (so timestamps must match); each piece starting where the previous
+ended (and its IPv4 identification one more) and as long as the first, except a shorter last piece.
+Cut again (``header.gso.segment_tcp``), the super-segment gives back exactly the frames that came. Anything else passes through unchanged,
+in order, for the stack to accept or count as it always does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..header.checksum import checksum, combine, pseudo_header_checksum
+from ..stack.packet_buffer import Buffer, PacketBuffer
+
+__all__ = ["coalesce"]
+
+_ACK, _PSH = 0x10, 0x08
+_TCP = 6
+_MAX_IP_PAYLOAD = 0xFFFF        # IPv4 total length and IPv6 payload length are 16-bit fields
+
+
+class _Run:
+    """Segments merged so far: the first frame's headers, their payloads, what may follow."""
+
+    __slots__ = ("frame", "headers", "key", "payloads", "size", "next_seq", "next_ident", "length", "ended", "push",
+                 "v4", "link_header")
+
+    def __init__(self, frame: memoryview, headers: int, key: bytes, payload: memoryview, seq: int, ident: int,
+                 push: bool, v4: bool, link_header: int) -> None:
+        self.frame = frame
+        self.headers = headers              # link + IP + TCP header bytes of the first frame
+        self.key = key
+        self.payloads = [payload]
+        self.size = len(payload)            # the wire segment size: every piece but the last has it
+        self.next_seq = (seq + len(payload)) & 0xFFFFFFFF
+        self.next_ident = (ident + 1) & 0xFFFF
+        self.length = len(payload)
+        self.ended = push
+        self.push = push
+        self.v4 = v4
+        self.link_header = link_header
+
+    def take(self, key: bytes, payload: memoryview, seq: int, ident: int, push: bool) -> bool:
+        size = len(payload)
+        ip_length = self.headers - self.link_header + self.length + size     # IPv4 total length
+        if (self.ended or key != self.key or seq != self.next_seq or ident != self.next_ident and ident >= 0 or size > self.size
+                or ip_length > _MAX_IP_PAYLOAD + (0 if self.v4 else 40)):   # IPv6: payload length
+            return False
+        self.payloads.append(payload)
+        self.length += size
+        self.next_seq = (seq + size) & 0xFFFFFFFF
+        self.next_ident = (ident + 1) & 0xFFFF
+        self.ended = push or size < self.size
+        self.push = push
+        return True
+
+    def packet(self) -> PacketBuffer:
+        if len(self.payloads) == 1:
+            return PacketBuffer.inbound(self.frame)
+        link, headers = self.link_header, self.headers
+        head = bytearray(self.frame[:headers])
+        ip = memoryview(head)[link:]
+        if self.v4:
+            ip_header = 20
+            ip[2:4] = (headers - link + self.length).to_bytes(2, "big")
+            ip[10:12] = b"\0\0"
+            ip[10:12] = (~checksum(ip[:20]) & 0xFFFF).to_bytes(2, "big")
+            src, dst = ip[12:16], ip[16:20]
+        else:
+            ip_header = 40
+            ip[4:6] = (headers - link - 40 + self.length).to_bytes(2, "big")
+            src, dst = ip[8:24], ip[24:40]
+        tcp = ip[ip_header:]
+        if self.push:
+            tcp[13] |= _PSH
+        # Partial, as a GSO super-segment's: the pseudo-header sum only (see link.gso).
+        tcp[16:18] = pseudo_header_checksum(_TCP, bytes(src), bytes(dst), len(tcp) + self.length).to_bytes(2, "big")
+        pkt = PacketBuffer.inbound(b"".join((head, *self.payloads)))
+        pkt.gso_size = self.size
+        return pkt
+
+
+def coalesce(frames: Sequence[Buffer], link_header: int = 0) -> list[PacketBuffer]:
+    """The frames of one batch as the stack should take them: runs of one TCP flow's consecutive
+    segments merged (``gso_size`` set), everything else as it came, in order. ``link_header``: bytes of
+    link header in front of the IP header (14 for Ethernet; the EtherType is part of what must match)."""
+    out: list[PacketBuffer] = []
+    run: _Run | None = None
+    for frame in frames:
+        view = memoryview(frame)
+        parsed = _parse(view, link_header)
+        if parsed is not None:
+            key, payload, seq, ident, push, headers, v4 = parsed
+            if run is not None and run.take(key, payload, seq, ident, push):
+                continue
+        if run is not None:
+            out.append(run.packet())
+            run = None
+        if parsed is None:
+            out.append(PacketBuffer.inbound(view))
+        else:
+            run = _Run(view, headers, key, payload, seq, ident, push, v4, link_header)
+    if run is not None:
+        out.append(run.packet())
+    return out
+
+
+def _parse(frame: memoryview, link: int) -> tuple[bytes, memoryview, int, int, bool, int, bool] | None:
+    """(merge key, payload, sequence number, IPv4 identification, PSH, header bytes, IPv4?) of a
+    mergeable TCP segment."""
+    ip = frame[link:]
+    if len(ip) < 40:
+        return None
+    version = ip[0] >> 4
+    if version == 4:
+        if ip[0] != 0x45 or ip[9] != _TCP or ip[6] & 0x3F or ip[7]:    # options, MF or an offset, not TCP
+            return None
+        total = int.from_bytes(ip[2:4], "big")
+        if not 40 <= total <= len(ip) or checksum(ip[:20]) != 0xFFFF:
+            return None
+        ip_header, src, dst = 20, ip[12:16], ip[16:20]
+        ident = int.from_bytes(ip[4:6], "big")
+        # TOS, DF and TTL must match; the identification must count up (checked by the run).
+        ip_key = bytes(ip[1:2]) + bytes(ip[6:7]) + bytes(ip[8:9]) + bytes(ip[12:20])
+    elif version == 6:
+        if ip[6] != _TCP:
+            return None
+        total = 40 + int.from_bytes(ip[4:6], "big")
+        if not 60 <= total <= len(ip):
+            return None
+        ip_header, src, dst, ident = 40, ip[8:24], ip[24:40], -1     # (IPv6 has none)
+        ip_key = bytes(ip[0:4]) + bytes(ip[7:40])
+    else:
+        return None
+    tcp = ip[ip_header:total]
+    offset = (tcp[12] >> 4) * 4
+    flags = tcp[13]
+    if offset < 20 or offset >= len(tcp) or flags & ~_PSH != _ACK:     # only ACK(+PSH), with payload
+        return None
+    if combine(pseudo_header_checksum(_TCP, bytes(src), bytes(dst), len(tcp)), checksum(tcp)) != 0xFFFF:
+        return None
+    key = b"".join((frame[:link], ip_key, tcp[0:4], tcp[8:13], tcp[14:16], tcp[20:offset]))
+    return (key, tcp[offset:], int.from_bytes(tcp[4:8], "big"), ident, bool(flags & _PSH), link + ip_header + offset,
+            version == 4)
