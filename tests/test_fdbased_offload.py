@@ -345,6 +345,19 @@ def test_a_plain_fd_writes_a_super_segment_as_its_wire_segments(implementation: 
         == (1, len(frames), sum(map(len, frames)), 0)
 
 
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_plain_fd_coalesces_what_it_reads_at_once(plain: Link, layer) -> None:
+    """GRO: the wire segments a batch brings go up as the super-segment they were cut from."""
+    packet = tcp_packet(layer, os.urandom(20001))
+    pieces = segment_tcp(packet, mss(packet))
+    for piece in pieces:
+        plain.peer.send(piece)
+    assert plain.ep.dispatch_available() == len(pieces)
+    (pkt,) = plain.rec.packets
+    assert pkt.gso_size == mss(packet) and segment_tcp(bytes(pkt.data), pkt.gso_size) == pieces
+    assert plain.ep.stats.rx_packets.value == len(pieces)
+
+
 def test_a_super_segment_held_in_one_buffer_is_cut_the_same(plain: Link) -> None:
     """Headers need not be prepended apart from the payload: the cut finds them wherever they are."""
     packet = tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), os.urandom(5000))

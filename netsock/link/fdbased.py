@@ -29,10 +29,11 @@ environment.
 Software GSO (a plain fd: TAP, a TUN without the header, a socket pair): the link advertises
 HARDWARE_GSO all the same and cuts each super-segment itself just before the fd, as Linux does for
 a device without TSO — in one call into C (``native/segment.c``) that completes each frame's headers
-and checksums and writes the frames, the payload never copied; ``gso.segment_tcp`` where the
+and checksums and writes the frames, the payload never copied; ``header.gso.segment_tcp`` where the
 extension is not built. TCP's per-segment work is then done once per 64 KB here too; only the
-writes remain per frame. A sniffer stacked above this link records super-segments, not the frames
-on the wire (as tcpdump on a Linux device with GSO does).
+writes remain per frame. Inbound, the consecutive segments of each flow that one batch read brings
+are coalesced into super-segments (``link.gro``, Linux's GRO). A sniffer stacked above this link
+records super-segments, not the frames on the wire (as tcpdump on a Linux device with GSO/GRO does).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from ..stack.packet_buffer import PacketBuffer
 from ..tcpip.errors import Error, ErrClosedForSend, ErrMessageTooLong, ErrNoBufferSpace
 from ..tcpip.stats import StatCounter
 from . import LinkStats, deliver_ethernet, deliver_ip, tun, write_each
+from .gro import coalesce
 from .gso import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
                   VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
 
@@ -202,17 +204,16 @@ class FdEndpoint(LinkEndpointBase):
         while total < self._read_batch and not self._closed and self.dispatcher is not None:
             frames, count, status = reader.read(self._read_batch - total)
             total += count
-            for buf in frames:
+            # With a vnet header the kernel hands over its super-segments whole; without one, the
+            # batch's consecutive segments of each flow are coalesced here (GRO).
+            packets = map(self._offloaded, frames) if vnet else coalesce(frames, eth.HEADER_SIZE if ethernet else 0)
+            for pkt in packets:
                 dispatcher = self.dispatcher
                 if dispatcher is None or self._closed:
                     stats.rx_not_attached.increment()
                     continue
-                if vnet:
-                    pkt = self._offloaded(buf)
-                    if pkt is None:
-                        continue
-                else:
-                    pkt = PacketBuffer.inbound(buf)
+                if pkt is None:
+                    continue
                 try:
                     if ethernet:
                         deliver_ethernet(dispatcher, own, pkt, stats)
