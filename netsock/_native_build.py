@@ -1,6 +1,6 @@
 """cffi builder (API mode) for ``netsock._native``: the C hot paths — the Internet checksum, batched
-reads from a packet fd into pooled buffers, and TCP super-segments cut and written to a packet fd
-(software GSO).
+reads from a packet fd into pooled buffers, TCP super-segments cut and written to a packet fd
+(software GSO), and the single-producer/single-consumer frame rings of the shared-memory link.
 
 setup.py names it in ``cffi_modules``; the build is optional, and every caller falls back to pure
 Python when the module is absent.
@@ -29,12 +29,22 @@ typedef struct ns_gso_result {
 } ns_gso_result;
 int ns_gso_write(int fd, const uint8_t *head, size_t head_len, const uint8_t *data, size_t data_len,
                  size_t link_len, long gso_size, size_t mtu, ns_gso_result *result);
+
+#define NS_RING_HEADER_SIZE ...
+#define NS_RING_RECORD_HEADER ...
+size_t ns_ring_push_batch(uint8_t *ring, uint64_t size, const uint8_t *const *pieces, const uint32_t *lengths,
+                          const uint32_t *frame_pieces, size_t frames, int *wake);
+int ns_ring_push(uint8_t *ring, uint64_t size, const uint8_t *const *pieces, const uint32_t *lengths,
+                 size_t count, int *wake);
+size_t ns_ring_pop_batch(uint8_t *ring, uint64_t size, uint32_t max_frame, uint8_t *out, size_t out_size,
+                         size_t count, uint32_t *lengths, uint32_t *errors);
+int ns_ring_prepare_wait(uint8_t *ring);
 """)
 ffibuilder.set_source(
     "netsock._native",
-    '#include "checksum.h"\n#include "fdio.h"\n#include "segment.h"',
+    '#include "checksum.h"\n#include "fdio.h"\n#include "segment.h"\n#include "ring.h"',
     # Relative to the project root, where setuptools runs the build; relative paths also keep
     # the sources listed in an sdist.
-    sources=["native/checksum.c", "native/fdio.c", "native/segment.c"],
+    sources=["native/checksum.c", "native/fdio.c", "native/segment.c", "native/ring.c"],
     include_dirs=["native"],
 )

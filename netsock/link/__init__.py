@@ -4,6 +4,8 @@
 - ``loopback.LoopbackEndpoint``: everything written comes back in
 - ``fdbased.FdEndpoint``: a TUN/TAP (or any packet-boundary-preserving) file descriptor, read from
   the gevent hub
+- ``sharedmem.SharedMemoryEndpoint``: two stacks, in two processes or one, over rings in shared memory
+- ``gro.coalesce``: a batch of received frames with each flow's consecutive TCP segments merged (GRO)
 - ``sniffer.SnifferEndpoint``: wraps any link and records its traffic to a pcap file (``pcap``)
 - ``fault.FaultEndpoint``: wraps any link and injects loss, delay, reordering, duplication,
   corruption and rate limits, per direction, from a seeded random source
