@@ -12,6 +12,7 @@ same run, as a ratio and against its target (issue 7).
     6 in-process bulk TCP between two stacks (tcp_bulk.py's in-memory wire; inprocess.py's private
       network)
     7 CPU seconds per GB moved, for 1 (tcp_bulk.py; the kernel's from veth_cpu.py) and 6
+    8 the shared-memory link between two processes: frames/s and bulk TCP (sharedmem.py)
 
 Each benchmark runs in a process of its own (bench/SCRIPT --json FILE), one after the other; its own
 output is shown as it runs, then the table. --quick makes every benchmark small (under two minutes
@@ -53,7 +54,7 @@ def suite(quick: bool) -> dict[str, Benchmark]:
     return {"bulk": Benchmark("tcp_bulk.py", bulk), "bulk-cpu": Benchmark("veth_cpu.py", size),
             "http": Benchmark("http_server.py", size), "connections": Benchmark("connection_rate.py", size),
             "latency": Benchmark("latency.py", size), "memory": Benchmark("memory.py", size),
-            "inprocess": Benchmark("inprocess.py", size)}
+            "inprocess": Benchmark("inprocess.py", size), "sharedmem": Benchmark("sharedmem.py", size)}
 
 
 def run(benchmark: Benchmark, output: Path) -> dict[str, Any]:
@@ -114,6 +115,7 @@ SECTIONS = {
                  "loopback, in one process)",
     "cpu": "7 CPU seconds per GB moved (netsock: its process; kernel over veth: one end beside a TUN row, "
            "both beside two netsock stacks; in-process rows: both ends each)",
+    "sharedmem": "8 shared-memory link between two processes (kernel: AF_UNIX datagrams, TCP over loopback)",
 }
 
 
