@@ -30,7 +30,7 @@ from netsock.network.ipv4 import IPv4Protocol
 from netsock.stack import ManualClock, Stack
 from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, Address, ErrConnectStarted, ErrWouldBlock, FullAddress, Route)
 from netsock.transport.icmp import ICMPv4Protocol
-from netsock.transport.tcp import TCPEndpoint, TCPProtocol
+from netsock.transport.tcp import TCPEndpoint, TCPProtocol, TCPState
 from netsock.waiter import WaiterQueue
 
 TCP = 6
@@ -282,7 +282,7 @@ class TCPContext:
 
     def fix_isn(self, isn: int) -> None:
         """Make the stack pick ``isn`` for its next connections (and timestamp offsets)."""
-        self.proto.initial_sequence_number = lambda *args: isn  # type: ignore[method-assign]
+        self.proto.initial_numbers = lambda *args: (isn, isn)  # type: ignore[method-assign]
 
     def inject(self, raw: bytes) -> None:
         """Deliver one packet as an event of its own (unless inside ``event()``): what the stack
@@ -301,6 +301,14 @@ class TCPContext:
         finally:
             self._in_event = False
         self.clock.run_pending()
+
+    def connection_state(self) -> TCPState | None:
+        """The state the stack holds the scripted connection in: its endpoint's, or TIME_WAIT while a
+        TIME-WAIT record stands in for it; None once nothing is left of it (a listener aside)."""
+        group = self.stack.demux.lookup(IPV4_PROTOCOL_NUMBER, TCP, NIC_ID, self.peer, LOCAL_ADDR, self.peer_port,
+                                        self.port)
+        states = [ep.state for ep in group or () if ep.state is not TCPState.LISTEN]
+        return states[0] if states else None
 
     def tsval(self) -> int:
         """The peer's timestamp clock: 1 ms ticks from ``ts_base``."""

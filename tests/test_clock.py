@@ -1,5 +1,10 @@
 """The per-stack timer heap on a manual clock."""
 
+import gc
+import weakref
+
+import pytest
+
 from netsock.stack.clock import ManualClock, TimerQueue
 
 
@@ -72,3 +77,73 @@ def test_manual_clock_runs_deferred_calls_before_timers():
     clock.advance(1)
     assert order == ["soon", "timer"]
     assert clock.now_ns() > 0
+
+
+def test_a_closed_timer_lets_go_of_its_callback_and_cannot_be_armed_again():
+    """Closing breaks the owner -> timer -> callback -> owner cycle: reference counting frees the owner."""
+    clock, timers = make()
+    fired = []
+
+    class Owner:
+        def __init__(self) -> None:
+            self.timer = timers.timer(self.fire)
+
+        def fire(self) -> None:
+            fired.append(self)
+
+    owner = Owner()
+    timer = owner.timer
+    timer.reset(1.0)
+    gone = weakref.ref(owner)
+    gc.disable()
+    try:
+        timer.close()
+        del owner
+        assert gone() is None
+    finally:
+        gc.enable()
+    assert not timer.armed and len(timers) == 0
+    clock.advance(2)
+    assert fired == []
+    with pytest.raises(RuntimeError):
+        timer.reset(1.0)
+
+
+def test_a_timer_pushed_later_keeps_one_heap_entry_and_fires_at_its_last_deadline():
+    clock, timers = make()
+    fired = []
+    t = timers.timer(lambda: fired.append(clock.now()))
+    start = clock.now()
+    for _ in range(100):                    # a retransmission timer moved on by every ACK
+        clock.advance(0.01)
+        t.reset(1.0)
+    assert len(timers._heap) == 1
+    clock.advance(0.999)
+    assert fired == []
+    clock.advance(0.002)
+    assert fired == [pytest.approx(start + 2.0)] and len(timers) == 0
+
+
+def test_a_timer_moved_earlier_fires_once_at_the_earlier_deadline():
+    clock, timers = make()
+    fired = []
+    t = timers.timer(lambda: fired.append(clock.now()))
+    start = clock.now()
+    t.reset(5.0)
+    t.reset(1.0)
+    clock.advance(10)
+    assert fired == [pytest.approx(start + 1.0)]
+
+
+def test_a_cancelled_timer_armed_again_fires_only_at_its_new_deadline():
+    clock, timers = make()
+    fired = []
+    t = timers.timer(lambda: fired.append(clock.now()))
+    start = clock.now()
+    t.reset(1.0)
+    t.cancel()
+    t.reset(3.0)
+    clock.advance(2.0)
+    assert fired == [] and len(timers) == 1
+    clock.advance(2.0)
+    assert fired == [pytest.approx(start + 3.0)] and len(timers) == 0 and not timers._heap

@@ -9,6 +9,8 @@ from scapy.layers.inet import IP, UDP
 from scapy.packet import Raw
 
 from netsock.link.channel import ChannelEndpoint
+from netsock.stack.demux import TransportDemuxer, TransportEndpointID
+from netsock.stack.registration import TransportEndpoint
 from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, ErrBadLinkEndpoint, ErrBadLocalAddress,
                            ErrDuplicateAddress, ErrDuplicateNICID, ErrNetworkUnreachable, ErrUnknownNICID,
                            ErrUnknownProtocol, ErrWouldBlock, FullAddress, Route)
@@ -269,3 +271,43 @@ def test_promiscuous_mode_accepts_any_destination(harness: StackHarness) -> None
     harness.inject(foreign)
     assert harness.stats.ip.invalid_addresses_received.value == 2
 
+
+
+# --- the transport demultiplexer ------------------------------------------------------------------
+
+class Member(TransportEndpoint):
+    """A stand-in endpoint: the demultiplexer only stores and returns them."""
+
+    __slots__ = ()
+
+
+def test_demux_replace_puts_one_endpoint_in_anothers_place() -> None:
+    demux = TransportDemuxer()
+    old, new, other = Member(), Member(), Member()
+    id = TransportEndpointID(80, addr(LOCAL), 4000, addr(PEER))
+    demux.register((IPV4,), 6, id, old)
+    demux.register((IPV4,), 6, TransportEndpointID(80, b"", 0, b""), other)
+    demux.replace((IPV4,), 6, id, old, new)
+    assert list(demux.lookup(IPV4, 6, NIC_ID, addr(PEER), addr(LOCAL), 4000, 80)) == [new]
+    assert demux.lookup_exact(IPV4, 6, 0, id) and len(demux) == 2
+    with pytest.raises(KeyError):
+        demux.replace((IPV4,), 6, id, old, new)      # old is no longer there
+    demux.unregister((IPV4,), 6, id, new)
+    assert list(demux.lookup(IPV4, 6, NIC_ID, addr(PEER), addr(LOCAL), 4000, 80)) == [other]
+
+
+def test_demux_group_is_load_balanced_while_every_member_set_reuse_port() -> None:
+    demux = TransportDemuxer()
+    id = TransportEndpointID(53, b"", 0, b"")
+    a, b, c = Member(), Member(), Member()
+    demux.register((IPV4,), 17, id, a, reuse_port=True, reuse_addr=True)
+    demux.register((IPV4,), 17, id, b, reuse_port=True, reuse_addr=True)
+    group = demux.lookup(IPV4, 17, 0, addr(PEER), addr(LOCAL), 1000, 53)
+    assert group.load_balanced
+    demux.register((IPV4,), 17, id, c, reuse_port=False, reuse_addr=True)     # shares by SO_REUSEADDR only
+    assert not group.load_balanced
+    demux.unregister((IPV4,), 17, id, c)
+    assert group.load_balanced
+    demux.unregister((IPV4,), 17, id, a)
+    demux.unregister((IPV4,), 17, id, b)
+    assert demux.lookup(IPV4, 17, 0, addr(PEER), addr(LOCAL), 1000, 53) is None and len(demux) == 0

@@ -212,6 +212,22 @@ def test_a_reply_written_in_the_same_event_carries_the_ack():
     assert seg.payload == b"response" and seg.ack == ctx.nxt
 
 
+def test_a_reply_from_a_task_started_by_the_events_wake_ups_still_carries_the_ack():
+    """A server woken by a new connection spawns a task for it, which then answers: the wake-up is
+    one deferred call, the task's start a second; the owed ACK waits for both."""
+    ctx = established()
+
+    def serve() -> None:
+        assert ctx.ep.read(100) == b"request"
+        ctx.ep.write(b"response")
+
+    with ctx.event():
+        ctx.send_data(b"request")
+        ctx.clock.call_soon(ctx.clock.call_soon, serve)     # woken, then spawning the task that answers
+    seg = ctx.sent_one()                                     # no pure ACK before the answer
+    assert seg.payload == b"response" and seg.ack == ctx.nxt
+
+
 def test_the_fin_is_acked_by_our_own_fin_when_the_application_closes_at_once():
     ctx = established()
     with ctx.event():

@@ -249,7 +249,7 @@ def test_congestion_control_is_selectable_per_endpoint():
     assert ep.get_sock_opt(SockOpt.CONGESTION_CONTROL) == "cubic"
     ep.set_sock_opt(SockOpt.CONGESTION_CONTROL, "reno")
     assert ep.get_sock_opt(SockOpt.CONGESTION_CONTROL) == "reno"
-    assert ep.info().congestion_control == "reno"
+    assert ep.info().congestion_control == "reno" and ep.snd.cc.name == "reno"
     with pytest.raises(ErrInvalidOptionValue) as err:
         ep.set_sock_opt(SockOpt.CONGESTION_CONTROL, "vegas")
     assert err.value.errno == errno.EINVAL
@@ -306,6 +306,20 @@ def test_traffic_postpones_keepalive():
     ctx.assert_quiet()
     ctx.advance(0.2)
     assert len(ctx.sent()) == 1
+
+
+def test_keepalive_enabled_on_an_idle_connection_probes_a_full_idle_time_later():
+    """As Linux's: the timer starts when SO_KEEPALIVE is set, whenever the last segment came."""
+    ctx = established()
+    ctx.send_data(b"long ago")
+    ctx.sent()
+    ctx.advance(50)
+    start = ctx.clock.now()
+    keepalive(ctx)
+    ctx.advance(9.99)
+    ctx.assert_quiet()
+    ctx.advance(0.01)
+    assert ctx.sent_one().time - start == pytest.approx(10)
 
 
 def test_keepalive_detects_a_dead_peer():

@@ -68,7 +68,9 @@ def closed_cleanly(pair: Pair, client: TCPEndpoint, server: TCPEndpoint) -> None
     """Both sides closed their sending halves; close the sockets and let TIME-WAIT run out."""
     client.close()
     server.close()
-    pair.run(lambda: client.state is TCPState.CLOSED and server.state is TCPState.CLOSED, tick=1.0, limit=300)
+    # The endpoints are done once a FIN is both ways through; the stacks, once TIME-WAIT is over.
+    pair.run(lambda: client.state is TCPState.CLOSED and server.state is TCPState.CLOSED
+             and not len(pair.a.stack.demux) and not len(pair.b.stack.demux), tick=1.0, limit=300)
     for node in (pair.a, pair.b):
         assert len(node.stack.timers) == 0 and len(node.stack.demux) == 0 and len(node.stack.ports) == 0
 
@@ -107,8 +109,8 @@ def test_bulk_transfer_over_a_lossy_corrupting_reordering_duplicating_link(conge
 def test_bulk_transfer_across_the_sequence_number_wrap(isn_a, isn_b, faults):
     pair = Pair(faults, seed=3)
     # The ISN function also seeds the timestamp offsets: TSvals start near the wrap as well.
-    pair.a.proto.initial_sequence_number = lambda *args: isn_a  # type: ignore[method-assign]
-    pair.b.proto.initial_sequence_number = lambda *args: isn_b  # type: ignore[method-assign]
+    pair.a.proto.initial_numbers = lambda *args: (isn_a, isn_a)  # type: ignore[method-assign]
+    pair.b.proto.initial_numbers = lambda *args: (isn_b, isn_b)  # type: ignore[method-assign]
     _, client, server = transfer(pair, 2 * MB, 2 * MB)
     assert client.snd.iss == isn_a and server.snd.iss == isn_b
     closed_cleanly(pair, client, server)

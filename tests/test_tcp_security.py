@@ -279,3 +279,21 @@ def test_icmp_fragmentation_needed_lowers_the_mss():
     ctx.ack()
     ep.write(b"q" * 2000)
     assert [len(s.payload) for s in ctx.sent()] == [1160, 840]
+
+
+def test_sack_blocks_still_fit_in_a_path_mtu_lowered_by_icmp():
+    ctx = established(opts=Opts(mss=1460, sack_perm=True))
+    ep = ctx.ep
+    ep.set_sock_opt(SockOpt.DELAY, 0)
+    ep.write(b"p" * 1460)
+    (seg,) = ctx.sent()
+    ctx.inject(icmp_unreachable(seg, code=4, mtu=1200))
+    ctx.absorb([seg])
+    ctx.ack()
+    ctx.send("PA", seq=seq_add(ctx.nxt, 100), payload=b"later")     # out of order: the stack SACKs it
+    ctx.sent()
+    ep.write(b"q" * 3000)
+    segs = ctx.sent()
+    assert [len(s.payload) for s in segs] == [1160, 1160, 680]
+    assert all(len(s.raw) <= 1200 for s in segs)
+    assert [bool(s.options.sack) for s in segs] == [False, False, True]  # only beside the short one

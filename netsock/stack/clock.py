@@ -33,14 +33,17 @@ class Clock(Protocol):
 class Timer:
     """A re-armable timer owned by one protocol object (netstack's tcpip.Timer)."""
 
-    __slots__ = ("_queue", "_fn", "_args", "deadline", "_token")
+    __slots__ = ("_queue", "_fn", "_args", "deadline", "_token", "_queued")
 
     def __init__(self, queue: TimerQueue, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self._queue = queue
-        self._fn = fn
+        self._fn: Callable[..., Any] | None = fn
         self._args = args
         self.deadline: float | None = None
-        self._token = 0  # bumps on every re-arm/cancel so stale heap entries are recognised
+        # The timer's heap entry is the one carrying this token (older ones are stale); _queued is its
+        # time, None when there is none. It may come before the deadline (see TimerQueue).
+        self._token = 0
+        self._queued: float | None = None
 
     def reset(self, delay: float) -> None:
         """(Re)arm to fire ``delay`` seconds from now."""
@@ -52,8 +55,16 @@ class Timer:
     def cancel(self) -> None:
         if self.deadline is not None:
             self.deadline = None
-            self._token += 1
             self._queue._cancelled()
+
+    def close(self) -> None:
+        """Cancel for good and drop the callback. The callback usually refers to the timer's owner,
+        which refers to the timer: once closed, the two are freed by reference counting (a heap entry
+        left behind keeps only this empty timer until it is popped). A closed timer cannot be armed
+        again."""
+        self.cancel()
+        self._fn = None
+        self._args = ()
 
     @property
     def armed(self) -> bool:
@@ -61,15 +72,19 @@ class Timer:
 
     def _fire(self) -> None:
         self.deadline = None
-        self._fn(*self._args)
+        self._fn(*self._args)  # type: ignore[misc]
 
 
 class TimerQueue:
     """One heap of timers for one stack; the clock wakes it once, at the earliest deadline.
 
-    Cancelled or re-armed timers leave stale heap entries behind (lazy deletion); they are skipped
-    when popped, and the heap is rebuilt when stale entries outnumber live ones, so memory stays
-    proportional to armed timers even under constant re-arming.
+    Most timers are re-armed far more often than they fire (a retransmission timer moves on with
+    every ACK), so a timer keeps its heap entry when it is cancelled or pushed later: when that entry
+    comes up, the timer fires if its deadline has come, is queued again at its deadline if that
+    moved on, or is dropped if it was cancelled. Only an earlier deadline pushes a new entry (the
+    old one is then stale: skipped when popped). The heap is rebuilt without the entries of
+    cancelled timers when they outnumber the armed ones, so memory stays proportional to armed
+    timers however they are re-armed.
     """
 
     def __init__(self, clock: Clock) -> None:
@@ -93,20 +108,38 @@ class TimerQueue:
         return self._live
 
     def _arm(self, timer: Timer, deadline: float) -> None:
+        if timer._fn is None:
+            raise RuntimeError("a closed timer cannot be armed")
         if timer.deadline is None:
             self._live += 1
-        timer._token += 1
         timer.deadline = deadline
-        heapq.heappush(self._heap, (deadline, next(self._seq), timer._token, timer))
+        queued = timer._queued
+        if queued is not None and queued <= deadline:
+            return      # its entry comes up first, and then moves on to the deadline
+        self._push(timer, deadline)
         if self._wakeup is None or deadline < self._wakeup:
             self._wakeup = deadline
             self.clock.set_wakeup(deadline, self.run_due)
 
+    def _push(self, timer: Timer, when: float) -> None:
+        timer._token += 1
+        timer._queued = when
+        heapq.heappush(self._heap, (when, next(self._seq), timer._token, timer))
+
     def _cancelled(self) -> None:
         self._live -= 1
-        if len(self._heap) > 64 and len(self._heap) > 2 * self._live:
-            self._heap = [e for e in self._heap if e[3].deadline is not None and e[2] == e[3]._token]
-            heapq.heapify(self._heap)
+        heap = self._heap
+        if len(heap) > 64 and len(heap) > 2 * self._live:
+            kept = []
+            for entry in heap:
+                timer = entry[3]
+                if entry[2] == timer._token:
+                    if timer.deadline is not None:
+                        kept.append(entry)
+                    else:
+                        timer._queued = None
+            heapq.heapify(kept)
+            self._heap = kept
 
     def run_due(self) -> None:
         """Fire every timer whose deadline has passed, then ask for the next wake-up."""
@@ -114,18 +147,23 @@ class TimerQueue:
         heap = self._heap
         now = self.clock.now()
         while heap:
-            deadline, _, token, timer = heap[0]
-            if token != timer._token or timer.deadline is None:
-                heapq.heappop(heap)
+            when, _, token, timer = heap[0]
+            if token != timer._token:
+                heapq.heappop(heap)     # stale: the timer was moved earlier since
                 continue
-            if deadline > now:
+            if timer.deadline is None:
+                heapq.heappop(heap)     # cancelled
+                timer._queued = None
+                continue
+            if when > now:
                 break
             heapq.heappop(heap)
+            timer._queued = None
+            if timer.deadline > now:
+                self._push(timer, timer.deadline)     # moved on since it was queued
+                continue
             self._live -= 1
             timer._fire()
-        # Skip stale entries at the top so the wake-up is for a live timer.
-        while heap and (heap[0][2] != heap[0][3]._token or heap[0][3].deadline is None):
-            heapq.heappop(heap)
         if heap:
             self._wakeup = heap[0][0]
             self.clock.set_wakeup(self._wakeup, self.run_due)

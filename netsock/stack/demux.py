@@ -27,12 +27,15 @@ class TransportEndpointID(NamedTuple):
 
 
 class EndpointGroup(list):
-    """The endpoints registered under one ID, oldest first, with the sharing flags of each."""
+    """The endpoints registered under one ID, oldest first, with the sharing flags of each.
+
+    Nearly every group is a connection's 4-tuple with that connection alone in it, made and dropped
+    once per connection: those paths take no more than they must.
+    """
 
     __slots__ = ("_flags", "load_balanced")
 
     def __init__(self) -> None:
-        super().__init__()
         self._flags: list[tuple[bool, bool]] = []   # (reuse_addr, reuse_port) of each endpoint
         self.load_balanced = False                  # every member set SO_REUSEPORT
 
@@ -44,9 +47,16 @@ class EndpointGroup(list):
     def add(self, ep: TransportEndpoint, reuse_addr: bool, reuse_port: bool) -> None:
         self.append(ep)
         self._flags.append((reuse_addr, reuse_port))
-        self.load_balanced = all(rp for _, rp in self._flags)
+        self.load_balanced = reuse_port and (len(self) == 1 or self.load_balanced)
 
     def discard(self, ep: TransportEndpoint) -> bool:
+        if len(self) == 1:
+            if self[0] is not ep:
+                return False
+            self.clear()
+            self._flags.clear()
+            self.load_balanced = False
+            return True
         for i, member in enumerate(self):
             if member is ep:
                 del self[i]
@@ -54,6 +64,20 @@ class EndpointGroup(list):
                 self.load_balanced = all(rp for _, rp in self._flags)
                 return True
         return False
+
+
+def _most_specific(table: dict[TransportEndpointID, EndpointGroup], src: bytes, dst: bytes, src_port: int,
+                   dst_port: int) -> EndpointGroup | None:
+    # Plain tuples hash and compare equal to the TransportEndpointID keys, and are cheaper. A
+    # connection's full 4-tuple first, on its own: that is what nearly every packet finds.
+    group = table.get((dst_port, dst, src_port, src))
+    if group is None:
+        group = table.get((dst_port, dst, 0, b""))
+        if group is None:
+            group = table.get((dst_port, b"", src_port, src))
+            if group is None:
+                group = table.get((dst_port, b"", 0, b""))
+    return group
 
 
 class TransportDemuxer:
@@ -68,7 +92,10 @@ class TransportDemuxer:
         done: list[int] = []
         try:
             for net in net_protos:
-                table = self._tables.setdefault((net, trans_proto, nic), {})
+                key = (net, trans_proto, nic)
+                table = self._tables.get(key)
+                if table is None:
+                    table = self._tables[key] = {}
                 group = table.get(id)
                 if group is None:
                     group = table[id] = EndpointGroup()
@@ -93,6 +120,19 @@ class TransportDemuxer:
             if not group:
                 del table[id]
 
+    def replace(self, net_protos: tuple[int, ...], trans_proto: int, id: TransportEndpointID,
+                old: TransportEndpoint, new: TransportEndpoint, nic: int = 0) -> None:
+        """Put ``new`` where ``old`` is registered under ``id``, with its sharing flags (a TCP
+        connection handing over to its TIME-WAIT record): there is no moment in which the ID is free."""
+        for net in net_protos:
+            group = self._tables[(net, trans_proto, nic)][id]
+            for i, member in enumerate(group):
+                if member is old:
+                    group[i] = new
+                    break
+            else:
+                raise KeyError(f"{old!r} is not registered under {id}")
+
     def lookup_exact(self, net_proto: int, trans_proto: int, nic: int, id: TransportEndpointID) -> bool:
         """Is ``id`` itself registered (no wildcard matching)? For connect's 4-tuple uniqueness check."""
         table = self._tables.get((net_proto, trans_proto, nic))
@@ -101,20 +141,15 @@ class TransportDemuxer:
     def lookup(self, net_proto: int, trans_proto: int, nic: int, src: bytes, dst: bytes, src_port: int,
                dst_port: int) -> EndpointGroup | None:
         """Endpoints of the most specific match, or None. Shared IDs' groups are returned whole."""
-        for nic_key in ((nic, 0) if nic else (0,)):
-            table = self._tables.get((net_proto, trans_proto, nic_key))
-            if not table:
-                continue
-            # Plain tuples hash and compare equal to the TransportEndpointID keys, and are cheaper.
-            # A connection's full 4-tuple first, on its own: that is what nearly every packet finds.
-            group = table.get((dst_port, dst, src_port, src))
-            if group is not None:
-                return group
-            for id in ((dst_port, dst, 0, b""), (dst_port, b"", src_port, src), (dst_port, b"", 0, b"")):
-                group = table.get(id)
+        tables = self._tables
+        if nic:     # endpoints bound to this NIC first
+            table = tables.get((net_proto, trans_proto, nic))
+            if table:
+                group = _most_specific(table, src, dst, src_port, dst_port)
                 if group is not None:
                     return group
-        return None
+        table = tables.get((net_proto, trans_proto, 0))
+        return _most_specific(table, src, dst, src_port, dst_port) if table else None
 
     def lookup_all(self, net_proto: int, trans_proto: int, nic: int, src: bytes, dst: bytes, src_port: int,
                    dst_port: int) -> list[TransportEndpoint]:

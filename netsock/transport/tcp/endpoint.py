@@ -8,7 +8,7 @@ processes them when the outer operation is done, so its state is never seen half
 
 from __future__ import annotations
 
-import enum
+import functools
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -25,13 +25,17 @@ from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnecte
                       ErrInvalidOptionValue, ErrNetworkUnreachable, ErrNotConnected,
                       ErrNotSupported, ErrPortInUse, ErrTimeout, ErrUnknownProtocolOption, ErrWouldBlock, Error,
                       FullAddress, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
+from ...tcpip.stats import StatCounter
 from ...waiter import EventMask, WaiterQueue
 from . import congestion
-from .receiver import ACK_NOW, Receiver
+from .receiver import ACK_LATER, ACK_NOW, ACK_SOON, DELAYED_ACK_TIMEOUT, Receiver
 from .segment import ACK, FIN, RST, SYN, Segment, parse_segment
 from .sender import MAX_RTO, Sender
+from .state import TCPState
+from .time_wait import TimeWait
 
 if TYPE_CHECKING:
+    from ...stack.clock import Timer
     from ...stack.route import Route
     from .protocol import TCPProtocol
 
@@ -41,28 +45,12 @@ SOMAXCONN = 4096                # Linux's net.core.somaxconn: the cap on every l
 MIN_MSS = 88                    # Linux's floor for TCP_MAXSEG
 
 
-class TCPState(enum.IntEnum):
-    """The RFC 9293 states, numbered as Linux numbers them (so TCP_INFO reads the same)."""
-
-    ESTABLISHED = 1
-    SYN_SENT = 2
-    SYN_RCVD = 3
-    FIN_WAIT1 = 4
-    FIN_WAIT2 = 5
-    TIME_WAIT = 6
-    CLOSED = 7
-    CLOSE_WAIT = 8
-    LAST_ACK = 9
-    LISTEN = 10
-    CLOSING = 11
-
-
 S = TCPState
 # The states the per-segment paths compare with, as plain names: an Enum class attribute costs a
 # descriptor call (about 0.2 µs on Python 3.11), several times a segment.
 _LISTEN, _SYN_SENT, _SYN_RCVD, _ESTABLISHED, _CLOSED = S.LISTEN, S.SYN_SENT, S.SYN_RCVD, S.ESTABLISHED, S.CLOSED
-_FIN_WAIT1, _FIN_WAIT2, _CLOSE_WAIT, _CLOSING, _LAST_ACK, _TIME_WAIT = (S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSE_WAIT,
-                                                                       S.CLOSING, S.LAST_ACK, S.TIME_WAIT)
+_FIN_WAIT1, _FIN_WAIT2, _CLOSE_WAIT, _CLOSING, _LAST_ACK = (S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSE_WAIT, S.CLOSING,
+                                                            S.LAST_ACK)
 _NOTIFY_IN, _NOTIFY_OUT = EventMask.IN, EventMask.OUT      # notify() takes the flags; fetched once
 _IN, _OUT, _ERR, _HUP, _RDHUP = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
                                                   EventMask.RDHUP))
@@ -72,6 +60,10 @@ _RECEIVING = frozenset((S.ESTABLISHED, S.FIN_WAIT1, S.FIN_WAIT2))
 _SENDING = frozenset((S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT1, S.CLOSING, S.LAST_ACK))
 _COUNTED_ESTABLISHED = frozenset((S.ESTABLISHED, S.CLOSE_WAIT))
 _CLOSED_EVENTS = EventMask.IN | EventMask.OUT | EventMask.HUP | EventMask.ERR    # what _finish() notifies
+_FIN_EVENTS = EventMask.IN | EventMask.RDHUP
+_SHUT_WRITE_EVENTS = EventMask.OUT | EventMask.HUP
+_UNBOUND = FullAddress()
+_HARDWARE_GSO = int(LinkCapabilities.HARDWARE_GSO)
 
 _CONTROL_ERRORS: dict[ControlType, type[Error]] = {
     ControlType.PORT_UNREACHABLE: ErrConnectionRefused,
@@ -103,6 +95,7 @@ class TCPInfo(NamedTuple):
     congestion_control: str
 
 
+@functools.cache
 def window_shift(max_buffer: int) -> int:
     """The smallest RFC 7323 shift that lets a 16-bit window field cover ``max_buffer``."""
     shift = 0
@@ -141,8 +134,8 @@ class TCPEndpoint(TransportEndpoint):
                  "tos", "send_buffer_size", "receive_buffer_size", "user_mss", "time_wait_timeout",
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
-                 "state_timer", "keepalive_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
-                 "_pseudo", "moderate_rcvbuf")
+                 "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
+                 "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -151,9 +144,12 @@ class TCPEndpoint(TransportEndpoint):
         self.net_proto = net_proto
         self.waiter_queue = waiter_queue
         self.state = S.CLOSED
-        self.stats = TransportEndpointStats()
+        self.stats = stats = TransportEndpointStats()
+        # Counted for every segment: created now rather than on first use (StatGroup.__getattr__).
+        stats.packets_received = StatCounter()
+        stats.packets_sent = StatCounter()
         self.stack_stats = proto.tcp_stats
-        self.local = FullAddress()
+        self.local = _UNBOUND
         self.remote: FullAddress | None = None
         self.route: Route | None = None
         self._id: TransportEndpointID | None = None
@@ -201,13 +197,17 @@ class TCPEndpoint(TransportEndpoint):
         self.max_retries = proto.max_retries
         self.syn_retries = proto.syn_retries
         self.handshake_tries = 0
-        self.state_timer = None                     # TIME-WAIT / FIN-WAIT-2, created when needed
-        self.keepalive_timer = None
+        # Timers are created when first armed, and closed (their callbacks dropped) when the connection ends.
+        self.state_timer: Timer | None = None       # an orphan's FIN-WAIT-2
+        self.keepalive_timer: Timer | None = None
+        self.delack_timer: Timer | None = None
         self.keepalive_probes = 0
-        self.last_receive = 0.0
+        self.last_receive = 0.0                     # while keepalive is on: when the last segment came
         self._busy = 0
         self._backlog: list[tuple[PacketBuffer, bytes, bytes]] = []
         self._pseudo = 0
+        self.path_mss = 0                           # what the path's MTU allows a segment (ICMP may lower it)
+        self._header_room = 0                       # what the layers below the route put in front of TCP
 
     # === user API =================================================================================
 
@@ -284,8 +284,8 @@ class TCPEndpoint(TransportEndpoint):
         if self.stack.demux.lookup_exact(self.net_proto, self.proto.number, self._bound_nic, id):
             raise ErrPortInUse()
         self._attach(route, id)
-        iss = self.proto.initial_sequence_number(local, port, remote, addr.port)
-        self.snd = Sender(self, iss, self._send_mss(route, None), self.cc_name)
+        iss, self.ts_offset = self.proto.initial_numbers(local, port, remote, addr.port)
+        self.snd = Sender(self, iss, self._send_mss(None), self.cc_name)
         self.connect_reported = False
         self._set_state(S.SYN_SENT)
         self.guarded(self._send_syn)
@@ -330,11 +330,9 @@ class TCPEndpoint(TransportEndpoint):
         raise ErrNotConnected()
 
     def _after_read(self, count: int) -> None:
-        self._enter()
-        try:
-            self.rcv.consumed(count)  # type: ignore[union-attr]
-        finally:
-            self._exit()
+        snd = self.snd
+        if self.rcv.consumed(count, snd.srtt if snd is not None else 0.0):  # type: ignore[union-attr]
+            self.proto.owe_ack(self)
 
     def write(self, data: bytes | bytearray | memoryview, options: WriteOptions = DEFAULT_WRITE_OPTIONS) -> int:
         """Queue as much of ``data`` as the send buffer takes (possibly less than all); returns how much."""
@@ -342,7 +340,7 @@ class TCPEndpoint(TransportEndpoint):
             err, self.error = self.error, None
             raise err
         state = self.state
-        if self.shut_write or state in (_FIN_WAIT1, _FIN_WAIT2, _CLOSING, _LAST_ACK, _TIME_WAIT):
+        if self.shut_write or state in (_FIN_WAIT1, _FIN_WAIT2, _CLOSING, _LAST_ACK):
             self.stats.write_errors.write_closed.increment()
             raise ErrClosedForSend()
         if state is _SYN_SENT or state is _SYN_RCVD:
@@ -352,7 +350,7 @@ class TCPEndpoint(TransportEndpoint):
             raise ErrClosedForSend() if self.remote is not None else ErrNotConnected()
         snd = self.snd
         assert snd is not None
-        space = snd.space()
+        space = self.send_buffer_size - len(snd.buffer)
         if space <= 0:
             raise ErrWouldBlock()
         size = len(data)
@@ -383,11 +381,11 @@ class TCPEndpoint(TransportEndpoint):
                 self.shut_read = True
                 if self.rcv is not None:
                     self.rcv.queue.clear()
-                self.waiter_queue.notify(EventMask.IN | EventMask.RDHUP)
+                self.waiter_queue.notify(_FIN_EVENTS)
             if flags & ShutdownFlags.WRITE and not self.shut_write:
                 self.shut_write = True
                 self._send_fin()
-                self.waiter_queue.notify(EventMask.OUT | EventMask.HUP)
+                self.waiter_queue.notify(_SHUT_WRITE_EVENTS)
         finally:
             self._exit()
 
@@ -420,10 +418,16 @@ class TCPEndpoint(TransportEndpoint):
         """The EventMask bits of ``mask`` that hold now, as Linux's tcp_poll decides them (an int:
         readiness is asked on every wait, and IntFlag arithmetic costs microseconds)."""
         state = self.state
+        rcv = self.rcv
+        if state is _ESTABLISHED and not (self.shut_read or self.shut_write or rcv.fin_received) \
+                and self.error is None and self.pending_error is None:     # the common case, first
+            ready = _IN if rcv.queue.size else 0  # type: ignore[union-attr]
+            if self.send_buffer_size > len(self.snd.buffer):  # type: ignore[union-attr]
+                ready |= _OUT
+            return ready & int(mask)
         if state is _LISTEN:
             ready = _IN if self.listener.accepted else 0  # type: ignore[union-attr]
         else:
-            rcv = self.rcv
             done = state is _CLOSED and self.remote is not None     # reset, timed out or finished
             read_shut = self.shut_read or done or (rcv is not None and rcv.fin_received)
             write_shut = self.shut_write or done
@@ -435,7 +439,7 @@ class TCPEndpoint(TransportEndpoint):
             if state is not _SYN_SENT and state is not _SYN_RCVD:
                 if rcv is not None and rcv.queue.size:
                     ready |= _IN
-                if write_shut or state is _CLOSED or self.snd.space() > 0:  # type: ignore[union-attr]
+                if write_shut or state is _CLOSED or self.send_buffer_size > len(self.snd.buffer):  # type: ignore[union-attr]
                     ready |= _OUT
         if self.pending_error is not None or self.error is not None:
             ready |= _ERR
@@ -469,9 +473,12 @@ class TCPEndpoint(TransportEndpoint):
                 self._push()
         elif opt is SockOpt.QUICK_ACK:
             self.quickack = bool(value)
-            if self.quickack and self.rcv is not None and self.rcv.delack_timer.armed:
+            if self.quickack and self.delack_timer is not None and self.delack_timer.armed:
                 self.send_ack()
         elif opt is SockOpt.KEEPALIVE_ENABLED:
+            if value and not self.keepalive:    # (what arrives is timed only while keepalive is on)
+                self.last_receive = self.stack.clock.now()
+                self.keepalive_probes = 0
             self.keepalive = bool(value)
             self._arm_keepalive()
         elif opt in (SockOpt.KEEPALIVE_IDLE, SockOpt.KEEPALIVE_INTERVAL):
@@ -520,7 +527,7 @@ class TCPEndpoint(TransportEndpoint):
                 raise ErrInvalidOptionValue()
             self.cc_name = value
             if self.snd is not None:
-                self.snd.cc = congestion.new(value, self.snd)
+                self.snd.set_congestion_control(value)
         elif opt is SockOpt.REUSE_ADDRESS:
             self.reuse_addr = bool(value)
         elif opt is SockOpt.REUSE_PORT:
@@ -581,19 +588,24 @@ class TCPEndpoint(TransportEndpoint):
         try:
             self._process(pkt, src, dst)
         finally:
-            self._exit()
+            if self._backlog:
+                self._process_backlog()
+            self._busy = 0
 
     def _enter(self) -> None:
         self._busy += 1
 
     def _exit(self) -> None:
         """Leave a busy section; the outermost one first processes what arrived meanwhile."""
-        if self._busy == 1:
-            backlog = self._backlog
-            while backlog:
-                pkt, src, dst = backlog.pop(0)
-                self._process(pkt, src, dst)
+        if self._busy == 1 and self._backlog:
+            self._process_backlog()
         self._busy -= 1
+
+    def _process_backlog(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            pkt, src, dst = backlog.pop(0)
+            self._process(pkt, src, dst)
 
     def guarded(self, fn: Any, *args: Any) -> None:
         """Run a timer callback as a busy section (timers are entry points like user calls)."""
@@ -604,24 +616,43 @@ class TCPEndpoint(TransportEndpoint):
             self._exit()
 
     def _process(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> None:
+        state = self.state
+        if state is _CLOSED:
+            self._redeliver(pkt, src, dst)
+            return
         seg = parse_segment(pkt, src, dst, self.stack_stats, self.proto.verify_checksums(pkt.nic_id))
         if seg is None:
             self.stats.receive_errors.malformed_packets_received.increment()
             return
         self.stats.packets_received.value += 1
-        state = self.state
         if state is _LISTEN:
             self._listen_segment(seg)
         elif state is _SYN_SENT:
             self._syn_sent_segment(seg)
-        elif state is _CLOSED:
-            self.proto.reply_reset(seg)
         else:
             self._synchronized_segment(seg)
 
+    def _redeliver(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> None:
+        """A segment that arrived while this endpoint was busy, for a connection that has ended since:
+        it goes to whoever holds the 4-tuple now (the TIME-WAIT record, a listener), else it is one
+        for no connection."""
+        ports = self.proto.parse_ports(pkt.data)
+        if ports is None:
+            return
+        demux = self.stack.demux
+        group = demux.lookup(self.net_proto, self.proto.number, pkt.nic_id, src, dst, *ports)
+        if group:
+            demux.select(group, src, ports[0], dst, ports[1]).handle_packet(pkt, src, dst, *ports)
+        else:
+            seg = parse_segment(pkt, src, dst, self.stack_stats, self.proto.verify_checksums(pkt.nic_id))
+            if seg is not None:
+                self.proto.reply_reset(seg)
+
     # --- LISTEN -----------------------------------------------------------------------------------
 
-    def _listen_segment(self, seg: Segment) -> None:
+    def _listen_segment(self, seg: Segment, iss: int | None = None) -> None:
+        """A segment for the listener: a SYN opens a connection (with ``iss``, if given, as our initial
+        sequence number), the ACK of a SYN cookie completes one."""
         flags = seg.flags
         if flags & RST:
             return
@@ -655,7 +686,7 @@ class TCPEndpoint(TransportEndpoint):
                 return
             self._send_syn_cookie(seg)
             return
-        child = self._new_child(seg, None)
+        child = self._new_child(seg, iss)
         if child is not None:
             child._syn_received(seg)
 
@@ -666,17 +697,34 @@ class TCPEndpoint(TransportEndpoint):
         except Error:
             return None
         child = TCPEndpoint(self.proto, self.net_proto, WaiterQueue())
-        for name in ("nodelay", "cork", "quickack", "keepalive", "keepalive_idle", "keepalive_interval",
-                     "keepalive_count", "linger", "ttl", "tos", "send_buffer_size", "receive_buffer_size", "user_mss",
-                     "time_wait_timeout", "fin_wait2_timeout", "cc_name", "_bound_nic", "moderate_rcvbuf"):
-            setattr(child, name, getattr(self, name))
+        child._inherit(self)
         child.parent = self
-        id = TransportEndpointID(seg.dst_port, bytes(seg.dst), seg.src_port, bytes(seg.src))
-        child._attach(route, id)
-        if iss is None:
-            iss = self.proto.initial_sequence_number(seg.dst, seg.dst_port, seg.src, seg.src_port)
-        child.snd = Sender(child, iss, child._send_mss(route, seg.options.mss), child.cc_name)
+        local, remote = seg.dst, seg.src
+        child._attach(route, TransportEndpointID(seg.dst_port, local, seg.src_port, remote))
+        own_iss, child.ts_offset = self.proto.initial_numbers(local, seg.dst_port, remote, seg.src_port)
+        child.snd = Sender(child, own_iss if iss is None else iss, DEFAULT_MSS, child.cc_name)  # the handshake sets the MSS
         return child
+
+    def _inherit(self, listener: TCPEndpoint) -> None:
+        """The options a connection takes from its listener (those Linux's sk_clone_lock copies)."""
+        self.nodelay = listener.nodelay
+        self.cork = listener.cork
+        self.quickack = listener.quickack
+        self.keepalive = listener.keepalive
+        self.keepalive_idle = listener.keepalive_idle
+        self.keepalive_interval = listener.keepalive_interval
+        self.keepalive_count = listener.keepalive_count
+        self.linger = listener.linger
+        self.ttl = listener.ttl
+        self.tos = listener.tos
+        self.send_buffer_size = listener.send_buffer_size
+        self.receive_buffer_size = listener.receive_buffer_size
+        self.moderate_rcvbuf = listener.moderate_rcvbuf
+        self.user_mss = listener.user_mss
+        self.time_wait_timeout = listener.time_wait_timeout
+        self.fin_wait2_timeout = listener.fin_wait2_timeout
+        self.cc_name = listener.cc_name
+        self._bound_nic = listener._bound_nic
 
     def _send_syn_cookie(self, seg: Segment) -> None:
         """SYN queue full: answer with a SYN-ACK whose sequence number is the state (RFC 4987 §3.6)."""
@@ -717,7 +765,7 @@ class TCPEndpoint(TransportEndpoint):
         snd = self.snd
         assert snd is not None
         self.peer_mss = mss         # the ACK carries no MSS option: the cookie remembered it
-        snd.mss = self._send_mss(self.route, mss)  # type: ignore[arg-type]
+        snd.mss = self._send_mss(mss)
         self._new_receiver((seg.seq - 1) & MASK)
         snd.una = snd.nxt = snd.max = 1
         snd.wnd = snd.max_wnd = seg.window
@@ -762,15 +810,12 @@ class TCPEndpoint(TransportEndpoint):
         """Options agreed in the handshake (RFC 7323 §1.3, RFC 2018 §2)."""
         opts = seg.options
         proto = self.proto
-        route = self.route
-        assert route is not None and self.snd is not None
+        assert self.snd is not None
         self.peer_mss = opts.mss or DEFAULT_MSS
         self.sack_ok = proto.sack_enabled and opts.sack_permitted
         self.ts_ok = proto.timestamps_enabled and opts.timestamp is not None
         if self.ts_ok:
             self.ts_recent = opts.timestamp[0]  # type: ignore[index]
-        if not self.ts_offset:
-            self.ts_offset = proto.initial_sequence_number(route.local_address, 1, route.remote_address, 1)
         self.ws_ok = proto.window_scaling and opts.window_scale is not None
         if self.ws_ok:
             self.snd.wscale = opts.window_scale
@@ -778,16 +823,15 @@ class TCPEndpoint(TransportEndpoint):
         else:
             self.snd.wscale = 0
             self.rcv_wscale = 0
-        self.snd.mss = self._send_mss(route, self.peer_mss)
+        self.snd.mss = self._send_mss(self.peer_mss)
         if self.sack_ok:
             self.snd.enable_sack()
 
     def _new_receiver(self, irs: int) -> None:
-        route = self.route
-        assert route is not None
-        self.rcv = Receiver(self, irs, self.receive_buffer_size, max(self.proto.max_receive_buffer_size,
-                                                                     self.receive_buffer_size),
-                            self.rcv_wscale, min(self.peer_mss, self._mss_for(route)) - (12 if self.ts_ok else 0))
+        self.rcv = Receiver(irs, self.receive_buffer_size, max(self.proto.max_receive_buffer_size,
+                                                               self.receive_buffer_size),
+                            self.rcv_wscale, min(self.peer_mss, self.path_mss) - (12 if self.ts_ok else 0),
+                            self.sack_ok, self.stats, self.stack.clock.now)
         self.rcv.adv_edge = 1 + min(self.receive_buffer_size, 0xFFFF)
         self.rcv.moderate = self.moderate_rcvbuf
 
@@ -805,12 +849,12 @@ class TCPEndpoint(TransportEndpoint):
             parent.listener.pending.discard(self)  # type: ignore[union-attr]
             parent.listener.accepted.append(self)  # type: ignore[union-attr]
             self.stack_stats.passive_connection_openings.increment()
-            parent.waiter_queue.notify(EventMask.IN)
+            parent.waiter_queue.notify(_NOTIFY_IN)
         else:
             self.stack_stats.active_connection_openings.increment()
         self.last_receive = self.stack.clock.now()
         self._arm_keepalive()
-        self.waiter_queue.notify(EventMask.OUT)
+        self.waiter_queue.notify(_NOTIFY_OUT)
 
     def _rtt_from_handshake(self) -> None:
         snd = self.snd
@@ -821,10 +865,9 @@ class TCPEndpoint(TransportEndpoint):
     def _send_syn(self) -> None:
         """SYN (active open) or SYN-ACK (passive or simultaneous open), with our options."""
         snd = self.snd
-        route = self.route
-        assert snd is not None and route is not None
+        assert snd is not None
         proto = self.proto
-        mss = self._mss_for(route)
+        mss = self.path_mss
         if self.user_mss:
             mss = min(mss, self.user_mss)
         syn_ack = self.state is S.SYN_RCVD
@@ -835,8 +878,6 @@ class TCPEndpoint(TransportEndpoint):
         else:
             wscale = window_shift(proto.max_receive_buffer_size) if proto.window_scaling else None
             sack = proto.sack_enabled
-            if proto.timestamps_enabled:
-                self.ts_offset = proto.initial_sequence_number(route.remote_address, 0, route.local_address, 0)
             ts = (self._tsval(), 0) if proto.timestamps_enabled else None
         options = tcp.encode_syn_options(mss, wscale, sack, ts)
         window = min(self.receive_buffer_size, 0xFFFF)
@@ -872,11 +913,12 @@ class TCPEndpoint(TransportEndpoint):
         assert rcv is not None and snd is not None
         flags = seg.flags
         state = self.state
-        now = self.stack.clock.now()
-        self.last_receive = now
-        self.keepalive_probes = 0
-        delta = (seg.seq - rcv.irs - rcv.nxt) & MASK
-        seq = rcv.nxt + (delta - (1 << 32) if delta & 0x80000000 else delta)
+        if self.keepalive:
+            self.last_receive = self.stack.clock.now()
+            self.keepalive_probes = 0
+        nxt = rcv.nxt
+        delta = (seg.seq - rcv.irs - nxt) & MASK
+        seq = nxt + (delta - (1 << 32) if delta & 0x80000000 else delta)
         data = seg.data
         length = len(data) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         ts = seg.options.timestamp
@@ -884,32 +926,26 @@ class TCPEndpoint(TransportEndpoint):
             self.send_ack()   # PAWS: an old duplicate
             return
         # Acceptability (RFC 9293 §3.10.7.4 "first").
-        window = rcv.adv_edge - rcv.nxt
+        window = rcv.adv_edge - nxt
         if length == 0:
-            acceptable = seq == rcv.nxt if window <= 0 else rcv.nxt <= seq < rcv.nxt + window
+            acceptable = seq == nxt if window <= 0 else nxt <= seq < nxt + window
         else:
-            acceptable = window > 0 and (rcv.nxt <= seq < rcv.nxt + window
-                                         or rcv.nxt <= seq + length - 1 < rcv.nxt + window)
-        if state is _SYN_RCVD and flags & SYN and not flags & ACK and seq == rcv.nxt - 1:
-            self._send_syn()     # our SYN-ACK was lost: the peer sent its SYN again
-            return
-        if state is _SYN_RCVD and flags & SYN and flags & ACK and seq == rcv.nxt - 1 and self.parent is None:
-            # Simultaneous open (RFC 9293 Figure 7): the peer's SYN-ACK crossed ours and completes the handshake.
-            flags &= ~SYN
-            seq = rcv.nxt
-            acceptable = True
+            acceptable = window > 0 and (nxt <= seq < nxt + window or nxt <= seq + length - 1 < nxt + window)
+        if flags & SYN and state is _SYN_RCVD and seq == nxt - 1:
+            if not flags & ACK:
+                self._send_syn()     # our SYN-ACK was lost: the peer sent its SYN again
+                return
+            if self.parent is None:
+                # Simultaneous open (RFC 9293 Figure 7): the peer's SYN-ACK crossed ours and completes the handshake.
+                flags &= ~SYN
+                seq = nxt
+                acceptable = True
         if not acceptable:
-            if flags & RST:
-                return
-            if state is _TIME_WAIT and flags & SYN and seq > rcv.nxt:
-                self._reopen_from_time_wait(seg)
-                return
-            if state is _TIME_WAIT and flags & FIN:
-                self._arm_state_timer(self.time_wait_timeout)   # the peer's FIN again: our ACK was lost
-            self.send_ack()
+            if not flags & RST:
+                self.send_ack()
             return
         if flags & RST:
-            if seq == rcv.nxt:
+            if seq == nxt:
                 self.stack_stats.resets_received.increment()
                 self._on_reset()
             else:
@@ -920,7 +956,7 @@ class TCPEndpoint(TransportEndpoint):
             return
         if not flags & ACK:
             return
-        if self.ts_ok and ts is not None and seq <= rcv.nxt:
+        if self.ts_ok and ts is not None and seq <= nxt:
             self.ts_recent = ts[0]
         delta = (seg.ack - snd.iss - snd.una) & MASK
         ack = snd.una + (delta - (1 << 32) if delta & 0x80000000 else delta)
@@ -963,8 +999,6 @@ class TCPEndpoint(TransportEndpoint):
             elif state is _LAST_ACK:
                 self._finish(None)
                 return
-        if state is _TIME_WAIT:
-            return      # (a retransmitted FIN is an old segment: answered above, with the timer restarted)
         if not data and not flags & FIN:
             return
         if state not in _RECEIVING:
@@ -982,10 +1016,18 @@ class TCPEndpoint(TransportEndpoint):
             self.waiter_queue.notify(_NOTIFY_IN)
         if rcv.fin_received and not had_fin:
             self._on_fin()
+            if self.state is _CLOSED:
+                return      # in TIME-WAIT: ACKed, and handed over
         if ack == ACK_NOW:
             self.send_ack()
-        elif ack or self.quickack:
+        elif ack == ACK_SOON or self.quickack:
             self.proto.owe_ack(self)
+        elif ack == ACK_LATER:
+            timer = self.delack_timer
+            if timer is None:
+                timer = self.delack_timer = self.stack.timers.timer(self.guarded, self.send_ack)
+            if not timer.armed:
+                timer.reset(DELAYED_ACK_TIMEOUT)
 
     def _process_after_handshake(self, seg: Segment) -> None:
         """A cookie ACK may carry data already."""
@@ -996,20 +1038,19 @@ class TCPEndpoint(TransportEndpoint):
         state = self.state
         if state is S.ESTABLISHED:
             self._set_state(S.CLOSE_WAIT)
-        elif state is S.FIN_WAIT1:
-            if self.snd is not None and self.snd.fin_acked():
-                self._enter_time_wait()
-            else:
-                self._set_state(S.CLOSING)
-        elif state is S.FIN_WAIT2:
+        elif state is S.FIN_WAIT1 and not self.snd.fin_acked():  # type: ignore[union-attr]
+            self._set_state(S.CLOSING)
+        elif state is S.FIN_WAIT1 or state is S.FIN_WAIT2:
+            self.send_ack()         # at once: nothing can follow our FIN to carry it
             self._enter_time_wait()
-        self.waiter_queue.notify(EventMask.IN | EventMask.RDHUP)
+            return
+        self.waiter_queue.notify(_FIN_EVENTS)
 
     def _on_reset(self) -> None:
         state = self.state
         if state is S.SYN_RCVD and self.parent is not None:
             self._finish(None)      # the handshake is abandoned; the listener carries on
-        elif state in (S.CLOSING, S.LAST_ACK, S.TIME_WAIT):
+        elif state is S.CLOSING or state is S.LAST_ACK:
             self._finish(None)
         else:
             if state in _COUNTED_ESTABLISHED:
@@ -1021,16 +1062,6 @@ class TCPEndpoint(TransportEndpoint):
         if self.proto.challenge_ack_allowed():
             self.send_ack()
 
-    def _reopen_from_time_wait(self, seg: Segment) -> None:
-        """RFC 6191-style reuse: a new SYN for a connection in TIME-WAIT goes to the listener."""
-        self._finish(None)
-        listeners = self.stack.demux.lookup(self.net_proto, self.proto.number, seg.nic_id, seg.src, seg.dst,
-                                            seg.src_port, seg.dst_port)
-        for ep in listeners or ():
-            if isinstance(ep, TCPEndpoint) and ep.state is S.LISTEN:
-                ep._listen_segment(seg)
-                return
-
     def handle_control_packet(self, kind: ControlType, info: int, pkt: object) -> None:
         """ICMP errors: fatal during the handshake (connect fails fast), soft afterwards (RFC 1122 §4.2.3.9)."""
         snd = self.snd
@@ -1041,7 +1072,8 @@ class TCPEndpoint(TransportEndpoint):
         err = _CONTROL_ERRORS.get(kind)
         if err is None:
             if kind is ControlType.PACKET_TOO_BIG and self.snd is not None and info:
-                self.snd.mss = max(MIN_MSS, min(self.snd.mss, info - self._headers() - (12 if self.ts_ok else 0)))
+                self.path_mss = min(self.path_mss, info - self._headers())
+                self.snd.mss = max(MIN_MSS, min(self.snd.mss, self.path_mss - (12 if self.ts_ok else 0)))
                 self._update_burst()
             return
         if self.state is S.SYN_SENT:
@@ -1068,7 +1100,7 @@ class TCPEndpoint(TransportEndpoint):
         if ts is not None or blocks:
             if blocks:
                 # SACK blocks ride along only as far as they fit in front of the payload within the MTU.
-                room = self._mss_for(self.route) - len(payload) - (12 if ts else 0) - 4  # type: ignore[union-attr]
+                room = self.path_mss - len(payload) - (12 if ts else 0) - 4
                 blocks = blocks[:max(0, min(len(blocks), room // 8))]
                 irs = rcv.irs  # type: ignore[union-attr]
                 blocks = [((s + irs) & MASK, (e + irs) & MASK) for s, e in blocks]
@@ -1080,7 +1112,7 @@ class TCPEndpoint(TransportEndpoint):
         snd, rcv, route = self.snd, self.rcv, self.route
         assert snd is not None and route is not None
         size = tcp.MIN_SIZE + len(options)
-        pkt = PacketBuffer(route.max_header_length() + size, payload)
+        pkt = PacketBuffer(self._header_room + size, payload)
         hdr = pkt.prepend(size)
         ack = (rcv.nxt + rcv.irs) & MASK if rcv is not None and flags & ACK else 0
         tcp.build(hdr, src_port=self.local.port, dst_port=self.remote.port, seq=(seq + snd.iss) & MASK,  # type: ignore[union-attr]
@@ -1105,6 +1137,8 @@ class TCPEndpoint(TransportEndpoint):
             self.stack_stats.resets_sent.increment()
         if rcv is not None and flags & ACK:
             rcv.on_ack_sent()
+            if self.delack_timer is not None:
+                self.delack_timer.cancel()
 
     def send_ack(self) -> None:
         if self.snd is not None and self.rcv is not None and (self.state in _SYNCHRONIZED
@@ -1143,7 +1177,7 @@ class TCPEndpoint(TransportEndpoint):
         snd, route = self.snd, self.route
         if snd is None or route is None:
             return
-        gso = route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO and not route.loop
+        gso = int(route.nic.link.capabilities()) & _HARDWARE_GSO and not route.loop
         # (never less than one segment: on a path whose MTU allows more than GSO carries, no cutting)
         snd.burst = max(GSO_MAX_PAYLOAD // snd.mss * snd.mss, snd.mss) if gso else snd.mss
 
@@ -1155,9 +1189,9 @@ class TCPEndpoint(TransportEndpoint):
         """The MSS a path of ``route.mtu()`` carries (what we advertise, before TCP_MAXSEG)."""
         return route.mtu() - self._headers()
 
-    def _send_mss(self, route: Route, peer_mss: int | None) -> int:
+    def _send_mss(self, peer_mss: int | None) -> int:
         """Payload per segment: the peer's MSS, clamped to the path MTU and TCP_MAXSEG, less timestamps."""
-        mss = min(peer_mss or DEFAULT_MSS, self._mss_for(route))
+        mss = min(peer_mss or DEFAULT_MSS, self.path_mss)
         if self.user_mss:
             mss = min(mss, self.user_mss)
         if self.ts_ok:
@@ -1165,13 +1199,15 @@ class TCPEndpoint(TransportEndpoint):
         return max(mss, MIN_MSS - 40)
 
     def on_send_space(self) -> None:
-        if self.waiter_queue and self.snd is not None and self.snd.space() > 0:
+        if self.waiter_queue and self.snd is not None and self.send_buffer_size > len(self.snd.buffer):
             self.waiter_queue.notify(_NOTIFY_OUT)
 
     # === lifecycle ================================================================================
 
     def _attach(self, route: Route, id: TransportEndpointID) -> None:
         self.route = route
+        self.path_mss = self._mss_for(route)
+        self._header_room = route.max_header_length()
         self.remote = FullAddress(0, id.remote_address, id.remote_port)
         self.local = FullAddress(self.local.nic, id.local_address, id.local_port)
         self._pseudo = pseudo_header_checksum(tcp.PROTOCOL_NUMBER, id.local_address, id.remote_address, 0)
@@ -1192,14 +1228,20 @@ class TCPEndpoint(TransportEndpoint):
         self.state = new
 
     def _enter_time_wait(self) -> None:
-        self._set_state(S.TIME_WAIT)
-        if self.snd is not None:
-            self.snd.close()
-        if self.rcv is not None:
-            self.rcv.delack_timer.cancel()
-        self._cancel_keepalive()
-        self._arm_state_timer(self.time_wait_timeout)
-        self.waiter_queue.notify(EventMask.IN | EventMask.HUP)
+        """Both FINs are through: TIME-WAIT goes on in a small record that takes this endpoint's place
+        in the demultiplexer, with its port reservation (Linux's tcp_time_wait), and the endpoint is
+        done: CLOSED, as Linux's socket is once it has handed over (tcp_done)."""
+        snd, rcv = self.snd, self.rcv
+        assert snd is not None and rcv is not None and self._id is not None
+        window = rcv.window_field()     # (first: it may move the right edge the record keeps)
+        record = TimeWait(self.proto, self.net_proto, self._bound_nic, self._id, self._reservation,
+                          rcv_nxt=(rcv.nxt + rcv.irs) & MASK, rcv_wnd=rcv.adv_edge - rcv.nxt,
+                          window=window, snd_nxt=snd.wire(snd.max), max_wnd=snd.max_wnd,
+                          ts_recent=self.ts_recent if self.ts_ok else None, ts_offset=self.ts_offset, ttl=self.ttl,
+                          tos=self.tos, timeout=self.time_wait_timeout)
+        self.stack.demux.replace((self.net_proto,), self.proto.number, self._id, self, record, self._bound_nic)
+        self._id = self._reservation = None
+        self._finish(None)
 
     def _arm_state_timer(self, delay: float) -> None:
         if self.state_timer is None:
@@ -1207,12 +1249,12 @@ class TCPEndpoint(TransportEndpoint):
         self.state_timer.reset(delay)
 
     def _on_state_timer(self) -> None:
-        """TIME-WAIT is over, or an orphan waited in FIN-WAIT-2 too long for the peer's FIN."""
+        """An orphan waited in FIN-WAIT-2 too long for the peer's FIN."""
         self._finish(None)
 
     def _reset_and_finish(self) -> None:
         """Abort: RST to the peer (RFC 9293 §3.10.4 ABORT) and release everything."""
-        if self.state in _SYNCHRONIZED and self.state is not S.TIME_WAIT or self.state is S.SYN_RCVD:
+        if self.state in _SYNCHRONIZED or self.state is S.SYN_RCVD:
             if self.state in _COUNTED_ESTABLISHED:
                 self.stack_stats.established_resets.increment()
             self._emit(self.snd.max, RST | ACK, b"", b"", 0)  # type: ignore[union-attr]
@@ -1229,7 +1271,7 @@ class TCPEndpoint(TransportEndpoint):
         """
         if isinstance(err, ErrTimeout) and self.soft_error is not None:
             err = self.soft_error
-        if self.state in _SYNCHRONIZED and self.state is not S.TIME_WAIT:
+        if self.state in _SYNCHRONIZED:
             if self.state in _COUNTED_ESTABLISHED:
                 self.stack_stats.established_resets.increment()
             self._emit(self.snd.max, RST | ACK, b"", b"", 0)  # type: ignore[union-attr]
@@ -1243,21 +1285,21 @@ class TCPEndpoint(TransportEndpoint):
         if err is not None:
             self.error = err
             self.pending_error = err
+        # Data already received stays readable, before the error (Linux); the rest goes, and with it
+        # every reference back to this endpoint, so that reference counting alone frees it.
         if self.snd is not None:
             self.snd.close()
-        if self.rcv is not None:
-            self.rcv.delack_timer.cancel()      # data already received stays readable, before the error (Linux)
-        if self.state_timer is not None:
-            self.state_timer.cancel()
-        self._cancel_keepalive()
+        for timer in (self.delack_timer, self.state_timer, self.keepalive_timer):
+            if timer is not None:
+                timer.close()
+        self.delack_timer = self.state_timer = self.keepalive_timer = None
         if self.parent is not None:
-            parent_listener = self.parent.listener
-            if parent_listener is not None:
-                parent_listener.pending.discard(self)
-                try:
-                    parent_listener.accepted.remove(self)
-                except ValueError:
-                    pass
+            listener = self.parent.listener
+            if listener is not None:
+                if self in listener.pending:
+                    listener.pending.remove(self)
+                elif self in listener.accepted:     # (deque.remove would format our repr for its error)
+                    listener.accepted.remove(self)
             self.parent = None
         self._release()
         self.waiter_queue.notify(_CLOSED_EVENTS)

@@ -4,6 +4,7 @@ answer to segments no endpoint owns (RST)."""
 from __future__ import annotations
 
 import hashlib
+import struct
 from typing import TYPE_CHECKING, Any
 
 from ...header import tcp
@@ -27,6 +28,10 @@ MASK = 0xFFFFFFFF
 COOKIE_MSS = (536, 1300, 1440, 1460)
 COOKIE_PERIOD = 64.0     # seconds per tick of the cookie clock, as Linux
 COOKIE_MAX_AGE = 2       # ticks a cookie stays valid
+
+_PORTS = struct.Struct("!HH")
+
+OWED_ACK_HOPS = 3        # deferred calls between an event and the ACKs it owes (see TCPProtocol.owe_ack)
 
 
 class TCPProtocol(TransportProtocol):
@@ -52,7 +57,8 @@ class TCPProtocol(TransportProtocol):
         self.challenge_ack_limit = 1000         # per second, stack-wide (net.ipv4.tcp_challenge_ack_limit)
         self._challenge_window = 0
         self._challenges_sent = 0
-        self._secret = stack.secret
+        # Keyed once: a copy of this object hashes with the key already absorbed (half the cost of keying).
+        self._keyed_hash = hashlib.blake2s(key=stack.secret, digest_size=8)
         self._owed_acks: list[TCPEndpoint] = []
 
     def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> TCPEndpoint:
@@ -64,17 +70,25 @@ class TCPProtocol(TransportProtocol):
 
         Every segment of a batch read from a link at once asks for the same ACK, and an application
         woken by the data often answers at once: so the ACK is sent after the wake-ups the event
-        scheduled have run (two deferred hops: the first lets them queue up behind it), and a reply
-        written meanwhile carries it instead. Linux gets the same from GRO and from piggybacking on
-        replies; the peer sees no difference but fewer segments.
+        scheduled have run, and a reply written meanwhile carries it instead. That takes
+        OWED_ACK_HOPS deferred calls: the first lets the wake-ups queue up behind it, the next ones
+        what those wake-ups schedule in turn (a waiter's wake-up is itself deferred, and a server
+        spawns a task of its own for a connection it has just accepted). Linux gets the same from
+        GRO and from piggybacking on replies; the peer sees no difference but fewer segments.
         """
         rcv = ep.rcv
         if rcv is None or rcv.ack_owed:
             return
         rcv.ack_owed = True
         if not self._owed_acks:
-            self.stack.clock.call_soon(self.stack.clock.call_soon, self._send_owed_acks)
+            self.stack.clock.call_soon(self._owed_ack_hop, OWED_ACK_HOPS - 1)
         self._owed_acks.append(ep)
+
+    def _owed_ack_hop(self, hops_left: int) -> None:
+        if hops_left:
+            self.stack.clock.call_soon(self._owed_ack_hop, hops_left - 1)
+        else:
+            self._send_owed_acks()
 
     def _send_owed_acks(self) -> None:
         owed, self._owed_acks = self._owed_acks, []
@@ -85,9 +99,7 @@ class TCPProtocol(TransportProtocol):
                 ep.guarded(ep.send_ack)
 
     def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
-        if len(view) < 4:
-            return None
-        return (view[0] << 8) | view[1], (view[2] << 8) | view[3]
+        return _PORTS.unpack_from(view) if len(view) >= 4 else None
 
     def verify_checksums(self, nic_id: int) -> bool:
         nic = self.stack.nics.get(nic_id)
@@ -126,17 +138,27 @@ class TCPProtocol(TransportProtocol):
 
     # --- sequence numbers -------------------------------------------------------------------------
 
-    def initial_sequence_number(self, local: bytes, local_port: int, remote: bytes, remote_port: int) -> int:
-        """RFC 6528: a keyed hash of the connection's addresses plus a 4 µs clock, so a new
-        incarnation of a connection starts ahead of the old one and nobody can guess it."""
-        digest = hashlib.blake2s(bytes(local) + local_port.to_bytes(2, "big") + bytes(remote)
-                                 + remote_port.to_bytes(2, "big"), key=self._secret, digest_size=4).digest()
-        return (int.from_bytes(digest, "big") + int(self.stack.clock.now() * 250_000)) & MASK
+    def _secret_hash(self, data: bytes) -> int:
+        """64 bits of a hash of ``data`` keyed with the stack's secret."""
+        h = self._keyed_hash.copy()
+        h.update(data)
+        return int.from_bytes(h.digest(), "big")
+
+    def initial_numbers(self, local: bytes, local_port: int, remote: bytes, remote_port: int) -> tuple[int, int]:
+        """A connection's initial sequence number and timestamp offset, from one keyed hash of its 4-tuple.
+
+        The ISN (RFC 6528) adds a 4 µs clock, so a new incarnation of a connection starts ahead of
+        the old one and nobody can guess it. The offset hides our clock (RFC 7323 §7.1); being the
+        same for every incarnation of the 4-tuple, it keeps their timestamps increasing, which is what
+        lets a peer reopen a connection of ours from TIME-WAIT (RFC 6191).
+        """
+        h = self._secret_hash(local + remote + ((local_port << 16) | remote_port).to_bytes(4, "big"))
+        return ((h >> 32) + int(self.stack.clock.now() * 250_000)) & MASK, h & MASK
 
     def _cookie_hash(self, seg: Segment, salt: int) -> int:
         key = (bytes(seg.src) + bytes(seg.dst) + seg.src_port.to_bytes(2, "big") + seg.dst_port.to_bytes(2, "big")
                + salt.to_bytes(4, "big"))
-        return int.from_bytes(hashlib.blake2s(key, key=self._secret, digest_size=4).digest(), "big")
+        return self._secret_hash(key) & MASK
 
     def syn_cookie(self, seg: Segment, peer_mss: int) -> int:
         """Our ISN for a SYN we keep no state for: hash(4-tuple) + their ISN + tick << 24 + (hash(4-tuple,
@@ -178,8 +200,9 @@ class TCPProtocol(TransportProtocol):
             self.send_stateless(seg, seq=0, ack=(seg.seq + seg.length) & MASK, flags=RST | ACK)
 
     def send_stateless(self, seg: Segment, seq: int, ack: int, flags: int, window: int = 0,
-                       options: bytes = b"", route: Route | None = None) -> None:
-        """Send a segment back to where ``seg`` came from, without an endpoint (RST, SYN-cookie SYN-ACK)."""
+                       options: bytes = b"", route: Route | None = None, ttl: int = 0, tos: int = 0) -> None:
+        """Send a segment back to where ``seg`` came from, without an endpoint (RST, SYN-cookie SYN-ACK,
+        TIME-WAIT's ACKs); ``ttl`` 0 is the route's default."""
         if route is None:
             try:
                 route = self.stack.find_route(0, seg.dst, seg.src, self._net_proto(seg))
@@ -194,7 +217,7 @@ class TCPProtocol(TransportProtocol):
                         checksum(hdr))
         tcp.set_checksum(hdr, ~total & 0xFFFF)
         try:
-            route.write_packet(PROTOCOL_NUMBER, pkt, route.default_ttl(), 0)
+            route.write_packet(PROTOCOL_NUMBER, pkt, ttl or route.default_ttl(), tos)
         except Error:
             self.tcp_stats.segment_send_errors.increment()
             return

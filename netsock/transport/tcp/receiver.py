@@ -9,13 +9,11 @@ per segment. That puts wraparound handling in exactly one place.
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING
+from typing import Callable
 
+from ...tcpip import TransportEndpointStats
 from .buffers import ReceiveQueue
 from .sack import update_sack_blocks
-
-if TYPE_CHECKING:
-    from .endpoint import TCPEndpoint
 
 DELAYED_ACK_TIMEOUT = 0.040     # Linux's minimum ATO
 QUICKACK_SEGMENTS = 16          # segments acknowledged at once while a connection starts (Linux's quickack)
@@ -23,20 +21,23 @@ MAX_OOO_SEGMENTS = 1024         # a hostile peer cannot make the out-of-order qu
 MAX_WINDOW = 65535
 
 # What a segment asks of the acknowledgement (``handle_data``'s answer).
-ACK_LATER = 0   # the delayed-ACK timer covers it
-ACK_SOON = 1    # once the stack is done with the current event: a batch of segments read at once gets one
+ACK_NONE = 0    # nothing new arrived
+ACK_LATER = 1   # the delayed-ACK timer covers it (the endpoint arms it)
+ACK_SOON = 2    # once the stack is done with the current event: a batch of segments read at once gets one
                 # ACK, and a reply the application writes in answer carries it (TCPProtocol.owe_ack)
-ACK_NOW = 2     # out of order: each is a duplicate ACK the sender counts towards fast retransmit
+ACK_NOW = 3     # out of order: each is a duplicate ACK the sender counts towards fast retransmit
 
 
 class Receiver:
-    __slots__ = ("ep", "irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
-                 "adv_edge", "unacked_bytes", "ack_owed", "quickacks", "fin_received", "mss", "sack_blocks", "delack_timer",
-                 "moderate", "copied", "copied_since")
+    """Holds no reference back to its endpoint (the endpoint acts on what the methods return), so a
+    finished connection is freed by reference counting, without waiting for the cyclic GC."""
 
-    def __init__(self, ep: TCPEndpoint, irs: int, buffer_size: int, max_buffer_size: int, wscale: int,
-                 mss: int) -> None:
-        self.ep = ep
+    __slots__ = ("irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
+                 "adv_edge", "unacked_bytes", "ack_owed", "quickacks", "fin_received", "mss", "sack_ok",
+                 "sack_blocks", "moderate", "copied", "copied_since", "stats", "now")
+
+    def __init__(self, irs: int, buffer_size: int, max_buffer_size: int, wscale: int, mss: int, sack_ok: bool,
+                 stats: TransportEndpointStats, now: Callable[[], float]) -> None:
         self.irs = irs                  # the peer's initial sequence number (wire), our 0
         self.nxt = 1                    # next byte expected (the SYN took 0)
         self.queue = ReceiveQueue()
@@ -51,11 +52,13 @@ class Receiver:
         self.quickacks = QUICKACK_SEGMENTS
         self.fin_received = False
         self.mss = mss                  # what we expect the peer to send (for ACK and window decisions)
+        self.sack_ok = sack_ok          # report out-of-order blocks (RFC 2018)
         self.sack_blocks: list[tuple[int, int]] = []
-        self.delack_timer = ep.stack.timers.timer(ep.guarded, ep.send_ack)
         self.moderate = True            # receive-buffer auto-tuning, until the user sets a size
         self.copied = 0
-        self.copied_since = ep.stack.clock.now()
+        self.copied_since = now()
+        self.stats = stats              # the endpoint's
+        self.now = now
 
     # --- inbound data -----------------------------------------------------------------------------
 
@@ -99,9 +102,7 @@ class Receiver:
             if self.quickacks > 0:
                 self.quickacks -= 1
             return ACK_SOON
-        if data and not self.delack_timer.armed:
-            self.delack_timer.reset(DELAYED_ACK_TIMEOUT)
-        return ACK_LATER
+        return ACK_LATER if data else ACK_NONE
 
     def _insert_out_of_order(self, seq: int, end: int, data: memoryview, fin: bool) -> None:
         ooo = self.ooo
@@ -111,14 +112,14 @@ class Receiver:
                 self._report_sack(seq, end)
                 return
         if len(ooo) >= MAX_OOO_SEGMENTS:
-            self.ep.stats.receive_errors.receive_buffer_overflow.increment()
+            self.stats.receive_errors.receive_buffer_overflow.increment()
             return
         ooo.insert(i, (seq, end, data, fin))
         self.ooo_bytes += len(data)
         self._report_sack(seq, end)
 
     def _report_sack(self, seq: int, end: int) -> None:
-        if self.ep.sack_ok and end > seq:
+        if self.sack_ok and end > seq:
             self.sack_blocks = update_sack_blocks(self.sack_blocks, seq, end, self.nxt)
 
     # --- the window -------------------------------------------------------------------------------
@@ -157,29 +158,20 @@ class Receiver:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def consumed(self, count: int) -> None:
-        """The reader took ``count`` bytes: auto-tune the buffer (Linux's DRS) and maybe open the window
-        (at the end of the event: a reply the reader writes next carries the update)."""
+    def consumed(self, count: int, srtt: float) -> bool:
+        """The reader took ``count`` bytes: auto-tune the buffer (Linux's DRS, over one round trip of
+        ``srtt``); returns whether the window opened enough to tell the peer (which the endpoint does
+        at the end of the event: a reply the reader writes next carries the update)."""
         if self.moderate:
             self.copied += count
-            now = self.ep.stack.clock.now()
-            rtt = self.ep.snd.srtt if self.ep.snd is not None and self.ep.snd.srtt else 0.001
-            if now - self.copied_since >= rtt:
+            now = self.now()
+            if now - self.copied_since >= (srtt or 0.001):
                 if 2 * self.copied > self.buffer_size:
                     self.buffer_size = min(self.max_buffer_size, 2 * self.copied)
                 self.copied = 0
                 self.copied_since = now
-        if self.window_update_due():
-            self.ep.proto.owe_ack(self.ep)
+        return self.window_update_due()
 
     def on_ack_sent(self) -> None:
         self.unacked_bytes = 0
         self.ack_owed = False
-        if self.delack_timer.armed:
-            self.delack_timer.cancel()
-
-    def close(self) -> None:
-        self.delack_timer.cancel()
-        self.queue.clear()
-        self.ooo.clear()
-        self.ooo_bytes = 0

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import struct
+
 from ...header import tcp
 from ...header.checksum import checksum, combine, pseudo_header_checksum
 from ...stack.packet_buffer import PacketBuffer
 from ...tcpip.stats import TCPStats
 
 SYN, FIN, RST, ACK, PSH, URG = tcp.SYN, tcp.FIN, tcp.RST, tcp.ACK, tcp.PSH, tcp.URG
+
+# The header fields a segment keeps (the checksum is verified over the whole segment, the urgent
+# pointer is not used), read in one unpack: every segment of every connection goes through here.
+_FIELDS = struct.Struct("!HHIIBBH")
+# Linux's tcp_fast_parse_options case, which nearly every segment after the handshake matches: the
+# options area is NOP NOP TIMESTAMP and nothing else.
+_ALIGNED_TIMESTAMP = struct.Struct("!III")
+_NOP_NOP_TS = 0x0101080A
+_TS_ONLY_SIZE = tcp.MIN_SIZE + _ALIGNED_TIMESTAMP.size
+_new_options = tuple.__new__
 
 
 class Segment:
@@ -17,14 +29,14 @@ class Segment:
     __slots__ = ("src_port", "dst_port", "seq", "ack", "flags", "window", "options", "data", "src", "dst",
                  "nic_id")
 
-    def __init__(self, hdr: tcp.TCPHeader, options: tcp.TCPOptions, data: memoryview, src: bytes, dst: bytes,
-                 nic_id: int) -> None:
-        self.src_port = hdr.src_port
-        self.dst_port = hdr.dst_port
-        self.seq = hdr.seq
-        self.ack = hdr.ack
-        self.flags = hdr.flags
-        self.window = hdr.window
+    def __init__(self, src_port: int, dst_port: int, seq: int, ack: int, flags: int, window: int,
+                 options: tcp.TCPOptions, data: memoryview, src: bytes, dst: bytes, nic_id: int) -> None:
+        self.src_port = src_port
+        self.dst_port = dst_port
+        self.seq = seq
+        self.ack = ack
+        self.flags = flags
+        self.window = window
         self.options = options
         self.data = data
         self.src = src
@@ -43,27 +55,41 @@ class Segment:
 
 
 def parse_segment(pkt: PacketBuffer, src: bytes, dst: bytes, stats: TCPStats, verify_checksum: bool) -> Segment | None:
-    """Validate the segment in pkt.data; None (counted in ``stats``) if it is malformed or corrupt."""
+    """Validate the segment in pkt.data; None (counted in ``stats``) if it is malformed or corrupt.
+
+    The checks are those of ``tcp.parse`` and ``tcp.parse_options``, done here in line.
+    """
     data = pkt.data
-    hdr = tcp.parse(data)
-    if not hdr:
+    size = len(data)
+    if size < tcp.MIN_SIZE:
+        stats.invalid_segments_received.increment()
+        return None
+    src_port, dst_port, seq, ack, offset, flags, window = _FIELDS.unpack_from(data)
+    offset = (offset >> 4) << 2
+    if offset < tcp.MIN_SIZE or offset > size:
         stats.invalid_segments_received.increment()
         return None
     # A super-segment from a GSO link carries a partial checksum (the pseudo-header sum), which the
     # device that built it vouches for: see ``link.gso``.
     if verify_checksum and not pkt.gso_size and combine(
-            pseudo_header_checksum(tcp.PROTOCOL_NUMBER, src, dst, len(data)), checksum(data)) != 0xFFFF:
+            pseudo_header_checksum(tcp.PROTOCOL_NUMBER, src, dst, size), checksum(data)) != 0xFFFF:
         stats.checksum_errors.increment()
         stats.invalid_segments_received.increment()
         return None
-    offset = hdr.data_offset
-    if offset > tcp.MIN_SIZE:
-        options = tcp.parse_options(data[tcp.MIN_SIZE:offset])
-        if not options:  # a Malformed value; TCPOptions tuples are always true
-            stats.invalid_segments_received.increment()
-            return None
-    else:
+    if offset == tcp.MIN_SIZE:
         options = tcp.NO_OPTIONS
+    else:
+        if offset == _TS_ONLY_SIZE:
+            lead, tsval, tsecr = _ALIGNED_TIMESTAMP.unpack_from(data, tcp.MIN_SIZE)
+        else:
+            lead = 0
+        if lead == _NOP_NOP_TS:
+            options = _new_options(tcp.TCPOptions, (None, None, False, (tsval, tsecr), ()))
+        else:
+            options = tcp.parse_options(data[tcp.MIN_SIZE:offset])  # type: ignore[assignment]
+            if not options:  # a Malformed value; TCPOptions tuples are always true
+                stats.invalid_segments_received.increment()
+                return None
     stats.valid_segments_received.value += 1
     pkt.transport_header = data[:offset]
-    return Segment(hdr, options, data[offset:], src, dst, pkt.nic_id)  # type: ignore[arg-type]
+    return Segment(src_port, dst_port, seq, ack, flags, window, options, data[offset:], src, dst, pkt.nic_id)

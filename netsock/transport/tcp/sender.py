@@ -35,7 +35,7 @@ INFINITE_SSTHRESH = (1 << 31) - 1
 
 class Sender:
     __slots__ = ("ep", "iss", "una", "nxt", "max", "wnd", "max_wnd", "wl1", "wl2", "wscale", "mss", "buffer",
-                 "fin_queued", "cwnd", "ssthresh", "cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
+                 "fin_queued", "cwnd", "ssthresh", "cc_name", "_cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
                  "now", "total_retransmits", "burst")
 
@@ -56,6 +56,8 @@ class Sender:
         self.fin_queued = False
         self.cwnd = INITIAL_CWND
         self.ssthresh = INFINITE_SSTHRESH
+        self.cc_name = cc_name
+        self._cc: congestion.CongestionControl | None = None
         self.srtt = 0.0
         self.rttvar = 0.0
         self.rto = INITIAL_RTO
@@ -72,7 +74,20 @@ class Sender:
         self.rtt_time = 0.0
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
-        self.cc = congestion.new(cc_name, self)
+
+    @property
+    def cc(self) -> congestion.CongestionControl:
+        """The congestion-control algorithm, created when first consulted: a short connection (one
+        request, one answer) never leaves the initial window, and never needs one."""
+        cc = self._cc
+        if cc is None:
+            cc = self._cc = congestion.new(self.cc_name, self)
+        return cc
+
+    def set_congestion_control(self, name: str) -> None:
+        """Switch algorithm (TCP_CONGESTION): the new one starts from the current window, in its own initial state."""
+        self.cc_name = name
+        self._cc = None
 
     # --- the congestion-state view the algorithms read --------------------------------------------
 
@@ -94,10 +109,6 @@ class Sender:
 
     # --- writing --------------------------------------------------------------------------------
 
-    def space(self) -> int:
-        """Room in the send buffer for new writes."""
-        return max(0, self.ep.send_buffer_size - len(self.buffer))
-
     def queue_fin(self) -> None:
         if not self.fin_queued:
             self.fin_queued = True
@@ -115,8 +126,8 @@ class Sender:
     def send_data(self) -> None:
         """Send whatever the windows, Nagle, cork and recovery allow right now."""
         ep = self.ep
-        if not ep.can_send_data():
-            return
+        if ep is None or not ep.can_send_data():
+            return      # (None: the connection ended under a callback of this very ACK's processing)
         if self.recovery and self.sack is not None:
             self._sack_recovery_send()
             return
@@ -428,5 +439,10 @@ class Sender:
         self.timer.reset(self.rto)
 
     def close(self) -> None:
-        self.timer.cancel()
+        """The connection is over: stop, and let go of the endpoint and everything that refers back to
+        it (the timer's callback, the algorithm's view of this sender), so that reference counting frees
+        a finished connection the moment its user lets go, without the cyclic GC."""
+        self.timer.close()
         self.buffer.clear()
+        self._cc = None
+        self.ep = None  # type: ignore[assignment]
