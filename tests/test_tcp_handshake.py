@@ -11,6 +11,7 @@ from netsock.tcpip import (ErrAlreadyConnected, ErrAlreadyConnecting, ErrConnect
                            ErrTimeout, ErrWouldBlock, FullAddress, SockOpt)
 from netsock.transport.tcp import TCPState
 from netsock.transport.tcp.endpoint import SOMAXCONN
+from netsock.transport.tcp import endpoint as tcp_endpoint
 from netsock.waiter import EventMask
 from tcp_context import (ACK, PEER_ADDR, PEER_PORT, RST, SYN, TCPContext, Opts, seq_add)
 
@@ -221,22 +222,37 @@ def handshake(ctx: TCPContext, peer_port: int, peer_iss: int = 1000) -> int:
     return synack.seq
 
 
-def test_accept_queue_holds_backlog_plus_one_connections_and_a_full_queue_drops_syns():
+def test_accept_queue_holds_backlog_plus_one_connections_and_a_full_queue_holds_syns_until_accept():
     ctx = TCPContext()
     listener = ctx.listen(backlog=1)                 # Linux's sk_acceptq_is_full: backlog + 1 fit
     handshake(ctx, 1001)
     handshake(ctx, 1002)
     assert len(listener.listener.accepted) == 2
     ctx.send("S", src_port=1003, seq=1000, ack=0, options=Opts(mss=1460))
-    ctx.assert_quiet()                                # accept queue full: the SYN is dropped
-    assert ctx.stats.listen_overflow_syn_drop.value == 1
+    ctx.assert_quiet()                                # accept queue full: the SYN waits (Linux drops it)
+    assert (ctx.stats.listen_overflow_held.value, ctx.stats.listen_overflow_syn_drop.value) == (1, 0)
     first, _ = listener.accept()
     assert first.get_remote_address().port == 1001
-    handshake(ctx, 1003)                              # room again: the retransmitted SYN gets in
+    synack = ctx.sent_one()                           # room again: the held SYN is answered
+    assert (synack.flagstr, synack.dst_port, synack.ack) == ("SA", 1003, 1001)
+    ctx.send("A", src_port=1003, seq=1001, ack=seq_add(synack.seq, 1))
     ports = [listener.accept()[0].get_remote_address().port for _ in range(2)]
     assert ports == [1002, 1003]
     with pytest.raises(ErrWouldBlock):
         listener.accept()
+
+
+def test_held_segments_are_bounded_and_beyond_that_dropped_as_linux_drops_them(monkeypatch):
+    monkeypatch.setattr(tcp_endpoint, "HELD_SEGMENTS", 2)
+    ctx = TCPContext()
+    listener = ctx.listen(backlog=0)
+    handshake(ctx, 1001)
+    for port in (1002, 1003, 1004):
+        ctx.send("S", src_port=port, seq=1000, ack=0, options=Opts(mss=1460))
+    ctx.assert_quiet()
+    assert (ctx.stats.listen_overflow_held.value, ctx.stats.listen_overflow_syn_drop.value) == (2, 1)
+    listener.accept()
+    assert [seg.dst_port for seg in ctx.sent()] == [1002, 1003]   # room again: the held SYNs, oldest first
 
 
 def test_listen_backlog_is_capped_at_somaxconn_and_zero_still_takes_a_connection():
@@ -250,19 +266,22 @@ def test_listen_backlog_is_capped_at_somaxconn_and_zero_still_takes_a_connection
     assert listener.accept()[0].get_remote_address().port == 1001
 
 
-def test_ack_with_accept_queue_full_keeps_the_connection_half_open():
+def test_ack_with_accept_queue_full_waits_for_accept_to_complete_the_handshake():
     ctx = TCPContext()
     listener = ctx.listen(backlog=1)
     ctx.send("S", src_port=1001, seq=1000, ack=0, options=Opts(mss=1460))
     synack1 = ctx.sent_one()
     handshake(ctx, 1002)
     handshake(ctx, 1003)
-    ctx.send("A", src_port=1001, seq=1001, ack=seq_add(synack1.seq, 1))
-    assert ctx.stats.listen_overflow_ack_drop.value == 1
+    ctx.send("A", src_port=1001, seq=1001, ack=seq_add(synack1.seq, 1), payload=b"GET /")
+    assert (ctx.stats.listen_overflow_held.value, ctx.stats.listen_overflow_ack_drop.value) == (1, 0)
     assert len(listener.listener.accepted) == 2
     listener.accept()
-    ctx.send("A", src_port=1001, seq=1001, ack=seq_add(synack1.seq, 1))
-    assert [listener.accept()[0].get_remote_address().port for _ in range(2)] == [1003, 1001]
+    ack = ctx.sent_one()                              # the held ACK (and its data) processed: acknowledged
+    assert (ack.dst_port, ack.ack) == (1001, 1006)
+    endpoints = [listener.accept()[0] for _ in range(2)]
+    assert [ep.get_remote_address().port for ep in endpoints] == [1003, 1001]
+    assert endpoints[1].read(100) == b"GET /"
 
 
 def test_syn_queue_full_answers_with_a_cookie_and_its_ack_creates_the_connection():

@@ -211,6 +211,7 @@ class TCPStats(StatGroup):
     established_resets: StatCounter
     listen_overflow_syn_drop: StatCounter
     listen_overflow_ack_drop: StatCounter
+    listen_overflow_held: StatCounter           # kept for accept() to make room (netsock; see TCPEndpoint._hold)
     listen_overflow_syn_cookie_sent: StatCounter
     listen_overflow_syn_cookie_rcvd: StatCounter
     listen_overflow_invalid_syn_cookie_rcvd: StatCounter

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 MASK = 0xFFFFFFFF
 DEFAULT_MSS = 536               # RFC 9293 §3.7.1: what to assume when the peer sends no MSS option
+HELD_SEGMENTS = 256             # per listener, while its accept queue is full (TCPEndpoint._hold)
 SOMAXCONN = 4096                # Linux's net.core.somaxconn: the cap on every listen backlog
 MIN_MSS = 88                    # Linux's floor for TCP_MAXSEG
 
@@ -112,12 +113,14 @@ class Listener:
     and a server with a small backlog (socketserver's 5) overflows no sooner than on Linux.
     """
 
-    __slots__ = ("backlog", "pending", "accepted")
+    __slots__ = ("backlog", "pending", "accepted", "held")
 
     def __init__(self, backlog: int) -> None:
         self.backlog = backlog
         self.pending: set[TCPEndpoint] = set()
         self.accepted: deque[TCPEndpoint] = deque()
+        # Segments that arrived while the accept queue was full (see TCPEndpoint._hold).
+        self.held: deque[Segment] = deque()
 
     def accept_queue_full(self) -> bool:
         return len(self.accepted) > self.backlog
@@ -252,6 +255,8 @@ class TCPEndpoint(TransportEndpoint):
             raise ErrWouldBlock()
         child = accepted.popleft()
         child.parent = None
+        if self.listener.held:  # type: ignore[union-attr]
+            self.stack.clock.call_soon(self.guarded, self._release_held)
         return child, child.waiter_queue
 
     def connect(self, addr: FullAddress) -> None:
@@ -625,12 +630,22 @@ class TCPEndpoint(TransportEndpoint):
             self.stats.receive_errors.malformed_packets_received.increment()
             return
         self.stats.packets_received.value += 1
+        self._dispatch(seg)
+
+    def handle_segment(self, seg: Segment) -> None:
+        """A segment parsed (and counted) already: one a listener held while its accept queue was full."""
+        self.guarded(self._dispatch, seg)
+
+    def _dispatch(self, seg: Segment) -> None:
+        state = self.state
         if state is _LISTEN:
             self._listen_segment(seg)
         elif state is _SYN_SENT:
             self._syn_sent_segment(seg)
-        else:
+        elif state is not _CLOSED:
             self._synchronized_segment(seg)
+        else:
+            self.proto.reply_reset(seg)
 
     def _redeliver(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> None:
         """A segment that arrived while this endpoint was busy, for a connection that has ended since:
@@ -666,10 +681,10 @@ class TCPEndpoint(TransportEndpoint):
                     stats.listen_overflow_invalid_syn_cookie_rcvd.increment()
                 self.proto.reply_reset(seg)
                 return
-            stats.listen_overflow_syn_cookie_rcvd.increment()
             if listener.accept_queue_full():
-                stats.listen_overflow_ack_drop.increment()
+                self._hold(seg, stats.listen_overflow_ack_drop)
                 return
+            stats.listen_overflow_syn_cookie_rcvd.increment()
             child = self._new_child(seg, (seg.ack - 1) & MASK)
             if child is None:
                 return
@@ -678,7 +693,7 @@ class TCPEndpoint(TransportEndpoint):
         if not flags & SYN:
             return
         if listener.accept_queue_full():
-            stats.listen_overflow_syn_drop.increment()   # accept queue full: Linux drops the SYN
+            self._hold(seg, stats.listen_overflow_syn_drop)   # Linux drops the SYN
             return
         if listener.syn_queue_full():
             if not self.proto.syn_cookies:
@@ -689,6 +704,39 @@ class TCPEndpoint(TransportEndpoint):
         child = self._new_child(seg, iss)
         if child is not None:
             child._syn_received(seg)
+
+    def _hold(self, seg: Segment, drop: StatCounter) -> None:
+        """A segment that only a full accept queue keeps out: held until accept() makes room.
+
+        Linux drops it (the SYN, or the ACK that completes the handshake) and the peer tries again a
+        second or a retransmission timeout later; but there the application accepts on a thread of
+        its own while the kernel receives. Here the application and the stack take turns on one
+        thread, and a burst of connections read in one batch fills a small backlog (socketserver's 5)
+        before the accepting loop gets its turn: the segments wait in order, as they would have
+        waited in the device, and are processed once the application has taken a connection. Up to
+        ``HELD_SEGMENTS`` of them; beyond that, dropped (``drop`` counts it) as on Linux.
+        """
+        held = self.listener.held  # type: ignore[union-attr]
+        if len(held) >= HELD_SEGMENTS:
+            drop.increment()
+            return
+        self.stack_stats.listen_overflow_held.increment()
+        held.append(seg)
+
+    def _release_held(self) -> None:
+        """After accept(): the held segments, oldest first, each to whoever owns its 4-tuple now,
+        while the accept queue has room."""
+        listener = self.listener
+        while listener is not None and listener.held and not listener.accept_queue_full():
+            seg = listener.held.popleft()
+            demux = self.stack.demux
+            group = demux.lookup(self.net_proto, self.proto.number, seg.nic_id, seg.src, seg.dst, seg.src_port,
+                                 seg.dst_port)
+            if group:
+                demux.select(group, seg.src, seg.src_port, seg.dst, seg.dst_port).handle_segment(seg)
+            else:
+                self.proto.reply_reset(seg)
+            listener = self.listener
 
     def _new_child(self, seg: Segment, iss: int | None) -> TCPEndpoint | None:
         """An endpoint for a connection to this listener, registered under its 4-tuple."""
@@ -965,8 +1013,9 @@ class TCPEndpoint(TransportEndpoint):
                 self.proto.reply_reset(seg)
                 return
             if self.parent is not None and self.parent.listener.accept_queue_full():  # type: ignore[union-attr]
-                self.stack_stats.listen_overflow_ack_drop.increment()
-                return      # accept queue full: stay half-open, the SYN-ACK will be retransmitted
+                # Stay half-open (the SYN-ACK will be retransmitted) unless the listener can hold it.
+                self.parent._hold(seg, self.stack_stats.listen_overflow_ack_drop)
+                return
             snd.timer.cancel()
             snd.una = 1
             snd.wl1 = seq

@@ -74,8 +74,12 @@ class TimeWait(TransportEndpoint):
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
         proto = self.proto
         seg = parse_segment(pkt, src, dst, proto.tcp_stats, proto.verify_checksums(pkt.nic_id))
-        if seg is None:
-            return
+        if seg is not None:
+            self.handle_segment(seg)
+
+    def handle_segment(self, seg: Segment) -> None:
+        """A segment parsed already (from handle_packet, or one a listener held)."""
+        proto = self.proto
         flags = seg.flags
         offset = _after(seg.seq, self.rcv_nxt)
         ts = seg.options.timestamp
