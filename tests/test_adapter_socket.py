@@ -424,6 +424,20 @@ def test_the_kernel_select_sees_datagrams_queued() -> None:
 
 
 @pytest.mark.usefixtures("stack")
+def test_readiness_reaches_the_descriptor_once_its_number_is_out() -> None:
+    """Mirroring costs a system call per change: a socket whose number nobody took pays none, and the
+    descriptor shows the truth from the moment fileno() hands it out."""
+    with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as rx, NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        tx.sendto(b"a", rx.getsockname())
+        fd = rx._fd                                        # (the number, without handing it out)
+        assert not select.select([fd], [], [], 0)[0]        # readable, but not mirrored yet
+        assert readable(rx)                                 # fileno(): mirrored from now on
+        assert rx.recv(1) == b"a"
+        assert not readable(rx)
+
+
+@pytest.mark.usefixtures("stack")
 def test_the_kernel_select_sees_connections_data_and_eof() -> None:
     with NetsockSocket() as listener, NetsockSocket() as client:
         listener.bind(("127.0.0.1", 0))

@@ -1000,6 +1000,8 @@ class NetsockSocket:
         return self._timeout
 
     def fileno(self) -> int:
+        if self._fd >= 0:
+            self._core.descriptors.mirror()     # someone may poll the number from now on
         return self._fd
 
     def __repr__(self) -> str:
@@ -1062,6 +1064,8 @@ class NetsockSocket:
         """Give up the descriptor without closing it; ``NetsockSocket(fileno=fd)`` takes it back."""
         self._closed = True
         fd, self._fd = self._fd, -1
+        if fd >= 0:
+            self._core.descriptors.mirror()
         return fd
 
     def dup(self) -> NetsockSocket:
