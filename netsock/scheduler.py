@@ -11,8 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import gevent
-from gevent.event import Event
+from gevent import get_hub, getcurrent
 
 from .tcpip import ErrWouldBlock
 from .waiter import EventMask, WaiterQueue
@@ -22,7 +21,7 @@ class GeventClock:
     """Real time, with wake-ups and deferred calls on the gevent hub's loop."""
 
     def __init__(self) -> None:
-        self._loop = gevent.get_hub().loop
+        self._loop = get_hub().loop
         self._timers: dict[Callable[[], None], Any] = {}
 
     def now(self) -> float:
@@ -52,36 +51,90 @@ class GeventClock:
         fn()
 
 
+class _Parked:
+    """A greenlet parked in ``wait_for``: the callback its queue calls, and the hub's way back to it.
+
+    gevent's Event would do, but costs more per wake-up (a timeout object, a list of links, a
+    notifier callback), and a blocking socket call pays it on every wait. Many notifications before
+    the greenlet runs again make one switch; one that comes after the wait ended switches nothing.
+    """
+
+    __slots__ = ("greenlet", "pending", "_loop")
+
+    def __init__(self, loop: Any) -> None:
+        self.greenlet: Any = getcurrent()
+        self.pending = False
+        self._loop = loop
+
+    def __call__(self, _mask: EventMask) -> None:
+        if not self.pending:
+            self.pending = True
+            self._loop.run_callback(self.wake)   # from the hub's loop, whoever notified
+
+    def wake(self) -> None:
+        greenlet = self.greenlet
+        if greenlet is not None:
+            greenlet.switch()
+
+
 def wait_for(queue: WaiterQueue, mask: EventMask, ready: Callable[[], bool], timeout: float | None = None) -> bool:
     """Park this greenlet until ``ready()`` is true, re-checking whenever ``queue`` signals ``mask``.
 
     Returns False on timeout. ``ready`` is checked first, so a condition that already holds costs
     no switch.
     """
-    if ready():
-        return True
-    event = Event()
-    entry = queue.register(lambda _mask: event.set(), mask)
+    return ready() or _park(queue, mask, ready, timeout)
+
+
+def _park(queue: WaiterQueue, mask: EventMask, ready: Callable[[], bool], timeout: float | None) -> bool:
+    """``wait_for`` once ``ready()`` has been found false: ``ready`` is asked once per wake-up.
+
+    Nothing can make it true between that check and the registration here (greenlets switch only
+    when they wait), and ``pending`` is reset before each re-check, so a notification that comes
+    while ``ready`` runs still ends the next wait: no wake-up is lost.
+    """
+    if timeout is not None and timeout <= 0:
+        return False
+    deadline = 0.0 if timeout is None else time.monotonic() + timeout
+    hub = get_hub()
+    parked = _Parked(hub.loop)
+    entry = queue.register(parked, mask)
+    timer = None
     try:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not ready():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            event.clear()
-            if not ready():
-                event.wait(remaining)
-        return True
+        while True:
+            if timeout is not None:
+                timer = hub.loop.timer(timeout)
+                timer.start(parked.wake)
+            hub.switch()
+            parked.pending = False
+            if ready():
+                return True
+            if timer is not None:
+                _close(timer)
+                timer = None
+                # Not necessarily over: the loop times timers from its cached clock, maybe early.
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return False
     finally:
+        parked.greenlet = None
         queue.unregister(entry)
+        if timer is not None:
+            _close(timer)
+
+
+def _close(timer: Any) -> None:
+    timer.stop()
+    timer.close()
 
 
 def blocking(endpoint: Any, queue: WaiterQueue, mask: EventMask, operation: Callable[[], Any]) -> Any:
     """Run ``operation`` (an endpoint call that raises ErrWouldBlock), parking this greenlet until
     ``endpoint`` is ready for ``mask`` whenever it would block: a blocking socket call."""
-    ready = lambda: bool(endpoint.readiness(mask))  # noqa: E731
+    readiness = endpoint.readiness
     while True:
-        wait_for(queue, mask, ready)
+        if not readiness(mask):
+            _park(queue, mask, lambda: bool(readiness(mask)), None)
         try:
             return operation()
         except ErrWouldBlock:

@@ -25,7 +25,7 @@ from netsock.header.checksum import combine, pseudo_header_checksum
 from netsock.header.gso import segment_tcp
 from netsock.link import fdbased, tun
 from netsock.link.fdbased import OFFLOADS, FdEndpoint
-from netsock.link.gso import (F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
+from netsock.link.gso import (F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
                               VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
@@ -240,6 +240,18 @@ def test_an_inbound_partial_checksum_is_completed(link: Link) -> None:
     assert link.ep.dispatch_available() == 2
     assert [bytes(pkt.data) for pkt in link.rec.packets] == [packet, packet]
     assert [pkt.gso_size for pkt in link.rec.packets] == [0, 0]
+
+
+def test_only_checksums_the_link_completed_or_the_kernel_checked_are_marked_verified(link: Link) -> None:
+    """A completed partial checksum is right by construction and F_DATA_VALID is the kernel's word:
+    TCP and UDP need not sum those packets again. A plain frame and a super-segment are not marked."""
+    packet = tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), b"ack me")
+    link.peer.send(vnet(F_NEEDS_CSUM, csum_start=20, csum_offset=16) + partial(packet))
+    link.peer.send(vnet(F_DATA_VALID) + packet)
+    link.peer.send(vnet() + packet)
+    link.peer.send(vnet(F_NEEDS_CSUM, GSO_TCPV4, 52, MSS, 20, 16) + partial(packet))
+    assert link.ep.dispatch_available() == 4
+    assert [pkt.checksum_verified for pkt in link.rec.packets] == [True, True, False, False]
 
 
 def test_headers_asking_for_what_we_did_not_offer_are_counted_drops(link: Link) -> None:

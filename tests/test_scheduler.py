@@ -98,3 +98,59 @@ def test_blocking_retries_an_operation_until_it_stops_blocking():
     g = gevent.spawn(later)
     assert blocking(ep, queue, EventMask.IN, ep.read) == b"late"
     g.join()
+
+
+def test_a_burst_of_notifications_wakes_the_waiter_once():
+    queue = WaiterQueue()
+    state = {"ready": False, "checks": 0}
+
+    def ready():
+        state["checks"] += 1
+        return state["ready"]
+
+    def notifier():
+        for _ in range(5):
+            queue.notify(EventMask.IN)      # before the waiter runs again: one wake-up
+        gevent.sleep(0.01)
+        state["ready"] = True
+        queue.notify(EventMask.IN)
+
+    g = gevent.spawn(notifier)
+    assert wait_for(queue, EventMask.IN, ready, timeout=1.0)
+    g.join()
+    assert state["checks"] == 3             # at the start, after the burst, after the last
+
+
+def test_a_notification_that_does_not_make_it_ready_leaves_the_timeout_running():
+    queue = WaiterQueue()
+    g = gevent.spawn_later(0.01, queue.notify, EventMask.IN)
+    t0 = time.monotonic()
+    assert not wait_for(queue, EventMask.IN, lambda: False, timeout=0.05)
+    assert time.monotonic() - t0 >= 0.045
+    g.join()
+    assert len(queue) == 0
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_wake_up_scheduled_as_the_wait_ends_does_not_switch_into_the_greenlet_later():
+    queue = WaiterQueue()
+    log = []
+
+    def waiter():
+        try:
+            wait_for(queue, EventMask.IN, lambda: False)
+        except Interrupt:
+            log.append("interrupted")
+        gevent.sleep(0.02)                  # a stray switch into this greenlet would break the sleep
+        log.append("slept")
+
+    g = gevent.spawn(waiter)
+    gevent.sleep(0)
+    g.kill(Interrupt, block=False)          # its exception is queued first...
+    queue.notify(EventMask.IN)              # ...then a wake-up, which finds the wait over
+    g.join()
+    assert log == ["interrupted", "slept"]
+    assert len(queue) == 0

@@ -176,6 +176,75 @@ def test_address_of_one_nic_is_reachable_through_another() -> None:
     assert ep.read().sender == FullAddress(2, addr("198.51.100.1"), 1)
 
 
+# --- the route cache: every change that can alter an answer empties it ------------------------------
+
+def test_a_repeated_lookup_is_answered_from_the_cache(harness: StackHarness) -> None:
+    first = harness.stack.find_route(0, addr(LOCAL), addr(REMOTE), IPV4)
+    assert harness.stack.find_route(0, addr(LOCAL), addr(REMOTE), IPV4) is first
+    assert harness.stack.find_route(0, b"", addr(REMOTE), IPV4) is not first     # another question
+
+
+def test_the_cache_follows_the_route_table(harness: StackHarness) -> None:
+    stack = harness.stack
+    assert stack.find_route(0, b"", addr(REMOTE), IPV4).next_hop == addr(PEER)
+    stack.set_route_table([Route.parse("0.0.0.0/0", NIC_ID, OTHER_PEER)])
+    assert stack.find_route(0, b"", addr(REMOTE), IPV4).next_hop == addr(OTHER_PEER)
+    more_specific = Route.parse("198.51.100.0/24", NIC_ID, PEER)
+    stack.add_route(more_specific)
+    assert stack.find_route(0, b"", addr(REMOTE), IPV4).next_hop == addr(PEER)
+    stack.remove_route(more_specific)
+    assert stack.find_route(0, b"", addr(REMOTE), IPV4).next_hop == addr(OTHER_PEER)
+
+
+def test_the_cache_follows_addresses(harness: StackHarness) -> None:
+    stack = harness.stack
+    assert stack.find_route(0, b"", addr(REMOTE), IPV4).local_address == addr(LOCAL)
+    stack.add_address(NIC_ID, IPV4, "198.51.100.2/24")         # on the remote's subnet: preferred
+    assert stack.find_route(0, b"", addr(REMOTE), IPV4).local_address == addr("198.51.100.2")
+    stack.remove_address(NIC_ID, addr("198.51.100.2"))
+    assert stack.find_route(0, b"", addr(REMOTE), IPV4).local_address == addr(LOCAL)
+    with pytest.raises(ErrBadLocalAddress):
+        stack.find_route(0, addr("198.51.100.2"), addr(REMOTE), IPV4)
+
+
+def test_no_answer_is_kept_while_an_address_is_tentative(harness: StackHarness) -> None:
+    """Duplicate address detection makes an address usable without telling the stack."""
+    stack = harness.stack
+    candidate = addr("198.51.100.2")
+    harness.nic.tentative.add(candidate)            # as IPv6 marks a new address, before DAD
+    stack.add_address(NIC_ID, IPV4, "198.51.100.2/24")
+    assert stack.find_route(0, b"", addr(REMOTE), IPV4).local_address == addr(LOCAL)
+    harness.nic.tentative.discard(candidate)        # DAD found no one else using it
+    assert stack.find_route(0, b"", addr(REMOTE), IPV4).local_address == candidate
+
+
+def test_the_cache_follows_nics_going_down_and_away() -> None:
+    h = two_nic_stack()
+    stack = h.stack
+    assert stack.find_route(0, b"", addr("203.0.113.200"), IPV4).nic.id == 2
+    stack.disable_nic(2)
+    assert stack.find_route(0, b"", addr("203.0.113.200"), IPV4).nic.id == NIC_ID
+    stack.enable_nic(2)
+    assert stack.find_route(0, b"", addr("203.0.113.200"), IPV4).nic.id == 2
+    stack.remove_nic(2)
+    assert stack.find_route(0, b"", addr("203.0.113.200"), IPV4).nic.id == NIC_ID
+    stack.disable_nic(NIC_ID)
+    with pytest.raises(ErrNetworkUnreachable):
+        stack.find_route(0, b"", addr("203.0.113.200"), IPV4)
+
+
+def test_the_cache_follows_spoofing_and_local_handling(harness: StackHarness) -> None:
+    stack = harness.stack
+    stack.set_spoofing(NIC_ID, True)
+    assert stack.find_route(0, addr(OTHER_PEER), addr(REMOTE), IPV4).local_address == addr(OTHER_PEER)
+    stack.set_spoofing(NIC_ID, False)
+    with pytest.raises(ErrBadLocalAddress):
+        stack.find_route(0, addr(OTHER_PEER), addr(REMOTE), IPV4)
+    assert stack.find_route(0, b"", addr(LOCAL), IPV4).loop
+    stack.handle_local = False
+    assert not stack.find_route(0, b"", addr(LOCAL), IPV4).loop
+
+
 # --- disabled NIC ---------------------------------------------------------------------------------
 
 def test_disabled_nic_drops_inbound_and_counts_it(harness: StackHarness) -> None:

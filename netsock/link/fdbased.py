@@ -52,8 +52,8 @@ from ..tcpip.errors import Error, ErrClosedForSend, ErrMessageTooLong, ErrNoBuff
 from ..tcpip.stats import StatCounter
 from . import LinkStats, deliver_ethernet, deliver_ip, tun, write_each
 from .gro import coalesce
-from .gso import (F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
-                  VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
+from .gso import (F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD,
+                  VIRTIO_NET_HDR, VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
 
 try:  # pragma: no cover - which branch runs depends on the build
     from .. import _native  # type: ignore[attr-defined]
@@ -237,7 +237,9 @@ class FdEndpoint(LinkEndpointBase):
     def _offloaded(self, buf: bytearray | memoryview) -> PacketBuffer | None:
         """The frame behind a virtio-net header, as the stack takes it: a TCP super-segment keeps its
         segment size (and its partial checksum, which TCP then leaves unverified); any other partial
-        checksum is completed here. None (counted) if the header asks for what we did not offer."""
+        checksum is completed here, and then, like one the kernel already checked (F_DATA_VALID), is
+        not summed again by the transport (``checksum_verified``). None (counted) if the header asks
+        for what we did not offer."""
         stats = self.stats
         if len(buf) < VIRTIO_NET_HDR_SIZE:
             stats.rx_malformed.increment()
@@ -251,9 +253,13 @@ class FdEndpoint(LinkEndpointBase):
                 return None
             pkt.gso_size = gso_size
             stats.rx_super_segments.increment()
-        elif flags & F_NEEDS_CSUM and not complete_checksum(frame, csum_start, csum_offset):
-            stats.rx_bad_vnet_header.increment()
-            return None
+        elif flags & F_NEEDS_CSUM:
+            if not complete_checksum(frame, csum_start, csum_offset):
+                stats.rx_bad_vnet_header.increment()
+                return None
+            pkt.checksum_verified = True
+        elif flags & F_DATA_VALID:
+            pkt.checksum_verified = True
         return pkt
 
     # --- outbound ---------------------------------------------------------------------------------

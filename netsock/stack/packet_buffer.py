@@ -22,7 +22,7 @@ _EMPTY = memoryview(b"")
 class PacketBuffer:
     __slots__ = ("_hdr", "_head", "data", "link_header", "network_header", "transport_header",
                  "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash", "timestamp",
-                 "gso_size")
+                 "gso_size", "checksum_verified")
 
     def __init__(self, reserve: int = 0, data: Buffer = b"") -> None:
         self._hdr = bytearray(reserve)
@@ -40,6 +40,10 @@ class PacketBuffer:
         # >0: a TCP super-segment of segments this size, its checksum partial (see link.gso): outbound
         # the link cuts it, inbound the link received it whole.
         self.gso_size = 0
+        # Inbound: the transport checksum is known good (the link completed a partial one, which is
+        # right by construction, or the device vouched for it), so the transport need not sum the
+        # segment again (Linux's CHECKSUM_PARTIAL / CHECKSUM_UNNECESSARY on receive).
+        self.checksum_verified = False
 
     @classmethod
     def inbound(cls, frame: Buffer) -> PacketBuffer:

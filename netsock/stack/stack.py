@@ -23,6 +23,7 @@ from .route import PathMTUCache, Route
 
 DEFAULT_TTL = 64
 _GROUP_DELIVERY = (PacketType.BROADCAST, PacketType.MULTICAST)   # a copy to every member (fetched once: per packet)
+_ROUTE_CACHE_SIZE = 1024
 
 
 class Stack:
@@ -44,7 +45,13 @@ class Stack:
         self._stats = Stats()
         self.ports = PortManager()
         self.demux = TransportDemuxer()
-        self.handle_local = handle_local
+        # find_route's answers by (nic, local, remote, protocol): a listener resolves a route for
+        # every SYN. Emptied by every change that can alter an answer (``_routing_changed``).
+        self._routes: dict[tuple[int, bytes, bytes, int], Route] = {}
+        # Every NIC's set of tentative IPv6 addresses: duplicate address detection makes them usable
+        # without telling the stack, so no answer is cached (or served) while any is tentative.
+        self._tentative: list[set[bytes]] = []
+        self._handle_local = handle_local
         self.default_ttl = default_ttl
         self.secret = secrets.token_bytes(32)   # keys ISNs, SYN cookies, hashes
         self.icmp_rate_limiter = ICMPRateLimiter(clock.now)
@@ -73,6 +80,16 @@ class Stack:
     def stats(self) -> Stats:
         return self._stats
 
+    @property
+    def handle_local(self) -> bool:
+        """Whether packets to this stack's own addresses loop back inside it (else they go out)."""
+        return self._handle_local
+
+    @handle_local.setter
+    def handle_local(self, enable: bool) -> None:
+        self._handle_local = enable
+        self._routing_changed()
+
     # --- NICs -------------------------------------------------------------------------------------
 
     def create_nic(self, nic_id: int, link: LinkEndpoint, name: str | None = None, enabled: bool = True) -> NIC:
@@ -80,6 +97,8 @@ class Stack:
             raise ErrDuplicateNICID()
         nic = NIC(self, nic_id, name or f"nic{nic_id}", link)
         self.nics[nic_id] = nic
+        self._tentative = [n.tentative for n in self.nics.values()]
+        self._routing_changed()
         for protocol in self._forwarding_default:
             nic.set_forwarding(protocol, True)
         if enabled:
@@ -93,17 +112,21 @@ class Stack:
         self._route_table = [r for r in self._route_table if r.nic != nic_id]
         nic.close()
         del self.nics[nic_id]
+        self._tentative = [n.tentative for n in self.nics.values()]
         self._update_loopback_subnets()
+        self._routing_changed()
 
     def enable_nic(self, nic_id: int) -> None:
         nic = self._nic(nic_id)
         if not nic.enabled:
             nic.enabled = True
+            self._routing_changed()
             for ep in nic.network_endpoints.values():
                 ep.on_enable()
 
     def disable_nic(self, nic_id: int) -> None:
         self._nic(nic_id).enabled = False
+        self._routing_changed()
 
     def set_promiscuous_mode(self, nic_id: int, enable: bool) -> None:
         """Accept packets to any destination address on this NIC (netstack: for transparent proxies)."""
@@ -112,6 +135,7 @@ class Stack:
     def set_spoofing(self, nic_id: int, enable: bool) -> None:
         """Allow sending from addresses the NIC does not own."""
         self._nic(nic_id).spoofing = enable
+        self._routing_changed()
 
     # --- forwarding (routing for other hosts) -------------------------------------------------------
 
@@ -162,6 +186,7 @@ class Stack:
         nic.add_address(protocol, address)
         self._local_addresses[bytes(address.address)] = nic
         self._update_loopback_subnets()
+        self._routing_changed()
 
     def add_protocol_address(self, nic_id: int, address: ProtocolAddress) -> None:
         self.add_address(nic_id, address.protocol, address.address_with_prefix)
@@ -172,6 +197,7 @@ class Stack:
             raise ErrBadLocalAddress()
         self._local_addresses.pop(bytes(address), None)
         self._update_loopback_subnets()
+        self._routing_changed()
 
     def _update_loopback_subnets(self) -> None:
         self._loopback_subnets = [(a.subnet(), nic) for nic in self.nics.values()
@@ -196,28 +222,49 @@ class Stack:
 
     def set_route_table(self, routes: Iterable[RouteEntry]) -> None:
         self._route_table = list(routes)
+        self._routing_changed()
 
     def get_route_table(self) -> list[RouteEntry]:
         return list(self._route_table)
 
     def add_route(self, route: RouteEntry) -> None:
         self._route_table.append(route)
+        self._routing_changed()
 
     def remove_route(self, route: RouteEntry) -> None:
         """Remove every row equal to ``route``."""
         self._route_table = [r for r in self._route_table if r != route]
+        self._routing_changed()
+
+    def _routing_changed(self) -> None:
+        """Forget every cached route: the table, a NIC or an address changed."""
+        self._routes.clear()
 
     def find_route(self, nic_id: int, local: bytes, remote: bytes, net_proto: int) -> Route:
         """Resolve how to send from ``local`` (b'' = choose) to ``remote`` over protocol ``net_proto``.
 
         Longest-prefix match over the route table (ties: table order); ``nic_id`` 0 means any NIC.
         Raises ErrNetworkUnreachable when nothing matches and ErrBadLocalAddress when ``local`` is not
-        an address of the chosen NIC.
+        an address of the chosen NIC. Answers are cached until the routing state changes (failures
+        are not: each is counted); a Route is immutable, so callers may share one.
         """
+        key = (nic_id, local, remote, net_proto)
+        route = self._routes.get(key)
+        if route is not None and not any(self._tentative):
+            return route
+        route = self._resolve_route(nic_id, local, remote, net_proto)
+        if not any(self._tentative):
+            routes = self._routes
+            if len(routes) >= _ROUTE_CACHE_SIZE:
+                del routes[next(iter(routes))]      # the oldest: a cache, not a table of every peer
+            routes[key] = route
+        return route
+
+    def _resolve_route(self, nic_id: int, local: bytes, remote: bytes, net_proto: int) -> Route:
         proto = self.network_protocols.get(net_proto)
         if proto is None:
             raise ErrUnknownProtocol()
-        if self.handle_local and remote:
+        if self._handle_local and remote:
             owner = self.local_address_nic(remote)
             if owner is not None and owner.enabled and (not nic_id or nic_id == owner.id):
                 if local and local != remote and self.local_address_nic(local) is None:

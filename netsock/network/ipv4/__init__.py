@@ -135,6 +135,7 @@ class IPv4Endpoint(NetworkEndpoint):
             # From here on the datagram is as if it had come whole: a header without fragment fields
             # or options, so ICMP errors about it quote an unfragmented datagram (as Linux does).
             pkt.data = memoryview(payload)
+            pkt.checksum_verified = False   # what the link vouched for was the last fragment alone
             hdr = hdr._replace(header_length=ipv4.MIN_SIZE, total_length=ipv4.MIN_SIZE + len(payload),
                                flags_fragment=0)
             quote = bytearray(ipv4.MIN_SIZE)

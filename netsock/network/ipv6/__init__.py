@@ -163,6 +163,7 @@ class IPv6Endpoint(NetworkEndpoint):
             if reassembled is None:
                 return
             packet, rest, next_header_pointer = reassembled
+            pkt.checksum_verified = False   # what the link vouched for was the last fragment alone
             # RFC 8200 §4.5: the headers of the fragmentable part are processed once the datagram is whole.
             if not self._process_extension_headers(pkt, hdr, packet, rest.headers)[0]:
                 return

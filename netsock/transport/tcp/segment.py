@@ -69,9 +69,10 @@ def parse_segment(pkt: PacketBuffer, src: bytes, dst: bytes, stats: TCPStats, ve
     if offset < tcp.MIN_SIZE or offset > size:
         stats.invalid_segments_received.increment()
         return None
-    # A super-segment from a GSO link carries a partial checksum (the pseudo-header sum), which the
+    # A segment whose checksum the link completed or saw verified needs no second pass, and a
+    # super-segment from a GSO link carries a partial checksum (the pseudo-header sum), which the
     # device that built it vouches for: see ``link.gso``.
-    if verify_checksum and not pkt.gso_size and combine(
+    if verify_checksum and not pkt.checksum_verified and not pkt.gso_size and combine(
             pseudo_header_checksum(tcp.PROTOCOL_NUMBER, src, dst, size), checksum(data)) != 0xFFFF:
         stats.checksum_errors.increment()
         stats.invalid_segments_received.increment()

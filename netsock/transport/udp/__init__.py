@@ -91,6 +91,9 @@ class UDPProtocol(TransportProtocol):
         return (view[0] << 8) | view[1], (view[2] << 8) | view[3]
 
     def verify_checksums(self, pkt: PacketBuffer) -> bool:
+        """Whether ``pkt``'s checksum is still to be checked: not if the link or the device did."""
+        if pkt.checksum_verified:
+            return False
         nic = self.stack.nics.get(pkt.nic_id)
         return nic is None or not nic.rx_checksum_offload
 
