@@ -1,6 +1,7 @@
 """cffi builder (API mode) for ``netsock._native``: the C hot paths — the Internet checksum, batched
 reads from a packet fd into pooled buffers, TCP super-segments cut and written to a packet fd
-(software GSO), and the single-producer/single-consumer frame rings of the shared-memory link.
+(software GSO), the single-producer/single-consumer frame rings of the shared-memory link, and receive
+coalescing (GRO).
 
 setup.py names it in ``cffi_modules``; the build is optional, and every caller falls back to pure
 Python when the module is absent.
@@ -39,12 +40,26 @@ int ns_ring_push(uint8_t *ring, uint64_t size, const uint8_t *const *pieces, con
 size_t ns_ring_pop_batch(uint8_t *ring, uint64_t size, uint32_t max_frame, uint8_t *out, size_t out_size,
                          size_t count, uint32_t *lengths, uint32_t *errors);
 int ns_ring_prepare_wait(uint8_t *ring);
+
+typedef struct ns_gro_run {
+    uint32_t first;
+    uint32_t count;
+    uint32_t headers;
+    uint32_t size;
+    uint32_t length;
+    uint8_t v4;
+    uint8_t push;
+} ns_gro_run;
+size_t ns_gro_plan(const uint8_t *const *frames, const uint32_t *lengths, size_t count, size_t link_len,
+                   uint32_t *payload_start, uint32_t *payload_end, ns_gro_run *runs);
+void ns_gro_merge(const uint8_t *const *frames, size_t link_len, const uint32_t *payload_start,
+                  const uint32_t *payload_end, const ns_gro_run *run, uint8_t *out);
 """)
 ffibuilder.set_source(
     "netsock._native",
-    '#include "checksum.h"\n#include "fdio.h"\n#include "segment.h"\n#include "ring.h"',
+    '#include "checksum.h"\n#include "fdio.h"\n#include "segment.h"\n#include "ring.h"\n#include "gro.h"',
     # Relative to the project root, where setuptools runs the build; relative paths also keep
     # the sources listed in an sdist.
-    sources=["native/checksum.c", "native/fdio.c", "native/segment.c", "native/ring.c"],
+    sources=["native/checksum.c", "native/fdio.c", "native/segment.c", "native/ring.c", "native/gro.c"],
     include_dirs=["native"],
 )

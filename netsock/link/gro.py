@@ -15,6 +15,10 @@ window and options byte for byte (so timestamps must match); each piece starting
 ended (and its IPv4 identification one more) and as long as the first, except a shorter last piece.
 Cut again (``header.gso.segment_tcp``), the super-segment gives back exactly the frames that came. Anything else passes through unchanged,
 in order, for the stack to accept or count as it always does.
+
+The per-frame work (parsing, checksums, the rules) runs in C where ``netsock._native`` was built
+(native/gro.c: one call plans the batch, one more per super-segment writes it); the pure-Python
+``py_coalesce`` is the reference it must match byte for byte, and the fallback.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Sequence
 from ..header.checksum import checksum, combine, pseudo_header_checksum
 from ..stack.packet_buffer import Buffer, PacketBuffer
 
-__all__ = ["coalesce"]
+__all__ = ["coalesce", "py_coalesce"]
 
 _ACK, _PSH = 0x10, 0x08
 _TCP = 6
@@ -92,7 +96,7 @@ class _Run:
         return pkt
 
 
-def coalesce(frames: Sequence[Buffer], link_header: int = 0) -> list[PacketBuffer]:
+def py_coalesce(frames: Sequence[Buffer], link_header: int = 0) -> list[PacketBuffer]:
     """The frames of one batch as the stack should take them: runs of one TCP flow's consecutive
     segments merged (``gso_size`` set), everything else as it came, in order. ``link_header``: bytes of
     link header in front of the IP header (14 for Ethernet; the EtherType is part of what must match)."""
@@ -154,3 +158,42 @@ def _parse(frame: memoryview, link: int) -> tuple[bytes, memoryview, int, int, b
     key = b"".join((frame[:link], ip_key, tcp[0:4], tcp[8:13], tcp[14:16], tcp[20:offset]))
     return (key, tcp[offset:], int.from_bytes(tcp[4:8], "big"), ident, bool(flags & _PSH), link + ip_header + offset,
             version == 4)
+
+
+def _native_coalesce(frames: Sequence[Buffer], link_header: int = 0) -> list[PacketBuffer]:
+    """``py_coalesce`` with the per-frame work in C (native/gro.c): Python's work is per packet out."""
+    count = len(frames)
+    if count < 2:
+        return list(map(PacketBuffer.inbound, frames))
+    new, from_buffer, inbound = _ffi.new, _ffi.from_buffer, PacketBuffer.inbound
+    buffers = list(map(from_buffer, frames))        # each pins its frame while C reads it
+    pointers = new("uint8_t *[]", buffers)
+    starts = new("uint32_t[]", count)
+    ends = new("uint32_t[]", count)
+    runs = new("ns_gro_run[]", count // 2)
+    planned = _lib.ns_gro_plan(pointers, new("uint32_t[]", list(map(len, buffers))), count, link_header, starts,
+                               ends, runs)
+    if not planned:
+        return list(map(inbound, frames))
+    out: list[PacketBuffer] = []
+    done = 0
+    for i in range(planned):
+        run = runs + i
+        first = run.first
+        out += map(inbound, frames[done:first])
+        merged = bytearray(run.headers + run.length)
+        _lib.ns_gro_merge(pointers, link_header, starts, ends, run, from_buffer(merged))
+        pkt = inbound(merged)
+        pkt.gso_size = run.size
+        out.append(pkt)
+        done = first + run.count
+    out += map(inbound, frames[done:])
+    return out
+
+
+try:  # pragma: no cover - which branch runs depends on the build
+    from netsock._native import ffi as _ffi, lib as _lib  # type: ignore[import-not-found]
+except ImportError:  # no compiler where this was installed
+    coalesce = py_coalesce
+else:  # (a build from before native/gro.c lacks the function)
+    coalesce = _native_coalesce if hasattr(_lib, "ns_gro_plan") else py_coalesce
