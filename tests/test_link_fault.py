@@ -291,6 +291,17 @@ def test_inbound_corruption_copies_the_frame_it_flips() -> None:
     assert len(differing_bits(original, delivered)) == 1
 
 
+def test_a_corrupted_packet_is_no_longer_vouched_for() -> None:
+    """A link that verified (or completed) the checksum saw the bytes before the flip: the transport
+    must check the corrupted copy itself."""
+    rig = Rig(inbound=FaultConfig(corrupt=1.0))
+    pkt = PacketBuffer.inbound(bytearray(scapy_packets(1)[0]))
+    pkt.checksum_verified = True
+    rig.lower.inject(IPV4, pkt)
+    (_, _, delivered), = rig.up.packets
+    assert not delivered.checksum_verified
+
+
 def test_corruption_spares_packets_no_transport_checksum_covers() -> None:
     rig = Rig(outbound=FaultConfig(corrupt=1.0))
     arp = bytes(ARP(op=1, psrc="192.0.2.1", pdst="192.0.2.2"))

@@ -23,7 +23,8 @@ A packet goes through these stages, in this order:
    has none). The flip is made in a copy: the buffers the caller passed are never written.
    Packets with no such part (ARP, a bare header) pass intact. Nothing detects the flip where no
    checksum is computed: a UDP datagram sent without one, a link with TX checksum offload
-   (the device checksums the corrupted bytes) or RX checksum offload (loopback: nothing is verified);
+   (the device checksums the corrupted bytes) or RX checksum offload (loopback: nothing is verified).
+   A corrupted copy loses ``checksum_verified``: what vouched for the checksum saw the bytes before;
 7. delay: ``delay`` plus a uniform sample from [-jitter, +jitter] (netem's convention), never below
    zero. Jitter does not reorder: a packet is released no earlier than the packet before it
    (release = max(previous release, arrival + delay)), so a stream keeps its order;
@@ -214,6 +215,7 @@ def _corrupted_copy(pkt: PacketBuffer, protocol: int, rng: random.Random) -> Pac
     bit = rng.randrange((len(packet) - start) * 8)
     position, mask = start + (bit >> 3), 1 << (bit & 7)
     copy = pkt.clone()
+    copy.checksum_verified = False      # whatever vouched for the checksum saw the bytes before the flip
     headers = pkt.header_size()
     if position < headers:
         copy.headers()[position] ^= mask
