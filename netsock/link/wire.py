@@ -2,14 +2,17 @@
 
 Each end is a ``ChannelEndpoint``; what one end sends is delivered to the other from the gevent
 hub's callback queue, never from inside the sender's call, so each stack sees the other's packets
-the way a device would deliver them (no re-entrancy, batches per hub turn).
+the way a device would deliver them (no re-entrancy, batches per hub turn, each flow's consecutive
+TCP segments of a batch coalesced: ``gro``).
 """
 
 from __future__ import annotations
 
 import gevent
 
+from ..stack.interfaces import network_protocol_of_ip
 from .channel import ChannelEndpoint, PacketInfo
+from .gro import coalesce
 
 __all__ = ["Wire"]
 
@@ -37,5 +40,7 @@ class Wire:
         self._scheduled = False
         first, second = self.ends
         for source, destination in ((first, second), (second, first)):
-            for packet in source.drain():
-                destination.inject(packet.protocol, packet.data)
+            frames = [packet.data for packet in source.drain()]
+            for pkt in coalesce(frames):
+                data = pkt.data
+                destination.inject(network_protocol_of_ip(data[0]) if data else 0, pkt)
