@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 PROGRAM = textwrap.dedent("""
     import json, threading, netsock
@@ -43,8 +44,9 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-def test_the_creator_goes_on_before_the_new_thread_runs() -> None:
-    done = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=60)
+def test_the_creator_goes_on_before_the_new_thread_runs(tmp_path: Path) -> None:
+    # (in an empty directory: the installed package, not the source tree, which lacks netsock.patches)
+    done = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     order = result["order"]
