@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 from scapy.packet import Raw
 
-from netsock.header.gso import segment_tcp
+from netsock.header.gso import segment_tcp, segments_to_forward
 from netsock.stack import ManualClock
 from netsock.tcpip import Address, ErrConnectStarted, ErrWouldBlock, FullAddress
 
@@ -108,3 +108,12 @@ def test_tcp_hands_a_gso_link_super_segments_and_the_bytes_arrive() -> None:
     assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
     assert max(writes) == client.snd.mss, "data went out as super-segments cut at the MSS"
     assert len(writes) < len(data) // client.snd.mss // 10
+
+
+def test_a_router_sends_a_super_segment_whole_only_to_a_link_that_cuts_it_into_fitting_pieces() -> None:
+    big = bytes(IP(src="192.0.2.1", dst="198.51.100.2") / TCP(sport=1, dport=2, flags="PA") / Raw(bytes(5000)))
+    assert segments_to_forward(big, 20, 1448, 1500, link_cuts=True) is None
+    assert segments_to_forward(big, 20, 1448, 1500, link_cuts=False) == segment_tcp(big, 1448)
+    assert segments_to_forward(big, 20, 1448, 1400, link_cuts=True) == segment_tcp(big, 1448)  # pieces too big
+    with pytest.raises(ValueError):
+        segments_to_forward(big[:30], 20, 1448, 1500, link_cuts=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from . import tcp
 from .checksum import checksum
 
-__all__ = ["segment_tcp"]
+__all__ = ["segment_tcp", "segments_to_forward"]
 
 MASK = 0xFFFFFFFF
 
@@ -78,3 +78,16 @@ def _tcp_header_lengths(packet: memoryview) -> tuple[int, int]:
     if tcp_len < tcp.MIN_SIZE or len(packet) < ip_len + tcp_len:
         raise ValueError(f"TCP header length {tcp_len}")
     return ip_len, tcp_len
+
+
+def segments_to_forward(packet: bytes | memoryview, ip_header_length: int, gso_size: int, mtu: int,
+                        link_cuts: bool) -> list[bytes] | None:
+    """What a router sends on for a TCP super-segment it received whole: None if it may leave as it is
+    (the next link cuts super-segments, ``link_cuts``, and the wire segments fit ``mtu``), else its wire
+    segments, each then forwarded as if it had come alone. ValueError if it is not a TCP super-segment."""
+    if link_cuts:
+        if len(packet) < ip_header_length + tcp.MIN_SIZE:
+            raise ValueError("truncated TCP header")
+        if ip_header_length + (packet[ip_header_length + 12] >> 4) * 4 + gso_size <= mtu:
+            return None
+    return segment_tcp(packet, gso_size)

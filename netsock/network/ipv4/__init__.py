@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ...header import icmpv4, ipv4
 from ...header.checksum import checksum
-from ...header.gso import segment_tcp
+from ...header.gso import segments_to_forward
 from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ...stack.interfaces import LinkCapabilities, PacketType
@@ -259,12 +259,10 @@ class IPv4Endpoint(NetworkEndpoint):
         """A TCP super-segment received whole (from a TUN with offloads, or coalesced by link.gro)
         stands for its wire segments: it leaves whole if the next hop's link cuts (GSO) and they fit
         its MTU; otherwise it is cut here and each piece forwarded as if it had come alone."""
-        hlen = hdr.header_length
         try:
-            pieces = None if (route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO
-                              and hlen + (original[hlen + 12] >> 4) * 4 + pkt.gso_size <= route.mtu()
-                              ) else segment_tcp(original, pkt.gso_size)
-        except (ValueError, IndexError):            # not a TCP packet after all
+            pieces = segments_to_forward(original, hdr.header_length, pkt.gso_size, route.mtu(),
+                                         bool(route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO))
+        except ValueError:                          # not a TCP packet after all
             self._stats.ip.malformed_packets_received.increment()
             return
         if pieces is None:

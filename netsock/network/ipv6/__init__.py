@@ -15,7 +15,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from ...header import icmpv6, ipv6
-from ...header.gso import segment_tcp
+from ...header.gso import segments_to_forward
 from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
@@ -357,10 +357,9 @@ class IPv6Endpoint(NetworkEndpoint):
         next hop's link cuts (GSO) and its pieces fit the MTU; otherwise it is cut here and each piece
         forwarded as if it had come alone."""
         try:
-            pieces = None if (route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO
-                              and ipv6.HEADER_SIZE + (packet[ipv6.HEADER_SIZE + 12] >> 4) * 4 + pkt.gso_size
-                              <= route.mtu()) else segment_tcp(packet, pkt.gso_size)
-        except (ValueError, IndexError):            # not TCP right behind the fixed header
+            pieces = segments_to_forward(packet, ipv6.HEADER_SIZE, pkt.gso_size, route.mtu(),
+                                         bool(route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO))
+        except ValueError:                          # not TCP right behind the fixed header
             self._stats.ip.malformed_packets_received.increment()
             return
         if pieces is None:
