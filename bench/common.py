@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,6 +102,41 @@ def cpu_seconds() -> float:
     """User + system CPU of this process and of its children waited for so far."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+STREAM_CHUNK = 64 * KIB
+
+
+def stream_sink(listener: Any) -> dict[str, Any]:
+    """Accept one connection and read it to EOF into a 1 MiB buffer: bytes, seconds from the accept to
+    EOF and this process's CPU seconds meanwhile (any socket-like listener: netsock's or the kernel's)."""
+    connection, _ = listener.accept()
+    buffer = bytearray(MIB)
+    received = 0
+    start, cpu = time.perf_counter(), time.process_time()
+    while count := connection.recv_into(buffer):
+        received += count
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    connection.close()
+    return {"bytes": received, "seconds": seconds, "cpu_seconds": cpu}
+
+
+def stream_source(sock: Any, address: tuple[str, int], size: int) -> float:
+    """Connect, write ``size`` bytes in 64 KiB bytes objects, half-close, wait for the peer's close:
+    this process's CPU seconds from the connect on."""
+    chunks = [os.urandom(STREAM_CHUNK) for _ in range(16)]
+    sock.connect(address)
+    cpu = time.process_time()
+    sent = 0
+    while sent < size:
+        chunk = chunks[(sent // STREAM_CHUNK) % len(chunks)][:size - sent]
+        sock.sendall(chunk)
+        sent += len(chunk)
+    sock.shutdown(socket.SHUT_WR)
+    sock.recv(1)            # the receiver's close
+    cpu = time.process_time() - cpu
+    sock.close()
+    return cpu
 
 
 def rss_bytes() -> int:

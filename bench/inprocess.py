@@ -16,10 +16,8 @@ are here), per 10^9 bytes. Needs no root.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,46 +27,20 @@ import gevent.socket
 from netsock import Network
 from netsock.adapter.socket import NetsockSocket
 
-from common import MIB, Figure, at_least, cpu_seconds, exit_on_sigterm, write_figures
+from common import MIB, Figure, at_least, cpu_seconds, exit_on_sigterm, stream_sink, stream_source, write_figures
 
-CHUNK = 64 * 1024
 PORT = 5001
 SWITCH_MTUS = {1500: 1, 65535: 8}     # MTU -> how many times --bytes it moves (a large MTU is that much faster)
 GBIT = 1e9
 
 
-def receive(listener: Any) -> tuple[int, float]:
-    """Accept one connection and read it to EOF: (bytes, seconds from accept to EOF)."""
-    connection, _ = listener.accept()
-    buffer = bytearray(MIB)
-    received = 0
-    start = time.perf_counter()
-    while count := connection.recv_into(buffer):
-        received += count
-    seconds = time.perf_counter() - start
-    connection.close()
-    return received, seconds
-
-
-def send(sock: Any, address: tuple[str, int], size: int) -> None:
-    chunks = [os.urandom(CHUNK) for _ in range(16)]
-    sock.connect(address)
-    sent = 0
-    while sent < size:
-        chunk = chunks[(sent // CHUNK) % len(chunks)][:size - sent]
-        sock.sendall(chunk)
-        sent += len(chunk)
-    sock.shutdown(socket.SHUT_WR)
-    sock.recv(1)            # the receiver's close
-    sock.close()
-
-
 def transfer(listener: Any, sender: Any, address: tuple[str, int], size: int,
              spawn: Callable[..., gevent.Greenlet]) -> dict[str, Any]:
     cpu = cpu_seconds()
-    receiving = spawn(receive, listener)
-    sending = spawn(send, sender, address, size)
-    received, seconds = receiving.get()
+    receiving = spawn(stream_sink, listener)
+    sending = spawn(stream_source, sender, address, size)
+    sunk = receiving.get()
+    received, seconds = sunk["bytes"], sunk["seconds"]
     sending.get()
     cpu = cpu_seconds() - cpu
     listener.close()

@@ -47,9 +47,8 @@ from netsock.tcpip.errors import ErrNoBufferSpace
 from netsock.transport.icmp import ICMPv4Protocol
 from netsock.transport.tcp import TCPProtocol
 
-from common import LOAD_CPU, MIB, SERVER_CPU, Figure, exit_on_sigterm, write_figures
+from common import LOAD_CPU, MIB, SERVER_CPU, Figure, exit_on_sigterm, stream_sink, stream_source, write_figures
 
-CHUNK = 64 * 1024
 BATCH = 64
 PORT = 5001
 SMALL_FRAME = 60
@@ -70,38 +69,6 @@ def tcp_stack(link: SharedMemoryEndpoint, address: str) -> Stack:
     stack.set_route_table([Route.parse("192.0.2.0/24", 1)])
     return stack
 
-
-def sink(listener: Any) -> dict[str, Any]:
-    """Accept one connection and read it to EOF: bytes, seconds and this process's CPU seconds."""
-    connection, _ = listener.accept()
-    buffer = bytearray(MIB)
-    received = 0
-    start, cpu = time.perf_counter(), time.process_time()
-    while count := connection.recv_into(buffer):
-        received += count
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    connection.close()
-    return {"bytes": received, "seconds": seconds, "cpu_seconds": cpu}
-
-
-def send(sock: Any, address: tuple[str, int], size: int) -> float:
-    """Connect, write ``size`` bytes, half-close, wait for the peer's close: this process's CPU seconds."""
-    chunks = [os.urandom(CHUNK) for _ in range(16)]
-    sock.connect(address)
-    cpu = time.process_time()
-    sent = 0
-    while sent < size:
-        chunk = chunks[(sent // CHUNK) % len(chunks)][:size - sent]
-        sock.sendall(chunk)
-        sent += len(chunk)
-    sock.shutdown(socket.SHUT_WR)
-    sock.recv(1)
-    cpu = time.process_time() - cpu
-    sock.close()
-    return cpu
-
-
-# --- the child --------------------------------------------------------------------------------------
 
 class FrameCounter:
     """A dispatcher that counts frames, timing the first to the last."""
@@ -147,13 +114,13 @@ def child(role: str, argument: str, count: int) -> None:
         listener.bind(("192.0.2.2", PORT))
         listener.listen()
         print("ready", flush=True)
-        report(sink(listener))
+        report(stream_sink(listener))
     else:
         listener = gevent.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))     # a free port on the machine's loopback
         listener.listen()
         print(f"ready {listener.getsockname()[1]}", flush=True)
-        report(sink(listener))
+        report(stream_sink(listener))
     gevent.socket.wait_read(sys.stdin.fileno())     # the stack stays up until the parent is done
 
 
@@ -242,7 +209,7 @@ def netsock_tcp(mtu: int, size: int) -> dict[str, Any]:
     try:
         with peer:
             process, _ = start_child("tcp", peer.spec, 0, peer.fds)
-        sender_cpu = send(NetsockSocket(socket.AF_INET, socket.SOCK_STREAM, stack=stack), ("192.0.2.2", PORT), size)
+        sender_cpu = stream_source(NetsockSocket(socket.AF_INET, socket.SOCK_STREAM, stack=stack), ("192.0.2.2", PORT), size)
         result = tcp_result(finish_child(process), size, sender_cpu)
         result["ring_full"] = link.stats.tx_queue_full.value
         result["wakeups"] = link.stats.tx_wakeups.value
@@ -254,7 +221,7 @@ def netsock_tcp(mtu: int, size: int) -> dict[str, Any]:
 
 def kernel_tcp(size: int) -> dict[str, Any]:
     process, port = start_child("kernel-tcp", "-")
-    sender_cpu = send(gevent.socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("127.0.0.1", int(port)), size)
+    sender_cpu = stream_source(gevent.socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("127.0.0.1", int(port)), size)
     return tcp_result(finish_child(process), size, sender_cpu)
 
 
