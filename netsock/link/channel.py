@@ -96,16 +96,21 @@ class ChannelEndpoint(LinkEndpointBase):
             stats.tx_queue_full.increment()
             raise ErrNoBufferSpace
         if frames is None:
-            self._enqueue(remote_link_address, protocol, pkt)
+            if self._ethernet:
+                eth.build(pkt.prepend(eth.HEADER_SIZE), remote_link_address, self._link_address, protocol)
+            self._enqueue(remote_link_address, protocol, b"".join(pkt.views()))
             return
-        for frame in frames:
-            self._enqueue(remote_link_address, protocol, PacketBuffer(eth.HEADER_SIZE, frame))
-
-    def _enqueue(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
-        stats = self.stats
+        link_header = b""
         if self._ethernet:
-            eth.build(pkt.prepend(eth.HEADER_SIZE), remote_link_address, self._link_address, protocol)
-        info = PacketInfo(protocol, bytes(remote_link_address), b"".join(pkt.views()))
+            header = bytearray(eth.HEADER_SIZE)
+            eth.build(header, remote_link_address, self._link_address, protocol)
+            link_header = bytes(header)
+        for frame in frames:
+            self._enqueue(remote_link_address, protocol, link_header + frame if link_header else frame)
+
+    def _enqueue(self, remote_link_address: bytes, protocol: int, frame: bytes) -> None:
+        stats = self.stats
+        info = PacketInfo(protocol, bytes(remote_link_address), frame)
         self._queue.append(info)
         stats.tx_packets.increment()
         stats.tx_bytes.increment(len(info.data))
