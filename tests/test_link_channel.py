@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.packet import Raw
 
 from netsock.header import ethernet
+from netsock.header.gso import segment_tcp
 from netsock.link.channel import ChannelEndpoint, PacketInfo
 from netsock.stack.interfaces import LinkCapabilities, PacketType
 from netsock.stack.packet_buffer import PacketBuffer
@@ -106,6 +109,20 @@ def test_larger_than_mtu_is_refused() -> None:
     with pytest.raises(ErrMessageTooLong):
         ep.write_packet(b"", IPV4, outbound(b"h" * 5, b"p" * 6))
     assert (ep.stats.tx_packets.value, ep.stats.tx_too_long.value) == (1, 1)
+
+
+@pytest.mark.parametrize("cut", [True, False])
+def test_a_gso_channel_cuts_super_segments_or_queues_them_whole(cut: bool) -> None:
+    packet = bytes(IP(src="192.0.2.1", dst="192.0.2.2") / TCP(flags="PA") / Raw(b"x" * 5000))
+    super_segment = outbound(packet[:40], packet[40:])
+    super_segment.gso_size = 1000
+    ep = ChannelEndpoint(mtu=1040, gso=True, cut_super_segments=cut)
+    ep.write_packet(b"", IPV4, super_segment)
+    queued = [(info.data, info.gso_size) for info in ep.drain()]
+    if cut:
+        assert queued == [(frame, 0) for frame in segment_tcp(packet, 1000)] and len(queued) == 5
+    else:
+        assert queued == [(packet, 1000)]
 
 
 def test_close_refuses_writes_stops_delivery_and_keeps_the_queue() -> None:

@@ -64,6 +64,14 @@ def test_a_run_of_one_flow_becomes_one_super_segment_that_cuts_back_into_the_sam
         6, src, dst, len(merged) - header)
 
 
+def test_a_batch_keeps_super_segments_that_came_whole_in_their_place() -> None:
+    before, after = wire(V4, 3000, 1000, seq=1), wire(V4, 2000, 1000, seq=60001)
+    whole = b"super-segment"          # passed on as it came, not parsed
+    out = [(bytes(pkt.data), pkt.gso_size) for pkt in gro.coalesce_batch([*before, (whole, 1000), *after])]
+    assert out == [*outputs(gro.coalesce, before), (whole, 1000), *outputs(gro.coalesce, after)]
+    assert [size for _, size in out] == [1000, 1000, 1000]
+
+
 @both
 def test_ethernet_frames_keep_their_link_header(coalesce) -> None:
     frames = wire(V4, 3000, 1000)

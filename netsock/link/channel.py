@@ -20,11 +20,13 @@ from . import LinkStats, deliver_ethernet, write_each
 
 
 class PacketInfo(NamedTuple):
-    """One packet the stack wrote: ``data`` is a copy of the whole frame, link header included."""
+    """One packet the stack wrote: ``data`` is a copy of the whole frame, link header included;
+    ``gso_size`` > 0 if it is a TCP super-segment queued whole (``cut_super_segments=False``)."""
 
     protocol: int
     remote_link_address: bytes
     data: bytes
+    gso_size: int = 0
 
 
 class ChannelEndpoint(LinkEndpointBase):
@@ -32,19 +34,25 @@ class ChannelEndpoint(LinkEndpointBase):
 
     With ``ethernet=True`` it behaves as an Ethernet segment: written frames carry a 14-byte header
     built from ``link_address`` (required, 6 bytes) and injected frames must carry one.
+
+    ``gso=True`` takes TCP super-segments (64 KB, ``PacketBuffer.gso_size``) and cuts each into its
+    wire segments; with ``cut_super_segments=False`` it queues them whole instead, for a reader that
+    passes them on whole where nothing needs the frames, as Linux's veth and bridge pass GSO packets
+    (``privnet.switch``, ``link.wire``).
     """
 
     def __init__(self, size: int = 256, mtu: int = 1500, link_address: bytes = b"",
                  capabilities: LinkCapabilities = LinkCapabilities.NONE, ethernet: bool = False,
-                 gso: bool = False) -> None:
+                 gso: bool = False, cut_super_segments: bool = True) -> None:
         if ethernet:
             if len(link_address) != 6:
                 raise ValueError("an Ethernet channel needs a 6-byte link address")
             capabilities |= LinkCapabilities.RESOLUTION_REQUIRED
         if gso:
-            capabilities |= LinkCapabilities.HARDWARE_GSO   # TCP super-segments, cut here (link.gso)
+            capabilities |= LinkCapabilities.HARDWARE_GSO
         super().__init__(mtu, bytes(link_address), capabilities)
         self._ethernet = ethernet
+        self._cut = cut_super_segments
         self._size = size
         self._queue: deque[PacketInfo] = deque()
         self._closed = False
@@ -85,9 +93,10 @@ class ChannelEndpoint(LinkEndpointBase):
         if self._closed:
             stats.tx_closed.increment()
             raise ErrClosedForSend
-        if pkt.gso_size:
-            frames = segment_tcp(b"".join(pkt.views()), pkt.gso_size)
-        elif pkt.size() > self._mtu:
+        gso_size = pkt.gso_size
+        if gso_size and self._cut:
+            frames = segment_tcp(b"".join(pkt.views()), gso_size)
+        elif pkt.size() > self._mtu and not gso_size:
             stats.tx_too_long.increment()
             raise ErrMessageTooLong
         else:
@@ -98,7 +107,7 @@ class ChannelEndpoint(LinkEndpointBase):
         if frames is None:
             if self._ethernet:
                 eth.build(pkt.prepend(eth.HEADER_SIZE), remote_link_address, self._link_address, protocol)
-            self._enqueue(remote_link_address, protocol, b"".join(pkt.views()))
+            self._enqueue(remote_link_address, protocol, b"".join(pkt.views()), gso_size)
             return
         link_header = b""
         if self._ethernet:
@@ -108,9 +117,9 @@ class ChannelEndpoint(LinkEndpointBase):
         for frame in frames:
             self._enqueue(remote_link_address, protocol, link_header + frame if link_header else frame)
 
-    def _enqueue(self, remote_link_address: bytes, protocol: int, frame: bytes) -> None:
+    def _enqueue(self, remote_link_address: bytes, protocol: int, frame: bytes, gso_size: int = 0) -> None:
         stats = self.stats
-        info = PacketInfo(protocol, bytes(remote_link_address), frame)
+        info = PacketInfo(protocol, bytes(remote_link_address), frame, gso_size)
         self._queue.append(info)
         stats.tx_packets.increment()
         stats.tx_bytes.increment(len(info.data))

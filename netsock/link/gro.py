@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from ..header.checksum import checksum, combine, pseudo_header_checksum
 from ..stack.packet_buffer import Buffer, PacketBuffer
 
-__all__ = ["coalesce", "py_coalesce"]
+__all__ = ["coalesce", "coalesce_batch", "py_coalesce"]
 
 _ACK, _PSH = 0x10, 0x08
 _TCP = 6
@@ -197,3 +197,25 @@ except ImportError:  # no compiler where this was installed
     coalesce = py_coalesce
 else:  # (a build from before native/gro.c lacks the function)
     coalesce = _native_coalesce if hasattr(_lib, "ns_gro_plan") else py_coalesce
+
+
+def coalesce_batch(batch: Sequence[Buffer | tuple[Buffer, int]], link_header: int = 0) -> list[PacketBuffer]:
+    """``coalesce`` for a batch in which super-segments also came whole, as (packet, gso_size) from a
+    link that passes them on uncut (``ChannelEndpoint(cut_super_segments=False)``): those are taken
+    as they are, in their place; the frames between them are coalesced."""
+    out: list[PacketBuffer] = []
+    frames: list[Buffer] = []
+    for item in batch:
+        if item.__class__ is tuple:
+            if frames:
+                out += coalesce(frames, link_header)
+                frames = []
+            packet, gso_size = item     # type: ignore[misc]
+            pkt = PacketBuffer.inbound(packet)
+            pkt.gso_size = gso_size
+            out.append(pkt)
+        else:
+            frames.append(item)         # type: ignore[arg-type]
+    if frames:
+        out += coalesce(frames, link_header)
+    return out

@@ -22,12 +22,13 @@ class PcapWriter:
     """Writes packets to a pcap file.
 
     ``file`` is a path (opened, and closed by ``close``) or a binary file object (left open).
-    Packets longer than ``snaplen`` are recorded truncated, with their original length. With
+    Packets longer than ``snaplen`` are recorded truncated, with their original length (the default
+    is tcpdump's, so that a 64 KB packet with its link header is recorded whole). With
     ``autoflush`` every record is flushed as it is written, so a capture is complete up to the last
     packet even if the process dies; without, call ``flush``/``close``.
     """
 
-    def __init__(self, file: str | os.PathLike[str] | BinaryIO, linktype: int, snaplen: int = 65535,
+    def __init__(self, file: str | os.PathLike[str] | BinaryIO, linktype: int, snaplen: int = 262144,
                  autoflush: bool = True) -> None:
         if isinstance(file, (str, os.PathLike)):
             self._file: BinaryIO = open(file, "wb")

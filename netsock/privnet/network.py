@@ -22,6 +22,8 @@ from typing import Any
 import gevent
 
 from ..adapter.runtime import StackConfig, build_stack, use_stack
+from ..header.ethernet import HEADER_SIZE as ETHERNET_HEADER_SIZE
+from ..header.gso import segment_tcp
 from ..link.pcap import PcapWriter
 from ..resolver import Resolver
 from ..samples.common import all_counters
@@ -102,7 +104,8 @@ class Host:
 class Network:
     """A private network; see the module docstring. ``seed`` makes every fault decision reproducible.
 
-    ``capture_limit`` bounds the frames kept for ``pcap`` (the oldest go first); 0 keeps none.
+    ``capture_limit`` bounds the frames kept for ``pcap`` (the oldest go first; a TCP super-segment
+    that crossed a switch whole counts as one); 0 keeps none.
     """
 
     def __init__(self, seed: int = 0, capture_limit: int = 1 << 20) -> None:
@@ -111,7 +114,7 @@ class Network:
         self.switches: dict[str, Switch] = {}
         self._subnets: dict[Switch, ipaddress.IPv4Network | ipaddress.IPv6Network] = {}
         self._timers = TimerQueue(GeventClock())
-        self._capture: deque[tuple[int, bytes]] = deque(maxlen=capture_limit) if capture_limit else deque(maxlen=0)
+        self._capture: deque[tuple[int, bytes, int]] = deque(maxlen=capture_limit)
         self._greenlets: list[gevent.Greenlet] = []
         self._macs = 0
         self._bridged: dict[Switch, str] = {}                   # the kernel's address on a bridged switch
@@ -288,14 +291,20 @@ class Network:
 
     # --- observing ----------------------------------------------------------------------------------
 
-    def _record(self, frame: bytes) -> None:
-        self._capture.append((time.time_ns(), frame))
+    def _record(self, frame: bytes, gso_size: int) -> None:
+        self._capture.append((time.time_ns(), frame, gso_size))
 
     def pcap(self, path: str | os.PathLike[str]) -> str:
-        """Write every switch's frames (as they entered the switch, in time order) to ``path``."""
+        """Write every switch's frames (as they entered the switch, in time order) to ``path``; a
+        super-segment that crossed whole is written as the wire frames it stands for."""
         with PcapWriter(path, _LINKTYPE_ETHERNET) as writer:
-            for timestamp, frame in self._capture:
-                writer.write(frame, timestamp_ns=timestamp)
+            for timestamp, frame, gso_size in self._capture:
+                if gso_size:
+                    link_header = frame[:ETHERNET_HEADER_SIZE]
+                    for segment in segment_tcp(memoryview(frame)[ETHERNET_HEADER_SIZE:], gso_size):
+                        writer.write(link_header + segment, timestamp_ns=timestamp)
+                else:
+                    writer.write(frame, timestamp_ns=timestamp)
         return os.fspath(path)
 
     def counters(self) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 Frames a port's NIC writes enter the switch as they are written (learned, captured, faults decided
 then, as on a wire) and are delivered from the gevent hub's callback queue, never inside the
 sender's call, each port's share of a turn in one batch (each stack then sees frames as a device
-would deliver them, and coalesces each flow's consecutive TCP segments: ``link.gro``). The switch learns
+would deliver them, and coalesces each flow's consecutive TCP segments: ``link.gro``). A host's TCP
+hands its port 64 KB super-segments; they cross the switch whole, as Linux's bridge and veth pass
+GSO packets (and are captured whole, as tcpdump sees them there), unless something on their way
+needs the frames (a fault, a reset, a TAP device): then the switch cuts them at the port. The switch learns
 source MACs; a frame to a known unicast MAC goes to that port, any other (broadcast, multicast,
 unknown) to every other port. Between any two ports, each direction may carry faults: a
 ``FaultPipe`` (loss, delay, reordering, rate limit, corruption, blackhole ...) created the first
@@ -15,20 +18,24 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Union
 
 import gevent
 
 from ..header import ethernet as eth
 from ..header import ipv4, tcp
+from ..header.gso import segment_tcp
 from ..link import LinkStats
 from ..link.channel import ChannelEndpoint
 from ..link.fault import FaultConfig, FaultDirectionStats, FaultPipe
-from ..link.gro import coalesce
+from ..link.gro import coalesce_batch
 from ..stack import PacketBuffer
 from ..stack.clock import TimerQueue
 
 __all__ = ["Port", "Switch", "TapPort"]
+
+# What crosses the switch: an Ethernet frame, or a TCP super-segment passed whole, as (frame, gso_size).
+Frame = Union[bytes, tuple[bytes, int]]
 
 
 class Port:
@@ -40,25 +47,25 @@ class Port:
         self.switch = switch
         self.name = name
         self.mac = mac
-        # GSO: the host's TCP hands over 64 KB and the port cuts it into frames of the switch's MTU,
-        # which is all the switch, its faults and captures ever see; GRO puts them back together at
-        # the receiving port (as Linux does on both sides of a wire).
-        self.link = ChannelEndpoint(size=1 << 16, mtu=mtu, link_address=mac, ethernet=True, gso=True)
+        # GSO: the host's TCP hands over 64 KB super-segments whole (the switch cuts them where
+        # frames are needed); GRO coalesces the frames that arrive (as Linux does on both sides of a wire).
+        self.link = ChannelEndpoint(size=1 << 16, mtu=mtu, link_address=mac, ethernet=True, gso=True,
+                                    cut_super_segments=False)
         self.link.on_outbound = lambda _packet: switch._sent(self)
 
     @property
     def stats(self) -> LinkStats:
         return self.link.stats
 
-    def deliver(self, frames: list[bytes]) -> None:
+    def deliver(self, frames: list[Frame]) -> None:
         """Hand switched frames to what is on the port: a host's NIC takes each flow's consecutive
-        TCP segments coalesced (``link.gro``)."""
-        for pkt in coalesce(frames, eth.HEADER_SIZE):
+        TCP segments coalesced (``link.gro``), and super-segments as they came."""
+        for pkt in coalesce_batch(frames, eth.HEADER_SIZE):
             self.link.inject(0, pkt)    # an Ethernet channel reads the protocol from the frame
 
-    def drain(self) -> list[bytes]:
-        """The frames sent into the switch since the last call."""
-        return [packet.data for packet in self.link.drain()]
+    def drain(self) -> list[Frame]:
+        """What was sent into the switch since the last call."""
+        return [(packet.data, packet.gso_size) if packet.gso_size else packet.data for packet in self.link.drain()]
 
     def close(self) -> None:
         self.link.close()
@@ -125,11 +132,12 @@ class TapPort(Port):
 class Switch:
     """A learning Ethernet switch with per-direction faults between its ports.
 
-    ``capture`` receives every frame as it enters the switch.
+    ``capture`` receives every frame as it enters the switch, and its ``gso_size``: > 0 for a TCP
+    super-segment crossing whole (``header.gso.segment_tcp`` gives its wire frames).
     """
 
     def __init__(self, name: str, timers: TimerQueue, seed: int, mtu: int = 1500,
-                 capture: Callable[[bytes], None] | None = None) -> None:
+                 capture: Callable[[bytes, int], None] | None = None) -> None:
         self.name = name
         self.mtu = mtu
         self.ports: list[Port] = []
@@ -191,9 +199,12 @@ class Switch:
         captured, their faults decided as they cross, as on a real wire), and reach their destinations
         in the switch's next turn on the hub, never inside the sender's call."""
         for frame in source.drain():
-            self._ingress(source, frame)
+            if frame.__class__ is tuple:
+                self._ingress_super_segment(source, *frame)     # type: ignore[misc]
+            else:
+                self._ingress(source, frame)                    # type: ignore[arg-type]
 
-    def _send(self, destination: Port, frame: bytes) -> None:
+    def _send(self, destination: Port, frame: Frame) -> None:
         frames = self._outgoing.get(destination)
         if frames is not None:
             frames.append(frame)
@@ -211,19 +222,42 @@ class Switch:
         for destination, frames in outgoing.items():
             destination.deliver(frames)
 
-    def _ingress(self, source: Port, frame: bytes) -> None:
-        if self._capture is not None:
-            self._capture(frame)
-        header = eth.parse(frame)
-        if not header:
-            return
+    def _destinations(self, source: Port, header: eth.EthernetHeader) -> list[Port]:
+        """Learn where the sender is; where its frame goes (the known port of a unicast address, else
+        every other port)."""
         if not eth.is_multicast(header.src):
             self._by_mac[header.src] = source
         target = self._by_mac.get(header.dst) if not eth.is_multicast(header.dst) else None
-        destinations = [target] if target is not None else [p for p in self.ports if p is not source]
-        for destination in destinations:
-            if destination is source:
-                continue
+        if target is not None:
+            return [target] if target is not source else []
+        return [port for port in self.ports if port is not source]
+
+    def _ingress_super_segment(self, source: Port, frame: bytes, gso_size: int) -> None:
+        """Pass a super-segment whole where nothing on its way needs frames; else cut it into its
+        wire segments and switch those."""
+        destinations = self._destinations(source, eth.parse(frame))     # (a frame the port built)
+        if all(self._passes_whole(source, destination) for destination in destinations):
+            if self._capture is not None:
+                self._capture(frame, gso_size)
+            for destination in destinations:
+                self._send(destination, (frame, gso_size))
+            return
+        link_header = frame[:eth.HEADER_SIZE]
+        for segment in segment_tcp(memoryview(frame)[eth.HEADER_SIZE:], gso_size):
+            self._ingress(source, link_header + segment)
+
+    def _passes_whole(self, source: Port, destination: Port) -> bool:
+        pipe = self._pipes.get((source, destination))
+        return (destination.__class__ is Port and (pipe is None or not pipe.active)
+                and (source, destination) not in self._resetting)
+
+    def _ingress(self, source: Port, frame: bytes) -> None:
+        if self._capture is not None:
+            self._capture(frame, 0)
+        header = eth.parse(frame)
+        if not header:
+            return
+        for destination in self._destinations(source, header):
             if self._resetting and (source, destination) in self._resetting and self._reset(source, header, frame):
                 continue
             pipe = self._pipes.get((source, destination))
