@@ -206,6 +206,17 @@ def test_dad_probes_every_address_from_the_unspecified_address(h: EtherV6Harness
     assert h.stats.ip.duplicate_addresses_detected.value == 0
 
 
+def test_without_dad_transmits_an_address_is_used_at_once() -> None:
+    h = EtherV6Harness(enabled=False)
+    h.stack.network_protocols[IPV6_PROTOCOL_NUMBER].dad_transmits = 0
+    h.stack.enable_nic(NIC_ID)
+    h.stack.add_address(NIC_ID, IPV6_PROTOCOL_NUMBER, "2001:db8::3/64")
+    assert h.tentative() == set()
+    sent = h.sent()
+    assert sent and not [frame for frame in sent if ICMPv6ND_NS in frame]
+    assert all(frame[IPv6].dst == "ff02::16" for frame in sent)     # MLD: solicited-node groups still joined
+
+
 def test_tentative_address_is_neither_a_source_nor_a_destination(h: EtherV6Harness) -> None:
     h.know_peer()
     h.sent()

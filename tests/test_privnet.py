@@ -22,10 +22,10 @@ def net() -> Iterator[Network]:
         yield network
 
 
-def sink_server(host: Host, port: int) -> gevent.Greenlet:
+def sink_server(host: Host, port: int, family: int = socket.AF_INET) -> gevent.Greenlet:
     """Accepts one connection, reads to EOF, answers with the SHA-256 of what it read."""
-    listener = NetsockSocket(stack=host.stack)
-    listener.bind(("0.0.0.0", port))
+    listener = NetsockSocket(family, stack=host.stack)
+    listener.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
     listener.listen()
 
     def serve() -> None:
@@ -39,9 +39,9 @@ def sink_server(host: Host, port: int) -> gevent.Greenlet:
     return host.spawn(serve)
 
 
-def send_and_check(target: str, port: int, size: int) -> None:
+def send_and_check(target: str, port: int, size: int, family: int = socket.AF_INET) -> None:
     payload = hashlib.sha256(b"seed").digest() * (size // 32)
-    with NetsockSocket() as client:
+    with NetsockSocket(family) as client:
         client.settimeout(60)
         client.connect((target, port))
         client.sendall(payload)
@@ -59,6 +59,18 @@ def test_hosts_get_addresses_and_names(net: Network) -> None:
         assert client.resolver.gethostbyname("server.test") == "192.0.2.1"
     with pytest.raises(ValueError, match="not a free address"):
         net.host("again.test", lan, address="192.0.2.50")
+
+
+def test_ipv6_hosts_get_addresses_names_and_talk_at_once(net: Network) -> None:
+    lan = net.switch("lan", "2001:db8::/64")
+    server = net.host("server.test", lan)
+    client = net.host("client.test", lan, address="2001:db8::50")
+    assert (server.address, client.address) == ("2001:db8::1", "2001:db8::50")
+    assert client.resolver.getaddrinfo("server.test", 80, type=socket.SOCK_STREAM)[0][4][:2] == ("2001:db8::1", 80)
+    serving = sink_server(server, 9000, socket.AF_INET6)
+    with client:
+        send_and_check("server.test", 9000, 1 << 20, socket.AF_INET6)     # no DAD to wait for
+    serving.get(timeout=10)
 
 
 def test_a_transfer_through_loss_and_latency_arrives_intact(net: Network) -> None:
@@ -189,15 +201,18 @@ def test_the_same_seed_makes_the_same_decisions(tmp_path: Path) -> None:
     assert received == 1 + 1000 - lost + duplicated
 
 
-def test_a_router_joins_two_subnets(net: Network) -> None:
-    left = net.switch("left", "192.0.2.0/24")
-    right = net.switch("right", "198.51.100.0/24")
+@pytest.mark.parametrize(("subnets", "family"), [(("192.0.2.0/24", "198.51.100.0/24"), socket.AF_INET),
+                                                  (("2001:db8:1::/64", "2001:db8:2::/64"), socket.AF_INET6)],
+                         ids=["ipv4", "ipv6"])
+def test_a_router_joins_two_subnets(net: Network, subnets: tuple[str, str], family: int) -> None:
+    left = net.switch("left", subnets[0])
+    right = net.switch("right", subnets[1])
     net.router("router.test", left, right)
     server = net.host("server.test", right)
     client = net.host("client.test", left)
-    serving = sink_server(server, 9000)
+    serving = sink_server(server, 9000, family)
     with client:
-        send_and_check("server.test", 9000, 1 << 20)
+        send_and_check("server.test", 9000, 1 << 20, family)
     serving.get(timeout=10)
     with pytest.raises(ValueError, match="share no switch"):
         net.faults(client, server, loss=0.1)
@@ -238,19 +253,21 @@ def test_hosts_send_no_ipv6_autoconfiguration(net: Network, tmp_path: Path) -> N
     assert len(rdpcap(net.pcap(tmp_path / "idle.pcap"))) == 0
 
 
-def test_reset_injection_kills_connections_with_the_stdlib_exceptions(net: Network) -> None:
-    lan = net.switch("lan", "192.0.2.0/24")
+@pytest.mark.parametrize(("subnet", "family"), [("192.0.2.0/24", socket.AF_INET), ("2001:db8::/64", socket.AF_INET6)],
+                         ids=["ipv4", "ipv6"])
+def test_reset_injection_kills_connections_with_the_stdlib_exceptions(net: Network, subnet: str, family: int) -> None:
+    lan = net.switch("lan", subnet)
     server = net.host("server.test", lan)
     client = net.host("client.test", lan)
-    listener = NetsockSocket(stack=server.stack)
-    listener.bind(("0.0.0.0", 7))
+    listener = NetsockSocket(family, stack=server.stack)
+    listener.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 7))
     listener.listen()
     with client:
-        established = NetsockSocket()
+        established = NetsockSocket(family)
         established.settimeout(5)
         established.connect(("server.test", 7))
         net.faults(client, server, reset=True)
-        with NetsockSocket() as fresh:
+        with NetsockSocket(family) as fresh:
             fresh.settimeout(5)
             with pytest.raises(ConnectionRefusedError):      # the SYN is answered with RST|ACK
                 fresh.connect(("server.test", 7))
@@ -259,7 +276,7 @@ def test_reset_injection_kills_connections_with_the_stdlib_exceptions(net: Netwo
             established.recv(10)
         established.close()
         net.faults(client, server, reset=False)
-        with NetsockSocket() as healed:
+        with NetsockSocket(family) as healed:
             healed.settimeout(5)
             healed.connect(("server.test", 7))
     listener.close()

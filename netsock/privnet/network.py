@@ -1,7 +1,7 @@
 """``Network``: hosts, switches, routers and faults, all inside this process.
 
 Every host is a netsock stack of its own (loopback, plus one Ethernet NIC per switch it joins, with
-ARP); switches are learning Ethernet switches (see ``switch``); a router is a host that forwards
+ARP or NDP: a switch carries an IPv4 or an IPv6 subnet); switches are learning Ethernet switches (see ``switch``); a router is a host that forwards
 between its switches, and the other hosts get routes through it to the subnets behind it. Nothing
 else is routable: a destination outside the network's subnets has no route (ENETUNREACH), and
 names resolve from the network's own hosts table, so code running here cannot reach the machine's
@@ -56,9 +56,12 @@ class Host:
         self.name = name
         self.router = router
         self.stack: Stack = build_stack(StackConfig())
-        # IPv4 only, for now: no IPv6 autoconfiguration chatter (randomly timed) on the switches,
-        # so that a seed reproduces a workload's traffic frame for frame.
-        self.stack.network_protocols[IPV6_PROTOCOL_NUMBER].autoconfigure = False  # type: ignore[attr-defined]
+        # Addresses come from the network, unique by construction: no IPv6 autoconfiguration chatter
+        # (randomly timed) on the switches, so that a seed reproduces a workload's traffic frame for
+        # frame, and no duplicate address detection holding a new host's address back for a second.
+        ipv6 = self.stack.network_protocols[IPV6_PROTOCOL_NUMBER]
+        ipv6.autoconfigure = False  # type: ignore[attr-defined]
+        ipv6.dad_transmits = 0      # type: ignore[attr-defined]
         self.stack.unreachable_note = f"{name} is a host of a netsock private network: no route outside it"
         # Names come from the network alone: not /etc/hosts, no DNS server outside.
         self.resolver = Resolver(self.stack, hosts_file=None)
@@ -129,7 +132,7 @@ class Network:
     # --- building -------------------------------------------------------------------------------------
 
     def switch(self, name: str, subnet: str, mtu: int = 1500) -> Switch:
-        """An Ethernet segment carrying ``subnet`` (e.g. "192.0.2.0/24")."""
+        """An Ethernet segment carrying ``subnet``, IPv4 or IPv6 ("192.0.2.0/24", "2001:db8:1::/64")."""
         if name in self.switches:
             raise ValueError(f"there is a switch named {name!r} already")
         network = ipaddress.ip_network(subnet)
@@ -174,7 +177,8 @@ class Network:
         port = switch.add_port(host.name, mac)
         nic_id = _FIRST_NIC_ID + len(host.ports)
         host.stack.create_nic(nic_id, port.link, name=switch.name)
-        host.stack.add_address(nic_id, IPV4_PROTOCOL_NUMBER, AddressWithPrefix.parse(f"{address}/{subnet.prefixlen}"))
+        protocol = IPV4_PROTOCOL_NUMBER if subnet.version == 4 else IPV6_PROTOCOL_NUMBER
+        host.stack.add_address(nic_id, protocol, AddressWithPrefix.parse(f"{address}/{subnet.prefixlen}"))
         host.ports[switch] = port
         host.addresses[switch] = address
 

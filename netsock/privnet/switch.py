@@ -23,7 +23,7 @@ from typing import Any, Union
 import gevent
 
 from ..header import ethernet as eth
-from ..header import ipv4, tcp
+from ..header import ipv4, ipv6, tcp
 from ..header.gso import segment_tcp
 from ..link import LinkStats
 from ..link.channel import ChannelEndpoint
@@ -269,13 +269,23 @@ class Switch:
                 pipe.offer((frame[:eth.HEADER_SIZE], header.ethertype, PacketBuffer.inbound(frame[eth.HEADER_SIZE:])))
 
     def _reset(self, source: Port, header: eth.EthernetHeader, frame: bytes) -> bool:
-        """Drop an IPv4 TCP segment and send ``source`` the reset its destination would; False (let
-        it pass) for anything else, or for a reset, which is never answered."""
+        """Drop a TCP segment and send ``source`` the reset its destination would; False (let it
+        pass) for anything else, or for a reset, which is never answered."""
         packet = memoryview(frame)[eth.HEADER_SIZE:]
-        ip = ipv4.parse(packet) if header.ethertype == eth.ETHERTYPE_IPV4 else None
-        if not ip or ip.protocol != tcp.PROTOCOL_NUMBER or ip.more_fragments or ip.flags_fragment & 0x1FFF:
+        if header.ethertype == eth.ETHERTYPE_IPV4:
+            ip = ipv4.parse(packet)
+            if not ip or ip.protocol != tcp.PROTOCOL_NUMBER or ip.more_fragments or ip.flags_fragment & 0x1FFF:
+                return False
+            src, dst, segment = ip.src, ip.dst, packet[ip.header_length:ip.total_length]
+            ip_size = ipv4.MIN_SIZE
+        elif header.ethertype == eth.ETHERTYPE_IPV6:
+            ip6 = ipv6.parse(packet)
+            if not ip6 or ip6.next_header != tcp.PROTOCOL_NUMBER:     # (TCP behind extension headers passes)
+                return False
+            src, dst, segment = ip6.src, ip6.dst, packet[ipv6.HEADER_SIZE:ipv6.HEADER_SIZE + ip6.payload_length]
+            ip_size = ipv6.HEADER_SIZE
+        else:
             return False
-        segment = packet[ip.header_length:ip.total_length]
         seg = tcp.parse(segment)
         if not seg or seg.flags & tcp.RST:
             return True
@@ -284,13 +294,16 @@ class Switch:
         else:
             length = len(segment) - seg.data_offset + bool(seg.flags & tcp.SYN) + bool(seg.flags & tcp.FIN)
             seq, ack, flags = 0, (seg.seq + length) & 0xFFFFFFFF, tcp.RST | tcp.ACK
-        reply = bytearray(eth.HEADER_SIZE + ipv4.MIN_SIZE + tcp.MIN_SIZE)
-        eth.build(reply, header.src, header.dst, eth.ETHERTYPE_IPV4)
-        tcp_view = memoryview(reply)[eth.HEADER_SIZE + ipv4.MIN_SIZE:]
+        reply = bytearray(eth.HEADER_SIZE + ip_size + tcp.MIN_SIZE)
+        eth.build(reply, header.src, header.dst, header.ethertype)
+        tcp_view = memoryview(reply)[eth.HEADER_SIZE + ip_size:]
         tcp.build(tcp_view, src_port=seg.dst_port, dst_port=seg.src_port, seq=seq, ack=ack, flags=flags, window=0)
-        tcp.set_checksum(tcp_view, tcp.compute_checksum(ip.dst, ip.src, tcp_view))
-        ipv4.build(memoryview(reply)[eth.HEADER_SIZE:], src=ip.dst, dst=ip.src, protocol=tcp.PROTOCOL_NUMBER,
-                   total_length=ipv4.MIN_SIZE + tcp.MIN_SIZE)
+        tcp.set_checksum(tcp_view, tcp.compute_checksum(dst, src, tcp_view))
+        ip_view = memoryview(reply)[eth.HEADER_SIZE:]
+        if ip_size == ipv4.MIN_SIZE:
+            ipv4.build(ip_view, src=dst, dst=src, protocol=tcp.PROTOCOL_NUMBER, total_length=ip_size + tcp.MIN_SIZE)
+        else:
+            ipv6.build(ip_view, src=dst, dst=src, next_header=tcp.PROTOCOL_NUMBER, payload_length=tcp.MIN_SIZE)
         self._send(source, bytes(reply))
         return True
 

@@ -22,7 +22,7 @@ from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDesti
 from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ..fragmentation import Reassembler, ReassemblyResult, split_packet
 from . import icmp
-from .ndp import NDP
+from .ndp import DUP_ADDR_DETECT_TRANSMITS, NDP
 
 if TYPE_CHECKING:
     from ...stack.nic import NIC
@@ -426,6 +426,9 @@ class IPv6Protocol(NetworkProtocol):
         # gets no link-local address and solicits no router when enabled (IPv4-only networks whose
         # traffic must be reproducible frame for frame; RFC 4861 times those messages at random).
         self.autoconfigure = True
+        # netstack's DupAddrDetectTransmits (Linux's dad_transmits): 0 uses an address at once, for
+        # networks that hand out unique addresses themselves.
+        self.dad_transmits = DUP_ADDR_DETECT_TRANSMITS
         self.reassembler: Reassembler[tuple[bytes, bytes, int]] = Reassembler(
             stack.timers, timeout=REASSEMBLY_TIMEOUT, on_timeout=self._reassembly_timed_out,
             stats=stack.stats().ip.reassembly)

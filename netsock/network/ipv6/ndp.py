@@ -72,9 +72,11 @@ class NDP:
     def on_address_added(self, address: bytes) -> None:
         if not self.enabled or ipv6.is_multicast(address):
             return
-        self.nic.tentative.add(address)       # RFC 4862 §5.4: unusable until proven unique
+        dad = self.ep.protocol.dad_transmits > 0
+        if dad:
+            self.nic.tentative.add(address)   # RFC 4862 §5.4: unusable until proven unique
         self.mld.join(ipv6.solicited_node_multicast(address))
-        if self.nic.enabled:
+        if dad and self.nic.enabled:
             self._start_dad(address)
 
     def on_address_removed(self, address: bytes) -> None:
@@ -112,7 +114,7 @@ class NDP:
         if entry is None:
             return
         timer, sent = entry
-        if sent >= DUP_ADDR_DETECT_TRANSMITS:
+        if sent >= self.ep.protocol.dad_transmits:
             del self._dad[address]
             self.nic.tentative.discard(address)    # unique: the address is ours now
             return
