@@ -24,6 +24,7 @@ from netsock.link.channel import ChannelEndpoint  # noqa: E402
 from netsock.network.arp import ARPProtocol  # noqa: E402
 from netsock.network.ipv4 import IPv4Protocol  # noqa: E402
 from netsock.stack import ManualClock, Stack  # noqa: E402
+from netsock.stack.interfaces import LinkCapabilities  # noqa: E402
 from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Address, FullAddress,  # noqa: E402
                            Route, WriteOptions)
 from netsock.transport.icmp import ICMPv4Protocol  # noqa: E402
@@ -84,12 +85,14 @@ class StackHarness:
     otherwise it carries bare IPv4 packets, as a TUN device does.
     """
 
-    def __init__(self, ethernet: bool = False, mtu: int = 1500) -> None:
+    def __init__(self, ethernet: bool = False, mtu: int = 1500,
+                 capabilities: LinkCapabilities = LinkCapabilities.NONE) -> None:
         self.ethernet = ethernet
         self.clock = ManualClock()
         network = (IPv4Protocol, ARPProtocol) if ethernet else (IPv4Protocol,)
         self.stack = Stack(network, (UDPProtocol, ICMPv4Protocol), clock=self.clock)
-        self.link = ChannelEndpoint(mtu=mtu, link_address=mac(LOCAL_MAC) if ethernet else b"", ethernet=ethernet)
+        self.link = ChannelEndpoint(mtu=mtu, link_address=mac(LOCAL_MAC) if ethernet else b"", ethernet=ethernet,
+                                    capabilities=capabilities)
         self.nic = self.stack.create_nic(NIC_ID, self.link)
         self.stack.add_address(NIC_ID, IPV4_PROTOCOL_NUMBER, f"{LOCAL}/24")
         self.stack.set_route_table([Route.parse("192.0.2.0/24", NIC_ID), Route.parse("0.0.0.0/0", NIC_ID, PEER)])

@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 from scapy.packet import Raw
 
-from netsock.header.gso import segment_tcp, segments_to_forward
+from netsock.header.gso import segment_tcp, segment_udp, segments_to_forward
 from netsock.stack import ManualClock
 from netsock.tcpip import Address, ErrConnectStarted, ErrWouldBlock, FullAddress
 
@@ -117,3 +117,30 @@ def test_a_router_sends_a_super_segment_whole_only_to_a_link_that_cuts_it_into_f
     assert segments_to_forward(big, 20, 1448, 1400, link_cuts=True) == segment_tcp(big, 1448)  # pieces too big
     with pytest.raises(ValueError):
         segments_to_forward(big[:30], 20, 1448, 1500, link_cuts=True)
+
+
+@pytest.mark.parametrize("layer", [IP(src="192.0.2.1", dst="192.0.2.2", id=65534),
+                                   IPv6(src="2001:db8::1", dst="2001:db8::2")], ids=["v4", "v6"])
+def test_a_udp_super_datagram_is_cut_into_checksummed_datagrams(layer) -> None:
+    payload = bytes(range(256)) * 17                # 4,352 bytes: three of 1,400 and one of 152
+    big = bytes(layer / UDP(sport=4000, dport=5000, chksum=0x1234) / Raw(payload))
+    pieces = [(IPv6 if layer.version == 6 else IP)(p) for p in segment_udp(big, 1400)]
+    assert [len(p[Raw].load) for p in pieces] == [1400, 1400, 1400, 152]
+    assert b"".join(p[Raw].load for p in pieces) == payload
+    for index, piece in enumerate(pieces):
+        assert (piece[UDP].sport, piece[UDP].dport, piece[UDP].len) == (4000, 5000, 8 + len(piece[Raw].load))
+        if layer.version == 4:
+            assert checksums_valid(bytes(piece))
+            assert piece.id == (65534 + index) & 0xFFFF and piece.len == 28 + len(piece[Raw].load)
+        else:
+            recomputed = IPv6(bytes(piece))
+            del recomputed[UDP].chksum
+            assert IPv6(bytes(recomputed))[UDP].chksum == piece[UDP].chksum
+            assert piece.plen == 8 + len(piece[Raw].load)
+
+
+@pytest.mark.parametrize("packet", [b"", bytes(IP() / TCP()), bytes(IP() / UDP())[:27],
+                                    bytes(IPv6() / IPv6ExtHdrHopByHop() / UDP())])
+def test_what_is_not_a_udp_super_datagram_is_refused(packet: bytes) -> None:
+    with pytest.raises(ValueError):
+        segment_udp(packet, 1000)

@@ -10,10 +10,12 @@ from scapy.layers.inet import ICMP, IP, UDP
 from scapy.packet import Raw
 
 from netsock.ports import EPHEMERAL_FIRST, EPHEMERAL_LAST
+from netsock.stack.interfaces import LinkCapabilities
 from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, ErrAlreadyBound, ErrBadLocalAddress, ErrBroadcastDisabled,
                            ErrClosedForReceive, ErrClosedForSend, ErrConnectionRefused, ErrDestinationRequired,
                            ErrInvalidEndpointState, ErrMessageTooLong, ErrNetworkUnreachable, ErrNotConnected,
-                           ErrPortInUse, ErrWouldBlock, FullAddress, ShutdownFlags, SockOpt)
+                           ErrInvalidOptionValue, ErrPortInUse, ErrWouldBlock, FullAddress, SendableControlMessages,
+                           ShutdownFlags, SockOpt, WriteOptions)
 from netsock.waiter import EventMask
 
 from conftest import (LIMITED_BROADCAST, LOCAL, NIC_ID, OTHER_PEER, PEER, REMOTE, SUBNET_BROADCAST, StackHarness,
@@ -575,3 +577,71 @@ def test_receive_timestamp_option(harness: StackHarness) -> None:
     harness.clock.advance(2.5)
     harness.inject(datagram(7))
     assert ep.read().control.timestamp == harness.clock.now_ns()
+
+
+# --- UDP_SEGMENT (GSO) ------------------------------------------------------------------------------
+
+def test_udp_segment_cuts_a_write_into_datagrams_of_that_size(harness: StackHarness) -> None:
+    ep = harness.udp(5000)
+    ep.set_sock_opt(SockOpt.UDP_SEGMENT, 1000)
+    payload = bytes(range(256)) * 10
+    assert ep.write(payload, to(PEER, 9)) == 2560
+    datagrams = harness.sent()
+    assert [len(d[Raw].load) for d in datagrams] == [1000, 1000, 560]
+    assert b"".join(d[Raw].load for d in datagrams) == payload
+    assert all(checksums_valid(bytes(d)) and d[UDP].sport == 5000 for d in datagrams)
+    assert ep.stats.packets_sent.value == 3 and harness.stats.udp.packets_sent.value == 3
+    ep.write(b"short", to(PEER, 9))                 # no more than one segment: one datagram
+    assert harness.sent_one()[Raw].load == b"short"
+
+
+def test_a_per_write_segment_size_overrides_the_socket_option(harness: StackHarness) -> None:
+    ep = harness.udp(5000)
+    ep.set_sock_opt(SockOpt.UDP_SEGMENT, 1000)
+    ep.write(b"x" * 900, WriteOptions(to=full(PEER, 9), control=SendableControlMessages(gso_size=300)))
+    assert [len(d[Raw].load) for d in harness.sent()] == [300, 300, 300]
+    ep.write(b"x" * 900, WriteOptions(to=full(PEER, 9), control=SendableControlMessages(gso_size=0)))
+    assert len(harness.sent_one()[Raw].load) == 900
+
+
+@pytest.mark.parametrize(("gso_size", "size", "error"), [
+    (1473, 3000, ErrMessageTooLong),        # a datagram would not fit the 1,500-byte MTU (Linux: EMSGSIZE)
+    (3000, 1473, ErrMessageTooLong),        # ... even a single one, which without GSO would be fragmented
+    (100, 12900, ErrInvalidOptionValue),    # more than 128 datagrams (EINVAL)
+    (1472, 65508, ErrMessageTooLong),       # more than one IP packet holds
+])
+def test_udp_segment_refuses_what_linux_refuses(harness: StackHarness, gso_size: int, size: int, error: type) -> None:
+    ep = harness.udp(5000)
+    ep.set_sock_opt(SockOpt.UDP_SEGMENT, gso_size)
+    with pytest.raises(error):
+        ep.write(b"x" * size, to(PEER, 9))
+    assert harness.sent() == []
+
+
+def test_udp_segment_edges_that_linux_accepts(harness: StackHarness) -> None:
+    ep = harness.udp(5000)
+    for gso_size, size, count in ((1472, 1473, 2), (1473, 1472, 1), (100, 12800, 128)):
+        ep.set_sock_opt(SockOpt.UDP_SEGMENT, gso_size)
+        assert ep.write(b"x" * size, to(PEER, 9)) == size
+        assert len(harness.sent()) == count
+    for bad in (-1, 65536):
+        with pytest.raises(ErrInvalidOptionValue):
+            ep.set_sock_opt(SockOpt.UDP_SEGMENT, bad)
+    assert ep.get_sock_opt(SockOpt.UDP_SEGMENT) == 100
+
+
+def test_a_link_that_cuts_udp_gets_one_super_datagram_that_cuts_into_the_same_datagrams() -> None:
+    software, offloaded = StackHarness(), StackHarness(capabilities=LinkCapabilities.HARDWARE_GSO_UDP)
+    gso_sizes = []
+    offloaded.link.write_packet = (lambda original: lambda remote, protocol, pkt: (
+        gso_sizes.append(pkt.gso_size), original(remote, protocol, pkt)))(offloaded.link.write_packet)
+    payload = bytes(range(256)) * 40
+    for harness in (software, offloaded):
+        ep = harness.udp(5000)
+        ep.set_sock_opt(SockOpt.UDP_SEGMENT, 1200)
+        assert ep.write(payload, to(PEER, 9)) == len(payload)
+        assert ep.stats.packets_sent.value == 9
+    assert gso_sizes == [1200]             # one super-datagram went to the link, which cut it
+    cut, sent = offloaded.sent(), software.sent()
+    assert [bytes(d[UDP]) for d in cut] == [bytes(d[UDP]) for d in sent]
+    assert all(checksums_valid(bytes(d)) for d in cut)

@@ -1,4 +1,5 @@
-"""TCP super-segments cut into their wire segments: software GSO, as Linux's ``tcp_gso_segment``.
+"""Super-packets cut into their wire packets: software GSO, as Linux's ``tcp_gso_segment`` (TCP) and
+``__udp_gso_segment`` (UDP, whose super-datagrams a sender makes with UDP_SEGMENT).
 
 A super-segment is one IPv4/IPv6 TCP packet carrying many segments' payload, its TCP checksum field
 holding only the pseudo-header sum (Linux's CHECKSUM_PARTIAL; see ``link.gso``). Links cut what they
@@ -8,10 +9,10 @@ offloads, or coalesced by ``link.gro``) when the next hop's link cannot.
 
 from __future__ import annotations
 
-from . import tcp
-from .checksum import checksum
+from . import tcp, udp
+from .checksum import checksum, pseudo_header_checksum
 
-__all__ = ["segment_tcp", "segments_to_forward"]
+__all__ = ["segment", "segment_tcp", "segment_udp", "segments_to_forward"]
 
 MASK = 0xFFFFFFFF
 
@@ -56,6 +57,64 @@ def segment_tcp(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
         else:
             ih[4:6] = (tcp_len + len(chunk)).to_bytes(2, "big")
         out.append(bytes(ih) + bytes(th) + bytes(chunk))
+    return out
+
+
+def segment(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
+    """The wire packets of a TCP super-segment or a UDP super-datagram (by its IP header's protocol)."""
+    if len(packet) >= 40 and (packet[9] if packet[0] >> 4 == 4 else packet[6]) == udp.PROTOCOL_NUMBER:
+        return segment_udp(packet, gso_size)
+    return segment_tcp(packet, gso_size)
+
+
+def segment_udp(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
+    """The datagrams of a raw IPv4/IPv6 UDP super-datagram (IPv6 without extension headers), one per
+    ``gso_size`` payload bytes, as Linux's ``__udp_gso_segment`` cuts: each with the super-datagram's
+    ports, its own UDP length and full checksum and, in IPv4, its own total length and identification
+    (counting up). The super-datagram's UDP length and checksum fields are not consulted (a sender's
+    GSO leaves the checksum partial).
+
+    Raises ValueError if ``packet`` is not such a packet or ``gso_size`` is not positive: the caller
+    counts a drop.
+    """
+    if gso_size < 1:
+        raise ValueError(f"segment size {gso_size}")
+    packet = memoryview(packet)
+    version = packet[0] >> 4 if len(packet) else 0
+    if version == 4:
+        ip_len = (packet[0] & 0x0F) * 4
+        if ip_len < 20 or len(packet) < ip_len + udp.HEADER_SIZE or packet[9] != udp.PROTOCOL_NUMBER:
+            raise ValueError("not an IPv4 UDP packet")
+        src, dst = bytes(packet[12:16]), bytes(packet[16:20])
+        ident = int.from_bytes(packet[4:6], "big")
+    elif version == 6:
+        ip_len = 40
+        if len(packet) < ip_len + udp.HEADER_SIZE or packet[6] != udp.PROTOCOL_NUMBER:
+            raise ValueError("not an IPv6 UDP packet without extension headers")
+        src, dst = bytes(packet[8:24]), bytes(packet[24:40])
+        ident = 0
+    else:
+        raise ValueError(f"IP version {version}")
+    ip_hdr = packet[:ip_len]
+    ports = bytes(packet[ip_len:ip_len + 4])
+    payload = packet[ip_len + udp.HEADER_SIZE:]
+    size = len(payload)
+    out = []
+    for index, offset in enumerate(range(0, max(size, 1), gso_size)):
+        chunk = payload[offset:offset + gso_size]
+        length = udp.HEADER_SIZE + len(chunk)
+        uh = bytearray(ports + length.to_bytes(2, "big") + b"\0\0")
+        total = ~checksum(chunk, checksum(uh, pseudo_header_checksum(udp.PROTOCOL_NUMBER, src, dst, length))) & 0xFFFF
+        uh[6:8] = (total or 0xFFFF).to_bytes(2, "big")     # RFC 768: a computed zero is sent as all ones
+        ih = bytearray(ip_hdr)
+        if version == 4:
+            ih[2:4] = (ip_len + length).to_bytes(2, "big")
+            ih[4:6] = ((ident + index) & 0xFFFF).to_bytes(2, "big")
+            ih[10:12] = b"\0\0"
+            ih[10:12] = (~checksum(ih) & 0xFFFF).to_bytes(2, "big")
+        else:
+            ih[4:6] = length.to_bytes(2, "big")
+        out.append(bytes(ih) + bytes(uh) + bytes(chunk))
     return out
 
 

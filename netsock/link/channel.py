@@ -15,7 +15,7 @@ from ..header import ethernet as eth
 from ..stack.interfaces import LinkCapabilities, LinkEndpointBase
 from ..stack.packet_buffer import Buffer, PacketBuffer
 from ..tcpip.errors import ErrClosedForSend, ErrMessageTooLong, ErrNoBufferSpace
-from ..header.gso import segment_tcp
+from ..header.gso import segment
 from . import LinkStats, deliver_ethernet, write_each
 
 
@@ -36,7 +36,8 @@ class ChannelEndpoint(LinkEndpointBase):
     built from ``link_address`` (required, 6 bytes) and injected frames must carry one.
 
     ``gso=True`` takes TCP super-segments (64 KB, ``PacketBuffer.gso_size``) and cuts each into its
-    wire segments; with ``cut_super_segments=False`` it queues them whole instead, for a reader that
+    wire segments (UDP super-datagrams too, given ``LinkCapabilities.HARDWARE_GSO_UDP``); with
+    ``cut_super_segments=False`` it queues them whole instead, for a reader that
     passes them on whole where nothing needs the frames, as Linux's veth and bridge pass GSO packets
     (``privnet.switch``, ``link.wire``).
     """
@@ -95,7 +96,7 @@ class ChannelEndpoint(LinkEndpointBase):
             raise ErrClosedForSend
         gso_size = pkt.gso_size
         if gso_size and self._cut:
-            frames = segment_tcp(b"".join(pkt.views()), gso_size)
+            frames = segment(b"".join(pkt.views()), gso_size)
         elif pkt.size() > self._mtu and not gso_size:
             stats.tx_too_long.increment()
             raise ErrMessageTooLong

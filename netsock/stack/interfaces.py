@@ -20,7 +20,8 @@ class LinkCapabilities(enum.IntFlag):
     SAVE_RESTORE = 8
     DISCONNECT_OK = 16
     LOOPBACK = 32               # everything written comes straight back in
-    HARDWARE_GSO = 64           # accepts super-segments (PacketBuffer.gso_size)
+    HARDWARE_GSO = 64           # accepts TCP super-segments (PacketBuffer.gso_size)
+    HARDWARE_GSO_UDP = 128      # accepts UDP super-datagrams (UDP_SEGMENT; PacketBuffer.gso_size)
 
 
 # The most TCP payload one super-segment carries on a HARDWARE_GSO link: a 64 KB IP packet less

@@ -54,6 +54,7 @@ class SockOpt(enum.Enum):
     AVAILABLE_CONGESTION_CONTROL = "available_congestion_control"
     MODERATE_RECEIVE_BUFFER = "moderate_receive_buffer"
     OUT_OF_BAND_INLINE = "out_of_band_inline"
+    UDP_SEGMENT = "udp_segment"                   # UDP GSO: writes cut into datagrams this size, 0 = off
     TCP_INFO = "tcp_info"
     ERROR = "error"                               # read and clear the pending error
     # Which control messages reads of a datagram endpoint carry (netstack's SocketOptions receive*):
@@ -76,6 +77,7 @@ class SendableControlMessages:
     tos: int | None = None         # IPv4 TOS
     hop_limit: int | None = None   # IPv6 hop limit
     tclass: int | None = None      # IPv6 traffic class
+    gso_size: int | None = None    # UDP_SEGMENT for this write
 
 
 NO_SENDABLE_CONTROL_MESSAGES = SendableControlMessages()

@@ -25,8 +25,8 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MES
                      ErrConnectionRefused, ErrDestinationRequired, ErrHostUnreachable, ErrInvalidEndpointState,
                      ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable, ErrNotConnected,
                      ErrNotPermitted, ErrNotSupported, ErrUnknownDevice, ErrUnknownProtocolOption,
-                     ErrWouldBlock, Error, FullAddress, IPv6PacketInfo, PacketInfo, ReadResult, ShutdownFlags,
-                     SockOpt, TransportEndpointStats, WriteOptions)
+                     ErrWouldBlock, Error, FullAddress, IPv6PacketInfo, PacketInfo, ReadResult,
+                     SendableControlMessages, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
 from ..waiter import EventMask, WaiterQueue
 
 _IN, _OUT, _ERR, _HUP, _RDHUP = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
@@ -284,6 +284,12 @@ class DatagramEndpoint(TransportEndpoint):
         tos = control.tclass if v6 else control.tos
         if tos is None:
             tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if v6 else SockOpt.IPV4_TOS]
+        self.stats.packets_sent.value += self._transmit(route, data, dst_port, ttl, tos, control)
+        return len(data)
+
+    def _transmit(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
+                  control: SendableControlMessages) -> int:
+        """Send what one write makes on ``route``; returns the datagram count (UDP's GSO makes many)."""
         try:
             if route.multicast:
                 self._send_multicast(route, data, dst_port, ttl, tos)
@@ -292,8 +298,7 @@ class DatagramEndpoint(TransportEndpoint):
         except Error:
             self.stats.send_errors.send_to_network_failed.increment()
             raise
-        self.stats.packets_sent.value += 1
-        return len(data)
+        return 1
 
     def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int) -> None:
         raise NotImplementedError

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...header import udp
 from ...header.checksum import checksum, combine, pseudo_header_checksum
+from ...stack.interfaces import LinkCapabilities
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import TransportProtocol, UnknownDestinationDisposition
-from ...tcpip import UDP_PROTOCOL_NUMBER, FullAddress
+from ...tcpip import (UDP_PROTOCOL_NUMBER, ErrInvalidOptionValue, ErrMessageTooLong, Error, FullAddress,
+                      SendableControlMessages, SockOpt)
 from ...waiter import WaiterQueue
 from ..datagram import DatagramEndpoint
 
 if TYPE_CHECKING:
     from ...stack.nic import NIC
     from ...stack.route import Route
+    from ...stack.stack import Stack
     from ...tcpip.stats import UDPStats
 
 PROTOCOL_NUMBER = UDP_PROTOCOL_NUMBER
+UDP_MAX_SEGMENTS = 128      # Linux's limit on the datagrams one UDP_SEGMENT write makes
 
 
 def _valid_datagram(pkt: PacketBuffer, src: bytes, dst: bytes, stats: UDPStats, verify: bool) -> udp.UDPHeader | None:
@@ -41,6 +45,10 @@ def _valid_datagram(pkt: PacketBuffer, src: bytes, dst: bytes, stats: UDPStats, 
 class UDPEndpoint(DatagramEndpoint):
     transport_number = PROTOCOL_NUMBER
 
+    def __init__(self, stack: Stack, net_proto: int, waiter_queue: WaiterQueue) -> None:
+        super().__init__(stack, net_proto, waiter_queue)
+        self.options[SockOpt.UDP_SEGMENT] = 0
+
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
         proto = self.stack.transport_protocols[PROTOCOL_NUMBER]
         hdr = _valid_datagram(pkt, src, dst, proto.udp_stats, proto.verify_checksums(pkt))
@@ -54,15 +62,57 @@ class UDPEndpoint(DatagramEndpoint):
     def _count_overflow(self) -> None:
         self.stack.stats().udp.receive_buffer_errors.increment()
 
-    def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int) -> None:
+    def set_sock_opt(self, opt: SockOpt, value: Any) -> None:
+        if opt is SockOpt.UDP_SEGMENT and not 0 <= int(value) <= 0xFFFF:
+            raise ErrInvalidOptionValue()
+        super().set_sock_opt(opt, value)
+
+    def _transmit(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
+                  control: SendableControlMessages) -> int:
+        """UDP_SEGMENT (Linux's UDP GSO): a write of many segments' worth leaves as datagrams of
+        ``gso_size`` bytes (the last may be shorter), handed to a link that cuts them itself
+        (HARDWARE_GSO_UDP) as one super-datagram, else cut here."""
+        gso_size = control.gso_size if control.gso_size is not None else self.options[SockOpt.UDP_SEGMENT]
+        if not gso_size:
+            return super()._transmit(route, data, dst_port, ttl, tos, control)
+        # As Linux's udp_send_skb: each datagram must fit the path unfragmented, and there is a limit
+        # to how many one write makes.
+        ip_header = 20 if len(route.remote_address) == 4 else 40
+        if ip_header + udp.HEADER_SIZE + min(len(data), gso_size) > route.mtu():
+            self.stats.write_errors.invalid_args.increment()
+            raise ErrMessageTooLong()
+        if len(data) > gso_size * UDP_MAX_SEGMENTS:
+            self.stats.write_errors.invalid_args.increment()
+            raise ErrInvalidOptionValue()
+        if len(data) <= gso_size:
+            return super()._transmit(route, data, dst_port, ttl, tos, control)
+        if (not route.multicast and not route.loop
+                and int(route.nic.link.capabilities()) & LinkCapabilities.HARDWARE_GSO_UDP):
+            try:
+                self._send(route, data, dst_port, ttl, tos, gso_size)
+            except Error:
+                self.stats.send_errors.send_to_network_failed.increment()
+                raise
+            return -(-len(data) // gso_size)
+        view = memoryview(data)
+        return sum(super(UDPEndpoint, self)._transmit(route, view[offset:offset + gso_size], dst_port, ttl, tos, control)
+                   for offset in range(0, len(view), gso_size))
+
+    def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
+              gso_size: int = 0) -> None:
         length = udp.HEADER_SIZE + len(data)
         pkt = PacketBuffer(route.max_header_length() + udp.HEADER_SIZE, data)
         hdr = pkt.prepend(udp.HEADER_SIZE)
         udp.build(hdr, self.local.port, dst_port, length)
-        total = combine(pseudo_header_checksum(PROTOCOL_NUMBER, route.local_address, route.remote_address, length),
-                        checksum(hdr, checksum(data)))
-        csum = ~total & 0xFFFF
-        csum = csum or 0xFFFF   # RFC 768: a computed zero is sent as all ones
+        pseudo = pseudo_header_checksum(PROTOCOL_NUMBER, route.local_address, route.remote_address, length)
+        if gso_size:
+            # A super-datagram: the link cuts it every gso_size bytes and completes each datagram's
+            # checksum from the pseudo-header sum left in the field (Linux's CHECKSUM_PARTIAL).
+            pkt.gso_size = gso_size
+            csum = pseudo
+        else:
+            csum = ~combine(pseudo, checksum(hdr, checksum(data))) & 0xFFFF
+            csum = csum or 0xFFFF   # RFC 768: a computed zero is sent as all ones
         hdr[6] = csum >> 8
         hdr[7] = csum & 0xFF
         stats = self.stack.stats().udp
