@@ -2,7 +2,7 @@
 the bare link, and bulk TCP between a netsock stack in each, with the CPU seconds per GB of both
 processes, at MTU 1500 and 65535; beside the kernel doing the same between two processes.
 
-    python bench/sharedmem.py [--quick] [--frames N] [--bytes N] [--kernel-bytes N] [--json FILE]
+    python bench/sharedmem.py [--quick] [--frames N] [--bytes N] [--kernel-bytes N] [--no-gso] [--json FILE]
 
 The parent makes the link and starts this script again as the child (``--child ...``), handing it
 the region and the eventfds with ``pass_fds``; with two CPUs or more the parent runs on CPU 0 and
@@ -17,8 +17,11 @@ AF_UNIX datagram socket pair, the cheapest packet medium between two processes.
 TCP: the child runs a sink on its stack (192.0.2.2) that reads to EOF into a 1 MiB buffer; the parent
 connects from its stack (192.0.2.1), writes 64 KiB bytes objects, shuts down its sending side and
 waits for the sink's close. Timed at the child from the accept to EOF (as bench/inprocess.py times);
-CPU s/GB is both processes' user + system time over the transfer, per 10^9 bytes. Kernel: the same
-program on gevent's kernel sockets over loopback (MTU 65536), one figure for both MTUs.
+CPU s/GB is both processes' user + system time over the transfer, per 10^9 bytes. The regions offer
+GSO unless ``--no-gso``: TCP then hands the link 64 KB super-segments, each one record, which the
+other stack takes whole (at MTU 65535 a segment is already that large: nothing changes there); the
+detail counts the sender's records and super-segments. Kernel: the same program on gevent's kernel
+sockets over loopback (MTU 65536, with GSO and GRO), one figure for both MTUs.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ from common import LOAD_CPU, MIB, SERVER_CPU, Figure, exit_on_sigterm, stream_si
 BATCH = 64
 PORT = 5001
 SMALL_FRAME = 60
-MTUS = {1500: 1, 65535: 8}           # MTU -> how many times --bytes TCP moves (a large MTU is that much faster)
+MTUS = (1500, 65535)
+FAST_SCALE = 8      # TCP moves --bytes this many times where it is that much faster: MTU 65535, or GSO
 RING_BYTES = {1500: 2 * MIB, 65535: 8 * MIB}
 PINNED = (os.cpu_count() or 1) >= 2
 
@@ -161,8 +165,8 @@ def finish_child(process: Any) -> dict[str, Any]:
             process.wait()
 
 
-def netsock_frames(mtu: int, size: int, count: int) -> dict[str, Any]:
-    link, peer = SharedMemoryEndpoint.create(mtu=mtu, ring_bytes=RING_BYTES[mtu])
+def netsock_frames(mtu: int, size: int, count: int, gso: bool) -> dict[str, Any]:
+    link, peer = SharedMemoryEndpoint.create(mtu=mtu, ring_bytes=RING_BYTES[mtu], gso=gso)
     try:
         with peer:
             process, _ = start_child("frames", peer.spec, count, peer.fds)
@@ -203,14 +207,17 @@ def frames_result(result: dict[str, Any], size: int) -> dict[str, Any]:
     return result
 
 
-def netsock_tcp(mtu: int, size: int) -> dict[str, Any]:
-    link, peer = SharedMemoryEndpoint.create(mtu=mtu, ring_bytes=RING_BYTES[mtu])
+def netsock_tcp(mtu: int, size: int, gso: bool) -> dict[str, Any]:
+    link, peer = SharedMemoryEndpoint.create(mtu=mtu, ring_bytes=RING_BYTES[mtu], gso=gso)
     stack = tcp_stack(link, "192.0.2.1")
     try:
         with peer:
             process, _ = start_child("tcp", peer.spec, 0, peer.fds)
         sender_cpu = stream_source(NetsockSocket(socket.AF_INET, socket.SOCK_STREAM, stack=stack), ("192.0.2.2", PORT), size)
         result = tcp_result(finish_child(process), size, sender_cpu)
+        result["gso"] = gso
+        result["records"] = link.stats.tx_packets.value
+        result["super_segments"] = link.stats.tx_super_segments.value
         result["ring_full"] = link.stats.tx_queue_full.value
         result["wakeups"] = link.stats.tx_wakeups.value
         return result
@@ -233,16 +240,16 @@ def tcp_result(result: dict[str, Any], size: int, sender_cpu: float) -> dict[str
             "cpu_seconds_per_gb": cpu / (size / 1e9)}
 
 
-def measure(frames: int, size: int, kernel_size: int) -> list[Figure]:
+def measure(frames: int, size: int, kernel_size: int, gso: bool) -> list[Figure]:
     figures = []
     for mtu, frame_size, count in ((1500, SMALL_FRAME, frames), (1500, 1500, frames), (65535, 65535, frames // 10)):
-        netsock, kernel = netsock_frames(mtu, frame_size, count), kernel_frames(frame_size, count)
+        netsock, kernel = netsock_frames(mtu, frame_size, count, gso), kernel_frames(frame_size, count)
         figures.append(Figure(f"frames/s, {frame_size}-byte frames, MTU {mtu}", "frames/s", netsock["frames_per_s"],
                               kernel["frames_per_s"], detail={"netsock": netsock, "kernel": kernel,
                                                               "kernel_path": "AF_UNIX datagram socket pair"}))
     kernel = kernel_tcp(kernel_size)
-    for mtu, scale in MTUS.items():
-        netsock = netsock_tcp(mtu, size * scale)
+    for mtu in MTUS:
+        netsock = netsock_tcp(mtu, size * (FAST_SCALE if gso or mtu > 1500 else 1), gso)
         detail = {"netsock": netsock, "kernel": kernel, "kernel_path": "gevent sockets over loopback (MTU 65536)"}
         figures += [Figure(f"bulk TCP between two processes, MTU {mtu}", "MB/s", netsock["mb_per_s"],
                            kernel["mb_per_s"], detail=detail),
@@ -256,10 +263,12 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=500_000,
                         help="frames per small-frame measurement, a tenth of it at 64 KB (default 500,000)")
     parser.add_argument("--bytes", type=int, default=256 * MIB,
-                        help="TCP bytes at MTU 1500, 8 times that at 65535 (default 256 MiB)")
+                        help="TCP bytes at MTU 1500 without GSO, 8 times that at 65535 or with GSO (default 256 MiB)")
     parser.add_argument("--kernel-bytes", type=int, default=4096 * MIB,
                         help="bytes for the kernel's TCP transfer (default 4 GiB)")
     parser.add_argument("--quick", action="store_true", help="100,000 frames, 32 MiB, 1 GiB for the kernel")
+    parser.add_argument("--gso", action=argparse.BooleanOptionalAction, default=True,
+                        help="regions that carry TCP super-segments whole (default: on)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--child", nargs=3, metavar=("ROLE", "ARGUMENT", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -273,9 +282,9 @@ def main() -> int:
     if PINNED:
         os.sched_setaffinity(0, {LOAD_CPU})
     print(f"Two processes over the shared-memory link (kernel: AF_UNIX datagrams, TCP over loopback); "
-          f"{'parent on CPU 0, child on CPU 1' if PINNED else 'unpinned'}")
-    write_figures(args.json, measure(args.frames, args.bytes, args.kernel_bytes),
-                  command=" ".join([os.path.basename(sys.executable), *sys.argv]))
+          f"GSO {'on' if args.gso else 'off'}; {'parent on CPU 0, child on CPU 1' if PINNED else 'unpinned'}")
+    write_figures(args.json, measure(args.frames, args.bytes, args.kernel_bytes, args.gso),
+                  command=" ".join([os.path.basename(sys.executable), *sys.argv]), gso=args.gso)
     return 0
 
 

@@ -12,7 +12,7 @@
  * other's store and a sleeping consumer is never left with frames it was not told about.
  *
  * A peer is not trusted: a record is checked against the ring and the published tail before it is
- * copied, and its length is read once into a local so that the peer rewriting it meanwhile cannot
+ * copied, and its header is read once into locals so that the peer rewriting it meanwhile cannot
  * make the copy overrun. Counters are multiples of 8 (every record is), so a record header always
  * fits between an offset and the ring's end; a counter that is not is the peer's doing, and the
  * side that finds it appends or reads nothing more.
@@ -30,9 +30,9 @@ static inline uint64_t record_size(uint64_t length)
     return NS_RING_RECORD_HEADER + ((length + 7) & ~(uint64_t)7);
 }
 
-static inline void write_record_header(uint8_t *at, uint32_t length)
+static inline void write_record_header(uint8_t *at, uint32_t length, uint32_t gso_size)
 {
-    const uint32_t header[2] = {length, 0};
+    const uint32_t header[2] = {length, gso_size};
     memcpy(at, header, sizeof header);
 }
 
@@ -56,7 +56,7 @@ static inline int consumer_sleeping(uint8_t *ring)
 }
 
 size_t ns_ring_push_batch(uint8_t *ring, uint64_t size, const uint8_t *const *pieces, const uint32_t *lengths,
-                          const uint32_t *frame_pieces, size_t frames, int *wake)
+                          const uint32_t *frame_pieces, const uint32_t *gso_sizes, size_t frames, int *wake)
 {
     uint8_t *data = ring + NS_RING_HEADER_SIZE;
     uint64_t tail = __atomic_load_n(tail_of(ring), __ATOMIC_RELAXED);     /* ours alone */
@@ -83,10 +83,10 @@ size_t ns_ring_push_batch(uint8_t *ring, uint64_t size, const uint8_t *const *pi
         }
         uint64_t offset = tail & (size - 1);
         if (need != record) {
-            write_record_header(data + offset, NS_RING_SKIP);
+            write_record_header(data + offset, NS_RING_SKIP, 0);
             offset = 0;
         }
-        write_record_header(data + offset, (uint32_t)length);
+        write_record_header(data + offset, (uint32_t)length, gso_sizes ? gso_sizes[pushed] : 0);
         uint8_t *at = data + offset + NS_RING_RECORD_HEADER;
         for (uint32_t i = 0; i < count; i++) {
             memcpy(at, pieces[i], lengths[i]);
@@ -105,14 +105,14 @@ size_t ns_ring_push_batch(uint8_t *ring, uint64_t size, const uint8_t *const *pi
 }
 
 int ns_ring_push(uint8_t *ring, uint64_t size, const uint8_t *const *pieces, const uint32_t *lengths,
-                 size_t count, int *wake)
+                 size_t count, uint32_t gso_size, int *wake)
 {
     uint32_t frame_pieces = (uint32_t)count;
-    return (int)ns_ring_push_batch(ring, size, pieces, lengths, &frame_pieces, 1, wake);
+    return (int)ns_ring_push_batch(ring, size, pieces, lengths, &frame_pieces, &gso_size, 1, wake);
 }
 
-size_t ns_ring_pop_batch(uint8_t *ring, uint64_t size, uint32_t max_frame, uint8_t *out, size_t out_size,
-                         size_t count, uint32_t *lengths, uint32_t *errors)
+size_t ns_ring_pop_batch(uint8_t *ring, uint64_t size, uint32_t max_frame, uint32_t max_super, uint8_t *out,
+                         size_t out_size, size_t count, uint32_t *lengths, uint32_t *gso_sizes, uint32_t *errors)
 {
     const uint8_t *data = ring + NS_RING_HEADER_SIZE;
     uint64_t head = __atomic_load_n(head_of(ring), __ATOMIC_RELAXED);     /* ours alone */
@@ -127,8 +127,9 @@ size_t ns_ring_pop_batch(uint8_t *ring, uint64_t size, uint32_t max_frame, uint8
         uint64_t offset = head & (size - 1);
         uint64_t contiguous = size - offset;
         uint64_t available = tail - head;
-        uint32_t length;
-        memcpy(&length, data + offset, sizeof length);
+        uint32_t header[2];
+        memcpy(header, data + offset, sizeof header);
+        const uint32_t length = header[0], gso_size = header[1];
         if (length == NS_RING_SKIP) {
             if (contiguous > available)
                 goto corrupt;
@@ -136,12 +137,14 @@ size_t ns_ring_pop_batch(uint8_t *ring, uint64_t size, uint32_t max_frame, uint8
             continue;
         }
         uint64_t record = record_size(length);
-        if (length > max_frame || record > contiguous || record > available)
+        const uint32_t limit = gso_size ? max_super : max_frame;     /* 0: no super-segment is valid */
+        if (!limit || length > limit || record > contiguous || record > available)
             goto corrupt;
         if (length > out_size - used)
             break;
         memcpy(out + used, data + offset + NS_RING_RECORD_HEADER, length);
-        lengths[popped++] = length;
+        lengths[popped] = length;
+        gso_sizes[popped++] = gso_size;
         used += length;
         head += record;
     }

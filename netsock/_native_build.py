@@ -33,12 +33,13 @@ int ns_gso_write(int fd, const uint8_t *head, size_t head_len, const uint8_t *da
 
 #define NS_RING_HEADER_SIZE ...
 #define NS_RING_RECORD_HEADER ...
+#define NS_RING_VERSION ...
 size_t ns_ring_push_batch(uint8_t *ring, uint64_t size, const uint8_t *const *pieces, const uint32_t *lengths,
-                          const uint32_t *frame_pieces, size_t frames, int *wake);
+                          const uint32_t *frame_pieces, const uint32_t *gso_sizes, size_t frames, int *wake);
 int ns_ring_push(uint8_t *ring, uint64_t size, const uint8_t *const *pieces, const uint32_t *lengths,
-                 size_t count, int *wake);
-size_t ns_ring_pop_batch(uint8_t *ring, uint64_t size, uint32_t max_frame, uint8_t *out, size_t out_size,
-                         size_t count, uint32_t *lengths, uint32_t *errors);
+                 size_t count, uint32_t gso_size, int *wake);
+size_t ns_ring_pop_batch(uint8_t *ring, uint64_t size, uint32_t max_frame, uint32_t max_super, uint8_t *out,
+                         size_t out_size, size_t count, uint32_t *lengths, uint32_t *gso_sizes, uint32_t *errors);
 int ns_ring_prepare_wait(uint8_t *ring);
 
 typedef struct ns_gro_run {

@@ -1,6 +1,6 @@
 """SharedMemoryEndpoint: the rings against a model (the native and the Python rings in lockstep, byte
-for byte, each side driven by either), bad regions and records, the wake-up protocol, and TCP
-between two stacks in one process and in two."""
+for byte, each side driven by either), bad regions and records, TCP super-segments crossing whole,
+the wake-up protocol, and TCP between two stacks in one process and in two."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ MAC_B = b"\x02\x00\xc0\x00\x02\x02"
 IPV4 = 0x0800
 IPV4_PACKET = bytes([0x45]) + bytes(19) + b"ipv4 payload"
 IPV6_PACKET = bytes([0x60]) + bytes(39) + b"ipv6 payload!"
-SMALLEST_RING = 4096        # the smallest power of two holding two 1500-byte frames
+SMALLEST_RING = 4096        # the smallest power of two holding two 1500-byte frames (without GSO)
+SMALLEST_GSO_RING = 1 << 18  # ... holding two 64 KB super-segments
+GSO_SIZE = 1448
 
 RINGS = {"python": sharedmem._PYTHON_RINGS}
 if sharedmem._RINGS is sharedmem._NATIVE_RINGS:   # the extension is built (it is wherever the tests run)
@@ -60,11 +62,17 @@ class Recorder:
         return [bytes(pkt.data) for *_, pkt in self.packets]
 
 
-def packet(data: bytes) -> PacketBuffer:
+def packet(data: bytes, gso_size: int = 0) -> PacketBuffer:
     """An outbound packet as the network layer hands it down: a header in front of a separate payload."""
     pkt = PacketBuffer(reserve=20 + 14, data=data[20:])
     pkt.prepend(20)[:] = data[:20]
+    pkt.gso_size = gso_size
     return pkt
+
+
+def super_segment(size: int = 65535) -> bytes:
+    """An IPv4 packet of ``size`` bytes as TCP hands a GSO link one (the link does not look inside)."""
+    return IPV4_PACKET[:20] + bytes((i * 7) & 0xFF for i in range(size - 20))
 
 
 def wait_until(condition, timeout: float = 5.0) -> None:
@@ -88,30 +96,31 @@ class Model:
     def __init__(self, size: int, start: int) -> None:
         self.size = size
         self.tail = self.head = start
-        self.frames: deque[tuple[bytes, int]] = deque()     # each frame and the tail right after it
+        self.frames: deque[tuple[bytes, int, int]] = deque()    # each frame, its gso_size and the tail after it
         self.waiting = False
 
-    def push(self, frames: list[bytes]) -> tuple[int, bool]:
+    def push(self, frames: list[bytes], gso_sizes: list[int]) -> tuple[int, bool]:
         pushed = 0
-        for frame in frames:
+        for frame, gso_size in zip(frames, gso_sizes):
             record = record_size(len(frame))
             offset = self.tail % self.size
             begin = self.tail if offset + record <= self.size else self.tail + self.size - offset
             if begin + record - self.head > self.size:
                 break
             self.tail = begin + record
-            self.frames.append((frame, self.tail))
+            self.frames.append((frame, gso_size, self.tail))
             pushed += 1
         wake = bool(pushed) and self.waiting
         self.waiting = self.waiting and not pushed
         return pushed, wake
 
-    def pop(self, count: int) -> list[bytes]:
-        out = []
-        while self.frames and len(out) < count:
-            frame, self.head = self.frames.popleft()
-            out.append(frame)
-        return out
+    def pop(self, count: int) -> tuple[list[bytes], list[int], int]:
+        frames, gso_sizes = [], []
+        while self.frames and len(frames) < count:
+            frame, gso_size, self.head = self.frames.popleft()
+            frames.append(frame)
+            gso_sizes.append(gso_size)
+        return frames, gso_sizes, 0
 
     def prepare_wait(self) -> bool:
         self.waiting = not self.frames
@@ -119,16 +128,19 @@ class Model:
 
 
 class Ring:
-    """One ring alone in an anonymous shared mapping, guard bytes behind it, its counters at ``start``."""
+    """One ring alone in an anonymous shared mapping, guard bytes behind it, its counters at ``start``;
+    its consumer takes plain frames up to ``max_frame`` bytes and super-segments up to ``max_super``
+    (0: none)."""
 
-    def __init__(self, size: int, implementations: tuple[str, str], max_frame: int, start: int = 0) -> None:
+    def __init__(self, size: int, implementations: tuple[str, str], max_frame: int, max_super: int,
+                 start: int = 0) -> None:
         producer, consumer = RINGS[implementations[0]][0], RINGS[implementations[1]][1]
         self.region = mmap.mmap(-1, sharedmem._RING_HEADER_SIZE + size + GUARD)
         self.region[-GUARD:] = b"\xa5" * GUARD
         struct.pack_into("=Q", self.region, 0, start)
         struct.pack_into("=Q", self.region, 64, start)
         self.tx = producer(self.region, 0, size)
-        self.rx = consumer(self.region, 0, size, max_frame, 64)
+        self.rx = consumer(self.region, 0, size, max_frame, max_super, 64)
 
     def guard_intact(self) -> bool:
         return self.region[-GUARD:] == b"\xa5" * GUARD
@@ -146,8 +158,11 @@ def pieces_of(frame: bytes) -> list[bytes | bytearray | memoryview]:
 
 
 PAIRS = list(product(RINGS, repeat=2))
+# A push is of frames given as (length, gso_size): plain frames and super-segments, gso_size up to a u32's limit.
+FRAMES = st.lists(st.tuples(st.integers(0, 120), st.sampled_from([0, 0, 1, GSO_SIZE, 0xFFFFFFFF])),
+                  min_size=1, max_size=5)
 OPERATIONS = st.lists(st.one_of(
-    st.tuples(st.just("push"), st.lists(st.integers(0, 120), min_size=1, max_size=5)),
+    st.tuples(st.just("push"), FRAMES),
     st.tuples(st.just("pop"), st.integers(1, 8)),
     st.tuples(st.just("wait"), st.none()),
 ), max_size=60)
@@ -157,28 +172,30 @@ OPERATIONS = st.lists(st.one_of(
 @given(size=st.sampled_from([256, 512, 1024]), start=st.sampled_from([0, 2**64 - 8, 2**64 - 1000, 2**63 + 4096]),
        operations=OPERATIONS)
 def test_rings_behave_as_the_model_and_write_identical_bytes(size: int, start: int, operations: list) -> None:
-    """Frames of odd lengths wrap around rings of several sizes, counters wrap around 2**64, and
-    every producer/consumer pairing of the implementations does exactly what the model says, leaving
-    the same bytes in its region."""
+    """Frames and super-segments of odd lengths wrap around rings of several sizes, counters wrap
+    around 2**64, and every producer/consumer pairing of the implementations does exactly what the
+    model says, leaving the same bytes in its region."""
     max_frame = size // 2 - 8
     model = Model(size, start)
-    rings = [Ring(size, pair, max_frame, start) for pair in PAIRS]
+    rings = [Ring(size, pair, max_frame, max_frame, start) for pair in PAIRS]
     serial = 0
     try:
         for kind, argument in operations:
             if kind == "push":
                 frames = [bytes((serial + i + j) & 0xFF for j in range(min(n, max_frame)))
-                          for i, n in enumerate(argument)]
-                expected = model.push(frames)
+                          for i, (n, _) in enumerate(argument)]
+                gso_sizes = [gso_size for _, gso_size in argument]
+                expected = model.push(frames, gso_sizes)
                 for ring in rings:
                     pieces = [pieces_of(frame) for frame in frames]
-                    got = ring.tx.push_one(pieces[0]) if len(frames) == 1 else ring.tx.push(pieces)
+                    got = (ring.tx.push_one(pieces[0], gso_sizes[0]) if len(frames) == 1
+                           else ring.tx.push(pieces, gso_sizes))
                     assert got == expected
                 serial += len(frames)
             elif kind == "pop":
-                expected_frames = model.pop(argument)
+                expected_pop = model.pop(argument)
                 for ring in rings:
-                    assert ring.rx.pop(argument) == (expected_frames, 0)
+                    assert ring.rx.pop(argument) == expected_pop
             else:
                 expected_sleep = model.prepare_wait()
                 for ring in rings:
@@ -191,31 +208,38 @@ def test_rings_behave_as_the_model_and_write_identical_bytes(size: int, start: i
 
 
 @settings(max_examples=300, deadline=None)
-@given(size=st.sampled_from([256, 1024]),
-       before=st.lists(st.integers(0, 100), max_size=6),
+@given(size=st.sampled_from([256, 1024]), gso=st.booleans(),
+       before=st.lists(st.tuples(st.integers(0, 100), st.sampled_from([0, GSO_SIZE])), max_size=6),
        garbage=st.lists(st.tuples(st.integers(0, 2047), st.binary(min_size=1, max_size=12)), min_size=1, max_size=6),
        operations=OPERATIONS)
-def test_a_scribbled_ring_is_never_read_or_written_outside_itself(size: int, before: list[int], garbage: list,
-                                                                  operations: list) -> None:
+def test_a_scribbled_ring_is_never_read_or_written_outside_itself(size: int, gso: bool, before: list,
+                                                                  garbage: list, operations: list) -> None:
     """Whatever a peer writes into the ring — header or data — popping and pushing neither raise nor
-    touch memory past the ring, no frame longer than the limit comes out, and the implementations
-    still agree to the byte."""
-    max_frame = size // 2 - 8
-    rings = [Ring(size, pair, max_frame) for pair in PAIRS]
+    touch memory past the ring, no frame longer than its kind's limit comes out (nor a super-segment
+    where there may be none), and the implementations still agree to the byte."""
+    max_frame, max_super = size // 4, size // 2 - 8 if gso else 0
+    rings = [Ring(size, pair, max_frame, max_super) for pair in PAIRS]
+
+    def push(ring: Ring, frames: list[tuple[int, int]]) -> tuple[int, bool]:
+        return ring.tx.push([[bytes(min(n, max_super if gso_size else max_frame))] for n, gso_size in frames],
+                            [gso_size for _, gso_size in frames])
+
     try:
         for ring in rings:
-            ring.tx.push([[bytes(min(n, max_frame))] for n in before])
+            push(ring, before)
             for at, blob in garbage:
                 at %= sharedmem._RING_HEADER_SIZE + size
                 blob = blob[:sharedmem._RING_HEADER_SIZE + size - at]
                 ring.region[at:at + len(blob)] = blob
         for kind, argument in operations:
             if kind == "push":
-                results = [ring.tx.push([[bytes(min(n, max_frame))] for n in argument]) for ring in rings]
+                results = [push(ring, argument) for ring in rings]
             elif kind == "pop":
                 results = [ring.rx.pop(argument) for ring in rings]
-                frames, errors = results[0]
-                assert errors in (0, 1) and all(len(frame) <= max_frame for frame in frames)
+                frames, gso_sizes, errors = results[0]
+                assert errors in (0, 1) and len(gso_sizes) == len(frames)
+                assert all(len(frame) <= (max_super if gso_size else max_frame) and (max_super or not gso_size)
+                           for frame, gso_size in zip(frames, gso_sizes))
             else:
                 results = [ring.rx.prepare_wait() for ring in rings]
             assert all(result == results[0] for result in results)
@@ -229,9 +253,50 @@ def test_a_scribbled_ring_is_never_read_or_written_outside_itself(size: int, bef
 def test_the_python_layout_is_the_native_one() -> None:
     if "native" in RINGS:
         lib = sharedmem._native.lib
-        assert (lib.NS_RING_HEADER_SIZE, lib.NS_RING_RECORD_HEADER) == (sharedmem._RING_HEADER_SIZE,
-                                                                         sharedmem._RECORD.size)
+        assert (lib.NS_RING_VERSION, lib.NS_RING_HEADER_SIZE, lib.NS_RING_RECORD_HEADER) == (
+            sharedmem.VERSION, sharedmem._RING_HEADER_SIZE, sharedmem._RECORD.size)
     assert sharedmem._RING_HEADER_SIZE == 128 and sharedmem._RECORD.size == 8
+
+
+@pytest.mark.parametrize("implementation", sorted(RINGS))
+def test_records_are_as_documented(implementation: str) -> None:
+    """Each producer lays out records as the module docstring says: length, gso_size, the frame padded
+    to 8 bytes; a record that would run past the end behind a skip record (length 0xffffffff, 0)."""
+    ring = Ring(256, (implementation, implementation), 120, 120, start=256 - 24)
+    try:
+        assert ring.tx.push([[b"plain"], [b"super-", b"segment"]], [0, GSO_SIZE]) == (2, False)
+        data = ring.region[128:128 + 256]
+        assert data[-24:] == struct.pack("=II", 5, 0) + b"plain\0\0\0" + struct.pack("=II", 0xFFFFFFFF, 0)
+        assert data[:24] == struct.pack("=II", 13, GSO_SIZE) + b"super-segment\0\0\0"
+        assert struct.unpack_from("=Q", ring.region, 0)[0] == 256 - 24 + 16 + 8 + 24
+        assert ring.rx.pop(8) == ([b"plain", b"super-segment"], [0, GSO_SIZE], 0)
+    finally:
+        ring.close()
+
+
+@pytest.mark.parametrize("implementation", sorted(RINGS))
+def test_each_kind_of_record_has_its_own_limit(implementation: str) -> None:
+    """A plain frame up to the MTU, a super-segment up to 64 KB, and no super-segment at all where
+    the consumer allows none: beyond that a record is the peer breaking the rules (the ring is
+    skipped), whatever its producer."""
+    cases = [
+        (1500, 65535, [(1500, 0), (65535, GSO_SIZE), (0, GSO_SIZE)], 0),
+        (1500, 65535, [(1500, 0), (1501, 0)], 1),
+        (1500, 65535, [(65535, GSO_SIZE), (65536, GSO_SIZE)], 1),
+        (1500, 0, [(1500, 0), (0, GSO_SIZE)], 1),
+        (1500, 0, [(100, 1)], 1),
+    ]
+    for max_frame, max_super, frames, errors in cases:
+        ring = Ring(SMALLEST_GSO_RING, (implementation, implementation), max_frame, max_super)
+        try:
+            assert ring.tx.push([[bytes(n)] for n, _ in frames], [g for _, g in frames])[0] == len(frames)
+            valid = frames[:-1] if errors else frames
+            popped, gso_sizes, got_errors = ring.rx.pop(8)
+            assert ([len(frame) for frame in popped], gso_sizes, got_errors) == (
+                [n for n, _ in valid], [g for _, g in valid], errors)
+            assert ring.rx.prepare_wait()       # what broke the rules was skipped with it
+        finally:
+            ring.close()
 
 
 # --- regions --------------------------------------------------------------------------------------
@@ -265,15 +330,18 @@ def pair(rings: str) -> Iterator[Pair]:
     link.close()
 
 
-def test_the_region_header_is_as_documented(tmp_path) -> None:
+@pytest.mark.parametrize("gso, ring_bytes, flags", [(False, 1 << 15, 0), (True, SMALLEST_GSO_RING, 1)])
+def test_the_region_header_is_as_documented(tmp_path, gso: bool, ring_bytes: int, flags: int) -> None:
     path = str(tmp_path / "link")
-    a, peer = SharedMemoryEndpoint.create(path, mtu=9000, ring_bytes=1 << 15, ethernet=True, link_address=MAC_A)
+    a, peer = SharedMemoryEndpoint.create(path, mtu=9000, ring_bytes=ring_bytes, ethernet=True, link_address=MAC_A,
+                                          gso=gso)
     try:
         with open(path, "rb") as region:
             header = region.read(64)
-        assert os.path.getsize(path) == 64 + 2 * (128 + (1 << 15))
-        assert struct.unpack_from("=8sIIIIQ", header) == (b"nsshmem\0", 1, 1, 9000, 1 << 15, os.path.getsize(path))
-        assert header[32:] == bytes(32)
+        assert os.path.getsize(path) == 64 + 2 * (128 + ring_bytes)
+        assert struct.unpack_from("=8sIIIIQI", header) == (b"nsshmem\0", 2, 1, 9000, ring_bytes,
+                                                           os.path.getsize(path), flags)
+        assert header[36:] == bytes(28)
         assert peer.fds == peer.events and peer.spec == f"{path},{peer.events[0]},{peer.events[1]}"
     finally:
         a.close()
@@ -284,8 +352,10 @@ def test_the_region_header_is_as_documented(tmp_path) -> None:
     ({"mtu": 67}, "MTU 67"),
     ({"mtu": 65536}, "MTU 65536"),
     ({"ring_bytes": 3 << 12}, "not a power of two"),
-    ({"ring_bytes": 2048}, "two frames"),
-    ({"mtu": 2040, "ring_bytes": 4096, "ethernet": True, "link_address": MAC_A}, "two frames"),  # raw IP fits
+    ({"ring_bytes": 2048, "gso": False}, "two frames of MTU 1500"),
+    ({"mtu": 2040, "ring_bytes": 4096, "ethernet": True, "link_address": MAC_A, "gso": False},
+     "two frames"),                                                                            # raw IP fits
+    ({"ring_bytes": SMALLEST_GSO_RING // 2}, "two 64 KB super-segments"),    # fits frames of MTU 1500
     ({"ethernet": True}, "6-byte link address"),
 ])
 def test_create_refuses_what_cannot_work(kwargs: dict, message: str) -> None:
@@ -296,7 +366,7 @@ def test_create_refuses_what_cannot_work(kwargs: dict, message: str) -> None:
 def region_with(tmp_path, offset: int, value: bytes) -> str:
     """The spec of a file region made valid, then overwritten with ``value`` at ``offset``."""
     path = str(tmp_path / "link")
-    a, peer = SharedMemoryEndpoint.create(path, ring_bytes=SMALLEST_RING)
+    a, peer = SharedMemoryEndpoint.create(path, ring_bytes=SMALLEST_RING, gso=False)
     a.close()
     with open(path, "r+b") as region:
         region.seek(offset)
@@ -306,13 +376,16 @@ def region_with(tmp_path, offset: int, value: bytes) -> str:
 
 @pytest.mark.parametrize("offset, value, message", [
     (0, b"NOTMAGIC", "magic"),
-    (8, struct.pack("=I", 2), "version 2"),
+    (8, struct.pack("=I", 1), "version 1, not 2"),     # records without gso_size
     (12, struct.pack("=I", 7), "link type 7"),
     (16, struct.pack("=I", 0), "MTU 0"),
     (20, struct.pack("=I", 5000), "not a power of two"),
     (20, struct.pack("=I", 1 << 14), "in a 8512-byte mapping"),        # rings larger than the file
     (24, struct.pack("=Q", 1 << 40), "size 1099511627776"),
-], ids=["magic", "version", "link-type", "mtu", "ring-size", "rings-beyond-mapping", "region-size"])
+    (32, struct.pack("=I", 3), "unknown flags 0x3"),
+    (32, struct.pack("=I", 1), "two 64 KB super-segments"),           # GSO: its rings are too small
+], ids=["magic", "version", "link-type", "mtu", "ring-size", "rings-beyond-mapping", "region-size", "flags",
+        "gso-ring-size"])
 def test_open_refuses_a_bad_header(tmp_path, offset: int, value: bytes, message: str) -> None:
     spec = region_with(tmp_path, offset, value)
     try:
@@ -334,7 +407,7 @@ def test_open_refuses_a_region_too_small_and_a_bad_spec(tmp_path) -> None:
 
 def test_a_file_region_is_opened_by_name(tmp_path, rings: str) -> None:
     path = str(tmp_path / "link")
-    a, peer = SharedMemoryEndpoint.create(path, ring_bytes=SMALLEST_RING)
+    a, peer = SharedMemoryEndpoint.create(path, ring_bytes=SMALLEST_RING, gso=False)
     with peer:
         b = SharedMemoryEndpoint.open(peer.spec)
     os.unlink(path)     # both sides have it mapped
@@ -411,7 +484,7 @@ def test_larger_than_the_mtu_is_refused(pair: Pair) -> None:
 
 
 def test_a_full_ring_drops_and_counts_and_never_blocks(rings: str) -> None:
-    a, peer = SharedMemoryEndpoint.create(ring_bytes=SMALLEST_RING)
+    a, peer = SharedMemoryEndpoint.create(ring_bytes=SMALLEST_RING, gso=False)
     with peer:
         b = SharedMemoryEndpoint.open(peer)
     try:
@@ -434,7 +507,7 @@ def test_a_full_ring_drops_and_counts_and_never_blocks(rings: str) -> None:
 
 
 def test_write_packets_publishes_up_to_the_first_refusal(rings: str) -> None:
-    a, peer = SharedMemoryEndpoint.create(ring_bytes=SMALLEST_RING)
+    a, peer = SharedMemoryEndpoint.create(ring_bytes=SMALLEST_RING, gso=False)
     with peer:
         b = SharedMemoryEndpoint.open(peer)
     try:
@@ -479,9 +552,75 @@ def test_an_ethernet_link_frames_and_classifies(rings: str) -> None:
     a.close()
 
 
-def test_no_super_segments(pair: Pair) -> None:
-    assert not pair.a.capabilities() & LinkCapabilities.HARDWARE_GSO
-    assert pair.a.capabilities() == LinkCapabilities.NONE
+# --- TCP super-segments ---------------------------------------------------------------------------
+
+def test_a_gso_region_offers_super_segments_to_both_sides(rings: str) -> None:
+    link = Pair()
+    plain = Pair(gso=False, ring_bytes=SMALLEST_RING)
+    try:
+        assert link.a.capabilities() == link.b.capabilities() == LinkCapabilities.HARDWARE_GSO
+        assert plain.a.capabilities() == plain.b.capabilities() == LinkCapabilities.NONE
+    finally:
+        link.close()
+        plain.close()
+
+
+@pytest.mark.parametrize("ethernet", [False, True], ids=["raw-ip", "ethernet"])
+def test_a_super_segment_crosses_whole(rings: str, ethernet: bool) -> None:
+    """A 64 KB packet with gso_size is one record, past the MTU, and reaches the other stack as it
+    was written, gso_size and all; frames around it keep their place and gso_size 0."""
+    link = Pair(ethernet=True, link_address=MAC_A) if ethernet else Pair()
+    remote = MAC_B if ethernet else b""
+    big, small = super_segment(), super_segment(1000)
+    try:
+        link.b.attach(link.rec_b)
+        link.a.write_packet(remote, IPV4, packet(big, GSO_SIZE))
+        assert link.a.write_packets(remote, IPV4, [packet(IPV4_PACKET), packet(small, 960), packet(IPV4_PACKET)]) == 3
+        assert link.b.dispatch_available() == 4
+        assert [(bytes(pkt.data), pkt.gso_size) for *_, pkt in link.rec_b.packets] == [
+            (big, GSO_SIZE), (IPV4_PACKET, 0), (small, 960), (IPV4_PACKET, 0)]
+        header = 14 if ethernet else 0
+        stats_a, stats_b = link.a.stats, link.b.stats
+        assert (stats_a.tx_packets.value, stats_a.tx_super_segments.value, stats_a.tx_bytes.value) == (
+            4, 2, len(big) + len(small) + 2 * len(IPV4_PACKET) + 4 * header)
+        assert (stats_b.rx_packets.value, stats_b.rx_super_segments.value, stats_b.rx_bytes.value) == (
+            4, 2, stats_a.tx_bytes.value)
+    finally:
+        link.close()
+
+
+def test_what_a_link_cannot_carry_whole_is_refused(rings: str) -> None:
+    """A super-segment over 64 KB, or on a region without GSO (the stack sends none there: a router
+    cuts those it forwards), is too long; so is a plain frame over the MTU on a GSO region."""
+    link = Pair()
+    plain = Pair(gso=False, ring_bytes=SMALLEST_RING)
+    try:
+        for endpoint, pkt in [(link.a, packet(super_segment(65536), GSO_SIZE)), (link.a, packet(super_segment(1501))),
+                              (plain.a, packet(super_segment(), GSO_SIZE)), (plain.a, packet(IPV4_PACKET, GSO_SIZE))]:
+            with pytest.raises(ErrMessageTooLong):
+                endpoint.write_packet(b"", IPV4, pkt)
+        assert link.a.write_packets(b"", IPV4, [packet(super_segment(), GSO_SIZE),
+                                                packet(super_segment(65536), GSO_SIZE)]) == 1
+        assert (link.a.stats.tx_too_long.value, link.a.stats.tx_super_segments.value) == (3, 1)
+        assert (plain.a.stats.tx_too_long.value, plain.a.stats.tx_packets.value) == (2, 0)
+    finally:
+        link.close()
+        plain.close()
+
+
+def test_a_malformed_super_segment_is_the_stacks_to_count(rings: str) -> None:
+    """The link vouches for a super-segment's place in the ring, not for what is in it: one that is
+    no TCP packet reaches the stack, which counts it (here IPv4, as a header too short)."""
+    link = Pair()
+    stack = tcp_stack(link.b, "192.0.2.2")
+    try:
+        link.a.write_packet(b"", IPV4, packet(IPV4_PACKET[:1] + bytes(10000), GSO_SIZE))
+        wait_until(lambda: link.b.stats.rx_super_segments.value == 1)
+        assert link.b.stats.rx_ring_errors.value == 0
+        assert stack.stats().ip.malformed_packets_received.value == 1
+    finally:
+        stack.close()
+        link.close()
 
 
 def test_a_dispatcher_exception_is_counted_and_contained(pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
@@ -513,9 +652,11 @@ def ring0(peer: SharedMemoryPeer) -> tuple[mmap.mmap, int]:
     lambda region, data: struct.pack_into("=Q", region, 64, 1 << 40),                  # a tail far beyond the head
     lambda region, data: struct.pack_into("=Q", region, 64 + 64, 4),                   # a head off the 8-byte grid
     lambda region, data: struct.pack_into("=II", region, data, 0xFFFFFFFF, 0),         # a skip past the tail
-], ids=["length-past-ring", "length-over-mtu", "tail-far-ahead", "misaligned-head", "skip-past-tail"])
+    lambda region, data: struct.pack_into("=I", region, data + 4, 1448),               # a super-segment, no GSO
+], ids=["length-past-ring", "length-over-mtu", "tail-far-ahead", "misaligned-head", "skip-past-tail",
+        "gso-size-without-gso"])
 def test_a_broken_ring_is_a_counted_drop_and_reading_goes_on(rings: str, scribble) -> None:
-    a, peer = SharedMemoryEndpoint.create(ring_bytes=SMALLEST_RING)
+    a, peer = SharedMemoryEndpoint.create(ring_bytes=SMALLEST_RING, gso=False)
     b = SharedMemoryEndpoint.open(peer)
     region, data = ring0(peer)
     try:
@@ -530,6 +671,32 @@ def test_a_broken_ring_is_a_counted_drop_and_reading_goes_on(rings: str, scribbl
         assert b.dispatch_available() == 1
         assert rec.data == [IPV4_PACKET]
     finally:
+        region.close()
+        peer.close()
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("frame, gso_size", [(IPV4_PACKET + bytes(1501 - len(IPV4_PACKET)), 0),
+                                              (super_segment(65536), GSO_SIZE)], ids=["frame-over-mtu", "over-64k"])
+def test_a_gso_region_still_bounds_each_kind_of_record(rings: str, frame: bytes, gso_size: int) -> None:
+    """A peer that skips write_packet's checks and publishes a plain frame over the MTU, or a
+    super-segment over 64 KB, breaks the ring's rules: counted, skipped, and reading goes on."""
+    a, peer = SharedMemoryEndpoint.create(ring_bytes=SMALLEST_GSO_RING)
+    b = SharedMemoryEndpoint.open(peer)
+    region, _ = ring0(peer)
+    rogue = sharedmem._RINGS[0](region, 64, SMALLEST_GSO_RING)     # ring 0's producer, as A's is
+    try:
+        rec = Recorder()
+        b.attach(rec)
+        assert rogue.push([[frame]], [gso_size])[0] == 1
+        b.dispatch_available()
+        assert b.stats.rx_ring_errors.value == 1 and rec.packets == []
+        a.write_packet(b"", IPV4, packet(super_segment(), GSO_SIZE))
+        assert b.dispatch_available() == 1
+        assert b.stats.rx_super_segments.value == 1
+    finally:
+        rogue.release()
         region.close()
         peer.close()
         a.close()
@@ -582,7 +749,7 @@ def test_the_dispatcher_may_close_the_link_from_the_hub(pair: Pair) -> None:
 
 
 def test_close_refuses_writes_and_a_closed_peer_just_stops_reading(rings: str) -> None:
-    a, peer = SharedMemoryEndpoint.create(ring_bytes=SMALLEST_RING)
+    a, peer = SharedMemoryEndpoint.create(ring_bytes=SMALLEST_RING, gso=False)
     with peer:
         b = SharedMemoryEndpoint.open(peer)
     b.attach(Recorder())
@@ -642,8 +809,22 @@ def sink(listener: NetsockSocket) -> None:
     connection.close()
 
 
-@pytest.mark.parametrize("kwargs", [{"mtu": 1500}, {"mtu": 9000, "ethernet": True, "link_address": MAC_A}],
-                         ids=["raw-ip-1500", "ethernet-9000"])
+def check_super_segments(sender: SharedMemoryEndpoint, receiver: SharedMemoryEndpoint, gso: bool) -> None:
+    """With GSO, the sender's data went as super-segments, each one record: not a quarter of the
+    records MTU-sized frames would take; without, a record per MTU-sized frame at least."""
+    stats = sender.stats
+    if gso:
+        assert stats.tx_super_segments.value == receiver.stats.rx_super_segments.value > 0
+        assert stats.tx_packets.value < TRANSFER // sender.mtu() // 4
+    else:
+        assert stats.tx_super_segments.value == receiver.stats.rx_super_segments.value == 0
+        assert stats.tx_packets.value > TRANSFER // sender.mtu()
+    assert receiver.stats.rx_ring_errors.value == 0
+
+
+@pytest.mark.parametrize("kwargs", [{"mtu": 1500}, {"mtu": 1500, "gso": False},
+                                    {"mtu": 9000, "ethernet": True, "link_address": MAC_A}],
+                         ids=["raw-ip-1500", "raw-ip-1500-no-gso", "ethernet-9000"])
 def test_tcp_between_two_stacks_in_one_process(rings: str, kwargs: dict) -> None:
     link = Pair(**kwargs)
     a, b = tcp_stack(link.a, "192.0.2.1"), tcp_stack(link.b, "192.0.2.2")
@@ -656,6 +837,7 @@ def test_tcp_between_two_stacks_in_one_process(rings: str, kwargs: dict) -> None
             send_and_check(a, random.Random(1).randbytes(TRANSFER))
             server.get()
         listener.close()
+        check_super_segments(link.a, link.b, kwargs.get("gso", True))
     finally:
         a.close()
         b.close()
@@ -697,7 +879,8 @@ gevent.socket.wait_read(sys.stdin.fileno())   # the stack stays up until the par
 
 @pytest.mark.parametrize("child_rings", sorted(RINGS))
 def test_tcp_between_two_processes(rings: str, child_rings: str) -> None:
-    """The child's stack on side B, each side's rings driven by either implementation."""
+    """The child's stack on side B, each side's rings driven by either implementation; the data
+    crosses in super-segments."""
     link, peer = SharedMemoryEndpoint.create()
     stack = tcp_stack(link, "192.0.2.1")
     child = gevent.subprocess.Popen([sys.executable, "-c", CHILD, peer.spec, child_rings, str(PORT)], pass_fds=peer.fds,
@@ -710,6 +893,7 @@ def test_tcp_between_two_processes(rings: str, child_rings: str) -> None:
             child.stdin.close()
             assert child.wait() == 0
         assert link.stats.rx_ring_errors.value == 0
+        assert 0 < link.stats.tx_super_segments.value and link.stats.tx_packets.value < TRANSFER // link.mtu() // 4
     finally:
         if child.poll() is None:
             child.kill()
