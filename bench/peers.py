@@ -5,6 +5,8 @@
     python bench/peers.py connect-rate HOST:PORT --connections N [--concurrency C] [--size BYTES]
     python bench/peers.py ping-pong HOST:PORT --count N [--warmup N]
     python bench/peers.py hold-connections --connections N
+    python bench/peers.py udp-send HOST:PORT --bytes N [--segment BYTES] [--write BYTES]
+    python bench/peers.py udp-sink HOST:PORT [--idle SECONDS]
 
 The measuring ones print one JSON line. echo-server is the kernel's counterpart of netsock's
 ``tun_tcp_echo`` sample: the same runtime (gevent, a greenlet per connection) and the same
@@ -28,6 +30,8 @@ from collections.abc import Sequence
 from typing import Any
 
 READ_SIZE = 256 * 1024   # as the echo sample reads
+UDP_SEGMENT = 103         # <linux/udp.h> (the socket module does not name it)
+SO_RCVBUFFORCE = 33       # <asm-generic/socket.h>: a receive buffer past rmem_max (root)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -247,6 +251,47 @@ def hold_connections(connections: int, settle: float) -> int:
     return 0
 
 
+def udp_send(server: tuple[str, int], size: int, segment: int, write: int) -> int:
+    """Send ``size`` bytes as fast as sendto goes, ``write`` bytes a call, with UDP_SEGMENT ``segment``
+    (0: each write one datagram); reports the seconds and this process's CPU seconds."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if segment:
+        sock.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, segment)
+    block = memoryview(os.urandom(write))
+    start, cpu = time.perf_counter(), _cpu()
+    for _ in range(size // write):
+        sock.sendto(block, server)
+    seconds, cpu = time.perf_counter() - start, _cpu() - cpu
+    print(json.dumps({"bytes": size // write * write, "seconds": seconds, "cpu_seconds": cpu}), flush=True)
+    return 0
+
+
+def udp_sink(bind: tuple[str, int], idle: float) -> int:
+    """Count what arrives until ``idle`` seconds pass without a datagram (after the first): bytes,
+    datagrams, and the seconds from the first to the last. Prints "ready" once bound."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+    sock.bind(bind)
+    print("ready", flush=True)
+    buffer = bytearray(65536)
+    received = datagrams = 0
+    first = last = 0.0
+    sock.settimeout(None)
+    while True:
+        try:
+            count = sock.recv_into(buffer)
+        except TimeoutError:
+            break
+        last = time.perf_counter()
+        if not datagrams:
+            first = last
+            sock.settimeout(idle)
+        received += count
+        datagrams += 1
+    print(json.dumps({"bytes": received, "datagrams": datagrams, "seconds": last - first}), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -268,7 +313,19 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("hold-connections", help="kernel memory of idle TCP connections")
     p.add_argument("--connections", type=int, required=True)
     p.add_argument("--settle", type=float, default=0.5, help="seconds to wait before measuring")
+    p = commands.add_parser("udp-send", help="send UDP as fast as sendto goes, with or without UDP_SEGMENT")
+    p.add_argument("server", type=_address)
+    p.add_argument("--bytes", type=int, required=True)
+    p.add_argument("--segment", type=int, default=0, help="UDP_SEGMENT datagram size (0: none)")
+    p.add_argument("--write", type=int, default=1472, help="bytes per sendto")
+    p = commands.add_parser("udp-sink", help="count the UDP that arrives until it stops")
+    p.add_argument("bind", type=_address)
+    p.add_argument("--idle", type=float, default=1.0, help="seconds without a datagram that end the count")
     args = parser.parse_args(argv)
+    if args.command == "udp-send":
+        return udp_send(args.server, args.bytes, args.segment, args.write)
+    if args.command == "udp-sink":
+        return udp_sink(args.bind, args.idle)
     if args.command == "probe":
         return probe(args.server)
     if args.command == "echo-server":

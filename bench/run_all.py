@@ -13,6 +13,8 @@ same run, as a ratio and against its target (issue 7).
       network)
     7 CPU seconds per GB moved, for 1 (tcp_bulk.py; the kernel's from veth_cpu.py) and 6
     8 the shared-memory link between two processes: frames/s and bulk TCP (sharedmem.py)
+    9 UDP send with and without UDP_SEGMENT: netsock over a TUN with offloads, the kernel over veth
+      (udp_gso.py)
 
 Each benchmark runs in a process of its own (bench/SCRIPT --json FILE), one after the other; its own
 output is shown as it runs, then the table. --quick makes every benchmark small (under two minutes
@@ -54,7 +56,8 @@ def suite(quick: bool) -> dict[str, Benchmark]:
     return {"bulk": Benchmark("tcp_bulk.py", bulk), "bulk-cpu": Benchmark("veth_cpu.py", size),
             "http": Benchmark("http_server.py", size), "connections": Benchmark("connection_rate.py", size),
             "latency": Benchmark("latency.py", size), "memory": Benchmark("memory.py", size),
-            "inprocess": Benchmark("inprocess.py", size), "sharedmem": Benchmark("sharedmem.py", size)}
+            "inprocess": Benchmark("inprocess.py", size), "sharedmem": Benchmark("sharedmem.py", size),
+            "udp": Benchmark("udp_gso.py", size)}
 
 
 def run(benchmark: Benchmark, output: Path) -> dict[str, Any]:
@@ -116,11 +119,13 @@ SECTIONS = {
     "cpu": "7 CPU seconds per GB moved (netsock: its process; kernel over veth: one end beside a TUN row, "
            "both beside two netsock stacks; in-process rows: both ends each)",
     "sharedmem": "8 shared-memory link between two processes (kernel: AF_UNIX datagrams, TCP over loopback)",
+    "udp": "9 UDP send, 1,472-byte datagrams, with and without UDP_SEGMENT (netsock: TUN with offloads; "
+           "kernel: veth)",
 }
 
 
 def section(key: str, figure: Figure) -> str:
-    if figure.unit == "CPU s/GB":
+    if figure.unit == "CPU s/GB" and key != "udp":
         return "cpu"
     if key == "bulk":
         return "inprocess" if "in-process" in figure.name else "bulk"

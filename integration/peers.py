@@ -4,6 +4,8 @@
     ip netns exec NS python integration/peers.py udp-refused 192.0.2.2:9
     ip netns exec NS python integration/peers.py udp-receive 192.0.2.1:5555 --expect 6869
     ip netns exec NS python integration/peers.py udp-multicast 239.1.2.3:7 --device tun0 --count 5
+    ip netns exec NS python integration/peers.py udp-gso-send 192.0.2.2:6000 --writes 20 --size 30000 --gso 1200
+    ip netns exec NS python integration/peers.py udp-gather 192.0.2.1:6001 --bytes 600000
     ip netns exec NS python integration/peers.py inject tun0 FRAMES.hex
     ip netns exec NS python integration/peers.py tcp-echo 192.0.2.2:7 --bytes 100000000 --seed 1
     ip netns exec NS python integration/peers.py tcp-many 192.0.2.2:7 --connections 1000 --bytes 4096
@@ -34,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 ETH_P_IP = 0x0800
+UDP_SEGMENT = 103           # <linux/udp.h>: the socket module does not export it
+SO_RCVBUFFORCE = 33         # <asm-generic/socket.h>: nor this
 
 
 def _endpoint(text: str) -> tuple[str, int]:
@@ -151,6 +155,38 @@ def udp_receive(bind: tuple[str, int], expect: bytes, timeout: float) -> int:
     except TimeoutError:
         return _report({"received": None}, False)
     return _report({"received": data.hex(), "from": f"{sender[0]}:{sender[1]}"}, data == expect)
+
+
+def udp_gso_send(server: tuple[str, int], writes: int, size: int, gso_size: int, seed: int, gap: float) -> int:
+    """``writes`` writes of ``size`` seeded bytes, each cut by the kernel's UDP GSO (UDP_SEGMENT) into
+    datagrams of ``gso_size``; reports the SHA-256 of everything sent."""
+    sock = socket.socket(_family(server[0]), socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_UDP, UDP_SEGMENT, gso_size)
+    stream = b"".join(seeded_stream(seed, writes * size))
+    for offset in range(0, len(stream), size):
+        sock.sendto(stream[offset:offset + size], server)
+        time.sleep(gap)
+    return _report({"sent": len(stream), "sha256": hashlib.sha256(stream).hexdigest()}, True)
+
+
+def udp_gather(bind: tuple[str, int], expect: int, timeout: float) -> int:
+    """Receive datagrams until ``expect`` bytes have come; reports how many datagrams, the largest, the
+    SHA-256 of their payloads in order. Prints "bound" once listening."""
+    sock = socket.socket(_family(bind[0]), socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)     # root: past rmem_max
+    sock.bind(bind)
+    sock.settimeout(timeout)
+    print("bound", flush=True)
+    digest, sizes = hashlib.sha256(), []
+    while sum(sizes) < expect:
+        try:
+            data = sock.recv(65535)
+        except TimeoutError:
+            break
+        digest.update(data)
+        sizes.append(len(data))
+    return _report({"bytes": sum(sizes), "datagrams": len(sizes), "largest": max(sizes, default=0),
+                    "sha256": digest.hexdigest()}, sum(sizes) == expect)
 
 
 def udp_multicast(group: tuple[str, int], device: str, count: int, size: int, timeout: float) -> int:
@@ -383,6 +419,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=100, help="payload bytes (at least 4)")
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each echo")
 
+    p = commands.add_parser("udp-gso-send", help="send seeded bytes in writes the kernel's UDP GSO cuts")
+    p.add_argument("server", type=_endpoint)
+    p.add_argument("--writes", type=int, required=True)
+    p.add_argument("--size", type=int, required=True, help="bytes per write")
+    p.add_argument("--gso", type=int, required=True, help="UDP_SEGMENT: datagram payload size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gap", type=float, default=0.002, help="seconds between writes")
+
+    p = commands.add_parser("udp-gather", help="receive datagrams until a byte count, report their sizes")
+    p.add_argument("bind", type=_endpoint)
+    p.add_argument("--bytes", type=int, required=True)
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for any one datagram")
+
     p = commands.add_parser("inject", help="send raw frames into a device via AF_PACKET")
     p.add_argument("device")
     p.add_argument("frames", type=Path, help="file of hex-encoded frames, one per line")
@@ -431,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         return udp_receive(args.bind, args.expect, args.timeout)
     if args.command == "udp-multicast":
         return udp_multicast(args.group, args.device, args.count, args.size, args.timeout)
+    if args.command == "udp-gso-send":
+        return udp_gso_send(args.server, args.writes, args.size, args.gso, args.seed, args.gap)
+    if args.command == "udp-gather":
+        return udp_gather(args.bind, args.bytes, args.timeout)
     return inject(args.device, args.frames, args.gap)
 
 

@@ -1,5 +1,7 @@
 """TCP between netsock and the kernel over a TUN device with virtio-net header offloads, both ways at
-once, every byte checked, and the link's counters showing the 64 KB super-segments really crossed.
+once, every byte checked, and the link's counters showing the 64 KB super-segments really crossed;
+UDP GSO (UDP_SEGMENT) both ways, the kernel's super-datagrams cut by the link and netsock's cut by
+the kernel.
 
 netsock runs in the test process on the gevent hub; the test thread enters the namespace only to open
 the device. The kernel's end is ``peers.py tcp-serve``: it sends a seeded stream while reading ours to
@@ -22,8 +24,11 @@ from netsock.link.netns import inside
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
 from netsock.stack import Stack
-from netsock.tcpip import ErrConnectStarted, ErrWouldBlock, FullAddress, Route, ShutdownFlags, SockOpt
+from netsock.stack.interfaces import LinkCapabilities
+from netsock.tcpip import (UDP_PROTOCOL_NUMBER, Address, ErrConnectStarted, ErrWouldBlock, FullAddress, Route,
+                           ShutdownFlags, SockOpt, WriteOptions)
 from netsock.transport.tcp import TCPEndpoint, TCPProtocol
+from netsock.transport.udp import UDPProtocol
 from netsock.waiter import EventMask, WaiterQueue
 
 pytestmark = pytest.mark.integration
@@ -38,7 +43,7 @@ class Netsock:
     def __init__(self, ns: NetNS, offload: bool) -> None:
         with inside(ns.name):
             self.link = FdEndpoint.open_tun("tun0", offload=offload)
-        self.stack = Stack([IPv4Protocol], [TCPProtocol])
+        self.stack = Stack([IPv4Protocol], [TCPProtocol, UDPProtocol])
         self.stack.create_nic(1, self.link)
         self.stack.add_address(1, 0x0800, f"{NETSOCK_ADDRESS}/24")
         self.stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
@@ -142,3 +147,40 @@ def test_a_plain_open_clears_the_offloads_a_previous_owner_left(tun0: NetNS) -> 
         assert plain.stack.stats().tcp.checksum_errors.value == 0
     finally:
         plain.close()
+
+
+def test_udp_super_datagrams_both_ways(offloaded: Netsock, tun0: NetNS) -> None:
+    """20 writes of 30,000 bytes each way with UDP_SEGMENT 1,200: 500 datagrams, in order, every byte
+    checked; each write crossed the device whole."""
+    assert offloaded.link.capabilities() & LinkCapabilities.HARDWARE_GSO_UDP, "the kernel refused the UDP offloads"
+    writes, size, gso = 20, 30000, 1200
+    queue = WaiterQueue()
+    endpoint = offloaded.stack.new_endpoint(UDP_PROTOCOL_NUMBER, 0x0800, queue)
+    endpoint.set_sock_opt(SockOpt.RECEIVE_BUFFER_SIZE, 4 << 20)
+    endpoint.bind(FullAddress(0, b"", 6000))
+    # kernel -> netsock: the kernel's UDP GSO hands the device super-datagrams, which the link cuts.
+    sender = PeerProcess(tun0, "udp-gso-send", f"{NETSOCK_ADDRESS}:6000", "--writes", str(writes), "--size",
+                         str(size), "--gso", str(gso), "--seed", "4")
+    digest, sizes = hashlib.sha256(), []
+    with gevent.Timeout(30, AssertionError(f"{sum(sizes)} of {writes * size} bytes arrived within 30 s")):
+        while sum(sizes) < writes * size:
+            data = blocking(endpoint, queue, EventMask.IN, endpoint.read).data
+            digest.update(data)
+            sizes.append(len(data))
+    assert digest.hexdigest() == sender.result(timeout=30)["sha256"]
+    assert (len(sizes), max(sizes)) == (writes * size // gso, gso)
+    assert offloaded.link.stats.rx_super_datagrams.value == writes
+    # netsock -> kernel: one super-datagram per write, cut by the kernel.
+    gather = PeerProcess(tun0, "udp-gather", f"{KERNEL_ADDRESS}:6001", "--bytes", str(writes * size))
+    gather.wait_line("bound")
+    endpoint.set_sock_opt(SockOpt.UDP_SEGMENT, gso)
+    stream = b"".join(seeded_stream(5, writes * size))
+    to = WriteOptions(to=FullAddress(0, Address.parse(KERNEL_ADDRESS), 6001))
+    for offset in range(0, len(stream), size):
+        assert endpoint.write(stream[offset:offset + size], to) == size
+        gevent.sleep(0.002)
+    report = gather.result(timeout=30)
+    assert report == {"bytes": len(stream), "datagrams": writes * size // gso, "largest": gso,
+                      "sha256": hashlib.sha256(stream).hexdigest()}
+    assert offloaded.link.stats.tx_super_datagrams.value == writes
+    endpoint.close()

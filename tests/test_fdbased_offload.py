@@ -22,11 +22,11 @@ from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
 from netsock.header.checksum import combine, pseudo_header_checksum
-from netsock.header.gso import segment_tcp
+from netsock.header.gso import segment_tcp, segment_udp
 from netsock.link import fdbased, tun
-from netsock.link.fdbased import OFFLOADS, FdEndpoint
-from netsock.link.gso import (F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD, VIRTIO_NET_HDR,
-                              VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
+from netsock.link.fdbased import OFFLOADS, UDP_OFFLOADS, FdEndpoint
+from netsock.link.gso import (F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NO_OFFLOAD,
+                              VIRTIO_NET_HDR, VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
 from netsock.stack import ManualClock, Stack
@@ -263,6 +263,54 @@ def test_headers_asking_for_what_we_did_not_offer_are_counted_drops(link: Link) 
     assert link.ep.dispatch_available() == 4
     assert link.rec.packets == []
     assert (link.ep.stats.rx_bad_vnet_header.value, link.ep.stats.rx_malformed.value) == (3, 1)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_an_inbound_udp_super_datagram_is_cut_into_its_datagrams(implementation: str, layer) -> None:
+    """The kernel's UDP GSO (UDP_SEGMENT), handed over whole where we offered USO: the stack's UDP
+    takes datagrams, so the link cuts it, each datagram with a full checksum of its own."""
+    link = Link(udp_gso=True)
+    try:
+        payload = os.urandom(5000)
+        packet = bytes(layer / UDP(sport=4000, dport=5000) / Raw(payload))
+        start = ip_header_length(packet)
+        link.peer.send(vnet(F_NEEDS_CSUM, GSO_UDP_L4, start + 8, 1200, start, 6) + partial(packet, 17, 6))
+        assert link.ep.dispatch_available() == 1
+        datagrams = [bytes(pkt.data) for pkt in link.rec.packets]
+        assert datagrams == segment_udp(packet, 1200) and len(datagrams) == 5
+        assert all(pkt.checksum_verified for pkt in link.rec.packets)
+        stats = link.ep.stats
+        assert (stats.rx_super_datagrams.value, stats.rx_packets.value) == (1, 1)
+    finally:
+        link.close()
+
+
+def test_a_udp_super_datagram_where_we_offered_no_uso_is_a_counted_drop(link: Link) -> None:
+    packet = bytes(IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=4000, dport=5000) / Raw(bytes(3000)))
+    link.peer.send(vnet(F_NEEDS_CSUM, GSO_UDP_L4, 28, 1200, 20, 6) + partial(packet, 17, 6))
+    assert link.ep.dispatch_available() == 1
+    assert link.rec.packets == [] and link.ep.stats.rx_bad_vnet_header.value == 1
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_an_outbound_udp_super_datagram_asks_the_kernel_to_cut_it(implementation: str, layer) -> None:
+    link = Link(udp_gso=True)
+    try:
+        assert link.ep.capabilities() & LinkCapabilities.HARDWARE_GSO_UDP
+        packet = bytes(layer / UDP(sport=4000, dport=5000) / Raw(os.urandom(6000)))
+        start = ip_header_length(packet)
+        pkt = PacketBuffer(start + 8, packet[start + 8:])
+        pkt.prepend(start + 8)[:] = partial(packet, 17, 6)[:start + 8]
+        pkt.gso_size = 1200
+        link.ep.write_packet(b"", 0x0800 if layer.version == 4 else 0x86DD, pkt)
+        frame = link.peer.recv(1 << 17)
+        assert VIRTIO_NET_HDR.unpack(frame[:VIRTIO_NET_HDR_SIZE]) == (F_NEEDS_CSUM, GSO_UDP_L4, start + 8, 1200,
+                                                                      start, 6)
+        assert frame[VIRTIO_NET_HDR_SIZE:] == bytes(partial(packet, 17, 6))
+        stats = link.ep.stats
+        assert (stats.tx_super_datagrams.value, stats.tx_super_segments.value, stats.tx_packets.value) == (1, 0, 1)
+    finally:
+        link.close()
 
 
 def test_an_inbound_frame_over_64k_is_too_long(link: Link) -> None:
@@ -575,12 +623,14 @@ def test_tcp_leaves_the_pseudo_header_sum_in_a_super_segment() -> None:
 class FakeTun:
     """tun's setup calls, recorded; each open hands out one end of a fresh socket pair."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, refuse_header: int = 0, refuse_offloads: int = 0) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, refuse_header: int = 0, refuse_offloads: int = 0,
+                 refuse_only: int = 0) -> None:
         self.opened: list[tuple[int, bool]] = []
         self.offloads: list[tuple[int, int, int | None]] = []
         self.peers: list[socket.socket] = []
         self.refuse_header = refuse_header
         self.refuse_offloads = refuse_offloads
+        self.refuse_only = refuse_only      # refuse only offload sets with one of these bits (0: any)
         monkeypatch.setattr(tun, "open_device", self.open_device)
         monkeypatch.setattr(tun, "set_offloads", self.set_offloads)
         monkeypatch.setattr(tun, "device_mtu", lambda name: 1500)
@@ -596,7 +646,7 @@ class FakeTun:
 
     def set_offloads(self, fd: int, offloads: int, vnet_header_size: int | None = None) -> None:
         self.offloads.append((fd, offloads, vnet_header_size))
-        if self.refuse_offloads:
+        if self.refuse_offloads and (not self.refuse_only or offloads & self.refuse_only):
             raise OSError(self.refuse_offloads, os.strerror(self.refuse_offloads))
 
     def close(self) -> None:
@@ -611,9 +661,24 @@ def test_open_tun_turns_the_offloads_on(monkeypatch: pytest.MonkeyPatch) -> None
     try:
         ((fd, with_header),) = fake.opened
         assert with_header and ep.fileno() == fd
-        assert fake.offloads == [(fd, OFFLOADS, VIRTIO_NET_HDR_SIZE)]
+        assert fake.offloads == [(fd, OFFLOADS | UDP_OFFLOADS, VIRTIO_NET_HDR_SIZE)]
         assert OFFLOADS == tun.TUN_F_CSUM | tun.TUN_F_TSO4 | tun.TUN_F_TSO6
+        assert UDP_OFFLOADS == tun.TUN_F_USO4 | tun.TUN_F_USO6
         assert ep.vnet_header and ep.capabilities() & LinkCapabilities.HARDWARE_GSO
+        assert ep.capabilities() & LinkCapabilities.HARDWARE_GSO_UDP
+    finally:
+        ep.close()
+        fake.close()
+
+
+def test_a_kernel_without_udp_offloads_still_gets_the_tcp_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NETSOCK_OFFLOAD", raising=False)
+    fake = FakeTun(monkeypatch, refuse_offloads=errno.EINVAL, refuse_only=UDP_OFFLOADS)
+    ep = FdEndpoint.open_tun("tun0")
+    try:
+        ((fd, _),) = fake.opened
+        assert fake.offloads == [(fd, OFFLOADS | UDP_OFFLOADS, VIRTIO_NET_HDR_SIZE), (fd, OFFLOADS, VIRTIO_NET_HDR_SIZE)]
+        assert ep.vnet_header and not ep.capabilities() & LinkCapabilities.HARDWARE_GSO_UDP
     finally:
         ep.close()
         fake.close()

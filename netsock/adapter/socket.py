@@ -66,6 +66,8 @@ MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, 
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"                    # ::ffff:0:0/96, IPv4-mapped IPv6
 _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")
+_U16 = struct.Struct("H")
+UDP_SEGMENT = 103           # <linux/udp.h> (the socket module does not export it): UDP GSO, the datagram size
 _TIMEVAL = struct.Struct("ll")
 _TCP_INFO = struct.Struct("8B24I")                           # struct tcp_info up to tcpi_total_retrans
 _TCP_CA_NAME_MAX = 16
@@ -351,13 +353,19 @@ def _cmsg_int(data: bytes, low: int, high: int) -> int:
     return value
 
 
-def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool) -> SendableControlMessages:
+def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool) -> SendableControlMessages:
     """sendmsg's ancillary data for a datagram going out over IPv4 (Linux's ip_cmsg_send) or IPv6
-    (ip6_datagram_send_ctl): each takes its own level's messages and skips the other's."""
-    ttl = tos = hop_limit = tclass = None
+    (ip6_datagram_send_ctl): each takes its own level's messages and skips the other's; a UDP socket
+    also takes UDP_SEGMENT (udp_cmsg_send: a 16-bit size, any other UDP-level message is EINVAL)."""
+    ttl = tos = hop_limit = tclass = gso_size = None
     for level, kind, data in items:
         if level == SOL_SOCKET:
             raise _oserror(EOPNOTSUPP)
+        if level == IPPROTO_UDP and udp:
+            if kind != UDP_SEGMENT or len(data) != _U16.size:
+                raise _oserror(EINVAL)
+            gso_size = _U16.unpack(data)[0]
+            continue
         if ipv4:
             if level != IPPROTO_IP:
                 continue
@@ -378,9 +386,9 @@ def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool) -> Sendab
                 tclass = _cmsg_int(data, -1, 255) & 0xFF
             else:
                 raise _oserror(EOPNOTSUPP if kind in _UNSUPPORTED_SEND_IPV6 else EINVAL)
-    if ttl is tos is hop_limit is tclass is None:
+    if ttl is tos is hop_limit is tclass is gso_size is None:
         return NO_SENDABLE_CONTROL_MESSAGES
-    return SendableControlMessages(ttl=ttl, tos=tos, hop_limit=hop_limit, tclass=tclass)
+    return SendableControlMessages(ttl=ttl, tos=tos, hop_limit=hop_limit, tclass=tclass, gso_size=gso_size)
 
 
 def _tcp_info(ep: Any) -> bytes:
@@ -673,6 +681,11 @@ class SocketCore:
             self._set_ip_option(name, raw)
         elif level == IPPROTO_IPV6 and self.family == AF_INET6:
             self._set_ipv6_option(name, raw)
+        elif level == IPPROTO_UDP and name == UDP_SEGMENT and self.transport == UDP_PROTOCOL_NUMBER:
+            size = _int_option(raw)
+            if not 0 <= size <= 0xFFFF:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.UDP_SEGMENT, size)
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -685,6 +698,10 @@ class SocketCore:
             return self._get_ip_option(name)
         if level == IPPROTO_IPV6 and self.family == AF_INET6:
             return self._get_ipv6_option(name)
+        if level == IPPROTO_UDP and self.transport == UDP_PROTOCOL_NUMBER:
+            if name != UDP_SEGMENT:
+                raise _oserror(ENOPROTOOPT)
+            return self._get(SockOpt.UDP_SEGMENT, default=0)
         raise _oserror(EOPNOTSUPP)      # Linux: a level the protocol does not handle, on get
 
     def _set_socket_option(self, name: int, raw: bytes) -> None:
@@ -1403,7 +1420,7 @@ class NetsockSocket:
             # The IP version the datagram leaves with decides which level's messages count.
             ipv4 = core.family == AF_INET or (
                 _is_mapped(target[0]) if target is not None else core.ep.net_proto == IPV4_PROTOCOL_NUMBER)
-            control = _sendable_control(ancillary, ipv4)
+            control = _sendable_control(ancillary, ipv4, core.transport == UDP_PROTOCOL_NUMBER)
         return self._datagram_send(view, flags, target, control)
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:

@@ -22,7 +22,11 @@ virtio-net header (IFF_VNET_HDR) and the kernel told we take partial checksums a
 of up to 64 KB, passed up whole (``pkt.gso_size`` set, the checksum partial and not verified), and
 the link advertises HARDWARE_GSO, so TCP hands it 64 KB super-segments that it writes with a header
 asking the kernel to cut and checksum them (see ``link.gso``). The stack's per-segment work is then
-done once per 64 KB instead of once per 1.5 KB. Where the kernel refuses, the device is used plain.
+done once per 64 KB instead of once per 1.5 KB. Where the kernel also takes UDP super-datagrams
+(TUN_F_USO4/USO6, Linux 6.2), the link advertises HARDWARE_GSO_UDP: a UDP_SEGMENT write leaves in
+one piece for the kernel to cut, and the kernel's own UDP GSO arrives whole, cut into datagrams here
+(``header.gso.segment_udp``: the stack's UDP takes datagrams). Where the kernel refuses, the device
+is used plain.
 Opt out with ``open_tun(..., offload=False)`` or, for every device, ``NETSOCK_OFFLOAD=0`` in the
 environment.
 
@@ -45,14 +49,14 @@ import os
 from gevent import get_hub
 
 from ..header import ethernet as eth
-from ..header.gso import segment_tcp
+from ..header.gso import segment_tcp, segment_udp
 from ..stack.interfaces import LinkCapabilities, LinkEndpointBase, NetworkDispatcher
 from ..stack.packet_buffer import PacketBuffer
 from ..tcpip.errors import Error, ErrClosedForSend, ErrMessageTooLong, ErrNoBufferSpace
 from ..tcpip.stats import StatCounter
 from . import LinkStats, deliver_ethernet, deliver_ip, tun, write_each
 from .gro import coalesce
-from .gso import (F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, NO_OFFLOAD,
+from .gso import (F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NO_OFFLOAD,
                   VIRTIO_NET_HDR, VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
 
 try:  # pragma: no cover - which branch runs depends on the build
@@ -66,6 +70,8 @@ _READ = 1  # libev/libuv EV_READ
 
 # What an fd with a virtio-net header is set up to carry (``tun.set_offloads``).
 OFFLOADS = tun.TUN_F_CSUM | tun.TUN_F_TSO4 | tun.TUN_F_TSO6
+UDP_OFFLOADS = tun.TUN_F_USO4 | tun.TUN_F_USO6    # asked for too, where the kernel has them
+_UDP = 17
 # The largest packet a super-segment makes: a full 16-bit IPv6 payload behind its header.
 _LARGEST_SUPER_SEGMENT = 40 + 65535
 
@@ -75,8 +81,10 @@ class FdLinkStats(LinkStats):
     included."""
 
     rx_super_segments: StatCounter   # TCP super-segments the kernel handed us whole (in rx_packets too)
+    rx_super_datagrams: StatCounter  # UDP super-datagrams the kernel handed us, cut here (one rx_packet each)
     rx_bad_vnet_header: StatCounter  # an offload we did not ask for, or a checksum outside the frame
     tx_super_segments: StatCounter   # TCP super-segments handed to the kernel to cut (in tx_packets too)
+    tx_super_datagrams: StatCounter  # UDP super-datagrams handed to the kernel to cut (in tx_packets too)
     tx_segmented: StatCounter        # TCP super-segments cut here (software GSO; their frames are tx_packets)
     tx_malformed: StatCounter        # super-segments dropped: not an IPv4/IPv6 TCP packet whose headers parse
 
@@ -89,18 +97,21 @@ class FdEndpoint(LinkEndpointBase):
 
     ``vnet_header``: every frame is preceded by a virtio-net header, the fd having been set up with
     ``tun.set_offloads(fd, OFFLOADS, VIRTIO_NET_HDR_SIZE)`` (``open_tun`` does it); the link then
-    takes TCP super-segments both ways. Without it, outbound super-segments are cut here (see the
-    module docstring).
+    takes TCP super-segments both ways, and UDP super-datagrams too with ``udp_gso`` (the fd also set
+    up with ``UDP_OFFLOADS``). Without it, outbound super-segments are cut here (see the module
+    docstring).
     """
 
     def __init__(self, fd: int, mtu: int, ethernet: bool, link_address: bytes = b"", close_fd: bool = True,
-                 read_batch: int = 64, vnet_header: bool = False) -> None:
+                 read_batch: int = 64, vnet_header: bool = False, udp_gso: bool = False) -> None:
         if ethernet and len(link_address) != 6:
             raise ValueError("an Ethernet link needs a 6-byte link address")
         # Super-segments either way: the kernel cuts them (virtio-net header) or we do (software GSO).
         capabilities = LinkCapabilities.HARDWARE_GSO
         if ethernet:
             capabilities |= LinkCapabilities.RESOLUTION_REQUIRED
+        if vnet_header and udp_gso:
+            capabilities |= LinkCapabilities.HARDWARE_GSO_UDP
         super().__init__(mtu, bytes(link_address), capabilities)
         os.set_blocking(fd, False)
         self._fd = fd
@@ -128,13 +139,13 @@ class FdEndpoint(LinkEndpointBase):
         """
         if offload is None:
             offload = os.environ.get("NETSOCK_OFFLOAD", "1") != "0"
-        fd = _open_offloaded_tun(name) if offload else None
+        fd, udp_gso = _open_offloaded_tun(name) if offload else (None, False)
         vnet_header = fd is not None
         if fd is None:
             fd, _ = tun.open_device(name, tap=False)
         try:
             return cls(fd, mtu or tun.device_mtu(name), ethernet=False, read_batch=read_batch,
-                       vnet_header=vnet_header)
+                       vnet_header=vnet_header, udp_gso=udp_gso)
         except BaseException:
             os.close(fd)
             raise
@@ -206,13 +217,11 @@ class FdEndpoint(LinkEndpointBase):
             total += count
             # With a vnet header the kernel hands over its super-segments whole; without one, the
             # batch's consecutive segments of each flow are coalesced here (GRO).
-            packets = map(self._offloaded, frames) if vnet else coalesce(frames, eth.HEADER_SIZE if ethernet else 0)
+            packets = self._offloaded(frames) if vnet else coalesce(frames, eth.HEADER_SIZE if ethernet else 0)
             for pkt in packets:
                 dispatcher = self.dispatcher
                 if dispatcher is None or self._closed:
                     stats.rx_not_attached.increment()
-                    continue
-                if pkt is None:
                     continue
                 try:
                     if ethernet:
@@ -234,33 +243,49 @@ class FdEndpoint(LinkEndpointBase):
             break
         return total
 
-    def _offloaded(self, buf: bytearray | memoryview) -> PacketBuffer | None:
-        """The frame behind a virtio-net header, as the stack takes it: a TCP super-segment keeps its
-        segment size (and its partial checksum, which TCP then leaves unverified); any other partial
-        checksum is completed here, and then, like one the kernel already checked (F_DATA_VALID), is
-        not summed again by the transport (``checksum_verified``). None (counted) if the header asks
-        for what we did not offer."""
+    def _offloaded(self, frames: list[bytearray | memoryview]) -> list[PacketBuffer]:
+        """The frames behind their virtio-net headers, as the stack takes them: a TCP super-segment
+        keeps its segment size (and its partial checksum, which TCP then leaves unverified); a UDP
+        super-datagram is cut into its datagrams; any other partial checksum is completed here, and
+        then, like one the kernel already checked (F_DATA_VALID), is not summed again by the transport
+        (``checksum_verified``). A header asking for what we did not offer is a counted drop."""
         stats = self.stats
-        if len(buf) < VIRTIO_NET_HDR_SIZE:
-            stats.rx_malformed.increment()
-            return None
-        flags, gso_type, _, gso_size, csum_start, csum_offset = VIRTIO_NET_HDR.unpack_from(buf)
-        frame = memoryview(buf)[VIRTIO_NET_HDR_SIZE:]
-        pkt = PacketBuffer.inbound(frame)
-        if gso_type != GSO_NONE:
-            if gso_type & ~GSO_ECN not in (GSO_TCPV4, GSO_TCPV6) or not gso_size:
-                stats.rx_bad_vnet_header.increment()
-                return None
-            pkt.gso_size = gso_size
-            stats.rx_super_segments.increment()
-        elif flags & F_NEEDS_CSUM:
-            if not complete_checksum(frame, csum_start, csum_offset):
-                stats.rx_bad_vnet_header.increment()
-                return None
-            pkt.checksum_verified = True
-        elif flags & F_DATA_VALID:
-            pkt.checksum_verified = True
-        return pkt
+        udp_gso = bool(self._capabilities & LinkCapabilities.HARDWARE_GSO_UDP)
+        packets = []
+        for buf in frames:
+            if len(buf) < VIRTIO_NET_HDR_SIZE:
+                stats.rx_malformed.increment()
+                continue
+            flags, gso_type, _, gso_size, csum_start, csum_offset = VIRTIO_NET_HDR.unpack_from(buf)
+            frame = memoryview(buf)[VIRTIO_NET_HDR_SIZE:]
+            if gso_type == GSO_UDP_L4 and udp_gso and gso_size:
+                try:
+                    datagrams = segment_udp(frame, gso_size)     # fresh checksums: nothing left to verify
+                except ValueError:
+                    stats.rx_bad_vnet_header.increment()
+                    continue
+                stats.rx_super_datagrams.increment()
+                for datagram in datagrams:
+                    pkt = PacketBuffer.inbound(datagram)
+                    pkt.checksum_verified = True
+                    packets.append(pkt)
+                continue
+            pkt = PacketBuffer.inbound(frame)
+            if gso_type != GSO_NONE:
+                if gso_type & ~GSO_ECN not in (GSO_TCPV4, GSO_TCPV6) or not gso_size:
+                    stats.rx_bad_vnet_header.increment()
+                    continue
+                pkt.gso_size = gso_size
+                stats.rx_super_segments.increment()
+            elif flags & F_NEEDS_CSUM:
+                if not complete_checksum(frame, csum_start, csum_offset):
+                    stats.rx_bad_vnet_header.increment()
+                    continue
+                pkt.checksum_verified = True
+            elif flags & F_DATA_VALID:
+                pkt.checksum_verified = True
+            packets.append(pkt)
+        return packets
 
     # --- outbound ---------------------------------------------------------------------------------
 
@@ -270,7 +295,7 @@ class FdEndpoint(LinkEndpointBase):
             stats.tx_closed.increment()
             raise ErrClosedForSend
         gso_size = pkt.gso_size
-        if pkt.size() > self._mtu and not gso_size:
+        if not gso_size and pkt.size() > self._mtu:
             stats.tx_too_long.increment()
             raise ErrMessageTooLong
         if self._ethernet:
@@ -286,10 +311,13 @@ class FdEndpoint(LinkEndpointBase):
             n = os.writev(self._fd, views)
         except OSError as e:
             raise self._write_error(e.errno or errno.EIO) from None
-        stats.tx_packets.increment()
-        stats.tx_bytes.increment(n)
+        stats.tx_packets.value += 1
+        stats.tx_bytes.value += n
         if gso_size:
-            stats.tx_super_segments.increment()
+            if views[0][1] == GSO_UDP_L4:   # (the virtio-net header's gso_type)
+                stats.tx_super_datagrams.value += 1
+            else:
+                stats.tx_super_segments.value += 1
 
     def _write_segmented(self, pkt: PacketBuffer, gso_size: int) -> None:
         """Cut a TCP super-segment into frames and write them (software GSO). The frames that went
@@ -507,20 +535,24 @@ class _NativeSegmenter:
         return status, result.pieces, result.sent, result.bytes, result.error
 
 
-def _open_offloaded_tun(name: str) -> int | None:
-    """An fd on TUN device ``name`` with a virtio-net header and ``OFFLOADS`` granted; None if the
-    kernel refuses either (other failures, such as a busy device, raise as for a plain open)."""
+def _open_offloaded_tun(name: str) -> tuple[int | None, bool]:
+    """An fd on TUN device ``name`` with a virtio-net header and ``OFFLOADS`` granted, and whether
+    ``UDP_OFFLOADS`` were granted too; (None, False) if the kernel refuses the header or ``OFFLOADS``
+    (other failures, such as a busy device, raise as for a plain open)."""
     try:
         fd, _ = tun.open_device(name, tap=False, vnet_header=True)
     except OSError as e:
         if e.errno != errno.EINVAL:
             raise
         _log.warning("%s: no virtio-net header (%s); offloads off", name, e.strerror)
-        return None
-    try:
-        tun.set_offloads(fd, OFFLOADS, VIRTIO_NET_HDR_SIZE)
-    except OSError as e:
-        os.close(fd)
-        _log.warning("%s: offloads refused (%s); offloads off", name, e.strerror)
-        return None
-    return fd
+        return None, False
+    for offloads in (OFFLOADS | UDP_OFFLOADS, OFFLOADS):     # a kernel before 6.2 has no USO
+        try:
+            tun.set_offloads(fd, offloads, VIRTIO_NET_HDR_SIZE)
+        except OSError as e:
+            error = e
+            continue
+        return fd, offloads == OFFLOADS | UDP_OFFLOADS
+    os.close(fd)
+    _log.warning("%s: offloads refused (%s); offloads off", name, error.strerror)
+    return None, False

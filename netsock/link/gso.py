@@ -1,4 +1,5 @@
-"""Segmentation offload: TCP super-segments, cut in software or described to the kernel.
+"""Segmentation offload: TCP super-segments (and UDP super-datagrams), cut in software or described
+to the kernel.
 
 A link that advertises LinkCapabilities.HARDWARE_GSO accepts one TCP packet carrying up to 64 KB
 with ``pkt.gso_size`` set to the wire segment size, so the stack walks its send path once per 64 KB
@@ -17,7 +18,9 @@ Two ways to cut:
 - A TUN/TAP device opened with IFF_VNET_HDR takes a virtio-net header in front of every frame
   (``gso_header``) and the kernel cuts and checksums. The same header comes in front of what the
   kernel hands us: super-segments of its own TCP (``gso_type`` TCPV4/TCPV6, passed up whole, their
-  checksum partial) and packets whose checksum it left to us (``F_NEEDS_CSUM``: ``complete_checksum``).
+  checksum partial), super-datagrams of its UDP (UDP_L4, cut into datagrams on the way in: the
+  stack's UDP takes datagrams) and packets whose checksum it left to us (``F_NEEDS_CSUM``:
+  ``complete_checksum``).
 """
 
 from __future__ import annotations
@@ -35,26 +38,32 @@ F_DATA_VALID = 2        # the checksum was verified
 GSO_NONE = 0
 GSO_TCPV4 = 1
 GSO_TCPV6 = 4
+GSO_UDP_L4 = 5          # a UDP super-datagram (UDP_SEGMENT), IPv4 or IPv6 (TUN_F_USO4/USO6)
 GSO_ECN = 0x80          # a TCP super-segment with CWR set (only if TUN_F_TSO_ECN was offered)
 TCP_CHECKSUM_OFFSET = 16    # of the checksum field within the TCP header
+UDP_CHECKSUM_OFFSET = 6
+_UDP = 17
 
 # The header of a frame that needs nothing of the kernel: checksums complete, no segmentation.
 NO_OFFLOAD = bytes(VIRTIO_NET_HDR_SIZE)
 
 
 def gso_header(headers: memoryview, link_header_length: int, gso_size: int) -> bytes:
-    """The virtio-net header asking the kernel to cut a TCP super-segment into ``gso_size`` pieces.
+    """The virtio-net header asking the kernel to cut a TCP super-segment or a UDP super-datagram
+    into ``gso_size`` pieces.
 
-    ``headers``: the frame's headers — link (``link_header_length`` bytes), IP, TCP — with the TCP
-    checksum field holding the pseudo-header sum, as the stack leaves it in a super-segment.
+    ``headers``: the frame's headers — link (``link_header_length`` bytes), IP, TCP or UDP — with the
+    transport checksum field holding the pseudo-header sum, as the stack leaves it in a super-packet.
     """
     ip = link_header_length
     version = headers[ip] >> 4
     ip_len = (headers[ip] & 0x0F) * 4 if version == 4 else 40
-    tcp_start = ip + ip_len
-    tcp_len = (headers[tcp_start + 12] >> 4) * 4
-    return VIRTIO_NET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if version == 4 else GSO_TCPV6, tcp_start + tcp_len,
-                               gso_size, tcp_start, TCP_CHECKSUM_OFFSET)
+    start = ip + ip_len
+    if headers[ip + 9 if version == 4 else ip + 6] == _UDP:
+        return VIRTIO_NET_HDR.pack(F_NEEDS_CSUM, GSO_UDP_L4, start + 8, gso_size, start, UDP_CHECKSUM_OFFSET)
+    tcp_len = (headers[start + 12] >> 4) * 4
+    return VIRTIO_NET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if version == 4 else GSO_TCPV6, start + tcp_len,
+                               gso_size, start, TCP_CHECKSUM_OFFSET)
 
 
 def complete_checksum(frame: memoryview, csum_start: int, csum_offset: int) -> bool:

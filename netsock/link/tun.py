@@ -40,6 +40,8 @@ IFF_TUN_EXCL = 0x8000
 TUN_F_CSUM = 0x01       # we take packets whose checksum is left partial
 TUN_F_TSO4 = 0x02       # ... and TCP super-segments, IPv4
 TUN_F_TSO6 = 0x04       # ... IPv6
+TUN_F_USO4 = 0x20       # ... and UDP super-datagrams (UDP_SEGMENT), IPv4 (Linux 6.2)
+TUN_F_USO6 = 0x40       # ... IPv6
 # <linux/sockios.h>, <linux/if_arp.h>, <linux/if_addr.h>
 SIOCGIFHWADDR = 0x8927
 SIOCGIFMTU = 0x8921

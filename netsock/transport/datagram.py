@@ -66,7 +66,7 @@ class EndpointState(enum.Enum):
 
 class DatagramEndpoint(TransportEndpoint):
     transport_number = 0
-    max_payload = 65507
+    max_payload = 65535 - 8     # what one IPv6 packet's payload holds; over IPv4, 20 bytes less
 
     def __init__(self, stack: Stack, net_proto: int, waiter_queue: WaiterQueue) -> None:
         self.stack = stack
@@ -269,6 +269,9 @@ class DatagramEndpoint(TransportEndpoint):
                 raise
             dst_port = to.port
         assert route is not None
+        if len(data) > self.max_payload - 20 and len(route.remote_address) == 4:   # IPv4's total length
+            self.stats.write_errors.invalid_args.increment()
+            raise ErrMessageTooLong()
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
         if self.state is EndpointState.INITIAL:
