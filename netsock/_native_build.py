@@ -1,7 +1,7 @@
 """cffi builder (API mode) for ``netsock._native``: the C hot paths — the Internet checksum, batched
 reads from a packet fd into pooled buffers, TCP super-segments cut and written to a packet fd
 (software GSO), the single-producer/single-consumer frame rings of the shared-memory link, and receive
-coalescing (GRO).
+coalescing (GRO), and a cache of the interpreter's freed frame-stack chunks (cheap greenlets).
 
 setup.py names it in ``cffi_modules``; the build is optional, and every caller falls back to pure
 Python when the module is absent.
@@ -55,12 +55,15 @@ size_t ns_gro_plan(const uint8_t *const *frames, const uint32_t *lengths, size_t
                    uint32_t *payload_start, uint32_t *payload_end, ns_gro_run *runs);
 void ns_gro_merge(const uint8_t *const *frames, size_t link_len, const uint32_t *payload_start,
                   const uint32_t *payload_end, const ns_gro_run *run, uint8_t *out);
+
+int ns_arena_cache_install(void);
 """)
 ffibuilder.set_source(
     "netsock._native",
-    '#include "checksum.h"\n#include "fdio.h"\n#include "segment.h"\n#include "ring.h"\n#include "gro.h"',
+    '#include "checksum.h"\n#include "fdio.h"\n#include "segment.h"\n#include "ring.h"\n#include "gro.h"\n#include "arena.h"',
     # Relative to the project root, where setuptools runs the build; relative paths also keep
     # the sources listed in an sdist.
-    sources=["native/checksum.c", "native/fdio.c", "native/segment.c", "native/ring.c", "native/gro.c"],
+    sources=["native/checksum.c", "native/fdio.c", "native/segment.c", "native/ring.c", "native/gro.c",
+             "native/arena.c"],
     include_dirs=["native"],
 )

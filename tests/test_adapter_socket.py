@@ -128,6 +128,29 @@ def test_a_context_manager_closes() -> None:
 
 
 @pytest.mark.usefixtures("stack")
+def test_closed_sockets_are_freed_without_the_cyclic_gc() -> None:
+    # A server closes a socket per connection: left to the cyclic GC, each would survive into the
+    # older generations and make every full collection longer.
+    with NetsockSocket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        gc.collect()
+        gc.disable()
+        try:
+            client = NetsockSocket()
+            client.connect(listener.getsockname())
+            server, _ = listener.accept()
+            client.sendall(b"x")
+            assert server.recv(1) == b"x"
+            client.close()
+            server.close()
+            del client, server
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+
+
+@pytest.mark.usefixtures("stack")
 def test_detach_keeps_the_socket_for_a_new_object() -> None:
     s = NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))

@@ -4,6 +4,7 @@ import time
 
 import gevent
 
+from netsock import scheduler
 from netsock.scheduler import GeventClock, wait_for
 from netsock.stack.clock import TimerQueue
 from netsock.waiter import EventMask, WaiterQueue
@@ -154,3 +155,22 @@ def test_a_wake_up_scheduled_as_the_wait_ends_does_not_switch_into_the_greenlet_
     g.join()
     assert log == ["interrupted", "slept"]
     assert len(queue) == 0
+
+
+def test_greenlets_run_correctly_on_reused_frame_stacks():
+    # A finished greenlet's frame stack goes to the next one (native/arena.c, put in place when the
+    # scheduler is imported): many greenlets at once and in turn, shallow and deep enough to take
+    # several chunks, each must see only its own frames.
+    def depth(n: int) -> int:
+        return n if n == 0 else 1 + depth(n - 1)
+
+    def work(i: int) -> int:
+        gevent.sleep(0)
+        return depth(i % 7 * 150) + i
+
+    if scheduler._native is not None:
+        assert scheduler._native.lib.ns_arena_cache_install() == 0     # in place already
+    for _ in range(3):
+        greenlets = [gevent.spawn(work, i) for i in range(200)]
+        gevent.joinall(greenlets)
+        assert [g.value for g in greenlets] == [i % 7 * 150 + i for i in range(200)]

@@ -74,6 +74,8 @@ _TCP_CA_NAME_MAX = 16
 _TCPI_OPT_TIMESTAMPS, _TCPI_OPT_SACK, _TCPI_OPT_WSCALE = 1, 2, 4
 _DUAL_BIND_TRIES = 16
 _MORE = WriteOptions(more=True)
+_SHUTDOWN_FLAGS = {SHUT_RD: ShutdownFlags.READ, SHUT_WR: ShutdownFlags.WRITE,
+                   SHUT_RDWR: ShutdownFlags.READ | ShutdownFlags.WRITE}
 _EOF = ReadResult(b"")
 _INT_MIN, _INT_MAX = -2**31, 2**31 - 1
 
@@ -466,6 +468,9 @@ class SocketCore:
             for ep in self.endpoints():
                 ep.close()
             self.waiter_queue.unregister(self._entry)
+            # The entry holds our bound method: dropped, nothing refers back here, and reference
+            # counting frees the socket now instead of leaving it to the cyclic GC.
+            self._entry = None
         self.waiter_queue.notify(EventMask.HUP)     # greenlets waiting on the closed descriptor give up
 
     def endpoints(self) -> tuple[Any, ...]:
@@ -1293,8 +1298,7 @@ class NetsockSocket:
     def shutdown(self, how: int) -> None:
         how = _c_int(operator.index(how))
         self._check()
-        flags = {SHUT_RD: ShutdownFlags.READ, SHUT_WR: ShutdownFlags.WRITE,
-                 SHUT_RDWR: ShutdownFlags.READ | ShutdownFlags.WRITE}.get(how)
+        flags = _SHUTDOWN_FLAGS.get(how)
         if flags is None:
             raise _oserror(EINVAL)
         try:

@@ -113,6 +113,7 @@ class FdEndpoint(LinkEndpointBase):
         if vnet_header and udp_gso:
             capabilities |= LinkCapabilities.HARDWARE_GSO_UDP
         super().__init__(mtu, bytes(link_address), capabilities)
+        self._udp_gso = vnet_header and udp_gso
         os.set_blocking(fd, False)
         self._fd = fd
         self._ethernet = ethernet
@@ -250,7 +251,7 @@ class FdEndpoint(LinkEndpointBase):
         then, like one the kernel already checked (F_DATA_VALID), is not summed again by the transport
         (``checksum_verified``). A header asking for what we did not offer is a counted drop."""
         stats = self.stats
-        udp_gso = bool(self._capabilities & LinkCapabilities.HARDWARE_GSO_UDP)
+        udp_gso = self._udp_gso
         packets = []
         for buf in frames:
             if len(buf) < VIRTIO_NET_HDR_SIZE:

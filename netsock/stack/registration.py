@@ -43,6 +43,7 @@ class NetworkEndpoint:
         self.protocol = protocol
         self.nic = nic
         self.stack = protocol.stack
+        self._ip_stats = protocol.stack.stats().ip     # counted for every packet sent
 
     def handle_packet(self, pkt: PacketBuffer) -> None:
         """An inbound packet whose data starts at this protocol's header."""
@@ -53,7 +54,7 @@ class NetworkEndpoint:
 
     def send(self, route: Route, pkt: PacketBuffer) -> None:
         """Send a packet whose network header is complete; one for this stack loops straight back in."""
-        ip_stats = self.stack.stats().ip
+        ip_stats = self._ip_stats
         ip_stats.packets_sent.value += 1
         number = self.protocol.number
         if route.loop:

@@ -625,7 +625,8 @@ class TCPEndpoint(TransportEndpoint):
         if state is _CLOSED:
             self._redeliver(pkt, src, dst)
             return
-        seg = parse_segment(pkt, src, dst, self.stack_stats, self.proto.verify_checksums(pkt.nic_id))
+        seg = parse_segment(pkt, src, dst, self.stack_stats,
+                            not pkt.checksum_verified and self.proto.verify_checksums(pkt.nic_id))
         if seg is None:
             self.stats.receive_errors.malformed_packets_received.increment()
             return
