@@ -28,6 +28,7 @@ from ..tcpip import IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, AddressWithPrefi
 from ..transport.icmp import ICMPv4Protocol, ICMPv6Protocol
 from ..transport.tcp import TCPProtocol
 from ..transport.udp import UDPProtocol
+from ..transport.udplite import UDPLiteProtocol
 
 __all__ = ["DEVICE_NIC_ID", "LOOPBACK_NIC_ID", "StackConfig", "build_stack", "configure", "current_stack",
            "default_stack", "default_stack_if_built", "resolver", "stack_config", "use_stack"]
@@ -92,13 +93,14 @@ _configs: weakref.WeakKeyDictionary[Stack, StackConfig] = weakref.WeakKeyDiction
 
 
 def build_stack(config: StackConfig | None = None, link: LinkEndpoint | None = None) -> Stack:
-    """A dual-stack (IPv4 and IPv6) stack on the gevent clock with TCP, UDP and ping: NIC 1 is the
+    """A dual-stack (IPv4 and IPv6) stack on the gevent clock with TCP, UDP, UDP-Lite and ping: NIC 1 is the
     loopback ("lo", 127.0.0.1/8 and ::1), NIC 2 the configured device, if any — opened by name, or
     ``link`` (an in-memory one, say) under the device's name."""
     config = config or StackConfig()
     if link is not None and not config.device:
         raise ValueError("a link needs the name of the device it stands for (config.device)")
-    stack = Stack([IPv4Protocol, IPv6Protocol, ARPProtocol], [TCPProtocol, UDPProtocol, ICMPv4Protocol, ICMPv6Protocol])
+    stack = Stack([IPv4Protocol, IPv6Protocol, ARPProtocol],
+                  [TCPProtocol, UDPProtocol, UDPLiteProtocol, ICMPv4Protocol, ICMPv6Protocol])
     loopback: LinkEndpoint = LoopbackEndpoint()
     device = link if link is not None or not config.device else _open_device(config)
     if config.pcap:

@@ -9,10 +9,10 @@ is (see ``fds``).
 What a kernel socket is, apart from its descriptors, is a ``SocketCore`` here: ``dup`` makes another
 descriptor (and socket object) for the same core, and the core closes with its last descriptor.
 
-Dual stack: an AF_INET6 TCP or UDP socket without IPV6_V6ONLY that binds to the wildcard (or is bound
-implicitly) holds a second, IPv4 endpoint on the same port, sharing its waiter queue, and presents
-IPv4 peers as ``::ffff:a.b.c.d``. Connecting or binding to such a mapped address makes the IPv4
-endpoint the socket's only one, as Linux does.
+Dual stack: an AF_INET6 TCP, UDP or UDP-Lite socket without IPV6_V6ONLY that binds to the wildcard
+(or is bound implicitly) holds a second, IPv4 endpoint on the same port, sharing its waiter queue,
+and presents IPv4 peers as ``::ffff:a.b.c.d``. Connecting or binding to such a mapped address makes
+the IPv4 endpoint the socket's only one, as Linux does.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable
 from errno import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS, EINVAL,
                    ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTSOCK, EOPNOTSUPP, EPIPE, EPROTO, EPROTONOSUPPORT,
                    ESOCKTNOSUPPORT)
-from socket import (AF_INET, AF_INET6, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
-                    IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS, IP_TTL,
-                    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV6_DONTFRAG,
+from socket import (AF_INET, AF_INET6, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP, IP_MULTICAST_IF,
+                    IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS, IP_TTL, IPPROTO_ICMP,
+                    IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IPV6_DONTFRAG,
                     IPV6_DSTOPTS, IPV6_HOPLIMIT, IPV6_HOPOPTS, IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP, IPV6_MULTICAST_HOPS,
                     IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP, IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO,
                     IPV6_RECVTCLASS, IPV6_RTHDR, IPV6_RTHDRDSTOPTS, IPV6_TCLASS, IPV6_UNICAST_HOPS, IPV6_V6ONLY,
@@ -40,8 +40,8 @@ from socket import (AF_INET, AF_INET6, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, 
                     SO_KEEPALIVE, SO_LINGER, SO_PROTOCOL, SO_RCVBUF, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
                     SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SOMAXCONN,
                     TCP_CONGESTION, TCP_CORK, TCP_INFO, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG,
-                    TCP_NODELAY, TCP_QUICKACK, AddressFamily, SocketIO, SocketKind, inet_ntop,
-                    inet_pton)
+                    TCP_NODELAY, TCP_QUICKACK, UDPLITE_RECV_CSCOV, UDPLITE_SEND_CSCOV, AddressFamily, SocketIO,
+                    SocketKind, inet_ntop, inet_pton)
 from typing import Any
 
 from ..scheduler import wait_for
@@ -53,6 +53,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
 from ..transport.tcp import TCPState
+from ..transport.udplite import PROTOCOL_NUMBER as UDPLITE_PROTOCOL_NUMBER
 from ..waiter import EventMask, WaiterQueue
 from . import fds
 from .runtime import current_stack, resolver
@@ -68,6 +69,11 @@ _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")
 _U16 = struct.Struct("H")
 UDP_SEGMENT = 103           # <linux/udp.h> (the socket module does not export it): UDP GSO, the datagram size
+# UDP and UDP-Lite are one protocol to Linux's options: both levels reach the same handler (udp_lib_setsockopt).
+_UDP_TRANSPORTS = (UDP_PROTOCOL_NUMBER, UDPLITE_PROTOCOL_NUMBER)
+_UDP_LEVELS = (IPPROTO_UDP, IPPROTO_UDPLITE)
+_UDPLITE_COVERAGE = {UDPLITE_SEND_CSCOV: SockOpt.UDPLITE_SEND_COVERAGE,
+                     UDPLITE_RECV_CSCOV: SockOpt.UDPLITE_RECEIVE_COVERAGE}
 _TIMEVAL = struct.Struct("ll")
 _TCP_INFO = struct.Struct("8B24I")                           # struct tcp_info up to tcpi_total_retrans
 _TCP_CA_NAME_MAX = 16
@@ -126,6 +132,8 @@ def _transport(family: int, kind: int, proto: int) -> int:
     elif kind == SOCK_DGRAM:
         if proto in (0, IPPROTO_UDP):
             return UDP_PROTOCOL_NUMBER
+        if proto == IPPROTO_UDPLITE:
+            return UDPLITE_PROTOCOL_NUMBER
         if proto == (IPPROTO_ICMP if family == AF_INET else IPPROTO_ICMPV6):
             return ICMPV4_PROTOCOL_NUMBER if family == AF_INET else ICMPV6_PROTOCOL_NUMBER
     else:
@@ -357,8 +365,8 @@ def _cmsg_int(data: bytes, low: int, high: int) -> int:
 
 def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool) -> SendableControlMessages:
     """sendmsg's ancillary data for a datagram going out over IPv4 (Linux's ip_cmsg_send) or IPv6
-    (ip6_datagram_send_ctl): each takes its own level's messages and skips the other's; a UDP socket
-    also takes UDP_SEGMENT (udp_cmsg_send: a 16-bit size, any other UDP-level message is EINVAL)."""
+    (ip6_datagram_send_ctl): each takes its own level's messages and skips the other's; a UDP or UDP-Lite
+    socket also takes UDP_SEGMENT (udp_cmsg_send: a 16-bit size, any other UDP-level message is EINVAL)."""
     ttl = tos = hop_limit = tclass = gso_size = None
     for level, kind, data in items:
         if level == SOL_SOCKET:
@@ -514,7 +522,7 @@ class SocketCore:
 
     def _ip_versions_shared(self) -> bool:
         """May this AF_INET6 socket carry IPv4 (v4-mapped) traffic?"""
-        return self.transport in (TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER) and not self.v6only
+        return self.transport in (TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, UDPLITE_PROTOCOL_NUMBER) and not self.v6only
 
     def bind(self, addr: bytes, port: int, nic: int) -> None:
         if _is_mapped(addr):
@@ -686,11 +694,8 @@ class SocketCore:
             self._set_ip_option(name, raw)
         elif level == IPPROTO_IPV6 and self.family == AF_INET6:
             self._set_ipv6_option(name, raw)
-        elif level == IPPROTO_UDP and name == UDP_SEGMENT and self.transport == UDP_PROTOCOL_NUMBER:
-            size = _int_option(raw)
-            if not 0 <= size <= 0xFFFF:
-                raise _oserror(EINVAL)
-            self._set(SockOpt.UDP_SEGMENT, size)
+        elif level in _UDP_LEVELS and self.transport in _UDP_TRANSPORTS:
+            self._set_udp_option(name, raw)
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -703,11 +708,32 @@ class SocketCore:
             return self._get_ip_option(name)
         if level == IPPROTO_IPV6 and self.family == AF_INET6:
             return self._get_ipv6_option(name)
-        if level == IPPROTO_UDP and self.transport == UDP_PROTOCOL_NUMBER:
-            if name != UDP_SEGMENT:
-                raise _oserror(ENOPROTOOPT)
-            return self._get(SockOpt.UDP_SEGMENT, default=0)
+        if level in _UDP_LEVELS and self.transport in _UDP_TRANSPORTS:
+            return self._get_udp_option(name)
         raise _oserror(EOPNOTSUPP)      # Linux: a level the protocol does not handle, on get
+
+    def _set_udp_option(self, name: int, raw: bytes) -> None:
+        """Linux's udp_lib_setsockopt: the value must be an int whatever the option; the coverage
+        options are UDP-Lite's alone (the endpoint stores them as Linux does)."""
+        value = _int_option(raw)
+        if name == UDP_SEGMENT:
+            if not 0 <= value <= 0xFFFF:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.UDP_SEGMENT, value)
+        elif name in _UDPLITE_COVERAGE and self.transport == UDPLITE_PROTOCOL_NUMBER:
+            self._set(_UDPLITE_COVERAGE[name], value)
+        else:
+            raise _oserror(ENOPROTOOPT)
+
+    def _get_udp_option(self, name: int) -> int:
+        """Linux's udp_lib_getsockopt: a coverage option reads as 0 until set, and on UDP sockets too."""
+        if name == UDP_SEGMENT:
+            return self._get(SockOpt.UDP_SEGMENT, default=0)
+        if name in _UDPLITE_COVERAGE:
+            if self.transport != UDPLITE_PROTOCOL_NUMBER:
+                return 0
+            return self._get(_UDPLITE_COVERAGE[name]) or 0
+        raise _oserror(ENOPROTOOPT)
 
     def _set_socket_option(self, name: int, raw: bytes) -> None:
         stream = self.kind == SOCK_STREAM
@@ -1424,7 +1450,7 @@ class NetsockSocket:
             # The IP version the datagram leaves with decides which level's messages count.
             ipv4 = core.family == AF_INET or (
                 _is_mapped(target[0]) if target is not None else core.ep.net_proto == IPV4_PROTOCOL_NUMBER)
-            control = _sendable_control(ancillary, ipv4, core.transport == UDP_PROTOCOL_NUMBER)
+            control = _sendable_control(ancillary, ipv4, core.transport in _UDP_TRANSPORTS)
         return self._datagram_send(view, flags, target, control)
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:

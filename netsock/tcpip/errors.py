@@ -78,6 +78,10 @@ ErrAddressFamilyNotSupported = _error("ErrAddressFamilyNotSupported", "address f
 # Beyond netstack's list: what the kernel reports for ICMP errors a transport endpoint receives.
 ErrHostUnreachable = _error("ErrHostUnreachable", "no route to host", _errno.EHOSTUNREACH)
 ErrMalformedHeader = _error("ErrMalformedHeader", "header is malformed", _errno.EINVAL)
+# UDP_SEGMENT asked of UDP-Lite: segmentation completes full checksums only, so Linux refuses the
+# write rather than send datagrams with the wrong coverage.
+ErrPartialChecksumOffload = _error("ErrPartialChecksumOffload", "UDP-Lite datagrams cannot be segmented",
+                                   _errno.EIO)
 
 ALL_ERRORS: tuple[type[Error], ...] = tuple(
     v for k, v in sorted(globals().items()) if k.startswith("Err") and isinstance(v, type))

@@ -55,6 +55,10 @@ class SockOpt(enum.Enum):
     MODERATE_RECEIVE_BUFFER = "moderate_receive_buffer"
     OUT_OF_BAND_INLINE = "out_of_band_inline"
     UDP_SEGMENT = "udp_segment"                   # UDP GSO: writes cut into datagrams this size, 0 = off
+    # UDP-Lite checksum coverage in bytes from the header's start, 0 = all; None until set (Linux tells
+    # "never set" from 0 by the effect, not by getsockopt, which answers 0 for both).
+    UDPLITE_SEND_COVERAGE = "udplite_send_coverage"         # what is sent (UDPLITE_SEND_CSCOV)
+    UDPLITE_RECEIVE_COVERAGE = "udplite_receive_coverage"   # the least accepted (UDPLITE_RECV_CSCOV)
     TCP_INFO = "tcp_info"
     ERROR = "error"                               # read and clear the pending error
     # Which control messages reads of a datagram endpoint carry (netstack's SocketOptions receive*):

@@ -241,6 +241,13 @@ class UDPStats(StatGroup):
     checksum_errors: StatCounter
 
 
+class UDPLiteStats(UDPStats):
+    """UDP-Lite's own counters (Linux's UdpLite MIB): UDP's, and the datagrams a receiver refused for
+    covering less than its UDPLITE_RECV_CSCOV minimum."""
+
+    coverage_errors: StatCounter
+
+
 class NICStats(StatGroup):
     """Per-NIC traffic counters (netstack's NICStats)."""
 
@@ -264,6 +271,7 @@ class Stats(StatGroup):
     arp: ARPStats
     tcp: TCPStats
     udp: UDPStats
+    udplite: UDPLiteStats
 
 
 # Per-endpoint statistics (netstack's TransportEndpointStats).

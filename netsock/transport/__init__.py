@@ -1,1 +1,1 @@
-"""Transport protocols: one subpackage each (udp, icmp; tcp to come)."""
+"""Transport protocols, one subpackage each: tcp, and udp, udplite and icmp on the shared datagram endpoint."""

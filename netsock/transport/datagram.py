@@ -1,5 +1,5 @@
-"""What datagram endpoints (UDP, ICMP echo "ping" sockets) share: binding, connecting, a bounded
-receive queue, readiness, socket options and ICMP error reporting.
+"""What datagram endpoints (UDP, UDP-Lite, ICMP echo "ping" sockets) share: binding, connecting, a
+bounded receive queue, readiness, socket options and ICMP error reporting.
 
 A protocol subclass supplies its header: ``_send`` builds and sends one datagram, and its inbound
 path calls ``_enqueue`` with the payload (a memoryview of the received frame: not copied until the

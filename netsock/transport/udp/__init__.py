@@ -1,4 +1,8 @@
-"""UDP (RFC 768, with RFC 1122 §4.1 host requirements)."""
+"""UDP (RFC 768, with RFC 1122 §4.1 host requirements).
+
+UDP-Lite (``..udplite``) is these classes with its own checksum rules: it overrides the protocol's
+``validate`` and the endpoint's ``_send``, and counts in its own stats group (``protocol.stats``).
+"""
 
 from __future__ import annotations
 
@@ -24,43 +28,25 @@ PROTOCOL_NUMBER = UDP_PROTOCOL_NUMBER
 UDP_MAX_SEGMENTS = 128      # Linux's limit on the datagrams one UDP_SEGMENT write makes
 
 
-def _valid_datagram(pkt: PacketBuffer, src: bytes, dst: bytes, stats: UDPStats, verify: bool) -> udp.UDPHeader | None:
-    """Parse and checksum-verify the datagram in pkt.data, trimming it to the UDP length; None if bad."""
-    hdr = udp.parse(pkt.data)
-    if not hdr:
-        stats.malformed_packets_received.increment()
-        return None
-    pkt.trim(hdr.length)
-    if not hdr.checksum and len(src) == 16:
-        stats.checksum_errors.increment()   # RFC 8200 §8.1: over IPv6 a zero checksum is invalid
-        return None
-    # A zero checksum means the sender computed none (RFC 768; allowed over IPv4 only).
-    if verify and hdr.checksum and combine(
-            pseudo_header_checksum(PROTOCOL_NUMBER, src, dst, hdr.length), checksum(pkt.data)) != 0xFFFF:
-        stats.checksum_errors.increment()
-        return None
-    return hdr
-
-
 class UDPEndpoint(DatagramEndpoint):
     transport_number = PROTOCOL_NUMBER
 
     def __init__(self, stack: Stack, net_proto: int, waiter_queue: WaiterQueue) -> None:
         super().__init__(stack, net_proto, waiter_queue)
         self.options[SockOpt.UDP_SEGMENT] = 0
+        self.protocol: UDPProtocol = stack.transport_protocols[self.transport_number]
 
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
-        proto = self.stack.transport_protocols[PROTOCOL_NUMBER]
-        hdr = _valid_datagram(pkt, src, dst, proto.udp_stats, proto.verify_checksums(pkt))
-        if hdr is None:
+        proto = self.protocol
+        if not proto.validate(pkt, src, dst):
             self.stats.receive_errors.malformed_packets_received.increment()
             return
-        proto.udp_stats.packets_received.value += 1
+        proto.stats.packets_received.value += 1
         pkt.transport_header = pkt.data[:udp.HEADER_SIZE]
         self._enqueue(pkt.data[udp.HEADER_SIZE:], FullAddress(pkt.nic_id, src, src_port), pkt, dst)
 
     def _count_overflow(self) -> None:
-        self.stack.stats().udp.receive_buffer_errors.increment()
+        self.protocol.stats.receive_buffer_errors.increment()
 
     def set_sock_opt(self, opt: SockOpt, value: Any) -> None:
         if opt is SockOpt.UDP_SEGMENT and not 0 <= int(value) <= 0xFFFF:
@@ -95,7 +81,8 @@ class UDPEndpoint(DatagramEndpoint):
                 raise
             return -(-len(data) // gso_size)
         view = memoryview(data)
-        return sum(super(UDPEndpoint, self)._transmit(route, view[offset:offset + gso_size], dst_port, ttl, tos, control)
+        send_one = super()._transmit
+        return sum(send_one(route, view[offset:offset + gso_size], dst_port, ttl, tos, control)
                    for offset in range(0, len(view), gso_size))
 
     def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
@@ -115,9 +102,13 @@ class UDPEndpoint(DatagramEndpoint):
             csum = csum or 0xFFFF   # RFC 768: a computed zero is sent as all ones
         hdr[6] = csum >> 8
         hdr[7] = csum & 0xFF
-        stats = self.stack.stats().udp
+        self._output(route, pkt, ttl, tos)
+
+    def _output(self, route: Route, pkt: PacketBuffer, ttl: int, tos: int) -> None:
+        """Hand one finished datagram to the network layer, counting it."""
+        stats = self.protocol.stats
         try:
-            route.write_packet(PROTOCOL_NUMBER, pkt, ttl, tos)
+            route.write_packet(self.transport_number, pkt, ttl, tos)
         except Exception:
             stats.packet_send_errors.increment()
             raise
@@ -130,10 +121,29 @@ class UDPProtocol(TransportProtocol):
 
     def __init__(self, stack) -> None:  # noqa: ANN001 - Stack (import cycle)
         super().__init__(stack)
-        self.udp_stats = stack.stats().udp
+        self.stats: UDPStats = stack.stats().udp
 
     def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> UDPEndpoint:
         return UDPEndpoint(self.stack, net_proto, waiter_queue)
+
+    def validate(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> bool:
+        """Check the datagram in pkt.data (trimming it to the UDP length) and its checksum; a bad one
+        is counted, and False."""
+        stats = self.stats
+        hdr = udp.parse(pkt.data)
+        if not hdr:
+            stats.malformed_packets_received.increment()
+            return False
+        pkt.trim(hdr.length)
+        if not hdr.checksum and len(src) == 16:
+            stats.checksum_errors.increment()   # RFC 8200 §8.1: over IPv6 a zero checksum is invalid
+            return False
+        # A zero checksum means the sender computed none (RFC 768; allowed over IPv4 only).
+        if hdr.checksum and self.verify_checksums(pkt) and combine(
+                pseudo_header_checksum(PROTOCOL_NUMBER, src, dst, hdr.length), checksum(pkt.data)) != 0xFFFF:
+            stats.checksum_errors.increment()
+            return False
+        return True
 
     def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
         if len(view) < 4:
@@ -150,7 +160,7 @@ class UDPProtocol(TransportProtocol):
     def handle_unknown_destination_packet(self, nic: NIC, pkt: PacketBuffer, src: bytes,
                                           dst: bytes) -> UnknownDestinationDisposition:
         """No socket on that port: a valid datagram earns "port unreachable", a corrupt one nothing."""
-        if _valid_datagram(pkt, src, dst, self.udp_stats, self.verify_checksums(pkt)) is None:
+        if not self.validate(pkt, src, dst):
             return UnknownDestinationDisposition.MALFORMED
-        self.udp_stats.unknown_port_errors.increment()
+        self.stats.unknown_port_errors.increment()
         return UnknownDestinationDisposition.UNHANDLED
