@@ -29,19 +29,19 @@ from collections.abc import Callable, Iterable
 from errno import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS, EINVAL,
                    ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTSOCK, EOPNOTSUPP, EPIPE, EPROTO, EPROTONOSUPPORT,
                    ESOCKTNOSUPPORT)
-from socket import (AF_INET, AF_INET6, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP, IP_MULTICAST_IF,
-                    IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS, IP_TTL, IPPROTO_ICMP,
-                    IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE, IPV6_DONTFRAG,
-                    IPV6_DSTOPTS, IPV6_HOPLIMIT, IPV6_HOPOPTS, IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP, IPV6_MULTICAST_HOPS,
-                    IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP, IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO,
-                    IPV6_RECVTCLASS, IPV6_RTHDR, IPV6_RTHDRDSTOPTS, IPV6_TCLASS, IPV6_UNICAST_HOPS, IPV6_V6ONLY,
-                    MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL,
-                    SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ACCEPTCONN, SO_BINDTODEVICE, SO_BROADCAST, SO_DOMAIN, SO_ERROR,
-                    SO_KEEPALIVE, SO_LINGER, SO_PROTOCOL, SO_RCVBUF, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
-                    SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SOMAXCONN,
-                    TCP_CONGESTION, TCP_CORK, TCP_INFO, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG,
-                    TCP_NODELAY, TCP_QUICKACK, UDPLITE_RECV_CSCOV, UDPLITE_SEND_CSCOV, AddressFamily, SocketIO,
-                    SocketKind, inet_ntop, inet_pton)
+from socket import (AF_INET, AF_INET6, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP, IP_HDRINCL,
+                    IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS, IP_TTL,
+                    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
+                    IPV6_CHECKSUM, IPV6_DONTFRAG, IPV6_DSTOPTS, IPV6_HOPLIMIT, IPV6_HOPOPTS, IPV6_JOIN_GROUP,
+                    IPV6_LEAVE_GROUP, IPV6_MULTICAST_HOPS, IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP, IPV6_PKTINFO,
+                    IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO, IPV6_RECVTCLASS, IPV6_RTHDR, IPV6_RTHDRDSTOPTS, IPV6_TCLASS,
+                    IPV6_UNICAST_HOPS, IPV6_V6ONLY, MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK,
+                    MSG_TRUNC, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ACCEPTCONN, SO_BINDTODEVICE, SO_BROADCAST,
+                    SO_DOMAIN, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_PROTOCOL, SO_RCVBUF, SO_RCVTIMEO, SO_REUSEADDR,
+                    SO_REUSEPORT, SO_SNDBUF, SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW,
+                    SOCK_STREAM, SOL_SOCKET, SOMAXCONN, TCP_CONGESTION, TCP_CORK, TCP_INFO, TCP_KEEPCNT, TCP_KEEPIDLE,
+                    TCP_KEEPINTVL, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK, UDPLITE_RECV_CSCOV, UDPLITE_SEND_CSCOV,
+                    AddressFamily, SocketIO, SocketKind, inet_ntop, inet_pton)
 from typing import Any
 
 from ..scheduler import wait_for
@@ -52,6 +52,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrClosedForReceive, ErrConnectStarted, ErrInvalidOptionValue, ErrNotConnected, Error,
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
+from ..transport.raw import RawEndpoint
 from ..transport.tcp import TCPState
 from ..transport.udplite import PROTOCOL_NUMBER as UDPLITE_PROTOCOL_NUMBER
 from ..waiter import EventMask, WaiterQueue
@@ -72,6 +73,8 @@ UDP_SEGMENT = 103           # <linux/udp.h> (the socket module does not export i
 # UDP and UDP-Lite are one protocol to Linux's options: both levels reach the same handler (udp_lib_setsockopt).
 _UDP_TRANSPORTS = (UDP_PROTOCOL_NUMBER, UDPLITE_PROTOCOL_NUMBER)
 _UDP_LEVELS = (IPPROTO_UDP, IPPROTO_UDPLITE)
+_SOL_RAW = 255                  # raw IPv4 sockets' own level (Linux's SOL_RAW)
+_ICMP_FILTER = 1                # SOL_RAW: struct icmp_filter; at IPPROTO_ICMPV6, ICMPV6_FILTER: struct icmp6_filter
 _UDPLITE_COVERAGE = {UDPLITE_SEND_CSCOV: SockOpt.UDPLITE_SEND_COVERAGE,
                      UDPLITE_RECV_CSCOV: SockOpt.UDPLITE_RECEIVE_COVERAGE}
 _TIMEVAL = struct.Struct("ll")
@@ -136,6 +139,13 @@ def _transport(family: int, kind: int, proto: int) -> int:
             return UDPLITE_PROTOCOL_NUMBER
         if proto == (IPPROTO_ICMP if family == AF_INET else IPPROTO_ICMPV6):
             return ICMPV4_PROTOCOL_NUMBER if family == AF_INET else ICMPV6_PROTOCOL_NUMBER
+    elif kind == SOCK_RAW:
+        # Any IP protocol but 0 (EPROTONOSUPPORT); past one byte, EINVAL. Linux also takes 256-262,
+        # which no IP header can carry; netsock does not.
+        if not 0 <= proto < 256:
+            raise _oserror(EINVAL)
+        if proto:
+            return proto
     else:
         raise _oserror(ESOCKTNOSUPPORT)
     raise _oserror(EPROTONOSUPPORT)
@@ -433,7 +443,8 @@ class SocketCore:
         if ep is None:
             self.waiter_queue = WaiterQueue()
             net = IPV4_PROTOCOL_NUMBER if family == AF_INET else IPV6_PROTOCOL_NUMBER
-            ep = stack.new_endpoint(transport, net, self.waiter_queue)
+            ep = RawEndpoint(stack, net, transport, self.waiter_queue) if kind == SOCK_RAW else \
+                stack.new_endpoint(transport, net, self.waiter_queue)
         else:
             self.waiter_queue = ep.waiter_queue
         self.ep = ep
@@ -522,7 +533,8 @@ class SocketCore:
 
     def _ip_versions_shared(self) -> bool:
         """May this AF_INET6 socket carry IPv4 (v4-mapped) traffic?"""
-        return self.transport in (TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, UDPLITE_PROTOCOL_NUMBER) and not self.v6only
+        return (self.transport in (TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, UDPLITE_PROTOCOL_NUMBER)
+                and self.kind != SOCK_RAW and not self.v6only)
 
     def bind(self, addr: bytes, port: int, nic: int) -> None:
         if _is_mapped(addr):
@@ -694,8 +706,14 @@ class SocketCore:
             self._set_ip_option(name, raw)
         elif level == IPPROTO_IPV6 and self.family == AF_INET6:
             self._set_ipv6_option(name, raw)
-        elif level in _UDP_LEVELS and self.transport in _UDP_TRANSPORTS:
+        elif level in _UDP_LEVELS and self.transport in _UDP_TRANSPORTS and self.kind == SOCK_DGRAM:
             self._set_udp_option(name, raw)
+        elif self._is_icmp_filter_level(level):
+            self._set_icmp_filter(name, raw)
+        elif level == _SOL_RAW and self.kind == SOCK_RAW:      # IPv6's (IPv4's is the filter's)
+            if name != IPV6_CHECKSUM:
+                raise _oserror(ENOPROTOOPT)
+            self._set(SockOpt.IPV6_CHECKSUM, _int_option(raw))   # Linux's way round RFC 3542, for ICMPv6 too
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -708,9 +726,36 @@ class SocketCore:
             return self._get_ip_option(name)
         if level == IPPROTO_IPV6 and self.family == AF_INET6:
             return self._get_ipv6_option(name)
-        if level in _UDP_LEVELS and self.transport in _UDP_TRANSPORTS:
+        if level in _UDP_LEVELS and self.transport in _UDP_TRANSPORTS and self.kind == SOCK_DGRAM:
             return self._get_udp_option(name)
+        if self._is_icmp_filter_level(level):
+            return self._get_icmp_filter(name)
+        if level == _SOL_RAW and self.kind == SOCK_RAW:
+            if name != IPV6_CHECKSUM:
+                raise _oserror(ENOPROTOOPT)
+            return self._get(SockOpt.IPV6_CHECKSUM)
         raise _oserror(EOPNOTSUPP)      # Linux: a level the protocol does not handle, on get
+
+    def _is_icmp_filter_level(self, level: int) -> bool:
+        return self.kind == SOCK_RAW and level == (_SOL_RAW if self.family == AF_INET else IPPROTO_ICMPV6)
+
+    def _get_icmp_filter(self, name: int) -> bytes:
+        """The ICMP filter as the kernel stores it: 32-bit words, bit n of the whole for type n
+        (set: blocked). Only ICMP sockets have one (others: EOPNOTSUPP, as Linux)."""
+        if name != _ICMP_FILTER:
+            raise _oserror(ENOPROTOOPT)
+        if self.transport != (ICMPV4_PROTOCOL_NUMBER if self.family == AF_INET else ICMPV6_PROTOCOL_NUMBER):
+            raise _oserror(EOPNOTSUPP)
+        words = 1 if self.family == AF_INET else 8
+        mask = self._get(SockOpt.ICMP_FILTER)
+        return struct.pack(f"{words}I", *(mask >> 32 * i & 0xFFFFFFFF for i in range(words)))
+
+    def _set_icmp_filter(self, name: int, raw: bytes) -> None:
+        """Write ``raw`` over the start of the filter, as Linux's raw_seticmpfilter and
+        rawv6_seticmpfilter copy what they are given, up to the struct's size."""
+        current = self._get_icmp_filter(name)
+        words = struct.unpack(f"{len(current) // 4}I", raw[:len(current)] + current[len(raw):])
+        self._set(SockOpt.ICMP_FILTER, sum(word << 32 * i for i, word in enumerate(words)))
 
     def _set_udp_option(self, name: int, raw: bytes) -> None:
         """Linux's udp_lib_setsockopt: the value must be an int whatever the option; the coverage
@@ -893,6 +938,8 @@ class SocketCore:
                 raise _oserror(EINVAL)
             ifindex = _INT.unpack_from(raw, 8)[0] if len(raw) >= 12 else 0
             self._membership(name == IP_ADD_MEMBERSHIP, raw[:4], self._interface(ifindex, raw[4:8], ENODEV))
+        elif name == IP_HDRINCL and self.kind == SOCK_RAW and self.family == AF_INET:
+            self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
         elif name in _RECEIVE_IP_OPTIONS:
             wanted = bool(_int_option(raw, char=True)) if raw else False   # Linux: no value is 0
             if stream:
@@ -915,6 +962,8 @@ class SocketCore:
             return self.plain.get((IPPROTO_IP, name), 1) if stream else int(self._get(SockOpt.MULTICAST_LOOP, scope, 1))
         if name == IP_MULTICAST_IF:
             return self.plain.get((IPPROTO_IP, name), bytes(4))
+        if name == IP_HDRINCL and self.kind == SOCK_RAW and self.family == AF_INET:
+            return int(self._get(SockOpt.HEADER_INCLUDED))
         if name in _RECEIVE_IP_OPTIONS:
             return self.plain.get((IPPROTO_IP, name), 0) if stream else \
                 int(self._get(_RECEIVE_IP_OPTIONS[name], scope, False))
@@ -954,6 +1003,10 @@ class SocketCore:
             self._set(SockOpt.MULTICAST_LOOP, bool(value), 6)
         elif name == IPV6_MULTICAST_IF:
             self._set(SockOpt.MULTICAST_INTERFACE, self._interface(value, b"", ENODEV), 6)
+        elif name == IPV6_CHECKSUM and self.kind == SOCK_RAW:
+            if self.transport == ICMPV6_PROTOCOL_NUMBER:
+                raise _oserror(EINVAL)      # RFC 3542 §3.1: ICMPv6's checksum is the stack's, always
+            self._set(SockOpt.IPV6_CHECKSUM, value, 6)
         elif name in _RECEIVE_IPV6_OPTIONS:
             if stream:
                 self.plain[(IPPROTO_IPV6, name)] = int(bool(value))
@@ -977,6 +1030,8 @@ class SocketCore:
             return 0 if stream else self._get(SockOpt.MULTICAST_INTERFACE, 6, 0)
         if name == IPV6_TCLASS:
             return self._get(SockOpt.IPV4_TOS if stream else SockOpt.IPV6_TRAFFIC_CLASS, 6, 0)
+        if name == IPV6_CHECKSUM and self.kind == SOCK_RAW:
+            return self._get(SockOpt.IPV6_CHECKSUM, 6)
         if name in _RECEIVE_IPV6_OPTIONS:
             if stream:
                 return self.plain.get((IPPROTO_IPV6, name), 0)
@@ -1450,7 +1505,8 @@ class NetsockSocket:
             # The IP version the datagram leaves with decides which level's messages count.
             ipv4 = core.family == AF_INET or (
                 _is_mapped(target[0]) if target is not None else core.ep.net_proto == IPV4_PROTOCOL_NUMBER)
-            control = _sendable_control(ancillary, ipv4, core.transport in _UDP_TRANSPORTS)
+            udp = core.transport in _UDP_TRANSPORTS and core.kind == SOCK_DGRAM
+            control = _sendable_control(ancillary, ipv4, udp)
         return self._datagram_send(view, flags, target, control)
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:

@@ -45,6 +45,9 @@ class Stack:
         self._stats = Stats()
         self.ports = PortManager()
         self.demux = TransportDemuxer()
+        # Raw endpoints by (network protocol, transport protocol): empty, the network layers skip raw
+        # delivery with one test per packet.
+        self.raw_endpoints: dict[tuple[int, int], list[Any]] = {}
         # find_route's answers by (nic, local, remote, protocol): a listener resolves a route for
         # every SYN. Emptied by every change that can alter an answer (``_routing_changed``).
         self._routes: dict[tuple[int, bytes, bytes, int], Route] = {}
@@ -358,6 +361,32 @@ class Stack:
                                                                                         dst_port)
         return None
 
+    def register_raw_endpoint(self, net_proto: int, trans_proto: int, ep: Any) -> None:
+        """Give ``ep`` a copy of every packet of ``trans_proto`` for this host (it filters them itself)."""
+        self.raw_endpoints.setdefault((net_proto, trans_proto), []).append(ep)
+
+    def unregister_raw_endpoint(self, net_proto: int, trans_proto: int, ep: Any) -> None:
+        key = (net_proto, trans_proto)
+        endpoints = self.raw_endpoints.get(key)
+        if endpoints is not None and ep in endpoints:
+            endpoints.remove(ep)
+            if not endpoints:
+                del self.raw_endpoints[key]
+
+    def deliver_raw_packet(self, nic: NIC, net_proto: int, trans_proto: int, pkt: PacketBuffer, src: bytes,
+                           dst: bytes, header: memoryview | bytes = b"") -> bool:
+        """Queue a copy of the packet on every raw endpoint of ``trans_proto`` that accepts it, as
+        Linux's raw_local_deliver, before and besides the protocol's own handling. The copy is
+        ``header`` (IPv4's, which Linux's raw sockets read; IPv6's read none) and the payload, made
+        once, for the first taker. Returns whether any took it (then an unknown protocol is no error)."""
+        packet = None
+        for ep in self.raw_endpoints.get((net_proto, trans_proto), ()):
+            if ep.accepts(nic.id, src, dst):
+                if packet is None:
+                    packet = bytes(header) + bytes(pkt.data)
+                ep.handle_raw_packet(pkt, src, dst, packet)
+        return packet is not None
+
     def deliver_transport_control_packet(self, nic: NIC, net_proto: int, trans_proto: int, src: bytes,
                                          dst: bytes, kind: Any, info: int, pkt: PacketBuffer) -> None:
         """An ICMP error quoting a packet we sent from ``src`` to ``dst``; pkt.data is the quoted
@@ -389,5 +418,7 @@ class Stack:
         close every NIC (and so detach every link): netstack's Close and Destroy."""
         for endpoint in self.demux.all_endpoints():
             endpoint.abort()
+        for raw in [ep for endpoints in self.raw_endpoints.values() for ep in endpoints]:
+            raw.abort()
         for nic_id in list(self.nics):
             self.remove_nic(nic_id)

@@ -70,6 +70,10 @@ class SockOpt(enum.Enum):
     RECEIVE_TCLASS = "receive_tclass"             # IPv6 traffic class (IPV6_RECVTCLASS)
     RECEIVE_HOP_LIMIT = "receive_hop_limit"       # IPv6 hop limit (IPV6_RECVHOPLIMIT)
     RECEIVE_IPV6_PACKET_INFO = "receive_ipv6_packet_info"   # NIC and destination (IPV6_RECVPKTINFO)
+    # Raw endpoints.
+    HEADER_INCLUDED = "header_included"           # IPv4: writes carry their own IP header (IP_HDRINCL)
+    IPV6_CHECKSUM = "ipv6_checksum"               # IPv6: offset of the checksum the stack fills in, -1 none
+    ICMP_FILTER = "icmp_filter"                   # ICMP(v6) types not read: bit n set blocks type n
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Transport protocols, one subpackage each: tcp, and udp, udplite and icmp on the shared datagram endpoint."""
+"""Transport protocols, one subpackage each: tcp; udp, udplite, icmp and raw on the shared datagram endpoint."""

@@ -1,4 +1,4 @@
-"""What datagram endpoints (UDP, UDP-Lite, ICMP echo "ping" sockets) share: binding, connecting, a
+"""What datagram endpoints (UDP, UDP-Lite, ICMP echo "ping" sockets, raw) share: binding, connecting, a
 bounded receive queue, readiness, socket options and ICMP error reporting.
 
 A protocol subclass supplies its header: ``_send`` builds and sends one datagram, and its inbound
@@ -275,9 +275,7 @@ class DatagramEndpoint(TransportEndpoint):
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
         if self.state is EndpointState.INITIAL:
-            self._register(0, b"", 0, None)
-            self.local = FullAddress(0, b"", self._id.local_port)  # type: ignore[union-attr]
-            self.state = EndpointState.BOUND
+            self._autobind()
         v6 = len(route.remote_address) == 16
         control = options.control           # sendmsg's ancillary data overrides the socket's settings
         ttl = control.hop_limit if v6 else control.ttl
@@ -289,6 +287,12 @@ class DatagramEndpoint(TransportEndpoint):
             tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if v6 else SockOpt.IPV4_TOS]
         self.stats.packets_sent.value += self._transmit(route, data, dst_port, ttl, tos, control)
         return len(data)
+
+    def _autobind(self) -> None:
+        """The first write of an unbound endpoint takes an ephemeral port, as Linux's autobind."""
+        self._register(0, b"", 0, None)
+        self.local = FullAddress(0, b"", self._id.local_port)  # type: ignore[union-attr]
+        self.state = EndpointState.BOUND
 
     def _transmit(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
                   control: SendableControlMessages) -> int:

@@ -143,6 +143,12 @@ class IPv4Endpoint(NetworkEndpoint):
                        ttl=hdr.ttl, tos=hdr.tos, ident=hdr.ident)
             original = memoryview(bytes(quote) + payload[:icmp.MAX_ERROR_SIZE])
         proto = hdr.protocol
+        # Raw sockets read the whole datagram (a reassembled one behind its first fragment's header,
+        # without fragment fields or options: what ``original`` starts with then).
+        raw_taken = False
+        if self.stack.raw_endpoints:
+            raw_taken = self.stack.deliver_raw_packet(self.nic, PROTOCOL_NUMBER, proto, pkt, src, dst,
+                                                      original[:hdr.header_length])
         if proto == ICMPV4_PROTOCOL_NUMBER:
             ip_stats.packets_delivered.value += 1
             icmp.handle(self, pkt, hdr)
@@ -158,6 +164,8 @@ class IPv4Endpoint(NetworkEndpoint):
             # send_error sends nothing about broadcast and multicast packets.
             if proto in self.stack.transport_protocols:
                 icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.PORT_UNREACHABLE, 0, original)
+            elif raw_taken:     # a raw socket's protocol: no "protocol unreachable", as Linux
+                ip_stats.packets_delivered.value += 1
             else:
                 ip_stats.unknown_protocol_received.increment()
                 icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.PROTO_UNREACHABLE, 0, original)

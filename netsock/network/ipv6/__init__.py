@@ -170,6 +170,10 @@ class IPv6Endpoint(NetworkEndpoint):
             next_header, payload_offset = rest.next_header, rest.payload_offset
         pkt.data = packet
         pkt.network_header = pkt.consume(payload_offset)  # type: ignore[assignment]
+        # Raw sockets read the payload alone (Linux's raw6_local_deliver).
+        raw_taken = False
+        if self.stack.raw_endpoints:
+            raw_taken = self.stack.deliver_raw_packet(self.nic, PROTOCOL_NUMBER, next_header, pkt, src, dst)
         if next_header == ipv6.ICMPV6:
             ip_stats.packets_delivered.value += 1
             icmp.handle(self, pkt, hdr, router_alert)
@@ -186,6 +190,8 @@ class IPv6Endpoint(NetworkEndpoint):
         elif verdict is UnknownDestinationDisposition.UNHANDLED and pkt.pkt_type == PacketType.HOST:
             if next_header in self.stack.transport_protocols:
                 icmp.send_error(self, pkt, hdr, icmpv6.DST_UNREACHABLE, icmpv6.PORT_UNREACHABLE, 0, packet)
+            elif raw_taken:     # a raw socket's protocol: no parameter problem, as Linux
+                ip_stats.packets_delivered.value += 1
             else:
                 ip_stats.unknown_protocol_received.increment()
                 icmp.send_error(self, pkt, hdr, icmpv6.PARAM_PROBLEM, icmpv6.UNRECOGNIZED_NEXT_HEADER,
