@@ -391,3 +391,25 @@ def test_memory_does_not_grow_over_many_acks(name: str) -> None:
     finally:
         tracemalloc.stop()
     assert after - before < 1024
+
+
+def test_cubic_time_spent_idle_is_no_time_on_the_curve() -> None:
+    """As Linux's CA_EVENT_TX_START: a sender that resumes after an idle spell goes on along the
+    curve from where it stopped, not from where the idle time would have carried it."""
+    busy, idle = FakeSender(cwnd=50, ssthresh=50), FakeSender(cwnd=50, ssthresh=50)
+    busy_cc, idle_cc = Cubic(busy), Cubic(idle)
+    for state, cc in ((busy, busy_cc), (idle, idle_cc)):
+        for _ in range(3):
+            one_round(cc, state)
+    idle.clock += 10.0
+    idle_cc.on_transmit_start(10.0)
+    for state, cc in ((busy, busy_cc), (idle, idle_cc)):
+        one_round(cc, state)
+    assert idle.cwnd == busy.cwnd
+    uncorrected = FakeSender(cwnd=50, ssthresh=50)
+    uncorrected_cc = Cubic(uncorrected)
+    for _ in range(3):
+        one_round(uncorrected_cc, uncorrected)
+    uncorrected.clock += 10.0
+    one_round(uncorrected_cc, uncorrected)
+    assert uncorrected.cwnd > busy.cwnd             # what the shift prevents

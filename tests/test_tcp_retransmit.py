@@ -344,3 +344,57 @@ def test_retransmission_that_takes_along_newer_data_advances_snd_max():
     assert info.unacked == 0 and ep.get_sock_opt(SockOpt.SEND_QUEUE_SIZE) == 0
     ep.write(b"c")
     assert ctx.absorb(ctx.sent()) == b"c"
+
+
+# --- restarting after idle (RFC 5681 §4.1) --------------------------------------------------------
+
+def grown_to(ctx: TCPContext, cwnd: int) -> None:
+    """Slow start, every segment acknowledged at once, until cwnd reaches ``cwnd``; nothing left in flight."""
+    while ctx.ep.info().cwnd < cwnd:
+        ctx.ep.write(bytes(ctx.ep.info().cwnd * MSS))
+        ctx.absorb(ctx.sent())
+        ctx.ack()
+    ctx.assert_quiet()
+
+
+@pytest.mark.parametrize("cc", ["reno", "cubic"])
+@pytest.mark.parametrize(("idle", "expected"), [
+    (0.19, 40),     # under the RTO (0.2 s): the window stands
+    (0.35, 20),     # past it: halved once for each RTO beyond the first ...
+    (0.55, 10),     # ... twice ...
+    (5.0, 10),      # ... down to the initial window, never below it
+])
+def test_a_write_after_idle_restarts_from_a_smaller_window(cc: str, idle: float, expected: int):
+    ctx = established(rtt=0.01)
+    ctx.ep.set_sock_opt(SockOpt.CONGESTION_CONTROL, cc)
+    grown_to(ctx, 40)
+    assert ctx.ep.info().cwnd == 40 and ctx.ep.info().rto == pytest.approx(0.2)
+    ctx.advance(idle)
+    ctx.ep.write(bytes(60 * MSS))
+    assert len(ctx.sent()) == expected
+    assert ctx.ep.info().cwnd == expected
+
+
+def test_a_restart_keeps_three_quarters_of_the_window_as_ssthresh():
+    ctx = established(rtt=0.01)
+    ctx.ep.set_sock_opt(SockOpt.CONGESTION_CONTROL, "reno")
+    first = ten_segments(ctx)
+    ctx.advance(0.2)                                   # a timeout: ssthresh 5, cwnd 1
+    ctx.sent()
+    ctx.absorb(first)                                  # the originals arrived after all
+    ctx.ack()
+    grown_to(ctx, 8)                                   # slow start to 5, then one a round trip
+    assert (ctx.ep.info().ssthresh, ctx.ep.info().cwnd) == (5, 8)
+    ctx.advance(1.0)
+    ctx.ep.write(bytes(MSS))
+    info = ctx.ep.info()
+    assert (info.ssthresh, info.cwnd) == (8 // 2 + 8 // 4, 8)     # under the initial window: kept
+
+
+def test_a_window_update_after_idle_is_not_a_restart():
+    """Only the application's writes restart (Linux checks as it queues new data)."""
+    ctx = established(rtt=0.01)
+    grown_to(ctx, 40)
+    ctx.advance(1.0)
+    ctx.ack(window=65535)                              # a bare window update
+    assert ctx.ep.info().cwnd == 40

@@ -91,6 +91,9 @@ class CongestionControl(ABC):
         """Recovery is over and the sender has deflated cwnd (to ssthresh, or to the flight plus
         one segment when less is in flight, RFC 6582 §3.2 step 6)."""
 
+    def on_transmit_start(self, idle: float) -> None:
+        """New data goes out with nothing in flight, ``idle`` seconds after data last went out."""
+
     # --- what each algorithm decides ---------------------------------------------------------------
 
     @abstractmethod
@@ -180,6 +183,13 @@ class Cubic(CongestionControl):
     def post_recovery(self) -> None:
         # The stage starts with the first ACK after recovery, from the window the sender set.
         self._epoch_start = None
+
+    def on_transmit_start(self, idle: float) -> None:
+        # As Linux's bictcp_cwnd_event(CA_EVENT_TX_START): time spent with nothing to send is no
+        # time on the curve, so the stage's start moves on by it (never past now).
+        start = self._epoch_start
+        if start is not None and idle > 0:
+            self._epoch_start = min(start + idle, self.state.now())
 
     def _enter_congestion_avoidance(self) -> None:
         self._start_epoch()

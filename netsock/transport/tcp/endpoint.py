@@ -366,7 +366,7 @@ class TCPEndpoint(TransportEndpoint):
             return 0
         self._enter()
         try:
-            snd.buffer.append(data)
+            snd.queue(data)
             if not options.more:
                 snd.send_data()
         finally:

@@ -6,6 +6,8 @@
   200 ms minimum as Linux), by fast retransmit with NewReno recovery (RFC 5681, RFC 6582), or,
   when the peer sends SACK, by RFC 6675 loss recovery driven by the scoreboard.
 - A zero window is probed by the persist timer, forever while the peer answers (as Linux).
+- Data written after more than an RTO with nothing in flight starts from a restart window
+  (RFC 5681 §4.1, as Linux's tcp_slow_start_after_idle).
 
 Sequence numbers are unwrapped: 0 is our SYN, data starts at 1, and the FIN takes the number after
 the last data byte. ``wire()`` converts to the 32-bit numbers in headers.
@@ -37,7 +39,7 @@ class Sender:
     __slots__ = ("ep", "iss", "una", "nxt", "max", "wnd", "max_wnd", "wl1", "wl2", "wscale", "mss", "buffer",
                  "fin_queued", "cwnd", "ssthresh", "cc_name", "_cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
-                 "now", "total_retransmits", "burst")
+                 "now", "total_retransmits", "burst", "last_sent")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -72,6 +74,7 @@ class Sender:
         self.high_rxt = 0
         self.rtt_seq: int | None = None   # the segment being timed (Karn: never a retransmitted one)
         self.rtt_time = 0.0
+        self.last_sent = 0.0        # when data last went out (0: never)
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
 
@@ -108,6 +111,26 @@ class Sender:
         self.sack = SACKScoreboard(self.mss)
 
     # --- writing --------------------------------------------------------------------------------
+
+    def queue(self, data: bytes | bytearray | memoryview) -> None:
+        """The application wrote ``data``. Coming with nothing in flight, it restarts transmission:
+        a congestion window not used for more than an RTO no longer reflects the path (no ACK has
+        clocked it), so, as Linux's tcp_cwnd_restart (RFC 5681 §4.1), it goes back to the initial
+        window, halved first for each RTO of silence, and ssthresh keeps three quarters of it."""
+        if self.una == self.max and self.last_sent:
+            idle = self.now() - self.last_sent
+            if self._cc is not None:
+                self._cc.on_transmit_start(idle)
+            if idle > self.rto:
+                cwnd = self.cwnd
+                restart = min(INITIAL_CWND, cwnd)
+                self.ssthresh = max(self.ssthresh, (cwnd >> 1) + (cwnd >> 2))
+                idle -= self.rto
+                while idle > 0 and cwnd > restart:
+                    cwnd >>= 1
+                    idle -= self.rto
+                self.cwnd = max(cwnd, restart)
+        self.buffer.append(data)
 
     def queue_fin(self) -> None:
         if not self.fin_queued:
@@ -177,7 +200,11 @@ class Sender:
             self.timer.reset(self.rto)
 
     def _transmit(self, seq: int, size: int, flags: int) -> None:
-        payload = self.buffer.get(seq, size) if size else b""
+        if size:
+            payload = self.buffer.get(seq, size)
+            self.last_sent = self.now()
+        else:
+            payload = b""
         if seq < self.max:
             self.total_retransmits += 1
             self.ep.stack_stats.retransmits.value += 1
@@ -185,7 +212,7 @@ class Sender:
                 self.rtt_seq = None     # Karn: an ambiguous sample
         elif self.rtt_seq is None and size:
             self.rtt_seq = seq + size
-            self.rtt_time = self.now()
+            self.rtt_time = self.last_sent
         self.ep.send_segment(seq, flags, payload)
 
     def _retransmit_first(self) -> None:
