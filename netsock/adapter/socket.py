@@ -13,6 +13,11 @@ Dual stack: an AF_INET6 TCP, UDP or UDP-Lite socket without IPV6_V6ONLY that bin
 (or is bound implicitly) holds a second, IPv4 endpoint on the same port, sharing its waiter queue,
 and presents IPv4 peers as ``::ffff:a.b.c.d``. Connecting or binding to such a mapped address makes
 the IPv4 endpoint the socket's only one, as Linux does.
+
+AF_PACKET sockets (SOCK_RAW, SOCK_DGRAM) read and write the frames of the stack's own NICs, named
+by their NIC names in sockaddr_ll tuples. Linux asks CAP_NET_RAW for them, and for SOCK_RAW in
+AF_INET/AF_INET6, to guard the host's kernel and everyone's traffic; a netsock stack is the
+process's own, so any process may open them here.
 """
 
 from __future__ import annotations
@@ -29,19 +34,19 @@ from collections.abc import Callable, Iterable
 from errno import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS, EINVAL,
                    ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTSOCK, EOPNOTSUPP, EPIPE, EPROTO, EPROTONOSUPPORT,
                    ESOCKTNOSUPPORT)
-from socket import (AF_INET, AF_INET6, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP, IP_HDRINCL,
-                    IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS, IP_TTL,
-                    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
-                    IPV6_CHECKSUM, IPV6_DONTFRAG, IPV6_DSTOPTS, IPV6_HOPLIMIT, IPV6_HOPOPTS, IPV6_JOIN_GROUP,
-                    IPV6_LEAVE_GROUP, IPV6_MULTICAST_HOPS, IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP, IPV6_PKTINFO,
-                    IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO, IPV6_RECVTCLASS, IPV6_RTHDR, IPV6_RTHDRDSTOPTS, IPV6_TCLASS,
-                    IPV6_UNICAST_HOPS, IPV6_V6ONLY, MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK,
-                    MSG_TRUNC, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ACCEPTCONN, SO_BINDTODEVICE, SO_BROADCAST,
-                    SO_DOMAIN, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_PROTOCOL, SO_RCVBUF, SO_RCVTIMEO, SO_REUSEADDR,
-                    SO_REUSEPORT, SO_SNDBUF, SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_RAW,
-                    SOCK_STREAM, SOL_SOCKET, SOMAXCONN, TCP_CONGESTION, TCP_CORK, TCP_INFO, TCP_KEEPCNT, TCP_KEEPIDLE,
-                    TCP_KEEPINTVL, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK, UDPLITE_RECV_CSCOV, UDPLITE_SEND_CSCOV,
-                    AddressFamily, SocketIO, SocketKind, inet_ntop, inet_pton)
+from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
+                    IP_HDRINCL, IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS,
+                    IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
+                    IPPROTO_UDPLITE, IPV6_CHECKSUM, IPV6_DONTFRAG, IPV6_DSTOPTS, IPV6_HOPLIMIT, IPV6_HOPOPTS,
+                    IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP, IPV6_MULTICAST_HOPS, IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP,
+                    IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO, IPV6_RECVTCLASS, IPV6_RTHDR, IPV6_RTHDRDSTOPTS,
+                    IPV6_TCLASS, IPV6_UNICAST_HOPS, IPV6_V6ONLY, MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE,
+                    MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ACCEPTCONN,
+                    SO_BINDTODEVICE, SO_BROADCAST, SO_DOMAIN, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_PROTOCOL, SO_RCVBUF,
+                    SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF, SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM,
+                    SOCK_NONBLOCK, SOCK_RAW, SOCK_STREAM, SOL_SOCKET, SOMAXCONN, TCP_CONGESTION, TCP_CORK, TCP_INFO,
+                    TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK, UDPLITE_RECV_CSCOV,
+                    UDPLITE_SEND_CSCOV, AddressFamily, SocketIO, SocketKind, inet_ntop, inet_pton, ntohs)
 from typing import Any
 
 from ..scheduler import wait_for
@@ -52,6 +57,8 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrClosedForReceive, ErrConnectStarted, ErrInvalidOptionValue, ErrNotConnected, Error,
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
+from ..tcpip.options import PacketAddress
+from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
 from ..transport.tcp import TCPState
 from ..transport.udplite import PROTOCOL_NUMBER as UDPLITE_PROTOCOL_NUMBER
@@ -126,7 +133,12 @@ def _would_block() -> OSError:
 # --- arguments ------------------------------------------------------------------------------------------
 
 def _transport(family: int, kind: int, proto: int) -> int:
-    """The transport protocol of socket(family, kind, proto), or the OSError Linux gives."""
+    """The transport protocol of socket(family, kind, proto), or the OSError Linux gives; of an AF_PACKET
+    socket, its EtherType in network byte order, as given (0: none until bound to one)."""
+    if family == AF_PACKET:
+        if kind not in (SOCK_RAW, SOCK_DGRAM):
+            raise _oserror(ESOCKTNOSUPPORT)
+        return proto & 0xFFFF       # Linux keeps the low 16 bits (a __be16)
     if family not in (AF_INET, AF_INET6):
         raise _oserror(EAFNOSUPPORT)
     if kind == SOCK_STREAM:
@@ -257,6 +269,34 @@ def _unspecified_is_loopback(addr: bytes) -> bytes:
 
 def _is_mapped(addr: bytes) -> bool:
     return len(addr) == 16 and addr[:12] == _MAPPED_PREFIX
+
+
+def _packet_address(stack: Stack, address: Any, caller: str) -> PacketAddress:
+    """A sockaddr_ll tuple, (ifname, proto[, pkttype[, hatype[, addr]]]), with CPython's errors; the
+    NIC is looked up by name among the stack's (ENODEV if it has none of that name)."""
+    if not isinstance(address, tuple):
+        raise TypeError(f"{caller}(): AF_PACKET address must be tuple, not {type(address).__name__}")
+    if not 2 <= len(address) <= 5 or not isinstance(address[0], str):
+        raise TypeError("AF_PACKET address must be a tuple of two to five elements")
+    ifname, proto, pkt_type, hatype, addr = (*address, 0, 0, b"")[:5]
+    proto, pkt_type, hatype = operator.index(proto), operator.index(pkt_type), operator.index(hatype)
+    addr = bytes(_data_view(addr))
+    nic = stack.nic_by_name(ifname)
+    if nic is None:
+        raise _oserror(ENODEV)
+    if len(addr) > 8:
+        raise ValueError("Hardware address must be 8 bytes or less")
+    if not 0 <= proto <= 0xFFFF:
+        raise OverflowError(f"{caller}(): protoNumber must be 0-65535.")
+    return PacketAddress(nic.id, proto, pkt_type, hatype, addr)
+
+
+def _packet_tuple(stack: Stack, address: PacketAddress) -> tuple[str, int, int, int, bytes]:
+    """What CPython shows of a sockaddr_ll: the NIC's name ('' for none), protocol, packet type, hardware
+    type and link address."""
+    nic = stack.nics.get(address.nic)
+    return (nic.name if nic is not None else "", address.protocol, address.pkt_type, address.hardware_type,
+            bytes(address.address))
 
 
 def _address_tuple(family: int, addr: bytes, port: int, nic: int) -> tuple[Any, ...]:
@@ -443,8 +483,12 @@ class SocketCore:
         if ep is None:
             self.waiter_queue = WaiterQueue()
             net = IPV4_PROTOCOL_NUMBER if family == AF_INET else IPV6_PROTOCOL_NUMBER
-            ep = RawEndpoint(stack, net, transport, self.waiter_queue) if kind == SOCK_RAW else \
-                stack.new_endpoint(transport, net, self.waiter_queue)
+            if family == AF_PACKET:
+                ep = PacketEndpoint(stack, ntohs(transport), kind == SOCK_DGRAM, self.waiter_queue)
+            elif kind == SOCK_RAW:
+                ep = RawEndpoint(stack, net, transport, self.waiter_queue)
+            else:
+                ep = stack.new_endpoint(transport, net, self.waiter_queue)
         else:
             self.waiter_queue = ep.waiter_queue
         self.ep = ep
@@ -622,8 +666,10 @@ class SocketCore:
                     return ep.read(peek)
         return self.ep.read(peek)
 
-    def write_datagram(self, data: memoryview, to: tuple[bytes, int, int] | None,
+    def write_datagram(self, data: memoryview, to: tuple[bytes, int, int] | PacketAddress | None,
                        control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES) -> int:
+        if self.family == AF_PACKET:
+            return self.ep.write(data, WriteOptions(to=to, control=control))
         if not self.bound and self._may_be_dual():
             self.bind(bytes(16), 0, 0)      # the implicit bind holds the port for both versions
         if to is None:
@@ -657,7 +703,9 @@ class SocketCore:
                 return err
         return None
 
-    def address(self, ep_address: FullAddress) -> tuple[Any, ...]:
+    def address(self, ep_address: FullAddress | PacketAddress) -> tuple[Any, ...]:
+        if self.family == AF_PACKET:
+            return _packet_tuple(self.stack, ep_address)     # type: ignore[arg-type]
         return _address_tuple(self.family, bytes(ep_address.addr), ep_address.port, ep_address.nic)
 
     # --- options ----------------------------------------------------------------------------------------
@@ -1274,8 +1322,10 @@ class NetsockSocket:
 
     # --- addresses and connections ----------------------------------------------------------------------
 
-    def _address(self, address: Any, caller: str) -> tuple[bytes, int, int]:
-        """(packed address, port, NIC) of an address argument."""
+    def _address(self, address: Any, caller: str) -> Any:
+        """(packed address, port, NIC) of an address argument; an AF_PACKET socket's, a PacketAddress."""
+        if self._core.family == AF_PACKET:
+            return _packet_address(self._core.stack, address, caller)
         addr, port, scope_id = _sockaddr(self._core.stack, self._core.family, address, caller)
         if scope_id and scope_id not in self._core.stack.nics:
             raise _oserror(ENODEV if caller == "bind" else ENETUNREACH)
@@ -1293,10 +1343,13 @@ class NetsockSocket:
             raise e.to_oserror() from None
 
     def bind(self, address: Any) -> None:
-        addr, port, scope = self._address(address, "bind")
+        target = self._address(address, "bind")
         self._check()
         try:
-            self._core.bind(addr, port, scope)
+            if self._core.family == AF_PACKET:
+                self._core.ep.bind(target)
+            else:
+                self._core.bind(*target)
         except Error as e:
             raise e.to_oserror() from None
 
@@ -1348,6 +1401,8 @@ class NetsockSocket:
         return 0
 
     def _connect(self, target: tuple[bytes, int, int]) -> None:
+        if self._core.family == AF_PACKET:
+            raise _oserror(EOPNOTSUPP)      # Linux's packet sockets connect to nothing
         addr, port, scope = target
         addr = _unspecified_is_loopback(addr)
         core = self._core
@@ -1425,9 +1480,9 @@ class NetsockSocket:
                        control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES) -> int:
         if flags & (MSG_OOB | MSG_MORE):
             raise _oserror(EOPNOTSUPP)      # no urgent data; no corking of datagrams (yet)
-        if to is not None:
-            to = (_unspecified_is_loopback(to[0]), to[1], to[2])
         core = self._core
+        if to is not None and core.family != AF_PACKET:
+            to = (_unspecified_is_loopback(to[0]), to[1], to[2])
         return self._io(_OUT, lambda: core.write_datagram(view, to, control), *self._limits(flags, send=True))
 
     def send(self, data: Any, flags: int = 0) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..header import ethernet
 from ..tcpip import (AddressWithPrefix, ErrBadLinkEndpoint, ErrDuplicateAddress, ErrInvalidEndpointState,
                      ErrNotSupported, ErrUnknownProtocol, Subnet)
+from ..tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE, ETH_P_ALL, PacketAddress
 from ..tcpip.stats import NICStats
-from .interfaces import LinkCapabilities, LinkEndpoint
+from .interfaces import LinkCapabilities, LinkEndpoint, PacketType
 from .neighbor import NeighborCache
 from .packet_buffer import PacketBuffer
 
@@ -15,6 +17,14 @@ if TYPE_CHECKING:
     from .registration import NetworkEndpoint
     from .route import Route
     from .stack import Stack
+
+_OUTGOING = PacketType.OUTGOING.value
+_ZERO_MAC = bytes(6)
+
+
+def _loopback_header(protocol: int) -> bytes:
+    """The Ethernet header packet endpoints see on a loopback NIC, as on Linux's lo: zero addresses."""
+    return bytes(12) + protocol.to_bytes(2, "big")
 
 
 class NIC:
@@ -43,6 +53,12 @@ class NIC:
                 if resolves:
                     self.neighbors[resolves] = NeighborCache(self, ep, stack.timers, stack.stats().arp)
         self.loopback = bool(link.capabilities() & LinkCapabilities.LOOPBACK)
+        self.ethernet = link.max_header_length() == ethernet.HEADER_SIZE   # else frames are bare IP packets
+        # Link header of the frames packet endpoints read and write: a loopback NIC shows an Ethernet one of
+        # zero addresses, which its link leaves out, as Linux's lo.
+        self.frame_header_length = ethernet.HEADER_SIZE if self.ethernet or self.loopback else 0
+        self.packet_endpoints = stack.packet_endpoints     # the stack's own dict: tested per frame, one load
+        self.hardware_type = ARPHRD_ETHER if self.ethernet else ARPHRD_LOOPBACK if self.loopback else ARPHRD_NONE
         # Read once: protocols consult these per packet.
         self.rx_checksum_offload = bool(link.capabilities() & LinkCapabilities.RX_CHECKSUM_OFFLOAD)
         self.tx_checksum_offload = bool(link.capabilities() & LinkCapabilities.TX_CHECKSUM_OFFLOAD)
@@ -51,13 +67,16 @@ class NIC:
     # --- inbound (NetworkDispatcher) ------------------------------------------------------------
 
     def deliver_network_packet(self, remote_link_address: bytes, local_link_address: bytes, protocol: int,
-                               pkt: PacketBuffer) -> None:
+                               pkt: PacketBuffer, looped: bool = False) -> None:
+        """``looped``: the stack's own packet to itself, which no link carried (packet endpoints miss it)."""
         stats = self.stats
         stats.rx_packets.value += 1
         stats.rx_bytes.value += len(pkt.data)
         if not self.enabled:
             stats.disabled_rx_packets.increment()
             return
+        if self.packet_endpoints and not looped:
+            self._tap_inbound(remote_link_address, protocol, pkt)
         ep = self.network_endpoints.get(protocol)
         if ep is None:
             stats.unknown_l3_protocol_rcvd_packets.increment()
@@ -80,9 +99,62 @@ class NIC:
             cache.send(route.next_hop, route.local_address, protocol, pkt)
 
     def write_to_link(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
+        if self.packet_endpoints:
+            self._tap_outbound(remote_link_address, protocol, pkt, None)
         self.link.write_packet(remote_link_address, protocol, pkt)
         self.stats.tx_packets.value += 1
         self.stats.tx_bytes.value += pkt.size()
+
+    def write_frame(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer, writer: Any) -> None:
+        """A packet endpoint's frame: shown to the other packet endpoints, not to ``writer`` (as Linux's
+        dev_queue_xmit_nit skips the sending socket)."""
+        self._tap_outbound(remote_link_address, protocol, pkt, writer)
+        self.link.write_packet(remote_link_address, protocol, pkt)
+        self.stats.tx_packets.value += 1
+        self.stats.tx_bytes.value += pkt.size()
+
+    # --- packet endpoints -------------------------------------------------------------------------
+
+    def _tap_inbound(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
+        endpoints = self.packet_endpoints
+        takers = [*endpoints.get(ETH_P_ALL, ()), *endpoints.get(protocol, ())]
+        if not takers:
+            return
+        header = pkt.link_header
+        if self.loopback and not header:
+            header, remote_link_address = _loopback_header(protocol), _ZERO_MAC
+        self._tap(takers, protocol, pkt.pkt_type, remote_link_address, header, pkt.data, pkt)
+
+    def tap_looped(self, protocol: int, packet: bytes) -> None:
+        """Show a packet the stack sends to itself without a link (``Stack.deliver_local``) as Linux shows
+        one on lo: leaving (to endpoints of every protocol), then arriving."""
+        pkt = PacketBuffer.inbound(packet)
+        self._tap_outbound(b"", protocol, pkt, None)
+        self._tap_inbound(b"", protocol, pkt)
+
+    def _tap_outbound(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer, writer: Any) -> None:
+        """Show an outbound frame as PACKET_OUTGOING, with the link header the link is about to build,
+        to the endpoints of every protocol (Linux's ptype_all: no others see outbound frames)."""
+        takers = [ep for ep in self.packet_endpoints.get(ETH_P_ALL, ()) if ep is not writer]
+        if not takers:
+            return
+        header = b""
+        sender = self.link.link_address()
+        if self.ethernet:
+            built = bytearray(ethernet.HEADER_SIZE)
+            ethernet.build(built, remote_link_address, sender, protocol)
+            header = bytes(built)
+        elif self.loopback:
+            header, sender = _loopback_header(protocol), _ZERO_MAC
+        self._tap(takers, protocol, _OUTGOING, sender, header, b"".join(pkt.views()), pkt)
+
+    def _tap(self, takers: list[Any], protocol: int, pkt_type: int, sender: bytes, header: bytes | memoryview,
+             payload: bytes | memoryview, pkt: PacketBuffer) -> None:
+        """Give each of ``takers`` the frame: one copy, shared."""
+        frame = bytes(header) + bytes(payload)
+        address = PacketAddress(self.id, protocol, int(pkt_type), self.hardware_type, bytes(sender))
+        for ep in takers:
+            ep.handle_frame(self, address, frame, len(header), pkt)
 
     # --- addresses --------------------------------------------------------------------------------
 

@@ -48,6 +48,9 @@ class Stack:
         # Raw endpoints by (network protocol, transport protocol): empty, the network layers skip raw
         # delivery with one test per packet.
         self.raw_endpoints: dict[tuple[int, int], list[Any]] = {}
+        # Packet endpoints by EtherType (ETH_P_ALL: every one): empty, NICs skip them with one test per frame.
+        # Changed in place, never replaced: every NIC holds it.
+        self.packet_endpoints: dict[int, list[Any]] = {}
         # find_route's answers by (nic, local, remote, protocol): a listener resolves a route for
         # every SYN. Emptied by every change that can alter an answer (``_routing_changed``).
         self._routes: dict[tuple[int, bytes, bytes, int], Route] = {}
@@ -373,6 +376,17 @@ class Stack:
             if not endpoints:
                 del self.raw_endpoints[key]
 
+    def register_packet_endpoint(self, protocol: int, ep: Any) -> None:
+        """Give ``ep`` a copy of every frame of EtherType ``protocol`` any NIC receives or sends."""
+        self.packet_endpoints.setdefault(protocol, []).append(ep)
+
+    def unregister_packet_endpoint(self, protocol: int, ep: Any) -> None:
+        endpoints = self.packet_endpoints.get(protocol)
+        if endpoints is not None and ep in endpoints:
+            endpoints.remove(ep)
+            if not endpoints:
+                del self.packet_endpoints[protocol]
+
     def deliver_raw_packet(self, nic: NIC, net_proto: int, trans_proto: int, pkt: PacketBuffer, src: bytes,
                            dst: bytes, header: memoryview | bytes = b"") -> bool:
         """Queue a copy of the packet on every raw endpoint of ``trans_proto`` that accepts it, as
@@ -401,7 +415,12 @@ class Stack:
             ep.handle_control_packet(kind, info, pkt)
 
     def deliver_local(self, nic: NIC, net_proto: int, packet: bytes) -> None:
-        """Loop a packet addressed to this stack back in, iteratively (a trampoline, not recursion)."""
+        """Loop a packet addressed to this stack back in, iteratively (a trampoline, not recursion). Packet
+        endpoints see it on the loopback NIC, as Linux's see such packets on lo."""
+        if self.packet_endpoints:
+            loopback = next((n for n in self.nics.values() if n.loopback and n.enabled), None)
+            if loopback is not None:
+                loopback.tap_looped(net_proto, packet)
         self._local_queue.append((nic, net_proto, packet))
         if self._delivering_local:
             return
@@ -409,7 +428,7 @@ class Stack:
         try:
             while self._local_queue:
                 owner, proto, data = self._local_queue.popleft()
-                owner.deliver_network_packet(b"", b"", proto, PacketBuffer.inbound(data))
+                owner.deliver_network_packet(b"", b"", proto, PacketBuffer.inbound(data), looped=True)
         finally:
             self._delivering_local = False
 
@@ -420,5 +439,7 @@ class Stack:
             endpoint.abort()
         for raw in [ep for endpoints in self.raw_endpoints.values() for ep in endpoints]:
             raw.abort()
+        for tap in [ep for endpoints in self.packet_endpoints.values() for ep in endpoints]:
+            tap.abort()
         for nic_id in list(self.nics):
             self.remove_nic(nic_id)

@@ -91,12 +91,29 @@ class SendableControlMessages:
 NO_SENDABLE_CONTROL_MESSAGES = SendableControlMessages()
 
 
+ETH_P_ALL = 3                   # a packet endpoint's protocol for every EtherType (Linux's if_ether.h)
+ARPHRD_ETHER = 1                # hardware types (Linux's if_arp.h)
+ARPHRD_LOOPBACK = 772
+ARPHRD_NONE = 0xFFFE            # no link header: TUN
+
+
+class PacketAddress(NamedTuple):
+    """A packet endpoint's address (Linux's sockaddr_ll): what a read says of a frame, what bind and
+    write take (nic 0: any)."""
+
+    nic: int = 0
+    protocol: int = 0           # EtherType, host order
+    pkt_type: int = 0           # PACKET_HOST ... PACKET_OUTGOING
+    hardware_type: int = 0      # ARPHRD_*
+    address: bytes = b""        # the sender's link address (of a frame read) or the destination's
+
+
 @dataclass(frozen=True)
 class WriteOptions:
     """How one write is sent: ``to`` overrides the connected peer; ``more`` is MSG_MORE; ``control``
     carries sendmsg's ancillary data (datagram endpoints)."""
 
-    to: FullAddress | None = None
+    to: FullAddress | PacketAddress | None = None
     more: bool = False
     end_of_record: bool = False
     atomic: bool = False

@@ -1,1 +1,1 @@
-"""Transport protocols, one subpackage each: tcp; udp, udplite, icmp and raw on the shared datagram endpoint."""
+"""Transport protocols, one subpackage each: tcp; udp, udplite, icmp, raw and packet on the datagram endpoint."""
