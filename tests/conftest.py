@@ -25,8 +25,8 @@ from netsock.network.arp import ARPProtocol  # noqa: E402
 from netsock.network.ipv4 import IPv4Protocol  # noqa: E402
 from netsock.stack import ManualClock, Stack  # noqa: E402
 from netsock.stack.interfaces import LinkCapabilities  # noqa: E402
-from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Address, FullAddress,  # noqa: E402
-                           Route, WriteOptions)
+from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Address, ErrWouldBlock,  # noqa: E402
+                           FullAddress, Route, WriteOptions)
 from netsock.transport.icmp import ICMPv4Protocol  # noqa: E402
 from netsock.transport.tcp import TCPProtocol  # noqa: E402
 from netsock.transport.udp import UDPProtocol  # noqa: E402
@@ -57,6 +57,16 @@ def mac(text: str) -> bytes:
 def to(host: str, port: int) -> WriteOptions:
     """Write options sending to ``host:port`` (sendto)."""
     return WriteOptions(to=FullAddress(0, addr(host), port))
+
+
+def received(ep: Any) -> list[bytes]:
+    """Every datagram queued on the datagram endpoint ``ep``, read in order."""
+    out = []
+    while True:
+        try:
+            out.append(ep.read().data)
+        except ErrWouldBlock:
+            return out
 
 
 def checksums_valid(raw: bytes) -> bool:

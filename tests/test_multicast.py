@@ -11,10 +11,10 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from netsock.link.channel import ChannelEndpoint
-from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, ErrBadLocalAddress, ErrInvalidOptionValue, ErrWouldBlock,
+from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, ErrBadLocalAddress, ErrInvalidOptionValue,
                            FullAddress, Route, SockOpt)
 
-from conftest import LOCAL, NIC_ID, PEER, StackHarness, addr, checksums_valid, to
+from conftest import LOCAL, NIC_ID, PEER, StackHarness, addr, checksums_valid, received, to
 
 GROUP = "239.1.2.3"
 GROUP_B = "239.4.5.6"
@@ -37,16 +37,6 @@ def member(h: StackHarness, port: int | None = PORT, group: str = GROUP, host: s
         ep.bind(FullAddress(0, addr(host) if host else b"", port))
     ep.set_sock_opt(SockOpt.ADD_MEMBERSHIP, (addr(group), NIC_ID))
     return ep
-
-
-def received(ep: Any) -> list[bytes]:
-    """Every datagram queued on ``ep``."""
-    out = []
-    while True:
-        try:
-            out.append(ep.read().data)
-        except ErrWouldBlock:
-            return out
 
 
 def udp_on_wire(link: ChannelEndpoint) -> list[IP]:

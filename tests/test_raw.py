@@ -26,22 +26,13 @@ from netsock.transport.raw import RawEndpoint
 from netsock.transport.udp import UDPProtocol
 from netsock.waiter import EventMask, WaiterQueue
 
-from conftest import LOCAL, NIC_ID, OTHER_PEER, PEER, StackHarness, addr, checksums_valid, to
+from conftest import LOCAL, NIC_ID, OTHER_PEER, PEER, StackHarness, addr, checksums_valid, received, to
 
 EXPERIMENTAL = 253      # RFC 3692: a protocol number no stack handles
 
 
 def raw4(h: StackHarness, proto: int) -> RawEndpoint:
     return RawEndpoint(h.stack, IPV4_PROTOCOL_NUMBER, proto, WaiterQueue())
-
-
-def read_all(ep: RawEndpoint) -> list[bytes]:
-    got = []
-    while True:
-        try:
-            got.append(ep.read().data)
-        except ErrWouldBlock:
-            return got
 
 
 # --- IPv4: receiving --------------------------------------------------------------------------------
@@ -98,11 +89,11 @@ def test_bound_endpoint_reads_packets_to_its_address_only(harness: StackHarness)
 
     harness.inject(IP(src=PEER, dst=LOCAL, proto=EXPERIMENTAL) / Raw(b"to .2"))
     harness.inject(IP(src=PEER, dst="192.0.2.4", proto=EXPERIMENTAL) / Raw(b"to .4"))
-    assert [IP(p)[Raw].load for p in read_all(ep)] == [b"to .4"]
+    assert [IP(p)[Raw].load for p in received(ep)] == [b"to .4"]
 
     ep.bind(FullAddress(0, b"", 0))                      # rebinding is allowed until connected, as Linux
     harness.inject(IP(src=PEER, dst=LOCAL, proto=EXPERIMENTAL) / Raw(b"to .2"))
-    assert len(read_all(ep)) == 1
+    assert len(received(ep)) == 1
 
 
 def test_bind_refuses_foreign_addresses(harness: StackHarness) -> None:
@@ -117,7 +108,7 @@ def test_connected_endpoint_reads_its_peer_only_and_sends_to_it(harness: StackHa
 
     harness.inject(IP(src=OTHER_PEER, dst=LOCAL, proto=EXPERIMENTAL) / Raw(b"stranger"))
     harness.inject(IP(src=PEER, dst=LOCAL, proto=EXPERIMENTAL) / Raw(b"peer"))
-    assert [IP(p)[Raw].load for p in read_all(ep)] == [b"peer"]
+    assert [IP(p)[Raw].load for p in received(ep)] == [b"peer"]
     harness.sent()
 
     ep.write(b"hello")
@@ -128,7 +119,7 @@ def test_connected_endpoint_reads_its_peer_only_and_sends_to_it(harness: StackHa
 
     ep.connect(FullAddress())                            # AF_UNSPEC: reads from anyone again
     harness.inject(IP(src=OTHER_PEER, dst=LOCAL, proto=EXPERIMENTAL) / Raw(b"stranger"))
-    assert len(read_all(ep)) == 1
+    assert len(received(ep)) == 1
 
 
 def test_reassembled_datagram_is_read_whole_behind_an_unfragmented_header(harness: StackHarness) -> None:
@@ -137,7 +128,7 @@ def test_reassembled_datagram_is_read_whole_behind_an_unfragmented_header(harnes
     whole = IP(src=PEER, dst=LOCAL, proto=EXPERIMENTAL, id=99) / Raw(payload)
     for fragment in whole.fragment(fragsize=800):
         harness.inject(fragment)
-    [packet] = read_all(ep)
+    [packet] = received(ep)
     parsed = IP(packet)
     assert (parsed.len, parsed.flags, parsed.frag, parsed[Raw].load) == (20 + len(payload), 0, 0, payload)
     assert scapy_checksum(packet[:20]) == 0
@@ -157,7 +148,7 @@ def test_full_receive_queue_drops_and_counts(harness: StackHarness) -> None:
     ep.set_sock_opt(SockOpt.RECEIVE_BUFFER_SIZE, 0)      # clamped to the minimum, 4096 bytes
     for _ in range(4):
         harness.inject(IP(src=PEER, dst=LOCAL, proto=EXPERIMENTAL) / Raw(bytes(1400)))
-    assert len(read_all(ep)) == 3
+    assert len(received(ep)) == 3
     assert ep.stats.receive_errors.receive_buffer_overflow.value == 1
 
 
@@ -316,7 +307,7 @@ def test_ipv6_checksum_option_fills_and_checks_at_an_offset(v6: V6) -> None:
     # The pseudo-header sums the same both ways: what we sent is a valid packet to us, too.
     v6.inject(IPv6(src=PEER6, dst=LOCAL6, nh=EXPERIMENTAL) / Raw(body))
     v6.inject(IPv6(src=PEER6, dst=LOCAL6, nh=EXPERIMENTAL) / Raw(b"\xaa\xbb\x00\x01\xee"))
-    assert read_all(ep) == [body]
+    assert received(ep) == [body]
     assert ep.stats.receive_errors.checksum_errors.value == 1
 
 
@@ -347,7 +338,7 @@ def test_icmp_filter_leaves_blocked_types_and_truncated_messages_unread(harness:
     harness.inject(IP(src=PEER, dst=LOCAL) / ICMP(type=8, id=1, seq=1))
     harness.inject(IP(src=PEER, dst=LOCAL) / ICMP(type=0, id=1, seq=1))
     harness.inject(IP(src=PEER, dst=LOCAL, proto=1) / Raw(b"\x0d\x00\x00\x00"))   # 4 bytes: no whole header
-    assert [IP(p)[ICMP].type for p in read_all(ep)] == [0]
+    assert [IP(p)[ICMP].type for p in received(ep)] == [0]
     assert ep.stats.receive_errors.malformed_packets_received.value == 1
     assert harness.sent_one()[ICMP].type == 0                    # the stack still answered the request
 
@@ -360,4 +351,4 @@ def test_icmpv6_filter_covers_all_256_types(v6: V6) -> None:
     ep.set_sock_opt(SockOpt.ICMP_FILTER, 1 << 128)              # no echo requests
     v6.inject(IPv6(src=PEER6, dst=LOCAL6) / ICMPv6EchoRequest(id=5, seq=1))
     v6.inject(IPv6(src=PEER6, dst=LOCAL6) / ICMPv6EchoReply(id=5, seq=1))
-    assert [p[0] for p in read_all(ep)] == [129]
+    assert [p[0] for p in received(ep)] == [129]

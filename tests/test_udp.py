@@ -19,7 +19,7 @@ from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, ErrAlreadyBound, ErrBadLocalAdd
 from netsock.waiter import EventMask
 
 from conftest import (LIMITED_BROADCAST, LOCAL, NIC_ID, OTHER_PEER, PEER, REMOTE, SUBNET_BROADCAST, StackHarness,
-                      addr, checksums_valid, to)
+                      addr, checksums_valid, received, to)
 
 
 def datagram(dport: int, payload: bytes = b"data", src: str = PEER, sport: int = 40000, dst: str = LOCAL,
@@ -130,15 +130,6 @@ def reuse_port_group(h: StackHarness, size: int, port: int = 53) -> list:
         ep.bind(FullAddress(0, b"", port))
         group.append(ep)
     return group
-
-
-def received(ep) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(ep.read().data)
-        except ErrWouldBlock:
-            return out
 
 
 def test_reuse_port_spreads_flows_and_keeps_each_on_one_member(harness: StackHarness) -> None:
