@@ -17,10 +17,10 @@ __all__ = ["segment", "segment_tcp", "segment_udp", "segments_to_forward"]
 MASK = 0xFFFFFFFF
 
 
-def segment_tcp(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
+def segment_tcp(packet: bytes | memoryview, gso_size: int, prefix: bytes | memoryview = b"") -> list[bytes]:
     """The wire segments of a raw IPv4/IPv6 TCP ``packet`` (IPv6 without extension headers), cut
-    every ``gso_size`` payload bytes as Linux's ``tcp_gso_segment`` cuts. A packet with no payload
-    is one segment.
+    every ``gso_size`` payload bytes as Linux's ``tcp_gso_segment`` cuts, each behind ``prefix`` (a
+    link header). A packet with no payload is one segment.
 
     Raises ValueError if ``packet`` is not such a packet, ``gso_size`` is not positive or the
     segments would not fit their IP length field: the caller counts a drop. ``native/segment.c`` makes the same pieces, byte for byte, straight to an fd.
@@ -56,22 +56,26 @@ def segment_tcp(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
             ih[10:12] = (~checksum(ih) & 0xFFFF).to_bytes(2, "big")
         else:
             ih[4:6] = (tcp_len + len(chunk)).to_bytes(2, "big")
-        out.append(bytes(ih) + bytes(th) + bytes(chunk))
+        out.append(b"".join((prefix, ih, th, chunk)))     # the payload copied once
     return out
 
 
-def segment(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
-    """The wire packets of a TCP super-segment or a UDP super-datagram (by its IP header's protocol)."""
+def segment(frame: bytes | memoryview, gso_size: int, link_header_length: int = 0) -> list[bytes]:
+    """The wire packets of a TCP super-segment or a UDP super-datagram (by its IP header's protocol);
+    a ``frame`` that begins with a link header of ``link_header_length`` bytes gives pieces that each
+    begin with a copy of it."""
+    frame = memoryview(frame)
+    prefix, packet = frame[:link_header_length], frame[link_header_length:]
     if len(packet) >= 40 and (packet[9] if packet[0] >> 4 == 4 else packet[6]) == udp.PROTOCOL_NUMBER:
-        return segment_udp(packet, gso_size)
-    return segment_tcp(packet, gso_size)
+        return segment_udp(packet, gso_size, prefix)
+    return segment_tcp(packet, gso_size, prefix)
 
 
-def segment_udp(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
+def segment_udp(packet: bytes | memoryview, gso_size: int, prefix: bytes | memoryview = b"") -> list[bytes]:
     """The datagrams of a raw IPv4/IPv6 UDP super-datagram (IPv6 without extension headers), one per
     ``gso_size`` payload bytes, as Linux's ``__udp_gso_segment`` cuts: each with the super-datagram's
     ports, its own UDP length and full checksum and, in IPv4, its own total length and identification
-    (counting up). The super-datagram's UDP length and checksum fields are not consulted (a sender's
+    (counting up), each behind ``prefix`` (a link header). The super-datagram's UDP length and checksum fields are not consulted (a sender's
     GSO leaves the checksum partial).
 
     Raises ValueError if ``packet`` is not such a packet or ``gso_size`` is not positive: the caller
@@ -114,7 +118,7 @@ def segment_udp(packet: bytes | memoryview, gso_size: int) -> list[bytes]:
             ih[10:12] = (~checksum(ih) & 0xFFFF).to_bytes(2, "big")
         else:
             ih[4:6] = length.to_bytes(2, "big")
-        out.append(bytes(ih) + bytes(uh) + bytes(chunk))
+        out.append(b"".join((prefix, ih, uh, chunk)))
     return out
 
 

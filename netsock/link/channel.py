@@ -95,28 +95,20 @@ class ChannelEndpoint(LinkEndpointBase):
             stats.tx_closed.increment()
             raise ErrClosedForSend
         gso_size = pkt.gso_size
-        if gso_size and self._cut:
-            frames = segment(b"".join(pkt.views()), gso_size)
-        elif pkt.size() > self._mtu and not gso_size:
+        if not gso_size and pkt.size() > self._mtu:
             stats.tx_too_long.increment()
             raise ErrMessageTooLong
-        else:
-            frames = None
         if len(self._queue) >= self._size:
             stats.tx_queue_full.increment()
             raise ErrNoBufferSpace
-        if frames is None:
-            if self._ethernet:
-                eth.build(pkt.prepend(eth.HEADER_SIZE), remote_link_address, self._link_address, protocol)
-            self._enqueue(remote_link_address, protocol, b"".join(pkt.views()), gso_size)
-            return
-        link_header = b""
         if self._ethernet:
-            header = bytearray(eth.HEADER_SIZE)
-            eth.build(header, remote_link_address, self._link_address, protocol)
-            link_header = bytes(header)
-        for frame in frames:
-            self._enqueue(remote_link_address, protocol, link_header + frame if link_header else frame)
+            eth.build(pkt.prepend(eth.HEADER_SIZE), remote_link_address, self._link_address, protocol)
+        frame = b"".join(pkt.views())
+        if not gso_size or not self._cut:
+            self._enqueue(remote_link_address, protocol, frame, gso_size)
+            return
+        for piece in segment(frame, gso_size, eth.HEADER_SIZE if self._ethernet else 0):
+            self._enqueue(remote_link_address, protocol, piece)
 
     def _enqueue(self, remote_link_address: bytes, protocol: int, frame: bytes, gso_size: int = 0) -> None:
         stats = self.stats

@@ -23,7 +23,7 @@ import gevent
 
 from ..adapter.runtime import StackConfig, build_stack, use_stack
 from ..header.ethernet import HEADER_SIZE as ETHERNET_HEADER_SIZE
-from ..header.gso import segment_tcp
+from ..header.gso import segment
 from ..link.pcap import PcapWriter
 from ..resolver import Resolver
 from ..samples.common import all_counters
@@ -303,12 +303,8 @@ class Network:
         super-segment that crossed whole is written as the wire frames it stands for."""
         with PcapWriter(path, _LINKTYPE_ETHERNET) as writer:
             for timestamp, frame, gso_size in self._capture:
-                if gso_size:
-                    link_header = frame[:ETHERNET_HEADER_SIZE]
-                    for segment in segment_tcp(memoryview(frame)[ETHERNET_HEADER_SIZE:], gso_size):
-                        writer.write(link_header + segment, timestamp_ns=timestamp)
-                else:
-                    writer.write(frame, timestamp_ns=timestamp)
+                for piece in segment(frame, gso_size, ETHERNET_HEADER_SIZE) if gso_size else (frame,):
+                    writer.write(piece, timestamp_ns=timestamp)
         return os.fspath(path)
 
     def counters(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import gevent
 
 from ..header import ethernet as eth
 from ..header import ipv4, ipv6, tcp
-from ..header.gso import segment_tcp
+from ..header.gso import segment
 from ..link import LinkStats
 from ..link.channel import ChannelEndpoint
 from ..link.fault import FaultConfig, FaultDirectionStats, FaultPipe
@@ -242,9 +242,8 @@ class Switch:
             for destination in destinations:
                 self._send(destination, (frame, gso_size))
             return
-        link_header = frame[:eth.HEADER_SIZE]
-        for segment in segment_tcp(memoryview(frame)[eth.HEADER_SIZE:], gso_size):
-            self._ingress(source, link_header + segment)
+        for piece in segment(frame, gso_size, eth.HEADER_SIZE):
+            self._ingress(source, piece)
 
     def _passes_whole(self, source: Port, destination: Port) -> bool:
         pipe = self._pipes.get((source, destination))

@@ -123,7 +123,7 @@ class NIC:
         header = pkt.link_header
         if self.loopback and not header:
             header, remote_link_address = _loopback_header(protocol), _ZERO_MAC
-        self._tap(takers, protocol, pkt.pkt_type, remote_link_address, header, pkt.data, pkt)
+        self._tap(takers, protocol, pkt.pkt_type, remote_link_address, header, [pkt.data], pkt)
 
     def tap_looped(self, protocol: int, packet: bytes) -> None:
         """Show a packet the stack sends to itself without a link (``Stack.deliver_local``) as Linux shows
@@ -146,12 +146,12 @@ class NIC:
             header = bytes(built)
         elif self.loopback:
             header, sender = _loopback_header(protocol), _ZERO_MAC
-        self._tap(takers, protocol, _OUTGOING, sender, header, b"".join(pkt.views()), pkt)
+        self._tap(takers, protocol, _OUTGOING, sender, header, pkt.views(), pkt)
 
     def _tap(self, takers: list[Any], protocol: int, pkt_type: int, sender: bytes, header: bytes | memoryview,
-             payload: bytes | memoryview, pkt: PacketBuffer) -> None:
-        """Give each of ``takers`` the frame: one copy, shared."""
-        frame = bytes(header) + bytes(payload)
+             payload: list[bytes | memoryview], pkt: PacketBuffer) -> None:
+        """Give each of ``takers`` the frame (``header`` and the ``payload`` buffers): one copy, shared."""
+        frame = b"".join((header, *payload))
         address = PacketAddress(self.id, protocol, int(pkt_type), self.hardware_type, bytes(sender))
         for ep in takers:
             ep.handle_frame(self, address, frame, len(header), pkt)
