@@ -3,7 +3,7 @@
     sudo python bench/tcp_bulk.py [--bytes N] [--plain-bytes N] [--kernel-bytes N] [--runs N]
                                   [--only TEXT] [--profile] [--json FILE]
 
-Six transfers, each timed by its receiver from the established connection to the sender's FIN (the
+Seven transfers, each timed by its receiver from the established connection to the sender's FIN (the
 handshake and process start-up are not counted):
 
     kernel -> netsock    the kernel's TCP sends to netsock over a TUN device, with the virtio-net
@@ -11,7 +11,9 @@ handshake and process start-up are not counted):
     netsock -> kernel    the other way, both ways again
     netsock -> netsock   two netsock stacks in this process joined by in-memory links at MTU 1500 (GSO
                          on the way out, GRO on the way in): no device, no kernel
-    kernel -> kernel     two namespaces joined by a veth pair: the reference the ratios are taken against
+    kernel -> kernel     two namespaces joined by a veth pair: the reference the ratios are taken against;
+                         and again with BIG TCP on the veth (super-segments as large as those netsock
+                         writes the kernel over the TUN, see ``link.fdbased``), where the kernel has it
 
 netsock runs in this process on the gevent hub; the kernel's ends are small Python programs run in
 network namespaces this script creates and removes (root needed). The kernel's reference moves
@@ -32,7 +34,9 @@ import json
 import os
 import pstats
 import resource
+import socket
 import statistics
+import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -43,8 +47,9 @@ from gevent import subprocess
 
 from netsock.header.checksum import USING_NATIVE
 from netsock.link.wire import Wire
-from netsock.link.fdbased import FdEndpoint
+from netsock.link.fdbased import BIG_TCP_GSO_MAX_SIZE, FdEndpoint
 from netsock.link.netns import inside
+from netsock.link.tun import kernel_has_big_tcp_ipv4
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
 from netsock.stack import Stack
@@ -58,6 +63,8 @@ Transfer = tuple[int, float, float]   # bytes, seconds, CPU seconds of this proc
 KERNEL = "192.0.2.1"
 NETSOCK = "192.0.2.2"
 VETH_A, VETH_B = "198.51.100.1", "198.51.100.2"
+_RTM_NEWLINK, _NLM_F_REQUEST, _NLM_F_ACK = 16, 1, 4
+_IFLA_GSO_IPV4_MAX_SIZE, _IFLA_GRO_IPV4_MAX_SIZE = 63, 64
 PORT = 5001
 CHUNK = 64 * 1024
 MIB = 1024 * 1024
@@ -259,11 +266,27 @@ def netsock_to_netsock(size: int) -> Transfer:
         receiver_stack.close()
 
 
-def kernel_to_kernel(size: int) -> Transfer:
+def enable_big_tcp(ns: str, device: str, size: int) -> None:
+    """Let ``device`` build and take TCP packets of up to ``size`` bytes, IPv6 and IPv4 (BIG TCP).
+    The IPv4 settings (Linux 6.3) are set over rtnetlink directly: older iproute2 lacks them."""
+    ip("-n", ns, "link", "set", device, "gso_max_size", str(size), "gro_max_size", str(size))
+    with inside(ns), socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as rtnl:
+        attributes = b"".join(struct.pack("=HHI", 8, kind, size)
+                              for kind in (_IFLA_GSO_IPV4_MAX_SIZE, _IFLA_GRO_IPV4_MAX_SIZE))
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, socket.if_nametoindex(device), 0, 0) + attributes
+        rtnl.send(struct.pack("=IHHII", 16 + len(body), _RTM_NEWLINK, _NLM_F_REQUEST | _NLM_F_ACK, 1, 0) + body)
+        error = struct.unpack_from("=i", rtnl.recv(4096), 16)[0]      # the NLMSG_ERROR acknowledgement
+    if error:
+        raise OSError(-error, f"{device}: BIG TCP for IPv4: {os.strerror(-error)}")
+
+
+def kernel_to_kernel(size: int, big_tcp: bool = False) -> Transfer:
     with namespaces("a", "b") as (a, b):
         ip("-n", a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", b)
         for ns, address in ((a, VETH_A), (b, VETH_B)):
             ip("-n", ns, "addr", "add", f"{address}/24", "dev", "veth0")
+            if big_tcp:
+                enable_big_tcp(ns, "veth0", BIG_TCP_GSO_MAX_SIZE)
             ip("-n", ns, "link", "set", "veth0", "up")
         receiver = kernel_peer(b, "receive", VETH_B, str(PORT))
         if receiver.stdout.readline().strip() != "ready":
@@ -308,11 +331,16 @@ def main() -> int:
         "netsock -> kernel (TUN, MTU 1500)": (lambda size: netsock_to_kernel(size, False), args.plain_bytes),
         "netsock -> netsock (in-process)": (netsock_to_netsock, args.bytes),
         reference: (kernel_to_kernel, args.kernel_bytes),
+        # What the kernel makes of BIG TCP itself: netsock writes the kernel super-segments that large.
+        "kernel -> kernel (veth, BIG TCP)": (lambda size: kernel_to_kernel(size, True), args.kernel_bytes),
     }
-    runs = {name: run for name, run in runs.items() if args.only is None or args.only in name or name == reference}
+    runs = {name: run for name, run in runs.items()
+            if args.only is None or args.only in name or name.startswith("kernel -> kernel")}
+    if not kernel_has_big_tcp_ipv4():
+        del runs["kernel -> kernel (veth, BIG TCP)"]
     if args.profile:
         for name, (run, size) in runs.items():
-            if name != reference:
+            if not name.startswith("kernel -> kernel"):
                 print(f"== {name}\n{profiled(lambda: run(size))}")
         return 0
 

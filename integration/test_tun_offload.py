@@ -19,7 +19,8 @@ import pytest
 from integration.conftest import KERNEL_ADDRESS, KERNEL_CIDR, NETSOCK_ADDRESS
 from integration.nsutil import NetNS, PeerProcess
 from integration.peers import seeded_stream
-from netsock.link.fdbased import FdEndpoint
+from netsock.link import tun
+from netsock.link.fdbased import BIG_TCP_GSO_MAX_SIZE, FdEndpoint
 from netsock.link.netns import inside
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
@@ -132,6 +133,26 @@ def test_50_mib_each_way_in_super_segments(offloaded: Netsock, tun0: NetNS) -> N
     assert stats.tx_packets.value < 50 * MIB // 1448 // 4
     assert stats.rx_bad_vnet_header.value == stats.rx_malformed.value == 0
     assert offloaded.stack.stats().tcp.checksum_errors.value == 0
+
+
+def test_ipv4_super_segments_beyond_64_kb_to_a_kernel_with_big_tcp(offloaded: Netsock, tun0: NetNS) -> None:
+    """This kernel (6.3 or later) takes IPv4 super-segments longer than 64 KB, their total length
+    field 0 (BIG TCP): netsock writes them, and the kernel receives every byte."""
+    assert tun.kernel_has_big_tcp_ipv4()
+    assert offloaded.link.gso_max_size(0x0800) == BIG_TCP_GSO_MAX_SIZE
+    size = 50 * MIB
+    kernel = PeerProcess(tun0, "tcp-serve", f"{KERNEL_ADDRESS}:{PORT}")
+    kernel.wait_line("listening")
+    endpoint, queue = connect(offloaded.stack)
+    with gevent.Timeout(120, AssertionError("the transfer did not finish within 120 s")):
+        sent_sha256 = send_stream(endpoint, queue, 2, size)
+        assert blocking(endpoint, queue, EventMask.IN, lambda: endpoint.read(1)) == b""
+    endpoint.close()
+    report = kernel.result(timeout=120)
+    assert (report["received"], report["received_sha256"]) == (size, sent_sha256)
+    stats = offloaded.link.stats
+    # Nearly every packet written was a data super-segment; on average they held more than 64 KB.
+    assert stats.tx_bytes.value / stats.tx_super_segments.value > 65536
 
 
 def test_a_plain_open_clears_the_offloads_a_previous_owner_left(tun0: NetNS) -> None:

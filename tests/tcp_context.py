@@ -239,10 +239,10 @@ DEFAULT_PEER_OPTS = Opts(mss=1460)
 class TCPContext:
     """A stack under test at 192.0.2.2 and a scripted peer at 192.0.2.1 (see the module docstring)."""
 
-    def __init__(self, mtu: int = 1500, routes: Iterable[Route] = ()) -> None:
+    def __init__(self, mtu: int = 1500, routes: Iterable[Route] = (), link: ChannelEndpoint | None = None) -> None:
         self.clock = ManualClock()
         self.stack = Stack([IPv4Protocol], [TCPProtocol, ICMPv4Protocol], clock=self.clock)
-        self.link = ChannelEndpoint(size=1 << 16, mtu=mtu)
+        self.link = link or ChannelEndpoint(size=1 << 16, mtu=mtu)
         self._send_times: deque[float] = deque()
         self.link.on_outbound = lambda info: self._send_times.append(self.clock.now())
         self.stack.create_nic(NIC_ID, self.link)

@@ -771,3 +771,32 @@ if fdbased._native is not None:
             assert error[0] == 0                        # end of file
             assert lib.ns_read_batch(-1, pointers, 4, 100, lengths, error) == 0
             assert error[0] == errno.EBADF
+
+
+# --- BIG TCP --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("release, big", [("6.3.0", True), ("6.18.44-fc-v595", True), ("7.0.1", True),
+                                          ("6.2.16-generic", False), ("5.15.0-91-generic", False),
+                                          ("unknown", False)])
+def test_ipv4_big_tcp_is_taken_from_linux_6_3(release: str, big: bool) -> None:
+    assert tun.kernel_has_big_tcp_ipv4(release) is big
+
+
+def test_ipv4_super_segments_beyond_64_kb_only_with_a_vnet_header() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        with pytest.raises(ValueError, match="gso_ipv4_max_size"):
+            FdEndpoint(a.fileno(), 1500, ethernet=False, close_fd=False,
+                       gso_ipv4_max_size=fdbased.BIG_TCP_GSO_MAX_SIZE)
+        with pytest.raises(ValueError, match="gso_ipv4_max_size"):
+            FdEndpoint(a.fileno(), 1500, ethernet=False, close_fd=False, vnet_header=True, gso_ipv4_max_size=1 << 20)
+        plain = FdEndpoint(a.fileno(), 1500, ethernet=False, close_fd=False, vnet_header=True)
+        big = FdEndpoint(b.fileno(), 1500, ethernet=False, close_fd=False, vnet_header=True,
+                         gso_ipv4_max_size=fdbased.BIG_TCP_GSO_MAX_SIZE)
+        try:
+            assert plain.gso_max_size(0x0800) == plain.gso_max_size(0x86DD) == 65536
+            assert big.gso_max_size(0x0800) == fdbased.BIG_TCP_GSO_MAX_SIZE
+            assert big.gso_max_size(0x86DD) == 65536          # IPv6 BIG TCP needs a jumbo option: not used
+        finally:
+            plain.close()
+            big.close()

@@ -9,7 +9,9 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 from scapy.packet import Raw
 
-from netsock.header.gso import segment_tcp, segment_udp, segments_to_forward
+from netsock.header.checksum import pseudo_header_checksum
+from netsock.header.gso import segment_tcp, segment_udp, segments_to_forward, split_tcp
+from netsock.link.gso import complete_checksum
 from netsock.stack import ManualClock
 from netsock.tcpip import Address, ErrConnectStarted, ErrWouldBlock, FullAddress
 
@@ -36,6 +38,24 @@ def test_a_super_segment_is_cut_into_checksummed_segments(layer) -> None:
             assert IPv6(bytes(recomputed))[TCP].chksum == p[TCP].chksum
     if layer.version == 4:
         assert [p.id for p in pieces] == [100, 101, 102, 103]
+
+
+def test_a_big_tcp_super_segment_splits_into_64_kb_ones_that_cut_as_the_whole_would() -> None:
+    """What a link writes when the kernel refuses an IPv4 super-segment over 64 KB: pieces of whole
+    segments, checksums partial, that the kernel's cutting turns into the very wire segments."""
+    payload = bytes(range(256)) * 800    # 204,800 bytes: 141 full 1448-byte segments and a tail
+    big = bytearray(bytes(IP(src="192.0.2.1", dst="192.0.2.2", id=65500, len=0)
+                          / TCP(sport=1, dport=2, seq=2**32 - 5000, flags="CPA") / Raw(payload)))
+    big[36:38] = pseudo_header_checksum(6, bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]), 20 + len(payload)
+                                        ).to_bytes(2, "big")   # partial, as the stack leaves it
+    pieces = split_tcp(big, 1448, 65536)
+    assert [len(piece) - 40 for piece in pieces] == [45 * 1448] * 3 + [len(payload) - 3 * 45 * 1448]
+    assert [IP(piece).len for piece in pieces] == [len(piece) for piece in pieces]
+    assert [str(IP(piece)[TCP].flags) for piece in pieces] == ["AC", "A", "A", "PA"]
+    assert [wire for piece in pieces for wire in segment_tcp(piece, 1448)] == segment_tcp(big, 1448)
+    for piece in pieces:
+        frame = bytearray(piece)
+        assert complete_checksum(memoryview(frame), 20, 16) and checksums_valid(bytes(frame))
 
 
 def test_cwr_goes_on_the_first_piece_only() -> None:

@@ -11,6 +11,7 @@ import pytest
 from netsock.tcpip import ErrTimeout, ErrWouldBlock, SockOpt, WriteOptions
 from netsock.transport.tcp import TCPState
 from netsock.waiter import EventMask
+from netsock.link.channel import ChannelEndpoint
 from tcp_context import ACK, MOD, Opts, TCPContext, seq_add, seq_diff
 
 ALL_OPTS = Opts(mss=1460, ws=3, sack_perm=True, ts=(77, 0))
@@ -337,6 +338,55 @@ def test_uncorking_with_nodelay_flushes_at_once():
     ctx.assert_quiet()                                       # cork overrides TCP_NODELAY, as on Linux
     ep.set_sock_opt(SockOpt.CORK, 0)
     assert ctx.sent_one().payload == b"a" * 100 + b"b" * 100
+
+
+def test_writes_made_while_data_is_in_flight_leave_together_when_the_writer_yields():
+    ctx = established()
+    ep = ctx.ep
+    ep.set_sock_opt(SockOpt.DELAY, 0)
+    with ctx.event():
+        ep.write(b"a" * 100)
+        assert ctx.sent_one().payload == b"a" * 100           # nothing in flight: at once
+        ep.write(b"b" * 100)
+        ep.write(b"c" * 100)
+        ctx.assert_quiet()                                   # autocorked while the writer runs
+    assert ctx.sent_one().payload == b"b" * 100 + b"c" * 100
+
+
+def test_without_autocorking_each_write_leaves_at_once():
+    ctx = established()
+    ctx.proto.autocorking = False
+    ep = ctx.ep
+    ep.set_sock_opt(SockOpt.DELAY, 0)
+    with ctx.event():
+        for chunk in (b"a" * 10, b"b" * 10, b"c" * 10):
+            ep.write(chunk)
+            assert ctx.sent_one().payload == chunk
+
+
+class BigTCPChannel(ChannelEndpoint):
+    """A link that takes IPv4 super-segments of up to 192 KB, as a TUN does on a kernel with BIG TCP."""
+
+    def gso_max_size(self, network_protocol: int) -> int:
+        return 3 * 65536 if network_protocol == 0x0800 else super().gso_max_size(network_protocol)
+
+
+@pytest.mark.parametrize("link_class, largest", [(ChannelEndpoint, 64240), (BigTCPChannel, 195640)])
+def test_super_segments_fill_the_links_gso_max_size(link_class: type[ChannelEndpoint], largest: int):
+    ctx = TCPContext(link=link_class(size=1 << 16, gso=True, cut_super_segments=False))
+    ctx.connect(opts=Opts(mss=1460, ws=7))
+    ctx.ack()                                                # a scaled window: 8 MB
+    ctx.ep.snd.cwnd = 1000                                   # (past slow start)
+    ctx.ep.set_sock_opt(SockOpt.DELAY, 0)                    # (the short tail too)
+    ctx.ep.write(payload(400_000))
+    packets = ctx.link.drain()
+    sizes = [len(packet.data) - 20 - 20 for packet in packets]
+    assert sizes[0] == largest and sum(sizes) == 400_000     # whole segments (1460 bytes), the last one short
+    assert [packet.gso_size for packet in packets] == [1460] * (len(packets) - 1) + [0]   # (a lone segment: 0)
+    for packet in packets:
+        # Beyond 64 KB the IPv4 total length says 0 (the packet's own length counts: BIG TCP).
+        total = int.from_bytes(packet.data[2:4], "big")
+        assert total == (len(packet.data) if len(packet.data) <= 65535 else 0)
 
 
 def test_write_with_more_waits_for_the_next_write():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from . import tcp, udp
 from .checksum import checksum, pseudo_header_checksum
 
-__all__ = ["segment", "segment_tcp", "segment_udp", "segments_to_forward"]
+__all__ = ["segment", "segment_tcp", "segment_udp", "segments_to_forward", "split_tcp"]
 
 MASK = 0xFFFFFFFF
 
@@ -23,35 +23,60 @@ def segment_tcp(packet: bytes | memoryview, gso_size: int, prefix: bytes | memor
     link header). A packet with no payload is one segment.
 
     Raises ValueError if ``packet`` is not such a packet, ``gso_size`` is not positive or the
-    segments would not fit their IP length field: the caller counts a drop. ``native/segment.c`` makes the same pieces, byte for byte, straight to an fd.
+    segments would not fit their IP length field: the caller counts a drop. ``native/segment.c``
+    makes the same pieces, byte for byte, straight to an fd.
     """
+    return _cut_tcp(packet, gso_size, 1, prefix)
+
+
+def split_tcp(packet: bytes | memoryview, gso_size: int, max_packet: int) -> list[bytes]:
+    """A TCP super-segment cut into smaller super-segments of whole ``gso_size`` segments, none over
+    ``max_packet`` bytes, each with its checksum left partial as the stack leaves a super-segment's:
+    what a link writes instead when the kernel refuses one larger than 64 KB (BIG TCP), cut so that
+    the kernel, cutting each piece, makes the same wire segments the whole would have made."""
+    packet = memoryview(packet)
+    ip_len, tcp_len = _tcp_header_lengths(packet)
+    per_piece = (max_packet - ip_len - tcp_len) // gso_size
+    if per_piece < 1:
+        raise ValueError(f"no {gso_size}-byte segment fits a {max_packet}-byte packet")
+    return _cut_tcp(packet, gso_size, per_piece, b"")
+
+
+def _cut_tcp(packet: bytes | memoryview, gso_size: int, per_piece: int, prefix: bytes | memoryview) -> list[bytes]:
+    """Pieces of ``per_piece`` segments each: wire segments with full checksums (1), else
+    super-segments with partial ones. In IPv4 the identification counts up per wire segment."""
     if gso_size < 1:
         raise ValueError(f"segment size {gso_size}")
     packet = memoryview(packet)
     ip_len, tcp_len = _tcp_header_lengths(packet)
     v4 = packet[0] >> 4 == 4
     src, dst = (packet[12:16], packet[16:20]) if v4 else (packet[8:24], packet[24:40])
+    src, dst = bytes(src), bytes(dst)
     ip_hdr = packet[:ip_len]
     tcp_hdr = packet[ip_len:ip_len + tcp_len]
     payload = packet[ip_len + tcp_len:]
     size = len(payload)
-    if (ip_len if v4 else 0) + tcp_len + min(size, gso_size) > 0xFFFF:
+    step = gso_size * per_piece
+    if (ip_len if v4 else 0) + tcp_len + min(size, step) > 0xFFFF:
         raise ValueError("segments too long for their IP length field")
     seq = int.from_bytes(tcp_hdr[4:8], "big")
     flags = tcp_hdr[13]
     ident = int.from_bytes(ip_hdr[4:6], "big") if v4 else 0
     out = []
-    for index, offset in enumerate(range(0, max(size, 1), gso_size)):
-        chunk = payload[offset:offset + gso_size]
+    for index, offset in enumerate(range(0, max(size, 1), step)):
+        chunk = payload[offset:offset + step]
         th = bytearray(tcp_hdr)
         th[4:8] = ((seq + offset) & MASK).to_bytes(4, "big")
-        th[13] = flags & ~((tcp.FIN | tcp.PSH if offset + gso_size < size else 0) | (tcp.CWR if index else 0))
+        th[13] = flags & ~((tcp.FIN | tcp.PSH if offset + step < size else 0) | (tcp.CWR if index else 0))
         th[16:18] = b"\x00\x00"
-        tcp.set_checksum(th, tcp.compute_checksum(bytes(src), bytes(dst), th, chunk))
+        if per_piece == 1:
+            tcp.set_checksum(th, tcp.compute_checksum(src, dst, th, chunk))
+        else:
+            tcp.set_checksum(th, pseudo_header_checksum(tcp.PROTOCOL_NUMBER, src, dst, tcp_len + len(chunk)))
         ih = bytearray(ip_hdr)
         if v4:
             ih[2:4] = (ip_len + tcp_len + len(chunk)).to_bytes(2, "big")
-            ih[4:6] = ((ident + index) & 0xFFFF).to_bytes(2, "big")
+            ih[4:6] = ((ident + index * per_piece) & 0xFFFF).to_bytes(2, "big")
             ih[10:12] = b"\x00\x00"
             ih[10:12] = (~checksum(ih) & 0xFFFF).to_bytes(2, "big")
         else:

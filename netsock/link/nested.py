@@ -25,6 +25,9 @@ class NestedEndpoint:
     def capabilities(self) -> LinkCapabilities:
         return self.lower.capabilities()
 
+    def gso_max_size(self, network_protocol: int) -> int:
+        return self.lower.gso_max_size(network_protocol)
+
     def attach(self, dispatcher: NetworkDispatcher | None) -> None:
         self.dispatcher = dispatcher
         self.lower.attach(self if dispatcher is not None else None)

@@ -94,6 +94,18 @@ def set_offloads(fd: int, offloads: int, vnet_header_size: int | None = None) ->
         raise OSError(e.errno, f"offloads on fd {fd}: {e.strerror}") from None
 
 
+def kernel_has_big_tcp_ipv4(release: str | None = None) -> bool:
+    """Whether the kernel (``release`` as uname gives it; None: this one) takes IPv4 TCP GSO packets
+    longer than 64 KB, their total length field 0 (BIG TCP for IPv4, Linux 6.3). An older kernel
+    drops them as malformed, so the answer must err on no."""
+    release = os.uname().release if release is None else release
+    try:
+        major, minor = (int(part) for part in release.split(".", 2)[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (6, 3)
+
+
 def create_device(name: str, tap: bool = False, persist: bool = True) -> int:
     """Create device ``name`` (failing with EBUSY if it exists) and return the fd attached to it.
 

@@ -24,9 +24,9 @@ class LinkCapabilities(enum.IntFlag):
     HARDWARE_GSO_UDP = 128      # accepts UDP super-datagrams (UDP_SEGMENT; PacketBuffer.gso_size)
 
 
-# The most TCP payload one super-segment carries on a HARDWARE_GSO link: a 64 KB IP packet less
-# the largest IPv6 and TCP headers.
-GSO_MAX_PAYLOAD = 65535 - 40 - 60
+# The largest super-packet a HARDWARE_GSO link takes unless it says otherwise (Linux's
+# GSO_LEGACY_MAX_SIZE): what a 16-bit IP length field describes.
+GSO_LEGACY_MAX_SIZE = 65536
 
 
 class PacketType(enum.IntEnum):
@@ -64,6 +64,10 @@ class LinkEndpoint(Protocol):
 
     def capabilities(self) -> LinkCapabilities: ...
 
+    def gso_max_size(self, network_protocol: int) -> int:
+        """The largest super-packet of ``network_protocol`` (bytes after the link header) a
+        HARDWARE_GSO link takes (netstack's GSOMaxSize; Linux's gso_max_size, gso_ipv4_max_size)."""
+
     def attach(self, dispatcher: NetworkDispatcher | None) -> None:
         """Start delivering inbound frames to ``dispatcher``; None detaches."""
 
@@ -100,6 +104,9 @@ class LinkEndpointBase:
 
     def capabilities(self) -> LinkCapabilities:
         return self._capabilities
+
+    def gso_max_size(self, network_protocol: int) -> int:
+        return GSO_LEGACY_MAX_SIZE
 
     def attach(self, dispatcher: NetworkDispatcher | None) -> None:
         self.dispatcher = dispatcher

@@ -335,6 +335,10 @@ class IPv4Endpoint(NetworkEndpoint):
                 self._write_fragments(route, transport, pkt, ttl, tos, mtu)
                 return
         hdr = pkt.prepend(ipv4.MIN_SIZE)
+        if total > ipv4.MAX_TOTAL_LENGTH:
+            # A BIG TCP super-segment (the link's gso_max_size allowed it): the length field says 0
+            # and the packet's own length counts, as Linux's iph_totlen() reads it (Linux 6.3).
+            total = 0
         ipv4.build(hdr, src=route.local_address, dst=route.remote_address, protocol=transport,
                    total_length=total, ttl=ttl, tos=tos, ident=self.protocol.next_ident())
         pkt.network_protocol = PROTOCOL_NUMBER

@@ -16,7 +16,7 @@ from ...header import tcp
 from ...header.checksum import checksum, combine, pseudo_header_checksum
 from ...ports import PortFlags
 from ...stack.demux import TransportEndpointID
-from ...stack.interfaces import GSO_MAX_PAYLOAD, LinkCapabilities
+from ...stack.interfaces import LinkCapabilities
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import ControlType, TransportEndpoint
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnected, ErrAlreadyConnecting,
@@ -65,6 +65,7 @@ _FIN_EVENTS = EventMask.IN | EventMask.RDHUP
 _SHUT_WRITE_EVENTS = EventMask.OUT | EventMask.HUP
 _UNBOUND = FullAddress()
 _HARDWARE_GSO = int(LinkCapabilities.HARDWARE_GSO)
+_MAX_HEADERS = 40 + 60     # the largest IP (IPv6) and TCP headers
 
 _CONTROL_ERRORS: dict[ControlType, type[Error]] = {
     ControlType.PORT_UNREACHABLE: ErrConnectionRefused,
@@ -367,7 +368,11 @@ class TCPEndpoint(TransportEndpoint):
         self._enter()
         try:
             snd.queue(data)
-            if not options.more:
+            if options.more:
+                pass
+            elif snd.nxt != snd.una and self.proto.autocorking:
+                self.proto.push_soon(self)
+            else:
                 snd.send_data()
         finally:
             self._exit()
@@ -1223,13 +1228,19 @@ class TCPEndpoint(TransportEndpoint):
         return (int(self.stack.clock.now() * 1000) + self.ts_offset) & MASK
 
     def _update_burst(self) -> None:
-        """How much one transmission carries: whole segments up to 64 KB when the link cuts them (GSO)."""
+        """How much one transmission carries: whole segments up to the link's GSO limit (64 KB, more
+        with BIG TCP) when the link cuts them."""
         snd, route = self.snd, self.route
         if snd is None or route is None:
             return
-        gso = int(route.nic.link.capabilities()) & _HARDWARE_GSO and not route.loop
-        # (never less than one segment: on a path whose MTU allows more than GSO carries, no cutting)
-        snd.burst = max(GSO_MAX_PAYLOAD // snd.mss * snd.mss, snd.mss) if gso else snd.mss
+        link = route.nic.link
+        if int(link.capabilities()) & _HARDWARE_GSO and not route.loop:
+            # Room for the largest headers, as Linux's sk_gso_max_size (gso_max_size - MAX_TCP_HEADER - 1);
+            # never less than one segment: on a path whose MTU allows more than GSO carries, no cutting.
+            payload = link.gso_max_size(self.net_proto) - 1 - _MAX_HEADERS
+            snd.burst = max(payload // snd.mss * snd.mss, snd.mss)
+        else:
+            snd.burst = snd.mss
 
     def _headers(self) -> int:
         """Network + TCP header bytes in every segment (options aside)."""

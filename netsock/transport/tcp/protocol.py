@@ -60,6 +60,8 @@ class TCPProtocol(TransportProtocol):
         # Keyed once: a copy of this object hashes with the key already absorbed (half the cost of keying).
         self._keyed_hash = hashlib.blake2s(key=stack.secret, digest_size=8)
         self._owed_acks: list[TCPEndpoint] = []
+        self.autocorking = True                 # net.ipv4.tcp_autocorking (see push_soon)
+        self._owed_pushes: list[TCPEndpoint] = []
 
     def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> TCPEndpoint:
         from .endpoint import TCPEndpoint
@@ -97,6 +99,29 @@ class TCPProtocol(TransportProtocol):
             if rcv is not None and rcv.ack_owed:
                 rcv.ack_owed = False
                 ep.guarded(ep.send_ack)
+
+    def push_soon(self, ep: TCPEndpoint) -> None:
+        """Send what ``ep``'s application wrote once it yields, not at each write (Linux's
+        autocorking): while earlier data is still in flight, the ACK for it will not come before
+        the writer yields anyway, and the writes made meanwhile leave together in as few (super-)
+        segments as the windows allow, rather than one per write — an application writing 8 KB at
+        a time would otherwise cost a segment's processing per 8 KB. With nothing in flight a
+        write is sent at once, so a request or reply is not delayed."""
+        snd = ep.snd
+        if snd is None or snd.push_owed:
+            return
+        snd.push_owed = True
+        if not self._owed_pushes:
+            self.stack.clock.call_soon(self._send_owed_pushes)
+        self._owed_pushes.append(ep)
+
+    def _send_owed_pushes(self) -> None:
+        owed, self._owed_pushes = self._owed_pushes, []
+        for ep in owed:
+            snd = ep.snd
+            if snd is not None and snd.push_owed:
+                snd.push_owed = False
+                ep.guarded(snd.send_data)
 
     def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
         return _PORTS.unpack_from(view) if len(view) >= 4 else None

@@ -39,7 +39,7 @@ class Sender:
     __slots__ = ("ep", "iss", "una", "nxt", "max", "wnd", "max_wnd", "wl1", "wl2", "wscale", "mss", "buffer",
                  "fin_queued", "cwnd", "ssthresh", "cc_name", "_cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
-                 "now", "total_retransmits", "burst", "last_sent")
+                 "now", "total_retransmits", "burst", "last_sent", "push_owed")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -75,6 +75,7 @@ class Sender:
         self.rtt_seq: int | None = None   # the segment being timed (Karn: never a retransmitted one)
         self.rtt_time = 0.0
         self.last_sent = 0.0        # when data last went out (0: never)
+        self.push_owed = False      # written while data was in flight: sent when the writer yields
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
 
