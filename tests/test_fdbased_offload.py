@@ -782,7 +782,7 @@ def test_ipv4_big_tcp_is_taken_from_linux_6_3(release: str, big: bool) -> None:
     assert tun.kernel_has_big_tcp_ipv4(release) is big
 
 
-def test_ipv4_super_segments_beyond_64_kb_only_with_a_vnet_header() -> None:
+def test_super_segments_beyond_64_kb_and_in_pieces_only_with_a_vnet_header() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with a, b:
         with pytest.raises(ValueError, match="gso_ipv4_max_size"):
@@ -790,13 +790,51 @@ def test_ipv4_super_segments_beyond_64_kb_only_with_a_vnet_header() -> None:
                        gso_ipv4_max_size=fdbased.BIG_TCP_GSO_MAX_SIZE)
         with pytest.raises(ValueError, match="gso_ipv4_max_size"):
             FdEndpoint(a.fileno(), 1500, ethernet=False, close_fd=False, vnet_header=True, gso_ipv4_max_size=1 << 20)
+        software = FdEndpoint(a.fileno(), 1500, ethernet=False, close_fd=False)
+        assert not software.capabilities() & LinkCapabilities.SCATTER_GATHER
+        software.close()
         plain = FdEndpoint(a.fileno(), 1500, ethernet=False, close_fd=False, vnet_header=True)
         big = FdEndpoint(b.fileno(), 1500, ethernet=False, close_fd=False, vnet_header=True,
                          gso_ipv4_max_size=fdbased.BIG_TCP_GSO_MAX_SIZE)
         try:
+            # One writev takes a payload in pieces behind the virtio-net header; the software cut needs it whole.
+            assert plain.capabilities() & LinkCapabilities.SCATTER_GATHER
             assert plain.gso_max_size(0x0800) == plain.gso_max_size(0x86DD) == 65536
             assert big.gso_max_size(0x0800) == fdbased.BIG_TCP_GSO_MAX_SIZE
             assert big.gso_max_size(0x86DD) == 65536          # IPv6 BIG TCP needs a jumbo option: not used
         finally:
             plain.close()
             big.close()
+
+
+def test_a_big_tcp_super_segment_the_kernel_has_no_room_for_goes_as_64_kb_ones() -> None:
+    """An fd that refuses a packet that large (here: a datagram socket with a small send buffer,
+    EMSGSIZE; a TUN under fragmented memory says ENOBUFS) gets it as 64 KB super-segments that cut
+    into the very wire segments the whole would have made."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 150_000)
+    payload = os.urandom(300_000)
+    headers = bytearray(bytes(IP(src="192.0.2.2", dst="192.0.2.1", len=0) / TCP(sport=1, dport=2, flags="PA")))
+    headers[36:38] = pseudo_header_checksum(6, bytes([192, 0, 2, 2]), bytes([192, 0, 2, 1]), 20 + len(payload)
+                                            ).to_bytes(2, "big")
+    with a, b:
+        link = FdEndpoint(a.fileno(), 1500, ethernet=False, close_fd=False, vnet_header=True,
+                          gso_ipv4_max_size=fdbased.BIG_TCP_GSO_MAX_SIZE)
+        pkt = PacketBuffer(len(headers), [payload[:100_000], payload[100_000:]])
+        pkt.prepend(len(headers))[:] = headers
+        pkt.network_protocol, pkt.gso_size = 0x0800, 1448
+        link.write_packet(b"", 0x0800, pkt)
+        link.close()
+        frames = []
+        b.setblocking(False)
+        while True:
+            try:
+                frames.append(b.recv(1 << 17))
+            except BlockingIOError:
+                break
+    assert link.stats.tx_split.value == 1 and link.stats.tx_super_segments.value == len(frames) == 5
+    whole = bytes(headers) + payload
+    pieces = [frame[VIRTIO_NET_HDR_SIZE:] for frame in frames]
+    assert all(VIRTIO_NET_HDR.unpack_from(frame)[1] == GSO_TCPV4 and len(frame) - VIRTIO_NET_HDR_SIZE <= 65535
+               for frame in frames)
+    assert [wire for piece in pieces for wire in segment_tcp(piece, 1448)] == segment_tcp(whole, 1448)

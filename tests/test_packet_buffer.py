@@ -47,3 +47,17 @@ def test_clone_shares_payload_but_not_headers_or_position():
     copy = inbound.clone()
     copy.consume(4)
     assert bytes(inbound.data) == b"0123456789" and bytes(copy.data) == b"456789"
+
+
+def test_a_scattered_payload_stays_in_its_pieces_until_the_link_writes_them():
+    pieces = [bytearray(b"first "), memoryview(b"second "), b"third"]
+    pkt = PacketBuffer(reserve=4, data=pieces)
+    assert pkt.size() == 18 and pkt.tail_size == 12
+    pkt.prepend(4)[:] = b"HDR:"
+    assert pkt.size() == 22 and pkt.to_bytes() == b"HDR:first second third"
+    views = pkt.views()
+    assert [bytes(v) for v in views] == [b"HDR:", b"first ", b"second ", b"third"]
+    pieces[0][0:1] = b"F"
+    assert bytes(views[1]) == b"First ", "the pieces are referenced, not copied"
+    twin = pkt.clone()
+    assert twin.to_bytes() == b"HDR:First second third" and twin.tail_size == 12

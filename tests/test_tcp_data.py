@@ -12,6 +12,10 @@ from netsock.tcpip import ErrTimeout, ErrWouldBlock, SockOpt, WriteOptions
 from netsock.transport.tcp import TCPState
 from netsock.waiter import EventMask
 from netsock.link.channel import ChannelEndpoint
+from netsock.link.gso import complete_checksum
+from netsock.stack.interfaces import LinkCapabilities
+from netsock.stack.packet_buffer import PacketBuffer
+from conftest import checksums_valid
 from tcp_context import ACK, MOD, Opts, TCPContext, seq_add, seq_diff
 
 ALL_OPTS = Opts(mss=1460, ws=3, sack_perm=True, ts=(77, 0))
@@ -387,6 +391,41 @@ def test_super_segments_fill_the_links_gso_max_size(link_class: type[ChannelEndp
         # Beyond 64 KB the IPv4 total length says 0 (the packet's own length counts: BIG TCP).
         total = int.from_bytes(packet.data[2:4], "big")
         assert total == (len(packet.data) if len(packet.data) <= 65535 else 0)
+
+
+class ScatterChannel(ChannelEndpoint):
+    """A link that writes scattered payloads; it notes how many pieces each packet's payload came in."""
+
+    def __init__(self) -> None:
+        super().__init__(size=1 << 16, gso=True, cut_super_segments=False,
+                         capabilities=LinkCapabilities.SCATTER_GATHER)
+        self.pieces: list[int] = []
+
+    def write_packet(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
+        self.pieces.append(1 + len(pkt.tail))
+        super().write_packet(remote_link_address, protocol, pkt)
+
+
+def test_a_super_segment_spanning_writes_reaches_a_scatter_gather_link_in_their_pieces():
+    link = ScatterChannel()
+    ctx = TCPContext(link=link)
+    ctx.connect(opts=Opts(mss=1460, ws=7))
+    ctx.ack()
+    ctx.ep.snd.cwnd = 1000
+    writes = [payload(20_000, seed) for seed in range(4)]
+    link.pieces.clear()
+    with ctx.event():
+        for data in writes:
+            ctx.ep.write(data)
+    packets = ctx.link.drain()
+    sent = b"".join(packet.data[40:] for packet in packets)
+    assert sent == b"".join(writes)[:len(sent)]
+    # The first write's whole segments at once (nothing was in flight), then the rest of it and the
+    # next three, autocorked: 41 segments from four writes, in four pieces (Nagle holds the short tail).
+    assert [len(packet.data) - 40 for packet in packets] == [18_980, 59_860] and link.pieces == [1, 4]
+    for packet in packets:
+        frame = bytearray(packet.data)
+        assert complete_checksum(memoryview(frame), 20, 16) and checksums_valid(bytes(frame))
 
 
 def test_write_with_more_waits_for_the_next_write():

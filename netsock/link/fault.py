@@ -443,9 +443,10 @@ class FaultEndpoint(NestedEndpoint):
     # --- LinkEndpoint: what the NIC sees -----------------------------------------------------------
 
     def capabilities(self) -> LinkCapabilities:
-        """The lower link's, but for segmentation offload: faults strike wire-sized packets, so the
-        stack sends MSS-sized segments through (and the kernel's super-segments are cut on the way in)."""
-        return self.lower.capabilities() & ~LinkCapabilities.HARDWARE_GSO
+        """The lower link's, but for segmentation offload (and scattered payloads, which only come
+        with it): faults strike wire-sized packets, so the stack sends MSS-sized segments through
+        (and the kernel's super-segments are cut on the way in)."""
+        return self.lower.capabilities() & ~(LinkCapabilities.HARDWARE_GSO | LinkCapabilities.SCATTER_GATHER)
 
     def write_packet(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
         out = self._outbound

@@ -50,7 +50,7 @@ import os
 from gevent import get_hub
 
 from ..header import ethernet as eth
-from ..header.gso import segment_tcp, segment_udp
+from ..header.gso import segment_tcp, segment_udp, split_tcp
 from ..stack.interfaces import GSO_LEGACY_MAX_SIZE, LinkCapabilities, LinkEndpointBase, NetworkDispatcher
 from ..stack.packet_buffer import PacketBuffer
 from ..tcpip.errors import Error, ErrClosedForSend, ErrMessageTooLong, ErrNoBufferSpace
@@ -74,6 +74,8 @@ OFFLOADS = tun.TUN_F_CSUM | tun.TUN_F_TSO4 | tun.TUN_F_TSO6
 UDP_OFFLOADS = tun.TUN_F_USO4 | tun.TUN_F_USO6    # asked for too, where the kernel has them
 _UDP = 17
 _IPV4 = 0x0800
+_MAX_IP_PACKET = 65535                              # what a 16-bit IPv4 total length describes
+_NO_ROOM = (errno.ENOBUFS, errno.EMSGSIZE, errno.ENOMEM)    # the kernel could not hold a packet that large
 # The largest packet a super-segment makes: a full 16-bit IPv6 payload behind its header.
 _LARGEST_SUPER_SEGMENT = 40 + 65535
 # What an offloaded fd takes as one IPv4 TCP super-segment where the kernel has BIG TCP for IPv4
@@ -96,6 +98,7 @@ class FdLinkStats(LinkStats):
     tx_super_datagrams: StatCounter  # UDP super-datagrams handed to the kernel to cut (in tx_packets too)
     tx_segmented: StatCounter        # TCP super-segments cut here (software GSO; their frames are tx_packets)
     tx_malformed: StatCounter        # super-segments dropped: not an IPv4/IPv6 TCP packet whose headers parse
+    tx_split: StatCounter            # BIG TCP super-segments the kernel had no room for, written as 64 KB ones
 
 
 class FdEndpoint(LinkEndpointBase):
@@ -124,6 +127,8 @@ class FdEndpoint(LinkEndpointBase):
         capabilities = LinkCapabilities.HARDWARE_GSO
         if ethernet:
             capabilities |= LinkCapabilities.RESOLUTION_REQUIRED
+        if vnet_header:
+            capabilities |= LinkCapabilities.SCATTER_GATHER     # one writev takes the pieces
         if vnet_header and udp_gso:
             capabilities |= LinkCapabilities.HARDWARE_GSO_UDP
         super().__init__(mtu, bytes(link_address), capabilities)
@@ -336,7 +341,12 @@ class FdEndpoint(LinkEndpointBase):
         try:
             n = os.writev(self._fd, views)
         except OSError as e:
-            raise self._write_error(e.errno or errno.EIO) from None
+            error = e.errno or errno.EIO
+            if error in _NO_ROOM and gso_size and pkt.network_protocol == _IPV4 and \
+                    pkt.size() - self._header_length > _MAX_IP_PACKET:
+                self._write_split(pkt, gso_size)
+                return
+            raise self._write_error(error) from None
         stats.tx_packets.value += 1
         stats.tx_bytes.value += n
         if gso_size:
@@ -344,6 +354,29 @@ class FdEndpoint(LinkEndpointBase):
                 stats.tx_super_datagrams.value += 1
             else:
                 stats.tx_super_segments.value += 1
+
+    def _write_split(self, pkt: PacketBuffer, gso_size: int) -> None:
+        """Write a BIG TCP super-segment the kernel had no room for (its pages come in too few pieces
+        when memory is fragmented: ENOBUFS, EMSGSIZE) as 64 KB super-segments instead, which it
+        cuts into the same wire segments (``header.gso.split_tcp``)."""
+        stats = self.stats
+        link_header = self._header_length
+        frame = pkt.to_bytes()
+        try:
+            pieces = split_tcp(memoryview(frame)[link_header:], gso_size, _MAX_IP_PACKET)
+        except ValueError:
+            stats.tx_malformed.increment()
+            return
+        stats.tx_split.increment()
+        for piece in pieces:
+            piece_frame = frame[:link_header] + piece
+            try:
+                n = os.writev(self._fd, [gso_header(memoryview(piece_frame), link_header, gso_size), piece_frame])
+            except OSError as e:
+                raise self._write_error(e.errno or errno.EIO) from None
+            stats.tx_packets.value += 1
+            stats.tx_bytes.value += n
+            stats.tx_super_segments.value += 1
 
     def _write_segmented(self, pkt: PacketBuffer, gso_size: int) -> None:
         """Cut a TCP super-segment into frames and write them (software GSO). The frames that went

@@ -22,6 +22,7 @@ class LinkCapabilities(enum.IntFlag):
     LOOPBACK = 32               # everything written comes straight back in
     HARDWARE_GSO = 64           # accepts TCP super-segments (PacketBuffer.gso_size)
     HARDWARE_GSO_UDP = 128      # accepts UDP super-datagrams (UDP_SEGMENT; PacketBuffer.gso_size)
+    SCATTER_GATHER = 256        # writes a payload in pieces (PacketBuffer.tail) without joining it
 
 
 # The largest super-packet a HARDWARE_GSO link takes unless it says otherwise (Linux's

@@ -3,7 +3,10 @@
 Outbound, a transport hands over its payload (any bytes-like object, kept by reference) together
 with the room the layers below will need; each layer then writes its header into that room in front
 of the previous one (``prepend``). The link writes ``views()`` with one ``writev`` — header bytes and
-payload travel separately until the kernel joins them.
+payload travel separately until the kernel joins them. For a link that writes scattered payloads
+(LinkCapabilities.SCATTER_GATHER, Linux's NETIF_F_SG) the payload may be a list of buffers — the
+pieces of the application's writes a super-segment spans — kept apart as ``data`` and ``tail``
+instead of being joined into one.
 
 Inbound, the whole frame is one buffer; each layer takes its header off the front (``consume``),
 records it (``network_header`` ...) and hands the rest up. Slices are memoryviews, so the payload the
@@ -20,13 +23,21 @@ _EMPTY = memoryview(b"")
 
 
 class PacketBuffer:
-    __slots__ = ("_hdr", "_head", "data", "link_header", "network_header", "transport_header",
-                 "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash", "timestamp",
-                 "gso_size", "checksum_verified")
+    __slots__ = ("_hdr", "_head", "data", "tail", "tail_size", "link_header", "network_header",
+                 "transport_header", "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash",
+                 "timestamp", "gso_size", "checksum_verified")
 
-    def __init__(self, reserve: int = 0, data: Buffer = b"") -> None:
+    def __init__(self, reserve: int = 0, data: Buffer | list[Buffer] = b"") -> None:
         self._hdr = bytearray(reserve)
         self._head = reserve
+        if type(data) is list:      # a scattered payload: only for SCATTER_GATHER links
+            first, *rest = data
+            self.tail: tuple[Buffer, ...] = tuple(rest)
+            self.tail_size = sum(map(len, rest))
+            data = first
+        else:
+            self.tail = ()
+            self.tail_size = 0      # bytes in ``tail``: the payload after ``data``
         self.data = data if type(data) is memoryview else memoryview(data)
         self.link_header = _EMPTY
         self.network_header = _EMPTY
@@ -88,11 +99,13 @@ class PacketBuffer:
     # --- both -------------------------------------------------------------------------------------
 
     def size(self) -> int:
-        """Length on the wire of what this buffer holds now (headers + data)."""
-        return len(self._hdr) - self._head + len(self.data)
+        """Length on the wire of what this buffer holds now (headers + data + tail)."""
+        return len(self._hdr) - self._head + len(self.data) + self.tail_size
 
     def views(self) -> list[Buffer]:
         """The packet as buffers in order, ready for writev (empty parts left out)."""
+        if self.tail:
+            return [memoryview(self._hdr)[self._head:], self.data, *self.tail]
         if self._head < len(self._hdr):
             return [memoryview(self._hdr)[self._head:], self.data] if len(self.data) else \
                 [memoryview(self._hdr)[self._head:]]
@@ -100,7 +113,7 @@ class PacketBuffer:
 
     def to_bytes(self) -> bytes:
         """The whole packet as one bytes object (a copy: for tests, pcap and slow paths)."""
-        return bytes(self._hdr[self._head:]) + bytes(self.data)
+        return b"".join((self._hdr[self._head:], self.data, *self.tail))
 
     def clone(self) -> PacketBuffer:
         """A new buffer sharing the payload bytes (headers copied) — for delivery to several consumers."""

@@ -2,7 +2,8 @@
 
 ``SendBuffer`` keeps unacknowledged and unsent bytes as the chunks the application wrote (bytes
 objects are kept by reference, never copied), addressed by sequence number; a segment inside one
-chunk is a memoryview of it, one spanning chunks is joined. ``ReceiveQueue`` holds in-order payloads
+chunk is a memoryview of it, one spanning chunks is joined — or, for a link that writes scattered
+payloads, handed over as the list of its pieces. ``ReceiveQueue`` holds in-order payloads
 as memoryviews of the frames they arrived in, until a read copies them out — the only copy on the
 receive path.
 """
@@ -48,8 +49,9 @@ class SendBuffer:
             chunks.append(chunk)
         self.end += len(chunk)
 
-    def get(self, seq: int, length: int) -> Buffer:
-        """``length`` bytes from sequence ``seq`` (which must lie in [start, end - length])."""
+    def get(self, seq: int, length: int, scatter: bool = False) -> Buffer | list[Buffer]:
+        """``length`` bytes from sequence ``seq`` (which must lie in [start, end - length]); with
+        ``scatter``, bytes spanning several chunks come as a list of views of them, not joined."""
         if not length:
             return b""
         chunks = self._chunks
@@ -76,7 +78,7 @@ class SendBuffer:
             take = min(len(chunk), length)
             pieces.append(memoryview(chunk)[:take])
             length -= take
-        return b"".join(pieces)
+        return pieces if scatter else b"".join(pieces)
 
     def trim(self, upto: int) -> None:
         """Forget everything before sequence ``upto`` (acknowledged)."""

@@ -65,6 +65,7 @@ _FIN_EVENTS = EventMask.IN | EventMask.RDHUP
 _SHUT_WRITE_EVENTS = EventMask.OUT | EventMask.HUP
 _UNBOUND = FullAddress()
 _HARDWARE_GSO = int(LinkCapabilities.HARDWARE_GSO)
+_SCATTER_GATHER = int(LinkCapabilities.SCATTER_GATHER)
 _MAX_HEADERS = 40 + 60     # the largest IP (IPv6) and TCP headers
 
 _CONTROL_ERRORS: dict[ControlType, type[Error]] = {
@@ -1146,16 +1147,19 @@ class TCPEndpoint(TransportEndpoint):
     def can_send_data(self) -> bool:
         return self.state in _SENDING
 
-    def send_segment(self, seq: int, flags: int, payload: bytes | memoryview = b"") -> None:
-        """Send a data/ACK/FIN segment of this connection (``seq`` unwrapped)."""
+    def send_segment(self, seq: int, flags: int, payload: bytes | memoryview | list[memoryview] = b"") -> None:
+        """Send a data/ACK/FIN segment of this connection (``seq`` unwrapped); a list payload is a
+        super-segment's in pieces (``SendBuffer.get`` with ``scatter``)."""
         rcv = self.rcv
         options = b""
         ts = (self._tsval(), self.ts_recent) if self.ts_ok else None
         blocks: list[tuple[int, int]] = rcv.sack_blocks if rcv is not None and self.sack_ok else []
         if ts is not None or blocks:
             if blocks:
-                # SACK blocks ride along only as far as they fit in front of the payload within the MTU.
-                room = self.path_mss - len(payload) - (12 if ts else 0) - 4
+                # SACK blocks ride along only as far as they fit in front of the payload within the MTU
+                # (never on a super-segment, scattered or not).
+                length = len(payload) if type(payload) is not list else self.path_mss
+                room = self.path_mss - length - (12 if ts else 0) - 4
                 blocks = blocks[:max(0, min(len(blocks), room // 8))]
                 irs = rcv.irs  # type: ignore[union-attr]
                 blocks = [((s + irs) & MASK, (e + irs) & MASK) for s, e in blocks]
@@ -1163,22 +1167,24 @@ class TCPEndpoint(TransportEndpoint):
         window = rcv.window_field() if rcv is not None else 0
         self._emit(seq, flags, payload, options, window)
 
-    def _emit(self, seq: int, flags: int, payload: bytes | memoryview, options: bytes, window: int) -> None:
+    def _emit(self, seq: int, flags: int, payload: bytes | memoryview | list[memoryview], options: bytes,
+              window: int) -> None:
         snd, rcv, route = self.snd, self.rcv, self.route
         assert snd is not None and route is not None
         size = tcp.MIN_SIZE + len(options)
         pkt = PacketBuffer(self._header_room + size, payload)
+        length = pkt.size()
         hdr = pkt.prepend(size)
         ack = (rcv.nxt + rcv.irs) & MASK if rcv is not None and flags & ACK else 0
         tcp.build(hdr, src_port=self.local.port, dst_port=self.remote.port, seq=(seq + snd.iss) & MASK,  # type: ignore[union-attr]
                   ack=ack, flags=flags, window=window, options=options)
-        if len(payload) > snd.mss:
+        if length > snd.mss:
             # A super-segment: the link cuts it into segments of this size and completes each one's
             # checksum from the pseudo-header sum left in the field (Linux's CHECKSUM_PARTIAL).
             pkt.gso_size = snd.mss
-            tcp.set_checksum(hdr, combine(self._pseudo, size + len(payload)))
+            tcp.set_checksum(hdr, combine(self._pseudo, size + length))
         else:
-            total = combine(self._pseudo + size + len(payload), checksum(hdr, checksum(payload) if payload else 0))
+            total = combine(self._pseudo + size + length, checksum(hdr, checksum(payload) if payload else 0))
             tcp.set_checksum(hdr, ~total & 0xFFFF)
         try:
             route.write_packet(tcp.PROTOCOL_NUMBER, pkt, self.ttl or route.default_ttl(), self.tos)
@@ -1234,13 +1240,16 @@ class TCPEndpoint(TransportEndpoint):
         if snd is None or route is None:
             return
         link = route.nic.link
-        if int(link.capabilities()) & _HARDWARE_GSO and not route.loop:
+        capabilities = int(link.capabilities())
+        if capabilities & _HARDWARE_GSO and not route.loop:
             # Room for the largest headers, as Linux's sk_gso_max_size (gso_max_size - MAX_TCP_HEADER - 1);
             # never less than one segment: on a path whose MTU allows more than GSO carries, no cutting.
             payload = link.gso_max_size(self.net_proto) - 1 - _MAX_HEADERS
             snd.burst = max(payload // snd.mss * snd.mss, snd.mss)
+            snd.scatter = bool(capabilities & _SCATTER_GATHER)
         else:
             snd.burst = snd.mss
+            snd.scatter = False
 
     def _headers(self) -> int:
         """Network + TCP header bytes in every segment (options aside)."""

@@ -39,7 +39,7 @@ class Sender:
     __slots__ = ("ep", "iss", "una", "nxt", "max", "wnd", "max_wnd", "wl1", "wl2", "wscale", "mss", "buffer",
                  "fin_queued", "cwnd", "ssthresh", "cc_name", "_cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
-                 "now", "total_retransmits", "burst", "last_sent", "push_owed")
+                 "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -54,6 +54,7 @@ class Sender:
         self.wscale = 0             # the peer's shift
         self.mss = mss              # payload bytes per segment, options already taken off
         self.burst = mss            # bytes per transmission: several segments when the link does GSO
+        self.scatter = False        # the link writes a super-segment's payload in pieces (no join)
         self.buffer = SendBuffer(1)
         self.fin_queued = False
         self.cwnd = INITIAL_CWND
@@ -202,7 +203,7 @@ class Sender:
 
     def _transmit(self, seq: int, size: int, flags: int) -> None:
         if size:
-            payload = self.buffer.get(seq, size)
+            payload = self.buffer.get(seq, size, self.scatter and size > self.mss)
             self.last_sent = self.now()
         else:
             payload = b""
