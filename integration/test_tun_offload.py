@@ -139,7 +139,10 @@ def test_ipv4_super_segments_beyond_64_kb_to_a_kernel_with_big_tcp(offloaded: Ne
     """This kernel (6.3 or later) takes IPv4 super-segments longer than 64 KB, their total length
     field 0 (BIG TCP): netsock writes them, and the kernel receives every byte."""
     assert tun.kernel_has_big_tcp_ipv4()
-    assert offloaded.link.gso_max_size(0x0800) == BIG_TCP_GSO_MAX_SIZE
+    assert offloaded.link.gso_max_size(0x0800, bytes(Address.parse(KERNEL_ADDRESS))) == BIG_TCP_GSO_MAX_SIZE
+    # Not to an address the kernel would forward (here: back out of tun0): it would cut them in software.
+    tun0.ip("route", "add", "203.0.113.0/24", "via", NETSOCK_ADDRESS)
+    assert offloaded.link.gso_max_size(0x0800, bytes(Address.parse("203.0.113.5"))) == 65536
     size = 50 * MIB
     kernel = PeerProcess(tun0, "tcp-serve", f"{KERNEL_ADDRESS}:{PORT}")
     kernel.wait_line("listening")

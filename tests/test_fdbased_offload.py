@@ -838,3 +838,21 @@ def test_a_big_tcp_super_segment_the_kernel_has_no_room_for_goes_as_64_kb_ones()
     assert all(VIRTIO_NET_HDR.unpack_from(frame)[1] == GSO_TCPV4 and len(frame) - VIRTIO_NET_HDR_SIZE <= 65535
                for frame in frames)
     assert [wire for piece in pieces for wire in segment_tcp(piece, 1448)] == segment_tcp(whole, 1448)
+
+
+def test_super_segments_beyond_64_kb_go_only_to_the_kernels_own_addresses() -> None:
+    """Asked of this namespace's route table: 127.0.0.1 and ::1 are the kernel's own, a documentation
+    address is not (it would be forwarded, or is unreachable)."""
+    kernel = tun.KernelDestinations()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        link = FdEndpoint(a.fileno(), 1500, ethernet=False, close_fd=False, vnet_header=True,
+                          gso_ipv4_max_size=fdbased.BIG_TCP_GSO_MAX_SIZE, kernel_destinations=kernel)
+        try:
+            assert kernel.is_local(socket.inet_pton(socket.AF_INET6, "::1"))
+            assert link.gso_max_size(0x0800, bytes([127, 0, 0, 1])) == fdbased.BIG_TCP_GSO_MAX_SIZE
+            assert link.gso_max_size(0x0800, bytes([192, 0, 2, 77])) == 65536
+            assert link.gso_max_size(0x0800) == 65536                 # (no destination: no answer)
+        finally:
+            link.close()
+    assert not kernel.is_local(bytes([127, 0, 0, 2]))                 # closed with the link: cannot say

@@ -371,8 +371,8 @@ def test_without_autocorking_each_write_leaves_at_once():
 class BigTCPChannel(ChannelEndpoint):
     """A link that takes IPv4 super-segments of up to 192 KB, as a TUN does on a kernel with BIG TCP."""
 
-    def gso_max_size(self, network_protocol: int) -> int:
-        return 3 * 65536 if network_protocol == 0x0800 else super().gso_max_size(network_protocol)
+    def gso_max_size(self, network_protocol: int, remote: bytes = b"") -> int:
+        return 3 * 65536 if network_protocol == 0x0800 else super().gso_max_size(network_protocol, remote)
 
 
 @pytest.mark.parametrize("link_class, largest", [(ChannelEndpoint, 64240), (BigTCPChannel, 195640)])

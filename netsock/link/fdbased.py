@@ -26,8 +26,10 @@ done once per 64 KB instead of once per 1.5 KB. Where the kernel also takes UDP 
 (TUN_F_USO4/USO6, Linux 6.2), the link advertises HARDWARE_GSO_UDP: a UDP_SEGMENT write leaves in
 one piece for the kernel to cut, and the kernel's own UDP GSO arrives whole, cut into datagrams here
 (``header.gso.segment_udp``: the stack's UDP takes datagrams). Where the kernel has BIG TCP for IPv4
-(Linux 6.3), IPv4 super-segments written to it may be larger than 64 KB (``gso_max_size``): the
-kernel takes them as its own GRO would build them. Where the kernel refuses, the device is used plain.
+(Linux 6.3), IPv4 super-segments to the kernel's own addresses may be larger than 64 KB
+(``gso_max_size``): the kernel takes them as its own GRO would build them. (Not to addresses it
+forwards to: the next device would have them cut in software.) Where the kernel refuses the
+offloads, the device is used plain.
 Opt out with ``open_tun(..., offload=False)`` or, for every device, ``NETSOCK_OFFLOAD=0`` in the
 environment.
 
@@ -116,11 +118,14 @@ class FdEndpoint(LinkEndpointBase):
     ``gso_ipv4_max_size``: the largest IPv4 super-segment written (Linux's device setting of that
     name): more than 64 KB only with a vnet header and a reader that takes BIG TCP, as the kernel
     does from 6.3 (``open_tun`` asks for it there; the default, another netsock, does not).
+    ``kernel_destinations``: then only toward the addresses the kernel says are its own (``open_tun``
+    passes one); without it, toward all.
     """
 
     def __init__(self, fd: int, mtu: int, ethernet: bool, link_address: bytes = b"", close_fd: bool = True,
                  read_batch: int = 64, vnet_header: bool = False, udp_gso: bool = False,
-                 gso_ipv4_max_size: int = GSO_LEGACY_MAX_SIZE) -> None:
+                 gso_ipv4_max_size: int = GSO_LEGACY_MAX_SIZE,
+                 kernel_destinations: tun.KernelDestinations | None = None) -> None:
         if ethernet and len(link_address) != 6:
             raise ValueError("an Ethernet link needs a 6-byte link address")
         # Super-segments either way: the kernel cuts them (virtio-net header) or we do (software GSO).
@@ -138,6 +143,7 @@ class FdEndpoint(LinkEndpointBase):
             raise ValueError(f"gso_ipv4_max_size {gso_ipv4_max_size}: 65536, or up to {_GSO_MAX_SIZE} "
                              "with a vnet header")
         self._gso_ipv4_max_size = gso_ipv4_max_size
+        self._kernel_destinations = kernel_destinations
         os.set_blocking(fd, False)
         self._fd = fd
         self._ethernet = ethernet
@@ -161,7 +167,9 @@ class FdEndpoint(LinkEndpointBase):
 
         ``offload``: use the virtio-net header offloads if the kernel grants them (None: unless
         NETSOCK_OFFLOAD=0); ``vnet_header`` on the endpoint says whether it did. With them, IPv4
-        super-segments up to ``BIG_TCP_GSO_MAX_SIZE`` where the kernel takes BIG TCP.
+        super-segments up to ``BIG_TCP_GSO_MAX_SIZE`` where the kernel takes BIG TCP, to the
+        kernel's own addresses (``tun.KernelDestinations``: asked in the current namespace, the
+        device's).
         """
         if offload is None:
             offload = os.environ.get("NETSOCK_OFFLOAD", "1") != "0"
@@ -173,7 +181,8 @@ class FdEndpoint(LinkEndpointBase):
             big_tcp = vnet_header and tun.kernel_has_big_tcp_ipv4()
             return cls(fd, mtu or tun.device_mtu(name), ethernet=False, read_batch=read_batch,
                        vnet_header=vnet_header, udp_gso=udp_gso,
-                       gso_ipv4_max_size=BIG_TCP_GSO_MAX_SIZE if big_tcp else GSO_LEGACY_MAX_SIZE)
+                       gso_ipv4_max_size=BIG_TCP_GSO_MAX_SIZE if big_tcp else GSO_LEGACY_MAX_SIZE,
+                       kernel_destinations=tun.KernelDestinations() if big_tcp else None)
         except BaseException:
             os.close(fd)
             raise
@@ -201,8 +210,13 @@ class FdEndpoint(LinkEndpointBase):
     def max_header_length(self) -> int:
         return self._header_length
 
-    def gso_max_size(self, network_protocol: int) -> int:
-        return self._gso_ipv4_max_size if network_protocol == _IPV4 else GSO_LEGACY_MAX_SIZE
+    def gso_max_size(self, network_protocol: int, remote: bytes = b"") -> int:
+        if network_protocol != _IPV4 or self._gso_ipv4_max_size == GSO_LEGACY_MAX_SIZE:
+            return GSO_LEGACY_MAX_SIZE
+        kernel = self._kernel_destinations
+        if kernel is None or (remote and kernel.is_local(remote)):
+            return self._gso_ipv4_max_size
+        return GSO_LEGACY_MAX_SIZE
 
     # --- inbound ----------------------------------------------------------------------------------
 
@@ -423,6 +437,8 @@ class FdEndpoint(LinkEndpointBase):
         self._closed = True
         self.dispatcher = None
         self._stop_watcher()
+        if self._kernel_destinations is not None:
+            self._kernel_destinations.close()
         if self._close_fd:
             os.close(self._fd)
 

@@ -25,8 +25,8 @@ class NestedEndpoint:
     def capabilities(self) -> LinkCapabilities:
         return self.lower.capabilities()
 
-    def gso_max_size(self, network_protocol: int) -> int:
-        return self.lower.gso_max_size(network_protocol)
+    def gso_max_size(self, network_protocol: int, remote: bytes = b"") -> int:
+        return self.lower.gso_max_size(network_protocol, remote)
 
     def attach(self, dispatcher: NetworkDispatcher | None) -> None:
         self.dispatcher = dispatcher

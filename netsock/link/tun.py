@@ -21,6 +21,7 @@ import ipaddress
 import os
 import _socket
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -49,6 +50,16 @@ ARPHRD_ETHER = 1
 IFA_F_NODAD = 0x02
 
 IFNAMSIZ = 16
+# rtnetlink, for KernelDestinations: struct nlmsghdr, struct rtmsg, struct rtattr.
+_NETLINK_ROUTE = 0
+_RTM_NEWROUTE, _RTM_GETROUTE = 24, 26
+_NLM_F_REQUEST = 1
+_RTA_DST = 1
+_RTN_LOCAL = 2
+_NLMSGHDR = struct.Struct("=IHHII")
+_RTMSG = struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_RTATTR = struct.Struct("=HH")
+_MAX_ANSWERS = 1024
 _IFREQ = struct.Struct("16sH22x")      # struct ifreq: name, then a 24-byte union (here: flags)
 _IFREQ_INT = struct.Struct("16si20x")  # ... (here: an int such as ifr_mtu)
 
@@ -104,6 +115,52 @@ def kernel_has_big_tcp_ipv4(release: str | None = None) -> bool:
     except ValueError:
         return False
     return (major, minor) >= (6, 3)
+
+
+class KernelDestinations:
+    """Which addresses the kernel behind a TUN device delivers to itself, rather than forwards: asked
+    of its route table (RTM_GETROUTE, as ``ip route get`` does; no packet is sent) over a netlink
+    socket opened in the device's namespace, where it stays. A BIG TCP super-segment is only worth
+    writing to the kernel for itself: one it forwards to a device that takes no such packets is cut
+    in software on the way out, hundreds of segments at once, more than a TUN's queue holds.
+    Answers are kept for ``ttl`` seconds (routes change rarely; a stale answer costs speed only)."""
+
+    def __init__(self, ttl: float = 10.0) -> None:
+        self._sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
+        self._ttl = ttl
+        self._answers: dict[bytes, tuple[bool, float]] = {}
+        self._seq = 0
+
+    def is_local(self, address: bytes) -> bool:
+        """Whether the kernel delivers packets to ``address`` (4 or 16 bytes) itself; False if its
+        route table cannot say."""
+        now = time.monotonic()
+        known = self._answers.get(address)
+        if known is not None and known[1] > now:
+            return known[0]
+        local = self._route_type(address) == _RTN_LOCAL
+        if len(self._answers) >= _MAX_ANSWERS:
+            self._answers.clear()
+        self._answers[bytes(address)] = (local, now + self._ttl)
+        return local
+
+    def _route_type(self, address: bytes) -> int | None:
+        family = _socket.AF_INET if len(address) == 4 else _socket.AF_INET6
+        self._seq += 1
+        body = _RTMSG.pack(family, len(address) * 8, 0, 0, 0, 0, 0, 0, 0) + \
+            _RTATTR.pack(_RTATTR.size + len(address), _RTA_DST) + bytes(address)
+        try:
+            self._sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0)
+                            + body)
+            reply = self._sock.recv(65536)      # (the kernel answers within the send)
+        except OSError:
+            return None
+        if len(reply) < _NLMSGHDR.size + _RTMSG.size or _NLMSGHDR.unpack_from(reply)[1] != _RTM_NEWROUTE:
+            return None                         # NLMSG_ERROR: no route at all
+        return _RTMSG.unpack_from(reply, _NLMSGHDR.size)[7]
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 def create_device(name: str, tap: bool = False, persist: bool = True) -> int:

@@ -65,9 +65,10 @@ class LinkEndpoint(Protocol):
 
     def capabilities(self) -> LinkCapabilities: ...
 
-    def gso_max_size(self, network_protocol: int) -> int:
+    def gso_max_size(self, network_protocol: int, remote: bytes = b"") -> int:
         """The largest super-packet of ``network_protocol`` (bytes after the link header) a
-        HARDWARE_GSO link takes (netstack's GSOMaxSize; Linux's gso_max_size, gso_ipv4_max_size)."""
+        HARDWARE_GSO link takes toward ``remote`` (netstack's GSOMaxSize; Linux's gso_max_size,
+        gso_ipv4_max_size; a TUN asks the kernel whether ``remote`` is its own, see ``link.fdbased``)."""
 
     def attach(self, dispatcher: NetworkDispatcher | None) -> None:
         """Start delivering inbound frames to ``dispatcher``; None detaches."""
@@ -106,7 +107,7 @@ class LinkEndpointBase:
     def capabilities(self) -> LinkCapabilities:
         return self._capabilities
 
-    def gso_max_size(self, network_protocol: int) -> int:
+    def gso_max_size(self, network_protocol: int, remote: bytes = b"") -> int:
         return GSO_LEGACY_MAX_SIZE
 
     def attach(self, dispatcher: NetworkDispatcher | None) -> None:

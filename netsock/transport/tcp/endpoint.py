@@ -1244,7 +1244,7 @@ class TCPEndpoint(TransportEndpoint):
         if capabilities & _HARDWARE_GSO and not route.loop:
             # Room for the largest headers, as Linux's sk_gso_max_size (gso_max_size - MAX_TCP_HEADER - 1);
             # never less than one segment: on a path whose MTU allows more than GSO carries, no cutting.
-            payload = link.gso_max_size(self.net_proto) - 1 - _MAX_HEADERS
+            payload = link.gso_max_size(self.net_proto, route.remote_address) - 1 - _MAX_HEADERS
             snd.burst = max(payload // snd.mss * snd.mss, snd.mss)
             snd.scatter = bool(capabilities & _SCATTER_GATHER)
         else:
