@@ -357,6 +357,22 @@ def test_writes_made_while_data_is_in_flight_leave_together_when_the_writer_yiel
     assert ctx.sent_one().payload == b"b" * 100 + b"c" * 100
 
 
+def test_a_write_that_fills_a_whole_transmission_is_not_autocorked():
+    ctx = TCPContext(link=ChannelEndpoint(size=1 << 16, gso=True, cut_super_segments=False))
+    ctx.connect(opts=Opts(mss=1460, ws=7))
+    ctx.ack()
+    ctx.ep.snd.cwnd = 1000
+    with ctx.event():
+        ctx.ep.write(payload(100))
+        assert len(ctx.link.drain()) == 1                    # nothing in flight: at once
+        ctx.ep.write(payload(1000))
+        assert not ctx.link.drain()                          # short of a super-segment: corked
+        ctx.ep.write(payload(70_000))
+        # A full super-segment is there: it leaves now, while its bytes are hot; so do the whole
+        # segments behind it (Nagle holds the short tail).
+        assert [len(packet.data) - 40 for packet in ctx.link.drain()] == [64_240, 5_840]
+
+
 def test_without_autocorking_each_write_leaves_at_once():
     ctx = established()
     ctx.proto.autocorking = False

@@ -371,8 +371,8 @@ class TCPEndpoint(TransportEndpoint):
             snd.queue(data)
             if options.more:
                 pass
-            elif snd.nxt != snd.una and self.proto.autocorking:
-                self.proto.push_soon(self)
+            elif snd.nxt != snd.una and snd.buffer.end - snd.nxt < snd.burst and self.proto.autocorking:
+                self.proto.push_soon(self)      # less than a full (super-)segment: wait for more
             else:
                 snd.send_data()
         finally:

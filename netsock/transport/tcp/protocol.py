@@ -105,8 +105,10 @@ class TCPProtocol(TransportProtocol):
         autocorking): while earlier data is still in flight, the ACK for it will not come before
         the writer yields anyway, and the writes made meanwhile leave together in as few (super-)
         segments as the windows allow, rather than one per write — an application writing 8 KB at
-        a time would otherwise cost a segment's processing per 8 KB. With nothing in flight a
-        write is sent at once, so a request or reply is not delayed."""
+        a time would otherwise cost a segment's processing per 8 KB. Only what is short of a full
+        transmission waits (as Linux corks only an skb short of its size goal): full ones leave at
+        once, while their bytes are still in the cache. With nothing in flight a write is sent at
+        once, so a request or reply is not delayed."""
         snd = ep.snd
         if snd is None or snd.push_owed:
             return
