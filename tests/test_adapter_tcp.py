@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
+import os
 import random
 import select
 import socket
@@ -185,6 +187,24 @@ def test_sendfile(tmp_path) -> None:
             client.sendfile(text)
         client.shutdown(socket.SHUT_WR)
         assert received.get(timeout=5) == path.read_bytes()[1000:201_000]
+
+
+@pytest.mark.usefixtures("stack")
+def test_sendfile_reads_what_has_no_file_behind_it() -> None:
+    """As CPython's (checked against it on the kernel): the descriptor path gives up on an object
+    without a descriptor, whose read() serves instead, and sends nothing from a pipe (whose size
+    fstat gives as 0)."""
+    client, server = connected_pair()
+    read_end, write_end = os.pipe()
+    with client, server, open(read_end, "rb") as pipe:
+        os.write(write_end, b"in the pipe")
+        os.close(write_end)
+        with pytest.raises(socket._GiveupOnSendfile):
+            client._sendfile_use_sendfile(io.BytesIO(b"in memory"))
+        assert client.sendfile(io.BytesIO(b"in memory")) == 9
+        assert client.sendfile(pipe) == 0
+        client.shutdown(socket.SHUT_WR)
+        assert server.recv(100, socket.MSG_WAITALL) == b"in memory"
 
 
 @pytest.mark.usefixtures("stack")

@@ -46,7 +46,8 @@ from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_M
                     SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF, SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM,
                     SOCK_NONBLOCK, SOCK_RAW, SOCK_STREAM, SOL_SOCKET, SOMAXCONN, TCP_CONGESTION, TCP_CORK, TCP_INFO,
                     TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK, UDPLITE_RECV_CSCOV,
-                    UDPLITE_SEND_CSCOV, AddressFamily, SocketIO, SocketKind, inet_ntop, inet_pton, ntohs)
+                    UDPLITE_SEND_CSCOV, AddressFamily, SocketIO, SocketKind, _GiveupOnSendfile, inet_ntop, inet_pton,
+                    ntohs)
 from typing import Any
 
 from ..scheduler import wait_for
@@ -75,6 +76,7 @@ MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, 
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"                    # ::ffff:0:0/96, IPv4-mapped IPv6
 _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")
+_SENDFILE_BLOCK = 65536     # bytes read and sent at a time by sendfile()
 _U16 = struct.Struct("H")
 UDP_SEGMENT = 103           # <linux/udp.h> (the socket module does not export it): UDP GSO, the datagram size
 # UDP and UDP-Lite are one protocol to Linux's options: both levels reach the same handler (udp_lib_setsockopt).
@@ -1565,21 +1567,61 @@ class NetsockSocket:
         return self._datagram_send(view, flags, target, control)
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
-        """Send a binary file's contents (with send(): there is no kernel socket for os.sendfile)."""
-        if "b" not in getattr(file, "mode", "b"):
-            raise ValueError("file should be opened in binary mode")
-        if not self.type & SOCK_STREAM:
-            raise ValueError("only SOCK_STREAM type sockets are supported")
-        if count is not None:
-            if not isinstance(count, int):
-                raise TypeError(f"count must be a positive integer (got {count!r})")
-            if count <= 0:
-                raise ValueError(f"count must be a positive integer (got {count!r})")
+        """Send a binary file's contents: as CPython's, the sendfile path for a file with a
+        descriptor, else reading it (both go through send(): there is no kernel socket for
+        os.sendfile)."""
+        try:
+            return self._sendfile_use_sendfile(file, offset, count)
+        except _GiveupOnSendfile:
+            return self._sendfile_use_send(file, offset, count)
+
+    def _sendfile_use_sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """CPython's sendfile path, its checks and outcomes (_GiveupOnSendfile for what is not a
+        regular file, the file's position moved past what was sent), the bytes read with
+        os.pread from the file's descriptor instead of os.sendfile's in-kernel copy."""
+        self._check_sendfile_params(file, offset, count)
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation) as err:
+            raise _GiveupOnSendfile(err) from None
+        try:
+            size = os.fstat(fileno).st_size
+        except OSError as err:
+            raise _GiveupOnSendfile(err) from None
+        if not size:
+            return 0
+        if self.gettimeout() == 0:
+            raise ValueError("non-blocking sockets are not supported")
+        total = 0
+        try:
+            while not count or total < count:
+                want = min(count - total if count else _SENDFILE_BLOCK, _SENDFILE_BLOCK)
+                try:
+                    data = memoryview(os.pread(fileno, want, offset))
+                except OSError as err:
+                    if total == 0:
+                        raise _GiveupOnSendfile(err) from None
+                    raise
+                if not data:
+                    break
+                while data:
+                    sent = self.send(data)
+                    total += sent
+                    offset += sent
+                    data = data[sent:]
+            return total
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset)
+
+    def _sendfile_use_send(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """CPython's fallback: read() the file and send() what it gives."""
+        self._check_sendfile_params(file, offset, count)
         if self.gettimeout() == 0:
             raise ValueError("non-blocking sockets are not supported")
         if offset:
             file.seek(offset)
-        blocksize = min(count, 65536) if count else 65536
+        blocksize = min(count, _SENDFILE_BLOCK) if count else _SENDFILE_BLOCK
         total = 0
         try:
             while True:
@@ -1598,6 +1640,17 @@ class NetsockSocket:
         finally:
             if total > 0 and hasattr(file, "seek"):
                 file.seek(offset + total)
+
+    def _check_sendfile_params(self, file: Any, offset: int, count: int | None) -> None:
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if not self.type & SOCK_STREAM:
+            raise ValueError("only SOCK_STREAM type sockets are supported")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(f"count must be a positive integer (got {count!r})")
+            if count <= 0:
+                raise ValueError(f"count must be a positive integer (got {count!r})")
 
     # --- receiving ----------------------------------------------------------------------------------------
 
