@@ -50,6 +50,8 @@ from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_M
                     ntohs)
 from typing import Any
 
+from gevent import get_hub, getcurrent
+
 from ..scheduler import wait_for
 from ..stack import Stack
 from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER,
@@ -71,6 +73,9 @@ __all__ = ["NetsockSocket", "SocketCore"]
 
 # Plain ints on the per-call paths: each IntFlag operation costs about a microsecond.
 _IN, _OUT, _HUP = int(EventMask.IN), int(EventMask.OUT), int(EventMask.HUP)
+_ALL_EVENTS = EventMask.IN | EventMask.OUT | EventMask.HUP | EventMask.ERR
+# Closing with our FIN (and data before it) not yet acknowledged: what SO_LINGER waits out.
+_FIN_UNACKED = frozenset((TCPState.FIN_WAIT1, TCPState.CLOSING, TCPState.LAST_ACK))
 MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL = map(
     int, (MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL))
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"                    # ::ffff:0:0/96, IPv4-mapped IPv6
@@ -540,6 +545,18 @@ class SocketCore:
 
     def endpoints(self) -> tuple[Any, ...]:
         return (self.ep,) if self.twin is None else (self.ep, self.twin)
+
+    def linger_after_close(self) -> None:
+        """After the last close of a TCP socket with SO_LINGER on and a time: wait, that long at most,
+        until the peer has acknowledged everything sent, FIN included (Linux's sk_stream_wait_close,
+        for a non-blocking socket too); then the connection goes on closing by itself. Not from the
+        hub (a close run by the collector), which cannot wait."""
+        onoff, seconds = self.linger
+        if not onoff or seconds <= 0 or self.kind != SOCK_STREAM or getcurrent() is get_hub():
+            return
+        endpoints = self.endpoints()
+        wait_for(self.waiter_queue, _ALL_EVENTS,
+                 lambda: all(getattr(ep, "state", None) not in _FIN_UNACKED for ep in endpoints), timeout=seconds)
 
     def readiness(self, mask: int) -> int:
         ready = self.ep.readiness(mask)
@@ -1205,7 +1222,10 @@ class NetsockSocket:
     def _real_close(self) -> None:
         fd, self._fd = self._fd, -1
         if fd >= 0:
-            self._core.close_fd(fd)
+            core = self._core
+            core.close_fd(fd)
+            if not core.descriptors.fds:
+                core.linger_after_close()
 
     def _decref_socketios(self) -> None:
         if self._io_refs > 0:

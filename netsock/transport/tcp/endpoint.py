@@ -1047,6 +1047,7 @@ class TCPEndpoint(TransportEndpoint):
             if state is _FIN_WAIT1:
                 self._set_state(_FIN_WAIT2)
                 state = _FIN_WAIT2
+                self.waiter_queue.notify(_SHUT_WRITE_EVENTS)     # everything we sent is through (SO_LINGER)
                 if self.orphaned:
                     self._arm_state_timer(self.fin_wait2_timeout)
             elif state is _CLOSING:
