@@ -556,7 +556,7 @@ class SocketCore:
             return
         endpoints = self.endpoints()
         wait_for(self.waiter_queue, _ALL_EVENTS,
-                 lambda: all(getattr(ep, "state", None) not in _FIN_UNACKED for ep in endpoints), timeout=seconds)
+                 lambda: all(ep.state not in _FIN_UNACKED for ep in endpoints), timeout=seconds)
 
     def readiness(self, mask: int) -> int:
         ready = self.ep.readiness(mask)

@@ -369,12 +369,11 @@ class TCPEndpoint(TransportEndpoint):
         self._enter()
         try:
             snd.queue(data)
-            if options.more:
-                pass
-            elif snd.nxt != snd.una and snd.buffer.end - snd.nxt < snd.burst and self.proto.autocorking:
-                self.proto.push_soon(self)      # less than a full (super-)segment: wait for more
-            else:
-                snd.send_data()
+            if not options.more:
+                if snd.nxt != snd.una and snd.buffer.end - snd.nxt < snd.burst and self.proto.autocorking:
+                    self.proto.push_soon(self)      # less than a full (super-)segment: wait for more
+                else:
+                    snd.send_data()
         finally:
             self._exit()
         return size
@@ -1158,9 +1157,8 @@ class TCPEndpoint(TransportEndpoint):
         if ts is not None or blocks:
             if blocks:
                 # SACK blocks ride along only as far as they fit in front of the payload within the MTU
-                # (never on a super-segment, scattered or not).
-                length = len(payload) if type(payload) is not list else self.path_mss
-                room = self.path_mss - length - (12 if ts else 0) - 4
+                # (so never on a super-segment: a scattered payload is always one).
+                room = 0 if type(payload) is list else self.path_mss - len(payload) - (12 if ts else 0) - 4
                 blocks = blocks[:max(0, min(len(blocks), room // 8))]
                 irs = rcv.irs  # type: ignore[union-attr]
                 blocks = [((s + irs) & MASK, (e + irs) & MASK) for s, e in blocks]
