@@ -1,5 +1,6 @@
 """Data transfer (RFC 9293 §3.8): sequence accounting, wraparound, when ACKs are sent (RFC 5681 §4.2,
-RFC 1122 §4.2.3.2), Nagle and cork, zero windows and persist probes, silly-window avoidance."""
+RFC 1122 §4.2.3.2), Nagle, cork and autocorking, super-segments (the link's GSO size, BIG TCP, scattered
+payloads), zero windows and persist probes, silly-window avoidance."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import hashlib
 import random
 
 import pytest
+from scapy.layers.inet import IP, TCP
 
-from netsock.tcpip import ErrTimeout, ErrWouldBlock, SockOpt, WriteOptions
-from netsock.transport.tcp import TCPState
-from netsock.waiter import EventMask
+from netsock.header.gso import segment_tcp
 from netsock.link.channel import ChannelEndpoint
 from netsock.link.gso import complete_checksum
 from netsock.stack.interfaces import LinkCapabilities
 from netsock.stack.packet_buffer import PacketBuffer
+from netsock.tcpip import ErrTimeout, ErrWouldBlock, SockOpt, WriteOptions
+from netsock.transport.tcp import TCPState
+from netsock.waiter import EventMask
+
 from conftest import checksums_valid
 from tcp_context import ACK, MOD, Opts, TCPContext, seq_add, seq_diff
 
@@ -391,22 +395,32 @@ class BigTCPChannel(ChannelEndpoint):
         return 3 * 65536 if network_protocol == 0x0800 else super().gso_max_size(network_protocol, remote)
 
 
+@pytest.mark.parametrize("stack_iss", [1000, MOD - 250_000], ids=["", "across the sequence wrap"])
 @pytest.mark.parametrize("link_class, largest", [(ChannelEndpoint, 64240), (BigTCPChannel, 195640)])
-def test_super_segments_fill_the_links_gso_max_size(link_class: type[ChannelEndpoint], largest: int):
+def test_super_segments_fill_the_links_gso_max_size(link_class: type[ChannelEndpoint], largest: int,
+                                                    stack_iss: int):
     ctx = TCPContext(link=link_class(size=1 << 16, gso=True, cut_super_segments=False))
-    ctx.connect(opts=Opts(mss=1460, ws=7))
+    ctx.connect(opts=Opts(mss=1460, ws=7), stack_iss=stack_iss)
     ctx.ack()                                                # a scaled window: 8 MB
     ctx.ep.snd.cwnd = 1000                                   # (past slow start)
     ctx.ep.set_sock_opt(SockOpt.DELAY, 0)                    # (the short tail too)
-    ctx.ep.write(payload(400_000))
+    data = payload(400_000)
+    ctx.ep.write(data)
     packets = ctx.link.drain()
     sizes = [len(packet.data) - 20 - 20 for packet in packets]
     assert sizes[0] == largest and sum(sizes) == 400_000     # whole segments (1460 bytes), the last one short
     assert [packet.gso_size for packet in packets] == [1460] * (len(packets) - 1) + [0]   # (a lone segment: 0)
+    offsets = [sum(sizes[:index]) for index in range(len(sizes))]
+    assert [int.from_bytes(packet.data[24:28], "big") for packet in packets] == \
+        [seq_add(stack_iss + 1, offset) for offset in offsets]
     for packet in packets:
         # Beyond 64 KB the IPv4 total length says 0 (the packet's own length counts: BIG TCP).
         total = int.from_bytes(packet.data[2:4], "big")
         assert total == (len(packet.data) if len(packet.data) <= 65535 else 0)
+    # Cut as the kernel cuts them, they are the stream, segment by segment (the wrap included).
+    wire = [IP(piece) for packet in packets for piece in segment_tcp(packet.data, 1460)]
+    assert b"".join(bytes(segment[TCP].payload) for segment in wire) == data
+    assert [segment[TCP].seq for segment in wire] == [seq_add(stack_iss + 1, n * 1460) for n in range(len(wire))]
 
 
 class ScatterChannel(ChannelEndpoint):
