@@ -173,6 +173,7 @@ def test_udp_to_closed_port_gets_port_unreachable_quoting_it(harness: StackHarne
     assert checksums_valid(raw)
     assert (reply.src, reply.dst, reply.ttl) == (LOCAL, PEER, 64)
     assert (reply[ICMP].type, reply[ICMP].code) == (3, 3)
+    assert reply.flags == 0                           # the stack's own ICMP goes without DF, as Linux's
     assert raw[28:] == original                       # the whole datagram: header and data
     quoted = IP(raw[28:])
     assert (quoted.src, quoted.dst, quoted[UDP].sport, quoted[UDP].dport) == (PEER, LOCAL, 40000, 9)
@@ -272,6 +273,7 @@ def test_echo_request_gets_an_echo_reply(harness: StackHarness) -> None:
     assert checksums_valid(raw)
     assert (reply.src, reply.dst, reply.ttl, reply.tos) == (LOCAL, PEER, 64, 0x10)
     assert (reply[ICMP].type, reply[ICMP].code, reply[ICMP].id, reply[ICMP].seq) == (0, 0, 0x1234, 77)
+    assert reply.flags == 0                           # the stack's own ICMP goes without DF, as Linux's
     assert reply[Raw].load == payload
     assert harness.stats.icmp.v4_packets_received.echo.value == 1
     assert harness.stats.icmp.v4_packets_sent.echo_reply.value == 1
@@ -361,7 +363,8 @@ def test_outbound_header_defaults(harness: StackHarness) -> None:
     assert checksums_valid(raw)
     assert (packet.version, packet.ihl, packet.tos, packet.ttl, packet.proto) == (4, 5, 0, 64, 17)
     assert (packet.src, packet.dst, packet.len, packet.frag) == (LOCAL, PEER, 20 + 8 + 5, 0)
-    assert not packet.flags.MF
+    # DF on what fits the path, as Linux sends a socket's (IP_PMTUDISC_WANT: RFC 1191 path MTU discovery)
+    assert packet.flags == "DF"
 
 
 def test_ttl_and_tos_options(harness: StackHarness) -> None:
@@ -401,6 +404,7 @@ def test_datagram_larger_than_mtu_is_fragmented(harness: StackHarness) -> None:
     frags = [IP(raw) for raw in harness.sent_raw()]
     assert [p.len for p in frags] == [1500, 1500, 20 + 8 + 3072 - 2 * 1480]
     assert [p.frag * 8 for p in frags] == [0, 1480, 2960] and [p.flags.MF for p in frags] == [1, 1, 0]
+    assert not any(p.flags.DF for p in frags)
     assert len({p.id for p in frags}) == 1
     whole = b"".join(bytes(p[IP].payload) for p in frags)
     assert UDP(whole).len == 3080 and bytes(UDP(whole).payload) == bytes(range(256)) * 12

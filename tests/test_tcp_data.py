@@ -421,6 +421,7 @@ def test_super_segments_fill_the_links_gso_max_size(link_class: type[ChannelEndp
     wire = [IP(piece) for packet in packets for piece in segment_tcp(packet.data, 1460)]
     assert b"".join(bytes(segment[TCP].payload) for segment in wire) == data
     assert [segment[TCP].seq for segment in wire] == [seq_add(stack_iss + 1, n * 1460) for n in range(len(wire))]
+    assert all(segment.flags == "DF" for segment in wire)    # TCP always sets DF (path MTU discovery), as Linux
 
 
 class ScatterChannel(ChannelEndpoint):

@@ -49,7 +49,8 @@ class NetworkEndpoint:
         """An inbound packet whose data starts at this protocol's header."""
         raise NotImplementedError
 
-    def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
+    def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
+                     dont_fragment: bool = True) -> None:
         raise ErrNotSupported()
 
     def send(self, route: Route, pkt: PacketBuffer) -> None:

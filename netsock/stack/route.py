@@ -91,9 +91,13 @@ class Route:
         """Room a transport must reserve in front of its header for the layers below."""
         return self.network_endpoint.max_header_length()
 
-    def write_packet(self, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
-        """Prepend the network header and send (raises a tcpip Error if the packet cannot go)."""
-        self.network_endpoint.write_packet(self, transport, pkt, ttl, tos)
+    def write_packet(self, transport: int, pkt: PacketBuffer, ttl: int, tos: int, dont_fragment: bool = True) -> None:
+        """Prepend the network header and send (raises a tcpip Error if the packet cannot go).
+
+        ``dont_fragment``: an IPv4 packet that fits the path goes with DF set, as Linux sends a
+        socket's (IP_PMTUDISC_WANT, for path MTU discovery, RFC 1191); the stack's own ICMP
+        replies and errors go without, as Linux's."""
+        self.network_endpoint.write_packet(self, transport, pkt, ttl, tos, dont_fragment)
 
     def default_ttl(self) -> int:
         return self.network_endpoint.default_ttl()

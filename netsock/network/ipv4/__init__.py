@@ -327,7 +327,8 @@ class IPv4Endpoint(NetworkEndpoint):
 
     # --- outbound ---------------------------------------------------------------------------------
 
-    def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
+    def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
+                     dont_fragment: bool = True) -> None:
         total = pkt.size() + ipv4.MIN_SIZE
         if not pkt.gso_size:        # a super-segment is cut by the link, not fragmented
             mtu = route.mtu()
@@ -340,7 +341,8 @@ class IPv4Endpoint(NetworkEndpoint):
             # and the packet's own length counts, as Linux's iph_totlen() reads it (Linux 6.3).
             total = 0
         ipv4.build(hdr, src=route.local_address, dst=route.remote_address, protocol=transport,
-                   total_length=total, ttl=ttl, tos=tos, ident=self.protocol.next_ident())
+                   total_length=total, ttl=ttl, tos=tos, ident=self.protocol.next_ident(),
+                   flags_fragment=ipv4.FLAG_DONT_FRAGMENT if dont_fragment else 0)
         pkt.network_protocol = PROTOCOL_NUMBER
         self.send(route, pkt)
 

@@ -85,7 +85,7 @@ def _reply_echo(ep: IPv4Endpoint, pkt: PacketBuffer, ip: ipv4.IPv4Header, hdr: i
     reply = PacketBuffer(route.max_header_length() + icmpv4.MIN_SIZE, payload)
     icmpv4.build(reply.prepend(icmpv4.MIN_SIZE), icmpv4.ECHO_REPLY, 0, hdr.rest, payload)
     try:
-        route.write_packet(ICMPV4_PROTOCOL_NUMBER, reply, stack.default_ttl, ip.tos)
+        route.write_packet(ICMPV4_PROTOCOL_NUMBER, reply, stack.default_ttl, ip.tos, dont_fragment=False)
     except Error:
         sent.dropped.increment()
         return
@@ -143,7 +143,7 @@ def send_error(ep: IPv4Endpoint, pkt: PacketBuffer, ip: ipv4.IPv4Header, icmp_ty
     reply = PacketBuffer(route.max_header_length() + icmpv4.MIN_SIZE, quote)
     icmpv4.build(reply.prepend(icmpv4.MIN_SIZE), icmp_type, code, rest, quote)
     try:
-        route.write_packet(ICMPV4_PROTOCOL_NUMBER, reply, stack.default_ttl, 0)
+        route.write_packet(ICMPV4_PROTOCOL_NUMBER, reply, stack.default_ttl, 0, dont_fragment=False)
     except Error:
         sent.dropped.increment()
         return

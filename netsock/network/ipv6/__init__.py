@@ -389,7 +389,9 @@ class IPv6Endpoint(NetworkEndpoint):
 
     # --- outbound ---------------------------------------------------------------------------------
 
-    def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
+    def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
+                     dont_fragment: bool = True) -> None:
+        """(``dont_fragment`` is IPv4's: an IPv6 router never fragments.)"""
         total = pkt.size() + ipv6.HEADER_SIZE
         mtu = route.mtu()
         if total > mtu and not pkt.gso_size:   # a super-segment is cut by the link, not fragmented
