@@ -34,9 +34,7 @@ import json
 import os
 import pstats
 import resource
-import socket
 import statistics
-import struct
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +47,7 @@ from netsock.header.checksum import USING_NATIVE
 from netsock.link.wire import Wire
 from netsock.link.fdbased import BIG_TCP_GSO_MAX_SIZE, FdEndpoint
 from netsock.link.netns import inside
-from netsock.link.tun import kernel_has_big_tcp_ipv4
+from netsock.link.tun import kernel_has_big_tcp_ipv4, set_big_tcp
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
 from netsock.stack import Stack
@@ -63,8 +61,6 @@ Transfer = tuple[int, float, float]   # bytes, seconds, CPU seconds of this proc
 KERNEL = "192.0.2.1"
 NETSOCK = "192.0.2.2"
 VETH_A, VETH_B = "198.51.100.1", "198.51.100.2"
-_RTM_NEWLINK, _NLM_F_REQUEST, _NLM_F_ACK = 16, 1, 4
-_IFLA_GSO_IPV4_MAX_SIZE, _IFLA_GRO_IPV4_MAX_SIZE = 63, 64
 PORT = 5001
 CHUNK = 64 * 1024
 MIB = 1024 * 1024
@@ -266,27 +262,14 @@ def netsock_to_netsock(size: int) -> Transfer:
         receiver_stack.close()
 
 
-def enable_big_tcp(ns: str, device: str, size: int) -> None:
-    """Let ``device`` build and take TCP packets of up to ``size`` bytes, IPv6 and IPv4 (BIG TCP).
-    The IPv4 settings (Linux 6.3) are set over rtnetlink directly: older iproute2 lacks them."""
-    ip("-n", ns, "link", "set", device, "gso_max_size", str(size), "gro_max_size", str(size))
-    with inside(ns), socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as rtnl:
-        attributes = b"".join(struct.pack("=HHI", 8, kind, size)
-                              for kind in (_IFLA_GSO_IPV4_MAX_SIZE, _IFLA_GRO_IPV4_MAX_SIZE))
-        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, socket.if_nametoindex(device), 0, 0) + attributes
-        rtnl.send(struct.pack("=IHHII", 16 + len(body), _RTM_NEWLINK, _NLM_F_REQUEST | _NLM_F_ACK, 1, 0) + body)
-        error = struct.unpack_from("=i", rtnl.recv(4096), 16)[0]      # the NLMSG_ERROR acknowledgement
-    if error:
-        raise OSError(-error, f"{device}: BIG TCP for IPv4: {os.strerror(-error)}")
-
-
 def kernel_to_kernel(size: int, big_tcp: bool = False) -> Transfer:
     with namespaces("a", "b") as (a, b):
         ip("-n", a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", b)
         for ns, address in ((a, VETH_A), (b, VETH_B)):
             ip("-n", ns, "addr", "add", f"{address}/24", "dev", "veth0")
             if big_tcp:
-                enable_big_tcp(ns, "veth0", BIG_TCP_GSO_MAX_SIZE)
+                with inside(ns):
+                    set_big_tcp("veth0", BIG_TCP_GSO_MAX_SIZE)
             ip("-n", ns, "link", "set", "veth0", "up")
         receiver = kernel_peer(b, "receive", VETH_B, str(PORT))
         if receiver.stdout.readline().strip() != "ready":

@@ -10,6 +10,7 @@ EOF, and reports the SHA-256 of both.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections.abc import Iterator
 
@@ -208,3 +209,14 @@ def test_udp_super_datagrams_both_ways(offloaded: Netsock, tun0: NetNS) -> None:
                       "sha256": hashlib.sha256(stream).hexdigest()}
     assert offloaded.link.stats.tx_super_datagrams.value == writes
     endpoint.close()
+
+
+def test_big_tcp_on_a_device_as_the_benchmark_sets_it_for_the_kernels_reference(netns: NetNS) -> None:
+    netns.ip("link", "add", "va", "type", "veth", "peer", "name", "vb")
+    with inside(netns.name):
+        tun.set_big_tcp("va", BIG_TCP_GSO_MAX_SIZE)
+        with pytest.raises(OSError) as refused:
+            tun.set_big_tcp("va", 1 << 24)              # beyond what any device takes
+    assert refused.value.errno == errno.EINVAL
+    shown = netns.ip("-d", "link", "show", "va")
+    assert f"gso_max_size {BIG_TCP_GSO_MAX_SIZE}" in shown and f"gro_max_size {BIG_TCP_GSO_MAX_SIZE}" in shown

@@ -50,14 +50,17 @@ ARPHRD_ETHER = 1
 IFA_F_NODAD = 0x02
 
 IFNAMSIZ = 16
-# rtnetlink, for KernelDestinations: struct nlmsghdr, struct rtmsg, struct rtattr.
+# rtnetlink, spoken directly where pyroute2 lacks the attributes (BIG TCP's) or is too slow (a
+# route lookup per new destination): struct nlmsghdr, rtmsg, ifinfomsg, rtattr.
 _NETLINK_ROUTE = 0
-_RTM_NEWROUTE, _RTM_GETROUTE = 24, 26
-_NLM_F_REQUEST = 1
+_RTM_NEWLINK, _RTM_NEWROUTE, _RTM_GETROUTE, _NLMSG_ERROR = 16, 24, 26, 2
+_NLM_F_REQUEST, _NLM_F_ACK = 1, 4
 _RTA_DST = 1
 _RTN_LOCAL = 2
+_IFLA_GSO_MAX_SIZE, _IFLA_GRO_MAX_SIZE, _IFLA_GSO_IPV4_MAX_SIZE, _IFLA_GRO_IPV4_MAX_SIZE = 41, 58, 63, 64
 _NLMSGHDR = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")     # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_IFINFOMSG = struct.Struct("=BxHiII")    # family, type, index, flags, change
 _RTATTR = struct.Struct("=HH")
 _MAX_ANSWERS = 1024
 _IFREQ = struct.Struct("16sH22x")      # struct ifreq: name, then a 24-byte union (here: flags)
@@ -117,6 +120,34 @@ def kernel_has_big_tcp_ipv4(release: str | None = None) -> bool:
     return (major, minor) >= (6, 3)
 
 
+def _rtnetlink(sock: _socket.socket, msg_type: int, flags: int, body: bytes) -> bytes:
+    """One request on a NETLINK_ROUTE socket and the kernel's reply (which it queues within the send)."""
+    sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), msg_type, _NLM_F_REQUEST | flags, 1, 0) + body)
+    return sock.recv(65536)
+
+
+def _attribute(kind: int, value: bytes) -> bytes:
+    return _RTATTR.pack(_RTATTR.size + len(value), kind) + value
+
+
+def set_big_tcp(name: str, size: int) -> None:
+    """Let device ``name`` (in the current namespace) build and take TCP packets of up to ``size``
+    bytes, IPv6 and IPv4 (BIG TCP: gso/gro_max_size and Linux 6.3's gso/gro_ipv4_max_size, which
+    older iproute2 and pyroute2 cannot set)."""
+    value = struct.pack("=I", size)
+    body = _IFINFOMSG.pack(_socket.AF_UNSPEC, 0, _socket.if_nametoindex(name), 0, 0) + b"".join(
+        _attribute(kind, value)
+        for kind in (_IFLA_GSO_MAX_SIZE, _IFLA_GRO_MAX_SIZE, _IFLA_GSO_IPV4_MAX_SIZE, _IFLA_GRO_IPV4_MAX_SIZE))
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
+    try:
+        reply = _rtnetlink(sock, _RTM_NEWLINK, _NLM_F_ACK, body)
+    finally:
+        sock.close()
+    error = struct.unpack_from("=i", reply, _NLMSGHDR.size)[0] if _NLMSGHDR.unpack_from(reply)[1] == _NLMSG_ERROR else 0
+    if error:
+        raise OSError(-error, f"{name}: BIG TCP up to {size} bytes: {os.strerror(-error)}")
+
+
 class KernelDestinations:
     """Which addresses the kernel behind a TUN device delivers to itself, rather than forwards: asked
     of its route table (RTM_GETROUTE, as ``ip route get`` does; no packet is sent) over a netlink
@@ -129,7 +160,6 @@ class KernelDestinations:
         self._sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
         self._ttl = ttl
         self._answers: dict[bytes, tuple[bool, float]] = {}
-        self._seq = 0
 
     def is_local(self, address: bytes) -> bool:
         """Whether the kernel delivers packets to ``address`` (4 or 16 bytes) itself; False if its
@@ -146,13 +176,9 @@ class KernelDestinations:
 
     def _route_type(self, address: bytes) -> int | None:
         family = _socket.AF_INET if len(address) == 4 else _socket.AF_INET6
-        self._seq += 1
-        body = _RTMSG.pack(family, len(address) * 8, 0, 0, 0, 0, 0, 0, 0) + \
-            _RTATTR.pack(_RTATTR.size + len(address), _RTA_DST) + bytes(address)
+        body = _RTMSG.pack(family, len(address) * 8, 0, 0, 0, 0, 0, 0, 0) + _attribute(_RTA_DST, bytes(address))
         try:
-            self._sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), _RTM_GETROUTE, _NLM_F_REQUEST, self._seq, 0)
-                            + body)
-            reply = self._sock.recv(65536)      # (the kernel answers within the send)
+            reply = _rtnetlink(self._sock, _RTM_GETROUTE, 0, body)
         except OSError:
             return None
         if len(reply) < _NLMSGHDR.size + _RTMSG.size or _NLMSGHDR.unpack_from(reply)[1] != _RTM_NEWROUTE:
