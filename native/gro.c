@@ -11,7 +11,10 @@
  */
 #include "gro.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "checksum.h"
 
@@ -234,4 +237,155 @@ void ns_gro_merge(const uint8_t *const *frames, size_t link_len, const uint32_t 
         memcpy(p, frames[k] + payload_start[k], n);
         p += n;
     }
+}
+
+/* --- Super-segments merged as they are read (GRO of what a TUN with offloads hands over) ----------
+ *
+ * The kernel hands an offloaded TUN its TCP stream as 64 KB super-segments (the device's fixed
+ * tso_max_size), and a wake-up reads about three at a time. Merged into one BIG TCP super-segment
+ * (IPv4 total length 0 beyond 64 KB, as Linux's GRO builds one when gro_ipv4_max_size allows), they
+ * cross IP and TCP once instead of three times. The merge costs no copy: while a run is open, the
+ * next packet is read with readv, its headers into a slot and the rest straight behind the run's
+ * payload in the arena. If it continues the run, its payload is in place; if not, it is moved up by
+ * the header's length and the header put in front (a move of one packet, only where a run ends on
+ * a packet that does not continue it).
+ *
+ * Unlike Linux's GRO, PSH does not end a run: the kernel sets it on nearly every super-segment it
+ * hands a TUN (at the end of each sendmsg and every half window), which would leave nothing to
+ * merge, and it tells netsock's receiver nothing (data is delivered as it arrives). The merged
+ * super-segment has PSH if any piece had it; cut again, only its last segment carries it. */
+
+#define VNET_F_NEEDS_CSUM 1
+#define VNET_GSO_TCPV4 1
+
+/* A super-segment that may be merged: its virtio-net header asks for TCP over IPv4 segmentation
+ * with a partial checksum, the IPv4 header is 20 bytes, checksummed, no fragment, and its total
+ * length is the frame's; TCP with ACK (and perhaps PSH) and payload. Reads only hdr[0:avail]. */
+static int parse_super(const uint8_t *hdr, size_t avail, size_t len, size_t link, segment *s)
+{
+    if (link < 10 || avail < link + 40 || len < link + 40)
+        return 0;
+    if (hdr[0] != VNET_F_NEEDS_CSUM || hdr[1] != VNET_GSO_TCPV4 || (hdr[6] | hdr[7]) == 0)
+        return 0;
+    const uint8_t *ip = hdr + link;
+    if (ip[0] != 0x45 || ip[9] != TCP_PROTOCOL || (ip[6] & 0x3f) || ip[7] || be16(ip + 2) != len - link
+        || ns_checksum(ip, 20, 0) != 0xffff)
+        return 0;
+    const uint8_t *tcp = ip + 20;
+    size_t offset = (size_t)(tcp[12] >> 4) * 4;
+    uint8_t flags = tcp[13];
+    if (offset < 20 || link + 20 + offset > avail || link + 20 + offset >= len || (flags & ~PSH) != ACK)
+        return 0;
+    s->headers = (uint32_t)(link + 20 + offset);
+    s->payload_start = s->headers;
+    s->payload_end = (uint32_t)len;
+    s->seq = (uint32_t)tcp[4] << 24 | (uint32_t)tcp[5] << 16 | be16(tcp + 6);
+    s->ident = -1;
+    s->v4 = 1;
+    s->push = (flags & PSH) != 0;
+    return 1;
+}
+
+static inline uint32_t gso_size_of(const uint8_t *vnet)
+{
+    uint16_t size;      /* the virtio-net header is in host order */
+    memcpy(&size, vnet + 6, 2);
+    return size;
+}
+
+/* Patch the run's first header (at frame) for the whole: IP length (0 beyond 64 KB) and header
+ * checksum, and the partial TCP checksum over the new length. */
+static void finish_run(uint8_t *frame, size_t link, uint32_t length)
+{
+    uint8_t *ip = frame + link;
+    uint32_t ip_length = length - (uint32_t)link;
+    put16(ip + 2, ip_length > MAX_IP_PAYLOAD ? 0 : ip_length);
+    put16(ip + 10, 0);
+    put16(ip + 10, ~ns_checksum(ip, 20, 0) & 0xffffu);
+    put16(ip + 20 + 16, fold(pseudo_header_sum(ip, 1, ip_length - 20)));
+}
+
+size_t ns_read_gro(int fd, uint8_t *arena, size_t arena_size, size_t *used, size_t frame_max, size_t link_len,
+                   size_t max_merged, size_t count, ns_rx_frame *frames, ns_rx_totals *totals, int *error)
+{
+    uint8_t slot[NS_GRO_MAX_HEADERS];
+    size_t at = *used, made = 0;
+    /* While a run is open, frames[made - 1] is its frame and `first` its first packet: the next packet
+     * is read with its headers into the slot and may continue it. A run closes on a packet that does
+     * not, or once it cannot go on (a piece with PSH, or not a whole number of segments). */
+    int open = 0;
+    segment first;
+    uint32_t next_seq = 0, gso_size = 1;
+
+    *error = 0;
+    *totals = (ns_rx_totals){0, 0, 0, 0};
+    while (totals->reads < count) {
+        if (arena_size - at < frame_max) {
+            *error = NS_ARENA_FULL;
+            break;
+        }
+        size_t h = open ? first.headers : 0;
+        ssize_t n;
+        if (h) {
+            struct iovec iov[2] = {{slot, h}, {arena + at, frame_max - h}};
+            n = readv(fd, iov, 2);
+        } else {
+            n = read(fd, arena + at, frame_max);
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            *error = errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        totals->reads++;
+        totals->bytes += (uint64_t)n;
+        if ((size_t)n >= frame_max) {      /* filled the room: truncated */
+            totals->too_long++;
+            continue;
+        }
+        size_t len = (size_t)n;
+        if (h) {
+            ns_rx_frame *run = &frames[made - 1];
+            size_t payload = len - h;
+            segment s;
+            /* Equal virtio-net headers (same_flow): the same segment size too. */
+            if (len > h && parse_super(slot, h, len, link_len, &s) && s.seq == next_seq
+                && run->length + payload <= max_merged && same_flow(arena + run->offset, &first, slot, &s, link_len)) {
+                run->length += (uint32_t)payload;
+                run->pieces++;
+                totals->merged++;
+                at += payload;
+                next_seq = s.seq + (uint32_t)payload;
+                if (s.push)
+                    arena[run->offset + link_len + 20 + 13] |= PSH;
+                if (payload % gso_size) {
+                    finish_run(arena + run->offset, link_len, run->length);
+                    open = 0;
+                }
+                continue;
+            }
+            /* Not a continuation: the run ends, and this packet is made whole where it lies. */
+            if (run->pieces > 1)
+                finish_run(arena + run->offset, link_len, run->length);
+            open = 0;
+            if (len > h)
+                memmove(arena + at + h, arena + at, len - h);
+            memcpy(arena + at, slot, len < h ? len : h);
+        }
+        frames[made++] = (ns_rx_frame){(uint32_t)at, (uint32_t)len, 1};
+        if (parse_super(arena + at, len, len, link_len, &first)) {
+            uint32_t payload = first.payload_end - first.payload_start;
+            gso_size = gso_size_of(arena + at);
+            next_seq = first.seq + payload;
+            open = payload % gso_size == 0;
+        }
+        at += len;
+    }
+    if (open && frames[made - 1].pieces > 1)
+        finish_run(arena + frames[made - 1].offset, link_len, frames[made - 1].length);
+    *used = at;
+    return made;
 }

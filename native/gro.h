@@ -30,4 +30,34 @@ size_t ns_gro_plan(const uint8_t *const *frames, const uint32_t *lengths, size_t
 void ns_gro_merge(const uint8_t *const *frames, size_t link_len, const uint32_t *payload_start,
                   const uint32_t *payload_end, const ns_gro_run *run, uint8_t *out);
 
+/* Room for a merged super-segment's headers: virtio-net (10 or 12), IPv4 (20) and TCP (up to 60). */
+#define NS_GRO_MAX_HEADERS 128
+/* ns_read_gro's *error when it stopped for want of room for one more frame in the arena. */
+#define NS_ARENA_FULL (-1)
+
+/* A frame in the arena: arena[offset:offset + length], made of `pieces` packets read (1: as read). */
+typedef struct ns_rx_frame {
+    uint32_t offset;
+    uint32_t length;
+    uint32_t pieces;
+} ns_rx_frame;
+
+typedef struct ns_rx_totals {
+    uint64_t bytes;         /* read from the fd */
+    uint32_t reads;         /* packets read from the fd */
+    uint32_t merged;        /* packets merged into the frame before them */
+    uint32_t too_long;      /* packets that filled frame_max bytes (truncated), dropped */
+} ns_rx_totals;
+
+/* Read up to `count` packets from non-blocking packet fd `fd` (a TUN with a `link_len`-byte
+ * virtio-net header) into `arena` from `*used` on, each in at most `frame_max` bytes, merging each
+ * TCP/IPv4 super-segment that continues the one before it (same flow, next sequence number, the
+ * one before ended on a whole segment) as long as the merged frame stays within
+ * `max_merged` bytes. Fills `frames` (room for `count`) in order and returns how many; `*used`
+ * moves past them. Stops at `count` packets (*error = 0), when fewer than frame_max bytes are left
+ * in the arena (NS_ARENA_FULL), when the fd has none (EAGAIN), at end of file (0 with fewer read),
+ * or on another failure (errno). */
+size_t ns_read_gro(int fd, uint8_t *arena, size_t arena_size, size_t *used, size_t frame_max, size_t link_len,
+                   size_t max_merged, size_t count, ns_rx_frame *frames, ns_rx_totals *totals, int *error);
+
 #endif

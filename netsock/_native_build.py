@@ -55,6 +55,20 @@ size_t ns_gro_plan(const uint8_t *const *frames, const uint32_t *lengths, size_t
                    uint32_t *payload_start, uint32_t *payload_end, ns_gro_run *runs);
 void ns_gro_merge(const uint8_t *const *frames, size_t link_len, const uint32_t *payload_start,
                   const uint32_t *payload_end, const ns_gro_run *run, uint8_t *out);
+#define NS_ARENA_FULL ...
+typedef struct ns_rx_frame {
+    uint32_t offset;
+    uint32_t length;
+    uint32_t pieces;
+} ns_rx_frame;
+typedef struct ns_rx_totals {
+    uint64_t bytes;
+    uint32_t reads;
+    uint32_t merged;
+    uint32_t too_long;
+} ns_rx_totals;
+size_t ns_read_gro(int fd, uint8_t *arena, size_t arena_size, size_t *used, size_t frame_max, size_t link_len,
+                   size_t max_merged, size_t count, ns_rx_frame *frames, ns_rx_totals *totals, int *error);
 
 int ns_arena_cache_install(void);
 """)

@@ -24,6 +24,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import checksum as scapy_checksum
 
+from netsock.header.checksum import checksum
 from netsock.header.gso import segment_tcp
 from netsock.link.channel import ChannelEndpoint
 from netsock.link.wire import Wire
@@ -475,6 +476,32 @@ def test_a_super_segment_is_forwarded_as_its_wire_segments(proto, gso):
     assert [bytes(p) for p in net.ip(net.b_end, proto)] == expected        # TTL 63, every checksum fresh
     replies = len(net.ip(net.a_end, proto))                                 # (B's resets, routed back)
     assert forwarding_stats(net.r)["packets_forwarded"] == (1 if gso else len(expected)) + replies
+
+
+def big_super_segment(ttl: int) -> PacketBuffer:
+    """Three 64 KB super-segments merged by a TUN link's reader (BIG TCP: IPv4 total length 0)."""
+    size = 3 * 40 * 1448
+    packet = bytearray(bytes(IP(src=HOSTS[V4][A], dst=HOSTS[V4][B], ttl=ttl, flags="DF", id=9)
+                             / TCP(sport=4000, dport=PORT, seq=1, ack=1, flags="A") / Raw(bytes(8))))
+    packet[2:4] = b"\x00\x00"
+    packet[10:12] = b"\x00\x00"
+    packet[10:12] = (~checksum(packet[:20]) & 0xFFFF).to_bytes(2, "big")
+    pkt = PacketBuffer.inbound(bytes(packet[:40]) + random.Random(size).randbytes(size))
+    pkt.gso_size = 1448
+    return pkt
+
+
+@pytest.mark.parametrize("gso", [False, True], ids=["cut by the router", "cut by the next link"])
+def test_a_big_tcp_super_segment_leaves_as_the_wire_segments_it_stands_for(gso):
+    """Over 64 KB, no link takes it whole: it leaves in 64 KB super-segments or, cut, as wire segments."""
+    net = Net(gso_b=gso)
+    net.ra_end.inject(V4, big_super_segment(64))
+    net.pump()
+    expected = segment_tcp(bytes(big_super_segment(63).data), 1448)
+    assert len(expected) == 120
+    assert [bytes(p) for p in net.ip(net.b_end, V4)] == expected
+    replies = len(net.ip(net.a_end, V4))
+    assert forwarding_stats(net.r)["packets_forwarded"] == (3 if gso else len(expected)) + replies  # 45 + 45 + 30
 
 
 def test_a_super_segment_whose_pieces_are_too_big_for_the_next_hop_is_refused_piece_by_piece():

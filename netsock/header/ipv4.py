@@ -62,16 +62,19 @@ class IPv4Header(NamedTuple):
         return bool(self.flags_fragment & (FLAG_MORE_FRAGMENTS | FRAGMENT_OFFSET_MASK))
 
 
-def parse(buf: bytes | memoryview) -> IPv4Header | Malformed:
+def parse(buf: bytes | memoryview, big: bool = False) -> IPv4Header | Malformed:
     """Parse and validate the structure (not the checksum: see ``checksum_valid``).
 
     ``buf`` is everything the link delivered; link padding beyond total_length is allowed and the
-    caller trims it.
+    caller trims it. ``big``: ``buf`` is a super-segment, which beyond 64 KB has total length 0 and
+    is as long as the buffer (BIG TCP; Linux's iph_totlen); the header returned then says its length.
     """
     size = len(buf)
     if size < MIN_SIZE:
         return Malformed.TRUNCATED
     vihl, tos, total, ident, ff, ttl, proto, csum, src, dst = _FIXED.unpack_from(buf)
+    if not total and big and size > MAX_TOTAL_LENGTH:
+        total = size
     if vihl >> 4 != VERSION:
         return Malformed.BAD_VERSION
     hlen = (vihl & 0x0F) * 4

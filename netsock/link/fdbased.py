@@ -28,8 +28,13 @@ one piece for the kernel to cut, and the kernel's own UDP GSO arrives whole, cut
 (``header.gso.segment_udp``: the stack's UDP takes datagrams). Where the kernel has BIG TCP for IPv4
 (Linux 6.3), IPv4 super-segments to the kernel's own addresses may be larger than 64 KB
 (``gso_max_size``): the kernel takes them as its own GRO would build them. (Not to addresses it
-forwards to: the next device would have them cut in software.) Where the kernel refuses the
-offloads, the device is used plain.
+forwards to: the next device would have them cut in software.) Inbound, the kernel's super-segments
+are 64 KB at most (a TUN's tso_max_size is fixed), about three per wake-up: the C reader merges the
+consecutive IPv4 ones of a flow as it reads them, without a copy, into one of up to
+``gro_ipv4_max_size`` (BIG TCP's total length 0 beyond 64 KB, as Linux's GRO builds them), so that IP
+and TCP walk three times fewer (``native/gro.c`` ns_read_gro; measured kernel -> netsock, 1 GiB,
+alternated: 1,251-1,310 MB/s without, 1,525-1,927 with, user CPU 0.80-0.96 s -> 0.56-0.76 s). Where
+the kernel refuses the offloads, the device is used plain.
 Opt out with ``open_tun(..., offload=False)`` or, for every device, ``NETSOCK_OFFLOAD=0`` in the
 environment.
 
@@ -96,6 +101,7 @@ class FdLinkStats(LinkStats):
     rx_super_segments: StatCounter   # TCP super-segments the kernel handed us whole (in rx_packets too)
     rx_super_datagrams: StatCounter  # UDP super-datagrams the kernel handed us, cut here (one rx_packet each)
     rx_bad_vnet_header: StatCounter  # an offload we did not ask for, or a checksum outside the frame
+    rx_merged_super_segments: StatCounter  # ... merged into the one before them (GRO; not in rx_super_segments)
     tx_super_segments: StatCounter   # TCP super-segments handed to the kernel to cut (in tx_packets too)
     tx_super_datagrams: StatCounter  # UDP super-datagrams handed to the kernel to cut (in tx_packets too)
     tx_segmented: StatCounter        # TCP super-segments cut here (software GSO; their frames are tx_packets)
@@ -120,12 +126,17 @@ class FdEndpoint(LinkEndpointBase):
     does from 6.3 (``open_tun`` asks for it there; the default, another netsock, does not).
     ``kernel_destinations``: then only toward the addresses the kernel says are its own (``open_tun``
     passes one); without it, toward all.
+
+    ``gro_ipv4_max_size``: with a vnet header on a TUN, the consecutive IPv4 TCP super-segments of a
+    flow read in one wake-up are merged into one of up to this many bytes (Linux's device setting of
+    that name; above 64 KB its total length is 0, as in BIG TCP); 65536 or less: none are merged.
     """
 
     def __init__(self, fd: int, mtu: int, ethernet: bool, link_address: bytes = b"", close_fd: bool = True,
                  read_batch: int = 64, vnet_header: bool = False, udp_gso: bool = False,
                  gso_ipv4_max_size: int = GSO_LEGACY_MAX_SIZE,
-                 kernel_destinations: tun.KernelDestinations | None = None) -> None:
+                 kernel_destinations: tun.KernelDestinations | None = None,
+                 gro_ipv4_max_size: int = _GSO_MAX_SIZE) -> None:
         if ethernet and len(link_address) != 6:
             raise ValueError("an Ethernet link needs a 6-byte link address")
         # Super-segments either way: the kernel cuts them (virtio-net header) or we do (software GSO).
@@ -143,6 +154,8 @@ class FdEndpoint(LinkEndpointBase):
             raise ValueError(f"gso_ipv4_max_size {gso_ipv4_max_size}: 65536, or up to {_GSO_MAX_SIZE} "
                              "with a vnet header")
         self._gso_ipv4_max_size = gso_ipv4_max_size
+        if not 0 <= gro_ipv4_max_size <= _GSO_MAX_SIZE:
+            raise ValueError(f"gro_ipv4_max_size {gro_ipv4_max_size}: 0 to {_GSO_MAX_SIZE}")
         self._kernel_destinations = kernel_destinations
         os.set_blocking(fd, False)
         self._fd = fd
@@ -155,7 +168,14 @@ class FdEndpoint(LinkEndpointBase):
         read_size = (_LARGEST_SUPER_SEGMENT if vnet_header else mtu) + self._header_length + \
             self._vnet_header_length + 1
         self.stats = FdLinkStats()
-        self._reader = (_NativeReader if _native is not None else _Reader)(fd, read_size, read_batch, self.stats)
+        if _native is None:
+            self._reader: _Reader | _NativeReader | _NativeMergingReader = _Reader(fd, read_size, read_batch,
+                                                                                  self.stats)
+        elif vnet_header and not ethernet and gro_ipv4_max_size > GSO_LEGACY_MAX_SIZE:
+            self._reader = _NativeMergingReader(fd, read_size, read_batch, self.stats, VIRTIO_NET_HDR_SIZE,
+                                                VIRTIO_NET_HDR_SIZE + gro_ipv4_max_size)
+        else:
+            self._reader = _NativeReader(fd, read_size, read_batch, self.stats)
         self._segmenter = (_NativeSegmenter if _native is not None else _Segmenter)(fd, self._header_length)
         self._watcher = None
         self._closed = False
@@ -556,6 +576,80 @@ class _NativeReader:
             return frames, read, _MORE
         error = self._error[0]
         return frames, read, error if error else _EOF
+
+
+
+class _NativeMergingReader:
+    """The C read that merges as it reads (``ns_read_gro``, native/gro.c), for a TUN with offloads: the
+    consecutive TCP/IPv4 super-segments of a flow that one wake-up finds (about three of the kernel's
+    64 KB ones at a time) come up as one BIG TCP super-segment, so IP and TCP walk it once (Linux's
+    GRO, to ``gro_ipv4_max_size``). Packets are read one behind the other into an arena, a megabyte
+    taken from a pool; a large frame goes up as a view of it, a small one is copied out. The arena is
+    filled across calls until the largest frame no longer fits, and goes back to the pool once the
+    stack and the socket readers hold no view of it; so what it pins beyond the data it holds is at
+    most one frame's room."""
+
+    _COPY_BELOW = _NativeReader._COPY_BELOW
+    _ARENA_FRAMES = 16      # the arena's size, in largest frames
+
+    def __init__(self, fd: int, size: int, batch: int, stats: FdLinkStats, link_header_length: int,
+                 max_merged: int) -> None:
+        ffi, lib = _native.ffi, _native.lib
+        self._fd = fd
+        self._size = size
+        self._stats = stats
+        self._link_header_length = link_header_length
+        self._max_merged = max_merged
+        self._arena_size = size * self._ARENA_FRAMES
+        pool = lib.ns_pool_new(self._arena_size, 2)
+        if pool == ffi.NULL:
+            raise MemoryError("no memory for the read arena pool")
+        self._pool = ffi.gc(pool, lib.ns_pool_close)
+        self._frames = ffi.new("ns_rx_frame[]", batch)
+        self._totals = ffi.new("ns_rx_totals *")
+        self._used = ffi.new("size_t *")
+        self._error = ffi.new("int *")
+        self._arena, self._view = self._fresh_arena()
+
+    def _fresh_arena(self) -> tuple[object, memoryview]:
+        ffi, lib = _native.ffi, _native.lib
+        block = lib.ns_pool_get(self._pool)
+        if block == ffi.NULL:
+            raise MemoryError("no memory for a read arena")
+        block = ffi.gc(block, lib.ns_pool_put)
+        self._used[0] = 0
+        return block, memoryview(ffi.buffer(block, self._arena_size))   # the views keep the block
+
+    def read(self, count: int) -> tuple[list[bytearray | memoryview], int, int]:
+        stats, frames, totals, view = self._stats, self._frames, self._totals, self._view
+        count = min(count, len(frames))
+        made = _native.lib.ns_read_gro(self._fd, self._arena, self._arena_size, self._used, self._size,
+                                       self._link_header_length, self._max_merged, count, frames, totals,
+                                       self._error)
+        out: list[bytearray | memoryview] = []
+        copy_below = self._COPY_BELOW
+        for i in range(made):
+            frame = frames[i]
+            offset, length = frame.offset, frame.length
+            piece = view[offset:offset + length]
+            out.append(piece if length >= copy_below else bytearray(piece))
+        read = totals.reads
+        stats.rx_packets.increment(read)
+        stats.rx_bytes.increment(totals.bytes)
+        if totals.merged:
+            stats.rx_merged_super_segments.increment(totals.merged)
+        if totals.too_long:
+            stats.rx_too_long.increment(totals.too_long)
+        error = self._error[0]
+        if error == _native.lib.NS_ARENA_FULL:
+            try:
+                self._arena, self._view = self._fresh_arena()
+            except MemoryError:
+                return out, read, errno.ENOMEM
+            return out, read, _MORE
+        if read == count:
+            return out, read, _MORE
+        return out, read, error if error else _EOF
 
 
 # --- software GSO -----------------------------------------------------------------------------------

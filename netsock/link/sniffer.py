@@ -133,7 +133,7 @@ _PORTS = struct.Struct("!HH")
 def summarize(protocol: int, packet: Buffer, size: int) -> str:
     """One line describing a packet, from its network header on (``size``: its length on the wire)."""
     if protocol == ipv4.PROTOCOL_NUMBER:
-        hdr = ipv4.parse(packet)
+        hdr = ipv4.parse(packet, big=True)
         if not hdr:
             return f"IPv4 malformed ({hdr.value}) len {size}"
         what = _transport(hdr.protocol, packet, hdr.header_length)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from ...header import icmpv4, ipv4
 from ...header.checksum import checksum
-from ...header.gso import segments_to_forward
+from ...header.gso import segments_to_forward, split_tcp
 from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ...stack.interfaces import LinkCapabilities, PacketType
@@ -89,7 +89,7 @@ class IPv4Endpoint(NetworkEndpoint):
         ip_stats = self._stats.ip
         ip_stats.packets_received.value += 1
         data = pkt.data
-        hdr = ipv4.parse(data)
+        hdr = ipv4.parse(data, pkt.gso_size > 0)
         if not hdr:
             ip_stats.malformed_packets_received.increment()
             return
@@ -266,8 +266,14 @@ class IPv4Endpoint(NetworkEndpoint):
                                original: memoryview) -> None:
         """A TCP super-segment received whole (from a TUN with offloads, or coalesced by link.gro)
         stands for its wire segments: it leaves whole if the next hop's link cuts (GSO) and they fit
-        its MTU; otherwise it is cut here and each piece forwarded as if it had come alone."""
+        its MTU; otherwise it is cut here and each piece forwarded as if it had come alone. One over
+        64 KB (merged by the link: BIG TCP) is first cut into 64 KB ones, which any link takes."""
         try:
+            if len(original) > ipv4.MAX_TOTAL_LENGTH:
+                for piece in split_tcp(original, pkt.gso_size, ipv4.MAX_TOTAL_LENGTH):
+                    view = memoryview(piece)
+                    self._forward_super_segment(route, pkt, ipv4.parse(view), view)  # type: ignore[arg-type]
+                return
             pieces = segments_to_forward(original, hdr.header_length, pkt.gso_size, route.mtu(),
                                          bool(route.nic.link.capabilities() & LinkCapabilities.HARDWARE_GSO))
         except ValueError:                          # not a TCP packet after all
