@@ -43,7 +43,8 @@ def piece(seq: int, segments: int = 10, *, ident: int = 1, flags: str = "A", spo
     packet = bytes(layer / TCP(sport=sport, dport=5001, seq=seq & 0xFFFFFFFF, ack=ack, flags=flags, window=window,
                                options=options) / Raw(payload))
     ip_len = 40 if v6 else 20
-    return vnet(F_NEEDS_CSUM, GSO_TCPV6 if v6 else GSO_TCPV4, ip_len + 32, gso_size, ip_len, 16) + bytes(partial(packet))
+    header = vnet(F_NEEDS_CSUM, GSO_TCPV6 if v6 else GSO_TCPV4, ip_len + 32, gso_size, ip_len, 16)
+    return header + bytes(partial(packet))
 
 
 def stream(start: int, length: int) -> bytes:
