@@ -583,14 +583,16 @@ class _NativeMergingReader:
     """The C read that merges as it reads (``ns_read_gro``, native/gro.c), for a TUN with offloads: the
     consecutive TCP/IPv4 super-segments of a flow that one wake-up finds (about three of the kernel's
     64 KB ones at a time) come up as one BIG TCP super-segment, so IP and TCP walk it once (Linux's
-    GRO, to ``gro_ipv4_max_size``). Packets are read one behind the other into an arena, a megabyte
-    taken from a pool; a large frame goes up as a view of it, a small one is copied out. The arena is
-    filled across calls until the largest frame no longer fits, and goes back to the pool once the
-    stack and the socket readers hold no view of it; so what it pins beyond the data it holds is at
-    most one frame's room."""
+    GRO, to ``gro_ipv4_max_size``). Packets are read one behind the other into an arena of eight
+    largest frames taken from a pool; a large frame goes up as a view of it, a small one is copied
+    out. The arena is filled across calls until the largest frame no longer fits, and goes back to the
+    pool once the stack and the socket readers hold no view of it. Data flowing through fills arenas
+    densely; but a view held long (data a socket leaves unread) keeps its whole arena, up to 512 KB
+    for a 16 KB frame where the block reader's buffer keeps 64 KB: the price of merging without a
+    copy, as Linux's GRO keeps whole pages for the fragments it holds."""
 
     _COPY_BELOW = _NativeReader._COPY_BELOW
-    _ARENA_FRAMES = 16      # the arena's size, in largest frames
+    _ARENA_FRAMES = 8       # the arena's size, in largest frames (about 512 KB)
 
     def __init__(self, fd: int, size: int, batch: int, stats: FdLinkStats, link_header_length: int,
                  max_merged: int) -> None:

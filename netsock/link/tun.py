@@ -24,9 +24,10 @@ import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
@@ -292,7 +293,13 @@ def _hardware_type(name: str) -> int | None:
 
 @contextmanager
 def _rtnl(name: str) -> Iterator[tuple[IPRoute, int]]:
-    """A netlink route socket and the index of device ``name``; netlink errors become OSError."""
+    """A netlink route socket and the index of device ``name``; netlink errors become OSError.
+
+    pyroute2 is imported here, not with the module: it takes 150 ms, and only configuring the
+    kernel's side of a device needs it (what netsock itself asks of rtnetlink it encodes below)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         with IPRoute() as ipr:
             indexes = ipr.link_lookup(ifname=name)
