@@ -147,3 +147,28 @@ def test_a_cancelled_timer_armed_again_fires_only_at_its_new_deadline():
     assert fired == [] and len(timers) == 1
     clock.advance(2.0)
     assert fired == [pytest.approx(start + 3.0)] and len(timers) == 0 and not timers._heap
+
+
+def test_a_closed_queue_fires_nothing_and_holds_nothing() -> None:
+    """A closing stack closes its queue: what was armed, or cancelled but still in the heap, must not
+    fire later nor keep its owner alive from the clock's side."""
+    clock, timers = make()
+    fired = []
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    owner.timer = timers.timer(fired.append, owner)
+    owner.timer.reset(1.0)
+    cancelled = timers.timer(fired.append, "cancelled")
+    cancelled.reset(0.5)
+    cancelled.cancel()
+    timers.close()
+    assert len(timers) == 0 and not owner.timer.armed
+    owner.timer.reset(0.1)          # arming after close does nothing
+    gone = weakref.ref(owner)
+    del owner
+    gc.collect()
+    clock.advance(10)
+    assert fired == [] and gone() is None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import gc
 import socket
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,6 +245,42 @@ def test_close_kills_spawned_greenlets_and_leaves_no_timers() -> None:
     network.close()
     assert serving.dead and forever.dead
     assert not server.stack.timers._live and not client.stack.timers._live
+
+
+def test_a_closed_network_is_freed_with_everything_it_captured() -> None:
+    """Nothing the network armed may keep it alive after close: the ARP entries' timers left heap
+    entries that the scheduler's wake-up held, and with them the hosts, switches and capture."""
+    network = Network()
+    lan = network.switch("lan", "192.0.2.0/24")
+    server, client = network.host("s.test", lan), network.host("c.test", lan)
+    serving = sink_server(server, 9000)
+    with client:
+        send_and_check("s.test", 9000, 1 << 20)
+    serving.get(timeout=10)
+    # ARP resolved the peer: its entry's timer is armed.
+    assert any(len(cache) for nic in server.stack.nics.values() for cache in nic.neighbors.values())
+    network.close()
+    freed = weakref.ref(network)
+    del network, lan, server, client, serving
+    gevent.sleep(0.01)  # (callbacks still queued in the hub, a switch delivery, an owed ACK, run and let go)
+    gc.collect()
+    assert freed() is None
+
+
+def test_the_capture_keeps_the_most_recent_frames_within_its_bytes(tmp_path: Path) -> None:
+    with Network(capture_bytes=1 << 20) as network:
+        lan = network.switch("lan", "192.0.2.0/24")
+        server, client = network.host("s.test", lan), network.host("c.test", lan)
+        serving = sink_server(server, 9000)
+        with client:
+            send_and_check("s.test", 9000, 8 << 20)
+        serving.get(timeout=10)
+        assert network._captured_bytes <= 1 << 20
+        frames = read_pcap(network.pcap(tmp_path / "ring.pcap"))
+    # (written as wire frames: each 1448-byte segment cut from a super-segment gets its own headers)
+    assert 0 < sum(len(frame) for frame in frames) <= (1 << 20) * 1514 // 1448
+    assert any(TCP in frame and frame[TCP].flags.F for frame in frames)     # the end of the transfer is there
+    assert not any(TCP in frame and frame[TCP].flags.S for frame in frames)     # its start is gone
 
 
 def test_hosts_send_no_ipv6_autoconfiguration(net: Network, tmp_path: Path) -> None:

@@ -93,6 +93,20 @@ class TimerQueue:
         self._seq = itertools.count()
         self._live = 0
         self._wakeup: float | None = None
+        self._closed = False
+
+    def close(self) -> None:
+        """The owner (a stack) is closing: no timer fires from now on, and arming one does nothing.
+        The heap and the clock's wake-up go, so that nothing armed, not even the cancelled timers'
+        entries left in the heap, keeps the owner alive from the scheduler's side."""
+        self._closed = True
+        for _, _, _, timer in self._heap:
+            timer._queued = None
+            timer.deadline = None
+        self._heap = []
+        self._live = 0
+        self._wakeup = None
+        self.clock.set_wakeup(None, self.run_due)
 
     def timer(self, fn: Callable[..., Any], *args: Any) -> Timer:
         """A new, unarmed timer calling ``fn(*args)``."""
@@ -110,6 +124,8 @@ class TimerQueue:
     def _arm(self, timer: Timer, deadline: float) -> None:
         if timer._fn is None:
             raise RuntimeError("a closed timer cannot be armed")
+        if self._closed:
+            return
         if timer.deadline is None:
             self._live += 1
         timer.deadline = deadline

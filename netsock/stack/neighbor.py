@@ -158,7 +158,7 @@ class NeighborCache:
     def remove(self, addr: bytes) -> None:
         entry = self._entries.pop(addr, None)
         if entry is not None:
-            entry.timer.cancel()
+            entry.timer.close()     # its heap entry may outlive it: it must not keep this cache alive
             self._drop_pending(entry)
 
     def clear(self) -> None:

@@ -443,3 +443,4 @@ class Stack:
             tap.abort()
         for nic_id in list(self.nics):
             self.remove_nic(nic_id)
+        self.timers.close()     # what is still armed (IGMP reports, DAD, ...) never fires now
