@@ -163,6 +163,7 @@ class Seg:
     payload: bytes
     time: float = 0.0   # when the stack sent it (TCPContext fills it in)
     raw: bytes = b""    # the whole IPv4 packet
+    urgent: int = 0     # the urgent pointer field
 
     @property
     def flagstr(self) -> str:
@@ -198,19 +199,20 @@ def parse(raw: bytes) -> Seg:
     src, dst = raw[12:16], raw[16:20]
     tcp = raw[ihl:total]
     assert internet_checksum(tcp, _pseudo_sum(src, dst, len(tcp))) == 0, "bad TCP checksum"
-    sport, dport, seq, ack, off, flags, window, _csum, _urg = struct.unpack_from("!HHIIBBHHH", tcp)
+    sport, dport, seq, ack, off, flags, window, _csum, urgent = struct.unpack_from("!HHIIBBHHH", tcp)
     hlen = (off >> 4) * 4
     raw_options = tcp[20:hlen]
     return Seg(src, dst, raw[8], sport, dport, seq, ack, flags, window, Opts.decode(raw_options), raw_options,
-               tcp[hlen:], raw=raw)
+               tcp[hlen:], raw=raw, urgent=urgent)
 
 
 def build(src: bytes, dst: bytes, src_port: int, dst_port: int, seq: int, ack: int, flags: int, window: int,
-          options: bytes = b"", payload: bytes = b"", bad_checksum: bool = False, ttl: int = 64) -> bytes:
+          options: bytes = b"", payload: bytes = b"", bad_checksum: bool = False, ttl: int = 64,
+          urgent: int = 0) -> bytes:
     """An IPv4 packet carrying one TCP segment, checksums right unless ``bad_checksum``."""
     hlen = 20 + len(options)
     tcp = bytearray(struct.pack("!HHIIBBHHH", src_port, dst_port, seq % MOD, ack % MOD, (hlen // 4) << 4, flags,
-                                window, 0, 0) + options + payload)
+                                window, 0, urgent) + options + payload)
     csum = internet_checksum(bytes(tcp), _pseudo_sum(src, dst, len(tcp)))
     struct.pack_into("!H", tcp, 16, csum ^ 0x5555 if bad_checksum else csum)
     return ipv4_packet(src, dst, bytes(tcp), ttl)
@@ -316,7 +318,8 @@ class TCPContext:
 
     def send(self, flags: int | str, *, seq: int | None = None, ack: int | None = None, payload: bytes = b"",
              window: int | None = None, options: Opts | bytes | None = None, src: bytes | None = None,
-             src_port: int | None = None, dst_port: int | None = None, bad_checksum: bool = False) -> None:
+             src_port: int | None = None, dst_port: int | None = None, bad_checksum: bool = False,
+             urgent: int = 0) -> None:
         """Inject one segment from the peer; unspecified fields come from the connection state.
 
         Without ``options`` a timestamp option is added when timestamps were negotiated.
@@ -330,7 +333,7 @@ class TCPContext:
                           self.port if dst_port is None else dst_port, self.nxt if seq is None else seq,
                           (self.rcv_nxt if ack is None else ack) if flags & ACK else (ack or 0), flags,
                           self.window if window is None else window, raw_options, payload,
-                          bad_checksum=bad_checksum))
+                          bad_checksum=bad_checksum, urgent=urgent))
 
     def send_data(self, payload: bytes, flags: str = "PA", **kw) -> None:
         """Data (and FIN if in ``flags``) at ``nxt``, which then moves past it."""

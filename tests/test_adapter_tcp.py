@@ -18,6 +18,7 @@ import gevent
 import pytest
 
 from netsock.adapter import NetsockSocket
+from netsock.patches import select as nselect
 from netsock.transport.tcp import TCPState
 
 LOOPBACKS = [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
@@ -245,6 +246,43 @@ def test_ancillary_data_is_not_supported_yet() -> None:
                         ).errno == errno.EOPNOTSUPP
         with pytest.raises(TypeError, match="must be sequence of length 3, not 2"):
             client.sendmsg([b"x"], [(1, 2)])
+
+
+@pytest.mark.usefixtures("stack")
+def test_urgent_data_through_the_socket_calls() -> None:
+    """MSG_OOB and SO_OOBINLINE over loopback: the calls' shapes and errors (what Linux gives the
+    same program is checked in integration/test_dropin_urgent.py)."""
+    client, server = connected_pair()
+    with client, server:
+        client.setblocking(False)
+        assert error_of(lambda: client.recv(1, socket.MSG_OOB)).errno == errno.EINVAL     # none yet
+        server.sendall(b"ab")
+        assert server.send(b"!", socket.MSG_OOB) == 1
+        server.sendall(b"cd")
+        gevent.sleep(0.01)
+        assert nselect.select([], [], [client], 0)[2] == [client]                      # "exceptional"
+        assert client.recv(10) == b"ab"
+        assert client.recvmsg(1, 0, socket.MSG_OOB | socket.MSG_PEEK)[::2] == (b"!", socket.MSG_OOB)
+        buffer = bytearray(4)
+        assert client.recv_into(buffer, 1, socket.MSG_OOB) == 1 and buffer[:1] == b"!"
+        assert error_of(lambda: client.recv(1, socket.MSG_OOB)).errno == errno.EINVAL
+        assert nselect.select([], [], [client], 0)[2] == []
+        assert client.recv(10) == b"cd"
+        # Pointed at, not yet arrived: EAGAIN, at once even on a blocking socket, as Linux answers.
+        endpoint = client._core.ep
+        endpoint.rcv.urg_seq = endpoint.rcv.nxt + 5
+        client.setblocking(True)
+        assert isinstance(error_of(lambda: client.recv(1, socket.MSG_OOB)), BlockingIOError)
+        client.settimeout(0.05)         # a timeout: CPython waits for POLLIN first, then gives up
+        assert isinstance(error_of(lambda: client.recv(1, socket.MSG_OOB)), TimeoutError)
+        endpoint.rcv.urg_seq = -1
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 0
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        assert client.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 1
+        server.send(b"X", socket.MSG_OOB)
+        assert client.recv(10) == b"X"
+        client.setblocking(False)
+        assert error_of(lambda: client.recv(1, socket.MSG_OOB)).errno == errno.EINVAL
 
 
 # --- connection setup and teardown --------------------------------------------------------------------------

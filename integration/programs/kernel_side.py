@@ -2,6 +2,7 @@
 
     python kernel_side.py https 192.0.2.1:8443 --cert CERT --key KEY --directory DIR
     python kernel_side.py select-peers --echo 192.0.2.1:7000 --sink 192.0.2.1:7001
+    python kernel_side.py urgent-peer 192.0.2.1:7002
     python kernel_side.py tcp-lines 192.0.2.2:9000 --connections 20 --lines 50
     python kernel_side.py udp-lines 192.0.2.2:9001 --count 200
 
@@ -66,6 +67,44 @@ def select_peers(echo: tuple[str, int], sink: tuple[str, int]) -> int:
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError(f"the client closed after {data!r}")
+        data += chunk
+    return data
+
+
+def urgent_peer(bind: tuple[str, int]) -> int:
+    """The other end of programs/urgent_data.py, one connection at a time: sends it urgent data
+    (b"hello", b"!" with MSG_OOB, b"world"), reads what it sends back the same way and reports it as
+    a JSON line, then sends urgent data once more (b"12", b"3" with MSG_OOB, b"45") for it to read
+    inline."""
+    with socket.create_server(bind) as listener:
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                try:
+                    conn.sendall(b"hello")
+                    conn.send(b"!", socket.MSG_OOB)
+                    conn.sendall(b"world")
+                    _recv_exactly(conn, 4)                  # b"next": the client sends its own now
+                    time.sleep(0.3)
+                    got = {"before": conn.recv(100).decode(), "oob": conn.recv(1, socket.MSG_OOB).decode(),
+                           "after": conn.recv(100).decode()}
+                    conn.sendall(json.dumps(got).encode() + b"\n")
+                    _recv_exactly(conn, 6)                  # b"inline": SO_OOBINLINE is on over there
+                    conn.sendall(b"12")
+                    conn.send(b"3", socket.MSG_OOB)
+                    conn.sendall(b"45")
+                    _recv_exactly(conn, 4)                  # b"done"
+                except (ConnectionError, OSError) as error:
+                    print(f"urgent-peer: {error!r}", file=sys.stderr, flush=True)
+
+
 def tcp_lines(server: tuple[str, int], connections: int, lines: int, timeout: float) -> int:
     """Open ``connections`` connections at once, then on each send ``lines`` lines and expect each
     back in upper case."""
@@ -126,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("select-peers", help="an echo server and a sink that never reads")
     p.add_argument("--echo", type=_endpoint, required=True)
     p.add_argument("--sink", type=_endpoint, required=True)
+    p = commands.add_parser("urgent-peer", help="exchanges TCP urgent data (MSG_OOB) with urgent_data.py")
+    p.add_argument("bind", type=_endpoint)
     p = commands.add_parser("tcp-lines", help="concurrent line exchanges with an upper-casing server")
     p.add_argument("server", type=_endpoint)
     p.add_argument("--connections", type=int, default=20)
@@ -140,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return https(args.bind, args.cert, args.key, args.directory)
     if args.command == "select-peers":
         return select_peers(args.echo, args.sink)
+    if args.command == "urgent-peer":
+        return urgent_peer(args.bind)
     if args.command == "tcp-lines":
         return tcp_lines(args.server, args.connections, args.lines, args.timeout)
     return udp_lines(args.server, args.count, args.timeout)

@@ -42,8 +42,9 @@ from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_M
                     IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO, IPV6_RECVTCLASS, IPV6_RTHDR, IPV6_RTHDRDSTOPTS,
                     IPV6_TCLASS, IPV6_UNICAST_HOPS, IPV6_V6ONLY, MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE,
                     MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ACCEPTCONN,
-                    SO_BINDTODEVICE, SO_BROADCAST, SO_DOMAIN, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_PROTOCOL, SO_RCVBUF,
-                    SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF, SO_SNDTIMEO, SO_TYPE, SOCK_CLOEXEC, SOCK_DGRAM,
+                    SO_BINDTODEVICE, SO_BROADCAST, SO_DOMAIN, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_OOBINLINE,
+                    SO_PROTOCOL, SO_RCVBUF, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF, SO_SNDTIMEO, SO_TYPE,
+                    SOCK_CLOEXEC, SOCK_DGRAM,
                     SOCK_NONBLOCK, SOCK_RAW, SOCK_STREAM, SOL_SOCKET, SOMAXCONN, TCP_CONGESTION, TCP_CORK, TCP_INFO,
                     TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK, UDPLITE_RECV_CSCOV,
                     UDPLITE_SEND_CSCOV, AddressFamily, SocketIO, SocketKind, _GiveupOnSendfile, inet_ntop, inet_pton,
@@ -97,6 +98,9 @@ _TCP_CA_NAME_MAX = 16
 _TCPI_OPT_TIMESTAMPS, _TCPI_OPT_SACK, _TCPI_OPT_WSCALE = 1, 2, 4
 _DUAL_BIND_TRIES = 16
 _MORE = WriteOptions(more=True)
+# (MSG_MORE, MSG_OOB) -> how a TCP send is written
+_STREAM_WRITE_OPTIONS = {(False, False): DEFAULT_WRITE_OPTIONS, (True, False): _MORE,
+                         (False, True): WriteOptions(oob=True), (True, True): WriteOptions(more=True, oob=True)}
 _SHUTDOWN_FLAGS = {SHUT_RD: ShutdownFlags.READ, SHUT_WR: ShutdownFlags.WRITE,
                    SHUT_RDWR: ShutdownFlags.READ | ShutdownFlags.WRITE}
 _EOF = ReadResult(b"")
@@ -853,9 +857,11 @@ class SocketCore:
             self._set(SockOpt.REUSE_ADDRESS if name == SO_REUSEADDR else SockOpt.REUSE_PORT, bool(_int_option(raw)))
         elif name == SO_KEEPALIVE and stream:
             self._set(SockOpt.KEEPALIVE_ENABLED, bool(_int_option(raw)))
+        elif name == SO_OOBINLINE and stream:
+            self._set(SockOpt.OUT_OF_BAND_INLINE, bool(_int_option(raw)))
         elif name == SO_BROADCAST and not stream:
             self._set(SockOpt.BROADCAST, bool(_int_option(raw)))
-        elif name in (SO_KEEPALIVE, SO_BROADCAST):
+        elif name in (SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE):
             self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
         elif name == SO_LINGER:
             if len(raw) < _LINGER.size:
@@ -895,9 +901,11 @@ class SocketCore:
             return int(self._get(SockOpt.REUSE_ADDRESS if name == SO_REUSEADDR else SockOpt.REUSE_PORT))
         if name == SO_KEEPALIVE and stream:
             return int(self._get(SockOpt.KEEPALIVE_ENABLED))
+        if name == SO_OOBINLINE and stream:
+            return int(self._get(SockOpt.OUT_OF_BAND_INLINE))
         if name == SO_BROADCAST and not stream:
             return int(self._get(SockOpt.BROADCAST))
-        if name in (SO_KEEPALIVE, SO_BROADCAST):
+        if name in (SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE):
             return self.plain.get((SOL_SOCKET, name), 0)
         if name == SO_LINGER:
             return _LINGER.pack(*self.linger)
@@ -1469,9 +1477,7 @@ class NetsockSocket:
     # --- sending ------------------------------------------------------------------------------------------
 
     def _stream_write(self, flags: int) -> Callable[[memoryview], int]:
-        if flags & MSG_OOB:
-            raise _oserror(EOPNOTSUPP)
-        options = _MORE if flags & MSG_MORE else DEFAULT_WRITE_OPTIONS
+        options = _STREAM_WRITE_OPTIONS[bool(flags & MSG_MORE), bool(flags & MSG_OOB)]
         core = self._core
 
         def write(view: memoryview) -> int:
@@ -1678,7 +1684,7 @@ class NetsockSocket:
         """TCP recv: up to ``size`` bytes (all of them with MSG_WAITALL, unless EOF or an error comes
         first); into ``into`` if given, returning the count."""
         if flags & MSG_OOB:
-            raise _oserror(EINVAL)      # no urgent data, ever
+            return self._urgent_read(flags, into)
         if flags & MSG_ERRQUEUE:
             raise _oserror(EAGAIN)
         if size == 0:
@@ -1714,6 +1720,33 @@ class NetsockSocket:
         if into is not None:
             return got
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _urgent_read(self, flags: int, into: memoryview | None) -> bytes | int:
+        """recv(MSG_OOB): TCP's urgent byte, as CPython gets it from Linux (tcp_recv_urg): the kernel
+        never waits for it (EAGAIN until it is in, even on a blocking socket; EINVAL when there is
+        none to read); a socket with a timeout waits to be readable, as CPython polls for POLLIN
+        (not POLLPRI) before each try, MSG_DONTWAIT or not, until the byte comes or time is up."""
+        core = self._core
+        peek = bool(flags & MSG_PEEK)
+        waits = bool(self._timeout)
+        deadline, expired = self._limits(flags & ~MSG_DONTWAIT, send=False)
+        while True:
+            if waits:
+                self._wait(_IN, deadline, expired)
+            try:
+                data = core.ep.read_urgent(peek)
+                break
+            except ErrWouldBlock:
+                if not waits:
+                    raise _oserror(EAGAIN) from None
+            except Error as e:
+                raise e.to_oserror() from None
+            finally:
+                core.sync()
+        if into is None:
+            return data
+        into[:len(data)] = data
+        return len(data)
 
     def _datagram_read(self, flags: int) -> ReadResult:
         """The next datagram, whole; an empty one with no sender after shutdown(SHUT_RD)."""
@@ -1806,7 +1839,7 @@ class NetsockSocket:
             raise ValueError("invalid ancillary data buffer length")
         self._check()
         if self._core.kind == SOCK_STREAM:
-            return self._stream_read(bufsize, flags), [], 0, None  # type: ignore[return-value]
+            return self._stream_read(bufsize, flags), [], flags & MSG_OOB, None  # type: ignore[return-value]
         result = self._datagram_read(flags)
         ancdata, truncated = self._ancillary(result, ancbufsize)
         if len(result.data) > bufsize:
@@ -1835,7 +1868,7 @@ class NetsockSocket:
         ancdata: list[tuple[int, int, bytes]] = []
         if self._core.kind == SOCK_STREAM:
             data: bytes = self._stream_read(total, flags)  # type: ignore[assignment]
-            truncated, sender = 0, None
+            truncated, sender = flags & MSG_OOB, None
         else:
             result = self._datagram_read(flags)
             data = result.data[:total]

@@ -110,11 +110,12 @@ class PacketAddress(NamedTuple):
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How one write is sent: ``to`` overrides the connected peer; ``more`` is MSG_MORE; ``control``
-    carries sendmsg's ancillary data (datagram endpoints)."""
+    """How one write is sent: ``to`` overrides the connected peer; ``more`` is MSG_MORE, ``oob``
+    MSG_OOB; ``control`` carries sendmsg's ancillary data (datagram endpoints)."""
 
     to: FullAddress | PacketAddress | None = None
     more: bool = False
+    oob: bool = False           # MSG_OOB: the write's last byte is urgent data (TCP)
     end_of_record: bool = False
     atomic: bool = False
     control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES

@@ -29,7 +29,7 @@ from ...tcpip.stats import StatCounter
 from ...waiter import EventMask, WaiterQueue
 from . import congestion
 from .receiver import ACK_LATER, ACK_NOW, ACK_SOON, DELAYED_ACK_TIMEOUT, Receiver
-from .segment import ACK, FIN, RST, SYN, Segment, parse_segment
+from .segment import ACK, FIN, RST, SYN, URG, Segment, parse_segment
 from .sender import MAX_RTO, Sender
 from .state import TCPState
 from .time_wait import TimeWait
@@ -52,9 +52,9 @@ S = TCPState
 _LISTEN, _SYN_SENT, _SYN_RCVD, _ESTABLISHED, _CLOSED = S.LISTEN, S.SYN_SENT, S.SYN_RCVD, S.ESTABLISHED, S.CLOSED
 _FIN_WAIT1, _FIN_WAIT2, _CLOSE_WAIT, _CLOSING, _LAST_ACK = (S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSE_WAIT, S.CLOSING,
                                                             S.LAST_ACK)
-_NOTIFY_IN, _NOTIFY_OUT = EventMask.IN, EventMask.OUT      # notify() takes the flags; fetched once
-_IN, _OUT, _ERR, _HUP, _RDHUP = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
-                                                  EventMask.RDHUP))
+_NOTIFY_IN, _NOTIFY_OUT, _NOTIFY_PRI = EventMask.IN, EventMask.OUT, EventMask.PRI     # notify() takes flags
+_IN, _OUT, _ERR, _HUP, _RDHUP, _PRI = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
+                                                        EventMask.RDHUP, EventMask.PRI))
 _SYNCHRONIZED = frozenset((S.ESTABLISHED, S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK,
                            S.TIME_WAIT))
 _RECEIVING = frozenset((S.ESTABLISHED, S.FIN_WAIT1, S.FIN_WAIT2))
@@ -302,6 +302,8 @@ class TCPEndpoint(TransportEndpoint):
         """Up to ``count`` bytes; b'' at end of stream. ErrWouldBlock if nothing is there yet."""
         rcv = self.rcv
         if rcv is not None and rcv.queue.size and not self.shut_read:
+            if rcv.urg_seq >= 0:
+                return self._read_at_mark(count)
             data = rcv.queue.read(count)
             self._after_read(len(data))
             return data
@@ -310,7 +312,12 @@ class TCPEndpoint(TransportEndpoint):
     def read_into(self, buffer: memoryview | bytearray) -> int:
         rcv = self.rcv
         if rcv is not None and rcv.queue.size and not self.shut_read:
-            n = rcv.queue.read_into(memoryview(buffer).cast("B"))
+            view = memoryview(buffer).cast("B")
+            if rcv.urg_seq >= 0:
+                data = self._read_at_mark(len(view))
+                view[:len(data)] = data
+                return len(data)
+            n = rcv.queue.read_into(view)
             self._after_read(n)
             return n
         self._read_empty()
@@ -319,6 +326,8 @@ class TCPEndpoint(TransportEndpoint):
     def peek(self, count: int) -> bytes:
         rcv = self.rcv
         if rcv is not None and rcv.queue.size and not self.shut_read:
+            if rcv.urg_seq >= 0:
+                return self._read_at_mark(count, peek=True)
             return rcv.queue.read(count, peek=True)
         return self._read_empty()
 
@@ -369,7 +378,10 @@ class TCPEndpoint(TransportEndpoint):
         self._enter()
         try:
             snd.queue(data)
-            if not options.more:
+            if options.oob:
+                snd.up = snd.buffer.end     # urgent mode: the pointer goes out with every segment now
+                snd.send_data()
+            elif not options.more:
                 if snd.nxt != snd.una and snd.buffer.end - snd.nxt < snd.burst and self.proto.autocorking:
                     self.proto.push_soon(self)      # less than a full (super-)segment: wait for more
                 else:
@@ -430,7 +442,7 @@ class TCPEndpoint(TransportEndpoint):
         state = self.state
         rcv = self.rcv
         if state is _ESTABLISHED and not (self.shut_read or self.shut_write or rcv.fin_received) \
-                and self.error is None and self.pending_error is None:     # the common case, first
+                and self.error is None and self.pending_error is None and rcv.urg_seq < 0:   # the common case
             ready = _IN if rcv.queue.size else 0  # type: ignore[union-attr]
             if self.send_buffer_size > len(self.snd.buffer):  # type: ignore[union-attr]
                 ready |= _OUT
@@ -447,12 +459,14 @@ class TCPEndpoint(TransportEndpoint):
             if read_shut:
                 ready |= _IN | _RDHUP
             if state is not _SYN_SENT and state is not _SYN_RCVD:
-                if rcv is not None and rcv.queue.size:
+                if rcv is not None and rcv.queue.size > self._urgent_held():
                     ready |= _IN
                 if write_shut or state is _CLOSED or self.send_buffer_size > len(self.snd.buffer):  # type: ignore[union-attr]
                     ready |= _OUT
         if self.pending_error is not None or self.error is not None:
             ready |= _ERR
+        if rcv is not None and rcv.urg_byte >= 0 and not rcv.urg_read:
+            ready |= _PRI
         return ready & int(mask)
 
     def get_local_address(self) -> FullAddress:
@@ -1055,6 +1069,8 @@ class TCPEndpoint(TransportEndpoint):
             elif state is _LAST_ACK:
                 self._finish(None)
                 return
+        if flags & URG and state in _RECEIVING and not rcv.fin_received:
+            self._urgent_pointer(seq, seg.urgent)
         if not data and not flags & FIN:
             return
         if state not in _RECEIVING:
@@ -1070,6 +1086,9 @@ class TCPEndpoint(TransportEndpoint):
             rcv.queue.clear()
         elif rcv.queue.size > before:
             self.waiter_queue.notify(_NOTIFY_IN)
+        if rcv.urg_byte < 0 <= rcv.urg_seq and seq <= rcv.urg_seq < seq + len(data):
+            rcv.urg_byte = data[rcv.urg_seq - seq]
+            self.waiter_queue.notify(_NOTIFY_PRI)
         if rcv.fin_received and not had_fin:
             self._on_fin()
             if self.state is _CLOSED:
@@ -1142,6 +1161,82 @@ class TCPEndpoint(TransportEndpoint):
             # A soft error (RFC 1122 §4.2.3.9): kept, and reported only if the connection then times out.
             self.soft_error = err()
 
+    # --- urgent data ------------------------------------------------------------------------------
+    # RFC 9293 §3.8.5 as Linux keeps it (RFC 6093 §3.4): the urgent pointer points just past the urgent
+    # byte; only the last such byte counts; unless SO_OOBINLINE, the byte leaves the stream (reads stop
+    # just before it and then skip it) and is read alone with recv(MSG_OOB) while the reader has not
+    # passed it. The receiver's urg_seq / urg_byte / urg_read hold the state (tcp_check_urg,
+    # tcp_urg, tcp_recv_urg and the mark handling of tcp_recvmsg in Linux).
+
+    def _urgent_pointer(self, seq: int, pointer: int) -> None:
+        """A segment (at ``seq``, unwrapped) with URG: a new urgent byte, unless the reader is past it
+        or it is one already known."""
+        rcv = self.rcv
+        assert rcv is not None
+        urgent = seq + pointer - 1
+        read_seq = rcv.read_seq
+        if urgent < read_seq or urgent <= rcv.urg_seq:
+            return
+        if rcv.urg_seq == read_seq and not self.oob_inline and rcv.queue.size:
+            rcv.queue.discard(1)    # the previous urgent byte, at the reader's position, leaves the stream
+            read_seq += 1
+        rcv.urg_seq, rcv.urg_byte, rcv.urg_read = urgent, -1, False
+        if urgent < read_seq + rcv.queue.size:      # pointed at after it came: it is queued already
+            rcv.urg_byte = rcv.queue.read(urgent - read_seq + 1, peek=True)[-1]
+            self.waiter_queue.notify(_NOTIFY_PRI)
+
+    def _urgent_held(self) -> int:
+        """Queued bytes that do not make the socket readable: the urgent byte at the reader's position,
+        out of line (Linux's tcp_poll: it takes one more byte then)."""
+        rcv = self.rcv
+        return 1 if rcv is not None and rcv.urg_seq >= 0 and rcv.urg_seq == rcv.read_seq and \
+            not self.oob_inline else 0
+
+    def _read_at_mark(self, count: int, peek: bool = False) -> bytes:
+        """Read while an urgent byte is marked: up to just before it; at it, past it (skipping it unless
+        SO_OOBINLINE); once the reader is past it, the urgent data is gone."""
+        rcv = self.rcv
+        assert rcv is not None
+        queue = rcv.queue
+        offset = rcv.urg_seq - rcv.read_seq
+        skip = 1 if offset == 0 and not self.oob_inline else 0
+        if offset > 0:
+            count = min(count, offset)
+        if peek:
+            data = queue.read(count + skip, peek=True)[skip:]
+            return data if data else self._read_empty()
+        if skip:
+            queue.discard(1)
+        data = queue.read(count)
+        self._after_read(len(data) + skip)
+        if rcv.read_seq > rcv.urg_seq:
+            rcv.urg_seq, rcv.urg_byte, rcv.urg_read = -1, -1, False
+        return data if data else self._read_empty()     # (only the urgent byte was there)
+
+    def read_urgent(self, peek: bool = False) -> bytes:
+        """recv(MSG_OOB): the urgent byte, once. ErrInvalidEndpointState (EINVAL) if there is none to
+        read (or it is inline), ErrWouldBlock while it has not arrived (never a wait, as Linux), b''
+        if it never will."""
+        if self.state is S.LISTEN:
+            raise ErrNotConnected()
+        rcv = self.rcv
+        if self.oob_inline or rcv is None or rcv.urg_seq < 0 or rcv.urg_read:
+            raise ErrInvalidEndpointState()
+        if self.state is S.CLOSED and self.remote is None:
+            raise ErrNotConnected()
+        if rcv.urg_byte >= 0:
+            if not peek:
+                rcv.urg_read = True
+            return bytes((rcv.urg_byte,))
+        if self.state is S.CLOSED or self.shut_read or rcv.fin_received:
+            return b""
+        raise ErrWouldBlock()
+
+    def at_mark(self) -> bool:
+        """Whether the reader is at the urgent mark (sockatmark, SIOCATMARK)."""
+        rcv = self.rcv
+        return rcv is not None and rcv.urg_seq >= 0 and rcv.urg_seq == rcv.read_seq
+
     # === outbound =================================================================================
 
     def can_send_data(self) -> bool:
@@ -1175,8 +1270,14 @@ class TCPEndpoint(TransportEndpoint):
         length = pkt.size()
         hdr = pkt.prepend(size)
         ack = (rcv.nxt + rcv.irs) & MASK if rcv is not None and flags & ACK else 0
+        urgent = 0
+        if snd.up > seq:
+            # Urgent mode: every segment before the urgent byte points just past it (RFC 6093 §4;
+            # 0xFFFF, "further than this segment can say", when that is beyond 64 KB: Linux).
+            flags |= URG
+            urgent = min(snd.up - seq, 0xFFFF)
         tcp.build(hdr, src_port=self.local.port, dst_port=self.remote.port, seq=(seq + snd.iss) & MASK,  # type: ignore[union-attr]
-                  ack=ack, flags=flags, window=window, options=options)
+                  ack=ack, flags=flags, window=window, urgent=urgent, options=options)
         if length > snd.mss:
             # A super-segment: the link cuts it into segments of this size and completes each one's
             # checksum from the pseudo-header sum left in the field (Linux's CHECKSUM_PARTIAL).

@@ -34,7 +34,8 @@ class Receiver:
 
     __slots__ = ("irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
                  "adv_edge", "unacked_bytes", "ack_owed", "quickacks", "fin_received", "mss", "sack_ok",
-                 "sack_blocks", "moderate", "copied", "copied_since", "stats", "now")
+                 "sack_blocks", "moderate", "copied", "copied_since", "stats", "now", "urg_seq", "urg_byte",
+                 "urg_read")
 
     def __init__(self, irs: int, buffer_size: int, max_buffer_size: int, wscale: int, mss: int, sack_ok: bool,
                  stats: TransportEndpointStats, now: Callable[[], float]) -> None:
@@ -59,6 +60,12 @@ class Receiver:
         self.copied_since = now()
         self.stats = stats              # the endpoint's
         self.now = now
+        # Urgent data (RFC 9293 §3.8.5, as Linux keeps it: one byte, the last the pointer marks): the
+        # byte's sequence number (-1: none), its value once it is in (-1: not yet), and whether
+        # recv(MSG_OOB) took it. See TCPEndpoint's urgent-data section.
+        self.urg_seq = -1
+        self.urg_byte = -1
+        self.urg_read = False
 
     # --- inbound data -----------------------------------------------------------------------------
 
@@ -121,6 +128,11 @@ class Receiver:
     def _report_sack(self, seq: int, end: int) -> None:
         if self.sack_ok and end > seq:
             self.sack_blocks = update_sack_blocks(self.sack_blocks, seq, end, self.nxt)
+
+    @property
+    def read_seq(self) -> int:
+        """Sequence number of the next byte the reader gets (Linux's copied_seq)."""
+        return self.nxt - (1 if self.fin_received else 0) - self.queue.size
 
     # --- the window -------------------------------------------------------------------------------
 

@@ -26,8 +26,9 @@ class Segment:
     """Wire values of one segment. ``seq``/``ack`` are as received (mod 2**32); endpoints translate
     them to their own unwrapped sequence space."""
 
+    # ``urgent``, the urgent pointer field, is set only on a segment with URG (read only then).
     __slots__ = ("src_port", "dst_port", "seq", "ack", "flags", "window", "options", "data", "src", "dst",
-                 "nic_id")
+                 "nic_id", "urgent")
 
     def __init__(self, src_port: int, dst_port: int, seq: int, ack: int, flags: int, window: int,
                  options: tcp.TCPOptions, data: memoryview, src: bytes, dst: bytes, nic_id: int) -> None:
@@ -93,4 +94,7 @@ def parse_segment(pkt: PacketBuffer, src: bytes, dst: bytes, stats: TCPStats, ve
                 return None
     stats.valid_segments_received.value += 1
     pkt.transport_header = data[:offset]
-    return Segment(src_port, dst_port, seq, ack, flags, window, options, data[offset:], src, dst, pkt.nic_id)
+    seg = Segment(src_port, dst_port, seq, ack, flags, window, options, data[offset:], src, dst, pkt.nic_id)
+    if flags & URG:
+        seg.urgent = int.from_bytes(data[18:20], "big")
+    return seg

@@ -39,7 +39,7 @@ class Sender:
     __slots__ = ("ep", "iss", "una", "nxt", "max", "wnd", "max_wnd", "wl1", "wl2", "wscale", "mss", "buffer",
                  "fin_queued", "cwnd", "ssthresh", "cc_name", "_cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
-                 "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed")
+                 "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -55,6 +55,7 @@ class Sender:
         self.mss = mss              # payload bytes per segment, options already taken off
         self.burst = mss            # bytes per transmission: several segments when the link does GSO
         self.scatter = False        # the link writes a super-segment's payload in pieces (no join)
+        self.up = 0                 # urgent mode while > una: just past the urgent byte (Linux's snd_up)
         self.buffer = SendBuffer(1)
         self.fin_queued = False
         self.cwnd = INITIAL_CWND
@@ -167,7 +168,9 @@ class Sender:
                 break
             inflight = nxt - self.una
             room = min(self.cwnd * mss - inflight, self.una + self.wnd - nxt)
-            size = min(pending, self.burst, room) if pending > 0 else 0
+            # In urgent mode, segments one by one: each carries its own urgent pointer (Linux sends
+            # no TSO for MSG_OOB either), which a super-segment's cut pieces would all copy.
+            size = min(pending, self.burst if self.up <= nxt else mss, room) if pending > 0 else 0
             if size > mss:
                 size -= size % mss          # super-segments carry whole segments; the tail goes next
             if room <= 0:
@@ -181,9 +184,10 @@ class Sender:
                     if nxt == self.una:
                         self._start_persist()
                     break
-            elif 0 < size < mss and not fin_pending and nxt >= self.max:
+            elif 0 < size < mss and not fin_pending and nxt >= self.max and not self.up:
                 if ep.cork or (not ep.nodelay and inflight > 0):
                     break   # Nagle: one small segment in flight at a time; cork: full segments only
+                # (neither holds back urgent data: Linux's tcp_nagle_test)
             flags = ACK
             end = nxt + size
             if end == data_end:
@@ -319,6 +323,8 @@ class Sender:
         self.una = ack
         if self.nxt < ack:
             self.nxt = ack
+        if self.up and ack >= self.up:
+            self.up = 0             # the urgent byte is through: urgent mode ends
         self.buffer.trim(ack)
         if self.sack is not None:
             self.sack.delete(self.wire(ack))
