@@ -234,13 +234,20 @@ def test_spawned_greenlets_and_their_children_belong_to_the_host(net: Network) -
     assert host.spawn(parent).get(timeout=5) is host.stack
 
 
-def test_close_kills_spawned_greenlets_and_leaves_no_timers() -> None:
-    network = Network()
+def transfer_on_a_new_network(size: int, **options: object) -> tuple[Network, Host, Host, gevent.Greenlet]:
+    """A network with a server host and a client host on one switch, ``size`` bytes sent between them:
+    (network, server, client, the server's greenlet)."""
+    network = Network(**options)    # type: ignore[arg-type]
     lan = network.switch("lan", "192.0.2.0/24")
     server, client = network.host("s.test", lan), network.host("c.test", lan)
     serving = sink_server(server, 9000)
     with client:
-        send_and_check("s.test", 9000, 1 << 16)
+        send_and_check("s.test", 9000, size)
+    return network, server, client, serving
+
+
+def test_close_kills_spawned_greenlets_and_leaves_no_timers() -> None:
+    network, server, client, serving = transfer_on_a_new_network(1 << 16)
     forever = server.spawn(gevent.sleep, 3600)
     network.close()
     assert serving.dead and forever.dead
@@ -250,30 +257,21 @@ def test_close_kills_spawned_greenlets_and_leaves_no_timers() -> None:
 def test_a_closed_network_is_freed_with_everything_it_captured() -> None:
     """Nothing the network armed may keep it alive after close: the ARP entries' timers left heap
     entries that the scheduler's wake-up held, and with them the hosts, switches and capture."""
-    network = Network()
-    lan = network.switch("lan", "192.0.2.0/24")
-    server, client = network.host("s.test", lan), network.host("c.test", lan)
-    serving = sink_server(server, 9000)
-    with client:
-        send_and_check("s.test", 9000, 1 << 20)
+    network, server, client, serving = transfer_on_a_new_network(1 << 20)
     serving.get(timeout=10)
     # ARP resolved the peer: its entry's timer is armed.
     assert any(len(cache) for nic in server.stack.nics.values() for cache in nic.neighbors.values())
     network.close()
     freed = weakref.ref(network)
-    del network, lan, server, client, serving
+    del network, server, client, serving
     gevent.sleep(0.01)  # (callbacks still queued in the hub, a switch delivery, an owed ACK, run and let go)
     gc.collect()
     assert freed() is None
 
 
 def test_the_capture_keeps_the_most_recent_frames_within_its_bytes(tmp_path: Path) -> None:
-    with Network(capture_bytes=1 << 20) as network:
-        lan = network.switch("lan", "192.0.2.0/24")
-        server, client = network.host("s.test", lan), network.host("c.test", lan)
-        serving = sink_server(server, 9000)
-        with client:
-            send_and_check("s.test", 9000, 8 << 20)
+    network, _, _, serving = transfer_on_a_new_network(8 << 20, capture_bytes=1 << 20)
+    with network:
         serving.get(timeout=10)
         assert network._captured_bytes <= 1 << 20
         frames = read_pcap(network.pcap(tmp_path / "ring.pcap"))
