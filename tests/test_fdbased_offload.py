@@ -17,16 +17,16 @@ from collections.abc import Iterator
 
 import gevent
 import pytest
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import IP, TCP, UDP, IPOption_RR
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
-from netsock.header.checksum import combine, pseudo_header_checksum
+from netsock.header.checksum import combine, complete_checksum, pseudo_header_checksum
 from netsock.header.gso import segment_tcp, segment_udp
 from netsock.link import fdbased, tun
 from netsock.link.fdbased import OFFLOADS, UDP_OFFLOADS, FdEndpoint
 from netsock.link.gso import (F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NO_OFFLOAD,
-                              VIRTIO_NET_HDR, VIRTIO_NET_HDR_SIZE, complete_checksum, gso_header)
+                              VIRTIO_NET_HDR, VIRTIO_NET_HDR_SIZE, gso_header)
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
 from netsock.stack import ManualClock, Stack
@@ -233,18 +233,37 @@ def test_an_inbound_super_segment_goes_up_whole(link: Link, layer) -> None:
         1, 1, VIRTIO_NET_HDR_SIZE + len(frame))
 
 
-def test_an_inbound_partial_checksum_is_completed(link: Link) -> None:
+def test_an_inbound_partial_checksum_stays_partial_until_something_needs_it_whole(link: Link) -> None:
+    """As Linux keeps CHECKSUM_PARTIAL: the kernel summed nothing and nothing here needs the sum
+    (the transport takes it as checked; forwarding completes it: test_forwarding)."""
     packet = tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), b"ack me")
     link.peer.send(vnet(F_NEEDS_CSUM, csum_start=20, csum_offset=16) + partial(packet))
     link.peer.send(vnet() + packet)                  # checksum complete: passed as it is
     assert link.ep.dispatch_available() == 2
-    assert [bytes(pkt.data) for pkt in link.rec.packets] == [packet, packet]
+    left, whole = link.rec.packets
+    assert (bytes(left.data), left.csum_offset) == (bytes(partial(packet)), 16)
+    assert (bytes(whole.data), whole.csum_offset) == (packet, 0)
+    assert complete_checksum(left.data, 20, left.csum_offset) and bytes(left.data) == packet
     assert [pkt.gso_size for pkt in link.rec.packets] == [0, 0]
 
 
+def test_a_partial_checksum_anywhere_but_behind_the_ip_header_is_completed_at_once(link: Link) -> None:
+    """``csum_offset`` says where the field is in the transport header behind the IP header; a sum
+    starting anywhere else is done here, as the device would have done it."""
+    packet = bytes(IP(src="192.0.2.1", dst="192.0.2.2", options=[IPOption_RR()]) / TCP(sport=1, dport=2)
+                   / Raw(b"with options"))
+    frame = partial(packet)
+    link.peer.send(vnet(F_NEEDS_CSUM, csum_start=24, csum_offset=16) + frame)     # behind the 24-byte header
+    link.peer.send(vnet(F_NEEDS_CSUM, csum_start=22, csum_offset=18) + frame)     # the same field, summed from 22
+    assert link.ep.dispatch_available() == 2
+    behind, elsewhere = link.rec.packets
+    assert (bytes(behind.data), behind.csum_offset) == (bytes(frame), 16)
+    assert elsewhere.csum_offset == 0 and elsewhere.checksum_verified and bytes(elsewhere.data) != bytes(frame)
+
+
 def test_only_checksums_the_link_completed_or_the_kernel_checked_are_marked_verified(link: Link) -> None:
-    """A completed partial checksum is right by construction and F_DATA_VALID is the kernel's word:
-    TCP and UDP need not sum those packets again. A plain frame and a super-segment are not marked."""
+    """A partial checksum is the kernel's own work and F_DATA_VALID its word: TCP and UDP need not sum
+    those packets. A plain frame and a super-segment are not marked."""
     packet = tcp_packet(IP(src="192.0.2.1", dst="192.0.2.2"), b"ack me")
     link.peer.send(vnet(F_NEEDS_CSUM, csum_start=20, csum_offset=16) + partial(packet))
     link.peer.send(vnet(F_DATA_VALID) + packet)

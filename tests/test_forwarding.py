@@ -24,7 +24,7 @@ from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import checksum as scapy_checksum
 
-from netsock.header.checksum import checksum
+from netsock.header.checksum import checksum, pseudo_header_checksum
 from netsock.header.gso import segment_tcp
 from netsock.link.channel import ChannelEndpoint
 from netsock.link.wire import Wire
@@ -463,6 +463,34 @@ def super_segment(proto: int, size: int = 5000, ttl: int = 64) -> PacketBuffer:
                                      / Raw(random.Random(size).randbytes(size))))
     pkt.gso_size = 1448 if proto == V4 else 1440
     return pkt
+
+
+@BOTH
+@pytest.mark.parametrize("transport", [TCP, UDP])
+def test_a_checksum_the_kernel_left_partial_is_completed_before_it_is_forwarded(proto, transport):
+    """A TUN with offloads hands up small packets with the checksum partial, and netsock leaves it so
+    (PacketBuffer.csum_offset): a router must complete it before it leaves, as Linux does."""
+    layer = IP(src=HOSTS[V4][A], dst=HOSTS[V4][B]) if proto == V4 else IPv6(src=HOSTS[V6][A], dst=HOSTS[V6][B])
+    whole = bytes(layer / transport(sport=4000, dport=PORT) / Raw(b"partial until forwarded"))
+    start, field = (20 if proto == V4 else 40), (16 if transport is TCP else 6)
+    packet = bytearray(whole)
+    src, dst = (whole[12:16], whole[16:20]) if proto == V4 else (whole[8:24], whole[24:40])
+    packet[start + field:start + field + 2] = pseudo_header_checksum(
+        6 if transport is TCP else 17, src, dst, len(whole) - start).to_bytes(2, "big")
+    pkt = PacketBuffer.inbound(packet)            # (writable, as what a link reads into)
+    pkt.csum_offset, pkt.checksum_verified = field, True
+    net = Net()
+    net.ra_end.inject(proto, pkt)
+    net.pump()
+    [forwarded] = net.ip(net.b_end, proto)
+    layer = IP if proto == V4 else IPv6
+    expected = layer(whole)
+    if proto == V4:
+        expected.ttl -= 1
+        del expected.chksum
+    else:
+        expected.hlim -= 1
+    assert bytes(forwarded) == bytes(layer(bytes(expected)))
 
 
 @BOTH

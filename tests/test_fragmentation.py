@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import struct
 import sys
 from collections.abc import Hashable
 
@@ -11,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netsock.network.fragmentation import (DATAGRAM_OVERHEAD, FRAGMENT_OVERHEAD, Reassembler, ReassemblyResult,
-                                           fragment)
+                                           fragment, split_packet)
+from netsock.header.checksum import checksum, combine, pseudo_header_checksum
 from netsock.stack.clock import ManualClock, TimerQueue
+from netsock.stack.packet_buffer import PacketBuffer
 
 R = ReassemblyResult
 KEY = (b"\xc0\x00\x02\x01", b"\xc0\x00\x02\x02", 0x1234, 17)
@@ -408,3 +411,18 @@ def test_thresholds_are_checked() -> None:
         Reassembler(timers, high_threshold=1000, low_threshold=2000)
     with pytest.raises(ValueError):
         Reassembler(timers, timeout=0)
+
+
+def test_a_checksum_left_partial_for_the_device_is_completed_before_the_datagram_is_cut() -> None:
+    """No device completes a checksum across fragments: split_packet does it first."""
+    header = bytearray(struct.pack("!HHIIBBHHH", 1, 2, 3, 4, 0x50, 0x10, 512, 0, 0))
+    body = bytes(range(256)) * 10
+    src, dst = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])
+    header[16:18] = pseudo_header_checksum(6, src, dst, len(header) + len(body)).to_bytes(2, "big")
+    pkt = PacketBuffer(len(header), body)
+    pkt.prepend(len(header))[:] = header
+    pkt.csum_offset = 16
+    pieces = split_packet(pkt, 20, 1000, 65515, 20)
+    datagram = b"".join(bytes(piece.data) for piece, _, _ in pieces)
+    assert len(pieces) == 3 and datagram[20:] == body
+    assert combine(pseudo_header_checksum(6, src, dst, len(datagram)), checksum(datagram)) == 0xFFFF

@@ -11,7 +11,7 @@ from scapy.packet import Raw
 
 from netsock.header.checksum import pseudo_header_checksum
 from netsock.header.gso import segment_tcp, segment_udp, segments_to_forward, split_tcp
-from netsock.link.gso import complete_checksum
+from netsock.header.checksum import complete_checksum
 from netsock.stack import ManualClock
 from netsock.tcpip import Address, ErrConnectStarted, ErrWouldBlock, FullAddress
 

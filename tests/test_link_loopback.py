@@ -6,10 +6,17 @@ import logging
 
 import pytest
 
+from netsock.header.checksum import pseudo_header_checksum
+from netsock.link.fault import FaultConfig, FaultEndpoint
 from netsock.link.loopback import LoopbackEndpoint
+from netsock.network.ipv4 import IPv4Protocol
+from netsock.stack import Stack
 from netsock.stack.interfaces import LinkCapabilities
 from netsock.stack.packet_buffer import PacketBuffer
+from netsock.tcpip import ErrConnectStarted, FullAddress, Route
 from netsock.tcpip.errors import ErrClosedForSend, ErrMessageTooLong
+from netsock.transport.tcp import TCPProtocol
+from netsock.waiter import WaiterQueue
 
 IPV4 = 0x0800
 
@@ -38,6 +45,8 @@ def test_properties() -> None:
     assert caps & LinkCapabilities.RX_CHECKSUM_OFFLOAD
     assert caps & LinkCapabilities.TX_CHECKSUM_OFFLOAD
     assert not caps & LinkCapabilities.RESOLUTION_REQUIRED
+    # Faults strike what was sent: behind a fault link, no checksum is left to be computed over damage.
+    assert not FaultEndpoint(ep, FaultConfig()).capabilities() & LinkCapabilities.TX_CHECKSUM_OFFLOAD
 
 
 def test_written_packet_comes_back_as_a_fresh_copy() -> None:
@@ -137,3 +146,35 @@ def test_mtu_and_close() -> None:
         ep.write_packet(b"", IPV4, outbound(b"h", b""))
     assert rec.packets == []
     assert (ep.stats.tx_too_long.value, ep.stats.tx_closed.value) == (1, 1)
+
+
+def test_tcp_over_loopback_leaves_its_checksums_unsummed_and_the_stream_is_intact() -> None:
+    """Nothing crosses a wire: TCP leaves the pseudo-header sum (TX_CHECKSUM_OFFLOAD) and the
+    receiving side checks nothing (RX_CHECKSUM_OFFLOAD), as over Linux's lo."""
+    stack = Stack([IPv4Protocol], [TCPProtocol])
+    stack.create_nic(1, LoopbackEndpoint())
+    stack.add_address(1, IPV4, "127.0.0.1/8")
+    stack.set_route_table([Route.parse("127.0.0.0/8", 1)])
+    looped: list[bytes] = []
+    deliver_local = stack.deliver_local
+
+    def record(nic: object, net_proto: int, packet: bytes) -> None:
+        looped.append(packet)
+        deliver_local(nic, net_proto, packet)
+    stack.deliver_local = record        # type: ignore[method-assign]
+    listener = stack.new_endpoint(TCPProtocol.number, IPV4, WaiterQueue())
+    listener.bind(FullAddress(0, b"", 7))
+    listener.listen(1)
+    client = stack.new_endpoint(TCPProtocol.number, IPV4, WaiterQueue())
+    with pytest.raises(ErrConnectStarted):
+        client.connect(FullAddress(0, bytes([127, 0, 0, 1]), 7))
+    server, _ = listener.accept()
+    assert client.write(b"over lo") == 7
+    assert server.read(100) == b"over lo"
+    tcp_packets = [packet for packet in looped if packet[9] == 6]
+    assert len(tcp_packets) >= 4            # the handshake and the data
+    for packet in tcp_packets:
+        pseudo = pseudo_header_checksum(6, packet[12:16], packet[16:20], len(packet) - 20)
+        assert int.from_bytes(packet[36:38], "big") == pseudo
+    assert stack.stats().tcp.checksum_errors.value == 0
+    stack.close()

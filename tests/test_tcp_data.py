@@ -12,7 +12,7 @@ from scapy.layers.inet import IP, TCP
 
 from netsock.header.gso import segment_tcp
 from netsock.link.channel import ChannelEndpoint
-from netsock.link.gso import complete_checksum
+from netsock.header.checksum import complete_checksum
 from netsock.stack.interfaces import LinkCapabilities
 from netsock.stack.packet_buffer import PacketBuffer
 from netsock.tcpip import ErrTimeout, ErrWouldBlock, SockOpt, WriteOptions

@@ -106,3 +106,20 @@ def incremental_update(old_checksum: int, old_word: int, new_word: int) -> int:
     """New header checksum after one 16-bit word changes, per RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')."""
     total = combine(combine(~old_checksum & 0xFFFF, ~old_word & 0xFFFF), new_word)
     return ~total & 0xFFFF
+
+
+def complete_checksum(frame: memoryview, csum_start: int, csum_offset: int) -> bool:
+    """Fill in the checksum the kernel left partial (F_NEEDS_CSUM): the sum from ``csum_start`` to the
+    end, seeded with the pseudo-header sum already in the field, stored complemented at
+    ``csum_start + csum_offset`` — what the device would have done. False if that lies outside the frame.
+
+    A zero result is stored as 0xFFFF, its one's-complement twin: both verify, and for UDP a zero
+    would mean "no checksum".
+    """
+    field = csum_start + csum_offset
+    if field + 2 > len(frame):
+        return False
+    value = ~checksum(frame[csum_start:]) & 0xFFFF or 0xFFFF
+    frame[field] = value >> 8
+    frame[field + 1] = value & 0xFF
+    return True

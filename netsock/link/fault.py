@@ -445,8 +445,11 @@ class FaultEndpoint(NestedEndpoint):
     def capabilities(self) -> LinkCapabilities:
         """The lower link's, but for segmentation offload (and scattered payloads, which only come
         with it): faults strike wire-sized packets, so the stack sends MSS-sized segments through
-        (and the kernel's super-segments are cut on the way in)."""
-        return self.lower.capabilities() & ~(LinkCapabilities.HARDWARE_GSO | LinkCapabilities.SCATTER_GATHER)
+        (and the kernel's super-segments are cut on the way in); and for checksum offload: a
+        corrupted packet must carry the checksum of what was sent, not one the device computes over
+        the damage."""
+        return self.lower.capabilities() & ~(LinkCapabilities.HARDWARE_GSO | LinkCapabilities.SCATTER_GATHER
+                                             | LinkCapabilities.TX_CHECKSUM_OFFLOAD)
 
     def write_packet(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer) -> None:
         out = self._outbound

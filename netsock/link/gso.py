@@ -19,15 +19,15 @@ Two ways to cut:
   (``gso_header``) and the kernel cuts and checksums. The same header comes in front of what the
   kernel hands us: super-segments of its own TCP (``gso_type`` TCPV4/TCPV6, passed up whole, their
   checksum partial), super-datagrams of its UDP (UDP_L4, cut into datagrams on the way in: the
-  stack's UDP takes datagrams) and packets whose checksum it left to us (``F_NEEDS_CSUM``:
-  ``complete_checksum``).
+  stack's UDP takes datagrams) and packets whose checksum it left to us (``F_NEEDS_CSUM``), which
+  stay partial (``PacketBuffer.csum_offset``) until forwarding needs them whole
+  (``header.checksum.complete_checksum``).
 """
 
 from __future__ import annotations
 
 import struct
 
-from ..header.checksum import checksum
 
 # <linux/virtio_net.h> struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start,
 # csum_offset. TUN/TAP use the legacy layout, in the host's byte order (unless TUNSETVNETLE/BE).
@@ -64,20 +64,3 @@ def gso_header(headers: memoryview, link_header_length: int, gso_size: int) -> b
     tcp_len = (headers[start + 12] >> 4) * 4
     return VIRTIO_NET_HDR.pack(F_NEEDS_CSUM, GSO_TCPV4 if version == 4 else GSO_TCPV6, start + tcp_len,
                                gso_size, start, TCP_CHECKSUM_OFFSET)
-
-
-def complete_checksum(frame: memoryview, csum_start: int, csum_offset: int) -> bool:
-    """Fill in the checksum the kernel left partial (F_NEEDS_CSUM): the sum from ``csum_start`` to the
-    end, seeded with the pseudo-header sum already in the field, stored complemented at
-    ``csum_start + csum_offset`` — what the device would have done. False if that lies outside the frame.
-
-    A zero result is stored as 0xFFFF, its one's-complement twin: both verify, and for UDP a zero
-    would mean "no checksum".
-    """
-    field = csum_start + csum_offset
-    if field + 2 > len(frame):
-        return False
-    value = ~checksum(frame[csum_start:]) & 0xFFFF or 0xFFFF
-    frame[field] = value >> 8
-    frame[field + 1] = value & 0xFF
-    return True

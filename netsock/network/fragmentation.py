@@ -32,6 +32,7 @@ from collections.abc import Callable, Hashable
 from operator import itemgetter
 from typing import Generic, TypeVar
 
+from ..header.checksum import complete_checksum
 from ..stack.clock import TimerQueue
 from ..stack.packet_buffer import PacketBuffer
 from ..tcpip.stats import ReassemblyStats, StatCounter
@@ -289,8 +290,13 @@ def split_packet(pkt: PacketBuffer, header_room: int, mtu: int, max_payload: int
                  reserve: int) -> list[tuple[PacketBuffer, int, bool]]:
     """The datagram in ``pkt`` (transport header and payload) cut to fit ``mtu``: a PacketBuffer per
     fragment, each a view of one copy of the datagram with ``reserve`` bytes of header room, and its
-    offset and more-fragments flag. ValueError if the datagram is too long or the MTU too small."""
-    body = memoryview(pkt.to_bytes())
+    offset and more-fragments flag. ValueError if the datagram is too long or the MTU too small. A
+    checksum left partial for the device is completed first: no device completes one across fragments."""
+    datagram: bytes | bytearray = pkt.to_bytes()
+    if pkt.csum_offset:
+        datagram = bytearray(datagram)
+        complete_checksum(memoryview(datagram), 0, pkt.csum_offset)
+    body = memoryview(datagram)
     if len(body) > max_payload:
         raise ValueError(f"datagram payload longer than {max_payload} bytes")
     pieces = []

@@ -15,7 +15,7 @@ from .packet_buffer import PacketBuffer
 class LinkCapabilities(enum.IntFlag):
     NONE = 0
     RX_CHECKSUM_OFFLOAD = 1     # inbound checksums were verified by the device: skip them
-    TX_CHECKSUM_OFFLOAD = 2     # the device fills outbound transport checksums
+    TX_CHECKSUM_OFFLOAD = 2     # the device fills outbound transport checksums (PacketBuffer.csum_offset)
     RESOLUTION_REQUIRED = 4     # link addresses must be resolved (ARP/NDP) before sending
     SAVE_RESTORE = 8
     DISCONNECT_OK = 16

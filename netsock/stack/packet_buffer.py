@@ -25,7 +25,7 @@ _EMPTY = memoryview(b"")
 class PacketBuffer:
     __slots__ = ("_hdr", "_head", "data", "tail", "tail_size", "link_header", "network_header",
                  "transport_header", "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash",
-                 "timestamp", "gso_size", "checksum_verified")
+                 "timestamp", "gso_size", "checksum_verified", "csum_offset")
 
     def __init__(self, reserve: int = 0, data: Buffer | list[Buffer] = b"") -> None:
         self._hdr = bytearray(reserve)
@@ -55,6 +55,11 @@ class PacketBuffer:
         # right by construction, or the device vouched for it), so the transport need not sum the
         # segment again (Linux's CHECKSUM_PARTIAL / CHECKSUM_UNNECESSARY on receive).
         self.checksum_verified = False
+        # >0: the transport checksum is partial (Linux's CHECKSUM_PARTIAL): the field this many bytes
+        # into the transport header (which follows the IP header) holds only the pseudo-header sum.
+        # Outbound, TCP leaves it so for a link that completes it (TX_CHECKSUM_OFFLOAD); inbound, the
+        # kernel handed it so, the packet counts as checked, and one forwarded is completed first.
+        self.csum_offset = 0
 
     @classmethod
     def inbound(cls, frame: Buffer) -> PacketBuffer:

@@ -20,7 +20,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from ...header import icmpv4, ipv4
-from ...header.checksum import checksum
+from ...header.checksum import checksum, complete_checksum
 from ...header.gso import segments_to_forward, split_tcp
 from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
@@ -215,6 +215,9 @@ class IPv4Endpoint(NetworkEndpoint):
             ip_stats.malformed_packets_received.increment()
             icmp.send_error(self, pkt, hdr, icmpv4.PARAM_PROBLEM, 0, ipv4.MIN_SIZE << 24, original)
             return
+        if pkt.csum_offset:                         # the kernel left it partial: whole before it leaves
+            complete_checksum(original, hlen, pkt.csum_offset)
+            pkt.csum_offset = 0
         if hdr.ttl <= 1:                            # RFC 1812 §5.3.1: it would leave with TTL 0
             icmp.send_error(self, pkt, hdr, icmpv4.TIME_EXCEEDED, icmpv4.TTL_EXCEEDED, 0, original)
             fwd.fail(fwd.exhausted_ttl)

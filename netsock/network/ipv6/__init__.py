@@ -15,6 +15,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from ...header import icmpv6, ipv6
+from ...header.checksum import complete_checksum
 from ...header.gso import segments_to_forward
 from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.packet_buffer import PacketBuffer
@@ -320,6 +321,9 @@ class IPv6Endpoint(NetworkEndpoint):
         if hdr.next_header == ipv6.HOP_BY_HOP and not self._hop_by_hop_allows(pkt, hdr, packet):
             fwd.fail(fwd.extension_header_problem)
             return
+        if pkt.csum_offset:     # the kernel left it partial (behind the fixed header): whole before it leaves
+            complete_checksum(packet, ipv6.HEADER_SIZE, pkt.csum_offset)
+            pkt.csum_offset = 0
         try:
             route = self.stack.find_route(0, b"", dst, PROTOCOL_NUMBER)
         except Error:

@@ -140,7 +140,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
-                 "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room")
+                 "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -213,6 +213,7 @@ class TCPEndpoint(TransportEndpoint):
         self._pseudo = 0
         self.path_mss = 0                           # what the path's MTU allows a segment (ICMP may lower it)
         self._header_room = 0                       # what the layers below the route put in front of TCP
+        self._tx_partial = False                    # the route's NIC completes our checksums (TX offload)
 
     # === user API =================================================================================
 
@@ -1283,6 +1284,10 @@ class TCPEndpoint(TransportEndpoint):
             # checksum from the pseudo-header sum left in the field (Linux's CHECKSUM_PARTIAL).
             pkt.gso_size = snd.mss
             tcp.set_checksum(hdr, combine(self._pseudo, size + length))
+        elif self._tx_partial:
+            # Left for the link to complete (NETIF_F_HW_CSUM): loopback, whose receiver checks none.
+            pkt.csum_offset = tcp.CHECKSUM_OFFSET
+            tcp.set_checksum(hdr, combine(self._pseudo, size + length))
         else:
             total = combine(self._pseudo + size + length, checksum(hdr, checksum(payload) if payload else 0))
             tcp.set_checksum(hdr, ~total & 0xFFFF)
@@ -1378,6 +1383,7 @@ class TCPEndpoint(TransportEndpoint):
         self.route = route
         self.path_mss = self._mss_for(route)
         self._header_room = route.max_header_length()
+        self._tx_partial = route.nic.tx_checksum_offload
         self.remote = FullAddress(0, id.remote_address, id.remote_port)
         self.local = FullAddress(self.local.nic, id.local_address, id.local_port)
         self._pseudo = pseudo_header_checksum(tcp.PROTOCOL_NUMBER, id.local_address, id.remote_address, 0)
