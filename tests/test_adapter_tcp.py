@@ -4,6 +4,7 @@ refusals, the three blocking modes with their exact exceptions, connect_ex codes
 
 from __future__ import annotations
 
+import _socket
 import errno
 import hashlib
 import io
@@ -13,6 +14,8 @@ import select
 import socket
 import struct
 import time
+from contextlib import closing
+from typing import Any
 
 import gevent
 import pytest
@@ -283,6 +286,66 @@ def test_urgent_data_through_the_socket_calls() -> None:
         assert client.recv(10) == b"X"
         client.setblocking(False)
         assert error_of(lambda: client.recv(1, socket.MSG_OOB)).errno == errno.EINVAL
+
+
+# (level, option, value set): the TCP socket options a program may set and read back, each compared
+# with what the kernel's own socket makes of it (the edges are Linux's: EINVAL ranges, 0 meaning the
+# default, the least window clamp, the longest FIN-WAIT-2).
+KERNEL_COMPARED_OPTIONS = [
+    *((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, v) for v in (-1, 0, 1, 5000, 10**9)),
+    *((socket.IPPROTO_TCP, socket.TCP_SYNCNT, v) for v in (-1, 0, 1, 3, 127, 128)),
+    *((socket.IPPROTO_TCP, socket.TCP_LINGER2, v) for v in (-1, 0, 1, 30, 121, 1000)),
+    *((socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, v) for v in (0, 1, 100_000)),
+    *((socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, v) for v in (-1, 0, 1, 16384)),
+    *((socket.IPPROTO_TCP, socket.TCP_FASTOPEN, v) for v in (-1, 0, 5)),
+    *((socket.SOL_SOCKET, socket.SO_RCVLOWAT, v) for v in (0, 1, 10, 65536)),
+]
+
+
+def outcome(sock: Any, level: int, option: int, value: int) -> tuple[str, int]:
+    try:
+        sock.setsockopt(level, option, value)
+    except OSError as error:
+        return "set failed", error.errno or 0
+    return "reads back", sock.getsockopt(level, option)
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize(("level", "option", "value"), KERNEL_COMPARED_OPTIONS)
+def test_tcp_options_set_and_read_back_as_on_the_kernel(level: int, option: int, value: int) -> None:
+    with closing(_socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as kernel, NetsockSocket() as ours:
+        assert outcome(ours, level, option, value) == outcome(kernel, level, option, value)
+
+
+@pytest.mark.usefixtures("stack")
+def test_tcp_option_defaults_are_the_kernels() -> None:
+    names = [socket.TCP_USER_TIMEOUT, socket.TCP_SYNCNT, socket.TCP_LINGER2, socket.TCP_WINDOW_CLAMP,
+             socket.TCP_NOTSENT_LOWAT, socket.TCP_FASTOPEN]
+    with closing(_socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as kernel, NetsockSocket() as ours:
+        assert [ours.getsockopt(socket.IPPROTO_TCP, n) for n in names] == \
+            [kernel.getsockopt(socket.IPPROTO_TCP, n) for n in names]
+        assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+        # "As much as can be": half the largest receive buffer (Linux: of tcp_rmem's, here netsock's).
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, -1)
+        largest = ours._core.ep.proto.max_receive_buffer_size
+        assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == largest // 2
+
+
+@pytest.mark.usefixtures("stack")
+def test_rcvlowat_and_notsent_lowat_move_readiness_and_reads() -> None:
+    client, server = connected_pair()
+    with client, server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 10)
+        client.sendall(b"12345")
+        gevent.sleep(0.01)
+        assert nselect.select([server], [], [], 0)[0] == []              # 5 bytes: not yet readable
+        client.sendall(b"67890")
+        gevent.sleep(0.01)
+        assert nselect.select([server], [], [], 0)[0] == [server]
+        assert server.recv(100) == b"1234567890"
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1)
+        server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 1)
+        assert nselect.select([], [client], [], 0)[1] == [client]         # nothing unsent
 
 
 # --- connection setup and teardown --------------------------------------------------------------------------

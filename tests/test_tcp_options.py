@@ -8,7 +8,8 @@ import errno
 
 import pytest
 
-from netsock.tcpip import (ErrConnectStarted, ErrInvalidOptionValue, ErrTimeout, FullAddress, Route, SockOpt)
+from netsock.tcpip import (ErrConnectStarted, ErrInvalidOptionValue, ErrTimeout, ErrWouldBlock, FullAddress, Route,
+                           SockOpt)
 from netsock.transport.tcp import TCPState
 from netsock.waiter import EventMask
 from tcp_context import MOD, NIC_ID, PEER, RST, Opts, TCPContext, seq_add
@@ -423,3 +424,106 @@ def test_connect_to_a_route_with_no_listener_counts_a_failed_attempt():
     ctx.peer_port = 80
     ctx.send("RA", seq=0, ack=seq_add(syn.seq, 1))
     assert ctx.stats.failed_connection_attempts.value == 1
+
+
+# --- TCP_USER_TIMEOUT, TCP_SYNCNT, TCP_LINGER2, TCP_WINDOW_CLAMP, TCP_NOTSENT_LOWAT, SO_RCVLOWAT ----------
+
+def test_user_timeout_ends_a_connection_whose_data_stays_unacknowledged_that_long():
+    """RFC 5482: the sender's say on how long data may wait, rather than the retry count."""
+    ctx = established()
+    ep = ctx.ep
+    ep.set_sock_opt(SockOpt.TCP_USER_TIMEOUT, 2.0)
+    ep.write(b"unanswered")
+    ctx.sent()
+    ctx.advance(1.9)
+    assert ep.state is TCPState.ESTABLISHED
+    ctx.advance(0.15)                               # backed off to 3.0 s, the timer fires at 2 s instead
+    assert ep.state is TCPState.CLOSED
+    with pytest.raises(ErrTimeout):
+        ep.read(10)
+
+
+def test_user_timeout_counts_from_the_last_progress():
+    ctx = established()
+    ep = ctx.ep
+    ep.set_sock_opt(SockOpt.TCP_USER_TIMEOUT, 2.0)
+    for _ in range(4):                              # 4 s of traffic, each write acknowledged in 1 s
+        ep.write(b"x")
+        ctx.absorb(ctx.sent())
+        ctx.advance(1.0)
+        ctx.ack()
+        ctx.sent()
+    assert ep.state is TCPState.ESTABLISHED
+
+
+def test_syn_count_bounds_the_connect_attempts():
+    ctx = TCPContext()
+    ep, _ = ctx.new_endpoint()
+    ep.set_sock_opt(SockOpt.TCP_SYN_COUNT, 2)
+    with pytest.raises(ErrConnectStarted):
+        ep.connect(FullAddress(0, bytes(ctx.peer), 80))
+    syns = ctx.sent()
+    for _ in range(10):
+        ctx.advance(8.0)
+        syns += ctx.sent()
+    assert [seg.flagstr for seg in syns] == ["S"] * 3      # the first and two retransmissions
+    assert ep.state is TCPState.CLOSED
+
+
+@pytest.mark.parametrize("value", [0, 128])
+def test_syn_count_outside_1_to_127_is_refused(value):
+    ep, _ = TCPContext().new_endpoint()
+    with pytest.raises(ErrInvalidOptionValue):
+        ep.set_sock_opt(SockOpt.TCP_SYN_COUNT, value)
+
+
+def test_negative_linger2_resets_an_orphan_as_it_reaches_fin_wait2():
+    ctx = established()
+    ep = ctx.ep
+    ep.set_sock_opt(SockOpt.TCP_LINGER_TIMEOUT, -1)
+    ep.close()
+    fin = ctx.sent_one()
+    ctx.absorb([fin])
+    ctx.ack()
+    assert [seg.flagstr for seg in ctx.sent()] == ["RA"]
+    assert ep.state is TCPState.CLOSED
+
+
+def test_window_clamp_bounds_the_window_offered():
+    ctx = TCPContext()
+    ep, ctx.wq = ctx.new_endpoint()
+    ep.set_sock_opt(SockOpt.TCP_WINDOW_CLAMP, 5000)
+    syn = ctx.connect(opts=Opts(mss=1460, ws=7), ep=ep)
+    assert syn.window == 5000
+    ctx.send_data(b"x" * 100)
+    ack = ctx.sent_one()
+    assert (ack.window << ctx.stack_ws) <= 5000 + (1 << ctx.stack_ws)    # (rounded up to the scale)
+    with pytest.raises(ErrInvalidOptionValue):
+        ep.set_sock_opt(SockOpt.TCP_WINDOW_CLAMP, 0)    # only before connecting
+
+
+def test_notsent_lowat_holds_writes_while_that_much_is_unsent():
+    ctx = established(window=1000)
+    ep = ctx.ep
+    ep.set_sock_opt(SockOpt.TCP_NOTSENT_LOWAT, 2000)
+    assert ep.write(b"a" * 3000) == 3000              # 1000 go out (the window), 2000 wait
+    assert not ep.readiness(EventMask.OUT)
+    with pytest.raises(ErrWouldBlock):
+        ep.write(b"b")
+    ctx.absorb(ctx.sent())
+    ctx.window = 4000
+    ctx.ack()                                         # the rest can go: nothing unsent now
+    ctx.absorb(ctx.sent())
+    assert ep.readiness(EventMask.OUT) and ep.write(b"b") == 1
+
+
+def test_rcvlowat_makes_a_socket_readable_from_that_many_bytes():
+    ctx = established()
+    ep = ctx.ep
+    ep.set_sock_opt(SockOpt.RECEIVE_LOW_WATER, 10)
+    ctx.send_data(b"12345")
+    assert not ep.readiness(EventMask.IN)
+    ctx.send_data(b"67890")
+    assert ep.readiness(EventMask.IN)
+    ctx.send_fin()
+    assert ep.read(100) == b"1234567890" and ep.readiness(EventMask.IN)     # EOF is readable

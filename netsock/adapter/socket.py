@@ -43,10 +43,12 @@ from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_M
                     IPV6_TCLASS, IPV6_UNICAST_HOPS, IPV6_V6ONLY, MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE,
                     MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ACCEPTCONN,
                     SO_BINDTODEVICE, SO_BROADCAST, SO_DOMAIN, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_OOBINLINE,
-                    SO_PROTOCOL, SO_RCVBUF, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF, SO_SNDTIMEO, SO_TYPE,
+                    SO_PROTOCOL, SO_RCVBUF, SO_RCVLOWAT, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
+                    SO_SNDTIMEO, SO_TYPE,
                     SOCK_CLOEXEC, SOCK_DGRAM,
                     SOCK_NONBLOCK, SOCK_RAW, SOCK_STREAM, SOL_SOCKET, SOMAXCONN, TCP_CONGESTION, TCP_CORK, TCP_INFO,
-                    TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG, TCP_NODELAY, TCP_QUICKACK, UDPLITE_RECV_CSCOV,
+                    TCP_FASTOPEN, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_LINGER2, TCP_MAXSEG, TCP_NODELAY,
+                    TCP_NOTSENT_LOWAT, TCP_QUICKACK, TCP_SYNCNT, TCP_USER_TIMEOUT, TCP_WINDOW_CLAMP, UDPLITE_RECV_CSCOV,
                     UDPLITE_SEND_CSCOV, AddressFamily, SocketIO, SocketKind, _GiveupOnSendfile, inet_ntop, inet_pton,
                     ntohs)
 from typing import Any
@@ -98,6 +100,10 @@ _TCP_CA_NAME_MAX = 16
 _TCPI_OPT_TIMESTAMPS, _TCPI_OPT_SACK, _TCPI_OPT_WSCALE = 1, 2, 4
 _DUAL_BIND_TRIES = 16
 _MORE = WriteOptions(more=True)
+# TCP options passed to the endpoint as they are (it checks them as Linux does).
+_TCP_OPTIONS = {TCP_SYNCNT: SockOpt.TCP_SYN_COUNT, TCP_WINDOW_CLAMP: SockOpt.TCP_WINDOW_CLAMP,
+                TCP_NOTSENT_LOWAT: SockOpt.TCP_NOTSENT_LOWAT, TCP_FASTOPEN: SockOpt.TCP_FAST_OPEN}
+_MAX_LINGER2 = 120                  # seconds (Linux's TCP_FIN_TIMEOUT_MAX)
 # (MSG_MORE, MSG_OOB) -> how a TCP send is written
 _STREAM_WRITE_OPTIONS = {(False, False): DEFAULT_WRITE_OPTIONS, (True, False): _MORE,
                          (False, True): WriteOptions(oob=True), (True, True): WriteOptions(more=True, oob=True)}
@@ -870,6 +876,13 @@ class SocketCore:
             if stream:
                 self._set(SockOpt.LINGER, max(seconds, 0) if onoff else None)
             self.linger = (1, seconds) if onoff else (0, self.linger[1])
+        elif name == SO_RCVLOWAT:
+            lowat = _int_option(raw)
+            lowat = (_INT_MAX if lowat < 0 else lowat) or 1     # Linux: negative is "as much as can be"
+            if stream:
+                self._set(SockOpt.RECEIVE_LOW_WATER, lowat)     # (capped at half the largest buffer)
+            else:
+                self.plain[(SOL_SOCKET, name)] = lowat
         elif name in (SO_RCVBUF, SO_SNDBUF):
             size = min(_int_option(raw) & 0xFFFFFFFF, 0x7FFFFFFF)   # Linux reads it unsigned
             self._set(SockOpt.RECEIVE_BUFFER_SIZE if name == SO_RCVBUF else SockOpt.SEND_BUFFER_SIZE, size)
@@ -909,6 +922,8 @@ class SocketCore:
             return self.plain.get((SOL_SOCKET, name), 0)
         if name == SO_LINGER:
             return _LINGER.pack(*self.linger)
+        if name == SO_RCVLOWAT:
+            return int(self._get(SockOpt.RECEIVE_LOW_WATER)) if stream else self.plain.get((SOL_SOCKET, name), 1)
         if name in (SO_RCVBUF, SO_SNDBUF):    # Linux reports twice what was asked for (bookkeeping room)
             return 2 * self._get(SockOpt.RECEIVE_BUFFER_SIZE if name == SO_RCVBUF else SockOpt.SEND_BUFFER_SIZE)
         if name in (SO_RCVTIMEO, SO_SNDTIMEO):
@@ -957,6 +972,13 @@ class SocketCore:
             self._set(SockOpt.KEEPALIVE_COUNT, value)
         elif name == TCP_MAXSEG:
             self._set(SockOpt.MAX_SEG, value)
+        elif name == TCP_USER_TIMEOUT:      # milliseconds
+            self._set(SockOpt.TCP_USER_TIMEOUT, value / 1000 if value >= 0 else -1)
+        elif name == TCP_LINGER2:           # seconds: 0 the default, at most 120, negative "reset at once"
+            self._set(SockOpt.TCP_LINGER_TIMEOUT, -1 if value < 0 else min(value, _MAX_LINGER2) or
+                      self.ep.proto.fin_wait2_timeout)
+        elif name in _TCP_OPTIONS:
+            self._set(_TCP_OPTIONS[name], value)
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -968,6 +990,12 @@ class SocketCore:
                   TCP_MAXSEG: SockOpt.MAX_SEG}.get(name)
         if simple is not None:
             return int(self._get(simple))
+        if name == TCP_USER_TIMEOUT:
+            return round(self._get(SockOpt.TCP_USER_TIMEOUT) * 1000)
+        if name == TCP_LINGER2:
+            return int(self._get(SockOpt.TCP_LINGER_TIMEOUT))
+        if name in _TCP_OPTIONS:
+            return int(self._get(_TCP_OPTIONS[name]))
         if name == TCP_CONGESTION:
             return self._get(SockOpt.CONGESTION_CONTROL).encode().ljust(_TCP_CA_NAME_MAX, b"\0")
         if name == TCP_INFO:

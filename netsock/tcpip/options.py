@@ -48,7 +48,14 @@ class SockOpt(enum.Enum):
     CORK = "cork"
     QUICK_ACK = "quick_ack"
     LINGER = "linger"                             # None or seconds
-    TCP_LINGER_TIMEOUT = "tcp_linger_timeout"     # FIN-WAIT-2 timeout, seconds
+    TCP_LINGER_TIMEOUT = "tcp_linger_timeout"     # FIN-WAIT-2 timeout, seconds (< 0: an orphan is reset there)
+    TCP_SYN_COUNT = "tcp_syn_count"               # SYN retransmissions before connect gives up (TCP_SYNCNT)
+    TCP_USER_TIMEOUT = "tcp_user_timeout"         # seconds data may stay unacknowledged, 0 = no limit (RFC 5482)
+    TCP_WINDOW_CLAMP = "tcp_window_clamp"         # the most window advertised, bytes, 0 = no clamp
+    TCP_NOTSENT_LOWAT = "tcp_notsent_lowat"       # writable only below this many unsent bytes, 0 = no limit
+    TCP_FAST_OPEN = "tcp_fast_open"               # a listener's Fast Open queue (kept; server TFO is off,
+                                                  # as by Linux's default net.ipv4.tcp_fastopen = 1)
+    RECEIVE_LOW_WATER = "receive_low_water"       # readable from this many bytes (SO_RCVLOWAT)
     TCP_TIME_WAIT_TIMEOUT = "tcp_time_wait_timeout"
     CONGESTION_CONTROL = "congestion_control"
     AVAILABLE_CONGESTION_CONTROL = "available_congestion_control"

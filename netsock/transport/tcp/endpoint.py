@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 MASK = 0xFFFFFFFF
 DEFAULT_MSS = 536               # RFC 9293 §3.7.1: what to assume when the peer sends no MSS option
+_MIN_WINDOW_CLAMP = 1152        # the least TCP_WINDOW_CLAMP Linux keeps (SOCK_MIN_RCVBUF / 2)
 HELD_SEGMENTS = 256             # per listener, while its accept queue is full (TCPEndpoint._hold)
 SOMAXCONN = 4096                # Linux's net.core.somaxconn: the cap on every listen backlog
 MIN_MSS = 88                    # Linux's floor for TCP_MAXSEG
@@ -139,6 +140,7 @@ class TCPEndpoint(TransportEndpoint):
                  "tos", "send_buffer_size", "receive_buffer_size", "user_mss", "time_wait_timeout",
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
+                 "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
@@ -202,6 +204,11 @@ class TCPEndpoint(TransportEndpoint):
         self.max_retries = proto.max_retries
         self.syn_retries = proto.syn_retries
         self.handshake_tries = 0
+        self.user_timeout = 0.0                     # TCP_USER_TIMEOUT, seconds (0: retries alone decide)
+        self.window_clamp = 0                       # TCP_WINDOW_CLAMP (0: none)
+        self.notsent_lowat = 0                      # TCP_NOTSENT_LOWAT (<= 0: none)
+        self.rcvlowat = 1                           # SO_RCVLOWAT
+        self.fast_open_queue = 0                    # TCP_FASTOPEN on a listener (stored: no server TFO)
         # Timers are created when first armed, and closed (their callbacks dropped) when the connection ends.
         self.state_timer: Timer | None = None       # an orphan's FIN-WAIT-2
         self.keepalive_timer: Timer | None = None
@@ -368,7 +375,7 @@ class TCPEndpoint(TransportEndpoint):
         snd = self.snd
         assert snd is not None
         space = self.send_buffer_size - len(snd.buffer)
-        if space <= 0:
+        if space <= 0 or (self.notsent_lowat > 0 and snd.buffer.end - snd.nxt >= self.notsent_lowat):
             raise ErrWouldBlock()
         size = len(data)
         if size > space:
@@ -433,9 +440,21 @@ class TCPEndpoint(TransportEndpoint):
                     self.shut_write = True
                     self._send_fin()
                 if self.state is S.FIN_WAIT2:
-                    self._arm_state_timer(self.fin_wait2_timeout)
+                    self._orphan_in_fin_wait2()
         finally:
             self._exit()
+
+    def _syn_window(self) -> int:
+        """The window a SYN offers (never scaled): the receive buffer, within TCP_WINDOW_CLAMP."""
+        return min(self.receive_buffer_size, 0xFFFF, self.window_clamp or 0xFFFF)
+
+    def _orphan_in_fin_wait2(self) -> None:
+        """Closed, our FIN acknowledged, the peer's still to come: wait so long for it (TCP_LINGER2),
+        or, negative, reset at once (Linux's tcp_close with linger2 < 0)."""
+        if self.fin_wait2_timeout < 0:
+            self._reset_and_finish()
+        else:
+            self._arm_state_timer(self.fin_wait2_timeout)
 
     def readiness(self, mask: int) -> int:
         """The EventMask bits of ``mask`` that hold now, as Linux's tcp_poll decides them (an int:
@@ -444,8 +463,8 @@ class TCPEndpoint(TransportEndpoint):
         rcv = self.rcv
         if state is _ESTABLISHED and not (self.shut_read or self.shut_write or rcv.fin_received) \
                 and self.error is None and self.pending_error is None and rcv.urg_seq < 0:   # the common case
-            ready = _IN if rcv.queue.size else 0  # type: ignore[union-attr]
-            if self.send_buffer_size > len(self.snd.buffer):  # type: ignore[union-attr]
+            ready = _IN if rcv.queue.size >= self.rcvlowat else 0  # type: ignore[union-attr]
+            if self._writable():
                 ready |= _OUT
             return ready & int(mask)
         if state is _LISTEN:
@@ -460,15 +479,23 @@ class TCPEndpoint(TransportEndpoint):
             if read_shut:
                 ready |= _IN | _RDHUP
             if state is not _SYN_SENT and state is not _SYN_RCVD:
-                if rcv is not None and rcv.queue.size > self._urgent_held():
+                if rcv is not None and rcv.queue.size - self._urgent_held() >= self.rcvlowat:
                     ready |= _IN
-                if write_shut or state is _CLOSED or self.send_buffer_size > len(self.snd.buffer):  # type: ignore[union-attr]
+                if write_shut or state is _CLOSED or self._writable():
                     ready |= _OUT
         if self.pending_error is not None or self.error is not None:
             ready |= _ERR
         if rcv is not None and rcv.urg_byte >= 0 and not rcv.urg_read:
             ready |= _PRI
         return ready & int(mask)
+
+    def _writable(self) -> bool:
+        """Room in the send buffer, and (TCP_NOTSENT_LOWAT) less than so much of it not yet sent."""
+        snd = self.snd
+        assert snd is not None
+        buffer = snd.buffer
+        return self.send_buffer_size > len(buffer) and (
+            self.notsent_lowat <= 0 or buffer.end - snd.nxt < self.notsent_lowat)
 
     def get_local_address(self) -> FullAddress:
         return self.local
@@ -546,7 +573,32 @@ class TCPEndpoint(TransportEndpoint):
         elif opt is SockOpt.TCP_TIME_WAIT_TIMEOUT:
             self.time_wait_timeout = max(0.0, float(value))
         elif opt is SockOpt.TCP_LINGER_TIMEOUT:
-            self.fin_wait2_timeout = max(0.0, float(value))
+            self.fin_wait2_timeout = -1.0 if value < 0 else float(value)
+        elif opt is SockOpt.TCP_SYN_COUNT:
+            if not 1 <= value <= 127:
+                raise ErrInvalidOptionValue()
+            self.syn_retries = int(value)
+        elif opt is SockOpt.TCP_USER_TIMEOUT:
+            if value < 0:
+                raise ErrInvalidOptionValue()
+            self.user_timeout = float(value)
+        elif opt is SockOpt.TCP_WINDOW_CLAMP:
+            if not value and self.state is not S.CLOSED:
+                raise ErrInvalidOptionValue()
+            self.window_clamp = max(int(value), _MIN_WINDOW_CLAMP) if value else 0
+            if self.rcv is not None:
+                self.rcv.clamp = self.window_clamp
+        elif opt is SockOpt.TCP_NOTSENT_LOWAT:
+            self.notsent_lowat = int(value)         # (Linux keeps it as given; <= 0: no limit)
+            self.on_send_space()
+        elif opt is SockOpt.RECEIVE_LOW_WATER:
+            self.rcvlowat = max(1, min(int(value), self.proto.max_receive_buffer_size // 2))
+            if self.rcv is not None and self.rcv.queue.size >= self.rcvlowat:
+                self.waiter_queue.notify(_NOTIFY_IN)
+        elif opt is SockOpt.TCP_FAST_OPEN:
+            if value < 0 or self.state not in (S.CLOSED, S.LISTEN):
+                raise ErrInvalidOptionValue()
+            self.fast_open_queue = int(value)
         elif opt is SockOpt.CONGESTION_CONTROL:
             if value not in congestion.available():
                 raise ErrInvalidOptionValue()
@@ -591,6 +643,10 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.SEND_BUFFER_SIZE: lambda: self.send_buffer_size,
                   SockOpt.TCP_TIME_WAIT_TIMEOUT: lambda: self.time_wait_timeout,
                   SockOpt.TCP_LINGER_TIMEOUT: lambda: self.fin_wait2_timeout,
+                  SockOpt.TCP_SYN_COUNT: lambda: self.syn_retries, SockOpt.TCP_USER_TIMEOUT: lambda: self.user_timeout,
+                  SockOpt.TCP_WINDOW_CLAMP: lambda: self.window_clamp,
+                  SockOpt.TCP_NOTSENT_LOWAT: lambda: self.notsent_lowat,
+                  SockOpt.RECEIVE_LOW_WATER: lambda: self.rcvlowat, SockOpt.TCP_FAST_OPEN: lambda: self.fast_open_queue,
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
                   SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
@@ -792,6 +848,11 @@ class TCPEndpoint(TransportEndpoint):
         self.user_mss = listener.user_mss
         self.time_wait_timeout = listener.time_wait_timeout
         self.fin_wait2_timeout = listener.fin_wait2_timeout
+        self.syn_retries = listener.syn_retries
+        self.user_timeout = listener.user_timeout
+        self.window_clamp = listener.window_clamp
+        self.notsent_lowat = listener.notsent_lowat
+        self.rcvlowat = listener.rcvlowat
         self.cc_name = listener.cc_name
         self._bound_nic = listener._bound_nic
 
@@ -901,8 +962,9 @@ class TCPEndpoint(TransportEndpoint):
                                                                self.receive_buffer_size),
                             self.rcv_wscale, min(self.peer_mss, self.path_mss) - (12 if self.ts_ok else 0),
                             self.sack_ok, self.stats, self.stack.clock.now)
-        self.rcv.adv_edge = 1 + min(self.receive_buffer_size, 0xFFFF)
+        self.rcv.adv_edge = 1 + self._syn_window()
         self.rcv.moderate = self.moderate_rcvbuf
+        self.rcv.clamp = self.window_clamp
 
     def _established(self) -> None:
         snd = self.snd
@@ -949,7 +1011,7 @@ class TCPEndpoint(TransportEndpoint):
             sack = proto.sack_enabled
             ts = (self._tsval(), 0) if proto.timestamps_enabled else None
         options = tcp.encode_syn_options(mss, wscale, sack, ts)
-        window = min(self.receive_buffer_size, 0xFFFF)
+        window = self._syn_window()
         flags = SYN | ACK if syn_ack else SYN
         if snd.rtt_seq is None and not self.handshake_tries:
             snd.rtt_seq = 1
@@ -1063,7 +1125,9 @@ class TCPEndpoint(TransportEndpoint):
                 state = _FIN_WAIT2
                 self.waiter_queue.notify(_SHUT_WRITE_EVENTS)     # everything we sent is through (SO_LINGER)
                 if self.orphaned:
-                    self._arm_state_timer(self.fin_wait2_timeout)
+                    self._orphan_in_fin_wait2()
+                    if self.state is _CLOSED:
+                        return
             elif state is _CLOSING:
                 self._enter_time_wait()
                 return
@@ -1374,7 +1438,7 @@ class TCPEndpoint(TransportEndpoint):
         return max(mss, MIN_MSS - 40)
 
     def on_send_space(self) -> None:
-        if self.waiter_queue and self.snd is not None and self.send_buffer_size > len(self.snd.buffer):
+        if self.waiter_queue and self.snd is not None and self._writable():
             self.waiter_queue.notify(_NOTIFY_OUT)
 
     # === lifecycle ================================================================================

@@ -35,7 +35,7 @@ class Receiver:
     __slots__ = ("irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
                  "adv_edge", "unacked_bytes", "ack_owed", "quickacks", "fin_received", "mss", "sack_ok",
                  "sack_blocks", "moderate", "copied", "copied_since", "stats", "now", "urg_seq", "urg_byte",
-                 "urg_read")
+                 "urg_read", "clamp")
 
     def __init__(self, irs: int, buffer_size: int, max_buffer_size: int, wscale: int, mss: int, sack_ok: bool,
                  stats: TransportEndpointStats, now: Callable[[], float]) -> None:
@@ -66,6 +66,7 @@ class Receiver:
         self.urg_seq = -1
         self.urg_byte = -1
         self.urg_read = False
+        self.clamp = 0                  # TCP_WINDOW_CLAMP: the most window offered (0: none)
 
     # --- inbound data -----------------------------------------------------------------------------
 
@@ -146,7 +147,10 @@ class Receiver:
         at least min(buffer/2, MSS); and it never moves left (RFC 9293 §3.8.6.2.2, RFC 7323 §2.4).
         """
         nxt = self.nxt
-        edge = nxt + self.free_space()
+        free = self.free_space()
+        if self.clamp and free > self.clamp:
+            free = self.clamp
+        edge = nxt + free
         if edge - self.adv_edge < min(self.buffer_size // 2, self.mss):
             edge = self.adv_edge
         window = max(edge, self.adv_edge) - nxt

@@ -39,7 +39,7 @@ class Sender:
     __slots__ = ("ep", "iss", "una", "nxt", "max", "wnd", "max_wnd", "wl1", "wl2", "wscale", "mss", "buffer",
                  "fin_queued", "cwnd", "ssthresh", "cc_name", "_cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
-                 "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up")
+                 "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -56,6 +56,7 @@ class Sender:
         self.burst = mss            # bytes per transmission: several segments when the link does GSO
         self.scatter = False        # the link writes a super-segment's payload in pieces (no join)
         self.up = 0                 # urgent mode while > una: just past the urgent byte (Linux's snd_up)
+        self.una_since = 0.0        # since when the oldest unacknowledged byte has waited (TCP_USER_TIMEOUT)
         self.buffer = SendBuffer(1)
         self.fin_queued = False
         self.cwnd = INITIAL_CWND
@@ -216,9 +217,12 @@ class Sender:
             self.ep.stack_stats.retransmits.value += 1
             if self.rtt_seq is not None and seq < self.rtt_seq:
                 self.rtt_seq = None     # Karn: an ambiguous sample
-        elif self.rtt_seq is None and size:
-            self.rtt_seq = seq + size
-            self.rtt_time = self.last_sent
+        else:
+            if self.una == self.max:
+                self.una_since = self.now()     # nothing was waiting: the wait starts with this
+            if self.rtt_seq is None and size:
+                self.rtt_seq = seq + size
+                self.rtt_time = self.last_sent
         self.ep.send_segment(seq, flags, payload)
 
     def _retransmit_first(self) -> None:
@@ -321,6 +325,7 @@ class Sender:
             self.rtt_seq = None
         self.retransmits = 0
         self.una = ack
+        self.una_since = self.now()
         if self.nxt < ack:
             self.nxt = ack
         if self.up and ack >= self.up:
@@ -428,7 +433,7 @@ class Sender:
             return
         self.retransmits += 1
         ep.stack_stats.timeouts.increment()
-        if self.retransmits > ep.max_retries:
+        if self.retransmits > ep.max_retries or self._user_timeout_passed():
             ep.fail(ErrTimeout())
             return
         # RFC 6298 §5.5-5.7 and RFC 5681 §3.1: back off, collapse the window, resend from the first hole.
@@ -444,8 +449,22 @@ class Sender:
         self.nxt = self.una
         ep.stack_stats.slow_start_retransmits.increment()
         self._retransmit_first()
-        self.timer.reset(self.rto)
+        self.timer.reset(self._backoff_timeout())
         self.send_data()
+
+    def _backoff_timeout(self) -> float:
+        """The backed-off RTO, but no later than TCP_USER_TIMEOUT runs out (Linux's
+        tcp_clamp_rto_to_user_timeout): the connection ends then, not at the next backoff."""
+        limit = self.ep.user_timeout
+        if not limit:
+            return self.rto
+        return max(0.001, min(self.rto, limit - (self.now() - self.una_since)))
+
+    def _user_timeout_passed(self) -> bool:
+        """RFC 5482: data has waited unacknowledged (or the window stayed shut) longer than the user
+        allows (TCP_USER_TIMEOUT), counted from the last progress."""
+        limit = self.ep.user_timeout
+        return bool(limit) and self.now() - self.una_since >= limit
 
     def _probe_window(self) -> None:
         """Zero-window probe: one byte (or the FIN) past the closed window; answered, it keeps going."""
@@ -461,7 +480,7 @@ class Sender:
             self.timer.reset(self.rto)
             return
         self.retransmits += 1
-        if self.retransmits > self.ep.max_retries:
+        if self.retransmits > self.ep.max_retries or self._user_timeout_passed():
             self.ep.fail(ErrTimeout())
             return
         if self.buffer.end > una:
@@ -471,7 +490,7 @@ class Sender:
             self._transmit(una, 0, ACK | FIN)
             self.max = max(self.max, una + 1)
         self.rto = min(self.rto * 2, MAX_RTO)
-        self.timer.reset(self.rto)
+        self.timer.reset(self._backoff_timeout())
 
     def close(self) -> None:
         """The connection is over: stop, and let go of the endpoint and everything that refers back to
