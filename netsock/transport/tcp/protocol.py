@@ -44,7 +44,10 @@ class TCPProtocol(TransportProtocol):
         # Stack-wide defaults, each settable with set_option (netstack's TCP protocol options).
         self.send_buffer_size = 1 << 20
         self.receive_buffer_size = 1 << 20
-        self.max_receive_buffer_size = 4 << 20
+        # What receive-buffer auto-tuning may grow to: Linux's default net.ipv4.tcp_rmem[2]. (4 MB
+        # before; kernel -> netsock over an offloaded TUN, 512 MB, three alternated runs each: 4 MB
+        # 1,904-2,119 MB/s, 6 MB 1,777-2,228, 16 MB 2,181-2,256.)
+        self.max_receive_buffer_size = 6 << 20
         self.sack_enabled = True
         self.timestamps_enabled = True
         self.window_scaling = True
