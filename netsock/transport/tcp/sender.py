@@ -316,6 +316,9 @@ class Sender:
             # receiver's window grows with autotuning; in a two-way transfer its ACKs ride on data).
             self._dupack()
         self.send_data()
+        ep = self.ep
+        if ep is not None and ep.notsent_lowat > 0:
+            ep.on_send_space()          # what just went out may bring the unsent bytes under the mark
 
     def _new_ack(self, ack: int) -> None:
         acked = ack - self.una
