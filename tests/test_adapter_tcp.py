@@ -298,6 +298,7 @@ KERNEL_COMPARED_OPTIONS = [
     *((socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, v) for v in (0, 1, 100_000)),
     *((socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, v) for v in (-1, 0, 1, 16384)),
     *((socket.IPPROTO_TCP, socket.TCP_FASTOPEN, v) for v in (-1, 0, 5)),
+    *((socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, v) for v in (-1, 0, 1, 2, 5, 8, 100, 1000, 100_000)),
     *((socket.SOL_SOCKET, socket.SO_RCVLOWAT, v) for v in (0, 1, 10, 65536)),
 ]
 
@@ -320,7 +321,7 @@ def test_tcp_options_set_and_read_back_as_on_the_kernel(level: int, option: int,
 @pytest.mark.usefixtures("stack")
 def test_tcp_option_defaults_are_the_kernels() -> None:
     names = [socket.TCP_USER_TIMEOUT, socket.TCP_SYNCNT, socket.TCP_LINGER2, socket.TCP_WINDOW_CLAMP,
-             socket.TCP_NOTSENT_LOWAT, socket.TCP_FASTOPEN]
+             socket.TCP_NOTSENT_LOWAT, socket.TCP_FASTOPEN, socket.TCP_DEFER_ACCEPT]
     with closing(_socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as kernel, NetsockSocket() as ours:
         assert [ours.getsockopt(socket.IPPROTO_TCP, n) for n in names] == \
             [kernel.getsockopt(socket.IPPROTO_TCP, n) for n in names]

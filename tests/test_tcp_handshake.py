@@ -393,3 +393,43 @@ def test_retransmitted_syn_ack_after_our_lost_ack_is_acked_again():
     ack = ctx.sent_one()
     assert (ack.flagstr, ack.seq, ack.ack) == ("A", ctx.rcv_nxt, 9001)
     assert ctx.ep.state is TCPState.ESTABLISHED
+
+
+# --- TCP_DEFER_ACCEPT ---------------------------------------------------------------------------------
+
+def defer_handshake(ctx: TCPContext, timeouts: int) -> None:
+    """The peer's SYN to a listener deferring ``timeouts`` SYN-ACK timeouts, and its bare ACK."""
+    ctx.listen().set_sock_opt(SockOpt.TCP_DEFER_ACCEPT, timeouts)
+    ctx.nxt = 789_000
+    ctx.send("S", options=Opts(mss=1460), ack=0)
+    synack = ctx.sent_one()
+    ctx.nxt, ctx.rcv_nxt = seq_add(789_000, 1), seq_add(synack.seq, 1)
+    ctx.ack()
+
+
+def test_defer_accept_waits_for_data_before_the_connection_can_be_accepted():
+    ctx = TCPContext()
+    defer_handshake(ctx, 3)
+    with pytest.raises(ErrWouldBlock):
+        ctx.listener.accept()                       # the bare ACK completed nothing
+    ctx.assert_quiet()
+    ctx.send_data(b"GET / HTTP/1.0\r\n\r\n")
+    ep, _ = ctx.listener.accept()
+    assert ep.read(100) == b"GET / HTTP/1.0\r\n\r\n"
+
+
+def test_defer_accept_gives_up_waiting_after_its_timeouts_and_accepts_on_the_next_ack():
+    """No SYN-ACK while the peer is known to have ACKed, until the deferral nearly ends; then one, and
+    the ACK it draws completes the connection (Linux's syn_ack_recalc and tcp_check_req)."""
+    ctx = TCPContext()
+    defer_handshake(ctx, 3)                         # timeouts at 1, 3 and 7 s
+    ctx.advance(1.05)
+    ctx.assert_quiet()                              # the first two: no SYN-ACK
+    ctx.advance(2.0)
+    ctx.assert_quiet()
+    ctx.advance(4.0)
+    [again] = ctx.sent()                            # the third: the last chance
+    assert again.flagstr == "SA"
+    ctx.ack()
+    ep, _ = ctx.listener.accept()
+    assert ep.state is TCPState.ESTABLISHED

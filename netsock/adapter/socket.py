@@ -47,7 +47,7 @@ from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_M
                     SO_SNDTIMEO, SO_TYPE,
                     SOCK_CLOEXEC, SOCK_DGRAM,
                     SOCK_NONBLOCK, SOCK_RAW, SOCK_STREAM, SOL_SOCKET, SOMAXCONN, TCP_CONGESTION, TCP_CORK, TCP_INFO,
-                    TCP_FASTOPEN, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_LINGER2, TCP_MAXSEG, TCP_NODELAY,
+                    TCP_DEFER_ACCEPT, TCP_FASTOPEN, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_LINGER2, TCP_MAXSEG, TCP_NODELAY,
                     TCP_NOTSENT_LOWAT, TCP_QUICKACK, TCP_SYNCNT, TCP_USER_TIMEOUT, TCP_WINDOW_CLAMP, UDPLITE_RECV_CSCOV,
                     UDPLITE_SEND_CSCOV, AddressFamily, SocketIO, SocketKind, _GiveupOnSendfile, inet_ntop, inet_pton,
                     ntohs)
@@ -104,6 +104,28 @@ _MORE = WriteOptions(more=True)
 _TCP_OPTIONS = {TCP_SYNCNT: SockOpt.TCP_SYN_COUNT, TCP_WINDOW_CLAMP: SockOpt.TCP_WINDOW_CLAMP,
                 TCP_NOTSENT_LOWAT: SockOpt.TCP_NOTSENT_LOWAT, TCP_FASTOPEN: SockOpt.TCP_FAST_OPEN}
 _MAX_LINGER2 = 120                  # seconds (Linux's TCP_FIN_TIMEOUT_MAX)
+
+
+def _seconds_to_timeouts(seconds: int) -> int:
+    """TCP_DEFER_ACCEPT's seconds as SYN-ACK timeouts (1 s, doubling, at most 120 s each), the fewest
+    that span them (Linux's secs_to_retrans; getsockopt gives back what those span)."""
+    if seconds <= 0:
+        return 0
+    timeouts, timeout, period = 1, 1, 1
+    while seconds > period and timeouts < 255:
+        timeouts += 1
+        timeout = min(timeout * 2, 120)
+        period += timeout
+    return timeouts
+
+
+def _timeouts_to_seconds(timeouts: int) -> int:
+    """What ``timeouts`` SYN-ACK timeouts span (Linux's retrans_to_secs)."""
+    period, timeout = 0, 1
+    for _ in range(timeouts):
+        period += timeout
+        timeout = min(timeout * 2, 120)
+    return period
 # (MSG_MORE, MSG_OOB) -> how a TCP send is written
 _STREAM_WRITE_OPTIONS = {(False, False): DEFAULT_WRITE_OPTIONS, (True, False): _MORE,
                          (False, True): WriteOptions(oob=True), (True, True): WriteOptions(more=True, oob=True)}
@@ -974,6 +996,8 @@ class SocketCore:
             self._set(SockOpt.MAX_SEG, value)
         elif name == TCP_USER_TIMEOUT:      # milliseconds
             self._set(SockOpt.TCP_USER_TIMEOUT, value / 1000 if value >= 0 else -1)
+        elif name == TCP_DEFER_ACCEPT:      # seconds, kept as the SYN-ACK timeouts they span (as Linux)
+            self._set(SockOpt.TCP_DEFER_ACCEPT, _seconds_to_timeouts(value))
         elif name == TCP_LINGER2:           # seconds: 0 the default, at most 120, negative "reset at once"
             self._set(SockOpt.TCP_LINGER_TIMEOUT, -1 if value < 0 else min(value, _MAX_LINGER2) or
                       self.ep.proto.fin_wait2_timeout)
@@ -994,6 +1018,8 @@ class SocketCore:
             return round(self._get(SockOpt.TCP_USER_TIMEOUT) * 1000)
         if name == TCP_LINGER2:
             return int(self._get(SockOpt.TCP_LINGER_TIMEOUT))
+        if name == TCP_DEFER_ACCEPT:
+            return _timeouts_to_seconds(self._get(SockOpt.TCP_DEFER_ACCEPT))
         if name in _TCP_OPTIONS:
             return int(self._get(_TCP_OPTIONS[name]))
         if name == TCP_CONGESTION:

@@ -56,6 +56,7 @@ class SockOpt(enum.Enum):
     TCP_FAST_OPEN = "tcp_fast_open"               # a listener's Fast Open queue (kept; server TFO is off,
                                                   # as by Linux's default net.ipv4.tcp_fastopen = 1)
     RECEIVE_LOW_WATER = "receive_low_water"       # readable from this many bytes (SO_RCVLOWAT)
+    TCP_DEFER_ACCEPT = "tcp_defer_accept"         # a listener waits for data this many SYN-ACK timeouts
     TCP_TIME_WAIT_TIMEOUT = "tcp_time_wait_timeout"
     CONGESTION_CONTROL = "congestion_control"
     AVAILABLE_CONGESTION_CONTROL = "available_congestion_control"

@@ -140,7 +140,8 @@ class TCPEndpoint(TransportEndpoint):
                  "tos", "send_buffer_size", "receive_buffer_size", "user_mss", "time_wait_timeout",
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
-                 "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue",
+                 "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
+                 "defer_acked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
@@ -209,6 +210,8 @@ class TCPEndpoint(TransportEndpoint):
         self.notsent_lowat = 0                      # TCP_NOTSENT_LOWAT (<= 0: none)
         self.rcvlowat = 1                           # SO_RCVLOWAT
         self.fast_open_queue = 0                    # TCP_FASTOPEN on a listener (stored: no server TFO)
+        self.defer_accept = 0                       # TCP_DEFER_ACCEPT on a listener: SYN-ACK timeouts
+        self.defer_acked = False                    # (a child of such a listener: its bare ACK was dropped)
         # Timers are created when first armed, and closed (their callbacks dropped) when the connection ends.
         self.state_timer: Timer | None = None       # an orphan's FIN-WAIT-2
         self.keepalive_timer: Timer | None = None
@@ -595,6 +598,8 @@ class TCPEndpoint(TransportEndpoint):
             self.rcvlowat = max(1, min(int(value), self.proto.max_receive_buffer_size // 2))
             if self.rcv is not None and self.rcv.queue.size >= self.rcvlowat:
                 self.waiter_queue.notify(_NOTIFY_IN)
+        elif opt is SockOpt.TCP_DEFER_ACCEPT:
+            self.defer_accept = max(0, min(int(value), 255))
         elif opt is SockOpt.TCP_FAST_OPEN:
             if value < 0 or self.state not in (S.CLOSED, S.LISTEN):
                 raise ErrInvalidOptionValue()
@@ -647,6 +652,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_WINDOW_CLAMP: lambda: self.window_clamp,
                   SockOpt.TCP_NOTSENT_LOWAT: lambda: self.notsent_lowat,
                   SockOpt.RECEIVE_LOW_WATER: lambda: self.rcvlowat, SockOpt.TCP_FAST_OPEN: lambda: self.fast_open_queue,
+                  SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept,
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
                   SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
@@ -1024,14 +1030,26 @@ class TCPEndpoint(TransportEndpoint):
         return self.state is S.SYN_SENT or self.state is S.SYN_RCVD
 
     def on_handshake_timeout(self) -> None:
-        self.handshake_tries += 1
+        tries = self.handshake_tries
+        self.handshake_tries = tries + 1
         snd = self.snd
         assert snd is not None
         snd.rtt_seq = None
-        if self.handshake_tries > self.syn_retries:
+        defer = self.parent.defer_accept if self.parent is not None else 0
+        if defer:
+            # TCP_DEFER_ACCEPT (Linux's syn_ack_recalc): a child whose bare ACK was dropped waits for
+            # data without SYN-ACKs until its deferral nearly ends, then gets one more chance.
+            expire = tries >= max(self.syn_retries, defer) and (not self.defer_acked or tries >= defer)
+            resend = not self.defer_acked or tries >= defer - 1
+        else:
+            expire, resend = tries >= self.syn_retries, True
+        if expire:
             self._finish(ErrTimeout() if self.parent is None else None)
             return
         snd.rto = min(snd.rto * 2, MAX_RTO)
+        if not resend:
+            snd.timer.reset(snd.rto)
+            return
         self.stack_stats.retransmits.increment()
         snd.total_retransmits += 1
         self._send_syn()
@@ -1094,6 +1112,10 @@ class TCPEndpoint(TransportEndpoint):
         if state is _SYN_RCVD:
             if not 1 <= ack <= snd.max:
                 self.proto.reply_reset(seg)
+                return
+            parent = self.parent
+            if parent is not None and self.handshake_tries < parent.defer_accept and not data and not flags & FIN:
+                self.defer_acked = True     # TCP_DEFER_ACCEPT: a bare ACK completes nothing yet (Linux drops it)
                 return
             if self.parent is not None and self.parent.listener.accept_queue_full():  # type: ignore[union-attr]
                 # Stay half-open (the SYN-ACK will be retransmitted) unless the listener can hold it.
