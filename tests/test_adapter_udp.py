@@ -4,9 +4,11 @@ errors, dual-stack sockets, blocking modes, multicast options and group membersh
 
 from __future__ import annotations
 
+import _socket
 import errno
 import socket
 import struct
+from contextlib import closing
 
 import gevent
 import pytest
@@ -304,3 +306,37 @@ def test_ping(family: int, proto: int, host: str, request_type: int, reply_type:
         assert reply[4:6] == struct.pack("!H", s.getsockname()[1])       # the identifier is the "port"
         assert peer[:2] == (host, 0)
         assert error_of(lambda: s.sendto(b"\x00" * 8, (host, 0))).errno == errno.EINVAL    # echo requests only
+
+
+# IP_MTU_DISCOVER (10) / IP_MTU (14) and IPV6_MTU_DISCOVER (23) / IPV6_MTU (24): <linux/in.h>, <linux/in6.h>.
+_PATH_MTU_CASES = [
+    *((socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_IP, 10, v, None) for v in (-1, 0, 1, 2, 3, 4, 5, 6)),
+    *((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_IP, 10, v, None) for v in (-1, 0, 2, 5, 6)),
+    *((socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_IPV6, 23, v, None) for v in (-1, 0, 2, 5, 6)),
+    *((socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_IP, 10, v, None) for v in (0, 2)),
+    (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_IP, 14, None, None),
+    (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_IP, 14, None, ("127.0.0.1", 9)),
+    (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_IP, 14, 1000, None),
+    (socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_IPV6, 24, None, None),
+    (socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_IPV6, 24, None, ("::1", 9)),
+]
+
+
+def path_mtu_outcome(sock, level: int, option: int, value: int | None, peer: tuple | None) -> tuple:
+    try:
+        if peer is not None:
+            sock.connect(peer)
+        if value is not None:
+            sock.setsockopt(level, option, value)
+        return "reads", sock.getsockopt(level, option)
+    except OSError as error:
+        return "fails", error.errno
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize(("family", "kind", "level", "option", "value", "peer"), _PATH_MTU_CASES)
+def test_path_mtu_options_as_on_the_kernel(family: int, kind: int, level: int, option: int, value: int | None,
+                                           peer: tuple | None) -> None:
+    with closing(_socket.socket(family, kind)) as kernel, NetsockSocket(family, kind) as ours:
+        assert path_mtu_outcome(ours, level, option, value, peer) == \
+            path_mtu_outcome(kernel, level, option, value, peer)

@@ -9,13 +9,17 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6, defragment6
 from scapy.packet import Raw
 
-from netsock.tcpip import IPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, ErrMessageTooLong, FullAddress, SockOpt
+from netsock.tcpip import (IPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, ErrInvalidOptionValue, ErrMessageTooLong,
+                           ErrNotConnected, FullAddress, SockOpt)
+from netsock.tcpip.options import (PMTUDISC_DO, PMTUDISC_DONT, PMTUDISC_INTERFACE, PMTUDISC_OMIT, PMTUDISC_PROBE,
+                                   PMTUDISC_WANT)
 from netsock.waiter import EventMask
 
 from conftest import LOCAL as LOCAL4
 from conftest import PEER as PEER4
 from conftest import REMOTE as REMOTE4
 from conftest import StackHarness, addr, to
+from tcp_context import TCPContext, icmp_unreachable
 from test_ipv6 import LOCAL, PEER, REMOTE, V6Harness, a6, to6, upper_layer_checksum_valid
 
 OTHER_REMOTE = "2001:db8:2::1"
@@ -173,3 +177,69 @@ def test_ipv4_path_mtu_never_drops_below_552(harness: StackHarness, advertised: 
     assert all(len(raw) <= 552 for raw in fragments) and max(len(raw) for raw in fragments) > 500
     assert IP(fragments[0]).frag == 0 and IP(fragments[1]).frag * 8 == len(fragments[0]) - 20
 
+
+
+# --- IP_MTU_DISCOVER and IP_MTU (what a socket makes of the path MTU) -------------------------------
+
+@pytest.mark.parametrize(("mode", "df"), [(PMTUDISC_DONT, False), (PMTUDISC_WANT, True), (PMTUDISC_DO, True),
+                                          (PMTUDISC_PROBE, True), (PMTUDISC_INTERFACE, False),
+                                          (PMTUDISC_OMIT, False)])
+def test_mtu_discover_decides_the_dont_fragment_bit_of_what_fits(harness: StackHarness, mode: int,
+                                                                 df: bool) -> None:
+    udp = harness.udp()
+    udp.set_sock_opt(SockOpt.MTU_DISCOVER, mode)
+    udp.write(bytes(100), to(REMOTE4, 9))
+    [sent] = harness.sent()
+    assert bool(sent[IP].flags.DF) is df
+
+
+def test_do_refuses_a_datagram_over_the_path_mtu_where_want_fragments_it(harness: StackHarness) -> None:
+    [first] = send_udp4(harness, 1400)
+    harness.inject(fragmentation_needed(first, 1000))       # the path's MTU is 1000 now
+    udp = harness.udp()
+    udp.set_sock_opt(SockOpt.MTU_DISCOVER, PMTUDISC_DO)
+    with pytest.raises(ErrMessageTooLong):
+        udp.write(bytes(1000 - 28 + 1), to(REMOTE4, 9))
+    udp.write(bytes(1000 - 28), to(REMOTE4, 9))               # what fits goes, with DF
+    [fits] = harness.sent()
+    assert len(bytes(fits)) == 1000 and fits[IP].flags.DF
+    udp.set_sock_opt(SockOpt.MTU_DISCOVER, PMTUDISC_PROBE)   # PROBE measures against the device's 1500
+    udp.write(bytes(1400), to(REMOTE4, 9))
+    [probe] = harness.sent_raw()
+    assert len(probe) == 1428 and IP(probe).flags.DF
+    udp.set_sock_opt(SockOpt.MTU_DISCOVER, PMTUDISC_WANT)
+    assert len(send_udp4(harness, 1400)) == 2                # fragments, as before
+
+
+def test_ip_mtu_is_the_connected_path_mtu(harness: StackHarness) -> None:
+    udp = harness.udp()
+    with pytest.raises(ErrNotConnected):
+        udp.get_sock_opt(SockOpt.PATH_MTU)
+    udp.connect(FullAddress(0, addr(REMOTE4), 9))
+    assert udp.get_sock_opt(SockOpt.PATH_MTU) == 1500
+    [first] = send_udp4(harness, 1400)
+    harness.inject(fragmentation_needed(first, 1000))
+    assert udp.get_sock_opt(SockOpt.PATH_MTU) == 1000
+
+
+def test_mtu_discover_accepts_linuxs_six_modes_only(harness: StackHarness) -> None:
+    udp = harness.udp()
+    for bad in (-1, 6):
+        with pytest.raises(ErrInvalidOptionValue):
+            udp.set_sock_opt(SockOpt.MTU_DISCOVER, bad)
+    assert udp.get_sock_opt(SockOpt.MTU_DISCOVER) == PMTUDISC_WANT
+
+
+def test_tcp_with_dont_sends_segments_without_df_and_keeps_its_mss_on_frag_needed() -> None:
+    ctx = TCPContext()
+    ep, ctx.wq = ctx.new_endpoint()
+    ep.set_sock_opt(SockOpt.MTU_DISCOVER, PMTUDISC_DONT)
+    syn = ctx.connect(ep=ep)
+    assert not IP(syn.raw).flags.DF
+    ep.write(b"x" * 1000)
+    [data] = ctx.sent()
+    assert not IP(data.raw).flags.DF
+    mss = ep.get_sock_opt(SockOpt.MAX_SEG)
+    ctx.inject(icmp_unreachable(data, 4, mtu=600))
+    assert ep.get_sock_opt(SockOpt.MAX_SEG) == mss
+    assert ep.get_sock_opt(SockOpt.PATH_MTU) == 600           # (the path's MTU is learned all the same)

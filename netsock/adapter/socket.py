@@ -32,7 +32,8 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from errno import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS, EINVAL,
-                   ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTSOCK, EOPNOTSUPP, EPIPE, EPROTO, EPROTONOSUPPORT,
+                   ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPIPE, EPROTO,
+                   EPROTONOSUPPORT,
                    ESOCKTNOSUPPORT)
 from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
                     IP_HDRINCL, IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS,
@@ -64,7 +65,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrClosedForReceive, ErrConnectStarted, ErrInvalidOptionValue, ErrNotConnected, Error,
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
-from ..tcpip.options import PacketAddress
+from ..tcpip.options import PMTUDISC_WANT, PacketAddress
 from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
 from ..transport.tcp import TCPState
@@ -142,6 +143,7 @@ _IP_PROTOCOL = 52
 _SO_TIMESTAMP = 29                                          # SO_TIMESTAMP_OLD: a struct timeval
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
+_IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
 _IN_PKTINFO = struct.Struct("i4s4s")                        # ifindex, spec_dst, addr
 _IN6_PKTINFO = struct.Struct("16sI")                        # addr, ifindex
 _CMSG_HEADER = CMSG_LEN(0)
@@ -1070,6 +1072,8 @@ class SocketCore:
             self._membership(name == IP_ADD_MEMBERSHIP, raw[:4], self._interface(ifindex, raw[4:8], ENODEV))
         elif name == IP_HDRINCL and self.kind == SOCK_RAW and self.family == AF_INET:
             self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
+        elif name == _IP_MTU_DISCOVER:
+            self._set(SockOpt.MTU_DISCOVER, _int_option(raw), scope)
         elif name in _RECEIVE_IP_OPTIONS:
             wanted = bool(_int_option(raw, char=True)) if raw else False   # Linux: no value is 0
             if stream:
@@ -1097,7 +1101,18 @@ class SocketCore:
         if name in _RECEIVE_IP_OPTIONS:
             return self.plain.get((IPPROTO_IP, name), 0) if stream else \
                 int(self._get(_RECEIVE_IP_OPTIONS[name], scope, False))
+        if name == _IP_MTU_DISCOVER:
+            return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
+        if name == _IP_MTU:
+            return self._path_mtu(scope)
         raise _oserror(ENOPROTOOPT)
+
+    def _path_mtu(self, scope: int) -> int:
+        """IP_MTU / IPV6_MTU: the path MTU of a connected socket (ENOTCONN otherwise)."""
+        mtu = self._get(SockOpt.PATH_MTU, scope)
+        if mtu is None:
+            raise _oserror(ENOTCONN)
+        return int(mtu)
 
     def _set_ipv6_option(self, name: int, raw: bytes) -> None:
         stream = self.kind == SOCK_STREAM
@@ -1137,6 +1152,8 @@ class SocketCore:
             if self.transport == ICMPV6_PROTOCOL_NUMBER:
                 raise _oserror(EINVAL)      # RFC 3542 §3.1: ICMPv6's checksum is the stack's, always
             self._set(SockOpt.IPV6_CHECKSUM, value, 6)
+        elif name == _IPV6_MTU_DISCOVER:
+            self._set(SockOpt.MTU_DISCOVER, value, 6)
         elif name in _RECEIVE_IPV6_OPTIONS:
             if stream:
                 self.plain[(IPPROTO_IPV6, name)] = int(bool(value))
@@ -1162,6 +1179,10 @@ class SocketCore:
             return self._get(SockOpt.IPV4_TOS if stream else SockOpt.IPV6_TRAFFIC_CLASS, 6, 0)
         if name == IPV6_CHECKSUM and self.kind == SOCK_RAW:
             return self._get(SockOpt.IPV6_CHECKSUM, 6)
+        if name == _IPV6_MTU_DISCOVER:
+            return int(self._get(SockOpt.MTU_DISCOVER, 6, PMTUDISC_WANT))
+        if name == _IPV6_MTU:
+            return self._path_mtu(6)
         if name in _RECEIVE_IPV6_OPTIONS:
             if stream:
                 return self.plain.get((IPPROTO_IPV6, name), 0)

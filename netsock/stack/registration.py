@@ -50,7 +50,7 @@ class NetworkEndpoint:
         raise NotImplementedError
 
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
-                     dont_fragment: bool = True) -> None:
+                     dont_fragment: bool = True, path_mtu: bool = True) -> None:
         raise ErrNotSupported()
 
     def send(self, route: Route, pkt: PacketBuffer) -> None:

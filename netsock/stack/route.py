@@ -79,25 +79,34 @@ class Route:
     def stack(self):  # noqa: ANN201 - Stack, kept untyped to avoid an import cycle
         return self.nic.stack
 
-    def mtu(self) -> int:
-        """Largest network-layer packet on this path: link, route table and what ICMP taught us."""
+    def mtu(self, learned: bool = True) -> int:
+        """Largest network-layer packet on this path: link, route table and (``learned``) what ICMP
+        taught us."""
         mtu = self.network_endpoint.mtu()
         if self._mtu and self._mtu < mtu:
             mtu = self._mtu
-        learned = self.nic.stack.path_mtu.get(self.remote_address)
-        return learned if learned and learned < mtu else mtu
+        path = self.nic.stack.path_mtu.get(self.remote_address) if learned else None
+        return path if path and path < mtu else mtu
+
+    def path_mtu(self) -> int:
+        """The path MTU as IP_MTU / IPV6_MTU report it: ``mtu()``, an IPv4 path's at most 65535 (the
+        largest total length; Linux's IP_MAX_MTU)."""
+        mtu = self.mtu()
+        return min(mtu, 0xFFFF) if len(self.remote_address) == 4 else mtu
 
     def max_header_length(self) -> int:
         """Room a transport must reserve in front of its header for the layers below."""
         return self.network_endpoint.max_header_length()
 
-    def write_packet(self, transport: int, pkt: PacketBuffer, ttl: int, tos: int, dont_fragment: bool = True) -> None:
+    def write_packet(self, transport: int, pkt: PacketBuffer, ttl: int, tos: int, dont_fragment: bool = True,
+                     path_mtu: bool = True) -> None:
         """Prepend the network header and send (raises a tcpip Error if the packet cannot go).
 
         ``dont_fragment``: an IPv4 packet that fits the path goes with DF set, as Linux sends a
         socket's (IP_PMTUDISC_WANT, for path MTU discovery, RFC 1191); the stack's own ICMP
-        replies and errors go without, as Linux's."""
-        self.network_endpoint.write_packet(self, transport, pkt, ttl, tos, dont_fragment)
+        replies and errors go without, as Linux's. ``path_mtu``: fragment to the path's MTU as learned
+        (else to the link's: IP_PMTUDISC_PROBE and the like)."""
+        self.network_endpoint.write_packet(self, transport, pkt, ttl, tos, dont_fragment, path_mtu)
 
     def default_ttl(self) -> int:
         return self.network_endpoint.default_ttl()

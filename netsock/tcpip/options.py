@@ -57,6 +57,8 @@ class SockOpt(enum.Enum):
                                                   # as by Linux's default net.ipv4.tcp_fastopen = 1)
     RECEIVE_LOW_WATER = "receive_low_water"       # readable from this many bytes (SO_RCVLOWAT)
     TCP_DEFER_ACCEPT = "tcp_defer_accept"         # a listener waits for data this many SYN-ACK timeouts
+    MTU_DISCOVER = "mtu_discover"                 # path MTU discovery: one of PMTUDISC_* (IP_MTU_DISCOVER)
+    PATH_MTU = "path_mtu"                         # read-only, connected: the path MTU known now (IP_MTU)
     TCP_TIME_WAIT_TIMEOUT = "tcp_time_wait_timeout"
     CONGESTION_CONTROL = "congestion_control"
     AVAILABLE_CONGESTION_CONTROL = "available_congestion_control"
@@ -114,6 +116,15 @@ class PacketAddress(NamedTuple):
     pkt_type: int = 0           # PACKET_HOST ... PACKET_OUTGOING
     hardware_type: int = 0      # ARPHRD_*
     address: bytes = b""        # the sender's link address (of a frame read) or the destination's
+
+
+
+# IP_MTU_DISCOVER / IPV6_MTU_DISCOVER values (<linux/in.h>): DONT never sets DF; WANT (the default) sets it
+# on what fits the path and fragments the rest; DO always sets it and refuses a datagram larger than the
+# path MTU; PROBE and INTERFACE refuse one larger than the device's (INTERFACE without DF); OMIT goes
+# without DF and is fragmented at the device's MTU. PROBE, INTERFACE and OMIT ignore the path MTU learned.
+PMTUDISC_DONT, PMTUDISC_WANT, PMTUDISC_DO, PMTUDISC_PROBE, PMTUDISC_INTERFACE, PMTUDISC_OMIT = range(6)
+PMTUDISC_SETS_DF = frozenset((PMTUDISC_WANT, PMTUDISC_DO, PMTUDISC_PROBE))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import enum
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from ..header import ipv4, ipv6
 from ..ports import PortFlags
 from ..stack.demux import TransportEndpointID
 from ..stack.interfaces import PacketType
@@ -27,6 +28,8 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MES
                      ErrNotPermitted, ErrNotSupported, ErrUnknownDevice, ErrUnknownProtocolOption,
                      ErrWouldBlock, Error, FullAddress, IPv6PacketInfo, PacketInfo, ReadResult,
                      SendableControlMessages, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
+from ..tcpip.options import PMTUDISC_DO, PMTUDISC_DONT, PMTUDISC_INTERFACE, PMTUDISC_OMIT, PMTUDISC_PROBE, \
+    PMTUDISC_SETS_DF, PMTUDISC_WANT
 from ..waiter import EventMask, WaiterQueue
 
 _IN, _OUT, _ERR, _HUP, _RDHUP = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
@@ -56,6 +59,7 @@ _CONTROL_ERRORS: dict[ControlType, type[Error]] = {
     ControlType.PARAMETER_PROBLEM: ErrInvalidEndpointState,
 }
 
+_PMTUDISC_REFUSES = frozenset((PMTUDISC_DO, PMTUDISC_PROBE, PMTUDISC_INTERFACE))   # too large: EMSGSIZE
 
 class EndpointState(enum.Enum):
     INITIAL = "initial"
@@ -90,6 +94,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.REUSE_ADDRESS: False, SockOpt.REUSE_PORT: False, SockOpt.BROADCAST: False,
             SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
+            SockOpt.MTU_DISCOVER: PMTUDISC_WANT,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -288,6 +293,20 @@ class DatagramEndpoint(TransportEndpoint):
         self.stats.packets_sent.value += self._transmit(route, data, dst_port, ttl, tos, control)
         return len(data)
 
+    def _route_write(self, route: Route, protocol: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
+        """Hand a finished datagram to the network layer as IP_MTU_DISCOVER says: with DF (IPv4) for
+        WANT, DO and PROBE; refused, EMSGSIZE, when larger than the path MTU (DO) or the device's (PROBE,
+        INTERFACE) where the others are fragmented (DONT, WANT to the path's MTU, OMIT to the device's:
+        Linux's ip_sk_use_pmtu)."""
+        mode = self.options[SockOpt.MTU_DISCOVER]
+        learned = mode <= PMTUDISC_DO       # the others go by the device's MTU, ignoring the path's
+        if mode in _PMTUDISC_REFUSES and not pkt.gso_size:
+            if pkt.size() + (ipv4.MIN_SIZE if len(route.remote_address) == 4 else ipv6.HEADER_SIZE) > \
+                    route.mtu(learned):
+                self.stats.write_errors.invalid_args.increment()
+                raise ErrMessageTooLong()
+        route.write_packet(protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned)
+
     def _autobind(self) -> None:
         """The first write of an unbound endpoint takes an ephemeral port, as Linux's autobind."""
         self._register(0, b"", 0, None)
@@ -403,6 +422,9 @@ class DatagramEndpoint(TransportEndpoint):
         elif opt in (SockOpt.ADD_MEMBERSHIP, SockOpt.REMOVE_MEMBERSHIP):
             self._membership(opt is SockOpt.ADD_MEMBERSHIP, *value)
             return
+        elif opt is SockOpt.MTU_DISCOVER:
+            if not PMTUDISC_DONT <= int(value) <= PMTUDISC_OMIT:
+                raise ErrInvalidOptionValue()
         elif opt not in self.options:
             raise ErrUnknownProtocolOption()
         self.options[opt] = value
@@ -419,6 +441,10 @@ class DatagramEndpoint(TransportEndpoint):
             return err
         if opt in (SockOpt.AVAILABLE_CONGESTION_CONTROL, SockOpt.TCP_INFO):
             raise ErrNotSupported()
+        if opt is SockOpt.PATH_MTU:
+            if self._route is None or self.remote is None:
+                raise ErrNotConnected()
+            return self._route.path_mtu()
         try:
             return self.options[opt]
         except KeyError:

@@ -337,10 +337,10 @@ class IPv4Endpoint(NetworkEndpoint):
     # --- outbound ---------------------------------------------------------------------------------
 
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
-                     dont_fragment: bool = True) -> None:
+                     dont_fragment: bool = True, path_mtu: bool = True) -> None:
         total = pkt.size() + ipv4.MIN_SIZE
         if not pkt.gso_size:        # a super-segment is cut by the link, not fragmented
-            mtu = route.mtu()
+            mtu = route.mtu(path_mtu)
             if total > mtu:
                 self._write_fragments(route, transport, pkt, ttl, tos, mtu)
                 return

@@ -394,10 +394,10 @@ class IPv6Endpoint(NetworkEndpoint):
     # --- outbound ---------------------------------------------------------------------------------
 
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
-                     dont_fragment: bool = True) -> None:
+                     dont_fragment: bool = True, path_mtu: bool = True) -> None:
         """(``dont_fragment`` is IPv4's: an IPv6 router never fragments.)"""
         total = pkt.size() + ipv6.HEADER_SIZE
-        mtu = route.mtu()
+        mtu = route.mtu(path_mtu)
         if total > mtu and not pkt.gso_size:   # a super-segment is cut by the link, not fragmented
             self._write_fragments(route, transport, pkt, ttl, tos, mtu)
             return

@@ -38,7 +38,7 @@ class PingEndpoint(DatagramEndpoint):
         pkt = PacketBuffer(route.max_header_length() + icmpv4.MIN_SIZE, payload)
         icmpv4.build(pkt.prepend(icmpv4.MIN_SIZE), icmpv4.ECHO, 0, icmpv4.echo_rest(self.local.port, sequence),
                      payload)
-        route.write_packet(PROTOCOL_NUMBER, pkt, ttl, tos)
+        self._route_write(route, PROTOCOL_NUMBER, pkt, ttl, tos)
         self.stack.stats().icmp.v4_packets_sent.echo.value += 1
 
 
@@ -76,7 +76,7 @@ class Ping6Endpoint(PingEndpoint):
         pkt = PacketBuffer(route.max_header_length() + icmpv6.MIN_SIZE, payload)
         icmpv6.build(pkt.prepend(icmpv6.MIN_SIZE), icmpv6.ECHO_REQUEST, 0, icmpv6.echo_rest(self.local.port, sequence),
                      route.local_address, route.remote_address, payload)
-        route.write_packet(ICMPV6_PROTOCOL_NUMBER, pkt, ttl, tos)
+        self._route_write(route, ICMPV6_PROTOCOL_NUMBER, pkt, ttl, tos)
         self.stack.stats().icmp.v6_packets_sent.echo_request.value += 1
 
 

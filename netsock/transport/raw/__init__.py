@@ -182,7 +182,7 @@ class RawEndpoint(DatagramEndpoint):
             payload[checksum_offset] = csum >> 8
             payload[checksum_offset + 1] = csum & 0xFF
             data = payload
-        route.write_packet(self.transport_number, PacketBuffer(route.max_header_length(), data), ttl, tos)
+        self._route_write(route, self.transport_number, PacketBuffer(route.max_header_length(), data), ttl, tos)
 
     def _send_header_included(self, route: Route, data: bytes | bytearray | memoryview) -> None:
         """Linux's raw_send_hdrinc: the caller's datagram, unfragmented, sent where the write said

@@ -25,6 +25,7 @@ from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnecte
                       ErrInvalidOptionValue, ErrNetworkUnreachable, ErrNotConnected,
                       ErrNotSupported, ErrPortInUse, ErrTimeout, ErrUnknownProtocolOption, ErrWouldBlock, Error,
                       FullAddress, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
+from ...tcpip.options import PMTUDISC_DONT, PMTUDISC_OMIT, PMTUDISC_SETS_DF, PMTUDISC_WANT
 from ...tcpip.stats import StatCounter
 from ...waiter import EventMask, WaiterQueue
 from . import congestion
@@ -141,7 +142,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked",
+                 "defer_acked", "pmtudisc",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
@@ -212,6 +213,7 @@ class TCPEndpoint(TransportEndpoint):
         self.fast_open_queue = 0                    # TCP_FASTOPEN on a listener (stored: no server TFO)
         self.defer_accept = 0                       # TCP_DEFER_ACCEPT on a listener: SYN-ACK timeouts
         self.defer_acked = False                    # (a child of such a listener: its bare ACK was dropped)
+        self.pmtudisc = PMTUDISC_WANT               # IP_MTU_DISCOVER: DF on segments, frag-needed heeded
         # Timers are created when first armed, and closed (their callbacks dropped) when the connection ends.
         self.state_timer: Timer | None = None       # an orphan's FIN-WAIT-2
         self.keepalive_timer: Timer | None = None
@@ -598,6 +600,10 @@ class TCPEndpoint(TransportEndpoint):
             self.rcvlowat = max(1, min(int(value), self.proto.max_receive_buffer_size // 2))
             if self.rcv is not None and self.rcv.queue.size >= self.rcvlowat:
                 self.waiter_queue.notify(_NOTIFY_IN)
+        elif opt is SockOpt.MTU_DISCOVER:
+            if not PMTUDISC_DONT <= int(value) <= PMTUDISC_OMIT:
+                raise ErrInvalidOptionValue()
+            self.pmtudisc = int(value)
         elif opt is SockOpt.TCP_DEFER_ACCEPT:
             self.defer_accept = max(0, min(int(value), 255))
         elif opt is SockOpt.TCP_FAST_OPEN:
@@ -639,6 +645,10 @@ class TCPEndpoint(TransportEndpoint):
             return self.snd.mss if self.snd is not None else (self.user_mss or DEFAULT_MSS)
         if opt is SockOpt.RECEIVE_BUFFER_SIZE:
             return self.rcv.buffer_size if self.rcv is not None else self.receive_buffer_size
+        if opt is SockOpt.PATH_MTU:
+            if self.route is None or self.state not in _SYNCHRONIZED:
+                raise ErrNotConnected()
+            return self.route.path_mtu()
         simple = {SockOpt.DELAY: lambda: int(not self.nodelay), SockOpt.CORK: lambda: int(self.cork),
                   SockOpt.QUICK_ACK: lambda: int(self.quickack), SockOpt.KEEPALIVE_ENABLED: lambda: int(self.keepalive),
                   SockOpt.KEEPALIVE_IDLE: lambda: self.keepalive_idle,
@@ -652,7 +662,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_WINDOW_CLAMP: lambda: self.window_clamp,
                   SockOpt.TCP_NOTSENT_LOWAT: lambda: self.notsent_lowat,
                   SockOpt.RECEIVE_LOW_WATER: lambda: self.rcvlowat, SockOpt.TCP_FAST_OPEN: lambda: self.fast_open_queue,
-                  SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept,
+                  SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
                   SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
@@ -846,6 +856,7 @@ class TCPEndpoint(TransportEndpoint):
         self.keepalive_interval = listener.keepalive_interval
         self.keepalive_count = listener.keepalive_count
         self.linger = listener.linger
+        self.pmtudisc = listener.pmtudisc
         self.ttl = listener.ttl
         self.tos = listener.tos
         self.send_buffer_size = listener.send_buffer_size
@@ -1233,7 +1244,9 @@ class TCPEndpoint(TransportEndpoint):
             return
         err = _CONTROL_ERRORS.get(kind)
         if err is None:
-            if kind is ControlType.PACKET_TOO_BIG and self.snd is not None and info:
+            # (DONT, INTERFACE and OMIT leave the MSS alone: Linux's ip_sk_accept_pmtu and tcp_v4_mtu_reduced)
+            if kind is ControlType.PACKET_TOO_BIG and self.snd is not None and info and \
+                    self.pmtudisc in PMTUDISC_SETS_DF:
                 self.path_mss = min(self.path_mss, info - self._headers())
                 self.snd.mss = max(MIN_MSS, min(self.snd.mss, self.path_mss - (12 if self.ts_ok else 0)))
                 self._update_burst()
@@ -1378,7 +1391,8 @@ class TCPEndpoint(TransportEndpoint):
             total = combine(self._pseudo + size + length, checksum(hdr, checksum(payload) if payload else 0))
             tcp.set_checksum(hdr, ~total & 0xFFFF)
         try:
-            route.write_packet(tcp.PROTOCOL_NUMBER, pkt, self.ttl or route.default_ttl(), self.tos)
+            route.write_packet(tcp.PROTOCOL_NUMBER, pkt, self.ttl or route.default_ttl(), self.tos,
+                               self.pmtudisc in PMTUDISC_SETS_DF)
         except Error:
             self.stack_stats.segment_send_errors.increment()
             self.stats.send_errors.send_to_network_failed.increment()

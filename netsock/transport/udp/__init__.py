@@ -108,7 +108,7 @@ class UDPEndpoint(DatagramEndpoint):
         """Hand one finished datagram to the network layer, counting it."""
         stats = self.protocol.stats
         try:
-            route.write_packet(self.transport_number, pkt, ttl, tos)
+            self._route_write(route, self.transport_number, pkt, ttl, tos)
         except Exception:
             stats.packet_send_errors.increment()
             raise
