@@ -66,7 +66,7 @@ from ..tcpip.stats import StatCounter
 from . import LinkStats, deliver_ethernet, deliver_ip, tun, write_each
 from .gro import coalesce
 from .gso import (F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NO_OFFLOAD,
-                  VIRTIO_NET_HDR, VIRTIO_NET_HDR_SIZE, gso_header)
+                  VIRTIO_NET_HDR, VIRTIO_NET_HDR_SIZE, gso_header, transport_start)
 
 try:  # pragma: no cover - which branch runs depends on the build
     from .. import _native  # type: ignore[attr-defined]
@@ -353,7 +353,7 @@ class FdEndpoint(LinkEndpointBase):
                 if csum_start + csum_offset + 2 > len(frame):
                     stats.rx_bad_vnet_header.increment()
                     continue
-                if csum_start == link_header + _ip_header_length(frame, link_header):
+                if csum_start == transport_start(frame, link_header):
                     pkt.csum_offset = csum_offset       # left partial: nothing here needs it whole
                 else:
                     complete_checksum(frame, csum_start, csum_offset)
@@ -474,16 +474,6 @@ class FdEndpoint(LinkEndpointBase):
             os.close(self._fd)
 
 
-def _ip_header_length(frame: memoryview, link_header: int) -> int:
-    """Where the transport header of an IPv4 or IPv6 packet (behind ``link_header`` bytes) starts, from
-    the IP header (IPv6: the fixed header; -1 for anything else)."""
-    if len(frame) <= link_header:
-        return -1
-    first = frame[link_header]
-    version = first >> 4
-    return (first & 0x0F) * 4 if version == 4 else 40 if version == 6 else -1
-
-
 # --- reading ----------------------------------------------------------------------------------------
 # A reader takes up to ``count`` frames off the fd per call: ``(frames, read, status)``, where
 # ``frames`` are the valid ones, each in a writable buffer of its own and exactly its length, ``read``
@@ -597,7 +587,6 @@ class _NativeReader:
             return frames, read, _MORE
         error = self._error[0]
         return frames, read, error if error else _EOF
-
 
 
 class _NativeMergingReader:

@@ -48,6 +48,17 @@ _UDP = 17
 NO_OFFLOAD = bytes(VIRTIO_NET_HDR_SIZE)
 
 
+def transport_start(frame: memoryview, link_header_length: int) -> int:
+    """Where the transport header of the IPv4 or IPv6 packet behind ``link_header_length`` bytes of
+    ``frame`` starts (IPv6: behind the fixed header); -1 if it is neither."""
+    if len(frame) <= link_header_length:
+        return -1
+    first = frame[link_header_length]
+    version = first >> 4
+    ip_len = (first & 0x0F) * 4 if version == 4 else 40 if version == 6 else -1
+    return link_header_length + ip_len if ip_len > 0 else -1
+
+
 def gso_header(headers: memoryview, link_header_length: int, gso_size: int) -> bytes:
     """The virtio-net header asking the kernel to cut a TCP super-segment or a UDP super-datagram
     into ``gso_size`` pieces.
@@ -57,8 +68,7 @@ def gso_header(headers: memoryview, link_header_length: int, gso_size: int) -> b
     """
     ip = link_header_length
     version = headers[ip] >> 4
-    ip_len = (headers[ip] & 0x0F) * 4 if version == 4 else 40
-    start = ip + ip_len
+    start = transport_start(headers, ip)
     if headers[ip + 9 if version == 4 else ip + 6] == _UDP:
         return VIRTIO_NET_HDR.pack(F_NEEDS_CSUM, GSO_UDP_L4, start + 8, gso_size, start, UDP_CHECKSUM_OFFSET)
     tcp_len = (headers[start + 12] >> 4) * 4

@@ -1321,9 +1321,7 @@ class TCPEndpoint(TransportEndpoint):
             raise ErrNotConnected()
         rcv = self.rcv
         if self.oob_inline or rcv is None or rcv.urg_seq < 0 or rcv.urg_read:
-            raise ErrInvalidEndpointState()
-        if self.state is S.CLOSED and self.remote is None:
-            raise ErrNotConnected()
+            raise ErrInvalidEndpointState()     # (never connected: no receiver, so this too, as Linux)
         if rcv.urg_byte >= 0:
             if not peek:
                 rcv.urg_read = True
