@@ -423,3 +423,17 @@ def test_route_mtu_below_link_mtu_applies() -> None:
     assert [IP(raw).len for raw in h.sent_raw()] == [1276, 20 + (8 + 1253) - 1256]
 
 
+
+
+@given(st.binary(min_size=20, max_size=60).filter(lambda b: len(b) % 4 == 0))
+def test_header_checksum_check_agrees_with_the_rfc_1071_sum(header: bytes) -> None:
+    from netsock.header import ipv4 as ipv4_header
+    from netsock.header.checksum import checksum, py_checksum
+    # Made valid: the checksum field set so the header sums to 0xffff (unless it is all zero).
+    fixed = bytearray(header)
+    fixed[10:12] = b"\x00\x00"
+    fixed[10:12] = (~checksum(fixed) & 0xFFFF).to_bytes(2, "big")
+    for candidate in (header, bytes(fixed), bytes(len(header))):
+        expected = py_checksum(candidate) == 0xFFFF
+        assert ipv4_header.checksum_valid(candidate, len(candidate)) is expected
+        assert ipv4_header.checksum_valid(memoryview(candidate), len(candidate)) is expected

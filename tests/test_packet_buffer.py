@@ -61,3 +61,17 @@ def test_a_scattered_payload_stays_in_its_pieces_until_the_link_writes_them():
     assert bytes(views[1]) == b"First ", "the pieces are referenced, not copied"
     twin = pkt.clone()
     assert twin.to_bytes() == b"HDR:First second third" and twin.tail_size == 12
+
+
+def test_an_inbound_packet_gets_headers_of_its_own_and_earlier_views_stay_valid():
+    # Inbound buffers start without header room (they share one empty buffer); forwarding
+    # prepends to one: that must neither touch another packet nor invalidate a view handed out.
+    first, second = PacketBuffer.inbound(bytearray(b"one")), PacketBuffer.inbound(bytearray(b"two"))
+    ip = first.prepend(4)
+    ip[:] = b"IPv4"
+    eth = first.prepend(14)
+    eth[:] = b"E" * 14
+    assert bytes(ip) == b"IPv4", "a view of an earlier header survives the buffer growing"
+    assert first.to_bytes() == b"E" * 14 + b"IPv4" + b"one"
+    assert second.header_size() == 0 and second.to_bytes() == b"two"
+    assert [bytes(v) for v in second.views()] == [b"two"]

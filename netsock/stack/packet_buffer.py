@@ -20,6 +20,7 @@ from typing import Union
 Buffer = Union[bytes, bytearray, memoryview]
 
 _EMPTY = memoryview(b"")
+_NO_ROOM = b""
 
 
 class PacketBuffer:
@@ -28,7 +29,9 @@ class PacketBuffer:
                  "timestamp", "gso_size", "checksum_verified", "csum_offset")
 
     def __init__(self, reserve: int = 0, data: Buffer | list[Buffer] = b"") -> None:
-        self._hdr = bytearray(reserve)
+        # An inbound packet rarely gets a header prepended (forwarding does, once): it shares one
+        # empty buffer until then, and prepend makes a new one.
+        self._hdr: bytes | bytearray = bytearray(reserve) if reserve else _NO_ROOM
         self._head = reserve
         if type(data) is list:      # a scattered payload: only for SCATTER_GATHER links
             first, *rest = data
@@ -72,8 +75,10 @@ class PacketBuffer:
         """Writable room for a ``size``-byte header in front of what is there; grows if reserve is short."""
         head = self._head - size
         if head < 0:
+            # A new buffer, not an insertion: views of the headers prepended so far stay valid (a
+            # bytearray with exported views cannot be resized).
             grow = -head + 64
-            self._hdr[0:0] = bytes(grow)
+            self._hdr = bytearray(grow) + self._hdr
             head += grow
         self._head = head
         return memoryview(self._hdr)[head:head + size]

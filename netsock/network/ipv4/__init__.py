@@ -20,7 +20,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from ...header import icmpv4, ipv4
-from ...header.checksum import checksum, complete_checksum
+from ...header.checksum import complete_checksum
 from ...header.gso import segments_to_forward, split_tcp
 from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 PROTOCOL_NUMBER = IPV4_PROTOCOL_NUMBER
 _ALL_HOSTS = b"\xe0\x00\x00\x01"   # 224.0.0.1: every host is a member (RFC 1112)
 _HOST, _BROADCAST, _MULTICAST = PacketType.HOST, PacketType.BROADCAST, PacketType.MULTICAST  # no Enum lookups
+_FRAGMENT_BITS = ipv4.FLAG_MORE_FRAGMENTS | ipv4.FRAGMENT_OFFSET_MASK
 REASSEMBLY_TIMEOUT = 30.0          # seconds, as Linux's ipfrag_time (RFC 1122 §3.3.2: 60 to 120 advised)
 
 
@@ -94,7 +95,7 @@ class IPv4Endpoint(NetworkEndpoint):
             ip_stats.malformed_packets_received.increment()
             return
         hlen = hdr.header_length
-        if not self.nic.rx_checksum_offload and checksum(data[:hlen]) != 0xFFFF:
+        if not self.nic.rx_checksum_offload and not ipv4.checksum_valid(data, hlen):
             ip_stats.malformed_packets_received.increment()
             ip_stats.checksum_errors.increment()
             return
@@ -120,7 +121,7 @@ class IPv4Endpoint(NetworkEndpoint):
             ip_stats.malformed_packets_received.increment()
             icmp.send_error(self, pkt, hdr, icmpv4.PARAM_PROBLEM, 0, ipv4.MIN_SIZE << 24, original)
             return
-        if hdr.is_fragment():
+        if hdr.flags_fragment & _FRAGMENT_BITS:    # hdr.is_fragment(), without a call per packet
             ip_stats.fragments_received.increment()
             offset = hdr.fragment_offset
             status, payload = self.protocol.reassembler.process(
