@@ -144,6 +144,7 @@ _SO_TIMESTAMP = 29                                          # SO_TIMESTAMP_OLD: 
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
+_IP_BIND_ADDRESS_NO_PORT = 24       # <linux/in.h> (IPPROTO_IP level; 24 is IPV6_MTU at IPPROTO_IPV6)
 _IN_PKTINFO = struct.Struct("i4s4s")                        # ifindex, spec_dst, addr
 _IN6_PKTINFO = struct.Struct("16sI")                        # addr, ifindex
 _CMSG_HEADER = CMSG_LEN(0)
@@ -1072,6 +1073,10 @@ class SocketCore:
             self._membership(name == IP_ADD_MEMBERSHIP, raw[:4], self._interface(ifindex, raw[4:8], ENODEV))
         elif name == IP_HDRINCL and self.kind == SOCK_RAW and self.family == AF_INET:
             self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
+        elif name == _IP_BIND_ADDRESS_NO_PORT:
+            # A bit of the socket, IPv6 ones included (Linux's inet_sk flag): every endpoint's. An
+            # empty value clears it (Linux's do_ip_setsockopt reads nothing and keeps its 0).
+            self._set(SockOpt.BIND_ADDRESS_NO_PORT, bool(raw) and bool(_int_option(raw, char=True)))
         elif name == _IP_MTU_DISCOVER:
             self._set(SockOpt.MTU_DISCOVER, _int_option(raw), scope)
         elif name in _RECEIVE_IP_OPTIONS:
@@ -1101,6 +1106,8 @@ class SocketCore:
         if name in _RECEIVE_IP_OPTIONS:
             return self.plain.get((IPPROTO_IP, name), 0) if stream else \
                 int(self._get(_RECEIVE_IP_OPTIONS[name], scope, False))
+        if name == _IP_BIND_ADDRESS_NO_PORT:
+            return int(self._get(SockOpt.BIND_ADDRESS_NO_PORT, 0, False))
         if name == _IP_MTU_DISCOVER:
             return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
         if name == _IP_MTU:

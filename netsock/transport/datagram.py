@@ -70,6 +70,8 @@ class EndpointState(enum.Enum):
 
 class DatagramEndpoint(TransportEndpoint):
     transport_number = 0
+    # IP_BIND_ADDRESS_NO_PORT applies (Linux's __inet_bind: UDP; a ping socket takes its id at bind).
+    binds_address_alone = False
     max_payload = 65535 - 8     # what one IPv6 packet's payload holds; over IPv4, 20 bytes less
 
     def __init__(self, stack: Stack, net_proto: int, waiter_queue: WaiterQueue) -> None:
@@ -94,7 +96,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.REUSE_ADDRESS: False, SockOpt.REUSE_PORT: False, SockOpt.BROADCAST: False,
             SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
-            SockOpt.MTU_DISCOVER: PMTUDISC_WANT,
+            SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -109,6 +111,12 @@ class DatagramEndpoint(TransportEndpoint):
         local = bytes(addr.addr)
         if local and self.stack.local_address_nic(local) is None and not self._is_group_address(local):
             raise ErrBadLocalAddress()
+        if self.options[SockOpt.BIND_ADDRESS_NO_PORT] and not addr.port and self.binds_address_alone:
+            # IP_BIND_ADDRESS_NO_PORT: the address alone; the port comes with connect or the first
+            # write (autobind). Still unbound as far as binding again goes, as on Linux.
+            self._bound_addr = local
+            self.local = FullAddress(addr.nic, local, 0)
+            return
         self._bound_addr = local   # _register reserves the port on it
         try:
             self._register(addr.nic, local, addr.port, None)
@@ -308,9 +316,11 @@ class DatagramEndpoint(TransportEndpoint):
         route.write_packet(protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned)
 
     def _autobind(self) -> None:
-        """The first write of an unbound endpoint takes an ephemeral port, as Linux's autobind."""
-        self._register(0, b"", 0, None)
-        self.local = FullAddress(0, b"", self._id.local_port)  # type: ignore[union-attr]
+        """The first write of an unbound endpoint takes an ephemeral port, as Linux's autobind (on the
+        address bound without a port, if any)."""
+        nic, local = self.local.nic, self._bound_addr
+        self._register(nic, local, 0, None)
+        self.local = FullAddress(nic, local, self._id.local_port)  # type: ignore[union-attr]
         self.state = EndpointState.BOUND
 
     def _transmit(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,

@@ -142,7 +142,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked", "pmtudisc",
+                 "defer_acked", "pmtudisc", "bind_no_port",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
@@ -214,6 +214,7 @@ class TCPEndpoint(TransportEndpoint):
         self.defer_accept = 0                       # TCP_DEFER_ACCEPT on a listener: SYN-ACK timeouts
         self.defer_acked = False                    # (a child of such a listener: its bare ACK was dropped)
         self.pmtudisc = PMTUDISC_WANT               # IP_MTU_DISCOVER: DF on segments, frag-needed heeded
+        self.bind_no_port = False                   # IP_BIND_ADDRESS_NO_PORT: a port-0 bind leaves the port to connect
         # Timers are created when first armed, and closed (their callbacks dropped) when the connection ends.
         self.state_timer: Timer | None = None       # an orphan's FIN-WAIT-2
         self.keepalive_timer: Timer | None = None
@@ -235,6 +236,18 @@ class TCPEndpoint(TransportEndpoint):
         local = bytes(addr.addr)
         if local and self.stack.local_address_nic(local) is None:
             raise ErrBadLocalAddress()
+        if self.bind_no_port and not addr.port:
+            # Linux's IP_BIND_ADDRESS_NO_PORT: only the address now; connect reserves a port free for
+            # its 4-tuple (so many connections from one address need not each hold a port of their
+            # own), listen an ephemeral one. Nothing is reserved, so binding again is allowed, as there.
+            self._bound_addr = local
+            self._bound_nic = addr.nic
+            self.local = FullAddress(addr.nic, local, 0)
+            return
+        self._reserve(addr)
+
+    def _reserve(self, addr: FullAddress) -> None:
+        local = bytes(addr.addr)
         flags = PortFlags(self.reuse_addr, self.reuse_port)
         port = self.stack.ports.reserve((self.net_proto,), self.proto.number, local, addr.port, flags, addr.nic)
         self._reservation = ((self.net_proto,), self.proto.number, local, port, flags, addr.nic, None)
@@ -249,8 +262,8 @@ class TCPEndpoint(TransportEndpoint):
             return
         if self.state is not S.CLOSED or self.error is not None:
             raise ErrInvalidEndpointState()
-        if self._reservation is None:
-            self.bind(FullAddress(0, b"", 0))
+        if self._reservation is None:       # unbound, or bound to an address alone: an ephemeral port
+            self._reserve(FullAddress(self._bound_nic, self._bound_addr, 0))
         for other in self.stack.demux.lookup(self.net_proto, self.proto.number, self._bound_nic, b"",
                                              self._bound_addr, 0, self.local.port) or ():
             # SO_REUSEADDR lets ports be shared, but never by two listeners (only SO_REUSEPORT does that).
@@ -616,6 +629,8 @@ class TCPEndpoint(TransportEndpoint):
             self.cc_name = value
             if self.snd is not None:
                 self.snd.set_congestion_control(value)
+        elif opt is SockOpt.BIND_ADDRESS_NO_PORT:
+            self.bind_no_port = bool(value)
         elif opt is SockOpt.REUSE_ADDRESS:
             self.reuse_addr = bool(value)
         elif opt is SockOpt.REUSE_PORT:
@@ -663,6 +678,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_NOTSENT_LOWAT: lambda: self.notsent_lowat,
                   SockOpt.RECEIVE_LOW_WATER: lambda: self.rcvlowat, SockOpt.TCP_FAST_OPEN: lambda: self.fast_open_queue,
                   SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
+                  SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
                   SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
@@ -857,6 +873,7 @@ class TCPEndpoint(TransportEndpoint):
         self.keepalive_count = listener.keepalive_count
         self.linger = listener.linger
         self.pmtudisc = listener.pmtudisc
+        self.bind_no_port = listener.bind_no_port
         self.ttl = listener.ttl
         self.tos = listener.tos
         self.send_buffer_size = listener.send_buffer_size

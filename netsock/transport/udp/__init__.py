@@ -30,6 +30,7 @@ UDP_MAX_SEGMENTS = 128      # Linux's limit on the datagrams one UDP_SEGMENT wri
 
 class UDPEndpoint(DatagramEndpoint):
     transport_number = PROTOCOL_NUMBER
+    binds_address_alone = True
 
     def __init__(self, stack: Stack, net_proto: int, waiter_queue: WaiterQueue) -> None:
         super().__init__(stack, net_proto, waiter_queue)
