@@ -1,7 +1,8 @@
 """IP_BIND_ADDRESS_NO_PORT as Linux's: a bind to port 0 takes the address alone, and connect (TCP,
 UDP), listen or UDP's first write picks the port. Each scenario runs on a kernel socket and on a
 NetsockSocket over loopback and must come out the same; then what the deferral is for: connections
-from one bound address to different peers may share a port, as each 4-tuple is unique."""
+from one bound address to different peers may share a port, as each 4-tuple is unique. Last, the
+errors of a full ephemeral range, which differ by call as on Linux."""
 
 from __future__ import annotations
 
@@ -167,3 +168,27 @@ def test_connections_to_different_peers_share_the_ports_of_one_address(stack: An
                     return
                 used.append((listener.getsockname()[1], sock.getsockname()[1]))
         assert no_port and len(set(used)) == 8 and {port for _, port in used} == set(range(40000, 40004))
+
+
+# Linux's errnos when no ephemeral port is left, measured in a namespace with ip_local_port_range
+# "40000 40001": bind and listen EADDRINUSE, TCP connect EADDRNOTAVAIL, UDP's autobind EAGAIN.
+@pytest.mark.parametrize(("kind", "last_step", "expected"), [
+    (socket.SOCK_STREAM, "bind", errno.EADDRINUSE), (socket.SOCK_STREAM, "listen", errno.EADDRINUSE),
+    (socket.SOCK_STREAM, "connect", errno.EADDRNOTAVAIL), (socket.SOCK_DGRAM, "bind", errno.EADDRINUSE),
+    (socket.SOCK_DGRAM, "connect", errno.EAGAIN), (socket.SOCK_DGRAM, "sendto", errno.EAGAIN),
+])
+def test_no_ephemeral_port_left_fails_as_on_linux(stack: Any, kind: int, last_step: str, expected: int) -> None:
+    stack.ports.set_port_range(40000, 40001)
+    with ExitStack() as resources:
+        target = resources.enter_context(NetsockSocket(socket.AF_INET, kind))
+        target.bind(("127.0.0.1", 5000))
+        if kind == socket.SOCK_STREAM:
+            target.listen()
+        for _ in range(2):          # both ports held by sockets bound to the wildcard
+            holder = resources.enter_context(NetsockSocket(socket.AF_INET, kind))
+            holder.bind(("0.0.0.0", 0))
+        sock = resources.enter_context(NetsockSocket(socket.AF_INET, kind))
+        step = {"bind": lambda: sock.bind(("127.0.0.1", 0)), "listen": sock.listen,
+                "connect": lambda: sock.connect(("127.0.0.1", 5000)),
+                "sendto": lambda: sock.sendto(b"x", ("127.0.0.1", 5000))}[last_step]
+        assert outcome(step) == ("fails", errno.errorcode[expected])

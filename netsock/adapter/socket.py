@@ -62,7 +62,8 @@ from ..stack import Stack
 from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER,
                      IPV6_PROTOCOL_NUMBER, NO_CONTROL_MESSAGES, NO_SENDABLE_CONTROL_MESSAGES, TCP_PROTOCOL_NUMBER,
                      UDP_PROTOCOL_NUMBER, ControlMessages, ErrAlreadyConnected, ErrAlreadyConnecting,
-                     ErrClosedForReceive, ErrConnectStarted, ErrInvalidOptionValue, ErrNotConnected, Error,
+                     ErrClosedForReceive, ErrConnectStarted, ErrInvalidOptionValue, ErrNoPortAvailable,
+                     ErrNotConnected, Error,
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
 from ..tcpip.options import PMTUDISC_WANT, PacketAddress
@@ -1463,6 +1464,8 @@ class NetsockSocket:
                 self._core.ep.bind(target)
             else:
                 self._core.bind(*target)
+        except ErrNoPortAvailable:
+            raise _oserror(EADDRINUSE) from None    # no ephemeral port left: Linux's bind says so
         except Error as e:
             raise e.to_oserror() from None
 
@@ -1478,6 +1481,8 @@ class NetsockSocket:
             raise _oserror(EOPNOTSUPP)
         try:
             self._core.listen(backlog)
+        except ErrNoPortAvailable:
+            raise _oserror(EADDRINUSE) from None    # the autobind of an unbound listener, as bind
         except Error as e:
             raise e.to_oserror() from None
 
@@ -1527,6 +1532,10 @@ class NetsockSocket:
         except ErrAlreadyConnecting:
             if self._timeout is not None:
                 raise _oserror(EALREADY) from None
+        except ErrNoPortAvailable:
+            # No port free for the 4-tuple: Linux's TCP connect says EADDRNOTAVAIL (inet_hash_connect),
+            # its UDP connect EAGAIN (autobind), which is the error's own errno.
+            raise _oserror(EADDRNOTAVAIL if core.kind == SOCK_STREAM else EAGAIN) from None
         except Error as e:
             raise e.to_oserror() from None
         finally:
