@@ -146,6 +146,7 @@ _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
 _IP_BIND_ADDRESS_NO_PORT = 24       # <linux/in.h> (IPPROTO_IP level; 24 is IPV6_MTU at IPPROTO_IPV6)
+_IP_FREEBIND, _IPV6_FREEBIND = 15, 78   # <linux/in.h>, <linux/in6.h>: one bit of the socket, set by either
 _IN_PKTINFO = struct.Struct("i4s4s")                        # ifindex, spec_dst, addr
 _IN6_PKTINFO = struct.Struct("16sI")                        # addr, ifindex
 _CMSG_HEADER = CMSG_LEN(0)
@@ -1074,6 +1075,8 @@ class SocketCore:
             self._membership(name == IP_ADD_MEMBERSHIP, raw[:4], self._interface(ifindex, raw[4:8], ENODEV))
         elif name == IP_HDRINCL and self.kind == SOCK_RAW and self.family == AF_INET:
             self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
+        elif name == _IP_FREEBIND:
+            self._set(SockOpt.FREEBIND, bool(_int_option(raw, char=True)))
         elif name == _IP_BIND_ADDRESS_NO_PORT:
             # A bit of the socket, IPv6 ones included (Linux's inet_sk flag): every endpoint's. An
             # empty value clears it (Linux's do_ip_setsockopt reads nothing and keeps its 0).
@@ -1109,6 +1112,8 @@ class SocketCore:
                 int(self._get(_RECEIVE_IP_OPTIONS[name], scope, False))
         if name == _IP_BIND_ADDRESS_NO_PORT:
             return int(self._get(SockOpt.BIND_ADDRESS_NO_PORT, 0, False))
+        if name == _IP_FREEBIND:
+            return int(self._get(SockOpt.FREEBIND, 0, False))
         if name == _IP_MTU_DISCOVER:
             return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
         if name == _IP_MTU:
@@ -1124,6 +1129,9 @@ class SocketCore:
 
     def _set_ipv6_option(self, name: int, raw: bytes) -> None:
         stream = self.kind == SOCK_STREAM
+        if name == _IPV6_FREEBIND:
+            self._set(SockOpt.FREEBIND, bool(_int_option(raw)))     # an int only, at this level
+            return
         if name == IPV6_V6ONLY:
             value = _int_option(raw)
             if self.bound:
@@ -1173,6 +1181,8 @@ class SocketCore:
 
     def _get_ipv6_option(self, name: int) -> int | bytes:
         stream = self.kind == SOCK_STREAM
+        if name == _IPV6_FREEBIND:
+            return int(self._get(SockOpt.FREEBIND, 0, False))
         if name == IPV6_V6ONLY:
             return int(self.v6only)
         if name == IPV6_UNICAST_HOPS:

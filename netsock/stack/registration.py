@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any
 
-from ..tcpip import AddressWithPrefix, Error, ErrNotSupported, ErrUnknownProtocolOption, SockOpt
+from ..tcpip import (AddressWithPrefix, ErrBadLocalAddress, ErrNetworkUnreachable, Error, ErrNotSupported,
+                     ErrUnknownProtocolOption, SockOpt)
 from ..waiter import WaiterQueue
 from .packet_buffer import PacketBuffer
 
@@ -139,6 +140,17 @@ class TransportProtocol:
 
     def get_option(self, option: SockOpt) -> Any:
         raise ErrUnknownProtocolOption()
+
+
+def socket_route(stack: Any, nic: int, local: bytes, remote: bytes, net_proto: int) -> Route:
+    """``stack.find_route`` for a socket sending from the address it is bound to: one the stack does
+    not have (bound with IP_FREEBIND, or removed since) makes the network unreachable, as Linux's
+    route lookup answers a connect or send from it (for IPv6 Linux sends anyway; netsock does not
+    send from an address it does not hold)."""
+    try:
+        return stack.find_route(nic, local, remote, net_proto)
+    except ErrBadLocalAddress:
+        raise ErrNetworkUnreachable() from None
 
 
 class TransportEndpoint:

@@ -59,6 +59,8 @@ class SockOpt(enum.Enum):
     TCP_DEFER_ACCEPT = "tcp_defer_accept"         # a listener waits for data this many SYN-ACK timeouts
     BIND_ADDRESS_NO_PORT = "bind_address_no_port"   # bind to port 0 takes the address alone; connect then
                                                     # picks a port free for its 4-tuple (IP_BIND_ADDRESS_NO_PORT)
+    FREEBIND = "freebind"                         # bind to an address the stack does not have (yet)
+                                                  # (IP_FREEBIND / IPV6_FREEBIND)
     MTU_DISCOVER = "mtu_discover"                 # path MTU discovery: one of PMTUDISC_* (IP_MTU_DISCOVER)
     PATH_MTU = "path_mtu"                         # read-only, connected: the path MTU known now (IP_MTU)
     TCP_TIME_WAIT_TIMEOUT = "tcp_time_wait_timeout"

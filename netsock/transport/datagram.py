@@ -19,7 +19,7 @@ from ..ports import PortFlags
 from ..stack.demux import TransportEndpointID
 from ..stack.interfaces import PacketType
 from ..stack.packet_buffer import PacketBuffer
-from ..stack.registration import ControlType, TransportEndpoint
+from ..stack.registration import ControlType, TransportEndpoint, socket_route
 from ..stack.route import Route
 from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MESSAGES, ControlMessages,
                      ErrAlreadyBound, ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive, ErrClosedForSend,
@@ -96,7 +96,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.REUSE_ADDRESS: False, SockOpt.REUSE_PORT: False, SockOpt.BROADCAST: False,
             SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
-            SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False,
+            SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -109,7 +109,7 @@ class DatagramEndpoint(TransportEndpoint):
         if self.state is not EndpointState.INITIAL:
             raise ErrAlreadyBound() if self.state is not EndpointState.CLOSED else ErrInvalidEndpointState()
         local = bytes(addr.addr)
-        if local and self.stack.local_address_nic(local) is None and not self._is_group_address(local):
+        if local and not self._may_bind(local):
             raise ErrBadLocalAddress()
         if self.options[SockOpt.BIND_ADDRESS_NO_PORT] and not addr.port and self.binds_address_alone:
             # IP_BIND_ADDRESS_NO_PORT: the address alone; the port comes with connect or the first
@@ -137,7 +137,7 @@ class DatagramEndpoint(TransportEndpoint):
         nic = addr.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
         if not nic and self._is_group_address(bytes(addr.addr)):
             nic = self.options[SockOpt.MULTICAST_INTERFACE]
-        route = self.stack.find_route(nic, self._source_address(), bytes(addr.addr), self.net_proto)
+        route = socket_route(self.stack, nic, self._source_address(), bytes(addr.addr), self.net_proto)
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
         port = self._id.local_port if self._id is not None else 0
@@ -276,7 +276,7 @@ class DatagramEndpoint(TransportEndpoint):
             if not nic and to.addr and self._is_group_address(bytes(to.addr)):
                 nic = self.options[SockOpt.MULTICAST_INTERFACE]
             try:
-                route = self.stack.find_route(nic, self._source_address(), bytes(to.addr), self.net_proto)
+                route = socket_route(self.stack, nic, self._source_address(), bytes(to.addr), self.net_proto)
             except Error:
                 self.stats.send_errors.no_route.increment()
                 raise
@@ -349,6 +349,12 @@ class DatagramEndpoint(TransportEndpoint):
             self._send(to_self, data, dst_port, ttl, tos)
         if ttl:
             self._send(route, data, dst_port, ttl, tos)
+
+    def _may_bind(self, local: bytes) -> bool:
+        """May this endpoint bind to ``local``: one of the stack's addresses or a group, or anything
+        with IP_FREEBIND (Linux's inet_addr_valid_or_nonlocal)."""
+        return (self.options[SockOpt.FREEBIND] or self.stack.local_address_nic(local) is not None
+                or self._is_group_address(local))
 
     def _source_address(self) -> bytes:
         """The address to send from: the bound one, unless that is a group (the route's then, as Linux)."""

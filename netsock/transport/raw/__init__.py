@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ...header import ipv4
 from ...header.checksum import checksum, pseudo_header_checksum
 from ...stack.packet_buffer import PacketBuffer
+from ...stack.registration import socket_route
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER,
                       ErrBadLocalAddress, ErrBroadcastDisabled, ErrInvalidEndpointState, ErrInvalidOptionValue,
                       ErrMessageTooLong, ErrUnknownProtocolOption, FullAddress, SockOpt, WriteOptions)
@@ -77,8 +78,7 @@ class RawEndpoint(DatagramEndpoint):
         if self.state in (EndpointState.CONNECTED, EndpointState.CLOSED):
             raise ErrInvalidEndpointState()
         local = bytes(addr.addr)
-        if local and self.stack.local_address_nic(local) is None and not self._is_group_address(local) \
-                and not self._is_subnet_broadcast(local):
+        if local and not self._may_bind(local) and not self._is_subnet_broadcast(local):
             raise ErrBadLocalAddress()
         self._bound_addr = local
         self._match_local = local
@@ -98,7 +98,7 @@ class RawEndpoint(DatagramEndpoint):
         nic = addr.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
         if not nic and self._is_group_address(remote):
             nic = self.options[SockOpt.MULTICAST_INTERFACE]
-        route = self.stack.find_route(nic, self._source_address(), remote, self.net_proto)
+        route = socket_route(self.stack, nic, self._source_address(), remote, self.net_proto)
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
         local = self._bound_addr or route.local_address

@@ -18,7 +18,7 @@ from ...ports import PortFlags
 from ...stack.demux import TransportEndpointID
 from ...stack.interfaces import LinkCapabilities
 from ...stack.packet_buffer import PacketBuffer
-from ...stack.registration import ControlType, TransportEndpoint
+from ...stack.registration import ControlType, TransportEndpoint, socket_route
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnected, ErrAlreadyConnecting,
                       ErrBadLocalAddress, ErrClosedForSend, ErrConnectionAborted, ErrConnectionRefused,
                       ErrConnectionReset, ErrConnectStarted, ErrHostUnreachable, ErrInvalidEndpointState,
@@ -142,7 +142,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked", "pmtudisc", "bind_no_port",
+                 "defer_acked", "pmtudisc", "bind_no_port", "freebind",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
@@ -215,6 +215,7 @@ class TCPEndpoint(TransportEndpoint):
         self.defer_acked = False                    # (a child of such a listener: its bare ACK was dropped)
         self.pmtudisc = PMTUDISC_WANT               # IP_MTU_DISCOVER: DF on segments, frag-needed heeded
         self.bind_no_port = False                   # IP_BIND_ADDRESS_NO_PORT: a port-0 bind leaves the port to connect
+        self.freebind = False                       # IP_FREEBIND: bind to an address not (yet) the stack's
         # Timers are created when first armed, and closed (their callbacks dropped) when the connection ends.
         self.state_timer: Timer | None = None       # an orphan's FIN-WAIT-2
         self.keepalive_timer: Timer | None = None
@@ -234,7 +235,7 @@ class TCPEndpoint(TransportEndpoint):
         if self.state is not S.CLOSED or self._reservation is not None:
             raise ErrAlreadyBound() if self._reservation is not None else ErrInvalidEndpointState()
         local = bytes(addr.addr)
-        if local and self.stack.local_address_nic(local) is None:
+        if local and not self.freebind and self.stack.local_address_nic(local) is None:
             raise ErrBadLocalAddress()
         if self.bind_no_port and not addr.port:
             # Linux's IP_BIND_ADDRESS_NO_PORT: only the address now; connect reserves a port free for
@@ -301,7 +302,7 @@ class TCPEndpoint(TransportEndpoint):
         remote = bytes(addr.addr)
         if not remote or not addr.port:
             raise ErrInvalidEndpointState() if not remote else ErrConnectionRefused()
-        route = self.stack.find_route(addr.nic or self._bound_nic, self._bound_addr, remote, self.net_proto)
+        route = socket_route(self.stack, addr.nic or self._bound_nic, self._bound_addr, remote, self.net_proto)
         if route.broadcast or route.multicast:
             raise ErrNetworkUnreachable()
         dest = FullAddress(0, remote, addr.port)
@@ -631,6 +632,8 @@ class TCPEndpoint(TransportEndpoint):
                 self.snd.set_congestion_control(value)
         elif opt is SockOpt.BIND_ADDRESS_NO_PORT:
             self.bind_no_port = bool(value)
+        elif opt is SockOpt.FREEBIND:
+            self.freebind = bool(value)
         elif opt is SockOpt.REUSE_ADDRESS:
             self.reuse_addr = bool(value)
         elif opt is SockOpt.REUSE_PORT:
@@ -679,6 +682,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.RECEIVE_LOW_WATER: lambda: self.rcvlowat, SockOpt.TCP_FAST_OPEN: lambda: self.fast_open_queue,
                   SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
+                  SockOpt.FREEBIND: lambda: int(self.freebind),
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
                   SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
@@ -874,6 +878,7 @@ class TCPEndpoint(TransportEndpoint):
         self.linger = listener.linger
         self.pmtudisc = listener.pmtudisc
         self.bind_no_port = listener.bind_no_port
+        self.freebind = listener.freebind
         self.ttl = listener.ttl
         self.tos = listener.tos
         self.send_buffer_size = listener.send_buffer_size
