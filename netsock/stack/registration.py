@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any
 
-from ..tcpip import (AddressWithPrefix, ErrBadLocalAddress, ErrNetworkUnreachable, Error, ErrNotSupported,
-                     ErrUnknownProtocolOption, SockOpt)
+from ..tcpip import (TCP_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress, ErrNetworkUnreachable, Error,
+                     ErrNotPermitted, ErrNotSupported, ErrUnknownProtocolOption, SockOpt)
 from ..waiter import WaiterQueue
+from .iptables import Accept, FilteredPacket, FilterTable, Hook, Reject, RejectWith
 from .packet_buffer import PacketBuffer
 
 if TYPE_CHECKING:
@@ -37,6 +38,13 @@ class ControlType(enum.Enum):
     PROHIBITED = "administratively prohibited"
 
 
+# What a socket hears of its own packet rejected on OUTPUT (the ICMP error Linux loops back to it).
+_REJECT_CONTROL = {RejectWith.PORT_UNREACHABLE: ControlType.PORT_UNREACHABLE,
+                   RejectWith.HOST_UNREACHABLE: ControlType.HOST_UNREACHABLE,
+                   RejectWith.NET_UNREACHABLE: ControlType.NET_UNREACHABLE,
+                   RejectWith.ADMIN_PROHIBITED: ControlType.PROHIBITED}
+
+
 class NetworkEndpoint:
     """A network protocol's presence on one NIC."""
 
@@ -53,6 +61,54 @@ class NetworkEndpoint:
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
                      dont_fragment: bool = True, path_mtu: bool = True) -> None:
         raise ErrNotSupported()
+
+    # --- the filter table (IPv4 and IPv6 set ``_filter``; they ask only while it is active) ----------
+
+    _filter: FilterTable
+
+    def _filter_check(self, hook: Hook, protocol: int, src: bytes, dst: bytes, length: int, head: Any,
+                      out_nic: NIC | None = None) -> Accept | Reject | Any:
+        """The table's verdict (Accept, Drop or Reject), a drop or reject counted at its hook."""
+        packet = FilteredPacket(protocol, src, dst, length, bytes(head),
+                                None if hook is Hook.OUTPUT else self.nic.name,
+                                out_nic.name if out_nic is not None else None)
+        verdict = self._filter.check(hook, packet)
+        if not isinstance(verdict, Accept):
+            ip = self.stack.stats().ip
+            (ip.iptables_input_dropped if hook is Hook.INPUT else ip.iptables_forward_dropped
+             if hook is Hook.FORWARD else ip.iptables_output_dropped).increment()
+        return verdict
+
+    def _filter_input(self, pkt: PacketBuffer, protocol: int, src: bytes, dst: bytes, length: int,
+                      reject: Any) -> bool:
+        """INPUT: may ``pkt`` (its data the transport's) go on to the sockets? A reject is answered:
+        a TCP reset as to a closed port, else ``reject(RejectWith)`` sends the ICMP error."""
+        verdict = self._filter_check(Hook.INPUT, protocol, src, dst, length, pkt.data[:16])
+        if isinstance(verdict, Accept):
+            return True
+        if isinstance(verdict, Reject):
+            if verdict.with_ is RejectWith.TCP_RESET:
+                tcp = self.stack.transport_protocols.get(TCP_PROTOCOL_NUMBER)
+                if tcp is not None:
+                    tcp.handle_unknown_destination_packet(self.nic, pkt, src, dst)
+            else:
+                reject(verdict.with_)
+        return False
+
+    def _filter_output(self, route: Route, transport: int, pkt: PacketBuffer, header_size: int) -> None:
+        """OUTPUT, before the network header and any fragmentation: a drop or reject fails the send
+        with EPERM (Linux's ip_local_out); a reject also tells the sending socket its ICMP error."""
+        head = (bytes(pkt.headers()) + bytes(pkt.data[:16]))[:16]
+        verdict = self._filter_check(Hook.OUTPUT, transport, route.local_address, route.remote_address,
+                                     pkt.size() + header_size, head, route.nic)
+        if isinstance(verdict, Accept):
+            return
+        if isinstance(verdict, Reject):
+            # Later, as the looped-back error would come: not inside the sender's own call.
+            self.stack.clock.call_soon(self.stack.deliver_transport_control_packet, route.nic, self.protocol.number,
+                                       transport, route.local_address, route.remote_address,
+                                       _REJECT_CONTROL[verdict.with_], 0, PacketBuffer.inbound(bytearray(head)))
+        raise ErrNotPermitted()
 
     def send(self, route: Route, pkt: PacketBuffer) -> None:
         """Send a packet whose network header is complete; one for this stack loops straight back in."""

@@ -15,6 +15,7 @@ from ..waiter import WaiterQueue
 from .clock import Clock, TimerQueue
 from .demux import TransportDemuxer
 from .interfaces import LinkCapabilities, LinkEndpoint, PacketType
+from .iptables import IPTables
 from .nic import NIC
 from .packet_buffer import PacketBuffer
 from .ratelimit import ICMPRateLimiter
@@ -45,6 +46,7 @@ class Stack:
         self._stats = Stats()
         self.ports = PortManager()
         self.demux = TransportDemuxer()
+        self.iptables = IPTables()          # the filter tables the network layers consult (netstack's IPTables)
         # Raw endpoints by (network protocol, transport protocol): empty, the network layers skip raw
         # delivery with one test per packet.
         self.raw_endpoints: dict[tuple[int, int], list[Any]] = {}

@@ -188,6 +188,10 @@ class IPStats(StatGroup):
     reassembly_failures: StatCounter
     no_route: StatCounter
     duplicate_addresses_detected: StatCounter
+    # Dropped or rejected by the filter table (netstack's IPTables*Dropped).
+    iptables_input_dropped: StatCounter
+    iptables_forward_dropped: StatCounter
+    iptables_output_dropped: StatCounter
     reassembly: ReassemblyStats
     forwarding: IPForwardingStats
 

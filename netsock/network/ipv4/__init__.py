@@ -25,6 +25,7 @@ from ...header.gso import segments_to_forward, split_tcp
 from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ...stack.interfaces import LinkCapabilities, PacketType
+from ...stack.iptables import REJECT_CODES, Accept, Hook, Reject
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ..fragmentation import Reassembler, ReassemblyResult, fragment, split_packet
@@ -56,6 +57,7 @@ class IPv4Endpoint(NetworkEndpoint):
     def __init__(self, protocol: IPv4Protocol, nic: NIC) -> None:
         super().__init__(protocol, nic)
         self._stats = self.stack.stats()
+        self._filter = self.stack.iptables.ipv4
         self.igmp = IGMP(self, protocol.igmp_stats)
         self.forwarding = False              # route packets for other hosts (a router's interface)
 
@@ -144,6 +146,10 @@ class IPv4Endpoint(NetworkEndpoint):
                        ttl=hdr.ttl, tos=hdr.tos, ident=hdr.ident)
             original = memoryview(bytes(quote) + payload[:icmp.MAX_ERROR_SIZE])
         proto = hdr.protocol
+        if self._filter.active and not self._filter_input(
+                pkt, proto, src, dst, hdr.total_length, lambda reject_with: icmp.send_error(
+                    self, pkt, hdr, icmpv4.DST_UNREACHABLE, REJECT_CODES[reject_with][0], 0, original)):
+            return
         # Raw sockets read the whole datagram (a reassembled one behind its first fragment's header,
         # without fragment fields or options: what ``original`` starts with then).
         raw_taken = False
@@ -233,6 +239,14 @@ class IPv4Endpoint(NetworkEndpoint):
             # A directed broadcast to one of our subnets: not forwarded (RFC 2644, Linux's bc_forwarding=0).
             ip_stats.invalid_addresses_received.increment()
             return
+        if self._filter.active:
+            head = b"" if hdr.flags_fragment & _FRAGMENT_BITS else original[hlen:hlen + 16]
+            verdict = self._filter_check(Hook.FORWARD, hdr.protocol, src, dst, hdr.total_length, head, route.nic)
+            if not isinstance(verdict, Accept):
+                if isinstance(verdict, Reject):
+                    icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, REJECT_CODES[verdict.with_][0], 0,
+                                    original)
+                return
         if pkt.gso_size:
             self._forward_super_segment(route, pkt, hdr, original)
         else:
@@ -339,6 +353,8 @@ class IPv4Endpoint(NetworkEndpoint):
 
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
                      dont_fragment: bool = True, path_mtu: bool = True) -> None:
+        if self._filter.active:
+            self._filter_output(route, transport, pkt, ipv4.MIN_SIZE)
         total = pkt.size() + ipv4.MIN_SIZE
         if not pkt.gso_size:        # a super-segment is cut by the link, not fragmented
             mtu = route.mtu(path_mtu)

@@ -18,6 +18,7 @@ from ...header import icmpv6, ipv6
 from ...header.checksum import complete_checksum
 from ...header.gso import segments_to_forward
 from ...stack.interfaces import LinkCapabilities, PacketType
+from ...stack.iptables import REJECT_CODES, Accept, Hook, Reject
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong, ErrNoBufferSpace
@@ -54,6 +55,7 @@ class IPv6Endpoint(NetworkEndpoint):
     def __init__(self, protocol: IPv6Protocol, nic: NIC) -> None:
         super().__init__(protocol, nic)
         self._stats = self.stack.stats()
+        self._filter = self.stack.iptables.ipv6
         self.hop_limit = self.stack.default_ttl    # a router may advertise another (RFC 4861 §6.3.4)
         self.link_mtu = 0                   # from router advertisements; 0: the link's
         self.forwarding = False             # route packets for other hosts (a router's interface)
@@ -171,6 +173,10 @@ class IPv6Endpoint(NetworkEndpoint):
             next_header, payload_offset = rest.next_header, rest.payload_offset
         pkt.data = packet
         pkt.network_header = pkt.consume(payload_offset)  # type: ignore[assignment]
+        if self._filter.active and not self._filter_input(
+                pkt, next_header, src, dst, len(packet), lambda reject_with: icmp.send_error(
+                    self, pkt, hdr, icmpv6.DST_UNREACHABLE, REJECT_CODES[reject_with][1], 0, packet)):
+            return
         # Raw sockets read the payload alone (Linux's raw6_local_deliver).
         raw_taken = False
         if self.stack.raw_endpoints:
@@ -330,10 +336,25 @@ class IPv6Endpoint(NetworkEndpoint):
             icmp.send_error(self, pkt, hdr, icmpv6.DST_UNREACHABLE, icmpv6.NO_ROUTE, 0, packet)
             fwd.fail(fwd.unrouteable)
             return
+        if self._filter.active and not self._filter_forward(pkt, hdr, packet, route):
+            return
         if pkt.gso_size:
             self._forward_super_segment(route, pkt, hdr, packet)
         else:
             self._forward_packet(route, pkt, hdr, packet)
+
+    def _filter_forward(self, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview, route: Route) -> bool:
+        """FORWARD: may the packet go on? A fragment shows the rules no transport header."""
+        chain = ipv6.iter_extension_headers(packet, hdr.next_header)
+        protocol, head = hdr.next_header, b""
+        if chain:
+            protocol = chain.next_header
+            if chain.fragment is None:
+                head = packet[chain.payload_offset:chain.payload_offset + 16]
+        verdict = self._filter_check(Hook.FORWARD, protocol, hdr.src, hdr.dst, len(packet), head, route.nic)
+        if isinstance(verdict, Reject):
+            icmp.send_error(self, pkt, hdr, icmpv6.DST_UNREACHABLE, REJECT_CODES[verdict.with_][1], 0, packet)
+        return isinstance(verdict, Accept)
 
     def _forward_packet(self, route: Route, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview,
                         gso_size: int = 0) -> None:
@@ -396,6 +417,8 @@ class IPv6Endpoint(NetworkEndpoint):
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
                      dont_fragment: bool = True, path_mtu: bool = True) -> None:
         """(``dont_fragment`` is IPv4's: an IPv6 router never fragments.)"""
+        if self._filter.active:
+            self._filter_output(route, transport, pkt, ipv6.HEADER_SIZE)
         total = pkt.size() + ipv6.HEADER_SIZE
         mtu = route.mtu(path_mtu)
         if total > mtu and not pkt.gso_size:   # a super-segment is cut by the link, not fragmented

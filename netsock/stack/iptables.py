@@ -1,0 +1,314 @@
+"""Packet filtering: the filter table of Linux's iptables / ip6tables (netstack's iptables package).
+
+Each IP version has a table of chains. The built-in ones are where the network layer asks: INPUT
+for a packet to this host (after reassembly, before any socket sees it, raw ones included), FORWARD
+for one routed through it, OUTPUT for one it sends (before fragmentation). A chain is a list of
+rules tried in order; the first that matches decides by its target: ACCEPT, DROP, REJECT (drop and
+tell the sender), RETURN (back to the calling chain, or the policy at a built-in chain's end), or a
+jump to a user chain. A built-in chain ends in its policy (ACCEPT unless set). Rules count the
+packets and bytes they matched, as ``iptables -L -v`` shows.
+
+What happens to a packet dropped or rejected is the network layer's (it knows how to answer):
+INPUT and FORWARD drops are silent, rejects answer with the ICMP error (or, on INPUT, a TCP reset);
+an OUTPUT drop or reject fails the send with EPERM, as Linux's ``ip_local_out``, and a reject
+also reports its ICMP error to the sending socket, as the one Linux loops back to it would.
+
+Not here: the nat and mangle tables (and so PREROUTING / POSTROUTING), connection tracking and its
+``state`` match, logging.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Union
+
+from ..header import icmpv4, icmpv6
+from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Subnet
+
+_PORTED = frozenset((TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, 136))     # TCP, UDP, UDP-Lite: ports first
+_MAX_JUMP_DEPTH = 64
+
+
+class Hook(enum.Enum):
+    """Where the network layer consults the table (netstack's Hook; the filter table's three)."""
+
+    INPUT = "INPUT"
+    FORWARD = "FORWARD"
+    OUTPUT = "OUTPUT"
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Let the packet through (this table is done with it)."""
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Discard the packet, telling no one."""
+
+
+@dataclass(frozen=True)
+class Return:
+    """Stop this chain: back to the rule after the jump, or the built-in chain's policy."""
+
+
+@dataclass(frozen=True)
+class Jump:
+    """Go through the user chain ``chain``; carry on here if it returns."""
+
+    chain: str
+
+
+class RejectWith(enum.Enum):
+    """What a REJECT answers with (``iptables -j REJECT --reject-with``)."""
+
+    PORT_UNREACHABLE = "port-unreachable"          # the default, as iptables'
+    HOST_UNREACHABLE = "host-unreachable"          # ICMPv6: address unreachable
+    NET_UNREACHABLE = "net-unreachable"            # ICMPv6: no route
+    ADMIN_PROHIBITED = "admin-prohibited"
+    TCP_RESET = "tcp-reset"                        # TCP only, on INPUT
+
+
+# (ICMPv4 code, ICMPv6 code) of destination unreachable for each ICMP answer.
+REJECT_CODES = {
+    RejectWith.PORT_UNREACHABLE: (icmpv4.PORT_UNREACHABLE, icmpv6.PORT_UNREACHABLE),
+    RejectWith.HOST_UNREACHABLE: (icmpv4.HOST_UNREACHABLE, icmpv6.ADDRESS_UNREACHABLE),
+    RejectWith.NET_UNREACHABLE: (icmpv4.NET_UNREACHABLE, icmpv6.NO_ROUTE),
+    RejectWith.ADMIN_PROHIBITED: (icmpv4.ADMIN_PROHIBITED, icmpv6.ADMIN_PROHIBITED),
+}
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Discard the packet and answer its sender (``with_``)."""
+
+    with_: RejectWith = RejectWith.PORT_UNREACHABLE
+
+
+Target = Union[Accept, Drop, Return, Jump, Reject]
+ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
+
+
+@dataclass(eq=False)
+class Rule:
+    """One rule: every condition given must hold (None: any). Ports match TCP, UDP and UDP-Lite
+    packets, ``tcp_flags`` = (mask, set) TCP ones and ``icmp_type`` ICMP(v6) ones; none of the three
+    matches a fragment being forwarded (only what this host receives is reassembled first)."""
+
+    target: Target
+    protocol: int | None = None                 # transport protocol number
+    source: Subnet | None = None
+    destination: Subnet | None = None
+    in_interface: str | None = None             # NIC name (INPUT, FORWARD)
+    out_interface: str | None = None            # NIC name (FORWARD, OUTPUT)
+    source_ports: tuple[int, int] | None = None         # inclusive range
+    destination_ports: tuple[int, int] | None = None
+    tcp_flags: tuple[int, int] | None = None    # (flags examined, those of them that must be set)
+    icmp_type: int | None = None
+    packets: int = field(default=0, compare=False)
+    bytes: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        for ports in (self.source_ports, self.destination_ports):
+            if ports is not None and not 0 <= ports[0] <= ports[1] <= 0xFFFF:
+                raise ValueError(f"bad port range {ports}")
+        if (self.source_ports or self.destination_ports) and self.protocol not in _PORTED:
+            raise ValueError("ports match only with protocol TCP, UDP or UDP-Lite (iptables' -p before --dport)")
+        if self.tcp_flags is not None and self.protocol != TCP_PROTOCOL_NUMBER:
+            raise ValueError("tcp_flags match only with protocol TCP")
+        if self.icmp_type is not None and self.protocol not in (ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER):
+            raise ValueError("icmp_type matches only with protocol ICMP or ICMPv6")
+
+    def matches(self, packet: FilteredPacket) -> bool:
+        if self.protocol is not None and packet.protocol != self.protocol:
+            return False
+        if self.source is not None and not self.source.contains(packet.source):
+            return False
+        if self.destination is not None and not self.destination.contains(packet.destination):
+            return False
+        if self.in_interface is not None and packet.in_interface != self.in_interface:
+            return False
+        if self.out_interface is not None and packet.out_interface != self.out_interface:
+            return False
+        head = packet.transport_head
+        if self.source_ports is not None or self.destination_ports is not None:
+            if len(head) < 4:
+                return False
+            for ports, value in ((self.source_ports, head[0] << 8 | head[1]),
+                                 (self.destination_ports, head[2] << 8 | head[3])):
+                if ports is not None and not ports[0] <= value <= ports[1]:
+                    return False
+        if self.tcp_flags is not None:
+            if len(head) < 14 or head[13] & self.tcp_flags[0] != self.tcp_flags[1]:
+                return False
+        if self.icmp_type is not None and (not head or head[0] != self.icmp_type):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class FilteredPacket:
+    """What the rules look at, as the network layer describes a packet at a hook."""
+
+    protocol: int                   # transport protocol number
+    source: bytes
+    destination: bytes
+    length: int                     # of the whole IP packet
+    transport_head: bytes           # the first bytes of the transport header (b'': a later fragment)
+    in_interface: str | None = None
+    out_interface: str | None = None
+
+
+@dataclass(eq=False)
+class Chain:
+    rules: list[Rule] = field(default_factory=list)
+    policy: Accept | Drop | None = None        # built-in chains: what ends them; None for user chains
+    packets: int = 0                            # that went by the policy
+    bytes: int = 0
+
+
+class FilterTable:
+    """One IP version's filter table. ``active`` is false while every chain would let everything
+    through: the network layer then asks nothing per packet."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        self.chains: dict[str, Chain] = {hook.value: Chain(policy=ACCEPT) for hook in Hook}
+        self.active = False
+
+    # --- configuration (iptables -A, -I, -D, -F, -N, -X, -P) --------------------------------------
+
+    def append(self, chain: str, rule: Rule) -> None:
+        self.insert(chain, len(self._chain(chain).rules), rule)
+
+    def insert(self, chain: str, index: int, rule: Rule) -> None:
+        self._check_target(chain, rule)
+        self._chain(chain).rules.insert(index, rule)
+        self._update()
+
+    def delete(self, chain: str, rule: Rule) -> None:
+        rules = self._chain(chain).rules
+        for i, existing in enumerate(rules):
+            if existing is rule:
+                del rules[i]
+                self._update()
+                return
+        raise ValueError(f"rule not in chain {chain}")
+
+    def flush(self, chain: str | None = None) -> None:
+        for name in [chain] if chain is not None else list(self.chains):
+            self._chain(name).rules.clear()
+        self._update()
+
+    def new_chain(self, name: str) -> None:
+        if name in self.chains:
+            raise ValueError(f"chain {name} exists")
+        self.chains[name] = Chain()
+
+    def delete_chain(self, name: str) -> None:
+        chain = self._chain(name)
+        if chain.policy is not None:
+            raise ValueError(f"{name} is a built-in chain")
+        if chain.rules or any(isinstance(r.target, Jump) and r.target.chain == name
+                              for c in self.chains.values() for r in c.rules):
+            raise ValueError(f"chain {name} is not empty or is jumped to")
+        del self.chains[name]
+
+    def set_policy(self, chain: str, policy: Accept | Drop) -> None:
+        target = self._chain(chain)
+        if target.policy is None or not isinstance(policy, (Accept, Drop)):
+            raise ValueError("a policy is ACCEPT or DROP, of a built-in chain")
+        target.policy = policy
+        self._update()
+
+    def _chain(self, name: str) -> Chain:
+        chain = self.chains.get(name)
+        if chain is None:
+            raise ValueError(f"no chain {name}")
+        return chain
+
+    def _check_target(self, chain: str, rule: Rule) -> None:
+        target = rule.target
+        if isinstance(target, Jump):
+            callee = self._chain(target.chain)
+            if callee.policy is not None:
+                raise ValueError("a jump goes to a user chain")
+            if target.chain == chain or chain in self._reachable(target.chain):
+                raise ValueError(f"jumping from {chain} to {target.chain} makes a loop")
+            resets = any(_resets(r) for name in {target.chain} | self._reachable(target.chain)
+                         for r in self.chains[name].rules)
+            if resets and self._callers(chain) - {Hook.INPUT.value}:
+                raise ValueError(f"{target.chain} answers with tcp-reset, which is for INPUT only")
+        if _resets(rule):
+            if rule.protocol != TCP_PROTOCOL_NUMBER:
+                raise ValueError("tcp-reset rejects only TCP (-p tcp)")
+            if self._callers(chain) - {Hook.INPUT.value}:
+                raise ValueError("tcp-reset is answered on INPUT only (netsock sends from its own addresses)")
+
+    def _reachable(self, name: str) -> set[str]:
+        """User chains reachable by jumps from ``name``."""
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            for rule in self.chains[todo.pop()].rules:
+                if isinstance(rule.target, Jump) and rule.target.chain not in seen:
+                    seen.add(rule.target.chain)
+                    todo.append(rule.target.chain)
+        return seen
+
+    def _callers(self, name: str) -> set[str]:
+        """The built-in chains from which ``name`` can be reached (itself, if built in)."""
+        return {hook.value for hook in Hook if hook.value == name or name in self._reachable(hook.value)}
+
+    def _update(self) -> None:
+        self.active = any(chain.rules or (chain.policy is not None and chain.policy != ACCEPT)
+                          for chain in self.chains.values())
+
+    # --- the network layer's question -------------------------------------------------------------
+
+    def check(self, hook: Hook, packet: FilteredPacket) -> Accept | Drop | Reject:
+        """The verdict on ``packet`` at ``hook``, counting it on the rule (or policy) that decided."""
+        builtin = self.chains[hook.value]
+        verdict = self._walk(builtin, packet, 0)
+        if verdict is None:
+            builtin.packets += 1
+            builtin.bytes += packet.length
+            return builtin.policy  # type: ignore[return-value]
+        return verdict
+
+    def _walk(self, chain: Chain, packet: FilteredPacket, depth: int) -> Accept | Drop | Reject | None:
+        """The target that decided, or None if the chain ran out or returned."""
+        for rule in chain.rules:
+            if not rule.matches(packet):
+                continue
+            rule.packets += 1
+            rule.bytes += packet.length
+            target = rule.target
+            if isinstance(target, Jump):
+                if depth >= _MAX_JUMP_DEPTH:
+                    return DROP
+                verdict = self._walk(self.chains[target.chain], packet, depth + 1)
+                if verdict is not None:
+                    return verdict
+                continue
+            if isinstance(target, Return):
+                return None
+            return target
+        return None
+
+    def rules(self, chain: str) -> Iterator[Rule]:
+        return iter(self._chain(chain).rules)
+
+
+def _resets(rule: Rule) -> bool:
+    return isinstance(rule.target, Reject) and rule.target.with_ is RejectWith.TCP_RESET
+
+
+class IPTables:
+    """The stack's packet filter: ``ipv4`` (iptables) and ``ipv6`` (ip6tables) tables."""
+
+    def __init__(self) -> None:
+        self.ipv4 = FilterTable(4)
+        self.ipv6 = FilterTable(6)

@@ -1,0 +1,224 @@
+"""The filter table (iptables / ip6tables): rules and chains on their own, then at work in a private
+network — INPUT on the server, FORWARD on the router between two subnets, OUTPUT on the client —
+with what a program sees of each verdict as on Linux: a drop is a timeout, a reject ECONNREFUSED
+(or the reset of a closed port), a dropped send EPERM."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterator
+
+import gevent
+import pytest
+
+from netsock.adapter import NetsockSocket
+from netsock.privnet import Host, Network
+from netsock.stack.iptables import (ACCEPT, DROP, RETURN, FilteredPacket, FilterTable, Hook, Jump, Reject, RejectWith,
+                                    Rule)
+from netsock.tcpip import TCP_PROTOCOL_NUMBER as TCP
+from netsock.tcpip import UDP_PROTOCOL_NUMBER as UDP
+from netsock.tcpip import Subnet
+
+SUBNETS = {socket.AF_INET: ("192.0.2.0/24", "198.51.100.0/24"),
+           socket.AF_INET6: ("2001:db8:1::/64", "2001:db8:2::/64")}
+
+
+def packet(protocol: int = TCP, dport: int = 80, source: str = "192.0.2.1", flags: int = 0x02) -> FilteredPacket:
+    head = (40000).to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(9) + bytes([flags]) + bytes(2)
+    return FilteredPacket(protocol, socket.inet_aton(source), socket.inet_aton("198.51.100.1"), 60, head, "left")
+
+
+# --- the table on its own -----------------------------------------------------------------------------------
+
+def test_first_matching_rule_decides_and_counts() -> None:
+    table = FilterTable(4)
+    assert not table.active
+    web = Rule(DROP, protocol=TCP, destination_ports=(80, 80))
+    table.append("INPUT", web)
+    table.append("INPUT", Rule(Reject(), protocol=TCP))
+    assert table.active
+    assert table.check(Hook.INPUT, packet(dport=80)) is DROP
+    assert table.check(Hook.INPUT, packet(dport=81)) == Reject(RejectWith.PORT_UNREACHABLE)
+    assert table.check(Hook.INPUT, packet(protocol=UDP)) is ACCEPT        # the policy
+    assert (web.packets, web.bytes) == (1, 60) and table.chains["INPUT"].packets == 1
+    assert table.check(Hook.OUTPUT, packet(dport=80)) is ACCEPT           # other chains are untouched
+    table.flush()
+    assert not table.active
+
+
+def test_conditions_each_narrow_the_match() -> None:
+    table = FilterTable(4)
+    table.append("FORWARD", Rule(DROP, protocol=TCP, source=Subnet.parse("192.0.2.0/25"), in_interface="left",
+                                 source_ports=(40000, 40010), destination_ports=(79, 81), tcp_flags=(0x12, 0x02)))
+    assert table.check(Hook.FORWARD, packet()) is DROP
+    for other in (packet(source="192.0.2.200"), packet(dport=82), packet(flags=0x12), packet(protocol=UDP)):
+        assert table.check(Hook.FORWARD, other) is ACCEPT, other
+    fragment = FilteredPacket(TCP, socket.inet_aton("192.0.2.1"), bytes(4), 60, b"", "left")
+    assert table.check(Hook.FORWARD, fragment) is ACCEPT, "no transport header: port conditions cannot hold"
+
+
+def test_user_chains_jump_and_return_and_policies() -> None:
+    table = FilterTable(4)
+    table.new_chain("web")
+    table.append("web", Rule(RETURN, protocol=TCP, source=Subnet.parse("192.0.2.0/24")))
+    table.append("web", Rule(DROP))
+    table.append("INPUT", Rule(Jump("web"), protocol=TCP, destination_ports=(80, 80)))
+    table.append("INPUT", Rule(ACCEPT, protocol=TCP))
+    table.set_policy("INPUT", DROP)
+    assert table.check(Hook.INPUT, packet()) is ACCEPT                    # returned, then accepted
+    assert table.check(Hook.INPUT, packet(source="203.0.113.9")) is DROP  # dropped in the user chain
+    assert table.check(Hook.INPUT, packet(protocol=UDP)) is DROP          # the policy
+    with pytest.raises(ValueError, match="not empty or is jumped to"):
+        table.delete_chain("web")
+
+
+@pytest.mark.parametrize(("chain", "rule", "message"), [
+    ("INPUT", Rule(DROP, protocol=TCP), None),
+    ("nowhere", Rule(DROP), "no chain"),
+    ("INPUT", Rule(Jump("INPUT")), "user chain"),
+    ("OUTPUT", Rule(Reject(RejectWith.TCP_RESET), protocol=TCP), "INPUT only"),
+    ("INPUT", Rule(Reject(RejectWith.TCP_RESET), protocol=UDP), "only TCP"),
+])
+def test_rules_are_checked_when_added(chain: str, rule: Rule, message: str | None) -> None:
+    table = FilterTable(4)
+    if message is None:
+        table.append(chain, rule)
+        return
+    with pytest.raises(ValueError, match=message):
+        table.append(chain, rule)
+
+
+def test_bad_rules_and_loops_are_refused() -> None:
+    with pytest.raises(ValueError, match="ports match only"):
+        Rule(DROP, destination_ports=(80, 80))
+    with pytest.raises(ValueError, match="bad port range"):
+        Rule(DROP, protocol=TCP, destination_ports=(90, 80))
+    table = FilterTable(4)
+    for name in ("a", "b"):
+        table.new_chain(name)
+    table.append("a", Rule(Jump("b")))
+    with pytest.raises(ValueError, match="loop"):
+        table.append("b", Rule(Jump("a")))
+    table.append("b", Rule(Reject(RejectWith.TCP_RESET), protocol=TCP))
+    table.append("INPUT", Rule(Jump("a")))
+    with pytest.raises(ValueError, match="tcp-reset"):
+        table.append("OUTPUT", Rule(Jump("a")))
+    with pytest.raises(ValueError, match="built-in"):
+        table.set_policy("a", DROP)
+
+
+# --- at work ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(params=[socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def routed(request: pytest.FixtureRequest) -> Iterator[tuple[Network, int, Host, Host, Host]]:
+    """client.test on "left", server.test on "right" (TCP 80 and 81, UDP 53 listening), a router between."""
+    family = request.param
+    with Network(seed=3) as net:
+        left, right = net.switch("left", SUBNETS[family][0]), net.switch("right", SUBNETS[family][1])
+        router = net.router("router.test", left, right)
+        server = net.host("server.test", right)
+        client = net.host("client.test", left)
+        wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        sockets = []
+        for port in (80, 81):
+            listener = NetsockSocket(family, stack=server.stack)
+            listener.bind((wildcard, port))
+            listener.listen()
+            sockets.append(listener)
+        udp = NetsockSocket(family, socket.SOCK_DGRAM, stack=server.stack)
+        udp.bind((wildcard, 53))
+        sockets.append(udp)
+        yield net, family, client, router, server
+        for sock in sockets:
+            sock.close()
+
+
+def connect(client: Host, family: int, port: int, timeout: float = 5) -> str:
+    """How a connection from the client to server.test:port ends: "connected", "timeout" or an errno name."""
+    with client, NetsockSocket(family) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(("server.test", port))
+        except TimeoutError:
+            return "timeout"
+        except OSError as error:
+            return errno.errorcode[error.errno]
+        return "connected"
+
+
+def table_of(host: Host, family: int) -> FilterTable:
+    return host.stack.iptables.ipv6 if family == socket.AF_INET6 else host.stack.iptables.ipv4
+
+
+def ip_stats(host: Host) -> dict:
+    return host.stack.stats().ip.as_dict()
+
+
+@pytest.mark.parametrize(("target", "outcome"), [
+    (DROP, "timeout"), (Reject(), "ECONNREFUSED"), (Reject(RejectWith.TCP_RESET), "ECONNREFUSED"),
+    (Reject(RejectWith.ADMIN_PROHIBITED), "EHOSTUNREACH"),
+])
+def test_input_on_the_server(routed: tuple, target, outcome: str) -> None:
+    net, family, client, router, server = routed
+    rule = Rule(target, protocol=TCP, destination_ports=(80, 80))
+    table_of(server, family).append("INPUT", rule)
+    assert connect(client, family, 80, timeout=1.5) == outcome
+    assert connect(client, family, 81) == "connected"
+    assert rule.packets >= 1 and ip_stats(server)["iptables_input_dropped"] == rule.packets
+
+
+@pytest.mark.parametrize(("target", "outcome"), [(DROP, "timeout"), (Reject(), "ECONNREFUSED")])
+def test_forward_on_the_router(routed: tuple, target, outcome: str) -> None:
+    net, family, client, router, server = routed
+    rule = Rule(target, protocol=TCP, source=Subnet.parse(SUBNETS[family][0]), in_interface="left",
+                out_interface="right", destination_ports=(80, 80))
+    table_of(router, family).append("FORWARD", rule)
+    assert connect(client, family, 80, timeout=1.5) == outcome
+    assert connect(client, family, 81) == "connected"
+    assert rule.packets >= 1 and ip_stats(router)["iptables_forward_dropped"] == rule.packets
+    table_of(router, family).delete("FORWARD", rule)
+    assert connect(client, family, 80) == "connected"
+
+
+@pytest.mark.parametrize(("target", "outcome"), [(DROP, "timeout"), (Reject(), "ECONNREFUSED")])
+def test_output_on_the_client(routed: tuple, target, outcome: str) -> None:
+    net, family, client, router, server = routed
+    table_of(client, family).append("OUTPUT", Rule(target, protocol=TCP, destination_ports=(80, 80)))
+    assert connect(client, family, 80, timeout=1.5) == outcome
+    assert connect(client, family, 81) == "connected"
+
+
+def test_a_datagram_dropped_on_output_fails_the_send_with_eperm(routed: tuple) -> None:
+    net, family, client, router, server = routed
+    table_of(client, family).append("OUTPUT", Rule(DROP, protocol=UDP, destination_ports=(53, 53)))
+    with client, NetsockSocket(family, socket.SOCK_DGRAM) as sock:
+        with pytest.raises(PermissionError) as info:
+            sock.sendto(b"query", ("server.test", 53))
+        assert info.value.errno == errno.EPERM
+        sock.sendto(b"other", ("server.test", 54))      # another port is not filtered
+    assert ip_stats(client)["iptables_output_dropped"] == 1
+
+
+def test_a_udp_reject_on_input_reaches_a_connected_socket(routed: tuple) -> None:
+    net, family, client, router, server = routed
+    table_of(server, family).append("INPUT", Rule(Reject(), protocol=UDP, destination_ports=(53, 53)))
+    with client, NetsockSocket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.connect(("server.test", 53))
+        sock.send(b"query")
+        with pytest.raises(ConnectionRefusedError):
+            sock.recv(100)
+
+
+def test_an_established_connection_is_cut_by_a_later_drop(routed: tuple) -> None:
+    # No connection tracking: a rule added later applies to a connection already open.
+    net, family, client, router, server = routed
+    with client, NetsockSocket(family) as sock:
+        sock.settimeout(5)
+        sock.connect(("server.test", 80))
+        table_of(router, family).append("FORWARD", Rule(DROP, protocol=TCP, destination_ports=(80, 80)))
+        sock.send(b"x" * 100)
+        gevent.sleep(0.5)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        assert ip_stats(router)["iptables_forward_dropped"] >= 1, "the data and its retransmissions"
