@@ -222,3 +222,17 @@ def test_an_established_connection_is_cut_by_a_later_drop(routed: tuple) -> None
         gevent.sleep(0.5)
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
         assert ip_stats(router)["iptables_forward_dropped"] >= 1, "the data and its retransmissions"
+
+
+def test_a_raw_socket_writing_whole_datagrams_is_filtered_on_output() -> None:
+    with Network(seed=3) as net:
+        lan = net.switch("lan", SUBNETS[socket.AF_INET][0])
+        client, server = net.host("client.test", lan), net.host("server.test", lan)
+        rule = Rule(DROP, protocol=UDP, destination_ports=(53, 53))
+        client.stack.iptables.ipv4.append("OUTPUT", rule)
+        udp = (40000).to_bytes(2, "big") + (53).to_bytes(2, "big") + (13).to_bytes(2, "big") + bytes(2) + b"query"
+        with client, NetsockSocket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as raw:
+            header = bytes([0x45, 0, 0, 0, 0, 0, 0, 0, 64, UDP, 0, 0]) + bytes(4) + socket.inet_aton(server.address)
+            with pytest.raises(PermissionError):
+                raw.sendto(header + udp, (server.address, 0))
+        assert rule.packets == 1 and ip_stats(client)["iptables_output_dropped"] == 1

@@ -96,18 +96,23 @@ class NetworkEndpoint:
         return False
 
     def _filter_output(self, route: Route, transport: int, pkt: PacketBuffer, header_size: int) -> None:
-        """OUTPUT, before the network header and any fragmentation: a drop or reject fails the send
-        with EPERM (Linux's ip_local_out); a reject also tells the sending socket its ICMP error."""
-        head = (bytes(pkt.headers()) + bytes(pkt.data[:16]))[:16]
-        verdict = self._filter_check(Hook.OUTPUT, transport, route.local_address, route.remote_address,
-                                     pkt.size() + header_size, head, route.nic)
+        """OUTPUT for a transport's packet, before the network header and any fragmentation."""
+        self.filter_output(route, transport, route.local_address, route.remote_address, pkt.size() + header_size,
+                           (bytes(pkt.headers()) + bytes(pkt.data[:16]))[:16])
+
+    def filter_output(self, route: Route, protocol: int, src: bytes, dst: bytes, length: int, head: Any) -> None:
+        """OUTPUT: a drop or reject fails the send with EPERM (Linux's ip_local_out); a reject also
+        tells the sending socket its ICMP error. Raw sockets writing whole datagrams ask here too."""
+        if not self._filter.active:
+            return
+        verdict = self._filter_check(Hook.OUTPUT, protocol, src, dst, length, head, route.nic)
         if isinstance(verdict, Accept):
             return
         if isinstance(verdict, Reject):
             # Later, as the looped-back error would come: not inside the sender's own call.
             self.stack.clock.call_soon(self.stack.deliver_transport_control_packet, route.nic, self.protocol.number,
-                                       transport, route.local_address, route.remote_address,
-                                       _REJECT_CONTROL[verdict.with_], 0, PacketBuffer.inbound(bytearray(head)))
+                                       protocol, src, dst, _REJECT_CONTROL[verdict.with_], 0,
+                                       PacketBuffer.inbound(bytearray(head)))
         raise ErrNotPermitted()
 
     def send(self, route: Route, pkt: PacketBuffer) -> None:
