@@ -236,3 +236,50 @@ def test_a_raw_socket_writing_whole_datagrams_is_filtered_on_output() -> None:
             with pytest.raises(PermissionError):
                 raw.sendto(header + udp, (server.address, 0))
         assert rule.packets == 1 and ip_stats(client)["iptables_output_dropped"] == 1
+
+
+# --- SO_MARK and the mark condition ----------------------------------------------------------------------
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+@pytest.mark.parametrize("value", [b"\x01\x00\x00\x00", b"\xff\xff\xff\xff", b"\x05\x00\x00\x00\x09", b"\x01", b""])
+def test_so_mark_set_and_get_as_on_the_kernel(kind: int, value: bytes) -> None:
+    # (As root here; without CAP_NET_ADMIN or CAP_NET_RAW both refuse the set with EPERM.)
+    def outcome(sock) -> object:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 36, value)
+            return sock.getsockopt(socket.SOL_SOCKET, 36), sock.getsockopt(socket.SOL_SOCKET, 36, 4)
+        except OSError as error:
+            return errno.errorcode[error.errno]
+
+    with socket.socket(socket.AF_INET, kind) as kernel, NetsockSocket(socket.AF_INET, kind) as ours:
+        assert outcome(ours) == outcome(kernel)
+
+
+def test_the_mark_condition_picks_a_socket_s_packets_on_output(routed: tuple) -> None:
+    net, family, client, router, server = routed
+    rule = Rule(Reject(), mark=(0x10, 0xF0))
+    table_of(client, family).append("OUTPUT", rule)
+    for mark, outcome in ((0x13, "ECONNREFUSED"), (0x23, "connected"), (0, "connected")):
+        with client, NetsockSocket(family) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, 36, mark)
+            sock.settimeout(5)
+            try:
+                sock.connect(("server.test", 80))
+                result = "connected"
+            except OSError as error:
+                result = errno.errorcode[error.errno]
+        assert result == outcome, mark
+    assert rule.packets == 1
+
+
+def test_a_marked_listener_s_connections_carry_its_mark(routed: tuple) -> None:
+    net, family, client, router, server = routed
+    wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    with NetsockSocket(family, stack=server.stack) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, 36, 7)
+        listener.bind((wildcard, 8080))
+        listener.listen()
+        table_of(server, family).append("OUTPUT", Rule(DROP, mark=(7, 0xFFFFFFFF)))
+        assert connect(client, family, 8080, timeout=1.5) == "timeout", "the SYN-ACK carries the mark"
+        assert ip_stats(server)["iptables_output_dropped"] >= 1

@@ -32,7 +32,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from errno import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS, EINVAL,
-                   ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPIPE, EPROTO,
+                   ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPERM, EPIPE, EPROTO,
                    EPROTONOSUPPORT,
                    ESOCKTNOSUPPORT)
 from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
@@ -141,6 +141,8 @@ _INT_MIN, _INT_MAX = -2**31, 2**31 - 1
 _IP_PKTINFO = 8
 _IP_RECVTTL = 12
 _IP_PROTOCOL = 52
+_SO_MARK = 36                                               # <asm-generic/socket.h>
+_CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13                       # <linux/capability.h>
 _SO_TIMESTAMP = 29                                          # SO_TIMESTAMP_OLD: a struct timeval
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
@@ -353,6 +355,16 @@ def _address_tuple(family: int, addr: bytes, port: int, nic: int) -> tuple[Any, 
     addr = addr or bytes(16)
     link_local = addr[0] == 0xFE and addr[1] & 0xC0 == 0x80
     return inet_ntop(AF_INET6, addr), port, 0, nic if link_local else 0
+
+
+def _may_administer_network() -> bool:
+    """CAP_NET_ADMIN or CAP_NET_RAW in this process's effective set: what Linux asks of SO_MARK."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            effective = next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return os.geteuid() == 0
+    return bool(effective & (1 << _CAP_NET_ADMIN | 1 << _CAP_NET_RAW))
 
 
 def _int_option(raw: bytes, char: bool = False) -> int:
@@ -927,6 +939,11 @@ class SocketCore:
                 self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
             else:
                 self._set(SockOpt.TIMESTAMP, bool(_int_option(raw)))
+        elif name == _SO_MARK:
+            mark = _int_option(raw)
+            if not _may_administer_network():
+                raise _oserror(EPERM)
+            self._set(SockOpt.MARK, mark & 0xFFFFFFFF)
         elif name == SO_BINDTODEVICE:
             ifname = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
             nic = self.stack.nic_by_name(ifname) if ifname else None
@@ -971,6 +988,9 @@ class SocketCore:
             return int(stream and self.ep.state is TCPState.LISTEN)
         if name == _SO_TIMESTAMP:
             return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.TIMESTAMP))
+        if name == _SO_MARK:
+            mark = self._get(SockOpt.MARK, default=0)
+            return mark - (1 << 32) if mark & 0x80000000 else mark     # Linux hands the u32 out as an int
         if name == SO_BINDTODEVICE:
             nic = self.stack.nics.get(self._get(SockOpt.BIND_TO_DEVICE))
             return nic.name.encode() + b"\0" if nic is not None else b""

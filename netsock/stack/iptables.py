@@ -95,7 +95,8 @@ ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
 class Rule:
     """One rule: every condition given must hold (None: any). Ports match TCP, UDP and UDP-Lite
     packets, ``tcp_flags`` = (mask, set) TCP ones and ``icmp_type`` ICMP(v6) ones; none of the three
-    matches a fragment being forwarded (only what this host receives is reassembled first)."""
+    matches a fragment being forwarded (only what this host receives is reassembled first). ``mark``
+    is iptables' ``-m mark --mark value/mask``: packets carry their socket's SO_MARK, others 0."""
 
     target: Target
     protocol: int | None = None                 # transport protocol number
@@ -107,6 +108,7 @@ class Rule:
     destination_ports: tuple[int, int] | None = None
     tcp_flags: tuple[int, int] | None = None    # (flags examined, those of them that must be set)
     icmp_type: int | None = None
+    mark: tuple[int, int] | None = None         # (value, mask): the packet's mark & mask == value
     packets: int = field(default=0, compare=False)
     bytes: int = field(default=0, compare=False)
 
@@ -145,6 +147,8 @@ class Rule:
                 return False
         if self.icmp_type is not None and (not head or head[0] != self.icmp_type):
             return False
+        if self.mark is not None and packet.mark & self.mark[1] != self.mark[0]:
+            return False
         return True
 
 
@@ -159,6 +163,7 @@ class FilteredPacket:
     transport_head: bytes           # the first bytes of the transport header (b'': a later fragment)
     in_interface: str | None = None
     out_interface: str | None = None
+    mark: int = 0                   # the sending socket's SO_MARK (0 for what the host receives)
 
 
 @dataclass(eq=False)

@@ -26,7 +26,7 @@ _NO_ROOM = b""
 class PacketBuffer:
     __slots__ = ("_hdr", "_head", "data", "tail", "tail_size", "link_header", "network_header",
                  "transport_header", "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash",
-                 "timestamp", "gso_size", "checksum_verified", "csum_offset")
+                 "timestamp", "gso_size", "checksum_verified", "csum_offset", "mark")
 
     def __init__(self, reserve: int = 0, data: Buffer | list[Buffer] = b"") -> None:
         # An inbound packet rarely gets a header prepended (forwarding does, once): it shares one
@@ -63,6 +63,7 @@ class PacketBuffer:
         # Outbound, TCP leaves it so for a link that completes it (TX_CHECKSUM_OFFLOAD); inbound, the
         # kernel handed it so, the packet counts as checked, and one forwarded is completed first.
         self.csum_offset = 0
+        self.mark = 0           # outbound: the sending socket's SO_MARK (the filter table matches it)
 
     @classmethod
     def inbound(cls, frame: Buffer) -> PacketBuffer:

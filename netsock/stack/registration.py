@@ -67,11 +67,11 @@ class NetworkEndpoint:
     _filter: FilterTable
 
     def _filter_check(self, hook: Hook, protocol: int, src: bytes, dst: bytes, length: int, head: Any,
-                      out_nic: NIC | None = None) -> Accept | Reject | Any:
+                      out_nic: NIC | None = None, mark: int = 0) -> Accept | Reject | Any:
         """The table's verdict (Accept, Drop or Reject), a drop or reject counted at its hook."""
         packet = FilteredPacket(protocol, src, dst, length, bytes(head),
                                 None if hook is Hook.OUTPUT else self.nic.name,
-                                out_nic.name if out_nic is not None else None)
+                                out_nic.name if out_nic is not None else None, mark)
         verdict = self._filter.check(hook, packet)
         if not isinstance(verdict, Accept):
             ip = self.stack.stats().ip
@@ -98,14 +98,15 @@ class NetworkEndpoint:
     def _filter_output(self, route: Route, transport: int, pkt: PacketBuffer, header_size: int) -> None:
         """OUTPUT for a transport's packet, before the network header and any fragmentation."""
         self.filter_output(route, transport, route.local_address, route.remote_address, pkt.size() + header_size,
-                           (bytes(pkt.headers()) + bytes(pkt.data[:16]))[:16])
+                           (bytes(pkt.headers()) + bytes(pkt.data[:16]))[:16], pkt.mark)
 
-    def filter_output(self, route: Route, protocol: int, src: bytes, dst: bytes, length: int, head: Any) -> None:
+    def filter_output(self, route: Route, protocol: int, src: bytes, dst: bytes, length: int, head: Any,
+                      mark: int = 0) -> None:
         """OUTPUT: a drop or reject fails the send with EPERM (Linux's ip_local_out); a reject also
         tells the sending socket its ICMP error. Raw sockets writing whole datagrams ask here too."""
         if not self._filter.active:
             return
-        verdict = self._filter_check(Hook.OUTPUT, protocol, src, dst, length, head, route.nic)
+        verdict = self._filter_check(Hook.OUTPUT, protocol, src, dst, length, head, route.nic, mark)
         if isinstance(verdict, Accept):
             return
         if isinstance(verdict, Reject):

@@ -59,6 +59,8 @@ class SockOpt(enum.Enum):
     TCP_DEFER_ACCEPT = "tcp_defer_accept"         # a listener waits for data this many SYN-ACK timeouts
     BIND_ADDRESS_NO_PORT = "bind_address_no_port"   # bind to port 0 takes the address alone; connect then
                                                     # picks a port free for its 4-tuple (IP_BIND_ADDRESS_NO_PORT)
+    MARK = "mark"                                 # 32 bits the endpoint's packets carry (SO_MARK): what
+                                                  # the filter table's mark condition tests on OUTPUT
     FREEBIND = "freebind"                         # bind to an address the stack does not have (yet)
                                                   # (IP_FREEBIND / IPV6_FREEBIND)
     MTU_DISCOVER = "mtu_discover"                 # path MTU discovery: one of PMTUDISC_* (IP_MTU_DISCOVER)

@@ -97,6 +97,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
             SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
+            SockOpt.MARK: 0,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -313,6 +314,7 @@ class DatagramEndpoint(TransportEndpoint):
                     route.mtu(learned):
                 self.stats.write_errors.invalid_args.increment()
                 raise ErrMessageTooLong()
+        pkt.mark = self.options[SockOpt.MARK]
         route.write_packet(protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned)
 
     def _autobind(self) -> None:
@@ -441,6 +443,8 @@ class DatagramEndpoint(TransportEndpoint):
         elif opt is SockOpt.MTU_DISCOVER:
             if not PMTUDISC_DONT <= int(value) <= PMTUDISC_OMIT:
                 raise ErrInvalidOptionValue()
+        elif opt is SockOpt.MARK:
+            value = int(value) & 0xFFFFFFFF
         elif opt not in self.options:
             raise ErrUnknownProtocolOption()
         self.options[opt] = value

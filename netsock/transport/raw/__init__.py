@@ -205,7 +205,8 @@ class RawEndpoint(DatagramEndpoint):
             datagram[10:12] = b"\0\0"
             datagram[10:12] = (~checksum(memoryview(datagram)[:header_length]) & 0xFFFF).to_bytes(2, "big")
             route.network_endpoint.filter_output(route, datagram[9], bytes(datagram[12:16]), bytes(datagram[16:20]),
-                                                 len(datagram), datagram[header_length:header_length + 16])
+                                                 len(datagram), datagram[header_length:header_length + 16],
+                                                 self.options[SockOpt.MARK])
         pkt = PacketBuffer(route.max_header_length(), datagram)
         pkt.network_protocol = IPV4_PROTOCOL_NUMBER
         route.network_endpoint.send(route, pkt)

@@ -142,7 +142,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked", "pmtudisc", "bind_no_port", "freebind",
+                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "mark",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
@@ -216,6 +216,7 @@ class TCPEndpoint(TransportEndpoint):
         self.pmtudisc = PMTUDISC_WANT               # IP_MTU_DISCOVER: DF on segments, frag-needed heeded
         self.bind_no_port = False                   # IP_BIND_ADDRESS_NO_PORT: a port-0 bind leaves the port to connect
         self.freebind = False                       # IP_FREEBIND: bind to an address not (yet) the stack's
+        self.mark = 0                               # SO_MARK: carried by every segment sent
         # Timers are created when first armed, and closed (their callbacks dropped) when the connection ends.
         self.state_timer: Timer | None = None       # an orphan's FIN-WAIT-2
         self.keepalive_timer: Timer | None = None
@@ -634,6 +635,8 @@ class TCPEndpoint(TransportEndpoint):
             self.bind_no_port = bool(value)
         elif opt is SockOpt.FREEBIND:
             self.freebind = bool(value)
+        elif opt is SockOpt.MARK:
+            self.mark = int(value) & 0xFFFFFFFF
         elif opt is SockOpt.REUSE_ADDRESS:
             self.reuse_addr = bool(value)
         elif opt is SockOpt.REUSE_PORT:
@@ -682,7 +685,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.RECEIVE_LOW_WATER: lambda: self.rcvlowat, SockOpt.TCP_FAST_OPEN: lambda: self.fast_open_queue,
                   SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
-                  SockOpt.FREEBIND: lambda: int(self.freebind),
+                  SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
                   SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
@@ -879,6 +882,7 @@ class TCPEndpoint(TransportEndpoint):
         self.pmtudisc = listener.pmtudisc
         self.bind_no_port = listener.bind_no_port
         self.freebind = listener.freebind
+        self.mark = listener.mark
         self.ttl = listener.ttl
         self.tos = listener.tos
         self.send_buffer_size = listener.send_buffer_size
@@ -1410,6 +1414,7 @@ class TCPEndpoint(TransportEndpoint):
         else:
             total = combine(self._pseudo + size + length, checksum(hdr, checksum(payload) if payload else 0))
             tcp.set_checksum(hdr, ~total & 0xFFFF)
+        pkt.mark = self.mark
         try:
             route.write_packet(tcp.PROTOCOL_NUMBER, pkt, self.ttl or route.default_ttl(), self.tos,
                                self.pmtudisc in PMTUDISC_SETS_DF)
