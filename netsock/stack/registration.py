@@ -31,6 +31,8 @@ class ControlType(enum.Enum):
     PORT_UNREACHABLE = "port unreachable"
     HOST_UNREACHABLE = "host unreachable"
     NET_UNREACHABLE = "network unreachable"
+    NET_UNKNOWN = "network unknown or prohibited"   # unlike NET_UNREACHABLE, not transient (RFC 1122 §3.2.2.1)
+    HOST_UNKNOWN = "host unknown"
     PROTOCOL_UNREACHABLE = "protocol unreachable"
     PACKET_TOO_BIG = "packet too big"
     TTL_EXCEEDED = "ttl exceeded"

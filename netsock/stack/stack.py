@@ -406,7 +406,11 @@ class Stack:
     def deliver_transport_control_packet(self, nic: NIC, net_proto: int, trans_proto: int, src: bytes,
                                          dst: bytes, kind: Any, info: int, pkt: PacketBuffer) -> None:
         """An ICMP error quoting a packet we sent from ``src`` to ``dst``; pkt.data is the quoted
-        transport header (at least its first 4 bytes)."""
+        transport header (at least its first 4 bytes). Raw endpoints of the protocol that would read
+        a reply hear of it too (Linux's raw_icmp_error), whatever the protocol."""
+        for raw in self.raw_endpoints.get((net_proto, trans_proto), ()):
+            if raw.accepts(nic.id, dst, src):
+                raw.handle_control_packet(kind, info, pkt)
         tproto = self.transport_protocols.get(trans_proto)
         ports = tproto.parse_ports(pkt.data) if tproto is not None else None
         if ports is None:

@@ -77,6 +77,9 @@ ErrAddressFamilyNotSupported = _error("ErrAddressFamilyNotSupported", "address f
                                       _errno.EAFNOSUPPORT)
 # Beyond netstack's list: what the kernel reports for ICMP errors a transport endpoint receives.
 ErrHostUnreachable = _error("ErrHostUnreachable", "no route to host", _errno.EHOSTUNREACH)
+ErrHostDown = _error("ErrHostDown", "host is down", _errno.EHOSTDOWN)                   # ICMP host unknown
+ErrProtocolError = _error("ErrProtocolError", "protocol error", _errno.EPROTO)          # parameter problem
+ErrAccessDenied = _error("ErrAccessDenied", "permission denied", _errno.EACCES)         # ICMPv6 prohibited
 ErrMalformedHeader = _error("ErrMalformedHeader", "header is malformed", _errno.EINVAL)
 # UDP_SEGMENT asked of UDP-Lite: segmentation completes full checksums only, so Linux refuses the
 # write rather than send datagrams with the wrong coverage.

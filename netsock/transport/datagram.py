@@ -22,10 +22,10 @@ from ..stack.packet_buffer import PacketBuffer
 from ..stack.registration import ControlType, TransportEndpoint, socket_route
 from ..stack.route import Route
 from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MESSAGES, ControlMessages,
-                     ErrAlreadyBound, ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive, ErrClosedForSend,
-                     ErrConnectionRefused, ErrDestinationRequired, ErrHostUnreachable, ErrInvalidEndpointState,
-                     ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable, ErrNotConnected,
-                     ErrNotPermitted, ErrNotSupported, ErrUnknownDevice, ErrUnknownProtocolOption,
+                     ErrAccessDenied, ErrAlreadyBound, ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive,
+                     ErrClosedForSend, ErrConnectionRefused, ErrDestinationRequired, ErrHostDown, ErrHostUnreachable,
+                     ErrInvalidEndpointState, ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable,
+                     ErrNotConnected, ErrNotSupported, ErrProtocolError, ErrUnknownDevice, ErrUnknownProtocolOption,
                      ErrWouldBlock, Error, FullAddress, IPv6PacketInfo, PacketInfo, ReadResult,
                      SendableControlMessages, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
 from ..tcpip.options import PMTUDISC_DO, PMTUDISC_DONT, PMTUDISC_INTERFACE, PMTUDISC_OMIT, PMTUDISC_PROBE, \
@@ -47,16 +47,16 @@ MAX_BUFFER_SIZE = 4 << 20
 _RECEIVE_OPTIONS = (SockOpt.TIMESTAMP, SockOpt.RECEIVE_TOS, SockOpt.RECEIVE_TTL, SockOpt.RECEIVE_PACKET_INFO,
                     SockOpt.RECEIVE_TCLASS, SockOpt.RECEIVE_HOP_LIMIT, SockOpt.RECEIVE_IPV6_PACKET_INFO)
 
-# What the kernel reports for each ICMP error (Linux's icmp_err_convert).
-_CONTROL_ERRORS: dict[ControlType, type[Error]] = {
+# The ICMP errors a connected datagram socket is told of without IP_RECVERR, and as what: the fatal
+# ones of Linux's icmp_err_convert / icmpv6_err_convert (measured on Linux, UDP and raw sockets alike).
+# Net or host unreachable and time exceeded are transient: such a socket never hears of them.
+_HARD_ERRORS: dict[ControlType, type[Error]] = {
     ControlType.PORT_UNREACHABLE: ErrConnectionRefused,
-    ControlType.PROTOCOL_UNREACHABLE: ErrConnectionRefused,
-    ControlType.HOST_UNREACHABLE: ErrHostUnreachable,
-    ControlType.NET_UNREACHABLE: ErrNetworkUnreachable,
-    ControlType.TTL_EXCEEDED: ErrHostUnreachable,
-    ControlType.PACKET_TOO_BIG: ErrMessageTooLong,
-    ControlType.PROHIBITED: ErrNotPermitted,
-    ControlType.PARAMETER_PROBLEM: ErrInvalidEndpointState,
+    ControlType.PROTOCOL_UNREACHABLE: ErrUnknownProtocolOption,     # ENOPROTOOPT
+    ControlType.NET_UNKNOWN: ErrNetworkUnreachable,
+    ControlType.HOST_UNKNOWN: ErrHostDown,
+    ControlType.PACKET_TOO_BIG: ErrMessageTooLong,                  # unless IP_PMTUDISC_DONT
+    ControlType.PARAMETER_PROBLEM: ErrProtocolError,
 }
 
 _PMTUDISC_REFUSES = frozenset((PMTUDISC_DO, PMTUDISC_PROBE, PMTUDISC_INTERFACE))   # too large: EMSGSIZE
@@ -418,10 +418,20 @@ class DatagramEndpoint(TransportEndpoint):
         return self.remote
 
     def handle_control_packet(self, kind: ControlType, info: int, pkt: object) -> None:
-        """ICMP errors reach connected endpoints only, as on Linux without IP_RECVERR."""
+        """ICMP errors reach connected endpoints only, and only the fatal ones, as on Linux without
+        IP_RECVERR; the next read or write reports it (SO_ERROR)."""
         if self.state is not EndpointState.CONNECTED:
             return
-        self._pending_error = _CONTROL_ERRORS.get(kind, ErrConnectionRefused)()
+        if kind is ControlType.PROHIBITED:      # EHOSTUNREACH over IPv4, EACCES over IPv6 (Linux)
+            error: type[Error] | None = ErrHostUnreachable if self.net_proto == IPV4_PROTOCOL_NUMBER else \
+                ErrAccessDenied
+        elif kind is ControlType.PACKET_TOO_BIG and self.options[SockOpt.MTU_DISCOVER] == PMTUDISC_DONT:
+            error = None
+        else:
+            error = _HARD_ERRORS.get(kind)
+        if error is None:
+            return
+        self._pending_error = error()
         self.waiter_queue.notify(EventMask.ERR | EventMask.IN)
 
     # --- options ----------------------------------------------------------------------------------

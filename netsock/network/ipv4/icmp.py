@@ -33,9 +33,9 @@ _UNREACHABLE_KINDS = {
     icmpv4.PROTO_UNREACHABLE: ControlType.PROTOCOL_UNREACHABLE,
     icmpv4.PORT_UNREACHABLE: ControlType.PORT_UNREACHABLE,
     icmpv4.FRAG_NEEDED: ControlType.PACKET_TOO_BIG,
-    icmpv4.NET_UNKNOWN: ControlType.NET_UNREACHABLE,
-    icmpv4.HOST_UNKNOWN: ControlType.HOST_UNREACHABLE,
-    icmpv4.NET_PROHIBITED: ControlType.PROHIBITED,
+    icmpv4.NET_UNKNOWN: ControlType.NET_UNKNOWN,
+    icmpv4.HOST_UNKNOWN: ControlType.HOST_UNKNOWN,
+    icmpv4.NET_PROHIBITED: ControlType.NET_UNKNOWN,     # Linux: ENETUNREACH, fatal (icmp_err_convert)
     icmpv4.HOST_PROHIBITED: ControlType.PROHIBITED,
     icmpv4.ADMIN_PROHIBITED: ControlType.PROHIBITED,
 }

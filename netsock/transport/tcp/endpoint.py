@@ -21,7 +21,7 @@ from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import ControlType, TransportEndpoint, socket_route
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnected, ErrAlreadyConnecting,
                       ErrBadLocalAddress, ErrClosedForSend, ErrConnectionAborted, ErrConnectionRefused,
-                      ErrConnectionReset, ErrConnectStarted, ErrHostUnreachable, ErrInvalidEndpointState,
+                      ErrConnectionReset, ErrConnectStarted, ErrHostDown, ErrHostUnreachable, ErrInvalidEndpointState,
                       ErrInvalidOptionValue, ErrNetworkUnreachable, ErrNotConnected,
                       ErrNotSupported, ErrPortInUse, ErrTimeout, ErrUnknownProtocolOption, ErrWouldBlock, Error,
                       FullAddress, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
@@ -75,6 +75,8 @@ _CONTROL_ERRORS: dict[ControlType, type[Error]] = {
     ControlType.PROTOCOL_UNREACHABLE: ErrConnectionRefused,
     ControlType.HOST_UNREACHABLE: ErrHostUnreachable,
     ControlType.NET_UNREACHABLE: ErrNetworkUnreachable,
+    ControlType.NET_UNKNOWN: ErrNetworkUnreachable,
+    ControlType.HOST_UNKNOWN: ErrHostDown,
     ControlType.PROHIBITED: ErrHostUnreachable,
     ControlType.TTL_EXCEEDED: ErrHostUnreachable,
 }
