@@ -23,6 +23,7 @@ process's own, so any process may open them here.
 from __future__ import annotations
 
 import _socket
+import ctypes
 import io
 import math
 import operator
@@ -59,6 +60,7 @@ from gevent import get_hub, getcurrent
 
 from ..scheduler import wait_for
 from ..stack import Stack
+from ..stack.bpf import INSTRUCTION, Filter
 from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER,
                      IPV6_PROTOCOL_NUMBER, NO_CONTROL_MESSAGES, NO_SENDABLE_CONTROL_MESSAGES, TCP_PROTOCOL_NUMBER,
                      UDP_PROTOCOL_NUMBER, ControlMessages, ErrAlreadyConnected, ErrAlreadyConnecting,
@@ -142,6 +144,8 @@ _IP_PKTINFO = 8
 _IP_RECVTTL = 12
 _IP_PROTOCOL = 52
 _SO_MARK = 36                                               # <asm-generic/socket.h>
+_SO_ATTACH_FILTER, _SO_DETACH_FILTER, _SO_LOCK_FILTER = 26, 27, 44     # (26 read back: SO_GET_FILTER)
+_SOCK_FPROG = struct.Struct("HP")                           # struct sock_fprog: a length and a pointer
 _CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13                       # <linux/capability.h>
 _SO_TIMESTAMP = 29                                          # SO_TIMESTAMP_OLD: a struct timeval
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
@@ -939,6 +943,17 @@ class SocketCore:
                 self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
             else:
                 self._set(SockOpt.TIMESTAMP, bool(_int_option(raw)))
+        elif name == _SO_ATTACH_FILTER:
+            self._set(SockOpt.SOCKET_FILTER, self._filter_program(raw))
+        elif name == _SO_DETACH_FILTER:
+            _int_option(raw)
+            if self._get(SockOpt.LOCK_FILTER, default=False):
+                raise _oserror(EPERM)
+            if self._get(SockOpt.SOCKET_FILTER) is None:
+                raise _oserror(ENOENT)
+            self._set(SockOpt.SOCKET_FILTER, None)
+        elif name == _SO_LOCK_FILTER:
+            self._set(SockOpt.LOCK_FILTER, bool(_int_option(raw)))
         elif name == _SO_MARK:
             mark = _int_option(raw)
             if not _may_administer_network():
@@ -952,6 +967,33 @@ class SocketCore:
             self._set(SockOpt.BIND_TO_DEVICE, nic.id if nic is not None else 0)
         else:
             raise _oserror(ENOPROTOOPT)
+
+    def _filter_program(self, raw: bytes) -> Filter:
+        """SO_ATTACH_FILTER's struct sock_fprog: the instructions are read where its pointer says, in
+        this process's memory, as the kernel copies them from the caller's."""
+        if len(raw) != _SOCK_FPROG.size:
+            raise _oserror(EINVAL)
+        if self._get(SockOpt.LOCK_FILTER, default=False):
+            raise _oserror(EPERM)
+        count, address = _SOCK_FPROG.unpack(raw)
+        if not address or not count:
+            raise _oserror(EINVAL)
+        try:
+            return Filter.unpack(ctypes.string_at(address, count * INSTRUCTION.size))
+        except ValueError:
+            raise _oserror(EINVAL) from None
+
+    def get_filter(self, buflen: int) -> bytes:
+        """SO_GET_FILTER as Linux's sk_get_filter answers getsockopt: it reads the buffer's length as a
+        count of instructions (EINVAL if fewer than the program's), writes them all and reports their
+        count as the length — so a caller sees the first ``count`` bytes of them."""
+        program = self._get(SockOpt.SOCKET_FILTER)
+        if program is None:
+            return b""
+        count = len(program.instructions)
+        if buflen < count:
+            raise _oserror(EINVAL)
+        return program.pack()[:count]
 
     def _get_socket_option(self, name: int) -> int | bytes:
         stream = self.kind == SOCK_STREAM
@@ -988,6 +1030,10 @@ class SocketCore:
             return int(stream and self.ep.state is TCPState.LISTEN)
         if name == _SO_TIMESTAMP:
             return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.TIMESTAMP))
+        if name == _SO_ATTACH_FILTER:       # SO_GET_FILTER into an int: see get_filter
+            return _INT.unpack(self.get_filter(_INT.size) + bytes(4))[0] if self._get(SockOpt.SOCKET_FILTER) else 0
+        if name == _SO_LOCK_FILTER:
+            return int(self._get(SockOpt.LOCK_FILTER, default=False))
         if name == _SO_MARK:
             mark = self._get(SockOpt.MARK, default=0)
             return mark - (1 << 32) if mark & 0x80000000 else mark     # Linux hands the u32 out as an int
@@ -2032,6 +2078,8 @@ class NetsockSocket:
         if buflen and not 0 < buflen <= 1024:
             raise OSError("getsockopt buflen out of range")
         self._check()
+        if level == SOL_SOCKET and optname == _SO_ATTACH_FILTER and buflen:
+            return self._core.get_filter(buflen)
         try:
             value = self._core.getsockopt(level, optname)
         except Error as e:

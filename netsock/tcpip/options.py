@@ -61,6 +61,9 @@ class SockOpt(enum.Enum):
                                                     # picks a port free for its 4-tuple (IP_BIND_ADDRESS_NO_PORT)
     MARK = "mark"                                 # 32 bits the endpoint's packets carry (SO_MARK): what
                                                   # the filter table's mark condition tests on OUTPUT
+    SOCKET_FILTER = "socket_filter"               # a stack.bpf.Filter run on what is received, None: none
+                                                  # (SO_ATTACH_FILTER / SO_DETACH_FILTER)
+    LOCK_FILTER = "lock_filter"                   # the filter can no longer change (SO_LOCK_FILTER)
     FREEBIND = "freebind"                         # bind to an address the stack does not have (yet)
                                                   # (IP_FREEBIND / IPV6_FREEBIND)
     MTU_DISCOVER = "mtu_discover"                 # path MTU discovery: one of PMTUDISC_* (IP_MTU_DISCOVER)

@@ -285,6 +285,7 @@ class ReceiveErrors(StatGroup):
     malformed_packets_received: StatCounter
     closed_receiver: StatCounter
     checksum_errors: StatCounter
+    filtered: StatCounter           # dropped by the socket's filter (SO_ATTACH_FILTER)
 
 
 class ReadErrors(StatGroup):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..header import ipv4, ipv6
 from ..ports import PortFlags
+from ..stack.bpf import Filter
 from ..stack.demux import TransportEndpointID
 from ..stack.interfaces import PacketType
 from ..stack.packet_buffer import PacketBuffer
@@ -25,7 +26,8 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MES
                      ErrAccessDenied, ErrAlreadyBound, ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive,
                      ErrClosedForSend, ErrConnectionRefused, ErrDestinationRequired, ErrHostDown, ErrHostUnreachable,
                      ErrInvalidEndpointState, ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable,
-                     ErrNotConnected, ErrNotSupported, ErrProtocolError, ErrUnknownDevice, ErrUnknownProtocolOption,
+                     ErrNotConnected, ErrNotPermitted, ErrNotSupported, ErrProtocolError, ErrUnknownDevice,
+                     ErrUnknownProtocolOption,
                      ErrWouldBlock, Error, FullAddress, IPv6PacketInfo, PacketInfo, ReadResult,
                      SendableControlMessages, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
 from ..tcpip.options import PMTUDISC_DO, PMTUDISC_DONT, PMTUDISC_INTERFACE, PMTUDISC_OMIT, PMTUDISC_PROBE, \
@@ -97,10 +99,11 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
             SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
-            SockOpt.MARK: 0,
+            SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
+        self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER's, tested per datagram
         self._memberships: set[tuple[int, bytes]] = set()
 
     # --- binding and connecting ------------------------------------------------------------------
@@ -417,6 +420,10 @@ class DatagramEndpoint(TransportEndpoint):
             raise ErrNotConnected()
         return self.remote
 
+    def _filter_keeps(self, pkt: PacketBuffer, head: bytes, body: bytes | memoryview, network: int) -> int:
+        """How much of a packet SO_ATTACH_FILTER's program keeps (0: none); see ``Filter.keeps``."""
+        return self.socket_filter.keeps(pkt, head, body, network, self.stack.nics)  # type: ignore[union-attr]
+
     def handle_control_packet(self, kind: ControlType, info: int, pkt: object) -> None:
         """ICMP errors reach connected endpoints only, and only the fatal ones, as on Linux without
         IP_RECVERR; the next read or write reports it (SO_ERROR)."""
@@ -455,6 +462,12 @@ class DatagramEndpoint(TransportEndpoint):
                 raise ErrInvalidOptionValue()
         elif opt is SockOpt.MARK:
             value = int(value) & 0xFFFFFFFF
+        elif opt is SockOpt.SOCKET_FILTER or opt is SockOpt.LOCK_FILTER:
+            # Once locked (Linux's SOCK_FILTER_LOCKED), neither the filter nor the lock may change: EPERM.
+            if self.options[SockOpt.LOCK_FILTER] and (opt is SockOpt.SOCKET_FILTER or not value):
+                raise ErrNotPermitted()
+            if opt is SockOpt.SOCKET_FILTER:
+                self.socket_filter = value
         elif opt not in self.options:
             raise ErrUnknownProtocolOption()
         self.options[opt] = value

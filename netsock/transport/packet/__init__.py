@@ -45,7 +45,8 @@ __all__ = ["ARPHRD_ETHER", "ARPHRD_LOOPBACK", "ARPHRD_NONE", "ETH_P_ALL", "Packe
 
 # The options a packet endpoint takes: those of the socket level; the IP ones are not its.
 _OPTIONS = (SockOpt.RECEIVE_BUFFER_SIZE, SockOpt.SEND_BUFFER_SIZE, SockOpt.BIND_TO_DEVICE, SockOpt.TIMESTAMP,
-            SockOpt.REUSE_ADDRESS, SockOpt.REUSE_PORT, SockOpt.BROADCAST)
+            SockOpt.REUSE_ADDRESS, SockOpt.REUSE_PORT, SockOpt.BROADCAST, SockOpt.MARK, SockOpt.SOCKET_FILTER,
+            SockOpt.LOCK_FILTER)
 
 
 class PacketEndpoint(DatagramEndpoint):
@@ -111,7 +112,15 @@ class PacketEndpoint(DatagramEndpoint):
         if bound_nic and bound_nic != nic.id:
             return
         view = memoryview(frame)
-        self._enqueue(view[header_length:] if self.cooked else view, sender, pkt, b"")  # type: ignore[arg-type]
+        view = view[header_length:] if self.cooked else view
+        if self.socket_filter is not None:      # on what the socket reads: SOCK_DGRAM's has no link header
+            head = frame[:header_length] if self.cooked else b""
+            keep = self._filter_keeps(pkt, head, view, header_length)
+            if not keep:
+                self.stats.receive_errors.filtered.increment()
+                return
+            view = view[:keep]
+        self._enqueue(view, sender, pkt, b"")  # type: ignore[arg-type]
 
     # --- writing ----------------------------------------------------------------------------------
 

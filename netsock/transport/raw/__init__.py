@@ -154,7 +154,16 @@ class RawEndpoint(DatagramEndpoint):
                 checksum(packet, pseudo_header_checksum(self.transport_number, src, dst, len(packet))) != 0xFFFF:
             self.stats.receive_errors.checksum_errors.increment()
             return
-        self._enqueue(memoryview(packet), FullAddress(pkt.nic_id, src, 0), pkt, dst)
+        view = memoryview(packet)
+        if self.socket_filter is not None:
+            # At 0: what the socket reads (IPv4: the IP header; IPv6: the payload), as Linux's filter.
+            link = bytes(pkt.link_header)
+            keep = self._filter_keeps(pkt, link if self.v4 else link + bytes(pkt.network_header), packet, len(link))
+            if not keep:
+                self.stats.receive_errors.filtered.increment()
+                return
+            view = view[:keep]
+        self._enqueue(view, FullAddress(pkt.nic_id, src, 0), pkt, dst)
 
     # --- writing ----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ...header import tcp
 from ...header.checksum import checksum, combine, pseudo_header_checksum
 from ...ports import PortFlags
+from ...stack.bpf import Filter
 from ...stack.demux import TransportEndpointID
 from ...stack.interfaces import LinkCapabilities
 from ...stack.packet_buffer import PacketBuffer
@@ -22,7 +23,7 @@ from ...stack.registration import ControlType, TransportEndpoint, socket_route
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnected, ErrAlreadyConnecting,
                       ErrBadLocalAddress, ErrClosedForSend, ErrConnectionAborted, ErrConnectionRefused,
                       ErrConnectionReset, ErrConnectStarted, ErrHostDown, ErrHostUnreachable, ErrInvalidEndpointState,
-                      ErrInvalidOptionValue, ErrNetworkUnreachable, ErrNotConnected,
+                      ErrInvalidOptionValue, ErrNetworkUnreachable, ErrNotConnected, ErrNotPermitted,
                       ErrNotSupported, ErrPortInUse, ErrTimeout, ErrUnknownProtocolOption, ErrWouldBlock, Error,
                       FullAddress, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
 from ...tcpip.options import PMTUDISC_DONT, PMTUDISC_OMIT, PMTUDISC_SETS_DF, PMTUDISC_WANT
@@ -144,7 +145,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "mark",
+                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "mark", "socket_filter", "filter_locked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
@@ -219,6 +220,8 @@ class TCPEndpoint(TransportEndpoint):
         self.bind_no_port = False                   # IP_BIND_ADDRESS_NO_PORT: a port-0 bind leaves the port to connect
         self.freebind = False                       # IP_FREEBIND: bind to an address not (yet) the stack's
         self.mark = 0                               # SO_MARK: carried by every segment sent
+        self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER: run on every segment received
+        self.filter_locked = False                  # SO_LOCK_FILTER
         # Timers are created when first armed, and closed (their callbacks dropped) when the connection ends.
         self.state_timer: Timer | None = None       # an orphan's FIN-WAIT-2
         self.keepalive_timer: Timer | None = None
@@ -639,6 +642,13 @@ class TCPEndpoint(TransportEndpoint):
             self.freebind = bool(value)
         elif opt is SockOpt.MARK:
             self.mark = int(value) & 0xFFFFFFFF
+        elif opt is SockOpt.SOCKET_FILTER or opt is SockOpt.LOCK_FILTER:
+            if self.filter_locked and (opt is SockOpt.SOCKET_FILTER or not value):
+                raise ErrNotPermitted()             # Linux: neither changes once locked
+            if opt is SockOpt.SOCKET_FILTER:
+                self.socket_filter = value
+            else:
+                self.filter_locked = bool(value)
         elif opt is SockOpt.REUSE_ADDRESS:
             self.reuse_addr = bool(value)
         elif opt is SockOpt.REUSE_PORT:
@@ -688,6 +698,8 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
+                  SockOpt.SOCKET_FILTER: lambda: self.socket_filter,
+                  SockOpt.LOCK_FILTER: lambda: int(self.filter_locked),
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
                   SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
@@ -742,6 +754,8 @@ class TCPEndpoint(TransportEndpoint):
         if state is _CLOSED:
             self._redeliver(pkt, src, dst)
             return
+        if self.socket_filter is not None and not self._filter_keeps(pkt):
+            return
         seg = parse_segment(pkt, src, dst, self.stack_stats,
                             not pkt.checksum_verified and self.proto.verify_checksums(pkt.nic_id))
         if seg is None:
@@ -749,6 +763,22 @@ class TCPEndpoint(TransportEndpoint):
             return
         self.stats.packets_received.value += 1
         self._dispatch(seg)
+
+    def _filter_keeps(self, pkt: PacketBuffer) -> bool:
+        """SO_ATTACH_FILTER on a segment (the TCP header at 0): dropped, or its payload cut to what the
+        program keeps, never into the header (Linux's tcp_filter)."""
+        data = pkt.data
+        link = bytes(pkt.link_header)
+        program = self.socket_filter
+        assert program is not None
+        keep = program.keeps(pkt, link + bytes(pkt.network_header), data, len(link), self.stack.nics)
+        if not keep:
+            self.stats.receive_errors.filtered.increment()
+            return False
+        header = (data[12] >> 4) * 4 if len(data) > 12 else len(data)
+        if keep < len(data):
+            pkt.data = data[:max(keep, header)]
+        return True
 
     def handle_segment(self, seg: Segment) -> None:
         """A segment parsed (and counted) already: one a listener held while its accept queue was full."""
@@ -885,6 +915,8 @@ class TCPEndpoint(TransportEndpoint):
         self.bind_no_port = listener.bind_no_port
         self.freebind = listener.freebind
         self.mark = listener.mark
+        self.socket_filter = listener.socket_filter
+        self.filter_locked = listener.filter_locked
         self.ttl = listener.ttl
         self.tos = listener.tos
         self.send_buffer_size = listener.send_buffer_size

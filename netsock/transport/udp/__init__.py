@@ -43,8 +43,17 @@ class UDPEndpoint(DatagramEndpoint):
             self.stats.receive_errors.malformed_packets_received.increment()
             return
         proto.stats.packets_received.value += 1
-        pkt.transport_header = pkt.data[:udp.HEADER_SIZE]
-        self._enqueue(pkt.data[udp.HEADER_SIZE:], FullAddress(pkt.nic_id, src, src_port), pkt, dst)
+        data = pkt.data
+        pkt.transport_header = data[:udp.HEADER_SIZE]
+        end = len(data)
+        if self.socket_filter is not None:      # it sees the UDP header at 0, which it cannot trim (Linux)
+            keep = self._filter_keeps(pkt, bytes(pkt.link_header) + bytes(pkt.network_header), data,
+                                      len(pkt.link_header))
+            if not keep:
+                self.stats.receive_errors.filtered.increment()
+                return
+            end = max(keep, udp.HEADER_SIZE)
+        self._enqueue(data[udp.HEADER_SIZE:end], FullAddress(pkt.nic_id, src, src_port), pkt, dst)
 
     def _count_overflow(self) -> None:
         self.protocol.stats.receive_buffer_errors.increment()
