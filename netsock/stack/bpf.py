@@ -166,19 +166,15 @@ def _load(packet: Packet, offset: int, size: int) -> int | None:
     return int.from_bytes(data[at:at + size], "big")
 
 
+# The ancillary loads that read a field of the packet's metadata.
+_METADATA = {AD_PROTOCOL: "protocol", AD_PKTTYPE: "pkt_type", AD_IFINDEX: "ifindex", AD_HATYPE: "hatype",
+             AD_MARK: "mark", AD_RXHASH: "rxhash"}
+
+
 def _ancillary(packet: Packet, which: int, a: int, x: int) -> int:
-    if which == AD_PROTOCOL:
-        return packet.protocol
-    if which == AD_PKTTYPE:
-        return packet.pkt_type
-    if which == AD_IFINDEX:
-        return packet.ifindex
-    if which == AD_HATYPE:
-        return packet.hatype
-    if which == AD_MARK:
-        return packet.mark
-    if which == AD_RXHASH:
-        return packet.rxhash
+    field_name = _METADATA.get(which)
+    if field_name is not None:
+        return getattr(packet, field_name)
     if which == AD_RANDOM:
         return random.getrandbits(32)
     if which == AD_ALU_XOR_X:
