@@ -1,7 +1,8 @@
 """The filter table (iptables / ip6tables): rules and chains on their own, then at work in a private
 network — INPUT on the server, FORWARD on the router between two subnets, OUTPUT on the client —
 with what a program sees of each verdict as on Linux: a drop is a timeout, a reject ECONNREFUSED
-(or the reset of a closed port), a dropped send EPERM."""
+(or the reset of a closed port), a dropped send EPERM. Then SO_MARK's mark condition, and
+connection tracking's state condition (a stateful firewall)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from netsock.adapter import NetsockSocket
 from netsock.privnet import Host, Network
+from netsock.stack.conntrack import TIMEOUTS, ConnTrack, State
 from netsock.stack.iptables import (ACCEPT, DROP, RETURN, FilteredPacket, FilterTable, Hook, Jump, Reject, RejectWith,
                                     Rule)
 from netsock.tcpip import TCP_PROTOCOL_NUMBER as TCP
@@ -283,3 +285,91 @@ def test_a_marked_listener_s_connections_carry_its_mark(routed: tuple) -> None:
         table_of(server, family).append("OUTPUT", Rule(DROP, mark=(7, 0xFFFFFFFF)))
         assert connect(client, family, 8080, timeout=1.5) == "timeout", "the SYN-ACK carries the mark"
         assert ip_stats(server)["iptables_output_dropped"] >= 1
+
+
+# --- connection tracking and the state condition ------------------------------------------------------------
+
+A, B = bytes([192, 0, 2, 1]), bytes([198, 51, 100, 1])
+
+
+def tcp_head(sport: int, dport: int, flags: int) -> bytes:
+    return sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(9) + bytes([flags]) + bytes(6)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_tcp_connection_is_new_then_established_and_forgotten_after_it_closes() -> None:
+    clock = Clock()
+    track = ConnTrack(clock)
+    steps = [(A, B, tcp_head(40000, 80, 0x02), State.NEW), (B, A, tcp_head(80, 40000, 0x12), State.ESTABLISHED),
+             (A, B, tcp_head(40000, 80, 0x10), State.ESTABLISHED), (A, B, tcp_head(40000, 80, 0x11), State.ESTABLISHED)]
+    for source, destination, head, expected in steps:
+        assert track.state(TCP, source, destination, head) is expected
+        track.accepted(TCP, source, destination, head)
+    assert len(track) == 1
+    assert track.state(TCP, A, B, tcp_head(40001, 80, 0x02)) is State.NEW    # another connection
+    clock.now = TIMEOUTS["tcp_closing"] + 1
+    assert track.state(TCP, B, A, tcp_head(80, 40000, 0x10)) is State.NEW    # gone: its FIN was 2 minutes ago
+
+
+def test_udp_flows_icmp_errors_about_them_and_echo() -> None:
+    clock = Clock()
+    track = ConnTrack(clock)
+    query = (53).to_bytes(2, "big")
+    out = (40000).to_bytes(2, "big") + query + bytes(4)
+    track.accepted(UDP, A, B, out)
+    assert track.state(UDP, B, A, query + (40000).to_bytes(2, "big") + bytes(4)) is State.ESTABLISHED
+    quote = bytes([0x45]) + bytes(8) + bytes([UDP]) + bytes(2) + A + B + out
+    assert track.state(1, B, A, bytes([3, 3]) + bytes(6) + quote) is State.RELATED
+    assert track.state(1, B, A, bytes([3, 3]) + bytes(6) + quote.replace(B, bytes(4))) is State.INVALID
+    assert track.state(1, B, A, bytes([3, 3]) + bytes(10)) is State.INVALID
+    echo = bytes([8, 0, 0, 0, 0, 7, 0, 1])
+    track.accepted(1, A, B, echo)
+    assert track.state(1, B, A, bytes([0]) + echo[1:]) is State.ESTABLISHED
+    clock.now = TIMEOUTS["udp"] + 1
+    assert track.state(UDP, B, A, query + (40000).to_bytes(2, "big") + bytes(4)) is State.NEW
+
+
+def test_closed_connections_leave_nothing_behind() -> None:
+    clock = Clock()
+    track = ConnTrack(clock)
+    for port in range(10000):
+        for source, destination, head in ((A, B, tcp_head(port, 80, 0x02)), (B, A, tcp_head(80, port, 0x12)),
+                                          (A, B, tcp_head(port, 80, 0x04))):
+            track.accepted(TCP, source, destination, head)
+    assert len(track) == 10000
+    clock.now = TIMEOUTS["tcp_reset"] + 2
+    track.accepted(UDP, A, B, bytes(8))          # the next packet sweeps
+    assert len(track) == 1
+
+
+def test_a_stateful_firewall_lets_replies_in_and_new_connections_only_where_allowed(routed: tuple) -> None:
+    net, family, client, router, server = routed
+    table = table_of(server, family)
+    table.append("INPUT", Rule(ACCEPT, state=frozenset({State.ESTABLISHED, State.RELATED})))
+    table.append("INPUT", Rule(ACCEPT, protocol=TCP, destination_ports=(80, 80), state=frozenset({State.NEW})))
+    if family == socket.AF_INET6:       # neighbour discovery is ICMPv6: let it in, as an ip6tables admin must
+        table.append("INPUT", Rule(ACCEPT, protocol=58))
+    table.set_policy("INPUT", DROP)
+    assert connect(client, family, 80) == "connected"
+    assert connect(client, family, 81, timeout=1.5) == "timeout"
+    wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    with NetsockSocket(family, stack=client.stack) as listener:        # the server may connect out
+        listener.bind((wildcard, 9000))
+        listener.listen()
+        with server, NetsockSocket(family) as out:
+            out.settimeout(5)
+            out.connect(("client.test", 9000))
+        with server, NetsockSocket(family, socket.SOCK_DGRAM) as udp:   # and hears of a closed port (RELATED)
+            udp.settimeout(5)
+            udp.connect(("client.test", 9999))
+            udp.send(b"anyone?")
+            with pytest.raises(ConnectionRefusedError):
+                udp.recv(10)
+    assert table.chains["INPUT"].packets >= 1 and len(table.conntrack) >= 3

@@ -13,22 +13,24 @@ INPUT and FORWARD drops are silent, rejects answer with the ICMP error (or, on I
 an OUTPUT drop or reject fails the send with EPERM, as Linux's ``ip_local_out``, and a reject
 also reports its ICMP error to the sending socket, as the one Linux loops back to it would.
 
-Not here: the nat and mangle tables (and so PREROUTING / POSTROUTING), connection tracking and its
-``state`` match, logging.
+Not here: the nat and mangle tables (and so PREROUTING / POSTROUTING), logging.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
 from ..header import icmpv4, icmpv6
 from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Subnet
+from .conntrack import ConnTrack, State
 
 _PORTED = frozenset((TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, 136))     # TCP, UDP, UDP-Lite: ports first
 _MAX_JUMP_DEPTH = 64
+HEAD_SIZE = 64      # transport bytes the rules see: ports, flags, and an ICMP error's quote for conntrack
 
 
 class Hook(enum.Enum):
@@ -96,7 +98,9 @@ class Rule:
     """One rule: every condition given must hold (None: any). Ports match TCP, UDP and UDP-Lite
     packets, ``tcp_flags`` = (mask, set) TCP ones and ``icmp_type`` ICMP(v6) ones; none of the three
     matches a fragment being forwarded (only what this host receives is reassembled first). ``mark``
-    is iptables' ``-m mark --mark value/mask``: packets carry their socket's SO_MARK, others 0."""
+    is iptables' ``-m mark --mark value/mask``: packets carry their socket's SO_MARK, others 0.
+    ``state`` is ``-m state --state``: what connection tracking (``conntrack``) says of the packet;
+    a table tracks connections while one of its rules asks."""
 
     target: Target
     protocol: int | None = None                 # transport protocol number
@@ -109,6 +113,7 @@ class Rule:
     tcp_flags: tuple[int, int] | None = None    # (flags examined, those of them that must be set)
     icmp_type: int | None = None
     mark: tuple[int, int] | None = None         # (value, mask): the packet's mark & mask == value
+    state: frozenset[State] | None = None       # its connection's (iptables' -m state --state)
     packets: int = field(default=0, compare=False)
     bytes: int = field(default=0, compare=False)
 
@@ -123,8 +128,10 @@ class Rule:
         if self.icmp_type is not None and self.protocol not in (ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER):
             raise ValueError("icmp_type matches only with protocol ICMP or ICMPv6")
 
-    def matches(self, packet: FilteredPacket) -> bool:
+    def matches(self, packet: FilteredPacket, state: State | None = None) -> bool:
         if self.protocol is not None and packet.protocol != self.protocol:
+            return False
+        if self.state is not None and state not in self.state:
             return False
         if self.source is not None and not self.source.contains(packet.source):
             return False
@@ -160,7 +167,7 @@ class FilteredPacket:
     source: bytes
     destination: bytes
     length: int                     # of the whole IP packet
-    transport_head: bytes           # the first bytes of the transport header (b'': a later fragment)
+    transport_head: bytes           # the transport header's first bytes, 64 (b'': a later fragment)
     in_interface: str | None = None
     out_interface: str | None = None
     mark: int = 0                   # the sending socket's SO_MARK (0 for what the host receives)
@@ -178,10 +185,12 @@ class FilterTable:
     """One IP version's filter table. ``active`` is false while every chain would let everything
     through: the network layer then asks nothing per packet."""
 
-    def __init__(self, version: int) -> None:
+    def __init__(self, version: int, now: Callable[[], float] = time.monotonic) -> None:
         self.version = version
         self.chains: dict[str, Chain] = {hook.value: Chain(policy=ACCEPT) for hook in Hook}
         self.active = False
+        self.conntrack = ConnTrack(now)
+        self.tracking = False       # a rule asks for the state: every packet let through is tracked
 
     # --- configuration (iptables -A, -I, -D, -F, -N, -X, -P) --------------------------------------
 
@@ -270,23 +279,30 @@ class FilterTable:
     def _update(self) -> None:
         self.active = any(chain.rules or (chain.policy is not None and chain.policy != ACCEPT)
                           for chain in self.chains.values())
+        self.tracking = any(rule.state is not None for chain in self.chains.values() for rule in chain.rules)
 
     # --- the network layer's question -------------------------------------------------------------
 
     def check(self, hook: Hook, packet: FilteredPacket) -> Accept | Drop | Reject:
         """The verdict on ``packet`` at ``hook``, counting it on the rule (or policy) that decided."""
         builtin = self.chains[hook.value]
-        verdict = self._walk(builtin, packet, 0)
+        state = None
+        if self.tracking:
+            state = self.conntrack.state(packet.protocol, packet.source, packet.destination, packet.transport_head)
+        verdict = self._walk(builtin, packet, 0, state)
         if verdict is None:
             builtin.packets += 1
             builtin.bytes += packet.length
-            return builtin.policy  # type: ignore[return-value]
-        return verdict
+            verdict = builtin.policy
+        if self.tracking and isinstance(verdict, Accept):
+            self.conntrack.accepted(packet.protocol, packet.source, packet.destination, packet.transport_head)
+        return verdict  # type: ignore[return-value]
 
-    def _walk(self, chain: Chain, packet: FilteredPacket, depth: int) -> Accept | Drop | Reject | None:
+    def _walk(self, chain: Chain, packet: FilteredPacket, depth: int,
+              state: State | None) -> Accept | Drop | Reject | None:
         """The target that decided, or None if the chain ran out or returned."""
         for rule in chain.rules:
-            if not rule.matches(packet):
+            if not rule.matches(packet, state):
                 continue
             rule.packets += 1
             rule.bytes += packet.length
@@ -294,7 +310,7 @@ class FilterTable:
             if isinstance(target, Jump):
                 if depth >= _MAX_JUMP_DEPTH:
                     return DROP
-                verdict = self._walk(self.chains[target.chain], packet, depth + 1)
+                verdict = self._walk(self.chains[target.chain], packet, depth + 1, state)
                 if verdict is not None:
                     return verdict
                 continue
@@ -312,8 +328,9 @@ def _resets(rule: Rule) -> bool:
 
 
 class IPTables:
-    """The stack's packet filter: ``ipv4`` (iptables) and ``ipv6`` (ip6tables) tables."""
+    """The stack's packet filter: ``ipv4`` (iptables) and ``ipv6`` (ip6tables) tables, on the
+    stack's clock (``now``) for connection tracking's timeouts."""
 
-    def __init__(self) -> None:
-        self.ipv4 = FilterTable(4)
-        self.ipv6 = FilterTable(6)
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.ipv4 = FilterTable(4, now)
+        self.ipv6 = FilterTable(6, now)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..tcpip import (TCP_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress, ErrNetworkUnreachable, Error,
                      ErrNotPermitted, ErrNotSupported, ErrUnknownProtocolOption, SockOpt)
 from ..waiter import WaiterQueue
-from .iptables import Accept, FilteredPacket, FilterTable, Hook, Reject, RejectWith
+from .iptables import HEAD_SIZE, Accept, FilteredPacket, FilterTable, Hook, Reject, RejectWith
 from .packet_buffer import PacketBuffer
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class NetworkEndpoint:
                       reject: Any) -> bool:
         """INPUT: may ``pkt`` (its data the transport's) go on to the sockets? A reject is answered:
         a TCP reset as to a closed port, else ``reject(RejectWith)`` sends the ICMP error."""
-        verdict = self._filter_check(Hook.INPUT, protocol, src, dst, length, pkt.data[:16])
+        verdict = self._filter_check(Hook.INPUT, protocol, src, dst, length, pkt.data[:HEAD_SIZE])
         if isinstance(verdict, Accept):
             return True
         if isinstance(verdict, Reject):
@@ -100,7 +100,7 @@ class NetworkEndpoint:
     def _filter_output(self, route: Route, transport: int, pkt: PacketBuffer, header_size: int) -> None:
         """OUTPUT for a transport's packet, before the network header and any fragmentation."""
         self.filter_output(route, transport, route.local_address, route.remote_address, pkt.size() + header_size,
-                           (bytes(pkt.headers()) + bytes(pkt.data[:16]))[:16], pkt.mark)
+                           (bytes(pkt.headers()) + bytes(pkt.data[:HEAD_SIZE]))[:HEAD_SIZE], pkt.mark)
 
     def filter_output(self, route: Route, protocol: int, src: bytes, dst: bytes, length: int, head: Any,
                       mark: int = 0) -> None:

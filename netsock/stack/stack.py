@@ -46,7 +46,7 @@ class Stack:
         self._stats = Stats()
         self.ports = PortManager()
         self.demux = TransportDemuxer()
-        self.iptables = IPTables()          # the filter tables the network layers consult (netstack's IPTables)
+        self.iptables = IPTables(clock.now)     # the filter tables the network layers consult (netstack's IPTables)
         # Raw endpoints by (network protocol, transport protocol): empty, the network layers skip raw
         # delivery with one test per packet.
         self.raw_endpoints: dict[tuple[int, int], list[Any]] = {}

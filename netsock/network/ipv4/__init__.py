@@ -25,7 +25,7 @@ from ...header.gso import segments_to_forward, split_tcp
 from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ...stack.interfaces import LinkCapabilities, PacketType
-from ...stack.iptables import REJECT_CODES, Accept, Hook, Reject
+from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ..fragmentation import Reassembler, ReassemblyResult, fragment, split_packet
@@ -240,7 +240,7 @@ class IPv4Endpoint(NetworkEndpoint):
             ip_stats.invalid_addresses_received.increment()
             return
         if self._filter.active:
-            head = b"" if hdr.flags_fragment & _FRAGMENT_BITS else original[hlen:hlen + 16]
+            head = b"" if hdr.flags_fragment & _FRAGMENT_BITS else original[hlen:hlen + HEAD_SIZE]
             verdict = self._filter_check(Hook.FORWARD, hdr.protocol, src, dst, hdr.total_length, head, route.nic)
             if not isinstance(verdict, Accept):
                 if isinstance(verdict, Reject):

@@ -18,7 +18,7 @@ from ...header import icmpv6, ipv6
 from ...header.checksum import complete_checksum
 from ...header.gso import segments_to_forward
 from ...stack.interfaces import LinkCapabilities, PacketType
-from ...stack.iptables import REJECT_CODES, Accept, Hook, Reject
+from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong, ErrNoBufferSpace
@@ -350,7 +350,7 @@ class IPv6Endpoint(NetworkEndpoint):
         if chain:
             protocol = chain.next_header
             if chain.fragment is None:
-                head = packet[chain.payload_offset:chain.payload_offset + 16]
+                head = packet[chain.payload_offset:chain.payload_offset + HEAD_SIZE]
         verdict = self._filter_check(Hook.FORWARD, protocol, hdr.src, hdr.dst, len(packet), head, route.nic)
         if isinstance(verdict, Reject):
             icmp.send_error(self, pkt, hdr, icmpv6.DST_UNREACHABLE, REJECT_CODES[verdict.with_][1], 0, packet)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...header import ipv4
 from ...header.checksum import checksum, pseudo_header_checksum
+from ...stack.iptables import HEAD_SIZE
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import socket_route
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER,
@@ -214,7 +215,7 @@ class RawEndpoint(DatagramEndpoint):
             datagram[10:12] = b"\0\0"
             datagram[10:12] = (~checksum(memoryview(datagram)[:header_length]) & 0xFFFF).to_bytes(2, "big")
             route.network_endpoint.filter_output(route, datagram[9], bytes(datagram[12:16]), bytes(datagram[16:20]),
-                                                 len(datagram), datagram[header_length:header_length + 16],
+                                                 len(datagram), datagram[header_length:header_length + HEAD_SIZE],
                                                  self.options[SockOpt.MARK])
         pkt = PacketBuffer(route.max_header_length(), datagram)
         pkt.network_protocol = IPV4_PROTOCOL_NUMBER
