@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -318,9 +318,6 @@ class FilterTable:
                 return None
             return target
         return None
-
-    def rules(self, chain: str) -> Iterator[Rule]:
-        return iter(self._chain(chain).rules)
 
 
 def _resets(rule: Rule) -> bool:
