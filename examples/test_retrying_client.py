@@ -1,4 +1,4 @@
-"""An example suite to copy: a client that retries, tested through loss and a partition.
+"""An example suite to copy: a client that retries, tested through loss, a partition and a firewall.
 
 ``get_with_retries`` stands for the code under test; the server is the standard library's
 http.server, unmodified. Each test gets a private network from netsock's pytest plugin
@@ -18,6 +18,8 @@ import pytest
 import requests
 
 from netsock.privnet import Host, Network
+from netsock.stack.iptables import DROP, Reject, Rule
+from netsock.tcpip import TCP_PROTOCOL_NUMBER
 
 NETWORK = {"switches": {"lan": "192.0.2.0/24"}, "hosts": {"api.test": "lan", "app.test": "lan"}}
 URL = "http://api.test:8080/status"
@@ -108,3 +110,21 @@ def test_it_gives_up_when_the_server_stays_unreachable(netsock_network: Network,
     with app, pytest.raises(requests.ConnectTimeout):
         get_with_retries(URL, attempts=3, timeout=0.2, backoff=0.05)
     assert time.monotonic() - start >= 3 * 0.2
+
+
+@pytest.mark.netsock(**NETWORK)
+def test_a_firewall_that_refuses_fails_fast_where_one_that_drops_times_out(netsock_network: Network,
+                                                                           api: Host) -> None:
+    # The server host's own packet filter (iptables' filter table): REJECT answers with ICMP port
+    # unreachable, so each attempt is refused at once; DROP answers nothing, so each one times out.
+    refuse = Rule(Reject(), protocol=TCP_PROTOCOL_NUMBER, destination_ports=(8080, 8080))
+    api.stack.iptables.ipv4.append("INPUT", refuse)
+    start = time.monotonic()
+    with netsock_network.hosts["app.test"], pytest.raises(requests.ConnectionError) as refused:
+        get_with_retries(URL, attempts=3, timeout=1, backoff=0.01)
+    assert not isinstance(refused.value, requests.Timeout) and time.monotonic() - start < 1
+    assert refuse.packets == 3                  # one SYN per attempt, each refused
+    api.stack.iptables.ipv4.delete("INPUT", refuse)
+    api.stack.iptables.ipv4.append("INPUT", Rule(DROP, protocol=TCP_PROTOCOL_NUMBER, destination_ports=(8080, 8080)))
+    with netsock_network.hosts["app.test"], pytest.raises(requests.ConnectTimeout):
+        get_with_retries(URL, attempts=2, timeout=0.2, backoff=0.01)
