@@ -21,7 +21,6 @@ from netsock.stack.bpf import Filter, Instruction, Packet
 
 SO_ATTACH_FILTER, SO_DETACH_FILTER, SO_LOCK_FILTER = 26, 27, 44
 FPROG = struct.Struct("HP")
-SOURCE_PORT = 40123
 
 
 def insn(code: int, k: int = 0, jt: int = 0, jf: int = 0) -> tuple[int, int, int, int]:
@@ -110,8 +109,9 @@ def jeq(value: int) -> tuple[int, int, int, int]:
 
 PROGRAMS = {
     "drop all": [ret(0)],
-    "source port": [insn(bpf.LD | bpf.H | bpf.ABS, 0), jeq(SOURCE_PORT), *ACCEPT_IF],
-    "other source port": [insn(bpf.LD | bpf.H | bpf.ABS, 0), jeq(SOURCE_PORT + 1), *ACCEPT_IF],
+    # (A callable: the program for the sender's port, which each run takes from the system.)
+    "source port": lambda port: [insn(bpf.LD | bpf.H | bpf.ABS, 0), jeq(port), *ACCEPT_IF],
+    "other source port": lambda port: [insn(bpf.LD | bpf.H | bpf.ABS, 0), jeq(port + 1), *ACCEPT_IF],
     "length 13": [insn(bpf.LD | bpf.W | bpf.LEN), jeq(13), *ACCEPT_IF],
     "truncate to 11": [ret(11)],
     "truncate into the header": [ret(3)],
@@ -142,13 +142,13 @@ PROGRAMS = {
 PAYLOADS = (b"hello", b"goodbye, world", b"")
 
 
-def received(make: Callable[..., Any], program: list) -> list[Any]:
-    """What a UDP socket with ``program`` attached reads of each of PAYLOADS sent to it over loopback."""
+def received(make: Callable[..., Any], entry: Any) -> list[Any]:
+    """What a UDP socket with program ``entry`` attached reads of each of PAYLOADS sent to it over loopback."""
     with closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as receiver, \
             closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as sender:
         receiver.bind(("127.0.0.1", 0))
-        keep = attach(receiver, program)
-        sender.bind(("127.0.0.1", SOURCE_PORT))
+        sender.bind(("127.0.0.1", 0))
+        keep = attach(receiver, entry(sender.getsockname()[1]) if callable(entry) else entry)
         got = []
         for payload in PAYLOADS:
             sender.sendto(payload, receiver.getsockname())
@@ -172,7 +172,7 @@ def test_what_a_program_keeps_as_on_the_kernel(name: str) -> None:
 def test_detach_read_back_and_lock_as_on_the_kernel() -> None:
     def steps(sock: Any) -> list:
         seen = [outcome(lambda: sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0))]    # none attached
-        keep = attach(sock, PROGRAMS["source port"])
+        keep = attach(sock, PROGRAMS["source port"](9))
         seen.append(sock.getsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, 64))      # the instructions
         seen.append(outcome(lambda: sock.getsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, 2)))   # too small
         sock.setsockopt(socket.SOL_SOCKET, SO_LOCK_FILTER, 1)
@@ -194,16 +194,16 @@ def test_detach_read_back_and_lock_as_on_the_kernel() -> None:
 @pytest.mark.usefixtures("stack")
 def test_a_listener_s_filter_keeps_out_the_connections_it_drops() -> None:
     # The listener's program sees each SYN (the TCP header at 0) and its connections inherit it.
-    drop_from = [insn(bpf.LD | bpf.H | bpf.ABS, 0), jeq(SOURCE_PORT), ret(0), ret(0xFFFF)]
     for make in (socket.socket, NetsockSocket):
-        with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as listener:
+        with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as listener, \
+                closing(make(socket.AF_INET, socket.SOCK_STREAM)) as blocked:
+            blocked.bind(("127.0.0.1", 0))
+            drop_from = [insn(bpf.LD | bpf.H | bpf.ABS, 0), jeq(blocked.getsockname()[1]), ret(0), ret(0xFFFF)]
             listener.bind(("127.0.0.1", 0))
             keep = attach(listener, drop_from)
             listener.listen()
-            with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as blocked:
-                blocked.bind(("127.0.0.1", SOURCE_PORT))
-                blocked.settimeout(0.5)
-                assert outcome(lambda: blocked.connect(listener.getsockname())) == ("fails", "timeout"), make
+            blocked.settimeout(0.5)
+            assert outcome(lambda: blocked.connect(listener.getsockname())) == ("fails", "timeout"), make
             with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as client:
                 client.settimeout(5)
                 client.connect(listener.getsockname())
