@@ -79,7 +79,8 @@ def test_user_chains_jump_and_return_and_policies() -> None:
     ("INPUT", Rule(DROP, protocol=TCP), None),
     ("nowhere", Rule(DROP), "no chain"),
     ("INPUT", Rule(Jump("INPUT")), "user chain"),
-    ("OUTPUT", Rule(Reject(RejectWith.TCP_RESET), protocol=TCP), "INPUT only"),
+    ("FORWARD", Rule(Reject(RejectWith.TCP_RESET), protocol=TCP), "not answered on FORWARD"),
+    ("OUTPUT", Rule(Reject(RejectWith.TCP_RESET), protocol=TCP), None),
     ("INPUT", Rule(Reject(RejectWith.TCP_RESET), protocol=UDP), "only TCP"),
 ])
 def test_rules_are_checked_when_added(chain: str, rule: Rule, message: str | None) -> None:
@@ -105,7 +106,7 @@ def test_bad_rules_and_loops_are_refused() -> None:
     table.append("b", Rule(Reject(RejectWith.TCP_RESET), protocol=TCP))
     table.append("INPUT", Rule(Jump("a")))
     with pytest.raises(ValueError, match="tcp-reset"):
-        table.append("OUTPUT", Rule(Jump("a")))
+        table.append("FORWARD", Rule(Jump("a")))
     with pytest.raises(ValueError, match="built-in"):
         table.set_policy("a", DROP)
 
@@ -183,12 +184,27 @@ def test_forward_on_the_router(routed: tuple, target, outcome: str) -> None:
     assert connect(client, family, 80) == "connected"
 
 
-@pytest.mark.parametrize(("target", "outcome"), [(DROP, "timeout"), (Reject(), "ECONNREFUSED")])
+@pytest.mark.parametrize(("target", "outcome"), [(DROP, "timeout"), (Reject(), "ECONNREFUSED"),
+                                                 (Reject(RejectWith.TCP_RESET), "ECONNREFUSED")])
 def test_output_on_the_client(routed: tuple, target, outcome: str) -> None:
     net, family, client, router, server = routed
     table_of(client, family).append("OUTPUT", Rule(target, protocol=TCP, destination_ports=(80, 80)))
     assert connect(client, family, 80, timeout=1.5) == outcome
     assert connect(client, family, 81) == "connected"
+
+
+def test_a_reset_on_output_ends_an_established_connection(routed: tuple) -> None:
+    # Linux hands the sending socket a RST as if from its peer: the connection is reset.
+    net, family, client, router, server = routed
+    with client, NetsockSocket(family) as sock:
+        sock.settimeout(5)
+        sock.connect(("server.test", 80))
+        table_of(client, family).append("OUTPUT", Rule(Reject(RejectWith.TCP_RESET), protocol=TCP,
+                                                       destination_ports=(80, 80)))
+        assert sock.send(b"x") == 1                 # queued; its segment is refused on the way out ...
+        gevent.sleep(0.1)
+        with pytest.raises(ConnectionResetError):   # ... and the reset that answers it ends the connection
+            sock.recv(10)
 
 
 def test_a_datagram_dropped_on_output_fails_the_send_with_eperm(routed: tuple) -> None:

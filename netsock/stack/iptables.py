@@ -10,8 +10,10 @@ packets and bytes they matched, as ``iptables -L -v`` shows.
 
 What happens to a packet dropped or rejected is the network layer's (it knows how to answer):
 INPUT and FORWARD drops are silent, rejects answer with the ICMP error (or, on INPUT, a TCP reset);
-an OUTPUT drop or reject fails the send with EPERM, as Linux's ``ip_local_out``, and a reject
-also reports its ICMP error to the sending socket, as the one Linux loops back to it would.
+an OUTPUT drop or reject fails the send with EPERM, as Linux's ``ip_local_out``, and a reject also
+answers the sending socket as Linux loops its answer back: with the ICMP error, or a TCP reset as
+if from the peer. (A reset for a forwarded packet would come from an address netsock does not hold:
+refused on FORWARD.)
 
 Not here: the nat and mangle tables (and so PREROUTING / POSTROUTING), logging.
 """
@@ -70,7 +72,7 @@ class RejectWith(enum.Enum):
     HOST_UNREACHABLE = "host-unreachable"          # ICMPv6: address unreachable
     NET_UNREACHABLE = "net-unreachable"            # ICMPv6: no route
     ADMIN_PROHIBITED = "admin-prohibited"
-    TCP_RESET = "tcp-reset"                        # TCP only, on INPUT
+    TCP_RESET = "tcp-reset"                        # TCP only, on INPUT and OUTPUT
 
 
 # (ICMPv4 code, ICMPv6 code) of destination unreachable for each ICMP answer.
@@ -253,13 +255,13 @@ class FilterTable:
                 raise ValueError(f"jumping from {chain} to {target.chain} makes a loop")
             resets = any(_resets(r) for name in {target.chain} | self._reachable(target.chain)
                          for r in self.chains[name].rules)
-            if resets and self._callers(chain) - {Hook.INPUT.value}:
-                raise ValueError(f"{target.chain} answers with tcp-reset, which is for INPUT only")
+            if resets and Hook.FORWARD.value in self._callers(chain):
+                raise ValueError(f"{target.chain} answers with tcp-reset, which FORWARD cannot")
         if _resets(rule):
             if rule.protocol != TCP_PROTOCOL_NUMBER:
                 raise ValueError("tcp-reset rejects only TCP (-p tcp)")
-            if self._callers(chain) - {Hook.INPUT.value}:
-                raise ValueError("tcp-reset is answered on INPUT only (netsock sends from its own addresses)")
+            if Hook.FORWARD.value in self._callers(chain):
+                raise ValueError("tcp-reset is not answered on FORWARD (netsock sends from its own addresses)")
 
     def _reachable(self, name: str) -> set[str]:
         """User chains reachable by jumps from ``name``."""

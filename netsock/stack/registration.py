@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import enum
+import struct
 from typing import TYPE_CHECKING, Any
+
+from ..header import ipv4, ipv6, tcp
 
 from ..tcpip import (TCP_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress, ErrNetworkUnreachable, Error,
                      ErrNotPermitted, ErrNotSupported, ErrUnknownProtocolOption, SockOpt)
@@ -39,6 +42,8 @@ class ControlType(enum.Enum):
     PARAMETER_PROBLEM = "parameter problem"
     PROHIBITED = "administratively prohibited"
 
+
+_PORTS_SEQ_ACK = struct.Struct("!HHII")
 
 # What a socket hears of its own packet rejected on OUTPUT (the ICMP error Linux loops back to it).
 _REJECT_CONTROL = {RejectWith.PORT_UNREACHABLE: ControlType.PORT_UNREACHABLE,
@@ -112,11 +117,39 @@ class NetworkEndpoint:
         if isinstance(verdict, Accept):
             return
         if isinstance(verdict, Reject):
-            # Later, as the looped-back error would come: not inside the sender's own call.
-            self.stack.clock.call_soon(self.stack.deliver_transport_control_packet, route.nic, self.protocol.number,
-                                       protocol, src, dst, _REJECT_CONTROL[verdict.with_], 0,
-                                       PacketBuffer.inbound(bytearray(head)))
+            # Later, as the looped-back answer would come: not inside the sender's own call.
+            if verdict.with_ is RejectWith.TCP_RESET:
+                reset = self._reset_from(src, dst, head, length)
+                if reset is not None:
+                    self.stack.clock.call_soon(self.stack.deliver_local, route.nic, self.protocol.number, reset)
+            else:
+                self.stack.clock.call_soon(self.stack.deliver_transport_control_packet, route.nic,
+                                           self.protocol.number, protocol, src, dst, _REJECT_CONTROL[verdict.with_],
+                                           0, PacketBuffer.inbound(bytearray(head)))
         raise ErrNotPermitted()
+
+    def _reset_from(self, src: bytes, dst: bytes, head: bytes, length: int) -> bytes | None:
+        """The TCP reset a REJECT --reject-with tcp-reset on OUTPUT hands the sender, as if ``dst``
+        answered our segment (Linux's nf_send_reset): IP header and RST, or None for a reset."""
+        header_size = ipv4.MIN_SIZE if len(src) == 4 else ipv6.HEADER_SIZE
+        if len(head) < tcp.MIN_SIZE or head[13] & tcp.RST:
+            return None
+        src_port, dst_port, seq, ack = _PORTS_SEQ_ACK.unpack_from(head)
+        flags = head[13]
+        occupied = length - header_size - (head[12] >> 4) * 4 + bool(flags & tcp.SYN) + bool(flags & tcp.FIN)
+        reset = bytearray(tcp.MIN_SIZE)
+        if flags & tcp.ACK:
+            tcp.build(reset, src_port=dst_port, dst_port=src_port, seq=ack, ack=0, flags=tcp.RST, window=0)
+        else:
+            tcp.build(reset, src_port=dst_port, dst_port=src_port, seq=0, ack=(seq + occupied) & 0xFFFFFFFF,
+                      flags=tcp.RST | tcp.ACK, window=0)
+        tcp.set_checksum(reset, tcp.compute_checksum(dst, src, reset))
+        ip = bytearray(header_size)
+        if header_size == ipv4.MIN_SIZE:
+            ipv4.build(ip, src=dst, dst=src, protocol=TCP_PROTOCOL_NUMBER, total_length=header_size + tcp.MIN_SIZE)
+        else:
+            ipv6.build(ip, src=dst, dst=src, next_header=TCP_PROTOCOL_NUMBER, payload_length=tcp.MIN_SIZE)
+        return bytes(ip + reset)
 
     def send(self, route: Route, pkt: PacketBuffer) -> None:
         """Send a packet whose network header is complete; one for this stack loops straight back in."""
