@@ -421,8 +421,12 @@ class DatagramEndpoint(TransportEndpoint):
         return self.remote
 
     def _filter_keeps(self, pkt: PacketBuffer, head: bytes, body: bytes | memoryview, network: int) -> int:
-        """How much of a packet SO_ATTACH_FILTER's program keeps (0: none); see ``Filter.keeps``."""
-        return self.socket_filter.keeps(pkt, head, body, network, self.stack.nics)  # type: ignore[union-attr]
+        """How much of a packet SO_ATTACH_FILTER's program keeps (0: none, counted as filtered); see
+        ``Filter.keeps``."""
+        keep = self.socket_filter.keeps(pkt, head, body, network, self.stack.nics)  # type: ignore[union-attr]
+        if not keep:
+            self.stats.receive_errors.filtered.increment()
+        return keep
 
     def handle_control_packet(self, kind: ControlType, info: int, pkt: object) -> None:
         """ICMP errors reach connected endpoints only, and only the fatal ones, as on Linux without

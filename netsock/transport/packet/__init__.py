@@ -117,7 +117,6 @@ class PacketEndpoint(DatagramEndpoint):
             head = frame[:header_length] if self.cooked else b""
             keep = self._filter_keeps(pkt, head, view, header_length)
             if not keep:
-                self.stats.receive_errors.filtered.increment()
                 return
             view = view[:keep]
         self._enqueue(view, sender, pkt, b"")  # type: ignore[arg-type]

@@ -161,7 +161,6 @@ class RawEndpoint(DatagramEndpoint):
             link = bytes(pkt.link_header)
             keep = self._filter_keeps(pkt, link if self.v4 else link + bytes(pkt.network_header), packet, len(link))
             if not keep:
-                self.stats.receive_errors.filtered.increment()
                 return
             view = view[:keep]
         self._enqueue(view, FullAddress(pkt.nic_id, src, 0), pkt, dst)

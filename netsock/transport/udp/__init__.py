@@ -50,7 +50,6 @@ class UDPEndpoint(DatagramEndpoint):
             keep = self._filter_keeps(pkt, bytes(pkt.link_header) + bytes(pkt.network_header), data,
                                       len(pkt.link_header))
             if not keep:
-                self.stats.receive_errors.filtered.increment()
                 return
             end = max(keep, udp.HEADER_SIZE)
         self._enqueue(data[udp.HEADER_SIZE:end], FullAddress(pkt.nic_id, src, src_port), pkt, dst)
