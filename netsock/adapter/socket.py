@@ -25,15 +25,18 @@ from __future__ import annotations
 import _socket
 import ctypes
 import io
+import itertools
 import math
 import operator
 import os
 import struct
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable
-from errno import (EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS, EINVAL,
-                   ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPERM, EPIPE, EPROTO,
+from errno import (EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS,
+                   EINVAL, ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPERM, EPIPE,
+                   EPROTO,
                    EPROTONOSUPPORT,
                    ESOCKTNOSUPPORT)
 from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
@@ -144,6 +147,24 @@ _IP_PKTINFO = 8
 _IP_RECVTTL = 12
 _IP_PROTOCOL = 52
 _SO_MARK = 36                                               # <asm-generic/socket.h>
+# Socket-level options kept on the socket (<asm-generic/socket.h>); what they steer in Linux (queueing
+# disciplines, busy polling) netsock has none of, so they are set, checked and read back as Linux does.
+_SO_DEBUG, _SO_BSDCOMPAT, _SO_PRIORITY, _SO_PEERCRED, _SO_SNDLOWAT, _SO_PEERNAME = 1, 14, 12, 17, 19, 28
+_SO_SNDBUFFORCE, _SO_RCVBUFFORCE, _SO_BUSY_POLL, _SO_BPF_EXTENSIONS, _SO_INCOMING_CPU = 32, 33, 46, 48, 49
+_SO_MEMINFO, _SO_INCOMING_NAPI_ID, _SO_COOKIE, _SO_BINDTOIFINDEX = 55, 56, 57, 62
+_SO_PREFER_BUSY_POLL, _SO_BUSY_POLL_BUDGET, _SO_NETNS_COOKIE = 69, 70, 71
+_SKF_AD_MAX = 64                                            # SO_BPF_EXTENSIONS: the ancillary loads' end
+# Read-only or kept-only socket options' values before any set (SO_BSDCOMPAT and SO_SNDLOWAT cannot be set).
+_SOCKET_OPTION_DEFAULTS = {_SO_DEBUG: 0, _SO_BSDCOMPAT: 0, _SO_PRIORITY: 0, _SO_SNDLOWAT: 1, _SO_BUSY_POLL: 0,
+                           _SO_PREFER_BUSY_POLL: 0, _SO_BPF_EXTENSIONS: _SKF_AD_MAX, _SO_INCOMING_NAPI_ID: 0}
+_COOKIES = itertools.count(1)                               # SO_COOKIE: one sequence for every socket
+_NETNS_COOKIES: weakref.WeakKeyDictionary[Stack, int] = weakref.WeakKeyDictionary()
+_UCRED_NOBODY = struct.pack("iII", 0, 0xFFFFFFFF, 0xFFFFFFFF)  # SO_PEERCRED of an IP socket: no peer process
+_COOKIE = struct.Struct("Q")
+_MEMINFO = struct.Struct("9I")                              # SK_MEMINFO_VARS u32s
+# Linux's ip_tos2prio: the priority an IP_TOS value gives the socket (rt_tos2priority), by (tos & 0x1E) >> 1.
+_TOS_PRIORITY = (0, 0, 0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 4, 4, 4, 4)
+_TCP_TIMESTAMP, _TCP_THIN_DUPACK, _TCP_INQ, _TCP_IS_MPTCP = 24, 17, 36, 43    # <linux/tcp.h>
 _SO_ATTACH_FILTER, _SO_DETACH_FILTER, _SO_LOCK_FILTER = 26, 27, 44     # (26 read back: SO_GET_FILTER)
 _SOCK_FPROG = struct.Struct("HP")                           # struct sock_fprog: a length and a pointer
 _CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13                       # <linux/capability.h>
@@ -361,14 +382,32 @@ def _address_tuple(family: int, addr: bytes, port: int, nic: int) -> tuple[Any, 
     return inet_ntop(AF_INET6, addr), port, 0, nic if link_local else 0
 
 
-def _may_administer_network() -> bool:
-    """CAP_NET_ADMIN or CAP_NET_RAW in this process's effective set: what Linux asks of SO_MARK."""
+def _capable(*capabilities: int) -> bool:
+    """Any of ``capabilities`` in this process's effective set: what Linux asks before options that
+    reach beyond the socket (SO_MARK, SO_PRIORITY above 6, SO_*BUFFORCE, busy polling)."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             effective = next(int(line.split()[1], 16) for line in status if line.startswith("CapEff:"))
     except (OSError, StopIteration, ValueError):
         return os.geteuid() == 0
-    return bool(effective & (1 << _CAP_NET_ADMIN | 1 << _CAP_NET_RAW))
+    return any(effective & 1 << capability for capability in capabilities)
+
+
+def _netns_cookie(stack: Stack) -> int:
+    """SO_NETNS_COOKIE: a stack is netsock's network namespace; each gets its number when first asked."""
+    cookie = _NETNS_COOKIES.get(stack)
+    if cookie is None:
+        cookie = _NETNS_COOKIES[stack] = len(_NETNS_COOKIES) + next(_COOKIES)
+    return cookie
+
+
+def _current_cpu() -> int:
+    """The CPU this process runs on (field 39 of /proc/self/stat): where netsock processed what it received."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _int_option(raw: bytes, char: bool = False) -> int:
@@ -532,8 +571,8 @@ class SocketCore:
     """What a socket's descriptors share (the kernel's ``struct socket``): its endpoint(s), the options
     kept beside them, and its descriptors. Methods raise netsock errors or OSErrors."""
 
-    __slots__ = ("_entry", "_turn", "bound", "descriptors", "ep", "family", "kind", "linger", "plain", "proto",
-                 "settings", "stack", "timeouts", "transport", "twin", "v6only", "waiter_queue")
+    __slots__ = ("_entry", "_turn", "bound", "cookie", "descriptors", "ep", "family", "kind", "linger", "plain",
+                 "proto", "settings", "stack", "timeouts", "transport", "twin", "v6only", "waiter_queue")
 
     def __init__(self, stack: Stack, family: int, kind: int, proto: int, transport: int, ep: Any = None) -> None:
         self.stack = stack
@@ -560,6 +599,7 @@ class SocketCore:
         self.settings: dict[tuple[SockOpt, int], Any] = {}
         # Options Linux keeps for a socket type they do nothing for, only to read them back.
         self.plain: dict[tuple[int, int], int | bytes] = {}
+        self.cookie = 0     # SO_COOKIE, given when first asked for
         self.linger = (0, 0)
         self.timeouts: list[float | None] = [None, None]     # SO_RCVTIMEO, SO_SNDTIMEO
         self.descriptors = fds.EventFds()
@@ -855,7 +895,9 @@ class SocketCore:
             if name != IPV6_CHECKSUM:
                 raise _oserror(ENOPROTOOPT)
             return self._get(SockOpt.IPV6_CHECKSUM)
-        raise _oserror(EOPNOTSUPP)      # Linux: a level the protocol does not handle, on get
+        # A level the protocol does not handle, on get: Linux's IPv4 says EOPNOTSUPP, IPv6 and packet
+        # sockets ENOPROTOOPT.
+        raise _oserror(EOPNOTSUPP if self.family == AF_INET else ENOPROTOOPT)
 
     def _is_icmp_filter_level(self, level: int) -> bool:
         return self.kind == SOCK_RAW and level == (_SOL_RAW if self.family == AF_INET else IPPROTO_ICMPV6)
@@ -956,9 +998,48 @@ class SocketCore:
             self._set(SockOpt.LOCK_FILTER, bool(_int_option(raw)))
         elif name == _SO_MARK:
             mark = _int_option(raw)
-            if not _may_administer_network():
+            if not _capable(_CAP_NET_ADMIN, _CAP_NET_RAW):
                 raise _oserror(EPERM)
             self._set(SockOpt.MARK, mark & 0xFFFFFFFF)
+        elif name in (_SO_SNDBUFFORCE, _SO_RCVBUFFORCE):
+            if not _capable(_CAP_NET_ADMIN):
+                raise _oserror(EPERM)
+            self._set_socket_option(SO_SNDBUF if name == _SO_SNDBUFFORCE else SO_RCVBUF, raw)
+        elif name in (_SO_DEBUG, _SO_PREFER_BUSY_POLL):
+            value = _int_option(raw)
+            if value and not _capable(_CAP_NET_ADMIN):
+                raise _oserror(EACCES if name == _SO_DEBUG else EPERM)
+            self.plain[(SOL_SOCKET, name)] = int(bool(value))
+        elif name == _SO_PRIORITY:
+            priority = _int_option(raw)
+            if not 0 <= priority <= 6 and not _capable(_CAP_NET_RAW, _CAP_NET_ADMIN):
+                raise _oserror(EPERM)
+            self.plain[(SOL_SOCKET, name)] = priority
+        elif name == _SO_BUSY_POLL:             # microseconds; above net.core.busy_read (0) takes CAP_NET_ADMIN
+            usec = _int_option(raw)
+            if usec > 0 and not _capable(_CAP_NET_ADMIN):
+                raise _oserror(EPERM)
+            if usec < 0:
+                raise _oserror(EINVAL)
+            self.plain[(SOL_SOCKET, name)] = usec
+        elif name == _SO_BUSY_POLL_BUDGET:      # (Linux has no getter for it)
+            budget = _int_option(raw)
+            if budget > self.plain.get((SOL_SOCKET, name), 0) and not _capable(_CAP_NET_ADMIN):
+                raise _oserror(EPERM)
+            if not 0 <= budget <= 0xFFFF:
+                raise _oserror(EINVAL)
+            self.plain[(SOL_SOCKET, name)] = budget
+        elif name == _SO_INCOMING_CPU:
+            self.plain[(SOL_SOCKET, name)] = _int_option(raw)
+        elif name == _SO_BSDCOMPAT:
+            _int_option(raw)                    # long a no-op in Linux, still taken
+        elif name == _SO_BINDTOIFINDEX:
+            ifindex = _int_option(raw)
+            if ifindex < 0:
+                raise _oserror(EINVAL)
+            if ifindex and ifindex not in self.stack.nics:
+                raise _oserror(ENODEV)          # (Linux ≥ 5.x stores any index unlooked-at)
+            self._set(SockOpt.BIND_TO_DEVICE, ifindex)
         elif name == SO_BINDTODEVICE:
             ifname = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
             nic = self.stack.nic_by_name(ifname) if ifname else None
@@ -1040,7 +1121,52 @@ class SocketCore:
         if name == SO_BINDTODEVICE:
             nic = self.stack.nics.get(self._get(SockOpt.BIND_TO_DEVICE))
             return nic.name.encode() + b"\0" if nic is not None else b""
+        if name in _SOCKET_OPTION_DEFAULTS:
+            return self.plain.get((SOL_SOCKET, name), _SOCKET_OPTION_DEFAULTS[name])
+        if name == _SO_BINDTOIFINDEX:
+            return self._get(SockOpt.BIND_TO_DEVICE, default=0) or 0
+        if name == _SO_PEERCRED:
+            return _UCRED_NOBODY
+        if name == _SO_PEERNAME:
+            return self._peer_sockaddr()
+        if name == _SO_INCOMING_CPU:
+            cpu = self.plain.get((SOL_SOCKET, name))
+            if cpu is None:
+                cpu = _current_cpu() if self._received_anything() else -1
+            return cpu
+        if name == _SO_MEMINFO:
+            receive_buffer, send_buffer = self._get_socket_option(SO_RCVBUF), self._get_socket_option(SO_SNDBUF)
+            queued, unsent = self._queue_size(SockOpt.RECEIVE_QUEUE_SIZE), self._queue_size(SockOpt.SEND_QUEUE_SIZE)
+            return _MEMINFO.pack(queued, receive_buffer, unsent, send_buffer, 0, unsent, 0, 0, 0)
+        if name == _SO_COOKIE:
+            if self.cookie == 0:
+                self.cookie = next(_COOKIES)
+            return _COOKIE.pack(self.cookie)
+        if name == _SO_NETNS_COOKIE:
+            return _COOKIE.pack(_netns_cookie(self.stack))
         raise _oserror(ENOPROTOOPT)
+
+    def _peer_sockaddr(self) -> bytes:
+        """SO_PEERNAME: the peer's struct sockaddr_in or sockaddr_in6 (ENOTCONN before connect)."""
+        if self.family == AF_PACKET:
+            raise _oserror(EOPNOTSUPP)
+        try:
+            peer = self.address(self.ep.get_remote_address())
+        except Error:
+            raise _oserror(ENOTCONN) from None
+        if self.family == AF_INET:
+            return struct.pack("=H", AF_INET) + struct.pack("!H4s", peer[1], inet_pton(AF_INET, peer[0])) + bytes(8)
+        return struct.pack("=H", AF_INET6) + struct.pack("!HI16s", peer[1], peer[2], inet_pton(AF_INET6, peer[0])) + \
+            struct.pack("=I", peer[3])
+
+    def _queue_size(self, opt: SockOpt) -> int:
+        try:
+            return int(self.ep.get_sock_opt(opt))
+        except Error:
+            return 0        # a listener, a socket that never connected: nothing queued
+
+    def _received_anything(self) -> bool:
+        return any(ep.stats.packets_received.value for ep in self.endpoints() if hasattr(ep, "stats"))
 
     def _set_tcp_option(self, name: int, raw: bytes) -> None:
         if name == TCP_CONGESTION:
@@ -1075,6 +1201,13 @@ class SocketCore:
                       self.ep.proto.fin_wait2_timeout)
         elif name in _TCP_OPTIONS:
             self._set(_TCP_OPTIONS[name], value)
+        elif name == _TCP_INQ:
+            self.plain[(IPPROTO_TCP, name)] = int(bool(value))
+        elif name == _TCP_THIN_DUPACK:      # a no-op since Linux 4.19 (RACK does the work), still checked
+            if not 0 <= value <= 1:
+                raise _oserror(EINVAL)
+        elif name == _TCP_TIMESTAMP:        # only a socket in repair mode (TCP_REPAIR) may move its clock
+            raise _oserror(EPERM)
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -1098,6 +1231,10 @@ class SocketCore:
             return self._get(SockOpt.CONGESTION_CONTROL).encode().ljust(_TCP_CA_NAME_MAX, b"\0")
         if name == TCP_INFO:
             return _tcp_info(self.ep)
+        if name in (_TCP_INQ, _TCP_THIN_DUPACK, _TCP_IS_MPTCP):
+            return self.plain.get((IPPROTO_TCP, name), 0)
+        if name == _TCP_TIMESTAMP:
+            return int(self._get(SockOpt.TCP_TIMESTAMP))
         raise _oserror(ENOPROTOOPT)
 
     def _set_ip_option(self, name: int, raw: bytes) -> None:
@@ -1110,7 +1247,12 @@ class SocketCore:
             self._set(SockOpt.TTL, max(ttl, 0), scope)          # 0: the stack's default
         elif name == IP_TOS:
             tos = _int_option(raw, char=True) & 0xFF
-            self._set(SockOpt.IPV4_TOS, tos & ~3 if stream else tos, scope)   # TCP owns the ECN bits
+            if stream:
+                tos &= ~3                                   # TCP owns the ECN bits
+            if tos != self._get(SockOpt.IPV4_TOS, scope, 0):
+                # A new TOS sets the socket's priority too (Linux's __ip_sock_set_tos); the same one does not.
+                self.plain[(SOL_SOCKET, _SO_PRIORITY)] = _TOS_PRIORITY[(tos & 0x1E) >> 1]
+            self._set(SockOpt.IPV4_TOS, tos, scope)
         elif name == IP_MULTICAST_TTL:
             ttl = _int_option(raw, char=True)
             if stream or not -1 <= ttl <= 255:
@@ -1171,8 +1313,9 @@ class SocketCore:
             return self.plain.get((IPPROTO_IP, name), 1) if stream else int(self._get(SockOpt.MULTICAST_LOOP, scope, 1))
         if name == IP_MULTICAST_IF:
             return self.plain.get((IPPROTO_IP, name), bytes(4))
-        if name == IP_HDRINCL and self.kind == SOCK_RAW and self.family == AF_INET:
-            return int(self._get(SockOpt.HEADER_INCLUDED))
+        if name == IP_HDRINCL and not (self.kind == SOCK_RAW and self.family == AF_INET6):
+            # TCP and UDP sockets read the bit too (0); raw IPv6 sockets have no IP level at all.
+            return int(self._get(SockOpt.HEADER_INCLUDED)) if self.kind == SOCK_RAW else 0
         if name in _RECEIVE_IP_OPTIONS:
             return self.plain.get((IPPROTO_IP, name), 0) if stream else \
                 int(self._get(_RECEIVE_IP_OPTIONS[name], scope, False))
@@ -1184,6 +1327,9 @@ class SocketCore:
             return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
         if name == _IP_MTU:
             return self._path_mtu(scope)
+        if name == _IP_PROTOCOL:
+            # Linux answers with inet_num: a raw socket's protocol, of others the local port (0 unbound).
+            return self.transport if self.kind == SOCK_RAW else self.ep.get_local_address().port
         raise _oserror(ENOPROTOOPT)
 
     def _path_mtu(self, scope: int) -> int:
@@ -1205,14 +1351,14 @@ class SocketCore:
             self.v6only = bool(value)
             return
         if name in (IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP):
+            if len(raw) < 20:                   # struct ipv6_mreq (looked at first, as Linux does)
+                raise _oserror(EINVAL)
             if stream:
                 raise _oserror(EPROTO)
-            if len(raw) < 20:                   # struct ipv6_mreq
-                raise _oserror(EINVAL)
             ifindex = struct.unpack_from("I", raw, 16)[0]
             self._membership(name == IPV6_JOIN_GROUP, raw[:16], self._interface(ifindex, b"", ENODEV))
             return
-        if stream and name in (IPV6_MULTICAST_HOPS, IPV6_MULTICAST_LOOP, IPV6_MULTICAST_IF):
+        if stream and name in (IPV6_MULTICAST_HOPS, IPV6_MULTICAST_IF):
             raise _oserror(ENOPROTOOPT)
         value = _int_option(raw)
         if name in (IPV6_UNICAST_HOPS, IPV6_MULTICAST_HOPS, IPV6_TCLASS):
@@ -1227,7 +1373,10 @@ class SocketCore:
         elif name == IPV6_MULTICAST_LOOP:
             if value not in (0, 1):
                 raise _oserror(EINVAL)
-            self._set(SockOpt.MULTICAST_LOOP, bool(value), 6)
+            if stream:                          # kept, as Linux keeps the bit on any IPv6 socket
+                self.plain[(IPPROTO_IPV6, name)] = value
+            else:
+                self._set(SockOpt.MULTICAST_LOOP, bool(value), 6)
         elif name == IPV6_MULTICAST_IF:
             self._set(SockOpt.MULTICAST_INTERFACE, self._interface(value, b"", ENODEV), 6)
         elif name == IPV6_CHECKSUM and self.kind == SOCK_RAW:
@@ -1256,7 +1405,7 @@ class SocketCore:
         if name == IPV6_MULTICAST_HOPS:
             return 1 if stream else self._get(SockOpt.MULTICAST_TTL, 6, 1)
         if name == IPV6_MULTICAST_LOOP:
-            return 1 if stream else int(self._get(SockOpt.MULTICAST_LOOP, 6, 1))
+            return self.plain.get((IPPROTO_IPV6, name), 1) if stream else int(self._get(SockOpt.MULTICAST_LOOP, 6, 1))
         if name == IPV6_MULTICAST_IF:
             return 0 if stream else self._get(SockOpt.MULTICAST_INTERFACE, 6, 0)
         if name == IPV6_TCLASS:
@@ -2086,5 +2235,9 @@ class NetsockSocket:
             raise e.to_oserror() from None
         finally:
             self._core.sync()      # SO_ERROR clears an error that made the socket readable
+        if level == SOL_SOCKET and (optname == _SO_COOKIE and (buflen or _INT.size) < _COOKIE.size
+                                    or optname == _SO_NETNS_COOKIE and buflen != _COOKIE.size
+                                    or optname == _SO_PEERNAME and buflen > len(value)):    # type: ignore[arg-type]
+            raise _oserror(EINVAL)  # cookies only whole (a namespace's exactly); a peer's address into no more room
         return _option_result(value, buflen, level == IPPROTO_IP)
 

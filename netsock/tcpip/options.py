@@ -50,6 +50,7 @@ class SockOpt(enum.Enum):
     LINGER = "linger"                             # None or seconds
     TCP_LINGER_TIMEOUT = "tcp_linger_timeout"     # FIN-WAIT-2 timeout, seconds (< 0: an orphan is reset there)
     TCP_SYN_COUNT = "tcp_syn_count"               # SYN retransmissions before connect gives up (TCP_SYNCNT)
+    TCP_TIMESTAMP = "tcp_timestamp"               # read-only: the timestamp clock now, as this connection sends it
     TCP_USER_TIMEOUT = "tcp_user_timeout"         # seconds data may stay unacknowledged, 0 = no limit (RFC 5482)
     TCP_WINDOW_CLAMP = "tcp_window_clamp"         # the most window advertised, bytes, 0 = no clamp
     TCP_NOTSENT_LOWAT = "tcp_notsent_lowat"       # writable only below this many unsent bytes, 0 = no limit

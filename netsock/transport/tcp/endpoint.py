@@ -691,6 +691,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.SEND_BUFFER_SIZE: lambda: self.send_buffer_size,
                   SockOpt.TCP_TIME_WAIT_TIMEOUT: lambda: self.time_wait_timeout,
                   SockOpt.TCP_LINGER_TIMEOUT: lambda: self.fin_wait2_timeout,
+                  SockOpt.TCP_TIMESTAMP: self._tsval,
                   SockOpt.TCP_SYN_COUNT: lambda: self.syn_retries, SockOpt.TCP_USER_TIMEOUT: lambda: self.user_timeout,
                   SockOpt.TCP_WINDOW_CLAMP: lambda: self.window_clamp,
                   SockOpt.TCP_NOTSENT_LOWAT: lambda: self.notsent_lowat,

@@ -1,0 +1,249 @@
+"""Every socket option number at every level a TCP or UDP socket answers, set and read on a kernel socket
+and on a NetsockSocket: both must succeed or fail alike, with the same errno. The options netsock does
+not implement are listed below, each must then say ENOPROTOOPT (not pretend); the list may only shrink.
+Then the behaviour of the socket-level options added for programs that set them: priority, cookies,
+the peer's address, memory and CPU reports, binding by interface index, TCP's clock."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import time
+from collections.abc import Callable
+from contextlib import closing
+from typing import Any
+
+import pytest
+
+from netsock.adapter import NetsockSocket
+from netsock.adapter import socket as adapter
+from netsock.adapter.runtime import LOOPBACK_NIC_ID
+
+SOL_SOCKET, IP, IPV6, TCP, UDP = socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_IPV6, socket.IPPROTO_TCP, \
+    socket.IPPROTO_UDP
+LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the highest number Linux 6 knows
+
+# What netsock does not implement: ENOPROTOOPT for these, whatever Linux answers.
+UNIMPLEMENTED = {
+    SOL_SOCKET: {
+        5: "SO_DONTROUTE", 11: "SO_NO_CHECK", 16: "SO_PASSCRED", 34: "SO_PASSSEC", 35: "SO_TIMESTAMPNS",
+        37: "SO_TIMESTAMPING", 40: "SO_RXQ_OVFL", 41: "SO_WIFI_STATUS", 42: "SO_PEEK_OFF", 43: "SO_NOFCS",
+        45: "SO_SELECT_ERR_QUEUE (no error queue)", 47: "SO_MAX_PACING_RATE (no pacing)", 50: "SO_ATTACH_BPF (eBPF)",
+        51: "SO_ATTACH_REUSEPORT_CBPF", 52: "SO_ATTACH_REUSEPORT_EBPF", 53: "SO_CNX_ADVICE", 59: "SO_PEERGROUPS",
+        60: "SO_ZEROCOPY (no error queue)", 61: "SO_TXTIME", 63: "SO_TIMESTAMP_NEW", 64: "SO_TIMESTAMPNS_NEW",
+        65: "SO_TIMESTAMPING_NEW", 66: "SO_RCVTIMEO_NEW", 67: "SO_SNDTIMEO_NEW", 68: "SO_DETACH_REUSEPORT_BPF",
+        72: "SO_BUF_LOCK", 73: "SO_RESERVE_MEM", 74: "SO_TXREHASH", 75: "SO_RCVMARK", 76: "SO_PASSPIDFD",
+        77: "SO_PEERPIDFD",
+    },
+    IP: {
+        4: "IP_OPTIONS", 5: "IP_ROUTER_ALERT", 6: "IP_RECVOPTS", 7: "IP_RETOPTS", 9: "IP_PKTOPTIONS",
+        11: "IP_RECVERR (no error queue)", 16: "IP_IPSEC_POLICY", 17: "IP_XFRM_POLICY", 18: "IP_PASSSEC",
+        19: "IP_TRANSPARENT", 20: "IP_RECVORIGDSTADDR", 21: "IP_MINTTL", 22: "IP_NODEFRAG", 23: "IP_CHECKSUM",
+        25: "IP_RECVFRAGSIZE", 26: "IP_RECVERR_RFC4884", 35: "IP_ADD_MEMBERSHIP on an IPv6 socket",
+        36: "IP_DROP_MEMBERSHIP on an IPv6 socket", 37: "IP_UNBLOCK_SOURCE", 38: "IP_BLOCK_SOURCE",
+        39: "IP_ADD_SOURCE_MEMBERSHIP", 40: "IP_DROP_SOURCE_MEMBERSHIP", 41: "IP_MSFILTER", 42: "MCAST_JOIN_GROUP",
+        43: "MCAST_BLOCK_SOURCE", 44: "MCAST_UNBLOCK_SOURCE", 45: "MCAST_LEAVE_GROUP", 46: "MCAST_JOIN_SOURCE_GROUP",
+        47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER", 49: "IP_MULTICAST_ALL", 50: "IP_UNICAST_IF",
+        51: "IP_LOCAL_PORT_RANGE", 64: "IPT_SO_GET_INFO (iptables' own interface)", 65: "IPT_SO_GET_ENTRIES",
+        66: "IPT_SO_GET_REVISION_MATCH", 67: "IPT_SO_GET_REVISION_TARGET",
+    },
+    IPV6: {
+        1: "IPV6_ADDRFORM", 2: "IPV6_2292PKTINFO", 3: "IPV6_2292HOPOPTS", 4: "IPV6_2292DSTOPTS", 5: "IPV6_2292RTHDR",
+        6: "IPV6_2292PKTOPTIONS", 8: "IPV6_2292HOPLIMIT", 11: "IPV6_FLOWINFO", 22: "IPV6_ROUTER_ALERT",
+        24: "IPV6_MTU (read only here)", 25: "IPV6_RECVERR (no error queue)", 27: "IPV6_JOIN_ANYCAST",
+        28: "IPV6_LEAVE_ANYCAST", 29: "IPV6_MULTICAST_ALL", 30: "IPV6_ROUTER_ALERT_ISOLATE",
+        31: "IPV6_RECVERR_RFC4884", 32: "IPV6_FLOWLABEL_MGR", 33: "IPV6_FLOWINFO_SEND", 34: "IPV6_IPSEC_POLICY",
+        35: "IPV6_XFRM_POLICY", 42: "MCAST_JOIN_GROUP", 43: "MCAST_BLOCK_SOURCE", 44: "MCAST_UNBLOCK_SOURCE",
+        45: "MCAST_LEAVE_GROUP", 46: "MCAST_JOIN_SOURCE_GROUP", 47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER",
+        50: "IPV6_PKTINFO (sticky)", 53: "IPV6_RECVHOPOPTS", 54: "IPV6_HOPOPTS", 55: "IPV6_RTHDRDSTOPTS",
+        56: "IPV6_RECVRTHDR", 57: "IPV6_RTHDR", 58: "IPV6_RECVDSTOPTS", 59: "IPV6_DSTOPTS", 60: "IPV6_RECVPATHMTU",
+        61: "IPV6_PATHMTU", 62: "IPV6_DONTFRAG", 64: "IP6T_SO_GET_INFO", 65: "IP6T_SO_GET_ENTRIES",
+        68: "IP6T_SO_GET_REVISION_MATCH", 69: "IP6T_SO_GET_REVISION_TARGET", 70: "IPV6_AUTOFLOWLABEL",
+        72: "IPV6_ADDR_PREFERENCES", 73: "IPV6_MINHOPCOUNT", 74: "IPV6_RECVORIGDSTADDR", 75: "IPV6_TRANSPARENT",
+        76: "IPV6_UNICAST_IF", 77: "IPV6_RECVFRAGSIZE",
+    },
+    TCP: {
+        14: "TCP_MD5SIG", 16: "TCP_THIN_LINEAR_TIMEOUTS", 19: "TCP_REPAIR", 20: "TCP_REPAIR_QUEUE", 21: "TCP_QUEUE_SEQ",
+        22: "TCP_REPAIR_OPTIONS", 26: "TCP_CC_INFO", 27: "TCP_SAVE_SYN", 28: "TCP_SAVED_SYN", 29: "TCP_REPAIR_WINDOW",
+        30: "TCP_FASTOPEN_CONNECT", 31: "TCP_ULP", 32: "TCP_MD5SIG_EXT", 33: "TCP_FASTOPEN_KEY",
+        34: "TCP_FASTOPEN_NO_COOKIE", 35: "TCP_ZEROCOPY_RECEIVE", 37: "TCP_TX_DELAY", 38: "TCP_AO_ADD_KEY",
+        39: "TCP_AO_DEL_KEY", 40: "TCP_AO_INFO", 41: "TCP_AO_GET_KEYS", 42: "TCP_AO_REPAIR", 44: "TCP_RTO_MAX_MS",
+    },
+    UDP: {1: "UDP_CORK", 100: "UDP_ENCAP", 101: "UDP_NO_CHECK6_TX", 102: "UDP_NO_CHECK6_RX", 104: "UDP_GRO"},
+}
+SKIPPED = {(TCP, socket.TCP_CONGESTION)}     # a name, not an int (test_adapter_tcp covers it)
+SOCKETS = [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM),
+           (socket.AF_INET6, socket.SOCK_STREAM), (socket.AF_INET6, socket.SOCK_DGRAM)]
+
+
+def outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return "ok", call()
+    except OSError as error:
+        return errno.errorcode.get(error.errno, error.errno)
+
+
+def kind_of(result: Any) -> Any:
+    return result[0] if isinstance(result, tuple) else result
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("level", [SOL_SOCKET, IP, IPV6, TCP, UDP])
+@pytest.mark.parametrize(("family", "kind"), SOCKETS)
+def test_every_option_answers_as_on_the_kernel(family: int, kind: int, level: int) -> None:
+    differences = []
+    for name in range(LAST[level]):
+        if (level, name) in SKIPPED:
+            continue
+        with closing(socket.socket(family, kind)) as theirs, NetsockSocket(family, kind) as ours:
+            kernel_get = outcome(lambda: theirs.getsockopt(level, name))
+            value = kernel_get[1] if kernel_get[0] == "ok" else 1
+            results = [(outcome(lambda: sock.getsockopt(level, name)),
+                        outcome(lambda: sock.getsockopt(level, name, 64)),
+                        outcome(lambda: sock.setsockopt(level, name, value))) for sock in (theirs, ours)]
+        kernel, netsock = ([kind_of(r) for r in result] for result in results)
+        if name in UNIMPLEMENTED.get(level, {}):
+            # As the kernel where it refuses too; else "no such option", never a success or another errno.
+            refused = ("ENOPROTOOPT", "EOPNOTSUPP")
+            if any(mine != theirs and mine not in refused for mine, theirs in zip(netsock, kernel)):
+                differences.append((name, UNIMPLEMENTED[level][name], "kernel", kernel, "netsock", netsock))
+        elif kernel != netsock:
+            differences.append((name, "kernel", kernel, "netsock", netsock))
+    assert differences == []
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+def test_priority_and_the_tos_that_sets_it(kind: int) -> None:
+    """SO_PRIORITY 0..6 for anyone, more with CAP_NET_ADMIN (root here); a new IP_TOS sets the priority from
+    Linux's table, the same TOS again does not."""
+    steps = [(SOL_SOCKET, 12, 5), (SOL_SOCKET, 12, 7), (SOL_SOCKET, 12, -1), (IP, socket.IP_TOS, 0x10),
+             (IP, socket.IP_TOS, 0x08), (SOL_SOCKET, 12, 3), (IP, socket.IP_TOS, 0x08), (IP, socket.IP_TOS, 0x1C),
+             (IP, socket.IP_TOS, 0x02), (IP, socket.IP_TOS, 0x04)]
+    seen = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(socket.AF_INET, kind)) as sock:
+            trace = []
+            for level, name, value in steps:
+                trace.append((outcome(lambda: sock.setsockopt(level, name, value)), sock.getsockopt(SOL_SOCKET, 12)))
+            seen.append(trace)
+    assert seen[0] == seen[1]
+
+
+@pytest.mark.usefixtures("stack")
+def test_options_that_need_a_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without CAP_NET_ADMIN (the process's capabilities stood in for): Linux's errnos."""
+    monkeypatch.setattr(adapter, "_capable", lambda *capabilities: False)
+    with NetsockSocket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(SOL_SOCKET, 12, 6)
+        sock.setsockopt(SOL_SOCKET, 1, 0)
+        sock.setsockopt(SOL_SOCKET, 46, 0)
+        for name, value, code in [(12, 7, errno.EPERM), (12, -1, errno.EPERM), (1, 1, errno.EACCES),
+                                  (32, 4096, errno.EPERM), (33, 4096, errno.EPERM), (46, 50, errno.EPERM),
+                                  (69, 1, errno.EPERM), (70, 9, errno.EPERM), (36, 1, errno.EPERM)]:
+            with pytest.raises(OSError) as caught:
+                sock.setsockopt(SOL_SOCKET, name, value)
+            assert caught.value.errno == code, name
+        assert sock.getsockopt(SOL_SOCKET, 12) == 6
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_peer_name_as_the_kernel_hands_it_out(family: int, host: str) -> None:
+    """SO_PEERNAME: the peer's sockaddr, cut short into a small buffer, EINVAL into a larger one, ENOTCONN
+    before connect; the same bytes a kernel socket gives for its own peer, the port aside."""
+    size = 16 if family == socket.AF_INET else 28
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(family, socket.SOCK_STREAM)) as server, closing(make(family, socket.SOCK_STREAM)) as client:
+            server.bind((host, 0))
+            server.listen()
+            before = outcome(lambda: client.getsockopt(SOL_SOCKET, 28, size))
+            client.connect(server.getsockname()[:2])
+            port = server.getsockname()[1]
+            whole = client.getsockopt(SOL_SOCKET, 28, size)
+            assert whole[2:4] == struct.pack("!H", port)
+            anonymous = whole[:2] + whole[4:]
+            answers.append((before, anonymous, client.getsockopt(SOL_SOCKET, 28, 8) == whole[:8],
+                            outcome(lambda: client.getsockopt(SOL_SOCKET, 28, size + 1))))
+            with closing(make(family, socket.SOCK_DGRAM)) as datagram:
+                datagram.connect((host, port))
+                assert datagram.getsockopt(SOL_SOCKET, 28, size)[2:4] == struct.pack("!H", port)
+    assert answers[0] == answers[1]
+    assert answers[1][0] == "ENOTCONN" and answers[1][3] == "EINVAL"
+
+
+@pytest.mark.usefixtures("stack")
+def test_cookies() -> None:
+    """SO_COOKIE: 8 bytes, one per socket, the same each time asked, EINVAL into less room;
+    SO_NETNS_COOKIE: one per stack (netsock's network namespace)."""
+    with NetsockSocket() as one, NetsockSocket(socket.AF_INET6, socket.SOCK_DGRAM) as two:
+        first = one.getsockopt(SOL_SOCKET, 57, 8)
+        assert len(first) == 8 and first == one.getsockopt(SOL_SOCKET, 57, 64)
+        assert two.getsockopt(SOL_SOCKET, 57, 8) != first
+        for small in (0, 4):
+            with pytest.raises(OSError) as caught:
+                one.getsockopt(SOL_SOCKET, 57, small) if small else one.getsockopt(SOL_SOCKET, 57)
+            assert caught.value.errno == errno.EINVAL
+        assert one.getsockopt(SOL_SOCKET, 71, 8) == two.getsockopt(SOL_SOCKET, 71, 8) != bytes(8)
+
+
+@pytest.mark.usefixtures("stack")
+def test_what_a_socket_holds_and_where_it_received() -> None:
+    """SO_MEMINFO reports the buffers as SO_RCVBUF and SO_SNDBUF and the bytes waiting to be read;
+    SO_INCOMING_CPU is -1 until something arrives, then a CPU, or what was set."""
+    with NetsockSocket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with NetsockSocket() as client:
+            client.connect(server.getsockname())
+            accepted, _ = server.accept()
+            with accepted, NetsockSocket() as idle:
+                assert idle.getsockopt(SOL_SOCKET, 49) == -1
+                accepted.sendall(b"x" * 1000)
+                deadline = time.monotonic() + 5
+                while not client.getsockopt(SOL_SOCKET, 55, 36)[:4] != bytes(4) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                info = struct.unpack("9I", client.getsockopt(SOL_SOCKET, 55, 36))
+                assert info[0] == 1000
+                assert info[1] == client.getsockopt(SOL_SOCKET, socket.SO_RCVBUF)
+                assert info[3] == client.getsockopt(SOL_SOCKET, socket.SO_SNDBUF)
+                assert client.getsockopt(SOL_SOCKET, 49) >= 0
+                client.setsockopt(SOL_SOCKET, 49, 1)
+                assert client.getsockopt(SOL_SOCKET, 49) == 1
+                assert len(client.recv(2000)) == 1000
+                assert struct.unpack("9I", client.getsockopt(SOL_SOCKET, 55, 36))[0] == 0
+
+
+@pytest.mark.usefixtures("stack")
+def test_bind_to_interface_index() -> None:
+    """SO_BINDTOIFINDEX is SO_BINDTODEVICE by number: 0 unbinds, a negative index is EINVAL."""
+    with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        lo = LOOPBACK_NIC_ID
+        sock.setsockopt(SOL_SOCKET, 62, lo)
+        assert sock.getsockopt(SOL_SOCKET, 62) == lo
+        assert sock.getsockopt(SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0") == b"lo"
+        sock.setsockopt(SOL_SOCKET, 62, 0)
+        assert sock.getsockopt(SOL_SOCKET, socket.SO_BINDTODEVICE, 16) == b""
+        for value, code in ((-1, errno.EINVAL), (9999, errno.ENODEV)):
+            with pytest.raises(OSError) as caught:
+                sock.setsockopt(SOL_SOCKET, 62, value)
+            assert caught.value.errno == code
+
+
+@pytest.mark.usefixtures("stack")
+def test_tcp_clock_and_local_port_reads() -> None:
+    """TCP_TIMESTAMP reads the millisecond clock the connection stamps with (set: EPERM outside repair
+    mode); IP_PROTOCOL reads what Linux's inet_num holds for TCP and UDP: the local port."""
+    with NetsockSocket() as sock, NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
+        first = sock.getsockopt(TCP, 24)
+        time.sleep(0.05)
+        assert 40 <= sock.getsockopt(TCP, 24) - first <= 5000
+        with pytest.raises(PermissionError):
+            sock.setsockopt(TCP, 24, 1)
+        assert sock.getsockopt(IP, 52) == 0
+        sock.bind(("127.0.0.1", 0))
+        datagram.bind(("127.0.0.1", 0))
+        assert sock.getsockopt(IP, 52) == sock.getsockname()[1]
+        assert datagram.getsockopt(IP, 52) == datagram.getsockname()[1]
