@@ -247,3 +247,32 @@ def test_tcp_clock_and_local_port_reads() -> None:
         datagram.bind(("127.0.0.1", 0))
         assert sock.getsockopt(IP, 52) == sock.getsockname()[1]
         assert datagram.getsockopt(IP, 52) == datagram.getsockname()[1]
+
+
+@pytest.mark.usefixtures("stack")
+def test_tcp_inq_tells_each_read_what_is_left() -> None:
+    """TCP_INQ: every recvmsg carries (SOL_TCP, TCP_CM_INQ, bytes still queued), 1 once the peer has closed
+    and nothing is; compared with the kernel's over loopback."""
+    traces = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make()) as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            with closing(make()) as client:
+                client.connect(server.getsockname())
+                accepted, _ = server.accept()
+                with closing(accepted):
+                    accepted.setsockopt(TCP, 36, 1)
+                    trace: list[Any] = [accepted.getsockopt(TCP, 36)]
+                    client.sendall(b"y" * 1000)
+                    time.sleep(0.05)
+                    for size in (300, 700):
+                        data, ancdata, flags, _ = accepted.recvmsg(size, socket.CMSG_SPACE(4))
+                        trace.append((len(data), ancdata, flags))
+                    client.close()
+                    time.sleep(0.05)
+                    trace.append(accepted.recvmsg(100, socket.CMSG_SPACE(4))[:3])
+                    trace.append(accepted.recvmsg(100, 0)[:3])
+                    traces.append(trace)
+    assert traces[0] == traces[1]
+    assert traces[1][1][1] == [(TCP, 36, struct.pack("i", 700))]

@@ -161,6 +161,8 @@ _COOKIES = itertools.count(1)                               # SO_COOKIE: one seq
 _NETNS_COOKIES: weakref.WeakKeyDictionary[Stack, int] = weakref.WeakKeyDictionary()
 _UCRED_NOBODY = struct.pack("iII", 0, 0xFFFFFFFF, 0xFFFFFFFF)  # SO_PEERCRED of an IP socket: no peer process
 _COOKIE = struct.Struct("Q")
+# TCP states after the peer's FIN or a reset (Linux's SOCK_DONE): TCP_INQ says 1 for nothing left then.
+_PEER_DONE = frozenset((TCPState.CLOSE_WAIT, TCPState.LAST_ACK, TCPState.CLOSING, TCPState.TIME_WAIT, TCPState.CLOSED))
 _MEMINFO = struct.Struct("9I")                              # SK_MEMINFO_VARS u32s
 # Linux's ip_tos2prio: the priority an IP_TOS value gives the socket (rt_tos2priority), by (tos & 0x1E) >> 1.
 _TOS_PRIORITY = (0, 0, 0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 4, 4, 4, 4)
@@ -1136,7 +1138,7 @@ class SocketCore:
             return cpu
         if name == _SO_MEMINFO:
             receive_buffer, send_buffer = self._get_socket_option(SO_RCVBUF), self._get_socket_option(SO_SNDBUF)
-            queued, unsent = self._queue_size(SockOpt.RECEIVE_QUEUE_SIZE), self._queue_size(SockOpt.SEND_QUEUE_SIZE)
+            queued, unsent = self.queue_size(SockOpt.RECEIVE_QUEUE_SIZE), self.queue_size(SockOpt.SEND_QUEUE_SIZE)
             return _MEMINFO.pack(queued, receive_buffer, unsent, send_buffer, 0, unsent, 0, 0, 0)
         if name == _SO_COOKIE:
             if self.cookie == 0:
@@ -1159,7 +1161,8 @@ class SocketCore:
         return struct.pack("=H", AF_INET6) + struct.pack("!HI16s", peer[1], peer[2], inet_pton(AF_INET6, peer[0])) + \
             struct.pack("=I", peer[3])
 
-    def _queue_size(self, opt: SockOpt) -> int:
+    def queue_size(self, opt: SockOpt) -> int:
+        """Bytes queued to read (RECEIVE_QUEUE_SIZE) or to send (SEND_QUEUE_SIZE)."""
         try:
             return int(self.ep.get_sock_opt(opt))
         except Error:
@@ -2079,6 +2082,17 @@ class NetsockSocket:
                 return _EOF
         return self._io(_IN, read, *self._limits(flags, send=False))
 
+    def _stream_ancillary(self, ancbufsize: int) -> tuple[list[tuple[int, int, bytes]], int]:
+        """TCP_INQ's control message: what is left to read after this read (Linux's tcp_inq_hint: 1 when
+        nothing is, but the peer has closed, so that the reader knows to read its end)."""
+        core = self._core
+        if not core.plain.get((IPPROTO_TCP, _TCP_INQ)):
+            return [], 0
+        left = core.queue_size(SockOpt.RECEIVE_QUEUE_SIZE)
+        if not left and core.ep.state in _PEER_DONE:
+            left = 1
+        return _ancillary([(IPPROTO_TCP, _TCP_INQ, _INT.pack(left))], ancbufsize)
+
     def _sender(self, result: ReadResult) -> tuple[Any, ...] | None:
         return self._core.address(result.sender) if result.sender is not None else None
 
@@ -2156,7 +2170,9 @@ class NetsockSocket:
             raise ValueError("invalid ancillary data buffer length")
         self._check()
         if self._core.kind == SOCK_STREAM:
-            return self._stream_read(bufsize, flags), [], flags & MSG_OOB, None  # type: ignore[return-value]
+            data = self._stream_read(bufsize, flags)
+            ancdata, truncated = self._stream_ancillary(ancbufsize)
+            return data, ancdata, truncated | flags & MSG_OOB, None  # type: ignore[return-value]
         result = self._datagram_read(flags)
         ancdata, truncated = self._ancillary(result, ancbufsize)
         if len(result.data) > bufsize:
@@ -2185,7 +2201,8 @@ class NetsockSocket:
         ancdata: list[tuple[int, int, bytes]] = []
         if self._core.kind == SOCK_STREAM:
             data: bytes = self._stream_read(total, flags)  # type: ignore[assignment]
-            truncated, sender = flags & MSG_OOB, None
+            ancdata, truncated = self._stream_ancillary(ancbufsize)
+            truncated, sender = truncated | flags & MSG_OOB, None
         else:
             result = self._datagram_read(flags)
             data = result.data[:total]
