@@ -71,6 +71,21 @@ class Figure:
         return {**asdict(self), "ratio": self.ratio}
 
 
+def interpreter() -> str:
+    """The Python the servers run on, and the two build facts that move the stack's figures most:
+    libpython linked as a shared library (calls through the PLT) and profile-guided optimization
+    (pyenv builds with neither by default; distributions' and python.org's builds are PGO+LTO).
+    Measured: the per-connection path costs 151 µs on pyenv's 3.11.7, 134 µs on Debian's 3.11.2."""
+    import platform
+    import sysconfig
+    with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+        shared = any("libpython" in line for line in maps)
+    configured = sysconfig.get_config_var("CONFIG_ARGS") or ""
+    pgo = "--enable-optimizations" in configured
+    return (f"{platform.python_implementation()} {platform.python_version()} ({sys.executable}; libpython "
+            f"{'shared' if shared else 'linked in'}{', configured --enable-optimizations' if pgo else ''})")
+
+
 def at_least(value: float | None, bound: float) -> bool | None:
     return None if value is None else value >= bound
 

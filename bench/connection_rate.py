@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import (ECHO_PORT, LOAD_CPU, SERVER_CPU, Figure, NetNS, at_least, exit_on_sigterm, kernel_echo,
-                    netsock_echo, peer, require_root, run_json, widen_port_range, write_figures)
+from common import (ECHO_PORT, LOAD_CPU, SERVER_CPU, Figure, NetNS, at_least, exit_on_sigterm, interpreter,
+                    kernel_echo, netsock_echo, peer, require_root, run_json, widen_port_range, write_figures)
 
 CONCURRENCY = 32
 REQUEST_BYTES = 64
@@ -62,7 +62,7 @@ def main() -> int:
     args = parser.parse_args()
     require_root(parser)
     exit_on_sigterm()
-    print(f"Connection rate ({CONCURRENCY} in flight; server CPU {SERVER_CPU}, client CPU {LOAD_CPU})")
+    print(f"Connection rate ({CONCURRENCY} in flight; server CPU {SERVER_CPU}, client CPU {LOAD_CPU}; {interpreter()})")
     write_figures(args.json, measure(args.quick))
     return 0
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import MIB, Figure, at_least, exit_on_sigterm, require_root
+from common import MIB, Figure, at_least, exit_on_sigterm, interpreter, require_root
 
 BENCH = Path(__file__).resolve().parent
 
@@ -189,12 +189,12 @@ def main() -> int:
         for figure in figures:
             rows.setdefault(section(name, figure), []).append(figure)
     seconds = time.monotonic() - started
-    print(f"\nnetsock benchmark suite ({'quick' if args.quick else 'full'} run, {seconds:.0f} s; Python "
-          f"{platform.python_version()}, kernel {platform.release()}, {os.cpu_count()} CPUs, load average "
+    print(f"\nnetsock benchmark suite ({'quick' if args.quick else 'full'} run, {seconds:.0f} s; "
+          f"{interpreter()}, kernel {platform.release()}, {os.cpu_count()} CPUs, load average "
           f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after); ratio = netsock / kernel")
     print_table(rows, failures)
     with open(args.json, "w") as f:
-        json.dump({"quick": args.quick, "seconds": seconds, "python": platform.python_version(),
+        json.dump({"quick": args.quick, "seconds": seconds, "python": interpreter(),
                    "kernel": platform.release(), "cpus": os.cpu_count(),
                    "load_average": {"before": load_before, "after": os.getloadavg()},
                    "sections": {key: {"title": title, "figures": [f.as_dict() for f in rows[key]]}
