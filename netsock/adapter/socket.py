@@ -72,6 +72,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
 from ..tcpip.options import PMTUDISC_WANT, PacketAddress
+from ..transport.datagram import DatagramEndpoint, QueuedError
 from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
 from ..transport.tcp import TCPState
@@ -174,6 +175,8 @@ _SO_TIMESTAMP = 29                                          # SO_TIMESTAMP_OLD: 
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
+_IP_RECVERR, _IPV6_RECVERR = 11, 25   # ICMP errors queued for recvmsg(MSG_ERRQUEUE)
+_SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")    # <linux/errqueue.h>: errno, origin, type, code, pad, info, data
 _IP_BIND_ADDRESS_NO_PORT = 24       # <linux/in.h> (IPPROTO_IP level; 24 is IPV6_MTU at IPPROTO_IPV6)
 _IP_FREEBIND, _IPV6_FREEBIND = 15, 78   # <linux/in.h>, <linux/in6.h>: one bit of the socket, set by either
 _IN_PKTINFO = struct.Struct("i4s4s")                        # ifindex, spec_dst, addr
@@ -503,6 +506,17 @@ def _ancillary(items: list[tuple[int, int, bytes]], ancbufsize: int) -> tuple[li
         out.append((level, kind, data[:length - _CMSG_HEADER]))
         room -= min(CMSG_SPACE(len(data)), room)
     return out, flags
+
+
+def _error_message(entry: QueuedError, family: int) -> tuple[int, int, bytes]:
+    """IP_RECVERR's control message as Linux's ip_recv_error / ipv6_recv_error write it: the
+    sock_extended_err, then the offender (whoever sent the ICMP error) as the socket family's sockaddr."""
+    extended = _SOCK_EXTENDED_ERR.pack(entry.error.errno, entry.origin, entry.icmp_type, entry.icmp_code, 0,
+                                       entry.info, 0)
+    if family == AF_INET:
+        return IPPROTO_IP, _IP_RECVERR, extended + struct.pack("=H2x4s8x", AF_INET, entry.offender)
+    offender = entry.offender if len(entry.offender) == 16 else _MAPPED_PREFIX + entry.offender
+    return IPPROTO_IPV6, _IPV6_RECVERR, extended + struct.pack("=H2xI16sI", AF_INET6, 0, offender, 0)
 
 
 def _cmsg_int(data: bytes, low: int, high: int) -> int:
@@ -1288,6 +1302,8 @@ class SocketCore:
             self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
         elif name == _IP_FREEBIND:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw, char=True)))
+        elif name == _IP_RECVERR and self._queues_errors():
+            self._set(SockOpt.RECEIVE_ERRORS, bool(_int_option(raw, char=True)), scope)
         elif name == _IP_BIND_ADDRESS_NO_PORT:
             # A bit of the socket, IPv6 ones included (Linux's inet_sk flag): every endpoint's. An
             # empty value clears it (Linux's do_ip_setsockopt reads nothing and keeps its 0).
@@ -1326,6 +1342,8 @@ class SocketCore:
             return int(self._get(SockOpt.BIND_ADDRESS_NO_PORT, 0, False))
         if name == _IP_FREEBIND:
             return int(self._get(SockOpt.FREEBIND, 0, False))
+        if name == _IP_RECVERR and self._queues_errors():
+            return int(self._get(SockOpt.RECEIVE_ERRORS, scope, False))
         if name == _IP_MTU_DISCOVER:
             return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
         if name == _IP_MTU:
@@ -1334,6 +1352,11 @@ class SocketCore:
             # Linux answers with inet_num: a raw socket's protocol, of others the local port (0 unbound).
             return self.transport if self.kind == SOCK_RAW else self.ep.get_local_address().port
         raise _oserror(ENOPROTOOPT)
+
+    def _queues_errors(self) -> bool:
+        """Datagram sockets (UDP, UDP-Lite, ping, raw) keep IP_RECVERR's queue; TCP's use of the option (soft
+        errors reported at once) is not implemented."""
+        return self.kind != SOCK_STREAM and self.family != AF_PACKET
 
     def _path_mtu(self, scope: int) -> int:
         """IP_MTU / IPV6_MTU: the path MTU of a connected socket (ENOTCONN otherwise)."""
@@ -1346,6 +1369,9 @@ class SocketCore:
         stream = self.kind == SOCK_STREAM
         if name == _IPV6_FREEBIND:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw)))     # an int only, at this level
+            return
+        if name == _IPV6_RECVERR and self._queues_errors():
+            self._set(SockOpt.RECEIVE_ERRORS, bool(_int_option(raw)), 6)
             return
         if name == IPV6_V6ONLY:
             value = _int_option(raw)
@@ -1401,6 +1427,8 @@ class SocketCore:
         stream = self.kind == SOCK_STREAM
         if name == _IPV6_FREEBIND:
             return int(self._get(SockOpt.FREEBIND, 0, False))
+        if name == _IPV6_RECVERR and self._queues_errors():
+            return int(self._get(SockOpt.RECEIVE_ERRORS, 6, False))
         if name == IPV6_V6ONLY:
             return int(self.v6only)
         if name == IPV6_UNICAST_HOPS:
@@ -2069,10 +2097,18 @@ class NetsockSocket:
         return len(data)
 
     def _datagram_read(self, flags: int) -> ReadResult:
-        """The next datagram, whole; an empty one with no sender after shutdown(SHUT_RD)."""
-        if flags & MSG_ERRQUEUE:
-            raise _oserror(EAGAIN)
+        """The next datagram, whole; an empty one with no sender after shutdown(SHUT_RD). With MSG_ERRQUEUE
+        the oldest queued ICMP error instead (never waiting: EAGAIN if none, as Linux's ip_recv_error):
+        the quoted payload, from the address it was sent to, the error itself as the control message."""
         core = self._core
+        if flags & MSG_ERRQUEUE:
+            if not isinstance(core.ep, DatagramEndpoint):
+                raise _oserror(EAGAIN)      # a packet socket: nothing is ever queued there
+            try:
+                entry = core.ep.read_error()
+            except ErrWouldBlock:
+                raise _oserror(EAGAIN) from None
+            return ReadResult(entry.payload, entry.destination, entry)   # type: ignore[arg-type]
         peek = bool(flags & MSG_PEEK)
 
         def read() -> ReadResult:
@@ -2153,9 +2189,13 @@ class NetsockSocket:
         return self._recv_into(view[:nbytes or len(view)], flags)
 
     def _ancillary(self, result: ReadResult, ancbufsize: int) -> tuple[list[tuple[int, int, bytes]], int]:
-        """(ancillary data, MSG_CTRUNC or 0) of a datagram read, for an ``ancbufsize``-byte buffer."""
+        """(ancillary data, MSG_CTRUNC or 0) of a datagram read, for an ``ancbufsize``-byte buffer; an
+        error queue's read also says MSG_ERRQUEUE."""
         if result.control is NO_CONTROL_MESSAGES:
             return [], 0
+        if isinstance(result.control, QueuedError):
+            ancdata, flags = _ancillary([_error_message(result.control, self._core.family)], ancbufsize)
+            return ancdata, flags | MSG_ERRQUEUE
         items = _control_items(result.control, self._core.family)
         return _ancillary(items, ancbufsize) if items else ([], 0)
 

@@ -89,6 +89,7 @@ class SockOpt(enum.Enum):
     RECEIVE_PACKET_INFO = "receive_packet_info"   # IPv4 NIC and addresses (IP_PKTINFO)
     RECEIVE_TCLASS = "receive_tclass"             # IPv6 traffic class (IPV6_RECVTCLASS)
     RECEIVE_HOP_LIMIT = "receive_hop_limit"       # IPv6 hop limit (IPV6_RECVHOPLIMIT)
+    RECEIVE_ERRORS = "receive_errors"             # ICMP errors queued for the reader (IP_RECVERR, IPV6_RECVERR)
     RECEIVE_IPV6_PACKET_INFO = "receive_ipv6_packet_info"   # NIC and destination (IPV6_RECVPKTINFO)
     # Raw endpoints.
     HEADER_INCLUDED = "header_included"           # IPv4: writes carry their own IP header (IP_HDRINCL)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..header import ipv4, ipv6
 from ..ports import PortFlags
@@ -61,7 +61,29 @@ _HARD_ERRORS: dict[ControlType, type[Error]] = {
     ControlType.PARAMETER_PROBLEM: ErrProtocolError,
 }
 
+# The transient ones, which only a socket with IP_RECVERR / IPV6_RECVERR is told of (queued, and as its error).
+_SOFT_ERRORS: dict[ControlType, type[Error]] = {
+    ControlType.NET_UNREACHABLE: ErrNetworkUnreachable,
+    ControlType.HOST_UNREACHABLE: ErrHostUnreachable,
+    ControlType.TTL_EXCEEDED: ErrHostUnreachable,
+}
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3        # <linux/errqueue.h>
+
 _PMTUDISC_REFUSES = frozenset((PMTUDISC_DO, PMTUDISC_PROBE, PMTUDISC_INTERFACE))   # too large: EMSGSIZE
+
+
+class QueuedError(NamedTuple):
+    """An ICMP error about a datagram this socket sent, kept on its error queue (IP_RECVERR, IPV6_RECVERR) as
+    Linux's ip_icmp_error keeps one: what recvmsg(MSG_ERRQUEUE) hands out as a sock_extended_err."""
+
+    error: Error                # ee_errno
+    origin: int                 # SO_EE_ORIGIN_ICMP or SO_EE_ORIGIN_ICMP6
+    icmp_type: int
+    icmp_code: int
+    info: int                   # ee_info: the MTU of a too-big error, a parameter problem's pointer
+    offender: bytes             # the address the ICMP error came from
+    destination: FullAddress    # where the quoted datagram was going (its port: UDP's, else 0)
+    payload: bytes              # as much of that datagram's payload as the error quotes
 
 class EndpointState(enum.Enum):
     INITIAL = "initial"
@@ -91,6 +113,8 @@ class DatagramEndpoint(TransportEndpoint):
         self._queue: deque[tuple[memoryview, FullAddress, ControlMessages]] = deque()
         self._queued_bytes = 0
         self._pending_error: Error | None = None
+        self._errors: deque[QueuedError] = deque()     # IP_RECVERR's queue
+        self._error_bytes = 0
         self._read_shut = False            # plain bools: IntFlag arithmetic is slow per packet
         self._write_shut = False
         self.options: dict[SockOpt, Any] = {
@@ -99,7 +123,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
             SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
-            SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False,
+            SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -291,6 +315,11 @@ class DatagramEndpoint(TransportEndpoint):
             raise ErrMessageTooLong()
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
+        if self._pending_error is not None:
+            # An ICMP error reported since fails this send instead, once (Linux's sock_error when the
+            # datagram's buffer is allocated).
+            err, self._pending_error = self._pending_error, None
+            raise err
         if self.state is EndpointState.INITIAL:
             self._autobind()
         v6 = len(route.remote_address) == 16
@@ -408,6 +437,8 @@ class DatagramEndpoint(TransportEndpoint):
             ready |= _IN | _RDHUP
         if self._pending_error is not None:
             ready |= _IN | _ERR
+        if self._errors:
+            ready |= _ERR       # (not input: a read would wait; recvmsg(MSG_ERRQUEUE) takes them)
         if (self._read_shut and self._write_shut) or closed:
             ready |= _HUP
         return ready & mask
@@ -428,22 +459,59 @@ class DatagramEndpoint(TransportEndpoint):
             self.stats.receive_errors.filtered.increment()
         return keep
 
-    def handle_control_packet(self, kind: ControlType, info: int, pkt: object) -> None:
-        """ICMP errors reach connected endpoints only, and only the fatal ones, as on Linux without
-        IP_RECVERR; the next read or write reports it (SO_ERROR)."""
-        if self.state is not EndpointState.CONNECTED:
+    def handle_control_packet(self, kind: ControlType, info: int, pkt: PacketBuffer) -> None:
+        """An ICMP error about a datagram this endpoint sent. Without IP_RECVERR only the fatal ones reach it,
+        and only when connected; with it every one does, connected or not, and is queued besides (Linux's
+        __udp4_lib_err, ping_err, raw_err). The next read or write reports it (SO_ERROR)."""
+        queue = self.options[SockOpt.RECEIVE_ERRORS]
+        if not queue and self.state is not EndpointState.CONNECTED:
             return
+        ipv4_error = self.net_proto == IPV4_PROTOCOL_NUMBER
+        error: type[Error] | None
         if kind is ControlType.PROHIBITED:      # EHOSTUNREACH over IPv4, EACCES over IPv6 (Linux)
-            error: type[Error] | None = ErrHostUnreachable if self.net_proto == IPV4_PROTOCOL_NUMBER else \
-                ErrAccessDenied
+            error = ErrHostUnreachable if ipv4_error else ErrAccessDenied
         elif kind is ControlType.PACKET_TOO_BIG and self.options[SockOpt.MTU_DISCOVER] == PMTUDISC_DONT:
-            error = None
+            error = ErrMessageTooLong if queue and not ipv4_error else None     # (IPv4 drops it even then)
         else:
-            error = _HARD_ERRORS.get(kind)
+            error = _HARD_ERRORS.get(kind) or (_SOFT_ERRORS.get(kind) if queue else None)
         if error is None:
             return
         self._pending_error = error()
+        if queue:
+            self._queue_error(self._pending_error, info, pkt)
         self.waiter_queue.notify(EventMask.ERR | EventMask.IN)
+
+    def _queue_error(self, error: Error, info: int, pkt: PacketBuffer) -> None:
+        """Keep the error for recvmsg(MSG_ERRQUEUE), within the receive buffer as Linux charges it."""
+        icmp = pkt.transport_header      # the ICMP header, then the quoted network header (see network/*/icmp)
+        if len(icmp) < 8:
+            return
+        if self.net_proto == IPV4_PROTOCOL_NUMBER:
+            origin, offender, remote = SO_EE_ORIGIN_ICMP, bytes(pkt.network_header[12:16]), bytes(icmp[24:28])
+        else:
+            origin, offender, remote = SO_EE_ORIGIN_ICMP6, bytes(pkt.network_header[8:24]), bytes(icmp[32:48])
+        port, payload = self._quoted_payload(pkt)
+        if self._error_bytes + len(payload) > self.options[SockOpt.RECEIVE_BUFFER_SIZE]:
+            self.stats.receive_errors.receive_buffer_overflow.increment()
+            return
+        self._errors.append(QueuedError(error, origin, icmp[0], icmp[1], info, offender,
+                                        FullAddress(pkt.nic_id, remote, port), payload))
+        self._error_bytes += len(payload)
+
+    def _quoted_payload(self, pkt: PacketBuffer) -> tuple[int, bytes]:
+        """The destination port and the payload of the datagram an ICMP error quotes (``pkt.data``, from its
+        transport header): a ping socket's reader gets it from the ICMP header on, port 0 (Linux's ping_err)."""
+        return 0, bytes(pkt.data)
+
+    def read_error(self) -> QueuedError:
+        """The oldest queued ICMP error (never waits: ErrWouldBlock if none). The socket's error becomes the
+        next one's, or none (Linux's sock_dequeue_err_skb)."""
+        if not self._errors:
+            raise ErrWouldBlock()
+        entry = self._errors.popleft()
+        self._error_bytes -= len(entry.payload)
+        self._pending_error = type(self._errors[0].error)() if self._errors else None
+        return entry
 
     # --- options ----------------------------------------------------------------------------------
 
@@ -472,6 +540,9 @@ class DatagramEndpoint(TransportEndpoint):
                 raise ErrNotPermitted()
             if opt is SockOpt.SOCKET_FILTER:
                 self.socket_filter = value
+        elif opt is SockOpt.RECEIVE_ERRORS and not value:
+            self._errors.clear()                # Linux purges the queue when IP_RECVERR goes off
+            self._error_bytes = 0
         elif opt not in self.options:
             raise ErrUnknownProtocolOption()
         self.options[opt] = value

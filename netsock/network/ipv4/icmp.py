@@ -103,6 +103,8 @@ def _deliver_error(ep: IPv4Endpoint, pkt: PacketBuffer, kind: ControlType, info:
         return
     if kind is ControlType.PACKET_TOO_BIG and info:
         ep.stack.path_mtu.update(bytes(quoted[16:20]), info)
+    # What IP_RECVERR reports besides the quote: the ICMP header and the quoted IP header after it.
+    pkt.transport_header = pkt.data[:icmpv4.MIN_SIZE + hlen]
     pkt.data = quoted[hlen:]
     ep.stack.deliver_transport_control_packet(ep.nic, IPV4_PROTOCOL_NUMBER, quoted[9], bytes(quoted[12:16]),
                                               bytes(quoted[16:20]), kind, info, pkt)

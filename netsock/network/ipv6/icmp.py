@@ -116,6 +116,8 @@ def _deliver_error(ep: IPv6Endpoint, pkt: PacketBuffer, kind: ControlType, info:
     chain = ipv6.iter_extension_headers(quoted, quoted[ipv6.NEXT_HEADER_OFFSET])
     if not chain or chain.payload_offset + 4 > len(quoted):
         return
+    # What IPV6_RECVERR reports besides the quote: the ICMPv6 header and the quoted IPv6 headers after it.
+    pkt.transport_header = pkt.data[:icmpv6.MIN_SIZE + chain.payload_offset]
     pkt.data = quoted[chain.payload_offset:]
     ep.stack.deliver_transport_control_packet(ep.nic, IPV6_PROTOCOL_NUMBER, chain.next_header, src, dst, kind,
                                               info, pkt)

@@ -167,6 +167,13 @@ class RawEndpoint(DatagramEndpoint):
 
     # --- writing ----------------------------------------------------------------------------------
 
+    def _quoted_payload(self, pkt: PacketBuffer) -> tuple[int, bytes]:
+        """The quoted packet from its transport header, or, IP_HDRINCL, from its IP header, as the socket
+        wrote it (Linux's raw_err)."""
+        if self.v4 and self.options[SockOpt.HEADER_INCLUDED]:
+            return 0, bytes(pkt.transport_header[8:]) + bytes(pkt.data)
+        return 0, bytes(pkt.data)
+
     def write(self, data: bytes | bytearray | memoryview, options: WriteOptions = DEFAULT_WRITE_OPTIONS) -> int:
         """As a datagram endpoint's; over IPv6 the destination's port, if any, must be the protocol
         (Linux's rawv6_sendmsg), over IPv4 it is ignored."""

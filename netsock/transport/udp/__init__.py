@@ -57,6 +57,12 @@ class UDPEndpoint(DatagramEndpoint):
     def _count_overflow(self) -> None:
         self.protocol.stats.receive_buffer_errors.increment()
 
+    def _quoted_payload(self, pkt: PacketBuffer) -> tuple[int, bytes]:
+        """What follows the quoted UDP header, and the port it was sent to (Linux's ip_icmp_error from
+        __udp4_lib_err: ``uh->dest``, ``uh + 1``)."""
+        quoted = pkt.data
+        return (quoted[2] << 8 | quoted[3]) if len(quoted) >= 4 else 0, bytes(quoted[udp.HEADER_SIZE:])
+
     def set_sock_opt(self, opt: SockOpt, value: Any) -> None:
         if opt is SockOpt.UDP_SEGMENT and not 0 <= int(value) <= 0xFFFF:
             raise ErrInvalidOptionValue()
