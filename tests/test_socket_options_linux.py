@@ -27,7 +27,7 @@ LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the high
 # What netsock does not implement: ENOPROTOOPT for these, whatever Linux answers.
 UNIMPLEMENTED = {
     SOL_SOCKET: {
-        5: "SO_DONTROUTE", 11: "SO_NO_CHECK", 16: "SO_PASSCRED", 34: "SO_PASSSEC", 35: "SO_TIMESTAMPNS",
+        5: "SO_DONTROUTE", 11: "SO_NO_CHECK", 16: "SO_PASSCRED", 34: "SO_PASSSEC",
         37: "SO_TIMESTAMPING", 40: "SO_RXQ_OVFL", 41: "SO_WIFI_STATUS", 42: "SO_PEEK_OFF", 43: "SO_NOFCS",
         45: "SO_SELECT_ERR_QUEUE", 47: "SO_MAX_PACING_RATE (no pacing)", 50: "SO_ATTACH_BPF (eBPF)",
         51: "SO_ATTACH_REUSEPORT_CBPF", 52: "SO_ATTACH_REUSEPORT_EBPF", 53: "SO_CNX_ADVICE", 59: "SO_PEERGROUPS",
@@ -280,3 +280,28 @@ def test_tcp_inq_tells_each_read_what_is_left() -> None:
                     traces.append(trace)
     assert traces[0] == traces[1]
     assert traces[1][1][1] == [(TCP, 36, struct.pack("i", 700))]
+
+
+@pytest.mark.usefixtures("stack")
+def test_timestamps_in_nanoseconds() -> None:
+    """SO_TIMESTAMPNS: stamping on, in a struct timespec (SCM_TIMESTAMPNS); SO_TIMESTAMP and it share one
+    flag, the last set choosing the unit, either off turning it off — the kernel's answers over loopback."""
+    steps = [(29, 1), (35, 1), (29, 0), (35, 1), (29, 1), (35, 0), (35, 1)]
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as receiver, \
+                closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as sender:
+            receiver.bind(("127.0.0.1", 0))
+            trace: list[Any] = []
+            for name, value in steps:
+                receiver.setsockopt(SOL_SOCKET, name, value)
+                trace.append((receiver.getsockopt(SOL_SOCKET, 29), receiver.getsockopt(SOL_SOCKET, 35)))
+            before = time.time_ns()
+            sender.sendto(b"stamp", receiver.getsockname())
+            _, [(level, kind, stamp)], _, _ = receiver.recvmsg(10, socket.CMSG_SPACE(16))
+            seconds, nanoseconds = struct.unpack("ll", stamp)
+            assert before - 10**9 < seconds * 10**9 + nanoseconds < time.time_ns() + 10**9
+            trace.append((level, kind, len(stamp)))
+            answers.append(trace)
+    assert answers[0] == answers[1]
+    assert answers[1][-1] == (SOL_SOCKET, 35, 16)

@@ -172,6 +172,7 @@ _SO_ATTACH_FILTER, _SO_DETACH_FILTER, _SO_LOCK_FILTER = 26, 27, 44     # (26 rea
 _SOCK_FPROG = struct.Struct("HP")                           # struct sock_fprog: a length and a pointer
 _CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13                       # <linux/capability.h>
 _SO_TIMESTAMP = 29                                          # SO_TIMESTAMP_OLD: a struct timeval
+_SO_TIMESTAMPNS = 35                                        # SO_TIMESTAMPNS_OLD: a struct timespec
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
@@ -461,13 +462,15 @@ def _intenum(value: int, kind: type[AddressFamily] | type[SocketKind]) -> Any:
         return value
 
 
-def _control_items(control: ControlMessages, family: int) -> list[tuple[int, int, bytes]]:
-    """A datagram's control messages as Linux delivers them, in its order: the timestamp, then
-    IPV6_PKTINFO (on an IPv6 socket also for IPv4, mapped), then the IPv4 ones, then the IPv6 ones."""
+def _control_items(control: ControlMessages, family: int, nanoseconds: bool) -> list[tuple[int, int, bytes]]:
+    """A datagram's control messages as Linux delivers them, in its order: the timestamp (in nanoseconds
+    with SO_TIMESTAMPNS), then IPV6_PKTINFO (on an IPv6 socket also for IPv4, mapped), then the IPv4 ones,
+    then the IPv6 ones."""
     items = []
     if control.timestamp is not None:
         seconds, ns = divmod(control.timestamp, 1_000_000_000)
-        items.append((SOL_SOCKET, _SO_TIMESTAMP, _TIMEVAL.pack(seconds, ns // 1000)))
+        items.append((SOL_SOCKET, _SO_TIMESTAMPNS, _TIMEVAL.pack(seconds, ns)) if nanoseconds else
+                     (SOL_SOCKET, _SO_TIMESTAMP, _TIMEVAL.pack(seconds, ns // 1000)))
     info6 = control.ipv6_packet_info
     if info6 is not None and family == AF_INET6:
         addr = bytes(info6.addr)
@@ -996,11 +999,15 @@ class SocketCore:
                 raise _oserror(EDOM)
             # 0 s is "no timeout"; a negative one, Linux takes as "do not wait at all".
             self.timeouts[name == SO_SNDTIMEO] = 0.0 if seconds < 0 else (seconds + usec / 1e6) or None
-        elif name == _SO_TIMESTAMP:
+        elif name in (_SO_TIMESTAMP, _SO_TIMESTAMPNS):
+            # One flag and its precision, as Linux's sock_set_timestamp: either option turns stamping on in
+            # its own unit (SCM_TIMESTAMP's timeval, SCM_TIMESTAMPNS's timespec), either one off turns it off.
+            on = bool(_int_option(raw))
+            self.plain[(SOL_SOCKET, _SO_TIMESTAMPNS)] = int(on and name == _SO_TIMESTAMPNS)
             if stream:
-                self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
+                self.plain[(SOL_SOCKET, _SO_TIMESTAMP)] = int(on)
             else:
-                self._set(SockOpt.TIMESTAMP, bool(_int_option(raw)))
+                self._set(SockOpt.TIMESTAMP, on)
         elif name == _SO_ATTACH_FILTER:
             self._set(SockOpt.SOCKET_FILTER, self._filter_program(raw))
         elif name == _SO_DETACH_FILTER:
@@ -1125,8 +1132,10 @@ class SocketCore:
             return self.transport
         if name == SO_ACCEPTCONN:
             return int(stream and self.ep.state is TCPState.LISTEN)
-        if name == _SO_TIMESTAMP:
-            return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.TIMESTAMP))
+        if name in (_SO_TIMESTAMP, _SO_TIMESTAMPNS):
+            stamping = self.plain.get((SOL_SOCKET, _SO_TIMESTAMP), 0) if stream else self._get(SockOpt.TIMESTAMP)
+            nanoseconds = self.plain.get((SOL_SOCKET, _SO_TIMESTAMPNS), 0)
+            return int(bool(stamping) and bool(nanoseconds) == (name == _SO_TIMESTAMPNS))
         if name == _SO_ATTACH_FILTER:       # SO_GET_FILTER into an int: see get_filter
             return _INT.unpack(self.get_filter(_INT.size) + bytes(4))[0] if self._get(SockOpt.SOCKET_FILTER) else 0
         if name == _SO_LOCK_FILTER:
@@ -2196,7 +2205,9 @@ class NetsockSocket:
         if isinstance(result.control, QueuedError):
             ancdata, flags = _ancillary([_error_message(result.control, self._core.family)], ancbufsize)
             return ancdata, flags | MSG_ERRQUEUE
-        items = _control_items(result.control, self._core.family)
+        core = self._core
+        nanoseconds = bool(core.plain.get((SOL_SOCKET, _SO_TIMESTAMPNS)))
+        items = _control_items(result.control, core.family, nanoseconds)
         return _ancillary(items, ancbufsize) if items else ([], 0)
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list[Any], int, Any]:
