@@ -28,7 +28,7 @@ LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the high
 UNIMPLEMENTED = {
     SOL_SOCKET: {
         5: "SO_DONTROUTE", 11: "SO_NO_CHECK", 16: "SO_PASSCRED", 34: "SO_PASSSEC",
-        37: "SO_TIMESTAMPING", 40: "SO_RXQ_OVFL", 41: "SO_WIFI_STATUS", 42: "SO_PEEK_OFF", 43: "SO_NOFCS",
+        37: "SO_TIMESTAMPING", 41: "SO_WIFI_STATUS", 42: "SO_PEEK_OFF", 43: "SO_NOFCS",
         45: "SO_SELECT_ERR_QUEUE", 47: "SO_MAX_PACING_RATE (no pacing)", 50: "SO_ATTACH_BPF (eBPF)",
         51: "SO_ATTACH_REUSEPORT_CBPF", 52: "SO_ATTACH_REUSEPORT_EBPF", 53: "SO_CNX_ADVICE", 59: "SO_PEERGROUPS",
         60: "SO_ZEROCOPY", 61: "SO_TXTIME", 63: "SO_TIMESTAMP_NEW", 64: "SO_TIMESTAMPNS_NEW",
@@ -39,7 +39,7 @@ UNIMPLEMENTED = {
     IP: {
         4: "IP_OPTIONS", 5: "IP_ROUTER_ALERT", 6: "IP_RECVOPTS", 7: "IP_RETOPTS", 9: "IP_PKTOPTIONS",
         16: "IP_IPSEC_POLICY", 17: "IP_XFRM_POLICY", 18: "IP_PASSSEC",
-        19: "IP_TRANSPARENT", 20: "IP_RECVORIGDSTADDR", 21: "IP_MINTTL", 22: "IP_NODEFRAG", 23: "IP_CHECKSUM",
+        19: "IP_TRANSPARENT", 21: "IP_MINTTL", 22: "IP_NODEFRAG", 23: "IP_CHECKSUM",
         25: "IP_RECVFRAGSIZE", 26: "IP_RECVERR_RFC4884", 35: "IP_ADD_MEMBERSHIP on an IPv6 socket",
         36: "IP_DROP_MEMBERSHIP on an IPv6 socket", 37: "IP_UNBLOCK_SOURCE", 38: "IP_BLOCK_SOURCE",
         39: "IP_ADD_SOURCE_MEMBERSHIP", 40: "IP_DROP_SOURCE_MEMBERSHIP", 41: "IP_MSFILTER", 42: "MCAST_JOIN_GROUP",
@@ -60,7 +60,7 @@ UNIMPLEMENTED = {
         56: "IPV6_RECVRTHDR", 57: "IPV6_RTHDR", 58: "IPV6_RECVDSTOPTS", 59: "IPV6_DSTOPTS", 60: "IPV6_RECVPATHMTU",
         61: "IPV6_PATHMTU", 62: "IPV6_DONTFRAG", 64: "IP6T_SO_GET_INFO", 65: "IP6T_SO_GET_ENTRIES",
         68: "IP6T_SO_GET_REVISION_MATCH", 69: "IP6T_SO_GET_REVISION_TARGET", 70: "IPV6_AUTOFLOWLABEL",
-        72: "IPV6_ADDR_PREFERENCES", 73: "IPV6_MINHOPCOUNT", 74: "IPV6_RECVORIGDSTADDR", 75: "IPV6_TRANSPARENT",
+        72: "IPV6_ADDR_PREFERENCES", 73: "IPV6_MINHOPCOUNT", 75: "IPV6_TRANSPARENT",
         76: "IPV6_UNICAST_IF", 77: "IPV6_RECVFRAGSIZE",
     },
     TCP: {
@@ -305,3 +305,39 @@ def test_timestamps_in_nanoseconds() -> None:
             answers.append(trace)
     assert answers[0] == answers[1]
     assert answers[1][-1] == (SOL_SOCKET, 35, 16)
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize(("family", "host", "level", "option"), [(socket.AF_INET, "127.0.0.1", IP, 20),
+                                                                 (socket.AF_INET6, "::1", IPV6, 74)])
+def test_original_destination_and_drop_count(family: int, host: str, level: int, option: int) -> None:
+    """IP_RECVORIGDSTADDR / IPV6_RECVORIGDSTADDR: each datagram says where it was sent (the same bytes as
+    the kernel's, the port aside); SO_RXQ_OVFL: once the socket has dropped datagrams, each one queued
+    after says how many so far (the kernel's queue holds fewer, so the counts are checked, not compared)."""
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(family, socket.SOCK_DGRAM)) as receiver, closing(make(family, socket.SOCK_DGRAM)) as sender:
+            receiver.bind((host, 0))
+            receiver.setsockopt(level, option, 1)
+            receiver.setsockopt(SOL_SOCKET, 40, 1)
+            receiver.setsockopt(SOL_SOCKET, socket.SO_RCVBUF, 1)
+            port = receiver.getsockname()[1]
+            for _ in range(20):
+                sender.sendto(b"d" * 1000, (host, port))
+            time.sleep(0.05)
+            receiver.setblocking(False)
+            first = []
+            while True:
+                try:
+                    first.append(receiver.recvmsg(2000, 256)[1])
+                except BlockingIOError:
+                    break
+            sender.sendto(b"last", (host, port))
+            time.sleep(0.05)
+            [drops, (cmsg_level, kind, address)] = receiver.recvmsg(10, 256)[1]
+            assert drops == (SOL_SOCKET, 40, struct.pack("I", 20 - len(first)))
+            assert all(len(messages) == 1 for messages in first)    # no count while nothing was dropped
+            assert address[2:4] == struct.pack("!H", port)
+            answers.append((receiver.getsockopt(level, option), receiver.getsockopt(SOL_SOCKET, 40), cmsg_level,
+                            kind, address[:2] + address[4:], first[0][0][:2]))
+    assert answers[0] == answers[1]

@@ -173,6 +173,7 @@ _SOCK_FPROG = struct.Struct("HP")                           # struct sock_fprog:
 _CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13                       # <linux/capability.h>
 _SO_TIMESTAMP = 29                                          # SO_TIMESTAMP_OLD: a struct timeval
 _SO_TIMESTAMPNS = 35                                        # SO_TIMESTAMPNS_OLD: a struct timespec
+_SO_RXQ_OVFL = 40                                           # datagrams dropped before this one
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
@@ -184,9 +185,12 @@ _IN_PKTINFO = struct.Struct("i4s4s")                        # ifindex, spec_dst,
 _IN6_PKTINFO = struct.Struct("16sI")                        # addr, ifindex
 _CMSG_HEADER = CMSG_LEN(0)
 # The control messages that, asked for at each level, a datagram's reads carry.
-_RECEIVE_IP_OPTIONS = {_IP_PKTINFO: SockOpt.RECEIVE_PACKET_INFO, _IP_RECVTTL: SockOpt.RECEIVE_TTL,
+_IP_RECVORIGDSTADDR, _IPV6_RECVORIGDSTADDR = 20, 74     # the control message's type is the option's number
+_RECEIVE_IP_OPTIONS = {_IP_RECVORIGDSTADDR: SockOpt.RECEIVE_ORIGINAL_DESTINATION,
+                       _IP_PKTINFO: SockOpt.RECEIVE_PACKET_INFO, _IP_RECVTTL: SockOpt.RECEIVE_TTL,
                        IP_RECVTOS: SockOpt.RECEIVE_TOS}
-_RECEIVE_IPV6_OPTIONS = {IPV6_RECVPKTINFO: SockOpt.RECEIVE_IPV6_PACKET_INFO,
+_RECEIVE_IPV6_OPTIONS = {_IPV6_RECVORIGDSTADDR: SockOpt.RECEIVE_ORIGINAL_DESTINATION,
+                         IPV6_RECVPKTINFO: SockOpt.RECEIVE_IPV6_PACKET_INFO,
                          IPV6_RECVHOPLIMIT: SockOpt.RECEIVE_HOP_LIMIT, IPV6_RECVTCLASS: SockOpt.RECEIVE_TCLASS}
 # Send-side control messages Linux takes that netsock does not implement (the rest it rejects, EINVAL).
 _UNSUPPORTED_SEND_IP = frozenset((IP_RETOPTS, _IP_PKTINFO, _IP_PROTOCOL))
@@ -471,6 +475,8 @@ def _control_items(control: ControlMessages, family: int, nanoseconds: bool) -> 
         seconds, ns = divmod(control.timestamp, 1_000_000_000)
         items.append((SOL_SOCKET, _SO_TIMESTAMPNS, _TIMEVAL.pack(seconds, ns)) if nanoseconds else
                      (SOL_SOCKET, _SO_TIMESTAMP, _TIMEVAL.pack(seconds, ns // 1000)))
+    if control.drops is not None:
+        items.append((SOL_SOCKET, _SO_RXQ_OVFL, struct.pack("I", control.drops & 0xFFFFFFFF)))
     info6 = control.ipv6_packet_info
     if info6 is not None and family == AF_INET6:
         addr = bytes(info6.addr)
@@ -484,10 +490,17 @@ def _control_items(control: ControlMessages, family: int, nanoseconds: bool) -> 
         items.append((IPPROTO_IP, IP_TTL, _INT.pack(control.ttl)))
     if control.tos is not None:
         items.append((IPPROTO_IP, IP_TOS, bytes((control.tos,))))
+    original = control.original_destination
+    if original is not None and len(original[0]) == 4:
+        items.append((IPPROTO_IP, _IP_RECVORIGDSTADDR, struct.pack("=H", AF_INET) +
+                      struct.pack("!H4s", original[1], original[0]) + bytes(8)))
     if control.hop_limit is not None:
         items.append((IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(control.hop_limit)))
     if control.tclass is not None:
         items.append((IPPROTO_IPV6, IPV6_TCLASS, _INT.pack(control.tclass)))
+    if original is not None and len(original[0]) == 16:
+        items.append((IPPROTO_IPV6, _IPV6_RECVORIGDSTADDR, struct.pack("=H", AF_INET6) +
+                      struct.pack("!HI16s", original[1], 0, original[0]) + bytes(4)))
     return items
 
 
@@ -1056,6 +1069,11 @@ class SocketCore:
             self.plain[(SOL_SOCKET, name)] = _int_option(raw)
         elif name == _SO_BSDCOMPAT:
             _int_option(raw)                    # long a no-op in Linux, still taken
+        elif name == _SO_RXQ_OVFL:
+            if stream:                          # (TCP reads carry no drop count in Linux either)
+                self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
+            else:
+                self._set(SockOpt.RECEIVE_QUEUE_OVERFLOW, bool(_int_option(raw)))
         elif name == _SO_BINDTOIFINDEX:
             ifindex = _int_option(raw)
             if ifindex < 0:
@@ -1150,6 +1168,8 @@ class SocketCore:
             return self.plain.get((SOL_SOCKET, name), _SOCKET_OPTION_DEFAULTS[name])
         if name == _SO_BINDTOIFINDEX:
             return self._get(SockOpt.BIND_TO_DEVICE, default=0) or 0
+        if name == _SO_RXQ_OVFL:
+            return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.RECEIVE_QUEUE_OVERFLOW))
         if name == _SO_PEERCRED:
             return _UCRED_NOBODY
         if name == _SO_PEERNAME:

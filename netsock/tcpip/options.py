@@ -90,6 +90,8 @@ class SockOpt(enum.Enum):
     RECEIVE_TCLASS = "receive_tclass"             # IPv6 traffic class (IPV6_RECVTCLASS)
     RECEIVE_HOP_LIMIT = "receive_hop_limit"       # IPv6 hop limit (IPV6_RECVHOPLIMIT)
     RECEIVE_ERRORS = "receive_errors"             # ICMP errors queued for the reader (IP_RECVERR, IPV6_RECVERR)
+    RECEIVE_QUEUE_OVERFLOW = "receive_queue_overflow"   # each datagram says how many were dropped so far (SO_RXQ_OVFL)
+    RECEIVE_ORIGINAL_DESTINATION = "receive_original_destination"   # its address and port (IP_RECVORIGDSTADDR)
     RECEIVE_IPV6_PACKET_INFO = "receive_ipv6_packet_info"   # NIC and destination (IPV6_RECVPKTINFO)
     # Raw endpoints.
     HEADER_INCLUDED = "header_included"           # IPv4: writes carry their own IP header (IP_HDRINCL)
@@ -181,6 +183,8 @@ class ControlMessages:
     tclass: int | None = None      # IPv6 traffic class
     hop_limit: int | None = None   # IPv6 hop limit
     ipv6_packet_info: IPv6PacketInfo | None = None
+    drops: int | None = None       # datagrams the socket dropped before this one (SO_RXQ_OVFL; only if some)
+    original_destination: tuple[bytes, int] | None = None   # the address and port it was sent to
 
 
 NO_CONTROL_MESSAGES = ControlMessages()
