@@ -72,7 +72,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
 from ..tcpip.options import PMTUDISC_WANT, PacketAddress
-from ..transport.datagram import DatagramEndpoint, QueuedError
+from ..transport.datagram import QueuedError
 from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
 from ..transport.tcp import TCPState
@@ -492,15 +492,13 @@ def _control_items(control: ControlMessages, family: int, nanoseconds: bool) -> 
         items.append((IPPROTO_IP, IP_TOS, bytes((control.tos,))))
     original = control.original_destination
     if original is not None and len(original[0]) == 4:
-        items.append((IPPROTO_IP, _IP_RECVORIGDSTADDR, struct.pack("=H", AF_INET) +
-                      struct.pack("!H4s", original[1], original[0]) + bytes(8)))
+        items.append((IPPROTO_IP, _IP_RECVORIGDSTADDR, _sockaddr_bytes(AF_INET, *original)))
     if control.hop_limit is not None:
         items.append((IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(control.hop_limit)))
     if control.tclass is not None:
         items.append((IPPROTO_IPV6, IPV6_TCLASS, _INT.pack(control.tclass)))
     if original is not None and len(original[0]) == 16:
-        items.append((IPPROTO_IPV6, _IPV6_RECVORIGDSTADDR, struct.pack("=H", AF_INET6) +
-                      struct.pack("!HI16s", original[1], 0, original[0]) + bytes(4)))
+        items.append((IPPROTO_IPV6, _IPV6_RECVORIGDSTADDR, _sockaddr_bytes(AF_INET6, *original)))
     return items
 
 
@@ -524,15 +522,23 @@ def _ancillary(items: list[tuple[int, int, bytes]], ancbufsize: int) -> tuple[li
     return out, flags
 
 
+def _sockaddr_bytes(family: int, addr: bytes, port: int = 0, scope_id: int = 0) -> bytes:
+    """A struct sockaddr_in or sockaddr_in6 as the kernel writes one into a control message or option
+    (an IPv4 address in an IPv6 one: mapped)."""
+    if family == AF_INET:
+        return struct.pack("=H", AF_INET) + struct.pack("!H4s", port, addr) + bytes(8)
+    addr = addr if len(addr) == 16 else _MAPPED_PREFIX + addr
+    return struct.pack("=H", AF_INET6) + struct.pack("!HI16s", port, 0, addr) + struct.pack("=I", scope_id)
+
+
 def _error_message(entry: QueuedError, family: int) -> tuple[int, int, bytes]:
     """IP_RECVERR's control message as Linux's ip_recv_error / ipv6_recv_error write it: the
     sock_extended_err, then the offender (whoever sent the ICMP error) as the socket family's sockaddr."""
     extended = _SOCK_EXTENDED_ERR.pack(entry.error.errno, entry.origin, entry.icmp_type, entry.icmp_code, 0,
                                        entry.info, 0)
-    if family == AF_INET:
-        return IPPROTO_IP, _IP_RECVERR, extended + struct.pack("=H2x4s8x", AF_INET, entry.offender)
-    offender = entry.offender if len(entry.offender) == 16 else _MAPPED_PREFIX + entry.offender
-    return IPPROTO_IPV6, _IPV6_RECVERR, extended + struct.pack("=H2xI16sI", AF_INET6, 0, offender, 0)
+    offender = _sockaddr_bytes(family, entry.offender)
+    return (IPPROTO_IP, _IP_RECVERR, extended + offender) if family == AF_INET else \
+        (IPPROTO_IPV6, _IPV6_RECVERR, extended + offender)
 
 
 def _cmsg_int(data: bytes, low: int, high: int) -> int:
@@ -1196,13 +1202,11 @@ class SocketCore:
         if self.family == AF_PACKET:
             raise _oserror(EOPNOTSUPP)
         try:
-            peer = self.address(self.ep.get_remote_address())
+            peer = self.ep.get_remote_address()
         except Error:
             raise _oserror(ENOTCONN) from None
-        if self.family == AF_INET:
-            return struct.pack("=H", AF_INET) + struct.pack("!H4s", peer[1], inet_pton(AF_INET, peer[0])) + bytes(8)
-        return struct.pack("=H", AF_INET6) + struct.pack("!HI16s", peer[1], peer[2], inet_pton(AF_INET6, peer[0])) + \
-            struct.pack("=I", peer[3])
+        scope_id = self.address(peer)[3] if self.family == AF_INET6 else 0
+        return _sockaddr_bytes(self.family, bytes(peer.addr), peer.port, scope_id)
 
     def queue_size(self, opt: SockOpt) -> int:
         """Bytes queued to read (RECEIVE_QUEUE_SIZE) or to send (SEND_QUEUE_SIZE)."""
@@ -1212,7 +1216,7 @@ class SocketCore:
             return 0        # a listener, a socket that never connected: nothing queued
 
     def _received_anything(self) -> bool:
-        return any(ep.stats.packets_received.value for ep in self.endpoints() if hasattr(ep, "stats"))
+        return any(ep.stats.packets_received.value for ep in self.endpoints())
 
     def _set_tcp_option(self, name: int, raw: bytes) -> None:
         if name == TCP_CONGESTION:
@@ -2131,8 +2135,6 @@ class NetsockSocket:
         the quoted payload, from the address it was sent to, the error itself as the control message."""
         core = self._core
         if flags & MSG_ERRQUEUE:
-            if not isinstance(core.ep, DatagramEndpoint):
-                raise _oserror(EAGAIN)      # a packet socket: nothing is ever queued there
             try:
                 entry = core.ep.read_error()
             except ErrWouldBlock:
