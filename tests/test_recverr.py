@@ -23,7 +23,8 @@ from scapy.packet import Raw
 from netsock.adapter import NetsockSocket
 from netsock.patches import select as patched_select
 from netsock.privnet import Network
-from netsock.tcpip import Error, ErrWouldBlock, FullAddress, SockOpt
+from netsock.stack.iptables import Reject, RejectWith, Rule
+from netsock.tcpip import TCP_PROTOCOL_NUMBER, Error, ErrWouldBlock, FullAddress, SockOpt
 from netsock.tcpip.options import PMTUDISC_DONT
 
 from conftest import PEER, StackHarness, addr, to
@@ -232,3 +233,42 @@ def test_a_queued_error_is_not_input() -> None:
         with pytest.raises(TimeoutError):
             sock.recv(10)
         assert sock.recvmsg(10, 0, MSG_ERRQUEUE)[0] == b"a"
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("recverr", [True, False], ids=["recverr", "plain"])
+def test_tcp_hears_a_soft_error_at_once_with_recverr(family: int, recverr: bool) -> None:
+    """A router starts refusing an established connection's packets (REJECT, host unreachable): with
+    IP_RECVERR / IPV6_RECVERR the client's next recv fails with EHOSTUNREACH at once and the connection
+    lives on; without, the error is only kept for a timeout and recv just waits."""
+    subnets = ("192.0.2.0/24", "198.51.100.0/24") if family == socket.AF_INET else ("2001:db8:1::/64",
+                                                                                   "2001:db8:2::/64")
+    level, option = (socket.IPPROTO_IP, IP_RECVERR) if family == socket.AF_INET else (socket.IPPROTO_IPV6,
+                                                                                     IPV6_RECVERR)
+    with Network(seed=5) as net:
+        left, right = net.switch("left", subnets[0]), net.switch("right", subnets[1])
+        router = net.router("router.test", left, right)
+        server = net.host("server.test", right)
+        client = net.host("client.test", left)
+        listener = NetsockSocket(family, stack=server.stack)
+        listener.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 80))
+        listener.listen()
+
+        def talk() -> Any:
+            with NetsockSocket(family) as sock:
+                sock.setsockopt(level, option, int(recverr))
+                sock.connect(("server.test", 80))
+                table = router.stack.iptables.ipv6 if family == socket.AF_INET6 else router.stack.iptables.ipv4
+                table.append("FORWARD", Rule(Reject(RejectWith.HOST_UNREACHABLE), protocol=TCP_PROTOCOL_NUMBER))
+                sock.sendall(b"refused on the way")
+                sock.settimeout(1)
+                try:
+                    sock.recv(10)
+                except OSError as error:
+                    return errno.errorcode.get(error.errno, type(error).__name__), \
+                        sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                return "no error"
+
+        outcome = client.spawn(talk).get(timeout=10)
+        listener.close()
+    assert outcome == (("EHOSTUNREACH", 0) if recverr else ("TimeoutError", 0))

@@ -72,8 +72,6 @@ UNIMPLEMENTED = {
     },
     UDP: {1: "UDP_CORK", 100: "UDP_ENCAP", 101: "UDP_NO_CHECK6_TX", 102: "UDP_NO_CHECK6_RX", 104: "UDP_GRO"},
 }
-# And on TCP sockets only: Linux's TCP takes IP_RECVERR to report soft ICMP errors at once.
-UNIMPLEMENTED_ON_TCP = {IP: {11: "IP_RECVERR on TCP"}, IPV6: {25: "IPV6_RECVERR on TCP"}}
 SKIPPED = {(TCP, socket.TCP_CONGESTION)}     # a name, not an int (test_adapter_tcp covers it)
 SOCKETS = [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM),
            (socket.AF_INET6, socket.SOCK_STREAM), (socket.AF_INET6, socket.SOCK_DGRAM)]
@@ -95,7 +93,6 @@ def kind_of(result: Any) -> Any:
 @pytest.mark.parametrize(("family", "kind"), SOCKETS)
 def test_every_option_answers_as_on_the_kernel(family: int, kind: int, level: int) -> None:
     differences = []
-    stream = kind == socket.SOCK_STREAM
     for name in range(LAST[level]):
         if (level, name) in SKIPPED:
             continue
@@ -106,7 +103,7 @@ def test_every_option_answers_as_on_the_kernel(family: int, kind: int, level: in
                         outcome(lambda: sock.getsockopt(level, name, 64)),
                         outcome(lambda: sock.setsockopt(level, name, value))) for sock in (theirs, ours)]
         kernel, netsock = ([kind_of(r) for r in result] for result in results)
-        missing = {**UNIMPLEMENTED.get(level, {}), **(UNIMPLEMENTED_ON_TCP.get(level, {}) if stream else {})}
+        missing = UNIMPLEMENTED.get(level, {})
         if name in missing:
             # As the kernel where it refuses too; else "no such option", never a success or another errno.
             refused = ("ENOPROTOOPT", "EOPNOTSUPP")

@@ -297,3 +297,25 @@ def test_sack_blocks_still_fit_in_a_path_mtu_lowered_by_icmp():
     assert [len(s.payload) for s in segs] == [1160, 1160, 680]
     assert all(len(s.raw) <= 1200 for s in segs)
     assert [bool(s.options.sack) for s in segs] == [False, False, True]  # only beside the short one
+
+
+def test_with_ip_recverr_a_soft_icmp_error_is_reported_at_once():
+    """IP_RECVERR: the host unreachable is the next read's error (once), the reader woken for it; the
+    connection lives on, and a timeout later would say ETIMEDOUT (Linux sets sk_err, not sk_err_soft)."""
+    ctx = established()
+    ctx.read_all()
+    ctx.ep.set_sock_opt(SockOpt.RECEIVE_ERRORS, True)
+    ctx.ep.write(b"out")
+    (seg,) = ctx.sent()
+    ctx.inject(icmp_unreachable(seg, code=1))
+    assert ctx.ep.readiness(EventMask.IN | EventMask.ERR) == EventMask.IN | EventMask.ERR
+    with pytest.raises(ErrHostUnreachable):
+        ctx.ep.read(10)
+    assert ctx.ep.get_sock_opt(SockOpt.ERROR) is None
+    with pytest.raises(ErrWouldBlock):
+        ctx.ep.read(10)
+    assert ctx.ep.state is TCPState.ESTABLISHED and ctx.ep.soft_error is None
+    ctx.absorb([seg])
+    ctx.ack()
+    ctx.ep.write(b"more")
+    assert ctx.absorb(ctx.sent()) == b"more"

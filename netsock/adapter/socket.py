@@ -1335,7 +1335,7 @@ class SocketCore:
             self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
         elif name == _IP_FREEBIND:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw, char=True)))
-        elif name == _IP_RECVERR and self._queues_errors():
+        elif name == _IP_RECVERR and self.family != AF_PACKET:     # (datagram sockets queue, TCP reports)
             self._set(SockOpt.RECEIVE_ERRORS, bool(_int_option(raw, char=True)), scope)
         elif name == _IP_BIND_ADDRESS_NO_PORT:
             # A bit of the socket, IPv6 ones included (Linux's inet_sk flag): every endpoint's. An
@@ -1375,7 +1375,7 @@ class SocketCore:
             return int(self._get(SockOpt.BIND_ADDRESS_NO_PORT, 0, False))
         if name == _IP_FREEBIND:
             return int(self._get(SockOpt.FREEBIND, 0, False))
-        if name == _IP_RECVERR and self._queues_errors():
+        if name == _IP_RECVERR and self.family != AF_PACKET:
             return int(self._get(SockOpt.RECEIVE_ERRORS, scope, False))
         if name == _IP_MTU_DISCOVER:
             return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
@@ -1385,11 +1385,6 @@ class SocketCore:
             # Linux answers with inet_num: a raw socket's protocol, of others the local port (0 unbound).
             return self.transport if self.kind == SOCK_RAW else self.ep.get_local_address().port
         raise _oserror(ENOPROTOOPT)
-
-    def _queues_errors(self) -> bool:
-        """Datagram sockets (UDP, UDP-Lite, ping, raw) keep IP_RECVERR's queue; TCP's use of the option (soft
-        errors reported at once) is not implemented."""
-        return self.kind != SOCK_STREAM and self.family != AF_PACKET
 
     def _path_mtu(self, scope: int) -> int:
         """IP_MTU / IPV6_MTU: the path MTU of a connected socket (ENOTCONN otherwise)."""
@@ -1403,7 +1398,7 @@ class SocketCore:
         if name == _IPV6_FREEBIND:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw)))     # an int only, at this level
             return
-        if name == _IPV6_RECVERR and self._queues_errors():
+        if name == _IPV6_RECVERR:
             self._set(SockOpt.RECEIVE_ERRORS, bool(_int_option(raw)), 6)
             return
         if name == IPV6_V6ONLY:
@@ -1460,7 +1455,7 @@ class SocketCore:
         stream = self.kind == SOCK_STREAM
         if name == _IPV6_FREEBIND:
             return int(self._get(SockOpt.FREEBIND, 0, False))
-        if name == _IPV6_RECVERR and self._queues_errors():
+        if name == _IPV6_RECVERR:
             return int(self._get(SockOpt.RECEIVE_ERRORS, 6, False))
         if name == IPV6_V6ONLY:
             return int(self.v6only)

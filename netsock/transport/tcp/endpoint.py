@@ -145,7 +145,8 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "mark", "socket_filter", "filter_locked",
+                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "mark", "socket_filter",
+                 "filter_locked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
@@ -219,6 +220,7 @@ class TCPEndpoint(TransportEndpoint):
         self.pmtudisc = PMTUDISC_WANT               # IP_MTU_DISCOVER: DF on segments, frag-needed heeded
         self.bind_no_port = False                   # IP_BIND_ADDRESS_NO_PORT: a port-0 bind leaves the port to connect
         self.freebind = False                       # IP_FREEBIND: bind to an address not (yet) the stack's
+        self.recverr = False                        # IP_RECVERR: a soft ICMP error is reported at once
         self.mark = 0                               # SO_MARK: carried by every segment sent
         self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER: run on every segment received
         self.filter_locked = False                  # SO_LOCK_FILTER
@@ -387,6 +389,8 @@ class TCPEndpoint(TransportEndpoint):
         """Queue as much of ``data`` as the send buffer takes (possibly less than all); returns how much."""
         if self.error is not None:
             err, self.error = self.error, None
+            if self.pending_error is err:
+                self.pending_error = None   # reported once (Linux's sock_error clears sk_err)
             raise err
         state = self.state
         if self.shut_write or state in (_FIN_WAIT1, _FIN_WAIT2, _CLOSING, _LAST_ACK):
@@ -510,6 +514,8 @@ class TCPEndpoint(TransportEndpoint):
                     ready |= _OUT
         if self.pending_error is not None or self.error is not None:
             ready |= _ERR
+            if self.error is not None:
+                ready |= _IN        # a reader blocked on a live connection wakes to be told (IP_RECVERR)
         if rcv is not None and rcv.urg_byte >= 0 and not rcv.urg_read:
             ready |= _PRI
         return ready & int(mask)
@@ -640,6 +646,8 @@ class TCPEndpoint(TransportEndpoint):
             self.bind_no_port = bool(value)
         elif opt is SockOpt.FREEBIND:
             self.freebind = bool(value)
+        elif opt is SockOpt.RECEIVE_ERRORS:
+            self.recverr = bool(value)
         elif opt is SockOpt.MARK:
             self.mark = int(value) & 0xFFFFFFFF
         elif opt is SockOpt.SOCKET_FILTER or opt is SockOpt.LOCK_FILTER:
@@ -699,6 +707,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
+                  SockOpt.RECEIVE_ERRORS: lambda: self.recverr,
                   SockOpt.SOCKET_FILTER: lambda: self.socket_filter,
                   SockOpt.LOCK_FILTER: lambda: int(self.filter_locked),
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
@@ -915,6 +924,7 @@ class TCPEndpoint(TransportEndpoint):
         self.pmtudisc = listener.pmtudisc
         self.bind_no_port = listener.bind_no_port
         self.freebind = listener.freebind
+        self.recverr = listener.recverr
         self.mark = listener.mark
         self.socket_filter = listener.socket_filter
         self.filter_locked = listener.filter_locked
@@ -1319,8 +1329,14 @@ class TCPEndpoint(TransportEndpoint):
             finally:
                 self._exit()
         elif self.state in _SYNCHRONIZED:
-            # A soft error (RFC 1122 §4.2.3.9): kept, and reported only if the connection then times out.
-            self.soft_error = err()
+            # A soft error (RFC 1122 §4.2.3.9): kept, and reported only if the connection then times out;
+            # with IP_RECVERR reported at once instead, to the next read, write or SO_ERROR, the connection
+            # going on (Linux's tcp_v4_err sets sk_err then, not sk_err_soft).
+            if self.recverr:
+                self.error = self.pending_error = err()
+                self.waiter_queue.notify(EventMask.ERR | EventMask.IN)
+            else:
+                self.soft_error = err()
 
     # --- urgent data ------------------------------------------------------------------------------
     # RFC 9293 §3.8.5 as Linux keeps it (RFC 6093 §3.4): the urgent pointer points just past the urgent
