@@ -19,6 +19,7 @@ import pytest
 from netsock.adapter import NetsockSocket
 from netsock.adapter import socket as adapter
 from netsock.adapter.runtime import LOOPBACK_NIC_ID
+from netsock.privnet import Network
 
 SOL_SOCKET, IP, IPV6, TCP, UDP = socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_IPV6, socket.IPPROTO_TCP, \
     socket.IPPROTO_UDP
@@ -27,7 +28,7 @@ LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the high
 # What netsock does not implement: ENOPROTOOPT for these, whatever Linux answers.
 UNIMPLEMENTED = {
     SOL_SOCKET: {
-        5: "SO_DONTROUTE", 11: "SO_NO_CHECK", 16: "SO_PASSCRED", 34: "SO_PASSSEC",
+        11: "SO_NO_CHECK", 16: "SO_PASSCRED", 34: "SO_PASSSEC",
         37: "SO_TIMESTAMPING", 41: "SO_WIFI_STATUS", 42: "SO_PEEK_OFF", 43: "SO_NOFCS",
         45: "SO_SELECT_ERR_QUEUE", 47: "SO_MAX_PACING_RATE (no pacing)", 50: "SO_ATTACH_BPF (eBPF)",
         51: "SO_ATTACH_REUSEPORT_CBPF", 52: "SO_ATTACH_REUSEPORT_EBPF", 53: "SO_CNX_ADVICE", 59: "SO_PEERGROUPS",
@@ -338,3 +339,55 @@ def test_original_destination_and_drop_count(family: int, host: str, level: int,
             answers.append((receiver.getsockopt(level, option), receiver.getsockopt(SOL_SOCKET, 40), cmsg_level,
                             kind, address[:2] + address[4:], first[0][0][:2]))
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_dont_route(family: int) -> None:
+    """SO_DONTROUTE and MSG_DONTROUTE as measured on Linux 6 in a namespace with a default route via a
+    gateway: over IPv4 a destination behind the gateway is ENETUNREACH (UDP, raw and ping sends, UDP and
+    TCP connects) and one on the link is reached; Linux's IPv6 ignores both, and so does netsock's."""
+    subnets = ("192.0.2.0/24", "198.51.100.0/24") if family == socket.AF_INET else ("2001:db8:1::/64",
+                                                                                   "2001:db8:2::/64")
+    ping = (socket.IPPROTO_ICMP, 8) if family == socket.AF_INET else (socket.IPPROTO_ICMPV6, 128)
+    with Network(seed=2) as net:
+        left, right = net.switch("left", subnets[0]), net.switch("right", subnets[1])
+        net.router("router.test", left, right)
+        far, near = net.host("far.test", right), net.host("near.test", left)
+        client = net.host("client.test", left)
+
+        def attempts() -> list[Any]:
+            def sendto(kind: int, proto: int, data: bytes, flags: int, host: Any) -> Any:
+                with NetsockSocket(family, kind, proto) as sock:     # (raw and ping sockets: port 0)
+                    return answer(lambda: sock.sendto(data, flags, (host.address, 0 if proto else 9)))
+
+            def connect(kind: int) -> Any:
+                with NetsockSocket(family, kind) as sock:
+                    sock.setsockopt(SOL_SOCKET, 5, 1)
+                    sock.setblocking(False)
+                    return answer(lambda: sock.connect((far.address, 80)))
+
+            with NetsockSocket(family, socket.SOCK_DGRAM) as sock:
+                sock.setsockopt(SOL_SOCKET, 5, 1)
+                option = (sock.getsockopt(SOL_SOCKET, 5), answer(lambda: sock.sendto(b"x", (far.address, 9))),
+                          answer(lambda: sock.sendto(b"x", (near.address, 9))))
+            dontroute, echo = socket.MSG_DONTROUTE, bytes([ping[1], 0, 0, 0, 0, 0, 0, 1])
+            return [sendto(socket.SOCK_DGRAM, 0, b"x", 0, far), sendto(socket.SOCK_DGRAM, 0, b"x", dontroute, far),
+                    sendto(socket.SOCK_DGRAM, 0, b"x", dontroute, near),
+                    sendto(socket.SOCK_RAW, 253, b"x", dontroute, far),
+                    sendto(socket.SOCK_DGRAM, ping[0], echo, dontroute, far),
+                    option, connect(socket.SOCK_DGRAM), connect(socket.SOCK_STREAM)]
+
+        results = client.spawn(attempts).get(timeout=10)
+    if family == socket.AF_INET:
+        assert results == [1, "ENETUNREACH", 1, "ENETUNREACH", "ENETUNREACH", (1, "ENETUNREACH", 1),
+                           "ENETUNREACH", "ENETUNREACH"]
+    else:
+        assert results == [1, 1, 1, 1, 8, (1, 1, 1), None, "EINPROGRESS"]
+
+
+def answer(call: Callable[[], Any]) -> Any:
+    """What a call returns, or its errno's name."""
+    try:
+        return call()
+    except OSError as error:
+        return errno.errorcode.get(error.errno, error.errno)

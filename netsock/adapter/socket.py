@@ -45,7 +45,8 @@ from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_M
                     IPPROTO_UDPLITE, IPV6_CHECKSUM, IPV6_DONTFRAG, IPV6_DSTOPTS, IPV6_HOPLIMIT, IPV6_HOPOPTS,
                     IPV6_JOIN_GROUP, IPV6_LEAVE_GROUP, IPV6_MULTICAST_HOPS, IPV6_MULTICAST_IF, IPV6_MULTICAST_LOOP,
                     IPV6_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO, IPV6_RECVTCLASS, IPV6_RTHDR, IPV6_RTHDRDSTOPTS,
-                    IPV6_TCLASS, IPV6_UNICAST_HOPS, IPV6_V6ONLY, MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE,
+                    IPV6_TCLASS, IPV6_UNICAST_HOPS, IPV6_V6ONLY, MSG_CTRUNC, MSG_DONTROUTE, MSG_DONTWAIT,
+                    MSG_ERRQUEUE, MSG_MORE,
                     MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_ACCEPTCONN,
                     SO_BINDTODEVICE, SO_BROADCAST, SO_DOMAIN, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_OOBINLINE,
                     SO_PROTOCOL, SO_RCVBUF, SO_RCVLOWAT, SO_RCVTIMEO, SO_REUSEADDR, SO_REUSEPORT, SO_SNDBUF,
@@ -88,8 +89,8 @@ _IN, _OUT, _HUP = int(EventMask.IN), int(EventMask.OUT), int(EventMask.HUP)
 _ALL_EVENTS = EventMask.IN | EventMask.OUT | EventMask.HUP | EventMask.ERR
 # Closing with our FIN (and data before it) not yet acknowledged: what SO_LINGER waits out.
 _FIN_UNACKED = frozenset((TCPState.FIN_WAIT1, TCPState.CLOSING, TCPState.LAST_ACK))
-MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL = map(
-    int, (MSG_CTRUNC, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL))
+MSG_CTRUNC, MSG_DONTROUTE, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL = map(
+    int, (MSG_CTRUNC, MSG_DONTROUTE, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL))
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"                    # ::ffff:0:0/96, IPv4-mapped IPv6
 _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")
@@ -150,6 +151,7 @@ _IP_PROTOCOL = 52
 _SO_MARK = 36                                               # <asm-generic/socket.h>
 # Socket-level options kept on the socket (<asm-generic/socket.h>); what they steer in Linux (queueing
 # disciplines, busy polling) netsock has none of, so they are set, checked and read back as Linux does.
+_SO_DONTROUTE = 5
 _SO_DEBUG, _SO_BSDCOMPAT, _SO_PRIORITY, _SO_PEERCRED, _SO_SNDLOWAT, _SO_PEERNAME = 1, 14, 12, 17, 19, 28
 _SO_SNDBUFFORCE, _SO_RCVBUFFORCE, _SO_BUSY_POLL, _SO_BPF_EXTENSIONS, _SO_INCOMING_CPU = 32, 33, 46, 48, 49
 _SO_MEMINFO, _SO_INCOMING_NAPI_ID, _SO_COOKIE, _SO_BINDTOIFINDEX = 55, 56, 57, 62
@@ -818,14 +820,15 @@ class SocketCore:
         return self.ep.read(peek)
 
     def write_datagram(self, data: memoryview, to: tuple[bytes, int, int] | PacketAddress | None,
-                       control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES) -> int:
+                       control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES,
+                       dont_route: bool = False) -> int:
         if self.family == AF_PACKET:
             return self.ep.write(data, WriteOptions(to=to, control=control))
         if not self.bound and self._may_be_dual():
             self.bind(bytes(16), 0, 0)      # the implicit bind holds the port for both versions
         if to is None:
-            return self.ep.write(data) if control is NO_SENDABLE_CONTROL_MESSAGES else \
-                self.ep.write(data, WriteOptions(control=control))
+            return self.ep.write(data) if control is NO_SENDABLE_CONTROL_MESSAGES and not dont_route else \
+                self.ep.write(data, WriteOptions(control=control, dont_route=dont_route))
         addr, port, nic = to
         ep = self.ep
         if _is_mapped(addr):
@@ -838,7 +841,7 @@ class SocketCore:
             addr = addr[12:]
         elif len(addr) == 16 and ep.net_proto == IPV4_PROTOCOL_NUMBER:
             raise _oserror(EAFNOSUPPORT)
-        sent = ep.write(data, WriteOptions(to=FullAddress(nic, addr, port), control=control))
+        sent = ep.write(data, WriteOptions(to=FullAddress(nic, addr, port), control=control, dont_route=dont_route))
         self.bound = True
         return sent
 
@@ -1075,6 +1078,8 @@ class SocketCore:
             self.plain[(SOL_SOCKET, name)] = _int_option(raw)
         elif name == _SO_BSDCOMPAT:
             _int_option(raw)                    # long a no-op in Linux, still taken
+        elif name == _SO_DONTROUTE:
+            self._set(SockOpt.DONT_ROUTE, bool(_int_option(raw)))
         elif name == _SO_RXQ_OVFL:
             if stream:                          # (TCP reads carry no drop count in Linux either)
                 self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
@@ -1174,6 +1179,8 @@ class SocketCore:
             return self.plain.get((SOL_SOCKET, name), _SOCKET_OPTION_DEFAULTS[name])
         if name == _SO_BINDTOIFINDEX:
             return self._get(SockOpt.BIND_TO_DEVICE, default=0) or 0
+        if name == _SO_DONTROUTE:
+            return int(self._get(SockOpt.DONT_ROUTE, default=False))
         if name == _SO_RXQ_OVFL:
             return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.RECEIVE_QUEUE_OVERFLOW))
         if name == _SO_PEERCRED:
@@ -1887,7 +1894,9 @@ class NetsockSocket:
         core = self._core
         if to is not None and core.family != AF_PACKET:
             to = (_unspecified_is_loopback(to[0]), to[1], to[2])
-        return self._io(_OUT, lambda: core.write_datagram(view, to, control), *self._limits(flags, send=True))
+        dont_route = bool(flags & MSG_DONTROUTE)
+        return self._io(_OUT, lambda: core.write_datagram(view, to, control, dont_route),
+                        *self._limits(flags, send=True))
 
     def send(self, data: Any, flags: int = 0) -> int:
         view = _data_view(data)

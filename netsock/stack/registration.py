@@ -239,15 +239,25 @@ class TransportProtocol:
         raise ErrUnknownProtocolOption()
 
 
-def socket_route(stack: Any, nic: int, local: bytes, remote: bytes, net_proto: int) -> Route:
+def socket_route(stack: Any, nic: int, local: bytes, remote: bytes, net_proto: int, on_link: bool = False) -> Route:
     """``stack.find_route`` for a socket sending from the address it is bound to: one the stack does
     not have (bound with IP_FREEBIND, or removed since) makes the network unreachable, as Linux's
     route lookup answers a connect or send from it (for IPv6 Linux sends anyway; netsock does not
-    send from an address it does not hold)."""
+    send from an address it does not hold). ``on_link`` (SO_DONTROUTE, MSG_DONTROUTE): no gateway."""
     try:
-        return stack.find_route(nic, local, remote, net_proto)
+        route = stack.find_route(nic, local, remote, net_proto)
     except ErrBadLocalAddress:
         raise ErrNetworkUnreachable() from None
+    if on_link:
+        check_on_link(route)
+    return route
+
+
+def check_on_link(route: Route) -> None:
+    """SO_DONTROUTE's rule as Linux's RTO_ONLINK applies it: an IPv4 destination behind a gateway is
+    unreachable (Linux's IPv6 takes no notice of the flag, nor does netsock's)."""
+    if len(route.remote_address) == 4 and not route.loop and route.next_hop != route.remote_address:
+        raise ErrNetworkUnreachable()
 
 
 class TransportEndpoint:

@@ -89,6 +89,7 @@ class SockOpt(enum.Enum):
     RECEIVE_PACKET_INFO = "receive_packet_info"   # IPv4 NIC and addresses (IP_PKTINFO)
     RECEIVE_TCLASS = "receive_tclass"             # IPv6 traffic class (IPV6_RECVTCLASS)
     RECEIVE_HOP_LIMIT = "receive_hop_limit"       # IPv6 hop limit (IPV6_RECVHOPLIMIT)
+    DONT_ROUTE = "dont_route"                     # sends only to destinations on a link (SO_DONTROUTE)
     RECEIVE_ERRORS = "receive_errors"             # ICMP errors queued for the reader (IP_RECVERR, IPV6_RECVERR)
     RECEIVE_QUEUE_OVERFLOW = "receive_queue_overflow"   # each datagram says how many were dropped so far (SO_RXQ_OVFL)
     RECEIVE_ORIGINAL_DESTINATION = "receive_original_destination"   # its address and port (IP_RECVORIGDSTADDR)
@@ -151,6 +152,7 @@ class WriteOptions:
     end_of_record: bool = False
     atomic: bool = False
     control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES
+    dont_route: bool = False    # MSG_DONTROUTE: only to a destination on a link of ours (datagram endpoints)
 
 
 DEFAULT_WRITE_OPTIONS = WriteOptions()

@@ -20,7 +20,7 @@ from ..stack.bpf import Filter
 from ..stack.demux import TransportEndpointID
 from ..stack.interfaces import PacketType
 from ..stack.packet_buffer import PacketBuffer
-from ..stack.registration import ControlType, TransportEndpoint, socket_route
+from ..stack.registration import ControlType, TransportEndpoint, check_on_link, socket_route
 from ..stack.route import Route
 from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MESSAGES, ControlMessages,
                      ErrAccessDenied, ErrAlreadyBound, ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive,
@@ -125,6 +125,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
             SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
             SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
+            SockOpt.DONT_ROUTE: False,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -166,7 +167,8 @@ class DatagramEndpoint(TransportEndpoint):
         nic = addr.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
         if not nic and self._is_group_address(bytes(addr.addr)):
             nic = self.options[SockOpt.MULTICAST_INTERFACE]
-        route = socket_route(self.stack, nic, self._source_address(), bytes(addr.addr), self.net_proto)
+        route = socket_route(self.stack, nic, self._source_address(), bytes(addr.addr), self.net_proto,
+                             self.options[SockOpt.DONT_ROUTE])
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
         port = self._id.local_port if self._id is not None else 0
@@ -307,12 +309,15 @@ class DatagramEndpoint(TransportEndpoint):
             if self.remote is None:
                 raise ErrDestinationRequired()
             route, dst_port = self._route, self.remote.port
+            if options.dont_route:
+                check_on_link(route)    # (SO_DONTROUTE's was checked at connect)
         else:
             nic = to.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
             if not nic and to.addr and self._is_group_address(bytes(to.addr)):
                 nic = self.options[SockOpt.MULTICAST_INTERFACE]
             try:
-                route = socket_route(self.stack, nic, self._source_address(), bytes(to.addr), self.net_proto)
+                route = socket_route(self.stack, nic, self._source_address(), bytes(to.addr), self.net_proto,
+                                     options.dont_route or self.options[SockOpt.DONT_ROUTE])
             except Error:
                 self.stats.send_errors.no_route.increment()
                 raise

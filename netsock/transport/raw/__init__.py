@@ -99,7 +99,8 @@ class RawEndpoint(DatagramEndpoint):
         nic = addr.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
         if not nic and self._is_group_address(remote):
             nic = self.options[SockOpt.MULTICAST_INTERFACE]
-        route = socket_route(self.stack, nic, self._source_address(), remote, self.net_proto)
+        route = socket_route(self.stack, nic, self._source_address(), remote, self.net_proto,
+                             self.options[SockOpt.DONT_ROUTE])
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
         local = self._bound_addr or route.local_address

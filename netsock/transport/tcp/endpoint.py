@@ -145,7 +145,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "mark", "socket_filter",
+                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "mark", "socket_filter",
                  "filter_locked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
@@ -221,6 +221,7 @@ class TCPEndpoint(TransportEndpoint):
         self.bind_no_port = False                   # IP_BIND_ADDRESS_NO_PORT: a port-0 bind leaves the port to connect
         self.freebind = False                       # IP_FREEBIND: bind to an address not (yet) the stack's
         self.recverr = False                        # IP_RECVERR: a soft ICMP error is reported at once
+        self.dontroute = False                      # SO_DONTROUTE: connect only to a destination on a link
         self.mark = 0                               # SO_MARK: carried by every segment sent
         self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER: run on every segment received
         self.filter_locked = False                  # SO_LOCK_FILTER
@@ -310,7 +311,8 @@ class TCPEndpoint(TransportEndpoint):
         remote = bytes(addr.addr)
         if not remote or not addr.port:
             raise ErrInvalidEndpointState() if not remote else ErrConnectionRefused()
-        route = socket_route(self.stack, addr.nic or self._bound_nic, self._bound_addr, remote, self.net_proto)
+        route = socket_route(self.stack, addr.nic or self._bound_nic, self._bound_addr, remote, self.net_proto,
+                             self.dontroute)
         if route.broadcast or route.multicast:
             raise ErrNetworkUnreachable()
         dest = FullAddress(0, remote, addr.port)
@@ -648,6 +650,8 @@ class TCPEndpoint(TransportEndpoint):
             self.freebind = bool(value)
         elif opt is SockOpt.RECEIVE_ERRORS:
             self.recverr = bool(value)
+        elif opt is SockOpt.DONT_ROUTE:
+            self.dontroute = bool(value)
         elif opt is SockOpt.MARK:
             self.mark = int(value) & 0xFFFFFFFF
         elif opt is SockOpt.SOCKET_FILTER or opt is SockOpt.LOCK_FILTER:
@@ -707,7 +711,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
-                  SockOpt.RECEIVE_ERRORS: lambda: self.recverr,
+                  SockOpt.RECEIVE_ERRORS: lambda: self.recverr, SockOpt.DONT_ROUTE: lambda: self.dontroute,
                   SockOpt.SOCKET_FILTER: lambda: self.socket_filter,
                   SockOpt.LOCK_FILTER: lambda: int(self.filter_locked),
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
@@ -925,6 +929,7 @@ class TCPEndpoint(TransportEndpoint):
         self.bind_no_port = listener.bind_no_port
         self.freebind = listener.freebind
         self.recverr = listener.recverr
+        self.dontroute = listener.dontroute
         self.mark = listener.mark
         self.socket_filter = listener.socket_filter
         self.filter_locked = listener.filter_locked
