@@ -28,7 +28,7 @@ LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the high
 # What netsock does not implement: ENOPROTOOPT for these, whatever Linux answers.
 UNIMPLEMENTED = {
     SOL_SOCKET: {
-        11: "SO_NO_CHECK", 16: "SO_PASSCRED", 34: "SO_PASSSEC",
+        16: "SO_PASSCRED", 34: "SO_PASSSEC",
         37: "SO_TIMESTAMPING", 41: "SO_WIFI_STATUS", 42: "SO_PEEK_OFF", 43: "SO_NOFCS",
         45: "SO_SELECT_ERR_QUEUE", 47: "SO_MAX_PACING_RATE (no pacing)", 50: "SO_ATTACH_BPF (eBPF)",
         51: "SO_ATTACH_REUSEPORT_CBPF", 52: "SO_ATTACH_REUSEPORT_EBPF", 53: "SO_CNX_ADVICE", 59: "SO_PEERGROUPS",
@@ -71,7 +71,7 @@ UNIMPLEMENTED = {
         34: "TCP_FASTOPEN_NO_COOKIE", 35: "TCP_ZEROCOPY_RECEIVE", 37: "TCP_TX_DELAY", 38: "TCP_AO_ADD_KEY",
         39: "TCP_AO_DEL_KEY", 40: "TCP_AO_INFO", 41: "TCP_AO_GET_KEYS", 42: "TCP_AO_REPAIR", 44: "TCP_RTO_MAX_MS",
     },
-    UDP: {1: "UDP_CORK", 100: "UDP_ENCAP", 101: "UDP_NO_CHECK6_TX", 102: "UDP_NO_CHECK6_RX", 104: "UDP_GRO"},
+    UDP: {1: "UDP_CORK", 100: "UDP_ENCAP", 104: "UDP_GRO"},
 }
 SKIPPED = {(TCP, socket.TCP_CONGESTION)}     # a name, not an int (test_adapter_tcp covers it)
 SOCKETS = [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM),

@@ -104,6 +104,7 @@ _SOL_RAW = 255                  # raw IPv4 sockets' own level (Linux's SOL_RAW)
 _ICMP_FILTER = 1                # SOL_RAW: struct icmp_filter; at IPPROTO_ICMPV6, ICMPV6_FILTER: struct icmp6_filter
 _UDPLITE_COVERAGE = {UDPLITE_SEND_CSCOV: SockOpt.UDPLITE_SEND_COVERAGE,
                      UDPLITE_RECV_CSCOV: SockOpt.UDPLITE_RECEIVE_COVERAGE}
+_UDP_NO_CHECK6 = {101: SockOpt.NO_CHECKSUM6_TX, 102: SockOpt.NO_CHECKSUM6_RX}     # <linux/udp.h>, RFC 6935/6936
 _TIMEVAL = struct.Struct("ll")
 _TCP_INFO = struct.Struct("8B24I")                           # struct tcp_info up to tcpi_total_retrans
 _TCP_CA_NAME_MAX = 16
@@ -151,7 +152,7 @@ _IP_PROTOCOL = 52
 _SO_MARK = 36                                               # <asm-generic/socket.h>
 # Socket-level options kept on the socket (<asm-generic/socket.h>); what they steer in Linux (queueing
 # disciplines, busy polling) netsock has none of, so they are set, checked and read back as Linux does.
-_SO_DONTROUTE = 5
+_SO_DONTROUTE, _SO_NO_CHECK = 5, 11
 _SO_DEBUG, _SO_BSDCOMPAT, _SO_PRIORITY, _SO_PEERCRED, _SO_SNDLOWAT, _SO_PEERNAME = 1, 14, 12, 17, 19, 28
 _SO_SNDBUFFORCE, _SO_RCVBUFFORCE, _SO_BUSY_POLL, _SO_BPF_EXTENSIONS, _SO_INCOMING_CPU = 32, 33, 46, 48, 49
 _SO_MEMINFO, _SO_INCOMING_NAPI_ID, _SO_COOKIE, _SO_BINDTOIFINDEX = 55, 56, 57, 62
@@ -971,6 +972,8 @@ class SocketCore:
             self._set(SockOpt.UDP_SEGMENT, value)
         elif name in _UDPLITE_COVERAGE and self.transport == UDPLITE_PROTOCOL_NUMBER:
             self._set(_UDPLITE_COVERAGE[name], value)
+        elif name in _UDP_NO_CHECK6:
+            self._set(_UDP_NO_CHECK6[name], bool(value))
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -982,6 +985,8 @@ class SocketCore:
             if self.transport != UDPLITE_PROTOCOL_NUMBER:
                 return 0
             return self._get(_UDPLITE_COVERAGE[name]) or 0
+        if name in _UDP_NO_CHECK6:
+            return int(self._get(_UDP_NO_CHECK6[name], default=False))
         raise _oserror(ENOPROTOOPT)
 
     def _set_socket_option(self, name: int, raw: bytes) -> None:
@@ -1080,6 +1085,11 @@ class SocketCore:
             _int_option(raw)                    # long a no-op in Linux, still taken
         elif name == _SO_DONTROUTE:
             self._set(SockOpt.DONT_ROUTE, bool(_int_option(raw)))
+        elif name == _SO_NO_CHECK:
+            if stream:                          # (only UDP heeds it, in Linux too)
+                self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
+            else:
+                self._set(SockOpt.NO_CHECKSUM, bool(_int_option(raw)))
         elif name == _SO_RXQ_OVFL:
             if stream:                          # (TCP reads carry no drop count in Linux either)
                 self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
@@ -1181,6 +1191,8 @@ class SocketCore:
             return self._get(SockOpt.BIND_TO_DEVICE, default=0) or 0
         if name == _SO_DONTROUTE:
             return int(self._get(SockOpt.DONT_ROUTE, default=False))
+        if name == _SO_NO_CHECK:
+            return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.NO_CHECKSUM))
         if name == _SO_RXQ_OVFL:
             return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.RECEIVE_QUEUE_OVERFLOW))
         if name == _SO_PEERCRED:

@@ -35,11 +35,12 @@ class UDPEndpoint(DatagramEndpoint):
     def __init__(self, stack: Stack, net_proto: int, waiter_queue: WaiterQueue) -> None:
         super().__init__(stack, net_proto, waiter_queue)
         self.options[SockOpt.UDP_SEGMENT] = 0
+        self.options[SockOpt.NO_CHECKSUM6_TX] = self.options[SockOpt.NO_CHECKSUM6_RX] = False
         self.protocol: UDPProtocol = stack.transport_protocols[self.transport_number]
 
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
         proto = self.protocol
-        if not proto.validate(pkt, src, dst):
+        if not proto.validate(pkt, src, dst, self.options[SockOpt.NO_CHECKSUM6_RX]):
             self.stats.receive_errors.malformed_packets_received.increment()
             return
         proto.stats.packets_received.value += 1
@@ -63,6 +64,11 @@ class UDPEndpoint(DatagramEndpoint):
         quoted = pkt.data
         return (quoted[2] << 8 | quoted[3]) if len(quoted) >= 4 else 0, bytes(quoted[udp.HEADER_SIZE:])
 
+    def _without_checksum(self, route: Route) -> bool:
+        """Whether datagrams go without a checksum (0): SO_NO_CHECK over IPv4 (RFC 768), UDP_NO_CHECK6_TX
+        over IPv6 (RFC 6935), as Linux's udp_send_skb and udp_v6_send_skb."""
+        return self.options[SockOpt.NO_CHECKSUM6_TX if len(route.remote_address) == 16 else SockOpt.NO_CHECKSUM]
+
     def set_sock_opt(self, opt: SockOpt, value: Any) -> None:
         if opt is SockOpt.UDP_SEGMENT and not 0 <= int(value) <= 0xFFFF:
             raise ErrInvalidOptionValue()
@@ -76,6 +82,10 @@ class UDPEndpoint(DatagramEndpoint):
         gso_size = control.gso_size if control.gso_size is not None else self.options[SockOpt.UDP_SEGMENT]
         if not gso_size:
             return super()._transmit(route, data, dst_port, ttl, tos, control)
+        if self._without_checksum(route):
+            # Segmented datagrams have their checksums completed from a partial one: none to leave out.
+            self.stats.write_errors.invalid_args.increment()
+            raise ErrInvalidOptionValue()
         # As Linux's udp_send_skb: each datagram must fit the path unfragmented, and there is a limit
         # to how many one write makes.
         ip_header = 20 if len(route.remote_address) == 4 else 40
@@ -106,6 +116,9 @@ class UDPEndpoint(DatagramEndpoint):
         pkt = PacketBuffer(route.max_header_length() + udp.HEADER_SIZE, data)
         hdr = pkt.prepend(udp.HEADER_SIZE)
         udp.build(hdr, self.local.port, dst_port, length)
+        if self._without_checksum(route):
+            self._output(route, pkt, ttl, tos)      # the field left 0
+            return
         pseudo = pseudo_header_checksum(PROTOCOL_NUMBER, route.local_address, route.remote_address, length)
         if gso_size:
             # A super-datagram: the link cuts it every gso_size bytes and completes each datagram's
@@ -141,16 +154,17 @@ class UDPProtocol(TransportProtocol):
     def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> UDPEndpoint:
         return UDPEndpoint(self.stack, net_proto, waiter_queue)
 
-    def validate(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> bool:
+    def validate(self, pkt: PacketBuffer, src: bytes, dst: bytes, zero_checksum_ok: bool = False) -> bool:
         """Check the datagram in pkt.data (trimming it to the UDP length) and its checksum; a bad one
-        is counted, and False."""
+        is counted, and False. ``zero_checksum_ok``: the receiving socket takes IPv6 datagrams without
+        one (UDP_NO_CHECK6_RX, RFC 6936)."""
         stats = self.stats
         hdr = udp.parse(pkt.data)
         if not hdr:
             stats.malformed_packets_received.increment()
             return False
         pkt.trim(hdr.length)
-        if not hdr.checksum and len(src) == 16:
+        if not hdr.checksum and len(src) == 16 and not zero_checksum_ok:
             stats.checksum_errors.increment()   # RFC 8200 §8.1: over IPv6 a zero checksum is invalid
             return False
         # A zero checksum means the sender computed none (RFC 768; allowed over IPv4 only).

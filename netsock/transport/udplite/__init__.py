@@ -107,10 +107,10 @@ class UDPLiteProtocol(UDPProtocol):
     def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> UDPLiteEndpoint:
         return UDPLiteEndpoint(self.stack, net_proto, waiter_queue)
 
-    def validate(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> bool:
+    def validate(self, pkt: PacketBuffer, src: bytes, dst: bytes, zero_checksum_ok: bool = False) -> bool:
         """Check the datagram in pkt.data (all of it: the IP payload length is its length) and its
         checksum over the covered bytes, as Linux's udplite_checksum_init; a bad one is counted, and
-        False."""
+        False. (UDP_NO_CHECK6_RX does not apply: UDP-Lite's checksum is never optional.)"""
         stats = self.stats
         data = pkt.data
         length = len(data)
