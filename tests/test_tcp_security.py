@@ -14,6 +14,7 @@ from tcp_context import (
     Seg,
     TCPContext,
     build,
+    flags_of,
     icmp_unreachable,
     ipv4_packet,
     seq_add,
@@ -319,3 +320,27 @@ def test_with_ip_recverr_a_soft_icmp_error_is_reported_at_once():
     ctx.ack()
     ctx.ep.write(b"more")
     assert ctx.absorb(ctx.sent()) == b"more"
+
+
+# --- RFC 5082's generalized TTL security (IP_MINTTL) ---------------------------------------------------
+
+def test_ip_minttl_drops_segments_from_further_away():
+    """A peer one hop away sends with TTL 255: with IP_MINTTL 255 a segment with TTL 254 (a forger further
+    off) is dropped unanswered and counted; one with 255 is taken. ICMP errors are held to it too."""
+    ctx = established()
+    ctx.read_all()
+    ctx.ep.set_sock_opt(SockOpt.MIN_TTL, 255)
+    forged = build(ctx.peer, LOCAL_ADDR, ctx.peer_port, ctx.port, ctx.nxt, ctx.rcv_nxt, flags_of("PA"),
+                   ctx.window, Opts(ts=(ctx.tsval(), ctx.ts_recent)).encode() if ctx.ts_ok else b"", b"forged",
+                   ttl=254)
+    ctx.inject(forged)
+    assert ctx.sent() == [] and ctx.read_all() == b""
+    assert ctx.ep.stats.receive_errors.filtered.value == 1
+    ctx.inject(build(ctx.peer, LOCAL_ADDR, ctx.peer_port, ctx.port, ctx.nxt, ctx.rcv_nxt, flags_of("PA"),
+                     ctx.window, Opts(ts=(ctx.tsval(), ctx.ts_recent)).encode() if ctx.ts_ok else b"", b"near",
+                     ttl=255))
+    assert ctx.read_all() == b"near"
+    ctx.ep.write(b"out")
+    seg = ctx.sent()[-1]
+    ctx.inject(icmp_unreachable(seg, code=3))            # TTL 64: not from the neighbour
+    assert ctx.ep.soft_error is None and ctx.ep.stats.receive_errors.filtered.value == 2

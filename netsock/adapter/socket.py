@@ -180,6 +180,7 @@ _SO_RXQ_OVFL = 40                                           # datagrams dropped 
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
+_IP_MINTTL, _IPV6_MINHOPCOUNT = 21, 73   # <linux/in.h>, <linux/in6.h>: RFC 5082's minimum TTL
 _IP_RECVERR, _IPV6_RECVERR = 11, 25   # ICMP errors queued for recvmsg(MSG_ERRQUEUE)
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")    # <linux/errqueue.h>: errno, origin, type, code, pad, info, data
 _IP_BIND_ADDRESS_NO_PORT = 24       # <linux/in.h> (IPPROTO_IP level; 24 is IPV6_MTU at IPPROTO_IPV6)
@@ -1354,6 +1355,8 @@ class SocketCore:
             self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
         elif name == _IP_FREEBIND:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw, char=True)))
+        elif name == _IP_MINTTL:
+            self._min_ttl(_int_option(raw, char=True), scope)
         elif name == _IP_RECVERR and self.family != AF_PACKET:     # (datagram sockets queue, TCP reports)
             self._set(SockOpt.RECEIVE_ERRORS, bool(_int_option(raw, char=True)), scope)
         elif name == _IP_BIND_ADDRESS_NO_PORT:
@@ -1396,6 +1399,8 @@ class SocketCore:
             return int(self._get(SockOpt.FREEBIND, 0, False))
         if name == _IP_RECVERR and self.family != AF_PACKET:
             return int(self._get(SockOpt.RECEIVE_ERRORS, scope, False))
+        if name == _IP_MINTTL:
+            return self.plain.get((IPPROTO_IP, name), 0)
         if name == _IP_MTU_DISCOVER:
             return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
         if name == _IP_MTU:
@@ -1404,6 +1409,14 @@ class SocketCore:
             # Linux answers with inet_num: a raw socket's protocol, of others the local port (0 unbound).
             return self.transport if self.kind == SOCK_RAW else self.ep.get_local_address().port
         raise _oserror(ENOPROTOOPT)
+
+    def _min_ttl(self, ttl: int, scope: int, key: tuple[int, int] = (IPPROTO_IP, _IP_MINTTL)) -> None:
+        """IP_MINTTL (IPv4 traffic) and IPV6_MINHOPCOUNT: 0 to 255; TCP heeds it (as Linux, only TCP)."""
+        if not 0 <= ttl <= 255:
+            raise _oserror(EINVAL)
+        self.plain[key] = ttl
+        if self.kind == SOCK_STREAM:
+            self._set(SockOpt.MIN_TTL, ttl, scope)
 
     def _path_mtu(self, scope: int) -> int:
         """IP_MTU / IPV6_MTU: the path MTU of a connected socket (ENOTCONN otherwise)."""
@@ -1419,6 +1432,9 @@ class SocketCore:
             return
         if name == _IPV6_RECVERR:
             self._set(SockOpt.RECEIVE_ERRORS, bool(_int_option(raw)), 6)
+            return
+        if name == _IPV6_MINHOPCOUNT:
+            self._min_ttl(_int_option(raw), 6, (IPPROTO_IPV6, name))
             return
         if name == IPV6_V6ONLY:
             value = _int_option(raw)
@@ -1476,6 +1492,8 @@ class SocketCore:
             return int(self._get(SockOpt.FREEBIND, 0, False))
         if name == _IPV6_RECVERR:
             return int(self._get(SockOpt.RECEIVE_ERRORS, 6, False))
+        if name == _IPV6_MINHOPCOUNT:
+            return self.plain.get((IPPROTO_IPV6, name), 0)
         if name == IPV6_V6ONLY:
             return int(self.v6only)
         if name == IPV6_UNICAST_HOPS:

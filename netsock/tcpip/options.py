@@ -92,6 +92,7 @@ class SockOpt(enum.Enum):
     NO_CHECKSUM = "no_checksum"                   # UDP over IPv4 sent without a checksum (SO_NO_CHECK)
     NO_CHECKSUM6_TX = "no_checksum6_tx"           # UDP over IPv6 sent without one (UDP_NO_CHECK6_TX, RFC 6935)
     NO_CHECKSUM6_RX = "no_checksum6_rx"           # ... and taken without one (UDP_NO_CHECK6_RX)
+    MIN_TTL = "min_ttl"                           # TCP takes no packet with a lower TTL / hop limit (IP_MINTTL)
     DONT_ROUTE = "dont_route"                     # sends only to destinations on a link (SO_DONTROUTE)
     RECEIVE_ERRORS = "receive_errors"             # ICMP errors queued for the reader (IP_RECVERR, IPV6_RECVERR)
     RECEIVE_QUEUE_OVERFLOW = "receive_queue_overflow"   # each datagram says how many were dropped so far (SO_RXQ_OVFL)

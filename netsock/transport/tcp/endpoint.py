@@ -145,8 +145,8 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "mark", "socket_filter",
-                 "filter_locked",
+                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "min_ttl", "mark",
+                 "socket_filter", "filter_locked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
@@ -222,6 +222,7 @@ class TCPEndpoint(TransportEndpoint):
         self.freebind = False                       # IP_FREEBIND: bind to an address not (yet) the stack's
         self.recverr = False                        # IP_RECVERR: a soft ICMP error is reported at once
         self.dontroute = False                      # SO_DONTROUTE: connect only to a destination on a link
+        self.min_ttl = 0                            # IP_MINTTL / IPV6_MINHOPCOUNT (RFC 5082's GTSM); 0: none
         self.mark = 0                               # SO_MARK: carried by every segment sent
         self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER: run on every segment received
         self.filter_locked = False                  # SO_LOCK_FILTER
@@ -652,6 +653,10 @@ class TCPEndpoint(TransportEndpoint):
             self.recverr = bool(value)
         elif opt is SockOpt.DONT_ROUTE:
             self.dontroute = bool(value)
+        elif opt is SockOpt.MIN_TTL:
+            if not 0 <= int(value) <= 255:
+                raise ErrInvalidOptionValue()
+            self.min_ttl = int(value)
         elif opt is SockOpt.MARK:
             self.mark = int(value) & 0xFFFFFFFF
         elif opt is SockOpt.SOCKET_FILTER or opt is SockOpt.LOCK_FILTER:
@@ -712,6 +717,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
                   SockOpt.RECEIVE_ERRORS: lambda: self.recverr, SockOpt.DONT_ROUTE: lambda: self.dontroute,
+                  SockOpt.MIN_TTL: lambda: self.min_ttl,
                   SockOpt.SOCKET_FILTER: lambda: self.socket_filter,
                   SockOpt.LOCK_FILTER: lambda: int(self.filter_locked),
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
@@ -729,6 +735,8 @@ class TCPEndpoint(TransportEndpoint):
     # === inbound ==================================================================================
 
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
+        if self.min_ttl and self._below_min_ttl(pkt):
+            return
         if self._busy:
             self._backlog.append((pkt, src, dst))
             return
@@ -739,6 +747,15 @@ class TCPEndpoint(TransportEndpoint):
             if self._backlog:
                 self._process_backlog()
             self._busy = 0
+
+    def _below_min_ttl(self, pkt: PacketBuffer) -> bool:
+        """IP_MINTTL / IPV6_MINHOPCOUNT: a packet that came from further away than allowed is dropped
+        (Linux's tcp_v4_rcv, LINUX_MIB_TCPMINTTLDROP), counted as filtered."""
+        header = pkt.network_header
+        if header[8 if header[0] >> 4 == 4 else 7] >= self.min_ttl:
+            return False
+        self.stats.receive_errors.filtered.increment()
+        return True
 
     def _enter(self) -> None:
         self._busy += 1
@@ -930,6 +947,7 @@ class TCPEndpoint(TransportEndpoint):
         self.freebind = listener.freebind
         self.recverr = listener.recverr
         self.dontroute = listener.dontroute
+        self.min_ttl = listener.min_ttl
         self.mark = listener.mark
         self.socket_filter = listener.socket_filter
         self.filter_locked = listener.filter_locked
@@ -1311,10 +1329,12 @@ class TCPEndpoint(TransportEndpoint):
         if self.proto.challenge_ack_allowed():
             self.send_ack()
 
-    def handle_control_packet(self, kind: ControlType, info: int, pkt: object) -> None:
+    def handle_control_packet(self, kind: ControlType, info: int, pkt: PacketBuffer) -> None:
         """ICMP errors: fatal during the handshake (connect fails fast), soft afterwards (RFC 1122 §4.2.3.9)."""
         snd = self.snd
         quoted = pkt.data  # type: ignore[attr-defined]
+        if self.min_ttl and self._below_min_ttl(pkt):       # (the ICMP error's own TTL, as tcp_v4_err)
+            return
         # RFC 5927 §4.1: only an error quoting a sequence number in flight can be about this connection.
         if snd is None or len(quoted) < 8 or not snd.una <= snd.unwrap(int.from_bytes(quoted[4:8], "big")) <= snd.max:
             return
