@@ -71,7 +71,7 @@ UNIMPLEMENTED = {
         34: "TCP_FASTOPEN_NO_COOKIE", 35: "TCP_ZEROCOPY_RECEIVE", 37: "TCP_TX_DELAY", 38: "TCP_AO_ADD_KEY",
         39: "TCP_AO_DEL_KEY", 40: "TCP_AO_INFO", 41: "TCP_AO_GET_KEYS", 42: "TCP_AO_REPAIR", 44: "TCP_RTO_MAX_MS",
     },
-    UDP: {1: "UDP_CORK", 100: "UDP_ENCAP", 104: "UDP_GRO"},
+    UDP: {100: "UDP_ENCAP", 104: "UDP_GRO"},
 }
 SKIPPED = {(TCP, socket.TCP_CONGESTION)}     # a name, not an int (test_adapter_tcp covers it)
 SOCKETS = [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM),
@@ -391,3 +391,37 @@ def answer(call: Callable[[], Any]) -> Any:
         return call()
     except OSError as error:
         return errno.errorcode.get(error.errno, error.errno)
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_corked_datagrams(family: int, host: str) -> None:
+    """MSG_MORE and UDP_CORK gather writes into one datagram to where the first write said (a later
+    address is ignored); a corked first write needs a destination; too much is EMSGSIZE — the kernel's
+    answers over loopback."""
+    traces = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(family, socket.SOCK_DGRAM)) as first, closing(make(family, socket.SOCK_DGRAM)) as second, \
+                closing(make(family, socket.SOCK_DGRAM)) as sender:
+            first.bind((host, 0))
+            second.bind((host, 0))
+            first.setblocking(False)
+            second.setblocking(False)
+            one, two = first.getsockname()[:2], second.getsockname()[:2]
+
+            def read(sock: Any) -> Any:
+                time.sleep(0.05)
+                return answer(lambda: sock.recv(70000))
+
+            trace: list[Any] = [sender.getsockopt(UDP, 1), sender.sendto(b"ab", socket.MSG_MORE, one),
+                                sender.sendto(b"cd", socket.MSG_MORE, two), sender.sendto(b"ef", two),
+                                read(first), read(second)]
+            sender.setsockopt(UDP, 1, 1)
+            trace += [sender.getsockopt(UDP, 1), sender.sendto(b"12", one), sender.sendto(b"34", one), read(first)]
+            sender.setsockopt(UDP, 1, 0)
+            trace += [read(first), answer(lambda: sender.send(b"x", socket.MSG_MORE)),
+                      answer(lambda: sender.sendto(b"y" * 65000, socket.MSG_MORE, one)),
+                      answer(lambda: sender.sendto(b"y" * 1000, socket.MSG_MORE, one))]
+            traces.append(trace)
+    assert traces[0] == traces[1]
+    assert traces[1][4:6] == [b"abcdef", "EAGAIN"] and traces[1][9:11] == ["EAGAIN", b"1234"]

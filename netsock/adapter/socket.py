@@ -104,6 +104,7 @@ _SOL_RAW = 255                  # raw IPv4 sockets' own level (Linux's SOL_RAW)
 _ICMP_FILTER = 1                # SOL_RAW: struct icmp_filter; at IPPROTO_ICMPV6, ICMPV6_FILTER: struct icmp6_filter
 _UDPLITE_COVERAGE = {UDPLITE_SEND_CSCOV: SockOpt.UDPLITE_SEND_COVERAGE,
                      UDPLITE_RECV_CSCOV: SockOpt.UDPLITE_RECEIVE_COVERAGE}
+_UDP_CORK = 1
 _UDP_NO_CHECK6 = {101: SockOpt.NO_CHECKSUM6_TX, 102: SockOpt.NO_CHECKSUM6_RX}     # <linux/udp.h>, RFC 6935/6936
 _TIMEVAL = struct.Struct("ll")
 _TCP_INFO = struct.Struct("8B24I")                           # struct tcp_info up to tcpi_total_retrans
@@ -823,14 +824,14 @@ class SocketCore:
 
     def write_datagram(self, data: memoryview, to: tuple[bytes, int, int] | PacketAddress | None,
                        control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES,
-                       dont_route: bool = False) -> int:
+                       dont_route: bool = False, more: bool = False) -> int:
         if self.family == AF_PACKET:
             return self.ep.write(data, WriteOptions(to=to, control=control))
         if not self.bound and self._may_be_dual():
             self.bind(bytes(16), 0, 0)      # the implicit bind holds the port for both versions
         if to is None:
-            return self.ep.write(data) if control is NO_SENDABLE_CONTROL_MESSAGES and not dont_route else \
-                self.ep.write(data, WriteOptions(control=control, dont_route=dont_route))
+            return self.ep.write(data) if control is NO_SENDABLE_CONTROL_MESSAGES and not (dont_route or more) \
+                else self.ep.write(data, WriteOptions(control=control, dont_route=dont_route, more=more))
         addr, port, nic = to
         ep = self.ep
         if _is_mapped(addr):
@@ -843,7 +844,8 @@ class SocketCore:
             addr = addr[12:]
         elif len(addr) == 16 and ep.net_proto == IPV4_PROTOCOL_NUMBER:
             raise _oserror(EAFNOSUPPORT)
-        sent = ep.write(data, WriteOptions(to=FullAddress(nic, addr, port), control=control, dont_route=dont_route))
+        sent = ep.write(data, WriteOptions(to=FullAddress(nic, addr, port), control=control, dont_route=dont_route,
+                                           more=more))
         self.bound = True
         return sent
 
@@ -975,6 +977,8 @@ class SocketCore:
             self._set(_UDPLITE_COVERAGE[name], value)
         elif name in _UDP_NO_CHECK6:
             self._set(_UDP_NO_CHECK6[name], bool(value))
+        elif name == _UDP_CORK:
+            self._set(SockOpt.UDP_CORK, bool(value))
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -988,6 +992,8 @@ class SocketCore:
             return self._get(_UDPLITE_COVERAGE[name]) or 0
         if name in _UDP_NO_CHECK6:
             return int(self._get(_UDP_NO_CHECK6[name], default=False))
+        if name == _UDP_CORK:
+            return int(self._get(SockOpt.UDP_CORK, default=False))
         raise _oserror(ENOPROTOOPT)
 
     def _set_socket_option(self, name: int, raw: bytes) -> None:
@@ -1919,13 +1925,14 @@ class NetsockSocket:
 
     def _datagram_send(self, view: memoryview, flags: int, to: tuple[bytes, int, int] | None,
                        control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES) -> int:
-        if flags & (MSG_OOB | MSG_MORE):
-            raise _oserror(EOPNOTSUPP)      # no urgent data; no corking of datagrams (yet)
         core = self._core
+        more = bool(flags & MSG_MORE)
+        if flags & MSG_OOB or more and core.transport not in _UDP_TRANSPORTS:
+            raise _oserror(EOPNOTSUPP)      # no urgent data; corking is UDP's
         if to is not None and core.family != AF_PACKET:
             to = (_unspecified_is_loopback(to[0]), to[1], to[2])
         dont_route = bool(flags & MSG_DONTROUTE)
-        return self._io(_OUT, lambda: core.write_datagram(view, to, control, dont_route),
+        return self._io(_OUT, lambda: core.write_datagram(view, to, control, dont_route, more),
                         *self._limits(flags, send=True))
 
     def send(self, data: Any, flags: int = 0) -> int:

@@ -6,6 +6,7 @@ UDP-Lite (``..udplite``) is these classes with its own checksum rules: it overri
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ...header import udp
@@ -13,8 +14,8 @@ from ...header.checksum import checksum, combine, pseudo_header_checksum
 from ...stack.interfaces import LinkCapabilities
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import TransportProtocol, UnknownDestinationDisposition
-from ...tcpip import (UDP_PROTOCOL_NUMBER, ErrInvalidOptionValue, ErrMessageTooLong, Error, FullAddress,
-                      SendableControlMessages, SockOpt)
+from ...tcpip import (DEFAULT_WRITE_OPTIONS, UDP_PROTOCOL_NUMBER, ErrDestinationRequired, ErrInvalidOptionValue,
+                      ErrMessageTooLong, Error, FullAddress, SendableControlMessages, SockOpt, WriteOptions)
 from ...waiter import WaiterQueue
 from ..datagram import DatagramEndpoint
 
@@ -36,6 +37,9 @@ class UDPEndpoint(DatagramEndpoint):
         super().__init__(stack, net_proto, waiter_queue)
         self.options[SockOpt.UDP_SEGMENT] = 0
         self.options[SockOpt.NO_CHECKSUM6_TX] = self.options[SockOpt.NO_CHECKSUM6_RX] = False
+        self.options[SockOpt.UDP_CORK] = False
+        # Corked writes (MSG_MORE, UDP_CORK): the first one's options (its destination) and the bytes so far.
+        self._corked: tuple[WriteOptions, bytearray] | None = None
         self.protocol: UDPProtocol = stack.transport_protocols[self.transport_number]
 
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
@@ -64,6 +68,33 @@ class UDPEndpoint(DatagramEndpoint):
         quoted = pkt.data
         return (quoted[2] << 8 | quoted[3]) if len(quoted) >= 4 else 0, bytes(quoted[udp.HEADER_SIZE:])
 
+    def write(self, data: bytes | bytearray | memoryview, options: WriteOptions = DEFAULT_WRITE_OPTIONS) -> int:
+        """One datagram per write, unless corked (MSG_MORE on the write, or UDP_CORK): then the bytes gather
+        until a write without MSG_MORE while not UDP_CORK, and leave as one datagram to where the first
+        write said; a later write's destination is ignored (Linux's udp_sendmsg with ``up->pending``)."""
+        corked = self._corked
+        if corked is None and not options.more and not self.options[SockOpt.UDP_CORK]:
+            return super().write(data, options)
+        if corked is None:
+            if options.to is None and self.remote is None:
+                raise ErrDestinationRequired()
+            corked = self._corked = (options, bytearray())
+        gathered = corked[1]
+        if len(gathered) + len(data) > self.max_payload:
+            self.stats.write_errors.invalid_args.increment()
+            raise ErrMessageTooLong()
+        gathered += data
+        if not options.more and not self.options[SockOpt.UDP_CORK]:
+            self._push_corked()
+        return len(data)
+
+    def _push_corked(self) -> None:
+        """Send what the corked writes gathered, as one datagram."""
+        corked, self._corked = self._corked, None
+        if corked is not None:
+            first, gathered = corked
+            super().write(gathered, replace(first, more=False))
+
     def _without_checksum(self, route: Route) -> bool:
         """Whether datagrams go without a checksum (0): SO_NO_CHECK over IPv4 (RFC 768), UDP_NO_CHECK6_TX
         over IPv6 (RFC 6935), as Linux's udp_send_skb and udp_v6_send_skb."""
@@ -73,6 +104,11 @@ class UDPEndpoint(DatagramEndpoint):
         if opt is SockOpt.UDP_SEGMENT and not 0 <= int(value) <= 0xFFFF:
             raise ErrInvalidOptionValue()
         super().set_sock_opt(opt, value)
+        if opt is SockOpt.UDP_CORK and not value:
+            try:
+                self._push_corked()     # uncorking sends what was gathered (an error goes unreported, as Linux's)
+            except Error:
+                pass
 
     def _transmit(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
                   control: SendableControlMessages) -> int:
