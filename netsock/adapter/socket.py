@@ -72,7 +72,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrNotConnected, Error,
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
-from ..tcpip.options import PMTUDISC_WANT, PacketAddress
+from ..tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, PMTUDISC_WANT, PacketAddress
 from ..transport.datagram import QueuedError
 from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
@@ -105,6 +105,17 @@ _ICMP_FILTER = 1                # SOL_RAW: struct icmp_filter; at IPPROTO_ICMPV6
 _UDPLITE_COVERAGE = {UDPLITE_SEND_CSCOV: SockOpt.UDPLITE_SEND_COVERAGE,
                      UDPLITE_RECV_CSCOV: SockOpt.UDPLITE_RECEIVE_COVERAGE}
 _UDP_CORK = 1
+# SOL_PACKET options (<linux/if_packet.h>)
+_SOL_PACKET = 263
+_PACKET_ADD_MEMBERSHIP, _PACKET_DROP_MEMBERSHIP, _PACKET_STATISTICS, _PACKET_AUXDATA, _PACKET_ORIGDEV = 1, 2, 6, 8, 9
+_PACKET_VERSION, _PACKET_HDRLEN, _PACKET_RESERVE, _PACKET_IGNORE_OUTGOING = 10, 11, 12, 23
+_PACKET_MR_UNICAST = 3                  # the last membership type (MULTICAST, PROMISC, ALLMULTI, UNICAST)
+_PACKET_MREQ = struct.Struct("iHH8s")   # struct packet_mreq: ifindex, type, address length, address
+_TPACKET_HDRLEN = 32
+# Kept and read back: what steers rings (COPY_THRESH, VERSION, RESERVE, LOSS, TIMESTAMP), queueing (TX_HAS_OFF,
+# QDISC_BYPASS); of them, the flags read back as 0 or 1.
+_PACKET_KEPT = frozenset((7, _PACKET_VERSION, _PACKET_RESERVE, 14, 17, 19, 20))
+_PACKET_FLAGS = frozenset((_PACKET_ORIGDEV, 14, 19, 20))
 _UDP_NO_CHECK6 = {101: SockOpt.NO_CHECKSUM6_TX, 102: SockOpt.NO_CHECKSUM6_RX}     # <linux/udp.h>, RFC 6935/6936
 _TIMEVAL = struct.Struct("ll")
 _TCP_INFO = struct.Struct("8B24I")                           # struct tcp_info up to tcpi_total_retrans
@@ -487,6 +498,9 @@ def _control_items(control: ControlMessages, family: int, nanoseconds: bool) -> 
         addr = bytes(info6.addr)
         items.append((IPPROTO_IPV6, IPV6_PKTINFO,
                       _IN6_PKTINFO.pack(addr if len(addr) == 16 else _MAPPED_PREFIX + addr, info6.nic)))
+    if control.packet_aux is not None:
+        status, length, kept, network = control.packet_aux
+        items.append((_SOL_PACKET, _PACKET_AUXDATA, struct.pack("IIIHHHH", status, length, kept, 0, network, 0, 0)))
     info = control.packet_info
     if info is not None:
         items.append((IPPROTO_IP, _IP_PKTINFO,
@@ -914,6 +928,8 @@ class SocketCore:
             self._set_ipv6_option(name, raw)
         elif level in _UDP_LEVELS and self.transport in _UDP_TRANSPORTS and self.kind == SOCK_DGRAM:
             self._set_udp_option(name, raw)
+        elif level == _SOL_PACKET and self.family == AF_PACKET:
+            self._set_packet_option(name, raw)
         elif self._is_icmp_filter_level(level):
             self._set_icmp_filter(name, raw)
         elif level == _SOL_RAW and self.kind == SOCK_RAW:      # IPv6's (IPv4's is the filter's)
@@ -934,6 +950,8 @@ class SocketCore:
             return self._get_ipv6_option(name)
         if level in _UDP_LEVELS and self.transport in _UDP_TRANSPORTS and self.kind == SOCK_DGRAM:
             return self._get_udp_option(name)
+        if level == _SOL_PACKET and self.family == AF_PACKET:
+            return self._get_packet_option(name)
         if self._is_icmp_filter_level(level):
             return self._get_icmp_filter(name)
         if level == _SOL_RAW and self.kind == SOCK_RAW:
@@ -964,6 +982,56 @@ class SocketCore:
         current = self._get_icmp_filter(name)
         words = struct.unpack(f"{len(current) // 4}I", raw[:len(current)] + current[len(raw):])
         self._set(SockOpt.ICMP_FILTER, sum(word << 32 * i for i, word in enumerate(words)))
+
+    def _set_packet_option(self, name: int, raw: bytes) -> None:
+        """Linux's packet_setsockopt for what netsock has: memberships, PACKET_AUXDATA, PACKET_IGNORE_OUTGOING,
+        and the settings that steer only rings, queueing disciplines or bonding, which netsock has none of
+        (kept, checked and read back). Most take exactly an int."""
+        ep = self.ep
+        if name in (_PACKET_ADD_MEMBERSHIP, _PACKET_DROP_MEMBERSHIP):
+            if len(raw) < _PACKET_MREQ.size:
+                raise _oserror(EINVAL)
+            ifindex, kind, length, address = _PACKET_MREQ.unpack_from(raw)
+            nic = self.stack.nics.get(ifindex)
+            if nic is None:
+                raise _oserror(ENODEV)
+            # (the address may be as long as the NIC's: Ethernet's 6 bytes, lo's too in Linux)
+            longest = 6 if nic.hardware_type in (ARPHRD_ETHER, ARPHRD_LOOPBACK) else len(nic.link.link_address())
+            if length > longest or kind > _PACKET_MR_UNICAST:
+                raise _oserror(EINVAL)
+            ep.membership(name == _PACKET_ADD_MEMBERSHIP, ifindex, kind, address[:length])
+            return
+        if name in (_PACKET_AUXDATA, _PACKET_ORIGDEV):
+            value = _int_option(raw)
+        elif name in _PACKET_KEPT or name == _PACKET_IGNORE_OUTGOING:
+            if len(raw) != _INT.size:
+                raise _oserror(EINVAL)
+            value = _int_option(raw)
+            if name == _PACKET_VERSION and value not in (0, 1, 2) or name == _PACKET_IGNORE_OUTGOING and \
+                    value not in (0, 1) or name == _PACKET_RESERVE and value < 0:
+                raise _oserror(EINVAL)
+        else:
+            raise _oserror(ENOPROTOOPT)
+        if name == _PACKET_AUXDATA:
+            ep.auxdata = bool(value)
+        elif name == _PACKET_IGNORE_OUTGOING:
+            ep.ignore_outgoing = bool(value)
+        else:
+            self.plain[(_SOL_PACKET, name)] = int(bool(value)) if name in _PACKET_FLAGS else value
+
+    def _get_packet_option(self, name: int) -> int | bytes:
+        ep = self.ep
+        if name == _PACKET_AUXDATA:
+            return int(ep.auxdata)
+        if name == _PACKET_IGNORE_OUTGOING:
+            return int(ep.ignore_outgoing)
+        if name == _PACKET_STATISTICS:
+            return struct.pack("II", *ep.statistics())
+        if name == _PACKET_HDRLEN:
+            return _TPACKET_HDRLEN      # of TPACKET_V1, which the zeroed buffer CPython passes asks for
+        if name in _PACKET_KEPT or name == _PACKET_ORIGDEV:
+            return self.plain.get((_SOL_PACKET, name), 0)
+        raise _oserror(ENOPROTOOPT)
 
     def _set_udp_option(self, name: int, raw: bytes) -> None:
         """Linux's udp_lib_setsockopt: the value must be an int whatever the option; the coverage

@@ -135,7 +135,8 @@ class NIC:
     def _tap_outbound(self, remote_link_address: bytes, protocol: int, pkt: PacketBuffer, writer: Any) -> None:
         """Show an outbound frame as PACKET_OUTGOING, with the link header the link is about to build,
         to the endpoints of every protocol (Linux's ptype_all: no others see outbound frames)."""
-        takers = [ep for ep in self.packet_endpoints.get(ETH_P_ALL, ()) if ep is not writer]
+        takers = [ep for ep in self.packet_endpoints.get(ETH_P_ALL, ())
+                  if ep is not writer and not ep.ignore_outgoing]     # (PACKET_IGNORE_OUTGOING)
         if not takers:
             return
         header = b""

@@ -192,6 +192,9 @@ class ControlMessages:
     ipv6_packet_info: IPv6PacketInfo | None = None
     drops: int | None = None       # datagrams the socket dropped before this one (SO_RXQ_OVFL; only if some)
     original_destination: tuple[bytes, int] | None = None   # the address and port it was sent to
+    # A packet endpoint's frame (PACKET_AUXDATA): status bits, the frame's length, what was kept of it, the
+    # network header's offset in what is read.
+    packet_aux: tuple[int, int, int, int] | None = None
 
 
 NO_CONTROL_MESSAGES = ControlMessages()

@@ -237,9 +237,10 @@ class DatagramEndpoint(TransportEndpoint):
         self._queued_bytes -= len(data)
         return ReadResult(bytes(data), sender, control)
 
-    def _enqueue(self, payload: memoryview, sender: FullAddress, pkt: PacketBuffer, dst: bytes) -> None:
+    def _enqueue(self, payload: memoryview, sender: FullAddress, pkt: PacketBuffer, dst: bytes,
+                 control: ControlMessages | None = None) -> None:
         """Queue a datagram for the reader; ``pkt`` (its network header) and ``dst`` (the destination
-        address) tell what the control messages asked for say about it."""
+        address) tell what the control messages asked for say about it, unless ``control`` says it all."""
         if self._read_shut or self.state is EndpointState.CLOSED:
             self.stats.receive_errors.closed_receiver.increment()
             return
@@ -247,7 +248,8 @@ class DatagramEndpoint(TransportEndpoint):
             self.stats.receive_errors.receive_buffer_overflow.increment()
             self._count_overflow()
             return
-        control = self._control_messages(pkt, sender.addr, dst) if self._wants_control else NO_CONTROL_MESSAGES
+        if control is None:
+            control = self._control_messages(pkt, sender.addr, dst) if self._wants_control else NO_CONTROL_MESSAGES
         was_empty = not self._queue
         self._queue.append((payload, sender, control))
         self._queued_bytes += len(payload)

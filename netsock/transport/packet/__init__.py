@@ -26,13 +26,15 @@ endpoints of it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ...header import ethernet
+from ...stack.interfaces import PacketType
 from ...stack.packet_buffer import PacketBuffer
-from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrDestinationRequired, ErrInvalidEndpointState, ErrInvalidOptionValue,
-                      ErrMessageTooLong, ErrNotSupported, ErrUnknownDevice, ErrUnknownProtocolOption, Error,
-                      FullAddress, SockOpt, WriteOptions)
+from ...tcpip import (DEFAULT_WRITE_OPTIONS, NO_CONTROL_MESSAGES, ErrBadLocalAddress, ErrDestinationRequired,
+                      ErrInvalidEndpointState, ErrInvalidOptionValue, ErrMessageTooLong, ErrNotSupported,
+                      ErrUnknownDevice, ErrUnknownProtocolOption, Error, FullAddress, SockOpt, WriteOptions)
 from ...tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE, ETH_P_ALL, PacketAddress
 from ...waiter import WaiterQueue
 from ..datagram import DatagramEndpoint, EndpointState
@@ -49,6 +51,20 @@ _OPTIONS = (SockOpt.RECEIVE_BUFFER_SIZE, SockOpt.SEND_BUFFER_SIZE, SockOpt.BIND_
             SockOpt.LOCK_FILTER)
 
 
+# tpacket_auxdata's tp_status bits (<linux/if_packet.h>)
+TP_STATUS_USER, TP_STATUS_CSUMNOTREADY, TP_STATUS_CSUM_VALID = 0x1, 0x8, 0x80
+
+
+def _auxdata_status(pkt: PacketBuffer, sender: PacketAddress) -> int:
+    """As Linux's packet_recvmsg: a frame whose checksum is still to be filled in (partial) is "not
+    ready", an inbound one whose checksum was verified "valid"."""
+    if pkt.csum_offset:
+        return TP_STATUS_USER | TP_STATUS_CSUMNOTREADY
+    if sender.pkt_type != PacketType.OUTGOING.value and pkt.checksum_verified:
+        return TP_STATUS_USER | TP_STATUS_CSUM_VALID
+    return TP_STATUS_USER
+
+
 class PacketEndpoint(DatagramEndpoint):
     """A packet endpoint: ``cooked`` (SOCK_DGRAM) reads and writes frames without their link header."""
 
@@ -61,6 +77,10 @@ class PacketEndpoint(DatagramEndpoint):
         self.cooked = cooked
         self.protocol = protocol
         self._nic = 0
+        self.auxdata = False                # PACKET_AUXDATA: each frame comes with its tpacket_auxdata
+        self.ignore_outgoing = False        # PACKET_IGNORE_OUTGOING: frames the stack sends are not read
+        self.memberships: list[tuple[int, int, bytes]] = []     # PACKET_ADD_MEMBERSHIP's (NIC, type, address)
+        self._statistics_base = (0, 0)      # PACKET_STATISTICS counts from its last reading
         # Linux's packet_create: with a protocol it reads from the start; with 0 only once bound to one.
         if protocol:
             stack.register_packet_endpoint(protocol, self)
@@ -113,13 +133,19 @@ class PacketEndpoint(DatagramEndpoint):
             return
         view = memoryview(frame)
         view = view[header_length:] if self.cooked else view
+        length = len(view)
         if self.socket_filter is not None:      # on what the socket reads: SOCK_DGRAM's has no link header
             head = frame[:header_length] if self.cooked else b""
             keep = self._filter_keeps(pkt, head, view, header_length)
             if not keep:
                 return
             view = view[:keep]
-        self._enqueue(view, sender, pkt, b"")  # type: ignore[arg-type]
+        control = None
+        if self.auxdata:
+            control = self._control_messages(pkt, b"", b"") if self._wants_control else NO_CONTROL_MESSAGES
+            control = replace(control, packet_aux=(_auxdata_status(pkt, sender), length, len(view),
+                                                   0 if self.cooked else header_length))
+        self._enqueue(view, sender, pkt, b"", control)  # type: ignore[arg-type]
 
     # --- writing ----------------------------------------------------------------------------------
 
@@ -167,6 +193,29 @@ class PacketEndpoint(DatagramEndpoint):
         return len(data)
 
     # --- options ----------------------------------------------------------------------------------
+
+    def statistics(self) -> tuple[int, int]:
+        """PACKET_STATISTICS: frames queued and dropped since it was last read (the dropped counted in
+        both, as Linux's tpacket_stats), then from zero again."""
+        queued, dropped = self.stats.packets_received.value, self.stats.receive_errors.receive_buffer_overflow.value
+        base_queued, base_dropped = self._statistics_base
+        self._statistics_base = (queued, dropped)
+        return queued - base_queued + dropped - base_dropped, dropped - base_dropped
+
+    def membership(self, join: bool, nic_id: int, kind: int, address: bytes) -> None:
+        """PACKET_ADD_MEMBERSHIP / PACKET_DROP_MEMBERSHIP: a NIC's multicast address, promiscuous or
+        all-multicast mode while this endpoint is open. A netsock NIC already shows packet endpoints every
+        frame it receives, those for other hosts and groups included (PACKET_OTHERHOST, PACKET_MULTICAST):
+        what the mode asks for is there; the memberships are kept, checked and dropped as Linux's."""
+        if nic_id not in self.stack.nics:
+            raise ErrUnknownDevice()
+        entry = (nic_id, kind, address)
+        if join:
+            self.memberships.append(entry)
+        elif entry in self.memberships:
+            self.memberships.remove(entry)
+        else:
+            raise ErrBadLocalAddress()      # Linux: EADDRNOTAVAIL
 
     def set_sock_opt(self, opt: SockOpt, value: Any) -> None:
         if opt not in _OPTIONS:
