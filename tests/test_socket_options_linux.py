@@ -59,7 +59,7 @@ UNIMPLEMENTED = {
         45: "MCAST_LEAVE_GROUP", 46: "MCAST_JOIN_SOURCE_GROUP", 47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER",
         50: "IPV6_PKTINFO (sticky)", 53: "IPV6_RECVHOPOPTS", 54: "IPV6_HOPOPTS", 55: "IPV6_RTHDRDSTOPTS",
         56: "IPV6_RECVRTHDR", 57: "IPV6_RTHDR", 58: "IPV6_RECVDSTOPTS", 59: "IPV6_DSTOPTS", 60: "IPV6_RECVPATHMTU",
-        61: "IPV6_PATHMTU", 62: "IPV6_DONTFRAG", 64: "IP6T_SO_GET_INFO", 65: "IP6T_SO_GET_ENTRIES",
+        64: "IP6T_SO_GET_INFO", 65: "IP6T_SO_GET_ENTRIES",
         68: "IP6T_SO_GET_REVISION_MATCH", 69: "IP6T_SO_GET_REVISION_TARGET", 70: "IPV6_AUTOFLOWLABEL",
         72: "IPV6_ADDR_PREFERENCES", 75: "IPV6_TRANSPARENT",
         76: "IPV6_UNICAST_IF", 77: "IPV6_RECVFRAGSIZE",
@@ -425,3 +425,26 @@ def test_corked_datagrams(family: int, host: str) -> None:
             traces.append(trace)
     assert traces[0] == traces[1]
     assert traces[1][4:6] == [b"abcdef", "EAGAIN"] and traces[1][9:11] == ["EAGAIN", b"1234"]
+
+
+def test_ipv6_dontfrag_and_pathmtu() -> None:
+    """IPV6_DONTFRAG: a UDP datagram over the path MTU fails with EMSGSIZE instead of leaving in fragments;
+    IPV6_PATHMTU reads a connected socket's path MTU in a struct ip6_mtuinfo whose address Linux leaves
+    zeroed (EINVAL into less room, ENOTCONN unconnected: measured on Linux)."""
+    with Network(seed=4) as net:
+        lan = net.switch("lan", "2001:db8:1::/64")
+        server, client = net.host("server.test", lan), net.host("client.test", lan)
+
+        def attempts() -> list[Any]:
+            with NetsockSocket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+                results = [answer(lambda: sock.getsockopt(IPV6, 61, 32)),
+                           answer(lambda: sock.sendto(b"x" * 3000, (server.address, 9)))]
+                sock.setsockopt(IPV6, 62, 5)
+                results += [sock.getsockopt(IPV6, 62), answer(lambda: sock.sendto(b"x" * 3000, (server.address, 9))),
+                            answer(lambda: sock.sendto(b"x" * 1400, (server.address, 9)))]
+                sock.connect((server.address, 9))
+                results += [answer(lambda: sock.getsockopt(IPV6, 61)), sock.getsockopt(IPV6, 61, 64)]
+            return results
+
+        results = client.spawn(attempts).get(timeout=10)
+    assert results == ["ENOTCONN", 3000, 1, "EMSGSIZE", 1400, "EINVAL", bytes(28) + struct.pack("I", 1500)]

@@ -192,6 +192,7 @@ _SO_RXQ_OVFL = 40                                           # datagrams dropped 
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
+_IPV6_PATHMTU, _SOCKADDR_IN6_SIZE = 61, 28
 _IP_MINTTL, _IPV6_MINHOPCOUNT = 21, 73   # <linux/in.h>, <linux/in6.h>: RFC 5082's minimum TTL
 _IP_RECVERR, _IPV6_RECVERR = 11, 25   # ICMP errors queued for recvmsg(MSG_ERRQUEUE)
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")    # <linux/errqueue.h>: errno, origin, type, code, pad, info, data
@@ -1510,6 +1511,12 @@ class SocketCore:
         if name == _IPV6_MINHOPCOUNT:
             self._min_ttl(_int_option(raw), 6, (IPPROTO_IPV6, name))
             return
+        if name == IPV6_DONTFRAG:           # (TCP keeps it: it never fragments)
+            if stream:
+                self.plain[(IPPROTO_IPV6, name)] = int(bool(_int_option(raw)))
+            else:
+                self._set(SockOpt.IPV6_DONT_FRAGMENT, bool(_int_option(raw)), 6)
+            return
         if name == IPV6_V6ONLY:
             value = _int_option(raw)
             if self.bound:
@@ -1568,6 +1575,11 @@ class SocketCore:
             return int(self._get(SockOpt.RECEIVE_ERRORS, 6, False))
         if name == _IPV6_MINHOPCOUNT:
             return self.plain.get((IPPROTO_IPV6, name), 0)
+        if name == IPV6_DONTFRAG:
+            return self.plain.get((IPPROTO_IPV6, name), 0) if stream else \
+                int(self._get(SockOpt.IPV6_DONT_FRAGMENT, 6, False))
+        if name == _IPV6_PATHMTU:           # struct ip6_mtuinfo: Linux leaves its address zeroed
+            return bytes(_SOCKADDR_IN6_SIZE) + struct.pack("I", self._path_mtu(6))
         if name == IPV6_V6ONLY:
             return int(self.v6only)
         if name == IPV6_UNICAST_HOPS:
@@ -2428,6 +2440,9 @@ class NetsockSocket:
         self._check()
         if level == SOL_SOCKET and optname == _SO_ATTACH_FILTER and buflen:
             return self._core.get_filter(buflen)
+        if level == IPPROTO_IPV6 and optname == _IPV6_PATHMTU and self._core.family == AF_INET6 and \
+                (buflen or _INT.size) < _SOCKADDR_IN6_SIZE + 4:
+            raise _oserror(EINVAL)      # room for a whole ip6_mtuinfo is asked first (then ENOTCONN)
         try:
             value = self._core.getsockopt(level, optname)
         except Error as e:

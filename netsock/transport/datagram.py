@@ -125,7 +125,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
             SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
             SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
-            SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False,
+            SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -356,7 +356,10 @@ class DatagramEndpoint(TransportEndpoint):
         Linux's ip_sk_use_pmtu)."""
         mode = self.options[SockOpt.MTU_DISCOVER]
         learned = mode <= PMTUDISC_DO       # the others go by the device's MTU, ignoring the path's
-        if mode in _PMTUDISC_REFUSES and not pkt.gso_size:
+        # IPV6_DONTFRAG refuses too, over IPv6, what would need fragmenting (Linux's ip6_append_data).
+        refuses = mode in _PMTUDISC_REFUSES or self.options[SockOpt.IPV6_DONT_FRAGMENT] and \
+            len(route.remote_address) == 16
+        if refuses and not pkt.gso_size:
             if pkt.size() + (ipv4.MIN_SIZE if len(route.remote_address) == 4 else ipv6.HEADER_SIZE) > \
                     route.mtu(learned):
                 self.stats.write_errors.invalid_args.increment()
