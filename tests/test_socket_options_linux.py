@@ -45,7 +45,7 @@ UNIMPLEMENTED = {
         36: "IP_DROP_MEMBERSHIP on an IPv6 socket", 37: "IP_UNBLOCK_SOURCE", 38: "IP_BLOCK_SOURCE",
         39: "IP_ADD_SOURCE_MEMBERSHIP", 40: "IP_DROP_SOURCE_MEMBERSHIP", 41: "IP_MSFILTER", 42: "MCAST_JOIN_GROUP",
         43: "MCAST_BLOCK_SOURCE", 44: "MCAST_UNBLOCK_SOURCE", 45: "MCAST_LEAVE_GROUP", 46: "MCAST_JOIN_SOURCE_GROUP",
-        47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER", 49: "IP_MULTICAST_ALL", 50: "IP_UNICAST_IF",
+        47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER", 49: "IP_MULTICAST_ALL",
         51: "IP_LOCAL_PORT_RANGE", 64: "IPT_SO_GET_INFO (iptables' own interface)", 65: "IPT_SO_GET_ENTRIES",
         66: "IPT_SO_GET_REVISION_MATCH", 67: "IPT_SO_GET_REVISION_TARGET",
     },
@@ -61,12 +61,11 @@ UNIMPLEMENTED = {
         56: "IPV6_RECVRTHDR", 57: "IPV6_RTHDR", 58: "IPV6_RECVDSTOPTS", 59: "IPV6_DSTOPTS", 60: "IPV6_RECVPATHMTU",
         64: "IP6T_SO_GET_INFO", 65: "IP6T_SO_GET_ENTRIES",
         68: "IP6T_SO_GET_REVISION_MATCH", 69: "IP6T_SO_GET_REVISION_TARGET", 70: "IPV6_AUTOFLOWLABEL",
-        72: "IPV6_ADDR_PREFERENCES", 75: "IPV6_TRANSPARENT",
-        76: "IPV6_UNICAST_IF", 77: "IPV6_RECVFRAGSIZE",
+        72: "IPV6_ADDR_PREFERENCES", 75: "IPV6_TRANSPARENT", 77: "IPV6_RECVFRAGSIZE",
     },
     TCP: {
         14: "TCP_MD5SIG", 16: "TCP_THIN_LINEAR_TIMEOUTS", 19: "TCP_REPAIR", 20: "TCP_REPAIR_QUEUE", 21: "TCP_QUEUE_SEQ",
-        22: "TCP_REPAIR_OPTIONS", 26: "TCP_CC_INFO", 27: "TCP_SAVE_SYN", 28: "TCP_SAVED_SYN", 29: "TCP_REPAIR_WINDOW",
+        22: "TCP_REPAIR_OPTIONS", 26: "TCP_CC_INFO", 29: "TCP_REPAIR_WINDOW",
         30: "TCP_FASTOPEN_CONNECT", 31: "TCP_ULP", 32: "TCP_MD5SIG_EXT", 33: "TCP_FASTOPEN_KEY",
         34: "TCP_FASTOPEN_NO_COOKIE", 35: "TCP_ZEROCOPY_RECEIVE", 37: "TCP_TX_DELAY", 38: "TCP_AO_ADD_KEY",
         39: "TCP_AO_DEL_KEY", 40: "TCP_AO_INFO", 41: "TCP_AO_GET_KEYS", 42: "TCP_AO_REPAIR", 44: "TCP_RTO_MAX_MS",
@@ -448,3 +447,68 @@ def test_ipv6_dontfrag_and_pathmtu() -> None:
 
         results = client.spawn(attempts).get(timeout=10)
     assert results == ["ENOTCONN", 3000, 1, "EMSGSIZE", 1400, "EINVAL", bytes(28) + struct.pack("I", 1500)]
+
+
+@pytest.mark.usefixtures("stack")
+def test_saved_syn() -> None:
+    """TCP_SAVE_SYN on a listener: each accepted connection can read, once, the IP and TCP headers of the SYN
+    that opened it (EINVAL, and still there, into less room); the listener and the client read nothing —
+    the kernel's answers over loopback, headers compared field by field where both stacks must agree."""
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make()) as listener:
+            listener.bind(("127.0.0.1", 0))
+            checks = [listener.getsockopt(TCP, 27), answer(lambda: listener.setsockopt(TCP, 27, 3))]
+            listener.setsockopt(TCP, 27, 1)
+            listener.listen()
+            with closing(make()) as client:
+                client.connect(listener.getsockname())
+                accepted, _ = listener.accept()
+                with closing(accepted):
+                    small = answer(lambda: accepted.getsockopt(TCP, 28, 10))
+                    syn = accepted.getsockopt(TCP, 28, 200)
+                    checks += [accepted.getsockopt(TCP, 27), small, listener.getsockopt(TCP, 28, 200),
+                               client.getsockopt(TCP, 28, 200), accepted.getsockopt(TCP, 28, 200)]
+                    ihl = (syn[0] & 15) * 4
+                    tcp = syn[ihl:]
+                    checks += [syn[0] >> 4, syn[9], syn[12:20], struct.unpack("!H", tcp[0:2])[0] ==
+                               client.getsockname()[1], struct.unpack("!H", tcp[2:4])[0] == listener.getsockname()[1],
+                               tcp[13], len(tcp) == (tcp[12] >> 4) * 4]
+        answers.append(checks)
+    assert answers[0] == answers[1]
+    assert answers[1][:7] == [0, "EINVAL", 1, "EINVAL", b"", b"", b""]
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize(("family", "level", "option"), [(socket.AF_INET, IP, 50), (socket.AF_INET6, IPV6, 76)])
+def test_unicast_interface_option_as_linux(family: int, level: int, option: int) -> None:
+    """IP_UNICAST_IF / IPV6_UNICAST_IF take an interface index in network byte order (lo is 1 in both
+    stacks): checked and read back as the kernel does."""
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(family, socket.SOCK_DGRAM)) as sock:
+            answers.append([answer(lambda: sock.setsockopt(level, option, value)) if value is not None else
+                            sock.getsockopt(level, option)
+                            for value in (None, socket.htonl(1), None, socket.htonl(99), 1, struct.pack("q", 1),
+                                          0, None)])
+    assert answers[0] == answers[1]
+
+
+def test_unicast_interface_chooses_the_way_out() -> None:
+    """A host on two LANs sends to the second: by its NIC there it goes; told to use the first's, no route
+    there reaches it (ENETUNREACH), as Linux's IP_UNICAST_IF restricts the lookup to that interface."""
+    with Network(seed=6) as net:
+        first, second = net.switch("first", "192.0.2.0/24"), net.switch("second", "198.51.100.0/24")
+        both = net.host("both.test", first, second)
+        far = net.host("far.test", second)
+
+        def sends() -> list[Any]:
+            results = []
+            for lan in (second, first):
+                nic = both.stack.local_address_nic(socket.inet_aton(both.addresses[lan])).id
+                with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.setsockopt(IP, 50, socket.htonl(nic))
+                    results.append(answer(lambda: sock.sendto(b"x", (far.address, 9))))
+            return results
+
+        assert both.spawn(sends).get(timeout=10) == [1, "ENETUNREACH"]

@@ -183,6 +183,7 @@ _MEMINFO = struct.Struct("9I")                              # SK_MEMINFO_VARS u3
 # Linux's ip_tos2prio: the priority an IP_TOS value gives the socket (rt_tos2priority), by (tos & 0x1E) >> 1.
 _TOS_PRIORITY = (0, 0, 0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 4, 4, 4, 4)
 _TCP_TIMESTAMP, _TCP_THIN_DUPACK, _TCP_INQ, _TCP_IS_MPTCP = 24, 17, 36, 43    # <linux/tcp.h>
+_TCP_SAVE_SYN, _TCP_SAVED_SYN = 27, 28
 _SO_ATTACH_FILTER, _SO_DETACH_FILTER, _SO_LOCK_FILTER = 26, 27, 44     # (26 read back: SO_GET_FILTER)
 _SOCK_FPROG = struct.Struct("HP")                           # struct sock_fprog: a length and a pointer
 _CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13                       # <linux/capability.h>
@@ -193,6 +194,7 @@ _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
 _IPV6_PATHMTU, _SOCKADDR_IN6_SIZE = 61, 28
+_IP_UNICAST_IF, _IPV6_UNICAST_IF = 50, 76
 _IP_MINTTL, _IPV6_MINHOPCOUNT = 21, 73   # <linux/in.h>, <linux/in6.h>: RFC 5082's minimum TTL
 _IP_RECVERR, _IPV6_RECVERR = 11, 25   # ICMP errors queued for recvmsg(MSG_ERRQUEUE)
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")    # <linux/errqueue.h>: errno, origin, type, code, pad, info, data
@@ -1353,6 +1355,8 @@ class SocketCore:
                 raise _oserror(EINVAL)
         elif name == _TCP_TIMESTAMP:        # only a socket in repair mode (TCP_REPAIR) may move its clock
             raise _oserror(EPERM)
+        elif name == _TCP_SAVE_SYN:
+            self._set(SockOpt.TCP_SAVE_SYN, value)
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -1380,6 +1384,8 @@ class SocketCore:
             return self.plain.get((IPPROTO_TCP, name), 0)
         if name == _TCP_TIMESTAMP:
             return int(self._get(SockOpt.TCP_TIMESTAMP))
+        if name == _TCP_SAVE_SYN:
+            return int(self._get(SockOpt.TCP_SAVE_SYN))
         raise _oserror(ENOPROTOOPT)
 
     def _set_ip_option(self, name: int, raw: bytes) -> None:
@@ -1432,6 +1438,8 @@ class SocketCore:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw, char=True)))
         elif name == _IP_MINTTL:
             self._min_ttl(_int_option(raw, char=True), scope)
+        elif name == _IP_UNICAST_IF:
+            self._unicast_interface(raw, scope)
         elif name == _IP_RECVERR and self.family != AF_PACKET:     # (datagram sockets queue, TCP reports)
             self._set(SockOpt.RECEIVE_ERRORS, bool(_int_option(raw, char=True)), scope)
         elif name == _IP_BIND_ADDRESS_NO_PORT:
@@ -1476,6 +1484,8 @@ class SocketCore:
             return int(self._get(SockOpt.RECEIVE_ERRORS, scope, False))
         if name == _IP_MINTTL:
             return self.plain.get((IPPROTO_IP, name), 0)
+        if name == _IP_UNICAST_IF:
+            return _INT.unpack(struct.pack("!I", self.plain.get((IPPROTO_IP, name), 0)))[0]
         if name == _IP_MTU_DISCOVER:
             return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
         if name == _IP_MTU:
@@ -1492,6 +1502,23 @@ class SocketCore:
         self.plain[key] = ttl
         if self.kind == SOCK_STREAM:
             self._set(SockOpt.MIN_TTL, ttl, scope)
+
+    def _unicast_interface(self, raw: bytes, scope: int, key: tuple[int, int] = (IPPROTO_IP, _IP_UNICAST_IF)) -> None:
+        """IP_UNICAST_IF / IPV6_UNICAST_IF: an interface index in network byte order (both, in Linux), 0 for
+        none; one the stack lacks is EADDRNOTAVAIL, one besides SO_BINDTODEVICE's EINVAL. Datagram sockets
+        send unicast by it (TCP keeps it, as Linux's)."""
+        if len(raw) != _INT.size:
+            raise _oserror(EINVAL)
+        ifindex = struct.unpack("!I", raw)[0]
+        if ifindex:
+            if ifindex not in self.stack.nics:
+                raise _oserror(EADDRNOTAVAIL)
+            bound = self._get(SockOpt.BIND_TO_DEVICE, default=0)
+            if bound and bound != ifindex:
+                raise _oserror(EINVAL)
+        self.plain[key] = ifindex
+        if self.kind != SOCK_STREAM:
+            self._set(SockOpt.UNICAST_INTERFACE, ifindex, scope)
 
     def _path_mtu(self, scope: int) -> int:
         """IP_MTU / IPV6_MTU: the path MTU of a connected socket (ENOTCONN otherwise)."""
@@ -1510,6 +1537,9 @@ class SocketCore:
             return
         if name == _IPV6_MINHOPCOUNT:
             self._min_ttl(_int_option(raw), 6, (IPPROTO_IPV6, name))
+            return
+        if name == _IPV6_UNICAST_IF:
+            self._unicast_interface(raw, 6, (IPPROTO_IPV6, name))
             return
         if name == IPV6_DONTFRAG:           # (TCP keeps it: it never fragments)
             if stream:
@@ -1575,6 +1605,8 @@ class SocketCore:
             return int(self._get(SockOpt.RECEIVE_ERRORS, 6, False))
         if name == _IPV6_MINHOPCOUNT:
             return self.plain.get((IPPROTO_IPV6, name), 0)
+        if name == _IPV6_UNICAST_IF:
+            return _INT.unpack(struct.pack("!I", self.plain.get((IPPROTO_IPV6, name), 0)))[0]
         if name == IPV6_DONTFRAG:
             return self.plain.get((IPPROTO_IPV6, name), 0) if stream else \
                 int(self._get(SockOpt.IPV6_DONT_FRAGMENT, 6, False))
@@ -2440,6 +2472,11 @@ class NetsockSocket:
         self._check()
         if level == SOL_SOCKET and optname == _SO_ATTACH_FILTER and buflen:
             return self._core.get_filter(buflen)
+        if level == IPPROTO_TCP and optname == _TCP_SAVED_SYN and self._core.kind == SOCK_STREAM:
+            try:
+                return _option_result(self._core.ep.take_saved_syn(buflen or _INT.size), buflen, False)
+            except Error as e:
+                raise e.to_oserror() from None
         if level == IPPROTO_IPV6 and optname == _IPV6_PATHMTU and self._core.family == AF_INET6 and \
                 (buflen or _INT.size) < _SOCKADDR_IN6_SIZE + 4:
             raise _oserror(EINVAL)      # room for a whole ip6_mtuinfo is asked first (then ENOTCONN)

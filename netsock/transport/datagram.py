@@ -126,6 +126,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
             SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
             SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
+            SockOpt.UNICAST_INTERFACE: 0,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -164,9 +165,7 @@ class DatagramEndpoint(TransportEndpoint):
         if not addr.addr:
             self.disconnect()
             return
-        nic = addr.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
-        if not nic and self._is_group_address(bytes(addr.addr)):
-            nic = self.options[SockOpt.MULTICAST_INTERFACE]
+        nic = self._output_nic(addr.nic, bytes(addr.addr))
         route = socket_route(self.stack, nic, self._source_address(), bytes(addr.addr), self.net_proto,
                              self.options[SockOpt.DONT_ROUTE])
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
@@ -314,9 +313,7 @@ class DatagramEndpoint(TransportEndpoint):
             if options.dont_route:
                 check_on_link(route)    # (SO_DONTROUTE's was checked at connect)
         else:
-            nic = to.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
-            if not nic and to.addr and self._is_group_address(bytes(to.addr)):
-                nic = self.options[SockOpt.MULTICAST_INTERFACE]
+            nic = self._output_nic(to.nic, bytes(to.addr))
             try:
                 route = socket_route(self.stack, nic, self._source_address(), bytes(to.addr), self.net_proto,
                                      options.dont_route or self.options[SockOpt.DONT_ROUTE])
@@ -348,6 +345,16 @@ class DatagramEndpoint(TransportEndpoint):
             tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if v6 else SockOpt.IPV4_TOS]
         self.stats.packets_sent.value += self._transmit(route, data, dst_port, ttl, tos, control)
         return len(data)
+
+    def _output_nic(self, nic: int, remote: bytes) -> int:
+        """The NIC a datagram to ``remote`` leaves by: the address's scope, SO_BINDTODEVICE's or the bound
+        address's NIC, else IP_MULTICAST_IF's for a group and IP_UNICAST_IF's for any other (0: the routes
+        choose), as Linux's udp_sendmsg picks its oif."""
+        nic = nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
+        if not nic and remote:
+            nic = self.options[SockOpt.MULTICAST_INTERFACE if self._is_group_address(remote) else
+                               SockOpt.UNICAST_INTERFACE]
+        return nic
 
     def _route_write(self, route: Route, protocol: int, pkt: PacketBuffer, ttl: int, tos: int) -> None:
         """Hand a finished datagram to the network layer as IP_MTU_DISCOVER says: with DF (IPv4) for

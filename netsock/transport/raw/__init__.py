@@ -96,9 +96,7 @@ class RawEndpoint(DatagramEndpoint):
             self.disconnect()
             return
         remote = bytes(addr.addr)
-        nic = addr.nic or self.options[SockOpt.BIND_TO_DEVICE] or self.local.nic
-        if not nic and self._is_group_address(remote):
-            nic = self.options[SockOpt.MULTICAST_INTERFACE]
+        nic = self._output_nic(addr.nic, remote)
         route = socket_route(self.stack, nic, self._source_address(), remote, self.net_proto,
                              self.options[SockOpt.DONT_ROUTE])
         if route.broadcast and not self.options[SockOpt.BROADCAST]:

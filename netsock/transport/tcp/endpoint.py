@@ -145,7 +145,8 @@ class TCPEndpoint(TransportEndpoint):
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "min_ttl", "mark",
+                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "min_ttl", "save_syn",
+                 "saved_syn", "mark",
                  "socket_filter", "filter_locked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
@@ -223,6 +224,8 @@ class TCPEndpoint(TransportEndpoint):
         self.recverr = False                        # IP_RECVERR: a soft ICMP error is reported at once
         self.dontroute = False                      # SO_DONTROUTE: connect only to a destination on a link
         self.min_ttl = 0                            # IP_MINTTL / IPV6_MINHOPCOUNT (RFC 5082's GTSM); 0: none
+        self.save_syn = 0                           # TCP_SAVE_SYN: 1 the SYN's IP and TCP headers, 2 its link's too
+        self.saved_syn = b""                        # TCP_SAVED_SYN: a listener's last SYN, then its connection's
         self.mark = 0                               # SO_MARK: carried by every segment sent
         self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER: run on every segment received
         self.filter_locked = False                  # SO_LOCK_FILTER
@@ -653,6 +656,10 @@ class TCPEndpoint(TransportEndpoint):
             self.recverr = bool(value)
         elif opt is SockOpt.DONT_ROUTE:
             self.dontroute = bool(value)
+        elif opt is SockOpt.TCP_SAVE_SYN:
+            if not 0 <= int(value) <= 2:
+                raise ErrInvalidOptionValue()
+            self.save_syn = int(value)
         elif opt is SockOpt.MIN_TTL:
             if not 0 <= int(value) <= 255:
                 raise ErrInvalidOptionValue()
@@ -717,7 +724,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
                   SockOpt.RECEIVE_ERRORS: lambda: self.recverr, SockOpt.DONT_ROUTE: lambda: self.dontroute,
-                  SockOpt.MIN_TTL: lambda: self.min_ttl,
+                  SockOpt.MIN_TTL: lambda: self.min_ttl, SockOpt.TCP_SAVE_SYN: lambda: self.save_syn,
                   SockOpt.SOCKET_FILTER: lambda: self.socket_filter,
                   SockOpt.LOCK_FILTER: lambda: int(self.filter_locked),
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
@@ -787,6 +794,8 @@ class TCPEndpoint(TransportEndpoint):
             return
         if self.socket_filter is not None and not self._filter_keeps(pkt):
             return
+        if self.save_syn and state is _LISTEN:
+            self._save_syn(pkt)
         seg = parse_segment(pkt, src, dst, self.stack_stats,
                             not pkt.checksum_verified and self.proto.verify_checksums(pkt.nic_id))
         if seg is None:
@@ -794,6 +803,22 @@ class TCPEndpoint(TransportEndpoint):
             return
         self.stats.packets_received.value += 1
         self._dispatch(seg)
+
+    def _save_syn(self, pkt: PacketBuffer) -> None:
+        """TCP_SAVE_SYN: keep a SYN's headers (its link header too at 2) for the connection it opens."""
+        data = pkt.data
+        if len(data) >= 20 and data[13] & SYN and not data[13] & ACK:
+            headers = bytes(pkt.network_header) + bytes(data[:(data[12] >> 4) * 4])
+            self.saved_syn = bytes(pkt.link_header) + headers if self.save_syn == 2 else headers
+
+    def take_saved_syn(self, room: int) -> bytes:
+        """TCP_SAVED_SYN, read once: the headers of the SYN that opened this connection; ErrInvalidOptionValue
+        (kept) if they do not fit in ``room``, as Linux answers EINVAL."""
+        saved = self.saved_syn if self.state is not S.LISTEN else b""     # (a listener's is in passing)
+        if len(saved) > room:
+            raise ErrInvalidOptionValue()
+        self.saved_syn = b""
+        return saved
 
     def _filter_keeps(self, pkt: PacketBuffer) -> bool:
         """SO_ATTACH_FILTER on a segment (the TCP header at 0): dropped, or its payload cut to what the
@@ -882,6 +907,7 @@ class TCPEndpoint(TransportEndpoint):
             return
         child = self._new_child(seg, iss)
         if child is not None:
+            child.saved_syn, self.saved_syn = self.saved_syn, b""     # (TCP_SAVE_SYN's, if any)
             child._syn_received(seg)
 
     def _hold(self, seg: Segment, drop: StatCounter) -> None:
@@ -948,6 +974,7 @@ class TCPEndpoint(TransportEndpoint):
         self.recverr = listener.recverr
         self.dontroute = listener.dontroute
         self.min_ttl = listener.min_ttl
+        self.save_syn = listener.save_syn
         self.mark = listener.mark
         self.socket_filter = listener.socket_filter
         self.filter_locked = listener.filter_locked
