@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
+import gevent
 import pytest
 
 from netsock.adapter import NetsockSocket
@@ -512,3 +513,48 @@ def test_unicast_interface_chooses_the_way_out() -> None:
             return results
 
         assert both.spawn(sends).get(timeout=10) == [1, "ENETUNREACH"]
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize(("option", "size"), [(29, 16), (35, 16)])
+def test_tcp_reads_carry_when_their_bytes_arrived(option: int, size: int) -> None:
+    """SO_TIMESTAMP / SO_TIMESTAMPNS on TCP: each recvmsg that reads bytes says when the last segment it read
+    from arrived (Linux's tcp_recv_timestamp) — two sends 0.2 s apart read one by one, then together."""
+    # Linux stamps packets only once some socket has asked, switched on in deferred work: a socket that
+    # asks from the start keeps the first read of the kernel's from coming unstamped.
+    keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    keeper.setsockopt(SOL_SOCKET, option, 1)
+    time.sleep(0.1)
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make()) as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            with closing(make()) as client:
+                client.connect(listener.getsockname())
+                accepted, _ = listener.accept()
+                with closing(accepted):
+                    accepted.setsockopt(SOL_SOCKET, option, 1)
+                    stamps, shapes = [], []
+                    for together in (False, True):
+                        for payload in (b"first", b"second"):
+                            client.sendall(payload)
+                            gevent.sleep(0.2)       # (the stack runs meanwhile)
+                            if not together:
+                                _, ancdata, _, _ = accepted.recvmsg(100, socket.CMSG_SPACE(size))
+                                stamps.append(ancdata)
+                        if together:
+                            data, ancdata, _, _ = accepted.recvmsg(100, socket.CMSG_SPACE(size))
+                            stamps.append(ancdata)
+                            shapes.append(data)
+                    times = []
+                    for [(level, kind, stamp)] in stamps:
+                        seconds, fraction = struct.unpack("ll", stamp)
+                        times.append(seconds + fraction / (1e9 if option == 35 else 1e6))
+                        shapes.append((level, kind, len(stamp)))
+                    gaps = [round(b - a, 1) for a, b in zip(times, times[1:])]
+                    assert abs(times[-1] - time.time()) < 5
+                    answers.append((shapes, gaps))
+    keeper.close()
+    assert answers[0] == answers[1]
+    assert answers[1][1] == [0.2, 0.4]      # the joint read is stamped with its second segment

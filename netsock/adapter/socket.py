@@ -1109,10 +1109,7 @@ class SocketCore:
             # its own unit (SCM_TIMESTAMP's timeval, SCM_TIMESTAMPNS's timespec), either one off turns it off.
             on = bool(_int_option(raw))
             self.plain[(SOL_SOCKET, _SO_TIMESTAMPNS)] = int(on and name == _SO_TIMESTAMPNS)
-            if stream:
-                self.plain[(SOL_SOCKET, _SO_TIMESTAMP)] = int(on)
-            else:
-                self._set(SockOpt.TIMESTAMP, on)
+            self._set(SockOpt.TIMESTAMP, on)
         elif name == _SO_ATTACH_FILTER:
             self._set(SockOpt.SOCKET_FILTER, self._filter_program(raw))
         elif name == _SO_DETACH_FILTER:
@@ -1250,7 +1247,7 @@ class SocketCore:
         if name == SO_ACCEPTCONN:
             return int(stream and self.ep.state is TCPState.LISTEN)
         if name in (_SO_TIMESTAMP, _SO_TIMESTAMPNS):
-            stamping = self.plain.get((SOL_SOCKET, _SO_TIMESTAMP), 0) if stream else self._get(SockOpt.TIMESTAMP)
+            stamping = self._get(SockOpt.TIMESTAMP)
             nanoseconds = self.plain.get((SOL_SOCKET, _SO_TIMESTAMPNS), 0)
             return int(bool(stamping) and bool(nanoseconds) == (name == _SO_TIMESTAMPNS))
         if name == _SO_ATTACH_FILTER:       # SO_GET_FILTER into an int: see get_filter
@@ -2302,16 +2299,22 @@ class NetsockSocket:
                 return _EOF
         return self._io(_IN, read, *self._limits(flags, send=False))
 
-    def _stream_ancillary(self, ancbufsize: int) -> tuple[list[tuple[int, int, bytes]], int]:
-        """TCP_INQ's control message: what is left to read after this read (Linux's tcp_inq_hint: 1 when
-        nothing is, but the peer has closed, so that the reader knows to read its end)."""
+    def _stream_ancillary(self, ancbufsize: int, read: int) -> tuple[list[tuple[int, int, bytes]], int]:
+        """A TCP read's control messages, in Linux's order: with SO_TIMESTAMP(NS), when the last segment
+        its ``read`` bytes came from arrived; with TCP_INQ, what is left to read (Linux's tcp_inq_hint: 1
+        when nothing is, but the peer has closed, so that the reader knows to read its end)."""
         core = self._core
-        if not core.plain.get((IPPROTO_TCP, _TCP_INQ)):
-            return [], 0
-        left = core.queue_size(SockOpt.RECEIVE_QUEUE_SIZE)
-        if not left and core.ep.state in _PEER_DONE:
-            left = 1
-        return _ancillary([(IPPROTO_TCP, _TCP_INQ, _INT.pack(left))], ancbufsize)
+        items = []
+        stamp = core.ep.read_stamp
+        if read and stamp is not None and core.ep.stamp_reads:
+            nanoseconds = bool(core.plain.get((SOL_SOCKET, _SO_TIMESTAMPNS)))
+            items = _control_items(ControlMessages(timestamp=stamp), core.family, nanoseconds)
+        if core.plain.get((IPPROTO_TCP, _TCP_INQ)):
+            left = core.queue_size(SockOpt.RECEIVE_QUEUE_SIZE)
+            if not left and core.ep.state in _PEER_DONE:
+                left = 1
+            items.append((IPPROTO_TCP, _TCP_INQ, _INT.pack(left)))
+        return _ancillary(items, ancbufsize) if items else ([], 0)
 
     def _sender(self, result: ReadResult) -> tuple[Any, ...] | None:
         return self._core.address(result.sender) if result.sender is not None else None
@@ -2397,7 +2400,7 @@ class NetsockSocket:
         self._check()
         if self._core.kind == SOCK_STREAM:
             data = self._stream_read(bufsize, flags)
-            ancdata, truncated = self._stream_ancillary(ancbufsize)
+            ancdata, truncated = self._stream_ancillary(ancbufsize, len(data))
             return data, ancdata, truncated | flags & MSG_OOB, None  # type: ignore[return-value]
         result = self._datagram_read(flags)
         ancdata, truncated = self._ancillary(result, ancbufsize)
@@ -2427,7 +2430,7 @@ class NetsockSocket:
         ancdata: list[tuple[int, int, bytes]] = []
         if self._core.kind == SOCK_STREAM:
             data: bytes = self._stream_read(total, flags)  # type: ignore[assignment]
-            ancdata, truncated = self._stream_ancillary(ancbufsize)
+            ancdata, truncated = self._stream_ancillary(ancbufsize, len(data))
             truncated, sender = truncated | flags & MSG_OOB, None
         else:
             result = self._datagram_read(flags)

@@ -146,7 +146,7 @@ class TCPEndpoint(TransportEndpoint):
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
                  "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "min_ttl", "save_syn",
-                 "saved_syn", "mark",
+                 "saved_syn", "stamp_reads", "read_stamp", "mark",
                  "socket_filter", "filter_locked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
@@ -226,6 +226,8 @@ class TCPEndpoint(TransportEndpoint):
         self.min_ttl = 0                            # IP_MINTTL / IPV6_MINHOPCOUNT (RFC 5082's GTSM); 0: none
         self.save_syn = 0                           # TCP_SAVE_SYN: 1 the SYN's IP and TCP headers, 2 its link's too
         self.saved_syn = b""                        # TCP_SAVED_SYN: a listener's last SYN, then its connection's
+        self.stamp_reads = False                    # SO_TIMESTAMP: reads say when their bytes arrived
+        self.read_stamp: int | None = None          # ... the last read's (ns since the epoch)
         self.mark = 0                               # SO_MARK: carried by every segment sent
         self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER: run on every segment received
         self.filter_locked = False                  # SO_LOCK_FILTER
@@ -387,9 +389,11 @@ class TCPEndpoint(TransportEndpoint):
         raise ErrNotConnected()
 
     def _after_read(self, count: int) -> None:
-        snd = self.snd
-        if self.rcv.consumed(count, snd.srtt if snd is not None else 0.0):  # type: ignore[union-attr]
+        snd, rcv = self.snd, self.rcv
+        if rcv.consumed(count, snd.srtt if snd is not None else 0.0):  # type: ignore[union-attr]
             self.proto.owe_ack(self)
+        if self.stamp_reads:
+            self.read_stamp = rcv.read_stamp()  # type: ignore[union-attr]
 
     def write(self, data: bytes | bytearray | memoryview, options: WriteOptions = DEFAULT_WRITE_OPTIONS) -> int:
         """Queue as much of ``data`` as the send buffer takes (possibly less than all); returns how much."""
@@ -656,6 +660,11 @@ class TCPEndpoint(TransportEndpoint):
             self.recverr = bool(value)
         elif opt is SockOpt.DONT_ROUTE:
             self.dontroute = bool(value)
+        elif opt is SockOpt.TIMESTAMP:
+            self.stamp_reads = bool(value)
+            if self.rcv is not None:
+                self.rcv.stamps = deque() if value else None
+                self.rcv.clock_ns = self.stack.clock.now_ns
         elif opt is SockOpt.TCP_SAVE_SYN:
             if not 0 <= int(value) <= 2:
                 raise ErrInvalidOptionValue()
@@ -725,6 +734,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
                   SockOpt.RECEIVE_ERRORS: lambda: self.recverr, SockOpt.DONT_ROUTE: lambda: self.dontroute,
                   SockOpt.MIN_TTL: lambda: self.min_ttl, SockOpt.TCP_SAVE_SYN: lambda: self.save_syn,
+                  SockOpt.TIMESTAMP: lambda: self.stamp_reads,
                   SockOpt.SOCKET_FILTER: lambda: self.socket_filter,
                   SockOpt.LOCK_FILTER: lambda: int(self.filter_locked),
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
@@ -975,6 +985,7 @@ class TCPEndpoint(TransportEndpoint):
         self.dontroute = listener.dontroute
         self.min_ttl = listener.min_ttl
         self.save_syn = listener.save_syn
+        self.stamp_reads = listener.stamp_reads
         self.mark = listener.mark
         self.socket_filter = listener.socket_filter
         self.filter_locked = listener.filter_locked
@@ -1103,6 +1114,9 @@ class TCPEndpoint(TransportEndpoint):
         self.rcv.adv_edge = 1 + self._syn_window()
         self.rcv.moderate = self.moderate_rcvbuf
         self.rcv.clamp = self.window_clamp
+        if self.stamp_reads:
+            self.rcv.stamps = deque()
+            self.rcv.clock_ns = self.stack.clock.now_ns
 
     def _established(self) -> None:
         snd = self.snd

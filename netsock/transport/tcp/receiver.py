@@ -9,6 +9,8 @@ per segment. That puts wraparound handling in exactly one place.
 from __future__ import annotations
 
 import bisect
+import time
+from collections import deque
 from typing import Callable
 
 from ...tcpip import TransportEndpointStats
@@ -35,7 +37,7 @@ class Receiver:
     __slots__ = ("irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
                  "adv_edge", "unacked_bytes", "ack_owed", "quickacks", "fin_received", "mss", "sack_ok",
                  "sack_blocks", "moderate", "copied", "copied_since", "stats", "now", "urg_seq", "urg_byte",
-                 "urg_read", "clamp")
+                 "urg_read", "clamp", "stamps", "clock_ns")
 
     def __init__(self, irs: int, buffer_size: int, max_buffer_size: int, wscale: int, mss: int, sack_ok: bool,
                  stats: TransportEndpointStats, now: Callable[[], float]) -> None:
@@ -67,12 +69,15 @@ class Receiver:
         self.urg_byte = -1
         self.urg_read = False
         self.clamp = 0                  # TCP_WINDOW_CLAMP: the most window offered (0: none)
+        # SO_TIMESTAMP: when the bytes up to each sequence number arrived (ns since the epoch), while asked for.
+        self.stamps: deque[tuple[int, int]] | None = None
+        self.clock_ns: Callable[[], int] = time.time_ns
 
     # --- inbound data -----------------------------------------------------------------------------
 
     def handle_data(self, seq: int, data: memoryview, fin: bool) -> int:
         """Take the segment's data and FIN; returns when to acknowledge it (ACK_LATER/SOON/NOW)."""
-        nxt = self.nxt
+        nxt = before = self.nxt
         end = seq + len(data)
         if seq < nxt:                       # retransmitted bytes we already have
             data = data[nxt - seq:]
@@ -100,6 +105,8 @@ class Receiver:
                 self.nxt = nxt = oend
             if ofin and oend >= nxt:
                 fin = True
+        if self.stamps is not None and nxt > before:
+            self.stamps.append((nxt, self.clock_ns()))
         if filled_hole and self.sack_blocks:
             self.sack_blocks = update_sack_blocks(self.sack_blocks, nxt, nxt, nxt)
         if fin and not self.fin_received:
@@ -129,6 +136,20 @@ class Receiver:
     def _report_sack(self, seq: int, end: int) -> None:
         if self.sack_ok and end > seq:
             self.sack_blocks = update_sack_blocks(self.sack_blocks, seq, end, self.nxt)
+
+    def read_stamp(self) -> int | None:
+        """When the last segment the latest read took bytes from arrived (Linux's tcp_recv_timestamp stamps
+        a read with its last skb copied): the entry that holds the byte before ``read_seq``."""
+        stamps = self.stamps
+        if stamps is None:
+            return None
+        read = self.read_seq
+        last = None
+        while stamps and stamps[0][0] <= read:
+            last = stamps.popleft()
+        if last is not None and last[0] == read or not stamps:
+            return last[1] if last is not None else None
+        return stamps[0][1]
 
     @property
     def read_seq(self) -> int:
