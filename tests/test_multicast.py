@@ -245,3 +245,17 @@ def test_group_bound_and_wildcard_bound_sockets_both_get_each_datagram(harness: 
     on_any = member(harness, reuse=True)
     harness.inject(datagram(payload=b"both"))
     assert received(on_group) == [b"both"] and received(on_any) == [b"both"]
+
+
+def test_with_multicast_all_off_only_the_groups_it_joined(harness: StackHarness) -> None:
+    """IP_MULTICAST_ALL off (Linux's ip_mc_sf_allow for a group the socket is no member of): a wildcard
+    socket gets no traffic for a group only another socket joined, still its own group's."""
+    member(harness, port=None, group=GROUP_B)      # another socket's group
+    ep = member(harness, reuse=True)               # INADDR_ANY:5000, a member of GROUP
+    ep.set_sock_opt(SockOpt.MULTICAST_ALL, False)
+    harness.inject(datagram(GROUP_B, b"not ours"))
+    harness.inject(datagram(GROUP, b"ours"))
+    assert received(ep) == [b"ours"]
+    ep.set_sock_opt(SockOpt.MULTICAST_ALL, True)
+    harness.inject(datagram(GROUP_B, b"anyone's"))
+    assert received(ep) == [b"anyone's"]

@@ -46,7 +46,7 @@ UNIMPLEMENTED = {
         36: "IP_DROP_MEMBERSHIP on an IPv6 socket", 37: "IP_UNBLOCK_SOURCE", 38: "IP_BLOCK_SOURCE",
         39: "IP_ADD_SOURCE_MEMBERSHIP", 40: "IP_DROP_SOURCE_MEMBERSHIP", 41: "IP_MSFILTER", 42: "MCAST_JOIN_GROUP",
         43: "MCAST_BLOCK_SOURCE", 44: "MCAST_UNBLOCK_SOURCE", 45: "MCAST_LEAVE_GROUP", 46: "MCAST_JOIN_SOURCE_GROUP",
-        47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER", 49: "IP_MULTICAST_ALL",
+        47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER",
         51: "IP_LOCAL_PORT_RANGE", 64: "IPT_SO_GET_INFO (iptables' own interface)", 65: "IPT_SO_GET_ENTRIES",
         66: "IPT_SO_GET_REVISION_MATCH", 67: "IPT_SO_GET_REVISION_TARGET",
     },
@@ -54,7 +54,7 @@ UNIMPLEMENTED = {
         1: "IPV6_ADDRFORM", 2: "IPV6_2292PKTINFO", 3: "IPV6_2292HOPOPTS", 4: "IPV6_2292DSTOPTS", 5: "IPV6_2292RTHDR",
         6: "IPV6_2292PKTOPTIONS", 8: "IPV6_2292HOPLIMIT", 11: "IPV6_FLOWINFO", 22: "IPV6_ROUTER_ALERT",
         24: "IPV6_MTU (read only here)", 27: "IPV6_JOIN_ANYCAST",
-        28: "IPV6_LEAVE_ANYCAST", 29: "IPV6_MULTICAST_ALL", 30: "IPV6_ROUTER_ALERT_ISOLATE",
+        28: "IPV6_LEAVE_ANYCAST", 30: "IPV6_ROUTER_ALERT_ISOLATE",
         31: "IPV6_RECVERR_RFC4884", 32: "IPV6_FLOWLABEL_MGR", 33: "IPV6_FLOWINFO_SEND", 34: "IPV6_IPSEC_POLICY",
         35: "IPV6_XFRM_POLICY", 42: "MCAST_JOIN_GROUP", 43: "MCAST_BLOCK_SOURCE", 44: "MCAST_UNBLOCK_SOURCE",
         45: "MCAST_LEAVE_GROUP", 46: "MCAST_JOIN_SOURCE_GROUP", 47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER",
@@ -558,3 +558,18 @@ def test_tcp_reads_carry_when_their_bytes_arrived(option: int, size: int) -> Non
     keeper.close()
     assert answers[0] == answers[1]
     assert answers[1][1] == [0.2, 0.4]      # the joint read is stamped with its second segment
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize(("family", "level", "option"), [(socket.AF_INET, IP, 49), (socket.AF_INET6, IPV6, 29),
+                                                         (socket.AF_INET6, IP, 49)])
+@pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
+def test_multicast_all_as_linux(family: int, level: int, option: int, kind: int) -> None:
+    """IP_MULTICAST_ALL takes 0 or 1 (IPV6_MULTICAST_ALL any int, as a flag); IPv4's is on by default
+    except on an IPv6 socket (Linux sets it in inet_create only) — the kernel's answers."""
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(family, kind)) as sock:
+            answers.append([answer(lambda: sock.setsockopt(level, option, value)) if value is not None else
+                            sock.getsockopt(level, option) for value in (None, 2, None, 0, None, -1, None, b"\0", None)])
+    assert answers[0] == answers[1]

@@ -195,6 +195,7 @@ _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
 _IPV6_PATHMTU, _SOCKADDR_IN6_SIZE = 61, 28
 _IP_UNICAST_IF, _IPV6_UNICAST_IF = 50, 76
+_IP_MULTICAST_ALL, _IPV6_MULTICAST_ALL = 49, 29
 _IP_MINTTL, _IPV6_MINHOPCOUNT = 21, 73   # <linux/in.h>, <linux/in6.h>: RFC 5082's minimum TTL
 _IP_RECVERR, _IPV6_RECVERR = 11, 25   # ICMP errors queued for recvmsg(MSG_ERRQUEUE)
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")    # <linux/errqueue.h>: errno, origin, type, code, pad, info, data
@@ -660,6 +661,9 @@ class SocketCore:
         # Options Linux keeps for a socket type they do nothing for, only to read them back.
         self.plain: dict[tuple[int, int], int | bytes] = {}
         self.cookie = 0     # SO_COOKIE, given when first asked for
+        if family == AF_INET6 and transport in _UDP_TRANSPORTS and kind == SOCK_DGRAM:
+            # Linux sets IP_MULTICAST_ALL in inet_create only: an IPv6 socket's IPv4 traffic starts without it.
+            self.settings[(SockOpt.MULTICAST_ALL, 4)] = False
         self.linger = (0, 0)
         self.timeouts: list[float | None] = [None, None]     # SO_RCVTIMEO, SO_SNDTIMEO
         self.descriptors = fds.EventFds()
@@ -1437,6 +1441,11 @@ class SocketCore:
             self._min_ttl(_int_option(raw, char=True), scope)
         elif name == _IP_UNICAST_IF:
             self._unicast_interface(raw, scope)
+        elif name == _IP_MULTICAST_ALL:
+            value = _int_option(raw, char=True)
+            if value not in (0, 1):
+                raise _oserror(EINVAL)
+            self._multicast_all((IPPROTO_IP, name), value, scope)
         elif name == _IP_RECVERR and self.family != AF_PACKET:     # (datagram sockets queue, TCP reports)
             self._set(SockOpt.RECEIVE_ERRORS, bool(_int_option(raw, char=True)), scope)
         elif name == _IP_BIND_ADDRESS_NO_PORT:
@@ -1483,6 +1492,8 @@ class SocketCore:
             return self.plain.get((IPPROTO_IP, name), 0)
         if name == _IP_UNICAST_IF:
             return _INT.unpack(struct.pack("!I", self.plain.get((IPPROTO_IP, name), 0)))[0]
+        if name == _IP_MULTICAST_ALL:
+            return self.plain.get((IPPROTO_IP, name), int(self.family == AF_INET))
         if name == _IP_MTU_DISCOVER:
             return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
         if name == _IP_MTU:
@@ -1517,6 +1528,13 @@ class SocketCore:
         if self.kind != SOCK_STREAM:
             self._set(SockOpt.UNICAST_INTERFACE, ifindex, scope)
 
+    def _multicast_all(self, key: tuple[int, int], value: int, scope: int) -> None:
+        """IP_MULTICAST_ALL / IPV6_MULTICAST_ALL (1 by default): off, a socket gets group traffic only for
+        groups it joined itself. UDP heeds it; other sockets keep it, as Linux's."""
+        self.plain[key] = value
+        if self.transport in _UDP_TRANSPORTS and self.kind == SOCK_DGRAM:
+            self._set(SockOpt.MULTICAST_ALL, bool(value), scope)
+
     def _path_mtu(self, scope: int) -> int:
         """IP_MTU / IPV6_MTU: the path MTU of a connected socket (ENOTCONN otherwise)."""
         mtu = self._get(SockOpt.PATH_MTU, scope)
@@ -1537,6 +1555,9 @@ class SocketCore:
             return
         if name == _IPV6_UNICAST_IF:
             self._unicast_interface(raw, 6, (IPPROTO_IPV6, name))
+            return
+        if name == _IPV6_MULTICAST_ALL:
+            self._multicast_all((IPPROTO_IPV6, name), int(bool(_int_option(raw))), 6)
             return
         if name == IPV6_DONTFRAG:           # (TCP keeps it: it never fragments)
             if stream:
@@ -1604,6 +1625,8 @@ class SocketCore:
             return self.plain.get((IPPROTO_IPV6, name), 0)
         if name == _IPV6_UNICAST_IF:
             return _INT.unpack(struct.pack("!I", self.plain.get((IPPROTO_IPV6, name), 0)))[0]
+        if name == _IPV6_MULTICAST_ALL:
+            return self.plain.get((IPPROTO_IPV6, name), 1)
         if name == IPV6_DONTFRAG:
             return self.plain.get((IPPROTO_IPV6, name), 0) if stream else \
                 int(self._get(SockOpt.IPV6_DONT_FRAGMENT, 6, False))

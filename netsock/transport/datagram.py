@@ -126,12 +126,13 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
             SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
             SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
-            SockOpt.UNICAST_INTERFACE: 0,
+            SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
         self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER's, tested per datagram
         self._memberships: set[tuple[int, bytes]] = set()
+        self._multicast_all = True          # IP_MULTICAST_ALL, read per datagram
 
     # --- binding and connecting ------------------------------------------------------------------
 
@@ -255,6 +256,11 @@ class DatagramEndpoint(TransportEndpoint):
         self.stats.packets_received.value += 1
         if was_empty:
             self.waiter_queue.notify(EventMask.IN)
+
+    def _not_for_this_socket(self, pkt: PacketBuffer, dst: bytes) -> bool:
+        """IP_MULTICAST_ALL off: group traffic only for groups this socket joined (on the NIC it came
+        by), as Linux's ip_mc_sf_allow answers for a group the socket is no member of."""
+        return pkt.pkt_type == PacketType.MULTICAST and (pkt.nic_id, bytes(dst)) not in self._memberships
 
     def _control_messages(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> ControlMessages:
         """The control messages the options ask for, from the datagram's network header: IPv4's TOS
@@ -565,6 +571,8 @@ class DatagramEndpoint(TransportEndpoint):
                 raise ErrNotPermitted()
             if opt is SockOpt.SOCKET_FILTER:
                 self.socket_filter = value
+        elif opt is SockOpt.MULTICAST_ALL:
+            self._multicast_all = value = bool(value)
         elif opt is SockOpt.RECEIVE_ERRORS and not value:
             self._errors.clear()                # Linux purges the queue when IP_RECVERR goes off
             self._error_bytes = 0
