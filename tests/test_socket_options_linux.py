@@ -570,6 +570,7 @@ def test_multicast_all_as_linux(family: int, level: int, option: int, kind: int)
     answers = []
     for make in (socket.socket, NetsockSocket):
         with closing(make(family, kind)) as sock:
+            steps = (None, 2, None, 0, None, -1, None, b"\0", None)
             answers.append([answer(lambda: sock.setsockopt(level, option, value)) if value is not None else
-                            sock.getsockopt(level, option) for value in (None, 2, None, 0, None, -1, None, b"\0", None)])
+                            sock.getsockopt(level, option) for value in steps])
     assert answers[0] == answers[1]
