@@ -10,8 +10,8 @@ import errno
 import socket
 import struct
 import time
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
 import gevent
@@ -87,6 +87,21 @@ def outcome(call: Callable[[], Any]) -> Any:
 
 def kind_of(result: Any) -> Any:
     return result[0] if isinstance(result, tuple) else result
+
+
+@contextmanager
+def loopback_connection(make: Any, prepare: Callable[[Any], None] = lambda listener: None) -> Iterator[Any]:
+    """(listener, client, accepted): a TCP connection over loopback between ``make``'s sockets; ``prepare``
+    sets the listener up before it listens."""
+    with closing(make()) as listener:
+        listener.bind(("127.0.0.1", 0))
+        prepare(listener)
+        listener.listen()
+        with closing(make()) as client:
+            client.connect(listener.getsockname())
+            accepted, _ = listener.accept()
+            with closing(accepted):
+                yield listener, client, accepted
 
 
 @pytest.mark.usefixtures("stack")
@@ -257,25 +272,19 @@ def test_tcp_inq_tells_each_read_what_is_left() -> None:
     and nothing is; compared with the kernel's over loopback."""
     traces = []
     for make in (socket.socket, NetsockSocket):
-        with closing(make()) as server:
-            server.bind(("127.0.0.1", 0))
-            server.listen()
-            with closing(make()) as client:
-                client.connect(server.getsockname())
-                accepted, _ = server.accept()
-                with closing(accepted):
-                    accepted.setsockopt(TCP, 36, 1)
-                    trace: list[Any] = [accepted.getsockopt(TCP, 36)]
-                    client.sendall(b"y" * 1000)
-                    time.sleep(0.05)
-                    for size in (300, 700):
-                        data, ancdata, flags, _ = accepted.recvmsg(size, socket.CMSG_SPACE(4))
-                        trace.append((len(data), ancdata, flags))
-                    client.close()
-                    time.sleep(0.05)
-                    trace.append(accepted.recvmsg(100, socket.CMSG_SPACE(4))[:3])
-                    trace.append(accepted.recvmsg(100, 0)[:3])
-                    traces.append(trace)
+        with loopback_connection(make) as (_, client, accepted):
+            accepted.setsockopt(TCP, 36, 1)
+            trace: list[Any] = [accepted.getsockopt(TCP, 36)]
+            client.sendall(b"y" * 1000)
+            time.sleep(0.05)
+            for size in (300, 700):
+                data, ancdata, flags, _ = accepted.recvmsg(size, socket.CMSG_SPACE(4))
+                trace.append((len(data), ancdata, flags))
+            client.close()
+            time.sleep(0.05)
+            trace.append(accepted.recvmsg(100, socket.CMSG_SPACE(4))[:3])
+            trace.append(accepted.recvmsg(100, 0)[:3])
+            traces.append(trace)
     assert traces[0] == traces[1]
     assert traces[1][1][1] == [(TCP, 36, struct.pack("i", 700))]
 
@@ -457,24 +466,21 @@ def test_saved_syn() -> None:
     the kernel's answers over loopback, headers compared field by field where both stacks must agree."""
     answers = []
     for make in (socket.socket, NetsockSocket):
-        with closing(make()) as listener:
-            listener.bind(("127.0.0.1", 0))
-            checks = [listener.getsockopt(TCP, 27), answer(lambda: listener.setsockopt(TCP, 27, 3))]
+        checks: list[Any] = []
+
+        def save(listener: Any) -> None:
+            checks.extend([listener.getsockopt(TCP, 27), answer(lambda: listener.setsockopt(TCP, 27, 3))])
             listener.setsockopt(TCP, 27, 1)
-            listener.listen()
-            with closing(make()) as client:
-                client.connect(listener.getsockname())
-                accepted, _ = listener.accept()
-                with closing(accepted):
-                    small = answer(lambda: accepted.getsockopt(TCP, 28, 10))
-                    syn = accepted.getsockopt(TCP, 28, 200)
-                    checks += [accepted.getsockopt(TCP, 27), small, listener.getsockopt(TCP, 28, 200),
-                               client.getsockopt(TCP, 28, 200), accepted.getsockopt(TCP, 28, 200)]
-                    ihl = (syn[0] & 15) * 4
-                    tcp = syn[ihl:]
-                    checks += [syn[0] >> 4, syn[9], syn[12:20], struct.unpack("!H", tcp[0:2])[0] ==
-                               client.getsockname()[1], struct.unpack("!H", tcp[2:4])[0] == listener.getsockname()[1],
-                               tcp[13], len(tcp) == (tcp[12] >> 4) * 4]
+
+        with loopback_connection(make, save) as (listener, client, accepted):
+            small = answer(lambda: accepted.getsockopt(TCP, 28, 10))
+            syn = accepted.getsockopt(TCP, 28, 200)
+            checks += [accepted.getsockopt(TCP, 27), small, listener.getsockopt(TCP, 28, 200),
+                       client.getsockopt(TCP, 28, 200), accepted.getsockopt(TCP, 28, 200)]
+            tcp = syn[(syn[0] & 15) * 4:]
+            checks += [syn[0] >> 4, syn[9], syn[12:20], struct.unpack("!H", tcp[0:2])[0] == client.getsockname()[1],
+                       struct.unpack("!H", tcp[2:4])[0] == listener.getsockname()[1], tcp[13],
+                       len(tcp) == (tcp[12] >> 4) * 4]
         answers.append(checks)
     assert answers[0] == answers[1]
     assert answers[1][:7] == [0, "EINVAL", 1, "EINVAL", b"", b"", b""]
@@ -527,34 +533,28 @@ def test_tcp_reads_carry_when_their_bytes_arrived(option: int, size: int) -> Non
     time.sleep(0.1)
     answers = []
     for make in (socket.socket, NetsockSocket):
-        with closing(make()) as listener:
-            listener.bind(("127.0.0.1", 0))
-            listener.listen()
-            with closing(make()) as client:
-                client.connect(listener.getsockname())
-                accepted, _ = listener.accept()
-                with closing(accepted):
-                    accepted.setsockopt(SOL_SOCKET, option, 1)
-                    stamps, shapes = [], []
-                    for together in (False, True):
-                        for payload in (b"first", b"second"):
-                            client.sendall(payload)
-                            gevent.sleep(0.2)       # (the stack runs meanwhile)
-                            if not together:
-                                _, ancdata, _, _ = accepted.recvmsg(100, socket.CMSG_SPACE(size))
-                                stamps.append(ancdata)
-                        if together:
-                            data, ancdata, _, _ = accepted.recvmsg(100, socket.CMSG_SPACE(size))
-                            stamps.append(ancdata)
-                            shapes.append(data)
-                    times = []
-                    for [(level, kind, stamp)] in stamps:
-                        seconds, fraction = struct.unpack("ll", stamp)
-                        times.append(seconds + fraction / (1e9 if option == 35 else 1e6))
-                        shapes.append((level, kind, len(stamp)))
-                    gaps = [round(b - a, 1) for a, b in zip(times, times[1:])]
-                    assert abs(times[-1] - time.time()) < 5
-                    answers.append((shapes, gaps))
+        with loopback_connection(make) as (_, client, accepted):
+            accepted.setsockopt(SOL_SOCKET, option, 1)
+            stamps, shapes = [], []
+            for together in (False, True):
+                for payload in (b"first", b"second"):
+                    client.sendall(payload)
+                    gevent.sleep(0.2)       # (the stack runs meanwhile)
+                    if not together:
+                        _, ancdata, _, _ = accepted.recvmsg(100, socket.CMSG_SPACE(size))
+                        stamps.append(ancdata)
+                if together:
+                    data, ancdata, _, _ = accepted.recvmsg(100, socket.CMSG_SPACE(size))
+                    stamps.append(ancdata)
+                    shapes.append(data)
+            times = []
+            for [(level, kind, stamp)] in stamps:
+                seconds, fraction = struct.unpack("ll", stamp)
+                times.append(seconds + fraction / (1e9 if option == 35 else 1e6))
+                shapes.append((level, kind, len(stamp)))
+            gaps = [round(b - a, 1) for a, b in zip(times, times[1:])]
+            assert abs(times[-1] - time.time()) < 5
+            answers.append((shapes, gaps))
     keeper.close()
     assert answers[0] == answers[1]
     assert answers[1][1] == [0.2, 0.4]      # the joint read is stamped with its second segment

@@ -136,6 +136,14 @@ class Listener:
         return len(self.pending) > self.backlog
 
 
+# Options that are one attribute each: flags, and numbers from 0 to a bound (others: EINVAL).
+_FLAG_OPTIONS = {SockOpt.BIND_ADDRESS_NO_PORT: "bind_no_port", SockOpt.FREEBIND: "freebind",
+                 SockOpt.RECEIVE_ERRORS: "recverr", SockOpt.DONT_ROUTE: "dontroute",
+                 SockOpt.REUSE_ADDRESS: "reuse_addr", SockOpt.REUSE_PORT: "reuse_port",
+                 SockOpt.OUT_OF_BAND_INLINE: "oob_inline"}
+_RANGED_OPTIONS = {SockOpt.TCP_SAVE_SYN: ("save_syn", 2), SockOpt.MIN_TTL: ("min_ttl", 255)}
+
+
 class TCPEndpoint(TransportEndpoint):
     __slots__ = ("stack", "proto", "net_proto", "waiter_queue", "state", "stats", "stack_stats", "local", "remote",
                  "route", "_id", "_reservation", "_bound_addr", "_bound_nic", "snd", "rcv", "error", "pending_error",
@@ -652,27 +660,18 @@ class TCPEndpoint(TransportEndpoint):
             self.cc_name = value
             if self.snd is not None:
                 self.snd.set_congestion_control(value)
-        elif opt is SockOpt.BIND_ADDRESS_NO_PORT:
-            self.bind_no_port = bool(value)
-        elif opt is SockOpt.FREEBIND:
-            self.freebind = bool(value)
-        elif opt is SockOpt.RECEIVE_ERRORS:
-            self.recverr = bool(value)
-        elif opt is SockOpt.DONT_ROUTE:
-            self.dontroute = bool(value)
+        elif opt in _FLAG_OPTIONS:
+            setattr(self, _FLAG_OPTIONS[opt], bool(value))
+        elif opt in _RANGED_OPTIONS:
+            attribute, most = _RANGED_OPTIONS[opt]
+            if not 0 <= int(value) <= most:
+                raise ErrInvalidOptionValue()
+            setattr(self, attribute, int(value))
         elif opt is SockOpt.TIMESTAMP:
             self.stamp_reads = bool(value)
             if self.rcv is not None:
                 self.rcv.stamps = deque() if value else None
                 self.rcv.clock_ns = self.stack.clock.now_ns
-        elif opt is SockOpt.TCP_SAVE_SYN:
-            if not 0 <= int(value) <= 2:
-                raise ErrInvalidOptionValue()
-            self.save_syn = int(value)
-        elif opt is SockOpt.MIN_TTL:
-            if not 0 <= int(value) <= 255:
-                raise ErrInvalidOptionValue()
-            self.min_ttl = int(value)
         elif opt is SockOpt.MARK:
             self.mark = int(value) & 0xFFFFFFFF
         elif opt is SockOpt.SOCKET_FILTER or opt is SockOpt.LOCK_FILTER:
@@ -682,14 +681,8 @@ class TCPEndpoint(TransportEndpoint):
                 self.socket_filter = value
             else:
                 self.filter_locked = bool(value)
-        elif opt is SockOpt.REUSE_ADDRESS:
-            self.reuse_addr = bool(value)
-        elif opt is SockOpt.REUSE_PORT:
-            self.reuse_port = bool(value)
         elif opt is SockOpt.BIND_TO_DEVICE:
             self._bound_nic = int(value)
-        elif opt is SockOpt.OUT_OF_BAND_INLINE:
-            self.oob_inline = bool(value)
         else:
             raise ErrUnknownProtocolOption()
 
