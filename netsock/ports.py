@@ -78,8 +78,10 @@ class PortManager:
         self.first, self.last = first, last
 
     def reserve(self, networks: tuple[int, ...] | frozenset[int], transport: int, addr: bytes, port: int,
-                flags: PortFlags = NO_FLAGS, device: int = 0, dest: FullAddress | None = None) -> int:
-        """Reserve ``port`` (0: pick an ephemeral one) and return it.
+                flags: PortFlags = NO_FLAGS, device: int = 0, dest: FullAddress | None = None,
+                local_range: int = 0) -> int:
+        """Reserve ``port`` (0: pick an ephemeral one, within the socket's ``local_range`` if it has one)
+        and return it.
 
         Raises ErrPortInUse when the requested port collides, ErrNoPortAvailable when no ephemeral
         port is free.
@@ -105,7 +107,7 @@ class PortManager:
                 return True
             return False
 
-        return self.pick_ephemeral_port(try_port, offset)
+        return self.pick_ephemeral_port(try_port, offset, local_range)
 
     def release(self, networks: tuple[int, ...] | frozenset[int], transport: int, addr: bytes, port: int,
                 flags: PortFlags = NO_FLAGS, device: int = 0, dest: FullAddress | None = None) -> None:
@@ -125,14 +127,26 @@ class PortManager:
     def is_reserved(self, transport: int, port: int) -> bool:
         return (transport, port) in self._reservations
 
-    def pick_ephemeral_port(self, try_port: Callable[[int], bool], offset: int) -> int:
+    def pick_ephemeral_port(self, try_port: Callable[[int], bool], offset: int, local_range: int = 0) -> int:
         """Probe the ephemeral range from ``offset`` until ``try_port`` accepts a port."""
-        count = self.last - self.first + 1
+        first, last = self.ephemeral_range(local_range)
+        count = last - first + 1
         for i in range(count):
-            port = self.first + (offset + i) % count
+            port = first + (offset + i) % count
             if try_port(port):
                 return port
         raise ErrNoPortAvailable()
+
+    def ephemeral_range(self, local_range: int = 0) -> tuple[int, int]:
+        """The stack's range, narrowed by a socket's IP_LOCAL_PORT_RANGE (low port in the low 16 bits, high
+        in the high; 0: no bound) at whichever ends lie inside it, as Linux's inet_sk_get_local_port_range."""
+        first, last = self.first, self.last
+        low, high = local_range & 0xFFFF, local_range >> 16
+        if first <= low <= last:
+            first = low
+        if first <= high <= last:
+            last = high
+        return first, last
 
     def connect_offset(self, local: bytes, dest: FullAddress) -> int:
         """RFC 6056 Algorithm 3: a secret-keyed hash of the connection's addresses plus a counter, so

@@ -47,7 +47,7 @@ UNIMPLEMENTED = {
         39: "IP_ADD_SOURCE_MEMBERSHIP", 40: "IP_DROP_SOURCE_MEMBERSHIP", 41: "IP_MSFILTER", 42: "MCAST_JOIN_GROUP",
         43: "MCAST_BLOCK_SOURCE", 44: "MCAST_UNBLOCK_SOURCE", 45: "MCAST_LEAVE_GROUP", 46: "MCAST_JOIN_SOURCE_GROUP",
         47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER",
-        51: "IP_LOCAL_PORT_RANGE", 64: "IPT_SO_GET_INFO (iptables' own interface)", 65: "IPT_SO_GET_ENTRIES",
+        64: "IPT_SO_GET_INFO (iptables' own interface)", 65: "IPT_SO_GET_ENTRIES",
         66: "IPT_SO_GET_REVISION_MATCH", 67: "IPT_SO_GET_REVISION_TARGET",
     },
     IPV6: {
@@ -574,3 +574,41 @@ def test_multicast_all_as_linux(family: int, level: int, option: int, kind: int)
             answers.append([answer(lambda: sock.setsockopt(level, option, value)) if value is not None else
                             sock.getsockopt(level, option) for value in steps])
     assert answers[0] == answers[1]
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_local_port_range(family: int) -> None:
+    """IP_LOCAL_PORT_RANGE narrows a socket's ephemeral ports (bind to 0, a TCP connect's, a UDP autobind) at
+    whichever ends lie inside the stack's range (Linux's default, 32768-60999, here and there); checked and
+    read back as the kernel does."""
+    host = "127.0.0.1" if family == socket.AF_INET else "::1"
+
+    def narrowed(low: int, high: int) -> bytes:    # a u32: the high port above 32767 makes it no C int
+        return struct.pack("I", low | high << 16)
+
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(family, socket.SOCK_STREAM)) as listener:
+            listener.bind((host, 0))
+            listener.listen()
+            checks: list[Any] = []
+            with closing(make(family, socket.SOCK_DGRAM)) as sock:
+                for value in (narrowed(40010, 40000), struct.pack("H", 1), narrowed(40000, 0), narrowed(0, 0)):
+                    checks.append(answer(lambda: sock.setsockopt(IP, 51, value)))
+                checks.append(sock.getsockopt(IP, 51))
+            ranges = [(narrowed(40000, 40009), 40000, 40009), (narrowed(1000, 2000), 32768, 60999),
+                      (narrowed(60990, 0), 60990, 60999), (narrowed(0, 32770), 32768, 32770)]
+            for value, low, high in ranges:
+                with closing(make(family, socket.SOCK_STREAM)) as bound, \
+                        closing(make(family, socket.SOCK_STREAM)) as connected, \
+                        closing(make(family, socket.SOCK_DGRAM)) as datagram:
+                    for sock in (bound, connected, datagram):
+                        sock.setsockopt(IP, 51, value)
+                    bound.bind((host, 0))
+                    connected.connect(listener.getsockname()[:2])
+                    datagram.sendto(b"x", listener.getsockname()[:2])
+                    checks.append([low <= sock.getsockname()[1] <= high for sock in (bound, connected, datagram)])
+            answers.append(checks)
+    assert answers[0] == answers[1]
+    assert answers[1] == ["EINVAL", "EINVAL", None, None, 0] + [[True] * 3] * 4

@@ -196,6 +196,7 @@ _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # 
 _IPV6_PATHMTU, _SOCKADDR_IN6_SIZE = 61, 28
 _IP_UNICAST_IF, _IPV6_UNICAST_IF = 50, 76
 _IP_MULTICAST_ALL, _IPV6_MULTICAST_ALL = 49, 29
+_IP_LOCAL_PORT_RANGE = 51
 _IP_MINTTL, _IPV6_MINHOPCOUNT = 21, 73   # <linux/in.h>, <linux/in6.h>: RFC 5082's minimum TTL
 _IP_RECVERR, _IPV6_RECVERR = 11, 25   # ICMP errors queued for recvmsg(MSG_ERRQUEUE)
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")    # <linux/errqueue.h>: errno, origin, type, code, pad, info, data
@@ -1441,6 +1442,14 @@ class SocketCore:
             self._min_ttl(_int_option(raw, char=True), scope)
         elif name == _IP_UNICAST_IF:
             self._unicast_interface(raw, scope)
+        elif name == _IP_LOCAL_PORT_RANGE and self.family != AF_PACKET:
+            if len(raw) != _INT.size:
+                raise _oserror(EINVAL)
+            value = struct.unpack("I", raw)[0]
+            low, high = value & 0xFFFF, value >> 16
+            if low and high and low > high:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.LOCAL_PORT_RANGE, value)
         elif name == _IP_MULTICAST_ALL:
             value = _int_option(raw, char=True)
             if value not in (0, 1):
@@ -1494,6 +1503,8 @@ class SocketCore:
             return _INT.unpack(struct.pack("!I", self.plain.get((IPPROTO_IP, name), 0)))[0]
         if name == _IP_MULTICAST_ALL:
             return self.plain.get((IPPROTO_IP, name), int(self.family == AF_INET))
+        if name == _IP_LOCAL_PORT_RANGE and self.family != AF_PACKET:
+            return _INT.unpack(struct.pack("I", self._get(SockOpt.LOCAL_PORT_RANGE, default=0)))[0]
         if name == _IP_MTU_DISCOVER:
             return int(self._get(SockOpt.MTU_DISCOVER, scope, PMTUDISC_WANT))
         if name == _IP_MTU:

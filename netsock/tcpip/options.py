@@ -96,6 +96,7 @@ class SockOpt(enum.Enum):
     NO_CHECKSUM6_RX = "no_checksum6_rx"           # ... and taken without one (UDP_NO_CHECK6_RX)
     TCP_SAVE_SYN = "tcp_save_syn"                 # a listener keeps each SYN's headers for its connection (0-2)
     TCP_SAVED_SYN = "tcp_saved_syn"               # read-once: the headers of the SYN that opened it (or b"")
+    LOCAL_PORT_RANGE = "local_port_range"         # this socket's ephemeral ports, as a u32 (IP_LOCAL_PORT_RANGE)
     MULTICAST_ALL = "multicast_all"               # group traffic for groups other sockets joined (IP_MULTICAST_ALL)
     UNICAST_INTERFACE = "unicast_interface"       # the NIC unicast datagrams leave by, unbound (IP_UNICAST_IF)
     MIN_TTL = "min_ttl"                           # TCP takes no packet with a lower TTL / hop limit (IP_MINTTL)

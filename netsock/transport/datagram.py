@@ -126,7 +126,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
             SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
             SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
-            SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True,
+            SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True, SockOpt.LOCAL_PORT_RANGE: 0,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -197,7 +197,8 @@ class DatagramEndpoint(TransportEndpoint):
             self.stack.ports.release(*old_res)
         try:
             # The port itself is reserved on the wildcard-or-bound address, as Linux's bind/autobind.
-            port = self.stack.ports.reserve(nets, self.transport_number, self._bound_addr, port, flags, nic)
+            port = self.stack.ports.reserve(nets, self.transport_number, self._bound_addr, port, flags, nic,
+                                            local_range=self.options[SockOpt.LOCAL_PORT_RANGE])
         except Error:
             if old_res is not None:
                 self.stack.ports.reserve(*old_res)

@@ -141,7 +141,8 @@ _FLAG_OPTIONS = {SockOpt.BIND_ADDRESS_NO_PORT: "bind_no_port", SockOpt.FREEBIND:
                  SockOpt.RECEIVE_ERRORS: "recverr", SockOpt.DONT_ROUTE: "dontroute",
                  SockOpt.REUSE_ADDRESS: "reuse_addr", SockOpt.REUSE_PORT: "reuse_port",
                  SockOpt.OUT_OF_BAND_INLINE: "oob_inline"}
-_RANGED_OPTIONS = {SockOpt.TCP_SAVE_SYN: ("save_syn", 2), SockOpt.MIN_TTL: ("min_ttl", 255)}
+_RANGED_OPTIONS = {SockOpt.TCP_SAVE_SYN: ("save_syn", 2), SockOpt.MIN_TTL: ("min_ttl", 255),
+                   SockOpt.LOCAL_PORT_RANGE: ("local_port_range", 0xFFFFFFFF)}
 
 
 class TCPEndpoint(TransportEndpoint):
@@ -154,7 +155,7 @@ class TCPEndpoint(TransportEndpoint):
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
                  "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "min_ttl", "save_syn",
-                 "saved_syn", "stamp_reads", "read_stamp", "mark",
+                 "saved_syn", "stamp_reads", "read_stamp", "local_port_range", "mark",
                  "socket_filter", "filter_locked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
@@ -235,6 +236,7 @@ class TCPEndpoint(TransportEndpoint):
         self.save_syn = 0                           # TCP_SAVE_SYN: 1 the SYN's IP and TCP headers, 2 its link's too
         self.saved_syn = b""                        # TCP_SAVED_SYN: a listener's last SYN, then its connection's
         self.stamp_reads = False                    # SO_TIMESTAMP: reads say when their bytes arrived
+        self.local_port_range = 0                   # IP_LOCAL_PORT_RANGE (see PortManager.ephemeral_range)
         self.read_stamp: int | None = None          # ... the last read's (ns since the epoch)
         self.mark = 0                               # SO_MARK: carried by every segment sent
         self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER: run on every segment received
@@ -273,7 +275,8 @@ class TCPEndpoint(TransportEndpoint):
     def _reserve(self, addr: FullAddress) -> None:
         local = bytes(addr.addr)
         flags = PortFlags(self.reuse_addr, self.reuse_port)
-        port = self.stack.ports.reserve((self.net_proto,), self.proto.number, local, addr.port, flags, addr.nic)
+        port = self.stack.ports.reserve((self.net_proto,), self.proto.number, local, addr.port, flags, addr.nic,
+                                        local_range=self.local_port_range)
         self._reservation = ((self.net_proto,), self.proto.number, local, port, flags, addr.nic, None)
         self._bound_addr = local
         self._bound_nic = addr.nic
@@ -334,7 +337,7 @@ class TCPEndpoint(TransportEndpoint):
         if self._reservation is None:
             flags = PortFlags(self.reuse_addr, self.reuse_port)
             port = self.stack.ports.reserve((self.net_proto,), self.proto.number, local, 0, flags,
-                                            self._bound_nic, dest)
+                                            self._bound_nic, dest, self.local_port_range)
             self._reservation = ((self.net_proto,), self.proto.number, local, port, flags, self._bound_nic, dest)
         else:
             port = self.local.port
@@ -727,7 +730,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
                   SockOpt.RECEIVE_ERRORS: lambda: self.recverr, SockOpt.DONT_ROUTE: lambda: self.dontroute,
                   SockOpt.MIN_TTL: lambda: self.min_ttl, SockOpt.TCP_SAVE_SYN: lambda: self.save_syn,
-                  SockOpt.TIMESTAMP: lambda: self.stamp_reads,
+                  SockOpt.TIMESTAMP: lambda: self.stamp_reads, SockOpt.LOCAL_PORT_RANGE: lambda: self.local_port_range,
                   SockOpt.SOCKET_FILTER: lambda: self.socket_filter,
                   SockOpt.LOCK_FILTER: lambda: int(self.filter_locked),
                   SockOpt.CONGESTION_CONTROL: lambda: self.cc_name,
