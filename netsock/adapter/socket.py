@@ -1165,16 +1165,10 @@ class SocketCore:
             _int_option(raw)                    # long a no-op in Linux, still taken
         elif name == _SO_DONTROUTE:
             self._set(SockOpt.DONT_ROUTE, bool(_int_option(raw)))
-        elif name == _SO_NO_CHECK:
-            if stream:                          # (only UDP heeds it, in Linux too)
-                self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
-            else:
-                self._set(SockOpt.NO_CHECKSUM, bool(_int_option(raw)))
-        elif name == _SO_RXQ_OVFL:
-            if stream:                          # (TCP reads carry no drop count in Linux either)
-                self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
-            else:
-                self._set(SockOpt.RECEIVE_QUEUE_OVERFLOW, bool(_int_option(raw)))
+        elif name == _SO_NO_CHECK:              # (only UDP heeds it, in Linux too)
+            self._set_datagram_flag((SOL_SOCKET, name), SockOpt.NO_CHECKSUM, bool(_int_option(raw)))
+        elif name == _SO_RXQ_OVFL:              # (TCP reads carry no drop count in Linux either)
+            self._set_datagram_flag((SOL_SOCKET, name), SockOpt.RECEIVE_QUEUE_OVERFLOW, bool(_int_option(raw)))
         elif name == _SO_BINDTOIFINDEX:
             ifindex = _int_option(raw)
             if ifindex < 0:
@@ -1272,9 +1266,9 @@ class SocketCore:
         if name == _SO_DONTROUTE:
             return int(self._get(SockOpt.DONT_ROUTE, default=False))
         if name == _SO_NO_CHECK:
-            return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.NO_CHECKSUM))
+            return self._get_datagram_flag((SOL_SOCKET, name), SockOpt.NO_CHECKSUM)
         if name == _SO_RXQ_OVFL:
-            return self.plain.get((SOL_SOCKET, name), 0) if stream else int(self._get(SockOpt.RECEIVE_QUEUE_OVERFLOW))
+            return self._get_datagram_flag((SOL_SOCKET, name), SockOpt.RECEIVE_QUEUE_OVERFLOW)
         if name == _SO_PEERCRED:
             return _UCRED_NOBODY
         if name == _SO_PEERNAME:
@@ -1465,10 +1459,7 @@ class SocketCore:
             self._set(SockOpt.MTU_DISCOVER, _int_option(raw), scope)
         elif name in _RECEIVE_IP_OPTIONS:
             wanted = bool(_int_option(raw, char=True)) if raw else False   # Linux: no value is 0
-            if stream:
-                self.plain[(IPPROTO_IP, name)] = int(wanted)
-            else:
-                self._set(_RECEIVE_IP_OPTIONS[name], wanted, scope)
+            self._set_datagram_flag((IPPROTO_IP, name), _RECEIVE_IP_OPTIONS[name], wanted, scope)
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -1489,8 +1480,7 @@ class SocketCore:
             # TCP and UDP sockets read the bit too (0); raw IPv6 sockets have no IP level at all.
             return int(self._get(SockOpt.HEADER_INCLUDED)) if self.kind == SOCK_RAW else 0
         if name in _RECEIVE_IP_OPTIONS:
-            return self.plain.get((IPPROTO_IP, name), 0) if stream else \
-                int(self._get(_RECEIVE_IP_OPTIONS[name], scope, False))
+            return self._get_datagram_flag((IPPROTO_IP, name), _RECEIVE_IP_OPTIONS[name], scope)
         if name == _IP_BIND_ADDRESS_NO_PORT:
             return int(self._get(SockOpt.BIND_ADDRESS_NO_PORT, 0, False))
         if name == _IP_FREEBIND:
@@ -1513,6 +1503,16 @@ class SocketCore:
             # Linux answers with inet_num: a raw socket's protocol, of others the local port (0 unbound).
             return self.transport if self.kind == SOCK_RAW else self.ep.get_local_address().port
         raise _oserror(ENOPROTOOPT)
+
+    def _set_datagram_flag(self, key: tuple[int, int], opt: SockOpt, on: bool, scope: int = 0) -> None:
+        """A flag that only datagram endpoints act on: a TCP socket keeps it to read back, as Linux's does."""
+        if self.kind == SOCK_STREAM:
+            self.plain[key] = int(on)
+        else:
+            self._set(opt, on, scope)
+
+    def _get_datagram_flag(self, key: tuple[int, int], opt: SockOpt, scope: int = 0) -> int:
+        return self.plain.get(key, 0) if self.kind == SOCK_STREAM else int(self._get(opt, scope, False))
 
     def _min_ttl(self, ttl: int, scope: int, key: tuple[int, int] = (IPPROTO_IP, _IP_MINTTL)) -> None:
         """IP_MINTTL (IPv4 traffic) and IPV6_MINHOPCOUNT: 0 to 255; TCP heeds it (as Linux, only TCP)."""
@@ -1571,10 +1571,7 @@ class SocketCore:
             self._multicast_all((IPPROTO_IPV6, name), int(bool(_int_option(raw))), 6)
             return
         if name == IPV6_DONTFRAG:           # (TCP keeps it: it never fragments)
-            if stream:
-                self.plain[(IPPROTO_IPV6, name)] = int(bool(_int_option(raw)))
-            else:
-                self._set(SockOpt.IPV6_DONT_FRAGMENT, bool(_int_option(raw)), 6)
+            self._set_datagram_flag((IPPROTO_IPV6, name), SockOpt.IPV6_DONT_FRAGMENT, bool(_int_option(raw)), 6)
             return
         if name == IPV6_V6ONLY:
             value = _int_option(raw)
@@ -1618,11 +1615,9 @@ class SocketCore:
         elif name == _IPV6_MTU_DISCOVER:
             self._set(SockOpt.MTU_DISCOVER, value, 6)
         elif name in _RECEIVE_IPV6_OPTIONS:
-            if stream:
-                self.plain[(IPPROTO_IPV6, name)] = int(bool(value))
-            else:
-                # IPV6_PKTINFO comes with IPv4 datagrams of a dual-stack socket too (the address mapped).
-                self._set(_RECEIVE_IPV6_OPTIONS[name], bool(value), 0 if name == IPV6_RECVPKTINFO else 6)
+            # IPV6_PKTINFO comes with IPv4 datagrams of a dual-stack socket too (the address mapped).
+            self._set_datagram_flag((IPPROTO_IPV6, name), _RECEIVE_IPV6_OPTIONS[name], bool(value),
+                                    0 if name == IPV6_RECVPKTINFO else 6)
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -1639,8 +1634,7 @@ class SocketCore:
         if name == _IPV6_MULTICAST_ALL:
             return self.plain.get((IPPROTO_IPV6, name), 1)
         if name == IPV6_DONTFRAG:
-            return self.plain.get((IPPROTO_IPV6, name), 0) if stream else \
-                int(self._get(SockOpt.IPV6_DONT_FRAGMENT, 6, False))
+            return self._get_datagram_flag((IPPROTO_IPV6, name), SockOpt.IPV6_DONT_FRAGMENT, 6)
         if name == _IPV6_PATHMTU:           # struct ip6_mtuinfo: Linux leaves its address zeroed
             return bytes(_SOCKADDR_IN6_SIZE) + struct.pack("I", self._path_mtu(6))
         if name == IPV6_V6ONLY:
@@ -1662,9 +1656,8 @@ class SocketCore:
         if name == _IPV6_MTU:
             return self._path_mtu(6)
         if name in _RECEIVE_IPV6_OPTIONS:
-            if stream:
-                return self.plain.get((IPPROTO_IPV6, name), 0)
-            return int(self._get(_RECEIVE_IPV6_OPTIONS[name], 0 if name == IPV6_RECVPKTINFO else 6, False))
+            return self._get_datagram_flag((IPPROTO_IPV6, name), _RECEIVE_IPV6_OPTIONS[name],
+                                           0 if name == IPV6_RECVPKTINFO else 6)
         raise _oserror(ENOPROTOOPT)
 
 
