@@ -272,3 +272,48 @@ def test_tcp_hears_a_soft_error_at_once_with_recverr(family: int, recverr: bool)
         outcome = client.spawn(talk).get(timeout=10)
         listener.close()
     assert outcome == (("EHOSTUNREACH", 0) if recverr else ("TimeoutError", 0))
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+@pytest.mark.parametrize("recverr", [True, False], ids=["recverr", "plain"])
+def test_a_failed_connect_leaves_its_error_queued(family: int, recverr: bool) -> None:
+    """The ICMP error that fails a TCP connect is queued, IP_RECVERR or not (Linux's tcp_v4_err and
+    tcp_v6_err call ip_icmp_error / ipv6_icmp_error unconditionally in SYN-SENT; measured on Linux 6 with a
+    namespace REJECTing the SYN): the socket is readable, writable and in error; recvmsg(MSG_ERRQUEUE) hands
+    out the quoted SYN, from the address and port connected to, with the extended error; SO_ERROR still
+    says EHOSTUNREACH afterwards; a second read is EAGAIN."""
+    subnets = ("192.0.2.0/24", "198.51.100.0/24") if family == socket.AF_INET else ("2001:db8:1::/64",
+                                                                                   "2001:db8:2::/64")
+    level, option = (socket.IPPROTO_IP, IP_RECVERR) if family == socket.AF_INET else (socket.IPPROTO_IPV6,
+                                                                                     IPV6_RECVERR)
+    with Network(seed=6) as net:
+        left, right = net.switch("left", subnets[0]), net.switch("right", subnets[1])
+        router = net.router("router.test", left, right)
+        server = net.host("server.test", right)
+        client = net.host("client.test", left)
+        table = router.stack.iptables.ipv6 if family == socket.AF_INET6 else router.stack.iptables.ipv4
+        table.append("FORWARD", Rule(Reject(RejectWith.HOST_UNREACHABLE), protocol=TCP_PROTOCOL_NUMBER))
+        server_address, router_address = server.address, router.addresses[left]
+
+        def connect() -> Any:
+            with NetsockSocket(family) as sock:
+                sock.setsockopt(level, option, int(recverr))
+                sock.setblocking(False)
+                assert sock.connect_ex((server_address, 80)) == errno.EINPROGRESS
+                gevent.sleep(0.2)
+                ready = patched_select.select([sock], [sock], [], 0)
+                data, ancdata, flags, sender = sock.recvmsg(100, 512, MSG_ERRQUEUE)
+                again = outcome(lambda: sock.recvmsg(100, 512, MSG_ERRQUEUE))
+                return ready != ([], [], []), data, ancdata, flags, sender, again, \
+                    sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), sock.getsockname()[1]
+
+        readable, data, ancdata, flags, sender, again, error, port = client.spawn(connect).get(timeout=10)
+    assert readable
+    assert struct.unpack("!HH", data[:4]) == (port, 80) and data[13] & 0x02   # the SYN, from its TCP header on
+    assert flags == MSG_ERRQUEUE and sender[:2] == (server_address, 80)
+    [(cmsg_level, cmsg_type, extended)] = ancdata
+    expected = (errno.EHOSTUNREACH, 2, 3, 1) if family == socket.AF_INET else (errno.EHOSTUNREACH, 3, 1, 3)
+    assert (cmsg_level, cmsg_type) == (level, option) and EXTENDED_ERR.unpack_from(extended)[:4] == expected
+    offender = socket.inet_ntop(family, extended[20:24] if family == socket.AF_INET else extended[24:40])
+    assert offender == router_address
+    assert again == "EAGAIN" and error == errno.EHOSTUNREACH

@@ -30,7 +30,7 @@ LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the high
 UNIMPLEMENTED = {
     SOL_SOCKET: {
         16: "SO_PASSCRED", 34: "SO_PASSSEC",
-        37: "SO_TIMESTAMPING", 41: "SO_WIFI_STATUS", 42: "SO_PEEK_OFF", 43: "SO_NOFCS",
+        37: "SO_TIMESTAMPING", 41: "SO_WIFI_STATUS", 43: "SO_NOFCS",
         45: "SO_SELECT_ERR_QUEUE", 47: "SO_MAX_PACING_RATE (no pacing)", 50: "SO_ATTACH_BPF (eBPF)",
         51: "SO_ATTACH_REUSEPORT_CBPF", 52: "SO_ATTACH_REUSEPORT_EBPF", 53: "SO_CNX_ADVICE", 59: "SO_PEERGROUPS",
         60: "SO_ZEROCOPY", 61: "SO_TXTIME", 63: "SO_TIMESTAMP_NEW", 64: "SO_TIMESTAMPNS_NEW",
@@ -612,3 +612,111 @@ def test_local_port_range(family: int) -> None:
             answers.append(checks)
     assert answers[0] == answers[1]
     assert answers[1] == ["EINVAL", "EINVAL", None, None, 0] + [[True] * 3] * 4
+
+
+PEEK_OFF = 42
+PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_peek_offset_on_datagrams(family: int, host: str) -> None:
+    """SO_PEEK_OFF on UDP: a peek starts that far into the queue (stepping over the datagrams it covers, a
+    zero-length one once peeked) and moves the offset on by what it returns (a whole datagram's length with
+    MSG_TRUNC); a read moves it back as much; negative turns it off — the kernel's answers over loopback."""
+    traces = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(family, socket.SOCK_DGRAM)) as receiver, closing(make(family, socket.SOCK_DGRAM)) as sender:
+            receiver.bind((host, 0))
+            trace: list[Any] = [receiver.getsockopt(SOL_SOCKET, PEEK_OFF)]
+            for datagram in (b"abcdef", b"ghij", b"", b"klmnopq", b"", b"r"):
+                sender.sendto(datagram, receiver.getsockname())
+            gevent.sleep(0.05)
+            receiver.setsockopt(SOL_SOCKET, PEEK_OFF, 0)
+            steps: list[Callable[[], Any]] = [
+                lambda: receiver.recv(3, PEEK), lambda: receiver.recv(3, PEEK), lambda: receiver.recv(3, PEEK),
+                lambda: receiver.recv(100, PEEK), lambda: receiver.recv(100, PEEK), lambda: receiver.recv(2, PEEK),
+                lambda: receiver.recv(2, socket.MSG_DONTWAIT), lambda: receiver.recvfrom(100, PEEK)[0],
+                lambda: receiver.recv(1, PEEK | socket.MSG_TRUNC), lambda: receiver.recvmsg(100, 0, PEEK)[:3],
+                lambda: receiver.recv(100, PEEK), lambda: receiver.recv(100, PEEK),
+                lambda: receiver.recv(100, socket.MSG_DONTWAIT | socket.MSG_TRUNC),
+                lambda: receiver.setsockopt(SOL_SOCKET, PEEK_OFF, 1), lambda: receiver.recv(100, PEEK),
+                lambda: receiver.setsockopt(SOL_SOCKET, PEEK_OFF, -7), lambda: receiver.recv(100, PEEK),
+                lambda: receiver.recv(100, socket.MSG_DONTWAIT), lambda: receiver.recv(100, PEEK)]
+            for step in steps:
+                trace.append((outcome(step), receiver.getsockopt(SOL_SOCKET, PEEK_OFF)))
+            traces.append(trace)
+    assert traces[0] == traces[1]
+    assert traces[1][3] == (("ok", b"ghi"), 9)
+
+
+@pytest.mark.usefixtures("stack")
+def test_peek_offset_on_a_stream() -> None:
+    """SO_PEEK_OFF on TCP: peeks read on from where the last one stopped, reads take the offset back, a peek
+    past the queued bytes would block, and at the peer's end reads b''; an accepted socket has its
+    listener's offset — the kernel's answers over loopback."""
+    traces = []
+    for make in (socket.socket, NetsockSocket):
+        with loopback_connection(make, lambda listener: listener.setsockopt(SOL_SOCKET, PEEK_OFF, 5)) as \
+                (_, client, accepted):
+            trace: list[Any] = [accepted.getsockopt(SOL_SOCKET, PEEK_OFF), client.getsockopt(SOL_SOCKET, PEEK_OFF)]
+            accepted.setsockopt(SOL_SOCKET, PEEK_OFF, 0)
+            client.sendall(b"0123456789")
+            gevent.sleep(0.05)
+            into = bytearray(4)
+            steps: list[Callable[[], Any]] = [
+                lambda: accepted.recv(3, PEEK), lambda: accepted.recv(3, PEEK),
+                lambda: accepted.recv(2, socket.MSG_DONTWAIT), lambda: accepted.recv(4, PEEK),
+                lambda: accepted.recv(100, PEEK), lambda: accepted.recv(5, socket.MSG_DONTWAIT),
+                lambda: (accepted.recv_into(into, 2, PEEK), bytes(into)), lambda: accepted.recvmsg(9, 0, PEEK)[:3],
+                lambda: accepted.setsockopt(SOL_SOCKET, PEEK_OFF, 100), lambda: accepted.recv(3, PEEK),
+                lambda: client.sendall(b"abc"), lambda: gevent.sleep(0.05), lambda: accepted.recv(3, PEEK),
+                lambda: accepted.setsockopt(SOL_SOCKET, PEEK_OFF, 1), lambda: accepted.recv(100, PEEK),
+                lambda: client.close(), lambda: gevent.sleep(0.05), lambda: accepted.recv(100, socket.MSG_PEEK),
+                lambda: accepted.recv(100, socket.MSG_DONTWAIT), lambda: accepted.recv(100, socket.MSG_PEEK)]
+            for step in steps:
+                trace.append((outcome(step), accepted.getsockopt(SOL_SOCKET, PEEK_OFF)))
+            traces.append(trace)
+    assert traces[0] == traces[1]
+    assert traces[1][:2] == [5, -1] and traces[1][7] == (("ok", b"23456"), 3)
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+def test_a_peek_past_the_queued_data_waits_for_more(kind: int) -> None:
+    """A blocking peek whose offset lies past everything queued waits until more arrives and returns that
+    (it does not spin on the readiness the queued bytes keep up, nor return them)."""
+    with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) if kind == socket.SOCK_DGRAM else \
+            NetsockSocket() as server:
+        server.bind(("127.0.0.1", 0))
+        with NetsockSocket(socket.AF_INET, kind) as client:
+            if kind == socket.SOCK_STREAM:
+                server.listen()
+                client.connect(server.getsockname())
+                reader, _ = server.accept()
+                send = client.sendall
+            else:
+                reader = server
+                send = lambda data: client.sendto(data, server.getsockname())  # noqa: E731
+            with closing(reader):
+                send(b"abc")
+                gevent.sleep(0.05)
+                reader.setsockopt(SOL_SOCKET, PEEK_OFF, 3)
+                gevent.spawn_later(0.2, send, b"def")
+                started = time.monotonic()
+                reader.settimeout(5)
+                assert reader.recv(10, socket.MSG_PEEK) == b"def"
+                assert time.monotonic() - started >= 0.15
+                assert reader.getsockopt(SOL_SOCKET, PEEK_OFF) == 6
+                assert reader.recv(10) == b"abc" + (b"def" if kind == socket.SOCK_STREAM else b"")
+
+
+@pytest.mark.usefixtures("stack")
+def test_peek_offset_is_not_for_raw_or_packet_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux's raw and packet sockets have no peek offset: setting and reading SO_PEEK_OFF are EOPNOTSUPP."""
+    monkeypatch.setattr(adapter, "_capable", lambda *capabilities: True)
+    for family, kind, proto in [(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+                                (socket.AF_PACKET, socket.SOCK_RAW, 0)]:
+        with NetsockSocket(family, kind, proto) as sock:
+            assert outcome(lambda: sock.setsockopt(SOL_SOCKET, PEEK_OFF, 1)) == errno.errorcode[errno.EOPNOTSUPP]
+            assert outcome(lambda: sock.getsockopt(SOL_SOCKET, PEEK_OFF)) == errno.errorcode[errno.EOPNOTSUPP]

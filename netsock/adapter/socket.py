@@ -86,6 +86,7 @@ __all__ = ["NetsockSocket", "SocketCore"]
 
 # Plain ints on the per-call paths: each IntFlag operation costs about a microsecond.
 _IN, _OUT, _HUP = int(EventMask.IN), int(EventMask.OUT), int(EventMask.HUP)
+_ENDED = int(EventMask.ERR | EventMask.HUP | EventMask.RDHUP)     # an error or the end: a waiting read returns
 _ALL_EVENTS = EventMask.IN | EventMask.OUT | EventMask.HUP | EventMask.ERR
 # Closing with our FIN (and data before it) not yet acknowledged: what SO_LINGER waits out.
 _FIN_UNACKED = frozenset((TCPState.FIN_WAIT1, TCPState.CLOSING, TCPState.LAST_ACK))
@@ -169,6 +170,7 @@ _SO_DEBUG, _SO_BSDCOMPAT, _SO_PRIORITY, _SO_PEERCRED, _SO_SNDLOWAT, _SO_PEERNAME
 _SO_SNDBUFFORCE, _SO_RCVBUFFORCE, _SO_BUSY_POLL, _SO_BPF_EXTENSIONS, _SO_INCOMING_CPU = 32, 33, 46, 48, 49
 _SO_MEMINFO, _SO_INCOMING_NAPI_ID, _SO_COOKIE, _SO_BINDTOIFINDEX = 55, 56, 57, 62
 _SO_PREFER_BUSY_POLL, _SO_BUSY_POLL_BUDGET, _SO_NETNS_COOKIE = 69, 70, 71
+_SO_PEEK_OFF = 42
 _SKF_AD_MAX = 64                                            # SO_BPF_EXTENSIONS: the ancillary loads' end
 # Read-only or kept-only socket options' values before any set (SO_BSDCOMPAT and SO_SNDLOWAT cannot be set).
 _SOCKET_OPTION_DEFAULTS = {_SO_DEBUG: 0, _SO_BSDCOMPAT: 0, _SO_PRIORITY: 0, _SO_SNDLOWAT: 1, _SO_BUSY_POLL: 0,
@@ -834,6 +836,38 @@ class SocketCore:
         except ErrWouldBlock:
             return second.accept()[0]
 
+    @property
+    def peek_offset(self) -> int:
+        """SO_PEEK_OFF: where the next peek starts, in bytes into what is queued (-1: at the start,
+        without moving). Linux's sk_peek_off: peeks move it on by what they return, reads back."""
+        return self.plain.get((SOL_SOCKET, _SO_PEEK_OFF), -1)  # type: ignore[return-value]
+
+    def move_peek_offset(self, count: int) -> None:
+        """A peek returned ``count`` bytes (negative: a read took them) while the offset was on."""
+        offset = self.plain.get((SOL_SOCKET, _SO_PEEK_OFF), -1)
+        if offset >= 0:     # type: ignore[operator]
+            self.plain[(SOL_SOCKET, _SO_PEEK_OFF)] = max(offset + count, 0)  # type: ignore[operator]
+
+    def arrivals(self) -> int:
+        """A number that grows with each arrival of something to read: what a peek past the queued data
+        waits to change (the queue's readiness already holds)."""
+        if self.kind == SOCK_STREAM:
+            rcv = self.ep.rcv
+            return rcv.nxt if rcv is not None else 0
+        return sum(ep.stats.packets_received.value for ep in self.endpoints())
+
+    def peek_datagram(self, offset: int) -> tuple[ReadResult, int]:
+        """The datagram ``offset`` bytes into the queue and where in it the offset falls (SO_PEEK_OFF)."""
+        for ep in self.endpoints():
+            ep.peeking_with_offset = True       # (each arrival wakes the reader from now on)
+        for ep in self.endpoints():
+            if ep.readiness(_IN):
+                try:
+                    return ep.peek_at(offset)
+                except ErrWouldBlock:
+                    continue
+        return self.ep.peek_at(offset)
+
     def read_datagram(self, peek: bool) -> ReadResult:
         if self.twin is not None:
             order = (self.twin, self.ep) if self._turn else (self.ep, self.twin)
@@ -1161,6 +1195,9 @@ class SocketCore:
             self.plain[(SOL_SOCKET, name)] = budget
         elif name == _SO_INCOMING_CPU:
             self.plain[(SOL_SOCKET, name)] = _int_option(raw)
+        elif name == _SO_PEEK_OFF:
+            self._peek_offset_supported()
+            self.plain[(SOL_SOCKET, name)] = _int_option(raw)     # (any negative value turns it off)
         elif name == _SO_BSDCOMPAT:
             _int_option(raw)                    # long a no-op in Linux, still taken
         elif name == _SO_DONTROUTE:
@@ -1273,6 +1310,9 @@ class SocketCore:
             return _UCRED_NOBODY
         if name == _SO_PEERNAME:
             return self._peer_sockaddr()
+        if name == _SO_PEEK_OFF:
+            self._peek_offset_supported()
+            return self.peek_offset
         if name == _SO_INCOMING_CPU:
             cpu = self.plain.get((SOL_SOCKET, name))
             if cpu is None:
@@ -1289,6 +1329,12 @@ class SocketCore:
         if name == _SO_NETNS_COOKIE:
             return _COOKIE.pack(_netns_cookie(self.stack))
         raise _oserror(ENOPROTOOPT)
+
+    def _peek_offset_supported(self) -> None:
+        """SO_PEEK_OFF exists for TCP and datagram (UDP, UDP-Lite, ping) sockets: Linux's raw and packet
+        sockets have no set_peek_off, and refuse to set or read it."""
+        if self.family == AF_PACKET or self.kind == SOCK_RAW:
+            raise _oserror(EOPNOTSUPP)
 
     def _peer_sockaddr(self) -> bytes:
         """SO_PEERNAME: the peer's struct sockaddr_in or sockaddr_in6 (ENOTCONN before connect)."""
@@ -1867,7 +1913,8 @@ class NetsockSocket:
         limit = self._core.timeouts[send]
         return (None if limit is None else time.monotonic() + limit), expired
 
-    def _wait(self, mask: EventMask, deadline: float | None, expired: Callable[[], OSError]) -> None:
+    def _wait(self, mask: EventMask, deadline: float | None, expired: Callable[[], OSError],
+              ready: Callable[[], bool] | None = None) -> None:
         remaining = None
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -1876,17 +1923,21 @@ class NetsockSocket:
         core = self._core
         # Exactly the readiness that lets the operation proceed (input readiness includes errors and
         # EOF; output readiness a failed connect); HUP is how closing the descriptor wakes us.
-        if not wait_for(core.waiter_queue, mask | _HUP, lambda: self._fd < 0 or bool(core.readiness(mask)),
-                        remaining):
+        # (``ready`` instead, for an operation that waits on something more than readiness.)
+        if ready is None:
+            ready = lambda: bool(core.readiness(mask))  # noqa: E731
+        if not wait_for(core.waiter_queue, mask | _HUP, lambda: self._fd < 0 or ready(), remaining):
             raise expired()
         self._check()       # closed by another greenlet meanwhile
 
     def _io(self, mask: EventMask, op: Callable[[], Any], deadline: float | None,
-            expired: Callable[[], OSError]) -> Any:
-        """Run ``op`` until it does not would-block, waiting for ``mask`` in between."""
+            expired: Callable[[], OSError], more: bool = False) -> Any:
+        """Run ``op`` until it does not would-block, waiting for ``mask`` in between — or, ``more``,
+        for the next arrival (or an error or the end of the stream): a peek past the queued data."""
         core = self._core
         while True:
             self._check()
+            mark = core.arrivals() if more else 0
             try:
                 return op()
             except ErrWouldBlock:
@@ -1895,7 +1946,8 @@ class NetsockSocket:
                 raise e.to_oserror() from None
             finally:
                 core.sync()
-            self._wait(mask, deadline, expired)
+            self._wait(mask, deadline, expired, (lambda: core.arrivals() != mark or bool(core.readiness(_ENDED)))
+                       if more else None)
 
     # --- addresses and connections ----------------------------------------------------------------------
 
@@ -2244,13 +2296,19 @@ class NetsockSocket:
         if flags & MSG_OOB:
             return self._urgent_read(flags, into)
         if flags & MSG_ERRQUEUE:
-            raise _oserror(EAGAIN)
+            data = self._error_queue_read().data[:size]
+            if into is None:
+                return data
+            into[:len(data)] = data
+            return len(data)
         if size == 0:
             return b"" if into is None else 0
         core = self._core
         deadline, expired = self._limits(flags, send=False)
         if flags & MSG_PEEK:
-            data = self._io(_IN, lambda: core.ep.peek(size), deadline, expired)
+            offset = core.peek_offset
+            data = self._io(_IN, lambda: core.ep.peek(size, max(offset, 0)), deadline, expired, more=offset > 0)
+            core.move_peek_offset(len(data))
             if into is None:
                 return data
             into[:len(data)] = data
@@ -2273,6 +2331,7 @@ class NetsockSocket:
                     break
                 raise
             got += count
+            core.move_peek_offset(-count)
             if not count or got >= size or not flags & MSG_WAITALL:
                 break
         if into is not None:
@@ -2306,25 +2365,50 @@ class NetsockSocket:
         into[:len(data)] = data
         return len(data)
 
-    def _datagram_read(self, flags: int) -> ReadResult:
-        """The next datagram, whole; an empty one with no sender after shutdown(SHUT_RD). With MSG_ERRQUEUE
-        the oldest queued ICMP error instead (never waiting: EAGAIN if none, as Linux's ip_recv_error):
-        the quoted payload, from the address it was sent to, the error itself as the control message."""
+    def _error_queue_read(self) -> ReadResult:
+        """recv(MSG_ERRQUEUE): the oldest queued ICMP error (never waiting: EAGAIN if none, as Linux's
+        ip_recv_error): the quoted payload, from the address it was sent to, the error itself as the
+        control message."""
+        try:
+            entry = self._core.ep.read_error()
+        except ErrWouldBlock:
+            raise _oserror(EAGAIN) from None
+        finally:
+            self._core.sync()
+        return ReadResult(entry.payload, entry.destination, entry)   # type: ignore[arg-type]
+
+    def _datagram_read(self, flags: int, size: int) -> ReadResult:
+        """The next datagram, whole (from the peek offset on, with SO_PEEK_OFF); an empty one with no sender
+        after shutdown(SHUT_RD); with MSG_ERRQUEUE the oldest queued ICMP error. ``size``: the caller's room,
+        which moves the peek offset."""
         core = self._core
         if flags & MSG_ERRQUEUE:
-            try:
-                entry = core.ep.read_error()
-            except ErrWouldBlock:
-                raise _oserror(EAGAIN) from None
-            return ReadResult(entry.payload, entry.destination, entry)   # type: ignore[arg-type]
+            return self._error_queue_read()
         peek = bool(flags & MSG_PEEK)
+        offset = core.peek_offset if core.transport in _UDP_TRANSPORTS else -1  # (ping sockets keep it unused)
 
         def read() -> ReadResult:
             try:
                 return core.read_datagram(peek)
             except ErrClosedForReceive:
                 return _EOF
-        return self._io(_IN, read, *self._limits(flags, send=False))
+
+        def peek_at() -> tuple[ReadResult, int]:
+            try:
+                return core.peek_datagram(offset)
+            except ErrClosedForReceive:
+                return _EOF, 0
+        if offset < 0:
+            return self._io(_IN, read, *self._limits(flags, send=False))
+        # Linux's udp_recvmsg moves the offset by what the call returns: the bytes copied, or with
+        # MSG_TRUNC the datagram's whole length; a read takes it back as much.
+        if not peek:
+            result = self._io(_IN, read, *self._limits(flags, send=False))
+            core.move_peek_offset(-(len(result.data) if flags & MSG_TRUNC else min(len(result.data), size)))
+            return result
+        result, start = self._io(_IN, peek_at, *self._limits(flags, send=False), more=True)
+        core.move_peek_offset(len(result.data) if flags & MSG_TRUNC else min(len(result.data) - start, size))
+        return result._replace(data=result.data[start:]) if start else result
 
     def _stream_ancillary(self, ancbufsize: int, read: int) -> tuple[list[tuple[int, int, bytes]], int]:
         """A TCP read's control messages, in Linux's order: with SO_TIMESTAMP(NS), when the last segment
@@ -2356,7 +2440,7 @@ class NetsockSocket:
         self._check()
         if self._core.kind == SOCK_STREAM:
             return self._stream_read(bufsize, flags)  # type: ignore[return-value]
-        return self._datagram_read(flags).data[:bufsize]
+        return self._datagram_read(flags, bufsize).data[:bufsize]
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         view = _buffer_view(buffer, "recv_into")
@@ -2375,7 +2459,7 @@ class NetsockSocket:
     def _recv_into(self, view: memoryview, flags: int) -> tuple[int, tuple[Any, ...] | None]:
         if self._core.kind == SOCK_STREAM:
             return self._stream_read(len(view), flags, view), None  # type: ignore[return-value]
-        result = self._datagram_read(flags)
+        result = self._datagram_read(flags, len(view))
         count = min(len(result.data), len(view))
         view[:count] = result.data[:count]
         return (len(result.data) if flags & MSG_TRUNC else count), self._sender(result)
@@ -2388,7 +2472,7 @@ class NetsockSocket:
         self._check()
         if self._core.kind == SOCK_STREAM:
             return self._stream_read(bufsize, flags), None  # type: ignore[return-value]
-        result = self._datagram_read(flags)
+        result = self._datagram_read(flags, bufsize)
         return result.data[:bufsize], self._sender(result)
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, tuple[Any, ...] | None]:
@@ -2425,11 +2509,11 @@ class NetsockSocket:
         if not 0 <= ancbufsize <= _INT_MAX:
             raise ValueError("invalid ancillary data buffer length")
         self._check()
-        if self._core.kind == SOCK_STREAM:
+        if self._core.kind == SOCK_STREAM and not flags & MSG_ERRQUEUE:
             data = self._stream_read(bufsize, flags)
             ancdata, truncated = self._stream_ancillary(ancbufsize, len(data))
             return data, ancdata, truncated | flags & MSG_OOB, None  # type: ignore[return-value]
-        result = self._datagram_read(flags)
+        result = self._datagram_read(flags, bufsize)
         ancdata, truncated = self._ancillary(result, ancbufsize)
         if len(result.data) > bufsize:
             truncated |= MSG_TRUNC
@@ -2455,12 +2539,12 @@ class NetsockSocket:
         self._check()
         total = sum(len(v) for v in views)
         ancdata: list[tuple[int, int, bytes]] = []
-        if self._core.kind == SOCK_STREAM:
+        if self._core.kind == SOCK_STREAM and not flags & MSG_ERRQUEUE:
             data: bytes = self._stream_read(total, flags)  # type: ignore[assignment]
             ancdata, truncated = self._stream_ancillary(ancbufsize, len(data))
             truncated, sender = truncated | flags & MSG_OOB, None
         else:
-            result = self._datagram_read(flags)
+            result = self._datagram_read(flags, total)
             data = result.data[:total]
             ancdata, truncated = self._ancillary(result, ancbufsize)
             if len(result.data) > total:

@@ -83,8 +83,23 @@ class QueuedError(NamedTuple):
     icmp_code: int
     info: int                   # ee_info: the MTU of a too-big error, a parameter problem's pointer
     offender: bytes             # the address the ICMP error came from
-    destination: FullAddress    # where the quoted datagram was going (its port: UDP's, else 0)
+    destination: FullAddress    # where the quoted datagram was going (its port: UDP's or TCP's, else 0)
     payload: bytes              # as much of that datagram's payload as the error quotes
+
+
+def queued_error(error: Error, info: int, pkt: PacketBuffer, port: int, payload: bytes) -> QueuedError | None:
+    """The error-queue entry for an ICMP error (``pkt``, as the network layer hands it to the transport)
+    about what was sent to ``port``, quoting ``payload``; None if the ICMP header is not all there."""
+    icmp = pkt.transport_header      # the ICMP header, then the quoted network header (see network/*/icmp)
+    if len(icmp) < 8:
+        return None
+    if len(pkt.network_header) >= 20 and pkt.network_header[0] >> 4 == 4:
+        origin, offender, remote = SO_EE_ORIGIN_ICMP, bytes(pkt.network_header[12:16]), bytes(icmp[24:28])
+    else:
+        origin, offender, remote = SO_EE_ORIGIN_ICMP6, bytes(pkt.network_header[8:24]), bytes(icmp[32:48])
+    return QueuedError(error, origin, icmp[0], icmp[1], info, offender, FullAddress(pkt.nic_id, remote, port),
+                       payload)
+
 
 class EndpointState(enum.Enum):
     INITIAL = "initial"
@@ -116,6 +131,10 @@ class DatagramEndpoint(TransportEndpoint):
         self._pending_error: Error | None = None
         self._errors: deque[QueuedError] = deque()     # IP_RECVERR's queue
         self._error_bytes = 0
+        # SO_PEEK_OFF is set: a reader peeking past the queued datagrams waits for the next one, so each
+        # arrival wakes readers, not only the first into an empty queue (Linux's peeking_with_offset).
+        self.peeking_with_offset = False
+        self._peeked_empty: set[int] = set()    # queued zero-length datagrams a peek returned (skb->peeked)
         self._read_shut = False            # plain bools: IntFlag arithmetic is slow per packet
         self._write_shut = False
         self.options: dict[SockOpt, Any] = {
@@ -234,9 +253,29 @@ class DatagramEndpoint(TransportEndpoint):
         if peek:
             data, sender, control = self._queue[0]
             return ReadResult(bytes(data), sender, control)
-        data, sender, control = self._queue.popleft()
+        entry = self._queue.popleft()
+        if self._peeked_empty:
+            self._peeked_empty.discard(id(entry))
+        data, sender, control = entry
         self._queued_bytes -= len(data)
         return ReadResult(bytes(data), sender, control)
+
+    def peek_at(self, offset: int) -> tuple[ReadResult, int]:
+        """SO_PEEK_OFF's peek: the datagram ``offset`` bytes into the queue, whole, and how far into it
+        the offset falls. Datagrams the offset covers are stepped over, a zero-length one once a peek
+        has returned it (Linux's __skb_try_recv_from_queue); ErrWouldBlock if it covers them all."""
+        for entry in self._queue:
+            data, sender, control = entry
+            size = len(data)
+            if offset >= size and (offset or id(entry) in self._peeked_empty):
+                offset -= size
+                continue
+            if not size:
+                self._peeked_empty.add(id(entry))
+            return ReadResult(bytes(data), sender, control), offset
+        if self._read_shut or self.state is EndpointState.CLOSED:
+            raise ErrClosedForReceive()
+        raise ErrWouldBlock()
 
     def _enqueue(self, payload: memoryview, sender: FullAddress, pkt: PacketBuffer, dst: bytes,
                  control: ControlMessages | None = None) -> None:
@@ -255,7 +294,7 @@ class DatagramEndpoint(TransportEndpoint):
         self._queue.append((payload, sender, control))
         self._queued_bytes += len(payload)
         self.stats.packets_received.value += 1
-        if was_empty:
+        if was_empty or self.peeking_with_offset:
             self.waiter_queue.notify(EventMask.IN)
 
     def _not_for_this_socket(self, pkt: PacketBuffer, dst: bytes) -> bool:
@@ -451,6 +490,7 @@ class DatagramEndpoint(TransportEndpoint):
                 nic.leave_group(self.net_proto, group)
         self._memberships.clear()
         self._queue.clear()
+        self._peeked_empty.clear()
         self._queued_bytes = 0
         self._route = None
         self.state = EndpointState.CLOSED
@@ -515,20 +555,14 @@ class DatagramEndpoint(TransportEndpoint):
 
     def _queue_error(self, error: Error, info: int, pkt: PacketBuffer) -> None:
         """Keep the error for recvmsg(MSG_ERRQUEUE), within the receive buffer as Linux charges it."""
-        icmp = pkt.transport_header      # the ICMP header, then the quoted network header (see network/*/icmp)
-        if len(icmp) < 8:
-            return
-        if self.net_proto == IPV4_PROTOCOL_NUMBER:
-            origin, offender, remote = SO_EE_ORIGIN_ICMP, bytes(pkt.network_header[12:16]), bytes(icmp[24:28])
-        else:
-            origin, offender, remote = SO_EE_ORIGIN_ICMP6, bytes(pkt.network_header[8:24]), bytes(icmp[32:48])
         port, payload = self._quoted_payload(pkt)
         if self._error_bytes + len(payload) > self.options[SockOpt.RECEIVE_BUFFER_SIZE]:
             self.stats.receive_errors.receive_buffer_overflow.increment()
             return
-        self._errors.append(QueuedError(error, origin, icmp[0], icmp[1], info, offender,
-                                        FullAddress(pkt.nic_id, remote, port), payload))
-        self._error_bytes += len(payload)
+        entry = queued_error(error, info, pkt, port, payload)
+        if entry is not None:
+            self._errors.append(entry)
+            self._error_bytes += len(payload)
 
     def _quoted_payload(self, pkt: PacketBuffer) -> tuple[int, bytes]:
         """The destination port and the payload of the datagram an ICMP error quotes (``pkt.data``, from its

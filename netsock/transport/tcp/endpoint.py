@@ -29,6 +29,7 @@ from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnecte
 from ...tcpip.options import PMTUDISC_DONT, PMTUDISC_OMIT, PMTUDISC_SETS_DF, PMTUDISC_WANT
 from ...tcpip.stats import StatCounter
 from ...waiter import EventMask, WaiterQueue
+from ..datagram import QueuedError, queued_error
 from . import congestion
 from .receiver import ACK_LATER, ACK_NOW, ACK_SOON, DELAYED_ACK_TIMEOUT, Receiver
 from .segment import ACK, FIN, RST, SYN, URG, Segment, parse_segment
@@ -155,7 +156,7 @@ class TCPEndpoint(TransportEndpoint):
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
                  "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "min_ttl", "save_syn",
-                 "saved_syn", "stamp_reads", "read_stamp", "local_port_range", "mark",
+                 "saved_syn", "stamp_reads", "read_stamp", "local_port_range", "mark", "error_queue",
                  "socket_filter", "filter_locked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
@@ -184,6 +185,7 @@ class TCPEndpoint(TransportEndpoint):
         self.error: Error | None = None             # what ended the connection; reported once to read/write
         self.pending_error: Error | None = None     # SO_ERROR
         self.soft_error: Error | None = None        # from ICMP while synchronized; reported on timeout
+        self.error_queue: list[QueuedError] | None = None   # the ICMP errors that failed a connect (MSG_ERRQUEUE)
         self.listener: Listener | None = None
         self.parent: TCPEndpoint | None = None      # the listener of a connection not yet accepted
         self.shut_read = False
@@ -377,13 +379,25 @@ class TCPEndpoint(TransportEndpoint):
         self._read_empty()
         return 0
 
-    def peek(self, count: int) -> bytes:
+    def peek(self, count: int, offset: int = 0) -> bytes:
+        """Up to ``count`` bytes from ``offset`` bytes into what is queued (SO_PEEK_OFF), left queued;
+        ErrWouldBlock while nothing is queued there (the reader waits for more, as Linux's)."""
         rcv = self.rcv
-        if rcv is not None and rcv.queue.size and not self.shut_read:
-            if rcv.urg_seq >= 0:
-                return self._read_at_mark(count, peek=True)
-            return rcv.queue.read(count, peek=True)
+        if rcv is not None and rcv.queue.size > offset and not self.shut_read:
+            if rcv.urg_seq >= rcv.read_seq + offset:
+                return self._read_at_mark(count, peek=True, start=offset)
+            return rcv.queue.read(offset + count, peek=True)[offset:] if offset else rcv.queue.read(count, peek=True)
         return self._read_empty()
+
+    def read_error(self) -> QueuedError:
+        """The oldest queued ICMP error (never waits: ErrWouldBlock if none); the socket's error becomes
+        the next one's, if another is queued (Linux's sock_dequeue_err_skb)."""
+        if not self.error_queue:
+            raise ErrWouldBlock()
+        entry = self.error_queue.pop(0)
+        if self.error_queue:
+            self.error = self.pending_error = type(self.error_queue[0].error)()
+        return entry
 
     def _read_empty(self) -> bytes:
         if self.error is not None:
@@ -533,7 +547,7 @@ class TCPEndpoint(TransportEndpoint):
                     ready |= _IN
                 if write_shut or state is _CLOSED or self._writable():
                     ready |= _OUT
-        if self.pending_error is not None or self.error is not None:
+        if self.pending_error is not None or self.error is not None or self.error_queue:
             ready |= _ERR
             if self.error is not None:
                 ready |= _IN        # a reader blocked on a live connection wakes to be told (IP_RECVERR)
@@ -1385,6 +1399,12 @@ class TCPEndpoint(TransportEndpoint):
                 self._update_burst()
             return
         if self.state is S.SYN_SENT:
+            # Linux's tcp_v4_err queues the error that fails a connect, IP_RECVERR or not, quoting the SYN.
+            entry = queued_error(err(), info, pkt, self.remote.port if self.remote is not None else 0, bytes(quoted))
+            if entry is not None:
+                if self.error_queue is None:
+                    self.error_queue = []
+                self.error_queue.append(entry)
             self._enter()
             try:
                 self._finish(err())
@@ -1431,18 +1451,19 @@ class TCPEndpoint(TransportEndpoint):
         return 1 if rcv is not None and rcv.urg_seq >= 0 and rcv.urg_seq == rcv.read_seq and \
             not self.oob_inline else 0
 
-    def _read_at_mark(self, count: int, peek: bool = False) -> bytes:
+    def _read_at_mark(self, count: int, peek: bool = False, start: int = 0) -> bytes:
         """Read while an urgent byte is marked: up to just before it; at it, past it (skipping it unless
-        SO_OOBINLINE); once the reader is past it, the urgent data is gone."""
+        SO_OOBINLINE); once the reader is past it, the urgent data is gone. A peek may ``start`` further
+        in (SO_PEEK_OFF), the mark being where it lies from there."""
         rcv = self.rcv
         assert rcv is not None
         queue = rcv.queue
-        offset = rcv.urg_seq - rcv.read_seq
+        offset = rcv.urg_seq - rcv.read_seq - start
         skip = 1 if offset == 0 and not self.oob_inline else 0
         if offset > 0:
             count = min(count, offset)
         if peek:
-            data = queue.read(count + skip, peek=True)[skip:]
+            data = queue.read(start + count + skip, peek=True)[start + skip:]
             return data if data else self._read_empty()
         if skip:
             queue.discard(1)
