@@ -89,17 +89,21 @@ def _pseudo_sum(src: bytes, dst: bytes, length: int) -> int:
 
 @dataclass(frozen=True)
 class Opts:
-    """TCP options as values. ``ts`` is (TSval, TSecr); ``sack`` the SACK blocks, in order."""
+    """TCP options as values. ``ts`` is (TSval, TSecr); ``sack`` the SACK blocks, in order; ``md5`` an
+    RFC 2385 signature's 16 bytes (first, as Linux puts it)."""
 
     mss: int | None = None
     ws: int | None = None
     sack_perm: bool = False
     ts: tuple[int, int] | None = None
     sack: tuple[tuple[int, int], ...] = ()
+    md5: bytes | None = None
 
     def encode(self) -> bytes:
-        """RFC 9293/7323/2018 layout, NOP-padded to a multiple of four bytes."""
+        """RFC 9293/7323/2018/2385 layout, NOP-padded to a multiple of four bytes."""
         out = b""
+        if self.md5 is not None:
+            out += b"\x01\x01\x13\x12" + self.md5
         if self.mss is not None:
             out += struct.pack("!BBH", 2, 4, self.mss)
         if self.ws is not None:
@@ -139,6 +143,8 @@ class Opts:
                 values["ts"] = struct.unpack("!II", body)
             elif kind == 5:
                 values["sack"] = tuple(struct.iter_unpack("!II", body))
+            elif kind == 19:
+                values["md5"] = body
             else:
                 raise AssertionError(f"unexpected option kind {kind}")
             i += length

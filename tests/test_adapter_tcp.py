@@ -661,3 +661,35 @@ def test_tcp_info_and_listening_state() -> None:
                 assert fields[8 + 2] > 0             # tcpi_snd_mss
                 assert fields[8 + 18] == 10          # tcpi_snd_cwnd: the initial window
                 assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1     # inherited
+
+
+@pytest.mark.usefixtures("stack")
+def test_a_connection_reset_before_accept_is_still_accepted() -> None:
+    """A connection reset while in the accept queue stays there (Linux's): accept() returns it, its reads
+    give what came before the reset, then ECONNRESET, then end of stream; one reset before any data
+    fails its first read — the kernel's answers over loopback."""
+    traces = []
+    for make in (socket.socket, NetsockSocket):
+        trace: list[Any] = []
+        with closing(make()) as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            server.settimeout(2)
+            for data in (b"then a reset", b""):
+                client = make()
+                client.connect(server.getsockname())
+                if data:
+                    client.sendall(data)
+                gevent.sleep(0.05)
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                gevent.sleep(0.05)
+                accepted, _ = server.accept()
+                with accepted:
+                    for _ in range(3 if data else 1):
+                        try:
+                            trace.append(accepted.recv(100))
+                        except OSError as error:
+                            trace.append(errno.errorcode[error.errno])
+        traces.append(trace)
+    assert traces[0] == traces[1] == [b"then a reset", "ECONNRESET", b"", "ECONNRESET"]

@@ -65,9 +65,9 @@ UNIMPLEMENTED = {
         72: "IPV6_ADDR_PREFERENCES", 75: "IPV6_TRANSPARENT", 77: "IPV6_RECVFRAGSIZE",
     },
     TCP: {
-        14: "TCP_MD5SIG", 16: "TCP_THIN_LINEAR_TIMEOUTS", 19: "TCP_REPAIR", 20: "TCP_REPAIR_QUEUE", 21: "TCP_QUEUE_SEQ",
+        16: "TCP_THIN_LINEAR_TIMEOUTS", 19: "TCP_REPAIR", 20: "TCP_REPAIR_QUEUE", 21: "TCP_QUEUE_SEQ",
         22: "TCP_REPAIR_OPTIONS", 26: "TCP_CC_INFO", 29: "TCP_REPAIR_WINDOW",
-        30: "TCP_FASTOPEN_CONNECT", 31: "TCP_ULP", 32: "TCP_MD5SIG_EXT", 33: "TCP_FASTOPEN_KEY",
+        30: "TCP_FASTOPEN_CONNECT", 31: "TCP_ULP", 33: "TCP_FASTOPEN_KEY",
         34: "TCP_FASTOPEN_NO_COOKIE", 35: "TCP_ZEROCOPY_RECEIVE", 37: "TCP_TX_DELAY", 38: "TCP_AO_ADD_KEY",
         39: "TCP_AO_DEL_KEY", 40: "TCP_AO_INFO", 41: "TCP_AO_GET_KEYS", 42: "TCP_AO_REPAIR", 44: "TCP_RTO_MAX_MS",
     },
@@ -720,3 +720,101 @@ def test_peek_offset_is_not_for_raw_or_packet_sockets(monkeypatch: pytest.Monkey
         with NetsockSocket(family, kind, proto) as sock:
             assert outcome(lambda: sock.setsockopt(SOL_SOCKET, PEEK_OFF, 1)) == errno.errorcode[errno.EOPNOTSUPP]
             assert outcome(lambda: sock.getsockopt(SOL_SOCKET, PEEK_OFF)) == errno.errorcode[errno.EOPNOTSUPP]
+
+
+def md5sig(family: int, address: str, key: bytes, flags: int = 0, prefix: int = 0, ifindex: int = 0,
+           keylen: int | None = None, size: int = 216) -> bytes:
+    """A struct tcp_md5sig."""
+    if family == socket.AF_INET:
+        sockaddr = struct.pack("=H", family) + bytes(2) + socket.inet_aton(address)
+    else:
+        sockaddr = struct.pack("=H", family) + bytes(6) + socket.inet_pton(family, address) + bytes(4)
+    raw = sockaddr.ljust(128, b"\0") + struct.pack("=BBHi", flags, prefix, len(key) if keylen is None else keylen,
+                                                   ifindex) + key.ljust(80, b"\0")
+    return raw[:size]
+
+
+@pytest.mark.usefixtures("stack")
+def test_md5_signature_keys_are_checked_as_linux_checks_them() -> None:
+    """TCP_MD5SIG / TCP_MD5SIG_EXT: set, replace and remove (ENOENT when there is none), EINVAL for a short
+    struct, a key over 80 bytes, the other family's address, a prefix too long, an interface that is not a
+    VRF; an IPv4-mapped address on an IPv6 socket; not readable; not for UDP — the kernel's answers."""
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    steps = [(v4, 14, md5sig(v4, "192.0.2.9", b"secret")), (v4, 14, md5sig(v4, "192.0.2.9", b"other")),
+             (v4, 14, md5sig(v4, "192.0.2.9", b"")), (v4, 14, md5sig(v4, "192.0.2.9", b"")),
+             (v4, 14, md5sig(v4, "192.0.2.9", b"x", size=215)), (v4, 14, md5sig(v4, "192.0.2.9", b"x", keylen=81)),
+             (v4, 14, md5sig(v6, "2001:db8::1", b"x")), (v4, 32, md5sig(v4, "192.0.2.0", b"k", flags=1, prefix=24)),
+             (v4, 32, md5sig(v4, "192.0.2.0", b"k", flags=1, prefix=33)),
+             (v4, 32, md5sig(v4, "192.0.2.0", b"k", flags=2, ifindex=99)),
+             (v4, 32, md5sig(v4, "192.0.2.0", b"k", flags=4)), (v6, 14, md5sig(v4, "192.0.2.9", b"x")),
+             (v6, 14, md5sig(v6, "::ffff:192.0.2.9", b"x")), (v6, 14, md5sig(v6, "2001:db8::1", b"x")),
+             (v6, 32, md5sig(v6, "2001:db8::", b"x", flags=1, prefix=129))]
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(v4)) as four, closing(make(v6)) as six, closing(make(v4, socket.SOCK_DGRAM)) as udp:
+            trace = [outcome(lambda: (four if family == v4 else six).setsockopt(TCP, name, raw))
+                     for family, name, raw in steps]
+            trace += [outcome(lambda: four.getsockopt(TCP, 14, 216)),
+                      outcome(lambda: udp.setsockopt(TCP, 14, steps[0][2]))]
+            answers.append(trace)
+    assert answers[0] == answers[1]
+    assert answers[1][:4] == [("ok", None)] * 3 + ["ENOENT"]
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+@pytest.mark.parametrize("server_key, client_key, counter", [
+    (b"shared secret", b"shared secret", None), (b"shared secret", b"another", "md5_failure"),
+    (b"shared secret", None, "md5_not_found"), (None, b"shared secret", "md5_unexpected")])
+def test_md5_signed_connections(stack: Any, family: int, host: str, server_key: bytes | None,
+                                client_key: bytes | None, counter: str | None) -> None:
+    """Both ends with the same key: the connection works, every segment signed (no timestamps on it, as
+    Linux). A different key, or a key on one end only: the server drops the SYN (counted), and connect times
+    out."""
+    with NetsockSocket(family) as listener, NetsockSocket(family) as client:
+        listener.bind((host, 0))
+        if server_key is not None:
+            listener.setsockopt(TCP, 14, md5sig(family, host, server_key))
+        listener.listen()
+        if client_key is not None:
+            client.setsockopt(TCP, 14, md5sig(family, host, client_key))
+        client.settimeout(0.5)
+        tcp_stats = stack.stats().tcp
+        if counter is None:
+            client.connect(listener.getsockname())
+            accepted, _ = listener.accept()
+            with closing(accepted):
+                client.sendall(b"signed" * 1000)
+                received = b""
+                while len(received) < 6000:
+                    received += accepted.recv(10000)
+                assert received == b"signed" * 1000
+                accepted.sendall(b"back")
+                assert client.recv(10) == b"back"
+                assert client._core.ep.md5_key == client_key and not client._core.ep.ts_ok
+            assert (tcp_stats.md5_failure.value, tcp_stats.md5_not_found.value, tcp_stats.md5_unexpected.value) == \
+                (0, 0, 0)
+        else:
+            with pytest.raises(TimeoutError):
+                client.connect(listener.getsockname())
+            assert getattr(tcp_stats, counter).value >= 1
+
+
+@pytest.mark.usefixtures("stack")
+def test_a_signed_syn_for_no_socket_gets_no_reset() -> None:
+    """A SYN signed with TCP_MD5SIG to a port nobody listens on goes unanswered (there is no key to sign a
+    reset with: Linux's tcp_v4_send_reset), so connect times out; unsigned, it is refused — as the kernel."""
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make()) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        trace = []
+        for key in (b"k", None):
+            with closing(make()) as sock:
+                if key is not None:
+                    sock.setsockopt(TCP, 14, md5sig(socket.AF_INET, "127.0.0.1", key))
+                sock.settimeout(0.5)
+                trace.append(outcome(lambda: sock.connect(("127.0.0.1", port))))
+        answers.append(trace)
+    assert answers[0] == answers[1] == [None, "ECONNREFUSED"]

@@ -76,7 +76,7 @@ from ..tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, PMTUDISC_WANT, Packet
 from ..transport.datagram import QueuedError
 from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
-from ..transport.tcp import TCPState
+from ..transport.tcp import TCPState, md5
 from ..transport.udplite import PROTOCOL_NUMBER as UDPLITE_PROTOCOL_NUMBER
 from ..waiter import EventMask, WaiterQueue
 from . import fds
@@ -185,6 +185,9 @@ _MEMINFO = struct.Struct("9I")                              # SK_MEMINFO_VARS u3
 # Linux's ip_tos2prio: the priority an IP_TOS value gives the socket (rt_tos2priority), by (tos & 0x1E) >> 1.
 _TOS_PRIORITY = (0, 0, 0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 4, 4, 4, 4)
 _TCP_TIMESTAMP, _TCP_THIN_DUPACK, _TCP_INQ, _TCP_IS_MPTCP = 24, 17, 36, 43    # <linux/tcp.h>
+_TCP_MD5SIG, _TCP_MD5SIG_EXT, _TCP_MD5SIG_FLAG_PREFIX, _TCP_MD5SIG_FLAG_IFINDEX = 14, 32, 1, 2
+_TCP_MD5SIG_SIZE = 216     # struct tcp_md5sig: sockaddr_storage, flags, prefixlen, keylen, ifindex, key[80]
+_TCP_MD5SIG_FIELDS = struct.Struct("=BBHi")
 _TCP_SAVE_SYN, _TCP_SAVED_SYN = 27, 28
 _SO_ATTACH_FILTER, _SO_DETACH_FILTER, _SO_LOCK_FILTER = 26, 27, 44     # (26 read back: SO_GET_FILTER)
 _SOCK_FPROG = struct.Struct("HP")                           # struct sock_fprog: a length and a pointer
@@ -1330,6 +1333,30 @@ class SocketCore:
             return _COOKIE.pack(_netns_cookie(self.stack))
         raise _oserror(ENOPROTOOPT)
 
+    def _md5_key(self, raw: bytes, extended: bool) -> tuple[bytes, int, bytes]:
+        """A struct tcp_md5sig, checked as Linux's tcp_v4_parse_md5_keys / tcp_v6_parse_md5_keys: (address,
+        prefix length, key); an IPv4-mapped address on an IPv6 socket is an IPv4 key. TCP_MD5SIG_EXT's
+        flags choose a prefix and an interface (a VRF's only: EINVAL for any other here)."""
+        if len(raw) < _TCP_MD5SIG_SIZE:
+            raise _oserror(EINVAL)
+        family = struct.unpack_from("=H", raw)[0]
+        flags, prefix, keylen, ifindex = _TCP_MD5SIG_FIELDS.unpack_from(raw, 128)
+        if family != self.family or keylen > md5.MAX_KEY_LENGTH:
+            raise _oserror(EINVAL)
+        address = raw[4:8] if family == AF_INET else raw[8:24]
+        bits = len(address) * 8
+        if not extended or not flags & _TCP_MD5SIG_FLAG_PREFIX:
+            prefix = bits
+        elif prefix > bits:
+            raise _oserror(EINVAL)
+        if extended and flags & _TCP_MD5SIG_FLAG_IFINDEX and ifindex:
+            raise _oserror(EINVAL)
+        if family == AF_INET6 and address[:12] == _MAPPED_PREFIX:
+            if prefix < 96:
+                raise _oserror(EINVAL)
+            address, prefix = address[12:], prefix - 96
+        return address, prefix, raw[136:136 + keylen]
+
     def _peek_offset_supported(self) -> None:
         """SO_PEEK_OFF exists for TCP and datagram (UDP, UDP-Lite, ping) sockets: Linux's raw and packet
         sockets have no set_peek_off, and refuse to set or read it."""
@@ -1363,6 +1390,11 @@ class SocketCore:
             if algorithm not in self.ep.get_sock_opt(SockOpt.AVAILABLE_CONGESTION_CONTROL).split():
                 raise _oserror(ENOENT)
             self._set(SockOpt.CONGESTION_CONTROL, algorithm)
+            return
+        if name in (_TCP_MD5SIG, _TCP_MD5SIG_EXT):
+            address, prefix, key = self._md5_key(raw, name == _TCP_MD5SIG_EXT)
+            if not all([ep.set_md5_key(address, prefix, key) for ep in self.endpoints()]):
+                raise _oserror(ENOENT)      # (removing a key the socket does not have)
             return
         value = _int_option(raw)
         if name == TCP_NODELAY:

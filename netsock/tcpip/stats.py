@@ -233,6 +233,11 @@ class TCPStats(StatGroup):
     fast_retransmit: StatCounter
     timeouts: StatCounter
     checksum_errors: StatCounter
+    # TCP_MD5SIG drops (netsock; Linux's TCPMD5NotFound, TCPMD5Unexpected, TCPMD5Failure): no signature
+    # from a peer with a key, one from a peer without, a wrong one.
+    md5_not_found: StatCounter
+    md5_unexpected: StatCounter
+    md5_failure: StatCounter
 
 
 class UDPStats(StatGroup):

@@ -30,7 +30,7 @@ from ...tcpip.options import PMTUDISC_DONT, PMTUDISC_OMIT, PMTUDISC_SETS_DF, PMT
 from ...tcpip.stats import StatCounter
 from ...waiter import EventMask, WaiterQueue
 from ..datagram import QueuedError, queued_error
-from . import congestion
+from . import congestion, md5
 from .receiver import ACK_LATER, ACK_NOW, ACK_SOON, DELAYED_ACK_TIMEOUT, Receiver
 from .segment import ACK, FIN, RST, SYN, URG, Segment, parse_segment
 from .sender import MAX_RTO, Sender
@@ -156,7 +156,8 @@ class TCPEndpoint(TransportEndpoint):
                  "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
                  "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
                  "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "min_ttl", "save_syn",
-                 "saved_syn", "stamp_reads", "read_stamp", "local_port_range", "mark", "error_queue",
+                 "saved_syn", "stamp_reads", "read_stamp", "local_port_range", "mark", "error_queue", "md5_keys",
+                 "md5_key",
                  "socket_filter", "filter_locked",
                  "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
                  "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
@@ -186,6 +187,8 @@ class TCPEndpoint(TransportEndpoint):
         self.pending_error: Error | None = None     # SO_ERROR
         self.soft_error: Error | None = None        # from ICMP while synchronized; reported on timeout
         self.error_queue: list[QueuedError] | None = None   # the ICMP errors that failed a connect (MSG_ERRQUEUE)
+        self.md5_keys: list[md5.MD5Key] | None = None     # TCP_MD5SIG's, by peer address
+        self.md5_key: bytes | None = None                 # the connection's: its peer's key, if it has one
         self.listener: Listener | None = None
         self.parent: TCPEndpoint | None = None      # the listener of a connection not yet accepted
         self.shut_read = False
@@ -821,8 +824,38 @@ class TCPEndpoint(TransportEndpoint):
         if seg is None:
             self.stats.receive_errors.malformed_packets_received.increment()
             return
+        if self.proto.md5_in_use and not self._md5_verified(seg, pkt):
+            return
         self.stats.packets_received.value += 1
         self._dispatch(seg)
+
+    def _md5_verified(self, seg: Segment, pkt: PacketBuffer) -> bool:
+        """TCP_MD5SIG's check of an inbound segment (see ``md5.accepts``): done once some endpoint of the
+        stack has had a key."""
+        if md5.accepts(self._md5_key_for(seg), seg, pkt.transport_header, self.stack_stats):
+            return True
+        self.stats.receive_errors.malformed_packets_received.increment()
+        return False
+
+    def _md5_key_for(self, seg: Segment) -> bytes | None:
+        """The key for ``seg``'s sender: a listener's for that address, a connection's own."""
+        if self.listener is not None:
+            return md5.best_key(self.md5_keys, seg.src) if self.md5_keys else None
+        return self.md5_key
+
+    def set_md5_key(self, address: bytes, prefix: int, key: bytes) -> bool:
+        """TCP_MD5SIG: sign what goes to ``address`` (its first ``prefix`` bits) and check what comes from it
+        with ``key``, replacing its key; an empty key removes the address's (False if there was none)."""
+        keys = [k for k in self.md5_keys or () if (k.address, k.prefix) != (address, prefix)]
+        found = len(keys) < len(self.md5_keys or ())
+        if key:
+            keys.append(md5.MD5Key(address, prefix, key))
+            self.proto.md5_in_use = True    # (from now on every segment is looked at: Linux's tcp_md5_needed)
+        self.md5_keys = keys or None
+        if self.remote is not None:
+            self.md5_key = md5.best_key(keys, self.remote.addr) if keys else None
+            self._update_burst()
+        return bool(key) or found
 
     def _save_syn(self, pkt: PacketBuffer) -> None:
         """TCP_SAVE_SYN: keep a SYN's headers (its link header too at 2) for the connection it opens."""
@@ -869,7 +902,7 @@ class TCPEndpoint(TransportEndpoint):
         elif state is not _CLOSED:
             self._synchronized_segment(seg)
         else:
-            self.proto.reply_reset(seg)
+            self.proto.reply_reset(seg, self._md5_key_for(seg))
 
     def _redeliver(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> None:
         """A segment that arrived while this endpoint was busy, for a connection that has ended since:
@@ -885,7 +918,7 @@ class TCPEndpoint(TransportEndpoint):
         else:
             seg = parse_segment(pkt, src, dst, self.stack_stats, self.proto.verify_checksums(pkt.nic_id))
             if seg is not None:
-                self.proto.reply_reset(seg)
+                self.proto.reply_reset(seg, self._md5_key_for(seg))
 
     # --- LISTEN -----------------------------------------------------------------------------------
 
@@ -903,7 +936,7 @@ class TCPEndpoint(TransportEndpoint):
             if mss is None:
                 if self.proto.syn_cookies and not flags & SYN:
                     stats.listen_overflow_invalid_syn_cookie_rcvd.increment()
-                self.proto.reply_reset(seg)
+                self.proto.reply_reset(seg, self._md5_key_for(seg))
                 return
             if listener.accept_queue_full():
                 self._hold(seg, stats.listen_overflow_ack_drop)
@@ -960,7 +993,7 @@ class TCPEndpoint(TransportEndpoint):
             if group:
                 demux.select(group, seg.src, seg.src_port, seg.dst, seg.dst_port).handle_segment(seg)
             else:
-                self.proto.reply_reset(seg)
+                self.proto.reply_reset(seg, self._md5_key_for(seg))
             listener = self.listener
 
     def _new_child(self, seg: Segment, iss: int | None) -> TCPEndpoint | None:
@@ -1014,6 +1047,8 @@ class TCPEndpoint(TransportEndpoint):
         self.rcvlowat = listener.rcvlowat
         self.cc_name = listener.cc_name
         self._bound_nic = listener._bound_nic
+        if listener.md5_keys:
+            self.md5_keys = list(listener.md5_keys)
 
     def _send_syn_cookie(self, seg: Segment) -> None:
         """SYN queue full: answer with a SYN-ACK whose sequence number is the state (RFC 4987 §3.6)."""
@@ -1032,7 +1067,9 @@ class TCPEndpoint(TransportEndpoint):
         listener = self.listener
         assert listener is not None
         for child in list(listener.pending) + list(listener.accepted):
-            child._reset_and_finish()
+            if child.state is not S.CLOSED:
+                child._reset_and_finish()
+            child.parent = None
         listener.pending.clear()
         listener.accepted.clear()
         self._finish(None)
@@ -1070,7 +1107,7 @@ class TCPEndpoint(TransportEndpoint):
         flags = seg.flags
         if flags & ACK and seg.ack != snd.wire(1):
             if not flags & RST:
-                self.proto.reply_reset(seg)
+                self.proto.reply_reset(seg, self._md5_key_for(seg))
             return
         if flags & RST:
             if flags & ACK:
@@ -1103,6 +1140,8 @@ class TCPEndpoint(TransportEndpoint):
         self.peer_mss = opts.mss or DEFAULT_MSS
         self.sack_ok = proto.sack_enabled and opts.sack_permitted
         self.ts_ok = proto.timestamps_enabled and opts.timestamp is not None
+        if self.md5_key is not None and self.sack_ok:
+            self.ts_ok = False      # Linux's tcp_synack_options: signature, timestamps and SACK do not fit
         if self.ts_ok:
             self.ts_recent = opts.timestamp[0]  # type: ignore[index]
         self.ws_ok = proto.window_scaling and opts.window_scale is not None
@@ -1119,7 +1158,7 @@ class TCPEndpoint(TransportEndpoint):
     def _new_receiver(self, irs: int) -> None:
         self.rcv = Receiver(irs, self.receive_buffer_size, max(self.proto.max_receive_buffer_size,
                                                                self.receive_buffer_size),
-                            self.rcv_wscale, min(self.peer_mss, self.path_mss) - (12 if self.ts_ok else 0),
+                            self.rcv_wscale, min(self.peer_mss, self.path_mss) - self._option_bytes(),
                             self.sack_ok, self.stats, self.stack.clock.now)
         self.rcv.adv_edge = 1 + self._syn_window()
         self.rcv.moderate = self.moderate_rcvbuf
@@ -1171,7 +1210,8 @@ class TCPEndpoint(TransportEndpoint):
         else:
             wscale = window_shift(proto.max_receive_buffer_size) if proto.window_scaling else None
             sack = proto.sack_enabled
-            ts = (self._tsval(), 0) if proto.timestamps_enabled else None
+            # (a signed SYN offers no timestamps: they and the signature leave no room for SACK blocks)
+            ts = (self._tsval(), 0) if proto.timestamps_enabled and self.md5_key is None else None
         options = tcp.encode_syn_options(mss, wscale, sack, ts)
         window = self._syn_window()
         flags = SYN | ACK if syn_ack else SYN
@@ -1267,7 +1307,7 @@ class TCPEndpoint(TransportEndpoint):
         ack = snd.una + (delta - (1 << 32) if delta & 0x80000000 else delta)
         if state is _SYN_RCVD:
             if not 1 <= ack <= snd.max:
-                self.proto.reply_reset(seg)
+                self.proto.reply_reset(seg, self._md5_key_for(seg))
                 return
             parent = self.parent
             if parent is not None and self.handshake_tries < parent.defer_accept and not data and not flags & FIN:
@@ -1395,7 +1435,7 @@ class TCPEndpoint(TransportEndpoint):
             if kind is ControlType.PACKET_TOO_BIG and self.snd is not None and info and \
                     self.pmtudisc in PMTUDISC_SETS_DF:
                 self.path_mss = min(self.path_mss, info - self._headers())
-                self.snd.mss = max(MIN_MSS, min(self.snd.mss, self.path_mss - (12 if self.ts_ok else 0)))
+                self.snd.mss = max(MIN_MSS, min(self.snd.mss, self.path_mss - self._option_bytes()))
                 self._update_burst()
             return
         if self.state is S.SYN_SENT:
@@ -1510,8 +1550,10 @@ class TCPEndpoint(TransportEndpoint):
         if ts is not None or blocks:
             if blocks:
                 # SACK blocks ride along only as far as they fit in front of the payload within the MTU
-                # (so never on a super-segment: a scattered payload is always one).
+                # (so never on a super-segment: a scattered payload is always one), and in the 40 bytes.
                 room = 0 if type(payload) is list else self.path_mss - len(payload) - (12 if ts else 0) - 4
+                if self.md5_key is not None:
+                    room = min(room - md5.OPTION_SIZE, 40 - md5.OPTION_SIZE - (12 if ts else 0) - 4)
                 blocks = blocks[:max(0, min(len(blocks), room // 8))]
                 irs = rcv.irs  # type: ignore[union-attr]
                 blocks = [((s + irs) & MASK, (e + irs) & MASK) for s, e in blocks]
@@ -1523,6 +1565,8 @@ class TCPEndpoint(TransportEndpoint):
               window: int) -> None:
         snd, rcv, route = self.snd, self.rcv, self.route
         assert snd is not None and route is not None
+        if self.md5_key is not None:
+            options = md5.PLACEHOLDER + options     # (the signature goes first, as Linux's)
         size = tcp.MIN_SIZE + len(options)
         pkt = PacketBuffer(self._header_room + size, payload)
         length = pkt.size()
@@ -1536,6 +1580,8 @@ class TCPEndpoint(TransportEndpoint):
             urgent = min(snd.up - seq, 0xFFFF)
         tcp.build(hdr, src_port=self.local.port, dst_port=self.remote.port, seq=(seq + snd.iss) & MASK,  # type: ignore[union-attr]
                   ack=ack, flags=flags, window=window, urgent=urgent, options=options)
+        if self.md5_key is not None:
+            md5.sign(hdr, self.local.addr, self.remote.addr, payload, self.md5_key)  # type: ignore[arg-type,union-attr]
         if length > snd.mss:
             # A super-segment: the link cuts it into segments of this size and completes each one's
             # checksum from the pseudo-header sum left in the field (Linux's CHECKSUM_PARTIAL).
@@ -1605,7 +1651,7 @@ class TCPEndpoint(TransportEndpoint):
             return
         link = route.nic.link
         capabilities = int(link.capabilities())
-        if capabilities & _HARDWARE_GSO and not route.loop:
+        if capabilities & _HARDWARE_GSO and not route.loop and self.md5_key is None:   # (each signed alone)
             # Room for the largest headers, as Linux's sk_gso_max_size (gso_max_size - MAX_TCP_HEADER - 1);
             # never less than one segment: on a path whose MTU allows more than GSO carries, no cutting.
             payload = link.gso_max_size(self.net_proto, route.remote_address) - 1 - _MAX_HEADERS
@@ -1624,13 +1670,15 @@ class TCPEndpoint(TransportEndpoint):
         return route.mtu() - self._headers()
 
     def _send_mss(self, peer_mss: int | None) -> int:
-        """Payload per segment: the peer's MSS, clamped to the path MTU and TCP_MAXSEG, less timestamps."""
+        """Payload per segment: the peer's MSS, clamped to the path MTU and TCP_MAXSEG, less the options."""
         mss = min(peer_mss or DEFAULT_MSS, self.path_mss)
         if self.user_mss:
             mss = min(mss, self.user_mss)
-        if self.ts_ok:
-            mss -= 12
-        return max(mss, MIN_MSS - 40)
+        return max(mss - self._option_bytes(), MIN_MSS - 40)
+
+    def _option_bytes(self) -> int:
+        """Option bytes every segment of the connection carries: timestamps, the MD5 signature."""
+        return (12 if self.ts_ok else 0) + (md5.OPTION_SIZE if self.md5_key is not None else 0)
 
     def on_send_space(self) -> None:
         if self.waiter_queue and self.snd is not None and self._writable():
@@ -1645,6 +1693,8 @@ class TCPEndpoint(TransportEndpoint):
         self._tx_partial = route.nic.tx_checksum_offload
         self.remote = FullAddress(0, id.remote_address, id.remote_port)
         self.local = FullAddress(self.local.nic, id.local_address, id.local_port)
+        if self.md5_keys:
+            self.md5_key = md5.best_key(self.md5_keys, id.remote_address)
         self._pseudo = pseudo_header_checksum(tcp.PROTOCOL_NUMBER, id.local_address, id.remote_address, 0)
         if self._id is not None:
             self.stack.demux.unregister((self.net_proto,), self.proto.number, self._id, self, self._bound_nic)
@@ -1673,7 +1723,7 @@ class TCPEndpoint(TransportEndpoint):
                           rcv_nxt=(rcv.nxt + rcv.irs) & MASK, rcv_wnd=rcv.adv_edge - rcv.nxt,
                           window=window, snd_nxt=snd.wire(snd.max), max_wnd=snd.max_wnd,
                           ts_recent=self.ts_recent if self.ts_ok else None, ts_offset=self.ts_offset, ttl=self.ttl,
-                          tos=self.tos, timeout=self.time_wait_timeout)
+                          tos=self.tos, timeout=self.time_wait_timeout, md5_key=self.md5_key)
         self.stack.demux.replace((self.net_proto,), self.proto.number, self._id, self, record, self._bound_nic)
         self._id = self._reservation = None
         self._finish(None)
@@ -1730,12 +1780,12 @@ class TCPEndpoint(TransportEndpoint):
         self.delack_timer = self.state_timer = self.keepalive_timer = None
         if self.parent is not None:
             listener = self.parent.listener
-            if listener is not None:
-                if self in listener.pending:
+            # A handshake that ends unfinished leaves the listener; a connection in the accept queue stays
+            # there, ended: accept() hands it out, and its reads give what came, then the error (Linux's).
+            if listener is None or self in listener.pending:
+                if listener is not None:
                     listener.pending.remove(self)
-                elif self in listener.accepted:     # (deque.remove would format our repr for its error)
-                    listener.accepted.remove(self)
-            self.parent = None
+                self.parent = None
         self._release()
         self.waiter_queue.notify(_CLOSED_EVENTS)
 

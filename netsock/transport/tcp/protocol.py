@@ -13,7 +13,7 @@ from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import TransportProtocol, UnknownDestinationDisposition
 from ...tcpip import TCP_PROTOCOL_NUMBER, Error, ErrInvalidOptionValue, ErrUnknownProtocolOption, SockOpt
 from ...waiter import WaiterQueue
-from . import congestion
+from . import congestion, md5
 from .segment import ACK, RST, Segment, parse_segment
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class TCPProtocol(TransportProtocol):
         self.max_retries = 15                   # net.ipv4.tcp_retries2
         self.syn_retries = 6                    # net.ipv4.tcp_syn_retries
         self.syn_cookies = True
+        self.md5_in_use = False     # some endpoint has had a TCP_MD5SIG key: every segment is looked at since
         self.challenge_ack_limit = 1000         # per second, stack-wide (net.ipv4.tcp_challenge_ack_limit)
         self._challenge_window = 0
         self._challenges_sent = 0
@@ -217,32 +218,41 @@ class TCPProtocol(TransportProtocol):
         seg = parse_segment(pkt, src, dst, self.tcp_stats, self.verify_checksums(pkt.nic_id))
         if seg is None:
             return UnknownDestinationDisposition.MALFORMED
+        if self.md5_in_use and md5.find(pkt.transport_header[tcp.MIN_SIZE:]) is not None:
+            # A signed segment for no socket: no key to sign a reset with, so none (Linux's tcp_v4_send_reset).
+            return UnknownDestinationDisposition.HANDLED
         self.reply_reset(seg)
         return UnknownDestinationDisposition.HANDLED
 
-    def reply_reset(self, seg: Segment) -> None:
-        """RFC 9293 §3.10.7.1: answer a segment for no connection with RST (never a RST for a RST)."""
+    def reply_reset(self, seg: Segment, md5_key: bytes | None = None) -> None:
+        """RFC 9293 §3.10.7.1: answer a segment for no connection with RST (never a RST for a RST),
+        signed with ``md5_key`` if the endpoint answering has one for the sender (TCP_MD5SIG)."""
         if seg.flags & RST:
             return
         if seg.flags & ACK:
-            self.send_stateless(seg, seq=seg.ack, ack=0, flags=RST)
+            self.send_stateless(seg, seq=seg.ack, ack=0, flags=RST, md5_key=md5_key)
         else:
-            self.send_stateless(seg, seq=0, ack=(seg.seq + seg.length) & MASK, flags=RST | ACK)
+            self.send_stateless(seg, seq=0, ack=(seg.seq + seg.length) & MASK, flags=RST | ACK, md5_key=md5_key)
 
     def send_stateless(self, seg: Segment, seq: int, ack: int, flags: int, window: int = 0,
-                       options: bytes = b"", route: Route | None = None, ttl: int = 0, tos: int = 0) -> None:
+                       options: bytes = b"", route: Route | None = None, ttl: int = 0, tos: int = 0,
+                       md5_key: bytes | None = None) -> None:
         """Send a segment back to where ``seg`` came from, without an endpoint (RST, SYN-cookie SYN-ACK,
-        TIME-WAIT's ACKs); ``ttl`` 0 is the route's default."""
+        TIME-WAIT's ACKs); ``ttl`` 0 is the route's default; signed with ``md5_key`` (TCP_MD5SIG)."""
         if route is None:
             try:
                 route = self.stack.find_route(0, seg.dst, seg.src, self._net_proto(seg))
             except Error:
                 return
+        if md5_key is not None:
+            options = md5.PLACEHOLDER + options
         size = tcp.MIN_SIZE + len(options)
         pkt = PacketBuffer(route.max_header_length() + size)
         hdr = pkt.prepend(size)
         tcp.build(hdr, src_port=seg.dst_port, dst_port=seg.src_port, seq=seq, ack=ack, flags=flags, window=window,
                   options=options)
+        if md5_key is not None:
+            md5.sign(hdr, route.local_address, route.remote_address, b"", md5_key)
         total = combine(pseudo_header_checksum(PROTOCOL_NUMBER, route.local_address, route.remote_address, size),
                         checksum(hdr))
         tcp.set_checksum(hdr, ~total & 0xFFFF)

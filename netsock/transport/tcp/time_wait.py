@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...header import tcp
 from ...stack.registration import ControlType, TransportEndpoint
+from . import md5
 from .segment import ACK, FIN, RST, SYN, Segment, parse_segment
 from .state import TCPState
 
@@ -48,11 +49,12 @@ class TimeWait(TransportEndpoint):
     state = TCPState.TIME_WAIT
 
     __slots__ = ("proto", "net_proto", "nic", "id", "reservation", "rcv_nxt", "rcv_wnd", "window", "snd_nxt",
-                 "max_wnd", "ts_recent", "ts_offset", "ttl", "tos", "timeout", "timer")
+                 "max_wnd", "ts_recent", "ts_offset", "ttl", "tos", "timeout", "timer", "md5_key")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, nic: int, id: TransportEndpointID,
                  reservation: tuple[Any, ...] | None, *, rcv_nxt: int, rcv_wnd: int, window: int, snd_nxt: int,
-                 max_wnd: int, ts_recent: int | None, ts_offset: int, ttl: int, tos: int, timeout: float) -> None:
+                 max_wnd: int, ts_recent: int | None, ts_offset: int, ttl: int, tos: int, timeout: float,
+                 md5_key: bytes | None = None) -> None:
         self.proto = proto
         self.net_proto = net_proto
         self.nic = nic                      # the NIC the endpoint was bound to (0: any), as registered
@@ -68,13 +70,15 @@ class TimeWait(TransportEndpoint):
         self.ttl = ttl
         self.tos = tos
         self.timeout = timeout
+        self.md5_key = md5_key              # TCP_MD5SIG's key for the peer: ACKs signed, segments checked
         self.timer = proto.stack.timers.timer(self._release)
         self.timer.reset(timeout)
 
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
         proto = self.proto
         seg = parse_segment(pkt, src, dst, proto.tcp_stats, proto.verify_checksums(pkt.nic_id))
-        if seg is not None:
+        if seg is not None and (not proto.md5_in_use or md5.accepts(self.md5_key, seg, pkt.transport_header,
+                                                                   proto.tcp_stats)):
             self.handle_segment(seg)
 
     def handle_segment(self, seg: Segment) -> None:
@@ -152,7 +156,7 @@ class TimeWait(TransportEndpoint):
         else:
             options = b""
         self.proto.send_stateless(seg, self.snd_nxt, self.rcv_nxt, ACK, self.window, options, ttl=self.ttl,
-                                  tos=self.tos)
+                                  tos=self.tos, md5_key=self.md5_key)
 
     def _challenge_ack(self, seg: Segment) -> None:
         if self.proto.challenge_ack_allowed():
