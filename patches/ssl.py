@@ -431,11 +431,19 @@ class NetsockSSLSocket(ssl.SSLSocket, _NetsockTransport):
 
     def __del__(self) -> None:
         transport = getattr(self, "_transport", None)
-        if transport is not None and transport.fileno() >= 0:
+        if transport is not None and transport.fileno() >= 0 and not getattr(self, "_handed_back", False):
             # The warning names this socket, as CPython's does, and the transport closes without a
             # second one — from the hub loop: the collector may run in the middle of stack code.
             warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self)
             transport._core.stack.clock.call_soon(transport.close)
+
+    def unwrap(self) -> Any:
+        """TLS ends; the plain socket goes back to the caller, whose it is from then on. (CPython hands back
+        this very object; here it is the transport, and this wrapper, left to the collector, must not
+        close what its caller goes on using — it did, at whatever moment the cyclic GC ran.)"""
+        sock = super().unwrap()
+        self._handed_back = True
+        return sock
 
     @classmethod
     def _create(cls, sock: Any, server_side: bool = False, do_handshake_on_connect: bool = True,

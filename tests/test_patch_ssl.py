@@ -395,6 +395,28 @@ def test_handshake_on_demand(pki: PKI) -> None:
 
 
 @pytest.mark.usefixtures("patched")
+def test_a_dropped_wrapper_leaves_the_unwrapped_socket_open(pki: PKI) -> None:
+    """After unwrap() the plain socket is the caller's: the wrapper, dropped and collected (by the cyclic
+    GC, at whatever moment it runs), must not close it — CPython hands back the wrapper itself, so there
+    nothing could. (It did here: CPython's test_starttls saw a reset whenever the collector ran mid-test.)"""
+    client, server = tls_pair(pki.client_context(), pki.server_context())
+
+    def serve() -> NetsockSocket:
+        assert server.recv(100) == b""          # close_notify
+        return server.unwrap()
+
+    serving = gevent.spawn(serve)
+    plain_client = client.unwrap()
+    plain_server = serving.get(timeout=10)
+    del client, server, serving
+    gc.collect()
+    gevent.sleep(0.05)                          # (a wrapper's finalizer closes from the hub loop)
+    with plain_client, plain_server:
+        plain_client.sendall(b"still open")
+        assert receive_exactly(plain_server, 10) == b"still open"
+
+
+@pytest.mark.usefixtures("patched")
 def test_unwrap_then_plaintext(pki: PKI) -> None:
     client, server = tls_pair(pki.client_context(), pki.server_context())
 
