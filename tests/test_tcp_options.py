@@ -378,10 +378,14 @@ def test_tcp_info_snapshot():
     ctx.sent()
     info = ep.info()
     assert info.unacked == 3
-    ctx.advance(0.31)                                 # the RTO (float time: a hair over 0.3 s)
+    ctx.advance(0.21)                   # the tail loss probe, two round trips on: the last segment again
     ctx.sent()
     info = ep.info()
-    assert (info.retransmits, info.total_retransmits, info.cwnd) == (1, 1, 1)
+    assert (info.retransmits, info.total_retransmits, info.cwnd) == (0, 1, 10)
+    ctx.advance(0.31)                   # then the RTO (float time: a hair over 0.3 s after the probe)
+    ctx.sent()
+    info = ep.info()
+    assert (info.retransmits, info.total_retransmits, info.cwnd) == (1, 2, 1)
     assert info.rto == pytest.approx(0.6)
 
 

@@ -233,6 +233,10 @@ class TCPStats(StatGroup):
     fast_retransmit: StatCounter
     timeouts: StatCounter
     checksum_errors: StatCounter
+    # Tail loss probes sent (RFC 8985 §7), and those that repaired a loss (netsock; Linux's TCPLossProbes,
+    # TCPLossProbeRecovery).
+    loss_probes: StatCounter
+    loss_probe_recoveries: StatCounter
     # TCP_MD5SIG drops (netsock; Linux's TCPMD5NotFound, TCPMD5Unexpected, TCPMD5Failure): no signature
     # from a peer with a key, one from a peer without, a wrong one.
     md5_not_found: StatCounter

@@ -57,6 +57,7 @@ class TCPProtocol(TransportProtocol):
         self.max_retries = 15                   # net.ipv4.tcp_retries2
         self.syn_retries = 6                    # net.ipv4.tcp_syn_retries
         self.syn_cookies = True
+        self.tail_loss_probes = True            # RFC 8985's TLP (net.ipv4.tcp_early_retrans 3)
         self.md5_in_use = False     # some endpoint has had a TCP_MD5SIG key: every segment is looked at since
         self.challenge_ack_limit = 1000         # per second, stack-wide (net.ipv4.tcp_challenge_ack_limit)
         self._challenge_window = 0

@@ -5,6 +5,9 @@
 - Loss is recovered by the retransmission timer (RFC 6298: Karn's rule, exponential backoff,
   200 ms minimum as Linux), by fast retransmit with NewReno recovery (RFC 5681, RFC 6582), or,
   when the peer sends SACK, by RFC 6675 loss recovery driven by the scoreboard.
+- With SACK, a tail loss probe (RFC 8985 §7, as Linux's TLP) goes out when nothing has been heard
+  for two round trips: one new segment, or the last one again, to draw the ACK or SACK that starts
+  recovery, instead of waiting for the retransmission timer.
 - A zero window is probed by the persist timer, forever while the peer answers (as Linux).
 - Data written after more than an RTO with nothing in flight starts from a restart window
   (RFC 5681 §4.1, as Linux's tcp_slow_start_after_idle).
@@ -33,13 +36,17 @@ INITIAL_RTO = 1.0
 INITIAL_CWND = 10           # RFC 6928, Linux's default
 DUP_THRESH = 3
 INFINITE_SSTHRESH = (1 << 31) - 1
+PROBE_SLACK = 0.002         # added to a loss probe's two round trips (Linux's TCP_TIMEOUT_MIN)
+PROBE_DELAYED_ACK = MIN_RTO  # ... with one segment in flight, whose ACK the peer may delay (RFC 8985 §7.2)
+PROBE_WITHOUT_RTT = 1.0     # ... before any round trip was measured (Linux's TCP_TIMEOUT_INIT)
 
 
 class Sender:
     __slots__ = ("ep", "iss", "una", "nxt", "max", "wnd", "max_wnd", "wl1", "wl2", "wscale", "mss", "buffer",
                  "fin_queued", "cwnd", "ssthresh", "cc_name", "_cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
-                 "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since")
+                 "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since",
+                 "probe_due", "tlp_high", "tlp_retransmitted")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -79,6 +86,9 @@ class Sender:
         self.rtt_time = 0.0
         self.last_sent = 0.0        # when data last went out (0: never)
         self.push_owed = False      # written while data was in flight: sent when the writer yields
+        self.probe_due = False      # the timer is the tail loss probe's, not the RTO
+        self.tlp_high = -1          # nxt when the outstanding loss probe went (-1: none; RFC 8985 TLP.end_seq)
+        self.tlp_retransmitted = False   # ... and it resent the last segment (so its ACK may mean a loss)
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
 
@@ -202,9 +212,10 @@ class Sender:
                 self.max = self.nxt
             if flags & FIN:
                 break
-        if self.una < self.max and not self.timer.armed:
+        if self.una < self.max and (self.probe_due or not self.timer.armed):
+            # (a loss probe waits two round trips from the latest transmission: Linux re-arms it)
             self.persisting = False
-            self.timer.reset(self.rto)
+            self._arm_retransmit(advancing=False)
 
     def _transmit(self, seq: int, size: int, flags: int) -> None:
         if size:
@@ -303,6 +314,9 @@ class Sender:
                 if self.una < s < e <= self.max:   # D-SACKs and nonsense are ignored
                     self.sack.insert(start, end)
             new_sack = self.sack.sacked_bytes() > sacked
+        if self.tlp_high >= 0:
+            dsack = bool(sack_blocks) and self.unwrap(sack_blocks[0][1]) <= ack     # RFC 2883: a duplicate
+            self._loss_probe_answered(ack, dsack, not new_sack and pure_ack and ack == self.una)
         if self.persisting:
             self.retransmits = 0            # the peer answers: probing goes on as long as it does
             if self.wnd > 0 or ack > self.una:
@@ -355,8 +369,9 @@ class Sender:
                 self.cc.on_ack(packets)
         if self.una >= self.max:
             self.timer.cancel()
+            self.probe_due = False
         elif not self.persisting:
-            self.timer.reset(self.rto)
+            self._arm_retransmit(advancing=True)
         self.ep.on_send_space()
 
     def _dupack(self) -> None:
@@ -424,6 +439,64 @@ class Sender:
             self.persisting = True
             self.timer.reset(self.rto)
 
+    def _arm_retransmit(self, advancing: bool) -> None:
+        """Time what is in flight: a tail loss probe when one may go (RFC 8985 §7.2: two smoothed round
+        trips, more if the one segment in flight may have its ACK delayed, never past the RTO, which runs
+        from now when ``advancing`` and else from when the oldest byte in flight was sent), else the RTO."""
+        rto = self.rto if advancing else max(0.0, self.una_since + self.rto - self.now())
+        probe = self._probe_timeout()
+        self.probe_due = probe is not None and probe < rto
+        self.timer.reset(probe if self.probe_due else rto)  # type: ignore[arg-type]
+
+    def _probe_timeout(self) -> float | None:
+        if not self._may_probe():
+            return None
+        if not self.srtt:
+            return PROBE_WITHOUT_RTT
+        return 2 * self.srtt + (PROBE_DELAYED_ACK if self.max - self.una <= self.mss else PROBE_SLACK)
+
+    def _may_probe(self) -> bool:
+        """A loss probe needs SACK, and goes only outside any recovery, one at a time (Linux's
+        tcp_schedule_loss_probe: CA_Open or CWR, no probe outstanding)."""
+        return self.sack is not None and not self.recovery and not self.persisting and self.tlp_high < 0 and \
+            self.una >= self.recover and self.una < self.max and self.ep.proto.tail_loss_probes
+
+    def _send_loss_probe(self) -> None:
+        """RFC 8985 §7.3: one new segment if the peer's window takes it, else the last one sent again;
+        then the RTO."""
+        self.ep.stack_stats.loss_probes.increment()
+        nxt, data_end = self.nxt, self.buffer.end
+        size = min(self.mss, data_end - nxt, self.una + self.wnd - nxt)
+        if size > 0 and nxt >= self.max:
+            self._transmit(nxt, size, ACK | (PSH if nxt + size == data_end else 0))
+            self.nxt = self.max = nxt + size
+            self.tlp_retransmitted = False
+        else:
+            sent_data_end = min(data_end, self.max)
+            start = max(self.una, sent_data_end - self.mss)
+            size = sent_data_end - start
+            flags = ACK | (PSH if size else 0) | (FIN if self.fin_queued and self.max > data_end else 0)
+            self._transmit(start, size, flags)
+            self.tlp_retransmitted = True
+        self.tlp_high = self.max
+        self.timer.reset(self.rto)
+
+    def _loss_probe_answered(self, ack: int, dsack: bool, duplicate: bool) -> None:
+        """What an ACK says of the outstanding loss probe (RFC 8985 §7.4, as Linux's tcp_process_tlp_ack).
+        New data: acknowledged, done. A resent last segment: a D-SACK, or a bare duplicate ACK (the
+        peer's answer to a second copy), says the original had arrived too — no loss; an ACK beyond the
+        probe without either says the probe repaired a loss, and the window comes down (Linux: CWR)."""
+        if ack < self.tlp_high:
+            return
+        if self.tlp_retransmitted and not dsack and not duplicate:
+            if ack == self.tlp_high:
+                return      # (it acknowledges the probe, or the original: the next ACK tells which)
+            self.ep.stack_stats.loss_probe_recoveries.increment()
+            self.cc.on_loss_detected()
+            self.cwnd = max(min(self.cwnd, self.ssthresh), 1)
+        self.tlp_high = -1
+        self.tlp_retransmitted = False
+
     def _on_timer(self) -> None:
         ep = self.ep
         if self.persisting:
@@ -434,6 +507,11 @@ class Sender:
             return
         if self.una >= self.max:
             return
+        if self.probe_due:
+            self.probe_due = False
+            if self._may_probe():
+                self._send_loss_probe()
+                return
         self.retransmits += 1
         ep.stack_stats.timeouts.increment()
         if self.retransmits > ep.max_retries or self._user_timeout_passed():
