@@ -408,7 +408,7 @@ def test_a_dropped_wrapper_leaves_the_unwrapped_socket_open(pki: PKI) -> None:
     serving = gevent.spawn(serve)
     plain_client = client.unwrap()
     plain_server = serving.get(timeout=10)
-    del client, server, serving
+    client = server = serving = None            # the wrappers are dropped (the closure's too)
     gc.collect()
     gevent.sleep(0.05)                          # (a wrapper's finalizer closes from the hub loop)
     with plain_client, plain_server:
