@@ -11,7 +11,8 @@ import select
 import socket
 import struct
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
 import gevent
@@ -22,7 +23,7 @@ from scapy.packet import Raw
 
 from netsock.adapter import NetsockSocket
 from netsock.patches import select as patched_select
-from netsock.privnet import Network
+from netsock.privnet import Host, Network
 from netsock.stack.iptables import Reject, RejectWith, Rule
 from netsock.tcpip import TCP_PROTOCOL_NUMBER, Error, ErrWouldBlock, FullAddress, SockOpt
 from netsock.tcpip.options import PMTUDISC_DONT
@@ -235,21 +236,31 @@ def test_a_queued_error_is_not_input() -> None:
         assert sock.recvmsg(10, 0, MSG_ERRQUEUE)[0] == b"a"
 
 
+def recverr_option(family: int) -> tuple[int, int]:
+    """(level, name) of the family's RECVERR option."""
+    return (socket.IPPROTO_IP, IP_RECVERR) if family == socket.AF_INET else (socket.IPPROTO_IPV6, IPV6_RECVERR)
+
+
+@contextmanager
+def routed(family: int, seed: int) -> Iterator[tuple[Host, Host, Host]]:
+    """(client.test, router.test, server.test): the client and the server on two subnets of ``family``, the
+    router between them."""
+    subnets = ("192.0.2.0/24", "198.51.100.0/24") if family == socket.AF_INET else ("2001:db8:1::/64",
+                                                                                   "2001:db8:2::/64")
+    with Network(seed=seed) as net:
+        left, right = net.switch("left", subnets[0]), net.switch("right", subnets[1])
+        router = net.router("router.test", left, right)
+        yield net.host("client.test", left), router, net.host("server.test", right)
+
+
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("recverr", [True, False], ids=["recverr", "plain"])
 def test_tcp_hears_a_soft_error_at_once_with_recverr(family: int, recverr: bool) -> None:
     """A router starts refusing an established connection's packets (REJECT, host unreachable): with
     IP_RECVERR / IPV6_RECVERR the client's next recv fails with EHOSTUNREACH at once and the connection
     lives on; without, the error is only kept for a timeout and recv just waits."""
-    subnets = ("192.0.2.0/24", "198.51.100.0/24") if family == socket.AF_INET else ("2001:db8:1::/64",
-                                                                                   "2001:db8:2::/64")
-    level, option = (socket.IPPROTO_IP, IP_RECVERR) if family == socket.AF_INET else (socket.IPPROTO_IPV6,
-                                                                                     IPV6_RECVERR)
-    with Network(seed=5) as net:
-        left, right = net.switch("left", subnets[0]), net.switch("right", subnets[1])
-        router = net.router("router.test", left, right)
-        server = net.host("server.test", right)
-        client = net.host("client.test", left)
+    level, option = recverr_option(family)
+    with routed(family, seed=5) as (client, router, server):
         listener = NetsockSocket(family, stack=server.stack)
         listener.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 80))
         listener.listen()
@@ -282,18 +293,11 @@ def test_a_failed_connect_leaves_its_error_queued(family: int, recverr: bool) ->
     namespace REJECTing the SYN): the socket is readable, writable and in error; recvmsg(MSG_ERRQUEUE) hands
     out the quoted SYN, from the address and port connected to, with the extended error; SO_ERROR still
     says EHOSTUNREACH afterwards; a second read is EAGAIN."""
-    subnets = ("192.0.2.0/24", "198.51.100.0/24") if family == socket.AF_INET else ("2001:db8:1::/64",
-                                                                                   "2001:db8:2::/64")
-    level, option = (socket.IPPROTO_IP, IP_RECVERR) if family == socket.AF_INET else (socket.IPPROTO_IPV6,
-                                                                                     IPV6_RECVERR)
-    with Network(seed=6) as net:
-        left, right = net.switch("left", subnets[0]), net.switch("right", subnets[1])
-        router = net.router("router.test", left, right)
-        server = net.host("server.test", right)
-        client = net.host("client.test", left)
+    level, option = recverr_option(family)
+    with routed(family, seed=6) as (client, router, server):
         table = router.stack.iptables.ipv6 if family == socket.AF_INET6 else router.stack.iptables.ipv4
         table.append("FORWARD", Rule(Reject(RejectWith.HOST_UNREACHABLE), protocol=TCP_PROTOCOL_NUMBER))
-        server_address, router_address = server.address, router.addresses[left]
+        server_address, router_address = server.address, router.addresses[next(iter(client.addresses))]
 
         def connect() -> Any:
             with NetsockSocket(family) as sock:
