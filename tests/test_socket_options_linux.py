@@ -21,6 +21,7 @@ from netsock.adapter import NetsockSocket
 from netsock.adapter import socket as adapter
 from netsock.adapter.runtime import LOOPBACK_NIC_ID
 from netsock.privnet import Network
+from netsock.tcpip import SockOpt
 
 SOL_SOCKET, IP, IPV6, TCP, UDP = socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_IPV6, socket.IPPROTO_TCP, \
     socket.IPPROTO_UDP
@@ -29,13 +30,13 @@ LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the high
 # What netsock does not implement: ENOPROTOOPT for these, whatever Linux answers.
 UNIMPLEMENTED = {
     SOL_SOCKET: {
-        16: "SO_PASSCRED", 34: "SO_PASSSEC",
+        34: "SO_PASSSEC",
         37: "SO_TIMESTAMPING", 41: "SO_WIFI_STATUS", 43: "SO_NOFCS",
         45: "SO_SELECT_ERR_QUEUE", 47: "SO_MAX_PACING_RATE (no pacing)", 50: "SO_ATTACH_BPF (eBPF)",
         51: "SO_ATTACH_REUSEPORT_CBPF", 52: "SO_ATTACH_REUSEPORT_EBPF", 53: "SO_CNX_ADVICE", 59: "SO_PEERGROUPS",
         60: "SO_ZEROCOPY", 61: "SO_TXTIME", 63: "SO_TIMESTAMP_NEW", 64: "SO_TIMESTAMPNS_NEW",
         65: "SO_TIMESTAMPING_NEW", 66: "SO_RCVTIMEO_NEW", 67: "SO_SNDTIMEO_NEW", 68: "SO_DETACH_REUSEPORT_BPF",
-        72: "SO_BUF_LOCK", 73: "SO_RESERVE_MEM", 74: "SO_TXREHASH", 75: "SO_RCVMARK", 76: "SO_PASSPIDFD",
+        73: "SO_RESERVE_MEM", 74: "SO_TXREHASH", 75: "SO_RCVMARK", 76: "SO_PASSPIDFD",
         77: "SO_PEERPIDFD",
     },
     IP: {
@@ -818,3 +819,39 @@ def test_a_signed_syn_for_no_socket_gets_no_reset() -> None:
                 trace.append(outcome(lambda: sock.connect(("127.0.0.1", port))))
         answers.append(trace)
     assert answers[0] == answers[1] == [None, "ECONNREFUSED"]
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+def test_buffer_locks(kind: int) -> None:
+    """SO_BUF_LOCK: setting SO_RCVBUF or SO_SNDBUF locks that buffer; the locks can be set and cleared
+    themselves (bits 1 and 2 only: EINVAL for more), and an accepted socket has its listener's — the
+    kernel's answers; unlocked, TCP's receive buffer tunes itself again. SO_PASSCRED is AF_UNIX's only
+    in Linux 6: EOPNOTSUPP."""
+    traces = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(socket.AF_INET, kind)) as sock:
+            steps: list[Callable[[], Any]] = [
+                lambda: sock.setsockopt(SOL_SOCKET, socket.SO_RCVBUF, 100000),
+                lambda: sock.setsockopt(SOL_SOCKET, socket.SO_SNDBUF, 100000),
+                lambda: sock.setsockopt(SOL_SOCKET, 72, 0), lambda: sock.setsockopt(SOL_SOCKET, 72, 1),
+                lambda: sock.setsockopt(SOL_SOCKET, 72, 4),
+                lambda: sock.setsockopt(SOL_SOCKET, 72, -1), lambda: sock.setsockopt(SOL_SOCKET, 72, 2),
+                lambda: sock.setsockopt(SOL_SOCKET, 16, 1), lambda: sock.getsockopt(SOL_SOCKET, 16)]
+            trace: list[Any] = [sock.getsockopt(SOL_SOCKET, 72)]
+            for step in steps:
+                trace.append((outcome(step), sock.getsockopt(SOL_SOCKET, 72)))
+            traces.append(trace)
+        if kind == socket.SOCK_STREAM:
+            with loopback_connection(make, lambda listener: listener.setsockopt(SOL_SOCKET, 72, 2)) as \
+                    (_, _client, accepted):
+                traces[-1].append(accepted.getsockopt(SOL_SOCKET, 72))
+    assert traces[0] == traces[1]
+    assert traces[1][:3] == [0, (("ok", None), 2), (("ok", None), 3)]
+    if kind == socket.SOCK_STREAM:
+        with NetsockSocket() as sock:
+            moderate = lambda: sock._core.ep.get_sock_opt(SockOpt.MODERATE_RECEIVE_BUFFER)  # noqa: E731
+            sock.setsockopt(SOL_SOCKET, socket.SO_RCVBUF, 100000)
+            assert not moderate()
+            sock.setsockopt(SOL_SOCKET, 72, 0)
+            assert moderate()

@@ -171,6 +171,8 @@ _SO_SNDBUFFORCE, _SO_RCVBUFFORCE, _SO_BUSY_POLL, _SO_BPF_EXTENSIONS, _SO_INCOMIN
 _SO_MEMINFO, _SO_INCOMING_NAPI_ID, _SO_COOKIE, _SO_BINDTOIFINDEX = 55, 56, 57, 62
 _SO_PREFER_BUSY_POLL, _SO_BUSY_POLL_BUDGET, _SO_NETNS_COOKIE = 69, 70, 71
 _SO_PEEK_OFF = 42
+_SO_PASSCRED, _SO_BUF_LOCK = 16, 72
+_SNDBUF_LOCK, _RCVBUF_LOCK = 1, 2                           # SO_BUF_LOCK's bits (Linux's SOCK_*BUF_LOCK)
 _SKF_AD_MAX = 64                                            # SO_BPF_EXTENSIONS: the ancillary loads' end
 # Read-only or kept-only socket options' values before any set (SO_BSDCOMPAT and SO_SNDLOWAT cannot be set).
 _SOCKET_OPTION_DEFAULTS = {_SO_DEBUG: 0, _SO_BSDCOMPAT: 0, _SO_PRIORITY: 0, _SO_SNDLOWAT: 1, _SO_BUSY_POLL: 0,
@@ -1138,6 +1140,19 @@ class SocketCore:
         elif name in (SO_RCVBUF, SO_SNDBUF):
             size = min(_int_option(raw) & 0xFFFFFFFF, 0x7FFFFFFF)   # Linux reads it unsigned
             self._set(SockOpt.RECEIVE_BUFFER_SIZE if name == SO_RCVBUF else SockOpt.SEND_BUFFER_SIZE, size)
+            self.plain[(SOL_SOCKET, _SO_BUF_LOCK)] = self.plain.get((SOL_SOCKET, _SO_BUF_LOCK), 0) | (  # type: ignore
+                _RCVBUF_LOCK if name == SO_RCVBUF else _SNDBUF_LOCK)
+        elif name == _SO_BUF_LOCK:
+            # The buffer sizes' locks themselves: a set size locks its buffer (above); unlocked, TCP's
+            # receive buffer tunes itself again (Linux's sk_userlocks, which tcp_rcv_space_adjust reads).
+            locks = _int_option(raw)
+            if locks & ~(_SNDBUF_LOCK | _RCVBUF_LOCK):
+                raise _oserror(EINVAL)
+            self.plain[(SOL_SOCKET, name)] = locks
+            if stream:
+                self._set(SockOpt.MODERATE_RECEIVE_BUFFER, not locks & _RCVBUF_LOCK)
+        elif name == _SO_PASSCRED:
+            raise _oserror(EOPNOTSUPP)     # (credentials pass over AF_UNIX and netlink only, in Linux 6)
         elif name in (SO_RCVTIMEO, SO_SNDTIMEO):
             if len(raw) < _TIMEVAL.size:
                 raise _oserror(EINVAL)
@@ -1316,6 +1331,10 @@ class SocketCore:
         if name == _SO_PEEK_OFF:
             self._peek_offset_supported()
             return self.peek_offset
+        if name == _SO_BUF_LOCK:
+            return self.plain.get((SOL_SOCKET, name), 0)
+        if name == _SO_PASSCRED:
+            raise _oserror(EOPNOTSUPP)
         if name == _SO_INCOMING_CPU:
             cpu = self.plain.get((SOL_SOCKET, name))
             if cpu is None:
