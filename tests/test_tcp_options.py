@@ -226,13 +226,14 @@ def test_sack_blocks_across_the_sequence_wrap():
     assert ctx.read_all() == b"w" * 2000
 
 
-def test_duplicate_segment_below_the_ack_is_acked_without_sack_blocks():
+def test_duplicate_segment_below_the_ack_is_acked_with_a_dsack_block_alone():
+    """(Linux's, RFC 2883: the duplicate is reported; there is no out-of-order data to SACK.)"""
     ctx = established(opts=Opts(mss=1460, sack_perm=True))
     ctx.send_data(b"once")
     ctx.sent()
     ctx.send("PA", seq=seq_add(ctx.nxt, -4), payload=b"once")
     ack = ctx.sent_one()
-    assert ack.ack == ctx.nxt and ack.options.sack == ()
+    assert ack.ack == ctx.nxt and ack.options.sack == ((seq_add(ctx.nxt, -4), ctx.nxt),)
 
 
 def test_no_sack_blocks_without_sack_permitted():

@@ -1287,6 +1287,8 @@ class TCPEndpoint(TransportEndpoint):
                 acceptable = True
         if not acceptable:
             if not flags & RST:
+                if length and seq < nxt:
+                    rcv.duplicate(seq, min(seq + length, nxt))     # an old duplicate: D-SACK it
                 self.send_ack()
             return
         if flags & RST:
@@ -1547,6 +1549,8 @@ class TCPEndpoint(TransportEndpoint):
         options = b""
         ts = (self._tsval(), self.ts_recent) if self.ts_ok else None
         blocks: list[tuple[int, int]] = rcv.sack_blocks if rcv is not None and self.sack_ok else []
+        if rcv is not None and rcv.dsack is not None:
+            blocks, rcv.dsack = [rcv.dsack, *blocks], None      # first, and once (RFC 2883 §4)
         if ts is not None or blocks:
             if blocks:
                 # SACK blocks ride along only as far as they fit in front of the payload within the MTU

@@ -36,7 +36,7 @@ class Receiver:
 
     __slots__ = ("irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
                  "adv_edge", "unacked_bytes", "ack_owed", "quickacks", "fin_received", "mss", "sack_ok",
-                 "sack_blocks", "moderate", "copied", "copied_since", "stats", "now", "urg_seq", "urg_byte",
+                 "sack_blocks", "dsack", "moderate", "copied", "copied_since", "stats", "now", "urg_seq", "urg_byte",
                  "urg_read", "clamp", "stamps", "clock_ns")
 
     def __init__(self, irs: int, buffer_size: int, max_buffer_size: int, wscale: int, mss: int, sack_ok: bool,
@@ -57,6 +57,8 @@ class Receiver:
         self.mss = mss                  # what we expect the peer to send (for ACK and window decisions)
         self.sack_ok = sack_ok          # report out-of-order blocks (RFC 2018)
         self.sack_blocks: list[tuple[int, int]] = []
+        # A duplicate just received (RFC 2883): reported once, as the first SACK block of the next ACK.
+        self.dsack: tuple[int, int] | None = None
         self.moderate = True            # receive-buffer auto-tuning, until the user sets a size
         self.copied = 0
         self.copied_since = now()
@@ -80,6 +82,7 @@ class Receiver:
         nxt = before = self.nxt
         end = seq + len(data)
         if seq < nxt:                       # retransmitted bytes we already have
+            self.duplicate(seq, min(end, nxt))
             data = data[nxt - seq:]
             seq = nxt
         limit = max(self.adv_edge, nxt)
@@ -124,6 +127,7 @@ class Receiver:
         i = bisect.bisect_left(ooo, (seq,))
         for j in (i - 1, i):                # already held whole: a duplicate
             if 0 <= j < len(ooo) and ooo[j][0] <= seq and ooo[j][1] >= end and (ooo[j][3] or not fin):
+                self.duplicate(seq, end)
                 self._report_sack(seq, end)
                 return
         if len(ooo) >= MAX_OOO_SEGMENTS:
@@ -132,6 +136,12 @@ class Receiver:
         ooo.insert(i, (seq, end, data, fin))
         self.ooo_bytes += len(data)
         self._report_sack(seq, end)
+
+    def duplicate(self, seq: int, end: int) -> None:
+        """Bytes ``seq``..``end`` came again: a D-SACK block tells the sender (RFC 2883, Linux's
+        tcp_dsack_set), which learns that a retransmission was spurious."""
+        if self.sack_ok and end > seq:
+            self.dsack = (seq, end)
 
     def _report_sack(self, seq: int, end: int) -> None:
         if self.sack_ok and end > seq:
