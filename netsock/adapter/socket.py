@@ -562,6 +562,14 @@ def _sockaddr_bytes(family: int, addr: bytes, port: int = 0, scope_id: int = 0) 
     return struct.pack("=H", AF_INET6) + struct.pack("!HI16s", port, 0, addr) + struct.pack("=I", scope_id)
 
 
+def _handed_over(data: bytes, into: memoryview | None) -> bytes | int:
+    """What a read returns: the bytes, or, reading into the caller's buffer, their count."""
+    if into is None:
+        return data
+    into[:len(data)] = data
+    return len(data)
+
+
 def _error_message(entry: QueuedError, family: int) -> tuple[int, int, bytes]:
     """IP_RECVERR's control message as Linux's ip_recv_error / ipv6_recv_error write it: the
     sock_extended_err, then the offender (whoever sent the ICMP error) as the socket family's sockaddr."""
@@ -2347,11 +2355,7 @@ class NetsockSocket:
         if flags & MSG_OOB:
             return self._urgent_read(flags, into)
         if flags & MSG_ERRQUEUE:
-            data = self._error_queue_read().data[:size]
-            if into is None:
-                return data
-            into[:len(data)] = data
-            return len(data)
+            return _handed_over(self._error_queue_read().data[:size], into)
         if size == 0:
             return b"" if into is None else 0
         core = self._core
@@ -2360,10 +2364,7 @@ class NetsockSocket:
             offset = core.peek_offset
             data = self._io(_IN, lambda: core.ep.peek(size, max(offset, 0)), deadline, expired, more=offset > 0)
             core.move_peek_offset(len(data))
-            if into is None:
-                return data
-            into[:len(data)] = data
-            return len(data)
+            return _handed_over(data, into)
         chunks: list[bytes] = []
 
         def read(done: int) -> int:
@@ -2411,10 +2412,7 @@ class NetsockSocket:
                 raise e.to_oserror() from None
             finally:
                 core.sync()
-        if into is None:
-            return data
-        into[:len(data)] = data
-        return len(data)
+        return _handed_over(data, into)
 
     def _error_queue_read(self) -> ReadResult:
         """recv(MSG_ERRQUEUE): the oldest queued ICMP error (never waiting: EAGAIN if none, as Linux's
