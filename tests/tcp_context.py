@@ -18,6 +18,8 @@ a pump that carries packets both ways.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import random
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +30,8 @@ from netsock.link.channel import ChannelEndpoint
 from netsock.link.fault import FaultConfig, FaultEndpoint
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.stack import ManualClock, Stack
-from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, Address, ErrConnectStarted, ErrWouldBlock, FullAddress, Route)
+from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, Address, ErrConnectStarted, ErrWouldBlock, FullAddress, Route,
+                           ShutdownFlags)
 from netsock.transport.icmp import ICMPv4Protocol
 from netsock.transport.tcp import TCPEndpoint, TCPProtocol, TCPState
 from netsock.waiter import WaiterQueue
@@ -569,3 +572,52 @@ class Pair:
         self.run(lambda: bool(accepted) and client.state.name == "ESTABLISHED", try_accept, limit=120)
         listener.close()
         return client, accepted[0]
+
+
+class Stream:
+    """One direction of a transfer: ``data`` written into ``src``, read back from ``dst``."""
+
+    def __init__(self, src: TCPEndpoint, dst: TCPEndpoint, size: int, seed: int) -> None:
+        self.src, self.dst = src, dst
+        self.data = random.Random(seed).randbytes(size)
+        self.written = 0
+        self.received = bytearray()
+        self.shut = False
+        self.eof = False
+
+    def step(self) -> None:
+        if self.written < len(self.data):
+            try:
+                self.written += self.src.write(memoryview(self.data)[self.written:self.written + 256 * 1024])
+            except ErrWouldBlock:
+                pass
+        if self.written == len(self.data) and not self.shut:
+            self.src.shutdown(ShutdownFlags.WRITE)
+            self.shut = True
+        while not self.eof:
+            try:
+                chunk = self.dst.read(1 << 20)
+            except ErrWouldBlock:
+                return
+            if not chunk:
+                self.eof = True
+            self.received += chunk
+
+    def check(self) -> None:
+        assert len(self.received) == len(self.data)
+        assert hashlib.sha256(self.received).hexdigest() == hashlib.sha256(self.data).hexdigest()
+
+
+def transfer(pair: Pair, up: int, down: int, tick: float = 0.001, limit: float = 600.0) -> tuple[float, TCPEndpoint,
+                                                                                                      TCPEndpoint]:
+    client, server = pair.connect()
+    streams = [Stream(client, server, up, 1), Stream(server, client, down, 2)]
+
+    def step() -> None:
+        for stream in streams:
+            stream.step()
+
+    elapsed = pair.run(lambda: all(s.eof for s in streams), step, tick=tick, limit=limit)
+    for stream in streams:
+        stream.check()
+    return elapsed, client, server

@@ -4,64 +4,13 @@ initial sequence numbers just below 2**32."""
 
 from __future__ import annotations
 
-import hashlib
-import random
-
 import pytest
 
 from netsock.link.fault import FaultConfig
-from netsock.tcpip import ErrWouldBlock, ShutdownFlags
 from netsock.transport.tcp import TCPEndpoint, TCPState
-from tcp_context import MOD, Pair
+from tcp_context import MOD, Pair, transfer
 
 MB = 1 << 20
-
-
-class Stream:
-    """One direction of a transfer: ``data`` written into ``src``, read back from ``dst``."""
-
-    def __init__(self, src: TCPEndpoint, dst: TCPEndpoint, size: int, seed: int) -> None:
-        self.src, self.dst = src, dst
-        self.data = random.Random(seed).randbytes(size)
-        self.written = 0
-        self.received = bytearray()
-        self.eof = False
-
-    def step(self) -> None:
-        if self.written < len(self.data):
-            try:
-                self.written += self.src.write(memoryview(self.data)[self.written:self.written + 256 * 1024])
-            except ErrWouldBlock:
-                pass
-            if self.written == len(self.data):
-                self.src.shutdown(ShutdownFlags.WRITE)
-        while not self.eof:
-            try:
-                chunk = self.dst.read(1 << 20)
-            except ErrWouldBlock:
-                return
-            if not chunk:
-                self.eof = True
-            self.received += chunk
-
-    def check(self) -> None:
-        assert len(self.received) == len(self.data)
-        assert hashlib.sha256(self.received).hexdigest() == hashlib.sha256(self.data).hexdigest()
-
-
-def transfer(pair: Pair, up: int, down: int, tick: float = 0.001, limit: float = 600.0) -> tuple[float, TCPEndpoint,
-                                                                                                      TCPEndpoint]:
-    client, server = pair.connect()
-    streams = [Stream(client, server, up, 1), Stream(server, client, down, 2)]
-
-    def step() -> None:
-        for stream in streams:
-            stream.step()
-
-    elapsed = pair.run(lambda: all(s.eof for s in streams), step, tick=tick, limit=limit)
-    for stream in streams:
-        stream.check()
-    return elapsed, client, server
 
 
 def closed_cleanly(pair: Pair, client: TCPEndpoint, server: TCPEndpoint) -> None:

@@ -637,7 +637,7 @@ def _tcp_info(ep: Any) -> bytes:
     mtu = ep.route.mtu() if ep.route is not None else 0
     return _TCP_INFO.pack(
         int(info.state), 0, min(info.retransmits, 255), 0, 0, options, wscale, 0,
-        _usec(info.rto), 0, info.snd_mss, info.rcv_mss, info.unacked, 0, 0, 0, 0,
+        _usec(info.rto), 0, info.snd_mss, info.rcv_mss, info.unacked, info.sacked, info.lost, info.resent, 0,
         0, 0, 0, 0, mtu, 0, _usec(info.rtt), _usec(info.rttvar), min(info.ssthresh, 0xFFFFFFFF),
         min(info.cwnd, 0xFFFFFFFF), info.rcv_mss, 0, 0, max(info.rcv_wnd, 0), info.total_retransmits & 0xFFFFFFFF)
 

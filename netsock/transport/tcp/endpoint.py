@@ -102,6 +102,9 @@ class TCPInfo(NamedTuple):
     snd_wnd: int
     rcv_wnd: int
     congestion_control: str
+    sacked: int = 0             # segments SACKed, found lost (RACK) and resent in flight
+    lost: int = 0
+    resent: int = 0
 
 
 @functools.cache
@@ -580,7 +583,8 @@ class TCPEndpoint(TransportEndpoint):
                        snd.min_rtt if snd else 0.0, snd.mss if snd else 0, rcv.mss if rcv else 0,
                        snd.cwnd if snd else 0, snd.ssthresh if snd else 0, snd.retransmits if snd else 0,
                        snd.total_retransmits if snd else 0, snd.outstanding if snd else 0, snd.wnd if snd else 0,
-                       rcv.adv_edge - rcv.nxt if rcv else 0, self.cc_name)
+                       rcv.adv_edge - rcv.nxt if rcv else 0, self.cc_name,
+                       *(snd.rack.segments(snd.mss) if snd is not None and snd.rack is not None else ()))
 
     # --- options ----------------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class TCPProtocol(TransportProtocol):
         self.syn_retries = 6                    # net.ipv4.tcp_syn_retries
         self.syn_cookies = True
         self.tail_loss_probes = True            # RFC 8985's TLP (net.ipv4.tcp_early_retrans 3)
+        self.rack_loss_detection = True         # RFC 8985's RACK (net.ipv4.tcp_recovery bit 1)
         self.md5_in_use = False     # some endpoint has had a TCP_MD5SIG key: every segment is looked at since
         self.challenge_ack_limit = 1000         # per second, stack-wide (net.ipv4.tcp_challenge_ack_limit)
         self._challenge_window = 0

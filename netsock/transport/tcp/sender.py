@@ -5,6 +5,8 @@
 - Loss is recovered by the retransmission timer (RFC 6298: Karn's rule, exponential backoff,
   200 ms minimum as Linux), by fast retransmit with NewReno recovery (RFC 5681, RFC 6582), or,
   when the peer sends SACK, by RFC 6675 loss recovery driven by the scoreboard.
+- With SACK, losses are found by time (RACK, RFC 8985 §6: see ``rack``) rather than by counting
+  SACKed segments, unless ``TCPProtocol.rack_loss_detection`` is off.
 - With SACK, a tail loss probe (RFC 8985 §7, as Linux's TLP) goes out when nothing has been heard
   for two round trips: one new segment, or the last one again, to draw the ACK or SACK that starts
   recovery, instead of waiting for the retransmission timer.
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 from ...tcpip import ErrTimeout
 from . import congestion
 from .buffers import SendBuffer
+from .rack import RACK
 from .sack import SACKScoreboard
 from .segment import ACK, FIN, PSH
 
@@ -46,7 +49,7 @@ class Sender:
                  "fin_queued", "cwnd", "ssthresh", "cc_name", "_cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
                  "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since",
-                 "probe_due", "tlp_high", "tlp_retransmitted")
+                 "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -89,6 +92,8 @@ class Sender:
         self.probe_due = False      # the timer is the tail loss probe's, not the RTO
         self.tlp_high = -1          # nxt when the outstanding loss probe went (-1: none; RFC 8985 TLP.end_seq)
         self.tlp_retransmitted = False   # ... and it resent the last segment (so its ACK may mean a loss)
+        self.rack: RACK | None = None   # with SACK: time-based loss detection
+        self.reo_due = False        # the timer is RACK's reordering timer, not the RTO
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
 
@@ -123,6 +128,8 @@ class Sender:
 
     def enable_sack(self) -> None:
         self.sack = SACKScoreboard(self.mss)
+        if self.ep.proto.rack_loss_detection:
+            self.rack = RACK()
 
     # --- writing --------------------------------------------------------------------------------
 
@@ -218,11 +225,14 @@ class Sender:
             self._arm_retransmit(advancing=False)
 
     def _transmit(self, seq: int, size: int, flags: int) -> None:
+        now = self.now()
         if size:
             payload = self.buffer.get(seq, size, self.scatter and size > self.mss)
-            self.last_sent = self.now()
+            self.last_sent = now
         else:
             payload = b""
+        if self.rack is not None:
+            self.rack.sent(seq, seq + size + (flags & FIN), now, seq < self.max)
         if seq < self.max:
             self.total_retransmits += 1
             self.ep.stack_stats.retransmits.value += 1
@@ -258,6 +268,9 @@ class Sender:
 
     def _sack_recovery_send(self) -> None:
         """RFC 6675 §5: while the pipe leaves room for a segment, retransmit what is lost, else send new data."""
+        if self.rack is not None:
+            self._rack_recovery_send(force=False)
+            return
         sack = self.sack
         assert sack is not None
         mss = self.mss
@@ -294,6 +307,60 @@ class Sender:
         if self.una < self.max and not self.timer.armed:
             self.timer.reset(self.rto)
 
+    def _rack_recovery_send(self, force: bool) -> None:
+        """Recovery with RACK: while the pipe leaves room for a segment (``force``: one regardless, the
+        fast retransmission), resend what RACK marked lost, lowest first, else send new data."""
+        rack = self.rack
+        assert rack is not None
+        mss = self.mss
+        pipe = rack.pipe()
+        while force or self.cwnd * mss - pipe >= mss:
+            force = False
+            lost = rack.first_lost()
+            if lost is not None:
+                start, end = lost[0], lost[1]
+                data_end = self.buffer.end
+                size = min(end, data_end, start + mss) - start
+                flags = ACK
+                if start + size == data_end:
+                    if size:
+                        flags |= PSH
+                    if end > data_end:
+                        flags |= FIN        # the FIN was lost too
+                if not size and not flags & FIN:
+                    break
+                self._transmit(start, size, flags)
+                pipe += max(size, 1)
+                continue
+            nxt = self.nxt
+            pending = self.buffer.end - nxt
+            room = self.una + self.wnd - nxt
+            if pending <= 0 or room <= 0:
+                break
+            size = min(pending, mss, room)
+            self._transmit(nxt, size, ACK | (PSH if nxt + size == self.buffer.end else 0))
+            self.nxt = nxt + size
+            if self.nxt > self.max:
+                self.max = self.nxt
+            pipe += size
+        if self.una < self.max and not self.timer.armed:
+            self.timer.reset(self.rto)
+
+    def _rack_detect(self) -> None:
+        """RFC 8985 §6.2: mark lost what is overdue, start recovery for it, and time what is not yet."""
+        rack = self.rack
+        assert rack is not None
+        reo_wnd = rack.reo_wnd(self.srtt, self.min_rtt, self.recovery, self.mss)
+        lost, lost_retransmissions, wait = rack.detect_loss(self.now(), reo_wnd)
+        if lost_retransmissions:
+            self.ep.stack_stats.lost_retransmits.increment(lost_retransmissions)
+        if lost and not self.recovery and self.una > self.recover:
+            self._enter_recovery()
+        if wait:
+            self.reo_due = True
+            self.probe_due = False
+            self.timer.reset(wait)
+
     # --- acknowledgments --------------------------------------------------------------------------
 
     def handle_ack(self, seg_seq: int, ack: int, window: int, pure_ack: bool,
@@ -306,16 +373,22 @@ class Sender:
             self.wl2 = ack
             if self.wnd > self.max_wnd:
                 self.max_wnd = self.wnd
-        new_sack = False
+        new_sack = dsack = False
+        rack = self.rack
         if sack_blocks and self.sack is not None:
+            dsack = self._is_dsack(sack_blocks, ack)
             sacked = self.sack.sacked_bytes()
+            now = self.now()
             for start, end in sack_blocks:
                 s, e = self.unwrap(start), self.unwrap(end)
                 if self.una < s < e <= self.max:   # D-SACKs and nonsense are ignored
                     self.sack.insert(start, end)
+                    if rack is not None:
+                        rack.sacked(s, e, now, self.min_rtt)
             new_sack = self.sack.sacked_bytes() > sacked
+            if dsack:
+                self.ep.stack_stats.dsacks_received.increment()
         if self.tlp_high >= 0:
-            dsack = bool(sack_blocks) and self.unwrap(sack_blocks[0][1]) <= ack     # RFC 2883: a duplicate
             self._loss_probe_answered(ack, dsack, not new_sack and pure_ack and ack == self.una)
         if self.persisting:
             self.retransmits = 0            # the peer answers: probing goes on as long as it does
@@ -329,20 +402,37 @@ class Sender:
             # information is a duplicate even if it carries data or a changed window (a Linux
             # receiver's window grows with autotuning; in a two-way transfer its ACKs ride on data).
             self._dupack()
+        if rack is not None and self.ep is not None:
+            if dsack:
+                rack.dsack(self.una, self.nxt)
+            if self.recovery or rack.sacked_bytes:
+                self._rack_detect()
         self.send_data()
         ep = self.ep
         if ep is not None and ep.notsent_lowat > 0:
             ep.on_send_space()          # what just went out may bring the unsent bytes under the mark
 
+    def _is_dsack(self, blocks: tuple[tuple[int, int], ...], ack: int) -> bool:
+        """RFC 2883 §4: the first block reports a duplicate if it lies below the cumulative ACK or
+        within the second block."""
+        start, end = self.unwrap(blocks[0][0]), self.unwrap(blocks[0][1])
+        if end <= ack:
+            return True
+        if len(blocks) > 1:
+            second_start, second_end = self.unwrap(blocks[1][0]), self.unwrap(blocks[1][1])
+            return second_start <= start and end <= second_end
+        return False
+
     def _new_ack(self, ack: int) -> None:
         acked = ack - self.una
         flight = self.max - self.una
+        now = self.now()
         if self.rtt_seq is not None and ack >= self.rtt_seq:
-            self.rtt_sample(self.now() - self.rtt_time)
+            self.rtt_sample(now - self.rtt_time)
             self.rtt_seq = None
         self.retransmits = 0
         self.una = ack
-        self.una_since = self.now()
+        self.una_since = now
         if self.nxt < ack:
             self.nxt = ack
         if self.up and ack >= self.up:
@@ -350,6 +440,8 @@ class Sender:
         self.buffer.trim(ack)
         if self.sack is not None:
             self.sack.delete(self.wire(ack))
+            if self.rack is not None:
+                self.rack.acked(ack, now, self.min_rtt)
         packets = (acked + self.mss - 1) // self.mss
         if self.recovery:
             if ack >= self.recover:
@@ -358,6 +450,8 @@ class Sender:
                 # RFC 6582 §3.2 step 6: min(ssthresh, max(FlightSize, SMSS) + SMSS).
                 self.cwnd = max(min(self.ssthresh, max((self.max - self.una) // self.mss, 1) + 1), 1)
                 self.cc.post_recovery()
+                if self.rack is not None:
+                    self.rack.recovery_ended()
             elif self.sack is None:
                 # NewReno partial ACK (RFC 6582 §3.2 step 5): the next hole is lost too.
                 self._retransmit_first()
@@ -380,10 +474,12 @@ class Sender:
             if self.sack is None:
                 self.cwnd += 1      # RFC 5681 §3.2 step 4: each dupack means a segment left the network
             return
-        lost = self.sack is not None and self.sack.is_lost(self.wire(self.una))
-        if (self.dupacks >= DUP_THRESH or lost) and self.una > self.recover:
-            self._enter_recovery()
-        elif self.dupacks < DUP_THRESH:
+        if self.rack is None:   # (with RACK, time decides what is lost: see _rack_detect)
+            lost = self.sack is not None and self.sack.is_lost(self.wire(self.una))
+            if (self.dupacks >= DUP_THRESH or lost) and self.una > self.recover:
+                self._enter_recovery()
+                return
+        if self.dupacks < DUP_THRESH:
             self._limited_transmit()
 
     def _limited_transmit(self) -> None:
@@ -408,7 +504,10 @@ class Sender:
         self.recover = self.max
         self.cc.on_loss_detected()
         self.rtt_seq = None
-        if self.sack is not None:
+        if self.rack is not None:
+            self.cwnd = self.ssthresh
+            self._rack_recovery_send(force=True)
+        elif self.sack is not None:
             self.cwnd = self.ssthresh
             self.high_rxt = self.una
             self._retransmit_first()
@@ -416,6 +515,7 @@ class Sender:
         else:
             self.cwnd = self.ssthresh + DUP_THRESH
             self._retransmit_first()
+        self.reo_due = False
         self.timer.reset(self.rto)
 
     def rtt_sample(self, rtt: float) -> None:
@@ -444,6 +544,7 @@ class Sender:
         trips, more if the one segment in flight may have its ACK delayed, never past the RTO, which runs
         from now when ``advancing`` and else from when the oldest byte in flight was sent), else the RTO."""
         rto = self.rto if advancing else max(0.0, self.una_since + self.rto - self.now())
+        self.reo_due = False
         probe = self._probe_timeout()
         self.probe_due = probe is not None and probe < rto
         self.timer.reset(probe if self.probe_due else rto)  # type: ignore[arg-type]
@@ -507,6 +608,13 @@ class Sender:
             return
         if self.una >= self.max:
             return
+        if self.reo_due:
+            self.reo_due = False
+            self._rack_detect()
+            self.send_data()
+            if self.ep is not None and not self.reo_due and self.una < self.max:
+                self._arm_retransmit(advancing=False)
+            return
         if self.probe_due:
             self.probe_due = False
             if self._may_probe():
@@ -527,6 +635,8 @@ class Sender:
         self.rtt_seq = None
         if self.sack is not None:
             self.sack.clear()       # RFC 6675 §5.1: the receiver may have reneged
+            if self.rack is not None:
+                self.rack.timed_out()
         self.nxt = self.una
         ep.stack_stats.slow_start_retransmits.increment()
         self._retransmit_first()
@@ -580,4 +690,5 @@ class Sender:
         self.timer.close()
         self.buffer.clear()
         self._cc = None
+        self.rack = None
         self.ep = None  # type: ignore[assignment]

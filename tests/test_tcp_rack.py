@@ -1,0 +1,278 @@
+"""RACK (RFC 8985 §6) against a scripted peer: losses found by time — a segment still missing a round
+trip (and a reordering allowance) after one sent later was delivered is lost. Each case is also run
+with RACK off (RFC 6675's count of three SACKed segments) to show what it changes: a lost
+retransmission is resent without waiting for the RTO, a loss with fewer than three segments above it
+is resent after a quarter of a round trip, and once the path has shown reordering, three SACKed
+segments are no longer a loss until the allowance has passed. Then the record keeping itself."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from netsock.adapter.socket import _tcp_info
+from netsock.link.fault import FaultConfig
+from netsock.tcpip.stats import TCPStats
+from netsock.transport.tcp.rack import LOST, RACK, RETRANSMITTED, SACKED
+from tcp_context import Opts, Pair, TCPContext, seq_add, transfer
+
+MSS = 1460
+OPTS = Opts(mss=MSS, sack_perm=True)
+RTT = 0.05
+
+
+def established(rack: bool = True, stack_iss: int | None = None) -> TCPContext:
+    ctx = TCPContext()
+    ctx.proto.rack_loss_detection = rack
+    ctx.proto.tail_loss_probes = False      # (probes would blur which mechanism resent what)
+    ctx.connect(opts=OPTS, rtt=RTT, stack_iss=stack_iss)
+    return ctx
+
+
+def flight(ctx: TCPContext, segments: int) -> list:
+    ctx.ep.write(bytes(range(256)) * (segments * MSS // 256) + b"x" * (segments * MSS % 256))
+    sent = ctx.sent()
+    assert [len(s.payload) for s in sent] == [MSS] * segments
+    return sent
+
+
+def sack(ctx: TCPContext, ack: int, *blocks: tuple[int, int]) -> None:
+    ctx.ack(ack=ack, options=Opts(sack=blocks))
+
+
+def resent(ctx: TCPContext) -> list[int]:
+    return [s.seq for s in ctx.sent() if s.payload]
+
+
+@pytest.mark.parametrize("stack_iss", [None, (1 << 32) - 3 * MSS], ids=["", "across the wrap"])
+def test_a_lost_retransmission_is_resent_without_the_rto(stack_iss: int | None) -> None:
+    """Segment 0 is lost, and so is its fast retransmission. Data sent after the retransmission is
+    SACKed a round trip later: RACK then knows the retransmission is overdue and sends it again.
+    RFC 6675 alone has to wait for the RTO."""
+    outcome = {}
+    for rack in (True, False):
+        ctx = established(rack, stack_iss)
+        ctx.ep.snd.cwnd = 20
+        s = flight(ctx, 12)
+        ctx.advance(RTT)
+        blocks = []
+        for i in range(1, 5):      # four SACKed above the hole: fast retransmission either way
+            blocks = [(s[1].seq, s[i].end)]
+            sack(ctx, s[0].seq, *blocks)
+        assert resent(ctx)[:1] == [s[0].seq]
+        assert ctx.stats.sack_recovery.value == 1
+        ctx.ep.write(b"n" * (2 * MSS))          # new data goes out behind the (lost) retransmission
+        for i in range(5, 12):
+            sack(ctx, s[0].seq, (s[1].seq, s[i].end))
+        newer = [seg for seg in ctx.sent() if seg.payload and seg.seq not in (s[0].seq,)]
+        assert newer, "recovery sent new data"
+        start = ctx.clock.now()
+        ctx.advance(RTT)                        # a round trip later the new data is SACKed, not segment 0
+        sack(ctx, s[0].seq, (s[1].seq, newer[-1].end))
+        again = resent(ctx)
+        while s[0].seq not in again and ctx.clock.now() - start < 2:
+            ctx.advance(0.005)
+            again = resent(ctx)
+        outcome[rack] = (round(ctx.clock.now() - start, 3), ctx.stats.timeouts.value,
+                         ctx.stats.lost_retransmits.value)
+        sack(ctx, seq_add(newer[-1].end, 0))
+        assert ctx.ep.info().unacked == 0
+    assert outcome[True] == (RTT, 0, 1)         # resent on the SACK that showed it overdue
+    assert outcome[False][0] > 0.2 and outcome[False][1:] == (1, 0)    # the 200 ms minimum RTO
+
+
+def test_a_loss_with_one_segment_sacked_above_it_is_resent_after_a_quarter_round_trip() -> None:
+    """The third of four segments is lost: only one is SACKed above it, no duplicate ACK count gets
+    to three. RACK resends it when the reordering allowance (min RTT / 4) has passed after the
+    SACK; RFC 6675 alone waits for the RTO."""
+    when = {}
+    for rack in (True, False):
+        ctx = established(rack)
+        s = flight(ctx, 4)
+        ctx.advance(RTT)
+        sack(ctx, s[2].seq, (s[3].seq, s[3].end))
+        ctx.assert_quiet()
+        start = ctx.clock.now()
+        while not resent(ctx):
+            ctx.advance(0.001)
+        when[rack] = ctx.clock.now() - start
+        assert ctx.stats.timeouts.value == (0 if rack else 1)
+        sack(ctx, s[3].end)
+        assert ctx.ep.info().unacked == 0
+    assert RTT / 4 <= when[True] < RTT / 4 + 0.002
+    assert when[False] > 0.2
+
+
+def reordering_seen(ctx: TCPContext) -> None:
+    """Show the sender reordering: segment 0 of a flight arrives after segment 1 (the peer SACKs 1,
+    then acknowledges both at once, before the allowance has run out)."""
+    s = flight(ctx, 2)
+    ctx.advance(RTT)
+    sack(ctx, s[0].seq, (s[1].seq, s[1].end))
+    ctx.advance(0.001)
+    sack(ctx, s[1].end)
+    ctx.assert_quiet()
+
+
+def test_after_reordering_three_sacked_segments_wait_for_the_allowance() -> None:
+    """Once reordering has been seen, three SACKed segments above a hole are not yet a loss: here the
+    late segment arrives 5 ms later (within min RTT / 4) and nothing is resent. RFC 6675 resends at
+    the third duplicate ACK."""
+    spurious = {}
+    for rack in (True, False):
+        ctx = established(rack)
+        reordering_seen(ctx)
+        assert not rack or ctx.ep.snd.rack.reordering_seen
+        s = flight(ctx, 5)
+        ctx.advance(RTT)
+        for i in range(1, 5):
+            sack(ctx, s[0].seq, (s[1].seq, s[i].end))
+        ctx.advance(0.005)
+        sack(ctx, s[4].end)
+        spurious[rack] = ctx.stats.retransmits.value
+    assert spurious == {True: 0, False: 1}
+
+
+def test_after_reordering_a_real_loss_is_still_resent_once_the_allowance_passes() -> None:
+    ctx = established()
+    reordering_seen(ctx)
+    s = flight(ctx, 5)
+    ctx.advance(RTT)
+    for i in range(1, 5):
+        sack(ctx, s[0].seq, (s[1].seq, s[i].end))
+    assert not resent(ctx)
+    start = ctx.clock.now()
+    while not (again := resent(ctx)):
+        ctx.advance(0.001)
+    assert again == [s[0].seq] and RTT / 4 <= ctx.clock.now() - start < RTT / 4 + 0.002
+    assert ctx.stats.sack_recovery.value == 1 and ctx.stats.timeouts.value == 0
+
+
+def test_a_dsack_widens_the_allowance_once_per_round_trip() -> None:
+    ctx = established()
+    rack = ctx.ep.snd.rack
+    s = flight(ctx, 5)
+    ctx.advance(RTT)
+    for i in range(1, 5):
+        sack(ctx, s[0].seq, (s[1].seq, s[i].end))
+    assert resent(ctx) == [s[0].seq]        # no reordering seen yet: resent at once
+    ctx.ep.write(b"n" * MSS)
+    newer = ctx.sent()[-1]
+    # The original was only late: the peer reports the retransmission as a duplicate, twice within the
+    # round trip (the new segment not yet acknowledged), then once more in the next one.
+    for _ in range(2):
+        sack(ctx, s[4].end, (s[0].seq, s[0].end))
+    assert ctx.stats.dsacks_received.value == 2
+    assert rack.reo_wnd_mult == 2           # one round trip, one step
+    sack(ctx, newer.end, (s[0].seq, s[0].end))
+    assert rack.reo_wnd_mult == 3
+    assert rack.reo_wnd(ctx.ep.snd.srtt, ctx.ep.snd.min_rtt, False, MSS) == pytest.approx(2 * ctx.ep.snd.min_rtt / 4)
+
+
+def test_records_go_with_the_data_they_describe() -> None:
+    """Nothing is kept for acknowledged data, and a connection's records go with it."""
+    ctx = established()
+    snd = ctx.ep.snd
+    for _ in range(3):
+        snd.cwnd = 20
+        s = flight(ctx, 6)
+        ctx.advance(RTT)
+        sack(ctx, s[0].seq, (s[2].seq, s[5].end))
+        sack(ctx, s[5].end)
+        ctx.sent()
+    assert snd.rack.records == [] and snd.rack.sacked_bytes == 0
+    ctx.ep.close()
+    fin = ctx.sent_one()
+    ctx.rcv_nxt = fin.end
+    ctx.send_fin()
+    assert ctx.sent_one().ack == ctx.nxt        # TIME-WAIT: the endpoint, its sender and records are gone
+    assert snd.rack is None
+
+
+def test_rto_marks_everything_lost_and_forgets_sacks() -> None:
+    ctx = established()
+    s = flight(ctx, 4)
+    sack(ctx, s[0].seq, (s[2].seq, s[3].end))
+    while not ctx.stats.timeouts.value:
+        ctx.advance(0.01)
+    rack = ctx.ep.snd.rack
+    assert rack.sacked_bytes == 0 and all(r[3] & LOST or r[3] & RETRANSMITTED for r in rack.records)
+
+
+def test_tcp_info_counts_sacked_lost_and_resent_segments() -> None:
+    ctx = established()
+    s = flight(ctx, 7)
+    ctx.advance(RTT)
+    sack(ctx, s[0].seq, (s[3].seq, s[6].end))       # 0, 1 and 2 missing under four SACKed
+    assert resent(ctx)[:1] == [s[0].seq]
+    info = ctx.ep.info()
+    assert info.sacked == 4 and info.lost + info.resent == 3 and info.resent >= 1
+    fields = struct.unpack("8B24I", _tcp_info(ctx.ep))
+    assert fields[8 + 5:8 + 8] == (info.sacked, info.lost, info.resent)     # tcpi_sacked, _lost, _retrans
+
+
+# --- the records ----------------------------------------------------------------------------------
+
+def test_a_super_segment_is_one_record_until_cut() -> None:
+    rack = RACK()
+    rack.sent(1, 1 + 10 * MSS, 0.0, False)
+    assert rack.records == [[1, 1 + 10 * MSS, 0.0, 0, 1]]
+    assert rack.sacked(1 + 4 * MSS, 1 + 6 * MSS, 0.05, 0.05) == 2 * MSS
+    assert [(r[0], r[1], r[3]) for r in rack.records] == [
+        (1, 1 + 4 * MSS, 0), (1 + 4 * MSS, 1 + 6 * MSS, SACKED), (1 + 6 * MSS, 1 + 10 * MSS, 0)]
+    # Within one transmission the lower pieces count as sent first: the first is overdue, the last not.
+    assert rack.detect_loss(0.05, 0.0) == (1, 0, 0.0)
+    assert [r[3] for r in rack.records] == [LOST, SACKED, 0]
+    assert rack.pipe() == 4 * MSS
+    rack.sent(1, 1 + MSS, 0.06, True)
+    assert [(r[0], r[1], r[3]) for r in rack.records[:2]] == [(1, 1 + MSS, RETRANSMITTED), (1 + MSS, 1 + 4 * MSS, LOST)]
+    assert rack.pipe() == 5 * MSS
+    rack.acked(1 + 5 * MSS, 0.1, 0.05)
+    assert rack.records == [[1 + 5 * MSS, 1 + 6 * MSS, 0.0, SACKED, 1], [1 + 6 * MSS, 1 + 10 * MSS, 0.0, 0, 1]]
+    assert rack.sacked_bytes == MSS
+
+
+def test_a_retransmission_delivered_sooner_than_a_round_trip_is_not_a_sample() -> None:
+    """Its delivery is the original's (RFC 8985 §6.2 step 2): RACK's clock does not move on it."""
+    rack = RACK()
+    rack.sent(1, 1 + MSS, 0.0, False)
+    rack.sent(1 + MSS, 1 + 2 * MSS, 0.0, False)
+    rack.sent(1, 1 + MSS, 0.04, True)
+    rack.acked(1 + MSS, 0.045, 0.05)            # 5 ms after the retransmission, min RTT 50 ms
+    assert rack.order == 0 and rack.rtt == 0.0
+
+
+# --- end to end -----------------------------------------------------------------------------------
+
+MB = 1 << 20
+REORDERING = FaultConfig(reorder=0.05, reorder_hold=0.003, delay=0.01)
+LOSSY_AND_REORDERING = FaultConfig(loss=0.02, reorder=0.05, reorder_hold=0.003, delay=0.01)
+
+
+def transfer_stats(faults: FaultConfig, rack: bool) -> tuple[float, TCPStats]:
+    """1 MB from one stack to another over ``faults`` (20 ms round trips): the simulated seconds it
+    took and the sender's counters."""
+    pair = Pair(faults, seed=2)
+    for node in (pair.a, pair.b):
+        node.proto.rack_loss_detection = rack
+    elapsed, _, _ = transfer(pair, MB, 0)
+    return elapsed, pair.a.proto.tcp_stats
+
+
+def test_reordering_is_not_taken_for_loss() -> None:
+    """5 % of the segments are held 3 ms (a quarter of the 20 ms round trip is 5 ms): RFC 6675 resends
+    each one three segments overtook, and every resend comes back as a D-SACK; RACK resends none."""
+    fast, with_rack = transfer_stats(REORDERING, True)
+    slow, without = transfer_stats(REORDERING, False)
+    assert with_rack.retransmits.value == 0 and with_rack.sack_recovery.value == 0
+    assert without.retransmits.value > 10 and without.dsacks_received.value > 10
+    assert fast < slow / 5      # (each spurious recovery halved the window)
+
+
+def test_loss_and_reordering_recover_with_fewer_retransmissions() -> None:
+    fast, with_rack = transfer_stats(LOSSY_AND_REORDERING, True)
+    slow, without = transfer_stats(LOSSY_AND_REORDERING, False)
+    assert with_rack.retransmits.value < without.retransmits.value
+    assert with_rack.dsacks_received.value < without.dsacks_received.value
+    assert fast < slow
