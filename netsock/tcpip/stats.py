@@ -237,10 +237,12 @@ class TCPStats(StatGroup):
     # TCPLossProbeRecovery).
     loss_probes: StatCounter
     loss_probe_recoveries: StatCounter
-    # Retransmissions found lost again (RACK), and D-SACKs received: a retransmission was needless (netsock;
-    # Linux's TCPLostRetransmit, TCPDSACKRecv).
+    # Retransmissions found lost again (RACK); D-SACKs received (a retransmission was needless), and
+    # recoveries undone because all of theirs were (netsock; Linux's TCPLostRetransmit, TCPDSACKRecv,
+    # TCPDSACKUndo).
     lost_retransmits: StatCounter
     dsacks_received: StatCounter
+    dsack_undos: StatCounter
     # TCP_MD5SIG drops (netsock; Linux's TCPMD5NotFound, TCPMD5Unexpected, TCPMD5Failure): no signature
     # from a peer with a key, one from a peer without, a wrong one.
     md5_not_found: StatCounter

@@ -5,6 +5,8 @@
 - Loss is recovered by the retransmission timer (RFC 6298: Karn's rule, exponential backoff,
   200 ms minimum as Linux), by fast retransmit with NewReno recovery (RFC 5681, RFC 6582), or,
   when the peer sends SACK, by RFC 6675 loss recovery driven by the scoreboard.
+- A recovery whose every retransmission the peer reports as a duplicate (D-SACK) was spurious: the
+  window reduction is undone (Linux's tcp_try_undo_dsack).
 - With SACK, losses are found by time (RACK, RFC 8985 §6: see ``rack``) rather than by counting
   SACKed segments, unless ``TCPProtocol.rack_loss_detection`` is off.
 - With SACK, a tail loss probe (RFC 8985 §7, as Linux's TLP) goes out when nothing has been heard
@@ -49,7 +51,8 @@ class Sender:
                  "fin_queued", "cwnd", "ssthresh", "cc_name", "_cc", "srtt", "rttvar", "rto", "min_rtt", "retransmits",
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
                  "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since",
-                 "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due")
+                 "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due",
+                 "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -94,6 +97,10 @@ class Sender:
         self.tlp_retransmitted = False   # ... and it resent the last segment (so its ACK may mean a loss)
         self.rack: RACK | None = None   # with SACK: time-based loss detection
         self.reo_due = False        # the timer is RACK's reordering timer, not the RTO
+        self.undo_marker = -1       # una when the last recovery began, while it may be undone (-1: not)
+        self.undo_retrans = 0       # ... segments retransmitted since, not yet reported as duplicates
+        self.prior_cwnd = 0         # ... and the window it reduced
+        self.prior_ssthresh = 0
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
 
@@ -236,6 +243,8 @@ class Sender:
         if seq < self.max:
             self.total_retransmits += 1
             self.ep.stack_stats.retransmits.value += 1
+            if self.undo_marker >= 0:
+                self.undo_retrans += max(1, (size + self.mss - 1) // self.mss)
             if self.rtt_seq is not None and seq < self.rtt_seq:
                 self.rtt_seq = None     # Karn: an ambiguous sample
         else:
@@ -374,6 +383,7 @@ class Sender:
             if self.wnd > self.max_wnd:
                 self.max_wnd = self.wnd
         new_sack = dsack = False
+        prior_una = self.una
         rack = self.rack
         if sack_blocks and self.sack is not None:
             dsack = self._is_dsack(sack_blocks, ack)
@@ -402,6 +412,8 @@ class Sender:
             # information is a duplicate even if it carries data or a changed window (a Linux
             # receiver's window grows with autotuning; in a two-way transfer its ACKs ride on data).
             self._dupack()
+        if dsack and self.undo_marker >= 0:
+            self._dsack_undo(sack_blocks[0], prior_una)
         if rack is not None and self.ep is not None:
             if dsack:
                 rack.dsack(self.una, self.nxt)
@@ -422,6 +434,24 @@ class Sender:
             second_start, second_end = self.unwrap(blocks[1][0]), self.unwrap(blocks[1][1])
             return second_start <= start and end <= second_end
         return False
+
+    def _dsack_undo(self, block: tuple[int, int], prior_una: int) -> None:
+        """A D-SACK below the cumulative ACK for a retransmission of the last recovery: once every one
+        of them is reported so, none was needed — the window goes back to where it was, and the
+        recovery ends (Linux's tcp_check_dsack and tcp_try_undo_dsack)."""
+        start, end = self.unwrap(block[0]), self.unwrap(block[1])
+        if not self.undo_marker < end <= prior_una or self.undo_retrans <= 0:
+            return
+        self.undo_retrans = max(0, self.undo_retrans - (end - start + self.mss - 1) // self.mss)
+        if self.undo_retrans:
+            return
+        self.ep.stack_stats.dsack_undos.increment()
+        self.cwnd = max(self.cwnd, self.prior_cwnd)
+        self.ssthresh = max(self.ssthresh, self.prior_ssthresh)
+        self.undo_marker = -1
+        if self.recovery:
+            self.recovery = False
+            self.dupacks = 0
 
     def _new_ack(self, ack: int) -> None:
         acked = ack - self.una
@@ -502,6 +532,9 @@ class Sender:
             stats.fast_recovery.increment()
         self.recovery = True
         self.recover = self.max
+        if self.sack is not None:       # (only SACK reports duplicates)
+            self.undo_marker, self.undo_retrans = self.una, 0
+            self.prior_cwnd, self.prior_ssthresh = self.cwnd, self.ssthresh
         self.cc.on_loss_detected()
         self.rtt_seq = None
         if self.rack is not None:
@@ -628,6 +661,7 @@ class Sender:
         # RFC 6298 §5.5-5.7 and RFC 5681 §3.1: back off, collapse the window, resend from the first hole.
         self.cc.on_rto_expired()
         self.cwnd = 1
+        self.undo_marker = -1
         self.rto = min(self.rto * 2, MAX_RTO)
         self.recovery = False
         self.dupacks = 0
