@@ -1,7 +1,9 @@
 """Loss recovery: the retransmission timer (RFC 6298), fast retransmit and NewReno (RFC 5681,
-RFC 6582), SACK-based recovery (RFC 6675), and giving up."""
+RFC 6582), SACK-based recovery (RFC 6675) and its window (PRR, RFC 6937), and giving up."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
@@ -287,6 +289,50 @@ def test_sack_recovery_retransmits_only_the_holes():
     assert ep.info().unacked == 0
     ctx.assert_quiet()
     assert ctx.stats.timeouts.value == 0
+
+
+def prr_flight(ctx: TCPContext, segments: int) -> list:
+    """``segments`` in flight with a window of exactly that, more data waiting behind them."""
+    ctx.ep.snd.cwnd = segments
+    ctx.ep.write(b"p" * (2 * segments * MSS))
+    s = ctx.sent()
+    assert len(s) == segments
+    return s
+
+
+@pytest.mark.parametrize("rack", [True, False], ids=["RACK", "RFC 6675"])
+def test_recovery_sends_in_proportion_to_what_the_peer_receives(rack: bool):
+    """RFC 6937's PRR: with 20 in flight, CUBIC's ssthresh is 14, and while more than that is in
+    flight each ACK lets out ceil(14 * delivered / 20) minus what went out already: 7 segments for
+    every 10 the peer receives, evenly, instead of silence until the pipe drains to 14 and a window's
+    worth afterwards. The recovery ends with the window at ssthresh."""
+    ctx = established(opts=Opts(mss=MSS, sack_perm=True))
+    ctx.proto.rack_loss_detection = rack
+    snd = ctx.ep.snd
+    s = prr_flight(ctx, 20)
+    ctx.advance(0.01)
+    sent = []
+    for i in range(1, 20):
+        ctx.ack(ack=s[0].seq, options=Opts(sack=((s[1].seq, s[i].end),)))
+        sent.append(sum(1 for seg in ctx.sent() if seg.payload))
+    entry = 2               # the third ACK starts recovery (the first two: limited transmit, one each)
+    assert sent[:entry] == [1, 1] and ctx.stats.sack_recovery.value == 1
+    proportional = [math.ceil(14 * k / 20) - math.ceil(14 * (k - 1) / 20) for k in range(1, 11)]
+    assert sent[entry:entry + 10] == proportional       # 1, 1, 1, 0, 1, 1, 0, 1, 1, 0
+    assert snd.ssthresh == 14 and snd.cwnd == 14
+
+
+def test_after_heavy_loss_recovery_grows_back_no_faster_than_slow_start():
+    """Half the flight is lost: the one ACK that SACKs the other half leaves nothing in flight, far
+    below ssthresh. PRR's slow-start bound lets out as many as that ACK delivered (10), not the 14
+    ssthresh would allow at once."""
+    ctx = established(opts=Opts(mss=MSS, sack_perm=True))
+    s = prr_flight(ctx, 20)
+    ctx.advance(0.01)
+    ctx.ack(ack=s[0].seq, options=Opts(sack=((s[10].seq, s[19].end),)))
+    out = [seg for seg in ctx.sent() if seg.payload]
+    assert [seg.seq for seg in out] == [seg.seq for seg in s[:10]]     # the holes, lowest first
+    assert ctx.ep.snd.ssthresh == 14
 
 
 def test_sack_blocks_outside_the_window_are_ignored():

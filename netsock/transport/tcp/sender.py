@@ -4,7 +4,8 @@
   the peer's window, Nagle (RFC 9293 §3.7.4) and cork, with sender-side silly-window avoidance.
 - Loss is recovered by the retransmission timer (RFC 6298: Karn's rule, exponential backoff,
   200 ms minimum as Linux), by fast retransmit with NewReno recovery (RFC 5681, RFC 6582), or,
-  when the peer sends SACK, by RFC 6675 loss recovery driven by the scoreboard.
+  when the peer sends SACK, by RFC 6675 loss recovery driven by the scoreboard, the window brought
+  down to ssthresh in proportion to what the peer receives meanwhile (PRR, RFC 6937, as Linux).
 - A recovery whose every retransmission the peer reports as a duplicate (D-SACK) was spurious: the
   window reduction is undone (Linux's tcp_try_undo_dsack).
 - With SACK, losses are found by time (RACK, RFC 8985 §6: see ``rack``) rather than by counting
@@ -52,7 +53,7 @@ class Sender:
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
                  "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since",
                  "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due",
-                 "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh")
+                 "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "prr_delivered", "prr_out")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -101,6 +102,8 @@ class Sender:
         self.undo_retrans = 0       # ... segments retransmitted since, not yet reported as duplicates
         self.prior_cwnd = 0         # ... and the window it reduced
         self.prior_ssthresh = 0
+        self.prr_delivered = 0      # segments the peer received since the recovery began (RFC 6937) ...
+        self.prr_out = 0            # ... and segments sent meanwhile
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
 
@@ -240,6 +243,8 @@ class Sender:
             payload = b""
         if self.rack is not None:
             self.rack.sent(seq, seq + size + (flags & FIN), now, seq < self.max)
+        if self.recovery:
+            self.prr_out += max(1, (size + self.mss - 1) // self.mss)
         if seq < self.max:
             self.total_retransmits += 1
             self.ep.stack_stats.retransmits.value += 1
@@ -249,10 +254,10 @@ class Sender:
                 self.rtt_seq = None     # Karn: an ambiguous sample
         else:
             if self.una == self.max:
-                self.una_since = self.now()     # nothing was waiting: the wait starts with this
+                self.una_since = now            # nothing was waiting: the wait starts with this
             if self.rtt_seq is None and size:
                 self.rtt_seq = seq + size
-                self.rtt_time = self.last_sent
+                self.rtt_time = now
         self.ep.send_segment(seq, flags, payload)
 
     def _retransmit_first(self) -> None:
@@ -278,7 +283,7 @@ class Sender:
     def _sack_recovery_send(self) -> None:
         """RFC 6675 §5: while the pipe leaves room for a segment, retransmit what is lost, else send new data."""
         if self.rack is not None:
-            self._rack_recovery_send(force=False)
+            self._rack_recovery_send()
             return
         sack = self.sack
         assert sack is not None
@@ -316,15 +321,14 @@ class Sender:
         if self.una < self.max and not self.timer.armed:
             self.timer.reset(self.rto)
 
-    def _rack_recovery_send(self, force: bool) -> None:
-        """Recovery with RACK: while the pipe leaves room for a segment (``force``: one regardless, the
-        fast retransmission), resend what RACK marked lost, lowest first, else send new data."""
+    def _rack_recovery_send(self) -> None:
+        """Recovery with RACK: while the pipe leaves room for a segment, resend what RACK marked lost,
+        lowest first, else send new data."""
         rack = self.rack
         assert rack is not None
         mss = self.mss
         pipe = rack.pipe()
-        while force or self.cwnd * mss - pipe >= mss:
-            force = False
+        while self.cwnd * mss - pipe >= mss:
             lost = rack.first_lost()
             if lost is not None:
                 start, end = lost[0], lost[1]
@@ -384,10 +388,11 @@ class Sender:
                 self.max_wnd = self.wnd
         new_sack = dsack = False
         prior_una = self.una
+        recovering = self.recovery
         rack = self.rack
+        sacked = self.sack.sacked_bytes() if self.sack is not None else 0
         if sack_blocks and self.sack is not None:
             dsack = self._is_dsack(sack_blocks, ack)
-            sacked = self.sack.sacked_bytes()
             now = self.now()
             for start, end in sack_blocks:
                 s, e = self.unwrap(start), self.unwrap(end)
@@ -405,24 +410,58 @@ class Sender:
             if self.wnd > 0 or ack > self.una:
                 self.persisting = False
                 self.timer.cancel()
+        # (an answer to a zero-window probe is no sign of loss). RFC 6675 §2: an ACK with new SACK
+        # information is a duplicate even if it carries data or a changed window (a Linux receiver's
+        # window grows with autotuning; in a two-way transfer its ACKs ride on data).
+        duplicate = ack == self.una < self.max and not self.persisting and \
+            (new_sack or pure_ack and self.wnd == old_wnd)
         if ack > self.una:
             self._new_ack(ack)
-        elif ack == self.una < self.max and not self.persisting and (new_sack or pure_ack and self.wnd == old_wnd):
-            # (an answer to a zero-window probe is no sign of loss). RFC 6675 §2: an ACK with new SACK
-            # information is a duplicate even if it carries data or a changed window (a Linux
-            # receiver's window grows with autotuning; in a two-way transfer its ACKs ride on data).
-            self._dupack()
-        if dsack and self.undo_marker >= 0:
+        if dsack and self.undo_marker >= 0 and self.ep is not None:
             self._dsack_undo(sack_blocks[0], prior_una)
         if rack is not None and self.ep is not None:
             if dsack:
                 rack.dsack(self.una, self.nxt)
             if self.recovery or rack.sacked_bytes:
-                self._rack_detect()
+                self._rack_detect()     # (before the duplicate's limited transmit: a loss it finds comes first)
+        if duplicate:
+            self._dupack()
+        if self.recovery and self.sack is not None:
+            self._proportional_rate_reduction(self.una - prior_una + self.sack.sacked_bytes() - sacked,
+                                              self.una > prior_una, entered=not recovering)
         self.send_data()
         ep = self.ep
         if ep is not None and ep.notsent_lowat > 0:
             ep.on_send_space()          # what just went out may bring the unsent bytes under the mark
+
+    def _pipe(self) -> int:
+        """Bytes in flight during SACK recovery, as its loss detection sees them."""
+        if self.rack is not None:
+            return self.rack.pipe()
+        wire = self.wire
+        return self.sack.pipe(wire(self.una), wire(self.nxt), wire(self.high_rxt), self.mss)  # type: ignore[union-attr]
+
+    def _proportional_rate_reduction(self, delivered: int, una_advanced: bool, entered: bool = False) -> None:
+        """RFC 6937 (Linux's tcp_cwnd_reduction): the window for what this ACK lets go out. While more
+        than ssthresh is in flight, send in proportion to what the peer received (ssthresh / the
+        window before the loss); below it, grow back towards ssthresh no faster than slow start.
+        ``delivered``: bytes newly acknowledged or SACKed; ``entered``: this ACK started the recovery,
+        whose fast retransmission went out already, ahead of this reckoning (Linux's comes after it)."""
+        mss = self.mss
+        newly = (delivered + mss - 1) // mss if delivered > 0 else 0
+        self.prr_delivered += newly
+        pipe = (self._pipe() + mss - 1) // mss
+        sent = self.prr_out
+        if entered:
+            pipe, sent = pipe - sent, 0
+        ssthresh = self.ssthresh
+        if pipe > ssthresh:
+            prior = max(self.prior_cwnd, 1)
+            count = (ssthresh * self.prr_delivered + prior - 1) // prior - sent
+        else:
+            count = min(ssthresh - pipe, max(self.prr_delivered - sent, newly) + (1 if una_advanced else 0))
+        count = max(count, 0 if sent else 1)    # the fast retransmission goes regardless
+        self.cwnd = max(pipe + count, 1)
 
     def _is_dsack(self, blocks: tuple[tuple[int, int], ...], ack: int) -> bool:
         """RFC 2883 §4: the first block reports a duplicate if it lies below the cumulative ACK or
@@ -537,12 +576,14 @@ class Sender:
             self.prior_cwnd, self.prior_ssthresh = self.cwnd, self.ssthresh
         self.cc.on_loss_detected()
         self.rtt_seq = None
+        if self.sack is not None:
+            self.prr_delivered = self.prr_out = 0
+            if self.rack is None:
+                self.high_rxt = self.una
+            self._proportional_rate_reduction(0, False)
         if self.rack is not None:
-            self.cwnd = self.ssthresh
-            self._rack_recovery_send(force=True)
+            self._rack_recovery_send()
         elif self.sack is not None:
-            self.cwnd = self.ssthresh
-            self.high_rxt = self.una
             self._retransmit_first()
             self.high_rxt = min(self.una + self.mss, self.nxt)
         else:
