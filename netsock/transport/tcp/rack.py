@@ -94,6 +94,14 @@ class RACK:
     def acked(self, una: int, now: float, min_rtt: float) -> None:
         """Everything below ``una`` arrived: its records go, each delivery noted (RFC 8985 §6.2 step 2)."""
         records = self.records
+        if len(records) == 1:
+            rec = records[0]
+            if rec[1] <= una and not rec[3]:
+                # The common case, one transmission acknowledged whole: the latest delivered, beyond
+                # anything delivered before (what _delivered concludes, without its tests).
+                records.clear()
+                self.order, self.end_seq, self.rtt, self.fack = rec[4], rec[1], now - rec[2], rec[1]
+                return
         done = 0
         for rec in records:
             if rec[1] > una:

@@ -387,22 +387,24 @@ class Sender:
             if self.wnd > self.max_wnd:
                 self.max_wnd = self.wnd
         new_sack = dsack = False
-        prior_una = self.una
-        recovering = self.recovery
-        rack = self.rack
-        sacked = self.sack.sacked_bytes() if self.sack is not None else 0
-        if sack_blocks and self.sack is not None:
-            dsack = self._is_dsack(sack_blocks, ack)
-            now = self.now()
-            for start, end in sack_blocks:
-                s, e = self.unwrap(start), self.unwrap(end)
-                if self.una < s < e <= self.max:   # D-SACKs and nonsense are ignored
-                    self.sack.insert(start, end)
-                    if rack is not None:
-                        rack.sacked(s, e, now, self.min_rtt)
-            new_sack = self.sack.sacked_bytes() > sacked
-            if dsack:
-                self.ep.stack_stats.dsacks_received.increment()
+        sack = self.sack
+        # Loss-recovery state can change only with SACK information, in recovery, or while some is held.
+        tracking = sack is not None and (sack_blocks or self.recovery or sack.sacked_bytes())
+        if tracking:
+            prior_una, recovering, sacked = self.una, self.recovery, sack.sacked_bytes()  # type: ignore[union-attr]
+            if sack_blocks:
+                dsack = self._is_dsack(sack_blocks, ack)
+                rack = self.rack
+                now = self.now()
+                for start, end in sack_blocks:
+                    s, e = self.unwrap(start), self.unwrap(end)
+                    if self.una < s < e <= self.max:   # D-SACKs and nonsense are ignored
+                        sack.insert(start, end)  # type: ignore[union-attr]
+                        if rack is not None:
+                            rack.sacked(s, e, now, self.min_rtt)
+                new_sack = sack.sacked_bytes() > sacked  # type: ignore[union-attr]
+                if dsack:
+                    self.ep.stack_stats.dsacks_received.increment()
         if self.tlp_high >= 0:
             self._loss_probe_answered(ack, dsack, not new_sack and pure_ack and ack == self.una)
         if self.persisting:
@@ -417,22 +419,29 @@ class Sender:
             (new_sack or pure_ack and self.wnd == old_wnd)
         if ack > self.una:
             self._new_ack(ack)
-        if dsack and self.undo_marker >= 0 and self.ep is not None:
-            self._dsack_undo(sack_blocks[0], prior_una)
-        if rack is not None and self.ep is not None:
-            if dsack:
-                rack.dsack(self.una, self.nxt)
-            if self.recovery or rack.sacked_bytes:
-                self._rack_detect()     # (before the duplicate's limited transmit: a loss it finds comes first)
+        if tracking and self.ep is not None:
+            self._sack_feedback(sack_blocks[0] if dsack else None, prior_una)
         if duplicate:
             self._dupack()
-        if self.recovery and self.sack is not None:
-            self._proportional_rate_reduction(self.una - prior_una + self.sack.sacked_bytes() - sacked,
+        if tracking and self.recovery:
+            self._proportional_rate_reduction(self.una - prior_una + sack.sacked_bytes() - sacked,  # type: ignore
                                               self.una > prior_una, entered=not recovering)
         self.send_data()
         ep = self.ep
         if ep is not None and ep.notsent_lowat > 0:
             ep.on_send_space()          # what just went out may bring the unsent bytes under the mark
+
+    def _sack_feedback(self, dsack: tuple[int, int] | None, prior_una: int) -> None:
+        """What an ACK's SACK information concludes, ahead of its duplicate-ACK count: a D-SACK may
+        undo the last recovery and widens RACK's allowance; RACK finds what is lost."""
+        if dsack is not None and self.undo_marker >= 0:
+            self._dsack_undo(dsack, prior_una)
+        rack = self.rack
+        if rack is not None:
+            if dsack is not None:
+                rack.dsack(self.una, self.nxt)
+            if self.recovery or rack.sacked_bytes:
+                self._rack_detect()     # (before the duplicate's limited transmit: a loss it finds comes first)
 
     def _pipe(self) -> int:
         """Bytes in flight during SACK recovery, as its loss detection sees them."""
@@ -509,8 +518,9 @@ class Sender:
         self.buffer.trim(ack)
         if self.sack is not None:
             self.sack.delete(self.wire(ack))
-            if self.rack is not None:
-                self.rack.acked(ack, now, self.min_rtt)
+            rack = self.rack
+            if rack is not None and rack.records:
+                rack.acked(ack, now, self.min_rtt)
         packets = (acked + self.mss - 1) // self.mss
         if self.recovery:
             if ack >= self.recover:
