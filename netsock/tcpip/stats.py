@@ -237,9 +237,12 @@ class TCPStats(StatGroup):
     # TCPLossProbeRecovery).
     loss_probes: StatCounter
     loss_probe_recoveries: StatCounter
+    # Recoveries and timeouts found spurious and undone (netstack's SpuriousRecovery, SpuriousRTORecovery):
+    # by D-SACKs for all their retransmissions, or by a timestamp echo older than the first of them.
+    spurious_recovery: StatCounter
+    spurious_rto_recovery: StatCounter
     # Retransmissions found lost again (RACK); D-SACKs received (a retransmission was needless), and
-    # recoveries undone because all of theirs were (netsock; Linux's TCPLostRetransmit, TCPDSACKRecv,
-    # TCPDSACKUndo).
+    # undos they brought (netsock; Linux's TCPLostRetransmit, TCPDSACKRecv, TCPDSACKUndo).
     lost_retransmits: StatCounter
     dsacks_received: StatCounter
     dsack_undos: StatCounter

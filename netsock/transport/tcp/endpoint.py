@@ -741,7 +741,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.SEND_BUFFER_SIZE: lambda: self.send_buffer_size,
                   SockOpt.TCP_TIME_WAIT_TIMEOUT: lambda: self.time_wait_timeout,
                   SockOpt.TCP_LINGER_TIMEOUT: lambda: self.fin_wait2_timeout,
-                  SockOpt.TCP_TIMESTAMP: self._tsval,
+                  SockOpt.TCP_TIMESTAMP: self.tsval,
                   SockOpt.TCP_SYN_COUNT: lambda: self.syn_retries, SockOpt.TCP_USER_TIMEOUT: lambda: self.user_timeout,
                   SockOpt.TCP_WINDOW_CLAMP: lambda: self.window_clamp,
                   SockOpt.TCP_NOTSENT_LOWAT: lambda: self.notsent_lowat,
@@ -1210,12 +1210,12 @@ class TCPEndpoint(TransportEndpoint):
         if syn_ack:
             wscale = self.rcv_wscale if self.ws_ok else None
             sack = self.sack_ok
-            ts = (self._tsval(), self.ts_recent) if self.ts_ok else None
+            ts = (self.tsval(), self.ts_recent) if self.ts_ok else None
         else:
             wscale = window_shift(proto.max_receive_buffer_size) if proto.window_scaling else None
             sack = proto.sack_enabled
             # (a signed SYN offers no timestamps: they and the signature leave no room for SACK blocks)
-            ts = (self._tsval(), 0) if proto.timestamps_enabled and self.md5_key is None else None
+            ts = (self.tsval(), 0) if proto.timestamps_enabled and self.md5_key is None else None
         options = tcp.encode_syn_options(mss, wscale, sack, ts)
         window = self._syn_window()
         flags = SYN | ACK if syn_ack else SYN
@@ -1339,8 +1339,8 @@ class TCPEndpoint(TransportEndpoint):
         if self.ts_ok and ts is not None and ts[1] and ack > snd.una and snd.rtt_seq is None:
             # RFC 7323 §4: with no unambiguous timed segment (after a retransmission), the echoed
             # timestamp still measures the round trip (to the millisecond of our TS clock).
-            snd.rtt_sample(((self._tsval() - ts[1]) & MASK) / 1000.0)
-        snd.handle_ack(seq, ack, seg.window, pure, seg.options.sack_blocks)
+            snd.rtt_sample(((self.tsval() - ts[1]) & MASK) / 1000.0)
+        snd.handle_ack(seq, ack, seg.window, pure, seg.options.sack_blocks, ts[1] if self.ts_ok and ts else None)
         if self.state is _CLOSED:
             return
         if snd.fin_acked():
@@ -1551,7 +1551,7 @@ class TCPEndpoint(TransportEndpoint):
         super-segment's in pieces (``SendBuffer.get`` with ``scatter``)."""
         rcv = self.rcv
         options = b""
-        ts = (self._tsval(), self.ts_recent) if self.ts_ok else None
+        ts = (self.tsval(), self.ts_recent) if self.ts_ok else None
         blocks: list[tuple[int, int]] = rcv.sack_blocks if rcv is not None and self.sack_ok else []
         if rcv is not None and rcv.dsack is not None:
             blocks, rcv.dsack = [rcv.dsack, *blocks], None      # first, and once (RFC 2883 §4)
@@ -1648,7 +1648,8 @@ class TCPEndpoint(TransportEndpoint):
             finally:
                 self._exit()
 
-    def _tsval(self) -> int:
+    def tsval(self) -> int:
+        """The timestamp value a segment sent now carries (RFC 7323: milliseconds, offset per connection)."""
         return (int(self.stack.clock.now() * 1000) + self.ts_offset) & MASK
 
     def _update_burst(self) -> None:

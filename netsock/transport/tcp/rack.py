@@ -214,6 +214,11 @@ class RACK:
         """Bytes in flight: sent, not delivered and not lost (a retransmission is in flight once)."""
         return sum(rec[1] - rec[0] for rec in self.records if not rec[3] & (SACKED | LOST))
 
+    def found_in_flight(self) -> None:
+        """The timeout was spurious: what it presumed lost is on its way after all."""
+        for rec in self.records:
+            rec[3] &= ~LOST
+
     def timed_out(self) -> None:
         """The RTO fired: everything in flight is presumed lost, and SACK information is forgotten
         (the peer may renege, RFC 6675 §5.1)."""

@@ -6,8 +6,10 @@
   200 ms minimum as Linux), by fast retransmit with NewReno recovery (RFC 5681, RFC 6582), or,
   when the peer sends SACK, by RFC 6675 loss recovery driven by the scoreboard, the window brought
   down to ssthresh in proportion to what the peer receives meanwhile (PRR, RFC 6937, as Linux).
-- A recovery whose every retransmission the peer reports as a duplicate (D-SACK) was spurious: the
-  window reduction is undone (Linux's tcp_try_undo_dsack).
+- A recovery or timeout was spurious — undone, the window back where it was — if every retransmission
+  it made is reported as a duplicate (D-SACK, Linux's tcp_try_undo_dsack), or if the first ACK after
+  it echoes a timestamp older than the first retransmission: the original got through (the Eifel
+  detection, RFC 3522; Linux's tcp_packet_delayed).
 - With SACK, losses are found by time (RACK, RFC 8985 §6: see ``rack``) rather than by counting
   SACKed segments, unless ``TCPProtocol.rack_loss_detection`` is off.
 - With SACK, a tail loss probe (RFC 8985 §7, as Linux's TLP) goes out when nothing has been heard
@@ -53,7 +55,8 @@ class Sender:
                  "timer", "persisting", "dupacks", "recovery", "recover", "sack", "high_rxt", "rtt_seq", "rtt_time",
                  "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since",
                  "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due",
-                 "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "prr_delivered", "prr_out")
+                 "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "prr_delivered", "prr_out",
+                 "retrans_ts")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -98,8 +101,9 @@ class Sender:
         self.tlp_retransmitted = False   # ... and it resent the last segment (so its ACK may mean a loss)
         self.rack: RACK | None = None   # with SACK: time-based loss detection
         self.reo_due = False        # the timer is RACK's reordering timer, not the RTO
-        self.undo_marker = -1       # una when the last recovery began, while it may be undone (-1: not)
+        self.undo_marker = -1       # una when the last recovery or timeout began, while it may be undone (-1: not)
         self.undo_retrans = 0       # ... segments retransmitted since, not yet reported as duplicates
+        self.retrans_ts = -1        # ... our timestamp on the first of them (-1: none yet, or no timestamps)
         self.prior_cwnd = 0         # ... and the window it reduced
         self.prior_ssthresh = 0
         self.prr_delivered = 0      # segments the peer received since the recovery began (RFC 6937) ...
@@ -250,6 +254,8 @@ class Sender:
             self.ep.stack_stats.retransmits.value += 1
             if self.undo_marker >= 0:
                 self.undo_retrans += max(1, (size + self.mss - 1) // self.mss)
+                if self.retrans_ts < 0 and self.ep.ts_ok:
+                    self.retrans_ts = self.ep.tsval()
             if self.rtt_seq is not None and seq < self.rtt_seq:
                 self.rtt_seq = None     # Karn: an ambiguous sample
         else:
@@ -377,8 +383,9 @@ class Sender:
     # --- acknowledgments --------------------------------------------------------------------------
 
     def handle_ack(self, seg_seq: int, ack: int, window: int, pure_ack: bool,
-                   sack_blocks: tuple[tuple[int, int], ...]) -> None:
-        """Process the ACK fields of an acceptable segment (``ack`` unwrapped, within [una, max])."""
+                   sack_blocks: tuple[tuple[int, int], ...], echoed: int | None = None) -> None:
+        """Process the ACK fields of an acceptable segment (``ack`` unwrapped, within [una, max]; ``echoed``:
+        its timestamp echo, with timestamps on)."""
         old_wnd = self.wnd
         if seg_seq > self.wl1 or (seg_seq == self.wl1 and ack >= self.wl2):
             self.wnd = window << self.wscale
@@ -418,6 +425,8 @@ class Sender:
         duplicate = ack == self.una < self.max and not self.persisting and \
             (new_sack or pure_ack and self.wnd == old_wnd)
         if ack > self.una:
+            if self.retrans_ts >= 0 and echoed is not None and (echoed - self.retrans_ts) & MASK >= 1 << 31:
+                self._undo()        # it answers a segment sent before the retransmissions: none was needed
             self._new_ack(ack)
         if tracking and self.ep is not None:
             self._sack_feedback(sack_blocks[0] if dsack else None, prior_una)
@@ -491,15 +500,32 @@ class Sender:
         if not self.undo_marker < end <= prior_una or self.undo_retrans <= 0:
             return
         self.undo_retrans = max(0, self.undo_retrans - (end - start + self.mss - 1) // self.mss)
-        if self.undo_retrans:
-            return
-        self.ep.stack_stats.dsack_undos.increment()
+        if not self.undo_retrans:
+            self.ep.stack_stats.dsack_undos.increment()
+            self._undo()
+
+    def _begin_undo(self) -> None:
+        """A recovery or a first timeout begins: remember the window it reduces, in case it was needless."""
+        self.undo_marker, self.undo_retrans, self.retrans_ts = self.una, 0, -1
+        self.prior_cwnd, self.prior_ssthresh = self.cwnd, self.ssthresh
+
+    def _undo(self) -> None:
+        """The last recovery or timeout was spurious (Linux's tcp_undo_cwnd_reduction): the window and
+        ssthresh go back to what they were, the recovery ends, and after a timeout what was sent before it
+        is taken to be on its way (it is not sent again)."""
+        stats = self.ep.stack_stats
+        timeout = not self.recovery and self.nxt < self.max
+        (stats.spurious_rto_recovery if timeout else stats.spurious_recovery).increment()
         self.cwnd = max(self.cwnd, self.prior_cwnd)
         self.ssthresh = max(self.ssthresh, self.prior_ssthresh)
-        self.undo_marker = -1
-        if self.recovery:
-            self.recovery = False
-            self.dupacks = 0
+        self.undo_marker = self.retrans_ts = -1
+        self.recovery = False
+        self.dupacks = 0
+        self.retransmits = 0
+        if timeout:
+            self.nxt = self.max
+            if self.rack is not None:
+                self.rack.found_in_flight()
 
     def _new_ack(self, ack: int) -> None:
         acked = ack - self.una
@@ -581,9 +607,7 @@ class Sender:
             stats.fast_recovery.increment()
         self.recovery = True
         self.recover = self.max
-        if self.sack is not None:       # (only SACK reports duplicates)
-            self.undo_marker, self.undo_retrans = self.una, 0
-            self.prior_cwnd, self.prior_ssthresh = self.cwnd, self.ssthresh
+        self._begin_undo()
         self.cc.on_loss_detected()
         self.rtt_seq = None
         if self.sack is not None:
@@ -710,9 +734,10 @@ class Sender:
             ep.fail(ErrTimeout())
             return
         # RFC 6298 §5.5-5.7 and RFC 5681 §3.1: back off, collapse the window, resend from the first hole.
+        if self.retransmits == 1:
+            self._begin_undo()
         self.cc.on_rto_expired()
         self.cwnd = 1
-        self.undo_marker = -1
         self.rto = min(self.rto * 2, MAX_RTO)
         self.recovery = False
         self.dupacks = 0
