@@ -514,7 +514,7 @@ class Sender:
         ssthresh go back to what they were, the recovery ends, and after a timeout what was sent before it
         is taken to be on its way (it is not sent again)."""
         stats = self.ep.stack_stats
-        timeout = not self.recovery and self.nxt < self.max
+        timeout = self.retransmits > 0 and not self.recovery     # (timeouts since the last progress)
         (stats.spurious_rto_recovery if timeout else stats.spurious_recovery).increment()
         self.cwnd = max(self.cwnd, self.prior_cwnd)
         self.ssthresh = max(self.ssthresh, self.prior_ssthresh)
