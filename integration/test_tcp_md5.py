@@ -13,21 +13,15 @@ import hashlib
 import socket
 import struct
 import sys
-from collections.abc import Iterator
 
 import gevent
 import pytest
 from gevent import subprocess as gsubprocess
 
-from integration.conftest import KERNEL_ADDRESS, KERNEL_CIDR, NETSOCK_ADDRESS
+from integration.conftest import KERNEL_ADDRESS, NETSOCK_ADDRESS
 from integration.nsutil import NetNS
 from netsock.adapter import NetsockSocket
-from netsock.link.fdbased import FdEndpoint
-from netsock.link.netns import inside
-from netsock.network.ipv4 import IPv4Protocol
 from netsock.stack import Stack
-from netsock.tcpip import Route
-from netsock.transport.tcp import TCPProtocol
 
 pytestmark = pytest.mark.integration
 
@@ -107,27 +101,13 @@ def md5sig(address: str, key: bytes) -> bytes:
     return sockaddr.ljust(128, b"\0") + struct.pack("=BBHi", 0, 0, len(key), 0) + key.ljust(80, b"\0")
 
 
-@pytest.fixture
-def stack(netns: NetNS) -> Iterator[Stack]:
-    netns.add_tun("tun0", KERNEL_CIDR)
-    with inside(netns.name):
-        link = FdEndpoint.open_tun("tun0", offload=True)
-    stack = Stack([IPv4Protocol], [TCPProtocol])
-    stack.create_nic(1, link)
-    stack.add_address(1, 0x0800, f"{NETSOCK_ADDRESS}/24")
-    stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
-    yield stack
-    stack.close()
-    link.close()
-
-
 def stream() -> bytes:
     return hashlib.sha256(b"seed").digest() * (SIZE // 32)
 
 
-def test_netsock_connects_to_a_kernel_server_with_the_same_key(netns: NetNS, stack: Stack) -> None:
+def test_netsock_connects_to_a_kernel_server_with_the_same_key(netns: NetNS, tun_stack: Stack) -> None:
     server = gevent.spawn(kernel_side, netns, "serve", "bgp-session")
-    with NetsockSocket(stack=stack) as sock:
+    with NetsockSocket(stack=tun_stack) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG, md5sig(KERNEL_ADDRESS, b"bgp-session"))
         sock.settimeout(20)
         for _ in range(50):     # the kernel's end starts listening within a second or so
@@ -142,13 +122,13 @@ def test_netsock_connects_to_a_kernel_server_with_the_same_key(netns: NetNS, sta
     out, err = server.get(timeout=60)
     assert answer.decode() == hashlib.sha256(stream()).hexdigest(), err
     assert "served" in out
-    tcp = stack.stats().tcp
+    tcp = tun_stack.stats().tcp
     assert (tcp.md5_failure.value, tcp.md5_not_found.value, tcp.md5_unexpected.value) == (0, 0, 0)
-    assert stack.nics[1].link.stats.tx_super_segments.value == 0
+    assert tun_stack.nics[1].link.stats.tx_super_segments.value == 0
 
 
-def test_a_kernel_client_connects_to_netsock_with_the_same_key(netns: NetNS, stack: Stack) -> None:
-    with NetsockSocket(stack=stack) as listener:
+def test_a_kernel_client_connects_to_netsock_with_the_same_key(netns: NetNS, tun_stack: Stack) -> None:
+    with NetsockSocket(stack=tun_stack) as listener:
         listener.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG, md5sig(KERNEL_ADDRESS, b"bgp-session"))
         listener.bind((NETSOCK_ADDRESS, PORT))
         listener.listen()
@@ -166,13 +146,13 @@ def test_a_kernel_client_connects_to_netsock_with_the_same_key(netns: NetNS, sta
         out, err = kernel_side(netns, "send", "bgp-session")
         server.get(timeout=30)
     assert out.strip() == hashlib.sha256(stream()).hexdigest(), err
-    tcp = stack.stats().tcp
+    tcp = tun_stack.stats().tcp
     assert (tcp.md5_failure.value, tcp.md5_not_found.value, tcp.md5_unexpected.value) == (0, 0, 0)
 
 
-def test_different_keys_fail_the_handshake_both_ways(netns: NetNS, stack: Stack) -> None:
+def test_different_keys_fail_the_handshake_both_ways(netns: NetNS, tun_stack: Stack) -> None:
     server = gevent.spawn(kernel_side, netns, "serve", "one key")
-    with NetsockSocket(stack=stack) as sock:
+    with NetsockSocket(stack=tun_stack) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG, md5sig(KERNEL_ADDRESS, b"another key"))
         sock.settimeout(3)
         gevent.sleep(1)
@@ -181,20 +161,20 @@ def test_different_keys_fail_the_handshake_both_ways(netns: NetNS, stack: Stack)
     out, _ = server.get(timeout=60)
     assert "no connection" in out        # the kernel dropped every SYN it could not verify
 
-    with NetsockSocket(stack=stack) as listener:
+    with NetsockSocket(stack=tun_stack) as listener:
         listener.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG, md5sig(KERNEL_ADDRESS, b"one key"))
         listener.bind((NETSOCK_ADDRESS, PORT))
         listener.listen()
         out, err = kernel_side(netns, "send", "another key")
     assert "TimeoutError" in err or "timed out" in err
-    assert stack.stats().tcp.md5_failure.value >= 2     # netsock dropped the kernel's SYNs
+    assert tun_stack.stats().tcp.md5_failure.value >= 2     # netsock dropped the kernel's SYNs
 
 
-def test_resets_are_signed_and_heard_both_ways(netns: NetNS, stack: Stack) -> None:
+def test_resets_are_signed_and_heard_both_ways(netns: NetNS, tun_stack: Stack) -> None:
     """A connection closed with SO_LINGER 0 ends with a reset, which the other side only heeds if signed:
     netsock's reaches the kernel's reader, the kernel's netsock's."""
     server = gevent.spawn(kernel_side, netns, "serve", "bgp-session")
-    with NetsockSocket(stack=stack) as sock:
+    with NetsockSocket(stack=tun_stack) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG, md5sig(KERNEL_ADDRESS, b"bgp-session"))
         sock.settimeout(20)
         for _ in range(50):
@@ -206,7 +186,7 @@ def test_resets_are_signed_and_heard_both_ways(netns: NetNS, stack: Stack) -> No
     out, err = server.get(timeout=60)
     assert "reset" in out, (out, err)
 
-    with NetsockSocket(stack=stack) as listener:
+    with NetsockSocket(stack=tun_stack) as listener:
         listener.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG, md5sig(KERNEL_ADDRESS, b"bgp-session"))
         listener.bind((NETSOCK_ADDRESS, PORT))
         listener.listen()
@@ -215,7 +195,7 @@ def test_resets_are_signed_and_heard_both_ways(netns: NetNS, stack: Stack) -> No
         try:
             conn, _ = listener.accept()
         except TimeoutError:
-            raise AssertionError(f"no connection from the kernel: {client.get(timeout=30)} {stack.stats().tcp}") \
+            raise AssertionError(f"no connection from the kernel: {client.get(timeout=30)} {tun_stack.stats().tcp}") \
                 from None
         with conn:
             conn.settimeout(10)
@@ -225,5 +205,5 @@ def test_resets_are_signed_and_heard_both_ways(netns: NetNS, stack: Stack) -> No
                     received += chunk
         client.get(timeout=30)
     assert received == b"then a reset"
-    tcp = stack.stats().tcp
+    tcp = tun_stack.stats().tcp
     assert (tcp.md5_failure.value, tcp.md5_not_found.value, tcp.md5_unexpected.value) == (0, 0, 0)

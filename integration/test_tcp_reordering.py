@@ -17,20 +17,15 @@ from __future__ import annotations
 import hashlib
 import socket
 import sys
-from collections.abc import Iterator
 
 import pytest
 from gevent import subprocess as gsubprocess
 
-from integration.conftest import KERNEL_ADDRESS, KERNEL_CIDR, NETSOCK_ADDRESS
+from integration.conftest import KERNEL_ADDRESS
 from integration.nsutil import NetNS
 from netsock.adapter import NetsockSocket
-from netsock.link.fault import FaultConfig, FaultEndpoint
-from netsock.link.fdbased import FdEndpoint
-from netsock.link.netns import inside
-from netsock.network.ipv4 import IPv4Protocol
+from netsock.link.fault import FaultConfig
 from netsock.stack import Stack
-from netsock.tcpip import Route
 from netsock.transport.tcp import TCPProtocol
 
 pytestmark = pytest.mark.integration
@@ -39,7 +34,7 @@ PORT = 5001
 SIZE = 8 << 20
 # A 10 ms path on which one packet in 50 is held 2 ms past the others: the kernel sees it arrive after
 # several later ones.
-REORDERING = FaultConfig(delay=0.01, reorder=0.02, reorder_hold=0.002)
+TUN_FAULTS = FaultConfig(delay=0.01, reorder=0.02, reorder_hold=0.002)
 
 # The kernel's end: accept one connection, read it to EOF, answer with the SHA-256 of what came.
 KERNEL_SERVER = r"""
@@ -57,21 +52,6 @@ conn.close()
 """
 
 
-@pytest.fixture
-def stack(netns: NetNS) -> Iterator[Stack]:
-    netns.add_tun("tun0", KERNEL_CIDR)
-    with inside(netns.name):
-        device = FdEndpoint.open_tun("tun0", offload=True)
-    stack = Stack([IPv4Protocol], [TCPProtocol])
-    link = FaultEndpoint(device, stack.clock, seed=7, outbound=REORDERING)
-    stack.create_nic(1, link)
-    stack.add_address(1, 0x0800, f"{NETSOCK_ADDRESS}/24")
-    stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
-    yield stack
-    stack.close()
-    link.close()
-
-
 def stream() -> bytes:
     return hashlib.sha256(b"reordered").digest() * (SIZE // 32)
 
@@ -79,16 +59,16 @@ def stream() -> bytes:
 COUNTERS = ("retransmits", "sack_recovery", "timeouts", "dsacks_received", "spurious_recovery")
 
 
-def send_to_kernel(netns: NetNS, stack: Stack) -> dict[str, int]:
+def send_to_kernel(netns: NetNS, tun_stack: Stack) -> dict[str, int]:
     """SIZE bytes from netsock to the kernel's server: what the transfer added to the stack's TCP counters
     (and the packets the fault link held back, as "reordered")."""
-    tcp, faults = stack.stats().tcp, stack.nics[1].link.stats.outbound
+    tcp, faults = tun_stack.stats().tcp, tun_stack.nics[1].link.stats.outbound
     before = {name: getattr(tcp, name).value for name in COUNTERS} | {"reordered": faults.reordered.value}
     server = gsubprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-c", KERNEL_SERVER,
                                 KERNEL_ADDRESS, str(PORT)], stdout=gsubprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "listening"
-        with NetsockSocket(stack=stack) as sock:
+        with NetsockSocket(stack=tun_stack) as sock:
             sock.settimeout(60)
             sock.connect((KERNEL_ADDRESS, PORT))
             sock.sendall(stream())
@@ -106,10 +86,10 @@ def send_to_kernel(netns: NetNS, stack: Stack) -> dict[str, int]:
     return {name: after[name] - before[name] for name in after}
 
 
-def test_rack_against_rfc6675_with_the_kernel_as_receiver(netns: NetNS, stack: Stack) -> None:
-    rack = send_to_kernel(netns, stack)
-    stack.transport_protocols[TCPProtocol.number].rack_loss_detection = False
-    rfc6675 = send_to_kernel(netns, stack)
+def test_rack_against_rfc6675_with_the_kernel_as_receiver(netns: NetNS, tun_stack: Stack) -> None:
+    rack = send_to_kernel(netns, tun_stack)
+    tun_stack.transport_protocols[TCPProtocol.number].rack_loss_detection = False
+    rfc6675 = send_to_kernel(netns, tun_stack)
     for run in (rack, rfc6675):
         assert run["reordered"] > 10 and run["timeouts"] == 0, (rack, rfc6675)
     # RFC 6675 resends what three segments overtook; the kernel's next ACK echoes the original's timestamp

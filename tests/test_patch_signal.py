@@ -14,15 +14,25 @@ from netsock.patches import signal as nsignal
 
 
 @pytest.fixture
-def patched() -> Iterator[None]:
+def python_handlers() -> Iterator[None]:
+    """SIGINT raising KeyboardInterrupt, as CPython sets it up — unless the process started with it
+    ignored, as a shell without job control starts a background command; restored afterwards."""
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGUSR1)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+@pytest.fixture
+def patched(python_handlers: None) -> Iterator[None]:
     nsignal.patch()
     try:
         yield
     finally:
         nsignal.unpatch()
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
 
 
 def busy_worker(log: list[str]) -> None:
@@ -75,6 +85,7 @@ def test_callers_see_their_own_handlers() -> None:
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
 
 
+@pytest.mark.usefixtures("python_handlers")
 def test_unpatch_restores_the_functions_and_the_handlers() -> None:
     original_signal, original_getsignal = signal.signal, signal.getsignal
     nsignal.patch()

@@ -312,20 +312,25 @@ class Sender:
                 self.high_rxt = start + size + (1 if flags & FIN else 0)
                 pipe += max(size, 1)      # RFC 6675 §5 (C.4)
                 continue
-            nxt = self.nxt
-            pending = self.buffer.end - nxt
-            room = self.una + self.wnd - nxt
-            if pending <= 0 or room <= 0:
+            sent = self._send_new_segment()
+            if not sent:
                 break
-            size = min(pending, mss, room)
-            flags = ACK | (PSH if nxt + size == self.buffer.end else 0)
-            self._transmit(nxt, size, flags)
-            self.nxt = nxt + size
-            if self.nxt > self.max:
-                self.max = self.nxt
-            pipe += size
+            pipe += sent
         if self.una < self.max and not self.timer.armed:
             self.timer.reset(self.rto)
+
+    def _send_new_segment(self) -> int:
+        """In recovery, with nothing to resend: one segment of new data as far as the peer's window goes
+        (RFC 6675 NextSeg rule 2). Returns its size, 0 if there is none or no room."""
+        nxt, data_end = self.nxt, self.buffer.end
+        size = min(data_end - nxt, self.mss, self.una + self.wnd - nxt)
+        if size <= 0:
+            return 0
+        self._transmit(nxt, size, ACK | (PSH if nxt + size == data_end else 0))
+        self.nxt = nxt + size
+        if self.nxt > self.max:
+            self.max = self.nxt
+        return size
 
     def _rack_recovery_send(self) -> None:
         """Recovery with RACK: while the pipe leaves room for a segment, resend what RACK marked lost,
@@ -351,17 +356,10 @@ class Sender:
                 self._transmit(start, size, flags)
                 pipe += max(size, 1)
                 continue
-            nxt = self.nxt
-            pending = self.buffer.end - nxt
-            room = self.una + self.wnd - nxt
-            if pending <= 0 or room <= 0:
+            sent = self._send_new_segment()
+            if not sent:
                 break
-            size = min(pending, mss, room)
-            self._transmit(nxt, size, ACK | (PSH if nxt + size == self.buffer.end else 0))
-            self.nxt = nxt + size
-            if self.nxt > self.max:
-                self.max = self.nxt
-            pipe += size
+            pipe += sent
         if self.una < self.max and not self.timer.armed:
             self.timer.reset(self.rto)
 
