@@ -562,6 +562,39 @@ def test_tcp_reads_carry_when_their_bytes_arrived(option: int, size: int) -> Non
 
 
 @pytest.mark.usefixtures("stack")
+def test_tcp_peeks_carry_when_their_bytes_arrived() -> None:
+    """MSG_PEEK on TCP with SO_TIMESTAMPNS is stamped as a read would be, and leaves the stamps to the reads:
+    each of two sends 0.2 s apart is peeked (whole, then from 2 bytes in with SO_PEEK_OFF) and read; and a
+    segment that finds the bytes before it unread joins their stamp, as Linux coalesces it into their skb."""
+    keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    keeper.setsockopt(SOL_SOCKET, 35, 1)      # (see test_tcp_reads_carry_when_their_bytes_arrived)
+    time.sleep(0.1)
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        with loopback_connection(make) as (_, client, accepted):
+            accepted.setsockopt(SOL_SOCKET, 35, 1)
+            got = []
+            for payloads in ((b"first",), (b"second",), (b"third", b"fourth")):
+                for payload in payloads:
+                    client.sendall(payload)
+                    gevent.sleep(0.2)
+                got.append(accepted.recvmsg(100, socket.CMSG_SPACE(16), socket.MSG_PEEK))
+                accepted.setsockopt(SOL_SOCKET, 42, 2)              # SO_PEEK_OFF: from 2 bytes in
+                got.append(accepted.recvmsg(100, socket.CMSG_SPACE(16), socket.MSG_PEEK))
+                accepted.setsockopt(SOL_SOCKET, 42, -1)
+                got.append(accepted.recvmsg(100, socket.CMSG_SPACE(16)))
+            times = []
+            for data, [(level, kind, stamp)], _, _ in got:
+                seconds, nanoseconds = struct.unpack("ll", stamp)
+                times.append(seconds + nanoseconds / 1e9)
+            answers.append(([data for data, _, _, _ in got], [round(t - times[0], 1) for t in times]))
+    keeper.close()
+    assert answers[0] == answers[1]
+    assert answers[1] == ([b"first", b"rst", b"first", b"second", b"cond", b"second", b"thirdfourth", b"irdfourth",
+                           b"thirdfourth"], [0.0, 0.0, 0.0, 0.2, 0.2, 0.2, 0.6, 0.6, 0.6])
+
+
+@pytest.mark.usefixtures("stack")
 @pytest.mark.parametrize(("family", "level", "option"), [(socket.AF_INET, IP, 49), (socket.AF_INET6, IPV6, 29),
                                                          (socket.AF_INET6, IP, 49)])
 @pytest.mark.parametrize("kind", [socket.SOCK_DGRAM, socket.SOCK_STREAM])

@@ -686,3 +686,42 @@ def test_sender_silly_window_avoidance_waits_then_the_override_timeout_sends_wha
     ctx.absorb([seg])
     ctx.ack(window=4096)
     assert ctx.absorb(ctx.sent()) == data[4096:4096 + 2920]
+
+
+# --- SO_TIMESTAMP: when the bytes read arrived ----------------------------------------------------
+
+def stamped_read(ctx: TCPContext, count: int) -> tuple[bytes, float]:
+    """A read and how long before now the stamp it carries says its bytes came."""
+    data = ctx.ep.read(count)
+    return data, round((ctx.clock.now_ns() - ctx.ep.read_stamp) / 1e9, 3)
+
+
+def test_a_read_is_stamped_with_the_last_segment_it_took_bytes_from() -> None:
+    """Segments read as they come each carry their own arrival; a segment that finds the bytes before it
+    unread joins their stamp (Linux coalesces it into their skb); a peek is stamped without using it up."""
+    ctx = established()
+    ctx.ep.set_sock_opt(SockOpt.TIMESTAMP, True)
+    ctx.send_data(b"one")
+    ctx.advance(0.1)
+    assert stamped_read(ctx, 100) == (b"one", 0.1)
+    ctx.send_data(b"two")
+    ctx.advance(0.1)
+    ctx.send_data(b"three")
+    ctx.advance(0.1)
+    assert ctx.ep.peek(2) == b"tw" and ctx.ep.read_stamp == ctx.clock.now_ns() - 100_000_000
+    assert stamped_read(ctx, 3) == (b"two", 0.1)           # the record of "twothree": when "three" came
+    assert stamped_read(ctx, 100) == (b"three", 0.1)
+
+
+def test_a_segment_held_out_of_order_keeps_its_arrival_when_the_hole_fills() -> None:
+    """B comes 0.2 s before A, the segment in front of it: the read of both is stamped with B's arrival, as
+    Linux merges the held skb, stamp and all, into the one that filled the hole — not with the hole's
+    filling."""
+    ctx = established()
+    ctx.ep.set_sock_opt(SockOpt.TIMESTAMP, True)
+    ctx.send("PA", seq=seq_add(ctx.nxt, 1), payload=b"B")
+    ctx.advance(0.2)
+    ctx.send_data(b"A")
+    ctx.nxt = seq_add(ctx.nxt, 1)
+    ctx.advance(0.1)
+    assert stamped_read(ctx, 100) == (b"AB", 0.3)

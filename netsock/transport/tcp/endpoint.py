@@ -391,8 +391,14 @@ class TCPEndpoint(TransportEndpoint):
         rcv = self.rcv
         if rcv is not None and rcv.queue.size > offset and not self.shut_read:
             if rcv.urg_seq >= rcv.read_seq + offset:
-                return self._read_at_mark(count, peek=True, start=offset)
-            return rcv.queue.read(offset + count, peek=True)[offset:] if offset else rcv.queue.read(count, peek=True)
+                data = self._read_at_mark(count, peek=True, start=offset)
+            elif offset:
+                data = rcv.queue.read(offset + count, peek=True)[offset:]
+            else:
+                data = rcv.queue.read(count, peek=True)
+            if self.stamp_reads:    # (a peek is stamped with the last segment it took bytes from, as a read)
+                self.read_stamp = rcv.stamp_of(rcv.read_seq + offset + len(data))
+            return data
         return self._read_empty()
 
     def read_error(self) -> QueuedError:

@@ -21,6 +21,7 @@ DELAYED_ACK_TIMEOUT = 0.040     # Linux's minimum ATO
 QUICKACK_SEGMENTS = 16          # segments acknowledged at once while a connection starts (Linux's quickack)
 MAX_OOO_SEGMENTS = 1024         # a hostile peer cannot make the out-of-order queue grow past this
 MAX_WINDOW = 65535
+_COALESCE_LIMIT = 65536         # bytes one SO_TIMESTAMP record covers at most (about an skb's worth)
 
 # What a segment asks of the acknowledgement (``handle_data``'s answer).
 ACK_NONE = 0    # nothing new arrived
@@ -37,14 +38,15 @@ class Receiver:
     __slots__ = ("irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
                  "adv_edge", "unacked_bytes", "ack_owed", "quickacks", "fin_received", "mss", "sack_ok",
                  "sack_blocks", "dsack", "moderate", "copied", "copied_since", "stats", "now", "urg_seq", "urg_byte",
-                 "urg_read", "clamp", "stamps", "clock_ns")
+                 "urg_read", "clamp", "stamps", "stamp_run", "clock_ns")
 
     def __init__(self, irs: int, buffer_size: int, max_buffer_size: int, wscale: int, mss: int, sack_ok: bool,
                  stats: TransportEndpointStats, now: Callable[[], float]) -> None:
         self.irs = irs                  # the peer's initial sequence number (wire), our 0
         self.nxt = 1                    # next byte expected (the SYN took 0)
         self.queue = ReceiveQueue()
-        self.ooo: list[tuple[int, int, memoryview, bool]] = []   # (seq, end, data, fin), sorted
+        # (seq, end, data, fin, arrival in ns since the epoch while SO_TIMESTAMP is on, else 0), sorted
+        self.ooo: list[tuple[int, int, memoryview, bool, int]] = []
         self.ooo_bytes = 0
         self.buffer_size = buffer_size
         self.max_buffer_size = max_buffer_size
@@ -73,13 +75,14 @@ class Receiver:
         self.clamp = 0                  # TCP_WINDOW_CLAMP: the most window offered (0: none)
         # SO_TIMESTAMP: when the bytes up to each sequence number arrived (ns since the epoch), while asked for.
         self.stamps: deque[tuple[int, int]] | None = None
+        self.stamp_run = 0              # ... where the last record's bytes start
         self.clock_ns: Callable[[], int] = time.time_ns
 
     # --- inbound data -----------------------------------------------------------------------------
 
     def handle_data(self, seq: int, data: memoryview, fin: bool) -> int:
         """Take the segment's data and FIN; returns when to acknowledge it (ACK_LATER/SOON/NOW)."""
-        nxt = before = self.nxt
+        nxt = self.nxt
         end = seq + len(data)
         if seq < nxt:                       # retransmitted bytes we already have
             self.duplicate(seq, min(end, nxt))
@@ -95,21 +98,25 @@ class Receiver:
                 self._insert_out_of_order(seq, end, data, fin)
             return ACK_NOW                  # RFC 5681 §4.2: out-of-order data is ACKed at once
         filled_hole = bool(self.ooo)
+        stamps = self.stamps
         if data:
+            unread = self.queue.size
             self.queue.append(data)
             self.nxt = nxt = end
             self.unacked_bytes += len(data)
+            if stamps is not None:
+                self._stamp(seq, nxt, self.clock_ns(), unread > 0)
         while self.ooo and self.ooo[0][0] <= nxt:
-            oseq, oend, odata, ofin = self.ooo.pop(0)
+            oseq, oend, odata, ofin, arrived = self.ooo.pop(0)
             self.ooo_bytes -= len(odata)
             if oend > nxt:
                 tail = odata[nxt - oseq:]
                 self.queue.append(tail)
+                if stamps is not None:      # (a held segment keeps when it came)
+                    self._stamp(nxt, oend, arrived or self.clock_ns(), True)
                 self.nxt = nxt = oend
             if ofin and oend >= nxt:
                 fin = True
-        if self.stamps is not None and nxt > before:
-            self.stamps.append((nxt, self.clock_ns()))
         if filled_hole and self.sack_blocks:
             self.sack_blocks = update_sack_blocks(self.sack_blocks, nxt, nxt, nxt)
         if fin and not self.fin_received:
@@ -133,7 +140,7 @@ class Receiver:
         if len(ooo) >= MAX_OOO_SEGMENTS:
             self.stats.receive_errors.receive_buffer_overflow.increment()
             return
-        ooo.insert(i, (seq, end, data, fin))
+        ooo.insert(i, (seq, end, data, fin, self.clock_ns() if self.stamps is not None else 0))
         self.ooo_bytes += len(data)
         self._report_sack(seq, end)
 
@@ -160,6 +167,26 @@ class Receiver:
         if last is not None and last[0] == read or not stamps:
             return last[1] if last is not None else None
         return stamps[0][1]
+
+    def _stamp(self, start: int, end: int, arrived: int, behind_unread: bool) -> None:
+        """Record when bytes ``start``..``end`` arrived. Bytes that find the ones before them unread join
+        their record, up to 64 KB, which then says when they came — as Linux's tcp_try_coalesce merges a
+        segment into the unread skb before it, stamp and all (and a held segment, when a hole fills, into
+        the one that filled it)."""
+        stamps = self.stamps
+        assert stamps is not None
+        if behind_unread and stamps and stamps[-1][0] == start and end - self.stamp_run <= _COALESCE_LIMIT:
+            stamps[-1] = (end, arrived)
+        else:
+            stamps.append((end, arrived))
+            self.stamp_run = start
+
+    def stamp_of(self, seq: int) -> int | None:
+        """When the segment holding the byte before ``seq`` arrived, leaving the record be: a peek's stamp."""
+        for end, stamp in self.stamps or ():
+            if end >= seq:
+                return stamp
+        return None
 
     @property
     def read_seq(self) -> int:
