@@ -72,7 +72,7 @@ class RejectWith(enum.Enum):
     HOST_UNREACHABLE = "host-unreachable"          # ICMPv6: address unreachable
     NET_UNREACHABLE = "net-unreachable"            # ICMPv6: no route
     ADMIN_PROHIBITED = "admin-prohibited"
-    TCP_RESET = "tcp-reset"                        # TCP only, on INPUT and OUTPUT
+    TCP_RESET = "tcp-reset"                        # TCP only
 
 
 # (ICMPv4 code, ICMPv6 code) of destination unreachable for each ICMP answer.
@@ -253,15 +253,9 @@ class FilterTable:
                 raise ValueError("a jump goes to a user chain")
             if target.chain == chain or chain in self._reachable(target.chain):
                 raise ValueError(f"jumping from {chain} to {target.chain} makes a loop")
-            resets = any(_resets(r) for name in {target.chain} | self._reachable(target.chain)
-                         for r in self.chains[name].rules)
-            if resets and Hook.FORWARD.value in self._callers(chain):
-                raise ValueError(f"{target.chain} answers with tcp-reset, which FORWARD cannot")
         if _resets(rule):
             if rule.protocol != TCP_PROTOCOL_NUMBER:
                 raise ValueError("tcp-reset rejects only TCP (-p tcp)")
-            if Hook.FORWARD.value in self._callers(chain):
-                raise ValueError("tcp-reset is not answered on FORWARD (netsock sends from its own addresses)")
 
     def _reachable(self, name: str) -> set[str]:
         """User chains reachable by jumps from ``name``."""
@@ -273,10 +267,6 @@ class FilterTable:
                     seen.add(rule.target.chain)
                     todo.append(rule.target.chain)
         return seen
-
-    def _callers(self, name: str) -> set[str]:
-        """The built-in chains from which ``name`` can be reached (itself, if built in)."""
-        return {hook.value for hook in Hook if hook.value == name or name in self._reachable(hook.value)}
 
     def _update(self) -> None:
         self.active = any(chain.rules or (chain.policy is not None and chain.policy != ACCEPT)

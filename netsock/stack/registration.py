@@ -128,9 +128,25 @@ class NetworkEndpoint:
                                            0, PacketBuffer.inbound(bytearray(head)))
         raise ErrNotPermitted()
 
+    def reject_forwarded(self, verdict: Reject, src: bytes, dst: bytes, head: bytes, length: int,
+                         send_icmp: Any) -> None:
+        """FORWARD's REJECT: a TCP reset to the sender in the destination's name, as Linux's nf_send_reset
+        (sent back the way the segment came, from the destination's address), else ``send_icmp(RejectWith)``."""
+        if verdict.with_ is not RejectWith.TCP_RESET:
+            send_icmp(verdict.with_)
+            return
+        reset = self._reset_from(src, dst, head, length)
+        if reset is None:
+            return
+        try:
+            route = self.stack.find_route(0, b"", src, self.protocol.number)
+            self.send(route, PacketBuffer(route.max_header_length(), reset))
+        except Error:
+            pass    # (no way back, or the link refused it: counted where it failed)
+
     def _reset_from(self, src: bytes, dst: bytes, head: bytes, length: int) -> bytes | None:
-        """The TCP reset a REJECT --reject-with tcp-reset on OUTPUT hands the sender, as if ``dst``
-        answered our segment (Linux's nf_send_reset): IP header and RST, or None for a reset."""
+        """The TCP reset a REJECT --reject-with tcp-reset answers ``src``'s segment to ``dst`` with, as if
+        ``dst`` answered it (Linux's nf_send_reset): IP header and RST, or None for a reset."""
         header_size = ipv4.MIN_SIZE if len(src) == 4 else ipv6.HEADER_SIZE
         if len(head) < tcp.MIN_SIZE or head[13] & tcp.RST:
             return None

@@ -244,8 +244,9 @@ class IPv4Endpoint(NetworkEndpoint):
             verdict = self._filter_check(Hook.FORWARD, hdr.protocol, src, dst, hdr.total_length, head, route.nic)
             if not isinstance(verdict, Accept):
                 if isinstance(verdict, Reject):
-                    icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, REJECT_CODES[verdict.with_][0], 0,
-                                    original)
+                    self.reject_forwarded(verdict, src, dst, bytes(head), hdr.total_length,
+                                          lambda with_: icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE,
+                                                                        REJECT_CODES[with_][0], 0, original))
                 return
         if pkt.gso_size:
             self._forward_super_segment(route, pkt, hdr, original)

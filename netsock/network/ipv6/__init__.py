@@ -353,7 +353,8 @@ class IPv6Endpoint(NetworkEndpoint):
                 head = packet[chain.payload_offset:chain.payload_offset + HEAD_SIZE]
         verdict = self._filter_check(Hook.FORWARD, protocol, hdr.src, hdr.dst, len(packet), head, route.nic)
         if isinstance(verdict, Reject):
-            icmp.send_error(self, pkt, hdr, icmpv6.DST_UNREACHABLE, REJECT_CODES[verdict.with_][1], 0, packet)
+            self.reject_forwarded(verdict, hdr.src, hdr.dst, bytes(head), len(packet), lambda with_: icmp.send_error(
+                self, pkt, hdr, icmpv6.DST_UNREACHABLE, REJECT_CODES[with_][1], 0, packet))
         return isinstance(verdict, Accept)
 
     def _forward_packet(self, route: Route, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview,
