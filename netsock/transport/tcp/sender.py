@@ -56,7 +56,7 @@ class Sender:
                  "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since",
                  "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due",
                  "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "prr_delivered", "prr_out",
-                 "retrans_ts")
+                 "retrans_ts", "undo_timeout")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -106,6 +106,7 @@ class Sender:
         self.retrans_ts = -1        # ... our timestamp on the first of them (-1: none yet, or no timestamps)
         self.prior_cwnd = 0         # ... and the window it reduced
         self.prior_ssthresh = 0
+        self.undo_timeout = False   # ... a timeout's (else a recovery's)
         self.prr_delivered = 0      # segments the peer received since the recovery began (RFC 6937) ...
         self.prr_out = 0            # ... and segments sent meanwhile
         self.now = ep.stack.clock.now
@@ -502,17 +503,17 @@ class Sender:
             self.ep.stack_stats.dsack_undos.increment()
             self._undo()
 
-    def _begin_undo(self) -> None:
+    def _begin_undo(self, timeout: bool) -> None:
         """A recovery or a first timeout begins: remember the window it reduces, in case it was needless."""
         self.undo_marker, self.undo_retrans, self.retrans_ts = self.una, 0, -1
-        self.prior_cwnd, self.prior_ssthresh = self.cwnd, self.ssthresh
+        self.prior_cwnd, self.prior_ssthresh, self.undo_timeout = self.cwnd, self.ssthresh, timeout
 
     def _undo(self) -> None:
         """The last recovery or timeout was spurious (Linux's tcp_undo_cwnd_reduction): the window and
         ssthresh go back to what they were, the recovery ends, and after a timeout what was sent before it
         is taken to be on its way (it is not sent again)."""
         stats = self.ep.stack_stats
-        timeout = self.retransmits > 0 and not self.recovery     # (timeouts since the last progress)
+        timeout = self.undo_timeout
         (stats.spurious_rto_recovery if timeout else stats.spurious_recovery).increment()
         self.cwnd = max(self.cwnd, self.prior_cwnd)
         self.ssthresh = max(self.ssthresh, self.prior_ssthresh)
@@ -605,7 +606,7 @@ class Sender:
             stats.fast_recovery.increment()
         self.recovery = True
         self.recover = self.max
-        self._begin_undo()
+        self._begin_undo(timeout=False)
         self.cc.on_loss_detected()
         self.rtt_seq = None
         if self.sack is not None:
@@ -733,7 +734,7 @@ class Sender:
             return
         # RFC 6298 §5.5-5.7 and RFC 5681 §3.1: back off, collapse the window, resend from the first hole.
         if self.retransmits == 1:
-            self._begin_undo()
+            self._begin_undo(timeout=True)
         self.cc.on_rto_expired()
         self.cwnd = 1
         self.rto = min(self.rto * 2, MAX_RTO)
