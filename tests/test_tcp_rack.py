@@ -251,10 +251,10 @@ REORDERING = FaultConfig(reorder=0.05, reorder_hold=0.003, delay=0.01)
 LOSSY_AND_REORDERING = FaultConfig(loss=0.02, reorder=0.05, reorder_hold=0.003, delay=0.01)
 
 
-def transfer_stats(faults: FaultConfig, rack: bool) -> tuple[float, TCPStats]:
+def transfer_stats(faults: FaultConfig, rack: bool, seed: int = 2) -> tuple[float, TCPStats]:
     """1 MB from one stack to another over ``faults`` (20 ms round trips): the simulated seconds it
     took and the sender's counters."""
-    pair = Pair(faults, seed=2)
+    pair = Pair(faults, seed=seed)
     for node in (pair.a, pair.b):
         node.proto.rack_loss_detection = rack
     elapsed, _, _ = transfer(pair, MB, 0)
@@ -273,8 +273,12 @@ def test_reordering_is_not_taken_for_loss() -> None:
 
 
 def test_loss_and_reordering_recover_with_fewer_retransmissions() -> None:
-    fast, with_rack = transfer_stats(LOSSY_AND_REORDERING, True)
-    slow, without = transfer_stats(LOSSY_AND_REORDERING, False)
-    assert with_rack.retransmits.value < without.retransmits.value
-    assert with_rack.dsacks_received.value < without.dsacks_received.value
-    assert fast < slow
+    """Over four seeds of 2 % loss and 5 % reordering: RACK resends a third as much, and almost nothing
+    needlessly (RFC 6675's needless resends are undone quickly, so it is about as fast)."""
+    totals = {}
+    for rack in (True, False):
+        runs = [transfer_stats(LOSSY_AND_REORDERING, rack, seed) for seed in range(1, 5)]
+        totals[rack] = (sum(stats.retransmits.value for _, stats in runs),
+                        sum(stats.dsacks_received.value for _, stats in runs))
+    (rack_resent, rack_needless), (resent, needless) = totals[True], totals[False]
+    assert rack_resent < resent / 2 and rack_needless < needless / 10, totals

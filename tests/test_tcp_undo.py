@@ -1,14 +1,15 @@
 """Undoing a needless recovery or timeout, against a scripted peer: the window goes back to where it was
 when every retransmission comes back as a duplicate (D-SACK, Linux's tcp_try_undo_dsack), or when the
 first ACK after them echoes a timestamp older than the first retransmission — the original got through
-(the Eifel detection, RFC 3522, Linux's tcp_packet_delayed). A retransmission that repaired a loss
+(the Eifel detection, RFC 3522, Linux's tcp_packet_delayed) — or, after a timeout, when the peer
+acknowledges data that was never resent (F-RTO, RFC 5682). A retransmission that repaired a loss
 undoes nothing."""
 
 from __future__ import annotations
 
 import pytest
 
-from tcp_context import Opts, TCPContext
+from tcp_context import Opts, TCPContext, seq_add
 
 MSS = 1460
 OPTS = Opts(mss=MSS, sack_perm=True)
@@ -132,13 +133,65 @@ def test_a_timeout_answered_by_the_original_is_undone_and_nothing_more_is_resent
     assert ctx.ep.info().unacked == 0 and ctx.stats.retransmits.value == 1
 
 
-def test_without_timestamps_a_timeout_is_not_undone_by_an_ack() -> None:
-    ctx = established(True, OPTS)
-    snd = ctx.ep.snd
-    s = flight(ctx, 4)
-    cwnd = snd.cwnd
+# --- after a timeout, without timestamps: F-RTO ------------------------------------------------------
+
+def timed_out(ctx: TCPContext, segments: int, more: int = 0) -> list:
+    """``segments`` in flight (and ``more`` written behind them), the first resent by the RTO."""
+    ctx.ep.snd.cwnd = segments
+    ctx.ep.write(b"u" * ((segments + more) * MSS))
+    s = ctx.sent()
+    assert len(s) == segments
     while not ctx.stats.timeouts.value:
         ctx.advance(0.01)
     assert resent(ctx) == [s[0].seq]
+    return s
+
+
+def test_an_ack_of_data_never_resent_shows_the_timeout_needless() -> None:
+    """F-RTO (RFC 5682 §3): the ACK after the timeout covers segment 1, which was never resent: the
+    originals had arrived, the timeout is undone — the window back, nothing more resent."""
+    ctx = established(True, OPTS)
+    snd = ctx.ep.snd
+    s = timed_out(ctx, 4)
     sack(ctx, s[1].end)
-    assert ctx.stats.spurious_rto_recovery.value == 0 and snd.cwnd == 1 + 2 < cwnd    # slow start from 1
+    assert ctx.stats.spurious_rto_recovery.value == 1 and snd.nxt == snd.max
+    assert snd.cwnd >= 4 and snd.ssthresh > 4        # back where they were (and grown by this ACK)
+    assert not resent(ctx)
+    sack(ctx, s[3].end)
+    assert ctx.ep.info().unacked == 0 and ctx.stats.retransmits.value == 1
+
+
+def test_after_an_ambiguous_ack_new_data_goes_out_to_find_out() -> None:
+    """The first ACK covers only the resent segment: it cannot tell. Two new segments go out instead of
+    segment 1 again; the ACK that then covers segment 1 (never resent) shows the timeout needless."""
+    ctx = established(True, OPTS)
+    snd = ctx.ep.snd
+    s = timed_out(ctx, 4, more=2)
+    sack(ctx, s[0].end)
+    probe = [seg for seg in ctx.sent() if seg.payload]
+    assert [seg.seq for seg in probe] == [s[3].end, seq_add(s[3].end, MSS)]      # new data, not segment 1
+    sack(ctx, s[2].end)
+    assert ctx.stats.spurious_rto_recovery.value == 1 and snd.cwnd >= 4 and snd.ssthresh > 4
+    assert not resent(ctx)
+
+
+def test_when_only_the_new_data_is_acknowledged_the_loss_was_real() -> None:
+    """After the ambiguous ACK and the two new segments, the peer SACKs the new ones and still waits for
+    segment 1: it was lost; resending goes on from there."""
+    ctx = established(True, OPTS)
+    s = timed_out(ctx, 4, more=2)
+    sack(ctx, s[0].end)
+    probe = [seg for seg in ctx.sent() if seg.payload]
+    sack(ctx, s[0].end, (probe[0].seq, probe[1].end))
+    assert ctx.stats.spurious_rto_recovery.value == 0 and ctx.ep.snd.frto == 0
+    assert resent(ctx)[:1] == [s[1].seq]
+
+
+def test_without_f_rto_an_ack_does_not_undo_a_timeout() -> None:
+    ctx = established(True, OPTS)
+    ctx.proto.frto = False
+    snd = ctx.ep.snd
+    s = timed_out(ctx, 4)
+    sack(ctx, s[1].end)
+    assert ctx.stats.spurious_rto_recovery.value == 0 and snd.cwnd < 4     # slow start from 1
+    assert resent(ctx)[:1] == [s[2].seq]                                    # and on with resending

@@ -9,7 +9,8 @@
 - A recovery or timeout was spurious — undone, the window back where it was — if every retransmission
   it made is reported as a duplicate (D-SACK, Linux's tcp_try_undo_dsack), or if the first ACK after
   it echoes a timestamp older than the first retransmission: the original got through (the Eifel
-  detection, RFC 3522; Linux's tcp_packet_delayed).
+  detection, RFC 3522; Linux's tcp_packet_delayed), or — F-RTO, RFC 5682 §3 — if after a timeout the
+  peer acknowledges data that was never resent (new data is sent to find out, before resending more).
 - With SACK, losses are found by time (RACK, RFC 8985 §6: see ``rack``) rather than by counting
   SACKed segments, unless ``TCPProtocol.rack_loss_detection`` is off.
 - With SACK, a tail loss probe (RFC 8985 §7, as Linux's TLP) goes out when nothing has been heard
@@ -56,7 +57,7 @@ class Sender:
                  "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since",
                  "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due",
                  "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "prr_delivered", "prr_out",
-                 "retrans_ts", "undo_timeout")
+                 "retrans_ts", "undo_timeout", "frto", "frto_mark")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -107,6 +108,8 @@ class Sender:
         self.prior_cwnd = 0         # ... and the window it reduced
         self.prior_ssthresh = 0
         self.undo_timeout = False   # ... a timeout's (else a recovery's)
+        self.frto = 0               # F-RTO after a timeout: 1 awaiting the first ACK, 2 new data sent to probe
+        self.frto_mark = 0          # ... the end of what was resent before new data went instead
         self.prr_delivered = 0      # segments the peer received since the recovery began (RFC 6937) ...
         self.prr_out = 0            # ... and segments sent meanwhile
         self.now = ep.stack.clock.now
@@ -423,10 +426,14 @@ class Sender:
         # window grows with autotuning; in a two-way transfer its ACKs ride on data).
         duplicate = ack == self.una < self.max and not self.persisting and \
             (new_sack or pure_ack and self.wnd == old_wnd)
+        if ack > self.una and self.retrans_ts >= 0 and echoed is not None and \
+                (echoed - self.retrans_ts) & MASK >= 1 << 31:
+            self._undo()            # it answers a segment sent before the retransmissions: none was needed
+        frto = self.frto and self._frto_ack(ack, sack_blocks, duplicate or new_sack)
         if ack > self.una:
-            if self.retrans_ts >= 0 and echoed is not None and (echoed - self.retrans_ts) & MASK >= 1 << 31:
-                self._undo()        # it answers a segment sent before the retransmissions: none was needed
             self._new_ack(ack)
+        if frto:
+            self._frto_send_new()
         if tracking and self.ep is not None:
             self._sack_feedback(sack_blocks[0] if dsack else None, prior_una)
         if duplicate:
@@ -503,6 +510,43 @@ class Sender:
             self.ep.stack_stats.dsack_undos.increment()
             self._undo()
 
+    def _frto_ack(self, ack: int, sack_blocks: tuple[tuple[int, int], ...], duplicate: bool) -> bool:
+        """F-RTO (RFC 5682 §3, SACK-enhanced, as Linux's tcp_process_loss): what an ACK after a timeout
+        says. Data never resent acknowledged or SACKed: the timeout was spurious, undone. The first ACK
+        of resent data only: True — send new data instead of resending more (step 2b). A duplicate ACK
+        or a SACK after that: the loss was real, resending goes on."""
+        mark = self.nxt if self.frto == 1 else self.frto_mark
+        original = ack > mark or any(mark <= self.unwrap(start) and self.unwrap(end) <= self.recover
+                                     for start, end in sack_blocks)
+        if original and self.undo_marker >= 0:
+            self._undo()
+            return False
+        if ack >= self.recover:
+            self.frto = 0           # all sent before the timeout is in, resent: nothing to tell
+            return False
+        if self.frto == 2:
+            if duplicate:
+                self.frto = 0
+                self.nxt = self.una     # (resending from the first hole, as a timeout does)
+            return False
+        if ack > self.una and self.buffer.end > self.max and self.una + self.wnd > self.max:
+            self.frto, self.frto_mark = 2, mark
+            return True
+        if ack > self.una:
+            self.frto = 0
+        return False
+
+    def _frto_send_new(self) -> None:
+        """Step 2b: up to two new segments in place of more resent ones, whatever the window: their
+        ACK will tell whether the data sent before the timeout had arrived."""
+        for _ in range(2):
+            start, data_end = self.max, self.buffer.end
+            size = min(self.mss, data_end - start, self.una + self.wnd - start)
+            if size <= 0:
+                break
+            self._transmit(start, size, ACK | (PSH if start + size == data_end else 0))
+            self.nxt = self.max = start + size
+
     def _begin_undo(self, timeout: bool) -> None:
         """A recovery or a first timeout begins: remember the window it reduces, in case it was needless."""
         self.undo_marker, self.undo_retrans, self.retrans_ts = self.una, 0, -1
@@ -518,7 +562,9 @@ class Sender:
         self.cwnd = max(self.cwnd, self.prior_cwnd)
         self.ssthresh = max(self.ssthresh, self.prior_ssthresh)
         self.undo_marker = self.retrans_ts = -1
+        self.frto = 0
         self.recovery = False
+        self.recover = self.una - 1     # (a loss from here on may start a recovery at once, as Linux's undo opens)
         self.dupacks = 0
         self.retransmits = 0
         if timeout:
@@ -747,6 +793,7 @@ class Sender:
             if self.rack is not None:
                 self.rack.timed_out()
         self.nxt = self.una
+        self.frto = 1 if ep.proto.frto else 0
         ep.stack_stats.slow_start_retransmits.increment()
         self._retransmit_first()
         self.timer.reset(self._backoff_timeout())
