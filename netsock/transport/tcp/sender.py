@@ -57,7 +57,7 @@ class Sender:
                  "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since",
                  "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due",
                  "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "prr_delivered", "prr_out",
-                 "retrans_ts", "undo_timeout", "frto", "frto_mark")
+                 "retrans_ts", "retrans_high", "undo_timeout", "frto", "frto_mark", "frto_sacked")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -104,12 +104,14 @@ class Sender:
         self.reo_due = False        # the timer is RACK's reordering timer, not the RTO
         self.undo_marker = -1       # una when the last recovery or timeout began, while it may be undone (-1: not)
         self.undo_retrans = 0       # ... segments retransmitted since, not yet reported as duplicates
-        self.retrans_ts = -1        # ... our timestamp on the first of them (-1: none yet, or no timestamps)
+        self.retrans_ts = -1        # our timestamp on the oldest retransmission not yet acknowledged (-1: none) ...
+        self.retrans_high = 0       # ... and the end of the highest one
         self.prior_cwnd = 0         # ... and the window it reduced
         self.prior_ssthresh = 0
         self.undo_timeout = False   # ... a timeout's (else a recovery's)
         self.frto = 0               # F-RTO after a timeout: 1 awaiting the first ACK, 2 new data sent to probe
         self.frto_mark = 0          # ... the end of what was resent before new data went instead
+        self.frto_sacked = 0        # ... the end of what the peer had SACKed before the timeout
         self.prr_delivered = 0      # segments the peer received since the recovery began (RFC 6937) ...
         self.prr_out = 0            # ... and segments sent meanwhile
         self.now = ep.stack.clock.now
@@ -258,8 +260,9 @@ class Sender:
             self.ep.stack_stats.retransmits.value += 1
             if self.undo_marker >= 0:
                 self.undo_retrans += max(1, (size + self.mss - 1) // self.mss)
-                if self.retrans_ts < 0 and self.ep.ts_ok:
-                    self.retrans_ts = self.ep.tsval()
+            if self.retrans_ts < 0 and self.ep.ts_ok:
+                self.retrans_ts = self.ep.tsval()
+            self.retrans_high = max(self.retrans_high, seq + size + (flags & FIN))
             if self.rtt_seq is not None and seq < self.rtt_seq:
                 self.rtt_seq = None     # Karn: an ambiguous sample
         else:
@@ -426,7 +429,7 @@ class Sender:
         # window grows with autotuning; in a two-way transfer its ACKs ride on data).
         duplicate = ack == self.una < self.max and not self.persisting and \
             (new_sack or pure_ack and self.wnd == old_wnd)
-        if ack > self.una and self.retrans_ts >= 0 and echoed is not None and \
+        if ack > self.una and self.undo_marker >= 0 and self.retrans_ts >= 0 and echoed is not None and \
                 (echoed - self.retrans_ts) & MASK >= 1 << 31:
             self._undo()            # it answers a segment sent before the retransmissions: none was needed
         frto = self.frto and self._frto_ack(ack, sack_blocks, duplicate or new_sack)
@@ -516,8 +519,10 @@ class Sender:
         of resent data only: True — send new data instead of resending more (step 2b). A duplicate ACK
         or a SACK after that: the loss was real, resending goes on."""
         mark = self.nxt if self.frto == 1 else self.frto_mark
-        original = ack > mark or any(mark <= self.unwrap(start) and self.unwrap(end) <= self.recover
-                                     for start, end in sack_blocks)
+        # (what the peer had SACKed before the timeout may be acknowledged now without telling anything)
+        floor = max(mark, self.frto_sacked)
+        original = ack > floor or any(floor <= self.unwrap(start) and self.unwrap(end) <= self.recover
+                                      for start, end in sack_blocks)
         if original and self.undo_marker >= 0:
             self._undo()
             return False
@@ -548,8 +553,10 @@ class Sender:
             self.nxt = self.max = start + size
 
     def _begin_undo(self, timeout: bool) -> None:
-        """A recovery or a first timeout begins: remember the window it reduces, in case it was needless."""
-        self.undo_marker, self.undo_retrans, self.retrans_ts = self.una, 0, -1
+        """A recovery or a first timeout begins: remember the window it reduces, in case it was needless.
+        (retrans_ts stays: a retransmission still unacknowledged from before is the oldest one, and an ACK
+        echoing its timestamp is no sign that the originals got through.)"""
+        self.undo_marker, self.undo_retrans = self.una, 0
         self.prior_cwnd, self.prior_ssthresh, self.undo_timeout = self.cwnd, self.ssthresh, timeout
 
     def _undo(self) -> None:
@@ -561,7 +568,7 @@ class Sender:
         (stats.spurious_rto_recovery if timeout else stats.spurious_recovery).increment()
         self.cwnd = max(self.cwnd, self.prior_cwnd)
         self.ssthresh = max(self.ssthresh, self.prior_ssthresh)
-        self.undo_marker = self.retrans_ts = -1
+        self.undo_marker = -1
         self.frto = 0
         self.recovery = False
         self.recover = self.una - 1     # (a loss from here on may start a recovery at once, as Linux's undo opens)
@@ -586,6 +593,8 @@ class Sender:
             self.nxt = ack
         if self.up and ack >= self.up:
             self.up = 0             # the urgent byte is through: urgent mode ends
+        if self.retrans_ts >= 0 and ack >= self.retrans_high:
+            self.retrans_ts = -1    # every retransmission is acknowledged
         self.buffer.trim(ack)
         if self.sack is not None:
             self.sack.delete(self.wire(ack))
@@ -789,6 +798,9 @@ class Sender:
         self.recover = self.max
         self.rtt_seq = None
         if self.sack is not None:
+            highest = self.sack.highest_sacked()
+            self.frto_sacked = max(self.frto_sacked if self.retransmits > 1 else 0,     # (a backed-off timeout)
+                                   self.unwrap(highest) if highest is not None else 0)
             self.sack.clear()       # RFC 6675 §5.1: the receiver may have reneged
             if self.rack is not None:
                 self.rack.timed_out()
