@@ -161,12 +161,9 @@ class Receiver:
         if stamps is None:
             return None
         read = self.read_seq
-        last = None
-        while stamps and stamps[0][0] <= read:
-            last = stamps.popleft()
-        if last is not None and last[0] == read or not stamps:
-            return last[1] if last is not None else None
-        return stamps[0][1]
+        while stamps and stamps[0][0] < read:
+            stamps.popleft()        # (wholly read: no later read needs them)
+        return self.stamp_of(read)
 
     def _stamp(self, start: int, end: int, arrived: int, behind_unread: bool) -> None:
         """Record when bytes ``start``..``end`` arrived. Bytes that find the ones before them unread join
