@@ -168,7 +168,7 @@ def test_a_dsack_widens_the_allowance_once_per_round_trip() -> None:
     sack(ctx, newer.end, (s[0].seq, s[0].end))
     assert rack.reo_wnd_mult == 3
     snd = ctx.ep.snd
-    assert rack.reo_wnd(snd.srtt, snd.min_rtt, False, MSS) == pytest.approx(min(3 * snd.min_rtt / 4, snd.srtt))
+    assert rack.reo_wnd(snd.srtt, snd.min_rtt, False, False) == pytest.approx(min(3 * snd.min_rtt / 4, snd.srtt))
 
 
 def test_records_go_with_the_data_they_describe() -> None:

@@ -24,14 +24,13 @@ SACKED = 1
 LOST = 2
 RETRANSMITTED = 4
 
-DUP_THRESH = 3
 REO_WND_PERSIST = 16        # recoveries without D-SACK before the allowance shrinks back (RFC 8985 §6.2)
 MAX_REO_WND_MULT = 255      # (Linux keeps the multiplier in a byte)
 
 
 class RACK:
     __slots__ = ("records", "transmissions", "order", "end_seq", "rtt", "fack", "reordering_seen", "reo_wnd_mult",
-                 "reo_wnd_persist", "dsack_round", "sacked_bytes")
+                 "reo_wnd_persist", "dsack_round")
 
     def __init__(self) -> None:
         self.records: list[list] = []
@@ -44,7 +43,6 @@ class RACK:
         self.reo_wnd_mult = 1
         self.reo_wnd_persist = 0
         self.dsack_round: int | None = None
-        self.sacked_bytes = 0       # SACKed and still above the cumulative ACK
 
     # --- what was sent ----------------------------------------------------------------------------
 
@@ -106,14 +104,10 @@ class RACK:
         for rec in records:
             if rec[1] > una:
                 if rec[0] < una:
-                    if rec[3] & SACKED:
-                        self.sacked_bytes -= una - rec[0]
                     rec[0] = una
                 break
             done += 1
-            if rec[3] & SACKED:
-                self.sacked_bytes -= rec[1] - rec[0]
-            else:
+            if not rec[3] & SACKED:
                 self._delivered(rec, now, min_rtt)
         if done:
             del records[:done]
@@ -126,7 +120,6 @@ class RACK:
                 rec[3] = (rec[3] | SACKED) & ~LOST
                 newly += rec[1] - rec[0]
                 self._delivered(rec, now, min_rtt)
-        self.sacked_bytes += newly
         return newly
 
     def _delivered(self, rec: list, now: float, min_rtt: float) -> None:
@@ -161,8 +154,15 @@ class RACK:
 
     # --- what is lost -----------------------------------------------------------------------------
 
-    def reo_wnd(self, srtt: float, min_rtt: float, recovering: bool, mss: int) -> float:
-        if not self.reordering_seen and (recovering or self.sacked_bytes >= DUP_THRESH * mss):
+    @property
+    def sacked_bytes(self) -> int:
+        """SACKed and still above the cumulative ACK (the sender's scoreboard counts the same)."""
+        return sum(rec[1] - rec[0] for rec in self.records if rec[3] & SACKED)
+
+    def reo_wnd(self, srtt: float, min_rtt: float, recovering: bool, dup_thresh_sacked: bool) -> float:
+        """The reordering allowance: none before reordering was seen while recovering or with DupThresh
+        segments SACKed (``dup_thresh_sacked``), else a quarter of the minimum RTT per step, at most SRTT."""
+        if not self.reordering_seen and (recovering or dup_thresh_sacked):
             return 0.0
         return min(self.reo_wnd_mult * min_rtt / 4, srtt)
 
@@ -224,4 +224,3 @@ class RACK:
         (the peer may renege, RFC 6675 §5.1)."""
         for rec in self.records:
             rec[3] = (rec[3] & ~SACKED) | LOST
-        self.sacked_bytes = 0

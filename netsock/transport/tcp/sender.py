@@ -253,13 +253,14 @@ class Sender:
             payload = b""
         if self.rack is not None:
             self.rack.sent(seq, seq + size + (flags & FIN), now, seq < self.max)
+        segments = max(1, -(-size // self.mss))     # (as Linux counts a super-segment: tcp_skb_pcount)
         if self.recovery:
-            self.prr_out += max(1, (size + self.mss - 1) // self.mss)
+            self.prr_out += segments
         if seq < self.max:
             self.total_retransmits += 1
             self.ep.stack_stats.retransmits.value += 1
             if self.undo_marker >= 0:
-                self.undo_retrans += max(1, (size + self.mss - 1) // self.mss)
+                self.undo_retrans += segments
             if self.retrans_ts < 0 and self.ep.ts_ok:
                 self.retrans_ts = self.ep.tsval()
             self.retrans_high = max(self.retrans_high, seq + size + (flags & FIN))
@@ -374,7 +375,8 @@ class Sender:
         """RFC 8985 §6.2: mark lost what is overdue, start recovery for it, and time what is not yet."""
         rack = self.rack
         assert rack is not None
-        reo_wnd = rack.reo_wnd(self.srtt, self.min_rtt, self.recovery, self.mss)
+        reo_wnd = rack.reo_wnd(self.srtt, self.min_rtt, self.recovery,
+                               self.sack.sacked_bytes() >= DUP_THRESH * self.mss)  # type: ignore[union-attr]
         lost, lost_retransmissions, wait = rack.detect_loss(self.now(), reo_wnd)
         if lost_retransmissions:
             self.ep.stack_stats.lost_retransmits.increment(lost_retransmissions)
@@ -458,7 +460,7 @@ class Sender:
         if rack is not None:
             if dsack is not None:
                 rack.dsack(self.una, self.nxt)
-            if self.recovery or rack.sacked_bytes:
+            if self.recovery or self.sack.sacked_bytes():  # type: ignore[union-attr]
                 self._rack_detect()     # (before the duplicate's limited transmit: a loss it finds comes first)
 
     def _pipe(self) -> int:
