@@ -79,11 +79,12 @@ def test_1000_concurrent_connections_through_the_echo(netns: NetNS, tcp_echo: Ec
 
 def test_syn_flood_does_not_lock_out_a_legitimate_client(netns: NetNS, tcp_echo: EchoSample) -> None:
     # A classic SYN flood: spoofed sources that never complete (or reset) a handshake, so the half-open
-    # queue stays full and the listener answers with SYN cookies. Rate-limited to what a Python stack
-    # absorbs (~20,000 SYN/s here; the backlog overflows within 0.1 s): unlimited, hping3 --flood
-    # offers ~330,000/s, the TUN device's queue drops ~90% of all traffic to netsock, the legitimate
-    # client's packets included, before netsock sees any of it.
-    flood = netns.popen(["hping3", "-S", "-i", "u20", "-a", FLOOD_SOURCE, "-p", str(ECHO_PORT), NETSOCK_ADDRESS],
+    # queue stays full and the listener answers with SYN cookies. Rate-limited to well within what a
+    # Python stack absorbs on a slow machine (hping3 at 100 µs intervals offers ~7,000 SYN/s; the backlog
+    # overflows within 0.1 s; at 20 µs, ~20,000/s, a machine with little cache falls behind): unlimited,
+    # hping3 --flood offers ~330,000/s, the TUN device's queue drops ~90% of all traffic to netsock, the
+    # legitimate client's packets included, before netsock sees any of it.
+    flood = netns.popen(["hping3", "-S", "-i", "u100", "-a", FLOOD_SOURCE, "-p", str(ECHO_PORT), NETSOCK_ADDRESS],
                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(2)       # the listener is swamped by now
