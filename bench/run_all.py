@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import MIB, Figure, at_least, exit_on_sigterm, interpreter, require_root
+from common import MIB, Figure, at_least, exit_on_sigterm, interpreter, memory_walk, require_root
 
 BENCH = Path(__file__).resolve().parent
 
@@ -172,6 +172,7 @@ def main() -> int:
     benchmarks = {name: b for name, b in suite(args.quick).items() if not args.only or name in args.only}
     reports: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
+    walk_before = memory_walk()
     load_before, started = os.getloadavg(), time.monotonic()
     with tempfile.TemporaryDirectory(prefix="netsock-bench-") as tmp:
         for name, benchmark in benchmarks.items():
@@ -189,14 +190,18 @@ def main() -> int:
         for figure in figures:
             rows.setdefault(section(name, figure), []).append(figure)
     seconds = time.monotonic() - started
+    walk_after = memory_walk()
     print(f"\nnetsock benchmark suite ({'quick' if args.quick else 'full'} run, {seconds:.0f} s; "
           f"{interpreter()}, kernel {platform.release()}, {os.cpu_count()} CPUs, load average "
-          f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after); ratio = netsock / kernel")
+          f"{load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; a random walk from Python "
+          f"{walk_before['8 Ki']:.0f} / {walk_before['1 Mi']:.0f} ns a step in a list of 8 Ki / 1 Mi ints before, "
+          f"{walk_after['8 Ki']:.0f} / {walk_after['1 Mi']:.0f} after); ratio = netsock / kernel")
     print_table(rows, failures)
     with open(args.json, "w") as f:
         json.dump({"quick": args.quick, "seconds": seconds, "python": interpreter(),
                    "kernel": platform.release(), "cpus": os.cpu_count(),
                    "load_average": {"before": load_before, "after": os.getloadavg()},
+                   "memory_walk_ns": {"before": walk_before, "after": walk_after},
                    "sections": {key: {"title": title, "figures": [f.as_dict() for f in rows[key]]}
                                 for key, title in SECTIONS.items() if key in rows},
                    "failures": failures}, f, indent=1)
