@@ -191,14 +191,53 @@ def test_records_go_with_the_data_they_describe() -> None:
     assert snd.rack is None
 
 
-def test_rto_marks_everything_lost_and_forgets_sacks() -> None:
+def timed_out(ctx: TCPContext) -> list:
+    """Let the retransmission timer fire; what went out before it is dropped, what it sent returned."""
+    ctx.sent()
+    while not ctx.stats.timeouts.value:
+        ctx.advance(0.01)
+    return [s for s in ctx.sent() if s.payload]
+
+
+@pytest.mark.parametrize("rack", [True, False], ids=["RACK", "RFC 6675"])
+@pytest.mark.parametrize("stack_iss", [None, (1 << 32) - 3 * MSS], ids=["", "across the wrap"])
+def test_after_a_timeout_only_what_the_peer_did_not_sack_is_resent(rack: bool, stack_iss: int | None) -> None:
+    """As Linux (tcp_timeout_mark_lost): the timeout resends the holes, not the four segments the peer
+    holds; before, the SACKs were forgotten and all six went again."""
+    ctx = established(rack, stack_iss)
+    s = flight(ctx, 6)
+    sack(ctx, s[0].seq, (s[2].seq, s[5].end))
+    assert [seg.seq for seg in timed_out(ctx)] == [s[0].seq]         # the window is one segment
+    ctx.ack(ack=s[1].seq, options=Opts(sack=((s[2].seq, s[5].end),)))
+    assert [(seg.seq, len(seg.payload)) for seg in ctx.sent()] == [(s[1].seq, MSS)]    # not s[2] after it
+    ctx.ack(ack=s[5].end)
+    ctx.assert_quiet()
+    assert ctx.ep.snd.una == ctx.ep.snd.max and ctx.stats.sack_reneging.value == 0
+    if rack:
+        assert ctx.ep.snd.rack.records == []
+
+
+def test_after_a_timeout_rack_keeps_the_sacked_records() -> None:
     ctx = established()
     s = flight(ctx, 4)
     sack(ctx, s[0].seq, (s[2].seq, s[3].end))
-    while not ctx.stats.timeouts.value:
-        ctx.advance(0.01)
+    timed_out(ctx)
     rack = ctx.ep.snd.rack
-    assert rack.sacked_bytes == 0 and all(r[3] & LOST or r[3] & RETRANSMITTED for r in rack.records)
+    assert [r[3] for r in rack.records] == [RETRANSMITTED, LOST, SACKED, SACKED]   # (the first resent by the RTO)
+
+
+@pytest.mark.parametrize("rack", [True, False], ids=["RACK", "RFC 6675"])
+def test_a_peer_that_reneged_on_its_sacks_gets_everything_again(rack: bool) -> None:
+    """The peer SACKed 2-5, then acknowledged up to 2 only: it dropped them (RFC 2018 §8). At the
+    timeout the SACKs are forgotten and 2-5 resent (Linux's TCPSACKReneging)."""
+    ctx = established(rack)
+    s = flight(ctx, 6)
+    sack(ctx, s[0].seq, (s[2].seq, s[5].end))
+    ctx.ack(ack=s[2].seq)
+    assert [seg.seq for seg in timed_out(ctx)] == [s[2].seq]
+    assert ctx.stats.sack_reneging.value == 1 and ctx.ep.snd.sack.sacked_bytes() == 0
+    ctx.ack(ack=s[3].seq)
+    assert [seg.seq for seg in ctx.sent()] == [s[3].seq, s[4].seq]
 
 
 def test_tcp_info_counts_sacked_lost_and_resent_segments() -> None:

@@ -321,6 +321,14 @@ def test_scoreboard_matches_the_byte_model(case, ack_first):
     for s, e in runs:
         assert sb.is_sacked(at(una, s), at(una, e)) and not sb.is_sacked(at(una, s - 1), at(una, e))
         assert not sb.is_sacked(at(una, s), at(una, e + 1))
+    for off in probes | {flight}:
+        assert sb.sacked_below(at(una, off)) == sum(1 for o in sacked if o < off)
+        for end in (off, (off + flight) // 2 + 1, flight):
+            if end < off:
+                continue
+            first = next((o for o in range(off, end) if o not in sacked), end)     # the reference: byte by byte
+            last = next((o for o in range(first, end) if o in sacked), end)
+            assert sb.unsacked_from(at(una, off), at(una, end)) == (at(una, first), at(una, last)), (off, end)
 
 
 @SETTINGS

@@ -246,6 +246,9 @@ class TCPStats(StatGroup):
     lost_retransmits: StatCounter
     dsacks_received: StatCounter
     dsack_undos: StatCounter
+    # Timeouts that found the peer had dropped data it SACKed (Linux's TCPSACKReneging): its SACKs are
+    # forgotten and everything is resent.
+    sack_reneging: StatCounter
     # TCP_MD5SIG drops (netsock; Linux's TCPMD5NotFound, TCPMD5Unexpected, TCPMD5Failure): no signature
     # from a peer with a key, one from a peer without, a wrong one.
     md5_not_found: StatCounter

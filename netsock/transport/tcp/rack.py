@@ -219,8 +219,9 @@ class RACK:
         for rec in self.records:
             rec[3] &= ~LOST
 
-    def timed_out(self) -> None:
-        """The RTO fired: everything in flight is presumed lost, and SACK information is forgotten
-        (the peer may renege, RFC 6675 §5.1)."""
+    def timed_out(self, reneged: bool) -> None:
+        """The RTO fired: everything in flight that the peer has not SACKed is presumed lost; with
+        ``reneged`` (it dropped what it SACKed) everything is, and its SACKs are forgotten."""
         for rec in self.records:
-            rec[3] = (rec[3] & ~SACKED) | LOST
+            if reneged or not rec[3] & SACKED:
+                rec[3] = (rec[3] & ~SACKED) | LOST

@@ -52,7 +52,7 @@ class SACKScoreboard:
         return f"<SACKScoreboard {self.ranges()}>"
 
     def clear(self) -> None:
-        """Forget everything, as after a retransmission timeout (the receiver may have reneged)."""
+        """Forget everything, as when the receiver has reneged (dropped data it SACKed, RFC 2018 §8)."""
         self._starts.clear()
         self._ends.clear()
         self._sacked = 0
@@ -136,6 +136,22 @@ class SACKScoreboard:
 
     def sacked_bytes(self) -> int:
         return self._sacked
+
+    def sacked_below(self, seq: int) -> int:
+        """SACKed bytes below ``seq`` (at or above the cumulative ACK)."""
+        return self._sacked_below(seq_sub(seq, self._base))
+
+    def unsacked_from(self, seq: int, end: int) -> tuple[int, int]:
+        """The first stretch [s, e) of [seq, end) that is not SACKed (s == e == end when there is none):
+        what resending after a timeout sends next, past what the peer holds."""
+        off, stop = seq_sub(seq, self._base), seq_sub(end, self._base)
+        starts, ends = self._starts, self._ends
+        i = bisect_right(starts, off) - 1       # the range holding off, or the last one below it
+        if i >= 0 and ends[i] > off:
+            off = ends[i]
+        following = starts[i + 1] if i + 1 < len(starts) else stop
+        off = min(off, stop)
+        return seq_add(self._base, off), seq_add(self._base, max(off, min(following, stop)))
 
     def highest_sacked(self) -> int | None:
         """End of the highest SACKed range, or None when nothing is SACKed."""

@@ -3,7 +3,8 @@
 - Transmission is limited by the congestion window (in segments, as Linux and netstack count it),
   the peer's window, Nagle (RFC 9293 §3.7.4) and cork, with sender-side silly-window avoidance.
 - Loss is recovered by the retransmission timer (RFC 6298: Karn's rule, exponential backoff,
-  200 ms minimum as Linux), by fast retransmit with NewReno recovery (RFC 5681, RFC 6582), or,
+  200 ms minimum as Linux; after it, what the peer SACKed is not resent unless it reneged, as
+  Linux's tcp_timeout_mark_lost), by fast retransmit with NewReno recovery (RFC 5681, RFC 6582), or,
   when the peer sends SACK, by RFC 6675 loss recovery driven by the scoreboard, the window brought
   down to ssthresh in proportion to what the peer receives meanwhile (PRR, RFC 6937, as Linux).
 - A recovery or timeout was spurious — undone, the window back where it was — if every retransmission
@@ -197,14 +198,24 @@ class Sender:
             return
         mss = self.mss
         buffer = self.buffer
+        sack = self.sack
+        # After a timeout, what the peer SACKed is neither resent nor counted in flight (Linux's CA_Loss).
+        timed_out = sack is not None and self.una < self.recover and sack.sacked_bytes()
         while True:
             nxt = self.nxt
             data_end = buffer.end
-            pending = data_end - nxt
-            fin_pending = self.fin_queued and nxt <= data_end
+            gap_end = data_end
+            if timed_out and nxt < self.max:
+                start, end = sack.unsacked_from(self.wire(nxt), self.wire(self.max))  # type: ignore[union-attr]
+                nxt = self.nxt = self.unwrap(start)
+                gap_end = min(data_end, self.unwrap(end))      # (up to what the peer holds next)
+            pending = gap_end - nxt
+            fin_pending = self.fin_queued and nxt <= data_end and gap_end == data_end
             if pending <= 0 and not fin_pending:
                 break
             inflight = nxt - self.una
+            if timed_out:
+                inflight -= sack.sacked_below(self.wire(nxt))  # type: ignore[union-attr]
             room = min(self.cwnd * mss - inflight, self.una + self.wnd - nxt)
             # In urgent mode, segments one by one: each carries its own urgent pointer (Linux sends
             # no TSO for MSG_OOB either), which a super-segment's cut pieces would all copy.
@@ -281,6 +292,9 @@ class Sender:
         # A full segment if there is data for it, bytes written since the first transmission included,
         # as far as the peer's window allows.
         size = min(self.mss, data_end - una, max(self.max, una + self.wnd) - una) if una < data_end else 0
+        sack = self.sack
+        if sack is not None and sack.sacked_bytes():
+            size = min(size, self.unwrap(sack.unsacked_from(self.wire(una), self.wire(una + size))[1]) - una)
         flags = ACK
         if una + size == data_end:
             if size:
@@ -799,13 +813,20 @@ class Sender:
         self.dupacks = 0
         self.recover = self.max
         self.rtt_seq = None
-        if self.sack is not None:
-            highest = self.sack.highest_sacked()
+        sack = self.sack
+        if sack is not None:
+            highest = sack.highest_sacked()
             self.frto_sacked = max(self.frto_sacked if self.retransmits > 1 else 0,     # (a backed-off timeout)
                                    self.unwrap(highest) if highest is not None else 0)
-            self.sack.clear()       # RFC 6675 §5.1: the receiver may have reneged
+            # What the peer SACKed is not resent (Linux's tcp_timeout_mark_lost), unless it reneged: the
+            # oldest unacknowledged byte SACKed, yet not acknowledged, says it dropped what it held.
+            una = self.wire(self.una)
+            reneged = sack.is_sacked(una, (una + 1) & MASK)
+            if reneged:
+                ep.stack_stats.sack_reneging.increment()
+                sack.clear()
             if self.rack is not None:
-                self.rack.timed_out()
+                self.rack.timed_out(reneged)
         self.nxt = self.una
         self.frto = 1 if ep.proto.frto else 0
         ep.stack_stats.slow_start_retransmits.increment()
