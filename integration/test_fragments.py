@@ -4,6 +4,7 @@ drop what it must (counted), keep its memory bounded, and the stack must keep an
 
 from __future__ import annotations
 
+import re
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -133,7 +134,10 @@ def test_hostile_fragments_are_dropped_with_bounded_memory(netns: NetNS, echo: E
     assert during["completed"] == during["datagrams"] > 0 and during["corrupt"] == 0, during
     for proc in pings:
         out, _ = proc.communicate(timeout=30)
-        assert " 25 received" in out, out
+        # A request may be dropped with the flood at the device's full queue, before netsock sees it (the
+        # stats below check that every request that reached netsock was answered); nearly all get through.
+        received = re.search(r"(\d+) received", out)
+        assert received and int(received.group(1)) >= 20, out
 
     # After: fragmented datagrams of both families still reassemble and come back whole.
     for server in (f"{NETSOCK_ADDRESS}:{ECHO_PORT}", f"[{NETSOCK6}]:{ECHO_PORT}"):
@@ -155,5 +159,8 @@ def test_hostile_fragments_are_dropped_with_bounded_memory(netns: NetNS, echo: E
     assert reassembly["evicted"] >= flooded - 2 * 4 * 1024 * 1024 // FLOOD_FRAGMENT   # all but what fits in 4 MB
     assert reassembly["completed"] >= 2 + 400                         # the tiny ones, the exchanges after
     assert stats["icmp"]["v6_packets_sent"]["param_problem"] == 1      # for the IPv6 fragment of a bad length
+    icmp = stats["icmp"]
+    assert icmp["v4_packets_sent"]["echo_reply"] == icmp["v4_packets_received"]["echo"] > 0
+    assert icmp["v6_packets_sent"]["echo_reply"] == icmp["v6_packets_received"]["echo_request"] > 0
     growth = rss_after - rss_before
     assert growth < RSS_GROWTH_LIMIT_KB, (rss_before, rss_after_flood, rss_after)
