@@ -228,13 +228,17 @@ def test_after_a_timeout_rack_keeps_the_sacked_records() -> None:
 
 @pytest.mark.parametrize("rack", [True, False], ids=["RACK", "RFC 6675"])
 def test_a_peer_that_reneged_on_its_sacks_gets_everything_again(rack: bool) -> None:
-    """The peer SACKed 2-5, then acknowledged up to 2 only: it dropped them (RFC 2018 §8). At the
-    timeout the SACKs are forgotten and 2-5 resent (Linux's TCPSACKReneging)."""
+    """The peer SACKed 2-5, then acknowledged up to 2 only: it dropped them (RFC 2018 §8). A timeout
+    half a round trip later forgets the SACKs and 2-5 are resent (Linux's tcp_check_sack_reneging,
+    TCPSACKReneging)."""
     ctx = established(rack)
     s = flight(ctx, 6)
     sack(ctx, s[0].seq, (s[2].seq, s[5].end))
+    ctx.sent()
     ctx.ack(ack=s[2].seq)
+    acked = ctx.clock.now()
     assert [seg.seq for seg in timed_out(ctx)] == [s[2].seq]
+    assert ctx.clock.now() - acked <= RTT / 2 + 0.01       # (timed_out's steps are 10 ms)
     assert ctx.stats.sack_reneging.value == 1 and ctx.ep.snd.sack.sacked_bytes() == 0
     ctx.ack(ack=s[3].seq)
     assert [seg.seq for seg in ctx.sent()] == [s[3].seq, s[4].seq]

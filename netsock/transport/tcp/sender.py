@@ -460,6 +460,8 @@ class Sender:
         if tracking and self.recovery:
             self._proportional_rate_reduction(self.una - prior_una + sack.sacked_bytes() - sacked,  # type: ignore
                                               self.una > prior_una, entered=not recovering)
+        if tracking and self.una > prior_una and sack.sacked_bytes() and self.ep is not None:  # type: ignore
+            self._check_reneging()
         self.send_data()
         ep = self.ep
         if ep is not None and ep.notsent_lowat > 0:
@@ -476,6 +478,15 @@ class Sender:
                 rack.dsack(self.una, self.nxt)
             if self.recovery or self.sack.sacked_bytes():  # type: ignore[union-attr]
                 self._rack_detect()     # (before the duplicate's limited transmit: a loss it finds comes first)
+
+    def _check_reneging(self) -> None:
+        """The cumulative ACK stopped at data the peer SACKed: it dropped what it held (RFC 2018 §8). The
+        timeout that forgets its SACKs and resends comes in half a round trip, 10 ms at least, not an RTO
+        (Linux's tcp_check_sack_reneging)."""
+        una = self.wire(self.una)
+        if self.sack.is_sacked(una, (una + 1) & MASK):  # type: ignore[union-attr]
+            self.probe_due = self.reo_due = False
+            self.timer.reset(max(self.srtt / 2, 0.01))
 
     def _pipe(self) -> int:
         """Bytes in flight during SACK recovery, as its loss detection sees them."""
