@@ -654,13 +654,60 @@ def test_tcp_info_and_listening_state() -> None:
             client.connect(srv.getsockname())
             conn, _ = srv.accept()
             with conn:
-                info = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+                info = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
                 assert len(info) == 104 and info[0] == 1                              # TCP_ESTABLISHED
                 fields = struct.unpack("8B24I", info)
                 assert fields[5] & 1                 # tcpi_options: timestamps
                 assert fields[8 + 2] > 0             # tcpi_snd_mss
                 assert fields[8 + 18] == 10          # tcpi_snd_cwnd: the initial window
                 assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1     # inherited
+
+
+TCP_INFO_FIELDS = struct.Struct("8B24I4Q6IQ3Q2I2Q6I2HI7I2H")   # Linux 6.18's struct tcp_info, 280 bytes
+(BYTES_ACKED, BYTES_RECEIVED, SEGS_OUT, SEGS_IN, NOTSENT, MIN_RTT, BYTES_SENT, BYTES_RETRANS, SND_WND,
+ RCV_WND, TOTAL_RTO) = 34, 35, 36, 37, 38, 39, 48, 49, 53, 54, 56
+
+
+def tcp_info_after_an_exchange(client: Any, server: Any) -> tuple[Any, ...]:
+    """The client's TCP_INFO after it sent 5,000 bytes, the server read them and answered 3,000."""
+    client.sendall(b"q" * 5000)
+    got = 0
+    while got < 5000:
+        got += len(server.recv(65536))
+    server.sendall(b"a" * 3000)
+    got = 0
+    while got < 3000:
+        got += len(client.recv(65536))
+    time.sleep(0.05)        # (the server's ACK of the answer lands)
+    info = client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512)
+    return len(info), TCP_INFO_FIELDS.unpack(info) if len(info) == TCP_INFO_FIELDS.size else ()
+
+
+@pytest.mark.usefixtures("stack")
+def test_tcp_info_counts_bytes_and_windows_as_the_kernel() -> None:
+    """Linux's whole struct (as long as the kernel's), the byte counts as it gives them over loopback."""
+    with closing(_socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as kernel_listener:
+        kernel_listener.bind(("127.0.0.1", 0))
+        kernel_listener.listen()
+        with closing(_socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as kernel_client:
+            kernel_client.connect(kernel_listener.getsockname())
+            kernel_server = _socket.socket(fileno=kernel_listener._accept()[0])
+            with closing(kernel_server):
+                kernel_size, kernel = tcp_info_after_an_exchange(kernel_client, kernel_server)
+    client, server = connected_pair()
+    with client, server:
+        size, ours = tcp_info_after_an_exchange(client, server)
+    assert size == kernel_size
+    if kernel_size < TCP_INFO_FIELDS.size:
+        pytest.skip(f"this kernel's struct tcp_info is {kernel_size} bytes")
+    for fields in (kernel, ours):
+        # (bytes_acked counts the SYN the peer acknowledged, as Linux's tcp_snd_una_update does)
+        counts = (fields[BYTES_ACKED], fields[BYTES_RECEIVED], fields[NOTSENT], fields[BYTES_SENT])
+        assert counts == (5001, 3000, 0, 5000)
+        assert fields[BYTES_RETRANS] == fields[TOTAL_RTO] == 0
+        assert fields[SEGS_OUT] >= 2 and fields[SEGS_IN] >= 2 and fields[MIN_RTT] > 0     # (the handshake, the data)
+        assert fields[SND_WND] > 60000 and fields[RCV_WND] > 60000        # in bytes, scaled
+    assert ours[8 + 23] == kernel[8 + 23] == 0                          # tcpi_total_retrans, before them
 
 
 @pytest.mark.usefixtures("stack")

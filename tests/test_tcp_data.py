@@ -255,6 +255,7 @@ def test_out_of_order_segments_in_one_batch_are_each_acked_at_once():
             ctx.send("PA", seq=seq_add(ctx.nxt, 100 * (i + 1)), payload=b"z" * 100)
         dupacks = ctx.sent()                                 # before the event ends: fast retransmit needs all three
     assert [seg.ack for seg in dupacks] == [expected] * 3
+    assert ctx.ep.info().rcv_ooopack == 3                    # (TCP_INFO's tcpi_rcv_ooopack)
 
 
 def test_an_owed_ack_is_not_sent_after_the_connection_is_reset():

@@ -163,7 +163,7 @@ def test_a_dsack_widens_the_allowance_once_per_round_trip() -> None:
     # round trip (the new segment not yet acknowledged), then once more in the next one.
     for _ in range(2):
         sack(ctx, s[4].end, (s[0].seq, s[0].end))
-    assert ctx.stats.dsacks_received.value == 2
+    assert ctx.stats.dsacks_received.value == ctx.ep.info().dsack_dups == 2
     assert rack.reo_wnd_mult == 2           # one round trip, one step
     sack(ctx, newer.end, (s[0].seq, s[0].end))
     assert rack.reo_wnd_mult == 3
@@ -213,6 +213,8 @@ def test_after_a_timeout_only_what_the_peer_did_not_sack_is_resent(rack: bool, s
     ctx.ack(ack=s[5].end)
     ctx.assert_quiet()
     assert ctx.ep.snd.una == ctx.ep.snd.max and ctx.stats.sack_reneging.value == 0
+    info = ctx.ep.info()        # (TCP_INFO: every resent segment was a full one)
+    assert (info.total_rto, info.total_rto_recoveries, info.bytes_retrans) == (1, 1, MSS * info.total_retransmits)
     if rack:
         assert ctx.ep.snd.rack.records == []
 
@@ -252,7 +254,7 @@ def test_tcp_info_counts_sacked_lost_and_resent_segments() -> None:
     assert resent(ctx)[:1] == [s[0].seq]
     info = ctx.ep.info()
     assert info.sacked == 4 and info.lost + info.resent == 3 and info.resent >= 1
-    fields = struct.unpack("8B24I", _tcp_info(ctx.ep))
+    fields = struct.unpack_from("8B24I", _tcp_info(ctx.ep))
     assert fields[8 + 5:8 + 8] == (info.sacked, info.lost, info.resent)     # tcpi_sacked, _lost, _retrans
 
 

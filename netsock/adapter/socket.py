@@ -119,7 +119,8 @@ _PACKET_KEPT = frozenset((7, _PACKET_VERSION, _PACKET_RESERVE, 14, 17, 19, 20))
 _PACKET_FLAGS = frozenset((_PACKET_ORIGDEV, 14, 19, 20))
 _UDP_NO_CHECK6 = {101: SockOpt.NO_CHECKSUM6_TX, 102: SockOpt.NO_CHECKSUM6_RX}     # <linux/udp.h>, RFC 6935/6936
 _TIMEVAL = struct.Struct("ll")
-_TCP_INFO = struct.Struct("8B24I")                           # struct tcp_info up to tcpi_total_retrans
+# Linux 6.18's struct tcp_info (280 bytes): to tcpi_total_retrans, then from tcpi_pacing_rate to the AccECN counters.
+_TCP_INFO = struct.Struct("8B24I4Q6IQ3Q2I2Q6I2HI7I2H")
 _TCP_CA_NAME_MAX = 16
 _TCPI_OPT_TIMESTAMPS, _TCPI_OPT_SACK, _TCPI_OPT_WSCALE = 1, 2, 4
 _DUAL_BIND_TRIES = 16
@@ -629,7 +630,10 @@ def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool
 
 
 def _tcp_info(ep: Any) -> bytes:
-    """Linux's struct tcp_info, as far as tcpi_total_retrans (times in µs, windows in segments)."""
+    """Linux's struct tcp_info (times in µs, windows in segments, except tcpi_snd_wnd and tcpi_rcv_wnd). What
+    netsock does not measure reads 0: pacing (it does not pace: tcpi_max_pacing_rate is ~0, unlimited),
+    delivery rate and time limited, data segments, reordering events, ECN; tcpi_segs_out and _in count a
+    super-segment once."""
     info = ep.info()
     options = ((_TCPI_OPT_TIMESTAMPS if ep.ts_ok else 0) | (_TCPI_OPT_SACK if ep.sack_ok else 0)
                | (_TCPI_OPT_WSCALE if ep.ws_ok else 0))
@@ -639,7 +643,13 @@ def _tcp_info(ep: Any) -> bytes:
         int(info.state), 0, min(info.retransmits, 255), 0, 0, options, wscale, 0,
         _usec(info.rto), 0, info.snd_mss, info.rcv_mss, info.unacked, info.sacked, info.lost, info.resent, 0,
         0, 0, 0, 0, mtu, 0, _usec(info.rtt), _usec(info.rttvar), min(info.ssthresh, 0xFFFFFFFF),
-        min(info.cwnd, 0xFFFFFFFF), info.rcv_mss, 0, 0, max(info.rcv_wnd, 0), info.total_retransmits & 0xFFFFFFFF)
+        min(info.cwnd, 0xFFFFFFFF), info.rcv_mss, 0, 0, max(info.rcv_wnd, 0), info.total_retransmits & 0xFFFFFFFF,
+        0, (1 << 64) - 1, info.bytes_acked, info.bytes_received, info.segs_out & 0xFFFFFFFF,
+        info.segs_in & 0xFFFFFFFF, min(info.notsent_bytes, 0xFFFFFFFF), _usec(info.min_rtt), 0, 0,
+        0, 0, 0, 0,                                 # delivery rate, busy, rwnd- and sndbuf-limited time
+        0, 0, info.bytes_sent, info.bytes_retrans, info.dsack_dups & 0xFFFFFFFF, 0, info.rcv_ooopack & 0xFFFFFFFF,
+        min(info.snd_wnd, 0xFFFFFFFF), min(max(info.rcv_wnd, 0), 0xFFFFFFFF), 0, min(info.total_rto, 0xFFFF),
+        min(info.total_rto_recoveries, 0xFFFF), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 # --- the shared state -----------------------------------------------------------------------------------

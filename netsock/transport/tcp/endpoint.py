@@ -105,6 +105,17 @@ class TCPInfo(NamedTuple):
     sacked: int = 0             # segments SACKed, found lost (RACK) and resent in flight
     lost: int = 0
     resent: int = 0
+    bytes_acked: int = 0        # sequence acknowledged and received in order (the SYN not counted, a FIN
+    bytes_received: int = 0     # counted on the sending side, both as Linux); payload bytes written and not
+    notsent_bytes: int = 0      # yet sent, sent (resent ones included) and resent
+    bytes_sent: int = 0
+    bytes_retrans: int = 0
+    segs_out: int = 0           # packets as they crossed the link (a super-segment is one)
+    segs_in: int = 0
+    dsack_dups: int = 0         # D-SACKs received
+    rcv_ooopack: int = 0        # segments received out of order
+    total_rto: int = 0          # timeouts, those of the handshake included, and the episodes they began
+    total_rto_recoveries: int = 0
 
 
 @functools.cache
@@ -585,12 +596,22 @@ class TCPEndpoint(TransportEndpoint):
 
     def info(self) -> TCPInfo:
         snd, rcv = self.snd, self.rcv
+        counts: dict[str, int] = {"segs_out": self.stats.packets_sent.value,
+                                  "segs_in": self.stats.packets_received.value}
+        if snd is not None:
+            data_end = snd.buffer.end     # (payload is [1, data_end): the SYN took 0, the FIN takes data_end)
+            counts.update(bytes_acked=snd.una, notsent_bytes=max(data_end - snd.max, 0),
+                          bytes_sent=max(min(snd.max, data_end) - 1, 0) + snd.bytes_retrans,
+                          bytes_retrans=snd.bytes_retrans, dsack_dups=snd.dsack_dups, total_rto=snd.total_rto,
+                          total_rto_recoveries=snd.total_rto_recoveries)
+        if rcv is not None:
+            counts.update(bytes_received=rcv.nxt - 1, rcv_ooopack=rcv.ooo_packets)
         return TCPInfo(self.state, snd.srtt if snd else 0.0, snd.rttvar if snd else 0.0, snd.rto if snd else 0.0,
                        snd.min_rtt if snd else 0.0, snd.mss if snd else 0, rcv.mss if rcv else 0,
                        snd.cwnd if snd else 0, snd.ssthresh if snd else 0, snd.retransmits if snd else 0,
                        snd.total_retransmits if snd else 0, snd.outstanding if snd else 0, snd.wnd if snd else 0,
                        rcv.adv_edge - rcv.nxt if rcv else 0, self.cc_name,
-                       *(snd.rack.segments(snd.mss) if snd is not None and snd.rack is not None else ()))
+                       *(snd.rack.segments(snd.mss) if snd is not None and snd.rack is not None else ()), **counts)
 
     # --- options ----------------------------------------------------------------------------------
 

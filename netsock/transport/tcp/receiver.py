@@ -38,7 +38,7 @@ class Receiver:
     __slots__ = ("irs", "nxt", "queue", "ooo", "ooo_bytes", "buffer_size", "max_buffer_size", "wscale",
                  "adv_edge", "unacked_bytes", "ack_owed", "quickacks", "fin_received", "mss", "sack_ok",
                  "sack_blocks", "dsack", "moderate", "copied", "copied_since", "stats", "now", "urg_seq", "urg_byte",
-                 "urg_read", "clamp", "stamps", "stamp_run", "clock_ns")
+                 "urg_read", "clamp", "stamps", "stamp_run", "clock_ns", "ooo_packets")
 
     def __init__(self, irs: int, buffer_size: int, max_buffer_size: int, wscale: int, mss: int, sack_ok: bool,
                  stats: TransportEndpointStats, now: Callable[[], float]) -> None:
@@ -48,6 +48,7 @@ class Receiver:
         # (seq, end, data, fin, arrival in ns since the epoch while SO_TIMESTAMP is on, else 0), sorted
         self.ooo: list[tuple[int, int, memoryview, bool, int]] = []
         self.ooo_bytes = 0
+        self.ooo_packets = 0            # segments that arrived out of order (TCP_INFO's tcpi_rcv_ooopack)
         self.buffer_size = buffer_size
         self.max_buffer_size = max_buffer_size
         self.wscale = wscale            # our shift (0 when scaling was not negotiated)
@@ -130,6 +131,7 @@ class Receiver:
         return ACK_LATER if data else ACK_NONE
 
     def _insert_out_of_order(self, seq: int, end: int, data: memoryview, fin: bool) -> None:
+        self.ooo_packets += 1
         ooo = self.ooo
         i = bisect.bisect_left(ooo, (seq,))
         for j in (i - 1, i):                # already held whole: a duplicate

@@ -58,7 +58,8 @@ class Sender:
                  "now", "total_retransmits", "burst", "scatter", "last_sent", "push_owed", "up", "una_since",
                  "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due",
                  "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "prr_delivered", "prr_out",
-                 "retrans_ts", "retrans_high", "undo_timeout", "frto", "frto_mark", "frto_sacked")
+                 "retrans_ts", "retrans_high", "undo_timeout", "frto", "frto_mark", "frto_sacked", "bytes_retrans",
+                 "dsack_dups", "total_rto", "total_rto_recoveries")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -88,6 +89,8 @@ class Sender:
         self.min_rtt = 0.0
         self.retransmits = 0        # consecutive timeouts (reset by progress)
         self.total_retransmits = 0
+        # For TCP_INFO: payload bytes resent, D-SACKs received, timeouts, and the episodes they began.
+        self.bytes_retrans = self.dsack_dups = self.total_rto = self.total_rto_recoveries = 0
         self.persisting = False
         self.dupacks = 0
         self.recovery = False
@@ -269,6 +272,7 @@ class Sender:
             self.prr_out += segments
         if seq < self.max:
             self.total_retransmits += 1
+            self.bytes_retrans += size
             self.ep.stack_stats.retransmits.value += 1
             if self.undo_marker >= 0:
                 self.undo_retrans += segments
@@ -433,6 +437,7 @@ class Sender:
                 new_sack = sack.sacked_bytes() > sacked  # type: ignore[union-attr]
                 if dsack:
                     self.ep.stack_stats.dsacks_received.increment()
+                    self.dsack_dups += 1
         if self.tlp_high >= 0:
             self._loss_probe_answered(ack, dsack, not new_sack and pure_ack and ack == self.una)
         if self.persisting:
@@ -793,6 +798,7 @@ class Sender:
             self._probe_window()
             return
         if ep.in_handshake():
+            self.total_rto += 1
             ep.on_handshake_timeout()
             return
         if self.una >= self.max:
@@ -810,12 +816,14 @@ class Sender:
                 self._send_loss_probe()
                 return
         self.retransmits += 1
+        self.total_rto += 1
         ep.stack_stats.timeouts.increment()
         if self.retransmits > ep.max_retries or self._user_timeout_passed():
             ep.fail(ErrTimeout())
             return
         # RFC 6298 §5.5-5.7 and RFC 5681 §3.1: back off, collapse the window, resend from the first hole.
         if self.retransmits == 1:
+            self.total_rto_recoveries += 1
             self._begin_undo(timeout=True)
         self.cc.on_rto_expired()
         self.cwnd = 1
