@@ -488,10 +488,14 @@ class Sender:
         """The cumulative ACK stopped at data the peer SACKed: it dropped what it held (RFC 2018 §8). The
         timeout that forgets its SACKs and resends comes in half a round trip, 10 ms at least, not an RTO
         (Linux's tcp_check_sack_reneging)."""
-        una = self.wire(self.una)
-        if self.sack.is_sacked(una, (una + 1) & MASK):  # type: ignore[union-attr]
+        if self._head_sacked():
             self.probe_due = self.reo_due = False
             self.timer.reset(max(self.srtt / 2, 0.01))
+
+    def _head_sacked(self) -> bool:
+        """The oldest unacknowledged byte is SACKed, yet not acknowledged: the peer dropped what it held."""
+        una = self.wire(self.una)
+        return self.sack.is_sacked(una, (una + 1) & MASK)  # type: ignore[union-attr]
 
     def _pipe(self) -> int:
         """Bytes in flight during SACK recovery, as its loss detection sees them."""
@@ -837,10 +841,8 @@ class Sender:
             highest = sack.highest_sacked()
             self.frto_sacked = max(self.frto_sacked if self.retransmits > 1 else 0,     # (a backed-off timeout)
                                    self.unwrap(highest) if highest is not None else 0)
-            # What the peer SACKed is not resent (Linux's tcp_timeout_mark_lost), unless it reneged: the
-            # oldest unacknowledged byte SACKed, yet not acknowledged, says it dropped what it held.
-            una = self.wire(self.una)
-            reneged = sack.is_sacked(una, (una + 1) & MASK)
+            # What the peer SACKed is not resent (Linux's tcp_timeout_mark_lost), unless it reneged.
+            reneged = self._head_sacked()
             if reneged:
                 ep.stack_stats.sack_reneging.increment()
                 sack.clear()
