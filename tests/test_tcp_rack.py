@@ -289,6 +289,30 @@ def test_a_retransmission_delivered_sooner_than_a_round_trip_is_not_a_sample() -
     assert rack.order == 0 and rack.rtt == 0.0
 
 
+def test_a_retransmission_answered_with_the_originals_timestamp_is_not_a_sample() -> None:
+    """A queue on the path delays the original past min RTT after its retransmission: the ACK echoing the
+    original's timestamp tells its delivery from the retransmission's (RFC 8985 §6.2 step 2). Taken for
+    the retransmission's (as it must be when the ACK echoes the retransmission), it marks lost the five
+    segments sent between the two and still queued around one that overtook them."""
+    mss = MSS - 12                              # (the timestamp option's room)
+    for echo_original, marked_lost in ((True, 0), (False, 5)):
+        ctx = TCPContext()
+        ctx.proto.tail_loss_probes = False
+        ctx.connect(opts=Opts(mss=MSS, sack_perm=True, ts=(1000, 0)), rtt=RTT, stack_iss=(1 << 32) - 4 * mss)
+        ctx.ep.snd.cwnd = 20
+        ctx.ep.write(b"x" * (10 * mss))
+        s = ctx.sent()
+        ctx.advance(RTT)
+        ctx.ack(ack=s[0].seq, options=Opts(sack=((s[1].seq, s[3].end),), ts=(ctx.tsval(), s[3].options.ts[0])))
+        retransmission = ctx.sent_one()         # three SACKed above it, no reordering seen: lost at once
+        assert retransmission.seq == s[0].seq
+        ctx.advance(RTT + 0.01)                 # the original arrives behind a queue and fills the hole
+        echoed = (s[0] if echo_original else retransmission).options.ts[0]
+        ctx.ack(ack=s[4].seq, options=Opts(sack=((s[6].seq, s[6].end),), ts=(ctx.tsval(), echoed)))
+        _, lost, resent_in_flight = ctx.ep.snd.rack.segments(mss)
+        assert lost + resent_in_flight == marked_lost
+
+
 # --- end to end -----------------------------------------------------------------------------------
 
 MB = 1 << 20

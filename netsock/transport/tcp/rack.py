@@ -89,8 +89,9 @@ class RACK:
 
     # --- what was delivered -----------------------------------------------------------------------
 
-    def acked(self, una: int, now: float, min_rtt: float) -> None:
-        """Everything below ``una`` arrived: its records go, each delivery noted (RFC 8985 §6.2 step 2)."""
+    def acked(self, una: int, now: float, min_rtt: float, echo_ms: int | None = None) -> None:
+        """Everything below ``una`` arrived: its records go, each delivery noted (RFC 8985 §6.2 step 2).
+        ``echo_ms``: when (stack clock, milliseconds) the segment whose timestamp the ACK echoes was sent."""
         records = self.records
         if len(records) == 1:
             rec = records[0]
@@ -108,24 +109,27 @@ class RACK:
                 break
             done += 1
             if not rec[3] & SACKED:
-                self._delivered(rec, now, min_rtt)
+                self._delivered(rec, now, min_rtt, echo_ms)
         if done:
             del records[:done]
 
-    def sacked(self, start: int, end: int, now: float, min_rtt: float) -> int:
+    def sacked(self, start: int, end: int, now: float, min_rtt: float, echo_ms: int | None = None) -> int:
         """The peer holds [start, end): returns how many bytes of it are newly SACKed."""
         newly = 0
         for rec in self._cut(start, end):
             if not rec[3] & SACKED:
                 rec[3] = (rec[3] | SACKED) & ~LOST
                 newly += rec[1] - rec[0]
-                self._delivered(rec, now, min_rtt)
+                self._delivered(rec, now, min_rtt, echo_ms)
         return newly
 
-    def _delivered(self, rec: list, now: float, min_rtt: float) -> None:
+    def _delivered(self, rec: list, now: float, min_rtt: float, echo_ms: int | None) -> None:
         start, end, xmit_ts, flags, order = rec
-        if flags & RETRANSMITTED and now - xmit_ts < min_rtt:
-            return      # sooner than any round trip: the original's delivery, not the retransmission's
+        if flags & RETRANSMITTED and (now - xmit_ts < min_rtt or
+                                      echo_ms is not None and echo_ms < int(xmit_ts * 1000)):
+            # The original's delivery, not the retransmission's: sooner than any round trip, or answering a
+            # timestamp older than the retransmission (a queue can delay the original past min_rtt).
+            return
         if end > self.fack:
             self.fack = end
         elif not flags & RETRANSMITTED:

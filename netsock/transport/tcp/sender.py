@@ -428,12 +428,13 @@ class Sender:
                 dsack = self._is_dsack(sack_blocks, ack)
                 rack = self.rack
                 now = self.now()
+                echo_ms = self._echo_ms(now, echoed)
                 for start, end in sack_blocks:
                     s, e = self.unwrap(start), self.unwrap(end)
                     if self.una < s < e <= self.max:   # D-SACKs and nonsense are ignored
                         sack.insert(start, end)  # type: ignore[union-attr]
                         if rack is not None:
-                            rack.sacked(s, e, now, self.min_rtt)
+                            rack.sacked(s, e, now, self.min_rtt, echo_ms)
                 new_sack = sack.sacked_bytes() > sacked  # type: ignore[union-attr]
                 if dsack:
                     self.ep.stack_stats.dsacks_received.increment()
@@ -455,7 +456,7 @@ class Sender:
             self._undo()            # it answers a segment sent before the retransmissions: none was needed
         frto = self.frto and self._frto_ack(ack, sack_blocks, duplicate or new_sack)
         if ack > self.una:
-            self._new_ack(ack)
+            self._new_ack(ack, echoed)
         if frto:
             self._frto_send_new()
         if tracking and self.ep is not None:
@@ -615,7 +616,15 @@ class Sender:
             if self.rack is not None:
                 self.rack.found_in_flight()
 
-    def _new_ack(self, ack: int) -> None:
+    def _echo_ms(self, now: float, echoed: int | None) -> int | None:
+        """When (stack clock, in milliseconds) the segment whose timestamp an ACK echoes was sent: RACK tells
+        by it a retransmission's delivery from the original's (RFC 8985 §6.2 step 2)."""
+        if echoed is None:
+            return None
+        now_ms = int(now * 1000)
+        return now_ms - ((now_ms + self.ep.ts_offset - echoed) & MASK)
+
+    def _new_ack(self, ack: int, echoed: int | None = None) -> None:
         acked = ack - self.una
         flight = self.max - self.una
         now = self.now()
@@ -636,7 +645,7 @@ class Sender:
             self.sack.delete(self.wire(ack))
             rack = self.rack
             if rack is not None and rack.records:
-                rack.acked(ack, now, self.min_rtt)
+                rack.acked(ack, now, self.min_rtt, self._echo_ms(now, echoed))
         packets = (acked + self.mss - 1) // self.mss
         if self.recovery:
             if ack >= self.recover:
