@@ -110,6 +110,106 @@ def test_timestamp_is_a_timeval_of_the_arrival() -> None:
     assert 0 <= seconds * 1_000_000 + usec - before < 5_000_000 and 0 <= usec < 1_000_000
 
 
+
+SO_TIMESTAMPNS, SO_TIMESTAMPING, SO_TIMESTAMP_NEW, SO_TIMESTAMPNS_NEW, SO_TIMESTAMPING_NEW = 35, 37, 63, 64, 65
+TS_RX_SOFTWARE, TS_SOFTWARE, TS_RAW_HARDWARE, TS_OPT_ID, TS_OPT_RX_FILTER = 1 << 3, 1 << 4, 1 << 6, 1 << 7, 1 << 17
+STAMP_OPTIONS = (SO_TIMESTAMP, SO_TIMESTAMPNS, SO_TIMESTAMPING, SO_TIMESTAMP_NEW, SO_TIMESTAMPNS_NEW,
+                 SO_TIMESTAMPING_NEW)
+# Each step sets one option, then reads all six back and receives a datagram: the old and new options share
+# Linux's one "new" flag, the last to be set decides every cmsg type.
+STAMP_STEPS = [(SO_TIMESTAMPING, TS_RX_SOFTWARE | TS_SOFTWARE), (SO_TIMESTAMP, 1), (SO_TIMESTAMPNS, 1),
+               (SO_TIMESTAMPING_NEW, TS_RX_SOFTWARE | TS_SOFTWARE | TS_RAW_HARDWARE), (SO_TIMESTAMPNS, 0),
+               (SO_TIMESTAMP_NEW, 1), (SO_TIMESTAMPING, TS_SOFTWARE), (SO_TIMESTAMPNS_NEW, 1), (SO_TIMESTAMP, 0),
+               (SO_TIMESTAMPING, TS_RX_SOFTWARE), (SO_TIMESTAMPING, TS_SOFTWARE | TS_OPT_RX_FILTER),
+               (SO_TIMESTAMPING, TS_RX_SOFTWARE | TS_SOFTWARE | TS_OPT_RX_FILTER | TS_OPT_ID), (SO_TIMESTAMPING, 0)]
+
+
+def stamp_steps(make: Callable[..., Any]) -> list[tuple[Any, ...]]:
+    """What each of STAMP_STEPS leaves: the six options read back (SO_TIMESTAMPING's also as the 8-byte
+    struct), and the cmsgs of a datagram received after it, their bytes as lengths."""
+    results = []
+    with receiver_and_sender(make, socket.AF_INET, "127.0.0.1", []) as (rx, tx):
+        for name, value in STAMP_STEPS:
+            rx.setsockopt(socket.SOL_SOCKET, name, value)
+            read_back = [rx.getsockopt(socket.SOL_SOCKET, option) for option in STAMP_OPTIONS]
+            tx.sendto(b"x", rx.getsockname())
+            ancdata = rx.recvmsg(1, 1024)[1]
+            results.append((name, value, read_back, rx.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 8),
+                            [(level, kind, len(data)) for level, kind, data in ancdata]))
+    return results
+
+
+@pytest.mark.usefixtures("stack")
+def test_timestamping_options_and_cmsgs_are_the_kernels() -> None:
+    assert stamp_steps(NetsockSocket) == stamp_steps(socket.socket)
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("value", [1 << 19, -1, 1 << 12, 1 << 16, (1 << 16) | TS_OPT_ID, 1 << 15, b"\x18\x00",
+                                   struct.pack("ii", TS_RX_SOFTWARE | TS_SOFTWARE, 0)])
+def test_timestamping_flags_are_checked_as_the_kernel_checks_them(value: int | bytes) -> None:
+    """Unknown bits, OPT_STATS without OPT_TSONLY, OPT_ID_TCP without OPT_ID, a short value: EINVAL; binding
+    a PTP clock there is none of: EOPNOTSUPP; the struct so_timestamping form is taken."""
+    answers = []
+    for make in (NetsockSocket, socket.socket):
+        with make(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, value)
+                answers.append(sock.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING))
+            except OSError as error:
+                answers.append(errno.errorcode[error.errno])
+    assert answers[0] == answers[1]
+
+
+@pytest.mark.usefixtures("stack")
+def test_transmit_stamps_are_refused_not_taken_and_never_reported() -> None:
+    with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for flag in (1 << 1, 1 << 8, 1 << 9):           # TX_SOFTWARE, TX_SCHED, TX_ACK
+            with pytest.raises(OSError) as raised:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flag | TS_SOFTWARE)
+            assert raised.value.errno == errno.EOPNOTSUPP
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 1 | TS_RAW_HARDWARE)  # hardware: no device stamps
+        assert sock.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING) == 1 | TS_RAW_HARDWARE
+
+
+@pytest.mark.usefixtures("stack")
+def test_timestamping_reports_the_software_arrival_time() -> None:
+    with receiver_and_sender(NetsockSocket, socket.AF_INET, "127.0.0.1", []) as (rx, tx):
+        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TS_RX_SOFTWARE | TS_SOFTWARE)
+        before = rx._core.stack.clock.now_ns()
+        tx.sendto(b"x", rx.getsockname())
+        [(level, kind, value)] = rx.recvmsg(1, 1024)[1]
+    seconds, ns, *rest = struct.unpack("6q", value)
+    assert (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPING) and rest == [0, 0, 0, 0]
+    assert 0 <= seconds * 1_000_000_000 + ns - before < 5_000_000_000 and 0 <= ns < 1_000_000_000
+
+
+
+def stream_stamps(make: Callable[..., Any]) -> list[list[tuple[int, int, int]]]:
+    """The cmsgs (bytes as lengths) of TCP reads over loopback under SO_TIMESTAMPING, then with SO_TIMESTAMPNS
+    too, then through SO_TIMESTAMPING_NEW alone."""
+    with make(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with make(socket.AF_INET, socket.SOCK_STREAM) as client:
+            client.connect(listener.getsockname())
+            server = listener.accept()[0]
+            with server:
+                seen = []
+                for name, value in ((SO_TIMESTAMPING, TS_RX_SOFTWARE | TS_SOFTWARE), (SO_TIMESTAMPNS, 1),
+                                    (SO_TIMESTAMPNS, 0), (SO_TIMESTAMPING_NEW, TS_RX_SOFTWARE | TS_SOFTWARE)):
+                    server.setsockopt(socket.SOL_SOCKET, name, value)
+                    client.sendall(b"stamp")
+                    data, ancdata = server.recvmsg(5, 1024)[:2]
+                    seen.append([data, *((level, kind, len(item)) for level, kind, item in ancdata)])
+                return seen
+
+
+@pytest.mark.usefixtures("stack")
+def test_tcp_reads_carry_the_kernels_timestamping_cmsgs() -> None:
+    assert stream_stamps(NetsockSocket) == stream_stamps(socket.socket)
+
+
 # --- too little room --------------------------------------------------------------------------------------
 
 # Around each boundary: none, less than a header, a header, part of the data, all but the padding, all.

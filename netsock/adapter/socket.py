@@ -197,6 +197,17 @@ _SOCK_FPROG = struct.Struct("HP")                           # struct sock_fprog:
 _CAP_NET_ADMIN, _CAP_NET_RAW = 12, 13                       # <linux/capability.h>
 _SO_TIMESTAMP = 29                                          # SO_TIMESTAMP_OLD: a struct timeval
 _SO_TIMESTAMPNS = 35                                        # SO_TIMESTAMPNS_OLD: a struct timespec
+_SO_TIMESTAMPING, _SO_TIMESTAMPING_NEW = 37, 65             # also the SCM_TIMESTAMPING cmsg types
+_SO_TIMESTAMP_NEW, _SO_TIMESTAMPNS_NEW = 63, 64             # the same stamps, as 64-bit time (one layout here)
+_TSTAMP_NEW = (SOL_SOCKET, _SO_TIMESTAMP_NEW)               # Linux's SOCK_TSTAMP_NEW: the last option set was a _NEW
+_SOCK_TIMESTAMP = (SOL_SOCKET, 1 << 16)                     # Linux's SOCK_TIMESTAMP: SO_TIMESTAMP* was ever on
+# SOF_TIMESTAMPING_* flags (<linux/net_tstamp.h>; Linux 6.18 knows bits 0 to 18).
+_SOF_TX_SOFTWARE, _SOF_RX_SOFTWARE, _SOF_SOFTWARE, _SOF_OPT_ID = 1 << 1, 1 << 3, 1 << 4, 1 << 7
+_SOF_TX_SCHED, _SOF_TX_ACK, _SOF_OPT_TSONLY, _SOF_OPT_STATS = 1 << 8, 1 << 9, 1 << 11, 1 << 12
+_SOF_BIND_PHC, _SOF_OPT_ID_TCP, _SOF_OPT_RX_FILTER, _SOF_MASK = 1 << 15, 1 << 16, 1 << 17, (1 << 19) - 1
+_SOF_TX_SOFTWARE_REPORTS = _SOF_TX_SOFTWARE | _SOF_TX_SCHED | _SOF_TX_ACK
+_SO_TIMESTAMPING_STRUCT = struct.Struct("ii")               # struct so_timestamping: flags, bind_phc
+_SCM_TIMESTAMPING = struct.Struct("qq32x")                  # struct scm_timestamping: software, (legacy, hardware)
 _SO_RXQ_OVFL = 40                                           # datagrams dropped before this one
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
@@ -495,15 +506,19 @@ def _intenum(value: int, kind: type[AddressFamily] | type[SocketKind]) -> Any:
         return value
 
 
-def _control_items(control: ControlMessages, family: int, nanoseconds: bool) -> list[tuple[int, int, bytes]]:
-    """A datagram's control messages as Linux delivers them, in its order: the timestamp (in nanoseconds
-    with SO_TIMESTAMPNS), then IPV6_PKTINFO (on an IPv6 socket also for IPv4, mapped), then the IPv4 ones,
-    then the IPv6 ones."""
+def _control_items(control: ControlMessages, family: int, stamps: tuple[int, int]) -> list[tuple[int, int, bytes]]:
+    """A datagram's control messages as Linux delivers them, in its order: the timestamp as ``stamps`` asks
+    (the SO_TIMESTAMP(NS) cmsg type, then the SCM_TIMESTAMPING one; 0: none), then IPV6_PKTINFO (on an IPv6
+    socket also for IPv4, mapped), then the IPv4 ones, then the IPv6 ones."""
     items = []
     if control.timestamp is not None:
         seconds, ns = divmod(control.timestamp, 1_000_000_000)
-        items.append((SOL_SOCKET, _SO_TIMESTAMPNS, _TIMEVAL.pack(seconds, ns)) if nanoseconds else
-                     (SOL_SOCKET, _SO_TIMESTAMP, _TIMEVAL.pack(seconds, ns // 1000)))
+        timestamp, timestamping = stamps
+        if timestamp:
+            nanoseconds = timestamp in (_SO_TIMESTAMPNS, _SO_TIMESTAMPNS_NEW)
+            items.append((SOL_SOCKET, timestamp, _TIMEVAL.pack(seconds, ns if nanoseconds else ns // 1000)))
+        if timestamping:
+            items.append((SOL_SOCKET, timestamping, _SCM_TIMESTAMPING.pack(seconds, ns)))
     if control.drops is not None:
         items.append((SOL_SOCKET, _SO_RXQ_OVFL, struct.pack("I", control.drops & 0xFFFFFFFF)))
     info6 = control.ipv6_packet_info
@@ -1004,6 +1019,49 @@ class SocketCore:
         else:
             raise _oserror(ENOPROTOOPT)
 
+    def _set_timestamping(self, name: int, raw: bytes) -> None:
+        """SO_TIMESTAMPING: an int or a struct so_timestamping, checked as Linux's sock_set_timestamping.
+        Receive stamps are software ones (the stack's clock as a packet is queued); no device here stamps
+        in hardware, so the hardware flags are taken and stamp nothing, as on a device without the
+        feature. Transmit software stamps (TX_SOFTWARE, TX_SCHED, TX_ACK) netsock does not generate: asked
+        for, they are refused with EOPNOTSUPP rather than taken and never reported."""
+        flags = _int_option(raw)
+        if flags & ~_SOF_MASK or flags & _SOF_OPT_ID_TCP and not flags & _SOF_OPT_ID or \
+                flags & _SOF_OPT_STATS and not flags & _SOF_OPT_TSONLY:
+            raise _oserror(EINVAL)
+        current = self.plain.get((SOL_SOCKET, _SO_TIMESTAMPING), 0)
+        if flags & _SOF_OPT_ID and not current & _SOF_OPT_ID and self.kind == SOCK_STREAM and \
+                self.ep.state not in (TCPState.CLOSED, TCPState.LISTEN, TCPState.ESTABLISHED):
+            raise _oserror(EINVAL)      # (the byte count it starts from must be well defined)
+        if flags & (_SOF_BIND_PHC | _SOF_TX_SOFTWARE_REPORTS):
+            raise _oserror(EOPNOTSUPP)  # no PTP hardware clock to bind; no transmit stamps (above)
+        self.plain[(SOL_SOCKET, _SO_TIMESTAMPING)] = flags
+        self.plain[_TSTAMP_NEW] = int(name == _SO_TIMESTAMPING_NEW)
+        self._stamp_arrivals()
+
+    def _stamp_arrivals(self) -> None:
+        """Arrivals are stamped while SO_TIMESTAMPING's RX_SOFTWARE asks, and from the first SO_TIMESTAMP(NS)
+        on (Linux keeps its SOCK_TIMESTAMP until the socket closes: turned off, the option stops its own
+        cmsg only, and SOF_TIMESTAMPING_SOFTWARE still reports the stamps). (Linux also stamps for a socket
+        that did not ask while any other socket on the host does: not here.)"""
+        flags = self.plain.get((SOL_SOCKET, _SO_TIMESTAMPING), 0)
+        self._set(SockOpt.TIMESTAMP, bool(self.plain.get(_SOCK_TIMESTAMP) or flags & _SOF_RX_SOFTWARE))
+
+    def stamps(self) -> tuple[int, int]:
+        """The timestamp cmsg types a read carries (0: none): SO_TIMESTAMP(NS)'s, and SCM_TIMESTAMPING's
+        while SOF_TIMESTAMPING_SOFTWARE asks for software stamps to be reported (with OPT_RX_FILTER only
+        if RX_SOFTWARE makes them); each the _NEW type if the last of these options set was a _NEW one."""
+        plain = self.plain
+        new = plain.get(_TSTAMP_NEW, 0)
+        timestamp = 0
+        if plain.get((SOL_SOCKET, _SO_TIMESTAMP)):
+            nanoseconds = plain.get((SOL_SOCKET, _SO_TIMESTAMPNS))
+            timestamp = (_SO_TIMESTAMPNS_NEW if new else _SO_TIMESTAMPNS) if nanoseconds else \
+                (_SO_TIMESTAMP_NEW if new else _SO_TIMESTAMP)
+        flags = plain.get((SOL_SOCKET, _SO_TIMESTAMPING), 0)
+        reported = flags & _SOF_SOFTWARE and (flags & _SOF_RX_SOFTWARE or not flags & _SOF_OPT_RX_FILTER)  # type: ignore
+        return timestamp, (_SO_TIMESTAMPING_NEW if new else _SO_TIMESTAMPING) if reported else 0
+
     def getsockopt(self, level: int, name: int) -> int | bytes:
         if level == SOL_SOCKET:
             return self._get_socket_option(name)
@@ -1179,12 +1237,18 @@ class SocketCore:
                 raise _oserror(EDOM)
             # 0 s is "no timeout"; a negative one, Linux takes as "do not wait at all".
             self.timeouts[name == SO_SNDTIMEO] = 0.0 if seconds < 0 else (seconds + usec / 1e6) or None
-        elif name in (_SO_TIMESTAMP, _SO_TIMESTAMPNS):
-            # One flag and its precision, as Linux's sock_set_timestamp: either option turns stamping on in
-            # its own unit (SCM_TIMESTAMP's timeval, SCM_TIMESTAMPNS's timespec), either one off turns it off.
+        elif name in (_SO_TIMESTAMP, _SO_TIMESTAMPNS, _SO_TIMESTAMP_NEW, _SO_TIMESTAMPNS_NEW):
+            # One flag and its precision, as Linux's sock_set_timestamp: any of the four turns stamping on in
+            # its own unit (a timeval or a timespec) and cmsg type (old or new), any one off turns it off.
             on = bool(_int_option(raw))
-            self.plain[(SOL_SOCKET, _SO_TIMESTAMPNS)] = int(on and name == _SO_TIMESTAMPNS)
-            self._set(SockOpt.TIMESTAMP, on)
+            self.plain[(SOL_SOCKET, _SO_TIMESTAMP)] = int(on)
+            self.plain[(SOL_SOCKET, _SO_TIMESTAMPNS)] = int(on and name in (_SO_TIMESTAMPNS, _SO_TIMESTAMPNS_NEW))
+            if on:
+                self.plain[_TSTAMP_NEW] = int(name in (_SO_TIMESTAMP_NEW, _SO_TIMESTAMPNS_NEW))
+                self.plain[_SOCK_TIMESTAMP] = 1
+            self._stamp_arrivals()
+        elif name in (_SO_TIMESTAMPING, _SO_TIMESTAMPING_NEW):
+            self._set_timestamping(name, raw)
         elif name == _SO_ATTACH_FILTER:
             self._set(SockOpt.SOCKET_FILTER, self._filter_program(raw))
         elif name == _SO_DETACH_FILTER:
@@ -1318,10 +1382,19 @@ class SocketCore:
             return self.transport
         if name == SO_ACCEPTCONN:
             return int(stream and self.ep.state is TCPState.LISTEN)
-        if name in (_SO_TIMESTAMP, _SO_TIMESTAMPNS):
-            stamping = self._get(SockOpt.TIMESTAMP)
+        if name in (_SO_TIMESTAMP, _SO_TIMESTAMPNS, _SO_TIMESTAMP_NEW, _SO_TIMESTAMPNS_NEW):
+            # As Linux's sock_getsockopt words it (SO_TIMESTAMP_NEW reads 1 in nanoseconds too).
+            stamping = self.plain.get((SOL_SOCKET, _SO_TIMESTAMP), 0)
             nanoseconds = self.plain.get((SOL_SOCKET, _SO_TIMESTAMPNS), 0)
-            return int(bool(stamping) and bool(nanoseconds) == (name == _SO_TIMESTAMPNS))
+            new = self.plain.get(_TSTAMP_NEW, 0)
+            if name == _SO_TIMESTAMP:
+                return int(bool(stamping and not new and not nanoseconds))
+            return int(bool((nanoseconds if name != _SO_TIMESTAMP_NEW else stamping) and
+                            bool(new) == (name != _SO_TIMESTAMPNS)))
+        if name in (_SO_TIMESTAMPING, _SO_TIMESTAMPING_NEW):
+            # The flags as set; through SO_TIMESTAMPING_NEW only after a _NEW option (Linux's sock_getsockopt).
+            own = name == _SO_TIMESTAMPING or self.plain.get(_TSTAMP_NEW, 0)
+            return _SO_TIMESTAMPING_STRUCT.pack(self.plain.get((SOL_SOCKET, _SO_TIMESTAMPING), 0) if own else 0, 0)
         if name == _SO_ATTACH_FILTER:       # SO_GET_FILTER into an int: see get_filter
             return _INT.unpack(self.get_filter(_INT.size) + bytes(4))[0] if self._get(SockOpt.SOCKET_FILTER) else 0
         if name == _SO_LOCK_FILTER:
@@ -2477,8 +2550,7 @@ class NetsockSocket:
         items = []
         stamp = core.ep.read_stamp
         if read and stamp is not None and core.ep.stamp_reads:
-            nanoseconds = bool(core.plain.get((SOL_SOCKET, _SO_TIMESTAMPNS)))
-            items = _control_items(ControlMessages(timestamp=stamp), core.family, nanoseconds)
+            items = _control_items(ControlMessages(timestamp=stamp), core.family, core.stamps())
         if core.plain.get((IPPROTO_TCP, _TCP_INQ)):
             left = core.queue_size(SockOpt.RECEIVE_QUEUE_SIZE)
             if not left and core.ep.state in _PEER_DONE:
@@ -2554,8 +2626,7 @@ class NetsockSocket:
             ancdata, flags = _ancillary([_error_message(result.control, self._core.family)], ancbufsize)
             return ancdata, flags | MSG_ERRQUEUE
         core = self._core
-        nanoseconds = bool(core.plain.get((SOL_SOCKET, _SO_TIMESTAMPNS)))
-        items = _control_items(result.control, core.family, nanoseconds)
+        items = _control_items(result.control, core.family, core.stamps())
         return _ancillary(items, ancbufsize) if items else ([], 0)
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list[Any], int, Any]:
