@@ -79,7 +79,8 @@ def main() -> int:
     args = parser.parse_args()
     require_root(parser)
     exit_on_sigterm()
-    print(f"Connection rate ({CONCURRENCY} in flight, median of {ROUNDS} alternated rounds; server CPU {SERVER_CPU}, client CPU {LOAD_CPU}; {interpreter()})")
+    print(f"Connection rate ({CONCURRENCY} in flight, median of {ROUNDS} alternated rounds; "
+          f"server CPU {SERVER_CPU}, client CPU {LOAD_CPU}; {interpreter()})")
     write_figures(args.json, measure(args.quick))
     return 0
 

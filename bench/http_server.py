@@ -45,7 +45,8 @@ def parse_wrk(text: str) -> dict[str, Any]:
     if rate is None:
         raise RuntimeError(f"unexpected wrk output:\n{text}")
     percentiles = {f"p{q}_ms": round(float(value) * _UNIT_SECONDS[unit] * 1e3, 3)
-                   for q, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.MULTILINE)}
+                   for q, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", text,
+                                                    re.MULTILINE)}
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     requests = re.search(r"^\s+(\d+) requests in", text, re.MULTILINE)

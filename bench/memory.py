@@ -9,15 +9,14 @@ the stacks idle for half a second at both points, and a few hundred connections 
 at the first, so one-time costs are not counted), divided by the number of connection ends: two
 per connection, both held here. What one end costs is what a server pays per connected client.
 
-kernel: the same number of connections over loopback in a namespace of their own (peers.py
-hold-connections: one process holds the connecting ends, another the accepted ones). The kernel's memory for them is the growth of its
-slab caches meanwhile (/proc/slabinfo: slabs x pages per slab x page size) in the caches that grew
-by at least one object per two connections — the TCP socks, socket inodes, files, dentries, LSM
-blobs and bind buckets (merged caches show under one name: the bind buckets under eventpoll_epi
-here) — divided by the number of ends; the median of three runs, since the slab caches are
-machine-wide and other work moves them too. Idle sockets hold no buffers (/proc/net/sockstat "mem"
-stays flat). The kernel figure leaves out the process's own socket objects, as the netsock figure
-includes no socket-API objects (it holds the stack's endpoints directly).
+kernel: the same number of connections over loopback in a namespace of their own (peers.py hold-connections: one
+process holds the connecting ends, another the accepted ones). The kernel's memory for them is the growth of its
+slab caches meanwhile (/proc/slabinfo: slabs x pages per slab x page size) in the caches that grew by at least
+one object per two connections — the TCP socks, socket inodes, files, dentries, LSM blobs and bind buckets
+(merged caches show under one name: the bind buckets under eventpoll_epi here) — divided by the number of ends;
+the median of three runs, since the slab caches are machine-wide and other work moves them too. Idle sockets
+hold no buffers (/proc/net/sockstat "mem" stays flat). The kernel figure leaves out the process's own socket
+objects, as the netsock figure includes no socket-API objects (it holds the stack's endpoints directly).
 """
 
 from __future__ import annotations

@@ -213,7 +213,8 @@ def netsock_tcp(mtu: int, size: int, gso: bool) -> dict[str, Any]:
     try:
         with peer:
             process, _ = start_child("tcp", peer.spec, 0, peer.fds)
-        sender_cpu = stream_source(NetsockSocket(socket.AF_INET, socket.SOCK_STREAM, stack=stack), ("192.0.2.2", PORT), size)
+        sender = NetsockSocket(socket.AF_INET, socket.SOCK_STREAM, stack=stack)
+        sender_cpu = stream_source(sender, ("192.0.2.2", PORT), size)
         result = tcp_result(finish_child(process), size, sender_cpu)
         result["gso"] = gso
         result["records"] = link.stats.tx_packets.value

@@ -66,7 +66,8 @@ def test_kernel_ping6_over_tun(netns: NetNS, tmp_path: Path) -> None:
     assert stats["icmp"]["v6_packets_sent"]["echo_reply"] == 5
     assert stats["icmp"]["v4_packets_sent"]["echo_reply"] == 2
     # A TUN link has no neighbours: no NDP at all.
-    assert stats["icmp"]["v6_packets_sent"]["neighbor_solicit"] == stats["icmp"]["v6_packets_sent"]["neighbor_advert"] == 0
+    sent = stats["icmp"]["v6_packets_sent"]
+    assert sent["neighbor_solicit"] == sent["neighbor_advert"] == 0
 
 
 def test_tap_neighbour_discovery_both_ways_and_ping6(netns: NetNS, tmp_path: Path) -> None:

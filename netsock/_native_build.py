@@ -74,7 +74,8 @@ int ns_arena_cache_install(void);
 """)
 ffibuilder.set_source(
     "netsock._native",
-    '#include "checksum.h"\n#include "fdio.h"\n#include "segment.h"\n#include "ring.h"\n#include "gro.h"\n#include "arena.h"',
+    '#include "checksum.h"\n#include "fdio.h"\n#include "segment.h"\n#include "ring.h"\n#include "gro.h"\n'
+    '#include "arena.h"',
     # Relative to the project root, where setuptools runs the build; relative paths also keep
     # the sources listed in an sdist.
     sources=["native/checksum.c", "native/fdio.c", "native/segment.c", "native/ring.c", "native/gro.c",

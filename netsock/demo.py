@@ -140,12 +140,13 @@ def tour_on_tun(workdir: Path) -> None:
         url = f"http://{SERVER}:{PORT}/{FILE_NAME}"
 
         step(f"The kernel's curl downloads {FILE_SIZE // 2**20} MiB from netsock: curl {url}")
-        curl = ns.run("curl", "-s", "-o", str(workdir / "curl.bin"), "-w", "%{http_code} %{size_download} %{time_total}",
-                      url)
+        curl = ns.run("curl", "-s", "-o", str(workdir / "curl.bin"),
+                      "-w", "%{http_code} %{size_download} %{time_total}", url)
         status, size, seconds = curl.stdout.split()
         digest = hashlib.sha256((workdir / "curl.bin").read_bytes()).hexdigest()
+        verdict = "matches" if digest == expected else "DIFFERS"
         print(f"    HTTP {status}, {int(size):,} bytes in {float(seconds):.2f} s "
-              f"({mib_per_second(int(size), float(seconds))}), SHA-256 {'matches' if digest == expected else 'DIFFERS'}")
+              f"({mib_per_second(int(size), float(seconds))}), SHA-256 {verdict}")
 
         step(f"requests, under netsock on tun1 as {CLIENT}, fetches the same file through the kernel's routing")
         client = ns.run(*netsock_run("tun1", f"{CLIENT}/24", f"{CLIENT_HOST_SIDE}/24", "--gateway", CLIENT_HOST_SIDE,

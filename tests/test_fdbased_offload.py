@@ -699,7 +699,8 @@ def test_a_kernel_without_udp_offloads_still_gets_the_tcp_ones(monkeypatch: pyte
     ep = FdEndpoint.open_tun("tun0")
     try:
         ((fd, _),) = fake.opened
-        assert fake.offloads == [(fd, OFFLOADS | UDP_OFFLOADS, VIRTIO_NET_HDR_SIZE), (fd, OFFLOADS, VIRTIO_NET_HDR_SIZE)]
+        assert fake.offloads == [(fd, OFFLOADS | UDP_OFFLOADS, VIRTIO_NET_HDR_SIZE),
+                                 (fd, OFFLOADS, VIRTIO_NET_HDR_SIZE)]
         assert ep.vnet_header and not ep.capabilities() & LinkCapabilities.HARDWARE_GSO_UDP
     finally:
         ep.close()

@@ -231,7 +231,8 @@ def batches(draw) -> tuple[list[bytes], int]:
         elif change == "length":
             length = draw(st.sampled_from([size // 2, size + 1, 0, 1]))
         elif change == "flags":
-            flags = draw(st.sampled_from([ACK | PSH, SYN, ACK | FIN, ACK | RST, ACK | URG, ACK | 0x40, ACK | 0x80, PSH]))
+            flags = draw(st.sampled_from([ACK | PSH, SYN, ACK | FIN, ACK | RST, ACK | URG, ACK | 0x40, ACK | 0x80,
+                                          PSH]))
         elif change == "options":
             options = draw(st.sampled_from(TIMESTAMPS))
         v6, sport = flows[flow]

@@ -102,7 +102,8 @@ def test_bulk_transfers_cross_the_switch_whole_and_are_captured_as_wire_frames(
     serving.get(timeout=10)
     crossed = net.counters()["switches"]["lan"]["ports"]["client.test"]["tx_packets"]
     assert crossed < 100          # 64 super-segments of 64 KB and the handshake, as over a veth
-    frames = [frame for frame in read_pcap(net.pcap(tmp_path / "bulk.pcap")) if TCP in frame and frame[TCP].dport == 9000]
+    frames = [frame for frame in read_pcap(net.pcap(tmp_path / "bulk.pcap"))
+              if TCP in frame and frame[TCP].dport == 9000]
     assert max(len(frame) for frame in frames) <= mtu + 14  # the capture shows the wire
     assert sum(len(frame[TCP].payload) for frame in frames) == size
     for frame in frames[::97]:                              # each cut piece carries its own checksum

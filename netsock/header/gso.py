@@ -100,8 +100,8 @@ def segment_udp(packet: bytes | memoryview, gso_size: int, prefix: bytes | memor
     """The datagrams of a raw IPv4/IPv6 UDP super-datagram (IPv6 without extension headers), one per
     ``gso_size`` payload bytes, as Linux's ``__udp_gso_segment`` cuts: each with the super-datagram's
     ports, its own UDP length and full checksum and, in IPv4, its own total length and identification
-    (counting up), each behind ``prefix`` (a link header). The super-datagram's UDP length and checksum fields are not consulted (a sender's
-    GSO leaves the checksum partial).
+    (counting up), each behind ``prefix`` (a link header). The super-datagram's UDP length and checksum
+    fields are not consulted (a sender's GSO leaves the checksum partial).
 
     Raises ValueError if ``packet`` is not such a packet or ``gso_size`` is not positive: the caller
     counts a drop.

@@ -13,8 +13,8 @@ headers; TCP with only ACK (PSH on the last piece), payload, a valid checksum ea
 header, addresses, ports, TOS/DF/TTL (traffic class/flow label/hop limit), acknowledgement number,
 window and options byte for byte (so timestamps must match); each piece starting where the previous
 ended (and its IPv4 identification one more) and as long as the first, except a shorter last piece.
-Cut again (``header.gso.segment_tcp``), the super-segment gives back exactly the frames that came. Anything else passes through unchanged,
-in order, for the stack to accept or count as it always does.
+Cut again (``header.gso.segment_tcp``), the super-segment gives back exactly the frames that came.
+Anything else passes through unchanged, in order, for the stack to accept or count as it always does.
 
 The per-frame work (parsing, checksums, the rules) runs in C where ``netsock._native`` was built
 (native/gro.c: one call plans the batch, one more per super-segment writes it); the pure-Python
@@ -59,8 +59,8 @@ class _Run:
     def take(self, key: bytes, payload: memoryview, seq: int, ident: int, push: bool) -> bool:
         size = len(payload)
         ip_length = self.headers - self.link_header + self.length + size     # IPv4 total length
-        if (self.ended or key != self.key or seq != self.next_seq or ident != self.next_ident and ident >= 0 or size > self.size
-                or ip_length > _MAX_IP_PAYLOAD + (0 if self.v4 else 40)):   # IPv6: payload length
+        if (self.ended or key != self.key or seq != self.next_seq or ident != self.next_ident and ident >= 0
+                or size > self.size or ip_length > _MAX_IP_PAYLOAD + (0 if self.v4 else 40)):   # IPv6: payload length
             return False
         self.payloads.append(payload)
         self.length += size

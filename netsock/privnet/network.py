@@ -1,12 +1,12 @@
 """``Network``: hosts, switches, routers and faults, all inside this process.
 
-Every host is a netsock stack of its own (loopback, plus one Ethernet NIC per switch it joins, with
-ARP or NDP: a switch carries an IPv4 or an IPv6 subnet); switches are learning Ethernet switches (see ``switch``); a router is a host that forwards
-between its switches, and the other hosts get routes through it to the subnets behind it. Nothing
-else is routable: a destination outside the network's subnets has no route (ENETUNREACH), and
-names resolve from the network's own hosts table, so code running here cannot reach the machine's
-real network. Sockets belong to a host when they are made in ``with host:`` or in ``host.spawn``'s
-greenlets (and the greenlets those spawn).
+Every host is a netsock stack of its own (loopback, plus one Ethernet NIC per switch it joins, with ARP or NDP:
+a switch carries an IPv4 or an IPv6 subnet); switches are learning Ethernet switches (see ``switch``); a router
+is a host that forwards between its switches, and the other hosts get routes through it to the subnets behind
+it. Nothing else is routable: a destination outside the network's subnets has no route (ENETUNREACH), and names
+resolve from the network's own hosts table, so code running here cannot reach the machine's real network.
+Sockets belong to a host when they are made in ``with host:`` or in ``host.spawn``'s greenlets (and the
+greenlets those spawn).
 """
 
 from __future__ import annotations

@@ -426,7 +426,8 @@ def netsock_network(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     declaration = _Declaration.from_marker(item.get_closest_marker(_MARKER))
     seed = declaration.seed if declaration.seed is not None else _seed_for(item.nodeid)
     pcap_dir = request.config.getoption("--netsock-pcap-dir")
-    pcap = Path(pcap_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', item.nodeid)}.pcap" if pcap_dir else tmp_path / _PCAP_NAME
+    pcap_name = f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', item.nodeid)}.pcap"
+    pcap = Path(pcap_dir) / pcap_name if pcap_dir else tmp_path / _PCAP_NAME
     with ExitStack() as cleanup:          # undone in reverse: threads, network, body stack, patches
         from gevent import monkey
 

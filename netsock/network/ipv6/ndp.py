@@ -183,7 +183,8 @@ class NDP:
         flags = ndp.NA_OVERRIDE
         options = ndp.encode_link_address(ndp.OPT_TARGET_LINK_ADDRESS, nic.link.link_address())
         if from_unspecified:
-            self._send(target, ipv6.ALL_NODES, icmpv6.NEIGHBOR_ADVERT, ndp.encode_neighbor_advert(flags, target, options))
+            self._send(target, ipv6.ALL_NODES, icmpv6.NEIGHBOR_ADVERT,
+                       ndp.encode_neighbor_advert(flags, target, options))
             return
         source_mac = msg.options.source_link_address
         cache = nic.neighbors.get(IPV6_PROTOCOL_NUMBER)

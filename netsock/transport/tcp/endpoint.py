@@ -163,18 +163,17 @@ _RANGED_OPTIONS = {SockOpt.TCP_SAVE_SYN: ("save_syn", 2), SockOpt.MIN_TTL: ("min
 class TCPEndpoint(TransportEndpoint):
     __slots__ = ("stack", "proto", "net_proto", "waiter_queue", "state", "stats", "stack_stats", "local", "remote",
                  "route", "_id", "_reservation", "_bound_addr", "_bound_nic", "snd", "rcv", "error", "pending_error",
-                 "listener", "parent", "soft_error", "shut_read", "shut_write", "orphaned", "connect_reported", "nodelay", "cork",
-                 "quickack", "keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count", "linger", "ttl",
-                 "tos", "send_buffer_size", "receive_buffer_size", "user_mss", "time_wait_timeout",
+                 "listener", "parent", "soft_error", "shut_read", "shut_write", "orphaned", "connect_reported",
+                 "nodelay", "cork", "quickack", "keepalive", "keepalive_idle", "keepalive_interval", "keepalive_count",
+                 "linger", "ttl", "tos", "send_buffer_size", "receive_buffer_size", "user_mss", "time_wait_timeout",
                  "fin_wait2_timeout", "cc_name", "reuse_addr", "reuse_port", "oob_inline", "sack_ok", "ts_ok",
-                 "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries", "handshake_tries",
-                 "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue", "defer_accept",
-                 "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute", "min_ttl", "save_syn",
-                 "saved_syn", "stamp_reads", "read_stamp", "local_port_range", "mark", "error_queue", "md5_keys",
-                 "md5_key",
-                 "socket_filter", "filter_locked",
-                 "state_timer", "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog",
-                 "_pseudo", "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
+                 "ts_offset", "ts_recent", "rcv_wscale", "ws_ok", "peer_mss", "max_retries", "syn_retries",
+                 "handshake_tries", "user_timeout", "window_clamp", "notsent_lowat", "rcvlowat", "fast_open_queue",
+                 "defer_accept", "defer_acked", "pmtudisc", "bind_no_port", "freebind", "recverr", "dontroute",
+                 "min_ttl", "save_syn", "saved_syn", "stamp_reads", "read_stamp", "local_port_range", "mark",
+                 "error_queue", "md5_keys", "md5_key", "socket_filter", "filter_locked", "state_timer",
+                 "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog", "_pseudo",
+                 "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -313,7 +312,8 @@ class TCPEndpoint(TransportEndpoint):
         for other in self.stack.demux.lookup(self.net_proto, self.proto.number, self._bound_nic, b"",
                                              self._bound_addr, 0, self.local.port) or ():
             # SO_REUSEADDR lets ports be shared, but never by two listeners (only SO_REUSEPORT does that).
-            if isinstance(other, TCPEndpoint) and other.state is S.LISTEN and not (self.reuse_port and other.reuse_port):
+            if isinstance(other, TCPEndpoint) and other.state is S.LISTEN and \
+                    not (self.reuse_port and other.reuse_port):
                 raise ErrPortInUse()
         self._id = TransportEndpointID(self.local.port, self._bound_addr, 0, b"")
         self.stack.demux.register((self.net_proto,), self.proto.number, self._id, self, self.reuse_port,
@@ -1039,7 +1039,8 @@ class TCPEndpoint(TransportEndpoint):
         local, remote = seg.dst, seg.src
         child._attach(route, TransportEndpointID(seg.dst_port, local, seg.src_port, remote))
         own_iss, child.ts_offset = self.proto.initial_numbers(local, seg.dst_port, remote, seg.src_port)
-        child.snd = Sender(child, own_iss if iss is None else iss, DEFAULT_MSS, child.cc_name)  # the handshake sets the MSS
+        # (the handshake sets the MSS)
+        child.snd = Sender(child, own_iss if iss is None else iss, DEFAULT_MSS, child.cc_name)
         return child
 
     def _inherit(self, listener: TCPEndpoint) -> None:

@@ -52,7 +52,8 @@ class Segment:
     def __repr__(self) -> str:
         names = "".join(n for f, n in ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "."))
                         if self.flags & f)
-        return f"<Segment {self.src_port}->{self.dst_port} [{names}] seq={self.seq} ack={self.ack} len={len(self.data)}>"
+        return (f"<Segment {self.src_port}->{self.dst_port} [{names}] seq={self.seq} ack={self.ack} "
+                f"len={len(self.data)}>")
 
 
 def parse_segment(pkt: PacketBuffer, src: bytes, dst: bytes, stats: TCPStats, verify_checksum: bool) -> Segment | None:
