@@ -210,6 +210,32 @@ def test_tcp_reads_carry_the_kernels_timestamping_cmsgs() -> None:
     assert stream_stamps(NetsockSocket) == stream_stamps(socket.socket)
 
 
+
+SO_MARK, SO_RCVMARK, SO_RXQ_OVFL = 36, 75, 40
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_received_mark_is_the_senders_over_loopback(family: int, host: str) -> None:
+    """SO_RCVMARK: an SO_MARK cmsg on each datagram (after the drop count), whose mark Linux's loopback keeps from
+    the sender's SO_MARK (setting one takes CAP_NET_ADMIN: root here, as the kernel's side needs too)."""
+    def marks(make: Callable[..., Any]) -> list[Any]:
+        seen = []
+        with receiver_and_sender(make, family, host, [(socket.SOL_SOCKET, SO_RXQ_OVFL),
+                                                      (socket.SOL_SOCKET, SO_RCVMARK)]) as (rx, tx):
+            for mark in (0, 7, 0xFFFFFFFF):
+                tx.setsockopt(socket.SOL_SOCKET, SO_MARK, struct.pack("I", mark))
+                tx.sendto(b"m", rx.getsockname())
+                seen.append(rx.recvmsg(1, 1024)[1])
+            rx.setsockopt(socket.SOL_SOCKET, SO_RCVMARK, 0)
+            tx.sendto(b"m", rx.getsockname())
+            seen.append((rx.getsockopt(socket.SOL_SOCKET, SO_RCVMARK), rx.recvmsg(1, 1024)[1]))
+        return seen
+    ours = marks(NetsockSocket)
+    assert ours == marks(socket.socket)
+    assert ours[1] == [(socket.SOL_SOCKET, SO_MARK, struct.pack("I", 7))]
+
+
 # --- too little room --------------------------------------------------------------------------------------
 
 # Around each boundary: none, less than a header, a header, part of the data, all but the padding, all.

@@ -209,6 +209,7 @@ _SOF_TX_SOFTWARE_REPORTS = _SOF_TX_SOFTWARE | _SOF_TX_SCHED | _SOF_TX_ACK
 _SO_TIMESTAMPING_STRUCT = struct.Struct("ii")               # struct so_timestamping: flags, bind_phc
 _SCM_TIMESTAMPING = struct.Struct("qq32x")                  # struct scm_timestamping: software, (legacy, hardware)
 _SO_RXQ_OVFL = 40                                           # datagrams dropped before this one
+_SO_RCVMARK = 75                                            # each datagram's mark, as an SO_MARK cmsg
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
@@ -521,6 +522,8 @@ def _control_items(control: ControlMessages, family: int, stamps: tuple[int, int
             items.append((SOL_SOCKET, timestamping, _SCM_TIMESTAMPING.pack(seconds, ns)))
     if control.drops is not None:
         items.append((SOL_SOCKET, _SO_RXQ_OVFL, struct.pack("I", control.drops & 0xFFFFFFFF)))
+    if control.mark is not None:
+        items.append((SOL_SOCKET, _SO_MARK, struct.pack("I", control.mark & 0xFFFFFFFF)))
     info6 = control.ipv6_packet_info
     if info6 is not None and family == AF_INET6:
         addr = bytes(info6.addr)
@@ -1306,6 +1309,8 @@ class SocketCore:
             self._set_datagram_flag((SOL_SOCKET, name), SockOpt.NO_CHECKSUM, bool(_int_option(raw)))
         elif name == _SO_RXQ_OVFL:              # (TCP reads carry no drop count in Linux either)
             self._set_datagram_flag((SOL_SOCKET, name), SockOpt.RECEIVE_QUEUE_OVERFLOW, bool(_int_option(raw)))
+        elif name == _SO_RCVMARK:               # (nor a mark: TCP reads carry neither in Linux)
+            self._set_datagram_flag((SOL_SOCKET, name), SockOpt.RECEIVE_MARK, bool(_int_option(raw)))
         elif name == _SO_BINDTOIFINDEX:
             ifindex = _int_option(raw)
             if ifindex < 0:
@@ -1415,6 +1420,8 @@ class SocketCore:
             return self._get_datagram_flag((SOL_SOCKET, name), SockOpt.NO_CHECKSUM)
         if name == _SO_RXQ_OVFL:
             return self._get_datagram_flag((SOL_SOCKET, name), SockOpt.RECEIVE_QUEUE_OVERFLOW)
+        if name == _SO_RCVMARK:
+            return self._get_datagram_flag((SOL_SOCKET, name), SockOpt.RECEIVE_MARK)
         if name == _SO_PEERCRED:
             return _UCRED_NOBODY
         if name == _SO_PEERNAME:

@@ -42,8 +42,9 @@ class LoopbackEndpoint(LinkEndpointBase):
         if size > self._mtu:
             stats.tx_too_long.increment()
             raise ErrMessageTooLong
-        # A copy: the writer keeps ownership of its buffers (it may retransmit or reuse them).
-        self._pending.append((protocol, b"".join(pkt.views())))
+        # A copy: the writer keeps ownership of its buffers (it may retransmit or reuse them). The mark goes
+        # along, as Linux's loopback keeps skb->mark: the receiver's SO_RCVMARK sees the sender's SO_MARK.
+        self._pending.append((protocol, b"".join(pkt.views()), pkt.mark))
         stats.tx_packets.increment()
         stats.tx_bytes.increment(size)
         if not self._delivering:
@@ -63,15 +64,17 @@ class LoopbackEndpoint(LinkEndpointBase):
         self._delivering = True
         try:
             while pending:
-                protocol, frame = pending.popleft()
+                protocol, frame, mark = pending.popleft()
                 stats.rx_packets.increment()
                 stats.rx_bytes.increment(len(frame))
                 dispatcher = self.dispatcher
                 if dispatcher is None:
                     stats.rx_not_attached.increment()
                     continue
+                pkt = PacketBuffer.inbound(frame)
+                pkt.mark = mark
                 try:
-                    dispatcher.deliver_network_packet(b"", b"", protocol, PacketBuffer.inbound(frame))
+                    dispatcher.deliver_network_packet(b"", b"", protocol, pkt)
                 except Exception:
                     stats.rx_dispatch_errors.increment()
                     _log.exception("loopback: dispatcher failed on a 0x%04x packet", protocol)

@@ -420,21 +420,24 @@ class Stack:
         for ep in endpoints or ():
             ep.handle_control_packet(kind, info, pkt)
 
-    def deliver_local(self, nic: NIC, net_proto: int, packet: bytes) -> None:
+    def deliver_local(self, nic: NIC, net_proto: int, packet: bytes, mark: int = 0) -> None:
         """Loop a packet addressed to this stack back in, iteratively (a trampoline, not recursion). Packet
-        endpoints see it on the loopback NIC, as Linux's see such packets on lo."""
+        endpoints see it on the loopback NIC, as Linux's see such packets on lo; it keeps its ``mark`` (the
+        sender's SO_MARK), as Linux's loopback keeps skb->mark."""
         if self.packet_endpoints:
             loopback = next((n for n in self.nics.values() if n.loopback and n.enabled), None)
             if loopback is not None:
                 loopback.tap_looped(net_proto, packet)
-        self._local_queue.append((nic, net_proto, packet))
+        self._local_queue.append((nic, net_proto, packet, mark))
         if self._delivering_local:
             return
         self._delivering_local = True
         try:
             while self._local_queue:
-                owner, proto, data = self._local_queue.popleft()
-                owner.deliver_network_packet(b"", b"", proto, PacketBuffer.inbound(data), looped=True)
+                owner, proto, data, mark = self._local_queue.popleft()
+                pkt = PacketBuffer.inbound(data)
+                pkt.mark = mark
+                owner.deliver_network_packet(b"", b"", proto, pkt, looped=True)
         finally:
             self._delivering_local = False
 

@@ -103,6 +103,7 @@ class SockOpt(enum.Enum):
     DONT_ROUTE = "dont_route"                     # sends only to destinations on a link (SO_DONTROUTE)
     RECEIVE_ERRORS = "receive_errors"             # ICMP errors queued for the reader (IP_RECVERR, IPV6_RECVERR)
     RECEIVE_QUEUE_OVERFLOW = "receive_queue_overflow"   # each datagram says how many were dropped so far (SO_RXQ_OVFL)
+    RECEIVE_MARK = "receive_mark"                 # each datagram says its packet's mark (SO_RCVMARK)
     RECEIVE_ORIGINAL_DESTINATION = "receive_original_destination"   # its address and port (IP_RECVORIGDSTADDR)
     RECEIVE_IPV6_PACKET_INFO = "receive_ipv6_packet_info"   # NIC and destination (IPV6_RECVPKTINFO)
     # Raw endpoints.
@@ -197,6 +198,7 @@ class ControlMessages:
     hop_limit: int | None = None   # IPv6 hop limit
     ipv6_packet_info: IPv6PacketInfo | None = None
     drops: int | None = None       # datagrams the socket dropped before this one (SO_RXQ_OVFL; only if some)
+    mark: int | None = None        # the packet's mark (SO_RCVMARK): on loopback, the sending socket's SO_MARK
     original_destination: tuple[bytes, int] | None = None   # the address and port it was sent to
     # A packet endpoint's frame (PACKET_AUXDATA): status bits, the frame's length, what was kept of it, the
     # network header's offset in what is read.

@@ -48,7 +48,7 @@ MAX_BUFFER_SIZE = 4 << 20
 # Options that make each received datagram carry control messages.
 _RECEIVE_OPTIONS = (SockOpt.TIMESTAMP, SockOpt.RECEIVE_TOS, SockOpt.RECEIVE_TTL, SockOpt.RECEIVE_PACKET_INFO,
                     SockOpt.RECEIVE_TCLASS, SockOpt.RECEIVE_HOP_LIMIT, SockOpt.RECEIVE_IPV6_PACKET_INFO,
-                    SockOpt.RECEIVE_QUEUE_OVERFLOW, SockOpt.RECEIVE_ORIGINAL_DESTINATION)
+                    SockOpt.RECEIVE_QUEUE_OVERFLOW, SockOpt.RECEIVE_ORIGINAL_DESTINATION, SockOpt.RECEIVE_MARK)
 
 # The ICMP errors a connected datagram socket is told of without IP_RECVERR, and as what: the fatal
 # ones of Linux's icmp_err_convert / icmpv6_err_convert (measured on Linux, UDP and raw sockets alike).
@@ -316,9 +316,10 @@ class DatagramEndpoint(TransportEndpoint):
             drops = errors.receive_buffer_overflow.value + errors.filtered.value or None
         # (a datagram reaches the port the socket is bound to: netsock has no IP_TRANSPARENT to redirect it)
         original = (dst, self.local.port) if opts[SockOpt.RECEIVE_ORIGINAL_DESTINATION] else None
+        mark = pkt.mark if opts[SockOpt.RECEIVE_MARK] else None
         if len(dst) == 16:
             return ControlMessages(
-                timestamp=timestamp, ipv6_packet_info=ipv6_info, drops=drops, original_destination=original,
+                timestamp=timestamp, ipv6_packet_info=ipv6_info, drops=drops, original_destination=original, mark=mark,
                 tclass=((header[0] & 0x0F) << 4 | header[1] >> 4) if opts[SockOpt.RECEIVE_TCLASS] else None,
                 hop_limit=header[7] if opts[SockOpt.RECEIVE_HOP_LIMIT] else None)
         packet_info = None
@@ -331,7 +332,7 @@ class DatagramEndpoint(TransportEndpoint):
                 local = nic.primary_address(IPV4_PROTOCOL_NUMBER, bytes(src)) if nic is not None else bytes(4)
             packet_info = PacketInfo(pkt.nic_id, local, dst)
         return ControlMessages(timestamp=timestamp, ipv6_packet_info=ipv6_info, packet_info=packet_info,
-                               drops=drops, original_destination=original,
+                               drops=drops, original_destination=original, mark=mark,
                                tos=header[1] if opts[SockOpt.RECEIVE_TOS] else None,
                                ttl=header[8] if opts[SockOpt.RECEIVE_TTL] else None)
 
