@@ -32,7 +32,7 @@ from conftest import PEER, StackHarness, addr, to
 from test_ipv6 import PEER as PEER6
 from test_ipv6 import V6Harness, a6
 
-IP_RECVERR, IPV6_RECVERR = 11, 25
+IP_RECVERR, IPV6_RECVERR, SO_SELECT_ERR_QUEUE = 11, 25, 45
 EXTENDED_ERR = struct.Struct("=IBBBBII")
 MSG_ERRQUEUE, MSG_TRUNC = socket.MSG_ERRQUEUE, socket.MSG_TRUNC
 
@@ -234,6 +234,39 @@ def test_a_queued_error_is_not_input() -> None:
         with pytest.raises(TimeoutError):
             sock.recv(10)
         assert sock.recvmsg(10, 0, MSG_ERRQUEUE)[0] == b"a"
+
+
+
+def error_readiness(make: Any, poll: Any) -> list[Any]:
+    """What poll says for POLLPRI | POLLIN with an error queued (a datagram to a closed port, IP_RECVERR), without
+    and with SO_SELECT_ERR_QUEUE, then with it once the queue is read; and what select's exceptional set says."""
+    seen = []
+    with closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as sock, \
+            closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        closed.close()
+        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        sock.sendto(b"a", ("127.0.0.1", port))
+        time.sleep(0.05) if make is socket.socket else gevent.sleep(0.05)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+        poller = poll()
+        poller.register(sock, select.POLLPRI | select.POLLIN)
+        seen.append(poller.poll(0))
+        sock.setsockopt(socket.SOL_SOCKET, SO_SELECT_ERR_QUEUE, 1)
+        seen += [sock.getsockopt(socket.SOL_SOCKET, SO_SELECT_ERR_QUEUE), poller.poll(0)]
+        seen.append(len((patched_select.select if make is NetsockSocket else select.select)([], [], [sock], 0)[2]))
+        sock.recvmsg(10, 0, MSG_ERRQUEUE)
+        seen.append(poller.poll(0))
+    return [[events for _, events in item] if isinstance(item, list) else item for item in seen]   # (not the fds)
+
+
+@pytest.mark.usefixtures("stack")
+def test_select_err_queue_makes_a_queued_error_urgent_as_on_the_kernel() -> None:
+    ours = error_readiness(NetsockSocket, patched_select.poll)
+    assert ours == error_readiness(socket.socket, select.poll)
+    assert ours[2] == [select.POLLPRI | select.POLLERR]
 
 
 def recverr_option(family: int) -> tuple[int, int]:

@@ -86,6 +86,7 @@ __all__ = ["NetsockSocket", "SocketCore"]
 
 # Plain ints on the per-call paths: each IntFlag operation costs about a microsecond.
 _IN, _OUT, _HUP = int(EventMask.IN), int(EventMask.OUT), int(EventMask.HUP)
+_ERR, _PRI = int(EventMask.ERR), int(EventMask.PRI)
 _ENDED = int(EventMask.ERR | EventMask.HUP | EventMask.RDHUP)     # an error or the end: a waiting read returns
 _ALL_EVENTS = EventMask.IN | EventMask.OUT | EventMask.HUP | EventMask.ERR
 # Closing with our FIN (and data before it) not yet acknowledged: what SO_LINGER waits out.
@@ -210,6 +211,7 @@ _SO_TIMESTAMPING_STRUCT = struct.Struct("ii")               # struct so_timestam
 _SCM_TIMESTAMPING = struct.Struct("qq32x")                  # struct scm_timestamping: software, (legacy, hardware)
 _SO_RXQ_OVFL = 40                                           # datagrams dropped before this one
 _SO_RCVMARK = 75                                            # each datagram's mark, as an SO_MARK cmsg
+_SO_SELECT_ERR_QUEUE = 45                                   # an error (queued) makes the socket POLLPRI too
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
@@ -761,10 +763,16 @@ class SocketCore:
                  lambda: all(ep.state not in _FIN_UNACKED for ep in endpoints), timeout=seconds)
 
     def readiness(self, mask: int) -> int:
-        ready = self.ep.readiness(mask)
+        # SO_SELECT_ERR_QUEUE: an error, or one queued, is POLLPRI as well as POLLERR (Linux's datagram_poll
+        # and tcp_poll), so that select() sees it in its exceptional set.
+        select_errors = mask & _PRI and self.plain.get((SOL_SOCKET, _SO_SELECT_ERR_QUEUE))
+        asked = mask | _ERR if select_errors else mask
+        ready = self.ep.readiness(asked)
         if self.twin is not None:
-            ready |= self.twin.readiness(mask)
-        return ready
+            ready |= self.twin.readiness(asked)
+        if select_errors and ready & _ERR:
+            ready |= _PRI
+        return ready & mask
 
     def sync(self) -> None:
         """Make the descriptors' readability match the socket's (after anything that may change it).
@@ -1200,7 +1208,7 @@ class SocketCore:
             self._set(SockOpt.OUT_OF_BAND_INLINE, bool(_int_option(raw)))
         elif name == SO_BROADCAST and not stream:
             self._set(SockOpt.BROADCAST, bool(_int_option(raw)))
-        elif name in (SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE):
+        elif name in (SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE, _SO_SELECT_ERR_QUEUE):
             self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
         elif name == SO_LINGER:
             if len(raw) < _LINGER.size:
@@ -1364,7 +1372,7 @@ class SocketCore:
             return int(self._get(SockOpt.OUT_OF_BAND_INLINE))
         if name == SO_BROADCAST and not stream:
             return int(self._get(SockOpt.BROADCAST))
-        if name in (SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE):
+        if name in (SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE, _SO_SELECT_ERR_QUEUE):
             return self.plain.get((SOL_SOCKET, name), 0)
         if name == SO_LINGER:
             return _LINGER.pack(*self.linger)
