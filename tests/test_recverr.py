@@ -213,20 +213,28 @@ def test_traceroute_with_a_ping_socket() -> None:
                     ("reply", server.address, 0, b"probe")]
 
 
-@pytest.mark.usefixtures("stack")
-def test_a_queued_error_is_not_input() -> None:
-    """Once the socket's error has been read, what is left on the queue makes poll say POLLERR, not
-    POLLIN (as Linux's udp_poll), and a blocking recv waits for data rather than spin."""
-    with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as sock, \
-            NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+@contextmanager
+def queued_error(make: Any) -> Iterator[Any]:
+    """A UDP socket (``make``'s) with IP_RECVERR whose datagram to a closed port came back as an ICMP error,
+    queued; its SO_ERROR already read."""
+    with closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as sock, \
+            closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
         closed.close()
         sock.bind(("127.0.0.1", 0))
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         sock.sendto(b"a", ("127.0.0.1", port))
-        gevent.sleep(0.05)
+        gevent.sleep(0.05) if make is NetsockSocket else time.sleep(0.05)
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+        yield sock
+
+
+@pytest.mark.usefixtures("stack")
+def test_a_queued_error_is_not_input() -> None:
+    """Once the socket's error has been read, what is left on the queue makes poll say POLLERR, not
+    POLLIN (as Linux's udp_poll), and a blocking recv waits for data rather than spin."""
+    with queued_error(NetsockSocket) as sock:
         poller = patched_select.poll()
         poller.register(sock, select.POLLIN | select.POLLOUT)
         assert poller.poll(0) == [(sock.fileno(), select.POLLOUT | select.POLLERR)]
@@ -236,21 +244,11 @@ def test_a_queued_error_is_not_input() -> None:
         assert sock.recvmsg(10, 0, MSG_ERRQUEUE)[0] == b"a"
 
 
-
 def error_readiness(make: Any, poll: Any) -> list[Any]:
-    """What poll says for POLLPRI | POLLIN with an error queued (a datagram to a closed port, IP_RECVERR), without
-    and with SO_SELECT_ERR_QUEUE, then with it once the queue is read; and what select's exceptional set says."""
+    """What poll says for POLLPRI | POLLIN with an error queued, without and with SO_SELECT_ERR_QUEUE, then with
+    it once the queue is read; and what select's exceptional set says."""
     seen = []
-    with closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as sock, \
-            closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-        closed.close()
-        sock.bind(("127.0.0.1", 0))
-        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-        sock.sendto(b"a", ("127.0.0.1", port))
-        time.sleep(0.05) if make is socket.socket else gevent.sleep(0.05)
-        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+    with queued_error(make) as sock:
         poller = poll()
         poller.register(sock, select.POLLPRI | select.POLLIN)
         seen.append(poller.poll(0))
