@@ -71,10 +71,8 @@ class LoopbackEndpoint(LinkEndpointBase):
                 if dispatcher is None:
                     stats.rx_not_attached.increment()
                     continue
-                pkt = PacketBuffer.inbound(frame)
-                pkt.mark = mark
                 try:
-                    dispatcher.deliver_network_packet(b"", b"", protocol, pkt)
+                    dispatcher.deliver_network_packet(b"", b"", protocol, PacketBuffer.inbound(frame, mark))
                 except Exception:
                     stats.rx_dispatch_errors.increment()
                     _log.exception("loopback: dispatcher failed on a 0x%04x packet", protocol)

@@ -66,9 +66,12 @@ class PacketBuffer:
         self.mark = 0           # outbound: the sending socket's SO_MARK (the filter table matches it)
 
     @classmethod
-    def inbound(cls, frame: Buffer) -> PacketBuffer:
-        """A received frame: everything is still data; headers get consumed layer by layer."""
-        return cls(0, frame)
+    def inbound(cls, frame: Buffer, mark: int = 0) -> PacketBuffer:
+        """A received frame: everything is still data; headers get consumed layer by layer. ``mark``: one
+        looped back keeps its sender's (as Linux's loopback keeps skb->mark)."""
+        pkt = cls(0, frame)
+        pkt.mark = mark
+        return pkt
 
     # --- outbound ---------------------------------------------------------------------------------
 

@@ -435,9 +435,7 @@ class Stack:
         try:
             while self._local_queue:
                 owner, proto, data, mark = self._local_queue.popleft()
-                pkt = PacketBuffer.inbound(data)
-                pkt.mark = mark
-                owner.deliver_network_packet(b"", b"", proto, pkt, looped=True)
+                owner.deliver_network_packet(b"", b"", proto, PacketBuffer.inbound(data, mark), looped=True)
         finally:
             self._delivering_local = False
 

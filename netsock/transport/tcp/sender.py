@@ -618,8 +618,9 @@ class Sender:
 
     def _echo_ms(self, now: float, echoed: int | None) -> int | None:
         """When (stack clock, in milliseconds) the segment whose timestamp an ACK echoes was sent: RACK tells
-        by it a retransmission's delivery from the original's (RFC 8985 §6.2 step 2)."""
-        if echoed is None:
+        by it a retransmission's delivery from the original's (RFC 8985 §6.2 step 2); None while no
+        retransmission is unacknowledged (nothing to tell apart), or without timestamps."""
+        if echoed is None or self.retrans_ts < 0:
             return None
         now_ms = int(now * 1000)
         return now_ms - ((now_ms + self.ep.ts_offset - echoed) & MASK)
@@ -638,6 +639,7 @@ class Sender:
             self.nxt = ack
         if self.up and ack >= self.up:
             self.up = 0             # the urgent byte is through: urgent mode ends
+        echo_ms = self._echo_ms(now, echoed)    # (before the last retransmission's acknowledgment clears it)
         if self.retrans_ts >= 0 and ack >= self.retrans_high:
             self.retrans_ts = -1    # every retransmission is acknowledged
         self.buffer.trim(ack)
@@ -645,7 +647,7 @@ class Sender:
             self.sack.delete(self.wire(ack))
             rack = self.rack
             if rack is not None and rack.records:
-                rack.acked(ack, now, self.min_rtt, self._echo_ms(now, echoed))
+                rack.acked(ack, now, self.min_rtt, echo_ms)
         packets = (acked + self.mss - 1) // self.mss
         if self.recovery:
             if ack >= self.recover:
