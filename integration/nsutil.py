@@ -116,9 +116,10 @@ class NetNS:
         address: str = link["address"]
         return address
 
-    def snmp(self, protocol: str) -> dict[str, int]:
-        """The kernel's counters for protocol ("Ip", "Tcp", "Udp", ...) in this namespace (/proc/net/snmp)."""
-        header, values = (line.split()[1:] for line in self.run(["cat", "/proc/net/snmp"]).stdout.splitlines()
+    def snmp(self, protocol: str, table: str = "snmp") -> dict[str, int]:
+        """The kernel's counters for protocol ("Ip", "Tcp", "Udp", ...) in this namespace (/proc/net/snmp);
+        ``table`` "netstat" for Linux's extensions ("TcpExt")."""
+        header, values = (line.split()[1:] for line in self.run(["cat", f"/proc/net/{table}"]).stdout.splitlines()
                           if line.startswith(f"{protocol}:"))
         return dict(zip(header, map(int, values)))
 

@@ -93,7 +93,7 @@ def _pseudo_sum(src: bytes, dst: bytes, length: int) -> int:
 @dataclass(frozen=True)
 class Opts:
     """TCP options as values. ``ts`` is (TSval, TSecr); ``sack`` the SACK blocks, in order; ``md5`` an
-    RFC 2385 signature's 16 bytes (first, as Linux puts it)."""
+    RFC 2385 signature's 16 bytes (first, as Linux puts it); ``fast_open`` RFC 7413's cookie (b"": a request)."""
 
     mss: int | None = None
     ws: int | None = None
@@ -101,6 +101,7 @@ class Opts:
     ts: tuple[int, int] | None = None
     sack: tuple[tuple[int, int], ...] = ()
     md5: bytes | None = None
+    fast_open: bytes | None = None
 
     def encode(self) -> bytes:
         """RFC 9293/7323/2018/2385 layout, NOP-padded to a multiple of four bytes."""
@@ -119,6 +120,9 @@ class Opts:
             out += struct.pack("!BBBB", 1, 1, 5, 2 + 8 * len(self.sack))
             for s, e in self.sack:
                 out += struct.pack("!II", s, e)
+        if self.fast_open is not None:
+            out += bytes((34, 2 + len(self.fast_open))) + self.fast_open
+            out += b"\x01" * (-len(out) % 4)
         assert len(out) <= 40 and not len(out) % 4, len(out)
         return out
 
@@ -148,6 +152,8 @@ class Opts:
                 values["sack"] = tuple(struct.iter_unpack("!II", body))
             elif kind == 19:
                 values["md5"] = body
+            elif kind == 34:
+                values["fast_open"] = body
             else:
                 raise AssertionError(f"unexpected option kind {kind}")
             i += length

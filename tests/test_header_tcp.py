@@ -170,8 +170,27 @@ def test_window_scale_is_clamped_to_14(shift, clamped):
 
 def test_unknown_kinds_are_skipped():
     md5 = bytes((19, 18)) + bytes(16)
-    fast_open = bytes((34, 10)) + bytes(8)
-    assert tcp.parse_options(md5 + MSS_1460 + fast_open + b"\x01\x01") == tcp.TCPOptions(mss=1460)
+    experimental_fast_open = bytes((254, 12, 0xF9, 0x89)) + bytes(8)     # (the pre-RFC 7413 form: not taken)
+    assert tcp.parse_options(md5 + MSS_1460 + experimental_fast_open) == tcp.TCPOptions(mss=1460)
+
+
+@pytest.mark.parametrize("option, cookie", [
+    (b"\x22\x02", b""),                                         # a cookie request
+    (b"\x22\x0a" + bytes(range(8)), bytes(range(8))),           # Linux's 8-byte cookie
+    (b"\x22\x06" + b"abcd", b"abcd"), (b"\x22\x12" + bytes(16), bytes(16)),     # the shortest and longest
+    (b"\x22\x05" + b"abc", None), (b"\x22\x14" + bytes(18), None),   # odd, or longer than 16: ignored
+])
+def test_fast_open_cookies_are_parsed_within_rfc_7413s_sizes(option, cookie):
+    assert tcp.parse_options(MSS_1460 + option).fast_open == cookie
+
+
+@pytest.mark.parametrize("cookie", [b"", bytes(range(8)), bytes(16)])
+def test_fast_open_option_follows_the_others_padded_with_nops(cookie):
+    options = tcp.encode_syn_options(1460, 7, True, (1, 2), cookie)
+    assert len(options) % 4 == 0 and len(options) <= tcp.MAX_OPTIONS_SIZE
+    assert options[20:22] == bytes((34, 2 + len(cookie))) and options[22:22 + len(cookie)] == cookie
+    assert set(options[22 + len(cookie):]) <= {1}
+    assert tcp.parse_options(options) == tcp.TCPOptions(1460, 7, True, (1, 2), (), cookie)
 
 
 @pytest.mark.parametrize("area", [

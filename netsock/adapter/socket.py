@@ -35,10 +35,8 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from errno import (EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS,
-                   EINVAL, ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPERM, EPIPE,
-                   EPROTO,
-                   EPROTONOSUPPORT,
-                   ESOCKTNOSUPPORT)
+                   EINVAL, EISCONN, ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPERM,
+                   EPIPE, EPROTO, EPROTONOSUPPORT, ESOCKTNOSUPPORT)
 from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
                     IP_HDRINCL, IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS,
                     IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -77,6 +75,7 @@ from ..transport.datagram import QueuedError
 from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
 from ..transport.tcp import TCPState, md5
+from ..transport.tcp.protocol import FAST_OPEN_CLIENT
 from ..transport.udplite import PROTOCOL_NUMBER as UDPLITE_PROTOCOL_NUMBER
 from ..waiter import EventMask, WaiterQueue
 from . import fds
@@ -93,6 +92,8 @@ _ALL_EVENTS = EventMask.IN | EventMask.OUT | EventMask.HUP | EventMask.ERR
 _FIN_UNACKED = frozenset((TCPState.FIN_WAIT1, TCPState.CLOSING, TCPState.LAST_ACK))
 MSG_CTRUNC, MSG_DONTROUTE, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL = map(
     int, (MSG_CTRUNC, MSG_DONTROUTE, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL))
+MSG_FASTOPEN = 0x20000000       # (Linux's; the socket module has it on Linux only)
+TCP_FASTOPEN_CONNECT = 30
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"                    # ::ffff:0:0/96, IPv4-mapped IPv6
 _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")
@@ -128,7 +129,8 @@ _DUAL_BIND_TRIES = 16
 _MORE = WriteOptions(more=True)
 # TCP options passed to the endpoint as they are (it checks them as Linux does).
 _TCP_OPTIONS = {TCP_SYNCNT: SockOpt.TCP_SYN_COUNT, TCP_WINDOW_CLAMP: SockOpt.TCP_WINDOW_CLAMP,
-                TCP_NOTSENT_LOWAT: SockOpt.TCP_NOTSENT_LOWAT, TCP_FASTOPEN: SockOpt.TCP_FAST_OPEN}
+                TCP_NOTSENT_LOWAT: SockOpt.TCP_NOTSENT_LOWAT, TCP_FASTOPEN: SockOpt.TCP_FAST_OPEN,
+                TCP_FASTOPEN_CONNECT: SockOpt.TCP_FAST_OPEN_CONNECT}
 _MAX_LINGER2 = 120                  # seconds (Linux's TCP_FIN_TIMEOUT_MAX)
 
 
@@ -843,8 +845,9 @@ class SocketCore:
             return
         raise ErrPortInUse()
 
-    def connect(self, addr: bytes, port: int, nic: int) -> None:
-        """Connect (TCP: start the handshake, raising ErrConnectStarted) to ``addr``."""
+    def connect(self, addr: bytes, port: int, nic: int, fast_open: bool = False) -> None:
+        """Connect (TCP: start the handshake, raising ErrConnectStarted; ``fast_open``: MSG_FASTOPEN's)
+        to ``addr``."""
         if _is_mapped(addr):
             if not self._ip_versions_shared():
                 raise _oserror(ENETUNREACH)
@@ -860,7 +863,10 @@ class SocketCore:
         elif len(addr) == 16 and self.ep.net_proto == IPV4_PROTOCOL_NUMBER:
             raise _oserror(EAFNOSUPPORT)        # an IPv4 (mapped) socket cannot reach IPv6
         try:
-            self.ep.connect(FullAddress(nic, addr, port))
+            if fast_open:
+                self.ep.connect(FullAddress(nic, addr, port), fast_open=True)
+            else:
+                self.ep.connect(FullAddress(nic, addr, port))
         except ErrConnectStarted:
             self._drop_twin()
             self.bound = True
@@ -2190,14 +2196,14 @@ class NetsockSocket:
             return e.errno if e.errno is not None else EAGAIN     # CPython: a timeout is EWOULDBLOCK
         return 0
 
-    def _connect(self, target: tuple[bytes, int, int]) -> None:
+    def _connect(self, target: tuple[bytes, int, int], fast_open: bool = False) -> None:
         if self._core.family == AF_PACKET:
             raise _oserror(EOPNOTSUPP)      # Linux's packet sockets connect to nothing
         addr, port, scope = target
         addr = _unspecified_is_loopback(addr)
         core = self._core
         try:
-            core.connect(addr, port, scope)
+            core.connect(addr, port, scope, fast_open)
             return
         except ErrConnectStarted:
             pass
@@ -2251,6 +2257,18 @@ class NetsockSocket:
                 raise _oserror(EPIPE) from None     # Linux: sending on an unconnected TCP socket
         return write
 
+    def _fast_open_send(self, view: memoryview, flags: int, target: tuple[bytes, int, int] | None) -> int:
+        """sendto(MSG_FASTOPEN): connect and send in one call, as Linux's tcp_sendmsg_fastopen. Holding a
+        cookie from the peer, the data goes with the SYN; without one the SYN asks for a cookie and the data
+        follows the handshake (a non-blocking socket: EINPROGRESS, nothing sent, as there)."""
+        core = self._core
+        if not core.ep.proto.fast_open & FAST_OPEN_CLIENT:
+            raise _oserror(EOPNOTSUPP)
+        if target is None:      # (Linux: a connect without an address, unless connected already)
+            raise _oserror(EISCONN if core.ep.remote is not None else EINVAL)
+        self._connect(target, fast_open=True)
+        return self._stream_send(view, flags)
+
     def _stream_send(self, view: memoryview, flags: int) -> int:
         write = self._stream_write(flags)
         deadline, expired = self._limits(flags, send=True)
@@ -2285,6 +2303,8 @@ class NetsockSocket:
         flags = operator.index(flags)
         self._check()
         if self._core.kind == SOCK_STREAM:
+            if flags & MSG_FASTOPEN:
+                return self._fast_open_send(view, flags, None)
             return self._stream_send(view, flags)
         return self._datagram_send(view, flags, None)
 
@@ -2315,6 +2335,8 @@ class NetsockSocket:
         target = self._address(address, "sendto")
         self._check()
         if self._core.kind == SOCK_STREAM:
+            if flags & MSG_FASTOPEN:
+                return self._fast_open_send(view, flags, target)
             return self._stream_send(view, flags)   # Linux ignores the address of a stream socket
         return self._datagram_send(view, flags, target)
 
@@ -2349,6 +2371,8 @@ class NetsockSocket:
         if core.kind == SOCK_STREAM:
             if ancillary:
                 raise _oserror(EOPNOTSUPP)
+            if flags & MSG_FASTOPEN:
+                return self._fast_open_send(view, flags, target)
             return self._stream_send(view, flags)
         control = NO_SENDABLE_CONTROL_MESSAGES
         if ancillary:

@@ -38,6 +38,9 @@ OPT_WS = 3
 OPT_SACK_PERMITTED = 4
 OPT_SACK = 5
 OPT_TIMESTAMP = 8
+OPT_FAST_OPEN = 34          # RFC 7413: a cookie, or (empty) a request for one
+
+FAST_OPEN_COOKIE_SIZES = range(4, 17, 2)    # RFC 7413 §4.1.1: 4 to 16 bytes, an even number
 
 MAX_WINDOW_SCALE = 14       # RFC 7323 §2.3: a larger shift would let the window exceed 2**30
 MAX_SACK_BLOCKS = 4         # what fits in 40 bytes beside the NOP NOP padding (3 beside timestamps)
@@ -81,6 +84,7 @@ class TCPOptions(NamedTuple):
     sack_permitted: bool = False
     timestamp: tuple[int, int] | None = None        # (tsval, tsecr)
     sack_blocks: tuple[tuple[int, int], ...] = ()   # (start, end) sequence numbers, end exclusive
+    fast_open: bytes | None = None                  # b"": a cookie request (RFC 7413, SYN and SYN-ACK only)
 
 
 NO_OPTIONS = TCPOptions()
@@ -121,6 +125,7 @@ def parse_options(options: Buffer) -> TCPOptions | Malformed:
     mss = window_scale = timestamp = None
     sack_permitted = False
     sack_blocks: tuple[tuple[int, int], ...] = ()
+    fast_open = None
     i = 0
     while i < n:
         kind = options[i]
@@ -149,17 +154,22 @@ def parse_options(options: Buffer) -> TCPOptions | Malformed:
         elif kind == OPT_SACK_PERMITTED:
             if length == 2:
                 sack_permitted = True
+        elif kind == OPT_FAST_OPEN:
+            if length == 2 or length - 2 in FAST_OPEN_COOKIE_SIZES:
+                fast_open = bytes(options[i + 2:i + length])
         i += length
-    return TCPOptions(mss, window_scale, sack_permitted, timestamp, sack_blocks)
+    return TCPOptions(mss, window_scale, sack_permitted, timestamp, sack_blocks, fast_open)
 
 
 def encode_syn_options(mss: int, window_scale: int | None = None, sack_permitted: bool = False,
-                       timestamp: tuple[int, int] | None = None) -> bytes:
-    """SYN / SYN-ACK options in Linux's order: MSS, SACK-permitted + timestamp, NOP + window scale.
+                       timestamp: tuple[int, int] | None = None, fast_open: bytes | None = None) -> bytes:
+    """SYN / SYN-ACK options in Linux's order: MSS, SACK-permitted + timestamp, NOP + window scale,
+    Fast Open.
 
     SACK-permitted fills the two bytes in front of the timestamp that would otherwise be NOPs, so the
-    result is at most 20 bytes and always a multiple of four. ``window_scale`` None omits the option
-    (RFC 7323: then neither side scales).
+    result is at most 20 bytes without Fast Open (at most 36 with a 16-byte cookie) and always a
+    multiple of four. ``window_scale`` None omits the option (RFC 7323: then neither side scales);
+    ``fast_open`` None omits Fast Open's, b"" makes it a cookie request.
     """
     out = _MSS.pack(OPT_MSS, 4, mss)
     if timestamp is not None:
@@ -168,6 +178,9 @@ def encode_syn_options(mss: int, window_scale: int | None = None, sack_permitted
         out += _NOP_NOP_SACKPERM
     if window_scale is not None:
         out += _NOP_WS.pack(OPT_NOP, OPT_WS, 3, window_scale)
+    if fast_open is not None:
+        option = bytes((OPT_FAST_OPEN, 2 + len(fast_open))) + fast_open
+        out += option + b"\x01" * (-len(option) & 3)   # NOPs after it, as Linux pads
     return out
 
 

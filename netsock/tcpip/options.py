@@ -54,8 +54,9 @@ class SockOpt(enum.Enum):
     TCP_USER_TIMEOUT = "tcp_user_timeout"         # seconds data may stay unacknowledged, 0 = no limit (RFC 5482)
     TCP_WINDOW_CLAMP = "tcp_window_clamp"         # the most window advertised, bytes, 0 = no clamp
     TCP_NOTSENT_LOWAT = "tcp_notsent_lowat"       # writable only below this many unsent bytes, 0 = no limit
-    TCP_FAST_OPEN = "tcp_fast_open"               # a listener's Fast Open queue (kept; server TFO is off,
-                                                  # as by Linux's default net.ipv4.tcp_fastopen = 1)
+    TCP_FAST_OPEN = "tcp_fast_open"               # a listener's Fast Open queue (RFC 7413); on the protocol:
+                                                  # net.ipv4.tcp_fastopen's client (1) and server (2) bits
+    TCP_FAST_OPEN_CONNECT = "tcp_fast_open_connect"   # connect returns at once, the SYN carries the first write
     RECEIVE_LOW_WATER = "receive_low_water"       # readable from this many bytes (SO_RCVLOWAT)
     TCP_DEFER_ACCEPT = "tcp_defer_accept"         # a listener waits for data this many SYN-ACK timeouts
     BIND_ADDRESS_NO_PORT = "bind_address_no_port"   # bind to port 0 takes the address alone; connect then

@@ -35,6 +35,7 @@ from .receiver import ACK_LATER, ACK_NOW, ACK_SOON, DELAYED_ACK_TIMEOUT, Receive
 from .segment import ACK, FIN, RST, SYN, URG, Segment, parse_segment
 from .sender import MAX_RTO, Sender
 from .state import TCPState
+from .protocol import FAST_OPEN_CLIENT, FAST_OPEN_SERVER
 from .time_wait import TimeWait
 
 if TYPE_CHECKING:
@@ -135,12 +136,13 @@ class Listener:
     and a server with a small backlog (socketserver's 5) overflows no sooner than on Linux.
     """
 
-    __slots__ = ("backlog", "pending", "accepted", "held")
+    __slots__ = ("backlog", "pending", "accepted", "held", "fast_open_pending")
 
     def __init__(self, backlog: int) -> None:
         self.backlog = backlog
         self.pending: set[TCPEndpoint] = set()
         self.accepted: deque[TCPEndpoint] = deque()
+        self.fast_open_pending = 0      # accepted with a Fast Open SYN, the handshake not yet complete
         # Segments that arrived while the accept queue was full (see TCPEndpoint._hold).
         self.held: deque[Segment] = deque()
 
@@ -173,7 +175,8 @@ class TCPEndpoint(TransportEndpoint):
                  "min_ttl", "save_syn", "saved_syn", "stamp_reads", "read_stamp", "local_port_range", "mark",
                  "error_queue", "md5_keys", "md5_key", "socket_filter", "filter_locked", "state_timer",
                  "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog", "_pseudo",
-                 "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial")
+                 "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
+                 "fast_open_slot")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -242,7 +245,11 @@ class TCPEndpoint(TransportEndpoint):
         self.window_clamp = 0                       # TCP_WINDOW_CLAMP (0: none)
         self.notsent_lowat = 0                      # TCP_NOTSENT_LOWAT (<= 0: none)
         self.rcvlowat = 1                           # SO_RCVLOWAT
-        self.fast_open_queue = 0                    # TCP_FASTOPEN on a listener (stored: no server TFO)
+        self.fast_open_queue = 0                    # TCP_FASTOPEN on a listener: Fast Open SYNs it takes at once
+        self.fast_open_connect = False              # TCP_FASTOPEN_CONNECT: connect leaves the SYN to the first write
+        self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
+        # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
+        self.fast_open_slot: Listener | None = None
         self.defer_accept = 0                       # TCP_DEFER_ACCEPT on a listener: SYN-ACK timeouts
         self.defer_acked = False                    # (a child of such a listener: its bare ACK was dropped)
         self.pmtudisc = PMTUDISC_WANT               # IP_MTU_DISCOVER: DF on segments, frag-needed heeded
@@ -333,10 +340,14 @@ class TCPEndpoint(TransportEndpoint):
             self.stack.clock.call_soon(self.guarded, self._release_held)
         return child, child.waiter_queue
 
-    def connect(self, addr: FullAddress) -> None:
+    def connect(self, addr: FullAddress, fast_open: bool = False) -> None:
+        """Start the handshake (ErrConnectStarted). With ``fast_open`` (sendto's MSG_FASTOPEN) or
+        TCP_FASTOPEN_CONNECT, and client Fast Open on: holding a cookie from this peer, return at once
+        and leave the SYN to the first write, to carry its data (Linux's deferred connect); without
+        one, the SYN asks for a cookie (RFC 7413 §4.1.1)."""
         state = self.state
         if state is S.SYN_SENT:
-            raise ErrAlreadyConnecting()
+            raise ErrAlreadyConnected() if self.connect_reported else ErrAlreadyConnecting()
         if state in _SYNCHRONIZED or state is S.SYN_RCVD:
             if not self.connect_reported:
                 self.connect_reported = True
@@ -368,6 +379,14 @@ class TCPEndpoint(TransportEndpoint):
         self.snd = Sender(self, iss, self._send_mss(None), self.cc_name)
         self.connect_reported = False
         self._set_state(S.SYN_SENT)
+        if (fast_open or self.fast_open_connect) and self.proto.fast_open & FAST_OPEN_CLIENT and self.md5_key is None:
+            cached = self.proto.fast_open_cookies.get(remote)
+            if cached is not None:
+                self.fast_open_cookie, peer_mss = cached
+                self.snd.mss = self._send_mss(peer_mss)
+                self.connect_reported = True
+                return
+            self.fast_open_cookie = b""
         self.guarded(self._send_syn)
         raise ErrConnectStarted()
 
@@ -454,12 +473,15 @@ class TCPEndpoint(TransportEndpoint):
         if self.shut_write or state in (_FIN_WAIT1, _FIN_WAIT2, _CLOSING, _LAST_ACK):
             self.stats.write_errors.write_closed.increment()
             raise ErrClosedForSend()
-        if state is _SYN_SENT or state is _SYN_RCVD:
-            raise ErrWouldBlock()
-        if state is not _ESTABLISHED and state is not _CLOSE_WAIT:
-            self.stats.write_errors.invalid_endpoint_state.increment()
-            raise ErrClosedForSend() if self.remote is not None else ErrNotConnected()
         snd = self.snd
+        if state is not _ESTABLISHED and state is not _CLOSE_WAIT:
+            if state is _SYN_SENT and not snd.max:  # type: ignore[union-attr]
+                return self._send_syn_data(data)
+            if state is _SYN_SENT or (state is _SYN_RCVD and self.fast_open_slot is None):
+                raise ErrWouldBlock()
+            if state is not _SYN_RCVD:      # (a Fast Open server sends before the handshake completes)
+                self.stats.write_errors.invalid_endpoint_state.increment()
+                raise ErrClosedForSend() if self.remote is not None else ErrNotConnected()
         assert snd is not None
         space = self.send_buffer_size - len(snd.buffer)
         if space <= 0 or (self.notsent_lowat > 0 and snd.buffer.end - snd.nxt >= self.notsent_lowat):
@@ -483,6 +505,16 @@ class TCPEndpoint(TransportEndpoint):
                     snd.send_data()
         finally:
             self._exit()
+        return size
+
+    def _send_syn_data(self, data: bytes | bytearray | memoryview) -> int:
+        """The first write after a deferred Fast Open connect: what fits beside the largest options
+        in one segment of the peer's MSS goes with the SYN (Linux's tcp_send_syn_data); returns how much."""
+        snd = self.snd
+        assert snd is not None
+        size = min(len(data), max(snd.mss - tcp.MAX_OPTIONS_SIZE, 0), self.send_buffer_size)
+        snd.queue(memoryview(data)[:size])
+        self.guarded(self._send_syn)
         return size
 
     def shutdown(self, flags: ShutdownFlags) -> None:
@@ -565,11 +597,13 @@ class TCPEndpoint(TransportEndpoint):
                 ready |= _HUP
             if read_shut:
                 ready |= _IN | _RDHUP
-            if state is not _SYN_SENT and state is not _SYN_RCVD:
+            if (state is not _SYN_SENT and state is not _SYN_RCVD) or self.fast_open_slot is not None:
                 if rcv is not None and rcv.queue.size - self._urgent_held() >= self.rcvlowat:
                     ready |= _IN
                 if write_shut or state is _CLOSED or self._writable():
                     ready |= _OUT
+            elif state is _SYN_SENT and not self.snd.max:  # type: ignore[union-attr]
+                ready |= _OUT       # a deferred Fast Open connect waits for its first write
         if self.pending_error is not None or self.error is not None or self.error_queue:
             ready |= _ERR
             if self.error is not None:
@@ -705,6 +739,14 @@ class TCPEndpoint(TransportEndpoint):
             if value < 0 or self.state not in (S.CLOSED, S.LISTEN):
                 raise ErrInvalidOptionValue()
             self.fast_open_queue = int(value)
+        elif opt is SockOpt.TCP_FAST_OPEN_CONNECT:
+            if not 0 <= int(value) <= 1:
+                raise ErrInvalidOptionValue()
+            if not self.proto.fast_open & FAST_OPEN_CLIENT:
+                raise ErrNotSupported()
+            if self.state is not S.CLOSED:
+                raise ErrInvalidOptionValue()
+            self.fast_open_connect = bool(value)
         elif opt is SockOpt.CONGESTION_CONTROL:
             if value not in congestion.available():
                 raise ErrInvalidOptionValue()
@@ -773,6 +815,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_WINDOW_CLAMP: lambda: self.window_clamp,
                   SockOpt.TCP_NOTSENT_LOWAT: lambda: self.notsent_lowat,
                   SockOpt.RECEIVE_LOW_WATER: lambda: self.rcvlowat, SockOpt.TCP_FAST_OPEN: lambda: self.fast_open_queue,
+                  SockOpt.TCP_FAST_OPEN_CONNECT: lambda: int(self.fast_open_connect),
                   SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
@@ -992,7 +1035,30 @@ class TCPEndpoint(TransportEndpoint):
         child = self._new_child(seg, iss)
         if child is not None:
             child.saved_syn, self.saved_syn = self.saved_syn, b""     # (TCP_SAVE_SYN's, if any)
-            child._syn_received(seg)
+            child._syn_received(seg, self._fast_open(seg, child))
+
+    def _fast_open(self, seg: Segment, child: TCPEndpoint) -> bool:
+        """Whether this SYN opens a Fast Open connection (RFC 7413 §4.2): with server Fast Open on and a
+        TCP_FASTOPEN queue with room, a valid cookie does, and the SYN's data is taken at once; a request
+        or a wrong cookie gets one in the SYN-ACK, and data waits for the handshake, as without one."""
+        offered = seg.options.fast_open
+        if offered is None or not self.fast_open_queue or not self.proto.fast_open & FAST_OPEN_SERVER:
+            return False
+        stats = self.stack_stats
+        cookie = self.proto.fast_open_cookie(seg.src, seg.dst)
+        if offered != cookie:
+            child.fast_open_cookie = cookie
+            (stats.fast_open_passive_fail if offered else stats.fast_open_cookie_requests).increment()
+            return False
+        listener = self.listener
+        assert listener is not None
+        if listener.fast_open_pending >= self.fast_open_queue:
+            stats.fast_open_listen_overflow.increment()
+            return False
+        listener.fast_open_pending += 1
+        child.fast_open_slot = listener
+        stats.fast_open_passive.increment()
+        return True
 
     def _hold(self, seg: Segment, drop: StatCounter) -> None:
         """A segment that only a full accept queue keeps out: held until accept() makes room.
@@ -1108,14 +1174,22 @@ class TCPEndpoint(TransportEndpoint):
 
     # --- handshake --------------------------------------------------------------------------------
 
-    def _syn_received(self, seg: Segment) -> None:
-        """A child created by the listener for this SYN (or a simultaneous open): answer SYN-ACK."""
+    def _syn_received(self, seg: Segment, fast_open: bool = False) -> None:
+        """A child created by the listener for this SYN (or a simultaneous open): answer SYN-ACK.
+        A Fast Open one takes the SYN's data and goes to the accept queue now, its handshake unfinished."""
         self._negotiate(seg)
         self._new_receiver(seg.seq)
         self.snd.wnd = seg.window  # type: ignore[union-attr]  # SYN windows are never scaled
-        if self.parent is not None:
-            self.parent.listener.pending.add(self)  # type: ignore[union-attr]
         self._set_state(S.SYN_RCVD)
+        parent = self.parent
+        if fast_open and parent is not None:
+            if seg.data:
+                self.rcv.handle_data(1, seg.data, False)  # type: ignore[union-attr]  # (a FIN waits for its resend)
+            parent.listener.accepted.append(self)  # type: ignore[union-attr]
+            self.stack_stats.passive_connection_openings.increment()
+            parent.waiter_queue.notify(_NOTIFY_IN)
+        elif parent is not None:
+            parent.listener.pending.add(self)  # type: ignore[union-attr]
         self._send_syn()
 
     def _establish_from_cookie(self, seg: Segment, mss: int) -> None:
@@ -1137,7 +1211,8 @@ class TCPEndpoint(TransportEndpoint):
         snd = self.snd
         assert snd is not None
         flags = seg.flags
-        if flags & ACK and seg.ack != snd.wire(1):
+        ack = snd.unwrap(seg.ack)
+        if flags & ACK and not 1 <= ack <= snd.max:    # (beyond 1 only for data sent with the SYN)
             if not flags & RST:
                 self.proto.reply_reset(seg, self._md5_key_for(seg))
             return
@@ -1157,12 +1232,29 @@ class TCPEndpoint(TransportEndpoint):
             snd.timer.cancel()
             self._rtt_from_handshake()
             self._established()
+            if self.fast_open_cookie is not None:
+                self._fast_open_answered(seg, ack)
             self.send_ack()
             snd.send_data()
         else:
             self._set_state(S.SYN_RCVD)      # simultaneous open: SYN-ACK with our original ISS
+            self.fast_open_cookie = None     # (a cookie is the server's to give)
             snd.wnd = seg.window
             self._send_syn()
+
+    def _fast_open_answered(self, seg: Segment, ack: int) -> None:
+        """The SYN-ACK to a Fast Open SYN: keep the cookie it brings for the next connection to this
+        peer; what it does not acknowledge of the SYN's data is resent now (RFC 7413 §4.2.2)."""
+        cookie = seg.options.fast_open
+        if cookie:
+            self.proto.remember_fast_open_cookie(self.remote.addr, cookie, self.peer_mss)  # type: ignore[union-attr]
+        snd = self.snd
+        assert snd is not None
+        if snd.max > 1:
+            stats = self.stack_stats
+            (stats.fast_open_active if ack > 1 else stats.fast_open_active_fail).increment()
+            snd.syn_acked(ack)
+        self.fast_open_cookie = None
 
     def _negotiate(self, seg: Segment) -> None:
         """Options agreed in the handshake (RFC 7323 §1.3, RFC 2018 §2)."""
@@ -1208,7 +1300,9 @@ class TCPEndpoint(TransportEndpoint):
             snd.rto = 3.0 if self.handshake_tries else 1.0
         self.handshake_tries = 0
         self._set_state(S.ESTABLISHED)
-        if self.parent is not None:
+        if self.fast_open_slot is not None:
+            self._leave_fast_open_slot()    # (queued for accept, and counted, at its SYN)
+        elif self.parent is not None:
             parent = self.parent
             parent.listener.pending.discard(self)  # type: ignore[union-attr]
             parent.listener.accepted.append(self)  # type: ignore[union-attr]
@@ -1219,6 +1313,15 @@ class TCPEndpoint(TransportEndpoint):
         self.last_receive = self.stack.clock.now()
         self._arm_keepalive()
         self.waiter_queue.notify(_NOTIFY_OUT)
+
+    def _leave_fast_open_slot(self) -> None:
+        self.fast_open_slot.fast_open_pending -= 1  # type: ignore[union-attr]
+        self.fast_open_slot = None
+
+    def _handshake_parent(self) -> TCPEndpoint | None:
+        """The listener still answerable for this connection's handshake: none for an active open,
+        nor for a Fast Open one, which its application may hold already."""
+        return self.parent if self.fast_open_slot is None else None
 
     def _rtt_from_handshake(self) -> None:
         snd = self.snd
@@ -1235,6 +1338,7 @@ class TCPEndpoint(TransportEndpoint):
         if self.user_mss:
             mss = min(mss, self.user_mss)
         syn_ack = self.state is S.SYN_RCVD
+        payload: bytes | memoryview = b""
         if syn_ack:
             wscale = self.rcv_wscale if self.ws_ok else None
             sack = self.sack_ok
@@ -1244,15 +1348,18 @@ class TCPEndpoint(TransportEndpoint):
             sack = proto.sack_enabled
             # (a signed SYN offers no timestamps: they and the signature leave no room for SACK blocks)
             ts = (self.tsval(), 0) if proto.timestamps_enabled and self.md5_key is None else None
-        options = tcp.encode_syn_options(mss, wscale, sack, ts)
+            if self.fast_open_cookie and not self.handshake_tries:
+                payload = snd.buffer.get(1, len(snd.buffer))  # type: ignore[assignment]  # (a resent SYN: none)
+        options = tcp.encode_syn_options(mss, wscale, sack, ts, self.fast_open_cookie)
         window = self._syn_window()
         flags = SYN | ACK if syn_ack else SYN
         if snd.rtt_seq is None and not self.handshake_tries:
             snd.rtt_seq = 1
             snd.rtt_time = snd.now()
-        snd.nxt = snd.max = 1
+        snd.nxt = 1 + len(payload)
+        snd.max = max(snd.max, snd.nxt)     # (a resent SYN leaves Fast Open data sent for what is acknowledged)
         snd.timer.reset(snd.rto)
-        self._emit(0, flags, b"", options, window)
+        self._emit(0, flags, payload, options, window)
 
     def in_handshake(self) -> bool:
         return self.state is S.SYN_SENT or self.state is S.SYN_RCVD
@@ -1263,7 +1370,8 @@ class TCPEndpoint(TransportEndpoint):
         snd = self.snd
         assert snd is not None
         snd.rtt_seq = None
-        defer = self.parent.defer_accept if self.parent is not None else 0
+        parent = self._handshake_parent()
+        defer = parent.defer_accept if parent is not None else 0
         if defer:
             # TCP_DEFER_ACCEPT (Linux's syn_ack_recalc): a child whose bare ACK was dropped waits for
             # data without SYN-ACKs until its deferral nearly ends, then gets one more chance.
@@ -1272,7 +1380,7 @@ class TCPEndpoint(TransportEndpoint):
         else:
             expire, resend = tries >= self.syn_retries, True
         if expire:
-            self._finish(ErrTimeout() if self.parent is None else None)
+            self._finish(ErrTimeout() if parent is None else None)
             return
         snd.rto = min(snd.rto * 2, MAX_RTO)
         if not resend:
@@ -1308,7 +1416,7 @@ class TCPEndpoint(TransportEndpoint):
             acceptable = seq == nxt if window <= 0 else nxt <= seq < nxt + window
         else:
             acceptable = window > 0 and (nxt <= seq < nxt + window or nxt <= seq + length - 1 < nxt + window)
-        if flags & SYN and state is _SYN_RCVD and seq == nxt - 1:
+        if flags & SYN and state is _SYN_RCVD and seq == 0:      # (the peer's SYN: Fast Open data past it)
             if not flags & ACK:
                 self._send_syn()     # our SYN-ACK was lost: the peer sent its SYN again
                 return
@@ -1343,13 +1451,13 @@ class TCPEndpoint(TransportEndpoint):
             if not 1 <= ack <= snd.max:
                 self.proto.reply_reset(seg, self._md5_key_for(seg))
                 return
-            parent = self.parent
+            parent = self._handshake_parent()
             if parent is not None and self.handshake_tries < parent.defer_accept and not data and not flags & FIN:
                 self.defer_acked = True     # TCP_DEFER_ACCEPT: a bare ACK completes nothing yet (Linux drops it)
                 return
-            if self.parent is not None and self.parent.listener.accept_queue_full():  # type: ignore[union-attr]
+            if parent is not None and parent.listener.accept_queue_full():  # type: ignore[union-attr]
                 # Stay half-open (the SYN-ACK will be retransmitted) unless the listener can hold it.
-                self.parent._hold(seg, self.stack_stats.listen_overflow_ack_drop)
+                parent._hold(seg, self.stack_stats.listen_overflow_ack_drop)
                 return
             snd.timer.cancel()
             snd.una = 1
@@ -1440,7 +1548,7 @@ class TCPEndpoint(TransportEndpoint):
 
     def _on_reset(self) -> None:
         state = self.state
-        if state is S.SYN_RCVD and self.parent is not None:
+        if state is S.SYN_RCVD and self._handshake_parent() is not None:
             self._finish(None)      # the handshake is abandoned; the listener carries on
         elif state is S.CLOSING or state is S.LAST_ACK:
             self._finish(None)
@@ -1572,7 +1680,7 @@ class TCPEndpoint(TransportEndpoint):
     # === outbound =================================================================================
 
     def can_send_data(self) -> bool:
-        return self.state in _SENDING
+        return self.state in _SENDING or self.fast_open_slot is not None
 
     def send_segment(self, seq: int, flags: int, payload: bytes | memoryview | list[memoryview] = b"") -> None:
         """Send a data/ACK/FIN segment of this connection (``seq`` unwrapped); a list payload is a
@@ -1669,7 +1777,7 @@ class TCPEndpoint(TransportEndpoint):
         self.snd.queue_fin()  # type: ignore[union-attr]
 
     def _push(self) -> None:
-        if self.snd is not None and self.state in _SENDING:
+        if self.snd is not None and self.can_send_data():
             self._enter()
             try:
                 self.snd.send_data()
@@ -1815,6 +1923,8 @@ class TCPEndpoint(TransportEndpoint):
             if timer is not None:
                 timer.close()
         self.delack_timer = self.state_timer = self.keepalive_timer = None
+        if self.fast_open_slot is not None:
+            self._leave_fast_open_slot()
         if self.parent is not None:
             listener = self.parent.listener
             # A handshake that ends unfinished leaves the listener; a connection in the accept queue stays

@@ -1,5 +1,5 @@
-"""The TCP protocol object: stack-wide settings, initial sequence numbers, SYN cookies, and the
-answer to segments no endpoint owns (RST)."""
+"""The TCP protocol object: stack-wide settings, initial sequence numbers, SYN cookies, Fast Open
+cookies, and the answer to segments no endpoint owns (RST)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ COOKIE_PERIOD = 64.0     # seconds per tick of the cookie clock, as Linux
 COOKIE_MAX_AGE = 2       # ticks a cookie stays valid
 
 _PORTS = struct.Struct("!HH")
+
+# Fast Open (RFC 7413): the bits of Linux's net.ipv4.tcp_fastopen that netsock honours.
+FAST_OPEN_CLIENT = 0x1          # connections may send data with their SYN (MSG_FASTOPEN, TCP_FASTOPEN_CONNECT)
+FAST_OPEN_SERVER = 0x2          # listeners with a TCP_FASTOPEN queue take data from a SYN with a valid cookie
+FAST_OPEN_COOKIE_SIZE = 8       # what we hand out, as Linux
+FAST_OPEN_CACHE_SIZE = 1024     # peers whose cookie a client remembers (Linux keeps them in its TCP metrics)
 
 OWED_ACK_HOPS = 3        # deferred calls between an event and the ACKs it owes (see TCPProtocol.owe_ack)
 
@@ -68,6 +74,9 @@ class TCPProtocol(TransportProtocol):
         self._keyed_hash = hashlib.blake2s(key=stack.secret, digest_size=8)
         self._owed_acks: list[TCPEndpoint] = []
         self.autocorking = True                 # net.ipv4.tcp_autocorking (see push_soon)
+        self.fast_open = FAST_OPEN_CLIENT       # net.ipv4.tcp_fastopen, Linux's default: client only
+        # A client's Fast Open cookies, by peer address, with the MSS the peer announced beside them.
+        self.fast_open_cookies: dict[bytes, tuple[bytes, int]] = {}
         self._owed_pushes: list[TCPEndpoint] = []
 
     def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> TCPEndpoint:
@@ -143,7 +152,8 @@ class TCPProtocol(TransportProtocol):
 
     _OPTIONS = {SockOpt.SEND_BUFFER_SIZE: "send_buffer_size", SockOpt.RECEIVE_BUFFER_SIZE: "receive_buffer_size",
                 SockOpt.TCP_TIME_WAIT_TIMEOUT: "time_wait_timeout", SockOpt.TCP_LINGER_TIMEOUT: "fin_wait2_timeout",
-                SockOpt.CONGESTION_CONTROL: "congestion_control", SockOpt.MODERATE_RECEIVE_BUFFER: None}
+                SockOpt.CONGESTION_CONTROL: "congestion_control", SockOpt.MODERATE_RECEIVE_BUFFER: None,
+                SockOpt.TCP_FAST_OPEN: "fast_open"}
 
     def set_option(self, option: SockOpt, value: Any) -> None:
         if option is SockOpt.CONGESTION_CONTROL and value not in congestion.available():
@@ -213,6 +223,19 @@ class TCPProtocol(TransportProtocol):
             return None
         index = (value - self._cookie_hash(seg, 0x100 | tick)) & 0xFFFFFF
         return COOKIE_MSS[index] if index < len(COOKIE_MSS) else None
+
+    def fast_open_cookie(self, client: bytes, server: bytes) -> bytes:
+        """The cookie a server gives ``client`` (RFC 7413 §4.1.2): a keyed hash of both addresses,
+        so only the client it was given to can use it, and only towards this address."""
+        return self._secret_hash(b"TFO" + client + server).to_bytes(FAST_OPEN_COOKIE_SIZE, "big")
+
+    def remember_fast_open_cookie(self, server: bytes, cookie: bytes, mss: int) -> None:
+        """A client keeps the cookie a server returned, for its next SYN; the oldest are forgotten first."""
+        cache = self.fast_open_cookies
+        cache.pop(server, None)
+        if len(cache) >= FAST_OPEN_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        cache[server] = (cookie, mss)
 
     # --- segments nobody owns ---------------------------------------------------------------------
 

@@ -237,9 +237,10 @@ class Sender:
                         self._start_persist()
                     break
             elif 0 < size < mss and not fin_pending and nxt >= self.max and not self.up:
-                if ep.cork or (not ep.nodelay and inflight > 0):
+                if ep.cork or (not ep.nodelay and nxt > max(self.una, 1)):
                     break   # Nagle: one small segment in flight at a time; cork: full segments only
-                # (neither holds back urgent data: Linux's tcp_nagle_test)
+                # (neither holds back urgent data: Linux's tcp_nagle_test; nor does a Fast Open server's
+                # SYN-ACK, not yet acknowledged, hold back its first answer)
             flags = ACK
             end = nxt + size
             if end == data_end:
@@ -673,6 +674,13 @@ class Sender:
         elif not self.persisting:
             self._arm_retransmit(advancing=True)
         self.ep.on_send_space()
+
+    def syn_acked(self, ack: int) -> None:
+        """A SYN-ACK acknowledged ``ack`` (unwrapped) of the data our SYN carried (Fast Open): that much
+        is delivered; the rest is resent at once, not after a timeout (RFC 7413 §4.2.2)."""
+        if ack > self.una:
+            self._new_ack(ack)
+        self.nxt = self.una
 
     def _dupack(self) -> None:
         self.dupacks += 1

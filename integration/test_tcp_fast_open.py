@@ -1,0 +1,124 @@
+"""TCP Fast Open (RFC 7413) between netsock and the Linux kernel over a TUN device, both ways: the first
+connection gets a cookie, the second sends its request with its SYN and the server takes it at once;
+each side's counters say so (netsock's stats, the kernel's TcpExt TCPFastOpen* in the namespace, where
+net.ipv4.tcp_fastopen is 3: client and server).
+
+netsock runs in the test process on the gevent hub (a NetsockSocket on the test's stack); the kernel's end
+is a small program run in the namespace.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import gevent
+import pytest
+from gevent import subprocess as gsubprocess
+
+from integration.conftest import KERNEL_ADDRESS, NETSOCK_ADDRESS
+from integration.nsutil import NetNS
+from netsock.adapter import NetsockSocket
+from netsock.stack import Stack
+from netsock.transport.tcp.protocol import FAST_OPEN_CLIENT, FAST_OPEN_SERVER
+
+pytestmark = pytest.mark.integration
+
+PORT = 5001
+MSG_FASTOPEN = 0x20000000
+REQUEST = b"GET / HTTP/1.0\r\n\r\n"
+RESPONSE = b"HTTP/1.0 200 OK\r\n\r\nhello"
+
+# The kernel's end: "serve N" (a Fast Open listener answering N requests, one per connection) or "ask N"
+# (N connections, each sending its request with sendto(MSG_FASTOPEN) and printing the answer).
+KERNEL_SIDE = r"""
+import socket, sys
+mode, count, host, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+request, response = b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\nhello"
+if mode == "serve":
+    listener = socket.socket()
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 5)
+    listener.bind((host, port))
+    listener.listen()
+    print("listening", flush=True)
+    listener.settimeout(20)
+    for _ in range(count):
+        conn, _ = listener.accept()
+        conn.settimeout(20)
+        print(conn.recv(100) == request, flush=True)
+        conn.sendall(response)
+        conn.close()
+else:
+    for _ in range(count):
+        sock = socket.socket()      # (blocking: without a cookie, sendto waits for the handshake)
+        sock.sendto(request, socket.MSG_FASTOPEN, (host, port))
+        sock.settimeout(20)
+        print(sock.recv(100) == response, flush=True)
+        sock.close()
+"""
+
+
+def kernel_side(ns: NetNS, mode: str, host: str, count: int = 2) -> gsubprocess.Popen:
+    return gsubprocess.Popen(["ip", "netns", "exec", ns.name, sys.executable, "-c", KERNEL_SIDE, mode, str(count),
+                              host, str(PORT)], stdout=gsubprocess.PIPE, stderr=gsubprocess.PIPE, text=True)
+
+
+def finish(proc: gsubprocess.Popen) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()     # (by PID: the one this test started)
+            proc.wait()
+
+
+@pytest.fixture
+def fast_open(netns: NetNS, tun_stack: Stack) -> Stack:
+    """Client and server Fast Open on in the namespace's kernel and in netsock."""
+    netns.run(["sysctl", "-q", "-w", "net.ipv4.tcp_fastopen=3"])
+    tun_stack.transport_protocols[socket.IPPROTO_TCP].fast_open = FAST_OPEN_CLIENT | FAST_OPEN_SERVER
+    return tun_stack
+
+
+def test_netsock_sends_its_second_request_with_the_syn_to_a_kernel_server(netns: NetNS, fast_open: Stack) -> None:
+    server = kernel_side(netns, "serve", KERNEL_ADDRESS)
+    assert server.stdout.readline().strip() == "listening"
+    for _ in range(2):
+        with NetsockSocket(stack=fast_open) as sock:
+            sock.settimeout(20)
+            assert sock.sendto(REQUEST, MSG_FASTOPEN, (KERNEL_ADDRESS, PORT)) == len(REQUEST)
+            assert sock.recv(100) == RESPONSE
+    out, err = finish(server)
+    assert out.split() == ["True", "True"], err
+    stats = fast_open.stats().tcp
+    assert (stats.fast_open_active.value, stats.fast_open_active_fail.value) == (1, 0)
+    kernel = netns.snmp("TcpExt", "netstat")
+    assert (kernel["TCPFastOpenCookieReqd"], kernel["TCPFastOpenPassive"], kernel["TCPFastOpenPassiveFail"]) == \
+        (1, 1, 0)
+
+
+def test_a_kernel_client_sends_its_second_request_with_the_syn_to_netsock(netns: NetNS, fast_open: Stack) -> None:
+    with NetsockSocket(stack=fast_open) as listener:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 5)
+        listener.bind((NETSOCK_ADDRESS, PORT))
+        listener.listen()
+
+        def serve() -> list[bytes]:
+            requests = []
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(20)
+                    requests.append(conn.recv(100))
+                    conn.sendall(RESPONSE)
+            return requests
+
+        answering = gevent.spawn(serve)
+        out, err = finish(kernel_side(netns, "ask", NETSOCK_ADDRESS))
+        assert answering.get(timeout=30) == [REQUEST, REQUEST], err
+    assert out.split() == ["True", "True"], err
+    stats = fast_open.stats().tcp
+    assert (stats.fast_open_cookie_requests.value, stats.fast_open_passive.value,
+            stats.fast_open_passive_fail.value) == (1, 1, 0)
+    kernel = netns.snmp("TcpExt", "netstat")
+    assert (kernel["TCPFastOpenActive"], kernel["TCPFastOpenActiveFail"]) == (1, 0)
