@@ -1,7 +1,7 @@
 """TCP Fast Open (RFC 7413) between netsock and the Linux kernel over a TUN device, both ways: the first
 connection gets a cookie, the second sends its request with its SYN and the server takes it at once;
 each side's counters say so (netsock's stats, the kernel's TcpExt TCPFastOpen* in the namespace, where
-net.ipv4.tcp_fastopen is 3: client and server).
+net.ipv4.tcp_fastopen is 3: client and server). With TCP_FASTOPEN_NO_COOKIE, the first request does.
 
 netsock runs in the test process on the gevent hub (a NetsockSocket on the test's stack); the kernel's end
 is a small program run in the namespace.
@@ -26,17 +26,23 @@ pytestmark = pytest.mark.integration
 
 PORT = 5001
 MSG_FASTOPEN = 0x20000000
+TCP_FASTOPEN_NO_COOKIE = 34
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 RESPONSE = b"HTTP/1.0 200 OK\r\n\r\nhello"
 
 # The kernel's end: "serve N" (a Fast Open listener answering N requests, one per connection) or "ask N"
-# (N connections, each sending its request with sendto(MSG_FASTOPEN) and printing the answer).
+# (N connections, each sending its request with sendto(MSG_FASTOPEN) and printing the answer); with
+# "no-cookie", TCP_FASTOPEN_NO_COOKIE on the listener or on each client.
 KERNEL_SIDE = r"""
 import socket, sys
-mode, count, host, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+mode, count, host, port, cookie = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 request, response = b"GET / HTTP/1.0\r\n\r\n", b"HTTP/1.0 200 OK\r\n\r\nhello"
+def no_cookie(sock):
+    if cookie == "no-cookie":
+        sock.setsockopt(socket.IPPROTO_TCP, 34, 1)
 if mode == "serve":
     listener = socket.socket()
+    no_cookie(listener)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 5)
     listener.bind((host, port))
     listener.listen()
@@ -51,6 +57,7 @@ if mode == "serve":
 else:
     for _ in range(count):
         sock = socket.socket()      # (blocking: without a cookie, sendto waits for the handshake)
+        no_cookie(sock)
         sock.sendto(request, socket.MSG_FASTOPEN, (host, port))
         sock.settimeout(20)
         print(sock.recv(100) == response, flush=True)
@@ -58,9 +65,9 @@ else:
 """
 
 
-def kernel_side(ns: NetNS, mode: str, host: str, count: int = 2) -> gsubprocess.Popen:
+def kernel_side(ns: NetNS, mode: str, host: str, count: int = 2, cookie: str = "cookie") -> gsubprocess.Popen:
     return gsubprocess.Popen(["ip", "netns", "exec", ns.name, sys.executable, "-c", KERNEL_SIDE, mode, str(count),
-                              host, str(PORT)], stdout=gsubprocess.PIPE, stderr=gsubprocess.PIPE, text=True)
+                              host, str(PORT), cookie], stdout=gsubprocess.PIPE, stderr=gsubprocess.PIPE, text=True)
 
 
 def finish(proc: gsubprocess.Popen) -> tuple[str, str]:
@@ -122,3 +129,40 @@ def test_a_kernel_client_sends_its_second_request_with_the_syn_to_netsock(netns:
             stats.fast_open_passive_fail.value) == (1, 1, 0)
     kernel = netns.snmp("TcpExt", "netstat")
     assert (kernel["TCPFastOpenActive"], kernel["TCPFastOpenActiveFail"]) == (1, 0)
+
+
+def test_without_cookies_the_first_request_rides_on_its_syn_both_ways(netns: NetNS, fast_open: Stack) -> None:
+    """TCP_FASTOPEN_NO_COOKIE at both ends: the data goes with the very first SYN, which carries no option."""
+    server = kernel_side(netns, "serve", KERNEL_ADDRESS, count=1, cookie="no-cookie")
+    assert server.stdout.readline().strip() == "listening"
+    with NetsockSocket(stack=fast_open) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_NO_COOKIE, 1)
+        sock.settimeout(20)
+        assert sock.sendto(REQUEST, MSG_FASTOPEN, (KERNEL_ADDRESS, PORT)) == len(REQUEST)
+        assert sock.recv(100) == RESPONSE
+    out, err = finish(server)
+    assert out.split() == ["True"], err
+    assert netns.snmp("TcpExt", "netstat")["TCPFastOpenPassive"] == 1
+
+    with NetsockSocket(stack=fast_open) as listener:
+        listener.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_NO_COOKIE, 1)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 5)
+        listener.bind((NETSOCK_ADDRESS, PORT))
+        listener.listen()
+
+        def serve() -> bytes:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(20)
+                request = conn.recv(100)
+                conn.sendall(RESPONSE)
+            return request
+
+        answering = gevent.spawn(serve)
+        out, err = finish(kernel_side(netns, "ask", NETSOCK_ADDRESS, count=1, cookie="no-cookie"))
+        assert answering.get(timeout=30) == REQUEST, err
+    assert out.split() == ["True"], err
+    stats = fast_open.stats().tcp
+    assert (stats.fast_open_active.value, stats.fast_open_passive.value, stats.fast_open_cookie_requests.value) == \
+        (1, 1, 0)
+    assert netns.snmp("TcpExt", "netstat")["TCPFastOpenActive"] == 1

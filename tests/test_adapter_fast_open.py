@@ -1,7 +1,7 @@
 """TCP Fast Open through the socket API, as on Linux: sendto(MSG_FASTOPEN) and TCP_FASTOPEN_CONNECT on the
-client, TCP_FASTOPEN on the listener. The calls' errors are compared with the kernel's over loopback (whose
-default net.ipv4.tcp_fastopen, 1, is client-only, as netsock's); the exchange itself runs between netsock
-sockets with server Fast Open turned on in the stack."""
+client, TCP_FASTOPEN on the listener, TCP_FASTOPEN_NO_COOKIE and TCP_FASTOPEN_KEY. The calls' errors are
+compared with the kernel's over loopback (whose default net.ipv4.tcp_fastopen, 1, is client-only, as netsock's);
+the exchange itself runs between netsock sockets with server Fast Open turned on in the stack."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from netsock.stack import Stack
 from netsock.transport.tcp.protocol import FAST_OPEN_CLIENT, FAST_OPEN_SERVER
 
 MSG_FASTOPEN = 0x20000000
-TCP_FASTOPEN_CONNECT = 30
+TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_KEY, TCP_FASTOPEN_NO_COOKIE = 30, 33, 34
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 RESPONSE = b"HTTP/1.0 200 OK\r\n\r\nhello"
 
@@ -43,11 +43,20 @@ def calls_as_the_kernel(make: Callable[..., Any]) -> list[Any]:
             results.append(outcome(lambda: client.send(b"x", MSG_FASTOPEN)))             # EISCONN
             results.append(outcome(lambda: client.sendto(b"x", MSG_FASTOPEN, address)))  # EISCONN
             results.append(outcome(lambda: client.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1)))
+            results.append(outcome(lambda: client.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_NO_COOKIE, 1)))
+            results.append(outcome(lambda: client.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_KEY, bytes(16))))
+            results.append(client.getsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_KEY, 64))
         with closing(make()) as fresh:
             results.append(outcome(lambda: fresh.send(b"x", MSG_FASTOPEN)))     # EINVAL: no address
             for value in (2, -1, 1):
                 results.append(outcome(lambda: fresh.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, value)))
             results.append(fresh.getsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT))
+            results.append(fresh.getsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_KEY, 64))      # none yet: empty
+            for key in (bytes(8), bytes(range(32))):
+                results.append(outcome(lambda: fresh.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_KEY, key)))
+            results.append(fresh.getsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_KEY, 20))
+            results.append(fresh.getsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_KEY))
+            results.append(outcome(lambda: fresh.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_NO_COOKIE, 2)))
         with closing(make()) as quick:
             quick.setblocking(False)
             # No cookie from this server (and it gives none): the SYN asks, nothing is sent.
@@ -71,8 +80,9 @@ def calls_as_the_kernel(make: Callable[..., Any]) -> list[Any]:
 @pytest.mark.usefixtures("stack")
 def test_the_calls_fail_and_succeed_as_on_the_kernel() -> None:
     kernel = calls_as_the_kernel(socket.socket)
-    assert kernel == ["EISCONN", "EISCONN", "EINVAL", "EINVAL", "EINVAL", "EINVAL", None, 1, "EINPROGRESS", 5,
-                      "EISCONN", None, "EISCONN", "ENOPROTOOPT"]
+    assert kernel == ["EISCONN", "EISCONN", "EINVAL", "EINVAL", None, bytes(16), "EINVAL", "EINVAL", "EINVAL", None, 1,
+                      b"", "EINVAL", None, bytes(range(20)), 0x03020100, "EINVAL", "EINPROGRESS", 5, "EISCONN", None,
+                      "EISCONN", "ENOPROTOOPT"]
     assert calls_as_the_kernel(NetsockSocket) == kernel
 
 

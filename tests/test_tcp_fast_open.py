@@ -99,7 +99,8 @@ def test_without_server_fast_open_the_option_is_ignored():
         synack = syn(ctx, offered, iss=7000)
         assert synack.ack == 7001 and synack.options.fast_open is None
     stats = ctx.stats
-    assert stats.fast_open_passive.value == stats.fast_open_cookie_requests.value == 0
+    assert stats.fast_open_passive.value == 0
+    assert stats.fast_open_cookie_requests.value == 1      # (counted all the same, as Linux counts it)
 
 
 def test_a_full_fast_open_queue_turns_valid_cookies_to_ordinary_handshakes_until_one_completes():
@@ -365,3 +366,51 @@ def test_a_connection_closed_before_its_handshake_completes_finishes_cleanly():
     assert ctx.sent_one().flagstr == "A"
     assert ctx.connection_state() is TCPState.TIME_WAIT
     assert ep.state is TCPState.CLOSED and ctx.listener.listener.fast_open_pending == 0
+
+
+# --- without cookies, and with a listener's own key ---------------------------------------------------
+
+def test_a_listener_needing_no_cookie_takes_the_data_of_any_syn_that_carries_some():
+    ctx, _ = fast_open_server()
+    ctx.listener.set_sock_opt(SockOpt.TCP_FAST_OPEN_NO_COOKIE, 1)
+    synack = syn(ctx, None)                                 # data, and no option at all
+    assert synack.ack == 5001 + len(REQUEST) and synack.options.fast_open is None
+    ep, _ = ctx.listener.accept()
+    assert ep.read(100) == REQUEST
+    assert syn(ctx, None, data=b"", port=40001).ack == 5001     # nothing to take: an ordinary handshake
+    assert ctx.stats.fast_open_passive.value == 1
+
+
+def test_a_client_needing_no_cookie_sends_its_data_with_the_first_syn():
+    ctx = TCPContext()
+    ep, _ = ctx.new_endpoint()
+    ep.set_sock_opt(SockOpt.TCP_FAST_OPEN_NO_COOKIE, 1)
+    assert ep.connect(FullAddress(0, PEER_ADDR, PEER_PORT), fast_open=True) is None
+    assert ep.write(bytes(5000)) == 1460 - 40               # the path's MSS, no peer's being known
+    first = ctx.sent_one()
+    assert first.flagstr == "S" and len(first.payload) == 1420 and first.options.fast_open is None
+    answer(ctx, first, 1420)
+    assert ep.state is TCPState.ESTABLISHED and ctx.stats.fast_open_active.value == 1
+    assert ctx.proto.fast_open_cookies == {}
+    with pytest.raises(ErrInvalidOptionValue):
+        ep.set_sock_opt(SockOpt.TCP_FAST_OPEN_NO_COOKIE, 0)     # (only before connect or listen)
+
+
+def test_a_listeners_key_makes_its_cookies_and_its_backup_still_opens():
+    ctx, default_cookie = fast_open_server()
+    old, new = bytes(range(16)), bytes(range(16, 32))
+    ctx.listener.set_sock_opt(SockOpt.TCP_FAST_OPEN_KEY, old)
+    old_cookie = ctx.proto.fast_open_cookie(PEER_ADDR, LOCAL_ADDR, old)
+    assert syn(ctx, default_cookie).ack == 5001             # the stack's own key no longer counts
+    assert syn(ctx, b"", port=40001).options.fast_open == old_cookie
+    # The key rotates: the new one first, the old one kept as the backup.
+    ctx.listener.set_sock_opt(SockOpt.TCP_FAST_OPEN_KEY, new + old)
+    assert ctx.listener.get_sock_opt(SockOpt.TCP_FAST_OPEN_KEY) == new + old
+    synack = syn(ctx, old_cookie, port=40002)
+    assert synack.ack == 5001 + len(REQUEST)                # taken, and the current cookie handed out
+    assert synack.options.fast_open == ctx.proto.fast_open_cookie(PEER_ADDR, LOCAL_ADDR, new)
+    stats = ctx.stats
+    assert (stats.fast_open_passive.value, stats.fast_open_passive_alt_key.value,
+            stats.fast_open_passive_fail.value) == (1, 1, 1)
+    with pytest.raises(ErrInvalidOptionValue):
+        ctx.listener.set_sock_opt(SockOpt.TCP_FAST_OPEN_KEY, bytes(8))

@@ -93,7 +93,7 @@ _FIN_UNACKED = frozenset((TCPState.FIN_WAIT1, TCPState.CLOSING, TCPState.LAST_AC
 MSG_CTRUNC, MSG_DONTROUTE, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL = map(
     int, (MSG_CTRUNC, MSG_DONTROUTE, MSG_DONTWAIT, MSG_ERRQUEUE, MSG_MORE, MSG_OOB, MSG_PEEK, MSG_TRUNC, MSG_WAITALL))
 MSG_FASTOPEN = 0x20000000       # (Linux's; the socket module has it on Linux only)
-TCP_FASTOPEN_CONNECT = 30
+TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_KEY, TCP_FASTOPEN_NO_COOKIE = 30, 33, 34
 _MAPPED_PREFIX = bytes(10) + b"\xff\xff"                    # ::ffff:0:0/96, IPv4-mapped IPv6
 _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")
@@ -130,7 +130,8 @@ _MORE = WriteOptions(more=True)
 # TCP options passed to the endpoint as they are (it checks them as Linux does).
 _TCP_OPTIONS = {TCP_SYNCNT: SockOpt.TCP_SYN_COUNT, TCP_WINDOW_CLAMP: SockOpt.TCP_WINDOW_CLAMP,
                 TCP_NOTSENT_LOWAT: SockOpt.TCP_NOTSENT_LOWAT, TCP_FASTOPEN: SockOpt.TCP_FAST_OPEN,
-                TCP_FASTOPEN_CONNECT: SockOpt.TCP_FAST_OPEN_CONNECT}
+                TCP_FASTOPEN_CONNECT: SockOpt.TCP_FAST_OPEN_CONNECT,
+                TCP_FASTOPEN_NO_COOKIE: SockOpt.TCP_FAST_OPEN_NO_COOKIE}
 _MAX_LINGER2 = 120                  # seconds (Linux's TCP_FIN_TIMEOUT_MAX)
 
 
@@ -1527,6 +1528,9 @@ class SocketCore:
             if not all([ep.set_md5_key(address, prefix, key) for ep in self.endpoints()]):
                 raise _oserror(ENOENT)      # (removing a key the socket does not have)
             return
+        if name == TCP_FASTOPEN_KEY:
+            self._set(SockOpt.TCP_FAST_OPEN_KEY, raw)
+            return
         value = _int_option(raw)
         if name == TCP_NODELAY:
             self._set(SockOpt.DELAY, not value)
@@ -1583,6 +1587,8 @@ class SocketCore:
             return int(self._get(_TCP_OPTIONS[name]))
         if name == TCP_CONGESTION:
             return self._get(SockOpt.CONGESTION_CONTROL).encode().ljust(_TCP_CA_NAME_MAX, b"\0")
+        if name == TCP_FASTOPEN_KEY:
+            return self._get(SockOpt.TCP_FAST_OPEN_KEY)
         if name == TCP_INFO:
             return _tcp_info(self.ep)
         if name in (_TCP_INQ, _TCP_THIN_DUPACK, _TCP_IS_MPTCP):

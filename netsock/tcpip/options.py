@@ -57,6 +57,8 @@ class SockOpt(enum.Enum):
     TCP_FAST_OPEN = "tcp_fast_open"               # a listener's Fast Open queue (RFC 7413); on the protocol:
                                                   # net.ipv4.tcp_fastopen's client (1) and server (2) bits
     TCP_FAST_OPEN_CONNECT = "tcp_fast_open_connect"   # connect returns at once, the SYN carries the first write
+    TCP_FAST_OPEN_NO_COOKIE = "tcp_fast_open_no_cookie"   # Fast Open without cookies (a client's SYN, a listener)
+    TCP_FAST_OPEN_KEY = "tcp_fast_open_key"       # a listener's cookie key: 16 bytes, or 32 with a backup
     RECEIVE_LOW_WATER = "receive_low_water"       # readable from this many bytes (SO_RCVLOWAT)
     TCP_DEFER_ACCEPT = "tcp_defer_accept"         # a listener waits for data this many SYN-ACK timeouts
     BIND_ADDRESS_NO_PORT = "bind_address_no_port"   # bind to port 0 takes the address alone; connect then

@@ -255,12 +255,14 @@ class TCPStats(StatGroup):
     md5_unexpected: StatCounter
     md5_failure: StatCounter
     # Fast Open (RFC 7413; netsock, as Linux's TCPFastOpen* counters): SYNs whose data the peer took and
-    # those it did not; SYNs whose cookie we took, those with a wrong one, cookie requests, and valid
-    # cookies turned away because the listener's TCP_FASTOPEN queue was full.
+    # those it did not; SYNs whose cookie we took (those made with a listener's backup key among them),
+    # those with a wrong one, cookie requests, and Fast Open SYNs turned away because the listener's
+    # TCP_FASTOPEN queue was full.
     fast_open_active: StatCounter
     fast_open_active_fail: StatCounter
     fast_open_passive: StatCounter
     fast_open_passive_fail: StatCounter
+    fast_open_passive_alt_key: StatCounter
     fast_open_cookie_requests: StatCounter
     fast_open_listen_overflow: StatCounter
 

@@ -35,7 +35,7 @@ from .receiver import ACK_LATER, ACK_NOW, ACK_SOON, DELAYED_ACK_TIMEOUT, Receive
 from .segment import ACK, FIN, RST, SYN, URG, Segment, parse_segment
 from .sender import MAX_RTO, Sender
 from .state import TCPState
-from .protocol import FAST_OPEN_CLIENT, FAST_OPEN_SERVER
+from .protocol import FAST_OPEN_CLIENT, FAST_OPEN_CLIENT_NO_COOKIE, FAST_OPEN_SERVER, FAST_OPEN_SERVER_NO_COOKIE
 from .time_wait import TimeWait
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class TCPEndpoint(TransportEndpoint):
                  "error_queue", "md5_keys", "md5_key", "socket_filter", "filter_locked", "state_timer",
                  "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog", "_pseudo",
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
-                 "fast_open_slot")
+                 "fast_open_slot", "fast_open_no_cookie", "fast_open_key")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -247,6 +247,8 @@ class TCPEndpoint(TransportEndpoint):
         self.rcvlowat = 1                           # SO_RCVLOWAT
         self.fast_open_queue = 0                    # TCP_FASTOPEN on a listener: Fast Open SYNs it takes at once
         self.fast_open_connect = False              # TCP_FASTOPEN_CONNECT: connect leaves the SYN to the first write
+        self.fast_open_no_cookie = False            # TCP_FASTOPEN_NO_COOKIE: data with a SYN needs no cookie
+        self.fast_open_key = b""                    # TCP_FASTOPEN_KEY: a listener's own cookie key (and backup)
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
         self.fast_open_slot: Listener | None = None
@@ -379,11 +381,14 @@ class TCPEndpoint(TransportEndpoint):
         self.snd = Sender(self, iss, self._send_mss(None), self.cc_name)
         self.connect_reported = False
         self._set_state(S.SYN_SENT)
-        if (fast_open or self.fast_open_connect) and self.proto.fast_open & FAST_OPEN_CLIENT and self.md5_key is None:
-            cached = self.proto.fast_open_cookies.get(remote)
-            if cached is not None:
-                self.fast_open_cookie, peer_mss = cached
-                self.snd.mss = self._send_mss(peer_mss)
+        proto = self.proto
+        if (fast_open or self.fast_open_connect) and proto.fast_open & FAST_OPEN_CLIENT and self.md5_key is None:
+            cached = proto.fast_open_cookies.get(remote)
+            no_cookie = self.fast_open_no_cookie or proto.fast_open & FAST_OPEN_CLIENT_NO_COOKIE
+            if cached is not None or no_cookie:
+                cookie, peer_mss = cached if cached is not None else (b"", 0)
+                self.fast_open_cookie = None if no_cookie else cookie
+                self.snd.mss = self._send_mss(peer_mss or self.path_mss)
                 self.connect_reported = True
                 return
             self.fast_open_cookie = b""
@@ -747,6 +752,14 @@ class TCPEndpoint(TransportEndpoint):
             if self.state is not S.CLOSED:
                 raise ErrInvalidOptionValue()
             self.fast_open_connect = bool(value)
+        elif opt is SockOpt.TCP_FAST_OPEN_NO_COOKIE:
+            if not 0 <= int(value) <= 1 or self.state not in (S.CLOSED, S.LISTEN):
+                raise ErrInvalidOptionValue()
+            self.fast_open_no_cookie = bool(value)
+        elif opt is SockOpt.TCP_FAST_OPEN_KEY:
+            if len(value) not in (16, 32):
+                raise ErrInvalidOptionValue()
+            self.fast_open_key = bytes(value)
         elif opt is SockOpt.CONGESTION_CONTROL:
             if value not in congestion.available():
                 raise ErrInvalidOptionValue()
@@ -816,6 +829,8 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_NOTSENT_LOWAT: lambda: self.notsent_lowat,
                   SockOpt.RECEIVE_LOW_WATER: lambda: self.rcvlowat, SockOpt.TCP_FAST_OPEN: lambda: self.fast_open_queue,
                   SockOpt.TCP_FAST_OPEN_CONNECT: lambda: int(self.fast_open_connect),
+                  SockOpt.TCP_FAST_OPEN_NO_COOKIE: lambda: int(self.fast_open_no_cookie),
+                  SockOpt.TCP_FAST_OPEN_KEY: lambda: self.fast_open_key,
                   SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
@@ -1038,23 +1053,35 @@ class TCPEndpoint(TransportEndpoint):
             child._syn_received(seg, self._fast_open(seg, child))
 
     def _fast_open(self, seg: Segment, child: TCPEndpoint) -> bool:
-        """Whether this SYN opens a Fast Open connection (RFC 7413 §4.2): with server Fast Open on and a
-        TCP_FASTOPEN queue with room, a valid cookie does, and the SYN's data is taken at once; a request
-        or a wrong cookie gets one in the SYN-ACK, and data waits for the handshake, as without one."""
+        """Whether this SYN opens a Fast Open connection (RFC 7413 §4.2), decided in the order of Linux's
+        tcp_try_fastopen: with server Fast Open on and a TCP_FASTOPEN queue with room, a valid cookie does
+        (one made with the listener's backup key too, answered with the current one), or a SYN with data
+        where no cookie is needed; the SYN's data is then taken at once. A request or a wrong cookie gets
+        one in the SYN-ACK, and the data waits for the handshake, as without Fast Open."""
         offered = seg.options.fast_open
-        if offered is None or not self.fast_open_queue or not self.proto.fast_open & FAST_OPEN_SERVER:
-            return False
         stats = self.stack_stats
-        cookie = self.proto.fast_open_cookie(seg.src, seg.dst)
-        if offered != cookie:
-            child.fast_open_cookie = cookie
-            (stats.fast_open_passive_fail if offered else stats.fast_open_cookie_requests).increment()
-            return False
+        if offered == b"":
+            stats.fast_open_cookie_requests.increment()
+        proto = self.proto
         listener = self.listener
         assert listener is not None
+        if not proto.fast_open & FAST_OPEN_SERVER or (offered is None and not seg.data) or not self.fast_open_queue:
+            return False
         if listener.fast_open_pending >= self.fast_open_queue:
             stats.fast_open_listen_overflow.increment()
             return False
+        if not (self.fast_open_no_cookie or proto.fast_open & FAST_OPEN_SERVER_NO_COOKIE):
+            if offered is None:
+                return False
+            key = self.fast_open_key
+            cookie = proto.fast_open_cookie(seg.src, seg.dst, key[:16])
+            if offered != cookie:
+                child.fast_open_cookie = cookie
+                if not offered or len(key) < 32 or offered != proto.fast_open_cookie(seg.src, seg.dst, key[16:]):
+                    if offered:
+                        stats.fast_open_passive_fail.increment()
+                    return False
+                stats.fast_open_passive_alt_key.increment()
         listener.fast_open_pending += 1
         child.fast_open_slot = listener
         stats.fast_open_passive.increment()
@@ -1232,7 +1259,7 @@ class TCPEndpoint(TransportEndpoint):
             snd.timer.cancel()
             self._rtt_from_handshake()
             self._established()
-            if self.fast_open_cookie is not None:
+            if self.fast_open_cookie is not None or snd.max > 1:
                 self._fast_open_answered(seg, ack)
             self.send_ack()
             snd.send_data()
@@ -1348,7 +1375,7 @@ class TCPEndpoint(TransportEndpoint):
             sack = proto.sack_enabled
             # (a signed SYN offers no timestamps: they and the signature leave no room for SACK blocks)
             ts = (self.tsval(), 0) if proto.timestamps_enabled and self.md5_key is None else None
-            if self.fast_open_cookie and not self.handshake_tries:
+            if len(snd.buffer) and not self.handshake_tries:   # (a deferred Fast Open connect's first write)
                 payload = snd.buffer.get(1, len(snd.buffer))  # type: ignore[assignment]  # (a resent SYN: none)
         options = tcp.encode_syn_options(mss, wscale, sack, ts, self.fast_open_cookie)
         window = self._syn_window()

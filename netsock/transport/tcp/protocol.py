@@ -34,6 +34,8 @@ _PORTS = struct.Struct("!HH")
 # Fast Open (RFC 7413): the bits of Linux's net.ipv4.tcp_fastopen that netsock honours.
 FAST_OPEN_CLIENT = 0x1          # connections may send data with their SYN (MSG_FASTOPEN, TCP_FASTOPEN_CONNECT)
 FAST_OPEN_SERVER = 0x2          # listeners with a TCP_FASTOPEN queue take data from a SYN with a valid cookie
+FAST_OPEN_CLIENT_NO_COOKIE = 0x4        # ... clients send it without a cookie (as TCP_FASTOPEN_NO_COOKIE does)
+FAST_OPEN_SERVER_NO_COOKIE = 0x200      # ... listeners take it without one
 FAST_OPEN_COOKIE_SIZE = 8       # what we hand out, as Linux
 FAST_OPEN_CACHE_SIZE = 1024     # peers whose cookie a client remembers (Linux keeps them in its TCP metrics)
 
@@ -224,9 +226,12 @@ class TCPProtocol(TransportProtocol):
         index = (value - self._cookie_hash(seg, 0x100 | tick)) & 0xFFFFFF
         return COOKIE_MSS[index] if index < len(COOKIE_MSS) else None
 
-    def fast_open_cookie(self, client: bytes, server: bytes) -> bytes:
-        """The cookie a server gives ``client`` (RFC 7413 §4.1.2): a keyed hash of both addresses,
-        so only the client it was given to can use it, and only towards this address."""
+    def fast_open_cookie(self, client: bytes, server: bytes, key: bytes = b"") -> bytes:
+        """The cookie a server gives ``client`` (RFC 7413 §4.1.2): a keyed hash of both addresses, so
+        only the client it was given to can use it, and only towards this address; keyed with the
+        stack's secret, or with ``key`` (a listener's TCP_FASTOPEN_KEY, 16 bytes)."""
+        if key:
+            return hashlib.blake2s(b"TFO" + client + server, key=key, digest_size=FAST_OPEN_COOKIE_SIZE).digest()
         return self._secret_hash(b"TFO" + client + server).to_bytes(FAST_OPEN_COOKIE_SIZE, "big")
 
     def remember_fast_open_cookie(self, server: bytes, cookie: bytes, mss: int) -> None:
