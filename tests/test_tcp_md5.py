@@ -116,3 +116,17 @@ def test_resets_are_signed(ctx: TCPContext) -> None:
     ctx.ep.close()
     reset = ctx.sent_one()
     assert reset.ctl in ("R", "RA") and signature_ok(reset, KEY)
+
+
+def test_a_signed_segment_to_a_closed_port_gets_a_reset_signed_with_the_listeners_key(ctx: TCPContext) -> None:
+    """BGP's case (Linux's tcp_v4_send_reset): the connection is gone here, the peer still sends from port 179
+    (STACK_PORT here), where a listener of ours holds its key: the reset is signed with it, and only for a
+    segment signed with it."""
+    ctx.send("A", src_port=STACK_PORT, dst_port=40999, seq=5, ack=7, options=Opts(md5=ROOM))
+    reset = ctx.sent_one()
+    assert reset.flagstr == "R" and reset.seq == 7 and reset.dst_port == STACK_PORT and signature_ok(reset, KEY)
+    ctx.raw_inject(signed(build(PEER_ADDR, LOCAL_ADDR, STACK_PORT, 40999, 5, 7, 0x10, 1000,
+                                Opts(md5=ROOM).encode(), b""), b"another key"))
+    ctx.assert_quiet()          # a wrong signature gets no answer
+    ctx.send("A", src_port=STACK_PORT + 1, dst_port=40999, seq=5, ack=7, options=Opts(md5=ROOM))
+    ctx.assert_quiet()          # nor one from a port no listener of ours holds a key on

@@ -4,6 +4,7 @@ cookies, and the answer to segments no endpoint owns (RST)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from ...tcpip import TCP_PROTOCOL_NUMBER, Error, ErrInvalidOptionValue, ErrUnkno
 from ...waiter import WaiterQueue
 from . import congestion, md5
 from .segment import ACK, RST, Segment, parse_segment
+from .state import TCPState
 
 if TYPE_CHECKING:
     from ...stack.nic import NIC
@@ -249,11 +251,28 @@ class TCPProtocol(TransportProtocol):
         seg = parse_segment(pkt, src, dst, self.tcp_stats, self.verify_checksums(pkt.nic_id))
         if seg is None:
             return UnknownDestinationDisposition.MALFORMED
-        if self.md5_in_use and md5.find(pkt.transport_header[tcp.MIN_SIZE:]) is not None:
-            # A signed segment for no socket: no key to sign a reset with, so none (Linux's tcp_v4_send_reset).
-            return UnknownDestinationDisposition.HANDLED
+        if self.md5_in_use:
+            carried = md5.find(pkt.transport_header[tcp.MIN_SIZE:])
+            if carried is not None:
+                key = self._listeners_md5_key(seg)
+                if key is not None and hmac.compare_digest(
+                        md5.digest(seg.src, seg.dst, pkt.transport_header, seg.data, key), carried):
+                    self.reply_reset(seg, key)
+                return UnknownDestinationDisposition.HANDLED
         self.reply_reset(seg)
         return UnknownDestinationDisposition.HANDLED
+
+    def _listeners_md5_key(self, seg: Segment) -> bytes | None:
+        """The key to sign the reset for a signed segment to no socket with: the one a listener here on the
+        segment's *source* port holds for its sender, as Linux's tcp_v4_send_reset finds it — BGP's peers
+        both listen on 179, so a session that died here was most likely opened to or from that port. The
+        segment must carry that key's signature; without a key, no reset (an unsigned one would be dropped)."""
+        group = self.stack.demux.lookup(self._net_proto(seg), PROTOCOL_NUMBER, seg.nic_id, seg.src, seg.dst,
+                                        seg.dst_port, seg.src_port)
+        for ep in group or ():
+            if getattr(ep, "state", None) is TCPState.LISTEN and ep.md5_keys:
+                return md5.best_key(ep.md5_keys, seg.src)
+        return None
 
     def reply_reset(self, seg: Segment, md5_key: bytes | None = None) -> None:
         """RFC 9293 §3.10.7.1: answer a segment for no connection with RST (never a RST for a RST),
