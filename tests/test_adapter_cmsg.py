@@ -8,14 +8,18 @@ from __future__ import annotations
 import array
 import errno
 import socket
+import select
 import struct
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import gevent
 import pytest
 
 from netsock.adapter import NetsockSocket
+from netsock.patches import select as nselect
 
 IP_PKTINFO, IP_RECVTTL, SO_TIMESTAMP = 8, 12, 29          # Linux's values (not named by every Python)
 V4_OPTIONS = [(socket.IPPROTO_IP, IP_PKTINFO), (socket.IPPROTO_IP, IP_RECVTTL),
@@ -162,14 +166,69 @@ def test_timestamping_flags_are_checked_as_the_kernel_checks_them(value: int | b
 
 
 @pytest.mark.usefixtures("stack")
-def test_transmit_stamps_are_refused_not_taken_and_never_reported() -> None:
-    with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for flag in (1 << 1, 1 << 8, 1 << 9):           # TX_SOFTWARE, TX_SCHED, TX_ACK
+def test_transmit_stamps_on_tcp_are_refused_not_taken_and_never_reported() -> None:
+    with NetsockSocket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        for flag in (TS_TX_SOFTWARE, TS_TX_SCHED, TS_TX_ACK):
             with pytest.raises(OSError) as raised:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flag | TS_SOFTWARE)
             assert raised.value.errno == errno.EOPNOTSUPP
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 1 | TS_RAW_HARDWARE)  # hardware: no device stamps
         assert sock.getsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING) == 1 | TS_RAW_HARDWARE
+
+
+TS_TX_SOFTWARE, TS_TX_SCHED, TS_TX_ACK, TS_OPT_CMSG, TS_OPT_TSONLY = 1 << 1, 1 << 8, 1 << 9, 1 << 10, 1 << 11
+
+
+def transmit_stamps(make: Callable[..., Any], family: int, host: str, flags: int) -> list[Any]:
+    """Two datagrams sent with ``flags``, then the error queue read out: poll's answer before, and per entry
+    the data's length, link header and payload end, the message flags and address, each control message
+    (the SCM_TIMESTAMPING as whether it holds a software stamp near now, the rest as bytes)."""
+    with make(family, socket.SOCK_DGRAM) as rx, make(family, socket.SOCK_DGRAM) as tx:
+        rx.bind((host, 0))
+        tx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flags)
+        for payload in (b"hello", b"world!"):
+            tx.sendto(payload, rx.getsockname())
+        for _ in range(50):
+            if ready(tx, select.POLLERR):
+                break
+        entries: list[Any] = [ready(tx, select.POLLIN | select.POLLERR | select.POLLPRI)]
+        while True:
+            try:
+                data, ancillary, msg_flags, address = tx.recvmsg(2048, 1024, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            controls = []
+            for level, kind, value in ancillary:
+                if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPING):
+                    seconds, ns = struct.unpack_from("qq", value)
+                    controls.append(("stamp", len(value), abs(seconds + ns / 1e9 - time.time()) < 60))
+                else:
+                    controls.append((level, kind, value))
+            entries.append((len(data), data[:14], data[-5:], msg_flags, address, controls))   # (not the checksum)
+        entries.append(ready(tx, select.POLLERR))
+    return entries
+
+
+def ready(sock: Any, events: int) -> int:
+    poller = (nselect if isinstance(sock, NetsockSocket) else select).poll()
+    poller.register(sock, events)
+    gevent.sleep(0.001)
+    return sum(event for _, event in poller.poll(0))
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+@pytest.mark.parametrize("flags", [TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_ID | TS_OPT_TSONLY,
+                                   TS_TX_SCHED | TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_ID,
+                                   TS_TX_SOFTWARE | TS_SOFTWARE, TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_ID | TS_OPT_CMSG,
+                                   TS_TX_SOFTWARE | TS_OPT_ID, TS_TX_ACK | TS_SOFTWARE])
+def test_transmit_stamps_come_back_on_the_error_queue_as_on_the_kernel(family: int, host: str, flags: int) -> None:
+    """SO_TIMESTAMPING's TX_SCHED and TX_SOFTWARE on UDP: per datagram, the stamps in order, each an
+    SCM_TIMESTAMPING (only with SOFTWARE) and a sock_extended_err (ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, the kind,
+    OPT_ID's counter) with the packet as lo shows it (not with OPT_TSONLY) and its source (IPv6, or OPT_CMSG);
+    the socket is POLLERR while any is queued. TX_ACK alone stamps nothing on UDP."""
+    kernel = transmit_stamps(socket.socket, family, host, flags)
+    assert transmit_stamps(NetsockSocket, family, host, flags) == kernel
 
 
 @pytest.mark.usefixtures("stack")
@@ -416,3 +475,26 @@ def test_ping_replies_carry_control_messages_too(family: int, proto: int, host: 
     else:
         assert ancdata == [(socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT, ints(64)),
                            (socket.IPPROTO_IPV6, socket.IPV6_TCLASS, ints(0))]
+
+
+@pytest.mark.usefixtures("stack")
+def test_transmit_stamps_nobody_reads_stop_at_the_receive_buffer() -> None:
+    """Stamps count against the receive buffer, as Linux charges them: a sender that never reads its error
+    queue stops getting them (counted), instead of holding memory without end; reading makes room again."""
+    with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        tx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        tx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TS_TX_SOFTWARE | TS_OPT_ID)
+        for _ in range(1000):
+            tx.sendto(b"x" * 100, rx.getsockname())
+        keys = []
+        while True:
+            try:
+                keys.append(struct.unpack_from("I", tx.recvmsg(0, 1024, socket.MSG_ERRQUEUE)[1][0][2], 12)[0])
+            except BlockingIOError:
+                break
+        assert 0 < len(keys) < 100 and keys == list(range(len(keys)))
+        assert tx._core.ep.stats.receive_errors.receive_buffer_overflow.value == 1000 - len(keys)
+        tx.sendto(b"again", rx.getsockname())
+        assert struct.unpack_from("I", tx.recvmsg(0, 1024, socket.MSG_ERRQUEUE)[1][0][2], 12)[0] == 1000

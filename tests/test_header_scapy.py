@@ -331,8 +331,9 @@ def test_tcp_ours_to_scapy(src, dst, fields, options, payload):
 def linux_view(options: ScapyOptions) -> tcp.TCPOptions:
     """What Linux's tcp_parse_options takes from options as scapy lists them: options of the wrong
     size (scapy leaves those as raw bytes) and an MSS of 0 ignored, a repeated option overriding the
-    earlier one, nothing read past EOL, the window scale clamped to 14."""
-    mss = window_scale = timestamp = None
+    earlier one, nothing read past EOL, the window scale clamped to 14; a Fast Open cookie (scapy shows
+    an 8-byte one as two 32-bit numbers) of RFC 7413's sizes, or none (a request)."""
+    mss = window_scale = timestamp = fast_open = None
     sack_permitted = False
     blocks: tuple[tuple[int, int], ...] = ()
     for name, value in options:
@@ -348,7 +349,11 @@ def linux_view(options: ScapyOptions) -> tcp.TCPOptions:
             timestamp = value
         elif name == "SAck" and isinstance(value, tuple) and value and len(value) % 2 == 0:
             blocks = tuple(zip(value[::2], value[1::2]))
-    return tcp.TCPOptions(mss, window_scale, sack_permitted, timestamp, blocks)
+        elif name == "TFO":
+            cookie = b"".join(n.to_bytes(4, "big") for n in value) if isinstance(value, tuple) else value
+            if not len(cookie) & 1:
+                fast_open = cookie if not cookie or len(cookie) in tcp.FAST_OPEN_COOKIE_SIZES else None
+    return tcp.TCPOptions(mss, window_scale, sack_permitted, timestamp, blocks, fast_open)
 
 
 _SCAPY_OPTION_SIZES = {"EOL": 1, "NOP": 1, "MSS": 4, "WScale": 3, "SAckOK": 2, "Timestamp": 10}

@@ -35,8 +35,8 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from errno import (EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS,
-                   EINVAL, EISCONN, ENETUNREACH, ENODEV, ENOENT, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP, EPERM,
-                   EPIPE, EPROTO, EPROTONOSUPPORT, ESOCKTNOSUPPORT)
+                   EINVAL, EISCONN, ENETUNREACH, ENODEV, ENOENT, ENOMSG, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP,
+                   EPERM, EPIPE, EPROTO, EPROTONOSUPPORT, ESOCKTNOSUPPORT)
 from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
                     IP_HDRINCL, IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS,
                     IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -71,7 +71,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
 from ..tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, PMTUDISC_WANT, PacketAddress
-from ..transport.datagram import QueuedError
+from ..transport.datagram import SO_EE_ORIGIN_TIMESTAMPING, QueuedError, TransmitStamp
 from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
 from ..transport.tcp import TCPState, md5
@@ -210,6 +210,7 @@ _SOF_TX_SOFTWARE, _SOF_RX_SOFTWARE, _SOF_SOFTWARE, _SOF_OPT_ID = 1 << 1, 1 << 3,
 _SOF_TX_SCHED, _SOF_TX_ACK, _SOF_OPT_TSONLY, _SOF_OPT_STATS = 1 << 8, 1 << 9, 1 << 11, 1 << 12
 _SOF_BIND_PHC, _SOF_OPT_ID_TCP, _SOF_OPT_RX_FILTER, _SOF_MASK = 1 << 15, 1 << 16, 1 << 17, (1 << 19) - 1
 _SOF_TX_SOFTWARE_REPORTS = _SOF_TX_SOFTWARE | _SOF_TX_SCHED | _SOF_TX_ACK
+_SOF_OPT_CMSG = 1 << 10
 _SO_TIMESTAMPING_STRUCT = struct.Struct("ii")               # struct so_timestamping: flags, bind_phc
 _SCM_TIMESTAMPING = struct.Struct("qq32x")                  # struct scm_timestamping: software, (legacy, hardware)
 _SO_RXQ_OVFL = 40                                           # datagrams dropped before this one
@@ -1041,8 +1042,9 @@ class SocketCore:
         """SO_TIMESTAMPING: an int or a struct so_timestamping, checked as Linux's sock_set_timestamping.
         Receive stamps are software ones (the stack's clock as a packet is queued); no device here stamps
         in hardware, so the hardware flags are taken and stamp nothing, as on a device without the
-        feature. Transmit software stamps (TX_SOFTWARE, TX_SCHED, TX_ACK) netsock does not generate: asked
-        for, they are refused with EOPNOTSUPP rather than taken and never reported."""
+        feature. Transmit software stamps (TX_SCHED, TX_SOFTWARE) are queued on the error queue of
+        datagram sockets (TX_ACK is for TCP: taken there, it stamps nothing, as Linux's UDP); a TCP socket
+        does not generate them, so asks for them are refused with EOPNOTSUPP, not taken and never reported."""
         flags = _int_option(raw)
         if flags & ~_SOF_MASK or flags & _SOF_OPT_ID_TCP and not flags & _SOF_OPT_ID or \
                 flags & _SOF_OPT_STATS and not flags & _SOF_OPT_TSONLY:
@@ -1051,8 +1053,11 @@ class SocketCore:
         if flags & _SOF_OPT_ID and not current & _SOF_OPT_ID and self.kind == SOCK_STREAM and \
                 self.ep.state not in (TCPState.CLOSED, TCPState.LISTEN, TCPState.ESTABLISHED):
             raise _oserror(EINVAL)      # (the byte count it starts from must be well defined)
-        if flags & (_SOF_BIND_PHC | _SOF_TX_SOFTWARE_REPORTS):
+        transmits = SockOpt.TRANSMIT_TIMESTAMPING in getattr(self.ep, "options", ())   # (datagram endpoints')
+        if flags & _SOF_BIND_PHC or flags & _SOF_TX_SOFTWARE_REPORTS and not transmits:
             raise _oserror(EOPNOTSUPP)  # no PTP hardware clock to bind; no transmit stamps (above)
+        if transmits:
+            self._set(SockOpt.TRANSMIT_TIMESTAMPING, flags)
         self.plain[(SOL_SOCKET, _SO_TIMESTAMPING)] = flags
         self.plain[_TSTAMP_NEW] = int(name == _SO_TIMESTAMPING_NEW)
         self._stamp_arrivals()
@@ -2552,7 +2557,8 @@ class NetsockSocket:
             raise _oserror(EAGAIN) from None
         finally:
             self._core.sync()
-        return ReadResult(entry.payload, entry.destination, entry)   # type: ignore[arg-type]
+        destination = entry.destination if type(entry) is QueuedError else None
+        return ReadResult(entry.payload, destination, entry)   # type: ignore[arg-type]
 
     def _datagram_read(self, flags: int, size: int) -> ReadResult:
         """The next datagram, whole (from the peek offset on, with SO_PEEK_OFF); an empty one with no sender
@@ -2670,9 +2676,31 @@ class NetsockSocket:
         if isinstance(result.control, QueuedError):
             ancdata, flags = _ancillary([_error_message(result.control, self._core.family)], ancbufsize)
             return ancdata, flags | MSG_ERRQUEUE
+        if isinstance(result.control, TransmitStamp):
+            ancdata, flags = _ancillary(self._stamp_messages(result.control), ancbufsize)
+            return ancdata, flags | MSG_ERRQUEUE
         core = self._core
         items = _control_items(result.control, core.family, core.stamps())
         return _ancillary(items, ancbufsize) if items else ([], 0)
+
+    def _stamp_messages(self, stamp: TransmitStamp) -> list[tuple[int, int, bytes]]:
+        """A transmit stamp's control messages as Linux's ip_recv_error / ipv6_recv_error write them: the
+        SCM_TIMESTAMPING (while SOF_TIMESTAMPING_SOFTWARE asks for software stamps to be reported), then the
+        sock_extended_err (ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, the stamp's kind and key) with, when the packet
+        came too, its source as the offender (over IPv4 only with OPT_CMSG); else a zero sockaddr."""
+        core = self._core
+        flags = core.plain.get((SOL_SOCKET, _SO_TIMESTAMPING), 0)
+        items = []
+        if flags & _SOF_SOFTWARE:
+            kind = _SO_TIMESTAMPING_NEW if core.plain.get(_TSTAMP_NEW, 0) else _SO_TIMESTAMPING
+            items.append((SOL_SOCKET, kind, _SCM_TIMESTAMPING.pack(*divmod(stamp.stamp, 1_000_000_000))))
+        extended = _SOCK_EXTENDED_ERR.pack(ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, 0, 0, 0, stamp.info, stamp.key)
+        ipv4 = core.family == AF_INET
+        named = stamp.payload and (flags & _SOF_OPT_CMSG or not ipv4)
+        offender = _sockaddr_bytes(core.family, stamp.source) if named else bytes(16 if ipv4 else 28)
+        items.append((IPPROTO_IP, _IP_RECVERR, extended + offender) if ipv4 else
+                     (IPPROTO_IPV6, _IPV6_RECVERR, extended + offender))
+        return items
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list[Any], int, Any]:
         """(data, ancillary data, message flags (MSG_TRUNC, MSG_CTRUNC), sender address)."""

@@ -113,7 +113,8 @@ def parse_options(options: Buffer) -> TCPOptions | Malformed:
     An option whose length byte is missing, below 2 or runs past the area makes the whole area
     BAD_OPTIONS (RFC 9293 MUST-7: be prepared for illegal lengths). As in Linux, unknown kinds are
     skipped, a known option of the wrong size and an MSS of zero are ignored, a repeated option
-    overrides the earlier one, and everything after an end-of-list is ignored.
+    overrides the earlier one, and everything after an end-of-list is ignored (a Fast Open option of
+    an even wrong length takes back the cookie of an earlier one).
     """
     n = len(options)
     if not n:
@@ -154,9 +155,9 @@ def parse_options(options: Buffer) -> TCPOptions | Malformed:
         elif kind == OPT_SACK_PERMITTED:
             if length == 2:
                 sack_permitted = True
-        elif kind == OPT_FAST_OPEN:
-            if length == 2 or length - 2 in FAST_OPEN_COOKIE_SIZES:
-                fast_open = bytes(options[i + 2:i + length])
+        elif kind == OPT_FAST_OPEN and not length & 1:    # (an odd length is ignored, an even wrong one
+            cookie = bytes(options[i + 2:i + length])       # takes back an earlier cookie: Linux's)
+            fast_open = cookie if not cookie or len(cookie) in FAST_OPEN_COOKIE_SIZES else None
         i += length
     return TCPOptions(mss, window_scale, sack_permitted, timestamp, sack_blocks, fast_open)
 

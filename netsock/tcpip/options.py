@@ -87,6 +87,8 @@ class SockOpt(enum.Enum):
     # Which control messages reads of a datagram endpoint carry (netstack's SocketOptions receive*):
     # each is captured from a datagram as it arrives, only while its option is on.
     TIMESTAMP = "timestamp"                       # arrival time (SO_TIMESTAMP)
+    TRANSMIT_TIMESTAMPING = "transmit_timestamping"   # SO_TIMESTAMPING's SOF_TIMESTAMPING_* flags (below) that
+                                                      # ask for, and shape, transmit stamps (datagram endpoints)
     RECEIVE_TOS = "receive_tos"                   # IPv4 TOS (IP_RECVTOS)
     RECEIVE_TTL = "receive_ttl"                   # IPv4 TTL (IP_RECVTTL)
     RECEIVE_PACKET_INFO = "receive_packet_info"   # IPv4 NIC and addresses (IP_PKTINFO)
@@ -154,6 +156,15 @@ class PacketAddress(NamedTuple):
 # without DF and is fragmented at the device's MTU. PROBE, INTERFACE and OMIT ignore the path MTU learned.
 PMTUDISC_DONT, PMTUDISC_WANT, PMTUDISC_DO, PMTUDISC_PROBE, PMTUDISC_INTERFACE, PMTUDISC_OMIT = range(6)
 PMTUDISC_SETS_DF = frozenset((PMTUDISC_WANT, PMTUDISC_DO, PMTUDISC_PROBE))
+
+
+# SO_TIMESTAMPING's flags for transmit stamps (<linux/net_tstamp.h>), and the stamps' kinds (ee_info).
+SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1     # when the packet leaves for the device
+SOF_TIMESTAMPING_OPT_ID = 1 << 7          # each stamp says which send it is for (ee_data)
+SOF_TIMESTAMPING_TX_SCHED = 1 << 8        # when the packet enters the queue in front of the device
+SOF_TIMESTAMPING_OPT_CMSG = 1 << 10       # an IPv4 stamp with the packet names its source (offender)
+SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11     # the stamp without the packet
+SCM_TSTAMP_SND, SCM_TSTAMP_SCHED = 0, 1
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MES
                      ErrUnknownProtocolOption,
                      ErrWouldBlock, Error, FullAddress, IPv6PacketInfo, PacketInfo, ReadResult,
                      SendableControlMessages, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
-from ..tcpip.options import PMTUDISC_DO, PMTUDISC_DONT, PMTUDISC_INTERFACE, PMTUDISC_OMIT, PMTUDISC_PROBE, \
-    PMTUDISC_SETS_DF, PMTUDISC_WANT
+from ..tcpip.options import (PMTUDISC_DO, PMTUDISC_DONT, PMTUDISC_INTERFACE, PMTUDISC_OMIT, PMTUDISC_PROBE,
+                             PMTUDISC_SETS_DF, PMTUDISC_WANT, SCM_TSTAMP_SCHED, SCM_TSTAMP_SND, SOF_TIMESTAMPING_OPT_ID,
+                             SOF_TIMESTAMPING_OPT_TSONLY, SOF_TIMESTAMPING_TX_SCHED, SOF_TIMESTAMPING_TX_SOFTWARE)
 from ..waiter import EventMask, WaiterQueue
 
 _IN, _OUT, _ERR, _HUP, _RDHUP = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
@@ -68,7 +69,11 @@ _SOFT_ERRORS: dict[ControlType, type[Error]] = {
     ControlType.HOST_UNREACHABLE: ErrHostUnreachable,
     ControlType.TTL_EXCEEDED: ErrHostUnreachable,
 }
-SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3        # <linux/errqueue.h>
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6, SO_EE_ORIGIN_TIMESTAMPING = 2, 3, 4    # <linux/errqueue.h>
+_TRANSMIT_STAMPS = ((SCM_TSTAMP_SCHED, SOF_TIMESTAMPING_TX_SCHED), (SCM_TSTAMP_SND, SOF_TIMESTAMPING_TX_SOFTWARE))
+# What a queued entry is charged beside its bytes (an skb's own size, roughly: Linux charges truesize), so
+# that stamps nobody reads fill the receive buffer and stop, as there, instead of growing without end.
+_ENTRY_OVERHEAD = 512
 
 _PMTUDISC_REFUSES = frozenset((PMTUDISC_DO, PMTUDISC_PROBE, PMTUDISC_INTERFACE))   # too large: EMSGSIZE
 
@@ -85,6 +90,18 @@ class QueuedError(NamedTuple):
     offender: bytes             # the address the ICMP error came from
     destination: FullAddress    # where the quoted datagram was going (its port: UDP's or TCP's, else 0)
     payload: bytes              # as much of that datagram's payload as the error quotes
+
+
+class TransmitStamp(NamedTuple):
+    """A transmit timestamp (SO_TIMESTAMPING's TX_SCHED, TX_SOFTWARE) on the error queue, as Linux's
+    __skb_tstamp_tx queues one: what recvmsg(MSG_ERRQUEUE) hands out as an SCM_TIMESTAMPING and a
+    sock_extended_err of origin SO_EE_ORIGIN_TIMESTAMPING, with the packet as sent (unless OPT_TSONLY)."""
+
+    info: int                   # ee_info: SCM_TSTAMP_SCHED or SCM_TSTAMP_SND
+    key: int                    # ee_data: which send (OPT_ID's counter; 0 without it)
+    payload: bytes              # the frame as it left (link header as Linux's lo shows one), or b""
+    stamp: int                  # ns since the epoch
+    source: bytes               # the packet's source address (the offender Linux names, with the packet)
 
 
 def queued_error(error: Error, info: int, pkt: PacketBuffer, port: int, payload: bytes) -> QueuedError | None:
@@ -129,7 +146,8 @@ class DatagramEndpoint(TransportEndpoint):
         self._queue: deque[tuple[memoryview, FullAddress, ControlMessages]] = deque()
         self._queued_bytes = 0
         self._pending_error: Error | None = None
-        self._errors: deque[QueuedError] = deque()     # IP_RECVERR's queue
+        self._errors: deque[QueuedError | TransmitStamp] = deque()     # IP_RECVERR's queue, transmit stamps'
+        self._stamp_key = 0                 # SO_TIMESTAMPING's OPT_ID: the next datagram's
         self._error_bytes = 0
         # SO_PEEK_OFF is set: a reader peeking past the queued datagrams waits for the next one, so each
         # arrival wakes readers, not only the first into an empty queue (Linux's peeking_with_offset).
@@ -146,6 +164,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
             SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
             SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True, SockOpt.LOCAL_PORT_RANGE: 0,
+            SockOpt.TRANSMIT_TIMESTAMPING: 0,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -420,6 +439,32 @@ class DatagramEndpoint(TransportEndpoint):
                 raise ErrMessageTooLong()
         pkt.mark = self.options[SockOpt.MARK]
         route.write_packet(protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned)
+        stamping = self.options[SockOpt.TRANSMIT_TIMESTAMPING]
+        if stamping & (SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_SOFTWARE):
+            self._stamp_transmit(stamping, route, pkt)
+
+    def _stamp_transmit(self, stamping: int, route: Route, pkt: PacketBuffer) -> None:
+        """Queue the transmit stamps SO_TIMESTAMPING asks for, of a datagram handed to ``route``: when it was
+        queued for the device, then when it left (one moment here: netsock has no queue in front of a link).
+        The packet goes with them as it left, but for the link header, which only a loopback NIC shows here (lo's
+        zero addresses, as Linux's): the others build theirs later, after resolving the next hop's address."""
+        key = 0
+        if stamping & SOF_TIMESTAMPING_OPT_ID:
+            key, self._stamp_key = self._stamp_key, (self._stamp_key + 1) & 0xFFFFFFFF
+        frame = b""
+        if not stamping & SOF_TIMESTAMPING_OPT_TSONLY:
+            frame = pkt.to_bytes()
+            if route.nic.loopback:
+                frame = bytes(12) + (0x0800 if len(route.local_address) == 4 else 0x86DD).to_bytes(2, "big") + frame
+        now = self.stack.clock.now_ns()
+        for info, flag in _TRANSMIT_STAMPS:
+            if stamping & flag:
+                if self._error_bytes + len(frame) + _ENTRY_OVERHEAD > self.options[SockOpt.RECEIVE_BUFFER_SIZE]:
+                    self.stats.receive_errors.receive_buffer_overflow.increment()
+                    return
+                self._errors.append(TransmitStamp(info, key, frame, now, route.local_address))
+                self._error_bytes += len(frame) + _ENTRY_OVERHEAD
+        self.waiter_queue.notify(EventMask.ERR)
 
     def _autobind(self) -> None:
         """The first write of an unbound endpoint takes an ephemeral port, as Linux's autobind (on the
@@ -570,14 +615,15 @@ class DatagramEndpoint(TransportEndpoint):
         transport header): a ping socket's reader gets it from the ICMP header on, port 0 (Linux's ping_err)."""
         return 0, bytes(pkt.data)
 
-    def read_error(self) -> QueuedError:
-        """The oldest queued ICMP error (never waits: ErrWouldBlock if none). The socket's error becomes the
-        next one's, or none (Linux's sock_dequeue_err_skb)."""
+    def read_error(self) -> QueuedError | TransmitStamp:
+        """The oldest queued ICMP error or transmit stamp (never waits: ErrWouldBlock if none). The socket's
+        error becomes the next entry's, if an ICMP error is next, or none (Linux's sock_dequeue_err_skb)."""
         if not self._errors:
             raise ErrWouldBlock()
         entry = self._errors.popleft()
-        self._error_bytes -= len(entry.payload)
-        self._pending_error = type(self._errors[0].error)() if self._errors else None
+        self._error_bytes -= len(entry.payload) + (_ENTRY_OVERHEAD if type(entry) is TransmitStamp else 0)
+        following = self._errors[0] if self._errors else None
+        self._pending_error = type(following.error)() if type(following) is QueuedError else None
         return entry
 
     # --- options ----------------------------------------------------------------------------------
@@ -609,6 +655,9 @@ class DatagramEndpoint(TransportEndpoint):
                 self.socket_filter = value
         elif opt is SockOpt.MULTICAST_ALL:
             self._multicast_all = value = bool(value)
+        elif opt is SockOpt.TRANSMIT_TIMESTAMPING:
+            if value & SOF_TIMESTAMPING_OPT_ID and not self.options[opt] & SOF_TIMESTAMPING_OPT_ID:
+                self._stamp_key = 0             # counting starts over (Linux's sock_set_timestamping)
         elif opt is SockOpt.RECEIVE_ERRORS and not value:
             self._errors.clear()                # Linux purges the queue when IP_RECVERR goes off
             self._error_bytes = 0
