@@ -164,6 +164,21 @@ def stack() -> Iterator[Stack]:
     net.close()
 
 
+@pytest.fixture
+def kernel_stamping() -> Iterator[None]:
+    """Linux turns receive stamping on for the whole system when the first socket asks for it, through
+    deferred work (net_enable_timestamp's static key): a packet arriving meanwhile goes unstamped, so a
+    kernel socket compared with netsock's could miss its first stamp. A socket that asks throughout keeps
+    it on."""
+    import socket
+    import time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as keeper:
+        keeper.setsockopt(socket.SOL_SOCKET, 29, 1)     # SO_TIMESTAMP
+        time.sleep(0.1)
+        yield
+
+
 def gso_pair(clock: ManualClock) -> tuple[list[Stack], list[ChannelEndpoint]]:
     """Two IPv4/TCP stacks, 192.0.2.1 and .2, each on a GSO channel link of its own (the test moves
     the packets between them)."""

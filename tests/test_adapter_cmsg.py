@@ -27,6 +27,7 @@ V4_OPTIONS = [(socket.IPPROTO_IP, IP_PKTINFO), (socket.IPPROTO_IP, IP_RECVTTL),
 V6_OPTIONS = [(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO), (socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT),
               (socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS)]
 LOOPBACK_IFINDEX = 1                                        # "lo" on Linux, and netsock's loopback NIC
+pytestmark = pytest.mark.usefixtures("kernel_stamping")     # (the kernel's stamps compared from the first)
 
 
 def ints(*values: int) -> bytes:

@@ -288,7 +288,7 @@ def test_tcp_inq_tells_each_read_what_is_left() -> None:
     assert traces[1][1][1] == [(TCP, 36, struct.pack("i", 700))]
 
 
-@pytest.mark.usefixtures("stack")
+@pytest.mark.usefixtures("stack", "kernel_stamping")
 def test_timestamps_in_nanoseconds() -> None:
     """SO_TIMESTAMPNS: stamping on, in a struct timespec (SCM_TIMESTAMPNS); SO_TIMESTAMP and it share one
     flag, the last set choosing the unit, either off turning it off — the kernel's answers over loopback."""
@@ -520,16 +520,11 @@ def test_unicast_interface_chooses_the_way_out() -> None:
         assert both.spawn(sends).get(timeout=10) == [1, "ENETUNREACH"]
 
 
-@pytest.mark.usefixtures("stack")
+@pytest.mark.usefixtures("stack", "kernel_stamping")
 @pytest.mark.parametrize(("option", "size"), [(29, 16), (35, 16)])
 def test_tcp_reads_carry_when_their_bytes_arrived(option: int, size: int) -> None:
     """SO_TIMESTAMP / SO_TIMESTAMPNS on TCP: each recvmsg that reads bytes says when the last segment it read
     from arrived (Linux's tcp_recv_timestamp) — two sends 0.2 s apart read one by one, then together."""
-    # Linux stamps packets only once some socket has asked, switched on in deferred work: a socket that
-    # asks from the start keeps the first read of the kernel's from coming unstamped.
-    keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    keeper.setsockopt(SOL_SOCKET, option, 1)
-    time.sleep(0.1)
     answers = []
     for make in (socket.socket, NetsockSocket):
         with loopback_connection(make) as (_, client, accepted):
@@ -554,19 +549,15 @@ def test_tcp_reads_carry_when_their_bytes_arrived(option: int, size: int) -> Non
             gaps = [round(b - a, 1) for a, b in zip(times, times[1:])]
             assert abs(times[-1] - time.time()) < 5
             answers.append((shapes, gaps))
-    keeper.close()
     assert answers[0] == answers[1]
     assert answers[1][1] == [0.2, 0.4]      # the joint read is stamped with its second segment
 
 
-@pytest.mark.usefixtures("stack")
+@pytest.mark.usefixtures("stack", "kernel_stamping")
 def test_tcp_peeks_carry_when_their_bytes_arrived() -> None:
     """MSG_PEEK on TCP with SO_TIMESTAMPNS is stamped as a read would be, and leaves the stamps to the reads:
     each of two sends 0.2 s apart is peeked (whole, then from 2 bytes in with SO_PEEK_OFF) and read; and a
     segment that finds the bytes before it unread joins their stamp, as Linux coalesces it into their skb."""
-    keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    keeper.setsockopt(SOL_SOCKET, 35, 1)      # (see test_tcp_reads_carry_when_their_bytes_arrived)
-    time.sleep(0.1)
     answers = []
     for make in (socket.socket, NetsockSocket):
         with loopback_connection(make) as (_, client, accepted):
@@ -586,7 +577,6 @@ def test_tcp_peeks_carry_when_their_bytes_arrived() -> None:
                 seconds, nanoseconds = struct.unpack("ll", stamp)
                 times.append(seconds + nanoseconds / 1e9)
             answers.append(([data for data, _, _, _ in got], [round(t - times[0], 1) for t in times]))
-    keeper.close()
     assert answers[0] == answers[1]
     assert answers[1] == ([b"first", b"rst", b"first", b"second", b"cond", b"second", b"thirdfourth", b"irdfourth",
                            b"thirdfourth"], [0.0, 0.0, 0.0, 0.2, 0.2, 0.2, 0.6, 0.6, 0.6])
