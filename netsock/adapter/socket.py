@@ -1042,22 +1042,18 @@ class SocketCore:
         """SO_TIMESTAMPING: an int or a struct so_timestamping, checked as Linux's sock_set_timestamping.
         Receive stamps are software ones (the stack's clock as a packet is queued); no device here stamps
         in hardware, so the hardware flags are taken and stamp nothing, as on a device without the
-        feature. Transmit software stamps (TX_SCHED, TX_SOFTWARE) are queued on the error queue of
-        datagram sockets (TX_ACK is for TCP: taken there, it stamps nothing, as Linux's UDP); a TCP socket
-        does not generate them, so asks for them are refused with EOPNOTSUPP, not taken and never reported."""
+        feature. Transmit software stamps (TX_SCHED, TX_SOFTWARE, and on TCP TX_ACK) go to the error queue."""
         flags = _int_option(raw)
         if flags & ~_SOF_MASK or flags & _SOF_OPT_ID_TCP and not flags & _SOF_OPT_ID or \
                 flags & _SOF_OPT_STATS and not flags & _SOF_OPT_TSONLY:
             raise _oserror(EINVAL)
         current = self.plain.get((SOL_SOCKET, _SO_TIMESTAMPING), 0)
         if flags & _SOF_OPT_ID and not current & _SOF_OPT_ID and self.kind == SOCK_STREAM and \
-                self.ep.state not in (TCPState.CLOSED, TCPState.LISTEN, TCPState.ESTABLISHED):
+                self.ep.state in (TCPState.CLOSED, TCPState.LISTEN):
             raise _oserror(EINVAL)      # (the byte count it starts from must be well defined)
-        transmits = SockOpt.TRANSMIT_TIMESTAMPING in getattr(self.ep, "options", ())   # (datagram endpoints')
-        if flags & _SOF_BIND_PHC or flags & _SOF_TX_SOFTWARE_REPORTS and not transmits:
-            raise _oserror(EOPNOTSUPP)  # no PTP hardware clock to bind; no transmit stamps (above)
-        if transmits:
-            self._set(SockOpt.TRANSMIT_TIMESTAMPING, flags)
+        if flags & _SOF_BIND_PHC:
+            raise _oserror(EOPNOTSUPP)  # no PTP hardware clock to bind
+        self._set(SockOpt.TRANSMIT_TIMESTAMPING, flags)
         self.plain[(SOL_SOCKET, _SO_TIMESTAMPING)] = flags
         self.plain[_TSTAMP_NEW] = int(name == _SO_TIMESTAMPING_NEW)
         self._stamp_arrivals()

@@ -163,8 +163,10 @@ SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1     # when the packet leaves for the devic
 SOF_TIMESTAMPING_OPT_ID = 1 << 7          # each stamp says which send it is for (ee_data)
 SOF_TIMESTAMPING_TX_SCHED = 1 << 8        # when the packet enters the queue in front of the device
 SOF_TIMESTAMPING_OPT_CMSG = 1 << 10       # an IPv4 stamp with the packet names its source (offender)
+SOF_TIMESTAMPING_TX_ACK = 1 << 9          # when the peer acknowledges the send's last byte (TCP)
 SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11     # the stamp without the packet
-SCM_TSTAMP_SND, SCM_TSTAMP_SCHED = 0, 1
+SOF_TIMESTAMPING_OPT_ID_TCP = 1 << 16     # TCP's OPT_ID counts from the next byte written, not the oldest unacked
+SCM_TSTAMP_SND, SCM_TSTAMP_SCHED, SCM_TSTAMP_ACK = 0, 1, 2
 
 
 @dataclass(frozen=True)

@@ -70,10 +70,10 @@ _SOFT_ERRORS: dict[ControlType, type[Error]] = {
     ControlType.TTL_EXCEEDED: ErrHostUnreachable,
 }
 SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6, SO_EE_ORIGIN_TIMESTAMPING = 2, 3, 4    # <linux/errqueue.h>
-_TRANSMIT_STAMPS = ((SCM_TSTAMP_SCHED, SOF_TIMESTAMPING_TX_SCHED), (SCM_TSTAMP_SND, SOF_TIMESTAMPING_TX_SOFTWARE))
+TRANSMIT_STAMPS = ((SCM_TSTAMP_SCHED, SOF_TIMESTAMPING_TX_SCHED), (SCM_TSTAMP_SND, SOF_TIMESTAMPING_TX_SOFTWARE))
 # What a queued entry is charged beside its bytes (an skb's own size, roughly: Linux charges truesize), so
 # that stamps nobody reads fill the receive buffer and stop, as there, instead of growing without end.
-_ENTRY_OVERHEAD = 512
+ENTRY_OVERHEAD = 512
 
 _PMTUDISC_REFUSES = frozenset((PMTUDISC_DO, PMTUDISC_PROBE, PMTUDISC_INTERFACE))   # too large: EMSGSIZE
 
@@ -92,12 +92,22 @@ class QueuedError(NamedTuple):
     payload: bytes              # as much of that datagram's payload as the error quotes
 
 
+def link_frame(route: Route, pkt: PacketBuffer) -> bytes:
+    """A packet just handed to ``route`` as a transmit stamp carries it: with lo's header of zero addresses
+    on a loopback NIC, as Linux shows it; on other links from the network header on (theirs is built later,
+    once the next hop's address is resolved)."""
+    frame = pkt.to_bytes()
+    if route.nic.loopback:
+        return bytes(12) + (0x0800 if len(route.local_address) == 4 else 0x86DD).to_bytes(2, "big") + frame
+    return frame
+
+
 class TransmitStamp(NamedTuple):
     """A transmit timestamp (SO_TIMESTAMPING's TX_SCHED, TX_SOFTWARE) on the error queue, as Linux's
     __skb_tstamp_tx queues one: what recvmsg(MSG_ERRQUEUE) hands out as an SCM_TIMESTAMPING and a
     sock_extended_err of origin SO_EE_ORIGIN_TIMESTAMPING, with the packet as sent (unless OPT_TSONLY)."""
 
-    info: int                   # ee_info: SCM_TSTAMP_SCHED or SCM_TSTAMP_SND
+    info: int                   # ee_info: SCM_TSTAMP_SCHED, _SND or (TCP) _ACK
     key: int                    # ee_data: which send (OPT_ID's counter; 0 without it)
     payload: bytes              # the frame as it left (link header as Linux's lo shows one), or b""
     stamp: int                  # ns since the epoch
@@ -451,19 +461,15 @@ class DatagramEndpoint(TransportEndpoint):
         key = 0
         if stamping & SOF_TIMESTAMPING_OPT_ID:
             key, self._stamp_key = self._stamp_key, (self._stamp_key + 1) & 0xFFFFFFFF
-        frame = b""
-        if not stamping & SOF_TIMESTAMPING_OPT_TSONLY:
-            frame = pkt.to_bytes()
-            if route.nic.loopback:
-                frame = bytes(12) + (0x0800 if len(route.local_address) == 4 else 0x86DD).to_bytes(2, "big") + frame
+        frame = b"" if stamping & SOF_TIMESTAMPING_OPT_TSONLY else link_frame(route, pkt)
         now = self.stack.clock.now_ns()
-        for info, flag in _TRANSMIT_STAMPS:
+        for info, flag in TRANSMIT_STAMPS:
             if stamping & flag:
-                if self._error_bytes + len(frame) + _ENTRY_OVERHEAD > self.options[SockOpt.RECEIVE_BUFFER_SIZE]:
+                if self._error_bytes + len(frame) + ENTRY_OVERHEAD > self.options[SockOpt.RECEIVE_BUFFER_SIZE]:
                     self.stats.receive_errors.receive_buffer_overflow.increment()
                     return
                 self._errors.append(TransmitStamp(info, key, frame, now, route.local_address))
-                self._error_bytes += len(frame) + _ENTRY_OVERHEAD
+                self._error_bytes += len(frame) + ENTRY_OVERHEAD
         self.waiter_queue.notify(EventMask.ERR)
 
     def _autobind(self) -> None:
@@ -621,7 +627,7 @@ class DatagramEndpoint(TransportEndpoint):
         if not self._errors:
             raise ErrWouldBlock()
         entry = self._errors.popleft()
-        self._error_bytes -= len(entry.payload) + (_ENTRY_OVERHEAD if type(entry) is TransmitStamp else 0)
+        self._error_bytes -= len(entry.payload) + (ENTRY_OVERHEAD if type(entry) is TransmitStamp else 0)
         following = self._errors[0] if self._errors else None
         self._pending_error = type(following.error)() if type(following) is QueuedError else None
         return entry

@@ -29,13 +29,14 @@ from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnecte
 from ...tcpip.options import PMTUDISC_DONT, PMTUDISC_OMIT, PMTUDISC_SETS_DF, PMTUDISC_WANT
 from ...tcpip.stats import StatCounter
 from ...waiter import EventMask, WaiterQueue
-from ..datagram import QueuedError, queued_error
+from ..datagram import QueuedError, TransmitStamp, queued_error
 from . import congestion, md5
 from .receiver import ACK_LATER, ACK_NOW, ACK_SOON, DELAYED_ACK_TIMEOUT, Receiver
 from .segment import ACK, FIN, RST, SYN, URG, Segment, parse_segment
 from .sender import MAX_RTO, Sender
 from .state import TCPState
 from .protocol import FAST_OPEN_CLIENT, FAST_OPEN_CLIENT_NO_COOKIE, FAST_OPEN_SERVER, FAST_OPEN_SERVER_NO_COOKIE
+from .stamps import TransmitStamper
 from .time_wait import TimeWait
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ class TCPEndpoint(TransportEndpoint):
                  "error_queue", "md5_keys", "md5_key", "socket_filter", "filter_locked", "state_timer",
                  "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog", "_pseudo",
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
-                 "fast_open_slot", "fast_open_no_cookie", "fast_open_key")
+                 "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -249,6 +250,7 @@ class TCPEndpoint(TransportEndpoint):
         self.fast_open_connect = False              # TCP_FASTOPEN_CONNECT: connect leaves the SYN to the first write
         self.fast_open_no_cookie = False            # TCP_FASTOPEN_NO_COOKIE: data with a SYN needs no cookie
         self.fast_open_key = b""                    # TCP_FASTOPEN_KEY: a listener's own cookie key (and backup)
+        self.stamper: TransmitStamper | None = None  # SO_TIMESTAMPING's transmit stamps, once asked for
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
         self.fast_open_slot: Listener | None = None
@@ -436,13 +438,15 @@ class TCPEndpoint(TransportEndpoint):
             return data
         return self._read_empty()
 
-    def read_error(self) -> QueuedError:
-        """The oldest queued ICMP error (never waits: ErrWouldBlock if none); the socket's error becomes
-        the next one's, if another is queued (Linux's sock_dequeue_err_skb)."""
+    def read_error(self) -> QueuedError | TransmitStamp:
+        """The oldest queued ICMP error or transmit stamp (never waits: ErrWouldBlock if none); the socket's
+        error becomes the next one's, if an ICMP error is next (Linux's sock_dequeue_err_skb)."""
         if not self.error_queue:
             raise ErrWouldBlock()
         entry = self.error_queue.pop(0)
-        if self.error_queue:
+        if type(entry) is TransmitStamp:
+            self.stamper.dequeued(entry)  # type: ignore[union-attr]
+        if self.error_queue and type(self.error_queue[0]) is QueuedError:
             self.error = self.pending_error = type(self.error_queue[0].error)()
         return entry
 
@@ -500,6 +504,8 @@ class TCPEndpoint(TransportEndpoint):
         self._enter()
         try:
             snd.queue(data)
+            if self.stamper is not None:
+                self.stamper.written(snd.buffer.end - 1)
             if options.oob:
                 snd.up = snd.buffer.end     # urgent mode: the pointer goes out with every segment now
                 snd.send_data()
@@ -756,6 +762,11 @@ class TCPEndpoint(TransportEndpoint):
             if not 0 <= int(value) <= 1 or self.state not in (S.CLOSED, S.LISTEN):
                 raise ErrInvalidOptionValue()
             self.fast_open_no_cookie = bool(value)
+        elif opt is SockOpt.TRANSMIT_TIMESTAMPING:
+            if self.stamper is None:
+                self.stamper = TransmitStamper()
+            snd = self.snd
+            self.stamper.set_flags(int(value), snd.una if snd else 0, snd.buffer.end if snd else 0)
         elif opt is SockOpt.TCP_FAST_OPEN_KEY:
             if len(value) not in (16, 32):
                 raise ErrInvalidOptionValue()
@@ -1709,7 +1720,8 @@ class TCPEndpoint(TransportEndpoint):
     def can_send_data(self) -> bool:
         return self.state in _SENDING or self.fast_open_slot is not None
 
-    def send_segment(self, seq: int, flags: int, payload: bytes | memoryview | list[memoryview] = b"") -> None:
+    def send_segment(self, seq: int, flags: int,
+                     payload: bytes | memoryview | list[memoryview] = b"") -> PacketBuffer | None:
         """Send a data/ACK/FIN segment of this connection (``seq`` unwrapped); a list payload is a
         super-segment's in pieces (``SendBuffer.get`` with ``scatter``)."""
         rcv = self.rcv
@@ -1730,10 +1742,10 @@ class TCPEndpoint(TransportEndpoint):
                 blocks = [((s + irs) & MASK, (e + irs) & MASK) for s, e in blocks]
             options = tcp.encode_options(ts, blocks)
         window = rcv.window_field() if rcv is not None else 0
-        self._emit(seq, flags, payload, options, window)
+        return self._emit(seq, flags, payload, options, window)
 
     def _emit(self, seq: int, flags: int, payload: bytes | memoryview | list[memoryview], options: bytes,
-              window: int) -> None:
+              window: int) -> PacketBuffer | None:
         snd, rcv, route = self.snd, self.rcv, self.route
         assert snd is not None and route is not None
         if self.md5_key is not None:
@@ -1772,7 +1784,7 @@ class TCPEndpoint(TransportEndpoint):
         except Error:
             self.stack_stats.segment_send_errors.increment()
             self.stats.send_errors.send_to_network_failed.increment()
-            return
+            return None
         self.stack_stats.segments_sent.value += 1
         self.stats.packets_sent.value += 1
         if flags & RST:
@@ -1781,6 +1793,7 @@ class TCPEndpoint(TransportEndpoint):
             rcv.on_ack_sent()
             if self.delack_timer is not None:
                 self.delack_timer.cancel()
+        return pkt
 
     def send_ack(self) -> None:
         if self.snd is not None and self.rcv is not None and (self.state in _SYNCHRONIZED

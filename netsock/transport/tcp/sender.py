@@ -288,7 +288,10 @@ class Sender:
             if self.rtt_seq is None and size:
                 self.rtt_seq = seq + size
                 self.rtt_time = now
-        self.ep.send_segment(seq, flags, payload)
+        pkt = self.ep.send_segment(seq, flags, payload)
+        stamper = self.ep.stamper
+        if stamper is not None and stamper.marks and seq >= self.max:
+            stamper.transmitted(self.ep, seq, size, payload, pkt)
 
     def _retransmit_first(self) -> None:
         """Resend the oldest unacknowledged segment (fast retransmit, partial ACK, RTO)."""
@@ -644,6 +647,9 @@ class Sender:
         if self.retrans_ts >= 0 and ack >= self.retrans_high:
             self.retrans_ts = -1    # every retransmission is acknowledged
         self.buffer.trim(ack)
+        stamper = self.ep.stamper
+        if stamper is not None and stamper.marks:
+            stamper.acked(self.ep, ack)
         if self.sack is not None:
             self.sack.delete(self.wire(ack))
             rack = self.rack
