@@ -150,6 +150,17 @@ def run_peer(ns: NetNS, *args: str, timeout: float = 120) -> dict[str, Any]:
     return report
 
 
+def finish(proc: Any, timeout: float = 60) -> tuple[str, str]:
+    """Wait for a program a test started (gevent's Popen: the hub runs meanwhile) and return its output;
+    if it has not ended within ``timeout``, stop it, by its PID."""
+    try:
+        return proc.communicate(timeout=timeout)  # type: ignore[no-any-return]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def ping(ns: NetNS, address: str, count: int) -> int:
     """Ping address from the namespace's kernel stack; return how many echo replies came back."""
     done = ns.run(["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", address], check=False)

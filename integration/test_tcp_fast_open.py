@@ -17,7 +17,7 @@ import pytest
 from gevent import subprocess as gsubprocess
 
 from integration.conftest import KERNEL_ADDRESS, NETSOCK_ADDRESS
-from integration.nsutil import NetNS
+from integration.nsutil import NetNS, finish
 from netsock.adapter import NetsockSocket
 from netsock.stack import Stack
 from netsock.transport.tcp.protocol import FAST_OPEN_CLIENT, FAST_OPEN_SERVER
@@ -70,15 +70,6 @@ def kernel_side(ns: NetNS, mode: str, host: str, count: int = 2, cookie: str = "
                               host, str(PORT), cookie], stdout=gsubprocess.PIPE, stderr=gsubprocess.PIPE, text=True)
 
 
-def finish(proc: gsubprocess.Popen) -> tuple[str, str]:
-    try:
-        return proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()     # (by PID: the one this test started)
-            proc.wait()
-
-
 @pytest.fixture
 def fast_open(netns: NetNS, tun_stack: Stack) -> Stack:
     """Client and server Fast Open on in the namespace's kernel and in netsock."""
@@ -104,15 +95,19 @@ def test_netsock_sends_its_second_request_with_the_syn_to_a_kernel_server(netns:
         (1, 1, 0)
 
 
-def test_a_kernel_client_sends_its_second_request_with_the_syn_to_netsock(netns: NetNS, fast_open: Stack) -> None:
-    with NetsockSocket(stack=fast_open) as listener:
+def netsock_serves(netns: NetNS, stack: Stack, count: int, cookie: str = "cookie") -> None:
+    """A netsock Fast Open listener answers ``count`` requests of the kernel's end ("ask", with ``cookie``),
+    and each side sees what it should."""
+    with NetsockSocket(stack=stack) as listener:
+        if cookie == "no-cookie":
+            listener.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_NO_COOKIE, 1)
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 5)
         listener.bind((NETSOCK_ADDRESS, PORT))
         listener.listen()
 
         def serve() -> list[bytes]:
             requests = []
-            for _ in range(2):
+            for _ in range(count):
                 conn, _ = listener.accept()
                 with conn:
                     conn.settimeout(20)
@@ -121,9 +116,13 @@ def test_a_kernel_client_sends_its_second_request_with_the_syn_to_netsock(netns:
             return requests
 
         answering = gevent.spawn(serve)
-        out, err = finish(kernel_side(netns, "ask", NETSOCK_ADDRESS))
-        assert answering.get(timeout=30) == [REQUEST, REQUEST], err
-    assert out.split() == ["True", "True"], err
+        out, err = finish(kernel_side(netns, "ask", NETSOCK_ADDRESS, count=count, cookie=cookie))
+        assert answering.get(timeout=30) == [REQUEST] * count, err
+    assert out.split() == ["True"] * count, err
+
+
+def test_a_kernel_client_sends_its_second_request_with_the_syn_to_netsock(netns: NetNS, fast_open: Stack) -> None:
+    netsock_serves(netns, fast_open, 2)
     stats = fast_open.stats().tcp
     assert (stats.fast_open_cookie_requests.value, stats.fast_open_passive.value,
             stats.fast_open_passive_fail.value) == (1, 1, 0)
@@ -144,24 +143,7 @@ def test_without_cookies_the_first_request_rides_on_its_syn_both_ways(netns: Net
     assert out.split() == ["True"], err
     assert netns.snmp("TcpExt", "netstat")["TCPFastOpenPassive"] == 1
 
-    with NetsockSocket(stack=fast_open) as listener:
-        listener.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_NO_COOKIE, 1)
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 5)
-        listener.bind((NETSOCK_ADDRESS, PORT))
-        listener.listen()
-
-        def serve() -> bytes:
-            conn, _ = listener.accept()
-            with conn:
-                conn.settimeout(20)
-                request = conn.recv(100)
-                conn.sendall(RESPONSE)
-            return request
-
-        answering = gevent.spawn(serve)
-        out, err = finish(kernel_side(netns, "ask", NETSOCK_ADDRESS, count=1, cookie="no-cookie"))
-        assert answering.get(timeout=30) == REQUEST, err
-    assert out.split() == ["True"], err
+    netsock_serves(netns, fast_open, 1, "no-cookie")
     stats = fast_open.stats().tcp
     assert (stats.fast_open_active.value, stats.fast_open_passive.value, stats.fast_open_cookie_requests.value) == \
         (1, 1, 0)

@@ -19,7 +19,7 @@ import pytest
 from gevent import subprocess as gsubprocess
 
 from integration.conftest import KERNEL_ADDRESS, NETSOCK_ADDRESS
-from integration.nsutil import NetNS
+from integration.nsutil import NetNS, finish
 from netsock.adapter import NetsockSocket
 from netsock.stack import Stack
 
@@ -88,12 +88,7 @@ def kernel_side(ns: NetNS, mode: str, key: str) -> tuple[str, str]:
             KERNEL_ADDRESS if mode == "serve" else NETSOCK_ADDRESS, str(PORT), str(SIZE)]
     proc = gsubprocess.Popen(["ip", "netns", "exec", ns.name, *argv], stdout=gsubprocess.PIPE,
                              stderr=gsubprocess.PIPE, text=True)
-    try:
-        return proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()     # (by PID: the one this test started)
-            proc.wait()
+    return finish(proc)
 
 
 def md5sig(address: str, key: bytes) -> bytes:

@@ -226,13 +226,18 @@ def test_a_syn_carries_what_fits_beside_the_largest_options_in_the_peers_mss():
     assert len(ctx.sent_one().payload) == 1420
 
 
-def test_a_lost_syn_with_data_is_resent_without_it():
+def syn_with_data_timed_out():
+    """A Fast Open SYN with REQUEST, unanswered for a second: (context, endpoint, that SYN, the one resent)."""
     ctx = with_cookie()
     ep = fast_open_connect(ctx)
     ep.write(REQUEST)
     first = ctx.sent_one()
     ctx.advance(1.0)
-    again = ctx.sent_one()
+    return ctx, ep, first, ctx.sent_one()
+
+
+def test_a_lost_syn_with_data_is_resent_without_it():
+    ctx, _, first, again = syn_with_data_timed_out()
     assert again.flagstr == "S" and again.seq == first.seq and not again.payload
     assert again.options.fast_open == b"12345678"
     answer(ctx, again, 0)
@@ -241,12 +246,7 @@ def test_a_lost_syn_with_data_is_resent_without_it():
 
 
 def test_the_original_syns_data_acknowledged_after_a_resent_syn_counts():
-    ctx = with_cookie()
-    ep = fast_open_connect(ctx)
-    ep.write(REQUEST)
-    first = ctx.sent_one()
-    ctx.advance(1.0)
-    ctx.sent_one()
+    ctx, ep, first, _ = syn_with_data_timed_out()
     answer(ctx, first, len(REQUEST))                        # the first SYN arrived after all
     assert ep.state is TCPState.ESTABLISHED and ep.snd.una == 1 + len(REQUEST)
     assert [seg.flagstr for seg in ctx.sent()] == ["A"]
