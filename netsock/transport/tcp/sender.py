@@ -237,7 +237,7 @@ class Sender:
                         self._start_persist()
                     break
             elif 0 < size < mss and not fin_pending and nxt >= self.max and not self.up:
-                if ep.cork or (not ep.nodelay and nxt > max(self.una, 1)):
+                if ep.cork or (not ep.nodelay and inflight > (1 if self.una == 0 else 0)):
                     break   # Nagle: one small segment in flight at a time; cork: full segments only
                 # (neither holds back urgent data: Linux's tcp_nagle_test; nor does a Fast Open server's
                 # SYN-ACK, not yet acknowledged, hold back its first answer)

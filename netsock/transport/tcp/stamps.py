@@ -56,10 +56,12 @@ class TransmitStamper:
         carried = [mark for mark in self.marks if mark[3] is None and seq <= mark[0] < seq + size]
         if not carried:
             return
-        sent = b"".join(payload) if type(payload) is list else bytes(payload)
+        _, key, flags, _ = carried[-1]
+        # (the payload is kept for TX_ACK's stamp only: b"" marks the others sent)
+        sent = b"" if not flags & SOF_TIMESTAMPING_TX_ACK or flags & SOF_TIMESTAMPING_OPT_TSONLY else \
+            b"".join(payload) if type(payload) is list else bytes(payload)
         for mark in carried:
             mark[3] = sent
-        last, key, flags, _ = carried[-1]
         for mark in carried[:-1]:
             self.marks.remove(mark)
         frame = b"" if flags & SOF_TIMESTAMPING_OPT_TSONLY or pkt is None else link_frame(ep.route, pkt)
@@ -76,7 +78,7 @@ class TransmitStamper:
         while marks and marks[0][0] < ack and marks[0][3] is not None:
             _, key, flags, payload = marks.popleft()
             if flags & SOF_TIMESTAMPING_TX_ACK:
-                self._queue(ep, SCM_TSTAMP_ACK, key, b"" if flags & SOF_TIMESTAMPING_OPT_TSONLY else payload)
+                self._queue(ep, SCM_TSTAMP_ACK, key, payload)
 
     def _queue(self, ep: TCPEndpoint, info: int, key: int, frame: bytes) -> None:
         cost = len(frame) + ENTRY_OVERHEAD
