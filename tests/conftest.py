@@ -8,6 +8,8 @@ stack's encoding with the stack's own decoder. Time moves only when a test advan
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -170,9 +172,6 @@ def kernel_stamping() -> Iterator[None]:
     deferred work (net_enable_timestamp's static key): a packet arriving meanwhile goes unstamped, so a
     kernel socket compared with netsock's could miss its first stamp. A socket that asks throughout keeps
     it on."""
-    import socket
-    import time
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as keeper:
         keeper.setsockopt(socket.SOL_SOCKET, 29, 1)     # SO_TIMESTAMP
         time.sleep(0.1)

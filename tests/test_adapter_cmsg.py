@@ -182,12 +182,15 @@ TS_TX_SOFTWARE, TS_TX_SCHED, TS_TX_ACK, TS_OPT_CMSG, TS_OPT_TSONLY = 1 << 1, 1 <
 ERRQUEUE_NOW = socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT
 
 
-def transmit_stamps(make: Callable[..., Any], family: int, host: str, flags: int) -> list[Any]:
-    """Two datagrams sent with ``flags``, then the error queue read out: poll's answer before, and per entry
-    the data's length, link header and payload end, the message flags and address, each control message
-    (the SCM_TIMESTAMPING as whether it holds a software stamp near now, the rest as bytes)."""
+def transmit_stamps(make: Callable[..., Any], family: int, host: str, flags: int, also: int = 0) -> list[Any]:
+    """Two datagrams sent with ``flags`` (and the option ``also``, SO_TIMESTAMP or SO_TIMESTAMPNS, on), then the
+    error queue read out: poll's answer before, and per entry the data's length, link header and payload end,
+    the message flags and address, each control message (a stamp as its type, size and whether it is near
+    now, the rest as bytes)."""
     with make(family, socket.SOCK_DGRAM) as rx, make(family, socket.SOCK_DGRAM) as tx:
         rx.bind((host, 0))
+        if also:
+            tx.setsockopt(socket.SOL_SOCKET, also, 1)
         tx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flags)
         for payload in (b"hello", b"world!"):
             tx.sendto(payload, rx.getsockname())
@@ -202,9 +205,10 @@ def transmit_stamps(make: Callable[..., Any], family: int, host: str, flags: int
                 break
             controls = []
             for level, kind, value in ancillary:
-                if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPING):
-                    seconds, ns = struct.unpack_from("qq", value)
-                    controls.append(("stamp", len(value), abs(seconds + ns / 1e9 - time.time()) < 60))
+                if level == socket.SOL_SOCKET and kind in STAMP_OPTIONS:
+                    seconds, fraction = struct.unpack_from("qq", value)
+                    fraction /= 1e6 if kind == SO_TIMESTAMP else 1e9
+                    controls.append((kind, len(value), abs(seconds + fraction - time.time()) < 60))
                 else:
                     controls.append((level, kind, value))
             entries.append((len(data), data[:14], data[-5:], msg_flags, address, controls))   # (not the checksum)
@@ -221,17 +225,22 @@ def ready(sock: Any, events: int) -> int:
 
 @pytest.mark.usefixtures("stack")
 @pytest.mark.parametrize("family, host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
-@pytest.mark.parametrize("flags", [TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_ID | TS_OPT_TSONLY,
-                                   TS_TX_SCHED | TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_ID,
-                                   TS_TX_SOFTWARE | TS_SOFTWARE, TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_ID | TS_OPT_CMSG,
-                                   TS_TX_SOFTWARE | TS_OPT_ID, TS_TX_ACK | TS_SOFTWARE])
-def test_transmit_stamps_come_back_on_the_error_queue_as_on_the_kernel(family: int, host: str, flags: int) -> None:
-    """SO_TIMESTAMPING's TX_SCHED and TX_SOFTWARE on UDP: per datagram, the stamps in order, each an
-    SCM_TIMESTAMPING (only with SOFTWARE) and a sock_extended_err (ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, the kind,
-    OPT_ID's counter) with the packet as lo shows it (not with OPT_TSONLY) and its source (IPv6, or OPT_CMSG);
-    the socket is POLLERR while any is queued. TX_ACK alone stamps nothing on UDP."""
-    kernel = transmit_stamps(socket.socket, family, host, flags)
-    assert transmit_stamps(NetsockSocket, family, host, flags) == kernel
+@pytest.mark.parametrize("flags, also", [(TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_ID | TS_OPT_TSONLY, 0),
+                                         (TS_TX_SCHED | TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_ID, 0),
+                                         (TS_TX_SOFTWARE | TS_SOFTWARE, 0),
+                                         (TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_ID | TS_OPT_CMSG, 0),
+                                         (TS_TX_SOFTWARE | TS_OPT_ID, 0), (TS_TX_ACK | TS_SOFTWARE, 0),
+                                         (TS_TX_SOFTWARE | TS_SOFTWARE | TS_OPT_RX_FILTER, SO_TIMESTAMPNS),
+                                         (TS_TX_SOFTWARE, SO_TIMESTAMP)])
+def test_transmit_stamps_come_back_on_the_error_queue_as_on_the_kernel(family: int, host: str, flags: int,
+                                                                       also: int) -> None:
+    """SO_TIMESTAMPING's TX_SCHED and TX_SOFTWARE on UDP: per datagram, the stamps in order, each with the
+    stamp cmsgs a read would carry (SO_TIMESTAMP(NS)'s; SCM_TIMESTAMPING with SOFTWARE, OPT_RX_FILTER or not)
+    and a sock_extended_err (ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, the kind, OPT_ID's counter) with the packet as
+    lo shows it (not with OPT_TSONLY) and its source (IPv6, or OPT_CMSG); the socket is POLLERR while any is
+    queued. TX_ACK alone stamps nothing on UDP."""
+    kernel = transmit_stamps(socket.socket, family, host, flags, also)
+    assert transmit_stamps(NetsockSocket, family, host, flags, also) == kernel
 
 
 @pytest.mark.usefixtures("stack")

@@ -1066,10 +1066,11 @@ class SocketCore:
         flags = self.plain.get((SOL_SOCKET, _SO_TIMESTAMPING), 0)
         self._set(SockOpt.TIMESTAMP, bool(self.plain.get(_SOCK_TIMESTAMP) or flags & _SOF_RX_SOFTWARE))
 
-    def stamps(self) -> tuple[int, int]:
+    def stamps(self, error_queue: bool = False) -> tuple[int, int]:
         """The timestamp cmsg types a read carries (0: none): SO_TIMESTAMP(NS)'s, and SCM_TIMESTAMPING's
         while SOF_TIMESTAMPING_SOFTWARE asks for software stamps to be reported (with OPT_RX_FILTER only
-        if RX_SOFTWARE makes them); each the _NEW type if the last of these options set was a _NEW one."""
+        if RX_SOFTWARE makes them, unless it is the error queue's transmit stamp: Linux's
+        __sock_recv_timestamp); each the _NEW type if the last of these options set was a _NEW one."""
         plain = self.plain
         new = plain.get(_TSTAMP_NEW, 0)
         timestamp = 0
@@ -1078,7 +1079,8 @@ class SocketCore:
             timestamp = (_SO_TIMESTAMPNS_NEW if new else _SO_TIMESTAMPNS) if nanoseconds else \
                 (_SO_TIMESTAMP_NEW if new else _SO_TIMESTAMP)
         flags = plain.get((SOL_SOCKET, _SO_TIMESTAMPING), 0)
-        reported = flags & _SOF_SOFTWARE and (flags & _SOF_RX_SOFTWARE or not flags & _SOF_OPT_RX_FILTER)  # type: ignore
+        reported = flags & _SOF_SOFTWARE and (error_queue or flags & _SOF_RX_SOFTWARE  # type: ignore
+                                              or not flags & _SOF_OPT_RX_FILTER)
         return timestamp, (_SO_TIMESTAMPING_NEW if new else _SO_TIMESTAMPING) if reported else 0
 
     def getsockopt(self, level: int, name: int) -> int | bytes:
@@ -2680,16 +2682,13 @@ class NetsockSocket:
         return _ancillary(items, ancbufsize) if items else ([], 0)
 
     def _stamp_messages(self, stamp: TransmitStamp) -> list[tuple[int, int, bytes]]:
-        """A transmit stamp's control messages as Linux's ip_recv_error / ipv6_recv_error write them: the
-        SCM_TIMESTAMPING (while SOF_TIMESTAMPING_SOFTWARE asks for software stamps to be reported), then the
-        sock_extended_err (ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, the stamp's kind and key) with, when the packet
-        came too, its source as the offender (over IPv4 only with OPT_CMSG); else a zero sockaddr."""
+        """A transmit stamp's control messages as Linux's ip_recv_error / ipv6_recv_error write them: the stamp
+        as a read's would be (SO_TIMESTAMP(NS), SCM_TIMESTAMPING), then the sock_extended_err (ENOMSG,
+        SO_EE_ORIGIN_TIMESTAMPING, the stamp's kind and key) with, when the packet came too, its source as the
+        offender (over IPv4 only with OPT_CMSG); else a zero sockaddr."""
         core = self._core
         flags = core.plain.get((SOL_SOCKET, _SO_TIMESTAMPING), 0)
-        items = []
-        if flags & _SOF_SOFTWARE:
-            kind = _SO_TIMESTAMPING_NEW if core.plain.get(_TSTAMP_NEW, 0) else _SO_TIMESTAMPING
-            items.append((SOL_SOCKET, kind, _SCM_TIMESTAMPING.pack(*divmod(stamp.stamp, 1_000_000_000))))
+        items = _control_items(ControlMessages(timestamp=stamp.stamp), core.family, core.stamps(error_queue=True))
         extended = _SOCK_EXTENDED_ERR.pack(ENOMSG, SO_EE_ORIGIN_TIMESTAMPING, 0, 0, 0, stamp.info, stamp.key)
         ipv4 = core.family == AF_INET
         named = stamp.payload and (flags & _SOF_OPT_CMSG or not ipv4)

@@ -88,7 +88,7 @@ class SockOpt(enum.Enum):
     # each is captured from a datagram as it arrives, only while its option is on.
     TIMESTAMP = "timestamp"                       # arrival time (SO_TIMESTAMP)
     TRANSMIT_TIMESTAMPING = "transmit_timestamping"   # SO_TIMESTAMPING's SOF_TIMESTAMPING_* flags (below) that
-                                                      # ask for, and shape, transmit stamps (datagram endpoints)
+                                                      # ask for, and shape, transmit stamps
     RECEIVE_TOS = "receive_tos"                   # IPv4 TOS (IP_RECVTOS)
     RECEIVE_TTL = "receive_ttl"                   # IPv4 TTL (IP_RECVTTL)
     RECEIVE_PACKET_INFO = "receive_packet_info"   # IPv4 NIC and addresses (IP_PKTINFO)
@@ -162,8 +162,8 @@ PMTUDISC_SETS_DF = frozenset((PMTUDISC_WANT, PMTUDISC_DO, PMTUDISC_PROBE))
 SOF_TIMESTAMPING_TX_SOFTWARE = 1 << 1     # when the packet leaves for the device
 SOF_TIMESTAMPING_OPT_ID = 1 << 7          # each stamp says which send it is for (ee_data)
 SOF_TIMESTAMPING_TX_SCHED = 1 << 8        # when the packet enters the queue in front of the device
-SOF_TIMESTAMPING_OPT_CMSG = 1 << 10       # an IPv4 stamp with the packet names its source (offender)
 SOF_TIMESTAMPING_TX_ACK = 1 << 9          # when the peer acknowledges the send's last byte (TCP)
+SOF_TIMESTAMPING_OPT_CMSG = 1 << 10       # an IPv4 stamp with the packet names its source (offender)
 SOF_TIMESTAMPING_OPT_TSONLY = 1 << 11     # the stamp without the packet
 SOF_TIMESTAMPING_OPT_ID_TCP = 1 << 16     # TCP's OPT_ID counts from the next byte written, not the oldest unacked
 SCM_TSTAMP_SND, SCM_TSTAMP_SCHED, SCM_TSTAMP_ACK = 0, 1, 2

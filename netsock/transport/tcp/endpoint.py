@@ -1223,9 +1223,7 @@ class TCPEndpoint(TransportEndpoint):
         if fast_open and parent is not None:
             if seg.data:
                 self.rcv.handle_data(1, seg.data, False)  # type: ignore[union-attr]  # (a FIN waits for its resend)
-            parent.listener.accepted.append(self)  # type: ignore[union-attr]
-            self.stack_stats.passive_connection_openings.increment()
-            parent.waiter_queue.notify(_NOTIFY_IN)
+            self._queue_for_accept(parent)
         elif parent is not None:
             parent.listener.pending.add(self)  # type: ignore[union-attr]
         self._send_syn()
@@ -1341,16 +1339,22 @@ class TCPEndpoint(TransportEndpoint):
         if self.fast_open_slot is not None:
             self._leave_fast_open_slot()    # (queued for accept, and counted, at its SYN)
         elif self.parent is not None:
-            parent = self.parent
-            parent.listener.pending.discard(self)  # type: ignore[union-attr]
-            parent.listener.accepted.append(self)  # type: ignore[union-attr]
-            self.stack_stats.passive_connection_openings.increment()
-            parent.waiter_queue.notify(_NOTIFY_IN)
+            self._queue_for_accept(self.parent)
         else:
             self.stack_stats.active_connection_openings.increment()
         self.last_receive = self.stack.clock.now()
         self._arm_keepalive()
         self.waiter_queue.notify(_NOTIFY_OUT)
+
+    def _queue_for_accept(self, parent: TCPEndpoint) -> None:
+        """Out of the listener's handshakes into its accept queue, counted as a passive open, its accept()
+        woken: when the handshake completes, or a Fast Open SYN's data comes before it does."""
+        listener = parent.listener
+        assert listener is not None
+        listener.pending.discard(self)
+        listener.accepted.append(self)
+        self.stack_stats.passive_connection_openings.increment()
+        parent.waiter_queue.notify(_NOTIFY_IN)
 
     def _leave_fast_open_slot(self) -> None:
         self.fast_open_slot.fast_open_pending -= 1  # type: ignore[union-attr]

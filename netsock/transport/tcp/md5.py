@@ -90,11 +90,16 @@ def accepts(key: bytes | None, seg: Segment, header: memoryview, stats: TCPStats
         stats.md5_unexpected.increment()
     elif carried is None:
         stats.md5_not_found.increment()
-    elif hmac.compare_digest(digest(seg.src, seg.dst, header, seg.data, key), carried):
+    elif signed_with(key, seg, header, carried):
         return True
     else:
         stats.md5_failure.increment()
     return False
+
+
+def signed_with(key: bytes, seg: Segment, header: memoryview, carried: bytes) -> bool:
+    """Whether ``carried``, the digest the segment's TCP ``header`` holds, is its signature with ``key``."""
+    return hmac.compare_digest(digest(seg.src, seg.dst, header, seg.data, key), carried)
 
 
 def sign(header: memoryview, src: bytes, dst: bytes, payload: bytes | memoryview, key: bytes) -> None:

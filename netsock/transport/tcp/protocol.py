@@ -4,7 +4,6 @@ cookies, and the answer to segments no endpoint owns (RST)."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -255,8 +254,7 @@ class TCPProtocol(TransportProtocol):
             carried = md5.find(pkt.transport_header[tcp.MIN_SIZE:])
             if carried is not None:
                 key = self._listeners_md5_key(seg)
-                if key is not None and hmac.compare_digest(
-                        md5.digest(seg.src, seg.dst, pkt.transport_header, seg.data, key), carried):
+                if key is not None and md5.signed_with(key, seg, pkt.transport_header, carried):
                     self.reply_reset(seg, key)
                 return UnknownDestinationDisposition.HANDLED
         self.reply_reset(seg)
