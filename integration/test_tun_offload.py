@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import hashlib
 from collections.abc import Iterator
+from typing import Any
 
 import gevent
 import pytest
@@ -27,8 +28,8 @@ from netsock.network.ipv4 import IPv4Protocol
 from netsock.scheduler import blocking, wait_for
 from netsock.stack import Stack
 from netsock.stack.interfaces import LinkCapabilities
-from netsock.tcpip import (UDP_PROTOCOL_NUMBER, Address, ErrConnectStarted, ErrWouldBlock, FullAddress, Route,
-                           ShutdownFlags, SockOpt, WriteOptions)
+from netsock.tcpip import (UDP_PROTOCOL_NUMBER, Address, ErrConnectStarted, ErrWouldBlock, FullAddress, ReadResult,
+                           Route, ShutdownFlags, SockOpt, WriteOptions)
 from netsock.transport.tcp import TCPEndpoint, TCPProtocol
 from netsock.transport.udp import UDPProtocol
 from netsock.waiter import EventMask, WaiterQueue
@@ -186,16 +187,9 @@ def test_udp_super_datagrams_both_ways(offloaded: Netsock, tun0: NetNS) -> None:
     endpoint.set_sock_opt(SockOpt.RECEIVE_BUFFER_SIZE, 4 << 20)
     endpoint.bind(FullAddress(0, b"", 6000))
     # kernel -> netsock: the kernel's UDP GSO hands the device super-datagrams, which the link cuts.
-    sender = PeerProcess(tun0, "udp-gso-send", f"{NETSOCK_ADDRESS}:6000", "--writes", str(writes), "--size",
-                         str(size), "--gso", str(gso), "--seed", "4")
-    digest, sizes = hashlib.sha256(), []
-    with gevent.Timeout(30, AssertionError(f"{sum(sizes)} of {writes * size} bytes arrived within 30 s")):
-        while sum(sizes) < writes * size:
-            data = blocking(endpoint, queue, EventMask.IN, endpoint.read).data
-            digest.update(data)
-            sizes.append(len(data))
-    assert digest.hexdigest() == sender.result(timeout=30)["sha256"]
-    assert (len(sizes), max(sizes)) == (writes * size // gso, gso)
+    reads = kernel_super_datagrams(tun0, endpoint, queue, writes, size, gso)
+    assert (len(reads), max(len(r.data) for r in reads)) == (writes * size // gso, gso)
+    assert {r.control.gro_size for r in reads} == {None}
     assert offloaded.link.stats.rx_super_datagrams.value == writes
     # netsock -> kernel: one super-datagram per write, cut by the kernel.
     gather = PeerProcess(tun0, "udp-gather", f"{KERNEL_ADDRESS}:6001", "--bytes", str(writes * size))
@@ -211,6 +205,38 @@ def test_udp_super_datagrams_both_ways(offloaded: Netsock, tun0: NetNS) -> None:
                       "sha256": hashlib.sha256(stream).hexdigest()}
     assert offloaded.link.stats.tx_super_datagrams.value == writes
     endpoint.close()
+
+
+def test_udp_gro_reads_the_kernels_super_datagrams_whole(offloaded: Netsock, tun0: NetNS) -> None:
+    """With UDP_GRO on, each of the kernel's 20 super-datagrams is one read of 30,000 bytes, its segment
+    size in the control message (Linux's udp_cmsg_recv), every byte checked."""
+    assert offloaded.link.capabilities() & LinkCapabilities.HARDWARE_GSO_UDP, "the kernel refused the UDP offloads"
+    writes, size, gso = 20, 30000, 1200
+    queue = WaiterQueue()
+    endpoint = offloaded.stack.new_endpoint(UDP_PROTOCOL_NUMBER, 0x0800, queue)
+    endpoint.set_sock_opt(SockOpt.RECEIVE_BUFFER_SIZE, 4 << 20)
+    endpoint.set_sock_opt(SockOpt.UDP_GRO, True)
+    endpoint.bind(FullAddress(0, b"", 6000))
+    reads = kernel_super_datagrams(tun0, endpoint, queue, writes, size, gso)
+    assert [(len(r.data), r.control.gro_size) for r in reads] == [(size, gso)] * writes
+    assert offloaded.stack.stats().udp.packets_received.value == writes * size // gso
+    endpoint.close()
+
+
+def kernel_super_datagrams(tun0: NetNS, endpoint: Any, queue: WaiterQueue, writes: int, size: int,
+                           gso: int) -> list[ReadResult]:
+    """What ``endpoint`` reads of ``writes`` writes of ``size`` seeded bytes the kernel sends it with
+    UDP_SEGMENT ``gso``, once every byte has come, their SHA-256 checked against the sender's."""
+    sender = PeerProcess(tun0, "udp-gso-send", f"{NETSOCK_ADDRESS}:6000", "--writes", str(writes), "--size",
+                         str(size), "--gso", str(gso), "--seed", "4")
+    digest, reads = hashlib.sha256(), []
+    with gevent.Timeout(30, AssertionError(f"{sum(len(r.data) for r in reads)} of {writes * size} bytes "
+                                           "arrived within 30 s")):
+        while sum(len(r.data) for r in reads) < writes * size:
+            reads.append(blocking(endpoint, queue, EventMask.IN, endpoint.read))
+            digest.update(reads[-1].data)
+    assert digest.hexdigest() == sender.result(timeout=30)["sha256"]
+    return reads
 
 
 def test_big_tcp_on_a_device_as_the_benchmark_sets_it_for_the_kernels_reference(netns: NetNS) -> None:

@@ -287,7 +287,8 @@ def test_headers_asking_for_what_we_did_not_offer_are_counted_drops(link: Link) 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_an_inbound_udp_super_datagram_is_cut_into_its_datagrams(implementation: str, layer) -> None:
     """The kernel's UDP GSO (UDP_SEGMENT), handed over whole where we offered USO: the stack's UDP
-    takes datagrams, so the link cuts it, each datagram with a full checksum of its own."""
+    takes datagrams, so the link cuts it, each datagram with a full checksum of its own and its place in
+    the super-datagram (for a UDP_GRO socket to join them again)."""
     link = Link(udp_gso=True)
     try:
         payload = os.urandom(5000)
@@ -298,6 +299,8 @@ def test_an_inbound_udp_super_datagram_is_cut_into_its_datagrams(implementation:
         datagrams = [bytes(pkt.data) for pkt in link.rec.packets]
         assert datagrams == segment_udp(packet, 1200) and len(datagrams) == 5
         assert all(pkt.checksum_verified for pkt in link.rec.packets)
+        keys = {pkt.gro[0] for pkt in link.rec.packets}
+        assert len(keys) == 1 and [pkt.gro[1:] for pkt in link.rec.packets] == [(1200, i) for i in range(5)]
         stats = link.ep.stats
         assert (stats.rx_super_datagrams.value, stats.rx_packets.value) == (1, 1)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -158,9 +159,9 @@ def test_tcp_over_loopback_leaves_its_checksums_unsummed_and_the_stream_is_intac
     looped: list[bytes] = []
     deliver_local = stack.deliver_local
 
-    def record(nic: object, net_proto: int, packet: bytes, mark: int = 0) -> None:
+    def record(nic: object, net_proto: int, packet: bytes, *metadata: Any) -> None:
         looped.append(packet)
-        deliver_local(nic, net_proto, packet, mark)
+        deliver_local(nic, net_proto, packet, *metadata)
     stack.deliver_local = record        # type: ignore[method-assign]
     listener = stack.new_endpoint(TCPProtocol.number, IPV4, WaiterQueue())
     listener.bind(FullAddress(0, b"", 7))

@@ -70,7 +70,7 @@ UNIMPLEMENTED = {
         31: "TCP_ULP", 35: "TCP_ZEROCOPY_RECEIVE", 37: "TCP_TX_DELAY", 38: "TCP_AO_ADD_KEY",
         39: "TCP_AO_DEL_KEY", 40: "TCP_AO_INFO", 41: "TCP_AO_GET_KEYS", 42: "TCP_AO_REPAIR", 44: "TCP_RTO_MAX_MS",
     },
-    UDP: {100: "UDP_ENCAP", 104: "UDP_GRO"},
+    UDP: {100: "UDP_ENCAP"},
 }
 SKIPPED = {(TCP, socket.TCP_CONGESTION)}     # a name, not an int (test_adapter_tcp covers it)
 SOCKETS = [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM),

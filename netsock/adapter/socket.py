@@ -100,6 +100,7 @@ _LINGER = struct.Struct("ii")
 _SENDFILE_BLOCK = 65536     # bytes read and sent at a time by sendfile()
 _U16 = struct.Struct("H")
 UDP_SEGMENT = 103           # <linux/udp.h> (the socket module does not export it): UDP GSO, the datagram size
+UDP_GRO = 104               # <linux/udp.h>, not exported either: a super-datagram's datagrams are read as one
 # UDP and UDP-Lite are one protocol to Linux's options: both levels reach the same handler (udp_lib_setsockopt).
 _UDP_TRANSPORTS = (UDP_PROTOCOL_NUMBER, UDPLITE_PROTOCOL_NUMBER)
 _UDP_LEVELS = (IPPROTO_UDP, IPPROTO_UDPLITE)
@@ -515,8 +516,9 @@ def _intenum(value: int, kind: type[AddressFamily] | type[SocketKind]) -> Any:
 
 def _control_items(control: ControlMessages, family: int, stamps: tuple[int, int]) -> list[tuple[int, int, bytes]]:
     """A datagram's control messages as Linux delivers them, in its order: the timestamp as ``stamps`` asks
-    (the SO_TIMESTAMP(NS) cmsg type, then the SCM_TIMESTAMPING one; 0: none), then IPV6_PKTINFO (on an IPv6
-    socket also for IPv4, mapped), then the IPv4 ones, then the IPv6 ones."""
+    (the SO_TIMESTAMP(NS) cmsg type, then the SCM_TIMESTAMPING one; 0: none), the other socket-level ones,
+    UDP_GRO's, then IPV6_PKTINFO (on an IPv6 socket also for IPv4, mapped), then the IPv4 ones, then the IPv6
+    ones."""
     items = []
     if control.timestamp is not None:
         seconds, ns = divmod(control.timestamp, 1_000_000_000)
@@ -530,6 +532,8 @@ def _control_items(control: ControlMessages, family: int, stamps: tuple[int, int
         items.append((SOL_SOCKET, _SO_RXQ_OVFL, struct.pack("I", control.drops & 0xFFFFFFFF)))
     if control.mark is not None:
         items.append((SOL_SOCKET, _SO_MARK, struct.pack("I", control.mark & 0xFFFFFFFF)))
+    if control.gro_size is not None:
+        items.append((IPPROTO_UDP, UDP_GRO, _INT.pack(control.gro_size)))
     info6 = control.ipv6_packet_info
     if info6 is not None and family == AF_INET6:
         addr = bytes(info6.addr)
@@ -1191,6 +1195,8 @@ class SocketCore:
             self._set(_UDP_NO_CHECK6[name], bool(value))
         elif name == _UDP_CORK:
             self._set(SockOpt.UDP_CORK, bool(value))
+        elif name == UDP_GRO:
+            self._set(SockOpt.UDP_GRO, bool(value))
         else:
             raise _oserror(ENOPROTOOPT)
 
@@ -1206,6 +1212,8 @@ class SocketCore:
             return int(self._get(_UDP_NO_CHECK6[name], default=False))
         if name == _UDP_CORK:
             return int(self._get(SockOpt.UDP_CORK, default=False))
+        if name == UDP_GRO:
+            return int(self._get(SockOpt.UDP_GRO, default=False))
         raise _oserror(ENOPROTOOPT)
 
     def _set_socket_option(self, name: int, raw: bytes) -> None:

@@ -337,8 +337,9 @@ class FdEndpoint(LinkEndpointBase):
                     stats.rx_bad_vnet_header.increment()
                     continue
                 stats.rx_super_datagrams.increment()
-                for datagram in datagrams:
-                    pkt = PacketBuffer.inbound(datagram)
+                key = object()      # a UDP_GRO socket reads the datagrams as one again (PacketBuffer.gro)
+                for index, datagram in enumerate(datagrams):
+                    pkt = PacketBuffer.inbound(datagram, 0, (key, gso_size, index))
                     pkt.checksum_verified = True
                     packets.append(pkt)
                 continue

@@ -28,7 +28,7 @@ CAPABILITIES = (LinkCapabilities.LOOPBACK | LinkCapabilities.RX_CHECKSUM_OFFLOAD
 class LoopbackEndpoint(LinkEndpointBase):
     def __init__(self, mtu: int = 65536) -> None:
         super().__init__(mtu, b"", CAPABILITIES)
-        self._pending: deque[tuple[int, bytes]] = deque()
+        self._pending: deque[tuple[int, bytes, int, tuple[object, int, int] | None]] = deque()
         self._delivering = False
         self._closed = False
         self.stats = LinkStats()
@@ -44,7 +44,7 @@ class LoopbackEndpoint(LinkEndpointBase):
             raise ErrMessageTooLong
         # A copy: the writer keeps ownership of its buffers (it may retransmit or reuse them). The mark goes
         # along, as Linux's loopback keeps skb->mark: the receiver's SO_RCVMARK sees the sender's SO_MARK.
-        self._pending.append((protocol, b"".join(pkt.views()), pkt.mark))
+        self._pending.append((protocol, b"".join(pkt.views()), pkt.mark, pkt.gro))
         stats.tx_packets.increment()
         stats.tx_bytes.increment(size)
         if not self._delivering:
@@ -64,7 +64,7 @@ class LoopbackEndpoint(LinkEndpointBase):
         self._delivering = True
         try:
             while pending:
-                protocol, frame, mark = pending.popleft()
+                protocol, frame, mark, gro = pending.popleft()
                 stats.rx_packets.increment()
                 stats.rx_bytes.increment(len(frame))
                 dispatcher = self.dispatcher
@@ -72,7 +72,7 @@ class LoopbackEndpoint(LinkEndpointBase):
                     stats.rx_not_attached.increment()
                     continue
                 try:
-                    dispatcher.deliver_network_packet(b"", b"", protocol, PacketBuffer.inbound(frame, mark))
+                    dispatcher.deliver_network_packet(b"", b"", protocol, PacketBuffer.inbound(frame, mark, gro))
                 except Exception:
                     stats.rx_dispatch_errors.increment()
                     _log.exception("loopback: dispatcher failed on a 0x%04x packet", protocol)

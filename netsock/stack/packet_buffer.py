@@ -26,7 +26,7 @@ _NO_ROOM = b""
 class PacketBuffer:
     __slots__ = ("_hdr", "_head", "data", "tail", "tail_size", "link_header", "network_header",
                  "transport_header", "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash",
-                 "timestamp", "gso_size", "checksum_verified", "csum_offset", "mark")
+                 "timestamp", "gso_size", "checksum_verified", "csum_offset", "mark", "gro")
 
     def __init__(self, reserve: int = 0, data: Buffer | list[Buffer] = b"") -> None:
         # An inbound packet rarely gets a header prepended (forwarding does, once): it shares one
@@ -64,13 +64,19 @@ class PacketBuffer:
         # kernel handed it so, the packet counts as checked, and one forwarded is completed first.
         self.csum_offset = 0
         self.mark = 0           # outbound: the sending socket's SO_MARK (the filter table matches it)
+        # UDP: (a key of the super-datagram, its segment size, this datagram's index) for a datagram cut
+        # from a UDP super-datagram (by the link that read it, or by UDP_SEGMENT's write on a path that
+        # cannot carry it whole, the loopback included): a UDP_GRO socket reads them as one again. Linux
+        # keeps a super-datagram whole up to the socket; netsock cuts it where the socket is not known.
+        self.gro: tuple[object, int, int] | None = None
 
     @classmethod
-    def inbound(cls, frame: Buffer, mark: int = 0) -> PacketBuffer:
-        """A received frame: everything is still data; headers get consumed layer by layer. ``mark``: one
-        looped back keeps its sender's (as Linux's loopback keeps skb->mark)."""
+    def inbound(cls, frame: Buffer, mark: int = 0, gro: tuple[object, int, int] | None = None) -> PacketBuffer:
+        """A received frame: everything is still data; headers get consumed layer by layer. ``mark`` and
+        ``gro``: one looped back keeps its sender's (as Linux's loopback keeps skb->mark)."""
         pkt = cls(0, frame)
         pkt.mark = mark
+        pkt.gro = gro
         return pkt
 
     # --- outbound ---------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ class NetworkEndpoint:
         ip_stats.packets_sent.value += 1
         number = self.protocol.number
         if route.loop:
-            self.stack.deliver_local(route.nic, number, pkt.to_bytes(), pkt.mark)
+            self.stack.deliver_local(route.nic, number, pkt.to_bytes(), pkt.mark, pkt.gro)
             return
         try:
             route.nic.write_packet(route, number, pkt)

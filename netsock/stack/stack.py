@@ -70,7 +70,7 @@ class Stack:
         self._local_addresses: dict[bytes, NIC] = {}
         # A loopback NIC owns the whole subnet of each of its addresses (Linux: 127.0.0.0/8 is local).
         self._loopback_subnets: list[tuple[Subnet, NIC]] = []
-        self._local_queue: deque[tuple[NIC, int, bytes]] = deque()
+        self._local_queue: deque[tuple[NIC, int, bytes, int, tuple[object, int, int] | None]] = deque()
         self._delivering_local = False
         # Said in the message of every "network unreachable" error (a private network explains itself).
         self.unreachable_note: str | None = None
@@ -420,22 +420,23 @@ class Stack:
         for ep in endpoints or ():
             ep.handle_control_packet(kind, info, pkt)
 
-    def deliver_local(self, nic: NIC, net_proto: int, packet: bytes, mark: int = 0) -> None:
+    def deliver_local(self, nic: NIC, net_proto: int, packet: bytes, mark: int = 0,
+                      gro: tuple[object, int, int] | None = None) -> None:
         """Loop a packet addressed to this stack back in, iteratively (a trampoline, not recursion). Packet
         endpoints see it on the loopback NIC, as Linux's see such packets on lo; it keeps its ``mark`` (the
-        sender's SO_MARK), as Linux's loopback keeps skb->mark."""
+        sender's SO_MARK), as Linux's loopback keeps skb->mark, and its place in a super-datagram (``gro``)."""
         if self.packet_endpoints:
             loopback = next((n for n in self.nics.values() if n.loopback and n.enabled), None)
             if loopback is not None:
                 loopback.tap_looped(net_proto, packet)
-        self._local_queue.append((nic, net_proto, packet, mark))
+        self._local_queue.append((nic, net_proto, packet, mark, gro))
         if self._delivering_local:
             return
         self._delivering_local = True
         try:
             while self._local_queue:
-                owner, proto, data, mark = self._local_queue.popleft()
-                owner.deliver_network_packet(b"", b"", proto, PacketBuffer.inbound(data, mark), looped=True)
+                owner, proto, data, mark, gro = self._local_queue.popleft()
+                owner.deliver_network_packet(b"", b"", proto, PacketBuffer.inbound(data, mark, gro), looped=True)
         finally:
             self._delivering_local = False
 

@@ -96,6 +96,7 @@ class SockOpt(enum.Enum):
     RECEIVE_HOP_LIMIT = "receive_hop_limit"       # IPv6 hop limit (IPV6_RECVHOPLIMIT)
     IPV6_DONT_FRAGMENT = "ipv6_dont_fragment"     # an IPv6 datagram over the path MTU fails (IPV6_DONTFRAG)
     UDP_CORK = "udp_cork"                         # writes gather into one datagram until uncorked (UDP_CORK)
+    UDP_GRO = "udp_gro"                           # a super-datagram's datagrams are read as one (UDP_GRO)
     NO_CHECKSUM = "no_checksum"                   # UDP over IPv4 sent without a checksum (SO_NO_CHECK)
     NO_CHECKSUM6_TX = "no_checksum6_tx"           # UDP over IPv6 sent without one (UDP_NO_CHECK6_TX, RFC 6935)
     NO_CHECKSUM6_RX = "no_checksum6_rx"           # ... and taken without one (UDP_NO_CHECK6_RX)
@@ -219,6 +220,7 @@ class ControlMessages:
     # A packet endpoint's frame (PACKET_AUXDATA): status bits, the frame's length, what was kept of it, the
     # network header's offset in what is read.
     packet_aux: tuple[int, int, int, int] | None = None
+    gro_size: int | None = None    # UDP_GRO: the read joins datagrams of this size (the last may be shorter)
 
 
 NO_CONTROL_MESSAGES = ControlMessages()

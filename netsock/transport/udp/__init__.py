@@ -16,7 +16,7 @@ from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import TransportProtocol, UnknownDestinationDisposition
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, UDP_PROTOCOL_NUMBER, ErrDestinationRequired, ErrInvalidOptionValue,
                       ErrMessageTooLong, Error, FullAddress, SendableControlMessages, SockOpt, WriteOptions)
-from ...waiter import WaiterQueue
+from ...waiter import EventMask, WaiterQueue
 from ..datagram import DatagramEndpoint
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ class UDPEndpoint(DatagramEndpoint):
         self.options[SockOpt.UDP_SEGMENT] = 0
         self.options[SockOpt.NO_CHECKSUM6_TX] = self.options[SockOpt.NO_CHECKSUM6_RX] = False
         self.options[SockOpt.UDP_CORK] = False
+        self.options[SockOpt.UDP_GRO] = False
+        # UDP_GRO: the queued entry the next datagram of a super-datagram joins (PacketBuffer.gro's key
+        # and index, and the entry itself), as Linux queues the super-datagram whole.
+        self._gro_tail: tuple[object, int, tuple[Any, ...]] | None = None
         # Corked writes (MSG_MORE, UDP_CORK): the first one's options (its destination) and the bytes so far.
         self._corked: tuple[WriteOptions, bytearray] | None = None
         self.protocol: UDPProtocol = stack.transport_protocols[self.transport_number]
@@ -59,7 +63,40 @@ class UDPEndpoint(DatagramEndpoint):
             if not keep:
                 return
             end = max(keep, udp.HEADER_SIZE)
-        self._enqueue(data[udp.HEADER_SIZE:end], FullAddress(pkt.nic_id, src, src_port), pkt, dst)
+        payload = data[udp.HEADER_SIZE:end]
+        gro = pkt.gro
+        if gro is not None and self.options[SockOpt.UDP_GRO] and self.socket_filter is None:
+            if self._join(payload, gro):
+                return
+            self._enqueue(payload, FullAddress(pkt.nic_id, src, src_port), pkt, dst)
+            queue = self._queue
+            self._gro_tail = (gro[0], gro[2] + 1, queue[-1]) if queue and queue[-1][0] is payload else None
+            return
+        self._enqueue(payload, FullAddress(pkt.nic_id, src, src_port), pkt, dst)
+
+    def _join(self, payload: memoryview, gro: tuple[object, int, int]) -> bool:
+        """UDP_GRO: the next datagram of the super-datagram the last queued entry holds joins it (the read
+        returns them as one, with UDP_GRO's control message giving the segment size: Linux's
+        udp_cmsg_recv); False if it does not follow on from it."""
+        tail = self._gro_tail
+        key, size, index = gro
+        queue = self._queue
+        if tail is None or tail[0] is not key or tail[1] != index or not queue or queue[-1] is not tail[2]:
+            return False
+        # No receive-buffer test: the first datagram's admission stands for the whole super-datagram
+        # (at most 64 KiB), which Linux admits or drops as one.
+        data, sender, control = tail[2]
+        if type(data) is bytearray:
+            data += payload
+            entry = tail[2]
+        else:
+            entry = queue[-1] = (bytearray(data) + payload, sender, replace(control, gro_size=size))
+        self._gro_tail = (key, index + 1, entry)
+        self._queued_bytes += len(payload)
+        self.stats.packets_received.value += 1
+        if self.peeking_with_offset:
+            self.waiter_queue.notify(EventMask.IN)
+        return True
 
     def _count_overflow(self) -> None:
         self.protocol.stats.receive_buffer_errors.increment()
@@ -144,14 +181,27 @@ class UDPEndpoint(DatagramEndpoint):
                 raise
             return -(-len(data) // gso_size)
         view = memoryview(data)
-        send_one = super()._transmit
-        return sum(send_one(route, view[offset:offset + gso_size], dst_port, ttl, tos, control)
-                   for offset in range(0, len(view), gso_size))
+        if route.multicast:
+            send_one = super()._transmit
+            return sum(send_one(route, view[offset:offset + gso_size], dst_port, ttl, tos, control)
+                       for offset in range(0, len(view), gso_size))
+        # Cut here, each datagram marked as a piece of the super-datagram (a UDP_GRO socket of this stack
+        # reads them as one, as Linux's loopback carries the super-datagram whole).
+        key = object()
+        offsets = range(0, len(view), gso_size)
+        try:
+            for index, offset in enumerate(offsets):
+                self._send(route, view[offset:offset + gso_size], dst_port, ttl, tos, gro=(key, gso_size, index))
+        except Error:
+            self.stats.send_errors.send_to_network_failed.increment()
+            raise
+        return len(offsets)
 
     def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
-              gso_size: int = 0) -> None:
+              gso_size: int = 0, gro: tuple[object, int, int] | None = None) -> None:
         length = udp.HEADER_SIZE + len(data)
         pkt = PacketBuffer(route.max_header_length() + udp.HEADER_SIZE, data)
+        pkt.gro = gro
         hdr = pkt.prepend(udp.HEADER_SIZE)
         udp.build(hdr, self.local.port, dst_port, length)
         if self._without_checksum(route):

@@ -74,11 +74,11 @@ class UDPLiteEndpoint(UDPEndpoint):
         return super()._transmit(route, data, dst_port, ttl, tos, control)
 
     def _send(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
-              gso_size: int = 0) -> None:
+              gso_size: int = 0, gro: tuple[object, int, int] | None = None) -> None:
         """As Linux's udplite_sender_cscov: without UDPLITE_SEND_CSCOV the whole datagram is covered
         and the field holds its length; with it, a coverage short of the datagram's length is sent
-        (0: the whole, said as 0), and one that is not falls back to the whole. (``gso_size`` is never
-        given: ``_transmit`` refuses segmentation offload.)"""
+        (0: the whole, said as 0), and one that is not falls back to the whole. (``gso_size`` and ``gro``
+        are never given: ``_transmit`` refuses segmentation offload.)"""
         length = udp.HEADER_SIZE + len(data)
         field = covered = length
         setting = self.options[SockOpt.UDPLITE_SEND_COVERAGE]
