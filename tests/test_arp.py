@@ -110,6 +110,19 @@ def test_pending_queue_is_bounded_and_keeps_the_newest(ether_harness: StackHarne
     assert [f[Raw].load for f in h.sent()] == [str(i).encode() for i in range(6, 70)]
 
 
+def test_a_waiting_datagram_leaves_as_written_whatever_its_writer_does_with_its_buffer_after(
+        ether_harness: StackHarness) -> None:
+    """A datagram waiting for the neighbour's address does not hold on to the writer's buffer, which the
+    writer is free to reuse once the write has returned."""
+    h = ether_harness
+    buffer = bytearray(b"as written")
+    h.udp(5000).write(buffer, to(PEER, 9))
+    buffer[:] = b"overwrite!"
+    assert is_request_for(h.sent_one(), PEER)
+    h.inject(arp_reply())
+    assert h.sent_one()[Raw].load == b"as written"
+
+
 def test_packets_to_two_neighbours_resolve_independently(ether_harness: StackHarness) -> None:
     h = ether_harness
     ep = h.udp(5000)

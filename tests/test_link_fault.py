@@ -362,6 +362,20 @@ def test_delay_is_exact_in_each_direction() -> None:
     assert rig.out.delayed.value == rig.inb.delayed.value == 1
 
 
+def test_a_held_packet_goes_out_as_written_whatever_its_writer_does_with_its_buffer_after() -> None:
+    """A delayed packet whose payload is a view of its writer's bytearray (a UDP send's buffer) keeps the bytes
+    it was written with: the writer may reuse its buffer once the write returns, as a send's."""
+    rig = Rig(outbound=FaultConfig(delay=0.01))
+    packet = ip_packet(1)
+    payload = bytearray(packet[20:])
+    pkt = PacketBuffer(reserve=34, data=payload)
+    pkt.prepend(20)[:] = packet[:20]
+    rig.fault.write_packet(b"", IPV4, pkt)
+    payload[:] = bytes(len(payload))
+    rig.clock.advance(0.02)
+    assert [data for _, data in rig.wire] == [packet]
+
+
 def jittered_delays(spacing: float, count: int) -> list[float]:
     """Delays of ``count`` packets received ``spacing`` apart through 10 ms +- 8 ms; asserts their order."""
     rig = Rig(inbound=FaultConfig(delay=0.010, jitter=0.008))

@@ -238,13 +238,17 @@ class FaultPipe:
     random streams (with ``seed``), so pipes with different names decide independently.
     """
 
-    __slots__ = ("name", "clock", "stats", "config", "active", "held", "_pass_on", "_seq", "_timer",
+    __slots__ = ("name", "clock", "stats", "config", "active", "held", "own_held", "_pass_on", "_seq", "_timer",
                  "_releasing", "_floor", "_bad", "_busy_until", "_backlog", "_backlog_bytes",
                  "_rng_burst", "_rng_loss", "_rng_duplicate", "_rng_corrupt", "_rng_delay", "_rng_reorder")
 
     def __init__(self, name: str, seed: int, config: FaultConfig, clock: Clock, timers: TimerQueue,
-                 stats: FaultDirectionStats, pass_on: Callable[[_Packet], None]) -> None:
+                 stats: FaultDirectionStats, pass_on: Callable[[_Packet], None], own_held: bool = False) -> None:
         self.name = name
+        # Copy a packet's payload before holding it back, if it may lie in its writer's memory (outbound
+        # PacketBuffers: a datagram's, a MSG_ZEROCOPY send's), which the writer is free to change once its
+        # write has returned.
+        self.own_held = own_held
         self.clock = clock
         self.stats = stats
         self._pass_on = pass_on
@@ -349,6 +353,8 @@ class FaultPipe:
             return
         if release > now:
             self.stats.delayed.increment()
+        if self.own_held:
+            packet[-1].own_payload()
         heapq.heappush(held, (release, next(self._seq), packet))
         if held[0][0] <= now:
             # Behind packets already due (their timer is late, or they are being released further
@@ -408,7 +414,7 @@ class FaultEndpoint(NestedEndpoint):
         self._closed = False
         timers = TimerQueue(clock)
         self._outbound = FaultPipe("outbound", seed, outbound or FaultConfig(), clock, timers,
-                                    self.stats.outbound, self._write_lower)
+                                    self.stats.outbound, self._write_lower, own_held=True)
         self._inbound = FaultPipe("inbound", seed, inbound or FaultConfig(), clock, timers,
                                    self.stats.inbound, self._deliver_up)
 

@@ -96,6 +96,7 @@ class NeighborCache:
         if entry is None:
             entry = self._new_entry(next_hop, NeighborState.INCOMPLETE)
             entry.local = local
+            pkt.own_payload()       # held past the write: not in memory its writer may change
             entry.pending.append((protocol, pkt))
             self._solicit(entry)
             return
@@ -103,6 +104,7 @@ class NeighborCache:
             if len(entry.pending) >= self.config.max_pending_packets:
                 entry.pending.pop(0)
                 self._stats.pending_packets_dropped.increment()
+            pkt.own_payload()
             entry.pending.append((protocol, pkt))
             return
         if entry.state is NeighborState.STALE:

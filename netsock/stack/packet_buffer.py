@@ -135,6 +135,15 @@ class PacketBuffer:
         """The whole packet as one bytes object (a copy: for tests, pcap and slow paths)."""
         return b"".join((self._hdr[self._head:], self.data, *self.tail))
 
+    def own_payload(self) -> None:
+        """Copy the payload where it lies in memory its writer may still change (a datagram's bytearray, a
+        MSG_ZEROCOPY send's buffer): for a link that holds the packet after its write returns, as a send
+        hands over its bytes when it returns."""
+        if type(self.data.obj) is not bytes:
+            self.data = memoryview(bytes(self.data))
+        if self.tail:
+            self.tail = tuple(piece if type(memoryview(piece).obj) is bytes else bytes(piece) for piece in self.tail)
+
     def clone(self) -> PacketBuffer:
         """A new buffer sharing the payload bytes (headers copied) — for delivery to several consumers."""
         other = PacketBuffer.__new__(PacketBuffer)
