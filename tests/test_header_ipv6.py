@@ -20,7 +20,7 @@ logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # before scapy's imp
 
 from scapy.layers.inet6 import (HBHOptUnknown, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,  # noqa: E402
                                 IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, IPv6ExtHdrSegmentRouting, Pad1, PadN,
-                                RouterAlert)
+                                RouterAlert, _hbhoptcls)
 from scapy.packet import Packet, Raw  # noqa: E402
 from scapy.utils import str2mac  # noqa: E402
 from scapy.utils6 import in6_getnsma, in6_mactoifaceid  # noqa: E402
@@ -138,7 +138,10 @@ def test_well_known_addresses_and_scopes():
 
 # --- Extension-header chains ----------------------------------------------------------------------
 
-UNKNOWN_OPTION_TYPES = u8.filter(lambda t: t not in (0, 1, 4, 5, 6, 0xC2, 0xC9))  # scapy has classes for those
+# Option types scapy dissects as plain ones (the others it has classes for, which vary with its version: 2.8
+# added RPL's, 0x63).
+KNOWN_TO_SCAPY = frozenset((0, 1, 4, 5, 6, 0xC2, 0xC9, *_hbhoptcls))
+UNKNOWN_OPTION_TYPES = u8.filter(lambda t: t not in KNOWN_TO_SCAPY)
 
 
 def _scapy_option() -> st.SearchStrategy[Packet]:
