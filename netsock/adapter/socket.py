@@ -34,6 +34,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from errno import (EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS,
                    EINVAL, EISCONN, ENETUNREACH, ENODEV, ENOENT, ENOMSG, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP,
                    EPERM, EPIPE, EPROTO, EPROTONOSUPPORT, ESOCKTNOSUPPORT)
@@ -71,7 +72,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
 from ..tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, PMTUDISC_WANT, PacketAddress
-from ..transport.datagram import SO_EE_ORIGIN_TIMESTAMPING, QueuedError, TransmitStamp
+from ..transport.datagram import SO_EE_ORIGIN_TIMESTAMPING, QueuedError, TransmitStamp, ZeroCopyCompletion
 from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
 from ..transport.tcp import TCPState, md5
@@ -217,6 +218,10 @@ _SCM_TIMESTAMPING = struct.Struct("qq32x")                  # struct scm_timesta
 _SO_RXQ_OVFL = 40                                           # datagrams dropped before this one
 _SO_RCVMARK = 75                                            # each datagram's mark, as an SO_MARK cmsg
 _SO_SELECT_ERR_QUEUE = 45                                   # an error (queued) makes the socket POLLPRI too
+_SO_ZEROCOPY = 60                                           # MSG_ZEROCOPY may keep a send's buffer (TCP, UDP)
+_MSG_ZEROCOPY = 0x4000000                                   # <linux/socket.h>; the socket module lacks it
+_SO_EE_ORIGIN_ZEROCOPY = 5
+_SO_EE_CODE_ZEROCOPY_COPIED = 1
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
@@ -941,14 +946,16 @@ class SocketCore:
 
     def write_datagram(self, data: memoryview, to: tuple[bytes, int, int] | PacketAddress | None,
                        control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES,
-                       dont_route: bool = False, more: bool = False) -> int:
+                       dont_route: bool = False, more: bool = False, zerocopy: bool = False) -> int:
         if self.family == AF_PACKET:
             return self.ep.write(data, WriteOptions(to=to, control=control))
         if not self.bound and self._may_be_dual():
             self.bind(bytes(16), 0, 0)      # the implicit bind holds the port for both versions
         if to is None:
-            return self.ep.write(data) if control is NO_SENDABLE_CONTROL_MESSAGES and not (dont_route or more) \
-                else self.ep.write(data, WriteOptions(control=control, dont_route=dont_route, more=more))
+            return self.ep.write(data) if control is NO_SENDABLE_CONTROL_MESSAGES and not (dont_route or more or
+                                                                                          zerocopy) \
+                else self.ep.write(data, WriteOptions(control=control, dont_route=dont_route, more=more,
+                                                      zerocopy=zerocopy))
         addr, port, nic = to
         ep = self.ep
         if _is_mapped(addr):
@@ -962,7 +969,7 @@ class SocketCore:
         elif len(addr) == 16 and ep.net_proto == IPV4_PROTOCOL_NUMBER:
             raise _oserror(EAFNOSUPPORT)
         sent = ep.write(data, WriteOptions(to=FullAddress(nic, addr, port), control=control, dont_route=dont_route,
-                                           more=more))
+                                           more=more, zerocopy=zerocopy))
         self.bound = True
         return sent
 
@@ -1329,6 +1336,13 @@ class SocketCore:
             self.plain[(SOL_SOCKET, name)] = _int_option(raw)     # (any negative value turns it off)
         elif name == _SO_BSDCOMPAT:
             _int_option(raw)                    # long a no-op in Linux, still taken
+        elif name == _SO_ZEROCOPY:
+            value = _int_option(raw)
+            if not self._zerocopy_capable():
+                raise _oserror(EOPNOTSUPP)
+            if not 0 <= value <= 1:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.ZEROCOPY, bool(value))
         elif name == _SO_DONTROUTE:
             self._set(SockOpt.DONT_ROUTE, bool(_int_option(raw)))
         elif name == _SO_NO_CHECK:              # (only UDP heeds it, in Linux too)
@@ -1394,6 +1408,8 @@ class SocketCore:
             return self.plain.get((SOL_SOCKET, name), 0)
         if name == SO_LINGER:
             return _LINGER.pack(*self.linger)
+        if name == _SO_ZEROCOPY:
+            return int(self._get(SockOpt.ZEROCOPY)) if self._zerocopy_capable() else 0
         if name == SO_RCVLOWAT:
             return int(self._get(SockOpt.RECEIVE_LOW_WATER)) if stream else self.plain.get((SOL_SOCKET, name), 1)
         if name in (SO_RCVBUF, SO_SNDBUF):    # Linux reports twice what was asked for (bookkeeping room)
@@ -1499,6 +1515,12 @@ class SocketCore:
                 raise _oserror(EINVAL)
             address, prefix = address[12:], prefix - 96
         return address, prefix, raw[136:136 + keylen]
+
+    def _zerocopy_capable(self) -> bool:
+        """SO_ZEROCOPY is TCP's and UDP's (Linux's sk_setsockopt: not UDP-Lite's, ping's, raw or packet
+        sockets')."""
+        return self.family != AF_PACKET and (self.kind == SOCK_STREAM or
+                                             self.kind == SOCK_DGRAM and self.transport == UDP_PROTOCOL_NUMBER)
 
     def _peek_offset_supported(self) -> None:
         """SO_PEEK_OFF exists for TCP and datagram (UDP, UDP-Lite, ping) sockets: Linux's raw and packet
@@ -2264,14 +2286,34 @@ class NetsockSocket:
     # --- sending ------------------------------------------------------------------------------------------
 
     def _stream_write(self, flags: int) -> Callable[[memoryview], int]:
+        """The endpoint's write, as one send call makes it (perhaps many times over)."""
         options = _STREAM_WRITE_OPTIONS[bool(flags & MSG_MORE), bool(flags & MSG_OOB)]
         core = self._core
+        if flags & _MSG_ZEROCOPY:
+            return self._zerocopy_stream_write(replace(options, zerocopy=True))
 
         def write(view: memoryview) -> int:
             try:
                 return core.ep.write(view, options)
             except ErrNotConnected:
                 raise _oserror(EPIPE) from None     # Linux: sending on an unconnected TCP socket
+        return write
+
+    def _zerocopy_stream_write(self, options: WriteOptions) -> Callable[[memoryview], int]:
+        """A MSG_ZEROCOPY send call's writes: those after the first that queues bytes go on with its number
+        (``continues``), as Linux's one ubuf_info per sendmsg."""
+        core = self._core
+        current = options
+
+        def write(view: memoryview) -> int:
+            nonlocal current
+            try:
+                sent = core.ep.write(view, current)
+            except ErrNotConnected:
+                raise _oserror(EPIPE) from None
+            if sent:
+                current = replace(options, continues=True)
+            return sent
         return write
 
     def _fast_open_send(self, view: memoryview, flags: int, target: tuple[bytes, int, int] | None) -> int:
@@ -2312,7 +2354,8 @@ class NetsockSocket:
         if to is not None and core.family != AF_PACKET:
             to = (_unspecified_is_loopback(to[0]), to[1], to[2])
         dont_route = bool(flags & MSG_DONTROUTE)
-        return self._io(_OUT, lambda: core.write_datagram(view, to, control, dont_route, more),
+        zerocopy = bool(flags & _MSG_ZEROCOPY)
+        return self._io(_OUT, lambda: core.write_datagram(view, to, control, dont_route, more, zerocopy),
                         *self._limits(flags, send=True))
 
     def send(self, data: Any, flags: int = 0) -> int:
@@ -2685,9 +2728,22 @@ class NetsockSocket:
         if isinstance(result.control, TransmitStamp):
             ancdata, flags = _ancillary(self._stamp_messages(result.control), ancbufsize)
             return ancdata, flags | MSG_ERRQUEUE
+        if isinstance(result.control, ZeroCopyCompletion):
+            ancdata, flags = _ancillary([self._zerocopy_message(result.control)], ancbufsize)
+            return ancdata, flags | MSG_ERRQUEUE
         core = self._core
         items = _control_items(result.control, core.family, core.stamps())
         return _ancillary(items, ancbufsize) if items else ([], 0)
+
+    def _zerocopy_message(self, completion: ZeroCopyCompletion) -> tuple[int, int, bytes]:
+        """A MSG_ZEROCOPY completion as Linux's ip_recv_error / ipv6_recv_error write it: the sock_extended_err
+        (no error, SO_EE_ORIGIN_ZEROCOPY, the calls' range in ee_info..ee_data) and a zero sockaddr."""
+        extended = _SOCK_EXTENDED_ERR.pack(0, _SO_EE_ORIGIN_ZEROCOPY, 0,
+                                           _SO_EE_CODE_ZEROCOPY_COPIED if completion.copied else 0, 0,
+                                           completion.first, completion.last)
+        if self._core.family == AF_INET:
+            return IPPROTO_IP, _IP_RECVERR, extended + bytes(16)
+        return IPPROTO_IPV6, _IPV6_RECVERR, extended + bytes(28)
 
     def _stamp_messages(self, stamp: TransmitStamp) -> list[tuple[int, int, bytes]]:
         """A transmit stamp's control messages as Linux's ip_recv_error / ipv6_recv_error write them: the stamp

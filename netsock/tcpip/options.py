@@ -97,6 +97,7 @@ class SockOpt(enum.Enum):
     IPV6_DONT_FRAGMENT = "ipv6_dont_fragment"     # an IPv6 datagram over the path MTU fails (IPV6_DONTFRAG)
     UDP_CORK = "udp_cork"                         # writes gather into one datagram until uncorked (UDP_CORK)
     UDP_GRO = "udp_gro"                           # a super-datagram's datagrams are read as one (UDP_GRO)
+    ZEROCOPY = "zerocopy"                         # writes may keep the caller's buffer (SO_ZEROCOPY, TCP and UDP)
     NO_CHECKSUM = "no_checksum"                   # UDP over IPv4 sent without a checksum (SO_NO_CHECK)
     NO_CHECKSUM6_TX = "no_checksum6_tx"           # UDP over IPv6 sent without one (UDP_NO_CHECK6_TX, RFC 6935)
     NO_CHECKSUM6_RX = "no_checksum6_rx"           # ... and taken without one (UDP_NO_CHECK6_RX)
@@ -182,6 +183,11 @@ class WriteOptions:
     atomic: bool = False
     control: SendableControlMessages = NO_SENDABLE_CONTROL_MESSAGES
     dont_route: bool = False    # MSG_DONTROUTE: only to a destination on a link of ours (datagram endpoints)
+    # MSG_ZEROCOPY with SO_ZEROCOPY on: the caller's buffer is kept, not copied, until a completion on the
+    # error queue says it is free; ``continues``: this write goes on with the previous one's send call (TCP:
+    # the bytes a blocking send queues in several writes share one completion id).
+    zerocopy: bool = False
+    continues: bool = False
 
 
 DEFAULT_WRITE_OPTIONS = WriteOptions()

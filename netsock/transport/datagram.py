@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import MutableSequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..header import ipv4, ipv6
@@ -114,6 +115,30 @@ class TransmitStamp(NamedTuple):
     source: bytes               # the packet's source address (the offender Linux names, with the packet)
 
 
+class ZeroCopyCompletion(NamedTuple):
+    """MSG_ZEROCOPY's completion on the error queue (Linux's __msg_zerocopy_callback): the send calls
+    ``first`` to ``last`` (the socket's counter of such calls, 32 bits) no longer need their buffers;
+    ``copied``: their bytes were copied after all (SO_EE_CODE_ZEROCOPY_COPIED), as a loopback's are."""
+
+    first: int                  # ee_info
+    last: int                   # ee_data
+    copied: bool
+    payload: bytes = b""        # (no packet goes with it)
+
+
+def complete_zerocopy(queue: MutableSequence[Any], first: int, last: int, copied: bool) -> bool:
+    """Queue the completion of send calls ``first``..``last``, or extend the error queue's last entry if it
+    is a completion ending just before ``first`` (skb_zerocopy_notify_extend: its code stays as it was);
+    True if a new entry was queued."""
+    tail = queue[-1] if queue else None
+    if type(tail) is ZeroCopyCompletion and (tail.last + 1) & 0xFFFFFFFF == first and \
+            ((tail.last - tail.first) & 0xFFFFFFFF) + ((last - first) & 0xFFFFFFFF) + 2 < 1 << 32:
+        queue[-1] = tail._replace(last=last)
+        return False
+    queue.append(ZeroCopyCompletion(first, last, copied))
+    return True
+
+
 def queued_error(error: Error, info: int, pkt: PacketBuffer, port: int, payload: bytes) -> QueuedError | None:
     """The error-queue entry for an ICMP error (``pkt``, as the network layer hands it to the transport)
     about what was sent to ``port``, quoting ``payload``; None if the ICMP header is not all there."""
@@ -156,8 +181,10 @@ class DatagramEndpoint(TransportEndpoint):
         self._queue: deque[tuple[memoryview, FullAddress, ControlMessages]] = deque()
         self._queued_bytes = 0
         self._pending_error: Error | None = None
-        self._errors: deque[QueuedError | TransmitStamp] = deque()     # IP_RECVERR's queue, transmit stamps'
+        # IP_RECVERR's queue, transmit stamps', MSG_ZEROCOPY's completions
+        self._errors: deque[QueuedError | TransmitStamp | ZeroCopyCompletion] = deque()
         self._stamp_key = 0                 # SO_TIMESTAMPING's OPT_ID: the next datagram's
+        self._zerocopy_id = 0               # MSG_ZEROCOPY: the next send call's number
         self._error_bytes = 0
         # SO_PEEK_OFF is set: a reader peeking past the queued datagrams waits for the next one, so each
         # arrival wakes readers, not only the first into an empty queue (Linux's peeking_with_offset).
@@ -174,7 +201,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
             SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
             SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True, SockOpt.LOCAL_PORT_RANGE: 0,
-            SockOpt.TRANSMIT_TIMESTAMPING: 0,
+            SockOpt.TRANSMIT_TIMESTAMPING: 0, SockOpt.ZEROCOPY: False,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -420,7 +447,18 @@ class DatagramEndpoint(TransportEndpoint):
         if tos is None:
             tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if v6 else SockOpt.IPV4_TOS]
         self.stats.packets_sent.value += self._transmit(route, data, dst_port, ttl, tos, control)
+        if options.zerocopy and self.options[SockOpt.ZEROCOPY]:
+            self._complete_zerocopy(route.loop or route.nic.loopback)
         return len(data)
+
+    def _complete_zerocopy(self, copied: bool) -> None:
+        """MSG_ZEROCOPY: the send call's datagrams are with the link, which holds none of the caller's bytes
+        after (it writes them out, or copies them: ``copied``, as Linux says of a loopback's), so the buffer
+        is free at once; the completion goes to the error queue (not charged to the receive buffer: Linux
+        takes it from the option memory)."""
+        number, self._zerocopy_id = self._zerocopy_id, (self._zerocopy_id + 1) & 0xFFFFFFFF
+        complete_zerocopy(self._errors, number, number, copied)
+        self.waiter_queue.notify(EventMask.ERR)
 
     def _output_nic(self, nic: int, remote: bytes) -> int:
         """The NIC a datagram to ``remote`` leaves by: the address's scope, SO_BINDTODEVICE's or the bound
@@ -621,9 +659,10 @@ class DatagramEndpoint(TransportEndpoint):
         transport header): a ping socket's reader gets it from the ICMP header on, port 0 (Linux's ping_err)."""
         return 0, bytes(pkt.data)
 
-    def read_error(self) -> QueuedError | TransmitStamp:
-        """The oldest queued ICMP error or transmit stamp (never waits: ErrWouldBlock if none). The socket's
-        error becomes the next entry's, if an ICMP error is next, or none (Linux's sock_dequeue_err_skb)."""
+    def read_error(self) -> QueuedError | TransmitStamp | ZeroCopyCompletion:
+        """The oldest queued ICMP error, transmit stamp or MSG_ZEROCOPY completion (never waits: ErrWouldBlock
+        if none). The socket's error becomes the next entry's, if an ICMP error is next, or none (Linux's
+        sock_dequeue_err_skb)."""
         if not self._errors:
             raise ErrWouldBlock()
         entry = self._errors.popleft()

@@ -1,7 +1,8 @@
 """The byte queues of a TCP connection.
 
 ``SendBuffer`` keeps unacknowledged and unsent bytes as the chunks the application wrote (bytes
-objects are kept by reference, never copied), addressed by sequence number; a segment inside one
+objects are kept by reference, never copied; so is any buffer written with MSG_ZEROCOPY, which its
+owner leaves alone until told it is free), addressed by sequence number; a segment inside one
 chunk is a memoryview of it, one spanning chunks is joined — or, for a link that writes scattered
 payloads, handed over as the list of its pieces. ``ReceiveQueue`` holds in-order payloads
 as memoryviews of the frames they arrived in, until a read copies them out — the only copy on the
@@ -26,7 +27,7 @@ class SendBuffer:
     __slots__ = ("_chunks", "_head", "start", "end", "_hint_index", "_hint_seq")
 
     def __init__(self, start: int) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._head = 0      # offset of ``start`` inside the first chunk
         self.start = start
         self.end = start
@@ -38,15 +39,21 @@ class SendBuffer:
     def __len__(self) -> int:
         return self.end - self.start
 
-    def append(self, data: Buffer) -> None:
+    def append(self, data: Buffer, keep: bool = False) -> None:
+        """``keep``: hold ``data`` itself, not a copy, and as a chunk of its own (MSG_ZEROCOPY)."""
         if not data:
             return
-        chunk = data if type(data) is bytes else bytes(data)
         chunks = self._chunks
-        if len(chunk) < _COALESCE and chunks and len(chunks[-1]) < _COALESCE:
-            chunks[-1] = chunks[-1] + chunk     # the chunk still starts where it did: hints hold
-        else:
+        if keep:
+            chunk: bytes | memoryview = memoryview(data)
             chunks.append(chunk)
+        else:
+            chunk = data if type(data) is bytes else bytes(data)
+            last = chunks[-1] if chunks else None
+            if len(chunk) < _COALESCE and type(last) is bytes and len(last) < _COALESCE:
+                chunks[-1] = last + chunk       # the chunk still starts where it did: hints hold
+            else:
+                chunks.append(chunk)
         self.end += len(chunk)
 
     def get(self, seq: int, length: int, scatter: bool = False) -> Buffer | list[Buffer]:

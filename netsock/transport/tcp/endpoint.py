@@ -29,7 +29,7 @@ from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnecte
 from ...tcpip.options import PMTUDISC_DONT, PMTUDISC_OMIT, PMTUDISC_SETS_DF, PMTUDISC_WANT
 from ...tcpip.stats import StatCounter
 from ...waiter import EventMask, WaiterQueue
-from ..datagram import QueuedError, TransmitStamp, queued_error
+from ..datagram import QueuedError, TransmitStamp, ZeroCopyCompletion, queued_error
 from . import congestion, md5
 from .receiver import ACK_LATER, ACK_NOW, ACK_SOON, DELAYED_ACK_TIMEOUT, Receiver
 from .segment import ACK, FIN, RST, SYN, URG, Segment, parse_segment
@@ -37,6 +37,7 @@ from .sender import MAX_RTO, Sender
 from .state import TCPState
 from .protocol import FAST_OPEN_CLIENT, FAST_OPEN_CLIENT_NO_COOKIE, FAST_OPEN_SERVER, FAST_OPEN_SERVER_NO_COOKIE
 from .stamps import TransmitStamper
+from .zerocopy import ZeroCopySends
 from .time_wait import TimeWait
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ class Listener:
 _FLAG_OPTIONS = {SockOpt.BIND_ADDRESS_NO_PORT: "bind_no_port", SockOpt.FREEBIND: "freebind",
                  SockOpt.RECEIVE_ERRORS: "recverr", SockOpt.DONT_ROUTE: "dontroute",
                  SockOpt.REUSE_ADDRESS: "reuse_addr", SockOpt.REUSE_PORT: "reuse_port",
-                 SockOpt.OUT_OF_BAND_INLINE: "oob_inline"}
+                 SockOpt.OUT_OF_BAND_INLINE: "oob_inline", SockOpt.ZEROCOPY: "zerocopy_on"}
 _RANGED_OPTIONS = {SockOpt.TCP_SAVE_SYN: ("save_syn", 2), SockOpt.MIN_TTL: ("min_ttl", 255),
                    SockOpt.LOCAL_PORT_RANGE: ("local_port_range", 0xFFFFFFFF)}
 
@@ -177,7 +178,7 @@ class TCPEndpoint(TransportEndpoint):
                  "error_queue", "md5_keys", "md5_key", "socket_filter", "filter_locked", "state_timer",
                  "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog", "_pseudo",
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
-                 "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper")
+                 "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -203,7 +204,8 @@ class TCPEndpoint(TransportEndpoint):
         self.error: Error | None = None             # what ended the connection; reported once to read/write
         self.pending_error: Error | None = None     # SO_ERROR
         self.soft_error: Error | None = None        # from ICMP while synchronized; reported on timeout
-        self.error_queue: list[QueuedError] | None = None   # the ICMP errors that failed a connect (MSG_ERRQUEUE)
+        # MSG_ERRQUEUE's: the ICMP errors that failed a connect, transmit stamps, MSG_ZEROCOPY's completions
+        self.error_queue: list[QueuedError | TransmitStamp | ZeroCopyCompletion] | None = None
         self.md5_keys: list[md5.MD5Key] | None = None     # TCP_MD5SIG's, by peer address
         self.md5_key: bytes | None = None                 # the connection's: its peer's key, if it has one
         self.listener: Listener | None = None
@@ -251,6 +253,8 @@ class TCPEndpoint(TransportEndpoint):
         self.fast_open_no_cookie = False            # TCP_FASTOPEN_NO_COOKIE: data with a SYN needs no cookie
         self.fast_open_key = b""                    # TCP_FASTOPEN_KEY: a listener's own cookie key (and backup)
         self.stamper: TransmitStamper | None = None  # SO_TIMESTAMPING's transmit stamps, once asked for
+        self.zerocopy_on = False                        # SO_ZEROCOPY: MSG_ZEROCOPY writes keep their buffers
+        self.zerocopy: ZeroCopySends | None = None      # those not yet free, once there has been one
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
         self.fast_open_slot: Listener | None = None
@@ -438,9 +442,10 @@ class TCPEndpoint(TransportEndpoint):
             return data
         return self._read_empty()
 
-    def read_error(self) -> QueuedError | TransmitStamp:
-        """The oldest queued ICMP error or transmit stamp (never waits: ErrWouldBlock if none); the socket's
-        error becomes the next one's, if an ICMP error is next (Linux's sock_dequeue_err_skb)."""
+    def read_error(self) -> QueuedError | TransmitStamp | ZeroCopyCompletion:
+        """The oldest queued ICMP error, transmit stamp or MSG_ZEROCOPY completion (never waits: ErrWouldBlock if
+        none); the socket's error becomes the next one's, if an ICMP error is next (Linux's
+        sock_dequeue_err_skb)."""
         if not self.error_queue:
             raise ErrWouldBlock()
         entry = self.error_queue.pop(0)
@@ -485,7 +490,10 @@ class TCPEndpoint(TransportEndpoint):
         snd = self.snd
         if state is not _ESTABLISHED and state is not _CLOSE_WAIT:
             if state is _SYN_SENT and not snd.max:  # type: ignore[union-attr]
-                return self._send_syn_data(data)
+                size = self._send_syn_data(data)
+                if size and options.zerocopy and self.zerocopy_on:   # (the SYN's bytes are a copy, as Linux's)
+                    self._zerocopy_written(options.continues)
+                return size
             if state is _SYN_SENT or (state is _SYN_RCVD and self.fast_open_slot is None):
                 raise ErrWouldBlock()
             if state is not _SYN_RCVD:      # (a Fast Open server sends before the handshake completes)
@@ -501,9 +509,12 @@ class TCPEndpoint(TransportEndpoint):
             size = space
         if not size:
             return 0
+        keep = options.zerocopy and self.zerocopy_on
         self._enter()
         try:
-            snd.queue(data)
+            snd.queue(data, keep)
+            if keep:
+                self._zerocopy_written(options.continues)
             if self.stamper is not None:
                 self.stamper.written(snd.buffer.end - 1)
             if options.oob:
@@ -517,6 +528,13 @@ class TCPEndpoint(TransportEndpoint):
         finally:
             self._exit()
         return size
+
+    def _zerocopy_written(self, continues: bool) -> None:
+        """A MSG_ZEROCOPY write has queued bytes up to the send buffer's end (``continues``: for the send call
+        of the write before)."""
+        if self.zerocopy is None:
+            self.zerocopy = ZeroCopySends()
+        self.zerocopy.written(self.snd.buffer.end - 1, continues)  # type: ignore[union-attr]
 
     def _send_syn_data(self, data: bytes | bytearray | memoryview) -> int:
         """The first write after a deferred Fast Open connect: what fits beside the largest options
@@ -854,6 +872,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.REUSE_ADDRESS: lambda: int(self.reuse_addr), SockOpt.REUSE_PORT: lambda: int(self.reuse_port),
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
                   SockOpt.OUT_OF_BAND_INLINE: lambda: int(self.oob_inline),
+                  SockOpt.ZEROCOPY: lambda: int(self.zerocopy_on),
                   SockOpt.MODERATE_RECEIVE_BUFFER: lambda: int(self.rcv.moderate if self.rcv else self.moderate_rcvbuf)}
         getter = simple.get(opt)
         if getter is None:
@@ -1161,6 +1180,7 @@ class TCPEndpoint(TransportEndpoint):
         self.bind_no_port = listener.bind_no_port
         self.freebind = listener.freebind
         self.recverr = listener.recverr
+        self.zerocopy_on = listener.zerocopy_on
         self.dontroute = listener.dontroute
         self.min_ttl = listener.min_ttl
         self.save_syn = listener.save_syn
@@ -1963,6 +1983,8 @@ class TCPEndpoint(TransportEndpoint):
         # every reference back to this endpoint, so that reference counting alone frees it.
         if self.snd is not None:
             self.snd.close()
+        if self.zerocopy is not None:
+            self.zerocopy.release(self)
         for timer in (self.delack_timer, self.state_timer, self.keepalive_timer):
             if timer is not None:
                 timer.close()

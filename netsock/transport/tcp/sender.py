@@ -157,8 +157,9 @@ class Sender:
 
     # --- writing --------------------------------------------------------------------------------
 
-    def queue(self, data: bytes | bytearray | memoryview) -> None:
-        """The application wrote ``data``. Coming with nothing in flight, it restarts transmission:
+    def queue(self, data: bytes | bytearray | memoryview, keep: bool = False) -> None:
+        """The application wrote ``data`` (``keep``: held as it is, not copied: MSG_ZEROCOPY). Coming with
+        nothing in flight, it restarts transmission:
         a congestion window not used for more than an RTO no longer reflects the path (no ACK has
         clocked it), so, as Linux's tcp_cwnd_restart (RFC 5681 §4.1), it goes back to the initial
         window, halved first for each RTO of silence, and ssthresh keeps three quarters of it."""
@@ -175,7 +176,7 @@ class Sender:
                     cwnd >>= 1
                     idle -= self.rto
                 self.cwnd = max(cwnd, restart)
-        self.buffer.append(data)
+        self.buffer.append(data, keep)
 
     def queue_fin(self) -> None:
         if not self.fin_queued:
@@ -650,6 +651,9 @@ class Sender:
         stamper = self.ep.stamper
         if stamper is not None and stamper.marks:
             stamper.acked(self.ep, ack)
+        zerocopy = self.ep.zerocopy
+        if zerocopy is not None and zerocopy.pending:
+            zerocopy.acked(self.ep, ack)
         if self.sack is not None:
             self.sack.delete(self.wire(ack))
             rack = self.rack

@@ -123,6 +123,8 @@ class UDPEndpoint(DatagramEndpoint):
             self.stats.write_errors.invalid_args.increment()
             raise ErrMessageTooLong()
         gathered += data
+        if options.zerocopy and self.options[SockOpt.ZEROCOPY]:
+            self._complete_zerocopy(True)   # copied into the datagram being gathered: free at once
         if not options.more and not self.options[SockOpt.UDP_CORK]:
             self._push_corked()
         return len(data)
@@ -132,7 +134,7 @@ class UDPEndpoint(DatagramEndpoint):
         corked, self._corked = self._corked, None
         if corked is not None:
             first, gathered = corked
-            super().write(gathered, replace(first, more=False))
+            super().write(gathered, replace(first, more=False, zerocopy=False))
 
     def _without_checksum(self, route: Route) -> bool:
         """Whether datagrams go without a checksum (0): SO_NO_CHECK over IPv4 (RFC 768), UDP_NO_CHECK6_TX
