@@ -666,6 +666,10 @@ def test_tcp_info_and_listening_state() -> None:
 TCP_INFO_FIELDS = struct.Struct("8B24I4Q6IQ3Q2I2Q6I2HI7I2H")   # Linux 6.18's struct tcp_info, 280 bytes
 (BYTES_ACKED, BYTES_RECEIVED, SEGS_OUT, SEGS_IN, NOTSENT, MIN_RTT, BYTES_SENT, BYTES_RETRANS, SND_WND,
  RCV_WND, TOTAL_RTO) = 34, 35, 36, 37, 38, 39, 48, 49, 53, 54, 56
+LAST_DATA_SENT, LAST_DATA_RECV, LAST_ACK_RECV, PACING_RATE, DELIVERY_RATE = 17, 19, 20, 32, 42
+# tcpi_ca_state, _retransmits, _probes, _backoff, the flags byte (delivery_rate_app_limited), _ato, _reordering,
+# _data_segs_in, _data_segs_out, _delivered, _reord_seen
+STATE_FIELDS = (1, 2, 3, 4, 7, 9, 28, 40, 41, 46, 51)
 
 
 def tcp_info_after_an_exchange(client: Any, server: Any) -> tuple[Any, ...]:
@@ -708,6 +712,12 @@ def test_tcp_info_counts_bytes_and_windows_as_the_kernel() -> None:
         assert fields[SEGS_OUT] >= 2 and fields[SEGS_IN] >= 2 and fields[MIN_RTT] > 0     # (the handshake, the data)
         assert fields[SND_WND] > 60000 and fields[RCV_WND] > 60000        # in bytes, scaled
     assert ours[8 + 23] == kernel[8 + 23] == 0                          # tcpi_total_retrans, before them
+    # Open, nothing lost or probed; the one segment each way app-limited; the SYN and the data delivered.
+    assert [ours[i] for i in STATE_FIELDS] == [kernel[i] for i in STATE_FIELDS] == [0, 0, 0, 0, 1, 40000, 3, 1, 1,
+                                                                                    2, 0]
+    for fields in (kernel, ours):
+        assert all(30 <= fields[i] < 1000 for i in (LAST_DATA_SENT, LAST_DATA_RECV, LAST_ACK_RECV))    # ms ago
+        assert fields[DELIVERY_RATE] > 0 and fields[PACING_RATE] > 0
 
 
 @pytest.mark.usefixtures("stack")

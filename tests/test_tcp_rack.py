@@ -351,3 +351,76 @@ def test_loss_and_reordering_recover_with_fewer_retransmissions() -> None:
                         sum(stats.dsacks_received.value for _, stats in runs))
     (rack_resent, rack_needless), (resent, needless) = totals[True], totals[False]
     assert rack_resent < resent / 2 and rack_needless < needless / 10, totals
+
+
+# --- TCP_INFO's delivery rate and congestion state -------------------------------------------------
+
+def rounds(ctx: TCPContext, count: int) -> list[int]:
+    """``count`` round trips in which the peer acknowledges the whole flight at once, one RTT after it left;
+    the segments in each flight."""
+    flights = []
+    for _ in range(count):
+        s = [seg for seg in ctx.sent() if seg.payload]
+        flights.append(len(s))
+        ctx.advance(RTT)
+        ctx.ack(ack=s[-1].end)
+    return flights
+
+
+def test_the_delivery_rate_is_a_round_trips_segments_over_its_time() -> None:
+    """With the window always full, each sample is the segments of one flight over the round trip (Linux's
+    tcp_rate.c): the first flight's, sent when nothing was in the air, is application-limited (as every
+    first write after idle is), the later ones are not, and replace it."""
+    ctx = established()
+    ctx.ep.write(bytes(100 * MSS))
+    flights = rounds(ctx, 3)
+    info = ctx.ep.info()
+    assert not info.app_limited
+    assert info.delivery_rate == pytest.approx(flights[-1] * MSS / RTT, rel=1e-6)
+    fields = struct.unpack_from("8B24I4Q6IQ3Q2I", _tcp_info(ctx.ep))
+    assert fields[7] & 1 == 0 and fields[42] == int(info.delivery_rate)     # tcpi_delivery_rate, bytes/s
+    assert (info.delivered, info.data_segs_out) == (1 + sum(flights), sum(flights) + len(ctx.sent()))
+    assert info.busy_time == pytest.approx(3 * RTT)                          # in flight all along, still
+
+
+def test_a_small_write_is_an_application_limited_sample() -> None:
+    ctx = established()
+    ctx.ep.write(b"question")
+    ctx.advance(RTT)
+    ctx.ack(ack=ctx.sent()[-1].end)
+    ctx.advance(1.0)
+    info = ctx.ep.info()
+    assert info.app_limited and info.delivery_rate == pytest.approx(MSS / RTT, rel=1e-6)
+    assert info.busy_time == pytest.approx(RTT) and info.delivered == 2
+    assert info.last_data_sent == pytest.approx(1.0 + RTT) and info.last_ack_received == pytest.approx(1.0)
+
+
+def test_the_congestion_state_is_linuxs() -> None:
+    """Open; Disorder once something is SACKed above a hole; Recovery once it is resent; Loss after a
+    timeout, until an ACK makes progress; each duplicate ACK, probe and backoff counted as Linux's."""
+    ctx = established()
+    s = flight(ctx, 7)
+    assert ctx.ep.info().ca_state == 0
+    ctx.advance(RTT)
+    sack(ctx, s[0].seq, (s[1].seq, s[1].end))
+    assert ctx.ep.info().ca_state == 1
+    sack(ctx, s[0].seq, (s[1].seq, s[6].end))
+    assert ctx.ep.info().ca_state == 3
+    ctx.sent()
+    while not ctx.ep.snd.retransmits:
+        ctx.advance(0.05)
+    info = ctx.ep.info()
+    assert (info.ca_state, info.backoff, info.retransmits, info.probes) == (4, 1, 1, 0)
+    ctx.ack(ack=s[6].end)
+    assert ctx.ep.info().ca_state == 0
+
+
+def test_zero_window_probes_are_probes_not_retransmissions() -> None:
+    ctx = established()
+    ctx.ep.write(b"a" * MSS)
+    ctx.ack(ack=ctx.sent()[-1].end, window=0)
+    ctx.ep.write(b"b" * MSS)
+    while not any(seg.payload for seg in ctx.sent()):
+        ctx.advance(0.1)
+    info = ctx.ep.info()
+    assert (info.probes, info.backoff, info.retransmits) == (1, 1, 0)

@@ -77,6 +77,7 @@ from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
 from ..transport.tcp import TCPState, md5
 from ..transport.tcp.protocol import FAST_OPEN_CLIENT
+from ..transport.tcp.receiver import DELAYED_ACK_TIMEOUT
 from ..transport.udplite import PROTOCOL_NUMBER as UDPLITE_PROTOCOL_NUMBER
 from ..waiter import EventMask, WaiterQueue
 from . import fds
@@ -126,7 +127,8 @@ _TIMEVAL = struct.Struct("ll")
 # Linux 6.18's struct tcp_info (280 bytes): to tcpi_total_retrans, then from tcpi_pacing_rate to the AccECN counters.
 _TCP_INFO = struct.Struct("8B24I4Q6IQ3Q2I2Q6I2HI7I2H")
 _TCP_CA_NAME_MAX = 16
-_TCPI_OPT_TIMESTAMPS, _TCPI_OPT_SACK, _TCPI_OPT_WSCALE = 1, 2, 4
+_TCPI_OPT_TIMESTAMPS, _TCPI_OPT_SACK, _TCPI_OPT_WSCALE, _TCPI_OPT_SYN_DATA = 1, 2, 4, 32
+_TCP_ATO_USEC = int(DELAYED_ACK_TIMEOUT * 1e6)     # tcpi_ato: the delayed-ACK timeout (Linux's minimum, 40 ms)
 _DUAL_BIND_TRIES = 16
 _MORE = WriteOptions(more=True)
 # TCP options passed to the endpoint as they are (it checks them as Linux does).
@@ -504,6 +506,10 @@ def _usec(seconds: float) -> int:
     return min(int(seconds * 1e6), 0xFFFFFFFF)
 
 
+def _msec(seconds: float) -> int:
+    return min(int(seconds * 1e3), 0xFFFFFFFF)
+
+
 def _c_int(value: int) -> int:
     """``value`` as CPython's int argument conversion (PyLong_AsInt) takes it."""
     if not _INT_MIN <= value <= _INT_MAX:
@@ -663,24 +669,30 @@ def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool
 
 
 def _tcp_info(ep: Any) -> bytes:
-    """Linux's struct tcp_info (times in µs, windows in segments, except tcpi_snd_wnd and tcpi_rcv_wnd). What
-    netsock does not measure reads 0: pacing (it does not pace: tcpi_max_pacing_rate is ~0, unlimited),
-    delivery rate and time limited, data segments, reordering events, ECN; tcpi_segs_out and _in count a
-    super-segment once."""
+    """Linux's struct tcp_info (times in µs, the last_* ones in ms, windows in segments, except tcpi_snd_wnd and
+    tcpi_rcv_wnd). What netsock does not keep reads 0: the receiver's RTT and slow-start threshold, the time
+    limited by the peer's window or the send buffer, ECN's counts, SYN retransmissions and Fast Open failures
+    (tcpi_max_pacing_rate is ~0: unlimited); tcpi_segs_out, _in and tcpi_data_segs_in count a super-segment
+    once."""
     info = ep.info()
     options = ((_TCPI_OPT_TIMESTAMPS if ep.ts_ok else 0) | (_TCPI_OPT_SACK if ep.sack_ok else 0)
-               | (_TCPI_OPT_WSCALE if ep.ws_ok else 0))
+               | (_TCPI_OPT_WSCALE if ep.ws_ok else 0) | (_TCPI_OPT_SYN_DATA if info.syn_data_acked else 0))
     wscale = ((ep.snd.wscale if ep.snd is not None else 0) & 0xF) | (ep.rcv_wscale & 0xF) << 4 if ep.ws_ok else 0
     mtu = ep.route.mtu() if ep.route is not None else 0
     return _TCP_INFO.pack(
-        int(info.state), 0, min(info.retransmits, 255), 0, 0, options, wscale, 0,
-        _usec(info.rto), 0, info.snd_mss, info.rcv_mss, info.unacked, info.sacked, info.lost, info.resent, 0,
-        0, 0, 0, 0, mtu, 0, _usec(info.rtt), _usec(info.rttvar), min(info.ssthresh, 0xFFFFFFFF),
-        min(info.cwnd, 0xFFFFFFFF), info.rcv_mss, 0, 0, max(info.rcv_wnd, 0), info.total_retransmits & 0xFFFFFFFF,
-        0, (1 << 64) - 1, info.bytes_acked, info.bytes_received, info.segs_out & 0xFFFFFFFF,
-        info.segs_in & 0xFFFFFFFF, min(info.notsent_bytes, 0xFFFFFFFF), _usec(info.min_rtt), 0, 0,
-        0, 0, 0, 0,                                 # delivery rate, busy, rwnd- and sndbuf-limited time
-        0, 0, info.bytes_sent, info.bytes_retrans, info.dsack_dups & 0xFFFFFFFF, 0, info.rcv_ooopack & 0xFFFFFFFF,
+        int(info.state), info.ca_state, min(info.retransmits, 255), min(info.probes, 255), min(info.backoff, 255),
+        options, wscale, int(info.app_limited),
+        _usec(info.rto), _TCP_ATO_USEC, info.snd_mss, info.rcv_mss, info.unacked, info.sacked, info.lost, info.resent,
+        0, _msec(info.last_data_sent), 0, _msec(info.last_data_received), _msec(info.last_ack_received),
+        mtu, 0, _usec(info.rtt), _usec(info.rttvar), min(info.ssthresh, 0xFFFFFFFF),
+        min(info.cwnd, 0xFFFFFFFF), info.rcv_mss, info.reordering, 0, max(info.rcv_wnd, 0),
+        info.total_retransmits & 0xFFFFFFFF,
+        int(info.pacing_rate), (1 << 64) - 1, info.bytes_acked, info.bytes_received, info.segs_out & 0xFFFFFFFF,
+        info.segs_in & 0xFFFFFFFF, min(info.notsent_bytes, 0xFFFFFFFF), _usec(info.min_rtt),
+        info.data_segs_in & 0xFFFFFFFF, info.data_segs_out & 0xFFFFFFFF, int(info.delivery_rate),
+        int(info.busy_time * 1e6), 0, 0,           # busy, peer-window-limited and send-buffer-limited µs
+        info.delivered & 0xFFFFFFFF, 0, info.bytes_sent, info.bytes_retrans, info.dsack_dups & 0xFFFFFFFF,
+        info.reord_seen & 0xFFFFFFFF, info.rcv_ooopack & 0xFFFFFFFF,
         min(info.snd_wnd, 0xFFFFFFFF), min(max(info.rcv_wnd, 0), 0xFFFFFFFF), 0, min(info.total_rto, 0xFFFF),
         min(info.total_rto_recoveries, 0xFFFF), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 

@@ -119,6 +119,43 @@ class TCPInfo(NamedTuple):
     rcv_ooopack: int = 0        # segments received out of order
     total_rto: int = 0          # timeouts, those of the handshake included, and the episodes they began
     total_rto_recoveries: int = 0
+    ca_state: int = 0           # Linux's TCP_CA_Open 0, Disorder 1 (duplicate ACKs, SACKs), Recovery 3, Loss 4
+    probes: int = 0             # zero-window probes unanswered
+    backoff: int = 0            # timeouts (or probes) since the last progress, each doubling the timer
+    last_data_sent: float = 0.0     # seconds since data last went, came, and an ACK came (0: never)
+    last_data_received: float = 0.0
+    last_ack_received: float = 0.0
+    data_segs_out: int = 0      # segments carrying data (a super-segment as its wire segments), and received
+    data_segs_in: int = 0       # (a super-segment once, as segs_in)
+    delivered: int = 0          # segments acknowledged, the SYN's included
+    delivery_rate: float = 0.0  # bytes a second, over a round trip (Linux's tcp_rate.c) ...
+    app_limited: bool = False   # ... measured while the application left the window unused
+    busy_time: float = 0.0      # seconds with data in flight
+    reordering: int = 3         # the reordering the loss detection allows for, in segments (RFC 6675's DupThresh)
+    reord_seen: int = 0         # deliveries found out of order
+    pacing_rate: float = 0.0    # bytes a second Linux would pace at (it reports it unpaced too; netsock does not pace)
+    syn_data_acked: bool = False    # the SYN's data was acknowledged (Fast Open; TCPI_OPT_SYN_DATA)
+
+
+def _ca_state(snd: Sender) -> int:
+    """Linux's congestion-avoidance state of a sender: in recovery, after a timeout (until progress), with
+    duplicate ACKs or SACKed bytes, else open."""
+    if snd.recovery:
+        return 3
+    if snd.retransmits and not snd.persisting:
+        return 4
+    if snd.dupacks or (snd.sack is not None and snd.sack.sacked_bytes()):
+        return 1
+    return 0
+
+
+def _pacing_rate(snd: Sender) -> float:
+    """The rate Linux's tcp_update_pacing_rate sets (and TCP_INFO reports, paced or not): the window over the
+    smoothed RTT, twice that in the first half of slow start, 1.2 times after."""
+    if not snd.srtt:
+        return 0.0
+    ratio = 2.0 if snd.cwnd < snd.ssthresh // 2 else 1.2
+    return snd.mss * max(snd.cwnd, snd.outstanding) * ratio / snd.srtt
 
 
 @functools.cache
@@ -178,7 +215,8 @@ class TCPEndpoint(TransportEndpoint):
                  "error_queue", "md5_keys", "md5_key", "socket_filter", "filter_locked", "state_timer",
                  "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog", "_pseudo",
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
-                 "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy")
+                 "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
+                 "data_segs_in", "last_data_received", "syn_data_acked")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -255,6 +293,9 @@ class TCPEndpoint(TransportEndpoint):
         self.stamper: TransmitStamper | None = None  # SO_TIMESTAMPING's transmit stamps, once asked for
         self.zerocopy_on = False                        # SO_ZEROCOPY: MSG_ZEROCOPY writes keep their buffers
         self.zerocopy: ZeroCopySends | None = None      # those not yet free, once there has been one
+        self.data_segs_in = 0           # (TCP_INFO) segments received with data, and when the last came
+        self.last_data_received = 0.0
+        self.syn_data_acked = False     # our SYN's data was acknowledged (Fast Open)
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
         self.fast_open_slot: Listener | None = None
@@ -512,6 +553,7 @@ class TCPEndpoint(TransportEndpoint):
         keep = options.zerocopy and self.zerocopy_on
         self._enter()
         try:
+            snd.check_app_limited()
             snd.queue(data, keep)
             if keep:
                 self._zerocopy_written(options.continues)
@@ -658,20 +700,34 @@ class TCPEndpoint(TransportEndpoint):
         return self.remote
 
     def info(self) -> TCPInfo:
+        """TCP_INFO's snapshot (see TCPInfo)."""
         snd, rcv = self.snd, self.rcv
-        counts: dict[str, int] = {"segs_out": self.stats.packets_sent.value,
-                                  "segs_in": self.stats.packets_received.value}
+        now = self.stack.clock.now()
+        counts: dict[str, Any] = {"segs_out": self.stats.packets_sent.value,
+                                  "segs_in": self.stats.packets_received.value, "data_segs_in": self.data_segs_in,
+                                  "syn_data_acked": self.syn_data_acked}
         if snd is not None:
             data_end = snd.buffer.end     # (payload is [1, data_end): the SYN took 0, the FIN takes data_end)
             counts.update(bytes_acked=snd.una, notsent_bytes=max(data_end - snd.max, 0),
                           bytes_sent=max(min(snd.max, data_end) - 1, 0) + snd.bytes_retrans,
                           bytes_retrans=snd.bytes_retrans, dsack_dups=snd.dsack_dups, total_rto=snd.total_rto,
-                          total_rto_recoveries=snd.total_rto_recoveries)
+                          total_rto_recoveries=snd.total_rto_recoveries, ca_state=_ca_state(snd),
+                          probes=snd.retransmits if snd.persisting else 0, backoff=snd.retransmits,
+                          last_data_sent=now - snd.last_sent if snd.last_sent else 0.0,
+                          last_ack_received=now - snd.last_ack_time if snd.last_ack_time else 0.0,
+                          data_segs_out=snd.data_segs_out, delivered=snd.delivered,
+                          delivery_rate=snd.delivery_rate, app_limited=snd.rate_app_limited,
+                          busy_time=snd.busy_time + (now - snd.busy_since if snd.una < snd.max else 0.0),
+                          reord_seen=snd.rack.reorderings if snd.rack is not None else 0,
+                          pacing_rate=_pacing_rate(snd))
         if rcv is not None:
             counts.update(bytes_received=rcv.nxt - 1, rcv_ooopack=rcv.ooo_packets)
+        if self.last_data_received:
+            counts.update(last_data_received=now - self.last_data_received)
         return TCPInfo(self.state, snd.srtt if snd else 0.0, snd.rttvar if snd else 0.0, snd.rto if snd else 0.0,
                        snd.min_rtt if snd else 0.0, snd.mss if snd else 0, rcv.mss if rcv else 0,
-                       snd.cwnd if snd else 0, snd.ssthresh if snd else 0, snd.retransmits if snd else 0,
+                       snd.cwnd if snd else 0, snd.ssthresh if snd else 0,
+                       snd.retransmits if snd and not snd.persisting else 0,     # (a probe's are probes)
                        snd.total_retransmits if snd else 0, snd.outstanding if snd else 0, snd.wnd if snd else 0,
                        rcv.adv_edge - rcv.nxt if rcv else 0, self.cc_name,
                        *(snd.rack.segments(snd.mss) if snd is not None and snd.rack is not None else ()), **counts)
@@ -946,6 +1002,9 @@ class TCPEndpoint(TransportEndpoint):
         if self.proto.md5_in_use and not self._md5_verified(seg, pkt):
             return
         self.stats.packets_received.value += 1
+        if seg.data:
+            self.data_segs_in += 1
+            self.last_data_received = self.stack.clock.now()
         self._dispatch(seg)
 
     def _md5_verified(self, seg: Segment, pkt: PacketBuffer) -> bool:
@@ -1309,6 +1368,7 @@ class TCPEndpoint(TransportEndpoint):
         if snd.max > 1:
             stats = self.stack_stats
             (stats.fast_open_active if ack > 1 else stats.fast_open_active_fail).increment()
+            self.syn_data_acked = ack > 1
             snd.syn_acked(ack)
         self.fast_open_cookie = None
 
@@ -1355,6 +1415,7 @@ class TCPEndpoint(TransportEndpoint):
             # No sample from the handshake; RFC 6298 §5.7: if its SYN timed out, data starts from 3 s.
             snd.rto = 3.0 if self.handshake_tries else 1.0
         self.handshake_tries = 0
+        snd.delivered = 1       # the SYN (ours or the peer's ACK of our SYN-ACK), as Linux counts it
         self._set_state(S.ESTABLISHED)
         if self.fast_open_slot is not None:
             self._leave_fast_open_slot()    # (queued for accept, and counted, at its SYN)

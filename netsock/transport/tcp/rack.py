@@ -29,8 +29,8 @@ MAX_REO_WND_MULT = 255      # (Linux keeps the multiplier in a byte)
 
 
 class RACK:
-    __slots__ = ("records", "transmissions", "order", "end_seq", "rtt", "fack", "reordering_seen", "reo_wnd_mult",
-                 "reo_wnd_persist", "dsack_round")
+    __slots__ = ("records", "transmissions", "order", "end_seq", "rtt", "fack", "reordering_seen", "reorderings",
+                 "reo_wnd_mult", "reo_wnd_persist", "dsack_round")
 
     def __init__(self) -> None:
         self.records: list[list] = []
@@ -40,6 +40,7 @@ class RACK:
         self.rtt = 0.0              # ... and the round trip it took (RACK.rtt)
         self.fack = 0               # the highest end delivered (RACK.fack)
         self.reordering_seen = False
+        self.reorderings = 0        # deliveries found out of order (TCP_INFO's tcpi_reord_seen)
         self.reo_wnd_mult = 1
         self.reo_wnd_persist = 0
         self.dsack_round: int | None = None
@@ -134,6 +135,7 @@ class RACK:
             self.fack = end
         elif not flags & RETRANSMITTED:
             self.reordering_seen = True     # sent before something delivered earlier (§6.2 step 3)
+            self.reorderings += 1
         if order > self.order or (order == self.order and end > self.end_seq):
             self.order = order
             self.end_seq = end

@@ -59,7 +59,9 @@ class Sender:
                  "probe_due", "tlp_high", "tlp_retransmitted", "rack", "reo_due",
                  "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "prr_delivered", "prr_out",
                  "retrans_ts", "retrans_high", "undo_timeout", "frto", "frto_mark", "frto_sacked", "bytes_retrans",
-                 "dsack_dups", "total_rto", "total_rto_recoveries")
+                 "dsack_dups", "total_rto", "total_rto_recoveries", "delivered", "delivered_time", "app_limited",
+                 "rate_prior", "rate_delivered", "rate_interval", "rate_app_limited", "data_segs_out", "busy_time",
+                 "busy_since", "last_ack_time")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -118,6 +120,22 @@ class Sender:
         self.frto_sacked = 0        # ... the end of what the peer had SACKed before the timeout
         self.prr_delivered = 0      # segments the peer received since the recovery began (RFC 6937) ...
         self.prr_out = 0            # ... and segments sent meanwhile
+        # Delivery rate (Linux's tcp_rate.c, sampled once a round trip, on the segment timed for the RTT):
+        # segments delivered (cumulatively acknowledged; the SYN's counts) and when the count last grew;
+        # while the application leaves the window unused, the count at which that ends (0: it does not);
+        # the timed segment's snapshot (delivered, since when, application-limited) until its ACK; and the
+        # sample TCP_INFO reports (segments over seconds, application-limited), kept while faster ones come.
+        self.delivered = 0
+        self.delivered_time = 0.0
+        self.app_limited = 0
+        self.rate_prior: tuple[int, float, bool] | None = None
+        self.rate_delivered = 0
+        self.rate_interval = 0.0
+        self.rate_app_limited = False
+        self.data_segs_out = 0      # segments carrying data, resent ones included (TCP_INFO)
+        self.busy_time = 0.0        # seconds with data in flight, before the current stretch ...
+        self.busy_since = 0.0       # ... which began then
+        self.last_ack_time = 0.0    # when the last acceptable ACK came
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
 
@@ -262,14 +280,15 @@ class Sender:
 
     def _transmit(self, seq: int, size: int, flags: int) -> None:
         now = self.now()
+        segments = max(1, -(-size // self.mss))     # (as Linux counts a super-segment: tcp_skb_pcount)
         if size:
             payload = self.buffer.get(seq, size, self.scatter and size > self.mss)
             self.last_sent = now
+            self.data_segs_out += segments
         else:
             payload = b""
         if self.rack is not None:
             self.rack.sent(seq, seq + size + (flags & FIN), now, seq < self.max)
-        segments = max(1, -(-size // self.mss))     # (as Linux counts a super-segment: tcp_skb_pcount)
         if self.recovery:
             self.prr_out += segments
         if seq < self.max:
@@ -285,10 +304,12 @@ class Sender:
                 self.rtt_seq = None     # Karn: an ambiguous sample
         else:
             if self.una == self.max:
-                self.una_since = now            # nothing was waiting: the wait starts with this
+                self.una_since = self.busy_since = now     # nothing was waiting: the wait starts with this
+                self.delivered_time = now       # (and a delivery rate is timed from here)
             if self.rtt_seq is None and size:
                 self.rtt_seq = seq + size
                 self.rtt_time = now
+                self.rate_prior = (self.delivered, self.delivered_time, bool(self.app_limited))
         pkt = self.ep.send_segment(seq, flags, payload)
         stamper = self.ep.stamper
         if stamper is not None and stamper.marks and seq >= self.max:
@@ -417,6 +438,7 @@ class Sender:
         """Process the ACK fields of an acceptable segment (``ack`` unwrapped, within [una, max]; ``echoed``:
         its timestamp echo, with timestamps on)."""
         old_wnd = self.wnd
+        self.last_ack_time = self.now()
         if seg_seq > self.wl1 or (seg_seq == self.wl1 and ack >= self.wl2):
             self.wnd = window << self.wscale
             self.wl1 = seg_seq
@@ -634,9 +656,16 @@ class Sender:
         acked = ack - self.una
         flight = self.max - self.una
         now = self.now()
+        packets = (acked + self.mss - 1) // self.mss
+        self.delivered += packets
+        self.delivered_time = now
+        if self.app_limited and self.delivered > self.app_limited:
+            self.app_limited = 0
         if self.rtt_seq is not None and ack >= self.rtt_seq:
             self.rtt_sample(now - self.rtt_time)
             self.rtt_seq = None
+            if self.rate_prior is not None:
+                self._rate_sample(now)
         self.retransmits = 0
         self.una = ack
         self.una_since = now
@@ -659,7 +688,6 @@ class Sender:
             rack = self.rack
             if rack is not None and rack.records:
                 rack.acked(ack, now, self.min_rtt, echo_ms)
-        packets = (acked + self.mss - 1) // self.mss
         if self.recovery:
             if ack >= self.recover:
                 self.recovery = False
@@ -681,9 +709,35 @@ class Sender:
         if self.una >= self.max:
             self.timer.cancel()
             self.probe_due = False
+            self.busy_time += now - self.busy_since
         elif not self.persisting:
             self._arm_retransmit(advancing=True)
         self.ep.on_send_space()
+
+    def _rate_sample(self, now: float) -> None:
+        """The timed segment is acknowledged: segments delivered since it was sent, over the time since the
+        delivery before it (Linux's tcp_rate_gen, once a round trip). A sample shorter than the minimum RTT is
+        ACK compression, not a rate; an application-limited one is kept only if it is faster than the last,
+        which it cannot underestimate then."""
+        delivered, since, app_limited = self.rate_prior  # type: ignore[misc]
+        self.rate_prior = None
+        interval = now - since
+        if interval <= 0 or interval < self.min_rtt:
+            return
+        segments = self.delivered - delivered
+        if not app_limited or segments * self.rate_interval >= self.rate_delivered * interval:
+            self.rate_delivered, self.rate_interval, self.rate_app_limited = segments, interval, app_limited
+
+    def check_app_limited(self) -> None:
+        """The application writes with less than a segment unsent and the window not full, outside recovery: the
+        flight in the air now is application-limited until delivered (Linux's tcp_rate_check_app_limited)."""
+        if self.buffer.end - self.nxt < self.mss and self.outstanding < self.cwnd and not self.recovery:
+            self.app_limited = (self.delivered + self.outstanding) or 1
+
+    @property
+    def delivery_rate(self) -> float:
+        """Bytes a second, from the kept sample (0 before one)."""
+        return self.rate_delivered * self.mss / self.rate_interval if self.rate_interval else 0.0
 
     def syn_acked(self, ack: int) -> None:
         """A SYN-ACK acknowledged ``ack`` (unwrapped) of the data our SYN carried (Fast Open): that much
