@@ -720,6 +720,43 @@ def test_tcp_info_counts_bytes_and_windows_as_the_kernel() -> None:
         assert fields[DELIVERY_RATE] > 0 and fields[PACING_RATE] > 0
 
 
+BUSY_TIME, RWND_LIMITED, SNDBUF_LIMITED = 43, 44, 45
+
+
+def held_back_by_the_window(make: Any) -> tuple[int, int, int]:
+    """A sender's TCP_INFO busy, peer-window-limited and send-buffer-limited µs after it filled a peer that
+    reads nothing and waited 200 ms."""
+    with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as server_socket:
+        server_socket.bind(("127.0.0.1", 0))
+        server_socket.listen()
+        with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as client:
+            client.connect(server_socket.getsockname())
+            server = server_socket.accept()[0]
+            with closing(server):
+                client.setblocking(False)
+                blocked = 0
+                while blocked < 2:      # (until the send buffer stays full: the peer's is full too)
+                    try:
+                        client.send(bytes(65536))
+                        blocked = 0
+                    except BlockingIOError:
+                        blocked += 1
+                        gevent.sleep(0.05)
+                gevent.sleep(0.2)
+                fields = TCP_INFO_FIELDS.unpack(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
+                                                                  TCP_INFO_FIELDS.size))
+                return fields[BUSY_TIME], fields[RWND_LIMITED], fields[SNDBUF_LIMITED]
+
+
+@pytest.mark.usefixtures("stack")
+def test_the_time_a_full_peer_holds_the_sender_back_is_counted_as_by_the_kernel() -> None:
+    """Linux's chronograph: RWND_LIMITED while the peer's window is shut (not SNDBUF_LIMITED: what was
+    written is not all sent), part of the busy time."""
+    for make in (socket.socket, NetsockSocket):
+        busy, rwnd, sndbuf = held_back_by_the_window(make)
+        assert busy >= rwnd >= 150_000 and sndbuf == 0, make
+
+
 @pytest.mark.usefixtures("stack")
 def test_a_connection_reset_before_accept_is_still_accepted() -> None:
     """A connection reset while in the accept queue stays there (Linux's): accept() returns it, its reads

@@ -13,6 +13,7 @@ import pytest
 
 from netsock.adapter.socket import _tcp_info
 from netsock.link.fault import FaultConfig
+from netsock.tcpip import ErrWouldBlock, SockOpt
 from netsock.tcpip.stats import TCPStats
 from netsock.transport.tcp.rack import LOST, RACK, RETRANSMITTED, SACKED
 from tcp_context import Opts, Pair, TCPContext, seq_add, transfer
@@ -380,7 +381,7 @@ def test_the_delivery_rate_is_a_round_trips_segments_over_its_time() -> None:
     fields = struct.unpack_from("8B24I4Q6IQ3Q2I", _tcp_info(ctx.ep))
     assert fields[7] & 1 == 0 and fields[42] == int(info.delivery_rate)     # tcpi_delivery_rate, bytes/s
     assert (info.delivered, info.data_segs_out) == (1 + sum(flights), sum(flights) + len(ctx.sent()))
-    assert info.busy_time == pytest.approx(3 * RTT)                          # in flight all along, still
+    assert info.chrono == pytest.approx([3 * RTT, 0, 0])                     # data to send all along, still
 
 
 def test_a_small_write_is_an_application_limited_sample() -> None:
@@ -391,7 +392,7 @@ def test_a_small_write_is_an_application_limited_sample() -> None:
     ctx.advance(1.0)
     info = ctx.ep.info()
     assert info.app_limited and info.delivery_rate == pytest.approx(MSS / RTT, rel=1e-6)
-    assert info.busy_time == pytest.approx(RTT) and info.delivered == 2
+    assert info.chrono == pytest.approx([RTT, 0, 0]) and info.delivered == 2
     assert info.last_data_sent == pytest.approx(1.0 + RTT) and info.last_ack_received == pytest.approx(1.0)
 
 
@@ -424,3 +425,31 @@ def test_zero_window_probes_are_probes_not_retransmissions() -> None:
         ctx.advance(0.1)
     info = ctx.ep.info()
     assert (info.probes, info.backoff, info.retransmits) == (1, 1, 0)
+
+
+def test_time_held_back_by_the_peers_window_and_by_the_send_buffer_is_told_apart() -> None:
+    """Linux's chronograph: a zero window makes the time RWND_LIMITED until it opens; a writer out of room
+    with all it wrote sent makes it SNDBUF_LIMITED until room frees; the rest, while anything is to be sent
+    or acknowledged, is BUSY (TCP_INFO's tcpi_busy_time is the three together)."""
+    ctx = established()
+    ctx.ep.write(b"a" * MSS)
+    ctx.advance(RTT)
+    ctx.ack(ack=ctx.sent()[-1].end, window=0)
+    ctx.ep.write(b"b" * MSS)
+    ctx.advance(1.0)
+    probe = [seg for seg in ctx.sent() if seg.payload][-1]
+    ctx.ack(ack=probe.seq, window=65535)
+    ctx.advance(RTT)
+    ctx.ack(ack=ctx.sent()[-1].end)
+    assert ctx.ep.info().chrono == pytest.approx([2 * RTT, 1.0, 0], abs=0.002)
+    ctx.ep.set_sock_opt(SockOpt.SEND_BUFFER_SIZE, 4096)
+    ctx.ep.set_sock_opt(SockOpt.DELAY, False)       # (TCP_NODELAY: Nagle would hold the last bytes back,
+    ctx.ep.snd.cwnd = 40                            # and a window left small by the probing the others)
+    with pytest.raises(ErrWouldBlock):
+        while True:
+            ctx.ep.write(b"c" * 1000)
+    last = [seg for seg in ctx.sent() if seg.payload][-1]     # (all of it went: the window and cwnd take it)
+    assert last.end == ctx.ep.snd.wire(ctx.ep.snd.buffer.end)
+    ctx.advance(0.02)
+    ctx.ack(ack=last.end)
+    assert ctx.ep.info().chrono == pytest.approx([2 * RTT, 1.0, 0.02], abs=0.002)

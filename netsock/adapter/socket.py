@@ -670,10 +670,10 @@ def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool
 
 def _tcp_info(ep: Any) -> bytes:
     """Linux's struct tcp_info (times in µs, the last_* ones in ms, windows in segments, except tcpi_snd_wnd and
-    tcpi_rcv_wnd). What netsock does not keep reads 0: the receiver's RTT and slow-start threshold, the time
-    limited by the peer's window or the send buffer, ECN's counts, SYN retransmissions and Fast Open failures
-    (tcpi_max_pacing_rate is ~0: unlimited); tcpi_segs_out, _in and tcpi_data_segs_in count a super-segment
-    once."""
+    tcpi_rcv_wnd; tcpi_busy_time includes the time limited by the peer's window and by the send buffer, as
+    Linux's). What netsock does not keep reads 0: the receiver's RTT and slow-start threshold, ECN's counts,
+    SYN retransmissions and Fast Open failures (tcpi_max_pacing_rate is ~0: unlimited); tcpi_segs_out, _in
+    and tcpi_data_segs_in count a super-segment once."""
     info = ep.info()
     options = ((_TCPI_OPT_TIMESTAMPS if ep.ts_ok else 0) | (_TCPI_OPT_SACK if ep.sack_ok else 0)
                | (_TCPI_OPT_WSCALE if ep.ws_ok else 0) | (_TCPI_OPT_SYN_DATA if info.syn_data_acked else 0))
@@ -690,7 +690,7 @@ def _tcp_info(ep: Any) -> bytes:
         int(info.pacing_rate), (1 << 64) - 1, info.bytes_acked, info.bytes_received, info.segs_out & 0xFFFFFFFF,
         info.segs_in & 0xFFFFFFFF, min(info.notsent_bytes, 0xFFFFFFFF), _usec(info.min_rtt),
         info.data_segs_in & 0xFFFFFFFF, info.data_segs_out & 0xFFFFFFFF, int(info.delivery_rate),
-        int(info.busy_time * 1e6), 0, 0,           # busy, peer-window-limited and send-buffer-limited µs
+        int(sum(info.chrono) * 1e6), int(info.chrono[1] * 1e6), int(info.chrono[2] * 1e6),
         info.delivered & 0xFFFFFFFF, 0, info.bytes_sent, info.bytes_retrans, info.dsack_dups & 0xFFFFFFFF,
         info.reord_seen & 0xFFFFFFFF, info.rcv_ooopack & 0xFFFFFFFF,
         min(info.snd_wnd, 0xFFFFFFFF), min(max(info.rcv_wnd, 0), 0xFFFFFFFF), 0, min(info.total_rto, 0xFFFF),

@@ -33,7 +33,7 @@ from ..datagram import QueuedError, TransmitStamp, ZeroCopyCompletion, queued_er
 from . import congestion, md5
 from .receiver import ACK_LATER, ACK_NOW, ACK_SOON, DELAYED_ACK_TIMEOUT, Receiver
 from .segment import ACK, FIN, RST, SYN, URG, Segment, parse_segment
-from .sender import MAX_RTO, Sender
+from .sender import CHRONO_SNDBUF_LIMITED, MAX_RTO, Sender
 from .state import TCPState
 from .protocol import FAST_OPEN_CLIENT, FAST_OPEN_CLIENT_NO_COOKIE, FAST_OPEN_SERVER, FAST_OPEN_SERVER_NO_COOKIE
 from .stamps import TransmitStamper
@@ -130,7 +130,9 @@ class TCPInfo(NamedTuple):
     delivered: int = 0          # segments acknowledged, the SYN's included
     delivery_rate: float = 0.0  # bytes a second, over a round trip (Linux's tcp_rate.c) ...
     app_limited: bool = False   # ... measured while the application left the window unused
-    busy_time: float = 0.0      # seconds with data in flight
+    # Seconds with data to send or acknowledge, apart from those held back by the peer's window, and those
+    # with all sent and the writer out of room (Linux's chronograph: BUSY, RWND_LIMITED, SNDBUF_LIMITED).
+    chrono: tuple[float, float, float] | list[float] = (0.0, 0.0, 0.0)
     reordering: int = 3         # the reordering the loss detection allows for, in segments (RFC 6675's DupThresh)
     reord_seen: int = 0         # deliveries found out of order
     pacing_rate: float = 0.0    # bytes a second Linux would pace at (it reports it unpaced too; netsock does not pace)
@@ -543,6 +545,10 @@ class TCPEndpoint(TransportEndpoint):
         assert snd is not None
         space = self.send_buffer_size - len(snd.buffer)
         if space <= 0 or (self.notsent_lowat > 0 and snd.buffer.end - snd.nxt >= self.notsent_lowat):
+            if space <= 0:
+                snd.blocked = True
+                if snd.nxt >= snd.buffer.end:
+                    snd.chrono_start(CHRONO_SNDBUF_LIMITED)     # all sent, and no room for more
             raise ErrWouldBlock()
         size = len(data)
         if size > space:
@@ -717,7 +723,7 @@ class TCPEndpoint(TransportEndpoint):
                           last_ack_received=now - snd.last_ack_time if snd.last_ack_time else 0.0,
                           data_segs_out=snd.data_segs_out, delivered=snd.delivered,
                           delivery_rate=snd.delivery_rate, app_limited=snd.rate_app_limited,
-                          busy_time=snd.busy_time + (now - snd.busy_since if snd.una < snd.max else 0.0),
+                          chrono=snd.chrono_times()[1:],
                           reord_seen=snd.rack.reorderings if snd.rack is not None else 0,
                           pacing_rate=_pacing_rate(snd))
         if rcv is not None:
@@ -1951,7 +1957,13 @@ class TCPEndpoint(TransportEndpoint):
         return (12 if self.ts_ok else 0) + (md5.OPTION_SIZE if self.md5_key is not None else 0)
 
     def on_send_space(self) -> None:
-        if self.waiter_queue and self.snd is not None and self._writable():
+        snd = self.snd
+        if snd is None:
+            return
+        if snd.blocked and self.send_buffer_size > len(snd.buffer):
+            snd.blocked = False
+            snd.chrono_stop(CHRONO_SNDBUF_LIMITED)
+        if self.waiter_queue and self._writable():
             self.waiter_queue.notify(_NOTIFY_OUT)
 
     # === lifecycle ================================================================================

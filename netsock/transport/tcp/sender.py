@@ -49,6 +49,7 @@ INFINITE_SSTHRESH = (1 << 31) - 1
 PROBE_SLACK = 0.002         # added to a loss probe's two round trips (Linux's TCP_TIMEOUT_MIN)
 PROBE_DELAYED_ACK = MIN_RTO  # ... with one segment in flight, whose ACK the peer may delay (RFC 8985 §7.2)
 PROBE_WITHOUT_RTT = 1.0     # ... before any round trip was measured (Linux's TCP_TIMEOUT_INIT)
+CHRONO_NONE, CHRONO_BUSY, CHRONO_RWND_LIMITED, CHRONO_SNDBUF_LIMITED = range(4)     # (in order of precedence)
 
 
 class Sender:
@@ -60,8 +61,8 @@ class Sender:
                  "undo_marker", "undo_retrans", "prior_cwnd", "prior_ssthresh", "prr_delivered", "prr_out",
                  "retrans_ts", "retrans_high", "undo_timeout", "frto", "frto_mark", "frto_sacked", "bytes_retrans",
                  "dsack_dups", "total_rto", "total_rto_recoveries", "delivered", "delivered_time", "app_limited",
-                 "rate_prior", "rate_delivered", "rate_interval", "rate_app_limited", "data_segs_out", "busy_time",
-                 "busy_since", "last_ack_time")
+                 "rate_prior", "rate_delivered", "rate_interval", "rate_app_limited", "data_segs_out", "chrono",
+                 "chrono_since", "chrono_totals", "blocked", "last_ack_time")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -133,8 +134,13 @@ class Sender:
         self.rate_interval = 0.0
         self.rate_app_limited = False
         self.data_segs_out = 0      # segments carrying data, resent ones included (TCP_INFO)
-        self.busy_time = 0.0        # seconds with data in flight, before the current stretch ...
-        self.busy_since = 0.0       # ... which began then
+        # Linux's chronograph (tcp_chrono_*): what the connection is doing, one of BUSY (data queued),
+        # RWND_LIMITED (held back by the peer's window) and SNDBUF_LIMITED (all sent, the writer waiting for
+        # room), the most telling one winning; since when; seconds spent in each before (index: the kind).
+        self.chrono = CHRONO_NONE
+        self.chrono_since = 0.0
+        self.chrono_totals = [0.0, 0.0, 0.0, 0.0]
+        self.blocked = False        # a write found the send buffer full (Linux's SOCK_NOSPACE)
         self.last_ack_time = 0.0    # when the last acceptable ACK came
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
@@ -194,6 +200,8 @@ class Sender:
                     cwnd >>= 1
                     idle -= self.rto
                 self.cwnd = max(cwnd, restart)
+        if self.una >= self.buffer.end:
+            self.chrono_start(CHRONO_BUSY)
         self.buffer.append(data, keep)
 
     def queue_fin(self) -> None:
@@ -221,6 +229,7 @@ class Sender:
         mss = self.mss
         buffer = self.buffer
         sack = self.sack
+        rwnd_limited = False
         # After a timeout, what the peer SACKed is neither resent nor counted in flight (Linux's CA_Loss).
         timed_out = sack is not None and self.una < self.recover and sack.sacked_bytes()
         while True:
@@ -245,13 +254,16 @@ class Sender:
             if size > mss:
                 size -= size % mss          # super-segments carry whole segments; the tail goes next
             if room <= 0:
-                if self.una + self.wnd <= nxt and nxt == self.una:
-                    self._start_persist()
+                if self.una + self.wnd <= nxt:
+                    rwnd_limited = True
+                    if nxt == self.una:
+                        self._start_persist()
                 break
             if 0 < size < mss and size < pending:
                 # Window-limited to a sliver: silly-window avoidance (RFC 9293 §3.8.6.2.1) waits for
                 # at least half the largest window the peer ever offered.
                 if size < self.max_wnd // 2:
+                    rwnd_limited = self.una + self.wnd - nxt <= size
                     if nxt == self.una:
                         self._start_persist()
                     break
@@ -273,6 +285,12 @@ class Sender:
                 self.max = self.nxt
             if flags & FIN:
                 break
+        if rwnd_limited:
+            self.chrono_start(CHRONO_RWND_LIMITED)
+        elif self.chrono == CHRONO_RWND_LIMITED:
+            self.chrono_stop(CHRONO_RWND_LIMITED)
+        if self.blocked and self.nxt >= buffer.end:
+            self.chrono_start(CHRONO_SNDBUF_LIMITED)   # all sent, and the writer waits for room
         if self.una < self.max and (self.probe_due or not self.timer.armed):
             # (a loss probe waits two round trips from the latest transmission: Linux re-arms it)
             self.persisting = False
@@ -304,7 +322,7 @@ class Sender:
                 self.rtt_seq = None     # Karn: an ambiguous sample
         else:
             if self.una == self.max:
-                self.una_since = self.busy_since = now     # nothing was waiting: the wait starts with this
+                self.una_since = now            # nothing was waiting: the wait starts with this
                 self.delivered_time = now       # (and a delivery rate is timed from here)
             if self.rtt_seq is None and size:
                 self.rtt_seq = seq + size
@@ -709,7 +727,8 @@ class Sender:
         if self.una >= self.max:
             self.timer.cancel()
             self.probe_due = False
-            self.busy_time += now - self.busy_since
+            if self.una >= self.buffer.end and self.chrono:
+                self.chrono_stop(CHRONO_BUSY)       # (everything written is acknowledged: it ends)
         elif not self.persisting:
             self._arm_retransmit(advancing=True)
         self.ep.on_send_space()
@@ -727,6 +746,33 @@ class Sender:
         segments = self.delivered - delivered
         if not app_limited or segments * self.rate_interval >= self.rate_delivered * interval:
             self.rate_delivered, self.rate_interval, self.rate_app_limited = segments, interval, app_limited
+
+    def chrono_start(self, kind: int) -> None:
+        """``kind`` begins, unless something more telling is under way (Linux's tcp_chrono_start)."""
+        if kind > self.chrono:
+            self._chrono_set(kind)
+
+    def chrono_stop(self, kind: int) -> None:
+        """``kind`` ends: with nothing left to send or acknowledge, the chronograph stops, else a stopped
+        current kind falls back to BUSY (Linux's tcp_chrono_stop)."""
+        if self.una >= self.buffer.end:
+            self._chrono_set(CHRONO_NONE)
+        elif kind == self.chrono:
+            self._chrono_set(CHRONO_BUSY)
+
+    def _chrono_set(self, kind: int) -> None:
+        now = self.now()
+        if self.chrono:
+            self.chrono_totals[self.chrono] += now - self.chrono_since
+        self.chrono, self.chrono_since = kind, now
+
+    def chrono_times(self) -> list[float]:
+        """Seconds spent BUSY, RWND_LIMITED and SNDBUF_LIMITED (at index 1, 2 and 3), the current stretch
+        included."""
+        totals = list(self.chrono_totals)
+        if self.chrono:
+            totals[self.chrono] += self.now() - self.chrono_since
+        return totals
 
     def check_app_limited(self) -> None:
         """The application writes with less than a segment unsent and the window not full, outside recovery: the
