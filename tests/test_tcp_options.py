@@ -181,6 +181,15 @@ def test_paws_comparison_wraps():
     assert ctx.read_all() == b"after the wrap"
 
 
+def test_paws_ignores_a_recent_timestamp_of_zero():
+    """A peer whose SYN carried TSval 0 (some do) is not held to it: Linux's tcp_paws_check accepts any
+    timestamp while TS.Recent is 0, which would otherwise reject half the clock's values."""
+    ctx = established(opts=Opts(mss=1460, ts=(0, 0)))
+    ctx.send_data(b"half the clock away", options=Opts(ts=(0x80000001, ctx.ts_recent)))
+    assert ctx.sent_one().options.ts[1] == 0x80000001
+    assert ctx.read_all() == b"half the clock away"
+
+
 def test_no_timestamps_unless_both_offer_them():
     ctx = established(opts=Opts(mss=1460, sack_perm=True))
     ctx.ep.write(b"x")

@@ -35,9 +35,9 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from errno import (EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EINPROGRESS,
-                   EINVAL, EISCONN, ENETUNREACH, ENODEV, ENOENT, ENOMSG, ENOPROTOOPT, ENOTCONN, ENOTSOCK, EOPNOTSUPP,
-                   EPERM, EPIPE, EPROTO, EPROTONOSUPPORT, ESOCKTNOSUPPORT)
+from errno import (EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EFBIG,
+                   EINPROGRESS, EINVAL, EISCONN, ENETUNREACH, ENODEV, ENOENT, ENOMSG, ENOPROTOOPT, ENOTCONN, ENOTSOCK,
+                   EOPNOTSUPP, EPERM, EPIPE, EPROTO, EPROTONOSUPPORT, ESOCKTNOSUPPORT)
 from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
                     IP_HDRINCL, IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS,
                     IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -196,6 +196,11 @@ _MEMINFO = struct.Struct("9I")                              # SK_MEMINFO_VARS u3
 # Linux's ip_tos2prio: the priority an IP_TOS value gives the socket (rt_tos2priority), by (tos & 0x1E) >> 1.
 _TOS_PRIORITY = (0, 0, 0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 4, 4, 4, 4)
 _TCP_TIMESTAMP, _TCP_THIN_DUPACK, _TCP_INQ, _TCP_IS_MPTCP = 24, 17, 36, 43    # <linux/tcp.h>
+# TCP_REPAIR and its companions (<linux/tcp.h>): checkpoint and restore of a connection, CRIU's way
+_TCP_REPAIR, _TCP_REPAIR_QUEUE, _TCP_QUEUE_SEQ, _TCP_REPAIR_OPTIONS, _TCP_REPAIR_WINDOW = 19, 20, 21, 22, 29
+_TCP_REPAIR_OPT = struct.Struct("II")               # struct tcp_repair_opt: option kind, value
+_TCP_REPAIR_WINDOW_STRUCT = struct.Struct("5I")     # snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup
+_TCP_MAX_WSCALE = 14
 _TCP_MD5SIG, _TCP_MD5SIG_EXT, _TCP_MD5SIG_FLAG_PREFIX, _TCP_MD5SIG_FLAG_IFINDEX = 14, 32, 1, 2
 _TCP_MD5SIG_SIZE = 216     # struct tcp_md5sig: sockaddr_storage, flags, prefixlen, keylen, ifindex, key[80]
 _TCP_MD5SIG_FIELDS = struct.Struct("=BBHi")
@@ -504,6 +509,11 @@ def _is_group(addr: bytes) -> bool:
 
 def _usec(seconds: float) -> int:
     return min(int(seconds * 1e6), 0xFFFFFFFF)
+
+
+def _signed32(value: int) -> int:
+    """A 32-bit unsigned value as getsockopt hands an int option back (CPython reads a C int)."""
+    return value - (1 << 32) if value & 0x80000000 else value
 
 
 def _msec(seconds: float) -> int:
@@ -1576,6 +1586,9 @@ class SocketCore:
         if name == TCP_FASTOPEN_KEY:
             self._set(SockOpt.TCP_FAST_OPEN_KEY, raw)
             return
+        if name in (_TCP_REPAIR_OPTIONS, _TCP_REPAIR_WINDOW):
+            self._set_repair_struct(name, raw)
+            return
         value = _int_option(raw)
         if name == TCP_NODELAY:
             self._set(SockOpt.DELAY, not value)
@@ -1608,11 +1621,49 @@ class SocketCore:
             if not 0 <= value <= 1:
                 raise _oserror(EINVAL)
         elif name == _TCP_TIMESTAMP:        # only a socket in repair mode (TCP_REPAIR) may move its clock
-            raise _oserror(EPERM)
+            self._each(lambda ep: ep.set_timestamp(value & 0xFFFFFFFF))
+        elif name == _TCP_REPAIR:
+            if not _capable(_CAP_NET_ADMIN):
+                raise _oserror(EPERM)
+            self._each(lambda ep: ep.set_repair(value))
+        elif name == _TCP_REPAIR_QUEUE:
+            self._each(lambda ep: ep.set_repair_queue(value))
+        elif name == _TCP_QUEUE_SEQ:
+            self._each(lambda ep: ep.set_queue_seq(value & 0xFFFFFFFF))
         elif name == _TCP_SAVE_SYN:
             self._set(SockOpt.TCP_SAVE_SYN, value)
         else:
             raise _oserror(ENOPROTOOPT)
+
+    def _each(self, change: Callable[[Any], None]) -> None:
+        """A change made to each of the socket's endpoints (a dual-stack one's two), as a netsock error's errno."""
+        try:
+            for ep in self.endpoints():
+                change(ep)
+        except Error as e:
+            raise e.to_oserror() from None
+
+    def _set_repair_struct(self, name: int, raw: bytes) -> None:
+        """TCP_REPAIR_OPTIONS (tcp_repair_opt pairs; a window scale over 14 is EFBIG, SACK's and timestamps'
+        values must be 0) and TCP_REPAIR_WINDOW (exactly its struct), as Linux reads them."""
+        if name == _TCP_REPAIR_WINDOW:
+            if not self.ep.repair:
+                raise _oserror(EPERM)
+            if len(raw) != _TCP_REPAIR_WINDOW_STRUCT.size:
+                raise _oserror(EINVAL)
+            window = _TCP_REPAIR_WINDOW_STRUCT.unpack(raw)
+            self._each(lambda ep: ep.set_repair_window(*window))
+            return
+        options = [_TCP_REPAIR_OPT.unpack_from(raw, offset)
+                   for offset in range(0, len(raw) - _TCP_REPAIR_OPT.size + 1, _TCP_REPAIR_OPT.size)]
+        if not self.ep.repair:
+            raise _oserror(EINVAL)
+        for kind, value in options:
+            if kind == 3 and max(value & 0xFFFF, value >> 16) > _TCP_MAX_WSCALE:
+                raise _oserror(EFBIG)
+            if kind in (4, 8) and value:
+                raise _oserror(EINVAL)
+        self._each(lambda ep: ep.set_repair_options(options))
 
     def _get_tcp_option(self, name: int) -> int | bytes:
         if name == TCP_NODELAY:
@@ -1640,6 +1691,17 @@ class SocketCore:
             return self.plain.get((IPPROTO_TCP, name), 0)
         if name == _TCP_TIMESTAMP:
             return int(self._get(SockOpt.TCP_TIMESTAMP))
+        if name == _TCP_REPAIR:
+            return int(self.ep.repair)
+        if name == _TCP_REPAIR_QUEUE:
+            if not self.ep.repair:
+                raise _oserror(EINVAL)
+            return self.ep.repair_queue
+        if name == _TCP_QUEUE_SEQ:
+            try:
+                return _signed32(self.ep.queue_seq())
+            except Error as e:
+                raise e.to_oserror() from None
         if name == _TCP_SAVE_SYN:
             return int(self._get(SockOpt.TCP_SAVE_SYN))
         raise _oserror(ENOPROTOOPT)
@@ -2543,6 +2605,15 @@ class NetsockSocket:
 
     # --- receiving ----------------------------------------------------------------------------------------
 
+    def _repair_read(self, size: int, flags: int) -> bytes:
+        """A read in repair mode (TCP_REPAIR) dumps the queue in repair: only a peek (EPERM), never waiting."""
+        if not flags & MSG_PEEK:
+            raise _oserror(EPERM)
+        try:
+            return self._core.ep.repair_peek(size)
+        except Error as e:
+            raise e.to_oserror() from None
+
     def _stream_read(self, size: int, flags: int, into: memoryview | None = None) -> bytes | int:
         """TCP recv: up to ``size`` bytes (all of them with MSG_WAITALL, unless EOF or an error comes
         first); into ``into`` if given, returning the count."""
@@ -2553,6 +2624,8 @@ class NetsockSocket:
         if size == 0:
             return b"" if into is None else 0
         core = self._core
+        if core.ep.repair:
+            return _handed_over(self._repair_read(size, flags), into)
         deadline, expired = self._limits(flags, send=False)
         if flags & MSG_PEEK:
             offset = core.peek_offset
@@ -2865,6 +2938,12 @@ class NetsockSocket:
                 return _option_result(self._core.ep.take_saved_syn(buflen or _INT.size), buflen, False)
             except Error as e:
                 raise e.to_oserror() from None
+        if level == IPPROTO_TCP and optname == _TCP_REPAIR_WINDOW and self._core.kind == SOCK_STREAM:
+            if buflen != _TCP_REPAIR_WINDOW_STRUCT.size:
+                raise _oserror(EINVAL)
+            if not self._core.ep.repair:
+                raise _oserror(EPERM)
+            return _TCP_REPAIR_WINDOW_STRUCT.pack(*self._core.ep.repair_window())
         if level == IPPROTO_IPV6 and optname == _IPV6_PATHMTU and self._core.family == AF_INET6 and \
                 (buflen or _INT.size) < _SOCKADDR_IN6_SIZE + 4:
             raise _oserror(EINVAL)      # room for a whole ip6_mtuinfo is asked first (then ENOTCONN)

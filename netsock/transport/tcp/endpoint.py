@@ -160,6 +160,9 @@ def _pacing_rate(snd: Sender) -> float:
     return snd.mss * max(snd.cwnd, snd.outstanding) * ratio / snd.srtt
 
 
+REPAIR_NO_QUEUE, REPAIR_RECV_QUEUE, REPAIR_SEND_QUEUE = 0, 1, 2    # TCP_REPAIR_QUEUE's values (Linux's)
+
+
 @functools.cache
 def window_shift(max_buffer: int) -> int:
     """The smallest RFC 7323 shift that lets a 16-bit window field cover ``max_buffer``."""
@@ -218,7 +221,7 @@ class TCPEndpoint(TransportEndpoint):
                  "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog", "_pseudo",
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
                  "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
-                 "data_segs_in", "last_data_received", "syn_data_acked")
+                 "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -298,6 +301,12 @@ class TCPEndpoint(TransportEndpoint):
         self.data_segs_in = 0           # (TCP_INFO) segments received with data, and when the last came
         self.last_data_received = 0.0
         self.syn_data_acked = False     # our SYN's data was acknowledged (Fast Open)
+        # TCP_REPAIR (checkpoint and restore, as CRIU uses Linux's): on, the queue TCP_QUEUE_SEQ and writes
+        # and peeks address, and the sequence numbers a restored connection starts from (wire: the next
+        # byte written, the next expected).
+        self.repair = False
+        self.repair_queue = REPAIR_NO_QUEUE
+        self.repair_seqs = [0, 0]
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
         self.fast_open_slot: Listener | None = None
@@ -350,7 +359,8 @@ class TCPEndpoint(TransportEndpoint):
 
     def _reserve(self, addr: FullAddress) -> None:
         local = bytes(addr.addr)
-        flags = PortFlags(self.reuse_addr, self.reuse_port)
+        # (a socket in repair mode takes its port whatever holds it: Linux's SK_FORCE_REUSE)
+        flags = PortFlags(self.reuse_addr or self.repair, self.reuse_port or self.repair)
         port = self.stack.ports.reserve((self.net_proto,), self.proto.number, local, addr.port, flags, addr.nic,
                                         local_range=self.local_port_range)
         self._reservation = ((self.net_proto,), self.proto.number, local, port, flags, addr.nic, None)
@@ -426,6 +436,9 @@ class TCPEndpoint(TransportEndpoint):
         if self.stack.demux.lookup_exact(self.net_proto, self.proto.number, self._bound_nic, id):
             raise ErrPortInUse()
         self._attach(route, id)
+        if self.repair:
+            self._restore()
+            return
         iss, self.ts_offset = self.proto.initial_numbers(local, port, remote, addr.port)
         self.snd = Sender(self, iss, self._send_mss(None), self.cc_name)
         self.connect_reported = False
@@ -543,6 +556,8 @@ class TCPEndpoint(TransportEndpoint):
                 self.stats.write_errors.invalid_endpoint_state.increment()
                 raise ErrClosedForSend() if self.remote is not None else ErrNotConnected()
         assert snd is not None
+        if self.repair:
+            return self._repair_write(data)
         space = self.send_buffer_size - len(snd.buffer)
         if space <= 0 or (self.notsent_lowat > 0 and snd.buffer.end - snd.nxt >= self.notsent_lowat):
             if space <= 0:
@@ -584,6 +599,162 @@ class TCPEndpoint(TransportEndpoint):
             self.zerocopy = ZeroCopySends()
         self.zerocopy.written(self.snd.buffer.end - 1, continues)  # type: ignore[union-attr]
 
+    # --- TCP_REPAIR --------------------------------------------------------------------------------
+
+    def set_repair(self, value: int) -> None:
+        """TCP_REPAIR: 1 on; 0 off, with a window probe that gets the peer to tell its window and what it
+        holds; -1 off without one (Linux's TCP_REPAIR_OFF_NO_WP). Closed or established connections only."""
+        if self.state is not S.CLOSED and self.state is not S.ESTABLISHED:
+            raise ErrNotPermitted()
+        if value not in (-1, 0, 1):
+            raise ErrInvalidOptionValue()
+        self.repair = value == 1
+        self.repair_queue = REPAIR_NO_QUEUE
+        snd, rcv = self.snd, self.rcv
+        if self.repair or self.state is not S.ESTABLISHED or snd is None or rcv is None:
+            return
+        self._enter()
+        try:
+            if value == 0:
+                # Linux's tcp_send_window_probe: an already acknowledged sequence number, which the peer
+                # answers with an ACK, whose window is then taken whatever it acknowledges.
+                snd.wl1 = rcv.nxt - 1
+                self.send_segment(snd.una - 1, ACK)
+            snd.send_data()
+        finally:
+            self._exit()
+
+    def set_repair_queue(self, queue: int) -> None:
+        if not self.repair:
+            raise ErrNotPermitted()
+        if not REPAIR_NO_QUEUE <= queue <= REPAIR_SEND_QUEUE:
+            raise ErrInvalidOptionValue()
+        self.repair_queue = queue
+
+    def set_queue_seq(self, seq: int) -> None:
+        """TCP_QUEUE_SEQ: where the queue in repair starts, before the connection is restored."""
+        if self.state is not S.CLOSED:
+            raise ErrNotPermitted()
+        if self.repair_queue == REPAIR_NO_QUEUE:
+            raise ErrInvalidOptionValue()
+        self.repair_seqs[self.repair_queue == REPAIR_RECV_QUEUE] = seq & MASK
+
+    def queue_seq(self) -> int:
+        """TCP_QUEUE_SEQ: the sequence number after the queue in repair (the next byte written or expected)."""
+        queue = self.repair_queue
+        if queue == REPAIR_NO_QUEUE:
+            raise ErrInvalidOptionValue()
+        snd, rcv = self.snd, self.rcv
+        if queue == REPAIR_SEND_QUEUE:
+            return snd.wire(snd.buffer.end) if snd is not None else self.repair_seqs[0]
+        return (rcv.irs + rcv.nxt) & MASK if rcv is not None else self.repair_seqs[1]
+
+    def set_repair_options(self, options: list[tuple[int, int]]) -> None:
+        """TCP_REPAIR_OPTIONS: what the handshake had agreed, (TCP option kind, value) each (Linux's
+        tcp_repair_options_est): MSS, window scales (ours in the high 16 bits), SACK, timestamps; only
+        before the restored connection has sent anything."""
+        if not self.repair:
+            raise ErrInvalidOptionValue()
+        snd, rcv = self.snd, self.rcv
+        if self.state is not S.ESTABLISHED or snd is None or rcv is None or snd.max > 1:
+            raise ErrNotPermitted()
+        for kind, value in options:
+            if kind == tcp.OPT_MSS:
+                self.peer_mss = value
+                snd.mss = self._send_mss(value)
+            elif kind == tcp.OPT_WS:
+                self.ws_ok = True
+                snd.wscale, self.rcv_wscale = value & 0xFFFF, value >> 16
+                rcv.wscale = self.rcv_wscale
+            elif kind == tcp.OPT_SACK_PERMITTED:
+                if not self.sack_ok:
+                    self.sack_ok = rcv.sack_ok = True
+                    snd.enable_sack()
+            elif kind == tcp.OPT_TIMESTAMP:
+                self.ts_ok = True
+        self._update_burst()
+
+    def repair_window(self) -> tuple[int, int, int, int, int]:
+        """TCP_REPAIR_WINDOW: the peer's sequence number of the last window update (wire), its window and
+        the largest it offered, ours and where it starts (wire)."""
+        snd, rcv = self.snd, self.rcv
+        if snd is None or rcv is None:
+            return 0, 0, 0, 0, 0
+        return ((rcv.irs + snd.wl1) & MASK, snd.wnd, snd.max_wnd, max(rcv.adv_edge - rcv.nxt, 0),
+                (rcv.irs + rcv.nxt) & MASK)
+
+    def set_repair_window(self, snd_wl1: int, snd_wnd: int, max_window: int, rcv_wnd: int, rcv_wup: int) -> None:
+        """Set what ``repair_window`` reads, checked as Linux's tcp_repair_set_window: neither sequence number
+        beyond what is possible."""
+        if not self.repair:
+            raise ErrNotPermitted()
+        snd, rcv = self.snd, self.rcv
+        if snd is None or rcv is None:
+            raise ErrInvalidOptionValue()
+        rcv_nxt = (rcv.irs + rcv.nxt) & MASK
+        if (snd_wl1 - (rcv_nxt + rcv_wnd)) & MASK and not (snd_wl1 - (rcv_nxt + rcv_wnd)) & 0x80000000 or \
+                (rcv_wup - rcv_nxt) & MASK and not (rcv_wup - rcv_nxt) & 0x80000000:
+            raise ErrInvalidOptionValue()
+        snd.wl1 = rcv.nxt - ((rcv_nxt - snd_wl1) & MASK)
+        snd.wnd, snd.max_wnd = snd_wnd, max_window
+        rcv.adv_edge = rcv.nxt - ((rcv_nxt - rcv_wup) & MASK) + rcv_wnd
+
+    def set_timestamp(self, tsval: int) -> None:
+        """TCP_TIMESTAMP in repair mode: the clock our timestamps carry goes on from ``tsval`` (a restored
+        connection's, so that the peer's PAWS accepts them)."""
+        if not self.repair:
+            raise ErrNotPermitted()
+        self.ts_offset = (tsval - int(self.stack.clock.now() * 1000)) & MASK
+
+    def _restore(self) -> None:
+        """connect() in repair mode: no handshake, the connection is established from the sequence numbers
+        TCP_QUEUE_SEQ set, with no option agreed until TCP_REPAIR_OPTIONS (Linux's tcp_connect in repair)."""
+        write_seq, rcv_nxt = self.repair_seqs
+        self.peer_mss = DEFAULT_MSS
+        self.snd = snd = Sender(self, (write_seq - 1) & MASK, self._send_mss(DEFAULT_MSS), self.cc_name)
+        snd.una = snd.nxt = snd.max = 1
+        snd.wl2 = 1
+        self.sack_ok = self.ts_ok = self.ws_ok = False
+        self.rcv_wscale = 0
+        self._new_receiver((rcv_nxt - 1) & MASK)
+        self.connect_reported = True
+        self._established()
+
+    def _repair_write(self, data: bytes | bytearray | memoryview) -> int:
+        """A write in repair mode restores a queue: into the receive queue as if it had arrived, into the
+        send queue as if sent and not yet acknowledged (retransmitted in time if the peer lacks it)."""
+        snd, rcv = self.snd, self.rcv
+        assert snd is not None and rcv is not None
+        if self.repair_queue == REPAIR_RECV_QUEUE:
+            rcv.queue.append(memoryview(bytes(data)))
+            rcv.nxt += len(data)
+            rcv.adv_edge = max(rcv.adv_edge, rcv.nxt)
+            self.waiter_queue.notify(_NOTIFY_IN)
+            return len(data)
+        if self.repair_queue != REPAIR_SEND_QUEUE:
+            raise ErrInvalidOptionValue()
+        start = snd.buffer.end
+        snd.queue(data)
+        snd.nxt = snd.max = snd.buffer.end
+        if snd.rack is not None:
+            snd.rack.sent(start, snd.max, snd.now(), False)
+        snd.una_since = snd.now()
+        self.guarded(snd.timer.reset, snd.rto)
+        return len(data)
+
+    def repair_peek(self, count: int) -> bytes:
+        """recv(MSG_PEEK) in repair mode: what the queue in repair holds (the send queue: everything not yet
+        acknowledged, sent or not), for a checkpoint."""
+        if self.repair_queue == REPAIR_RECV_QUEUE:
+            return self.peek(count)
+        if self.repair_queue != REPAIR_SEND_QUEUE:
+            raise ErrInvalidOptionValue()
+        snd = self.snd
+        if snd is None:
+            return b""
+        size = min(count, snd.buffer.end - snd.una)
+        return bytes(snd.buffer.get(snd.una, size)) if size > 0 else b""
+
     def _send_syn_data(self, data: bytes | bytearray | memoryview) -> int:
         """The first write after a deferred Fast Open connect: what fits beside the largest options
         in one segment of the peer's MSS goes with the SYN (Linux's tcp_send_syn_data); returns how much."""
@@ -621,7 +792,9 @@ class TCPEndpoint(TransportEndpoint):
         state = self.state
         self._enter()
         try:
-            if state is S.LISTEN:
+            if self.repair and state is not S.CLOSED:
+                self._finish(None)      # silently: the connection lives on where it is restored
+            elif state is S.LISTEN:
                 self._close_listener()
             elif state is S.CLOSED:
                 self._release()
@@ -1536,8 +1709,11 @@ class TCPEndpoint(TransportEndpoint):
         data = seg.data
         length = len(data) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
         ts = seg.options.timestamp
-        if self.ts_ok and ts is not None and not flags & RST and ((ts[0] - self.ts_recent) & 0x80000000):
-            self.send_ack()   # PAWS: an old duplicate
+        if self.ts_ok and ts is not None and not flags & RST and ((ts[0] - self.ts_recent) & 0x80000000) and \
+                self.ts_recent:
+            # PAWS: an old duplicate (not against a recent timestamp of 0: none was seen, as a restored
+            # connection's, or the peer's SYN carried 0, as some do — Linux's tcp_paws_check)
+            self.send_ack()
             return
         # Acceptability (RFC 9293 §3.10.7.4 "first").
         window = rcv.adv_edge - nxt
