@@ -453,3 +453,19 @@ def test_time_held_back_by_the_peers_window_and_by_the_send_buffer_is_told_apart
     ctx.advance(0.02)
     ctx.ack(ack=last.end)
     assert ctx.ep.info().chrono == pytest.approx([2 * RTT, 1.0, 0.02], abs=0.002)
+
+
+@pytest.mark.parametrize("thin", [True, False])
+def test_a_thin_streams_timeouts_do_not_back_off_with_thin_linear_timeouts(thin: bool) -> None:
+    """TCP_THIN_LINEAR_TIMEOUTS: one segment in flight and lost again and again is resent an RTO after each of
+    its first six timeouts too, then backs off as usual (Linux's tcp_retransmit_timer); without it, at once."""
+    ctx = established()
+    ctx.ep.set_sock_opt(SockOpt.TCP_THIN_LINEAR_TIMEOUTS, thin)
+    assert ctx.ep.get_sock_opt(SockOpt.TCP_THIN_LINEAR_TIMEOUTS) == int(thin)
+    ctx.ep.write(b"lost")
+    times = []
+    while len(times) < 9:
+        times += [seg.time for seg in ctx.sent() if seg.payload]
+        ctx.advance(0.01)
+    gaps = [round((b - a) / ctx.ep.snd._base_rto(), 1) for a, b in zip(times, times[1:])]
+    assert gaps == ([1.0] * 7 + [2.0] if thin else [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])

@@ -201,7 +201,8 @@ class Listener:
 _FLAG_OPTIONS = {SockOpt.BIND_ADDRESS_NO_PORT: "bind_no_port", SockOpt.FREEBIND: "freebind",
                  SockOpt.RECEIVE_ERRORS: "recverr", SockOpt.DONT_ROUTE: "dontroute",
                  SockOpt.REUSE_ADDRESS: "reuse_addr", SockOpt.REUSE_PORT: "reuse_port",
-                 SockOpt.OUT_OF_BAND_INLINE: "oob_inline", SockOpt.ZEROCOPY: "zerocopy_on"}
+                 SockOpt.OUT_OF_BAND_INLINE: "oob_inline", SockOpt.ZEROCOPY: "zerocopy_on",
+                 SockOpt.TCP_THIN_LINEAR_TIMEOUTS: "thin_linear_timeouts"}
 _RANGED_OPTIONS = {SockOpt.TCP_SAVE_SYN: ("save_syn", 2), SockOpt.MIN_TTL: ("min_ttl", 255),
                    SockOpt.LOCAL_PORT_RANGE: ("local_port_range", 0xFFFFFFFF)}
 
@@ -221,7 +222,8 @@ class TCPEndpoint(TransportEndpoint):
                  "keepalive_timer", "delack_timer", "keepalive_probes", "last_receive", "_busy", "_backlog", "_pseudo",
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
                  "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
-                 "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs")
+                 "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs",
+                 "thin_linear_timeouts")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -307,6 +309,7 @@ class TCPEndpoint(TransportEndpoint):
         self.repair = False
         self.repair_queue = REPAIR_NO_QUEUE
         self.repair_seqs = [0, 0]
+        self.thin_linear_timeouts = proto.thin_linear_timeouts     # TCP_THIN_LINEAR_TIMEOUTS
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
         self.fast_open_slot: Listener | None = None
@@ -1108,6 +1111,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.BIND_TO_DEVICE: lambda: self._bound_nic,
                   SockOpt.OUT_OF_BAND_INLINE: lambda: int(self.oob_inline),
                   SockOpt.ZEROCOPY: lambda: int(self.zerocopy_on),
+                  SockOpt.TCP_THIN_LINEAR_TIMEOUTS: lambda: int(self.thin_linear_timeouts),
                   SockOpt.MODERATE_RECEIVE_BUFFER: lambda: int(self.rcv.moderate if self.rcv else self.moderate_rcvbuf)}
         getter = simple.get(opt)
         if getter is None:
@@ -1419,6 +1423,7 @@ class TCPEndpoint(TransportEndpoint):
         self.freebind = listener.freebind
         self.recverr = listener.recverr
         self.zerocopy_on = listener.zerocopy_on
+        self.thin_linear_timeouts = listener.thin_linear_timeouts
         self.dontroute = listener.dontroute
         self.min_ttl = listener.min_ttl
         self.save_syn = listener.save_syn

@@ -68,6 +68,7 @@ class TCPProtocol(TransportProtocol):
         self.syn_cookies = True
         self.tail_loss_probes = True            # RFC 8985's TLP (net.ipv4.tcp_early_retrans 3)
         self.rack_loss_detection = True         # RFC 8985's RACK (net.ipv4.tcp_recovery bit 1)
+        self.thin_linear_timeouts = False       # TCP_THIN_LINEAR_TIMEOUTS for all (Linux's sysctl of the name)
         self.frto = True                        # RFC 5682's F-RTO (net.ipv4.tcp_frto)
         self.md5_in_use = False     # some endpoint has had a TCP_MD5SIG key: every segment is looked at since
         self.challenge_ack_limit = 1000         # per second, stack-wide (net.ipv4.tcp_challenge_ack_limit)

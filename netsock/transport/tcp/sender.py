@@ -50,6 +50,7 @@ PROBE_SLACK = 0.002         # added to a loss probe's two round trips (Linux's T
 PROBE_DELAYED_ACK = MIN_RTO  # ... with one segment in flight, whose ACK the peer may delay (RFC 8985 §7.2)
 PROBE_WITHOUT_RTT = 1.0     # ... before any round trip was measured (Linux's TCP_TIMEOUT_INIT)
 CHRONO_NONE, CHRONO_BUSY, CHRONO_RWND_LIMITED, CHRONO_SNDBUF_LIMITED = range(4)     # (in order of precedence)
+THIN_LINEAR_RETRIES = 6     # timeouts a thin stream's RTO does not back off for (TCP_THIN_LINEAR_TIMEOUTS)
 
 
 class Sender:
@@ -857,7 +858,7 @@ class Sender:
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
         if not self.min_rtt or rtt < self.min_rtt:
             self.min_rtt = rtt
-        self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + max(0.001, 4 * self.rttvar)))
+        self.rto = self._base_rto()
 
     # --- timers -----------------------------------------------------------------------------------
 
@@ -960,7 +961,14 @@ class Sender:
             self._begin_undo(timeout=True)
         self.cc.on_rto_expired()
         self.cwnd = 1
-        self.rto = min(self.rto * 2, MAX_RTO)
+        if ep.thin_linear_timeouts and self.outstanding < 4 and self.retransmits <= THIN_LINEAR_RETRIES and \
+                self.srtt:
+            # TCP_THIN_LINEAR_TIMEOUTS: a thin stream (under four segments in flight) that loses one waits
+            # the RTO again, not twice as long, its first six times (Linux's tcp_retransmit_timer, RFC 6298's
+            # backoff being no help to a stream that sends too little for fast retransmission).
+            self.rto = self._base_rto()
+        else:
+            self.rto = min(self.rto * 2, MAX_RTO)
         self.recovery = False
         self.dupacks = 0
         self.recover = self.max
@@ -983,6 +991,10 @@ class Sender:
         self._retransmit_first()
         self.timer.reset(self._backoff_timeout())
         self.send_data()
+
+    def _base_rto(self) -> float:
+        """RFC 6298 §2: SRTT + 4 RTTVAR (at least a clock tick), within Linux's bounds."""
+        return min(MAX_RTO, max(MIN_RTO, self.srtt + max(0.001, 4 * self.rttvar)))
 
     def _backoff_timeout(self) -> float:
         """The backed-off RTO, but no later than TCP_USER_TIMEOUT runs out (Linux's
