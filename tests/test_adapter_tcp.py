@@ -720,6 +720,33 @@ def test_tcp_info_counts_bytes_and_windows_as_the_kernel() -> None:
         assert fields[DELIVERY_RATE] > 0 and fields[PACING_RATE] > 0
 
 
+TCP_RTO_MAX_MS = 44
+
+
+@pytest.mark.usefixtures("stack")
+def test_tcp_rto_max_ms_takes_what_the_kernel_takes_and_is_inherited() -> None:
+    def answers(make: Any) -> list[Any]:
+        seen = []
+        with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as listener:
+            seen.append(listener.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS))
+            for value in (999, 120_001, -1, 120_000, 1000, 5000):
+                try:
+                    listener.setsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS, value)
+                    seen.append(listener.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS))
+                except OSError as error:
+                    seen.append(errno.errorcode[error.errno])
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as client:
+                client.connect(listener.getsockname())
+                accepted = listener.accept()[0]
+                with closing(accepted):
+                    seen.append(accepted.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS))
+        return seen
+    assert answers(NetsockSocket) == answers(socket.socket) == [120_000, "EINVAL", "EINVAL", "EINVAL", 120_000,
+                                                                1000, 5000, 5000]
+
+
 BUSY_TIME, RWND_LIMITED, SNDBUF_LIMITED = 43, 44, 45
 
 

@@ -469,3 +469,15 @@ def test_a_thin_streams_timeouts_do_not_back_off_with_thin_linear_timeouts(thin:
         ctx.advance(0.01)
     gaps = [round((b - a) / ctx.ep.snd._base_rto(), 1) for a, b in zip(times, times[1:])]
     assert gaps == ([1.0] * 7 + [2.0] if thin else [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])
+
+
+def test_tcp_rto_max_caps_the_backoff() -> None:
+    """TCP_RTO_MAX_MS: the timer doubles up to the socket's ceiling, not Linux's 120 s."""
+    ctx = established()
+    ctx.ep.set_sock_opt(SockOpt.TCP_RTO_MAX, 1.0)
+    ctx.ep.write(b"lost")
+    times = []
+    while len(times) < 7:
+        times += [seg.time for seg in ctx.sent() if seg.payload]
+        ctx.advance(0.01)
+    assert [round(b - a, 2) for a, b in zip(times, times[1:])] == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]

@@ -196,7 +196,7 @@ _MEMINFO = struct.Struct("9I")                              # SK_MEMINFO_VARS u3
 # Linux's ip_tos2prio: the priority an IP_TOS value gives the socket (rt_tos2priority), by (tos & 0x1E) >> 1.
 _TOS_PRIORITY = (0, 0, 0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 4, 4, 4, 4)
 _TCP_TIMESTAMP, _TCP_THIN_DUPACK, _TCP_INQ, _TCP_IS_MPTCP = 24, 17, 36, 43    # <linux/tcp.h>
-_TCP_THIN_LINEAR_TIMEOUTS = 16
+_TCP_THIN_LINEAR_TIMEOUTS, _TCP_CC_INFO, _TCP_RTO_MAX_MS = 16, 26, 44
 # TCP_REPAIR and its companions (<linux/tcp.h>): checkpoint and restore of a connection, CRIU's way
 _TCP_REPAIR, _TCP_REPAIR_QUEUE, _TCP_QUEUE_SEQ, _TCP_REPAIR_OPTIONS, _TCP_REPAIR_WINDOW = 19, 20, 21, 22, 29
 _TCP_REPAIR_OPT = struct.Struct("II")               # struct tcp_repair_opt: option kind, value
@@ -1625,6 +1625,10 @@ class SocketCore:
             if not 0 <= value <= 1:
                 raise _oserror(EINVAL)
             self._set(SockOpt.TCP_THIN_LINEAR_TIMEOUTS, bool(value))
+        elif name == _TCP_RTO_MAX_MS:
+            if not 1000 <= value <= 120_000:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.TCP_RTO_MAX, value / 1000)
         elif name == _TCP_TIMESTAMP:        # only a socket in repair mode (TCP_REPAIR) may move its clock
             self._each(lambda ep: ep.set_timestamp(value & 0xFFFFFFFF))
         elif name == _TCP_REPAIR:
@@ -1700,6 +1704,12 @@ class SocketCore:
             return int(self.ep.repair)
         if name == _TCP_THIN_LINEAR_TIMEOUTS:
             return int(self._get(SockOpt.TCP_THIN_LINEAR_TIMEOUTS))
+        if name == _TCP_RTO_MAX_MS:
+            return round(self._get(SockOpt.TCP_RTO_MAX) * 1000)
+        if name == _TCP_CC_INFO:
+            # The algorithm's own state (Linux's get_info: BBR's, Vegas's, DCTCP's): Reno and CUBIC, netsock's
+            # two, report none, and Linux hands back no bytes for them either.
+            return b""
         if name == _TCP_REPAIR_QUEUE:
             if not self.ep.repair:
                 raise _oserror(EINVAL)

@@ -99,6 +99,7 @@ class SockOpt(enum.Enum):
     UDP_GRO = "udp_gro"                           # a super-datagram's datagrams are read as one (UDP_GRO)
     ZEROCOPY = "zerocopy"                         # writes may keep the caller's buffer (SO_ZEROCOPY, TCP and UDP)
     TCP_THIN_LINEAR_TIMEOUTS = "tcp_thin_linear_timeouts"   # a thin stream's RTO does not back off at first
+    TCP_RTO_MAX = "tcp_rto_max"                   # seconds the RTO backs off to at most (TCP_RTO_MAX_MS; 1 to 120)
     NO_CHECKSUM = "no_checksum"                   # UDP over IPv4 sent without a checksum (SO_NO_CHECK)
     NO_CHECKSUM6_TX = "no_checksum6_tx"           # UDP over IPv6 sent without one (UDP_NO_CHECK6_TX, RFC 6935)
     NO_CHECKSUM6_RX = "no_checksum6_rx"           # ... and taken without one (UDP_NO_CHECK6_RX)

@@ -223,7 +223,7 @@ class TCPEndpoint(TransportEndpoint):
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
                  "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
                  "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs",
-                 "thin_linear_timeouts")
+                 "thin_linear_timeouts", "rto_max")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -310,6 +310,7 @@ class TCPEndpoint(TransportEndpoint):
         self.repair_queue = REPAIR_NO_QUEUE
         self.repair_seqs = [0, 0]
         self.thin_linear_timeouts = proto.thin_linear_timeouts     # TCP_THIN_LINEAR_TIMEOUTS
+        self.rto_max = MAX_RTO          # seconds the retransmission timer backs off to at most (TCP_RTO_MAX_MS)
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
         self.fast_open_slot: Listener | None = None
@@ -1023,6 +1024,10 @@ class TCPEndpoint(TransportEndpoint):
                 self.stamper = TransmitStamper()
             snd = self.snd
             self.stamper.set_flags(int(value), snd.una if snd else 0, snd.buffer.end if snd else 0)
+        elif opt is SockOpt.TCP_RTO_MAX:
+            if not 1.0 <= value <= MAX_RTO:
+                raise ErrInvalidOptionValue()
+            self.rto_max = float(value)
         elif opt is SockOpt.TCP_FAST_OPEN_KEY:
             if len(value) not in (16, 32):
                 raise ErrInvalidOptionValue()
@@ -1112,6 +1117,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.OUT_OF_BAND_INLINE: lambda: int(self.oob_inline),
                   SockOpt.ZEROCOPY: lambda: int(self.zerocopy_on),
                   SockOpt.TCP_THIN_LINEAR_TIMEOUTS: lambda: int(self.thin_linear_timeouts),
+                  SockOpt.TCP_RTO_MAX: lambda: self.rto_max,
                   SockOpt.MODERATE_RECEIVE_BUFFER: lambda: int(self.rcv.moderate if self.rcv else self.moderate_rcvbuf)}
         getter = simple.get(opt)
         if getter is None:
@@ -1424,6 +1430,7 @@ class TCPEndpoint(TransportEndpoint):
         self.recverr = listener.recverr
         self.zerocopy_on = listener.zerocopy_on
         self.thin_linear_timeouts = listener.thin_linear_timeouts
+        self.rto_max = listener.rto_max
         self.dontroute = listener.dontroute
         self.min_ttl = listener.min_ttl
         self.save_syn = listener.save_syn
@@ -1689,7 +1696,7 @@ class TCPEndpoint(TransportEndpoint):
         if expire:
             self._finish(ErrTimeout() if parent is None else None)
             return
-        snd.rto = min(snd.rto * 2, MAX_RTO)
+        snd.rto = min(snd.rto * 2, self.rto_max)
         if not resend:
             snd.timer.reset(snd.rto)
             return

@@ -968,7 +968,7 @@ class Sender:
             # backoff being no help to a stream that sends too little for fast retransmission).
             self.rto = self._base_rto()
         else:
-            self.rto = min(self.rto * 2, MAX_RTO)
+            self.rto = min(self.rto * 2, self.ep.rto_max)
         self.recovery = False
         self.dupacks = 0
         self.recover = self.max
@@ -993,8 +993,9 @@ class Sender:
         self.send_data()
 
     def _base_rto(self) -> float:
-        """RFC 6298 §2: SRTT + 4 RTTVAR (at least a clock tick), within Linux's bounds."""
-        return min(MAX_RTO, max(MIN_RTO, self.srtt + max(0.001, 4 * self.rttvar)))
+        """RFC 6298 §2: SRTT + 4 RTTVAR (at least a clock tick), within Linux's bounds (the upper one
+        TCP_RTO_MAX_MS's)."""
+        return min(self.ep.rto_max, max(MIN_RTO, self.srtt + max(0.001, 4 * self.rttvar)))
 
     def _backoff_timeout(self) -> float:
         """The backed-off RTO, but no later than TCP_USER_TIMEOUT runs out (Linux's
@@ -1033,7 +1034,7 @@ class Sender:
         elif self.fin_queued:
             self._transmit(una, 0, ACK | FIN)
             self.max = max(self.max, una + 1)
-        self.rto = min(self.rto * 2, MAX_RTO)
+        self.rto = min(self.rto * 2, self.ep.rto_max)
         self.timer.reset(self._backoff_timeout())
 
     def close(self) -> None:
