@@ -562,3 +562,37 @@ def test_tcp_transmit_stamps_come_back_as_on_the_kernel() -> None:
     is acknowledged, with the segment's payload) on TCP, keyed by byte offset, compared with the kernel."""
     kernel = tcp_transmit_stamps(socket.socket)
     assert tcp_transmit_stamps(NetsockSocket) == kernel
+
+
+IPV6_FLOWINFO, IPV6_AUTOFLOWLABEL = 11, 70
+
+
+def flow_infos(make: Callable[..., Any]) -> list[Any]:
+    """Per datagram sent over ::1 (IPV6_AUTOFLOWLABEL, IPV6_TCLASS on the sender, IPV6_FLOWINFO on the
+    receiver): its control messages, a flow info as its traffic class bits and whether it holds a label; then
+    whether the first two, of one flow, had the same label."""
+    with make(socket.AF_INET6, socket.SOCK_DGRAM) as rx, make(socket.AF_INET6, socket.SOCK_DGRAM) as tx:
+        rx.bind(("::1", 0))
+        seen: list[Any] = [tx.getsockopt(socket.IPPROTO_IPV6, IPV6_AUTOFLOWLABEL)]
+        labels = []
+        for auto, tclass, receive in ((1, 0, 1), (1, 0, 1), (0, 0, 1), (0, 0x28, 1), (1, 0x28, 1), (1, 0, 0)):
+            tx.setsockopt(socket.IPPROTO_IPV6, IPV6_AUTOFLOWLABEL, auto)
+            tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tclass)
+            rx.setsockopt(socket.IPPROTO_IPV6, IPV6_FLOWINFO, receive)
+            tx.sendto(b"x", rx.getsockname()[:2])
+            ancdata = rx.recvmsg(10, 100)[1]
+            for level, kind, data in ancdata:
+                info = int.from_bytes(data, "big")
+                labels.append(info & 0xFFFFF)
+                seen.append((level, kind, len(data), info >> 20, bool(info & 0xFFFFF)))
+            seen.append(len(ancdata))
+        return [*seen, labels[0] == labels[1]]
+
+
+@pytest.mark.usefixtures("stack")
+def test_flow_labels_and_flow_info_are_the_kernels() -> None:
+    """IPV6_AUTOFLOWLABEL (on by default) labels datagrams by their flow; IPV6_FLOWINFO hands the receiver
+    traffic class and label, unless both are 0."""
+    ours = flow_infos(NetsockSocket)
+    assert ours == flow_infos(socket.socket)
+    assert ours[-1] is True and (41, IPV6_FLOWINFO, 4, 0x28, False) in ours

@@ -11,7 +11,7 @@ import random
 import struct
 
 import pytest
-from scapy.layers.inet import UDP
+from scapy.layers.inet import TCP, UDP
 from scapy.layers.inet6 import (HBHOptUnknown, ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest,
                                 ICMPv6PacketTooBig, ICMPv6ParamProblem, ICMPv6TimeExceeded, IPv6,
                                 IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting,
@@ -24,7 +24,8 @@ from netsock.network.ipv4 import IPv4Protocol
 from netsock.network.ipv6 import IPv6Protocol
 from netsock.stack import ManualClock, Stack
 from netsock.tcpip import (ICMPV6_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Address,
-                           AddressWithPrefix, ErrMessageTooLong, FullAddress, Route, WriteOptions)
+                           AddressWithPrefix, ErrConnectStarted, ErrMessageTooLong, FullAddress, Route, SockOpt,
+                           WriteOptions)
 from netsock.transport.icmp import ICMPv6Protocol
 from netsock.transport.tcp import TCPProtocol
 from netsock.transport.udp import UDPProtocol
@@ -646,3 +647,34 @@ def test_ping6_reply_is_delivered_to_its_identifier_only(h: V6Harness) -> None:
     reply = ICMPv6EchoReply(result.data)
     assert (reply.type, reply.id, reply.seq, reply.data) == (129, 0x4242, 1, b"hi")
     assert result.sender.addr == a6(PEER)
+
+
+# --- flow labels ----------------------------------------------------------------------------------
+
+def test_a_connections_segments_carry_one_flow_label_drawn_anew_at_each_timeout(h: V6Harness) -> None:
+    """Linux's auto flow labels (RFC 6437): a TCP connection's label comes from a random hash of its own, the
+    same on every segment until a timeout draws another (sk_rethink_txhash), which TCP_INFO counts
+    (tcpi_rehash)."""
+    ep = h.stack.new_endpoint(TCPProtocol.number, IPV6_PROTOCOL_NUMBER)
+    with pytest.raises(ErrConnectStarted):
+        ep.connect(FullAddress(0, a6(PEER), 80))
+    first = h.sent_one()
+    assert first.fl and ep.info().rehash == 0
+    h.clock.advance(1.01)
+    again = h.sent_one()
+    assert again[TCP].flags == "S" and again.fl not in (0, first.fl) and ep.info().rehash == 1
+
+
+@pytest.mark.parametrize("auto", [True, False])
+def test_datagrams_of_one_flow_share_a_label_of_its_hash(h: V6Harness, auto: bool) -> None:
+    """Unconnected datagrams are labelled by their flow (addresses, protocol, ports: Linux's flow dissector
+    hash); IPV6_AUTOFLOWLABEL off, they go unlabelled (0)."""
+    ep = h.udp(5000)
+    ep.set_sock_opt(SockOpt.IPV6_AUTO_FLOW_LABEL, auto)
+    for port in (53, 53, 54):
+        ep.write(b"q", to6(PEER, port))
+    labels = [packet.fl for packet in h.sent()]
+    if auto:
+        assert labels[0] == labels[1] != labels[2] and all(labels)
+    else:
+        assert labels == [0, 0, 0]

@@ -233,6 +233,7 @@ _SO_EE_CODE_ZEROCOPY_COPIED = 1
 _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_2292HOPLIMIT = 2, 3, 4, 5, 8
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
+_IPV6_AUTOFLOWLABEL = 70                    # IPv6 flow labels made of the flow's hash (on by default)
 _IPV6_PATHMTU, _SOCKADDR_IN6_SIZE = 61, 28
 _IP_UNICAST_IF, _IPV6_UNICAST_IF = 50, 76
 _IP_MULTICAST_ALL, _IPV6_MULTICAST_ALL = 49, 29
@@ -252,7 +253,8 @@ _RECEIVE_IP_OPTIONS = {_IP_RECVORIGDSTADDR: SockOpt.RECEIVE_ORIGINAL_DESTINATION
                        IP_RECVTOS: SockOpt.RECEIVE_TOS}
 _RECEIVE_IPV6_OPTIONS = {_IPV6_RECVORIGDSTADDR: SockOpt.RECEIVE_ORIGINAL_DESTINATION,
                          IPV6_RECVPKTINFO: SockOpt.RECEIVE_IPV6_PACKET_INFO,
-                         IPV6_RECVHOPLIMIT: SockOpt.RECEIVE_HOP_LIMIT, IPV6_RECVTCLASS: SockOpt.RECEIVE_TCLASS}
+                         IPV6_RECVHOPLIMIT: SockOpt.RECEIVE_HOP_LIMIT, IPV6_RECVTCLASS: SockOpt.RECEIVE_TCLASS,
+                         _IPV6_FLOWINFO: SockOpt.RECEIVE_FLOW_INFO}
 # Send-side control messages Linux takes that netsock does not implement (the rest it rejects, EINVAL).
 _UNSUPPORTED_SEND_IP = frozenset((IP_RETOPTS, _IP_PKTINFO, _IP_PROTOCOL))
 _UNSUPPORTED_SEND_IPV6 = frozenset((IPV6_PKTINFO, _IPV6_2292PKTINFO, _IPV6_FLOWINFO, _IPV6_2292HOPOPTS,
@@ -579,6 +581,8 @@ def _control_items(control: ControlMessages, family: int, stamps: tuple[int, int
         items.append((IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(control.hop_limit)))
     if control.tclass is not None:
         items.append((IPPROTO_IPV6, IPV6_TCLASS, _INT.pack(control.tclass)))
+    if control.flow_info is not None:
+        items.append((IPPROTO_IPV6, _IPV6_FLOWINFO, struct.pack("!I", control.flow_info)))
     if original is not None and len(original[0]) == 16:
         items.append((IPPROTO_IPV6, _IPV6_RECVORIGDSTADDR, _sockaddr_bytes(AF_INET6, *original)))
     return items
@@ -704,7 +708,8 @@ def _tcp_info(ep: Any) -> bytes:
         int(sum(info.chrono) * 1e6), int(info.chrono[1] * 1e6), int(info.chrono[2] * 1e6),
         info.delivered & 0xFFFFFFFF, 0, info.bytes_sent, info.bytes_retrans, info.dsack_dups & 0xFFFFFFFF,
         info.reord_seen & 0xFFFFFFFF, info.rcv_ooopack & 0xFFFFFFFF,
-        min(info.snd_wnd, 0xFFFFFFFF), min(max(info.rcv_wnd, 0), 0xFFFFFFFF), 0, min(info.total_rto, 0xFFFF),
+        min(info.snd_wnd, 0xFFFFFFFF), min(max(info.rcv_wnd, 0), 0xFFFFFFFF), info.rehash & 0xFFFFFFFF,
+        min(info.total_rto, 0xFFFF),
         min(info.total_rto_recoveries, 0xFFFF), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
@@ -1953,6 +1958,8 @@ class SocketCore:
             self._set(SockOpt.IPV6_CHECKSUM, value, 6)
         elif name == _IPV6_MTU_DISCOVER:
             self._set(SockOpt.MTU_DISCOVER, value, 6)
+        elif name == _IPV6_AUTOFLOWLABEL:
+            self._set(SockOpt.IPV6_AUTO_FLOW_LABEL, bool(value), 6)
         elif name in _RECEIVE_IPV6_OPTIONS:
             # IPV6_PKTINFO comes with IPv4 datagrams of a dual-stack socket too (the address mapped).
             self._set_datagram_flag((IPPROTO_IPV6, name), _RECEIVE_IPV6_OPTIONS[name], bool(value),
@@ -1992,6 +1999,8 @@ class SocketCore:
             return self._get(SockOpt.IPV6_CHECKSUM, 6)
         if name == _IPV6_MTU_DISCOVER:
             return int(self._get(SockOpt.MTU_DISCOVER, 6, PMTUDISC_WANT))
+        if name == _IPV6_AUTOFLOWLABEL:
+            return int(self._get(SockOpt.IPV6_AUTO_FLOW_LABEL, 6, True))
         if name == _IPV6_MTU:
             return self._path_mtu(6)
         if name in _RECEIVE_IPV6_OPTIONS:

@@ -49,7 +49,7 @@ class PacketBuffer:
         self.transport_protocol = 0
         self.nic_id = 0
         self.pkt_type = 0       # PACKET_HOST, PACKET_BROADCAST, ... (link-level delivery class)
-        self.hash = 0
+        self.hash = 0           # outbound: the flow's hash, which IPv6 makes its flow label of (0: none)
         self.timestamp = 0      # ns since the epoch when received (0: unknown)
         # >0: a TCP super-segment of segments this size, its checksum partial (see link.gso): outbound
         # the link cuts it, inbound the link received it whole.

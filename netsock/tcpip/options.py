@@ -93,6 +93,8 @@ class SockOpt(enum.Enum):
     RECEIVE_TTL = "receive_ttl"                   # IPv4 TTL (IP_RECVTTL)
     RECEIVE_PACKET_INFO = "receive_packet_info"   # IPv4 NIC and addresses (IP_PKTINFO)
     RECEIVE_TCLASS = "receive_tclass"             # IPv6 traffic class (IPV6_RECVTCLASS)
+    RECEIVE_FLOW_INFO = "receive_flow_info"       # IPv6 traffic class and flow label, when not 0 (IPV6_FLOWINFO)
+    IPV6_AUTO_FLOW_LABEL = "ipv6_auto_flow_label"     # flow labels from the flow's hash (IPV6_AUTOFLOWLABEL; on)
     RECEIVE_HOP_LIMIT = "receive_hop_limit"       # IPv6 hop limit (IPV6_RECVHOPLIMIT)
     IPV6_DONT_FRAGMENT = "ipv6_dont_fragment"     # an IPv6 datagram over the path MTU fails (IPV6_DONTFRAG)
     UDP_CORK = "udp_cork"                         # writes gather into one datagram until uncorked (UDP_CORK)
@@ -221,6 +223,7 @@ class ControlMessages:
     packet_info: PacketInfo | None = None
     tclass: int | None = None      # IPv6 traffic class
     hop_limit: int | None = None   # IPv6 hop limit
+    flow_info: int | None = None   # IPv6 traffic class and flow label (the first word but its version)
     ipv6_packet_info: IPv6PacketInfo | None = None
     drops: int | None = None       # datagrams the socket dropped before this one (SO_RXQ_OVFL; only if some)
     mark: int | None = None        # the packet's mark (SO_RCVMARK): on loopback, the sending socket's SO_MARK

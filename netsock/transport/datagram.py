@@ -50,7 +50,8 @@ MAX_BUFFER_SIZE = 4 << 20
 # Options that make each received datagram carry control messages.
 _RECEIVE_OPTIONS = (SockOpt.TIMESTAMP, SockOpt.RECEIVE_TOS, SockOpt.RECEIVE_TTL, SockOpt.RECEIVE_PACKET_INFO,
                     SockOpt.RECEIVE_TCLASS, SockOpt.RECEIVE_HOP_LIMIT, SockOpt.RECEIVE_IPV6_PACKET_INFO,
-                    SockOpt.RECEIVE_QUEUE_OVERFLOW, SockOpt.RECEIVE_ORIGINAL_DESTINATION, SockOpt.RECEIVE_MARK)
+                    SockOpt.RECEIVE_QUEUE_OVERFLOW, SockOpt.RECEIVE_ORIGINAL_DESTINATION, SockOpt.RECEIVE_MARK,
+                    SockOpt.RECEIVE_FLOW_INFO)
 
 # The ICMP errors a connected datagram socket is told of without IP_RECVERR, and as what: the fatal
 # ones of Linux's icmp_err_convert / icmpv6_err_convert (measured on Linux, UDP and raw sockets alike).
@@ -201,7 +202,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
             SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
             SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True, SockOpt.LOCAL_PORT_RANGE: 0,
-            SockOpt.TRANSMIT_TIMESTAMPING: 0, SockOpt.ZEROCOPY: False,
+            SockOpt.TRANSMIT_TIMESTAMPING: 0, SockOpt.ZEROCOPY: False, SockOpt.IPV6_AUTO_FLOW_LABEL: True,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -377,7 +378,9 @@ class DatagramEndpoint(TransportEndpoint):
             return ControlMessages(
                 timestamp=timestamp, ipv6_packet_info=ipv6_info, drops=drops, original_destination=original, mark=mark,
                 tclass=((header[0] & 0x0F) << 4 | header[1] >> 4) if opts[SockOpt.RECEIVE_TCLASS] else None,
-                hop_limit=header[7] if opts[SockOpt.RECEIVE_HOP_LIMIT] else None)
+                hop_limit=header[7] if opts[SockOpt.RECEIVE_HOP_LIMIT] else None,
+                flow_info=(int.from_bytes(header[:4], "big") & 0x0FFFFFFF or None)
+                if opts[SockOpt.RECEIVE_FLOW_INFO] else None)
         packet_info = None
         if opts[SockOpt.RECEIVE_PACKET_INFO]:
             # Where a reply would come from, as Linux's fib_compute_spec_dst: the destination itself if
@@ -486,6 +489,10 @@ class DatagramEndpoint(TransportEndpoint):
                 self.stats.write_errors.invalid_args.increment()
                 raise ErrMessageTooLong()
         pkt.mark = self.options[SockOpt.MARK]
+        if len(route.remote_address) == 16 and self.options[SockOpt.IPV6_AUTO_FLOW_LABEL]:
+            # The flow's hash, its ports (or ICMP type and code) included, for IPv6 to make its label of.
+            pkt.hash = hash((route.local_address, route.remote_address, protocol, bytes(pkt.headers()[:4]))) \
+                & 0xFFFFFFFF or 1
         route.write_packet(protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned)
         stamping = self.options[SockOpt.TRANSMIT_TIMESTAMPING]
         if stamping & (SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_SOFTWARE):

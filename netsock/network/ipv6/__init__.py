@@ -427,7 +427,8 @@ class IPv6Endpoint(NetworkEndpoint):
             return
         hdr = pkt.prepend(ipv6.HEADER_SIZE)
         ipv6.build(hdr, src=route.local_address, dst=route.remote_address, next_header=transport,
-                   payload_length=total - ipv6.HEADER_SIZE, hop_limit=ttl, traffic_class=tos)
+                   payload_length=total - ipv6.HEADER_SIZE, hop_limit=ttl, traffic_class=tos,
+                   flow_label=flow_label(pkt.hash))
         pkt.network_protocol = PROTOCOL_NUMBER
         self.send(route, pkt)
 
@@ -441,13 +442,21 @@ class IPv6Endpoint(NetworkEndpoint):
             self._stats.ip.outgoing_packet_errors.increment()
             raise ErrMessageTooLong() from None
         ident = self.protocol.next_ident()
+        label = flow_label(pkt.hash)
         for frag, offset, more in pieces:
             ipv6.build_fragment(frag.prepend(ipv6.FRAGMENT_HEADER_SIZE), transport, offset, more, ident)
             ipv6.build(frag.prepend(ipv6.HEADER_SIZE), src=route.local_address, dst=route.remote_address,
                        next_header=ipv6.FRAGMENT, payload_length=ipv6.FRAGMENT_HEADER_SIZE + len(frag.data),
-                       hop_limit=ttl, traffic_class=tos)
+                       hop_limit=ttl, traffic_class=tos, flow_label=label)
             frag.network_protocol = PROTOCOL_NUMBER
             self.send(route, frag)
+
+
+def flow_label(flow_hash: int) -> int:
+    """The flow label of a flow's hash (0: none), as Linux's ip6_make_flowlabel makes it (RFC 6437 §3): the
+    hash turned by 16 bits, its low 20 bits (the top one not forced: net.ipv6.flowlabel_state_ranges is 0 by
+    default)."""
+    return (flow_hash << 16 | flow_hash >> 16) & 0xFFFFF
 
 
 class IPv6Protocol(NetworkProtocol):

@@ -9,6 +9,7 @@ processes them when the outer operation is done, so its state is never seen half
 from __future__ import annotations
 
 import functools
+import random
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -137,6 +138,7 @@ class TCPInfo(NamedTuple):
     reord_seen: int = 0         # deliveries found out of order
     pacing_rate: float = 0.0    # bytes a second Linux would pace at (it reports it unpaced too; netsock does not pace)
     syn_data_acked: bool = False    # the SYN's data was acknowledged (Fast Open; TCPI_OPT_SYN_DATA)
+    rehash: int = 0             # flow labels drawn anew (at timeouts)
 
 
 def _ca_state(snd: Sender) -> int:
@@ -202,7 +204,8 @@ _FLAG_OPTIONS = {SockOpt.BIND_ADDRESS_NO_PORT: "bind_no_port", SockOpt.FREEBIND:
                  SockOpt.RECEIVE_ERRORS: "recverr", SockOpt.DONT_ROUTE: "dontroute",
                  SockOpt.REUSE_ADDRESS: "reuse_addr", SockOpt.REUSE_PORT: "reuse_port",
                  SockOpt.OUT_OF_BAND_INLINE: "oob_inline", SockOpt.ZEROCOPY: "zerocopy_on",
-                 SockOpt.TCP_THIN_LINEAR_TIMEOUTS: "thin_linear_timeouts"}
+                 SockOpt.TCP_THIN_LINEAR_TIMEOUTS: "thin_linear_timeouts",
+                 SockOpt.IPV6_AUTO_FLOW_LABEL: "auto_flow_label"}
 _RANGED_OPTIONS = {SockOpt.TCP_SAVE_SYN: ("save_syn", 2), SockOpt.MIN_TTL: ("min_ttl", 255),
                    SockOpt.LOCAL_PORT_RANGE: ("local_port_range", 0xFFFFFFFF)}
 
@@ -223,7 +226,7 @@ class TCPEndpoint(TransportEndpoint):
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
                  "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
                  "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs",
-                 "thin_linear_timeouts", "rto_max")
+                 "thin_linear_timeouts", "rto_max", "auto_flow_label", "txhash", "rehash")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -311,6 +314,11 @@ class TCPEndpoint(TransportEndpoint):
         self.repair_seqs = [0, 0]
         self.thin_linear_timeouts = proto.thin_linear_timeouts     # TCP_THIN_LINEAR_TIMEOUTS
         self.rto_max = MAX_RTO          # seconds the retransmission timer backs off to at most (TCP_RTO_MAX_MS)
+        # IPv6 flow labels (IPV6_AUTOFLOWLABEL): from a random hash of the connection's, drawn anew at every
+        # timeout (Linux's sk_rethink_txhash: another label may take another path), and how often that was.
+        self.auto_flow_label = True
+        self.txhash = random.getrandbits(32) or 1
+        self.rehash = 0
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
         self.fast_open_slot: Listener | None = None
@@ -759,6 +767,11 @@ class TCPEndpoint(TransportEndpoint):
         size = min(count, snd.buffer.end - snd.una)
         return bytes(snd.buffer.get(snd.una, size)) if size > 0 else b""
 
+    def rethink_txhash(self) -> None:
+        """A timeout: another flow label, which may take another path (Linux's sk_rethink_txhash)."""
+        self.txhash = random.getrandbits(32) or 1
+        self.rehash += 1
+
     def _send_syn_data(self, data: bytes | bytearray | memoryview) -> int:
         """The first write after a deferred Fast Open connect: what fits beside the largest options
         in one segment of the peer's MSS goes with the SYN (Linux's tcp_send_syn_data); returns how much."""
@@ -888,7 +901,7 @@ class TCPEndpoint(TransportEndpoint):
         now = self.stack.clock.now()
         counts: dict[str, Any] = {"segs_out": self.stats.packets_sent.value,
                                   "segs_in": self.stats.packets_received.value, "data_segs_in": self.data_segs_in,
-                                  "syn_data_acked": self.syn_data_acked}
+                                  "syn_data_acked": self.syn_data_acked, "rehash": self.rehash}
         if snd is not None:
             data_end = snd.buffer.end     # (payload is [1, data_end): the SYN took 0, the FIN takes data_end)
             counts.update(bytes_acked=snd.una, notsent_bytes=max(data_end - snd.max, 0),
@@ -1118,6 +1131,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.ZEROCOPY: lambda: int(self.zerocopy_on),
                   SockOpt.TCP_THIN_LINEAR_TIMEOUTS: lambda: int(self.thin_linear_timeouts),
                   SockOpt.TCP_RTO_MAX: lambda: self.rto_max,
+                  SockOpt.IPV6_AUTO_FLOW_LABEL: lambda: int(self.auto_flow_label),
                   SockOpt.MODERATE_RECEIVE_BUFFER: lambda: int(self.rcv.moderate if self.rcv else self.moderate_rcvbuf)}
         getter = simple.get(opt)
         if getter is None:
@@ -1431,6 +1445,7 @@ class TCPEndpoint(TransportEndpoint):
         self.zerocopy_on = listener.zerocopy_on
         self.thin_linear_timeouts = listener.thin_linear_timeouts
         self.rto_max = listener.rto_max
+        self.auto_flow_label = listener.auto_flow_label
         self.dontroute = listener.dontroute
         self.min_ttl = listener.min_ttl
         self.save_syn = listener.save_syn
@@ -2031,6 +2046,8 @@ class TCPEndpoint(TransportEndpoint):
             options = md5.PLACEHOLDER + options     # (the signature goes first, as Linux's)
         size = tcp.MIN_SIZE + len(options)
         pkt = PacketBuffer(self._header_room + size, payload)
+        if self.auto_flow_label:
+            pkt.hash = self.txhash
         length = pkt.size()
         hdr = pkt.prepend(size)
         ack = (rcv.nxt + rcv.irs) & MASK if rcv is not None and flags & ACK else 0

@@ -933,6 +933,7 @@ class Sender:
             return
         if ep.in_handshake():
             self.total_rto += 1
+            ep.rethink_txhash()
             ep.on_handshake_timeout()
             return
         if self.una >= self.max:
@@ -951,6 +952,7 @@ class Sender:
                 return
         self.retransmits += 1
         self.total_rto += 1
+        ep.rethink_txhash()
         ep.stack_stats.timeouts.increment()
         if self.retransmits > ep.max_retries or self._user_timeout_passed():
             ep.fail(ErrTimeout())
