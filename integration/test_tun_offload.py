@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -223,12 +224,31 @@ def test_udp_gro_reads_the_kernels_super_datagrams_whole(offloaded: Netsock, tun
     endpoint.close()
 
 
+def test_udp_gro_joins_the_kernels_separate_datagrams_read_in_one_batch(offloaded: Netsock, tun0: NetNS) -> None:
+    """300 datagrams of 1,200 bytes, each sent alone (no UDP_SEGMENT), wait in the device while the stack is
+    busy: read in batches, they come to a UDP_GRO socket joined, as Linux's GRO joins them for one, in a
+    few reads."""
+    writes, size = 300, 1200        # (within the device's queue of 500)
+    queue = WaiterQueue()
+    endpoint = offloaded.stack.new_endpoint(UDP_PROTOCOL_NUMBER, 0x0800, queue)
+    endpoint.set_sock_opt(SockOpt.RECEIVE_BUFFER_SIZE, 16 << 20)
+    endpoint.set_sock_opt(SockOpt.UDP_GRO, True)
+    endpoint.bind(FullAddress(0, b"", 6000))
+    reads = kernel_super_datagrams(tun0, endpoint, queue, writes, size, size, gap=0, busy=1.0)
+    assert all(len(r.data) % size == 0 and r.control.gro_size in (None, size) for r in reads)
+    assert len(reads) <= writes // 10, f"{len(reads)} reads of {writes} datagrams"
+    assert offloaded.stack.stats().udp.packets_received.value == writes
+    endpoint.close()
+
+
 def kernel_super_datagrams(tun0: NetNS, endpoint: Any, queue: WaiterQueue, writes: int, size: int,
-                           gso: int) -> list[ReadResult]:
+                           gso: int, gap: float = 0.002, busy: float = 0.0) -> list[ReadResult]:
     """What ``endpoint`` reads of ``writes`` writes of ``size`` seeded bytes the kernel sends it with
-    UDP_SEGMENT ``gso``, once every byte has come, their SHA-256 checked against the sender's."""
+    UDP_SEGMENT ``gso`` (``gap`` seconds apart; the stack kept from reading for ``busy`` seconds first), once
+    every byte has come, their SHA-256 checked against the sender's."""
     sender = PeerProcess(tun0, "udp-gso-send", f"{NETSOCK_ADDRESS}:6000", "--writes", str(writes), "--size",
-                         str(size), "--gso", str(gso), "--seed", "4")
+                         str(size), "--gso", str(gso), "--seed", "4", "--gap", str(gap))
+    time.sleep(busy)        # (blocking the hub: what arrives meanwhile waits in the device)
     digest, reads = hashlib.sha256(), []
     with gevent.Timeout(30, AssertionError(f"{sum(len(r.data) for r in reads)} of {writes * size} bytes "
                                            "arrived within 30 s")):

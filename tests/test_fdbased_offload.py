@@ -882,3 +882,25 @@ def test_super_segments_beyond_64_kb_go_only_to_the_kernels_own_addresses() -> N
         finally:
             link.close()
     assert not kernel.is_local(bytes([127, 0, 0, 2]))                 # closed with the link: cannot say
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_a_batchs_datagrams_of_one_flow_are_marked_as_one_super_datagram(plain: Link, layer) -> None:
+    """UDP's GRO (Linux's udp_gro_receive): of a batch read at once, consecutive datagrams of a flow as long as
+    the first (a shorter last ends the run) are marked as pieces of one super-datagram; another flow, another
+    size or a gap starts afresh; a datagram alone is left unmarked. Only while a UDP_GRO socket is above."""
+    sizes = [(4000, 1200), (4000, 1200), (4000, 700), (4000, 1200), (4001, 1200), (4001, 1200), (4000, 1200)]
+    unmarked = []
+    for udp_gro in (False, True):
+        plain.rec.udp_gro = udp_gro
+        unmarked, plain.rec.packets = plain.rec.packets, []
+        for port, size in sizes:
+            plain.peer.send(bytes(layer / UDP(sport=port, dport=5000) / Raw(bytes(size))))
+        assert plain.ep.dispatch_available() == len(sizes)
+    assert [pkt.gro for pkt in unmarked] == [None] * len(sizes)
+    marks = [pkt.gro for pkt in plain.rec.packets]
+    assert [mark[1:] if mark else None for mark in marks] == [(1200, 0), (1200, 1), (1200, 2), None, (1200, 0),
+                                                              (1200, 1), None]
+    assert marks[0][0] is marks[2][0] is not marks[4][0]
+    assert [bytes(pkt.data) for pkt in plain.rec.packets] == [
+        bytes(layer / UDP(sport=port, dport=5000) / Raw(bytes(size))) for port, size in sizes]

@@ -636,3 +636,17 @@ def test_a_link_that_cuts_udp_gets_one_super_datagram_that_cuts_into_the_same_da
     cut, sent = offloaded.sent(), software.sent()
     assert [bytes(d[UDP]) for d in cut] == [bytes(d[UDP]) for d in sent]
     assert all(checksums_valid(bytes(d)) for d in cut)
+
+
+def test_the_stack_counts_its_udp_gro_sockets_for_the_links(harness: StackHarness) -> None:
+    """Links mark the UDP flows of their batches only while a UDP_GRO socket is open (NIC.udp_gro)."""
+    first, second = harness.udp(7), harness.udp(8)
+    nic = harness.stack.nics[NIC_ID]
+    counts = [nic.udp_gro]
+    for ep, value in ((first, True), (second, True), (first, True), (first, False), (first, True)):
+        ep.set_sock_opt(SockOpt.UDP_GRO, value)
+        counts.append(harness.stack.udp_gro_sockets)
+    second.close()
+    first.close()
+    first.set_sock_opt(SockOpt.UDP_GRO, False)
+    assert counts + [harness.stack.udp_gro_sockets, nic.udp_gro] == [False, 1, 2, 2, 1, 2, 0, False]

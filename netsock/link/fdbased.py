@@ -64,7 +64,7 @@ from ..stack.packet_buffer import PacketBuffer
 from ..tcpip.errors import Error, ErrClosedForSend, ErrMessageTooLong, ErrNoBufferSpace
 from ..tcpip.stats import StatCounter
 from . import LinkStats, deliver_ethernet, deliver_ip, tun, write_each
-from .gro import coalesce
+from .gro import coalesce, mark_udp_flows
 from .gso import (F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, NO_OFFLOAD,
                   VIRTIO_NET_HDR, VIRTIO_NET_HDR_SIZE, gso_header, transport_start)
 
@@ -287,6 +287,8 @@ class FdEndpoint(LinkEndpointBase):
             # With a vnet header the kernel hands over its super-segments whole; without one, the
             # batch's consecutive segments of each flow are coalesced here (GRO).
             packets = self._offloaded(frames) if vnet else coalesce(frames, eth.HEADER_SIZE if ethernet else 0)
+            if len(packets) > 1 and getattr(self.dispatcher, "udp_gro", False):
+                mark_udp_flows(packets, eth.HEADER_SIZE if ethernet else 0)
             for pkt in packets:
                 dispatcher = self.dispatcher
                 if dispatcher is None or self._closed:

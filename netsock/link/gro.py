@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from ..header.checksum import checksum, combine, pseudo_header_checksum
 from ..stack.packet_buffer import Buffer, PacketBuffer
 
-__all__ = ["coalesce", "coalesce_batch", "py_coalesce"]
+__all__ = ["coalesce", "coalesce_batch", "mark_udp_flows", "py_coalesce"]
 
 _ACK, _PSH = 0x10, 0x08
 _TCP = 6
@@ -219,3 +219,52 @@ def coalesce_batch(batch: Sequence[Buffer | tuple[Buffer, int]], link_header: in
     if frames:
         out += coalesce(frames, link_header)
     return out
+
+
+_UDP = 17
+_UDP_GRO_MAX_SEGMENTS = 64      # Linux's UDP_GRO_CNT_MAX
+
+
+def mark_udp_flows(packets: list[PacketBuffer], link_header: int = 0) -> None:
+    """UDP's GRO, as Linux's udp_gro_receive merges for a socket with UDP_GRO: consecutive datagrams of one
+    flow in a batch (the same link header, addresses and ports, TOS, DF and TTL, or traffic class, flow label
+    and hop limit; unfragmented, without IPv4 options), each as long as the first but a shorter last, at most
+    64 of them and 64 KB, are marked as the pieces of one super-datagram (``PacketBuffer.gro``). They stay
+    apart: a UDP_GRO socket joins them as it queues them, any other takes them one by one, as they came."""
+    key: bytes | None = None
+    first: PacketBuffer | None = None
+    group = object()
+    size = count = total = 0
+    ended = False
+    for pkt in packets:
+        flow = None if pkt.gro is not None or pkt.gso_size else _udp_flow(pkt.data, link_header)
+        if flow is None:
+            key = None
+            continue
+        flow_key, length = flow
+        if flow_key == key and not ended and length <= size and count < _UDP_GRO_MAX_SEGMENTS and \
+                total + length <= _MAX_IP_PAYLOAD - 8:
+            if count == 1:
+                first.gro = (group, size, 0)    # type: ignore[union-attr]
+            pkt.gro = (group, size, count)
+            count += 1
+            total += length
+            ended = length < size
+        else:
+            key, first, group, size, count, total, ended = flow_key, pkt, object(), length, 1, length, False
+
+
+def _udp_flow(data: memoryview, link: int) -> tuple[bytes, int] | None:
+    """(what GRO compares of a UDP datagram's headers, its payload length), or None for anything else."""
+    if len(data) < link + 48:
+        return None
+    version = data[link] >> 4
+    if version == 4:
+        if data[link] != 0x45 or data[link + 9] != _UDP or data[link + 6] & 0x3F or data[link + 7]:
+            return None     # options, another protocol, or a fragment
+        return (bytes(data[:link + 2]) + bytes(data[link + 6:link + 9]) + bytes(data[link + 12:link + 24]),
+                (data[link + 24] << 8 | data[link + 25]) - 8)
+    if version == 6 and data[link + 6] == _UDP:
+        return (bytes(data[:link + 4]) + bytes(data[link + 7:link + 44]),
+                (data[link + 44] << 8 | data[link + 45]) - 8)
+    return None

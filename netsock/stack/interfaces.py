@@ -42,7 +42,10 @@ class PacketType(enum.IntEnum):
 
 @runtime_checkable
 class NetworkDispatcher(Protocol):
-    """What a link endpoint delivers inbound frames to (the NIC)."""
+    """What a link endpoint delivers inbound frames to (the NIC). ``udp_gro``: some socket above reads UDP
+    datagrams joined (UDP_GRO), so the link marks a batch's UDP flows for it (``link.gro.mark_udp_flows``)."""
+
+    udp_gro: bool
 
     def deliver_network_packet(self, remote_link_address: bytes, local_link_address: bytes,
                                protocol: int, pkt: PacketBuffer) -> None:

@@ -66,6 +66,10 @@ class NIC:
 
     # --- inbound (NetworkDispatcher) ------------------------------------------------------------
 
+    @property
+    def udp_gro(self) -> bool:
+        return self.stack.udp_gro_sockets > 0
+
     def deliver_network_packet(self, remote_link_address: bytes, local_link_address: bytes, protocol: int,
                                pkt: PacketBuffer, looped: bool = False) -> None:
         """``looped``: the stack's own packet to itself, which no link carried (packet endpoints miss it)."""

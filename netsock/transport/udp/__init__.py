@@ -17,7 +17,7 @@ from ...stack.registration import TransportProtocol, UnknownDestinationDispositi
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, UDP_PROTOCOL_NUMBER, ErrDestinationRequired, ErrInvalidOptionValue,
                       ErrMessageTooLong, Error, FullAddress, SendableControlMessages, SockOpt, WriteOptions)
 from ...waiter import EventMask, WaiterQueue
-from ..datagram import DatagramEndpoint
+from ..datagram import DatagramEndpoint, EndpointState
 
 if TYPE_CHECKING:
     from ...stack.nic import NIC
@@ -101,6 +101,11 @@ class UDPEndpoint(DatagramEndpoint):
     def _count_overflow(self) -> None:
         self.protocol.stats.receive_buffer_errors.increment()
 
+    def close(self) -> None:
+        if self.options[SockOpt.UDP_GRO] and self.state is not EndpointState.CLOSED:
+            self.stack.udp_gro_sockets -= 1
+        super().close()
+
     def _quoted_payload(self, pkt: PacketBuffer) -> tuple[int, bytes]:
         """What follows the quoted UDP header, and the port it was sent to (Linux's ip_icmp_error from
         __udp4_lib_err: ``uh->dest``, ``uh + 1``)."""
@@ -144,6 +149,9 @@ class UDPEndpoint(DatagramEndpoint):
     def set_sock_opt(self, opt: SockOpt, value: Any) -> None:
         if opt is SockOpt.UDP_SEGMENT and not 0 <= int(value) <= 0xFFFF:
             raise ErrInvalidOptionValue()
+        if opt is SockOpt.UDP_GRO and bool(value) != self.options[SockOpt.UDP_GRO] and \
+                self.state is not EndpointState.CLOSED:
+            self.stack.udp_gro_sockets += 1 if value else -1
         super().set_sock_opt(opt, value)
         if opt is SockOpt.UDP_CORK and not value:
             try:
