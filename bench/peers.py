@@ -6,7 +6,7 @@
     python bench/peers.py ping-pong HOST:PORT --count N [--warmup N]
     python bench/peers.py hold-connections --connections N
     python bench/peers.py udp-send HOST:PORT --bytes N [--segment BYTES] [--write BYTES]
-    python bench/peers.py udp-sink HOST:PORT [--idle SECONDS]
+    python bench/peers.py udp-sink HOST:PORT [--idle SECONDS] [--gro]
 
 The measuring ones print one JSON line. echo-server is the kernel's counterpart of netsock's
 ``tun_tcp_echo`` sample: the same runtime (gevent, a greenlet per connection) and the same
@@ -31,6 +31,7 @@ from typing import Any
 
 READ_SIZE = 256 * 1024   # as the echo sample reads
 UDP_SEGMENT = 103         # <linux/udp.h> (the socket module does not name it)
+UDP_GRO = 104
 SO_RCVBUFFORCE = 33       # <asm-generic/socket.h>: a receive buffer past rmem_max (root)
 
 
@@ -266,16 +267,19 @@ def udp_send(server: tuple[str, int], size: int, segment: int, write: int) -> in
     return 0
 
 
-def udp_sink(bind: tuple[str, int], idle: float) -> int:
-    """Count what arrives until ``idle`` seconds pass without a datagram (after the first): bytes,
-    datagrams, and the seconds from the first to the last. Prints "ready" once bound."""
+def udp_sink(bind: tuple[str, int], idle: float, gro: bool = False) -> int:
+    """Count what arrives until ``idle`` seconds pass without a datagram (after the first): bytes, reads,
+    the seconds from the first to the last and this process's CPU seconds meanwhile; ``gro``: with
+    UDP_GRO on. Prints "ready" once bound."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
+    if gro:
+        sock.setsockopt(socket.IPPROTO_UDP, UDP_GRO, 1)
     sock.bind(bind)
     print("ready", flush=True)
     buffer = bytearray(65536)
     received = datagrams = 0
-    first = last = 0.0
+    first = last = cpu = 0.0
     sock.settimeout(None)
     while True:
         try:
@@ -284,11 +288,13 @@ def udp_sink(bind: tuple[str, int], idle: float) -> int:
             break
         last = time.perf_counter()
         if not datagrams:
-            first = last
+            first, cpu = last, _cpu()
             sock.settimeout(idle)
         received += count
         datagrams += 1
-    print(json.dumps({"bytes": received, "datagrams": datagrams, "seconds": last - first}), flush=True)
+    cpu = _cpu() - cpu      # (waiting out the idle time costs none)
+    print(json.dumps({"bytes": received, "datagrams": datagrams, "seconds": last - first, "cpu_seconds": cpu}),
+          flush=True)
     return 0
 
 
@@ -321,11 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("udp-sink", help="count the UDP that arrives until it stops")
     p.add_argument("bind", type=_address)
     p.add_argument("--idle", type=float, default=1.0, help="seconds without a datagram that end the count")
+    p.add_argument("--gro", action="store_true", help="read with UDP_GRO on")
     args = parser.parse_args(argv)
     if args.command == "udp-send":
         return udp_send(args.server, args.bytes, args.segment, args.write)
     if args.command == "udp-sink":
-        return udp_sink(args.bind, args.idle)
+        return udp_sink(args.bind, args.idle, args.gro)
     if args.command == "probe":
         return probe(args.server)
     if args.command == "echo-server":

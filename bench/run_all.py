@@ -13,8 +13,8 @@ same run, as a ratio and against its target (issue 7).
       network)
     7 CPU seconds per GB moved, for 1 (tcp_bulk.py; the kernel's from veth_cpu.py) and 6
     8 the shared-memory link between two processes: frames/s and bulk TCP (sharedmem.py)
-    9 UDP send with and without UDP_SEGMENT: netsock over a TUN with offloads, the kernel over veth
-      (udp_gso.py)
+    9 UDP send with and without UDP_SEGMENT, receive with and without UDP_GRO: netsock over a TUN with
+      offloads, the kernel over veth (udp_gso.py)
 
 Each benchmark runs in a process of its own (bench/SCRIPT --json FILE), one after the other; its own
 output is shown as it runs, then the table. --quick makes every benchmark small (under two minutes

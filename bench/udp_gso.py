@@ -1,4 +1,5 @@
-"""UDP send throughput with and without UDP_SEGMENT (UDP GSO), netsock beside the kernel.
+"""UDP send throughput with and without UDP_SEGMENT (UDP GSO), and receive with and without UDP_GRO, netsock
+beside the kernel.
 
     sudo python bench/udp_gso.py [--bytes N] [--quick] [--json FILE]
 
@@ -10,6 +11,11 @@ and the kernel cuts it; without them, UDP would cut it). kernel: the same writes
 udp-send over a veth pair. Reported: the rate the sender pushed out, its CPU seconds per GB (the
 sender's process, its system calls included) and the share the receiver counted (a UDP sender may
 outrun its receiver; nothing paces it).
+
+Receive: the kernel's udp-send pushes ``--bytes`` as 1,472-byte datagrams, each alone, to a netsock UDP
+endpoint on the TUN (offloads on), read as they come, and again with UDP_GRO (a batch's datagrams of the
+flow joined, as Linux's GRO joins them); kernel: udp-sink reading the same over a veth pair, without and
+with UDP_GRO. Reported: the rate received, the receiver's CPU seconds per GB, and datagrams per read.
 """
 
 from __future__ import annotations
@@ -28,9 +34,12 @@ from netsock.link.netns import inside
 from netsock.network.ipv4 import IPv4Protocol
 from netsock.stack import Stack
 from netsock.stack.interfaces import LinkCapabilities
+import gevent
+
+from netsock.scheduler import blocking
 from netsock.tcpip import UDP_PROTOCOL_NUMBER, Address, FullAddress, Route, SockOpt, WriteOptions
 from netsock.transport.udp import UDPProtocol
-from netsock.waiter import WaiterQueue
+from netsock.waiter import EventMask, WaiterQueue
 
 from common import (MIB, TUN_KERNEL, TUN_NETSOCK, VETH_CLIENT, VETH_SERVER, Figure, NetNS, cpu_seconds,
                     exit_on_sigterm, peer, require_root, run_json, start, tun_host, veth_hosts, write_figures)
@@ -85,6 +94,80 @@ def netsock_send(ns: NetNS, size: int, segment: int) -> dict[str, Any]:
         link.close()
 
 
+def netsock_receive(ns: NetNS, size: int, gro: bool, workdir: Path) -> dict[str, Any]:
+    """Receive the kernel's 1,472-byte datagrams on a netsock stack on ns's tun0 (offloads on) until none came
+    for half a second: bytes, reads, datagrams, the seconds from the first to the last, CPU seconds."""
+    with inside(ns.name):
+        link = FdEndpoint.open_tun("tun0")
+    stack = Stack([IPv4Protocol], [UDPProtocol])
+    try:
+        stack.create_nic(1, link)
+        stack.add_address(1, 0x0800, f"{TUN_NETSOCK}/24")
+        stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
+        queue = WaiterQueue()
+        endpoint = stack.new_endpoint(UDP_PROTOCOL_NUMBER, 0x0800, queue)
+        endpoint.set_sock_opt(SockOpt.RECEIVE_BUFFER_SIZE, 64 << 20)
+        endpoint.set_sock_opt(SockOpt.UDP_GRO, gro)
+        endpoint.bind(FullAddress(0, b"", PORT))
+        sender = start(ns, peer("udp-send", f"{TUN_NETSOCK}:{PORT}", "--bytes", str(size), "--segment", "0",
+                                "--write", str(DATAGRAM)), workdir / f"udp-send-{gro}.log", cpu=None)
+        received = reads = 0
+        first = last = cpu = 0.0
+        while True:
+            with gevent.Timeout(0.5 if reads else 10, False):
+                data = blocking(endpoint, queue, EventMask.IN, endpoint.read).data
+                last = time.perf_counter()
+                if not reads:
+                    first, cpu = last, cpu_seconds()
+                received += len(data)
+                reads += 1
+                continue
+            break
+        cpu = cpu_seconds() - cpu
+        sender.wait(timeout=60)
+        return {"bytes": received, "reads": reads, "datagrams": stack.stats().udp.packets_received.value,
+                "seconds": last - first, "cpu_seconds": cpu, "link": link.stats.as_dict()}
+    finally:
+        stack.close()
+        link.close()
+
+
+def kernel_receive(size: int, gro: bool, workdir: Path) -> dict[str, Any]:
+    """The same datagrams sent and read by the kernel over a veth pair (udp-sink, with UDP_GRO if ``gro``)."""
+    with veth_hosts() as (client, server):
+        log = workdir / f"udp-sink-{gro}.log"
+        sink = start(server, peer("udp-sink", f"{VETH_SERVER}:{PORT}", "--idle", "0.5", *(["--gro"] if gro else [])),
+                     log, cpu=None)
+        deadline = time.monotonic() + 10
+        while b"ready" not in log.read_bytes():
+            if sink.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"udp-sink did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.01)
+        run_json(client, peer("udp-send", f"{VETH_SERVER}:{PORT}", "--bytes", str(size), "--segment", "0",
+                              "--write", str(DATAGRAM)), cpu=None)
+        sink.wait(timeout=60)
+        result = json.loads(log.read_text().splitlines()[-1])
+        return {**result, "reads": result["datagrams"]}
+
+
+def receive_figures(size: int, workdir: Path) -> list[Figure]:
+    figures = []
+    for gro in (False, True):
+        with tun_host() as ns:
+            ours = netsock_receive(ns, size, gro, workdir)
+        theirs = kernel_receive(size, gro, workdir)
+        label = "UDP receive, 1,472-byte datagrams" + (", UDP_GRO" if gro else "")
+        detail = {"netsock": ours, "kernel": theirs}
+        figures += [
+            Figure(label, "Gbit/s", rate(ours), rate(theirs), detail=detail),
+            Figure(f"CPU per GB, {label}", "CPU s/GB", ours["cpu_seconds"] / (ours["bytes"] / 1e9),
+                   theirs["cpu_seconds"] / (theirs["bytes"] / 1e9)),
+            Figure(f"datagrams per read, {label}", "datagrams", ours["bytes"] / DATAGRAM / ours["reads"],
+                   theirs["bytes"] / DATAGRAM / theirs["reads"]),
+        ]
+    return figures
+
+
 def measure(size: int, workdir: Path) -> list[Figure]:
     runs: dict[tuple[str, int], dict[str, Any]] = {}
     for segment in (0, DATAGRAM):
@@ -109,7 +192,7 @@ def measure(size: int, workdir: Path) -> list[Figure]:
             Figure(f"share received, UDP send, {label}", "fraction", ours["received"]["bytes"] / ours["bytes"],
                    theirs["received"]["bytes"] / theirs["bytes"]),
         ]
-    return figures
+    return figures + receive_figures(size // 4, workdir)
 
 
 def rate(run: dict[str, Any]) -> float:
