@@ -68,10 +68,12 @@ def calls_as_the_kernel(make: Callable[..., Any]) -> list[Any]:
                     break
             results.append(outcome(lambda: quick.sendto(b"hello", MSG_FASTOPEN, address)))   # completes: sent
             results.append(outcome(lambda: quick.connect(address)))                          # EISCONN
+            results.append(quick.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[7] >> 1)  # cookie unavailable
         with closing(make()) as deferred:
             deferred.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1)
             results.append(outcome(lambda: deferred.connect(address)))      # no cookie: an ordinary connect
             results.append(outcome(lambda: deferred.connect(address)))
+            results.append(deferred.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[7] >> 1)
         with closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as udp:
             results.append(outcome(lambda: udp.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1)))
     return results
@@ -81,8 +83,8 @@ def calls_as_the_kernel(make: Callable[..., Any]) -> list[Any]:
 def test_the_calls_fail_and_succeed_as_on_the_kernel() -> None:
     kernel = calls_as_the_kernel(socket.socket)
     assert kernel == ["EISCONN", "EISCONN", "EINVAL", "EINVAL", None, bytes(16), "EINVAL", "EINVAL", "EINVAL", None, 1,
-                      b"", "EINVAL", None, bytes(range(20)), 0x03020100, "EINVAL", "EINPROGRESS", 5, "EISCONN", None,
-                      "EISCONN", "ENOPROTOOPT"]
+                      b"", "EINVAL", None, bytes(range(20)), 0x03020100, "EINVAL", "EINPROGRESS", 5, "EISCONN", 1,
+                      None, "EISCONN", 1, "ENOPROTOOPT"]
     assert calls_as_the_kernel(NetsockSocket) == kernel
 
 

@@ -412,8 +412,10 @@ def test_the_congestion_state_is_linuxs() -> None:
         ctx.advance(0.05)
     info = ctx.ep.info()
     assert (info.ca_state, info.backoff, info.retransmits, info.probes) == (4, 1, 1, 0)
+    ctx.advance(0.1)
     ctx.ack(ack=s[6].end)
-    assert ctx.ep.info().ca_state == 0
+    info = ctx.ep.info()
+    assert info.ca_state == 0 and 0.1 <= info.total_rto_time <= 0.15 + 1e-9     # (the timeout came in the last 50 ms)
 
 
 def test_zero_window_probes_are_probes_not_retransmissions() -> None:

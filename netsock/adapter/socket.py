@@ -686,9 +686,9 @@ def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool
 def _tcp_info(ep: Any) -> bytes:
     """Linux's struct tcp_info (times in µs, the last_* ones in ms, windows in segments, except tcpi_snd_wnd and
     tcpi_rcv_wnd; tcpi_busy_time includes the time limited by the peer's window and by the send buffer, as
-    Linux's). What netsock does not keep reads 0: the receiver's RTT and slow-start threshold, ECN's counts,
-    SYN retransmissions and Fast Open failures (tcpi_max_pacing_rate is ~0: unlimited); tcpi_segs_out, _in
-    and tcpi_data_segs_in count a super-segment once."""
+    Linux's). What netsock does not keep reads 0: the receiver's RTT and slow-start threshold, ECN's counts
+    (tcpi_max_pacing_rate is ~0: unlimited); tcpi_segs_out, _in and tcpi_data_segs_in count a super-segment
+    once."""
     info = ep.info()
     options = ((_TCPI_OPT_TIMESTAMPS if ep.ts_ok else 0) | (_TCPI_OPT_SACK if ep.sack_ok else 0)
                | (_TCPI_OPT_WSCALE if ep.ws_ok else 0) | (_TCPI_OPT_SYN_DATA if info.syn_data_acked else 0))
@@ -696,7 +696,7 @@ def _tcp_info(ep: Any) -> bytes:
     mtu = ep.route.mtu() if ep.route is not None else 0
     return _TCP_INFO.pack(
         int(info.state), info.ca_state, min(info.retransmits, 255), min(info.probes, 255), min(info.backoff, 255),
-        options, wscale, int(info.app_limited),
+        options, wscale, int(info.app_limited) | info.fast_open_fail << 1,
         _usec(info.rto), _TCP_ATO_USEC, info.snd_mss, info.rcv_mss, info.unacked, info.sacked, info.lost, info.resent,
         0, _msec(info.last_data_sent), 0, _msec(info.last_data_received), _msec(info.last_ack_received),
         mtu, 0, _usec(info.rtt), _usec(info.rttvar), min(info.ssthresh, 0xFFFFFFFF),
@@ -710,7 +710,7 @@ def _tcp_info(ep: Any) -> bytes:
         info.reord_seen & 0xFFFFFFFF, info.rcv_ooopack & 0xFFFFFFFF,
         min(info.snd_wnd, 0xFFFFFFFF), min(max(info.rcv_wnd, 0), 0xFFFFFFFF), info.rehash & 0xFFFFFFFF,
         min(info.total_rto, 0xFFFF),
-        min(info.total_rto_recoveries, 0xFFFF), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        min(info.total_rto_recoveries, 0xFFFF), _msec(info.total_rto_time), 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 # --- the shared state -----------------------------------------------------------------------------------

@@ -139,6 +139,8 @@ class TCPInfo(NamedTuple):
     pacing_rate: float = 0.0    # bytes a second Linux would pace at (it reports it unpaced too; netsock does not pace)
     syn_data_acked: bool = False    # the SYN's data was acknowledged (Fast Open; TCPI_OPT_SYN_DATA)
     rehash: int = 0             # flow labels drawn anew (at timeouts)
+    fast_open_fail: int = 0     # why the SYN's data was not taken (Linux's tcpi_fastopen_client_fail)
+    total_rto_time: float = 0.0     # seconds spent recovering from timeouts
 
 
 def _ca_state(snd: Sender) -> int:
@@ -163,6 +165,8 @@ def _pacing_rate(snd: Sender) -> float:
 
 
 REPAIR_NO_QUEUE, REPAIR_RECV_QUEUE, REPAIR_SEND_QUEUE = 0, 1, 2    # TCP_REPAIR_QUEUE's values (Linux's)
+# Why a Fast Open SYN's data was not taken (Linux's enum tcp_fastopen_client_fail, TCP_INFO's).
+FAST_OPEN_COOKIE_UNAVAILABLE, FAST_OPEN_DATA_NOT_ACKED, FAST_OPEN_SYN_RETRANSMITTED = 1, 2, 3
 
 
 @functools.cache
@@ -226,7 +230,7 @@ class TCPEndpoint(TransportEndpoint):
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
                  "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
                  "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs",
-                 "thin_linear_timeouts", "rto_max", "auto_flow_label", "txhash", "rehash")
+                 "thin_linear_timeouts", "rto_max", "auto_flow_label", "txhash", "rehash", "fast_open_fail")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -306,6 +310,7 @@ class TCPEndpoint(TransportEndpoint):
         self.data_segs_in = 0           # (TCP_INFO) segments received with data, and when the last came
         self.last_data_received = 0.0
         self.syn_data_acked = False     # our SYN's data was acknowledged (Fast Open)
+        self.fast_open_fail = 0         # and if not, why (FAST_OPEN_COOKIE_UNAVAILABLE, ...: Linux's)
         # TCP_REPAIR (checkpoint and restore, as CRIU uses Linux's): on, the queue TCP_QUEUE_SEQ and writes
         # and peeks address, and the sequence numbers a restored connection starts from (wire: the next
         # byte written, the next expected).
@@ -466,6 +471,7 @@ class TCPEndpoint(TransportEndpoint):
                 self.connect_reported = True
                 return
             self.fast_open_cookie = b""
+            self.fast_open_fail = FAST_OPEN_COOKIE_UNAVAILABLE
         self.guarded(self._send_syn)
         raise ErrConnectStarted()
 
@@ -901,7 +907,8 @@ class TCPEndpoint(TransportEndpoint):
         now = self.stack.clock.now()
         counts: dict[str, Any] = {"segs_out": self.stats.packets_sent.value,
                                   "segs_in": self.stats.packets_received.value, "data_segs_in": self.data_segs_in,
-                                  "syn_data_acked": self.syn_data_acked, "rehash": self.rehash}
+                                  "syn_data_acked": self.syn_data_acked, "rehash": self.rehash,
+                                  "fast_open_fail": self.fast_open_fail}
         if snd is not None:
             data_end = snd.buffer.end     # (payload is [1, data_end): the SYN took 0, the FIN takes data_end)
             counts.update(bytes_acked=snd.una, notsent_bytes=max(data_end - snd.max, 0),
@@ -915,6 +922,7 @@ class TCPEndpoint(TransportEndpoint):
                           delivery_rate=snd.delivery_rate, app_limited=snd.rate_app_limited,
                           chrono=snd.chrono_times()[1:],
                           reord_seen=snd.rack.reorderings if snd.rack is not None else 0,
+                          total_rto_time=snd.total_rto_time + (now - snd.rto_stamp if snd.rto_stamp else 0.0),
                           pacing_rate=_pacing_rate(snd))
         if rcv is not None:
             counts.update(bytes_received=rcv.nxt - 1, rcv_ooopack=rcv.ooo_packets)
@@ -1575,6 +1583,8 @@ class TCPEndpoint(TransportEndpoint):
             stats = self.stack_stats
             (stats.fast_open_active if ack > 1 else stats.fast_open_active_fail).increment()
             self.syn_data_acked = ack > 1
+            if ack <= 1:
+                self.fast_open_fail = FAST_OPEN_SYN_RETRANSMITTED if snd.total_rto else FAST_OPEN_DATA_NOT_ACKED
             snd.syn_acked(ack)
         self.fast_open_cookie = None
 

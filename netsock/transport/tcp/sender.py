@@ -63,7 +63,7 @@ class Sender:
                  "retrans_ts", "retrans_high", "undo_timeout", "frto", "frto_mark", "frto_sacked", "bytes_retrans",
                  "dsack_dups", "total_rto", "total_rto_recoveries", "delivered", "delivered_time", "app_limited",
                  "rate_prior", "rate_delivered", "rate_interval", "rate_app_limited", "data_segs_out", "chrono",
-                 "chrono_since", "chrono_totals", "blocked", "last_ack_time")
+                 "chrono_since", "chrono_totals", "blocked", "last_ack_time", "rto_stamp", "total_rto_time")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -142,6 +142,8 @@ class Sender:
         self.chrono_since = 0.0
         self.chrono_totals = [0.0, 0.0, 0.0, 0.0]
         self.blocked = False        # a write found the send buffer full (Linux's SOCK_NOSPACE)
+        self.rto_stamp = 0.0        # when the timeouts under way began (0: none), and the seconds of those before
+        self.total_rto_time = 0.0
         self.last_ack_time = 0.0    # when the last acceptable ACK came
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
@@ -686,6 +688,9 @@ class Sender:
             if self.rate_prior is not None:
                 self._rate_sample(now)
         self.retransmits = 0
+        if self.rto_stamp:
+            self.total_rto_time += now - self.rto_stamp     # (progress: the timeouts' episode is over)
+            self.rto_stamp = 0.0
         self.una = ack
         self.una_since = now
         if self.nxt < ack:
@@ -960,6 +965,7 @@ class Sender:
         # RFC 6298 §5.5-5.7 and RFC 5681 §3.1: back off, collapse the window, resend from the first hole.
         if self.retransmits == 1:
             self.total_rto_recoveries += 1
+            self.rto_stamp = self.now()
             self._begin_undo(timeout=True)
         self.cc.on_rto_expired()
         self.cwnd = 1
