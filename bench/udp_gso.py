@@ -26,17 +26,19 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import gevent
 
 from netsock.link.fdbased import FdEndpoint
 from netsock.link.netns import inside
 from netsock.network.ipv4 import IPv4Protocol
+from netsock.scheduler import blocking
 from netsock.stack import Stack
 from netsock.stack.interfaces import LinkCapabilities
-import gevent
-
-from netsock.scheduler import blocking
 from netsock.tcpip import UDP_PROTOCOL_NUMBER, Address, FullAddress, Route, SockOpt, WriteOptions
 from netsock.transport.udp import UDPProtocol
 from netsock.waiter import EventMask, WaiterQueue
@@ -67,8 +69,9 @@ class Sink:
         return json.loads(self.log.read_text().splitlines()[-1])
 
 
-def netsock_send(ns: NetNS, size: int, segment: int) -> dict[str, Any]:
-    """Send from a netsock stack on ns's tun0 (offloads on); seconds and CPU seconds of the writes."""
+@contextmanager
+def netsock_on_tun(ns: NetNS) -> Iterator[tuple[Stack, FdEndpoint]]:
+    """A netsock stack with UDP on ns's tun0 (offloads on), its address TUN_NETSOCK; closed after."""
     with inside(ns.name):
         link = FdEndpoint.open_tun("tun0")
     stack = Stack([IPv4Protocol], [UDPProtocol])
@@ -76,6 +79,15 @@ def netsock_send(ns: NetNS, size: int, segment: int) -> dict[str, Any]:
         stack.create_nic(1, link)
         stack.add_address(1, 0x0800, f"{TUN_NETSOCK}/24")
         stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
+        yield stack, link
+    finally:
+        stack.close()
+        link.close()
+
+
+def netsock_send(ns: NetNS, size: int, segment: int) -> dict[str, Any]:
+    """Send from a netsock stack on ns's tun0 (offloads on); seconds and CPU seconds of the writes."""
+    with netsock_on_tun(ns) as (stack, link):
         endpoint = stack.new_endpoint(UDP_PROTOCOL_NUMBER, 0x0800, WaiterQueue())
         if segment:
             endpoint.set_sock_opt(SockOpt.UDP_SEGMENT, segment)
@@ -89,21 +101,12 @@ def netsock_send(ns: NetNS, size: int, segment: int) -> dict[str, Any]:
         return {"bytes": size // write * write, "seconds": seconds, "cpu_seconds": cpu,
                 "udp_gso_offloaded": bool(link.capabilities() & LinkCapabilities.HARDWARE_GSO_UDP),
                 "link": link.stats.as_dict()}
-    finally:
-        stack.close()
-        link.close()
 
 
 def netsock_receive(ns: NetNS, size: int, gro: bool, workdir: Path) -> dict[str, Any]:
     """Receive the kernel's 1,472-byte datagrams on a netsock stack on ns's tun0 (offloads on) until none came
     for half a second: bytes, reads, datagrams, the seconds from the first to the last, CPU seconds."""
-    with inside(ns.name):
-        link = FdEndpoint.open_tun("tun0")
-    stack = Stack([IPv4Protocol], [UDPProtocol])
-    try:
-        stack.create_nic(1, link)
-        stack.add_address(1, 0x0800, f"{TUN_NETSOCK}/24")
-        stack.set_route_table([Route.parse("0.0.0.0/0", 1)])
+    with netsock_on_tun(ns) as (stack, link):
         queue = WaiterQueue()
         endpoint = stack.new_endpoint(UDP_PROTOCOL_NUMBER, 0x0800, queue)
         endpoint.set_sock_opt(SockOpt.RECEIVE_BUFFER_SIZE, 64 << 20)
@@ -114,22 +117,20 @@ def netsock_receive(ns: NetNS, size: int, gro: bool, workdir: Path) -> dict[str,
         received = reads = 0
         first = last = cpu = 0.0
         while True:
-            with gevent.Timeout(0.5 if reads else 10, False):
+            data = None
+            with gevent.Timeout(0.5 if reads else 10, False):      # (False: running out ends the block quietly)
                 data = blocking(endpoint, queue, EventMask.IN, endpoint.read).data
-                last = time.perf_counter()
-                if not reads:
-                    first, cpu = last, cpu_seconds()
-                received += len(data)
-                reads += 1
-                continue
-            break
+            if data is None:
+                break
+            last = time.perf_counter()
+            if not reads:
+                first, cpu = last, cpu_seconds()
+            received += len(data)
+            reads += 1
         cpu = cpu_seconds() - cpu
         sender.wait(timeout=60)
         return {"bytes": received, "reads": reads, "datagrams": stack.stats().udp.packets_received.value,
                 "seconds": last - first, "cpu_seconds": cpu, "link": link.stats.as_dict()}
-    finally:
-        stack.close()
-        link.close()
 
 
 def kernel_receive(size: int, gro: bool, workdir: Path) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import select
 import socket
 import struct
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
 import gevent
@@ -723,6 +724,19 @@ def test_tcp_info_counts_bytes_and_windows_as_the_kernel() -> None:
 TCP_RTO_MAX_MS = 44
 
 
+@contextmanager
+def accepted_connection(listener: Any) -> Iterator[tuple[Any, Any]]:
+    """``listener`` (a kernel or netsock socket, not yet bound) bound on loopback and listening: a client's
+    connection to it, and the one accepted; closed after."""
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    with closing(type(listener)(socket.AF_INET, socket.SOCK_STREAM)) as client:
+        client.connect(listener.getsockname())
+        accepted = listener.accept()[0]
+        with closing(accepted):
+            yield client, accepted
+
+
 @pytest.mark.usefixtures("stack")
 def test_tcp_rto_max_ms_takes_what_the_kernel_takes_and_is_inherited() -> None:
     def answers(make: Any) -> list[Any]:
@@ -735,13 +749,8 @@ def test_tcp_rto_max_ms_takes_what_the_kernel_takes_and_is_inherited() -> None:
                     seen.append(listener.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS))
                 except OSError as error:
                     seen.append(errno.errorcode[error.errno])
-            listener.bind(("127.0.0.1", 0))
-            listener.listen()
-            with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as client:
-                client.connect(listener.getsockname())
-                accepted = listener.accept()[0]
-                with closing(accepted):
-                    seen.append(accepted.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS))
+            with accepted_connection(listener) as (_, accepted):
+                seen.append(accepted.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS))
         return seen
     assert answers(NetsockSocket) == answers(socket.socket) == [120_000, "EINVAL", "EINVAL", "EINVAL", 120_000,
                                                                 1000, 5000, 5000]
@@ -753,26 +762,19 @@ BUSY_TIME, RWND_LIMITED, SNDBUF_LIMITED = 43, 44, 45
 def held_back_by_the_window(make: Any) -> tuple[int, int, int]:
     """A sender's TCP_INFO busy, peer-window-limited and send-buffer-limited µs after it filled a peer that
     reads nothing and waited 200 ms."""
-    with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as server_socket:
-        server_socket.bind(("127.0.0.1", 0))
-        server_socket.listen()
-        with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as client:
-            client.connect(server_socket.getsockname())
-            server = server_socket.accept()[0]
-            with closing(server):
-                client.setblocking(False)
+    with closing(make(socket.AF_INET, socket.SOCK_STREAM)) as listener, accepted_connection(listener) as (client, _):
+        client.setblocking(False)
+        blocked = 0
+        while blocked < 2:      # (until the send buffer stays full: the peer's is full too)
+            try:
+                client.send(bytes(65536))
                 blocked = 0
-                while blocked < 2:      # (until the send buffer stays full: the peer's is full too)
-                    try:
-                        client.send(bytes(65536))
-                        blocked = 0
-                    except BlockingIOError:
-                        blocked += 1
-                        gevent.sleep(0.05)
-                gevent.sleep(0.2)
-                fields = TCP_INFO_FIELDS.unpack(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
-                                                                  TCP_INFO_FIELDS.size))
-                return fields[BUSY_TIME], fields[RWND_LIMITED], fields[SNDBUF_LIMITED]
+            except BlockingIOError:
+                blocked += 1
+                gevent.sleep(0.05)
+        gevent.sleep(0.2)
+        fields = TCP_INFO_FIELDS.unpack(client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_FIELDS.size))
+        return fields[BUSY_TIME], fields[RWND_LIMITED], fields[SNDBUF_LIMITED]
 
 
 @pytest.mark.usefixtures("stack")
