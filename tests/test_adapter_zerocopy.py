@@ -159,5 +159,32 @@ def test_a_zero_copy_send_keeps_the_callers_buffer_until_its_completion() -> Non
         while len(received) < filler + 16:
             received += server.recv(1 << 20)
         assert received[filler:] == b"p" * 8 + b"X" * 8
+        for _ in range(100):
+            if ready(client, select.POLLERR):
+                break
+            gevent.sleep(0.01)
+        assert ready(client, select.POLLERR | select.POLLOUT) == select.POLLERR | select.POLLOUT   # (established)
         [(_, _, _, [(_, _, extended, _)])] = completions(client)
         assert extended == (0, 5, 0, 1, 0, 0, 0)
+
+
+@pytest.mark.usefixtures("stack")
+def test_a_send_that_waits_for_room_is_one_call_to_complete() -> None:
+    """A blocking send larger than the send buffer queues its bytes over several waits, the first of them
+    acknowledged before the last are queued: still one send call, one number, completed once all of it is
+    acknowledged (Linux's one ubuf_info per sendmsg, held until the call returns)."""
+    with tcp_pair(NetsockSocket, socket.AF_INET, "127.0.0.1") as (client, server):
+        client.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        def read_all() -> None:
+            got = 0
+            while got < 300_004:
+                got += len(server.recv(65536))
+        reader = gevent.spawn(read_all)
+        client.sendall(bytearray(300_000), MSG_ZEROCOPY)
+        client.send(b"next", MSG_ZEROCOPY)
+        reader.join(timeout=5)
+        ranges = []
+        while not ranges or ranges[-1][1] < 1:
+            ranges += [entry[3][0][2][5:] for entry in completions(client)]
+        assert ranges in ([(0, 1)], [(0, 0), (1, 1)])

@@ -2428,7 +2428,20 @@ class NetsockSocket:
         self._connect(target, fast_open=True)
         return self._stream_send(view, flags)
 
+    def _zerocopy_call(self, send: Callable[[memoryview, int], Any], view: memoryview, flags: int) -> Any:
+        """A MSG_ZEROCOPY send call: ``send`` makes its writes, and the call completes only once it has returned
+        (and its bytes are acknowledged)."""
+        try:
+            return send(view, flags)
+        finally:
+            self._core.ep.zerocopy_call_returned()
+
     def _stream_send(self, view: memoryview, flags: int) -> int:
+        if flags & _MSG_ZEROCOPY:
+            return self._zerocopy_call(self._stream_send_once, view, flags)
+        return self._stream_send_once(view, flags)
+
+    def _stream_send_once(self, view: memoryview, flags: int) -> int:
         write = self._stream_write(flags)
         deadline, expired = self._limits(flags, send=True)
         if self._timeout is not None or flags & MSG_DONTWAIT:
@@ -2475,6 +2488,12 @@ class NetsockSocket:
         if self._core.kind != SOCK_STREAM:
             self._datagram_send(view, flags, None)
             return
+        if flags & _MSG_ZEROCOPY:
+            self._zerocopy_call(self._stream_send_all, view, flags)
+            return
+        self._stream_send_all(view, flags)
+
+    def _stream_send_all(self, view: memoryview, flags: int) -> None:
         write = self._stream_write(flags)
         deadline, expired = self._limits(flags, send=True)      # the timeout covers the whole call
         sent = 0

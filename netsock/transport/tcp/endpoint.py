@@ -610,6 +610,15 @@ class TCPEndpoint(TransportEndpoint):
             self._exit()
         return size
 
+    def zerocopy_call_returned(self) -> None:
+        """A MSG_ZEROCOPY send call has returned (its writes are all made): it completes once acknowledged."""
+        if self.zerocopy is not None and self.zerocopy.open:
+            self._enter()
+            try:
+                self.zerocopy.call_returned(self)
+            finally:
+                self._exit()
+
     def _zerocopy_written(self, continues: bool) -> None:
         """A MSG_ZEROCOPY write has queued bytes up to the send buffer's end (``continues``: for the send call
         of the write before)."""
@@ -853,8 +862,9 @@ class TCPEndpoint(TransportEndpoint):
         readiness is asked on every wait, and IntFlag arithmetic costs microseconds)."""
         state = self.state
         rcv = self.rcv
-        if state is _ESTABLISHED and not (self.shut_read or self.shut_write or rcv.fin_received) \
-                and self.error is None and self.pending_error is None and rcv.urg_seq < 0:   # the common case
+        if state is _ESTABLISHED and not (self.shut_read or self.shut_write or rcv.fin_received) and \
+                self.error is None and self.pending_error is None and rcv.urg_seq < 0 and not self.error_queue:
+            # the common case
             ready = _IN if rcv.queue.size >= self.rcvlowat else 0  # type: ignore[union-attr]
             if self._writable():
                 ready |= _OUT
