@@ -90,6 +90,7 @@ def migrate(make: Callable[..., Any]) -> list[Any]:
                                                                     7 | 7 << 16, TCPOPT_SACK_PERM, 0,
                                                                     TCPOPT_TIMESTAMP, 0))
                 new.setsockopt(TCP, TCP_TIMESTAMP, int32(clock))
+                trace.append(new.getsockopt(TCP, socket.TCP_MAXSEG))      # in repair: the MSS set
                 new.setsockopt(TCP, TCP_REPAIR_QUEUE, RECV_QUEUE)
                 trace.append(new.send(received))
                 new.setsockopt(TCP, TCP_REPAIR_WINDOW, struct.pack("5I", snd_wl1, snd_wnd, max_window, rcv_wnd,

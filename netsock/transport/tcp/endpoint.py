@@ -688,7 +688,6 @@ class TCPEndpoint(TransportEndpoint):
         for kind, value in options:
             if kind == tcp.OPT_MSS:
                 self.peer_mss = value
-                snd.mss = self._send_mss(value)
             elif kind == tcp.OPT_WS:
                 self.ws_ok = True
                 snd.wscale, self.rcv_wscale = value & 0xFFFF, value >> 16
@@ -699,6 +698,8 @@ class TCPEndpoint(TransportEndpoint):
                     snd.enable_sack()
             elif kind == tcp.OPT_TIMESTAMP:
                 self.ts_ok = True
+        snd.mss = self._send_mss(self.peer_mss)     # (less the timestamps' option bytes, if they came on)
+        rcv.mss = min(self.peer_mss, self.path_mss) - self._option_bytes()
         self._update_burst()
 
     def repair_window(self) -> tuple[int, int, int, int, int]:
@@ -1110,6 +1111,8 @@ class TCPEndpoint(TransportEndpoint):
         if opt is SockOpt.AVAILABLE_CONGESTION_CONTROL:
             return " ".join(congestion.available())
         if opt is SockOpt.MAX_SEG:
+            if self.repair and self.snd is not None:
+                return self.peer_mss        # (what TCP_REPAIR_OPTIONS set: Linux's mss_clamp)
             return self.snd.mss if self.snd is not None else (self.user_mss or DEFAULT_MSS)
         if opt is SockOpt.RECEIVE_BUFFER_SIZE:
             return self.rcv.buffer_size if self.rcv is not None else self.receive_buffer_size
