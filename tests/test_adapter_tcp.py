@@ -668,9 +668,10 @@ TCP_INFO_FIELDS = struct.Struct("8B24I4Q6IQ3Q2I2Q6I2HI7I2H")   # Linux 6.18's st
 (BYTES_ACKED, BYTES_RECEIVED, SEGS_OUT, SEGS_IN, NOTSENT, MIN_RTT, BYTES_SENT, BYTES_RETRANS, SND_WND,
  RCV_WND, TOTAL_RTO) = 34, 35, 36, 37, 38, 39, 48, 49, 53, 54, 56
 LAST_DATA_SENT, LAST_DATA_RECV, LAST_ACK_RECV, PACING_RATE, DELIVERY_RATE = 17, 19, 20, 32, 42
-# tcpi_ca_state, _retransmits, _probes, _backoff, the flags byte (delivery_rate_app_limited), _ato, _reordering,
-# _data_segs_in, _data_segs_out, _delivered, _reord_seen
-STATE_FIELDS = (1, 2, 3, 4, 7, 9, 28, 40, 41, 46, 51)
+# tcpi_ca_state, _retransmits, _probes, _backoff, the flags byte (delivery_rate_app_limited), _ato, _data_segs_in,
+# _data_segs_out, _delivered
+STATE_FIELDS = (1, 2, 3, 4, 7, 9, 40, 41, 46)
+REORDERING = 28
 
 
 def tcp_info_after_an_exchange(client: Any, server: Any) -> tuple[Any, ...]:
@@ -714,8 +715,10 @@ def test_tcp_info_counts_bytes_and_windows_as_the_kernel() -> None:
         assert fields[SND_WND] > 60000 and fields[RCV_WND] > 60000        # in bytes, scaled
     assert ours[8 + 23] == kernel[8 + 23] == 0                          # tcpi_total_retrans, before them
     # Open, nothing lost or probed; the one segment each way app-limited; the SYN and the data delivered.
-    assert [ours[i] for i in STATE_FIELDS] == [kernel[i] for i in STATE_FIELDS] == [0, 0, 0, 0, 1, 40000, 3, 1, 1,
-                                                                                    2, 0]
+    assert [ours[i] for i in STATE_FIELDS] == [kernel[i] for i in STATE_FIELDS] == [0, 0, 0, 0, 1, 40000, 1, 1, 2]
+    # The reordering allowed for starts at 3 (the kernel's grows when it sees reordering, which a loaded
+    # loopback can show it).
+    assert ours[REORDERING] == 3 <= kernel[REORDERING]
     for fields in (kernel, ours):
         assert all(30 <= fields[i] < 1000 for i in (LAST_DATA_SENT, LAST_DATA_RECV, LAST_ACK_RECV))    # ms ago
         assert fields[DELIVERY_RATE] > 0 and fields[PACING_RATE] > 0

@@ -1,8 +1,9 @@
 """The byte queues of a TCP connection.
 
 ``SendBuffer`` keeps unacknowledged and unsent bytes as the chunks the application wrote (bytes
-objects are kept by reference, never copied; so is any buffer written with MSG_ZEROCOPY, which its
-owner leaves alone until told it is free), addressed by sequence number; a segment inside one
+objects, and views of them, are kept by reference, never copied; so is any buffer written with
+MSG_ZEROCOPY, which its owner leaves alone until told it is free), addressed by sequence number; a
+segment inside one
 chunk is a memoryview of it, one spanning chunks is joined — or, for a link that writes scattered
 payloads, handed over as the list of its pieces. ``ReceiveQueue`` holds in-order payloads
 as memoryviews of the frames they arrived in, until a read copies them out — the only copy on the
@@ -48,7 +49,10 @@ class SendBuffer:
             chunk: bytes | memoryview = memoryview(data)
             chunks.append(chunk)
         else:
-            chunk = data if type(data) is bytes else bytes(data)
+            # Immutable bytes, or a view of them (a socket's send of a bytes object), are kept as they are;
+            # anything its owner may change again is copied.
+            chunk = data if type(data) is bytes or type(data) is memoryview and type(data.obj) is bytes \
+                else bytes(data)
             last = chunks[-1] if chunks else None
             if len(chunk) < _COALESCE and type(last) is bytes and len(last) < _COALESCE:
                 chunks[-1] = last + chunk       # the chunk still starts where it did: hints hold
