@@ -18,6 +18,7 @@ from netsock.network.ipv4 import IPv4Protocol
 from netsock.stack import Stack
 from netsock.tcpip import Route
 from netsock.transport.tcp import TCPProtocol
+from netsock.transport.udp import UDPProtocol
 
 KERNEL_CIDR = "192.0.2.1/24"
 KERNEL_ADDRESS = "192.0.2.1"
@@ -68,13 +69,13 @@ def start_echo(netns: NetNS, tmp_path: Path) -> Callable[..., EchoSample]:
 
 @pytest.fixture
 def tun_stack(netns: NetNS, request: pytest.FixtureRequest) -> Iterator[Stack]:
-    """netsock in the test process, on the gevent hub: a stack with TCP on tun0 (offloads on) at
+    """netsock in the test process, on the gevent hub: a stack with TCP and UDP on tun0 (offloads on) at
     NETSOCK_ADDRESS, the kernel at KERNEL_CIDR. A module's ``TUN_FAULTS`` (a FaultConfig), if set, is
     applied to what netsock writes."""
     netns.add_tun("tun0", KERNEL_CIDR)
     with inside(netns.name):
         link = FdEndpoint.open_tun("tun0", offload=True)
-    stack = Stack([IPv4Protocol], [TCPProtocol])
+    stack = Stack([IPv4Protocol], [TCPProtocol, UDPProtocol])
     faults = getattr(request.module, "TUN_FAULTS", None)
     if faults is not None:
         link = FaultEndpoint(link, stack.clock, seed=7, outbound=faults)

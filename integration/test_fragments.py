@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 import struct
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import gevent
 import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment
@@ -18,6 +20,10 @@ from scapy.utils import checksum
 
 from integration.conftest import ECHO_PORT, KERNEL_CIDR, NETSOCK_ADDRESS
 from integration.nsutil import EchoSample, NetNS, PeerProcess, ping, run_peer
+from netsock.scheduler import blocking
+from netsock.stack import Stack
+from netsock.tcpip import UDP_PROTOCOL_NUMBER, FullAddress, SockOpt
+from netsock.waiter import EventMask, WaiterQueue
 
 NETNS_IPV6 = True                       # conftest's netns fixture leaves IPv6 on in these tests' namespaces
 
@@ -164,3 +170,32 @@ def test_hostile_fragments_are_dropped_with_bounded_memory(netns: NetNS, echo: E
     assert icmp["v6_packets_sent"]["echo_reply"] == icmp["v6_packets_received"]["echo_request"] > 0
     growth = rss_after - rss_before
     assert growth < RSS_GROWTH_LIMIT_KB, (rss_before, rss_after_flood, rss_after)
+
+
+# The kernel's own answer to the same question: a 3,000-byte datagram over its loopback at MTU 1,500.
+KERNEL_FRAGSIZE = """
+import socket
+receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+receiver.bind(("127.0.0.1", 0))
+receiver.setsockopt(socket.IPPROTO_IP, 25, 1)       # IP_RECVFRAGSIZE
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(bytes(3000), receiver.getsockname())
+[(level, kind, data)] = receiver.recvmsg(4000, 64)[1]
+print(int.from_bytes(data, "little"))
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(bytes(3000), ("%s", 6000))
+"""
+
+
+def test_a_reassembled_datagram_tells_its_largest_fragment_as_the_kernels(netns: NetNS, tun_stack: Stack) -> None:
+    """IP_RECVFRAGSIZE: the kernel cuts a 3,000-byte datagram to netsock at tun0's MTU of 1,500; what
+    netsock's reader is told of the largest fragment is what the kernel tells its own over a loopback of
+    the same MTU."""
+    queue = WaiterQueue()
+    endpoint = tun_stack.new_endpoint(UDP_PROTOCOL_NUMBER, 0x0800, queue)
+    endpoint.set_sock_opt(SockOpt.RECEIVE_FRAGMENT_SIZE, True)
+    endpoint.bind(FullAddress(0, b"", 6000))
+    netns.ip("link", "set", "lo", "mtu", "1500")
+    kernel = int(netns.run([sys.executable, "-c", KERNEL_FRAGSIZE % NETSOCK_ADDRESS]).stdout)
+    with gevent.Timeout(10):
+        result = blocking(endpoint, queue, EventMask.IN, endpoint.read)
+    assert (len(result.data), result.control.fragment_size) == (3000, kernel) and kernel == 1500
+    endpoint.close()

@@ -88,3 +88,16 @@ def test_big_ping_is_answered_in_fragments(harness: StackHarness) -> None:
     assert len(out) == 3
     reply = defragment(out)[0]
     assert reply[ICMP].type == 0 and bytes(reply[ICMP].payload) == bytes(range(256)) * 12
+
+
+def test_a_reassembled_datagram_tells_its_largest_fragment(harness: StackHarness) -> None:
+    """IP_RECVFRAGSIZE: a reassembled datagram's control message is its largest fragment as it came (IP header
+    included, as Linux's frag_max_size); a datagram that came whole has none."""
+    ep = harness.udp(9)
+    ep.set_sock_opt(SockOpt.RECEIVE_FRAGMENT_SIZE, True)
+    frags = scapy_fragment(big_udp(9, bytes(3000)), fragsize=1200)
+    for f in reversed(frags):
+        harness.inject(f)
+    assert ep.read().control.fragment_size == max(len(f) for f in frags) == 1220
+    harness.inject(big_udp(9, b"whole"))
+    assert ep.read().control.fragment_size is None

@@ -678,3 +678,16 @@ def test_datagrams_of_one_flow_share_a_label_of_its_hash(h: V6Harness, auto: boo
         assert labels[0] == labels[1] != labels[2] and all(labels)
     else:
         assert labels == [0, 0, 0]
+
+
+def test_a_reassembled_datagram_tells_its_largest_fragment(h: V6Harness) -> None:
+    """IPV6_RECVFRAGSIZE: the largest fragment as it came, its headers included (Linux's frag_max_size); none
+    for a datagram that came whole."""
+    ep = h.udp(9)
+    ep.set_sock_opt(SockOpt.RECEIVE_FRAGMENT_SIZE6, True)
+    fragments = fragmented_udp(bytes(3000))
+    for raw in reversed(fragments):
+        h.inject(raw)
+    assert ep.read().control.fragment_size6 == max(map(len, fragments)) == 1280
+    h.inject(udp_to(9))
+    assert ep.read().control.fragment_size6 is None

@@ -234,6 +234,7 @@ _IPV6_2292PKTINFO, _IPV6_2292HOPOPTS, _IPV6_2292DSTOPTS, _IPV6_2292RTHDR, _IPV6_
 _IPV6_FLOWINFO = 11
 _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # path MTU discovery
 _IPV6_AUTOFLOWLABEL = 70                    # IPv6 flow labels made of the flow's hash (on by default)
+_IP_RECVFRAGSIZE, _IPV6_RECVFRAGSIZE = 25, 77   # a reassembled datagram's largest fragment, as a control message
 _IPV6_PATHMTU, _SOCKADDR_IN6_SIZE = 61, 28
 _IP_UNICAST_IF, _IPV6_UNICAST_IF = 50, 76
 _IP_MULTICAST_ALL, _IPV6_MULTICAST_ALL = 49, 29
@@ -250,11 +251,11 @@ _CMSG_HEADER = CMSG_LEN(0)
 _IP_RECVORIGDSTADDR, _IPV6_RECVORIGDSTADDR = 20, 74     # the control message's type is the option's number
 _RECEIVE_IP_OPTIONS = {_IP_RECVORIGDSTADDR: SockOpt.RECEIVE_ORIGINAL_DESTINATION,
                        _IP_PKTINFO: SockOpt.RECEIVE_PACKET_INFO, _IP_RECVTTL: SockOpt.RECEIVE_TTL,
-                       IP_RECVTOS: SockOpt.RECEIVE_TOS}
+                       IP_RECVTOS: SockOpt.RECEIVE_TOS, _IP_RECVFRAGSIZE: SockOpt.RECEIVE_FRAGMENT_SIZE}
 _RECEIVE_IPV6_OPTIONS = {_IPV6_RECVORIGDSTADDR: SockOpt.RECEIVE_ORIGINAL_DESTINATION,
                          IPV6_RECVPKTINFO: SockOpt.RECEIVE_IPV6_PACKET_INFO,
                          IPV6_RECVHOPLIMIT: SockOpt.RECEIVE_HOP_LIMIT, IPV6_RECVTCLASS: SockOpt.RECEIVE_TCLASS,
-                         _IPV6_FLOWINFO: SockOpt.RECEIVE_FLOW_INFO}
+                         _IPV6_FLOWINFO: SockOpt.RECEIVE_FLOW_INFO, _IPV6_RECVFRAGSIZE: SockOpt.RECEIVE_FRAGMENT_SIZE6}
 # Send-side control messages Linux takes that netsock does not implement (the rest it rejects, EINVAL).
 _UNSUPPORTED_SEND_IP = frozenset((IP_RETOPTS, _IP_PKTINFO, _IP_PROTOCOL))
 _UNSUPPORTED_SEND_IPV6 = frozenset((IPV6_PKTINFO, _IPV6_2292PKTINFO, _IPV6_FLOWINFO, _IPV6_2292HOPOPTS,
@@ -577,6 +578,8 @@ def _control_items(control: ControlMessages, family: int, stamps: tuple[int, int
     original = control.original_destination
     if original is not None and len(original[0]) == 4:
         items.append((IPPROTO_IP, _IP_RECVORIGDSTADDR, _sockaddr_bytes(AF_INET, *original)))
+    if control.fragment_size is not None:
+        items.append((IPPROTO_IP, _IP_RECVFRAGSIZE, _INT.pack(control.fragment_size)))
     if control.hop_limit is not None:
         items.append((IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(control.hop_limit)))
     if control.tclass is not None:
@@ -585,6 +588,8 @@ def _control_items(control: ControlMessages, family: int, stamps: tuple[int, int
         items.append((IPPROTO_IPV6, _IPV6_FLOWINFO, struct.pack("!I", control.flow_info)))
     if original is not None and len(original[0]) == 16:
         items.append((IPPROTO_IPV6, _IPV6_RECVORIGDSTADDR, _sockaddr_bytes(AF_INET6, *original)))
+    if control.fragment_size6 is not None:
+        items.append((IPPROTO_IPV6, _IPV6_RECVFRAGSIZE, _INT.pack(control.fragment_size6)))
     return items
 
 
@@ -1803,6 +1808,8 @@ class SocketCore:
             self._set(SockOpt.MTU_DISCOVER, _int_option(raw), scope)
         elif name in _RECEIVE_IP_OPTIONS:
             wanted = bool(_int_option(raw, char=True)) if raw else False   # Linux: no value is 0
+            if name == _IP_RECVFRAGSIZE and stream:
+                raise _oserror(EINVAL)          # (a stream has no datagrams: Linux's raw and datagram sockets only)
             self._set_datagram_flag((IPPROTO_IP, name), _RECEIVE_IP_OPTIONS[name], wanted, scope)
         else:
             raise _oserror(ENOPROTOOPT)

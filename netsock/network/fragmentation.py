@@ -80,7 +80,7 @@ def _footprint(buf: memoryview | bytes) -> int:
 class _Datagram:
     """One datagram being reassembled; ``fragments`` is None once it is abandoned (a tombstone)."""
 
-    __slots__ = ("fragments", "received", "end", "first_header", "deadline", "cost")
+    __slots__ = ("fragments", "received", "end", "first_header", "deadline", "cost", "largest")
 
     def __init__(self, deadline: float) -> None:
         # (offset, end, payload), sorted by offset, never overlapping: ends are sorted too.
@@ -90,6 +90,7 @@ class _Datagram:
         self.first_header: bytes | None = None
         self.deadline = deadline
         self.cost = DATAGRAM_OVERHEAD          # what this datagram adds to memory_used
+        self.largest = 0                       # the largest fragment's size as it came (Linux's frag_max_size)
 
 
 class Reassembler(Generic[Key]):
@@ -121,6 +122,7 @@ class Reassembler(Generic[Key]):
         if max_fragments_per_datagram < 2:
             raise ValueError("a fragmented datagram has at least 2 fragments")
         self.timeout = timeout
+        self.completed_largest = 0      # the largest fragment of the datagram process() last completed
         self.high_threshold = high_threshold
         self.low_threshold = low_threshold
         self.max_fragments_per_datagram = max_fragments_per_datagram
@@ -137,15 +139,16 @@ class Reassembler(Generic[Key]):
         return len(self._datagrams)
 
     def process(self, key: Key, offset: int, more: bool, payload: memoryview | bytes,
-                first_header: bytes | memoryview | None = None
+                first_header: bytes | memoryview | None = None, size: int = 0
                 ) -> tuple[ReassemblyResult, bytes | memoryview | None]:
         """Add one fragment: ``payload`` at byte ``offset`` (a multiple of 8) of the datagram ``key``.
 
         ``payload`` is kept by reference until the datagram completes, so it must not change.
-        ``first_header`` is the network header of an offset-0 fragment, kept for ``on_timeout``.
-        Returns the status and, for COMPLETE, the datagram's payload. A fragment with offset 0 and
-        no more fragments is a whole datagram by itself and is returned as it is, apart from any
-        reassembly in progress for the same key (RFC 6946 atomic fragments).
+        ``first_header`` is the network header of an offset-0 fragment, kept for ``on_timeout``. ``size``:
+        the fragment's packet as it came; the largest of a completed datagram's is ``completed_largest``
+        then (IP_RECVFRAGSIZE's). Returns the status and, for COMPLETE, the datagram's payload. A fragment
+        with offset 0 and no more fragments is a whole datagram by itself and is returned as it is, apart
+        from any reassembly in progress for the same key (RFC 6946 atomic fragments).
         """
         if not offset and not more:
             return ReassemblyResult.COMPLETE, payload
@@ -191,6 +194,8 @@ class Reassembler(Generic[Key]):
             return self._abandon(dg, self.stats.too_many_fragments, ReassemblyResult.DROPPED_TOO_MANY_FRAGMENTS)
 
         frags.insert(index, (offset, end, payload))
+        if size > dg.largest:
+            dg.largest = size
         if not more:
             dg.end = end
         received = dg.received = dg.received + length
@@ -204,6 +209,7 @@ class Reassembler(Generic[Key]):
         if received == dg.end:
             self._remove(key, dg)
             self.stats.completed.value += 1
+            self.completed_largest = dg.largest
             return ReassemblyResult.COMPLETE, b"".join([f[2] for f in frags])
         if self.memory_used > self.high_threshold:
             self._evict()

@@ -26,7 +26,8 @@ _NO_ROOM = b""
 class PacketBuffer:
     __slots__ = ("_hdr", "_head", "data", "tail", "tail_size", "link_header", "network_header",
                  "transport_header", "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash",
-                 "timestamp", "gso_size", "checksum_verified", "csum_offset", "mark", "gro")
+                 "timestamp", "gso_size", "checksum_verified", "csum_offset", "mark", "gro",
+                 "frag_max_size")
 
     def __init__(self, reserve: int = 0, data: Buffer | list[Buffer] = b"") -> None:
         # An inbound packet rarely gets a header prepended (forwarding does, once): it shares one
@@ -64,6 +65,7 @@ class PacketBuffer:
         # kernel handed it so, the packet counts as checked, and one forwarded is completed first.
         self.csum_offset = 0
         self.mark = 0           # outbound: the sending socket's SO_MARK (the filter table matches it)
+        self.frag_max_size = 0  # inbound, reassembled: its largest fragment as it came (IP_RECVFRAGSIZE)
         # UDP: (a key of the super-datagram, its segment size, this datagram's index) for a datagram cut
         # from a UDP super-datagram (by the link that read it, or by UDP_SEGMENT's write on a path that
         # cannot carry it whole, the loopback included): a UDP_GRO socket reads them as one again. Linux

@@ -94,6 +94,8 @@ class SockOpt(enum.Enum):
     RECEIVE_PACKET_INFO = "receive_packet_info"   # IPv4 NIC and addresses (IP_PKTINFO)
     RECEIVE_TCLASS = "receive_tclass"             # IPv6 traffic class (IPV6_RECVTCLASS)
     RECEIVE_FLOW_INFO = "receive_flow_info"       # IPv6 traffic class and flow label, when not 0 (IPV6_FLOWINFO)
+    RECEIVE_FRAGMENT_SIZE = "receive_fragment_size"     # a reassembled datagram's largest fragment: IPv4 ...
+    RECEIVE_FRAGMENT_SIZE6 = "receive_fragment_size6"   # ... and IPv6 (IP_RECVFRAGSIZE, IPV6_RECVFRAGSIZE)
     IPV6_AUTO_FLOW_LABEL = "ipv6_auto_flow_label"     # flow labels from the flow's hash (IPV6_AUTOFLOWLABEL; on)
     RECEIVE_HOP_LIMIT = "receive_hop_limit"       # IPv6 hop limit (IPV6_RECVHOPLIMIT)
     IPV6_DONT_FRAGMENT = "ipv6_dont_fragment"     # an IPv6 datagram over the path MTU fails (IPV6_DONTFRAG)
@@ -224,6 +226,8 @@ class ControlMessages:
     tclass: int | None = None      # IPv6 traffic class
     hop_limit: int | None = None   # IPv6 hop limit
     flow_info: int | None = None   # IPv6 traffic class and flow label (the first word but its version)
+    fragment_size: int | None = None    # a reassembled datagram's largest fragment as it came (IPv4, IPv6)
+    fragment_size6: int | None = None
     ipv6_packet_info: IPv6PacketInfo | None = None
     drops: int | None = None       # datagrams the socket dropped before this one (SO_RXQ_OVFL; only if some)
     mark: int | None = None        # the packet's mark (SO_RCVMARK): on loopback, the sending socket's SO_MARK

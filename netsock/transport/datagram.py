@@ -51,7 +51,7 @@ MAX_BUFFER_SIZE = 4 << 20
 _RECEIVE_OPTIONS = (SockOpt.TIMESTAMP, SockOpt.RECEIVE_TOS, SockOpt.RECEIVE_TTL, SockOpt.RECEIVE_PACKET_INFO,
                     SockOpt.RECEIVE_TCLASS, SockOpt.RECEIVE_HOP_LIMIT, SockOpt.RECEIVE_IPV6_PACKET_INFO,
                     SockOpt.RECEIVE_QUEUE_OVERFLOW, SockOpt.RECEIVE_ORIGINAL_DESTINATION, SockOpt.RECEIVE_MARK,
-                    SockOpt.RECEIVE_FLOW_INFO)
+                    SockOpt.RECEIVE_FLOW_INFO, SockOpt.RECEIVE_FRAGMENT_SIZE, SockOpt.RECEIVE_FRAGMENT_SIZE6)
 
 # The ICMP errors a connected datagram socket is told of without IP_RECVERR, and as what: the fatal
 # ones of Linux's icmp_err_convert / icmpv6_err_convert (measured on Linux, UDP and raw sockets alike).
@@ -380,7 +380,8 @@ class DatagramEndpoint(TransportEndpoint):
                 tclass=((header[0] & 0x0F) << 4 | header[1] >> 4) if opts[SockOpt.RECEIVE_TCLASS] else None,
                 hop_limit=header[7] if opts[SockOpt.RECEIVE_HOP_LIMIT] else None,
                 flow_info=(int.from_bytes(header[:4], "big") & 0x0FFFFFFF or None)
-                if opts[SockOpt.RECEIVE_FLOW_INFO] else None)
+                if opts[SockOpt.RECEIVE_FLOW_INFO] else None,
+                fragment_size6=pkt.frag_max_size or None if opts[SockOpt.RECEIVE_FRAGMENT_SIZE6] else None)
         packet_info = None
         if opts[SockOpt.RECEIVE_PACKET_INFO]:
             # Where a reply would come from, as Linux's fib_compute_spec_dst: the destination itself if
@@ -393,7 +394,9 @@ class DatagramEndpoint(TransportEndpoint):
         return ControlMessages(timestamp=timestamp, ipv6_packet_info=ipv6_info, packet_info=packet_info,
                                drops=drops, original_destination=original, mark=mark,
                                tos=header[1] if opts[SockOpt.RECEIVE_TOS] else None,
-                               ttl=header[8] if opts[SockOpt.RECEIVE_TTL] else None)
+                               ttl=header[8] if opts[SockOpt.RECEIVE_TTL] else None,
+                               fragment_size=pkt.frag_max_size or None if opts[SockOpt.RECEIVE_FRAGMENT_SIZE]
+                               else None)
 
     def _count_overflow(self) -> None:
         """Protocol-wide counter for a datagram dropped on a full receive queue."""

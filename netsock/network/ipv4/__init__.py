@@ -126,9 +126,10 @@ class IPv4Endpoint(NetworkEndpoint):
         if hdr.flags_fragment & _FRAGMENT_BITS:    # hdr.is_fragment(), without a call per packet
             ip_stats.fragments_received.increment()
             offset = hdr.fragment_offset
-            status, payload = self.protocol.reassembler.process(
+            reassembler = self.protocol.reassembler
+            status, payload = reassembler.process(
                 (src, dst, hdr.ident, hdr.protocol), offset, hdr.more_fragments, pkt.data,
-                original[:hlen] if offset == 0 else None)
+                original[:hlen] if offset == 0 else None, hdr.total_length)
             if status is not ReassemblyResult.COMPLETE:
                 if status is ReassemblyResult.DROPPED_BAD_LENGTH:
                     ip_stats.malformed_fragments_received.increment()
@@ -139,6 +140,7 @@ class IPv4Endpoint(NetworkEndpoint):
             # or options, so ICMP errors about it quote an unfragmented datagram (as Linux does).
             pkt.data = memoryview(payload)
             pkt.checksum_verified = False   # what the link vouched for was the last fragment alone
+            pkt.frag_max_size = reassembler.completed_largest
             hdr = hdr._replace(header_length=ipv4.MIN_SIZE, total_length=ipv4.MIN_SIZE + len(payload),
                                flags_fragment=0)
             quote = bytearray(ipv4.MIN_SIZE)

@@ -260,14 +260,16 @@ class IPv6Endpoint(NetworkEndpoint):
             ip_stats.malformed_fragments_received.increment()
             return None
         first = bytes(packet[:chain.payload_offset]) if frag.offset == 0 else None
-        status, payload = self.protocol.reassembler.process((hdr.src, hdr.dst, frag.ident), frag.offset, frag.more,
-                                                            data, first)
+        reassembler = self.protocol.reassembler
+        status, payload = reassembler.process((hdr.src, hdr.dst, frag.ident), frag.offset, frag.more, data, first,
+                                              len(packet))
         if status is not ReassemblyResult.COMPLETE:
             if status is ReassemblyResult.DROPPED_BAD_LENGTH:
                 ip_stats.malformed_fragments_received.increment()
             elif status.dropped:
                 ip_stats.reassembly_failures.increment()
             return None
+        pkt.frag_max_size = reassembler.completed_largest
         # Rebuild the packet without its fragment header, then walk what the fragments carried.
         head = bytearray(packet[:unfragmentable])
         link = chain.headers[-2].offset if len(chain.headers) > 1 else ipv6.NEXT_HEADER_OFFSET
