@@ -6,6 +6,7 @@ import errno
 import hashlib
 import gc
 import socket
+import struct
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from scapy.all import IP, TCP, Ether, PcapReader, rdpcap
 
 from netsock.adapter import NetsockSocket
+from netsock.adapter.socket import UDP_GRO, UDP_SEGMENT
 from netsock.privnet import Host, Network
 
 
@@ -317,3 +319,30 @@ def test_reset_injection_kills_connections_with_the_stdlib_exceptions(net: Netwo
             healed.settimeout(5)
             healed.connect(("server.test", 7))
     listener.close()
+
+
+def test_a_udp_gro_socket_reads_a_segmented_write_as_one_across_a_switch() -> None:
+    """UDP_SEGMENT's datagrams, cut by the sending host (its port takes no super-datagrams), reach a UDP_GRO
+    socket on another host joined again: the switch's delivery marks each flow's consecutive datagrams, as
+    Linux's GRO joins them for such a socket; a socket without UDP_GRO still reads them one by one."""
+    reads = {}
+    for gro in (True, False):
+        with Network(seed=1) as network:
+            lan = network.switch("lan", "192.0.2.0/24")
+            a, b = network.host("a.test", lan), network.host("b.test", lan)
+            with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM, stack=b.stack) as receiver, \
+                    NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM, stack=a.stack) as sender:
+                receiver.bind(("0.0.0.0", 5000))
+                receiver.setsockopt(socket.IPPROTO_UDP, UDP_GRO, int(gro))
+                receiver.settimeout(5)
+                sender.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, 1000)
+                sender.sendto(bytes(range(250)) * 20, ("b.test", 5000))
+                got = []
+                while sum(len(data) for data, _ in got) < 5000:
+                    data, ancdata = receiver.recvmsg(70000, 64)[:2]
+                    got.append((data, ancdata))
+                reads[gro] = got
+    assert [(len(data), ancdata) for data, ancdata in reads[True]] == [
+        (5000, [(socket.IPPROTO_UDP, UDP_GRO, struct.pack("i", 1000))])]
+    assert b"".join(data for data, _ in reads[True]) == bytes(range(250)) * 20
+    assert [len(data) for data, _ in reads[False]] == [1000] * 5

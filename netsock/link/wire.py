@@ -3,7 +3,8 @@
 Each end is a ``ChannelEndpoint``; what one end sends is delivered to the other from the gevent
 hub's callback queue, never from inside the sender's call, so each stack sees the other's packets
 the way a device would deliver them (no re-entrancy, batches per hub turn, each flow's consecutive
-TCP segments of a batch coalesced: ``gro``). TCP super-segments cross whole, as over Linux's veth.
+TCP segments of a batch coalesced: ``gro``, and its UDP datagrams marked for UDP_GRO sockets). TCP
+super-segments cross whole, as over Linux's veth.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import gevent
 
 from ..stack.interfaces import network_protocol_of_ip
 from .channel import ChannelEndpoint, PacketInfo
-from .gro import coalesce_batch
+from .gro import coalesce_batch, mark_udp_flows
 
 __all__ = ["Wire"]
 
@@ -44,6 +45,9 @@ class Wire:
         first, second = self.ends
         for source, destination in ((first, second), (second, first)):
             batch = [(packet.data, packet.gso_size) if packet.gso_size else packet.data for packet in source.drain()]
-            for pkt in coalesce_batch(batch):
+            packets = coalesce_batch(batch)
+            if len(packets) > 1 and getattr(destination.dispatcher, "udp_gro", False):
+                mark_udp_flows(packets)
+            for pkt in packets:
                 data = pkt.data
                 destination.inject(network_protocol_of_ip(data[0]) if data else 0, pkt)

@@ -28,7 +28,7 @@ from ..header.gso import segment
 from ..link import LinkStats
 from ..link.channel import ChannelEndpoint
 from ..link.fault import FaultConfig, FaultDirectionStats, FaultPipe
-from ..link.gro import coalesce_batch
+from ..link.gro import coalesce_batch, mark_udp_flows
 from ..stack import PacketBuffer
 from ..stack.clock import TimerQueue
 
@@ -59,8 +59,12 @@ class Port:
 
     def deliver(self, frames: list[Frame]) -> None:
         """Hand switched frames to what is on the port: a host's NIC takes each flow's consecutive
-        TCP segments coalesced (``link.gro``), and super-segments as they came."""
-        for pkt in coalesce_batch(frames, eth.HEADER_SIZE):
+        TCP segments coalesced (``link.gro``), super-segments as they came, and, for its UDP_GRO
+        sockets, each flow's consecutive datagrams marked as one."""
+        packets = coalesce_batch(frames, eth.HEADER_SIZE)
+        if len(packets) > 1 and getattr(self.link.dispatcher, "udp_gro", False):
+            mark_udp_flows(packets, eth.HEADER_SIZE)
+        for pkt in packets:
             self.link.inject(0, pkt)    # an Ethernet channel reads the protocol from the frame
 
     def drain(self) -> list[Frame]:
