@@ -691,3 +691,16 @@ def test_a_reassembled_datagram_tells_its_largest_fragment(h: V6Harness) -> None
     assert ep.read().control.fragment_size6 == max(map(len, fragments)) == 1280
     h.inject(udp_to(9))
     assert ep.read().control.fragment_size6 is None
+
+
+def test_a_connected_datagram_socket_labels_its_flow_from_a_hash_of_its_own(h: V6Harness) -> None:
+    """As Linux's connected sockets (sk_txhash, drawn at connect): one label for the socket's datagrams,
+    another for another socket's to the same place."""
+    labels = []
+    for _ in range(2):
+        ep = h.udp()
+        ep.connect(FullAddress(0, a6(PEER), 53))
+        ep.write(b"q")
+        ep.write(b"q")
+        labels.append([packet.fl for packet in h.sent()])
+    assert labels[0][0] == labels[0][1] and labels[1][0] == labels[1][1] and labels[0][0] != labels[1][0]

@@ -11,6 +11,7 @@ it as control messages, as netstack's do.
 from __future__ import annotations
 
 import enum
+import random
 from collections import deque
 from collections.abc import MutableSequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -179,6 +180,7 @@ class DatagramEndpoint(TransportEndpoint):
         self._id: TransportEndpointID | None = None
         self._reservation: tuple[Any, ...] | None = None
         self._route: Route | None = None    # cached for the connected peer
+        self._txhash = 0                    # ... and a random hash of that flow: its IPv6 flow label's
         self._queue: deque[tuple[memoryview, FullAddress, ControlMessages]] = deque()
         self._queued_bytes = 0
         self._pending_error: Error | None = None
@@ -253,6 +255,7 @@ class DatagramEndpoint(TransportEndpoint):
         self.local = FullAddress(self.local.nic, route.local_address, self._id.local_port)  # type: ignore[union-attr]
         self.remote = remote
         self._route = route
+        self._txhash = random.getrandbits(32) or 1     # the connection's flow hash (Linux's sk_set_txhash)
         self.state = EndpointState.CONNECTED
 
     def disconnect(self) -> None:
@@ -493,9 +496,10 @@ class DatagramEndpoint(TransportEndpoint):
                 raise ErrMessageTooLong()
         pkt.mark = self.options[SockOpt.MARK]
         if len(route.remote_address) == 16 and self.options[SockOpt.IPV6_AUTO_FLOW_LABEL]:
-            # The flow's hash, its ports (or ICMP type and code) included, for IPv6 to make its label of.
-            pkt.hash = hash((route.local_address, route.remote_address, protocol, bytes(pkt.headers()[:4]))) \
-                & 0xFFFFFFFF or 1
+            # The flow's hash for IPv6 to make its label of: the connection's, else one of the datagram's
+            # addresses and ports (or ICMP type and code), as Linux's flow dissector makes it.
+            pkt.hash = self._txhash if route is self._route else hash(
+                (route.local_address, route.remote_address, protocol, bytes(pkt.headers()[:4]))) & 0xFFFFFFFF or 1
         route.write_packet(protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned)
         stamping = self.options[SockOpt.TRANSMIT_TIMESTAMPING]
         if stamping & (SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_SOFTWARE):
