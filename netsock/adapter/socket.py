@@ -61,6 +61,7 @@ from typing import Any
 
 from gevent import get_hub, getcurrent
 
+from ..header import tcp
 from ..scheduler import wait_for
 from ..stack import Stack
 from ..stack.bpf import INSTRUCTION, Filter
@@ -201,7 +202,6 @@ _TCP_THIN_LINEAR_TIMEOUTS, _TCP_CC_INFO, _TCP_RTO_MAX_MS = 16, 26, 44
 _TCP_REPAIR, _TCP_REPAIR_QUEUE, _TCP_QUEUE_SEQ, _TCP_REPAIR_OPTIONS, _TCP_REPAIR_WINDOW = 19, 20, 21, 22, 29
 _TCP_REPAIR_OPT = struct.Struct("II")               # struct tcp_repair_opt: option kind, value
 _TCP_REPAIR_WINDOW_STRUCT = struct.Struct("5I")     # snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup
-_TCP_MAX_WSCALE = 14
 _TCP_MD5SIG, _TCP_MD5SIG_EXT, _TCP_MD5SIG_FLAG_PREFIX, _TCP_MD5SIG_FLAG_IFINDEX = 14, 32, 1, 2
 _TCP_MD5SIG_SIZE = 216     # struct tcp_md5sig: sockaddr_storage, flags, prefixlen, keylen, ifindex, key[80]
 _TCP_MD5SIG_FIELDS = struct.Struct("=BBHi")
@@ -495,7 +495,10 @@ def _int_option(raw: bytes, char: bool = False) -> int:
 
 def _option_result(value: int | bytes, buflen: int, char: bool) -> int | bytes:
     """getsockopt's answer: an int without ``buflen``, else at most ``buflen`` bytes, as the kernel
-    copies them out."""
+    copies them out. An unsigned 32-bit value (a sequence number, a timestamp, a mark) comes back as the C
+    int CPython reads, negative from 2**31."""
+    if isinstance(value, int) and 0x80000000 <= value <= 0xFFFFFFFF:
+        value -= 1 << 32
     if not buflen:
         if isinstance(value, int):
             return value
@@ -513,11 +516,6 @@ def _is_group(addr: bytes) -> bool:
 
 def _usec(seconds: float) -> int:
     return min(int(seconds * 1e6), 0xFFFFFFFF)
-
-
-def _signed32(value: int) -> int:
-    """A 32-bit unsigned value as getsockopt hands an int option back (CPython reads a C int)."""
-    return value - (1 << 32) if value & 0x80000000 else value
 
 
 def _msec(seconds: float) -> int:
@@ -1678,9 +1676,9 @@ class SocketCore:
         if not self.ep.repair:
             raise _oserror(EINVAL)
         for kind, value in options:
-            if kind == 3 and max(value & 0xFFFF, value >> 16) > _TCP_MAX_WSCALE:
+            if kind == tcp.OPT_WS and max(value & 0xFFFF, value >> 16) > tcp.MAX_WINDOW_SCALE:
                 raise _oserror(EFBIG)
-            if kind in (4, 8) and value:
+            if kind in (tcp.OPT_SACK_PERMITTED, tcp.OPT_TIMESTAMP) and value:
                 raise _oserror(EINVAL)
         self._each(lambda ep: ep.set_repair_options(options))
 
@@ -1726,7 +1724,7 @@ class SocketCore:
             return self.ep.repair_queue
         if name == _TCP_QUEUE_SEQ:
             try:
-                return _signed32(self.ep.queue_seq())
+                return self.ep.queue_seq()
             except Error as e:
                 raise e.to_oserror() from None
         if name == _TCP_SAVE_SYN:

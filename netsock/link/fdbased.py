@@ -287,8 +287,7 @@ class FdEndpoint(LinkEndpointBase):
             # With a vnet header the kernel hands over its super-segments whole; without one, the
             # batch's consecutive segments of each flow are coalesced here (GRO).
             packets = self._offloaded(frames) if vnet else coalesce(frames, eth.HEADER_SIZE if ethernet else 0)
-            if len(packets) > 1 and getattr(self.dispatcher, "udp_gro", False):
-                mark_udp_flows(packets, eth.HEADER_SIZE if ethernet else 0)
+            mark_udp_flows(packets, eth.HEADER_SIZE if ethernet else 0, self.dispatcher)
             for pkt in packets:
                 dispatcher = self.dispatcher
                 if dispatcher is None or self._closed:

@@ -225,12 +225,16 @@ _UDP = 17
 _UDP_GRO_MAX_SEGMENTS = 64      # Linux's UDP_GRO_CNT_MAX
 
 
-def mark_udp_flows(packets: list[PacketBuffer], link_header: int = 0) -> None:
+def mark_udp_flows(packets: list[PacketBuffer], link_header: int, receiver: object) -> None:
     """UDP's GRO, as Linux's udp_gro_receive merges for a socket with UDP_GRO: consecutive datagrams of one
     flow in a batch (the same link header, addresses and ports, TOS, DF and TTL, or traffic class, flow label
     and hop limit; unfragmented, without IPv4 options), each as long as the first but a shorter last, at most
     64 of them and 64 KB, are marked as the pieces of one super-datagram (``PacketBuffer.gro``). They stay
-    apart: a UDP_GRO socket joins them as it queues them, any other takes them one by one, as they came."""
+    apart: a UDP_GRO socket joins them as it queues them, any other takes them one by one, as they came.
+    Only while ``receiver`` (the link's dispatcher, a NIC) says a UDP_GRO socket is above it
+    (``NetworkDispatcher.udp_gro``): otherwise the work would serve nobody."""
+    if len(packets) < 2 or not getattr(receiver, "udp_gro", False):
+        return
     key: bytes | None = None
     first: PacketBuffer | None = None
     group = object()

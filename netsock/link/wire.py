@@ -46,8 +46,7 @@ class Wire:
         for source, destination in ((first, second), (second, first)):
             batch = [(packet.data, packet.gso_size) if packet.gso_size else packet.data for packet in source.drain()]
             packets = coalesce_batch(batch)
-            if len(packets) > 1 and getattr(destination.dispatcher, "udp_gro", False):
-                mark_udp_flows(packets)
+            mark_udp_flows(packets, 0, destination.dispatcher)
             for pkt in packets:
                 data = pkt.data
                 destination.inject(network_protocol_of_ip(data[0]) if data else 0, pkt)

@@ -62,8 +62,7 @@ class Port:
         TCP segments coalesced (``link.gro``), super-segments as they came, and, for its UDP_GRO
         sockets, each flow's consecutive datagrams marked as one."""
         packets = coalesce_batch(frames, eth.HEADER_SIZE)
-        if len(packets) > 1 and getattr(self.link.dispatcher, "udp_gro", False):
-            mark_udp_flows(packets, eth.HEADER_SIZE)
+        mark_udp_flows(packets, eth.HEADER_SIZE, self.link.dispatcher)
         for pkt in packets:
             self.link.inject(0, pkt)    # an Ethernet channel reads the protocol from the frame
 

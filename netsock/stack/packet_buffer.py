@@ -15,12 +15,18 @@ transport queues for the reader is the very buffer the link read into.
 
 from __future__ import annotations
 
+import random
 from typing import Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
 _EMPTY = memoryview(b"")
 _NO_ROOM = b""
+
+
+def new_flow_hash() -> int:
+    """A random flow hash for a connection (Linux's sk_set_txhash), never 0 (which means none)."""
+    return random.getrandbits(32) or 1
 
 
 class PacketBuffer:

@@ -11,7 +11,6 @@ it as control messages, as netstack's do.
 from __future__ import annotations
 
 import enum
-import random
 from collections import deque
 from collections.abc import MutableSequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -21,7 +20,7 @@ from ..ports import PortFlags
 from ..stack.bpf import Filter
 from ..stack.demux import TransportEndpointID
 from ..stack.interfaces import PacketType
-from ..stack.packet_buffer import PacketBuffer
+from ..stack.packet_buffer import PacketBuffer, new_flow_hash
 from ..stack.registration import ControlType, TransportEndpoint, check_on_link, socket_route
 from ..stack.route import Route
 from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MESSAGES, ControlMessages,
@@ -255,7 +254,7 @@ class DatagramEndpoint(TransportEndpoint):
         self.local = FullAddress(self.local.nic, route.local_address, self._id.local_port)  # type: ignore[union-attr]
         self.remote = remote
         self._route = route
-        self._txhash = random.getrandbits(32) or 1     # the connection's flow hash (Linux's sk_set_txhash)
+        self._txhash = new_flow_hash()
         self.state = EndpointState.CONNECTED
 
     def disconnect(self) -> None:

@@ -9,7 +9,6 @@ processes them when the outer operation is done, so its state is never seen half
 from __future__ import annotations
 
 import functools
-import random
 from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -19,7 +18,7 @@ from ...ports import PortFlags
 from ...stack.bpf import Filter
 from ...stack.demux import TransportEndpointID
 from ...stack.interfaces import LinkCapabilities
-from ...stack.packet_buffer import PacketBuffer
+from ...stack.packet_buffer import PacketBuffer, new_flow_hash
 from ...stack.registration import ControlType, TransportEndpoint, socket_route
 from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnected, ErrAlreadyConnecting,
                       ErrBadLocalAddress, ErrClosedForSend, ErrConnectionAborted, ErrConnectionRefused,
@@ -322,7 +321,7 @@ class TCPEndpoint(TransportEndpoint):
         # IPv6 flow labels (IPV6_AUTOFLOWLABEL): from a random hash of the connection's, drawn anew at every
         # timeout (Linux's sk_rethink_txhash: another label may take another path), and how often that was.
         self.auto_flow_label = True
-        self.txhash = random.getrandbits(32) or 1
+        self.txhash = new_flow_hash()
         self.rehash = 0
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
@@ -515,6 +514,12 @@ class TCPEndpoint(TransportEndpoint):
                 self.read_stamp = rcv.stamp_of(rcv.read_seq + offset + len(data))
             return data
         return self._read_empty()
+
+    def error_list(self) -> list[QueuedError | TransmitStamp | ZeroCopyCompletion]:
+        """The error queue, made at its first entry (most connections never have one)."""
+        if self.error_queue is None:
+            self.error_queue = []
+        return self.error_queue
 
     def read_error(self) -> QueuedError | TransmitStamp | ZeroCopyCompletion:
         """The oldest queued ICMP error, transmit stamp or MSG_ZEROCOPY completion (never waits: ErrWouldBlock if
@@ -785,7 +790,7 @@ class TCPEndpoint(TransportEndpoint):
 
     def rethink_txhash(self) -> None:
         """A timeout: another flow label, which may take another path (Linux's sk_rethink_txhash)."""
-        self.txhash = random.getrandbits(32) or 1
+        self.txhash = new_flow_hash()
         self.rehash += 1
 
     def _send_syn_data(self, data: bytes | bytearray | memoryview) -> int:
@@ -1939,9 +1944,7 @@ class TCPEndpoint(TransportEndpoint):
             # Linux's tcp_v4_err queues the error that fails a connect, IP_RECVERR or not, quoting the SYN.
             entry = queued_error(err(), info, pkt, self.remote.port if self.remote is not None else 0, bytes(quoted))
             if entry is not None:
-                if self.error_queue is None:
-                    self.error_queue = []
-                self.error_queue.append(entry)
+                self.error_list().append(entry)
             self._enter()
             try:
                 self._finish(err())

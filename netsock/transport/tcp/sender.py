@@ -459,7 +459,7 @@ class Sender:
         """Process the ACK fields of an acceptable segment (``ack`` unwrapped, within [una, max]; ``echoed``:
         its timestamp echo, with timestamps on)."""
         old_wnd = self.wnd
-        self.last_ack_time = self.now()
+        now = self.last_ack_time = self.now()
         if seg_seq > self.wl1 or (seg_seq == self.wl1 and ack >= self.wl2):
             self.wnd = window << self.wscale
             self.wl1 = seg_seq
@@ -475,7 +475,6 @@ class Sender:
             if sack_blocks:
                 dsack = self._is_dsack(sack_blocks, ack)
                 rack = self.rack
-                now = self.now()
                 echo_ms = self._echo_ms(now, echoed)
                 for start, end in sack_blocks:
                     s, e = self.unwrap(start), self.unwrap(end)
@@ -504,7 +503,7 @@ class Sender:
             self._undo()            # it answers a segment sent before the retransmissions: none was needed
         frto = self.frto and self._frto_ack(ack, sack_blocks, duplicate or new_sack)
         if ack > self.una:
-            self._new_ack(ack, echoed)
+            self._new_ack(ack, now, echoed)
         if frto:
             self._frto_send_new()
         if tracking and self.ep is not None:
@@ -673,10 +672,9 @@ class Sender:
         now_ms = int(now * 1000)
         return now_ms - ((now_ms + self.ep.ts_offset - echoed) & MASK)
 
-    def _new_ack(self, ack: int, echoed: int | None = None) -> None:
+    def _new_ack(self, ack: int, now: float, echoed: int | None = None) -> None:
         acked = ack - self.una
         flight = self.max - self.una
-        now = self.now()
         packets = (acked + self.mss - 1) // self.mss
         self.delivered += packets
         self.delivered_time = now
@@ -795,7 +793,7 @@ class Sender:
         """A SYN-ACK acknowledged ``ack`` (unwrapped) of the data our SYN carried (Fast Open): that much
         is delivered; the rest is resent at once, not after a timeout (RFC 7413 §4.2.2)."""
         if ack > self.una:
-            self._new_ack(ack)
+            self._new_ack(ack, self.now())
         self.nxt = self.una
 
     def _dupack(self) -> None:

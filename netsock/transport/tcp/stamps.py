@@ -86,9 +86,7 @@ class TransmitStamper:
             ep.stats.receive_errors.receive_buffer_overflow.increment()
             return
         self.queued_bytes += cost
-        if ep.error_queue is None:
-            ep.error_queue = []
-        ep.error_queue.append(TransmitStamp(info, key, frame, ep.stack.clock.now_ns(), ep.route.local_address))
+        ep.error_list().append(TransmitStamp(info, key, frame, ep.stack.clock.now_ns(), ep.route.local_address))
         ep.waiter_queue.notify(EventMask.ERR)
 
     def dequeued(self, entry: TransmitStamp) -> None:

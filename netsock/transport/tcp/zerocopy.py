@@ -71,8 +71,6 @@ class ZeroCopySends:
     def _report(self, ep: TCPEndpoint, first: int, last: int) -> None:
         """Queue the completion; over a loopback the bytes were copied (to the receiving socket), as Linux
         says of a loopback's (SO_EE_CODE_ZEROCOPY_COPIED)."""
-        if ep.error_queue is None:
-            ep.error_queue = []
         route = ep.route
-        complete_zerocopy(ep.error_queue, first, last, route is not None and (route.loop or route.nic.loopback))
+        complete_zerocopy(ep.error_list(), first, last, route is not None and (route.loop or route.nic.loopback))
         ep.waiter_queue.notify(EventMask.ERR)
