@@ -7,7 +7,8 @@
 The program runs in this process, as ``python SCRIPT`` (``-m``, ``-c``) would run it: the same
 ``sys.argv`` and ``sys.path[0]``, its exit code, streams and signals. A device that does not exist is
 created for the run, its kernel side given the ``--host-address`` addresses, and removed at exit.
-Without a device the program has netsock's loopback only.
+Without a device the program has netsock's loopback only. When the program ends, its connections
+deliver what they still owe before the process exits (up to ten seconds), as the kernel's would after it.
 
 Child Python processes the program starts with the same environment run under netsock too (the
 environment carries a ``sitecustomize`` that patches them), each with a loopback-only stack of its
@@ -176,11 +177,14 @@ def _quiet_interrupts() -> None:
 
 
 def _finish(stats_json: str | None) -> None:
-    """Write the counters if asked, and close the stack's links (which completes a pcap file)."""
-    from .adapter.runtime import default_stack_if_built
+    """Let the program's connections deliver what they owe, write the counters if asked, and close the stack's
+    links (which completes a pcap file)."""
+    from .adapter.runtime import default_stack_if_built, finish_connections
     from .samples.common import all_counters, close
 
     stack = default_stack_if_built()
+    if stack is not None:
+        finish_connections(stack)
     if stats_json:
         with open(stats_json, "w") as out:
             json.dump(all_counters(stack) if stack is not None else {}, out, indent=1, sort_keys=True)

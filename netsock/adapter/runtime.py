@@ -8,14 +8,17 @@ and the greenlets it spawns, so a test or a private network can run beside the d
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import ipaddress
 import os
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import gevent
 from gevent import getcurrent
 
 from ..link.loopback import LoopbackEndpoint
@@ -26,15 +29,17 @@ from ..resolver import Resolver
 from ..stack import LinkEndpoint, Stack
 from ..tcpip import IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Route
 from ..transport.icmp import ICMPv4Protocol, ICMPv6Protocol
-from ..transport.tcp import TCPProtocol
+from ..transport.tcp import TCPEndpoint, TCPProtocol, TCPState
 from ..transport.udp import UDPProtocol
 from ..transport.udplite import UDPLiteProtocol
 
 __all__ = ["DEVICE_NIC_ID", "LOOPBACK_NIC_ID", "StackConfig", "build_stack", "configure", "current_stack",
-           "default_stack", "default_stack_if_built", "resolver", "stack_config", "use_stack"]
+           "default_stack", "default_stack_if_built", "finish_connections", "resolver", "stack_config", "use_stack"]
 
 LOOPBACK_NIC_ID = 1
 DEVICE_NIC_ID = 2
+EXIT_LINGER = 10.0      # seconds a process stays at exit for its connections to deliver what they owe
+_OWING = frozenset((TCPState.FIN_WAIT1, TCPState.CLOSING, TCPState.LAST_ACK))   # our FIN not yet acknowledged
 
 
 def _strings(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -166,11 +171,27 @@ def default_stack_if_built() -> Stack | None:
 
 
 def default_stack() -> Stack:
-    """The process's stack, built on first use (from ``configure`` or the environment)."""
+    """The process's stack, built on first use (from ``configure`` or the environment); at exit, its
+    connections finish (``finish_connections``)."""
     global _default
     if _default is None:
         _default = build_stack(_default_config or StackConfig.from_environ())
+        atexit.register(finish_connections, _default)
     return _default
+
+
+def finish_connections(stack: Stack, timeout: float = EXIT_LINGER) -> None:
+    """What the kernel does when a process exits: close its TCP sockets (a connection sends FIN after what was
+    written, a listener resets what it had not accepted) and let the connections deliver what they owe on their
+    own. The kernel's go on after the process; a netsock stack lives in the process, so this waits until every
+    FIN is acknowledged, or ``timeout`` seconds: a program that writes and exits loses nothing."""
+    connections = [ep for ep in stack.demux.all_endpoints() if isinstance(ep, TCPEndpoint)]
+    for ep in connections:
+        if not ep.orphaned:
+            ep.close()
+    deadline = time.monotonic() + timeout
+    while any(ep.state in _OWING for ep in connections) and time.monotonic() < deadline:
+        gevent.sleep(0.005)
 
 
 @contextmanager

@@ -72,7 +72,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrNotConnected, Error,
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
-from ..tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, PMTUDISC_WANT, PacketAddress
+from ..tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, PMTUDISC_WANT, UNLIMITED_PACING_RATE, PacketAddress
 from ..transport.datagram import SO_EE_ORIGIN_TIMESTAMPING, QueuedError, TransmitStamp, ZeroCopyCompletion
 from ..transport.packet import PacketEndpoint
 from ..transport.raw import RawEndpoint
@@ -191,6 +191,8 @@ _COOKIES = itertools.count(1)                               # SO_COOKIE: one seq
 _NETNS_COOKIES: weakref.WeakKeyDictionary[Stack, int] = weakref.WeakKeyDictionary()
 _UCRED_NOBODY = struct.pack("iII", 0, 0xFFFFFFFF, 0xFFFFFFFF)  # SO_PEERCRED of an IP socket: no peer process
 _COOKIE = struct.Struct("Q")
+_SO_MAX_PACING_RATE = 47                                    # an unsigned long; an int where one is given or asked
+_ULONG = struct.Struct("Q")
 # TCP states after the peer's FIN or a reset (Linux's SOCK_DONE): TCP_INQ says 1 for nothing left then.
 _PEER_DONE = frozenset((TCPState.CLOSE_WAIT, TCPState.LAST_ACK, TCPState.CLOSING, TCPState.TIME_WAIT, TCPState.CLOSED))
 _MEMINFO = struct.Struct("9I")                              # SK_MEMINFO_VARS u32s
@@ -689,9 +691,8 @@ def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool
 def _tcp_info(ep: Any) -> bytes:
     """Linux's struct tcp_info (times in µs, the last_* ones in ms, windows in segments, except tcpi_snd_wnd and
     tcpi_rcv_wnd; tcpi_busy_time includes the time limited by the peer's window and by the send buffer, as
-    Linux's). What netsock does not keep reads 0: the receiver's RTT and slow-start threshold, ECN's counts
-    (tcpi_max_pacing_rate is ~0: unlimited); tcpi_segs_out, _in and tcpi_data_segs_in count a super-segment
-    once."""
+    Linux's). What netsock does not keep reads 0: the receiver's RTT and slow-start threshold, ECN's counts;
+    tcpi_segs_out, _in and tcpi_data_segs_in count a super-segment once."""
     info = ep.info()
     options = ((_TCPI_OPT_TIMESTAMPS if ep.ts_ok else 0) | (_TCPI_OPT_SACK if ep.sack_ok else 0)
                | (_TCPI_OPT_WSCALE if ep.ws_ok else 0) | (_TCPI_OPT_SYN_DATA if info.syn_data_acked else 0))
@@ -705,7 +706,7 @@ def _tcp_info(ep: Any) -> bytes:
         mtu, 0, _usec(info.rtt), _usec(info.rttvar), min(info.ssthresh, 0xFFFFFFFF),
         min(info.cwnd, 0xFFFFFFFF), info.rcv_mss, info.reordering, 0, max(info.rcv_wnd, 0),
         info.total_retransmits & 0xFFFFFFFF,
-        int(info.pacing_rate), (1 << 64) - 1, info.bytes_acked, info.bytes_received, info.segs_out & 0xFFFFFFFF,
+        int(info.pacing_rate), info.max_pacing_rate, info.bytes_acked, info.bytes_received, info.segs_out & 0xFFFFFFFF,
         info.segs_in & 0xFFFFFFFF, min(info.notsent_bytes, 0xFFFFFFFF), _usec(info.min_rtt),
         info.data_segs_in & 0xFFFFFFFF, info.data_segs_out & 0xFFFFFFFF, int(info.delivery_rate),
         int(sum(info.chrono) * 1e6), int(info.chrono[1] * 1e6), int(info.chrono[2] * 1e6),
@@ -1327,6 +1328,13 @@ class SocketCore:
             self._set(SockOpt.SOCKET_FILTER, None)
         elif name == _SO_LOCK_FILTER:
             self._set(SockOpt.LOCK_FILTER, bool(_int_option(raw)))
+        elif name == _SO_MAX_PACING_RATE:
+            if len(raw) >= _ULONG.size:
+                rate = _ULONG.unpack_from(raw)[0]
+            else:       # an int: -1 is no limit, others as an unsigned int (Linux's sock_setsockopt)
+                value = _int_option(raw)
+                rate = UNLIMITED_PACING_RATE if value == -1 else value & 0xFFFFFFFF
+            self._set(SockOpt.MAX_PACING_RATE, rate)
         elif name == _SO_MARK:
             mark = _int_option(raw)
             if not _capable(_CAP_NET_ADMIN, _CAP_NET_RAW):
@@ -1477,6 +1485,8 @@ class SocketCore:
             return _INT.unpack(self.get_filter(_INT.size) + bytes(4))[0] if self._get(SockOpt.SOCKET_FILTER) else 0
         if name == _SO_LOCK_FILTER:
             return int(self._get(SockOpt.LOCK_FILTER, default=False))
+        if name == _SO_MAX_PACING_RATE:     # (the whole unsigned long: getsockopt cuts it as asked)
+            return self._get(SockOpt.MAX_PACING_RATE, default=UNLIMITED_PACING_RATE)
         if name == _SO_MARK:
             mark = self._get(SockOpt.MARK, default=0)
             return mark - (1 << 32) if mark & 0x80000000 else mark     # Linux hands the u32 out as an int
@@ -3007,5 +3017,7 @@ class NetsockSocket:
                                     or optname == _SO_NETNS_COOKIE and buflen != _COOKIE.size
                                     or optname == _SO_PEERNAME and buflen > len(value)):    # type: ignore[arg-type]
             raise _oserror(EINVAL)  # cookies only whole (a namespace's exactly); a peer's address into no more room
+        if level == SOL_SOCKET and optname == _SO_MAX_PACING_RATE:     # a u64 into room for one, else a u32
+            value = _ULONG.pack(value) if buflen >= _ULONG.size else min(value, 0xFFFFFFFF)   # type: ignore[arg-type]
         return _option_result(value, buflen, level == IPPROTO_IP)
 

@@ -104,6 +104,8 @@ class SockOpt(enum.Enum):
     ZEROCOPY = "zerocopy"                         # writes may keep the caller's buffer (SO_ZEROCOPY, TCP and UDP)
     TCP_THIN_LINEAR_TIMEOUTS = "tcp_thin_linear_timeouts"   # a thin stream's RTO does not back off at first
     TCP_RTO_MAX = "tcp_rto_max"                   # seconds the RTO backs off to at most (TCP_RTO_MAX_MS; 1 to 120)
+    MAX_PACING_RATE = "max_pacing_rate"           # bytes a second at most (SO_MAX_PACING_RATE): set once, TCP
+                                                  # paces what it sends (UNLIMITED_PACING_RATE: no limit)
     NO_CHECKSUM = "no_checksum"                   # UDP over IPv4 sent without a checksum (SO_NO_CHECK)
     NO_CHECKSUM6_TX = "no_checksum6_tx"           # UDP over IPv6 sent without one (UDP_NO_CHECK6_TX, RFC 6935)
     NO_CHECKSUM6_RX = "no_checksum6_rx"           # ... and taken without one (UDP_NO_CHECK6_RX)
@@ -164,6 +166,8 @@ class PacketAddress(NamedTuple):
 # without DF and is fragmented at the device's MTU. PROBE, INTERFACE and OMIT ignore the path MTU learned.
 PMTUDISC_DONT, PMTUDISC_WANT, PMTUDISC_DO, PMTUDISC_PROBE, PMTUDISC_INTERFACE, PMTUDISC_OMIT = range(6)
 PMTUDISC_SETS_DF = frozenset((PMTUDISC_WANT, PMTUDISC_DO, PMTUDISC_PROBE))
+
+UNLIMITED_PACING_RATE = (1 << 64) - 1     # SO_MAX_PACING_RATE's default, no limit (Linux's ~0UL)
 
 
 # SO_TIMESTAMPING's flags for transmit stamps (<linux/net_tstamp.h>), and the stamps' kinds (ee_info).

@@ -33,7 +33,8 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MES
                      SendableControlMessages, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
 from ..tcpip.options import (PMTUDISC_DO, PMTUDISC_DONT, PMTUDISC_INTERFACE, PMTUDISC_OMIT, PMTUDISC_PROBE,
                              PMTUDISC_SETS_DF, PMTUDISC_WANT, SCM_TSTAMP_SCHED, SCM_TSTAMP_SND, SOF_TIMESTAMPING_OPT_ID,
-                             SOF_TIMESTAMPING_OPT_TSONLY, SOF_TIMESTAMPING_TX_SCHED, SOF_TIMESTAMPING_TX_SOFTWARE)
+                             SOF_TIMESTAMPING_OPT_TSONLY, SOF_TIMESTAMPING_TX_SCHED, SOF_TIMESTAMPING_TX_SOFTWARE,
+                             UNLIMITED_PACING_RATE)
 from ..waiter import EventMask, WaiterQueue
 
 _IN, _OUT, _ERR, _HUP, _RDHUP = (int(m) for m in (EventMask.IN, EventMask.OUT, EventMask.ERR, EventMask.HUP,
@@ -204,6 +205,8 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
             SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True, SockOpt.LOCAL_PORT_RANGE: 0,
             SockOpt.TRANSMIT_TIMESTAMPING: 0, SockOpt.ZEROCOPY: False, SockOpt.IPV6_AUTO_FLOW_LABEL: True,
+            # Kept, as Linux keeps it for the fq queueing discipline, which paces datagrams (netsock has none).
+            SockOpt.MAX_PACING_RATE: UNLIMITED_PACING_RATE,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram

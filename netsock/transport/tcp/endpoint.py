@@ -26,7 +26,7 @@ from ...tcpip import (DEFAULT_WRITE_OPTIONS, ErrAlreadyBound, ErrAlreadyConnecte
                       ErrInvalidOptionValue, ErrNetworkUnreachable, ErrNotConnected, ErrNotPermitted,
                       ErrNotSupported, ErrPortInUse, ErrTimeout, ErrUnknownProtocolOption, ErrWouldBlock, Error,
                       FullAddress, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
-from ...tcpip.options import PMTUDISC_DONT, PMTUDISC_OMIT, PMTUDISC_SETS_DF, PMTUDISC_WANT
+from ...tcpip.options import PMTUDISC_DONT, PMTUDISC_OMIT, PMTUDISC_SETS_DF, PMTUDISC_WANT, UNLIMITED_PACING_RATE
 from ...tcpip.stats import StatCounter
 from ...waiter import EventMask, WaiterQueue
 from ..datagram import QueuedError, TransmitStamp, ZeroCopyCompletion, queued_error
@@ -135,7 +135,8 @@ class TCPInfo(NamedTuple):
     chrono: tuple[float, float, float] | list[float] = (0.0, 0.0, 0.0)
     reordering: int = 3         # the reordering the loss detection allows for, in segments (RFC 6675's DupThresh)
     reord_seen: int = 0         # deliveries found out of order
-    pacing_rate: float = 0.0    # bytes a second Linux would pace at (it reports it unpaced too; netsock does not pace)
+    pacing_rate: float = UNLIMITED_PACING_RATE  # bytes a second, paced or not, as Linux's (Sender.pacing_rate)
+    max_pacing_rate: int = UNLIMITED_PACING_RATE    # SO_MAX_PACING_RATE's
     syn_data_acked: bool = False    # the SYN's data was acknowledged (Fast Open; TCPI_OPT_SYN_DATA)
     rehash: int = 0             # flow labels drawn anew (at timeouts)
     fast_open_fail: int = 0     # why the SYN's data was not taken (Linux's tcpi_fastopen_client_fail)
@@ -152,15 +153,6 @@ def _ca_state(snd: Sender) -> int:
     if snd.dupacks or (snd.sack is not None and snd.sack.sacked_bytes()):
         return 1
     return 0
-
-
-def _pacing_rate(snd: Sender) -> float:
-    """The rate Linux's tcp_update_pacing_rate sets (and TCP_INFO reports, paced or not): the window over the
-    smoothed RTT, twice that in the first half of slow start, 1.2 times after."""
-    if not snd.srtt:
-        return 0.0
-    ratio = 2.0 if snd.cwnd < snd.ssthresh // 2 else 1.2
-    return snd.mss * max(snd.cwnd, snd.outstanding) * ratio / snd.srtt
 
 
 REPAIR_NO_QUEUE, REPAIR_RECV_QUEUE, REPAIR_SEND_QUEUE = 0, 1, 2    # TCP_REPAIR_QUEUE's values (Linux's)
@@ -229,7 +221,8 @@ class TCPEndpoint(TransportEndpoint):
                  "moderate_rcvbuf", "path_mss", "_header_room", "_tx_partial", "fast_open_connect", "fast_open_cookie",
                  "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
                  "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs",
-                 "thin_linear_timeouts", "rto_max", "auto_flow_label", "txhash", "rehash", "fast_open_fail")
+                 "thin_linear_timeouts", "rto_max", "auto_flow_label", "txhash", "rehash", "fast_open_fail",
+                 "max_pacing_rate", "pacing", "pacing_rate_set")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -318,6 +311,12 @@ class TCPEndpoint(TransportEndpoint):
         self.repair_seqs = [0, 0]
         self.thin_linear_timeouts = proto.thin_linear_timeouts     # TCP_THIN_LINEAR_TIMEOUTS
         self.rto_max = MAX_RTO          # seconds the retransmission timer backs off to at most (TCP_RTO_MAX_MS)
+        # SO_MAX_PACING_RATE, bytes a second: once set, what is sent is paced, for good, at the rate the window
+        # and the RTT give, at most this (Linux's internal pacing, sk_pacing_status NEEDED); the rate until a
+        # round trip is measured (Linux's sk_pacing_rate, which each SO_MAX_PACING_RATE can only lower).
+        self.max_pacing_rate = UNLIMITED_PACING_RATE
+        self.pacing = False
+        self.pacing_rate_set = UNLIMITED_PACING_RATE
         # IPv6 flow labels (IPV6_AUTOFLOWLABEL): from a random hash of the connection's, drawn anew at every
         # timeout (Linux's sk_rethink_txhash: another label may take another path), and how often that was.
         self.auto_flow_label = True
@@ -704,7 +703,7 @@ class TCPEndpoint(TransportEndpoint):
             elif kind == tcp.OPT_TIMESTAMP:
                 self.ts_ok = True
         snd.mss = self._send_mss(self.peer_mss)     # (less the timestamps' option bytes, if they came on)
-        rcv.mss = min(self.peer_mss, self.path_mss) - self._option_bytes()
+        rcv.mss = min(self.peer_mss, self.path_mss) - self.option_bytes()
         self._update_burst()
 
     def repair_window(self) -> tuple[int, int, int, int, int]:
@@ -924,7 +923,8 @@ class TCPEndpoint(TransportEndpoint):
         counts: dict[str, Any] = {"segs_out": self.stats.packets_sent.value,
                                   "segs_in": self.stats.packets_received.value, "data_segs_in": self.data_segs_in,
                                   "syn_data_acked": self.syn_data_acked, "rehash": self.rehash,
-                                  "fast_open_fail": self.fast_open_fail}
+                                  "fast_open_fail": self.fast_open_fail, "pacing_rate": self.pacing_rate_set,
+                                  "max_pacing_rate": self.max_pacing_rate}
         if snd is not None:
             data_end = snd.buffer.end     # (payload is [1, data_end): the SYN took 0, the FIN takes data_end)
             counts.update(bytes_acked=snd.una, notsent_bytes=max(data_end - snd.max, 0),
@@ -939,7 +939,7 @@ class TCPEndpoint(TransportEndpoint):
                           chrono=snd.chrono_times()[1:],
                           reord_seen=snd.rack.reorderings if snd.rack is not None else 0,
                           total_rto_time=snd.total_rto_time + (now - snd.rto_stamp if snd.rto_stamp else 0.0),
-                          pacing_rate=_pacing_rate(snd))
+                          pacing_rate=snd.pacing_rate())
         if rcv is not None:
             counts.update(bytes_received=rcv.nxt - 1, rcv_ooopack=rcv.ooo_packets)
         if self.last_data_received:
@@ -1065,6 +1065,10 @@ class TCPEndpoint(TransportEndpoint):
             if not 1.0 <= value <= MAX_RTO:
                 raise ErrInvalidOptionValue()
             self.rto_max = float(value)
+        elif opt is SockOpt.MAX_PACING_RATE:
+            self.max_pacing_rate = rate = int(value)
+            self.pacing = self.pacing or rate != UNLIMITED_PACING_RATE
+            self.pacing_rate_set = min(self.pacing_rate_set, rate)
         elif opt is SockOpt.TCP_FAST_OPEN_KEY:
             if len(value) not in (16, 32):
                 raise ErrInvalidOptionValue()
@@ -1156,7 +1160,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.OUT_OF_BAND_INLINE: lambda: int(self.oob_inline),
                   SockOpt.ZEROCOPY: lambda: int(self.zerocopy_on),
                   SockOpt.TCP_THIN_LINEAR_TIMEOUTS: lambda: int(self.thin_linear_timeouts),
-                  SockOpt.TCP_RTO_MAX: lambda: self.rto_max,
+                  SockOpt.TCP_RTO_MAX: lambda: self.rto_max, SockOpt.MAX_PACING_RATE: lambda: self.max_pacing_rate,
                   SockOpt.IPV6_AUTO_FLOW_LABEL: lambda: int(self.auto_flow_label),
                   SockOpt.MODERATE_RECEIVE_BUFFER: lambda: int(self.rcv.moderate if self.rcv else self.moderate_rcvbuf)}
         getter = simple.get(opt)
@@ -1471,6 +1475,9 @@ class TCPEndpoint(TransportEndpoint):
         self.zerocopy_on = listener.zerocopy_on
         self.thin_linear_timeouts = listener.thin_linear_timeouts
         self.rto_max = listener.rto_max
+        self.max_pacing_rate = listener.max_pacing_rate
+        self.pacing = listener.pacing
+        self.pacing_rate_set = listener.pacing_rate_set
         self.auto_flow_label = listener.auto_flow_label
         self.dontroute = listener.dontroute
         self.min_ttl = listener.min_ttl
@@ -1632,7 +1639,7 @@ class TCPEndpoint(TransportEndpoint):
     def _new_receiver(self, irs: int) -> None:
         self.rcv = Receiver(irs, self.receive_buffer_size, max(self.proto.max_receive_buffer_size,
                                                                self.receive_buffer_size),
-                            self.rcv_wscale, min(self.peer_mss, self.path_mss) - self._option_bytes(),
+                            self.rcv_wscale, min(self.peer_mss, self.path_mss) - self.option_bytes(),
                             self.sack_ok, self.stats, self.stack.clock.now)
         self.rcv.adv_edge = 1 + self._syn_window()
         self.rcv.moderate = self.moderate_rcvbuf
@@ -1937,7 +1944,7 @@ class TCPEndpoint(TransportEndpoint):
             if kind is ControlType.PACKET_TOO_BIG and self.snd is not None and info and \
                     self.pmtudisc in PMTUDISC_SETS_DF:
                 self.path_mss = min(self.path_mss, info - self._headers())
-                self.snd.mss = max(MIN_MSS, min(self.snd.mss, self.path_mss - self._option_bytes()))
+                self.snd.mss = max(MIN_MSS, min(self.snd.mss, self.path_mss - self.option_bytes()))
                 self._update_burst()
             return
         if self.state is S.SYN_SENT:
@@ -2181,9 +2188,9 @@ class TCPEndpoint(TransportEndpoint):
         mss = min(peer_mss or DEFAULT_MSS, self.path_mss)
         if self.user_mss:
             mss = min(mss, self.user_mss)
-        return max(mss - self._option_bytes(), MIN_MSS - 40)
+        return max(mss - self.option_bytes(), MIN_MSS - 40)
 
-    def _option_bytes(self) -> int:
+    def option_bytes(self) -> int:
         """Option bytes every segment of the connection carries: timestamps, the MD5 signature."""
         return (12 if self.ts_ok else 0) + (md5.OPTION_SIZE if self.md5_key is not None else 0)
 

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ...header import tcp
 from ...tcpip import ErrTimeout
+from ...tcpip.options import UNLIMITED_PACING_RATE
 from . import congestion
 from .buffers import SendBuffer
 from .rack import RACK
@@ -37,6 +39,7 @@ from .sack import SACKScoreboard
 from .segment import ACK, FIN, PSH
 
 if TYPE_CHECKING:
+    from ...stack.clock import Timer
     from .endpoint import TCPEndpoint
 
 MASK = 0xFFFFFFFF
@@ -63,7 +66,8 @@ class Sender:
                  "retrans_ts", "retrans_high", "undo_timeout", "frto", "frto_mark", "frto_sacked", "bytes_retrans",
                  "dsack_dups", "total_rto", "total_rto_recoveries", "delivered", "delivered_time", "app_limited",
                  "rate_prior", "rate_delivered", "rate_interval", "rate_app_limited", "data_segs_out", "chrono",
-                 "chrono_since", "chrono_totals", "blocked", "last_ack_time", "rto_stamp", "total_rto_time")
+                 "chrono_since", "chrono_totals", "blocked", "last_ack_time", "rto_stamp", "total_rto_time",
+                 "departure", "pacing_timer")
 
     def __init__(self, ep: TCPEndpoint, iss: int, mss: int, cc_name: str) -> None:
         self.ep = ep
@@ -145,6 +149,10 @@ class Sender:
         self.rto_stamp = 0.0        # when the timeouts under way began (0: none), and the seconds of those before
         self.total_rto_time = 0.0
         self.last_ack_time = 0.0    # when the last acceptable ACK came
+        # Paced (SO_MAX_PACING_RATE set once, Linux's internal pacing): when the next transmission may leave
+        # (Linux's tcp_wstamp_ns), and the timer that sends it then (made at the first wait).
+        self.departure = 0.0
+        self.pacing_timer: Timer | None = None
         self.now = ep.stack.clock.now
         self.timer = ep.stack.timers.timer(ep.guarded, self._on_timer)
 
@@ -253,7 +261,12 @@ class Sender:
             room = min(self.cwnd * mss - inflight, self.una + self.wnd - nxt)
             # In urgent mode, segments one by one: each carries its own urgent pointer (Linux sends
             # no TSO for MSG_OOB either), which a super-segment's cut pieces would all copy.
-            size = min(pending, self.burst if self.up <= nxt else mss, room) if pending > 0 else 0
+            burst = self.burst if self.up <= nxt else mss
+            if ep.pacing:
+                if room > 0 and self._pacing_holds():
+                    break
+                burst = self._paced_burst(burst)
+            size = min(pending, burst, room) if pending > 0 else 0
             if size > mss:
                 size -= size % mss          # super-segments carry whole segments; the tail goes next
             if room <= 0:
@@ -332,9 +345,55 @@ class Sender:
                 self.rtt_time = now
                 self.rate_prior = (self.delivered, self.delivered_time, bool(self.app_limited))
         pkt = self.ep.send_segment(seq, flags, payload)
+        if self.ep.pacing:
+            self._schedule_departure(now, size)
         stamper = self.ep.stamper
         if stamper is not None and stamper.marks and seq >= self.max:
             stamper.transmitted(self.ep, seq, size, payload, pkt)
+
+    # --- pacing (SO_MAX_PACING_RATE) ----------------------------------------------------------------
+
+    def pacing_rate(self) -> float:
+        """Bytes a second, as Linux's tcp_update_pacing_rate sets it (and TCP_INFO reports it, paced or not):
+        the window over the smoothed RTT, twice that in the first half of slow start, 1.2 times after, at
+        most SO_MAX_PACING_RATE's; until a round trip is measured, what SO_MAX_PACING_RATE left it."""
+        ep = self.ep
+        if not self.srtt:
+            return ep.pacing_rate_set
+        ratio = 2.0 if self.cwnd < self.ssthresh // 2 else 1.2
+        return min(self.mss * max(self.cwnd, self.outstanding) * ratio / self.srtt, ep.max_pacing_rate)
+
+    def _pacing_holds(self) -> bool:
+        """The next transmission may not leave yet: the pacing timer sends it when it may (Linux's
+        tcp_pacing_check)."""
+        wait = self.departure - self.now()
+        if wait <= 0:
+            return False
+        timer = self.pacing_timer
+        if timer is None:
+            ep = self.ep
+            timer = self.pacing_timer = ep.stack.timers.timer(ep.guarded, self.send_data)
+        if not timer.armed:
+            timer.reset(wait)
+        return True
+
+    def _schedule_departure(self, now: float, size: int) -> None:
+        """A segment of ``size`` payload bytes left at ``now``: the next leaves its length at the pacing rate
+        later, from the eleventh data segment on (Linux's tcp_update_skb_after_send); of the time the sender
+        came late, up to half that length is made up."""
+        prior = self.departure
+        departure = max(prior, now)
+        rate = self.pacing_rate()
+        if 0 < rate < UNLIMITED_PACING_RATE and self.data_segs_out >= 10:
+            gap = (size + tcp.MIN_SIZE + self.ep.option_bytes()) / rate
+            departure += gap - min(gap / 2, departure - prior)
+        self.departure = departure
+
+    def _paced_burst(self, burst: int) -> int:
+        """A paced transmission carries about a millisecond at the pacing rate, two segments at least (Linux's
+        tcp_tso_autosize, sk_pacing_shift 10)."""
+        mss = self.mss
+        return min(burst, max(int(self.pacing_rate()) >> 10, 2 * mss) // mss * mss)
 
     def _retransmit_first(self) -> None:
         """Resend the oldest unacknowledged segment (fast retransmit, partial ACK, RTO)."""
@@ -370,6 +429,8 @@ class Sender:
         wire = self.wire
         pipe = sack.pipe(wire(self.una), wire(self.nxt), wire(self.high_rxt), mss)
         while self.cwnd * mss - pipe >= mss:
+            if self.ep.pacing and self._pacing_holds():
+                break
             seg = sack.next_seg(wire(self.high_rxt), wire(self.una), wire(self.nxt), mss)
             if seg is not None:
                 start = self.unwrap(seg[0])
@@ -413,6 +474,8 @@ class Sender:
         mss = self.mss
         pipe = rack.pipe()
         while self.cwnd * mss - pipe >= mss:
+            if self.ep.pacing and self._pacing_holds():
+                break
             lost = rack.first_lost()
             if lost is not None:
                 start, end = lost[0], lost[1]
@@ -1048,6 +1111,8 @@ class Sender:
         it (the timer's callback, the algorithm's view of this sender), so that reference counting frees
         a finished connection the moment its user lets go, without the cyclic GC."""
         self.timer.close()
+        if self.pacing_timer is not None:
+            self.pacing_timer.close()
         self.buffer.clear()
         self._cc = None
         self.rack = None
