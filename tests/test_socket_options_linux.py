@@ -43,10 +43,7 @@ UNIMPLEMENTED = {
         16: "IP_IPSEC_POLICY", 17: "IP_XFRM_POLICY", 18: "IP_PASSSEC",
         19: "IP_TRANSPARENT", 22: "IP_NODEFRAG", 23: "IP_CHECKSUM",
         26: "IP_RECVERR_RFC4884", 35: "IP_ADD_MEMBERSHIP on an IPv6 socket",
-        36: "IP_DROP_MEMBERSHIP on an IPv6 socket", 37: "IP_UNBLOCK_SOURCE", 38: "IP_BLOCK_SOURCE",
-        39: "IP_ADD_SOURCE_MEMBERSHIP", 40: "IP_DROP_SOURCE_MEMBERSHIP", 41: "IP_MSFILTER", 42: "MCAST_JOIN_GROUP",
-        43: "MCAST_BLOCK_SOURCE", 44: "MCAST_UNBLOCK_SOURCE", 45: "MCAST_LEAVE_GROUP", 46: "MCAST_JOIN_SOURCE_GROUP",
-        47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER",
+        36: "IP_DROP_MEMBERSHIP on an IPv6 socket",
         64: "IPT_SO_GET_INFO (iptables' own interface)", 65: "IPT_SO_GET_ENTRIES",
         66: "IPT_SO_GET_REVISION_MATCH", 67: "IPT_SO_GET_REVISION_TARGET",
     },
@@ -56,8 +53,7 @@ UNIMPLEMENTED = {
         24: "IPV6_MTU (read only here)", 27: "IPV6_JOIN_ANYCAST",
         28: "IPV6_LEAVE_ANYCAST", 30: "IPV6_ROUTER_ALERT_ISOLATE",
         31: "IPV6_RECVERR_RFC4884", 32: "IPV6_FLOWLABEL_MGR", 33: "IPV6_FLOWINFO_SEND", 34: "IPV6_IPSEC_POLICY",
-        35: "IPV6_XFRM_POLICY", 42: "MCAST_JOIN_GROUP", 43: "MCAST_BLOCK_SOURCE", 44: "MCAST_UNBLOCK_SOURCE",
-        45: "MCAST_LEAVE_GROUP", 46: "MCAST_JOIN_SOURCE_GROUP", 47: "MCAST_LEAVE_SOURCE_GROUP", 48: "MCAST_MSFILTER",
+        35: "IPV6_XFRM_POLICY",
         50: "IPV6_PKTINFO (sticky)", 53: "IPV6_RECVHOPOPTS", 54: "IPV6_HOPOPTS", 55: "IPV6_RTHDRDSTOPTS",
         56: "IPV6_RECVRTHDR", 57: "IPV6_RTHDR", 58: "IPV6_RECVDSTOPTS", 59: "IPV6_DSTOPTS", 60: "IPV6_RECVPATHMTU",
         64: "IP6T_SO_GET_INFO", 65: "IP6T_SO_GET_ENTRIES",
@@ -70,7 +66,9 @@ UNIMPLEMENTED = {
     },
     UDP: {100: "UDP_ENCAP"},
 }
-SKIPPED = {(TCP, socket.TCP_CONGESTION)}     # a name, not an int (test_adapter_tcp covers it)
+# TCP_CONGESTION is a name, not an int (test_adapter_tcp covers it); IP_MSFILTER's getsockopt reads its group from
+# the buffer, which CPython hands over uninitialised (test_adapter_source_multicast covers the option).
+SKIPPED = {(TCP, socket.TCP_CONGESTION), (IP, 41)}
 SOCKETS = [(socket.AF_INET, socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_DGRAM),
            (socket.AF_INET6, socket.SOCK_STREAM), (socket.AF_INET6, socket.SOCK_DGRAM)]
 

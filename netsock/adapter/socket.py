@@ -36,8 +36,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from errno import (EACCES, EADDRINUSE, EADDRNOTAVAIL, EAFNOSUPPORT, EAGAIN, EALREADY, EBADF, EDOM, EFAULT, EFBIG,
-                   EINPROGRESS, EINVAL, EISCONN, ENETUNREACH, ENODEV, ENOENT, ENOMSG, ENOPROTOOPT, ENOTCONN, ENOTSOCK,
-                   EOPNOTSUPP, EPERM, EPIPE, EPROTO, EPROTONOSUPPORT, ESOCKTNOSUPPORT)
+                   EINPROGRESS, EINVAL, EISCONN, ENETUNREACH, ENOBUFS, ENODEV, ENOENT, ENOMSG, ENOPROTOOPT, ENOTCONN,
+                   ENOTSOCK, EOPNOTSUPP, EPERM, EPIPE, EPROTO, EPROTONOSUPPORT, ESOCKTNOSUPPORT)
 from socket import (AF_INET, AF_INET6, AF_PACKET, CMSG_LEN, CMSG_SPACE, IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP,
                     IP_HDRINCL, IP_MULTICAST_IF, IP_MULTICAST_LOOP, IP_MULTICAST_TTL, IP_RECVTOS, IP_RETOPTS, IP_TOS,
                     IP_TTL, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_IP, IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP,
@@ -72,6 +72,7 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTO
                      ErrNotConnected, Error,
                      ErrPortInUse, ErrWouldBlock, FullAddress, ReadResult, SendableControlMessages, ShutdownFlags,
                      SockOpt, WriteOptions)
+from ..stack.multicast import MAX_SOURCES, MCAST_EXCLUDE, MCAST_INCLUDE
 from ..tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, PMTUDISC_WANT, UNLIMITED_PACING_RATE, PacketAddress
 from ..transport.datagram import SO_EE_ORIGIN_TIMESTAMPING, QueuedError, TransmitStamp, ZeroCopyCompletion
 from ..transport.packet import PacketEndpoint
@@ -240,6 +241,23 @@ _IP_RECVFRAGSIZE, _IPV6_RECVFRAGSIZE = 25, 77   # a reassembled datagram's large
 _IPV6_PATHMTU, _SOCKADDR_IN6_SIZE = 61, 28
 _IP_UNICAST_IF, _IPV6_UNICAST_IF = 50, 76
 _IP_MULTICAST_ALL, _IPV6_MULTICAST_ALL = 49, 29
+# Source-specific multicast (RFC 3678): IPv4's own options, and the protocol-independent MCAST_ ones of either level.
+_IP_UNBLOCK_SOURCE, _IP_BLOCK_SOURCE, _IP_ADD_SOURCE_MEMBERSHIP, _IP_DROP_SOURCE_MEMBERSHIP = 37, 38, 39, 40
+_IP_MSFILTER = 41
+_MCAST_JOIN_GROUP, _MCAST_BLOCK_SOURCE, _MCAST_UNBLOCK_SOURCE, _MCAST_LEAVE_GROUP = 42, 43, 44, 45
+_MCAST_JOIN_SOURCE_GROUP, _MCAST_LEAVE_SOURCE_GROUP, _MCAST_MSFILTER = 46, 47, 48
+# What each source operation does, as Linux's ip_mc_source takes it: add or drop, in which filter mode.
+_SOURCE_OPERATIONS = {
+    _IP_ADD_SOURCE_MEMBERSHIP: (True, MCAST_INCLUDE), _MCAST_JOIN_SOURCE_GROUP: (True, MCAST_INCLUDE),
+    _IP_DROP_SOURCE_MEMBERSHIP: (False, MCAST_INCLUDE), _MCAST_LEAVE_SOURCE_GROUP: (False, MCAST_INCLUDE),
+    _IP_BLOCK_SOURCE: (True, MCAST_EXCLUDE), _MCAST_BLOCK_SOURCE: (True, MCAST_EXCLUDE),
+    _IP_UNBLOCK_SOURCE: (False, MCAST_EXCLUDE), _MCAST_UNBLOCK_SOURCE: (False, MCAST_EXCLUDE)}
+_IP_MREQ_SOURCE = struct.Struct("4s4s4s")          # group, interface address, source
+_IP_MSFILTER_HEAD = struct.Struct("4s4sII")        # group, interface address, mode, number of sources
+_SOCKADDR_STORAGE = 128
+_GROUP_REQ = struct.Struct(f"I4x{_SOCKADDR_STORAGE}s")                              # interface, group
+_GROUP_SOURCE_REQ = struct.Struct(f"I4x{_SOCKADDR_STORAGE}s{_SOCKADDR_STORAGE}s")    # ..., source
+_GROUP_FILTER_HEAD = struct.Struct(f"I4x{_SOCKADDR_STORAGE}sII")                    # ..., mode, number of sources
 _IP_LOCAL_PORT_RANGE = 51
 _IP_MINTTL, _IPV6_MINHOPCOUNT = 21, 73   # <linux/in.h>, <linux/in6.h>: RFC 5082's minimum TTL
 _IP_RECVERR, _IPV6_RECVERR = 11, 25   # ICMP errors queued for recvmsg(MSG_ERRQUEUE)
@@ -514,6 +532,13 @@ def _option_result(value: int | bytes, buflen: int, char: bool) -> int | bytes:
 
 def _is_group(addr: bytes) -> bool:
     return addr[0] == 0xFF if len(addr) == 16 else 224 <= addr[0] <= 239
+
+
+def _storage_address(storage: bytes, family: int) -> bytes | None:
+    """The address a sockaddr_storage holds, None unless it is of ``family``."""
+    if struct.unpack_from("H", storage)[0] != family:
+        return None
+    return storage[4:8] if family == AF_INET else storage[8:24]
 
 
 def _usec(seconds: float) -> int:
@@ -1058,6 +1083,88 @@ class SocketCore:
         except ErrInvalidOptionValue:
             # The group and NIC are valid, so the stack refused a second join or a leave without a join.
             raise _oserror(EADDRINUSE if join else EADDRNOTAVAIL) from None
+
+    def _multicast_request(self, name: int, raw: bytes, family: int) -> None:
+        """RFC 3678's group and source requests, at either level (``family``: the level's): MCAST_JOIN_GROUP and
+        _LEAVE_GROUP, the source operations (MCAST_ and IPv4's IP_ ones), MCAST_MSFILTER and IP_MSFILTER, checked
+        in Linux's order. Datagram and raw sockets hold memberships here; a TCP socket, which Linux lets join
+        too, cannot."""
+        if name in (_MCAST_JOIN_GROUP, _MCAST_LEAVE_GROUP):
+            if len(raw) < _GROUP_REQ.size:
+                raise _oserror(EINVAL)
+            ifindex, storage = _GROUP_REQ.unpack_from(raw)
+            group = _storage_address(storage, family)
+            if group is None:
+                raise _oserror(EINVAL if family == AF_INET else EADDRNOTAVAIL)
+            self._multicast_socket(family)
+            self._membership(name == _MCAST_JOIN_GROUP, group, self._interface(ifindex, b"", ENODEV))
+        elif name in _SOURCE_OPERATIONS:
+            if name < _MCAST_JOIN_GROUP:                # IPv4's struct ip_mreq_source, exactly
+                if len(raw) != _IP_MREQ_SOURCE.size:
+                    raise _oserror(EINVAL)
+                group, interface, source = _IP_MREQ_SOURCE.unpack(raw)
+                ifindex = 0
+            else:
+                if len(raw) < _GROUP_SOURCE_REQ.size:
+                    raise _oserror(EINVAL)
+                ifindex, group_storage, source_storage = _GROUP_SOURCE_REQ.unpack_from(raw)
+                group, source = _storage_address(group_storage, family), _storage_address(source_storage, family)
+                if group is None or source is None:
+                    raise _oserror(EADDRNOTAVAIL)
+                interface = b""
+            self._multicast_socket(family)
+            self._source_operation(name, group, self._interface(ifindex, interface, ENODEV), source)
+        else:
+            self._set_source_filter(name, raw, family)
+
+    def _source_operation(self, name: int, group: bytes, nic: int, source: bytes) -> None:
+        add, mode = _SOURCE_OPERATIONS[name]
+        if not _is_group(group):
+            raise _oserror(EINVAL)
+        if add and mode == MCAST_INCLUDE:
+            try:    # joining with the source, unless a member already (Linux's ip_mc_join_group_ssm)
+                self.ep.set_sock_opt(SockOpt.ADD_MEMBERSHIP, (group, nic, MCAST_INCLUDE, source))
+                return
+            except ErrInvalidOptionValue:
+                pass
+        self.ep.set_sock_opt(SockOpt.SOURCE_MEMBERSHIP, (add, mode, group, nic, source))
+
+    def _set_source_filter(self, name: int, raw: bytes, family: int) -> None:
+        """IP_MSFILTER (struct ip_msfilter) or MCAST_MSFILTER (struct group_filter): a membership's whole filter."""
+        if name == _IP_MSFILTER:
+            head, entry = _IP_MSFILTER_HEAD, 4
+            if len(raw) < head.size:
+                raise _oserror(EINVAL)
+            group, interface, mode, count = head.unpack_from(raw)
+            ifindex = 0
+        else:
+            head, entry = _GROUP_FILTER_HEAD, _SOCKADDR_STORAGE
+            if len(raw) < head.size:
+                raise _oserror(EINVAL)
+            ifindex, storage, mode, count = head.unpack_from(raw)
+            interface = b""
+        if count > MAX_SOURCES:
+            raise _oserror(ENOBUFS)
+        if head.size + count * entry > len(raw):
+            raise _oserror(EINVAL)
+        if name == _IP_MSFILTER:
+            sources = [raw[head.size + 4 * i:head.size + 4 * i + 4] for i in range(count)]
+        else:
+            group = _storage_address(storage, family)
+            found = [_storage_address(raw[head.size + entry * i:head.size + entry * (i + 1)], family)
+                     for i in range(count)]
+            if group is None or None in found:
+                raise _oserror(EADDRNOTAVAIL if family == AF_INET else EINVAL)
+            sources = [s for s in found if s is not None]
+        if not _is_group(group) or mode not in (MCAST_INCLUDE, MCAST_EXCLUDE):
+            raise _oserror(EINVAL)
+        self._multicast_socket(family)
+        self.ep.set_sock_opt(SockOpt.SOURCE_FILTER, (group, self._interface(ifindex, interface, ENODEV), mode, sources))
+
+    def _multicast_socket(self, family: int) -> None:
+        """Memberships of ``family``'s groups: a datagram or raw socket of that family's (ENOPROTOOPT otherwise)."""
+        if self.kind == SOCK_STREAM or self.family != family:
+            raise _oserror(ENOPROTOOPT)
 
     def setsockopt(self, level: int, name: int, raw: bytes) -> None:
         if level == SOL_SOCKET:
@@ -1785,6 +1892,8 @@ class SocketCore:
                 raise _oserror(EINVAL)
             ifindex = _INT.unpack_from(raw, 8)[0] if len(raw) >= 12 else 0
             self._membership(name == IP_ADD_MEMBERSHIP, raw[:4], self._interface(ifindex, raw[4:8], ENODEV))
+        elif _IP_UNBLOCK_SOURCE <= name <= _MCAST_MSFILTER:
+            self._multicast_request(name, raw, AF_INET)
         elif name == IP_HDRINCL and self.kind == SOCK_RAW and self.family == AF_INET:
             self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
         elif name == _IP_FREEBIND:
@@ -1825,6 +1934,8 @@ class SocketCore:
     def _get_ip_option(self, name: int) -> int | bytes:
         scope = 4 if self.family == AF_INET6 else 0
         stream = self.kind == SOCK_STREAM
+        if name in (_IP_MSFILTER, _MCAST_MSFILTER):
+            raise _oserror(EINVAL)      # (Linux reads the group from the buffer, which Python's getsockopt cannot fill)
         if name == IP_TTL:
             return self._get(SockOpt.TTL, scope, 0) or self.stack.default_ttl
         if name == IP_TOS:
@@ -1946,6 +2057,9 @@ class SocketCore:
             ifindex = struct.unpack_from("I", raw, 16)[0]
             self._membership(name == IPV6_JOIN_GROUP, raw[:16], self._interface(ifindex, b"", ENODEV))
             return
+        if _MCAST_JOIN_GROUP <= name <= _MCAST_MSFILTER:
+            self._multicast_request(name, raw, AF_INET6)
+            return
         if stream and name in (IPV6_MULTICAST_HOPS, IPV6_MULTICAST_IF):
             raise _oserror(ENOPROTOOPT)
         value = _int_option(raw)
@@ -1984,6 +2098,8 @@ class SocketCore:
 
     def _get_ipv6_option(self, name: int) -> int | bytes:
         stream = self.kind == SOCK_STREAM
+        if name == _MCAST_MSFILTER:
+            raise _oserror(EINVAL)      # (as IP_MSFILTER: the group would come in the buffer)
         if name == _IPV6_FREEBIND:
             return int(self._get(SockOpt.FREEBIND, 0, False))
         if name == _IPV6_RECVERR:

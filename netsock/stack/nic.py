@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..header import ethernet
@@ -10,6 +11,7 @@ from ..tcpip import (AddressWithPrefix, ErrBadLinkEndpoint, ErrDuplicateAddress,
 from ..tcpip.options import ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE, ETH_P_ALL, PacketAddress
 from ..tcpip.stats import NICStats
 from .interfaces import LinkCapabilities, LinkEndpoint, PacketType
+from .multicast import MCAST_EXCLUDE, NO_STATE, FilterState, GroupFilter
 from .neighbor import NeighborCache
 from .packet_buffer import PacketBuffer
 
@@ -43,7 +45,7 @@ class NIC:
         self.stats = NICStats()
         self.addresses: dict[int, list[AddressWithPrefix]] = {}
         self.tentative: set[bytes] = set()     # IPv6 addresses under duplicate address detection
-        self.multicast_groups: dict[int, dict[bytes, int]] = {}   # protocol -> group -> members
+        self.multicast_groups: dict[int, dict[bytes, GroupFilter]] = {}   # protocol -> group -> its members
         self.network_endpoints: dict[int, NetworkEndpoint] = {
             number: proto.new_endpoint(self) for number, proto in stack.network_protocols.items()}
         self.neighbors: dict[int, NeighborCache] = {}
@@ -245,23 +247,52 @@ class NIC:
 
     # --- multicast ----------------------------------------------------------------------------------
 
-    def join_group(self, protocol: int, group: bytes) -> None:
-        groups = self.multicast_groups.setdefault(protocol, {})
-        members = groups.get(bytes(group), 0)
-        groups[bytes(group)] = members + 1
-        if not members:
-            self.network_endpoints[protocol].on_group_joined(bytes(group))
+    def join_group(self, protocol: int, group: bytes, mode: int = MCAST_EXCLUDE,
+                   sources: Iterable[bytes] = ()) -> None:
+        """A member joins ``group`` with its source filter (a plain join: EXCLUDE of none)."""
+        self.change_group_filter(protocol, group, None, (mode, frozenset(sources)))
 
-    def leave_group(self, protocol: int, group: bytes) -> None:
-        groups = self.multicast_groups.get(protocol, {})
-        left = groups.get(bytes(group), 0) - 1
-        if left > 0:
-            groups[bytes(group)] = left
-        elif groups.pop(bytes(group), None) is not None:
-            self.network_endpoints[protocol].on_group_left(bytes(group))
+    def leave_group(self, protocol: int, group: bytes, mode: int = MCAST_EXCLUDE,
+                    sources: Iterable[bytes] = ()) -> None:
+        """A member with this source filter leaves ``group``."""
+        self.change_group_filter(protocol, group, (mode, frozenset(sources)), None)
+
+    def change_group_filter(self, protocol: int, group: bytes, old: FilterState | None,
+                            new: FilterState | None) -> None:
+        """A member's filter of ``group`` goes from ``old`` to ``new`` (None: not a member); the network
+        endpoint hears of the first join, the last leave, and any change of the merged state between."""
+        group = bytes(group)
+        groups = self.multicast_groups.setdefault(protocol, {})
+        merged = groups.get(group)
+        if merged is None:
+            merged = groups[group] = GroupFilter()
+        before = merged.state() if merged.members else NO_STATE
+        if old is not None:
+            merged.remove(*old)
+        if new is not None:
+            merged.add(*new)
+        ep = self.network_endpoints[protocol]
+        if not merged.members:
+            del groups[group]
+            ep.on_group_left(group, before)
+        elif old is None and merged.members == 1:
+            ep.on_group_joined(group)
+        elif merged.state() != before:
+            ep.on_group_filter_changed(group, before)
 
     def is_in_group(self, protocol: int, group: bytes) -> bool:
         return group in self.multicast_groups.get(protocol, ())
+
+    def group_state(self, protocol: int, group: bytes) -> FilterState:
+        """The interface state of ``group`` (NO_STATE for one nobody joined)."""
+        merged = self.multicast_groups.get(protocol, {}).get(group)
+        return merged.state() if merged is not None else NO_STATE
+
+    def group_allows(self, protocol: int, group: bytes, source: bytes) -> bool:
+        """Whether ``group``'s packets from ``source`` are received here: joined, and the merged filter lets
+        the source through."""
+        merged = self.multicast_groups.get(protocol, {}).get(group)
+        return merged is not None and merged.allows(source)
 
     def close(self) -> None:
         for cache in self.neighbors.values():

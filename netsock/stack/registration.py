@@ -12,6 +12,7 @@ from ..tcpip import (TCP_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress,
                      ErrNotPermitted, ErrNotSupported, ErrUnknownProtocolOption, SockOpt)
 from ..waiter import WaiterQueue
 from .iptables import HEAD_SIZE, Accept, FilteredPacket, FilterTable, Hook, Reject, RejectWith
+from .multicast import FilterState
 from .packet_buffer import PacketBuffer
 
 if TYPE_CHECKING:
@@ -206,8 +207,11 @@ class NetworkEndpoint:
     def on_group_joined(self, group: bytes) -> None:
         """The first member joined ``group`` on this NIC: tell the routers (IGMP, MLD)."""
 
-    def on_group_left(self, group: bytes) -> None:
-        """The last member left ``group``."""
+    def on_group_left(self, group: bytes, before: FilterState) -> None:
+        """The last member left ``group``, whose interface state was ``before``."""
+
+    def on_group_filter_changed(self, group: bytes, before: FilterState) -> None:
+        """The members' merged source filter of ``group`` changed from ``before`` (NIC.group_state has the new)."""
 
 
 class NetworkProtocol:

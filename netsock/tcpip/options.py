@@ -104,6 +104,10 @@ class SockOpt(enum.Enum):
     ZEROCOPY = "zerocopy"                         # writes may keep the caller's buffer (SO_ZEROCOPY, TCP and UDP)
     TCP_THIN_LINEAR_TIMEOUTS = "tcp_thin_linear_timeouts"   # a thin stream's RTO does not back off at first
     TCP_RTO_MAX = "tcp_rto_max"                   # seconds the RTO backs off to at most (TCP_RTO_MAX_MS; 1 to 120)
+    SOURCE_MEMBERSHIP = "source_membership"       # (add, mode, group, NIC, source): a source into or out of a
+                                                  # membership's filter (IP_ADD_SOURCE_MEMBERSHIP, IP_BLOCK_SOURCE...)
+    SOURCE_FILTER = "source_filter"               # (group, NIC, mode, sources): a membership's whole filter
+                                                  # (IP_MSFILTER, MCAST_MSFILTER)
     MAX_PACING_RATE = "max_pacing_rate"           # bytes a second at most (SO_MAX_PACING_RATE): set once, TCP
                                                   # paces what it sends (UNLIMITED_PACING_RATE: no limit)
     NO_CHECKSUM = "no_checksum"                   # UDP over IPv4 sent without a checksum (SO_NO_CHECK)

@@ -20,6 +20,7 @@ from ..ports import PortFlags
 from ..stack.bpf import Filter
 from ..stack.demux import TransportEndpointID
 from ..stack.interfaces import PacketType
+from ..stack.multicast import MAX_SOURCES, MCAST_EXCLUDE, MCAST_INCLUDE, socket_allows
 from ..stack.packet_buffer import PacketBuffer, new_flow_hash
 from ..stack.registration import ControlType, TransportEndpoint, check_on_link, socket_route
 from ..stack.route import Route
@@ -27,8 +28,8 @@ from ..tcpip import (DEFAULT_WRITE_OPTIONS, IPV4_PROTOCOL_NUMBER, NO_CONTROL_MES
                      ErrAccessDenied, ErrAlreadyBound, ErrBadLocalAddress, ErrBroadcastDisabled, ErrClosedForReceive,
                      ErrClosedForSend, ErrConnectionRefused, ErrDestinationRequired, ErrHostDown, ErrHostUnreachable,
                      ErrInvalidEndpointState, ErrInvalidOptionValue, ErrMessageTooLong, ErrNetworkUnreachable,
-                     ErrNotConnected, ErrNotPermitted, ErrNotSupported, ErrProtocolError, ErrUnknownDevice,
-                     ErrUnknownProtocolOption,
+                     ErrNoBufferSpace, ErrNotConnected, ErrNotPermitted, ErrNotSupported, ErrProtocolError,
+                     ErrUnknownDevice, ErrUnknownProtocolOption,
                      ErrWouldBlock, Error, FullAddress, IPv6PacketInfo, PacketInfo, ReadResult,
                      SendableControlMessages, ShutdownFlags, SockOpt, TransportEndpointStats, WriteOptions)
 from ..tcpip.options import (PMTUDISC_DO, PMTUDISC_DONT, PMTUDISC_INTERFACE, PMTUDISC_OMIT, PMTUDISC_PROBE,
@@ -155,6 +156,25 @@ def queued_error(error: Error, info: int, pkt: PacketBuffer, port: int, payload:
                        payload)
 
 
+class Membership:
+    """A socket's membership of a group: its filter mode and sources (in the order added), and whether it ever
+    had a source list (Linux's sflist: a source operation of the other mode is refused then)."""
+
+    __slots__ = ("listed", "mode", "sources")
+
+    def __init__(self, mode: int = MCAST_EXCLUDE, source: bytes | None = None) -> None:
+        self.mode = mode
+        self.sources = [source] if source is not None else []
+        self.listed = source is not None
+
+    def state(self) -> tuple[int, frozenset[bytes]]:
+        return self.mode, frozenset(self.sources)
+
+    def filters(self) -> bool:
+        """Whether some source is kept out."""
+        return self.mode == MCAST_INCLUDE or bool(self.sources)
+
+
 class EndpointState(enum.Enum):
     INITIAL = "initial"
     BOUND = "bound"
@@ -211,8 +231,9 @@ class DatagramEndpoint(TransportEndpoint):
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
         self.socket_filter: Filter | None = None    # SO_ATTACH_FILTER's, tested per datagram
-        self._memberships: set[tuple[int, bytes]] = set()
+        self._memberships: dict[tuple[int, bytes], Membership] = {}     # (NIC, group) -> its source filter
         self._multicast_all = True          # IP_MULTICAST_ALL, read per datagram
+        self._source_filtered = False       # some membership filters sources: each group datagram is looked at
 
     # --- binding and connecting ------------------------------------------------------------------
 
@@ -359,10 +380,15 @@ class DatagramEndpoint(TransportEndpoint):
         if was_empty or self.peeking_with_offset:
             self.waiter_queue.notify(EventMask.IN)
 
-    def _not_for_this_socket(self, pkt: PacketBuffer, dst: bytes) -> bool:
-        """IP_MULTICAST_ALL off: group traffic only for groups this socket joined (on the NIC it came
-        by), as Linux's ip_mc_sf_allow answers for a group the socket is no member of."""
-        return pkt.pkt_type == PacketType.MULTICAST and (pkt.nic_id, bytes(dst)) not in self._memberships
+    def _not_for_this_socket(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> bool:
+        """Group traffic as Linux's ip_mc_sf_allow lets it through: for a group this socket joined (on the NIC it
+        came by), as the membership's source filter says; for another, only with IP_MULTICAST_ALL on."""
+        if pkt.pkt_type != PacketType.MULTICAST:
+            return False
+        membership = self._memberships.get((pkt.nic_id, bytes(dst)))
+        if membership is None:
+            return not self._multicast_all
+        return not socket_allows(membership.mode, membership.sources, bytes(src))
 
     def _control_messages(self, pkt: PacketBuffer, src: bytes, dst: bytes) -> ControlMessages:
         """The control messages the options ask for, from the datagram's network header: IPv4's TOS
@@ -553,8 +579,11 @@ class DatagramEndpoint(TransportEndpoint):
     def _send_multicast(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int,
                         tos: int) -> None:
         """As Linux's ip_mc_output: with IP_MULTICAST_LOOP, a copy for this host's own members of the
-        group (through the loop path, so the NIC's membership decides); with TTL 0, none on the wire."""
-        if self.options[SockOpt.MULTICAST_LOOP] and route.nic.is_in_group(self.net_proto, route.remote_address):
+        group (through the loop path, so the NIC's membership decides); with TTL 0, none on the wire. Out of
+        a loopback NIC, the one that goes brings it back, once, whatever IP_MULTICAST_LOOP says (as Linux's lo)."""
+        nic = route.nic
+        if self.options[SockOpt.MULTICAST_LOOP] and not nic.loopback and nic.is_in_group(self.net_proto,
+                                                                                       route.remote_address):
             to_self = Route(route.local_address, route.remote_address, route.remote_address, route.nic,
                             self.net_proto, loop=True, multicast=True)
             self._send(to_self, data, dst_port, ttl, tos)
@@ -590,10 +619,10 @@ class DatagramEndpoint(TransportEndpoint):
         if self.state is EndpointState.CLOSED:
             return
         self._release()
-        for nic_id, group in self._memberships:
+        for (nic_id, group), membership in self._memberships.items():
             nic = self.stack.nics.get(nic_id)
             if nic is not None:
-                nic.leave_group(self.net_proto, group)
+                nic.leave_group(self.net_proto, group, *membership.state())
         self._memberships.clear()
         self._queue.clear()
         self._peeked_empty.clear()
@@ -703,6 +732,12 @@ class DatagramEndpoint(TransportEndpoint):
         elif opt in (SockOpt.ADD_MEMBERSHIP, SockOpt.REMOVE_MEMBERSHIP):
             self._membership(opt is SockOpt.ADD_MEMBERSHIP, *value)
             return
+        elif opt is SockOpt.SOURCE_MEMBERSHIP:
+            self._source_membership(*value)
+            return
+        elif opt is SockOpt.SOURCE_FILTER:
+            self._set_source_filter(*value)
+            return
         elif opt is SockOpt.MTU_DISCOVER:
             if not PMTUDISC_DONT <= int(value) <= PMTUDISC_OMIT:
                 raise ErrInvalidOptionValue()
@@ -747,7 +782,85 @@ class DatagramEndpoint(TransportEndpoint):
         except KeyError:
             raise ErrUnknownProtocolOption() from None
 
-    def _membership(self, join: bool, group: bytes, nic_id: int = 0) -> None:
+    def _membership(self, join: bool, group: bytes, nic_id: int = 0, mode: int = MCAST_EXCLUDE,
+                    source: bytes | None = None) -> None:
+        """Join ``group`` (with a source: in ``mode`` with it, IP_ADD_SOURCE_MEMBERSHIP's first) or leave it;
+        ErrInvalidOptionValue for a second join or a leave without one."""
+        nic, key = self._group_nic(group, nic_id)
+        if join:
+            if key in self._memberships:
+                raise ErrInvalidOptionValue()
+            membership = self._memberships[key] = Membership(mode, source)
+            nic.join_group(self.net_proto, key[1], *membership.state())
+        else:
+            membership = self._memberships.pop(key, None)   # type: ignore[assignment]
+            if membership is None:
+                raise ErrInvalidOptionValue()
+            nic.leave_group(self.net_proto, key[1], *membership.state())
+        self._source_filtered = any(m.filters() for m in self._memberships.values())
+
+    def _source_membership(self, add: bool, mode: int, group: bytes, nic_id: int, source: bytes) -> None:
+        """IP_ADD_SOURCE_MEMBERSHIP, _DROP_, IP_BLOCK_SOURCE, _UNBLOCK_ and their MCAST_ forms (``mode``: the
+        filter mode each works in): a source added to or dropped from the group's filter, as Linux's
+        ip_mc_source decides it. A membership whose filter never had a source switches mode for this (and
+        keeps the new mode, the operation failing or not); dropping the last included source leaves."""
+        nic, key = self._group_nic(group, nic_id)
+        membership = self._memberships.get(key)
+        if membership is None or (membership.listed and membership.mode != mode):
+            raise ErrInvalidOptionValue()
+        before = membership.state()
+        membership.mode = mode
+        sources = membership.sources
+        if not add:
+            if not membership.listed or source not in sources:
+                self._filter_changed(nic, key, before)
+                raise ErrBadLocalAddress()
+            if len(sources) == 1 and mode == MCAST_INCLUDE:
+                self._filter_changed(nic, key, before)
+                self._membership(False, group, key[0])
+                return
+            sources.remove(source)
+        else:
+            if len(sources) >= MAX_SOURCES:
+                self._filter_changed(nic, key, before)
+                raise ErrNoBufferSpace()
+            if source in sources:
+                self._filter_changed(nic, key, before)
+                raise ErrBadLocalAddress()
+            sources.append(source)
+            membership.listed = True
+        self._filter_changed(nic, key, before)
+
+    def _set_source_filter(self, group: bytes, nic_id: int, mode: int, sources: list[bytes]) -> None:
+        """IP_MSFILTER / MCAST_MSFILTER: the group's whole filter replaced (INCLUDE of none: leave), as Linux's
+        ip_mc_msfilter."""
+        if mode not in (MCAST_INCLUDE, MCAST_EXCLUDE):
+            raise ErrInvalidOptionValue()
+        nic, key = self._group_nic(group, nic_id)
+        if mode == MCAST_INCLUDE and not sources:
+            self._membership(False, group, key[0])
+            return
+        membership = self._memberships.get(key)
+        if membership is None:
+            raise ErrInvalidOptionValue()
+        before = membership.state()
+        membership.mode, membership.sources, membership.listed = mode, list(sources), bool(sources)
+        self._filter_changed(nic, key, before)
+
+    def source_filter(self, group: bytes, nic_id: int) -> tuple[int, list[bytes]]:
+        """A membership's filter mode and sources (IP_MSFILTER read back); ErrBadLocalAddress without one."""
+        membership = self._memberships.get((nic_id, bytes(group)))
+        if membership is None:
+            raise ErrBadLocalAddress()
+        return membership.mode, list(membership.sources)
+
+    def _filter_changed(self, nic: Any, key: tuple[int, bytes], before: tuple[int, frozenset[bytes]]) -> None:
+        membership = self._memberships[key]
+        nic.change_group_filter(self.net_proto, key[1], before, membership.state())
+        self._source_filtered = any(m.filters() for m in self._memberships.values())
+
+    def _group_nic(self, group: bytes, nic_id: int) -> tuple[Any, tuple[int, bytes]]:
+        """The NIC a membership of ``group`` is on (``nic_id``, else the group's route's), and its key."""
         if not self._is_group_address(group):
             raise ErrInvalidOptionValue()
         if not nic_id:
@@ -763,17 +876,7 @@ class DatagramEndpoint(TransportEndpoint):
         nic = self.stack.nics.get(nic_id)
         if nic is None:
             raise ErrInvalidOptionValue()
-        key = (nic_id, bytes(group))
-        if join:
-            if key in self._memberships:
-                raise ErrInvalidOptionValue()
-            nic.join_group(self.net_proto, group)
-            self._memberships.add(key)
-        else:
-            if key not in self._memberships:
-                raise ErrInvalidOptionValue()
-            self._memberships.discard(key)
-            nic.leave_group(self.net_proto, group)
+        return nic, (nic_id, bytes(group))
 
     def _is_group_address(self, addr: bytes) -> bool:
         if len(addr) == 16:

@@ -26,6 +26,7 @@ from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
+from ...stack.multicast import NO_STATE, FilterState
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ..fragmentation import Reassembler, ReassemblyResult, fragment, split_packet
@@ -72,10 +73,13 @@ class IPv4Endpoint(NetworkEndpoint):
         self.igmp.on_enable()
 
     def on_group_joined(self, group: bytes) -> None:
-        self.igmp.join(group)
+        self.igmp.changed(group, NO_STATE)
 
-    def on_group_left(self, group: bytes) -> None:
-        self.igmp.leave(group)
+    def on_group_left(self, group: bytes, before: FilterState) -> None:
+        self.igmp.changed(group, before)
+
+    def on_group_filter_changed(self, group: bytes, before: FilterState) -> None:
+        self.igmp.changed(group, before)
 
     def close(self) -> None:
         self.igmp.close()
@@ -112,7 +116,7 @@ class IPv4Endpoint(NetworkEndpoint):
         if is_martian_source(src):
             ip_stats.invalid_addresses_received.increment()
             return
-        if not self._accepts(dst, pkt):
+        if not self._accepts(dst, pkt, src, hdr.protocol):
             if self.forwarding and not 224 <= dst[0] <= 239:   # no multicast routing
                 self._forward(pkt, hdr, original)
             else:
@@ -179,8 +183,9 @@ class IPv4Endpoint(NetworkEndpoint):
                 ip_stats.unknown_protocol_received.increment()
                 icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.PROTO_UNREACHABLE, 0, original)
 
-    def _accepts(self, dst: bytes, pkt: PacketBuffer) -> bool:
-        """Is ``dst`` for us? Sets pkt.pkt_type to HOST, BROADCAST or MULTICAST accordingly."""
+    def _accepts(self, dst: bytes, pkt: PacketBuffer, src: bytes, proto: int) -> bool:
+        """Is ``dst`` for us? Sets pkt.pkt_type to HOST, BROADCAST or MULTICAST accordingly. A group's packet
+        must come from a source its members' filters let through, but IGMP's (Linux's ip_check_mc_rcu)."""
         nic = self.nic
         if nic.has_address(PROTOCOL_NUMBER, dst) or self.stack.local_address_nic(dst) is not None:
             pkt.pkt_type = _HOST
@@ -190,7 +195,9 @@ class IPv4Endpoint(NetworkEndpoint):
             return True
         if 224 <= dst[0] <= 239:
             pkt.pkt_type = _MULTICAST
-            return dst == _ALL_HOSTS or nic.is_in_group(PROTOCOL_NUMBER, dst)
+            if proto == IGMP_PROTOCOL_NUMBER:
+                return dst == _ALL_HOSTS or nic.is_in_group(PROTOCOL_NUMBER, dst)
+            return dst == _ALL_HOSTS or nic.group_allows(PROTOCOL_NUMBER, dst, src)
         if nic.promiscuous or (nic.loopback and dst[0] == 127):
             pkt.pkt_type = _HOST
             return True

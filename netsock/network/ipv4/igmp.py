@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from ...header import Malformed, igmp, ipv4
 from ...stack.interfaces import LinkCapabilities
+from ...stack.multicast import NO_STATE, FilterState, PendingChange, current_state_record, state_change_records
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.route import Route
 from ...tcpip import IPV4_PROTOCOL_NUMBER, Error
@@ -67,17 +68,6 @@ class IGMPStats(StatGroup):
     packets_received: IGMPReceivedPacketStats
 
 
-class _StateChange:
-    """A state-change report still to be (re)transmitted for one group."""
-
-    __slots__ = ("left", "record_type", "timer")
-
-    def __init__(self, timer: Timer, record_type: int, left: int) -> None:
-        self.timer = timer
-        self.record_type = record_type
-        self.left = left
-
-
 class _Answer:
     """A pending answer to a group-specific or group-and-source-specific query (RFC 3376 §5.2)."""
 
@@ -97,7 +87,7 @@ class IGMP:
         # Built with the NIC, before nic.loopback is set: the link says it. No routers on loopback.
         self.enabled = not ep.nic.link.capabilities() & LinkCapabilities.LOOPBACK
         self.groups: set[bytes] = set()                 # the NIC's groups (it counts the members)
-        self._changes: dict[bytes, _StateChange] = {}
+        self._changes: dict[bytes, PendingChange] = {}
         self._answers: dict[bytes, _Answer] = {}
         self._general_answer = ep.stack.timers.timer(self._answer_general_query)   # v3 "interface timer"
         self._last_reporters: set[bytes] = set()        # v2: groups whose last report on the link was ours
@@ -119,46 +109,58 @@ class IGMP:
 
     # --- membership changes -----------------------------------------------------------------------
 
-    def join(self, group: bytes) -> None:
-        self.groups.add(group)
-        self._state_changed(group, igmp.CHANGE_TO_EXCLUDE)
+    def _state(self, group: bytes) -> FilterState:
+        return self.ep.nic.group_state(IPV4_PROTOCOL_NUMBER, group)
 
-    def leave(self, group: bytes) -> None:
-        self.groups.discard(group)
-        answer = self._answers.pop(group, None)
-        if answer is not None:
-            answer.timer.cancel()
-        self._state_changed(group, igmp.CHANGE_TO_INCLUDE)
+    def changed(self, group: bytes, before: FilterState) -> None:
+        """The NIC's interface state of ``group`` changed from ``before`` (NO_STATE: joined now)."""
+        if self._state(group) == NO_STATE:
+            self.groups.discard(group)
+            answer = self._answers.pop(group, None)
+            if answer is not None:
+                answer.timer.cancel()
+        else:
+            self.groups.add(group)
+        self._state_changed(group, before)
 
     def on_enable(self) -> None:
         """The NIC came up: announce the groups joined while it was down (as Linux's ip_mc_up)."""
         for group in self.groups:
-            self._state_changed(group, igmp.CHANGE_TO_EXCLUDE)
+            self._state_changed(group, NO_STATE)
 
-    def _state_changed(self, group: bytes, record_type: int) -> None:
-        """RFC 3376 §5.1: report a change now, and again robustness - 1 times; a newer change
-        replaces one still being retransmitted."""
+    def _state_changed(self, group: bytes, before: FilterState) -> None:
+        """RFC 3376 §5.1: report a change now, and again robustness - 1 times; a newer change merges into
+        one still being retransmitted. Versions 1 and 2 tell joins and leaves only."""
         if not self.enabled or not self.ep.nic.enabled or group == igmp.ALL_SYSTEMS:
             return
         pending = self._changes.pop(group, None)
         if pending is not None:
             pending.timer.cancel()
+            before = pending.reported
         version = self.version
-        if version != 3 and record_type == igmp.CHANGE_TO_INCLUDE:
-            # RFC 2236 §3: one leave, only by the host that sent the last report; v1 has none.
-            if version == 2 and group in self._last_reporters:
-                self._send_v12(igmp.LEAVE_GROUP, igmp.ALL_ROUTERS, group)
-            self._last_reporters.discard(group)
-            return
-        self._changes[group] = _StateChange(self.ep.stack.timers.timer(self._send_state_change, group),
-                                            record_type, self._robustness)
+        if version != 3:
+            if self._state(group) == NO_STATE:
+                # RFC 2236 §3: one leave, only by the host that sent the last report; v1 has none.
+                if version == 2 and group in self._last_reporters:
+                    self._send_v12(igmp.LEAVE_GROUP, igmp.ALL_ROUTERS, group)
+                self._last_reporters.discard(group)
+                return
+            if before != NO_STATE:
+                return
+        self._changes[group] = PendingChange(before, self._robustness,
+                                             self.ep.stack.timers.timer(self._send_state_change, group))
         self._send_state_change(group)
 
     def _send_state_change(self, group: bytes) -> None:
         change = self._changes[group]
         version = self.version
         if version == 3:
-            self._send_v3([igmp.GroupRecord(change.record_type, group)])
+            change.reported = self._state(group)
+            records = state_change_records(change.base, change.reported)
+            if not records:         # back where the last report left it: nothing to tell
+                del self._changes[group]
+                return
+            self._send_v3([igmp.GroupRecord(kind, group, sources) for kind, sources in records])
             interval = V3_UNSOLICITED_REPORT_INTERVAL
         else:
             # A compatibility mode change cancels pending changes, so a v1/v2 one is always a join.
@@ -270,8 +272,11 @@ class IGMP:
     # --- answers ------------------------------------------------------------------------------------
 
     def _answer_general_query(self) -> None:
-        self._send_v3([igmp.GroupRecord(igmp.MODE_IS_EXCLUDE, group) for group in self.groups
-                       if group != igmp.ALL_SYSTEMS])
+        records = []
+        for group in sorted(self.groups - {igmp.ALL_SYSTEMS}):
+            kind, sources = current_state_record(self._state(group))  # type: ignore[misc]
+            records.append(igmp.GroupRecord(kind, group, sources))
+        self._send_v3(records)
 
     def _answer_group(self, group: bytes) -> None:
         answer = self._answers.pop(group)
@@ -279,10 +284,9 @@ class IGMP:
             return
         version = self.version
         if version == 3:
-            if answer.sources is None:
-                self._send_v3([igmp.GroupRecord(igmp.MODE_IS_EXCLUDE, group)])
-            else:   # in EXCLUDE({}) mode we receive from every source asked about (§5.2)
-                self._send_v3([igmp.GroupRecord(igmp.MODE_IS_INCLUDE, group, tuple(sorted(answer.sources)))])
+            record = current_state_record(self._state(group), answer.sources)
+            if record is not None:      # (none of the sources asked about is listened to: no answer, §5.2)
+                self._send_v3([igmp.GroupRecord(record[0], group, record[1])])
         else:
             self._send_v12(igmp.V1_REPORT if version == 1 else igmp.V2_REPORT, group, group)
             self._last_reporters.add(group)

@@ -19,6 +19,7 @@ from ...header.checksum import complete_checksum
 from ...header.gso import segments_to_forward
 from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
+from ...stack.multicast import NO_STATE, FilterState
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong, ErrNoBufferSpace
@@ -34,6 +35,8 @@ PROTOCOL_NUMBER = IPV6_PROTOCOL_NUMBER
 REASSEMBLY_TIMEOUT = 60.0          # RFC 8200 §4.5
 # RFC 4291 §2.8: a router also answers to the all-routers groups of interface, link and site scope.
 ALL_ROUTERS_GROUPS = tuple(bytes.fromhex(f"ff0{scope}0000000000000000000000000002") for scope in (1, 2, 5))
+# What a group's source filter does not hold back: MLD, which is ICMPv6 behind a hop-by-hop header.
+_UNFILTERED = frozenset((0, 58))
 
 
 def _common_prefix_bits(a: bytes, b: bytes) -> int:
@@ -83,10 +86,13 @@ class IPv6Endpoint(NetworkEndpoint):
         self.ndp.on_address_removed(address)
 
     def on_group_joined(self, group: bytes) -> None:
-        self.ndp.mld.join(group)
+        self.ndp.mld.changed(group, NO_STATE)
 
-    def on_group_left(self, group: bytes) -> None:
-        self.ndp.mld.leave(group)
+    def on_group_left(self, group: bytes, before: FilterState) -> None:
+        self.ndp.mld.changed(group, before)
+
+    def on_group_filter_changed(self, group: bytes, before: FilterState) -> None:
+        self.ndp.mld.changed(group, before)
 
     def link_address_request(self, target: bytes, local: bytes, remote_link_address: bytes) -> None:
         self.ndp.solicit(target, local, remote_link_address)
@@ -145,7 +151,7 @@ class IPv6Endpoint(NetworkEndpoint):
         if ipv6.is_multicast(src):
             ip_stats.invalid_addresses_received.increment()
             return
-        if not self._accepts(dst, pkt):
+        if not self._accepts(dst, pkt, src, hdr.next_header):
             if self.forwarding and not ipv6.is_multicast(dst):   # no multicast routing
                 self._forward(pkt, hdr, packet)
             else:
@@ -281,8 +287,10 @@ class IPv6Endpoint(NetworkEndpoint):
             return None
         return whole, rest, rest.headers[-1].offset if rest.headers else link
 
-    def _accepts(self, dst: bytes, pkt: PacketBuffer) -> bool:
-        """Is ``dst`` for this host? Sets pkt.pkt_type."""
+    def _accepts(self, dst: bytes, pkt: PacketBuffer, src: bytes, next_header: int) -> bool:
+        """Is ``dst`` for this host? Sets pkt.pkt_type. A group's packet must come from a source its members'
+        filters let through (Linux's ipv6_chk_mcast_addr), but MLD's (ICMPv6, behind a hop-by-hop header), which
+        are let through to ICMPv6 as a kind."""
         nic = self.nic
         if nic.has_address(PROTOCOL_NUMBER, dst) or (self.stack.local_address_nic(dst) is not None
                                                    and dst not in nic.tentative):
@@ -290,7 +298,11 @@ class IPv6Endpoint(NetworkEndpoint):
             return True
         if ipv6.is_multicast(dst):
             pkt.pkt_type = PacketType.MULTICAST
-            return dst == ipv6.ALL_NODES or nic.is_in_group(PROTOCOL_NUMBER, dst) or self.ndp.listens_on(dst)
+            if dst == ipv6.ALL_NODES or self.ndp.listens_on(dst):
+                return True
+            if next_header in _UNFILTERED:
+                return nic.is_in_group(PROTOCOL_NUMBER, dst)
+            return nic.group_allows(PROTOCOL_NUMBER, dst, src)
         if nic.holds_address(PROTOCOL_NUMBER, dst):
             pkt.pkt_type = PacketType.HOST   # tentative: only neighbour discovery may use it (ndp checks)
             return True

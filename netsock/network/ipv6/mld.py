@@ -12,7 +12,10 @@ import random
 from typing import TYPE_CHECKING, Callable
 
 from ...header import icmpv6, igmp, ipv6, mld
+from ...stack.multicast import (NO_STATE, FilterState, PendingChange, Record, current_state_record,
+                                state_change_records)
 from ...stack.packet_buffer import PacketBuffer
+from ...tcpip import IPV6_PROTOCOL_NUMBER
 
 if TYPE_CHECKING:
     from ...stack.clock import Timer
@@ -27,45 +30,45 @@ class MLD:
     def __init__(self, ep: IPv6Endpoint, enabled: bool) -> None:
         self.ep = ep
         self.enabled = enabled
-        self.groups: dict[bytes, int] = {}        # group -> members (the stack's own uses count too)
+        self.groups: set[bytes] = set()            # the NIC's groups (it counts the members)
         self._timers: dict[bytes, Timer] = {}      # one pending report per group ...
         self._actions: dict[bytes, Callable[[bytes], None]] = {}   # ... and what it will send
-        self._pending_changes: dict[bytes, tuple[int, int]] = {}   # group -> (record type, sends left)
+        self._pending_changes: dict[bytes, PendingChange] = {}
         self._v1_until = 0.0
 
-    def join(self, group: bytes) -> None:
-        count = self.groups.get(group, 0)
-        self.groups[group] = count + 1
-        if not count:
-            self._change(group, igmp.CHANGE_TO_EXCLUDE)
+    def _state(self, group: bytes) -> FilterState:
+        return self.ep.nic.group_state(IPV6_PROTOCOL_NUMBER, group)
 
-    def leave(self, group: bytes) -> None:
-        count = self.groups.get(group, 0) - 1
-        if count > 0:
-            self.groups[group] = count
-            return
-        self.groups.pop(group, None)
-        self._change(group, igmp.CHANGE_TO_INCLUDE)
+    def changed(self, group: bytes, before: FilterState) -> None:
+        """The NIC's interface state of ``group`` changed from ``before`` (NO_STATE: joined now)."""
+        if self._state(group) == NO_STATE:
+            self.groups.discard(group)
+        else:
+            self.groups.add(group)
+        self._change(group, before)
 
     def on_enable(self) -> None:
         """The NIC came up: announce the groups joined while it was down (Linux's ipv6_mc_up)."""
         for group in self.groups:
-            self._change(group, igmp.CHANGE_TO_EXCLUDE)
+            self._change(group, NO_STATE)
 
-    def _change(self, group: bytes, record_type: int) -> None:
+    def _change(self, group: bytes, before: FilterState) -> None:
         if not self.enabled or not self.ep.nic.enabled or not _reportable(group):
             return
-        self._pending_changes[group] = (record_type, ROBUSTNESS)
+        pending = self._pending_changes.get(group)
+        self._pending_changes[group] = PendingChange(pending.reported if pending is not None else before, ROBUSTNESS)
         self._send_change(group)
 
     def _send_change(self, group: bytes) -> None:
-        pending = self._pending_changes.get(group)
-        if pending is None:
+        change = self._pending_changes.get(group)
+        if change is None:
             return
-        record_type, left = pending
-        self._report(group, record_type)
-        if left > 1:
-            self._pending_changes[group] = (record_type, left - 1)
+        change.reported = self._state(group)
+        records = state_change_records(change.base, change.reported)
+        if records:
+            self._report(group, records)
+        change.left -= 1
+        if records and change.left:
             self._schedule(group, random.uniform(0, UNSOLICITED_REPORT_INTERVAL), self._send_change)
         else:
             del self._pending_changes[group]
@@ -105,24 +108,24 @@ class MLD:
 
     def _answer(self, group: bytes) -> None:
         if group in self.groups:
-            self._report(group, igmp.MODE_IS_EXCLUDE)
+            self._report(group, [current_state_record(self._state(group))])  # type: ignore[list-item]
 
-    def _report(self, group: bytes, record_type: int) -> None:
+    def _report(self, group: bytes, records: list[Record]) -> None:
         from .ndp import send_link_local
         ep = self.ep
         nic = ep.nic
         # RFC 3810 §5.2.13, RFC 2710 §3: from a valid link-local address, else (DAD pending) from ::.
         src = next((a.address for a in nic.addresses.get(ep.protocol.number, ())
                     if ipv6.is_link_local(a.address) and a.address not in nic.tentative), ipv6.UNSPECIFIED)
-        if ep.stack.clock.now() < self._v1_until:
-            if record_type == igmp.CHANGE_TO_INCLUDE:
+        if ep.stack.clock.now() < self._v1_until:    # (version 1 tells joins and leaves only)
+            if group not in self.groups:
                 send_link_local(ep, src, ipv6.ALL_ROUTERS, icmpv6.MLD_DONE, mld.encode_v1(0, group),
                                 mld.HOP_LIMIT, hop_by_hop=True)
             else:
                 send_link_local(ep, src, group, icmpv6.MLD_REPORT, mld.encode_v1(0, group), mld.HOP_LIMIT,
                                 hop_by_hop=True)
             return
-        body = mld.encode_v2_report([igmp.GroupRecord(record_type, group)])
+        body = mld.encode_v2_report([igmp.GroupRecord(kind, group, sources) for kind, sources in records])
         send_link_local(ep, src, ipv6.ALL_MLDV2_ROUTERS, icmpv6.MLDV2_REPORT, body, mld.HOP_LIMIT,
                         hop_by_hop=True)
 

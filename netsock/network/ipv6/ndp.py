@@ -75,7 +75,7 @@ class NDP:
         dad = self.ep.protocol.dad_transmits > 0
         if dad:
             self.nic.tentative.add(address)   # RFC 4862 §5.4: unusable until proven unique
-        self.mld.join(ipv6.solicited_node_multicast(address))
+        self.nic.join_group(IPV6_PROTOCOL_NUMBER, ipv6.solicited_node_multicast(address))
         if dad and self.nic.enabled:
             self._start_dad(address)
 
@@ -84,7 +84,7 @@ class NDP:
         if dad is not None:
             dad[0].cancel()
         if self.enabled and not ipv6.is_multicast(address):
-            self.mld.leave(ipv6.solicited_node_multicast(address))
+            self.nic.leave_group(IPV6_PROTOCOL_NUMBER, ipv6.solicited_node_multicast(address))
 
     def listens_on(self, group: bytes) -> bool:
         """Multicast groups the stack itself belongs to: solicited-node groups of our addresses."""

@@ -47,7 +47,7 @@ class UDPEndpoint(DatagramEndpoint):
         self.protocol: UDPProtocol = stack.transport_protocols[self.transport_number]
 
     def handle_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, src_port: int, dst_port: int) -> None:
-        if not self._multicast_all and self._not_for_this_socket(pkt, dst):
+        if (self._source_filtered or not self._multicast_all) and self._not_for_this_socket(pkt, src, dst):
             return
         proto = self.protocol
         if not proto.validate(pkt, src, dst, self.options[SockOpt.NO_CHECKSUM6_RX]):
