@@ -665,6 +665,18 @@ def test_a_connections_segments_carry_one_flow_label_drawn_anew_at_each_timeout(
     assert again[TCP].flags == "S" and again.fl not in (0, first.fl) and ep.info().rehash == 1
 
 
+def test_without_rehashing_a_timeout_keeps_the_flow_label(h: V6Harness) -> None:
+    """SO_TXREHASH 0: the label stays through timeouts (Linux's sk_rethink_txhash does nothing then)."""
+    ep = h.stack.new_endpoint(TCPProtocol.number, IPV6_PROTOCOL_NUMBER)
+    ep.set_sock_opt(SockOpt.TCP_TXREHASH, False)
+    with pytest.raises(ErrConnectStarted):
+        ep.connect(FullAddress(0, a6(PEER), 80))
+    first = h.sent_one()
+    h.clock.advance(1.01)
+    again = h.sent_one()
+    assert again[TCP].flags == "S" and again.fl == first.fl and ep.info().rehash == 0
+
+
 @pytest.mark.parametrize("auto", [True, False])
 def test_datagrams_of_one_flow_share_a_label_of_its_hash(h: V6Harness, auto: bool) -> None:
     """Unconnected datagrams are labelled by their flow (addresses, protocol, ports: Linux's flow dissector

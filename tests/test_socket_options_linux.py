@@ -30,13 +30,8 @@ LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the high
 # What netsock does not implement: ENOPROTOOPT for these, whatever Linux answers.
 UNIMPLEMENTED = {
     SOL_SOCKET: {
-        34: "SO_PASSSEC",
-        41: "SO_WIFI_STATUS", 43: "SO_NOFCS",
-        50: "SO_ATTACH_BPF (eBPF)",
-        51: "SO_ATTACH_REUSEPORT_CBPF", 52: "SO_ATTACH_REUSEPORT_EBPF", 53: "SO_CNX_ADVICE", 59: "SO_PEERGROUPS",
-        61: "SO_TXTIME", 66: "SO_RCVTIMEO_NEW", 67: "SO_SNDTIMEO_NEW", 68: "SO_DETACH_REUSEPORT_BPF",
-        73: "SO_RESERVE_MEM", 74: "SO_TXREHASH", 76: "SO_PASSPIDFD",
-        77: "SO_PEERPIDFD",
+        50: "SO_ATTACH_BPF (eBPF)", 52: "SO_ATTACH_REUSEPORT_EBPF", 59: "SO_PEERGROUPS", 61: "SO_TXTIME",
+        76: "SO_PASSPIDFD", 77: "SO_PEERPIDFD",
     },
     IP: {
         4: "IP_OPTIONS", 5: "IP_ROUTER_ALERT", 6: "IP_RECVOPTS", 7: "IP_RETOPTS", 9: "IP_PKTOPTIONS",
@@ -872,3 +867,26 @@ def test_buffer_locks(kind: int) -> None:
             assert not moderate()
             sock.setsockopt(SOL_SOCKET, 72, 0)
             assert moderate()
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+def test_the_lesser_socket_options_read_back_as_on_the_kernel(kind: int) -> None:
+    """SO_TXREHASH (TCP's: -1 is the system's default, on), SO_RCVTIMEO_NEW / SO_SNDTIMEO_NEW (the old
+    timeouts, through a 64-bit timeval either way), SO_WIFI_STATUS and SO_NOFCS (flags), SO_CNX_ADVICE (set
+    only), SO_PASSSEC and SO_RESERVE_MEM (refused), each set and read back."""
+    steps: list[tuple[int, Any]] = [
+        (74, -2), (74, 0), (74, -1), (74, 1), (74, 2), (66, struct.pack("qq", 2, 500_000)),
+        (67, struct.pack("qq", 1, 500_000)), (66, struct.pack("qq", 0, 0)), (41, 5), (43, 1), (43, 0), (53, 1),
+        (53, 0), (34, 1), (73, 4096)]
+    traces = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(socket.AF_INET, kind)) as sock:
+            trace = []
+            for name, value in steps:
+                trace.append((name, outcome(lambda: sock.setsockopt(SOL_SOCKET, name, value)),
+                              outcome(lambda: sock.getsockopt(SOL_SOCKET, name)),
+                              outcome(lambda: sock.getsockopt(SOL_SOCKET, name, 16))))
+            trace.append(outcome(lambda: sock.getsockopt(SOL_SOCKET, socket.SO_RCVTIMEO, 16)))
+            traces.append(trace)
+    assert traces[1] == traces[0]

@@ -183,6 +183,13 @@ _SO_MEMINFO, _SO_INCOMING_NAPI_ID, _SO_COOKIE, _SO_BINDTOIFINDEX = 55, 56, 57, 6
 _SO_PREFER_BUSY_POLL, _SO_BUSY_POLL_BUDGET, _SO_NETNS_COOKIE = 69, 70, 71
 _SO_PEEK_OFF = 42
 _SO_PASSCRED, _SO_BUF_LOCK = 16, 72
+# Flags a socket keeps that steer what netsock has no part of (Wi-Fi status, the link's FCS); SO_PASSSEC, like
+# SO_PASSCRED, is AF_UNIX's and netlink's; SO_RESERVE_MEM needs memory accounting, which netsock's sockets lack;
+# SO_CNX_ADVICE only advises (set, never read).
+_SO_WIFI_STATUS, _SO_NOFCS, _SO_PASSSEC, _SO_CNX_ADVICE, _SO_RESERVE_MEM = 41, 43, 34, 53, 73
+_SO_TXREHASH = 74                           # TCP: draw a new flow hash (IPv6 flow label) at each timeout
+_SO_ATTACH_REUSEPORT_CBPF, _SO_DETACH_REUSEPORT_BPF = 51, 68     # a classic BPF program picks in a SO_REUSEPORT group
+_SO_TIMEO_NEW = {66: SO_RCVTIMEO, 67: SO_SNDTIMEO}  # SO_RCVTIMEO_NEW, _SNDTIMEO_NEW: the same 64-bit timeval here
 _SNDBUF_LOCK, _RCVBUF_LOCK = 1, 2                           # SO_BUF_LOCK's bits (Linux's SOCK_*BUF_LOCK)
 _SKF_AD_MAX = 64                                            # SO_BPF_EXTENSIONS: the ancillary loads' end
 # Read-only or kept-only socket options' values before any set (SO_BSDCOMPAT and SO_SNDLOWAT cannot be set).
@@ -1364,6 +1371,7 @@ class SocketCore:
 
     def _set_socket_option(self, name: int, raw: bytes) -> None:
         stream = self.kind == SOCK_STREAM
+        name = _SO_TIMEO_NEW.get(name, name)
         if name in (SO_REUSEADDR, SO_REUSEPORT):
             self._set(SockOpt.REUSE_ADDRESS if name == SO_REUSEADDR else SockOpt.REUSE_PORT, bool(_int_option(raw)))
         elif name == SO_KEEPALIVE and stream:
@@ -1372,8 +1380,22 @@ class SocketCore:
             self._set(SockOpt.OUT_OF_BAND_INLINE, bool(_int_option(raw)))
         elif name == SO_BROADCAST and not stream:
             self._set(SockOpt.BROADCAST, bool(_int_option(raw)))
-        elif name in (SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE, _SO_SELECT_ERR_QUEUE):
+        elif name in (SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE, _SO_SELECT_ERR_QUEUE, _SO_WIFI_STATUS, _SO_NOFCS):
             self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
+        elif name == _SO_CNX_ADVICE:
+            _int_option(raw)
+        elif name == _SO_ATTACH_REUSEPORT_CBPF:
+            self._set(SockOpt.REUSE_PORT_PROGRAM, self._filter_program(raw))
+        elif name == _SO_DETACH_REUSEPORT_BPF:
+            _int_option(raw)
+            self._set(SockOpt.REUSE_PORT_PROGRAM, None)
+        elif name == _SO_TXREHASH and stream:
+            value = _int_option(raw)
+            if not -1 <= value <= 1:
+                raise _oserror(EINVAL)
+            self._set(SockOpt.TCP_TXREHASH, value != 0)     # (-1: the system's default, net.core.txrehash 1)
+        elif name in (_SO_PASSSEC, _SO_RESERVE_MEM, _SO_TXREHASH):
+            raise _oserror(EOPNOTSUPP)
         elif name == SO_LINGER:
             if len(raw) < _LINGER.size:
                 raise _oserror(EINVAL)
@@ -1542,6 +1564,13 @@ class SocketCore:
 
     def _get_socket_option(self, name: int) -> int | bytes:
         stream = self.kind == SOCK_STREAM
+        name = _SO_TIMEO_NEW.get(name, name)
+        if name in (_SO_WIFI_STATUS, _SO_NOFCS, _SO_RESERVE_MEM):
+            return self.plain.get((SOL_SOCKET, name), 0)
+        if name == _SO_TXREHASH and stream:
+            return int(self._get(SockOpt.TCP_TXREHASH))
+        if name in (_SO_PASSSEC, _SO_TXREHASH):
+            raise _oserror(EOPNOTSUPP)
         if name in (SO_REUSEADDR, SO_REUSEPORT):
             return int(self._get(SockOpt.REUSE_ADDRESS if name == SO_REUSEADDR else SockOpt.REUSE_PORT))
         if name == SO_KEEPALIVE and stream:

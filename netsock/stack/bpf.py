@@ -102,9 +102,20 @@ class Filter:
         """``run`` on a received packet: offset 0 is the start of ``body``, which follows ``head`` (the
         headers before it, the network header at ``network``); the metadata from the packet and its
         NIC (one of ``nics``)."""
-        nic = nics.get(pkt.nic_id)
-        return self.run(Packet(bytes(head) + bytes(body), len(head), network, pkt.network_protocol, pkt.pkt_type,
-                               pkt.nic_id, nic.hardware_type if nic is not None else 0, pkt.mark, pkt.hash))
+        return self.run(_received(pkt, head, body, network, nics))
+
+    def choice(self, pkt: PacketBuffer, head: bytes, body: bytes | memoryview, network: int,
+               nics: Mapping[int, Any]) -> int:
+        """The program's own return value on a received packet, laid out as for ``keeps`` (SO_ATTACH_REUSEPORT_CBPF's
+        program returns the index of the socket to take it)."""
+        return _run(self.instructions, _received(pkt, head, body, network, nics))
+
+
+def _received(pkt: PacketBuffer, head: bytes, body: bytes | memoryview, network: int,
+              nics: Mapping[int, Any]) -> Packet:
+    nic = nics.get(pkt.nic_id)
+    return Packet(bytes(head) + bytes(body), len(head), network, pkt.network_protocol, pkt.pkt_type, pkt.nic_id,
+                  nic.hardware_type if nic is not None else 0, pkt.mark, pkt.hash)
 
 
 def check(program: Sequence[Instruction]) -> None:

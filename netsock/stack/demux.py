@@ -15,7 +15,8 @@ import hashlib
 import secrets
 from typing import NamedTuple
 
-from ..tcpip import ErrPortInUse
+from ..tcpip import ErrInvalidOptionValue, ErrNoSuchFile, ErrPortInUse
+from .bpf import Filter
 from .registration import TransportEndpoint
 
 
@@ -33,11 +34,12 @@ class EndpointGroup(list):
     once per connection: those paths take no more than they must.
     """
 
-    __slots__ = ("_flags", "load_balanced")
+    __slots__ = ("_flags", "load_balanced", "program")
 
     def __init__(self) -> None:
         self._flags: list[tuple[bool, bool]] = []   # (reuse_addr, reuse_port) of each endpoint
         self.load_balanced = False                  # every member set SO_REUSEPORT
+        self.program: Filter | None = None          # SO_ATTACH_REUSEPORT_CBPF's: picks a member by its index
 
     def admits(self, reuse_addr: bool, reuse_port: bool) -> bool:
         """May an endpoint with these flags join? Only if all members set the same flag."""
@@ -59,6 +61,9 @@ class EndpointGroup(list):
             return True
         for i, member in enumerate(self):
             if member is ep:
+                if self.load_balanced:      # the last member takes its place (Linux's reuseport_detach_sock)
+                    self[i], self._flags[i] = self[-1], self._flags[-1]
+                    i = -1
                 del self[i]
                 del self._flags[i]
                 self.load_balanced = all(rp for _, rp in self._flags)
@@ -87,8 +92,10 @@ class TransportDemuxer:
         self._secret = secrets.token_bytes(16)
 
     def register(self, net_protos: tuple[int, ...], trans_proto: int, id: TransportEndpointID,
-                 ep: TransportEndpoint, reuse_port: bool = False, nic: int = 0, reuse_addr: bool = False) -> None:
-        """Register ``ep`` for each network protocol; all or nothing."""
+                 ep: TransportEndpoint, reuse_port: bool = False, nic: int = 0, reuse_addr: bool = False,
+                 program: Filter | None = None) -> None:
+        """Register ``ep`` for each network protocol; all or nothing. ``program``: the reuseport program it
+        holds, which a group it founds takes (one it joins keeps its own, as Linux's reuseport_add_sock)."""
         done: list[int] = []
         try:
             for net in net_protos:
@@ -99,6 +106,7 @@ class TransportDemuxer:
                 group = table.get(id)
                 if group is None:
                     group = table[id] = EndpointGroup()
+                    group.program = program if reuse_port else None
                 elif not group.admits(reuse_addr, reuse_port):
                     raise ErrPortInUse()
                 group.add(ep, reuse_addr, reuse_port)
@@ -167,6 +175,11 @@ class TransportDemuxer:
                     found.extend(ep for ep in group if ep not in found)
         return found
 
+    def groups_of(self, ep: TransportEndpoint) -> list[EndpointGroup]:
+        """Every group ``ep`` is registered in (a search of all: for the rare option that needs it)."""
+        return [group for table in self._tables.values() for group in table.values()
+                if any(member is ep for member in group)]
+
     def select(self, endpoints: EndpointGroup, src: bytes, src_port: int, dst: bytes,
                dst_port: int) -> TransportEndpoint:
         """The endpoint of a group that gets a unicast packet: stable for a given flow."""
@@ -188,3 +201,23 @@ class TransportDemuxer:
 
     def __len__(self) -> int:
         return sum(len(g) for t in self._tables.values() for g in t.values())
+
+
+def reuseport_program(demux: TransportDemuxer, ep: TransportEndpoint, program: Filter | None, reuse_port: bool,
+                      held: Filter | None) -> Filter | None:
+    """SO_ATTACH_REUSEPORT_CBPF (``program``) or SO_DETACH_REUSEPORT_BPF (None) on ``ep``, as Linux's
+    reuseport_attach_prog and reuseport_detach_prog decide them; returns the program ``ep`` holds from now on
+    (``held``: before). A bound endpoint's SO_REUSEPORT group takes the program, for every member; an unbound
+    one with SO_REUSEPORT holds it for the group it will found when it binds."""
+    groups = demux.groups_of(ep)
+    if not groups:
+        if not reuse_port or (program is None and held is None):
+            raise ErrNoSuchFile() if reuse_port else ErrInvalidOptionValue()
+        return program
+    if not reuse_port or not all(group.load_balanced for group in groups):
+        raise ErrInvalidOptionValue()       # bound without SO_REUSEPORT: no group to program
+    if program is None and all(group.program is None for group in groups):
+        raise ErrNoSuchFile()
+    for group in groups:
+        group.program = program
+    return None

@@ -244,6 +244,10 @@ class TransportProtocol:
     def new_endpoint(self, net_proto: int, waiter_queue: WaiterQueue) -> Any:
         raise NotImplementedError
 
+    def header_length(self, view: memoryview) -> int:
+        """Bytes of transport header at the front of ``view`` (what a reuseport program's offset 0 skips)."""
+        return 0
+
     def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
         """(source port, destination port), or None if the header is too short to have them."""
         raise NotImplementedError

@@ -13,13 +13,13 @@ from ..tcpip import (ICMPV4_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddre
 from ..tcpip import Route as RouteEntry
 from ..waiter import WaiterQueue
 from .clock import Clock, TimerQueue
-from .demux import TransportDemuxer
+from .demux import EndpointGroup, TransportDemuxer
 from .interfaces import LinkCapabilities, LinkEndpoint, PacketType
 from .iptables import IPTables
 from .nic import NIC
 from .packet_buffer import PacketBuffer
 from .ratelimit import ICMPRateLimiter
-from .registration import NetworkProtocol, TransportProtocol, UnknownDestinationDisposition
+from .registration import NetworkProtocol, TransportEndpoint, TransportProtocol, UnknownDestinationDisposition
 from .route import PathMTUCache, Route
 
 DEFAULT_TTL = 64
@@ -363,10 +363,25 @@ class Stack:
             return tproto.handle_unknown_destination_packet(nic, pkt, src, dst)
         if len(endpoints) == 1:
             endpoints[0].handle_packet(pkt, src, dst, src_port, dst_port)
-        else:
-            self.demux.select(endpoints, src, src_port, dst, dst_port).handle_packet(pkt, src, dst, src_port,
-                                                                                        dst_port)
+            return None
+        chosen = self._reuseport_choice(endpoints, tproto, pkt) if endpoints.program is not None else None
+        if chosen is None:
+            chosen = self.demux.select(endpoints, src, src_port, dst, dst_port)
+        chosen.handle_packet(pkt, src, dst, src_port, dst_port)
         return None
+
+    def _reuseport_choice(self, endpoints: EndpointGroup, tproto: TransportProtocol,
+                          pkt: PacketBuffer) -> TransportEndpoint | None:
+        """SO_ATTACH_REUSEPORT_CBPF: the group's program names the member by its index, reading the payload at
+        offset 0 (Linux pulls the transport header off first); past the group's end, the flow's hash chooses."""
+        program = endpoints.program
+        assert program is not None
+        data = pkt.data
+        header = tproto.header_length(data)
+        link = bytes(pkt.link_header)
+        index = program.choice(pkt, link + bytes(pkt.network_header) + bytes(data[:header]), data[header:],
+                               len(link), self.nics)
+        return endpoints[index] if endpoints.load_balanced and index < len(endpoints) else None
 
     def register_raw_endpoint(self, net_proto: int, trans_proto: int, ep: Any) -> None:
         """Give ``ep`` a copy of every packet of ``trans_proto`` for this host (it filters them itself)."""

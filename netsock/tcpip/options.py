@@ -108,6 +108,9 @@ class SockOpt(enum.Enum):
                                                   # membership's filter (IP_ADD_SOURCE_MEMBERSHIP, IP_BLOCK_SOURCE...)
     SOURCE_FILTER = "source_filter"               # (group, NIC, mode, sources): a membership's whole filter
                                                   # (IP_MSFILTER, MCAST_MSFILTER)
+    REUSE_PORT_PROGRAM = "reuse_port_program"     # a stack.bpf.Filter choosing the SO_REUSEPORT group's member
+                                                  # by its index (SO_ATTACH_REUSEPORT_CBPF), None: detach
+    TCP_TXREHASH = "tcp_txrehash"                 # a timeout draws a new flow hash (IPv6 flow label) (SO_TXREHASH)
     MAX_PACING_RATE = "max_pacing_rate"           # bytes a second at most (SO_MAX_PACING_RATE): set once, TCP
                                                   # paces what it sends (UNLIMITED_PACING_RATE: no limit)
     NO_CHECKSUM = "no_checksum"                   # UDP over IPv4 sent without a checksum (SO_NO_CHECK)

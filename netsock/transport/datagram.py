@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ..header import ipv4, ipv6
 from ..ports import PortFlags
 from ..stack.bpf import Filter
-from ..stack.demux import TransportEndpointID
+from ..stack.demux import TransportEndpointID, reuseport_program
 from ..stack.interfaces import PacketType
 from ..stack.multicast import MAX_SOURCES, MCAST_EXCLUDE, MCAST_INCLUDE, socket_allows
 from ..stack.packet_buffer import PacketBuffer, new_flow_hash
@@ -234,6 +234,7 @@ class DatagramEndpoint(TransportEndpoint):
         self._memberships: dict[tuple[int, bytes], Membership] = {}     # (NIC, group) -> its source filter
         self._multicast_all = True          # IP_MULTICAST_ALL, read per datagram
         self._source_filtered = False       # some membership filters sources: each group datagram is looked at
+        self.reuseport_program: Filter | None = None    # SO_ATTACH_REUSEPORT_CBPF's, until bind gives it a group
 
     # --- binding and connecting ------------------------------------------------------------------
 
@@ -309,7 +310,8 @@ class DatagramEndpoint(TransportEndpoint):
         if old_id is not None:
             self.stack.demux.unregister(nets, self.transport_number, old_id, self, old_res[5])  # type: ignore[index]
         self.stack.demux.register(nets, self.transport_number, new_id, self, flags.reuse_port, nic,
-                                  reuse_addr=flags.reuse_addr)
+                                  reuse_addr=flags.reuse_addr, program=self.reuseport_program)
+        self.reuseport_program = None       # (the group has it now, or had one of its own)
         self._reservation = (nets, self.transport_number, self._bound_addr, port, flags, nic)
         self._id = new_id
 
@@ -737,6 +739,10 @@ class DatagramEndpoint(TransportEndpoint):
             return
         elif opt is SockOpt.SOURCE_FILTER:
             self._set_source_filter(*value)
+            return
+        elif opt is SockOpt.REUSE_PORT_PROGRAM:
+            self.reuseport_program = reuseport_program(self.stack.demux, self, value,
+                                                       self.options[SockOpt.REUSE_PORT], self.reuseport_program)
             return
         elif opt is SockOpt.MTU_DISCOVER:
             if not PMTUDISC_DONT <= int(value) <= PMTUDISC_OMIT:

@@ -16,7 +16,7 @@ from ...header import tcp
 from ...header.checksum import checksum, combine, pseudo_header_checksum
 from ...ports import PortFlags
 from ...stack.bpf import Filter
-from ...stack.demux import TransportEndpointID
+from ...stack.demux import TransportEndpointID, reuseport_program
 from ...stack.interfaces import LinkCapabilities
 from ...stack.packet_buffer import PacketBuffer, new_flow_hash
 from ...stack.registration import ControlType, TransportEndpoint, socket_route
@@ -222,7 +222,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
                  "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs",
                  "thin_linear_timeouts", "rto_max", "auto_flow_label", "txhash", "rehash", "fast_open_fail",
-                 "max_pacing_rate", "pacing", "pacing_rate_set")
+                 "max_pacing_rate", "pacing", "pacing_rate_set", "txrehash", "reuseport_program")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -322,6 +322,8 @@ class TCPEndpoint(TransportEndpoint):
         self.auto_flow_label = True
         self.txhash = new_flow_hash()
         self.rehash = 0
+        self.txrehash = True        # ... unless SO_TXREHASH says not to
+        self.reuseport_program: Filter | None = None    # SO_ATTACH_REUSEPORT_CBPF's, until listen gives it a group
         self.fast_open_cookie: bytes | None = None  # the Fast Open option our SYN or SYN-ACK carries (b"": a request)
         # A Fast Open connection still in SYN-RCVD: the listener queue whose TCP_FASTOPEN allowance it takes.
         self.fast_open_slot: Listener | None = None
@@ -400,7 +402,8 @@ class TCPEndpoint(TransportEndpoint):
                 raise ErrPortInUse()
         self._id = TransportEndpointID(self.local.port, self._bound_addr, 0, b"")
         self.stack.demux.register((self.net_proto,), self.proto.number, self._id, self, self.reuse_port,
-                                  self._bound_nic, reuse_addr=self.reuse_addr)
+                                  self._bound_nic, reuse_addr=self.reuse_addr, program=self.reuseport_program)
+        self.reuseport_program = None       # (the group has it now, or had one of its own)
         self.listener = Listener(backlog)
         self._set_state(S.LISTEN)
 
@@ -788,9 +791,11 @@ class TCPEndpoint(TransportEndpoint):
         return bytes(snd.buffer.get(snd.una, size)) if size > 0 else b""
 
     def rethink_txhash(self) -> None:
-        """A timeout: another flow label, which may take another path (Linux's sk_rethink_txhash)."""
-        self.txhash = new_flow_hash()
-        self.rehash += 1
+        """A timeout: another flow label, which may take another path (Linux's sk_rethink_txhash), unless
+        SO_TXREHASH turned that off."""
+        if self.txrehash:
+            self.txhash = new_flow_hash()
+            self.rehash += 1
 
     def _send_syn_data(self, data: bytes | bytearray | memoryview) -> int:
         """The first write after a deferred Fast Open connect: what fits beside the largest options
@@ -1065,6 +1070,11 @@ class TCPEndpoint(TransportEndpoint):
             if not 1.0 <= value <= MAX_RTO:
                 raise ErrInvalidOptionValue()
             self.rto_max = float(value)
+        elif opt is SockOpt.TCP_TXREHASH:
+            self.txrehash = bool(value)
+        elif opt is SockOpt.REUSE_PORT_PROGRAM:
+            self.reuseport_program = reuseport_program(self.stack.demux, self, value, self.reuse_port,
+                                                       self.reuseport_program)
         elif opt is SockOpt.MAX_PACING_RATE:
             self.max_pacing_rate = rate = int(value)
             self.pacing = self.pacing or rate != UNLIMITED_PACING_RATE
@@ -1161,6 +1171,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.ZEROCOPY: lambda: int(self.zerocopy_on),
                   SockOpt.TCP_THIN_LINEAR_TIMEOUTS: lambda: int(self.thin_linear_timeouts),
                   SockOpt.TCP_RTO_MAX: lambda: self.rto_max, SockOpt.MAX_PACING_RATE: lambda: self.max_pacing_rate,
+                  SockOpt.TCP_TXREHASH: lambda: self.txrehash,
                   SockOpt.IPV6_AUTO_FLOW_LABEL: lambda: int(self.auto_flow_label),
                   SockOpt.MODERATE_RECEIVE_BUFFER: lambda: int(self.rcv.moderate if self.rcv else self.moderate_rcvbuf)}
         getter = simple.get(opt)
@@ -1478,6 +1489,7 @@ class TCPEndpoint(TransportEndpoint):
         self.max_pacing_rate = listener.max_pacing_rate
         self.pacing = listener.pacing
         self.pacing_rate_set = listener.pacing_rate_set
+        self.txrehash = listener.txrehash
         self.auto_flow_label = listener.auto_flow_label
         self.dontroute = listener.dontroute
         self.min_ttl = listener.min_ttl

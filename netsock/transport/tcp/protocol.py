@@ -145,6 +145,9 @@ class TCPProtocol(TransportProtocol):
                 snd.push_owed = False
                 ep.guarded(snd.send_data)
 
+    def header_length(self, view: memoryview) -> int:
+        return min((view[12] >> 4) * 4, len(view)) if len(view) > 12 else len(view)
+
     def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
         return _PORTS.unpack_from(view) if len(view) >= 4 else None
 

@@ -272,6 +272,9 @@ class UDPProtocol(TransportProtocol):
             return False
         return True
 
+    def header_length(self, view: memoryview) -> int:
+        return udp.HEADER_SIZE
+
     def parse_ports(self, view: memoryview) -> tuple[int, int] | None:
         if len(view) < 4:
             return None
