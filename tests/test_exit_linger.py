@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import gevent
 import pytest
 
 from netsock.adapter import NetsockSocket
@@ -92,3 +93,34 @@ def test_a_socket_left_open_is_closed_as_at_exit(hosts: tuple[Host, Host]) -> No
     assert received(accepted) == b"last words"
     with pytest.raises(ConnectionResetError):
         waiting.recv(100)
+
+
+def test_a_peer_that_takes_nothing_is_not_waited_for(hosts: tuple[Host, Host]) -> None:
+    """Its window shut (it never reads): Linux's orphan would probe it on its own; the process goes at once."""
+    exiting, peer = hosts
+    _, accepted, client = connect(exiting, peer)
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        while True:
+            client.send(bytes(65536))
+    endpoint = client._core.ep
+    for _ in range(100):
+        if endpoint.snd.persisting:
+            break
+        gevent.sleep(0.01)
+    start = time.monotonic()
+    finish_connections(exiting.stack)
+    assert time.monotonic() - start < 0.1 and endpoint.state is TCPState.FIN_WAIT1
+
+
+def test_a_peer_gone_is_waited_for_until_nothing_was_acknowledged_for_the_stall_time(hosts: tuple[Host, Host],
+                                                                                     ) -> None:
+    exiting, peer = hosts
+    _, _, client = connect(exiting, peer)
+    exiting.network.partition(exiting, peer)
+    client.sendall(bytes(10_000))
+    start = time.monotonic()
+    finish_connections(exiting.stack, stall=0.3)
+    assert time.monotonic() - start == pytest.approx(0.3, abs=0.15)
+    assert client._core.ep.state is TCPState.FIN_WAIT1

@@ -38,7 +38,8 @@ __all__ = ["DEVICE_NIC_ID", "LOOPBACK_NIC_ID", "StackConfig", "build_stack", "co
 
 LOOPBACK_NIC_ID = 1
 DEVICE_NIC_ID = 2
-EXIT_LINGER = 10.0      # seconds a process stays at exit for its connections to deliver what they owe
+EXIT_LINGER = 10.0      # seconds a process stays at exit for its connections to deliver what they owe ...
+EXIT_STALL = 2.0        # ... unless none of them has had anything acknowledged for this long (a peer gone)
 _OWING = frozenset((TCPState.FIN_WAIT1, TCPState.CLOSING, TCPState.LAST_ACK))   # our FIN not yet acknowledged
 
 
@@ -180,18 +181,27 @@ def default_stack() -> Stack:
     return _default
 
 
-def finish_connections(stack: Stack, timeout: float = EXIT_LINGER) -> None:
+def finish_connections(stack: Stack, timeout: float = EXIT_LINGER, stall: float = EXIT_STALL) -> None:
     """What the kernel does when a process exits: close its TCP sockets (a connection sends FIN after what was
     written, a listener resets what it had not accepted) and let the connections deliver what they owe on their
     own. The kernel's go on after the process; a netsock stack lives in the process, so this waits until every
-    FIN is acknowledged, or ``timeout`` seconds: a program that writes and exits loses nothing."""
+    FIN is acknowledged: a program that writes and exits loses nothing. But not for a peer that takes nothing
+    (its window shut), nor past ``stall`` seconds without anything acknowledged, nor ``timeout`` in all."""
     connections = [ep for ep in stack.demux.all_endpoints() if isinstance(ep, TCPEndpoint)]
     for ep in connections:
         if not ep.orphaned:
             ep.close()
-    deadline = time.monotonic() + timeout
-    while any(ep.state in _OWING for ep in connections) and time.monotonic() < deadline:
+    now = time.monotonic()
+    deadline, last_progress, progress = now + timeout, now, None
+    while now < deadline and now - last_progress < stall:
+        owing = [(ep, ep.snd.una) for ep in connections
+                 if ep.state in _OWING and ep.snd is not None and not ep.snd.persisting]
+        if not owing:
+            return
+        if owing != progress:
+            progress, last_progress = owing, now
         gevent.sleep(0.005)
+        now = time.monotonic()
 
 
 @contextmanager
