@@ -8,7 +8,8 @@ The program runs in this process, as ``python SCRIPT`` (``-m``, ``-c``) would ru
 ``sys.argv`` and ``sys.path[0]``, its exit code, streams and signals. A device that does not exist is
 created for the run, its kernel side given the ``--host-address`` addresses, and removed at exit.
 Without a device the program has netsock's loopback only. When the program ends, its connections
-deliver what they still owe before the process exits (up to ten seconds), as the kernel's would after it.
+deliver what they still owe before the process exits, as the kernel's would after it (up to ten seconds,
+and not to a peer that takes nothing: see ``adapter.runtime.finish_connections``).
 
 Child Python processes the program starts with the same environment run under netsock too (the
 environment carries a ``sitecustomize`` that patches them), each with a loopback-only stack of its
