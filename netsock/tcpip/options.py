@@ -20,6 +20,10 @@ class ShutdownFlags(enum.IntFlag):
 
 
 class SockOpt(enum.Enum):
+    # Members are singletons compared by identity: hashed by it too, in C. (Enum's own __hash__ is a Python
+    # function, and the datagram endpoints look options up by member on every datagram.)
+    __hash__ = object.__hash__
+
     # Integer-valued options (netstack's SockOpt).
     RECEIVE_QUEUE_SIZE = "receive_queue_size"     # read-only: unread bytes queued
     SEND_QUEUE_SIZE = "send_queue_size"           # read-only: unsent bytes queued
