@@ -13,8 +13,10 @@ from scapy.layers.inet6 import ICMPv6MLReport2
 from scapy.packet import Raw
 
 from netsock.stack.multicast import MCAST_EXCLUDE, MCAST_INCLUDE, GroupFilter, state_change_records
-from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, ErrBadLocalAddress, ErrInvalidOptionValue, ErrNoBufferSpace,
-                           FullAddress, SockOpt)
+from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, ErrBadLocalAddress, ErrInvalidOptionValue,
+                           ErrNoBufferSpace, FullAddress, SockOpt)
+from netsock.transport.raw import RawEndpoint
+from netsock.waiter import WaiterQueue
 
 from conftest import NIC_ID, StackHarness, addr, received
 from test_igmp import GROUP, GROUP_B, records, sent_igmp, v3_query
@@ -179,3 +181,14 @@ def test_mldv2_reports_sources_as_igmpv3_does() -> None:
     assert seen[0] == (ALLOW, "ff05::1:3", ["2001:db8::7"])
     assert (ALLOW, "ff05::1:3", ["2001:db8::8"]) in seen and seen[-1][0] == BLOCK
     assert sorted(seen[-1][2]) == ["2001:db8::7", "2001:db8::8"]
+
+
+def test_a_raw_socket_takes_a_group_datagram_as_its_filter_says(harness: StackHarness) -> None:
+    """Linux's raw_v4_input asks ip_mc_sf_allow as UDP does: a raw socket including S1 alone gets S1's,
+    while a plain member keeps the NIC receiving S2's."""
+    raw = RawEndpoint(harness.stack, IPV4_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, WaiterQueue())
+    raw.set_sock_opt(SockOpt.ADD_MEMBERSHIP, (addr(GROUP), NIC_ID, MCAST_INCLUDE, addr(S1)))
+    member(harness)
+    for src in (S1, S2):
+        harness.inject(datagram(src))
+    assert [bytes(IP(d)[Raw].load) for d in received(raw)] == [S1.encode()]

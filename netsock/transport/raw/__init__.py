@@ -142,7 +142,9 @@ class RawEndpoint(DatagramEndpoint):
     def handle_raw_packet(self, pkt: PacketBuffer, src: bytes, dst: bytes, packet: bytes) -> None:
         """Queue ``packet`` (shared by every raw endpoint that reads it: immutable) for the reader;
         over IPv6 with a checksum to check, only if it is right (Linux's rawv6_rcv); ICMP, only a
-        whole ICMP header of a type not filtered out."""
+        whole ICMP header of a type not filtered out; a group's, as the socket's memberships let it in."""
+        if (self._source_filtered or not self._multicast_all) and self._not_for_this_socket(pkt, src, dst):
+            return
         if self._icmp:
             at = (packet[0] & 0x0F) * 4 if self.v4 else 0
             if len(packet) < at + _ICMP_HEADER_SIZE:
