@@ -5,8 +5,8 @@ address) where unset fields (0 / b'') are wildcards. An inbound packet is offere
 specific registration first: connected 4-tuple, then bound address, then wildcard address. Several
 endpoints may share one ID when each set SO_REUSEPORT, or each set SO_REUSEADDR. Broadcast and
 multicast datagrams go to all of them; a unicast packet to one: in a SO_REUSEPORT group, chosen by a
-hash of the flow (so a flow sticks to one endpoint), otherwise the most recently registered, as Linux
-does for SO_REUSEADDR datagram sockets.
+hash of the flow (so a flow sticks to one endpoint) unless the group's SO_ATTACH_REUSEPORT_CBPF program
+names one, otherwise the most recently registered, as Linux does for SO_REUSEADDR datagram sockets.
 """
 
 from __future__ import annotations
