@@ -30,8 +30,8 @@ LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the high
 # What netsock does not implement: ENOPROTOOPT for these, whatever Linux answers.
 UNIMPLEMENTED = {
     SOL_SOCKET: {
-        50: "SO_ATTACH_BPF (eBPF)", 52: "SO_ATTACH_REUSEPORT_EBPF", 59: "SO_PEERGROUPS", 61: "SO_TXTIME",
-        76: "SO_PASSPIDFD", 77: "SO_PEERPIDFD",
+        50: "SO_ATTACH_BPF (eBPF)", 52: "SO_ATTACH_REUSEPORT_EBPF", 59: "SO_PEERGROUPS", 76: "SO_PASSPIDFD",
+        77: "SO_PEERPIDFD",
     },
     IP: {
         4: "IP_OPTIONS", 5: "IP_ROUTER_ALERT", 6: "IP_RECVOPTS", 7: "IP_RETOPTS", 9: "IP_PKTOPTIONS",

@@ -189,6 +189,10 @@ _SO_PASSCRED, _SO_BUF_LOCK = 16, 72
 _SO_WIFI_STATUS, _SO_NOFCS, _SO_PASSSEC, _SO_CNX_ADVICE, _SO_RESERVE_MEM = 41, 43, 34, 53, 73
 _SO_TXREHASH = 74                           # TCP: draw a new flow hash (IPv6 flow label) at each timeout
 _SO_ATTACH_REUSEPORT_CBPF, _SO_DETACH_REUSEPORT_BPF = 51, 68     # a classic BPF program picks in a SO_REUSEPORT group
+_SO_TXTIME = 61                             # also SCM_TXTIME, the control message that gives a datagram its time
+_SOCK_TXTIME = struct.Struct("iI")          # struct sock_txtime: clock id, flags
+_SOF_TXTIME_FLAGS = 3                       # SOF_TXTIME_DEADLINE_MODE | SOF_TXTIME_REPORT_ERRORS
+_TXTIME_CLOCKS = (0, 1, 11)                 # CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_TAI (sockopt_validate_clockid)
 _SO_TIMEO_NEW = {66: SO_RCVTIMEO, 67: SO_SNDTIMEO}  # SO_RCVTIMEO_NEW, _SNDTIMEO_NEW: the same 64-bit timeval here
 _SNDBUF_LOCK, _RCVBUF_LOCK = 1, 2                           # SO_BUF_LOCK's bits (Linux's SOCK_*BUF_LOCK)
 _SKF_AD_MAX = 64                                            # SO_BPF_EXTENSIONS: the ancillary loads' end
@@ -682,12 +686,19 @@ def _cmsg_int(data: bytes, low: int, high: int) -> int:
     return value
 
 
-def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool) -> SendableControlMessages:
+def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool,
+                      txtime_on: bool) -> SendableControlMessages:
     """sendmsg's ancillary data for a datagram going out over IPv4 (Linux's ip_cmsg_send) or IPv6
     (ip6_datagram_send_ctl): each takes its own level's messages and skips the other's; a UDP or UDP-Lite
-    socket also takes UDP_SEGMENT (udp_cmsg_send: a 16-bit size, any other UDP-level message is EINVAL)."""
-    ttl = tos = hop_limit = tclass = gso_size = None
+    socket also takes UDP_SEGMENT (udp_cmsg_send: a 16-bit size, any other UDP-level message is EINVAL); and
+    SCM_TXTIME, a 64-bit time, once SO_TXTIME is set (__sock_cmsg_send; EINVAL before)."""
+    ttl = tos = hop_limit = tclass = gso_size = txtime = None
     for level, kind, data in items:
+        if level == SOL_SOCKET and kind == _SO_TXTIME:
+            if not txtime_on or len(data) != _COOKIE.size:
+                raise _oserror(EINVAL)
+            txtime = _COOKIE.unpack(data)[0]
+            continue
         if level == SOL_SOCKET:
             raise _oserror(EOPNOTSUPP)
         if level == IPPROTO_UDP and udp:
@@ -715,9 +726,10 @@ def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool
                 tclass = _cmsg_int(data, -1, 255) & 0xFF
             else:
                 raise _oserror(EOPNOTSUPP if kind in _UNSUPPORTED_SEND_IPV6 else EINVAL)
-    if ttl is tos is hop_limit is tclass is gso_size is None:
+    if ttl is tos is hop_limit is tclass is gso_size is txtime is None:
         return NO_SENDABLE_CONTROL_MESSAGES
-    return SendableControlMessages(ttl=ttl, tos=tos, hop_limit=hop_limit, tclass=tclass, gso_size=gso_size)
+    return SendableControlMessages(ttl=ttl, tos=tos, hop_limit=hop_limit, tclass=tclass, gso_size=gso_size,
+                                   txtime=txtime)
 
 
 def _tcp_info(ep: Any) -> bytes:
@@ -1384,6 +1396,19 @@ class SocketCore:
             self.plain[(SOL_SOCKET, name)] = int(bool(_int_option(raw)))
         elif name == _SO_CNX_ADVICE:
             _int_option(raw)
+        elif name == _SO_TXTIME:
+            if len(raw) != _SOCK_TXTIME.size:
+                raise _oserror(EINVAL)
+            clock, flags = _SOCK_TXTIME.unpack(raw)
+            if flags & ~_SOF_TXTIME_FLAGS:
+                raise _oserror(EINVAL)
+            if clock != 1 and not _capable(_CAP_NET_ADMIN):
+                raise _oserror(EPERM)       # (a clock other than CLOCK_MONOTONIC is for the etf qdisc)
+            if clock not in _TXTIME_CLOCKS:
+                raise _oserror(EINVAL)
+            self.plain[(SOL_SOCKET, name)] = raw
+            if not stream:
+                self._set(SockOpt.TXTIME, (clock, flags))
         elif name == _SO_ATTACH_REUSEPORT_CBPF:
             self._set(SockOpt.REUSE_PORT_PROGRAM, self._filter_program(raw))
         elif name == _SO_DETACH_REUSEPORT_BPF:
@@ -1567,6 +1592,8 @@ class SocketCore:
         name = _SO_TIMEO_NEW.get(name, name)
         if name in (_SO_WIFI_STATUS, _SO_NOFCS, _SO_RESERVE_MEM):
             return self.plain.get((SOL_SOCKET, name), 0)
+        if name == _SO_TXTIME:
+            return self.plain.get((SOL_SOCKET, name), bytes(_SOCK_TXTIME.size))
         if name == _SO_TXREHASH and stream:
             return int(self._get(SockOpt.TCP_TXREHASH))
         if name in (_SO_PASSSEC, _SO_TXREHASH):
@@ -2719,7 +2746,7 @@ class NetsockSocket:
             ipv4 = core.family == AF_INET or (
                 _is_mapped(target[0]) if target is not None else core.ep.net_proto == IPV4_PROTOCOL_NUMBER)
             udp = core.transport in _UDP_TRANSPORTS and core.kind == SOCK_DGRAM
-            control = _sendable_control(ancillary, ipv4, udp)
+            control = _sendable_control(ancillary, ipv4, udp, core.plain.get((SOL_SOCKET, _SO_TXTIME)) is not None)
         return self._datagram_send(view, flags, target, control)
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:

@@ -114,6 +114,8 @@ class SockOpt(enum.Enum):
                                                   # (IP_MSFILTER, MCAST_MSFILTER)
     REUSE_PORT_PROGRAM = "reuse_port_program"     # a stack.bpf.Filter choosing the SO_REUSEPORT group's member
                                                   # by its index (SO_ATTACH_REUSEPORT_CBPF), None: detach
+    TXTIME = "txtime"                             # (clock id, flags) of SCM_TXTIME's departure times (SO_TXTIME),
+                                                  # None: not set
     TCP_TXREHASH = "tcp_txrehash"                 # a timeout draws a new flow hash (IPv6 flow label) (SO_TXREHASH)
     MAX_PACING_RATE = "max_pacing_rate"           # bytes a second at most (SO_MAX_PACING_RATE): set once, TCP
                                                   # paces what it sends (UNLIMITED_PACING_RATE: no limit)
@@ -148,6 +150,7 @@ class SendableControlMessages:
     hop_limit: int | None = None   # IPv6 hop limit
     tclass: int | None = None      # IPv6 traffic class
     gso_size: int | None = None    # UDP_SEGMENT for this write
+    txtime: int | None = None      # SCM_TXTIME: when the datagram may leave, ns of the socket's SO_TXTIME clock
 
 
 NO_SENDABLE_CONTROL_MESSAGES = SendableControlMessages()

@@ -11,6 +11,7 @@ it as control messages, as netstack's do.
 from __future__ import annotations
 
 import enum
+import time
 from collections import deque
 from collections.abc import MutableSequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -156,6 +157,37 @@ def queued_error(error: Error, info: int, pkt: PacketBuffer, port: int, payload:
                        payload)
 
 
+TXTIME_HORIZON = 10.0       # seconds ahead a departure time may be (Linux's fq: later ones are dropped)
+CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_TAI = 0, 1, 11
+
+
+class Departures:
+    """Datagrams held until they may leave (SO_TXTIME), in the order written: as Linux's fq queueing discipline
+    keeps a socket's flow, one not yet due holds back those written after it."""
+
+    __slots__ = ("clock", "queue", "timer")
+
+    def __init__(self, stack: Any) -> None:
+        self.clock = stack.clock
+        self.queue: deque[tuple[float, Any]] = deque()      # (when it may leave, what sends it)
+        self.timer = stack.timers.timer(self._release)
+
+    def __bool__(self) -> bool:
+        return bool(self.queue)
+
+    def hold(self, due: float, send: Any) -> None:
+        self.queue.append((due, send))
+        if len(self.queue) == 1:
+            self._release()
+
+    def _release(self) -> None:
+        queue, now = self.queue, self.clock.now()
+        while queue and queue[0][0] <= now:
+            queue.popleft()[1]()
+        if queue:
+            self.timer.reset_at(queue[0][0])
+
+
 class Membership:
     """A socket's membership of a group: its filter mode and sources (in the order added), and whether it ever
     had a source list (Linux's sflist: a source operation of the other mode is refused then)."""
@@ -226,7 +258,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True, SockOpt.LOCAL_PORT_RANGE: 0,
             SockOpt.TRANSMIT_TIMESTAMPING: 0, SockOpt.ZEROCOPY: False, SockOpt.IPV6_AUTO_FLOW_LABEL: True,
             # Kept, as Linux keeps it for the fq queueing discipline, which paces datagrams (netsock has none).
-            SockOpt.MAX_PACING_RATE: UNLIMITED_PACING_RATE,
+            SockOpt.MAX_PACING_RATE: UNLIMITED_PACING_RATE, SockOpt.TXTIME: None,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -235,6 +267,8 @@ class DatagramEndpoint(TransportEndpoint):
         self._multicast_all = True          # IP_MULTICAST_ALL, read per datagram
         self._source_filtered = False       # some membership filters sources: each group datagram is looked at
         self.reuseport_program: Filter | None = None    # SO_ATTACH_REUSEPORT_CBPF's, until bind gives it a group
+        self._txtime_due: float | None = None   # during a write with SCM_TXTIME: when its datagrams may leave
+        self._departures: Departures | None = None  # those held until then (made at the first)
 
     # --- binding and connecting ------------------------------------------------------------------
 
@@ -485,10 +519,42 @@ class DatagramEndpoint(TransportEndpoint):
         tos = control.tclass if v6 else control.tos
         if tos is None:
             tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if v6 else SockOpt.IPV4_TOS]
-        self.stats.packets_sent.value += self._transmit(route, data, dst_port, ttl, tos, control)
+        if control.txtime is None and not self._departures:
+            self.stats.packets_sent.value += self._transmit(route, data, dst_port, ttl, tos, control)
+        else:
+            self.stats.packets_sent.value += self._transmit_timed(route, data, dst_port, ttl, tos, control)
         if options.zerocopy and self.options[SockOpt.ZEROCOPY]:
             self._complete_zerocopy(route.loop or route.nic.loopback)
         return len(data)
+
+    def _transmit_timed(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
+                        control: SendableControlMessages) -> int:
+        """A write with SCM_TXTIME, or one behind datagrams still held: its datagrams wait for their time (as
+        Linux's fq holds them; one dropped beyond the horizon, which IP_RECVERR reports as ENOBUFS)."""
+        now = self.stack.clock.now()
+        due = now if control.txtime is None else self._departure(control.txtime)
+        if due - now > TXTIME_HORIZON:
+            self.stats.send_errors.send_to_network_failed.increment()
+            if self.options[SockOpt.RECEIVE_ERRORS]:
+                raise ErrNoBufferSpace()
+            return 0
+        self._txtime_due = due
+        try:
+            return self._transmit(route, data, dst_port, ttl, tos, control)
+        finally:
+            self._txtime_due = None
+
+    def _departure(self, txtime: int) -> float:
+        """SCM_TXTIME's time (ns of SO_TXTIME's clock) on the stack's clock, whose monotonic seconds stand for
+        CLOCK_MONOTONIC; the wall clock and TAI are taken from now."""
+        clock = self.stack.clock
+        clock_id = (self.options[SockOpt.TXTIME] or (CLOCK_MONOTONIC, 0))[0]
+        if clock_id == CLOCK_MONOTONIC:
+            return txtime / 1e9
+        wall = clock.now_ns()
+        if clock_id == CLOCK_TAI:
+            wall += time.clock_gettime_ns(CLOCK_TAI) - time.time_ns()
+        return clock.now() + (txtime - wall) / 1e9
 
     def _complete_zerocopy(self, copied: bool) -> None:
         """MSG_ZEROCOPY: the send call's datagrams are with the link, which holds none of the caller's bytes
@@ -530,10 +596,30 @@ class DatagramEndpoint(TransportEndpoint):
             # addresses and ports (or ICMP type and code), as Linux's flow dissector makes it.
             pkt.hash = self._txhash if route is self._route else hash(
                 (route.local_address, route.remote_address, protocol, bytes(pkt.headers()[:4]))) & 0xFFFFFFFF or 1
-        route.write_packet(protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned)
+        due = self._txtime_due
+        if due is not None or self._departures:
+            pkt.own_payload()
+            if self._departures is None:
+                self._departures = Departures(self.stack)
+            self._departures.hold(self.stack.clock.now() if due is None else due, lambda: self._leave_held(
+                route, protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned))
+            return
+        self._leave(route, protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned)
+
+    def _leave(self, route: Route, protocol: int, pkt: PacketBuffer, ttl: int, tos: int, dont_fragment: bool,
+               learned: bool) -> None:
+        route.write_packet(protocol, pkt, ttl, tos, dont_fragment, learned)
         stamping = self.options[SockOpt.TRANSMIT_TIMESTAMPING]
         if stamping & (SOF_TIMESTAMPING_TX_SCHED | SOF_TIMESTAMPING_TX_SOFTWARE):
             self._stamp_transmit(stamping, route, pkt)
+
+    def _leave_held(self, route: Route, protocol: int, pkt: PacketBuffer, ttl: int, tos: int, dont_fragment: bool,
+                    learned: bool) -> None:
+        """A held datagram's time came: it leaves (a failure now is counted, no caller is left to tell)."""
+        try:
+            self._leave(route, protocol, pkt, ttl, tos, dont_fragment, learned)
+        except Error:
+            self.stats.send_errors.send_to_network_failed.increment()
 
     def _stamp_transmit(self, stamping: int, route: Route, pkt: PacketBuffer) -> None:
         """Queue the transmit stamps SO_TIMESTAMPING asks for, of a datagram handed to ``route``: when it was
