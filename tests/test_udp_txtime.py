@@ -1,7 +1,9 @@
-"""SO_TXTIME and SCM_TXTIME: a datagram leaves no earlier than the time its write gives, as Linux's fq queueing
-discipline holds it (netsock plays a host whose qdisc is fq): in the order written, one not yet due holding back
-those after it; a past time is now; one more than ten seconds ahead is dropped. Against the stack's own clock,
-whose monotonic seconds stand for CLOCK_MONOTONIC; the socket calls beside the kernel's are at the end."""
+"""SO_TXTIME / SCM_TXTIME and SO_MAX_PACING_RATE on datagram sockets: a datagram leaves no earlier than the time
+its write gives, and no sooner than the pacing rate lets it, as Linux's fq queueing discipline holds it (netsock
+plays a host whose qdisc is fq): in the order written, one not yet due holding back those after it; a past time
+is now; one more than ten seconds ahead is dropped; past a flow's first ten MTUs, each its length at the rate
+after the last. Against the stack's own clock, whose monotonic seconds stand for CLOCK_MONOTONIC; the socket
+calls beside the kernel's are at the end."""
 
 from __future__ import annotations
 
@@ -99,6 +101,30 @@ def test_held_datagrams_still_leave_after_the_socket_closes(h: StackHarness) -> 
     ep.close()
     h.clock.advance(0.01)
     assert departures(h, start) == [(0.004, b"later")]
+
+
+def test_a_paced_socket_sends_past_its_first_ten_mtus_one_datagram_its_length_at_the_rate_after_the_last(
+        h: StackHarness) -> None:
+    ep = h.udp(4000)
+    ep.set_sock_opt(SockOpt.MAX_PACING_RATE, 148_000)   # a 1,480-byte IP datagram every 10 ms
+    start = h.clock.now()
+    for i in range(15):
+        send(ep, bytes([i]) * 1452)
+    h.clock.advance(1)
+    times = [t for t, _ in departures(h, start)]
+    assert times == [0.0] * 12 + [0.01, 0.02, 0.03]     # (10 Ethernet MTUs, 15,140 bytes, before pacing starts)
+    send(ep, b"after a rest")
+    assert [t for t, _ in departures(h, start)] == [1.0]
+
+
+def test_a_paced_socket_at_rate_0_sends_one_datagram_a_second(h: StackHarness) -> None:
+    ep = h.udp(4000)
+    ep.set_sock_opt(SockOpt.MAX_PACING_RATE, 0)
+    start = h.clock.now()
+    for _ in range(13):
+        send(ep, bytes(1452))
+    h.clock.advance(5)
+    assert [t for t, _ in departures(h, start)][10:] == [0.0, 0.0, 1.0]
 
 
 # --- the socket calls, beside the kernel's ------------------------------------------------------------

@@ -159,33 +159,56 @@ def queued_error(error: Error, info: int, pkt: PacketBuffer, port: int, payload:
 
 TXTIME_HORIZON = 10.0       # seconds ahead a departure time may be (Linux's fq: later ones are dropped)
 CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_TAI = 0, 1, 11
+INITIAL_QUANTUM = 10 * 1514     # bytes a flow sends before fq paces it (its initial_quantum, 10 Ethernet MTUs)
 
 
 class Departures:
-    """Datagrams held until they may leave (SO_TXTIME), in the order written: as Linux's fq queueing discipline
-    keeps a socket's flow, one not yet due holds back those written after it."""
+    """A socket's datagrams held until they may leave, in the order written, as Linux's fq queueing discipline
+    keeps a socket's flow: each no earlier than its SO_TXTIME time, one not yet due holding back those after it;
+    and with SO_MAX_PACING_RATE, past the first INITIAL_QUANTUM bytes, each its length at the rate after the one
+    before (a second at most; of the time the queue came late, up to half that made up)."""
 
-    __slots__ = ("clock", "queue", "timer")
+    __slots__ = ("clock", "credit", "next_free", "queue", "rate", "timer")
 
-    def __init__(self, stack: Any) -> None:
+    def __init__(self, stack: Any, rate: int) -> None:
         self.clock = stack.clock
-        self.queue: deque[tuple[float, Any]] = deque()      # (when it may leave, what sends it)
+        self.queue: deque[tuple[float, int, Any]] = deque()     # (when it may leave, its bytes, what sends it)
         self.timer = stack.timers.timer(self._release)
+        self.rate = rate                # bytes a second (UNLIMITED_PACING_RATE: not paced)
+        self.credit = INITIAL_QUANTUM
+        self.next_free = 0.0            # when the pacing lets the next one go (fq's time_next_packet)
 
     def __bool__(self) -> bool:
         return bool(self.queue)
 
-    def hold(self, due: float, send: Any) -> None:
-        self.queue.append((due, send))
+    def hold(self, due: float, size: int, send: Any) -> None:
+        self.queue.append((due, size, send))
         if len(self.queue) == 1:
             self._release()
 
     def _release(self) -> None:
         queue, now = self.queue, self.clock.now()
-        while queue and queue[0][0] <= now:
-            queue.popleft()[1]()
-        if queue:
-            self.timer.reset_at(queue[0][0])
+        while queue:
+            due, size, send = queue[0]
+            start = max(due, self.next_free)
+            if start > now:
+                self.timer.reset_at(start)
+                return
+            queue.popleft()
+            send()
+            self._paced(size, now)
+
+    def _paced(self, size: int, now: float) -> None:
+        rate = self.rate
+        if rate == UNLIMITED_PACING_RATE:
+            return
+        if self.credit > 0:
+            self.credit -= size
+            return
+        gap = min(size / rate, 1.0) if rate else 1.0
+        if self.next_free:
+            gap -= min(gap / 2, now - self.next_free)
+        self.next_free = now + gap
 
 
 class Membership:
@@ -257,7 +280,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
             SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True, SockOpt.LOCAL_PORT_RANGE: 0,
             SockOpt.TRANSMIT_TIMESTAMPING: 0, SockOpt.ZEROCOPY: False, SockOpt.IPV6_AUTO_FLOW_LABEL: True,
-            # Kept, as Linux keeps it for the fq queueing discipline, which paces datagrams (netsock has none).
+            # Datagrams scheduled as Linux's fq qdisc schedules them (see Departures).
             SockOpt.MAX_PACING_RATE: UNLIMITED_PACING_RATE, SockOpt.TXTIME: None,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
@@ -519,7 +542,7 @@ class DatagramEndpoint(TransportEndpoint):
         tos = control.tclass if v6 else control.tos
         if tos is None:
             tos = self.options[SockOpt.IPV6_TRAFFIC_CLASS if v6 else SockOpt.IPV4_TOS]
-        if control.txtime is None and not self._departures:
+        if control.txtime is None and self._departures is None:
             self.stats.packets_sent.value += self._transmit(route, data, dst_port, ttl, tos, control)
         else:
             self.stats.packets_sent.value += self._transmit_timed(route, data, dst_port, ttl, tos, control)
@@ -529,8 +552,8 @@ class DatagramEndpoint(TransportEndpoint):
 
     def _transmit_timed(self, route: Route, data: bytes | bytearray | memoryview, dst_port: int, ttl: int, tos: int,
                         control: SendableControlMessages) -> int:
-        """A write with SCM_TXTIME, or one behind datagrams still held: its datagrams wait for their time (as
-        Linux's fq holds them; one dropped beyond the horizon, which IP_RECVERR reports as ENOBUFS)."""
+        """A write with SCM_TXTIME, or of a socket whose datagrams are scheduled (paced, or held once): they wait
+        for their time (see Departures; one dropped beyond the horizon, which IP_RECVERR reports as ENOBUFS)."""
         now = self.stack.clock.now()
         due = now if control.txtime is None else self._departure(control.txtime)
         if due - now > TXTIME_HORIZON:
@@ -596,12 +619,14 @@ class DatagramEndpoint(TransportEndpoint):
             # addresses and ports (or ICMP type and code), as Linux's flow dissector makes it.
             pkt.hash = self._txhash if route is self._route else hash(
                 (route.local_address, route.remote_address, protocol, bytes(pkt.headers()[:4]))) & 0xFFFFFFFF or 1
-        due = self._txtime_due
-        if due is not None or self._departures:
+        departures = self._departures
+        if departures is not None or self._txtime_due is not None:
             pkt.own_payload()
-            if self._departures is None:
-                self._departures = Departures(self.stack)
-            self._departures.hold(self.stack.clock.now() if due is None else due, lambda: self._leave_held(
+            if departures is None:
+                departures = self._departures = Departures(self.stack, self.options[SockOpt.MAX_PACING_RATE])
+            due = self._txtime_due
+            size = pkt.size() + (ipv4.MIN_SIZE if len(route.remote_address) == 4 else ipv6.HEADER_SIZE)
+            departures.hold(self.stack.clock.now() if due is None else due, size, lambda: self._leave_held(
                 route, protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned))
             return
         self._leave(route, protocol, pkt, ttl, tos, mode in PMTUDISC_SETS_DF, learned)
@@ -826,6 +851,12 @@ class DatagramEndpoint(TransportEndpoint):
         elif opt is SockOpt.SOURCE_FILTER:
             self._set_source_filter(*value)
             return
+        elif opt is SockOpt.MAX_PACING_RATE:
+            value = int(value)
+            if value != UNLIMITED_PACING_RATE and self._departures is None:
+                self._departures = Departures(self.stack, value)    # (fq paces a socket's flow from now on)
+            elif self._departures is not None:
+                self._departures.rate = value
         elif opt is SockOpt.REUSE_PORT_PROGRAM:
             self.reuseport_program = reuseport_program(self.stack.demux, self, value,
                                                        self.options[SockOpt.REUSE_PORT], self.reuseport_program)
