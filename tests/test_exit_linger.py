@@ -6,6 +6,7 @@ closes with most of its 300 KB unsent."""
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -124,3 +125,20 @@ def test_a_peer_gone_is_waited_for_until_nothing_was_acknowledged_for_the_stall_
     finish_connections(exiting.stack, stall=0.3)
     assert time.monotonic() - start == pytest.approx(0.3, abs=0.15)
     assert client._core.ep.state is TCPState.FIN_WAIT1
+
+
+def test_datagrams_held_for_later_leave_before_the_process_goes(hosts: tuple[Host, Host]) -> None:
+    """As a qdisc's packets outlive their process: a datagram sent for 200 ms from now, its socket closed."""
+    exiting, peer = hosts
+    receiver = NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM, stack=peer.stack)
+    receiver.bind(("0.0.0.0", PORT))
+    sender = NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM, stack=exiting.stack)
+    sender.setsockopt(socket.SOL_SOCKET, 61, struct.pack("iI", time.CLOCK_MONOTONIC, 0))
+    due = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + 200_000_000
+    sender.sendmsg([b"later"], [(socket.SOL_SOCKET, 61, struct.pack("Q", due))], 0, (peer.address, PORT))
+    sender.close()
+    start = time.monotonic()
+    finish_connections(exiting.stack)
+    assert 0.15 < time.monotonic() - start < 1
+    receiver.settimeout(1)
+    assert receiver.recv(100) == b"later"

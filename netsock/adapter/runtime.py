@@ -185,21 +185,23 @@ def finish_connections(stack: Stack, timeout: float = EXIT_LINGER, stall: float 
     """What the kernel does when a process exits: close its TCP sockets (a connection sends FIN after what was
     written, a listener resets what it had not accepted) and let the connections deliver what they owe on their
     own. The kernel's go on after the process; a netsock stack lives in the process, so this waits until every
-    FIN is acknowledged: a program that writes and exits loses nothing. But not for a peer that takes nothing
-    (its window shut), nor past ``stall`` seconds without anything acknowledged, nor ``timeout`` in all."""
+    FIN is acknowledged, and every datagram held for later (SO_TXTIME, pacing) has left: a program that writes
+    and exits loses nothing. But not for a peer that takes nothing (its window shut), nor past ``stall`` seconds
+    without anything acknowledged, nor ``timeout`` in all."""
     connections = [ep for ep in stack.demux.all_endpoints() if isinstance(ep, TCPEndpoint)]
     for ep in connections:
         if not ep.orphaned:
             ep.close()
     now = time.monotonic()
     deadline, last_progress, progress = now + timeout, now, None
-    while now < deadline and now - last_progress < stall:
+    while now < deadline:
         owing = [(ep, ep.snd.una) for ep in connections
                  if ep.state in _OWING and ep.snd is not None and not ep.snd.persisting]
-        if not owing:
-            return
+        held = stack.held_datagrams             # (each leaves at a time known, ten seconds ahead at most)
         if owing != progress:
             progress, last_progress = owing, now
+        if not held and (not owing or now - last_progress >= stall):
+            return
         gevent.sleep(0.005)
         now = time.monotonic()
 

@@ -53,6 +53,8 @@ class Stack:
         # Packet endpoints by EtherType (ETH_P_ALL: every one): empty, NICs skip them with one test per frame.
         # Changed in place, never replaced: every NIC holds it.
         self.packet_endpoints: dict[int, list[Any]] = {}
+        # Queues of datagrams held for later (SO_TXTIME, pacing) while they hold any: what an exit waits for.
+        self.held_datagrams: set[Any] = set()
         # UDP sockets with UDP_GRO on: while there is none, links do not mark the UDP flows of their batches.
         self.udp_gro_sockets = 0
         # find_route's answers by (nic, local, remote, protocol): a listener resolves a route for

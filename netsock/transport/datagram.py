@@ -168,10 +168,11 @@ class Departures:
     and with SO_MAX_PACING_RATE, past the first INITIAL_QUANTUM bytes, each its length at the rate after the one
     before (a second at most; of the time the queue came late, up to half that made up)."""
 
-    __slots__ = ("clock", "credit", "next_free", "queue", "rate", "timer")
+    __slots__ = ("clock", "credit", "held", "next_free", "queue", "rate", "timer")
 
     def __init__(self, stack: Any, rate: int) -> None:
         self.clock = stack.clock
+        self.held = stack.held_datagrams       # the stack's queues holding any, this one among them while it does
         self.queue: deque[tuple[float, int, Any]] = deque()     # (when it may leave, its bytes, what sends it)
         self.timer = stack.timers.timer(self._release)
         self.rate = rate                # bytes a second (UNLIMITED_PACING_RATE: not paced)
@@ -184,6 +185,7 @@ class Departures:
     def hold(self, due: float, size: int, send: Any) -> None:
         self.queue.append((due, size, send))
         if len(self.queue) == 1:
+            self.held.add(self)
             self._release()
 
     def _release(self) -> None:
@@ -197,6 +199,7 @@ class Departures:
             queue.popleft()
             send()
             self._paced(size, now)
+        self.held.discard(self)
 
     def _paced(self, size: int, now: float) -> None:
         rate = self.rate
