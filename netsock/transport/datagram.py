@@ -937,25 +937,25 @@ class DatagramEndpoint(TransportEndpoint):
         before = membership.state()
         membership.mode = mode
         sources = membership.sources
-        if not add:
-            if not membership.listed or source not in sources:
-                self._filter_changed(nic, key, before)
-                raise ErrBadLocalAddress()
-            if len(sources) == 1 and mode == MCAST_INCLUDE:
-                self._filter_changed(nic, key, before)
-                self._membership(False, group, key[0])
-                return
-            sources.remove(source)
-        else:
-            if len(sources) >= MAX_SOURCES:
-                self._filter_changed(nic, key, before)
-                raise ErrNoBufferSpace()
-            if source in sources:
-                self._filter_changed(nic, key, before)
-                raise ErrBadLocalAddress()
-            sources.append(source)
-            membership.listed = True
-        self._filter_changed(nic, key, before)
+        leave = False
+        try:
+            if not add:
+                if not membership.listed or source not in sources:
+                    raise ErrBadLocalAddress()
+                leave = len(sources) == 1 and mode == MCAST_INCLUDE
+                if not leave:
+                    sources.remove(source)
+            else:
+                if len(sources) >= MAX_SOURCES:
+                    raise ErrNoBufferSpace()
+                if source in sources:
+                    raise ErrBadLocalAddress()
+                sources.append(source)
+                membership.listed = True
+        finally:
+            self._filter_changed(nic, key, before)      # (the mode switched even if the operation failed)
+        if leave:
+            self._membership(False, group, key[0])
 
     def _set_source_filter(self, group: bytes, nic_id: int, mode: int, sources: list[bytes]) -> None:
         """IP_MSFILTER / MCAST_MSFILTER: the group's whole filter replaced (INCLUDE of none: leave), as Linux's
