@@ -103,6 +103,7 @@ _INT = struct.Struct("i")
 _LINGER = struct.Struct("ii")
 _SENDFILE_BLOCK = 65536     # bytes read and sent at a time by sendfile()
 _U16 = struct.Struct("H")
+_U64 = struct.Struct("Q")
 UDP_SEGMENT = 103           # <linux/udp.h> (the socket module does not export it): UDP GSO, the datagram size
 UDP_GRO = 104               # <linux/udp.h>, not exported either: a super-datagram's datagrams are read as one
 # UDP and UDP-Lite are one protocol to Linux's options: both levels reach the same handler (udp_lib_setsockopt).
@@ -204,7 +205,6 @@ _NETNS_COOKIES: weakref.WeakKeyDictionary[Stack, int] = weakref.WeakKeyDictionar
 _UCRED_NOBODY = struct.pack("iII", 0, 0xFFFFFFFF, 0xFFFFFFFF)  # SO_PEERCRED of an IP socket: no peer process
 _COOKIE = struct.Struct("Q")
 _SO_MAX_PACING_RATE = 47                                    # an unsigned long; an int where one is given or asked
-_ULONG = struct.Struct("Q")
 # TCP states after the peer's FIN or a reset (Linux's SOCK_DONE): TCP_INQ says 1 for nothing left then.
 _PEER_DONE = frozenset((TCPState.CLOSE_WAIT, TCPState.LAST_ACK, TCPState.CLOSING, TCPState.TIME_WAIT, TCPState.CLOSED))
 _MEMINFO = struct.Struct("9I")                              # SK_MEMINFO_VARS u32s
@@ -695,9 +695,9 @@ def _sendable_control(items: list[tuple[int, int, bytes]], ipv4: bool, udp: bool
     ttl = tos = hop_limit = tclass = gso_size = txtime = None
     for level, kind, data in items:
         if level == SOL_SOCKET and kind == _SO_TXTIME:
-            if not txtime_on or len(data) != _COOKIE.size:
+            if not txtime_on or len(data) != _U64.size:
                 raise _oserror(EINVAL)
-            txtime = _COOKIE.unpack(data)[0]
+            txtime = _U64.unpack(data)[0]
             continue
         if level == SOL_SOCKET:
             raise _oserror(EOPNOTSUPP)
@@ -1483,8 +1483,8 @@ class SocketCore:
         elif name == _SO_LOCK_FILTER:
             self._set(SockOpt.LOCK_FILTER, bool(_int_option(raw)))
         elif name == _SO_MAX_PACING_RATE:
-            if len(raw) >= _ULONG.size:
-                rate = _ULONG.unpack_from(raw)[0]
+            if len(raw) >= _U64.size:
+                rate = _U64.unpack_from(raw)[0]
             else:       # an int: -1 is no limit, others as an unsigned int (Linux's sock_setsockopt)
                 value = _int_option(raw)
                 rate = UNLIMITED_PACING_RATE if value == -1 else value & 0xFFFFFFFF
@@ -3190,6 +3190,6 @@ class NetsockSocket:
                                     or optname == _SO_PEERNAME and buflen > len(value)):    # type: ignore[arg-type]
             raise _oserror(EINVAL)  # cookies only whole (a namespace's exactly); a peer's address into no more room
         if level == SOL_SOCKET and optname == _SO_MAX_PACING_RATE:     # a u64 into room for one, else a u32
-            value = _ULONG.pack(value) if buflen >= _ULONG.size else min(value, 0xFFFFFFFF)   # type: ignore[arg-type]
+            value = _U64.pack(value) if buflen >= _U64.size else min(value, 0xFFFFFFFF)   # type: ignore[arg-type]
         return _option_result(value, buflen, level == IPPROTO_IP)
 
