@@ -250,6 +250,7 @@ _IP_MTU_DISCOVER, _IP_MTU, _IPV6_MTU_DISCOVER, _IPV6_MTU = 10, 14, 23, 24     # 
 _IPV6_AUTOFLOWLABEL = 70                    # IPv6 flow labels made of the flow's hash (on by default)
 _IP_RECVFRAGSIZE, _IPV6_RECVFRAGSIZE = 25, 77   # a reassembled datagram's largest fragment, as a control message
 _IPV6_PATHMTU, _SOCKADDR_IN6_SIZE = 61, 28
+_IPV6_RECVPATHMTU = 60                      # a send refused for the path MTU leaves an IPV6_PATHMTU for the next read
 _IP_UNICAST_IF, _IPV6_UNICAST_IF = 50, 76
 _IP_MULTICAST_ALL, _IPV6_MULTICAST_ALL = 49, 29
 # Source-specific multicast (RFC 3678): IPv4's own options, and the protocol-independent MCAST_ ones of either level.
@@ -595,6 +596,10 @@ def _control_items(control: ControlMessages, family: int, stamps: tuple[int, int
         items.append((SOL_SOCKET, _SO_MARK, struct.pack("I", control.mark & 0xFFFFFFFF)))
     if control.gro_size is not None:
         items.append((IPPROTO_UDP, UDP_GRO, _INT.pack(control.gro_size)))
+    if control.path_mtu is not None:        # struct ip6_mtuinfo
+        destination, scope, mtu = control.path_mtu
+        items.append((IPPROTO_IPV6, _IPV6_PATHMTU, _sockaddr_bytes(AF_INET6, destination, 0, scope) +
+                      struct.pack("I", mtu)))
     info6 = control.ipv6_packet_info
     if info6 is not None and family == AF_INET6:
         addr = bytes(info6.addr)
@@ -2145,6 +2150,8 @@ class SocketCore:
             self._set(SockOpt.MTU_DISCOVER, value, 6)
         elif name == _IPV6_AUTOFLOWLABEL:
             self._set(SockOpt.IPV6_AUTO_FLOW_LABEL, bool(value), 6)
+        elif name == _IPV6_RECVPATHMTU:
+            self._set_datagram_flag((IPPROTO_IPV6, name), SockOpt.RECEIVE_PATH_MTU, bool(value), 6)
         elif name in _RECEIVE_IPV6_OPTIONS:
             # IPV6_PKTINFO comes with IPv4 datagrams of a dual-stack socket too (the address mapped).
             self._set_datagram_flag((IPPROTO_IPV6, name), _RECEIVE_IPV6_OPTIONS[name], bool(value),
@@ -2190,6 +2197,8 @@ class SocketCore:
             return int(self._get(SockOpt.IPV6_AUTO_FLOW_LABEL, 6, True))
         if name == _IPV6_MTU:
             return self._path_mtu(6)
+        if name == _IPV6_RECVPATHMTU:
+            return self._get_datagram_flag((IPPROTO_IPV6, name), SockOpt.RECEIVE_PATH_MTU, 6)
         if name in _RECEIVE_IPV6_OPTIONS:
             return self._get_datagram_flag((IPPROTO_IPV6, name), _RECEIVE_IPV6_OPTIONS[name],
                                            0 if name == IPV6_RECVPKTINFO else 6)

@@ -116,6 +116,8 @@ class SockOpt(enum.Enum):
                                                   # by its index (SO_ATTACH_REUSEPORT_CBPF), None: detach
     TXTIME = "txtime"                             # (clock id, flags) of SCM_TXTIME's departure times (SO_TXTIME),
                                                   # None: not set
+    RECEIVE_PATH_MTU = "receive_path_mtu"         # an IPv6 send refused for the path MTU (IPV6_DONTFRAG) leaves
+                                                  # its path MTU for the next read (IPV6_RECVPATHMTU)
     TCP_TXREHASH = "tcp_txrehash"                 # a timeout draws a new flow hash (IPv6 flow label) (SO_TXREHASH)
     MAX_PACING_RATE = "max_pacing_rate"           # bytes a second at most (SO_MAX_PACING_RATE): set once, TCP
                                                   # paces what it sends (UNLIMITED_PACING_RATE: no limit)
@@ -254,6 +256,7 @@ class ControlMessages:
     # network header's offset in what is read.
     packet_aux: tuple[int, int, int, int] | None = None
     gro_size: int | None = None    # UDP_GRO: the read joins datagrams of this size (the last may be shorter)
+    path_mtu: tuple[bytes, int, int] | None = None  # IPV6_RECVPATHMTU's report: destination, its scope (NIC), MTU
 
 
 NO_CONTROL_MESSAGES = ControlMessages()

@@ -284,7 +284,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True, SockOpt.LOCAL_PORT_RANGE: 0,
             SockOpt.TRANSMIT_TIMESTAMPING: 0, SockOpt.ZEROCOPY: False, SockOpt.IPV6_AUTO_FLOW_LABEL: True,
             # Datagrams scheduled as Linux's fq qdisc schedules them (see Departures).
-            SockOpt.MAX_PACING_RATE: UNLIMITED_PACING_RATE, SockOpt.TXTIME: None,
+            SockOpt.MAX_PACING_RATE: UNLIMITED_PACING_RATE, SockOpt.TXTIME: None, SockOpt.RECEIVE_PATH_MTU: False,
             **dict.fromkeys(_RECEIVE_OPTIONS, False),
         }
         self._wants_control = False         # any of _RECEIVE_OPTIONS on: one test per datagram
@@ -295,6 +295,7 @@ class DatagramEndpoint(TransportEndpoint):
         self.reuseport_program: Filter | None = None    # SO_ATTACH_REUSEPORT_CBPF's, until bind gives it a group
         self._txtime_due: float | None = None   # during a write with SCM_TXTIME: when its datagrams may leave
         self._departures: Departures | None = None  # those held until then (made at the first)
+        self._path_mtu_report: ControlMessages | None = None    # IPV6_RECVPATHMTU's, for the next read
 
     # --- binding and connecting ------------------------------------------------------------------
 
@@ -386,7 +387,14 @@ class DatagramEndpoint(TransportEndpoint):
     # --- reading ----------------------------------------------------------------------------------
 
     def read(self, peek: bool = False) -> ReadResult:
-        """The next datagram, whole (the adapter truncates to the caller's buffer), and its sender."""
+        """The next datagram, whole (the adapter truncates to the caller's buffer), and its sender; or, first,
+        an empty one with IPV6_RECVPATHMTU's report of a send refused for the path MTU (taken even by a peek,
+        as Linux's ipv6_recv_rxpmtu takes it)."""
+        report = self._path_mtu_report
+        if report is not None and self.options[SockOpt.RECEIVE_PATH_MTU]:
+            self._path_mtu_report = None
+            destination, nic, _ = report.path_mtu  # type: ignore[misc]
+            return ReadResult(b"", FullAddress(nic, destination, 0), report)
         if self._pending_error is not None and not peek:
             err, self._pending_error = self._pending_error, None
             raise err
@@ -612,9 +620,14 @@ class DatagramEndpoint(TransportEndpoint):
         refuses = mode in _PMTUDISC_REFUSES or self.options[SockOpt.IPV6_DONT_FRAGMENT] and \
             len(route.remote_address) == 16
         if refuses and not pkt.gso_size:
-            if pkt.size() + (ipv4.MIN_SIZE if len(route.remote_address) == 4 else ipv6.HEADER_SIZE) > \
-                    route.mtu(learned):
+            mtu = route.mtu(learned)
+            if pkt.size() + (ipv4.MIN_SIZE if len(route.remote_address) == 4 else ipv6.HEADER_SIZE) > mtu:
                 self.stats.write_errors.invalid_args.increment()
+                if self.options[SockOpt.IPV6_DONT_FRAGMENT] and self.options[SockOpt.RECEIVE_PATH_MTU] and \
+                        len(route.remote_address) == 16:
+                    # (the latest only, as Linux's ipv6_local_rxpmtu keeps it)
+                    self._path_mtu_report = ControlMessages(path_mtu=(
+                        route.remote_address, self.options[SockOpt.BIND_TO_DEVICE], mtu))
                 raise ErrMessageTooLong()
         pkt.mark = self.options[SockOpt.MARK]
         if len(route.remote_address) == 16 and self.options[SockOpt.IPV6_AUTO_FLOW_LABEL]:
