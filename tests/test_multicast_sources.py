@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from scapy.layers.inet import IP, UDP
-from scapy.layers.inet6 import ICMPv6MLReport2
+from scapy.layers.inet6 import ICMPv6MLQuery2, ICMPv6MLReport2, IPv6, IPv6ExtHdrHopByHop, RouterAlert
+from scapy.layers.l2 import Ether
 from scapy.packet import Raw
+from scapy.utils6 import in6_getnsmac
 
 from netsock.stack.multicast import MCAST_EXCLUDE, MCAST_INCLUDE, GroupFilter, state_change_records
 from netsock.tcpip import (IPV4_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, ErrBadLocalAddress, ErrInvalidOptionValue,
@@ -21,7 +23,7 @@ from netsock.waiter import WaiterQueue
 from conftest import NIC_ID, StackHarness, addr, received
 from test_igmp import GROUP, GROUP_B, records, sent_igmp, v3_query
 from test_ipv6 import a6
-from test_ndp import EtherV6Harness
+from test_ndp import ROUTER_LL, ROUTER_MAC, EtherV6Harness
 
 MODE_IS_INCLUDE, MODE_IS_EXCLUDE, TO_IN, TO_EX, ALLOW, BLOCK = 1, 2, 3, 4, 5, 6
 S1, S2, S3 = "198.51.100.7", "198.51.100.8", "198.51.100.9"
@@ -192,3 +194,29 @@ def test_a_raw_socket_takes_a_group_datagram_as_its_filter_says(harness: StackHa
     for src in (S1, S2):
         harness.inject(datagram(src))
     assert [bytes(IP(d)[Raw].load) for d in received(raw)] == [S1.encode()]
+
+
+def test_mldv2_answers_a_source_specific_query_with_the_sources_listened_to() -> None:
+    """RFC 3810 §6.3, as IGMPv3's §5.2: INCLUDE(A) answers A*Q, and nothing when that is empty."""
+    group, s1, s2 = "ff05::1:3", "2001:db8::7", "2001:db8::8"
+    h = EtherV6Harness()
+    h.settle(10)
+    ep = h.udp()
+    ep.set_sock_opt(SockOpt.ADD_MEMBERSHIP, (a6(group), NIC_ID, MCAST_INCLUDE, a6(s1)))
+    h.clock.advance(5)
+    h.sent_timed()
+
+    def query(sources: list[str]) -> Ether:
+        return (Ether(src=ROUTER_MAC, dst=in6_getnsmac(a6(group))) / IPv6(src=ROUTER_LL, dst=group, hlim=1)
+                / IPv6ExtHdrHopByHop(options=[RouterAlert(value=0)])
+                / ICMPv6MLQuery2(mrd=1000, mladdr=group, sources=sources, sources_number=len(sources)))
+
+    def answers() -> list[tuple[int, str, list[str]]]:
+        h.clock.advance(2)
+        return [(r.rtype, r.dst, list(r.sources)) for _, f in h.sent_timed() if ICMPv6MLReport2 in f
+                for r in f[ICMPv6MLReport2].records]
+
+    h.inject(query([s1, s2]))
+    assert answers() == [(MODE_IS_INCLUDE, group, [s1])]
+    h.inject(query([s2]))
+    assert answers() == []

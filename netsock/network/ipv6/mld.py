@@ -34,6 +34,9 @@ class MLD:
         self._timers: dict[bytes, Timer] = {}      # one pending report per group ...
         self._actions: dict[bytes, Callable[[bytes], None]] = {}   # ... and what it will send
         self._pending_changes: dict[bytes, PendingChange] = {}
+        # The sources a pending answer is about (a multicast-address-and-source-specific query's, merged), None
+        # for the whole group (RFC 3810 §6.2).
+        self._asked: dict[bytes, set[bytes] | None] = {}
         self._v1_until = 0.0
 
     def _state(self, group: bytes) -> FilterState:
@@ -86,8 +89,14 @@ class MLD:
         if ipv6.is_unspecified(msg.group):
             for group in list(self.groups):
                 if _reportable(group):
+                    self._asked[group] = None
                     self._schedule(group, delay, self._answer)
         elif msg.group in self.groups and _reportable(msg.group):
+            asked = self._asked
+            if not msg.sources or (msg.group in asked and asked[msg.group] is None):
+                asked[msg.group] = None
+            else:
+                asked[msg.group] = (asked.get(msg.group) or set()) | set(msg.sources)
             self._schedule(msg.group, delay, self._answer)
 
     def _schedule(self, group: bytes, delay: float, action: Callable[[bytes], None]) -> None:
@@ -107,8 +116,11 @@ class MLD:
             action(group)
 
     def _answer(self, group: bytes) -> None:
-        if group in self.groups:
-            self._report(group, [current_state_record(self._state(group))])  # type: ignore[list-item]
+        """The current state, or of the sources asked about those listened to (RFC 3810 §6.3; none: no answer)."""
+        asked = self._asked.pop(group, None)
+        record = current_state_record(self._state(group), asked) if group in self.groups else None
+        if record is not None:
+            self._report(group, [record])
 
     def _report(self, group: bytes, records: list[Record]) -> None:
         from .ndp import send_link_local
@@ -135,6 +147,7 @@ class MLD:
         self._timers.clear()
         self._actions.clear()
         self._pending_changes.clear()
+        self._asked.clear()
 
 
 def _reportable(group: bytes) -> bool:
