@@ -36,7 +36,7 @@ UNIMPLEMENTED = {
     IP: {
         4: "IP_OPTIONS", 5: "IP_ROUTER_ALERT", 6: "IP_RECVOPTS", 7: "IP_RETOPTS", 9: "IP_PKTOPTIONS",
         16: "IP_IPSEC_POLICY", 17: "IP_XFRM_POLICY", 18: "IP_PASSSEC",
-        19: "IP_TRANSPARENT", 22: "IP_NODEFRAG", 23: "IP_CHECKSUM",
+        19: "IP_TRANSPARENT", 22: "IP_NODEFRAG",
         26: "IP_RECVERR_RFC4884", 35: "IP_ADD_MEMBERSHIP on an IPv6 socket",
         36: "IP_DROP_MEMBERSHIP on an IPv6 socket",
         64: "IPT_SO_GET_INFO (iptables' own interface)", 65: "IPT_SO_GET_ENTRIES",
@@ -888,5 +888,26 @@ def test_the_lesser_socket_options_read_back_as_on_the_kernel(kind: int) -> None
                               outcome(lambda: sock.getsockopt(SOL_SOCKET, name)),
                               outcome(lambda: sock.getsockopt(SOL_SOCKET, name, 16))))
             trace.append(outcome(lambda: sock.getsockopt(SOL_SOCKET, socket.SO_RCVTIMEO, 16)))
+            traces.append(trace)
+    assert traces[1] == traces[0]
+
+
+@pytest.mark.usefixtures("stack")
+def test_ip_checksum_is_kept_and_a_loopback_datagram_carries_no_sum() -> None:
+    """IP_CHECKSUM's message comes only with a datagram the device summed whole (CHECKSUM_COMPLETE), which the
+    loopback never does, the kernel's nor netsock's."""
+    traces = []
+    for make in (socket.socket, NetsockSocket):
+        with closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as sock, \
+                closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as sender:
+            trace = [outcome(lambda: sock.getsockopt(IP, 23))]
+            for value in (5, b"\x00", b"\x01"):
+                trace += [outcome(lambda: sock.setsockopt(IP, 23, value)), outcome(lambda: sock.getsockopt(IP, 23)),
+                          outcome(lambda: sock.getsockopt(IP, 23, 1))]
+            sock.bind(("127.0.0.1", 0))
+            sender.sendto(b"summed?", sock.getsockname())
+            sock.settimeout(2)
+            data, ancillary, _, _ = sock.recvmsg(100, 100)
+            trace.append((data, ancillary))
             traces.append(trace)
     assert traces[1] == traces[0]

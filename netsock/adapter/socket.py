@@ -251,6 +251,10 @@ _IPV6_AUTOFLOWLABEL = 70                    # IPv6 flow labels made of the flow'
 _IP_RECVFRAGSIZE, _IPV6_RECVFRAGSIZE = 25, 77   # a reassembled datagram's largest fragment, as a control message
 _IPV6_PATHMTU, _SOCKADDR_IN6_SIZE = 61, 28
 _IPV6_RECVPATHMTU = 60                      # a send refused for the path MTU leaves an IPV6_PATHMTU for the next read
+# IP_CHECKSUM: a datagram whose checksum the device summed whole (CHECKSUM_COMPLETE) says the sum in a control
+# message; netsock's links vouch for a checksum (partial, or checked) or leave it to be checked, never summed
+# whole, as Linux's loopback and TUN: so the flag is kept, and no read carries the message.
+_IP_CHECKSUM = 23
 _IP_UNICAST_IF, _IPV6_UNICAST_IF = 50, 76
 _IP_MULTICAST_ALL, _IPV6_MULTICAST_ALL = 49, 29
 # Source-specific multicast (RFC 3678): IPv4's own options, and the protocol-independent MCAST_ ones of either level.
@@ -1957,6 +1961,8 @@ class SocketCore:
             self._multicast_request(name, raw, AF_INET)
         elif name == IP_HDRINCL and self.kind == SOCK_RAW and self.family == AF_INET:
             self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
+        elif name == _IP_CHECKSUM:
+            self.plain[(IPPROTO_IP, name)] = int(bool(_int_option(raw, char=True)))
         elif name == _IP_FREEBIND:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw, char=True)))
         elif name == _IP_MINTTL:
@@ -2014,6 +2020,8 @@ class SocketCore:
             return self._get_datagram_flag((IPPROTO_IP, name), _RECEIVE_IP_OPTIONS[name], scope)
         if name == _IP_BIND_ADDRESS_NO_PORT:
             return int(self._get(SockOpt.BIND_ADDRESS_NO_PORT, 0, False))
+        if name == _IP_CHECKSUM:
+            return self.plain.get((IPPROTO_IP, name), 0)
         if name == _IP_FREEBIND:
             return int(self._get(SockOpt.FREEBIND, 0, False))
         if name == _IP_RECVERR and self.family != AF_PACKET:
