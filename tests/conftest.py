@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator
+import errno
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -59,6 +60,15 @@ def mac(text: str) -> bytes:
 def to(host: str, port: int) -> WriteOptions:
     """Write options sending to ``host:port`` (sendto)."""
     return WriteOptions(to=FullAddress(0, addr(host), port))
+
+
+def outcome(call: Callable[[], Any]) -> Any:
+    """What a socket call returns, or the name of the errno it fails with: for comparing a netsock socket's answers
+    with a kernel socket's, call by call."""
+    try:
+        return call()
+    except OSError as error:
+        return errno.errorcode.get(error.errno, error.errno)
 
 
 def received(ep: Any) -> list[bytes]:

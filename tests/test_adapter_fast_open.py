@@ -18,17 +18,12 @@ from netsock.adapter import NetsockSocket
 from netsock.stack import Stack
 from netsock.transport.tcp.protocol import FAST_OPEN_CLIENT, FAST_OPEN_SERVER
 
+from conftest import outcome
+
 MSG_FASTOPEN = 0x20000000
 TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_KEY, TCP_FASTOPEN_NO_COOKIE = 30, 33, 34
 REQUEST = b"GET / HTTP/1.0\r\n\r\n"
 RESPONSE = b"HTTP/1.0 200 OK\r\n\r\nhello"
-
-
-def outcome(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except OSError as error:
-        return errno.errorcode.get(error.errno, error.errno)
 
 
 def calls_as_the_kernel(make: Callable[..., Any]) -> list[Any]:

@@ -4,7 +4,6 @@ accepted connection takes from its listener. (The pacing itself: test_tcp_pacing
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 from collections.abc import Iterator
@@ -15,15 +14,10 @@ import pytest
 
 from netsock.adapter import NetsockSocket
 
+from conftest import outcome
+
 SO_MAX_PACING_RATE = 47
 UNLIMITED = (1 << 64) - 1
-
-
-def outcome(call: Any) -> Any:
-    try:
-        return call()
-    except OSError as error:
-        return errno.errorcode[error.errno]
 
 
 def pacing_fields(sock: Any) -> tuple[int, int]:

@@ -5,9 +5,7 @@ option off it waits. The loopback's MTU is 65,536 on both."""
 
 from __future__ import annotations
 
-import errno
 import socket
-from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
@@ -15,15 +13,10 @@ import pytest
 
 from netsock.adapter import NetsockSocket
 
+from conftest import outcome
+
 IPV6_RECVPATHMTU, IPV6_DONTFRAG = 60, 62
 IPV6 = socket.IPPROTO_IPV6
-
-
-def outcome(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except OSError as error:
-        return errno.errorcode[error.errno]
 
 
 def trace(make: Any) -> list[Any]:

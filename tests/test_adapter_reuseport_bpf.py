@@ -7,11 +7,9 @@ the last; and the option's errors."""
 from __future__ import annotations
 
 import ctypes
-import errno
 import socket
 import struct
 import time
-from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -19,16 +17,11 @@ import pytest
 
 from netsock.adapter import NetsockSocket
 
+from conftest import outcome
+
 SO_ATTACH_REUSEPORT_CBPF, SO_DETACH_REUSEPORT_BPF = 51, 68
 SOL_SOCKET = socket.SOL_SOCKET
 _programs: list[Any] = []        # the instructions' buffers, alive while a sock_fprog points at them
-
-
-def outcome(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except OSError as error:
-        return errno.errorcode[error.errno]
 
 
 def fprog(*instructions: tuple[int, int, int, int]) -> bytes:

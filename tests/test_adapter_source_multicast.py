@@ -5,7 +5,6 @@ filtered member and a socket of no membership (the interface's filter holds back
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 import time
@@ -17,6 +16,8 @@ import gevent
 import pytest
 
 from netsock.adapter import NetsockSocket
+
+from conftest import outcome
 
 IP, IPV6 = socket.IPPROTO_IP, socket.IPPROTO_IPV6
 IP_UNBLOCK_SOURCE, IP_BLOCK_SOURCE, IP_ADD_SOURCE_MEMBERSHIP, IP_DROP_SOURCE_MEMBERSHIP = 37, 38, 39, 40
@@ -31,13 +32,6 @@ S1, S2 = socket.inet_aton("127.0.0.2"), socket.inet_aton("127.0.0.3")
 V6_S1, V6_S2 = socket.inet_pton(socket.AF_INET6, "2001:db8::7"), socket.inet_pton(socket.AF_INET6, "2001:db8::8")
 PORT = 5007
 Step = tuple[str, int, int, bytes]
-
-
-def outcome(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except OSError as error:
-        return errno.errorcode[error.errno]
 
 
 def storage(address: bytes) -> bytes:

@@ -6,7 +6,6 @@ Linux (CI runs as root)."""
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 from collections.abc import Callable
@@ -16,6 +15,8 @@ import gevent
 import pytest
 
 from netsock.adapter import NetsockSocket
+
+from conftest import outcome
 
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, TCP_REPAIR_OPTIONS, TCP_REPAIR_WINDOW = 19, 20, 21, 22, 29
 TCP_TIMESTAMP = 24
@@ -28,13 +29,6 @@ def int32(value: int) -> int:
     """A 32-bit sequence number as setsockopt takes an int (a C int)."""
     value &= 0xFFFFFFFF
     return value - (1 << 32) if value & 0x80000000 else value
-
-
-def outcome(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except OSError as e:
-        return errno.errorcode[e.errno]
 
 
 def migrate(make: Callable[..., Any]) -> list[Any]:

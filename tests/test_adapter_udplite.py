@@ -4,7 +4,6 @@ options read back and act as Linux's, UDP and UDP-Lite keep to their own ports, 
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 from collections.abc import Callable
@@ -14,6 +13,8 @@ import pytest
 
 from netsock.adapter import NetsockSocket
 
+from conftest import outcome
+
 UDPLITE = socket.IPPROTO_UDPLITE
 SEND_CSCOV, RECV_CSCOV = socket.UDPLITE_SEND_CSCOV, socket.UDPLITE_RECV_CSCOV
 UDP_SEGMENT = 103                       # <linux/udp.h>
@@ -22,14 +23,6 @@ LOOPBACK_IDS = ["ipv4", "ipv6", "mapped"]
 PAYLOAD = b"0123456789abcdefghijklmnopqrstuv"     # 32 bytes: a 40-byte datagram
 
 Make = Callable[..., Any]
-
-
-def outcome(call: Callable[[], Any]) -> Any:
-    """What a call returns, or the errno of the OSError it raises."""
-    try:
-        return call()
-    except OSError as e:
-        return errno.errorcode[e.errno]
 
 
 def pair(make: Make, family: int, host: str) -> tuple[Any, Any, tuple[str, int]]:

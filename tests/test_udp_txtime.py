@@ -7,7 +7,6 @@ calls beside the kernel's are at the end."""
 
 from __future__ import annotations
 
-import errno
 import socket
 import struct
 import time
@@ -23,7 +22,7 @@ from netsock.adapter import NetsockSocket
 from netsock.tcpip import (ErrNoBufferSpace, FullAddress, SendableControlMessages, SockOpt, WriteOptions)
 from netsock.transport.datagram import CLOCK_MONOTONIC, CLOCK_REALTIME
 
-from conftest import PEER, StackHarness, addr
+from conftest import PEER, StackHarness, addr, outcome
 
 SO_TXTIME = SCM_TXTIME = 61
 
@@ -128,12 +127,6 @@ def test_a_paced_socket_at_rate_0_sends_one_datagram_a_second(h: StackHarness) -
 
 
 # --- the socket calls, beside the kernel's ------------------------------------------------------------
-
-def outcome(call: Any) -> Any:
-    try:
-        return call()
-    except OSError as error:
-        return errno.errorcode[error.errno]
 
 
 @pytest.mark.usefixtures("stack")
