@@ -1711,11 +1711,10 @@ class SocketCore:
         flags choose a prefix and an interface (a VRF's only: EINVAL for any other here)."""
         if len(raw) < _TCP_MD5SIG_SIZE:
             raise _oserror(EINVAL)
-        family = struct.unpack_from("=H", raw)[0]
+        address = _storage_address(raw, self.family)
         flags, prefix, keylen, ifindex = _TCP_MD5SIG_FIELDS.unpack_from(raw, 128)
-        if family != self.family or keylen > md5.MAX_KEY_LENGTH:
+        if address is None or keylen > md5.MAX_KEY_LENGTH:
             raise _oserror(EINVAL)
-        address = raw[4:8] if family == AF_INET else raw[8:24]
         bits = len(address) * 8
         if not extended or not flags & _TCP_MD5SIG_FLAG_PREFIX:
             prefix = bits
@@ -1723,7 +1722,7 @@ class SocketCore:
             raise _oserror(EINVAL)
         if extended and flags & _TCP_MD5SIG_FLAG_IFINDEX and ifindex:
             raise _oserror(EINVAL)
-        if family == AF_INET6 and address[:12] == _MAPPED_PREFIX:
+        if self.family == AF_INET6 and address[:12] == _MAPPED_PREFIX:
             if prefix < 96:
                 raise _oserror(EINVAL)
             address, prefix = address[12:], prefix - 96
