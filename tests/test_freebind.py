@@ -149,3 +149,39 @@ def test_datagram_and_raw_sockets_bind_elsewhere_only_with_the_option(kind: int)
             sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, int(freebind))
             result = outcome(lambda: sock.bind((ELSEWHERE[socket.AF_INET], 0)))
             assert result == (None if freebind else ("fails", "EADDRNOTAVAIL"))
+
+
+def transparent_trace(make: Any) -> list[Any]:
+    """IP_TRANSPARENT and IPV6_TRANSPARENT: read, set (an int, or IPv4's one byte), and a bind to an address no
+    interface has, refused before and taken after; IPv4's option on an IPv6 socket sets the same bit."""
+    trace: list[Any] = []
+    for family, kind, host in ((socket.AF_INET, socket.SOCK_DGRAM, "198.51.100.9"),
+                               (socket.AF_INET, socket.SOCK_STREAM, "198.51.100.9"),
+                               (socket.AF_INET6, socket.SOCK_DGRAM, "2001:db8::9"),
+                               (socket.AF_INET6, socket.SOCK_STREAM, "2001:db8::9")):
+        level, option = (socket.IPPROTO_IP, 19) if family == socket.AF_INET else (socket.IPPROTO_IPV6, 75)
+        with closing(make(family, kind)) as plain, closing(make(family, kind)) as sock:
+            trace.append((outcome(lambda: plain.getsockopt(level, option)), outcome(lambda: plain.bind((host, 0)))))
+            trace.append([outcome(lambda: sock.setsockopt(level, option, 5)),
+                          outcome(lambda: sock.getsockopt(level, option)),
+                          outcome(lambda: sock.setsockopt(level, option, b"\x01")),
+                          outcome(lambda: sock.getsockopt(level, option, 1)), outcome(lambda: sock.bind((host, 0))),
+                          outcome(lambda: sock.getsockname()[0])])
+        if family == socket.AF_INET6:
+            with closing(make(family, kind)) as sock:
+                trace.append([outcome(lambda: sock.setsockopt(socket.IPPROTO_IP, 19, 1)),
+                              outcome(lambda: sock.getsockopt(socket.IPPROTO_IPV6, 75))])
+    return trace
+
+
+@pytest.mark.usefixtures("stack")
+def test_transparent_sockets_bind_to_any_address_as_on_the_kernel() -> None:
+    assert transparent_trace(NetsockSocket) == transparent_trace(socket.socket)
+
+
+@pytest.mark.usefixtures("stack")
+def test_transparent_needs_a_capability(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("netsock.adapter.socket._capable", lambda *capabilities: False)
+    with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        assert outcome(lambda: sock.setsockopt(socket.IPPROTO_IP, 19, 1)) == ("fails", "EPERM")
+        assert outcome(lambda: sock.setsockopt(socket.IPPROTO_IP, 19, 0)) is None

@@ -280,6 +280,7 @@ _IP_RECVERR, _IPV6_RECVERR = 11, 25   # ICMP errors queued for recvmsg(MSG_ERRQU
 _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")    # <linux/errqueue.h>: errno, origin, type, code, pad, info, data
 _IP_BIND_ADDRESS_NO_PORT = 24       # <linux/in.h> (IPPROTO_IP level; 24 is IPV6_MTU at IPPROTO_IPV6)
 _IP_FREEBIND, _IPV6_FREEBIND = 15, 78   # <linux/in.h>, <linux/in6.h>: one bit of the socket, set by either
+_IP_TRANSPARENT, _IPV6_TRANSPARENT = 19, 75     # one bit too (CAP_NET_RAW or CAP_NET_ADMIN to set it)
 _IN_PKTINFO = struct.Struct("i4s4s")                        # ifindex, spec_dst, addr
 _IN6_PKTINFO = struct.Struct("16sI")                        # addr, ifindex
 _CMSG_HEADER = CMSG_LEN(0)
@@ -1964,6 +1965,8 @@ class SocketCore:
             self.plain[(IPPROTO_IP, name)] = int(bool(_int_option(raw, char=True)))
         elif name == _IP_FREEBIND:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw, char=True)))
+        elif name == _IP_TRANSPARENT:
+            self._set_transparent(_int_option(raw, char=True))
         elif name == _IP_MINTTL:
             self._min_ttl(_int_option(raw, char=True), scope)
         elif name == _IP_UNICAST_IF:
@@ -2023,6 +2026,8 @@ class SocketCore:
             return self.plain.get((IPPROTO_IP, name), 0)
         if name == _IP_FREEBIND:
             return int(self._get(SockOpt.FREEBIND, 0, False))
+        if name == _IP_TRANSPARENT:
+            return int(self._get(SockOpt.TRANSPARENT, 0, False))
         if name == _IP_RECVERR and self.family != AF_PACKET:
             return int(self._get(SockOpt.RECEIVE_ERRORS, scope, False))
         if name == _IP_MINTTL:
@@ -2051,6 +2056,12 @@ class SocketCore:
 
     def _get_datagram_flag(self, key: tuple[int, int], opt: SockOpt, scope: int = 0) -> int:
         return self.plain.get(key, 0) if self.kind == SOCK_STREAM else int(self._get(opt, scope, False))
+
+    def _set_transparent(self, value: int) -> None:
+        """IP_TRANSPARENT / IPV6_TRANSPARENT: on only with CAP_NET_RAW or CAP_NET_ADMIN (EPERM), as Linux."""
+        if value and not _capable(_CAP_NET_RAW, _CAP_NET_ADMIN):
+            raise _oserror(EPERM)
+        self._set(SockOpt.TRANSPARENT, bool(value))
 
     def _min_ttl(self, ttl: int, scope: int, key: tuple[int, int] = (IPPROTO_IP, _IP_MINTTL)) -> None:
         """IP_MINTTL (IPv4 traffic) and IPV6_MINHOPCOUNT: 0 to 255; TCP heeds it (as Linux, only TCP)."""
@@ -2095,6 +2106,9 @@ class SocketCore:
         stream = self.kind == SOCK_STREAM
         if name == _IPV6_FREEBIND:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw)))     # an int only, at this level
+            return
+        if name == _IPV6_TRANSPARENT:
+            self._set_transparent(_int_option(raw))
             return
         if name == _IPV6_RECVERR:
             self._set(SockOpt.RECEIVE_ERRORS, bool(_int_option(raw)), 6)
@@ -2172,6 +2186,8 @@ class SocketCore:
             raise _oserror(EINVAL)      # (as IP_MSFILTER: the group would come in the buffer)
         if name == _IPV6_FREEBIND:
             return int(self._get(SockOpt.FREEBIND, 0, False))
+        if name == _IPV6_TRANSPARENT:
+            return int(self._get(SockOpt.TRANSPARENT, 0, False))
         if name == _IPV6_RECVERR:
             return int(self._get(SockOpt.RECEIVE_ERRORS, 6, False))
         if name == _IPV6_MINHOPCOUNT:

@@ -116,6 +116,8 @@ class SockOpt(enum.Enum):
                                                   # by its index (SO_ATTACH_REUSEPORT_CBPF), None: detach
     TXTIME = "txtime"                             # (clock id, flags) of SCM_TXTIME's departure times (SO_TXTIME),
                                                   # None: not set
+    TRANSPARENT = "transparent"                   # bind to (and so send from) an address not the stack's, as a
+                                                  # proxy for another host's traffic (IP_TRANSPARENT)
     RECEIVE_PATH_MTU = "receive_path_mtu"         # an IPv6 send refused for the path MTU (IPV6_DONTFRAG) leaves
                                                   # its path MTU for the next read (IPV6_RECVPATHMTU)
     TCP_TXREHASH = "tcp_txrehash"                 # a timeout draws a new flow hash (IPv6 flow label) (SO_TXREHASH)

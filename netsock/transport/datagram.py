@@ -279,6 +279,7 @@ class DatagramEndpoint(TransportEndpoint):
             SockOpt.BIND_TO_DEVICE: 0, SockOpt.TTL: 0, SockOpt.MULTICAST_TTL: 1, SockOpt.MULTICAST_LOOP: True,
             SockOpt.MULTICAST_INTERFACE: 0, SockOpt.IPV4_TOS: 0, SockOpt.IPV6_TRAFFIC_CLASS: 0,
             SockOpt.MTU_DISCOVER: PMTUDISC_WANT, SockOpt.BIND_ADDRESS_NO_PORT: False, SockOpt.FREEBIND: False,
+            SockOpt.TRANSPARENT: False,
             SockOpt.MARK: 0, SockOpt.SOCKET_FILTER: None, SockOpt.LOCK_FILTER: False, SockOpt.RECEIVE_ERRORS: False,
             SockOpt.DONT_ROUTE: False, SockOpt.NO_CHECKSUM: False, SockOpt.IPV6_DONT_FRAGMENT: False,
             SockOpt.UNICAST_INTERFACE: 0, SockOpt.MULTICAST_ALL: True, SockOpt.LOCAL_PORT_RANGE: 0,
@@ -721,8 +722,9 @@ class DatagramEndpoint(TransportEndpoint):
 
     def _may_bind(self, local: bytes) -> bool:
         """May this endpoint bind to ``local``: one of the stack's addresses or a group, or anything
-        with IP_FREEBIND (Linux's inet_addr_valid_or_nonlocal)."""
-        return (self.options[SockOpt.FREEBIND] or self.stack.local_address_nic(local) is not None
+        with IP_FREEBIND or IP_TRANSPARENT (Linux's inet_addr_valid_or_nonlocal)."""
+        return (self.options[SockOpt.FREEBIND] or self.options[SockOpt.TRANSPARENT]
+                or self.stack.local_address_nic(local) is not None
                 or self._is_group_address(local))
 
     def _source_address(self) -> bytes:

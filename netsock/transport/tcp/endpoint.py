@@ -196,6 +196,7 @@ class Listener:
 
 # Options that are one attribute each: flags, and numbers from 0 to a bound (others: EINVAL).
 _FLAG_OPTIONS = {SockOpt.BIND_ADDRESS_NO_PORT: "bind_no_port", SockOpt.FREEBIND: "freebind",
+                 SockOpt.TRANSPARENT: "transparent",
                  SockOpt.RECEIVE_ERRORS: "recverr", SockOpt.DONT_ROUTE: "dontroute",
                  SockOpt.REUSE_ADDRESS: "reuse_addr", SockOpt.REUSE_PORT: "reuse_port",
                  SockOpt.OUT_OF_BAND_INLINE: "oob_inline", SockOpt.ZEROCOPY: "zerocopy_on",
@@ -222,7 +223,7 @@ class TCPEndpoint(TransportEndpoint):
                  "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
                  "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs",
                  "thin_linear_timeouts", "rto_max", "auto_flow_label", "txhash", "rehash", "fast_open_fail",
-                 "max_pacing_rate", "pacing", "pacing_rate_set", "txrehash", "reuseport_program")
+                 "max_pacing_rate", "pacing", "pacing_rate_set", "txrehash", "reuseport_program", "transparent")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -332,6 +333,7 @@ class TCPEndpoint(TransportEndpoint):
         self.pmtudisc = PMTUDISC_WANT               # IP_MTU_DISCOVER: DF on segments, frag-needed heeded
         self.bind_no_port = False                   # IP_BIND_ADDRESS_NO_PORT: a port-0 bind leaves the port to connect
         self.freebind = False                       # IP_FREEBIND: bind to an address not (yet) the stack's
+        self.transparent = False                    # IP_TRANSPARENT: the same, for another host's (a proxy's)
         self.recverr = False                        # IP_RECVERR: a soft ICMP error is reported at once
         self.dontroute = False                      # SO_DONTROUTE: connect only to a destination on a link
         self.min_ttl = 0                            # IP_MINTTL / IPV6_MINHOPCOUNT (RFC 5082's GTSM); 0: none
@@ -362,7 +364,7 @@ class TCPEndpoint(TransportEndpoint):
         if self.state is not S.CLOSED or self._reservation is not None:
             raise ErrAlreadyBound() if self._reservation is not None else ErrInvalidEndpointState()
         local = bytes(addr.addr)
-        if local and not self.freebind and self.stack.local_address_nic(local) is None:
+        if local and not (self.freebind or self.transparent) and self.stack.local_address_nic(local) is None:
             raise ErrBadLocalAddress()
         if self.bind_no_port and not addr.port:
             # Linux's IP_BIND_ADDRESS_NO_PORT: only the address now; connect reserves a port free for
@@ -1159,6 +1161,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_DEFER_ACCEPT: lambda: self.defer_accept, SockOpt.MTU_DISCOVER: lambda: self.pmtudisc,
                   SockOpt.BIND_ADDRESS_NO_PORT: lambda: int(self.bind_no_port),
                   SockOpt.FREEBIND: lambda: int(self.freebind), SockOpt.MARK: lambda: self.mark,
+                  SockOpt.TRANSPARENT: lambda: int(self.transparent),
                   SockOpt.RECEIVE_ERRORS: lambda: self.recverr, SockOpt.DONT_ROUTE: lambda: self.dontroute,
                   SockOpt.MIN_TTL: lambda: self.min_ttl, SockOpt.TCP_SAVE_SYN: lambda: self.save_syn,
                   SockOpt.TIMESTAMP: lambda: self.stamp_reads, SockOpt.LOCAL_PORT_RANGE: lambda: self.local_port_range,
@@ -1482,6 +1485,7 @@ class TCPEndpoint(TransportEndpoint):
         self.pmtudisc = listener.pmtudisc
         self.bind_no_port = listener.bind_no_port
         self.freebind = listener.freebind
+        self.transparent = listener.transparent
         self.recverr = listener.recverr
         self.zerocopy_on = listener.zerocopy_on
         self.thin_linear_timeouts = listener.thin_linear_timeouts
