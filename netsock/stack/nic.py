@@ -260,7 +260,7 @@ class NIC:
     def change_group_filter(self, protocol: int, group: bytes, old: FilterState | None,
                             new: FilterState | None) -> None:
         """A member's filter of ``group`` goes from ``old`` to ``new`` (None: not a member); the network
-        endpoint hears of the first join, the last leave, and any change of the merged state between."""
+        endpoint hears of each change of the merged state (NO_STATE before the first join, after the last leave)."""
         group = bytes(group)
         groups = self.multicast_groups.setdefault(protocol, {})
         merged = groups.get(group)
@@ -271,14 +271,10 @@ class NIC:
             merged.remove(*old)
         if new is not None:
             merged.add(*new)
-        ep = self.network_endpoints[protocol]
         if not merged.members:
             del groups[group]
-            ep.on_group_left(group, before)
-        elif old is None and merged.members == 1:
-            ep.on_group_joined(group)
-        elif merged.state() != before:
-            ep.on_group_filter_changed(group, before)
+        if (merged.state() if merged.members else NO_STATE) != before:
+            self.network_endpoints[protocol].on_group_changed(group, before)
 
     def is_in_group(self, protocol: int, group: bytes) -> bool:
         return group in self.multicast_groups.get(protocol, ())

@@ -204,14 +204,10 @@ class NetworkEndpoint:
     def on_address_removed(self, address: bytes) -> None:
         """An address was removed from this NIC."""
 
-    def on_group_joined(self, group: bytes) -> None:
-        """The first member joined ``group`` on this NIC: tell the routers (IGMP, MLD)."""
-
-    def on_group_left(self, group: bytes, before: FilterState) -> None:
-        """The last member left ``group``, whose interface state was ``before``."""
-
-    def on_group_filter_changed(self, group: bytes, before: FilterState) -> None:
-        """The members' merged source filter of ``group`` changed from ``before`` (NIC.group_state has the new)."""
+    def on_group_changed(self, group: bytes, before: FilterState) -> None:
+        """The interface state of ``group`` on this NIC (its members' filters merged) changed from ``before``
+        (NO_STATE: the first member joined) to NIC.group_state's (NO_STATE: the last left): tell the routers
+        (IGMP, MLD)."""
 
 
 class NetworkProtocol:

@@ -26,7 +26,7 @@ from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
-from ...stack.multicast import NO_STATE, FilterState
+from ...stack.multicast import FilterState
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ..fragmentation import Reassembler, ReassemblyResult, fragment, split_packet
@@ -72,13 +72,7 @@ class IPv4Endpoint(NetworkEndpoint):
     def on_enable(self) -> None:
         self.igmp.on_enable()
 
-    def on_group_joined(self, group: bytes) -> None:
-        self.igmp.changed(group, NO_STATE)
-
-    def on_group_left(self, group: bytes, before: FilterState) -> None:
-        self.igmp.changed(group, before)
-
-    def on_group_filter_changed(self, group: bytes, before: FilterState) -> None:
+    def on_group_changed(self, group: bytes, before: FilterState) -> None:
         self.igmp.changed(group, before)
 
     def close(self) -> None:

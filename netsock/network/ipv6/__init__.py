@@ -19,7 +19,7 @@ from ...header.checksum import complete_checksum
 from ...header.gso import segments_to_forward
 from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
-from ...stack.multicast import NO_STATE, FilterState
+from ...stack.multicast import FilterState
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong, ErrNoBufferSpace
@@ -85,13 +85,7 @@ class IPv6Endpoint(NetworkEndpoint):
     def on_address_removed(self, address: bytes) -> None:
         self.ndp.on_address_removed(address)
 
-    def on_group_joined(self, group: bytes) -> None:
-        self.ndp.mld.changed(group, NO_STATE)
-
-    def on_group_left(self, group: bytes, before: FilterState) -> None:
-        self.ndp.mld.changed(group, before)
-
-    def on_group_filter_changed(self, group: bytes, before: FilterState) -> None:
+    def on_group_changed(self, group: bytes, before: FilterState) -> None:
         self.ndp.mld.changed(group, before)
 
     def link_address_request(self, target: bytes, local: bytes, remote_link_address: bytes) -> None:
