@@ -14,7 +14,7 @@ control" (TOS 0xc0) and DF, straight onto the NIC (no routing: they never leave 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, KeysView
 from typing import TYPE_CHECKING
 
 from ...header import Malformed, igmp, ipv4
@@ -86,7 +86,6 @@ class IGMP:
         self.stats = stats
         # Built with the NIC, before nic.loopback is set: the link says it. No routers on loopback.
         self.enabled = not ep.nic.link.capabilities() & LinkCapabilities.LOOPBACK
-        self.groups: set[bytes] = set()                 # the NIC's groups (it counts the members)
         self._changes: dict[bytes, PendingChange] = {}
         self._answers: dict[bytes, _Answer] = {}
         self._general_answer = ep.stack.timers.timer(self._answer_general_query)   # v3 "interface timer"
@@ -109,18 +108,20 @@ class IGMP:
 
     # --- membership changes -----------------------------------------------------------------------
 
+    @property
+    def groups(self) -> KeysView[bytes]:
+        """The NIC's groups (it keeps their members and filters)."""
+        return self.ep.nic.multicast_groups.get(IPV4_PROTOCOL_NUMBER, {}).keys()
+
     def _state(self, group: bytes) -> FilterState:
         return self.ep.nic.group_state(IPV4_PROTOCOL_NUMBER, group)
 
     def changed(self, group: bytes, before: FilterState) -> None:
         """The NIC's interface state of ``group`` changed from ``before`` (NO_STATE: joined now)."""
-        if self._state(group) == NO_STATE:
-            self.groups.discard(group)
+        if group not in self.groups:
             answer = self._answers.pop(group, None)
             if answer is not None:
                 answer.timer.cancel()
-        else:
-            self.groups.add(group)
         self._state_changed(group, before)
 
     def on_enable(self) -> None:
@@ -343,5 +344,4 @@ class IGMP:
 
     def close(self) -> None:
         self._cancel_pending()
-        self.groups.clear()
         self._last_reporters.clear()

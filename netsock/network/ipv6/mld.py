@@ -9,6 +9,7 @@ older-version timeout. Groups of link-local scope "all nodes" are never reported
 from __future__ import annotations
 
 import random
+from collections.abc import KeysView
 from typing import TYPE_CHECKING, Callable
 
 from ...header import icmpv6, igmp, ipv6, mld
@@ -30,7 +31,6 @@ class MLD:
     def __init__(self, ep: IPv6Endpoint, enabled: bool) -> None:
         self.ep = ep
         self.enabled = enabled
-        self.groups: set[bytes] = set()            # the NIC's groups (it counts the members)
         self._timers: dict[bytes, Timer] = {}      # one pending report per group ...
         self._actions: dict[bytes, Callable[[bytes], None]] = {}   # ... and what it will send
         self._pending_changes: dict[bytes, PendingChange] = {}
@@ -39,23 +39,21 @@ class MLD:
         self._asked: dict[bytes, set[bytes] | None] = {}
         self._v1_until = 0.0
 
+    @property
+    def groups(self) -> KeysView[bytes]:
+        """The NIC's groups (it keeps their members and filters)."""
+        return self.ep.nic.multicast_groups.get(IPV6_PROTOCOL_NUMBER, {}).keys()
+
     def _state(self, group: bytes) -> FilterState:
         return self.ep.nic.group_state(IPV6_PROTOCOL_NUMBER, group)
-
-    def changed(self, group: bytes, before: FilterState) -> None:
-        """The NIC's interface state of ``group`` changed from ``before`` (NO_STATE: joined now)."""
-        if self._state(group) == NO_STATE:
-            self.groups.discard(group)
-        else:
-            self.groups.add(group)
-        self._change(group, before)
 
     def on_enable(self) -> None:
         """The NIC came up: announce the groups joined while it was down (Linux's ipv6_mc_up)."""
         for group in self.groups:
-            self._change(group, NO_STATE)
+            self.changed(group, NO_STATE)
 
-    def _change(self, group: bytes, before: FilterState) -> None:
+    def changed(self, group: bytes, before: FilterState) -> None:
+        """The NIC's interface state of ``group`` changed from ``before`` (NO_STATE: joined now): report it."""
         if not self.enabled or not self.ep.nic.enabled or not _reportable(group):
             return
         pending = self._pending_changes.get(group)
