@@ -281,6 +281,7 @@ _SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")    # <linux/errqueue.h>: errno, o
 _IP_BIND_ADDRESS_NO_PORT = 24       # <linux/in.h> (IPPROTO_IP level; 24 is IPV6_MTU at IPPROTO_IPV6)
 _IP_FREEBIND, _IPV6_FREEBIND = 15, 78   # <linux/in.h>, <linux/in6.h>: one bit of the socket, set by either
 _IP_TRANSPARENT, _IPV6_TRANSPARENT = 19, 75     # one bit too (CAP_NET_RAW or CAP_NET_ADMIN to set it)
+_SO_ORIGINAL_DST, _SOCKADDR_IN_SIZE = 80, 16    # (IP6T_SO_ORIGINAL_DST is 80 at IPPROTO_IPV6 too)
 _IN_PKTINFO = struct.Struct("i4s4s")                        # ifindex, spec_dst, addr
 _IN6_PKTINFO = struct.Struct("16sI")                        # addr, ifindex
 _CMSG_HEADER = CMSG_LEN(0)
@@ -2095,6 +2096,25 @@ class SocketCore:
         if self.transport in _UDP_TRANSPORTS and self.kind == SOCK_DGRAM:
             self._set(SockOpt.MULTICAST_ALL, bool(value), scope)
 
+    def original_destination(self, room: int) -> bytes:
+        """SO_ORIGINAL_DST: the destination a TCP connection's client asked for, before the nat table
+        translated it (Linux's getorigdst, which transparent proxies ask), as a sockaddr into ``room`` for
+        one; ENOENT for a connection the table does not track (it tracks while it has rules)."""
+        if self.transport != IPPROTO_TCP:
+            raise _oserror(ENOPROTOOPT)
+        if room < (_SOCKADDR_IN6_SIZE if self.family == AF_INET6 else _SOCKADDR_IN_SIZE):
+            raise _oserror(EINVAL)
+        try:
+            local, remote = self.ep.get_local_address(), self.ep.get_remote_address()
+        except Error:
+            raise _oserror(ENOENT) from None
+        iptables = self.stack.iptables
+        table = iptables.ipv4_nat if len(remote.addr) == 4 else iptables.ipv6_nat
+        found = table.original_destination(IPPROTO_TCP, local.addr, local.port, remote.addr, remote.port)
+        if found is None:
+            raise _oserror(ENOENT)
+        return _sockaddr_bytes(self.family, *found).ljust(room, b"\0")
+
     def _path_mtu(self, scope: int) -> int:
         """IP_MTU / IPV6_MTU: the path MTU of a connected socket (ENOTCONN otherwise)."""
         mtu = self._get(SockOpt.PATH_MTU, scope)
@@ -3208,6 +3228,8 @@ class NetsockSocket:
             if not self._core.ep.repair:
                 raise _oserror(EPERM)
             return _TCP_REPAIR_WINDOW_STRUCT.pack(*self._core.ep.repair_window())
+        if optname == _SO_ORIGINAL_DST and level == (IPPROTO_IPV6 if self._core.family == AF_INET6 else IPPROTO_IP):
+            return self._core.original_destination(buflen)
         if level == IPPROTO_IPV6 and optname == _IPV6_PATHMTU and self._core.family == AF_INET6 and \
                 (buflen or _INT.size) < _SOCKADDR_IN6_SIZE + 4:
             raise _oserror(EINVAL)      # room for a whole ip6_mtuinfo is asked first (then ENOTCONN)

@@ -108,6 +108,16 @@ def incremental_update(old_checksum: int, old_word: int, new_word: int) -> int:
     return ~total & 0xFFFF
 
 
+def adjust_checksum(checksum: int, old: Buffer, new: Buffer) -> int:
+    """``incremental_update`` for any number of words: the checksum once the 16-bit words ``old``
+    (an even number of bytes) became ``new`` (as many)."""
+    total = (~checksum & 0xFFFF) + (~int.from_bytes(old, "big") & ((1 << 8 * len(old)) - 1)) \
+        + int.from_bytes(new, "big")
+    while total >> 16:
+        total = sum((total >> shift) & 0xFFFF for shift in range(0, total.bit_length(), 16))
+    return ~total & 0xFFFF
+
+
 def complete_checksum(frame: memoryview, csum_start: int, csum_offset: int) -> bool:
     """Fill in the checksum the kernel left partial (F_NEEDS_CSUM): the sum from ``csum_start`` to the
     end, seeded with the pseudo-header sum already in the field, stored complemented at

@@ -40,13 +40,22 @@ Tuple = tuple[int, bytes, int, bytes, int]      # protocol, source, source port,
 
 
 class Entry:
-    __slots__ = ("original", "replied", "expires", "closing")
+    """One connection: its first packet's tuple and the tuple its replies carry — that one reversed,
+    unless the nat table translated it (``destination``, ``source``: what the original direction's
+    become)."""
+
+    __slots__ = ("original", "reply", "aliases", "replied", "expires", "closing", "destination", "source", "decided")
 
     def __init__(self, original: Tuple) -> None:
         self.original = original
+        self.reply = reverse(original)
+        self.aliases: tuple[Tuple, ...] = ()    # other tuples it is known by (the nat table's)
         self.replied = False
         self.expires = 0.0
         self.closing = False
+        self.destination: tuple[bytes, int] | None = None
+        self.source: tuple[bytes, int] | None = None
+        self.decided = 0        # the nat table's: which translations (NAT_DESTINATION, NAT_SOURCE) are chosen
 
 
 class ConnTrack:
@@ -59,18 +68,18 @@ class ConnTrack:
 
     def __len__(self) -> int:
         """Connections tracked (expired ones included until they are swept)."""
-        return len(self._entries) // 2
+        return sum(1 for key, entry in self._entries.items() if key == entry.original)
 
     def state(self, protocol: int, source: bytes, destination: bytes, head: bytes) -> State:
         """What the packet is to the connections known (``head``: its transport header on)."""
-        key = _tuple(protocol, source, destination, head)
+        key = packet_tuple(protocol, source, destination, head)
         if key is not None:
             entry = self._live(key)
             if entry is None:
                 return State.NEW
             return State.ESTABLISHED if entry.replied or key != entry.original else State.NEW
-        if protocol in _ERRORS and head and head[0] in _ERRORS[protocol]:
-            quoted = _quoted_tuple(protocol, head)
+        if is_error(protocol, head):
+            quoted = quoted_tuple(protocol, head)
             if quoted is None:
                 return State.INVALID
             return State.RELATED if self._live(quoted) is not None else State.INVALID
@@ -78,19 +87,37 @@ class ConnTrack:
 
     def accepted(self, protocol: int, source: bytes, destination: bytes, head: bytes) -> None:
         """The table let the packet through: track its connection (made, replied, closing)."""
-        key = _tuple(protocol, source, destination, head)
-        if key is None:
-            return
+        key = packet_tuple(protocol, source, destination, head)
+        if key is not None:
+            self.refresh(self.lookup(key) or self.track(key), key, head)
+
+    def lookup(self, key: Tuple) -> Entry | None:
+        """The live connection whose original or reply tuple ``key`` is."""
+        return self._live(key)
+
+    def track(self, key: Tuple) -> Entry:
+        """A new connection, ``key`` its original tuple."""
         now = self._now()
         if now >= self._next_sweep:
             self._sweep(now)
-        entry = self._live(key)
-        if entry is None:
-            entry = Entry(key)
-            self._entries[key] = self._entries[_reverse(key)] = entry
-        elif key != entry.original:
+        entry = Entry(key)
+        self._entries[key] = self._entries[entry.reply] = entry
+        return entry
+
+    def retuple(self, entry: Entry, reply: Tuple, aliases: tuple[Tuple, ...] = ()) -> None:
+        """The connection's replies will carry ``reply`` (the nat table translated it), and it is known by
+        ``aliases`` too (where no other connection is)."""
+        self._unindex(entry)
+        entry.reply, entry.aliases = reply, aliases
+        entries = self._entries
+        for key in (entry.original, reply, *aliases):
+            entries.setdefault(key, entry)
+
+    def refresh(self, entry: Entry, key: Tuple, head: bytes) -> None:
+        """A packet of the connection (its tuple ``key``) went by: replied, closing, its timeout anew."""
+        if key != entry.original:
             entry.replied = True
-        entry.expires = now + self._timeout(entry, protocol, head)
+        entry.expires = self._now() + self._timeout(entry, key[0], head)
 
     def _timeout(self, entry: Entry, protocol: int, head: bytes) -> float:
         if protocol == TCP_PROTOCOL_NUMBER:
@@ -113,8 +140,13 @@ class ConnTrack:
         return entry
 
     def _forget(self, entry: Entry) -> None:
-        self._entries.pop(entry.original, None)
-        self._entries.pop(_reverse(entry.original), None)
+        self._unindex(entry)
+
+    def _unindex(self, entry: Entry) -> None:
+        entries = self._entries
+        for key in (entry.original, entry.reply, *entry.aliases):
+            if entries.get(key) is entry:
+                del entries[key]
 
     def _sweep(self, now: float) -> None:
         self._next_sweep = now + SWEEP_INTERVAL
@@ -122,7 +154,7 @@ class ConnTrack:
             self._forget(entry)
 
 
-def _tuple(protocol: int, source: bytes, destination: bytes, head: bytes) -> Tuple | None:
+def packet_tuple(protocol: int, source: bytes, destination: bytes, head: bytes) -> Tuple | None:
     """The connection tuple of a packet that belongs to one (ports, or an echo's identifier)."""
     if protocol in _PORTED:
         if len(head) < 4:
@@ -135,12 +167,17 @@ def _tuple(protocol: int, source: bytes, destination: bytes, head: bytes) -> Tup
     return None
 
 
-def _reverse(key: Tuple) -> Tuple:
+def reverse(key: Tuple) -> Tuple:
     protocol, source, source_port, destination, destination_port = key
     return (protocol, destination, destination_port, source, source_port)
 
 
-def _quoted_tuple(protocol: int, head: bytes) -> Tuple | None:
+def is_error(protocol: int, head: bytes) -> bool:
+    """Is this an ICMP(v6) error, which quotes a packet of some connection?"""
+    return protocol in _ERRORS and bool(head) and head[0] in _ERRORS[protocol]
+
+
+def quoted_tuple(protocol: int, head: bytes) -> Tuple | None:
     """The tuple of the packet an ICMP error quotes (after its 8-byte header), as it was sent."""
     quote = head[8:]
     if protocol == ICMPV4_PROTOCOL_NUMBER:
@@ -153,4 +190,4 @@ def _quoted_tuple(protocol: int, head: bytes) -> Tuple | None:
             return None
         length = 40
         inner, source, destination = quote[6], bytes(quote[8:24]), bytes(quote[24:40])
-    return _tuple(inner, source, destination, bytes(quote[length:length + 8]))
+    return packet_tuple(inner, source, destination, bytes(quote[length:length + 8]))

@@ -15,7 +15,8 @@ answers the sending socket as Linux loops its answer back: with the ICMP error, 
 if from the peer. (A reset for a forwarded packet would come from an address netsock does not hold:
 refused on FORWARD.)
 
-Not here: the nat and mangle tables (and so PREROUTING / POSTROUTING), logging.
+The nat table (address and port translation, PREROUTING and POSTROUTING) is ``nat.NatTable``, on
+the same rules and chains. Not here: the mangle table, logging.
 """
 
 from __future__ import annotations
@@ -91,7 +92,59 @@ class Reject:
     with_: RejectWith = RejectWith.PORT_UNREACHABLE
 
 
-Target = Union[Accept, Drop, Return, Jump, Reject]
+def _check_ports(ports: tuple[int, int] | None) -> None:
+    if ports is not None and not 0 < ports[0] <= ports[1] <= 0xFFFF:
+        raise ValueError(f"bad port range {ports}")
+
+
+@dataclass(frozen=True)
+class DNAT:
+    """nat table, PREROUTING and OUTPUT: the connection's destination becomes ``address`` (b'': kept),
+    its port one of ``ports`` (None: kept) — ``iptables -j DNAT --to-destination``."""
+
+    address: bytes = b""
+    ports: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_ports(self.ports)
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """nat table, PREROUTING and OUTPUT: DNAT to this host — the arriving interface's first address
+    (loopback's for what the host sends itself) — and to one of ``ports`` (None: kept)."""
+
+    ports: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_ports(self.ports)
+
+
+@dataclass(frozen=True)
+class SNAT:
+    """nat table, POSTROUTING and INPUT: the connection's source becomes ``address``, its port one of
+    ``ports`` (None: kept if no other connection would then look the same, else another)."""
+
+    address: bytes
+    ports: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_ports(self.ports)
+
+
+@dataclass(frozen=True)
+class Masquerade:
+    """nat table, POSTROUTING: SNAT to the leaving interface's address for the destination, as
+    ``iptables -j MASQUERADE`` (for an interface whose address the rule cannot know in advance)."""
+
+    ports: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        _check_ports(self.ports)
+
+
+NatTarget = Union[DNAT, Redirect, SNAT, Masquerade]
+Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget]
 ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
 
 
@@ -183,16 +236,18 @@ class Chain:
     bytes: int = 0
 
 
-class FilterTable:
-    """One IP version's filter table. ``active`` is false while every chain would let everything
-    through: the network layer then asks nothing per packet."""
+class RuleTable:
+    """Chains of rules, built-in (named after their hooks) and the user's, as iptables edits them.
+    ``active`` is false while no rule is in any chain and every policy is ACCEPT: the network layer then
+    asks nothing per packet."""
+
+    builtin: tuple[str, ...] = ()
 
     def __init__(self, version: int, now: Callable[[], float] = time.monotonic) -> None:
         self.version = version
-        self.chains: dict[str, Chain] = {hook.value: Chain(policy=ACCEPT) for hook in Hook}
+        self.chains: dict[str, Chain] = {name: Chain(policy=ACCEPT) for name in self.builtin}
         self.active = False
         self.conntrack = ConnTrack(now)
-        self.tracking = False       # a rule asks for the state: every packet let through is tracked
 
     # --- configuration (iptables -A, -I, -D, -F, -N, -X, -P) --------------------------------------
 
@@ -253,9 +308,10 @@ class FilterTable:
                 raise ValueError("a jump goes to a user chain")
             if target.chain == chain or chain in self._reachable(target.chain):
                 raise ValueError(f"jumping from {chain} to {target.chain} makes a loop")
-        if _resets(rule):
-            if rule.protocol != TCP_PROTOCOL_NUMBER:
-                raise ValueError("tcp-reset rejects only TCP (-p tcp)")
+
+    def _builtins_reaching(self, chain: str) -> list[str]:
+        """The built-in chains whose packets may go through ``chain`` (itself, if built-in)."""
+        return [name for name in self.builtin if name == chain or chain in self._reachable(name)]
 
     def _reachable(self, name: str) -> set[str]:
         """User chains reachable by jumps from ``name``."""
@@ -271,27 +327,8 @@ class FilterTable:
     def _update(self) -> None:
         self.active = any(chain.rules or (chain.policy is not None and chain.policy != ACCEPT)
                           for chain in self.chains.values())
-        self.tracking = any(rule.state is not None for chain in self.chains.values() for rule in chain.rules)
 
-    # --- the network layer's question -------------------------------------------------------------
-
-    def check(self, hook: Hook, packet: FilteredPacket) -> Accept | Drop | Reject:
-        """The verdict on ``packet`` at ``hook``, counting it on the rule (or policy) that decided."""
-        builtin = self.chains[hook.value]
-        state = None
-        if self.tracking:
-            state = self.conntrack.state(packet.protocol, packet.source, packet.destination, packet.transport_head)
-        verdict = self._walk(builtin, packet, 0, state)
-        if verdict is None:
-            builtin.packets += 1
-            builtin.bytes += packet.length
-            verdict = builtin.policy
-        if self.tracking and isinstance(verdict, Accept):
-            self.conntrack.accepted(packet.protocol, packet.source, packet.destination, packet.transport_head)
-        return verdict  # type: ignore[return-value]
-
-    def _walk(self, chain: Chain, packet: FilteredPacket, depth: int,
-              state: State | None) -> Accept | Drop | Reject | None:
+    def _walk(self, chain: Chain, packet: FilteredPacket, depth: int, state: State | None) -> Target | None:
         """The target that decided, or None if the chain ran out or returned."""
         for rule in chain.rules:
             if not rule.matches(packet, state):
@@ -312,14 +349,58 @@ class FilterTable:
         return None
 
 
+class FilterTable(RuleTable):
+    """One IP version's filter table."""
+
+    builtin = tuple(hook.value for hook in Hook)
+
+    def __init__(self, version: int, now: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(version, now)
+        self.tracking = False       # a rule asks for the state: every packet let through is tracked
+
+    def _check_target(self, chain: str, rule: Rule) -> None:
+        super()._check_target(chain, rule)
+        if not isinstance(rule.target, (Accept, Drop, Return, Jump, Reject)):
+            raise ValueError(f"{type(rule.target).__name__} is a target of the nat table")
+        if _resets(rule):
+            if rule.protocol != TCP_PROTOCOL_NUMBER:
+                raise ValueError("tcp-reset rejects only TCP (-p tcp)")
+
+    def _update(self) -> None:
+        super()._update()
+        self.tracking = any(rule.state is not None for chain in self.chains.values() for rule in chain.rules)
+
+    # --- the network layer's question -------------------------------------------------------------
+
+    def check(self, hook: Hook, packet: FilteredPacket) -> Accept | Drop | Reject:
+        """The verdict on ``packet`` at ``hook``, counting it on the rule (or policy) that decided."""
+        builtin = self.chains[hook.value]
+        state = None
+        if self.tracking:
+            state = self.conntrack.state(packet.protocol, packet.source, packet.destination, packet.transport_head)
+        verdict = self._walk(builtin, packet, 0, state)
+        if verdict is None:
+            builtin.packets += 1
+            builtin.bytes += packet.length
+            verdict = builtin.policy
+        if self.tracking and isinstance(verdict, Accept):
+            self.conntrack.accepted(packet.protocol, packet.source, packet.destination, packet.transport_head)
+        return verdict  # type: ignore[return-value]
+
+
 def _resets(rule: Rule) -> bool:
     return isinstance(rule.target, Reject) and rule.target.with_ is RejectWith.TCP_RESET
 
 
 class IPTables:
-    """The stack's packet filter: ``ipv4`` (iptables) and ``ipv6`` (ip6tables) tables, on the
-    stack's clock (``now``) for connection tracking's timeouts."""
+    """The stack's packet filter and translator: the filter tables ``ipv4`` (iptables) and ``ipv6``
+    (ip6tables), the nat tables ``ipv4_nat`` and ``ipv6_nat`` (``-t nat``), on the stack's clock (``now``)
+    for connection tracking's timeouts."""
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        from .nat import NatTable   # (nat builds on this module's rules and chains)
+
         self.ipv4 = FilterTable(4, now)
         self.ipv6 = FilterTable(6, now)
+        self.ipv4_nat = NatTable(4, now)
+        self.ipv6_nat = NatTable(6, now)

@@ -11,8 +11,10 @@ from ..header import ipv4, ipv6, tcp
 from ..tcpip import (TCP_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress, ErrNetworkUnreachable, Error,
                      ErrNotPermitted, ErrNotSupported, ErrUnknownProtocolOption, SockOpt)
 from ..waiter import WaiterQueue
+from .conntrack import is_error, packet_tuple
 from .iptables import HEAD_SIZE, Accept, FilteredPacket, FilterTable, Hook, Reject, RejectWith
 from .multicast import FilterState
+from .nat import OUTPUT, POSTROUTING, PREROUTING, Connection, NatTable, translate_datagram
 from .packet_buffer import PacketBuffer
 
 if TYPE_CHECKING:
@@ -103,10 +105,10 @@ class NetworkEndpoint:
                 reject(verdict.with_)
         return False
 
-    def _filter_output(self, route: Route, transport: int, pkt: PacketBuffer, header_size: int) -> None:
+    def _filter_output(self, route: Route, transport: int, pkt: PacketBuffer, header_size: int, src: bytes,
+                       dst: bytes) -> None:
         """OUTPUT for a transport's packet, before the network header and any fragmentation."""
-        self.filter_output(route, transport, route.local_address, route.remote_address, pkt.size() + header_size,
-                           (bytes(pkt.headers()) + bytes(pkt.data[:HEAD_SIZE]))[:HEAD_SIZE], pkt.mark)
+        self.filter_output(route, transport, src, dst, pkt.size() + header_size, _transport_head(pkt), pkt.mark)
 
     def filter_output(self, route: Route, protocol: int, src: bytes, dst: bytes, length: int, head: Any,
                       mark: int = 0) -> None:
@@ -144,6 +146,71 @@ class NetworkEndpoint:
             self.send(route, PacketBuffer(route.max_header_length(), reset))
         except Error:
             pass    # (no way back, or the link refused it: counted where it failed)
+
+    # --- the nat table (IPv4 and IPv6 set ``_nat``; they ask only while it is active) ----------------
+
+    _nat: NatTable
+
+    def _nat_arrived(self, pkt: PacketBuffer, datagram: memoryview, l4: int, protocol: int, src: bytes,
+                     dst: bytes) -> tuple[Connection | None, memoryview | None]:
+        """PREROUTING: the arrived ``datagram``'s connection (None: it has none, a fragment say) and the
+        datagram with its destination translated (a copy; None: unchanged). ``l4``: where its transport
+        header starts."""
+        head = bytes(datagram[l4:l4 + HEAD_SIZE])
+        connection = self._nat_connection(protocol, src, dst, head)
+        if connection is None:
+            return None, None
+        packet = FilteredPacket(protocol, src, dst, len(datagram), head, self.nic.name)
+        to = self._nat.destination(PREROUTING, connection, packet,
+                                   self.nic.primary_address(self.protocol.number, src))
+        return connection, translate_datagram(datagram, l4, protocol, None, to, _partial(pkt)) if to else None
+
+    def _nat_source(self, hook: str, connection: Connection, pkt: PacketBuffer, datagram: memoryview, l4: int,
+                    protocol: int, src: bytes, dst: bytes, out_nic: NIC | None = None) -> memoryview | None:
+        """INPUT, or POSTROUTING of a forwarded datagram (leaving by ``out_nic``): the datagram with its
+        source translated (a copy), or None if it keeps it."""
+        packet = FilteredPacket(protocol, src, dst, len(datagram), bytes(datagram[l4:l4 + HEAD_SIZE]), self.nic.name,
+                                out_nic.name if out_nic is not None else None)
+        number = self.protocol.number
+        source = self._nat.source(hook, connection, packet,
+                                  lambda: out_nic.primary_address(number, dst) if out_nic is not None else b"")
+        return translate_datagram(datagram, l4, protocol, source, None, _partial(pkt)) if source else None
+
+    def _nat_output(self, route: Route, transport: int, pkt: PacketBuffer,
+                    length: int) -> tuple[Connection | None, Route, bytes]:
+        """OUTPUT of the nat table for a transport's packet (its header first in ``pkt.headers()``, the
+        network header not yet there): its connection, the route to its destination and that destination,
+        translated (the packet rewritten, and re-routed if it now goes elsewhere)."""
+        src, dst = route.local_address, route.remote_address
+        head = _transport_head(pkt)
+        connection = self._nat_connection(transport, src, dst, head)
+        if connection is None:
+            return None, route, dst
+        packet = FilteredPacket(transport, src, dst, length, head, None, route.nic.name, pkt.mark)
+        to = self._nat.destination(OUTPUT, connection, packet, b"")
+        if to is None or not _translate_outbound(pkt, transport, src, dst, None, to):
+            return connection, route, dst
+        if to[0] != dst:
+            route = self.stack.find_route(0, b"", to[0], self.protocol.number)     # Linux's ip_route_me_harder
+        return connection, route, to[0]
+
+    def _nat_postrouting(self, connection: Connection, route: Route, transport: int, pkt: PacketBuffer,
+                         length: int, src: bytes, dst: bytes) -> bytes:
+        """POSTROUTING of the nat table for a transport's packet (after ``_nat_output``): its source,
+        translated (the packet rewritten)."""
+        packet = FilteredPacket(transport, src, dst, length, _transport_head(pkt), None, route.nic.name, pkt.mark)
+        number = self.protocol.number
+        source = self._nat.source(POSTROUTING, connection, packet, lambda: route.nic.primary_address(number, dst))
+        if source is None or not _translate_outbound(pkt, transport, src, dst, source, None):
+            return src
+        return source[0]
+
+    def _nat_connection(self, protocol: int, src: bytes, dst: bytes, head: bytes) -> Connection | None:
+        """The connection a packet meeting its first hook belongs to, or is an ICMP error about."""
+        key = packet_tuple(protocol, src, dst, head)
+        if key is not None:
+            return self._nat.connection(key, head)
+        return self._nat.related(protocol, head) if is_error(protocol, head) else None
 
     def _reset_from(self, src: bytes, dst: bytes, head: bytes, length: int) -> bytes | None:
         """The TCP reset a REJECT --reject-with tcp-reset answers ``src``'s segment to ``dst`` with, as if
@@ -294,3 +361,36 @@ class TransportEndpoint:
 
     def handle_control_packet(self, kind: ControlType, info: int, pkt: PacketBuffer) -> None:
         """An ICMP error about a packet this endpoint sent (``info``: MTU, pointer ...)."""
+
+
+def _transport_head(pkt: PacketBuffer) -> bytes:
+    """The first HEAD_SIZE bytes of an outbound transport packet (its header, then its payload)."""
+    return (bytes(pkt.headers()) + bytes(pkt.data[:HEAD_SIZE]))[:HEAD_SIZE]
+
+
+def _partial(pkt: PacketBuffer) -> bool:
+    """Whether ``pkt``'s transport checksum is left for the device: the pseudo-header sum only."""
+    return bool(pkt.gso_size or pkt.csum_offset)
+
+
+def _translate_outbound(pkt: PacketBuffer, transport: int, src: bytes, dst: bytes, source: tuple[bytes, int] | None,
+                        destination: tuple[bytes, int] | None) -> bool:
+    """Rewrite a transport's outbound packet (its network header not yet there) as coming from ``source``
+    and going to ``destination`` (None: as it does); False if that changes nothing."""
+    headers = pkt.headers()
+    stand_in = bytearray(ipv4.MIN_SIZE if len(src) == 4 else ipv6.HEADER_SIZE)    # for the addresses it carries
+    if len(src) == 4:
+        stand_in[0], stand_in[12:20] = 0x45, src + dst
+    else:
+        stand_in[0], stand_in[8:40] = 0x60, src + dst
+    error = is_error(transport, bytes(headers[:1]))
+    # An ICMP error's quote (its payload) is translated too; of other packets the header alone changes.
+    payload = bytes(pkt.data) + b"".join(pkt.tail) if error else b""
+    translated = translate_datagram(memoryview(stand_in + headers + payload), len(stand_in), transport, source,
+                                    destination, _partial(pkt))
+    if translated is None:
+        return False
+    headers[:] = translated[len(stand_in):len(stand_in) + len(headers)]
+    if error:
+        pkt.data, pkt.tail, pkt.tail_size = translated[len(stand_in) + len(headers):], (), 0
+    return True

@@ -27,6 +27,7 @@ from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMes
 from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
 from ...stack.multicast import FilterState
+from ...stack.nat import INPUT, POSTROUTING, Connection
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ..fragmentation import Reassembler, ReassemblyResult, fragment, split_packet
@@ -59,6 +60,7 @@ class IPv4Endpoint(NetworkEndpoint):
         super().__init__(protocol, nic)
         self._stats = self.stack.stats()
         self._filter = self.stack.iptables.ipv4
+        self._nat = self.stack.iptables.ipv4_nat
         self.igmp = IGMP(self, protocol.igmp_stats)
         self.forwarding = False              # route packets for other hosts (a router's interface)
 
@@ -110,9 +112,16 @@ class IPv4Endpoint(NetworkEndpoint):
         if is_martian_source(src):
             ip_stats.invalid_addresses_received.increment()
             return
+        connection = None
+        if self._nat.active and not hdr.flags_fragment & _FRAGMENT_BITS:
+            connection, translated = self._nat_arrived(pkt, data, hlen, hdr.protocol, src, dst)
+            if translated is not None:
+                original = translated
+                hdr = self._take(pkt, translated)
+                src, dst = hdr.src, hdr.dst
         if not self._accepts(dst, pkt, src, hdr.protocol):
             if self.forwarding and not 224 <= dst[0] <= 239:   # no multicast routing
-                self._forward(pkt, hdr, original)
+                self._forward(pkt, hdr, original, connection)
             else:
                 ip_stats.invalid_addresses_received.increment()
             return
@@ -150,6 +159,12 @@ class IPv4Endpoint(NetworkEndpoint):
                 pkt, proto, src, dst, hdr.total_length, lambda reject_with: icmp.send_error(
                     self, pkt, hdr, icmpv4.DST_UNREACHABLE, REJECT_CODES[reject_with][0], 0, original)):
             return
+        if connection is not None:
+            translated = self._nat_source(INPUT, connection, pkt, original, hlen, proto, src, dst)
+            if translated is not None:
+                original = translated
+                hdr = self._take(pkt, translated)
+                src = hdr.src
         # Raw sockets read the whole datagram (a reassembled one behind its first fragment's header,
         # without fragment fields or options: what ``original`` starts with then).
         raw_taken = False
@@ -177,6 +192,14 @@ class IPv4Endpoint(NetworkEndpoint):
                 ip_stats.unknown_protocol_received.increment()
                 icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.PROTO_UNREACHABLE, 0, original)
 
+    def _take(self, pkt: PacketBuffer, datagram: memoryview) -> ipv4.IPv4Header:
+        """Go on with ``datagram`` (translated by the nat table) in place of the packet's: its header."""
+        hdr = ipv4.parse(datagram, pkt.gso_size > 0)
+        assert hdr
+        pkt.network_header = datagram[:hdr.header_length]
+        pkt.data = datagram[hdr.header_length:]
+        return hdr
+
     def _accepts(self, dst: bytes, pkt: PacketBuffer, src: bytes, proto: int) -> bool:
         """Is ``dst`` for us? Sets pkt.pkt_type to HOST, BROADCAST or MULTICAST accordingly. A group's packet
         must come from a source its members' filters let through, but IGMP's (Linux's ip_check_mc_rcu)."""
@@ -199,9 +222,11 @@ class IPv4Endpoint(NetworkEndpoint):
 
     # --- forwarding -------------------------------------------------------------------------------
 
-    def _forward(self, pkt: PacketBuffer, hdr: ipv4.IPv4Header, original: memoryview) -> None:
+    def _forward(self, pkt: PacketBuffer, hdr: ipv4.IPv4Header, original: memoryview,
+                 connection: Connection | None = None) -> None:
         """Route a datagram for another host (``original``: all of it, header first) out of the NIC
-        the route table picks, or drop it with the counter and the ICMP error that say why."""
+        the route table picks, or drop it with the counter and the ICMP error that say why;
+        ``connection``: its own, if the nat table tracks it."""
         ip_stats = self._stats.ip
         fwd = ip_stats.forwarding
         src, dst = hdr.src, hdr.dst
@@ -251,6 +276,12 @@ class IPv4Endpoint(NetworkEndpoint):
                                           lambda with_: icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE,
                                                                         REJECT_CODES[with_][0], 0, original))
                 return
+        if connection is not None:
+            translated = self._nat_source(POSTROUTING, connection, pkt, original, hlen, hdr.protocol, src, dst,
+                                          route.nic)
+            if translated is not None:
+                original = translated
+                hdr = ipv4.parse(translated, pkt.gso_size > 0)     # type: ignore[assignment]
         if pkt.gso_size:
             self._forward_super_segment(route, pkt, hdr, original)
         else:
@@ -357,27 +388,33 @@ class IPv4Endpoint(NetworkEndpoint):
 
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
                      dont_fragment: bool = True, path_mtu: bool = True) -> None:
-        if self._filter.active:
-            self._filter_output(route, transport, pkt, ipv4.MIN_SIZE)
         total = pkt.size() + ipv4.MIN_SIZE
+        src, dst = route.local_address, route.remote_address
+        connection = None
+        if self._nat.active:
+            connection, route, dst = self._nat_output(route, transport, pkt, total)
+        if self._filter.active:
+            self._filter_output(route, transport, pkt, ipv4.MIN_SIZE, src, dst)
+        if connection is not None:
+            src = self._nat_postrouting(connection, route, transport, pkt, total, src, dst)
         if not pkt.gso_size:        # a super-segment is cut by the link, not fragmented
             mtu = route.mtu(path_mtu)
             if total > mtu:
-                self._write_fragments(route, transport, pkt, ttl, tos, mtu)
+                self._write_fragments(route, transport, pkt, ttl, tos, mtu, src, dst)
                 return
         hdr = pkt.prepend(ipv4.MIN_SIZE)
         if total > ipv4.MAX_TOTAL_LENGTH:
             # A BIG TCP super-segment (the link's gso_max_size allowed it): the length field says 0
             # and the packet's own length counts, as Linux's iph_totlen() reads it (Linux 6.3).
             total = 0
-        ipv4.build(hdr, src=route.local_address, dst=route.remote_address, protocol=transport,
+        ipv4.build(hdr, src=src, dst=dst, protocol=transport,
                    total_length=total, ttl=ttl, tos=tos, ident=self.protocol.next_ident(),
                    flags_fragment=ipv4.FLAG_DONT_FRAGMENT if dont_fragment else 0)
         pkt.network_protocol = PROTOCOL_NUMBER
         self.send(route, pkt)
 
     def _write_fragments(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
-                         mtu: int) -> None:
+                         mtu: int, src: bytes, dst: bytes) -> None:
         """RFC 791 fragmentation: the datagram copied once, each fragment a view of it behind its own header."""
         try:
             pieces = split_packet(pkt, ipv4.MIN_SIZE, mtu, ipv4.MAX_TOTAL_LENGTH - ipv4.MIN_SIZE,
@@ -387,9 +424,9 @@ class IPv4Endpoint(NetworkEndpoint):
             raise ErrMessageTooLong() from None
         ident = self.protocol.next_ident()
         for frag, offset, more in pieces:
-            ipv4.build(frag.prepend(ipv4.MIN_SIZE), src=route.local_address, dst=route.remote_address,
-                       protocol=transport, total_length=ipv4.MIN_SIZE + len(frag.data), ttl=ttl, tos=tos,
-                       ident=ident, flags_fragment=offset >> 3 | (ipv4.FLAG_MORE_FRAGMENTS if more else 0))
+            ipv4.build(frag.prepend(ipv4.MIN_SIZE), src=src, dst=dst, protocol=transport,
+                       total_length=ipv4.MIN_SIZE + len(frag.data), ttl=ttl, tos=tos, ident=ident,
+                       flags_fragment=offset >> 3 | (ipv4.FLAG_MORE_FRAGMENTS if more else 0))
             frag.network_protocol = PROTOCOL_NUMBER
             self.send(route, frag)
 

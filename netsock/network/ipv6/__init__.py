@@ -20,6 +20,7 @@ from ...header.gso import segments_to_forward
 from ...stack.interfaces import LinkCapabilities, PacketType
 from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
 from ...stack.multicast import FilterState
+from ...stack.nat import INPUT, POSTROUTING, Connection
 from ...stack.packet_buffer import PacketBuffer
 from ...stack.registration import NetworkEndpoint, NetworkProtocol, UnknownDestinationDisposition
 from ...tcpip import IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Error, ErrMessageTooLong, ErrNoBufferSpace
@@ -37,6 +38,7 @@ REASSEMBLY_TIMEOUT = 60.0          # RFC 8200 §4.5
 ALL_ROUTERS_GROUPS = tuple(bytes.fromhex(f"ff0{scope}0000000000000000000000000002") for scope in (1, 2, 5))
 # What a group's source filter does not hold back: MLD, which is ICMPv6 behind a hop-by-hop header.
 _UNFILTERED = frozenset((0, 58))
+_TRANSLATED = frozenset((6, 17, 136, 58))   # the nat table's: TCP, UDP, UDP-Lite, ICMPv6 right after the fixed header
 
 
 def _common_prefix_bits(a: bytes, b: bytes) -> int:
@@ -59,6 +61,7 @@ class IPv6Endpoint(NetworkEndpoint):
         super().__init__(protocol, nic)
         self._stats = self.stack.stats()
         self._filter = self.stack.iptables.ipv6
+        self._nat = self.stack.iptables.ipv6_nat
         self.hop_limit = self.stack.default_ttl    # a router may advertise another (RFC 4861 §6.3.4)
         self.link_mtu = 0                   # from router advertisements; 0: the link's
         self.forwarding = False             # route packets for other hosts (a router's interface)
@@ -145,9 +148,16 @@ class IPv6Endpoint(NetworkEndpoint):
         if ipv6.is_multicast(src):
             ip_stats.invalid_addresses_received.increment()
             return
+        connection = None
+        if self._nat.active and hdr.next_header in _TRANSLATED:
+            connection, translated = self._nat_arrived(pkt, packet, ipv6.HEADER_SIZE, hdr.next_header, src, dst)
+            if translated is not None:
+                packet = pkt.data = translated
+                hdr = ipv6.parse(translated)      # type: ignore[assignment]
+                src, dst = hdr.src, hdr.dst
         if not self._accepts(dst, pkt, src, hdr.next_header):
             if self.forwarding and not ipv6.is_multicast(dst):   # no multicast routing
-                self._forward(pkt, hdr, packet)
+                self._forward(pkt, hdr, packet, connection)
             else:
                 ip_stats.invalid_addresses_received.increment()
             return
@@ -177,6 +187,13 @@ class IPv6Endpoint(NetworkEndpoint):
                 pkt, next_header, src, dst, len(packet), lambda reject_with: icmp.send_error(
                     self, pkt, hdr, icmpv6.DST_UNREACHABLE, REJECT_CODES[reject_with][1], 0, packet)):
             return
+        if connection is not None:      # (a packet without extension headers: its transport's at HEADER_SIZE)
+            translated = self._nat_source(INPUT, connection, pkt, packet, ipv6.HEADER_SIZE, next_header, src, dst)
+            if translated is not None:
+                packet = translated
+                pkt.network_header, pkt.data = translated[:ipv6.HEADER_SIZE], translated[ipv6.HEADER_SIZE:]
+                hdr = ipv6.parse(translated)      # type: ignore[assignment]
+                src = hdr.src
         # Raw sockets read the payload alone (Linux's raw6_local_deliver).
         raw_taken = False
         if self.stack.raw_endpoints:
@@ -307,9 +324,11 @@ class IPv6Endpoint(NetworkEndpoint):
 
     # --- forwarding -------------------------------------------------------------------------------
 
-    def _forward(self, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview) -> None:
+    def _forward(self, pkt: PacketBuffer, hdr: ipv6.IPv6Header, packet: memoryview,
+                 connection: Connection | None = None) -> None:
         """Route a packet for another host (``packet``: all of it, fixed header first) out of the NIC
-        the route table picks, or drop it with the counter and the ICMPv6 error that say why."""
+        the route table picks, or drop it with the counter and the ICMPv6 error that say why;
+        ``connection``: its own, if the nat table tracks it."""
         ip_stats = self._stats.ip
         fwd = ip_stats.forwarding
         src, dst = hdr.src, hdr.dst
@@ -346,6 +365,12 @@ class IPv6Endpoint(NetworkEndpoint):
             return
         if self._filter.active and not self._filter_forward(pkt, hdr, packet, route):
             return
+        if connection is not None:
+            translated = self._nat_source(POSTROUTING, connection, pkt, packet, ipv6.HEADER_SIZE, hdr.next_header,
+                                          src, dst, route.nic)
+            if translated is not None:
+                packet = translated
+                hdr = ipv6.parse(translated)      # type: ignore[assignment]
         if pkt.gso_size:
             self._forward_super_segment(route, pkt, hdr, packet)
         else:
@@ -426,22 +451,28 @@ class IPv6Endpoint(NetworkEndpoint):
     def write_packet(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
                      dont_fragment: bool = True, path_mtu: bool = True) -> None:
         """(``dont_fragment`` is IPv4's: an IPv6 router never fragments.)"""
-        if self._filter.active:
-            self._filter_output(route, transport, pkt, ipv6.HEADER_SIZE)
         total = pkt.size() + ipv6.HEADER_SIZE
+        src, dst = route.local_address, route.remote_address
+        connection = None
+        if self._nat.active:
+            connection, route, dst = self._nat_output(route, transport, pkt, total)
+        if self._filter.active:
+            self._filter_output(route, transport, pkt, ipv6.HEADER_SIZE, src, dst)
+        if connection is not None:
+            src = self._nat_postrouting(connection, route, transport, pkt, total, src, dst)
         mtu = route.mtu(path_mtu)
         if total > mtu and not pkt.gso_size:   # a super-segment is cut by the link, not fragmented
-            self._write_fragments(route, transport, pkt, ttl, tos, mtu)
+            self._write_fragments(route, transport, pkt, ttl, tos, mtu, src, dst)
             return
         hdr = pkt.prepend(ipv6.HEADER_SIZE)
-        ipv6.build(hdr, src=route.local_address, dst=route.remote_address, next_header=transport,
+        ipv6.build(hdr, src=src, dst=dst, next_header=transport,
                    payload_length=total - ipv6.HEADER_SIZE, hop_limit=ttl, traffic_class=tos,
                    flow_label=flow_label(pkt.hash))
         pkt.network_protocol = PROTOCOL_NUMBER
         self.send(route, pkt)
 
     def _write_fragments(self, route: Route, transport: int, pkt: PacketBuffer, ttl: int, tos: int,
-                         mtu: int) -> None:
+                         mtu: int, src: bytes, dst: bytes) -> None:
         """RFC 8200 §4.5: the source fragments, each piece behind an IPv6 header and a fragment header."""
         try:
             pieces = split_packet(pkt, ipv6.HEADER_SIZE + ipv6.FRAGMENT_HEADER_SIZE, max(mtu, ipv6.MIN_MTU), 65535,
@@ -453,9 +484,9 @@ class IPv6Endpoint(NetworkEndpoint):
         label = flow_label(pkt.hash)
         for frag, offset, more in pieces:
             ipv6.build_fragment(frag.prepend(ipv6.FRAGMENT_HEADER_SIZE), transport, offset, more, ident)
-            ipv6.build(frag.prepend(ipv6.HEADER_SIZE), src=route.local_address, dst=route.remote_address,
-                       next_header=ipv6.FRAGMENT, payload_length=ipv6.FRAGMENT_HEADER_SIZE + len(frag.data),
-                       hop_limit=ttl, traffic_class=tos, flow_label=label)
+            ipv6.build(frag.prepend(ipv6.HEADER_SIZE), src=src, dst=dst, next_header=ipv6.FRAGMENT,
+                       payload_length=ipv6.FRAGMENT_HEADER_SIZE + len(frag.data), hop_limit=ttl,
+                       traffic_class=tos, flow_label=label)
             frag.network_protocol = PROTOCOL_NUMBER
             self.send(route, frag)
 

@@ -1,0 +1,314 @@
+"""The nat table (iptables -t nat): its rules on their own, the checksum arithmetic it rewrites packets
+with, then at work in a private network, over IPv4 and IPv6 — MASQUERADE and SNAT on a router (the
+server sees the router; two clients with one source port stay apart), DNAT port forwarding, REDIRECT to
+a local port (and SO_ORIGINAL_DST, as a transparent proxy asks it), and OUTPUT's DNAT and REDIRECT of
+a host's own connections, looped back to itself."""
+
+from __future__ import annotations
+
+import errno
+import random
+import socket
+import struct
+from collections.abc import Iterator
+
+import gevent
+import pytest
+
+from netsock.adapter import NetsockSocket
+from netsock.header.checksum import checksum
+from netsock.privnet import Host, Network
+from netsock.stack.iptables import ACCEPT, DNAT, DROP, SNAT, Jump, Masquerade, Redirect, Reject, Rule
+from netsock.stack.nat import NatTable, adjust_checksum, rewrite_transport
+from netsock.tcpip import TCP_PROTOCOL_NUMBER as TCP
+from netsock.tcpip import UDP_PROTOCOL_NUMBER as UDP
+from netsock.tcpip import Subnet
+
+SUBNETS = {socket.AF_INET: ("192.0.2.0/24", "198.51.100.0/24"),
+           socket.AF_INET6: ("2001:db8:1::/64", "2001:db8:2::/64")}
+SO_ORIGINAL_DST = 80
+
+
+# --- the table on its own -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("chain", "target"), [("POSTROUTING", DNAT(b"\x01\x02\x03\x04")), ("INPUT", Redirect()),
+                                               ("PREROUTING", SNAT(b"\x01\x02\x03\x04")), ("OUTPUT", Masquerade()),
+                                               ("INPUT", Masquerade())])
+def test_a_target_goes_only_where_linux_allows_it(chain: str, target) -> None:
+    with pytest.raises(ValueError, match="only"):
+        NatTable(4).append(chain, Rule(target))
+
+
+def test_a_user_chain_takes_what_every_chain_reaching_it_allows() -> None:
+    table = NatTable(4)
+    table.new_chain("forwards")
+    table.append("forwards", Rule(DNAT(b"\x01\x02\x03\x04")))
+    table.append("PREROUTING", Rule(Jump("forwards")))
+    with pytest.raises(ValueError, match="only"):
+        table.append("POSTROUTING", Rule(Jump("forwards")))
+    with pytest.raises(ValueError, match="only"):
+        table.append("forwards", Rule(SNAT(b"\x01\x02\x03\x04")))     # PREROUTING reaches it
+
+
+def test_the_nat_table_does_not_filter() -> None:
+    table = NatTable(4)
+    for target in (DROP, Reject()):
+        with pytest.raises(ValueError, match="filter"):
+            table.append("PREROUTING", Rule(target))
+    with pytest.raises(ValueError, match="ACCEPT"):
+        table.set_policy("PREROUTING", DROP)
+    table.append("PREROUTING", Rule(ACCEPT))        # (ACCEPT ends the chain untranslated)
+
+
+def test_a_translated_port_needs_a_protocol_with_ports_and_an_address_its_version() -> None:
+    with pytest.raises(ValueError, match="port"):
+        NatTable(4).append("PREROUTING", Rule(Redirect((8080, 8080))))
+    with pytest.raises(ValueError, match="IPv6"):
+        NatTable(6).append("PREROUTING", Rule(DNAT(b"\x01\x02\x03\x04")))
+    with pytest.raises(ValueError, match="port range"):
+        Redirect((0, 10))
+
+
+def test_a_filter_table_refuses_nat_targets(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    with pytest.raises(ValueError, match="nat table"):
+        router.stack.iptables.ipv4.append("FORWARD", Rule(Masquerade()))
+
+
+# --- checksums, adjusted ------------------------------------------------------------------------------------
+
+def test_an_adjusted_checksum_is_the_one_computed_afresh() -> None:
+    rng = random.Random(5)
+    for _ in range(300):
+        data = bytearray(rng.randbytes(2 * rng.randrange(4, 40)))
+        at = 2 * rng.randrange(0, len(data) // 2 - 1)
+        width = 2 * rng.randrange(1, (len(data) - at) // 2 + 1)
+        before = ~checksum(data) & 0xFFFF
+        old = bytes(data[at:at + width])
+        data[at:at + width] = rng.randbytes(width)
+        assert adjust_checksum(before, old, data[at:at + width]) in {~checksum(data) & 0xFFFF} | (
+            {0, 0xFFFF} if ~checksum(data) & 0xFFFF in (0, 0xFFFF) else set())
+
+
+def _pseudo(src: bytes, dst: bytes, protocol: int, length: int) -> bytes:
+    if len(src) == 4:
+        return src + dst + struct.pack("!BBH", 0, protocol, length)
+    return src + dst + struct.pack("!IxxxB", length, protocol)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+@pytest.mark.parametrize("protocol", [TCP, UDP])
+def test_a_rewritten_segment_verifies(version: int, protocol: int) -> None:
+    rng = random.Random(version * protocol)
+    size = 4 if version == 4 else 16
+    src, dst, new_src, new_dst = (rng.randbytes(size) for _ in range(4))
+    header = bytearray(rng.randbytes(20 if protocol == TCP else 8)) + rng.randbytes(101)
+    field = 16 if protocol == TCP else 6
+    header[field:field + 2] = b"\0\0"
+    if protocol == UDP:
+        header[4:6] = len(header).to_bytes(2, "big")
+    header[field:field + 2] = (~checksum(_pseudo(src, dst, protocol, len(header)) + header) & 0xFFFF).to_bytes(2, "big")
+    rewrite_transport(memoryview(header), protocol, src, new_src, dst, new_dst, 4321, 80, partial=False)
+    assert header[:4] == struct.pack("!HH", 4321, 80)
+    assert checksum(_pseudo(new_src, new_dst, protocol, len(header)) + header) == 0xFFFF
+
+
+def test_a_partial_checksum_stays_the_pseudo_header_sum() -> None:
+    # Left for the device (CHECKSUM_PARTIAL): the field holds the pseudo-header's sum, uncomplemented.
+    src, dst, new_dst = bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]), bytes([203, 0, 113, 7])
+    header = bytearray(20)
+    header[16:18] = checksum(_pseudo(src, dst, TCP, 1000)).to_bytes(2, "big")
+    rewrite_transport(memoryview(header), TCP, src, src, dst, new_dst, None, 8080, partial=True)
+    assert int.from_bytes(header[16:18], "big") == checksum(_pseudo(src, new_dst, TCP, 1000))
+
+
+# --- at work ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(params=[socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def router_pair(request: pytest.FixtureRequest) -> Iterator[tuple[Network, int, Host, Host, Host]]:
+    """client.test on "inside", server.test on "outside", router.test between."""
+    family = request.param
+    with Network(seed=11) as net:
+        inside, outside = net.switch("inside", SUBNETS[family][0]), net.switch("outside", SUBNETS[family][1])
+        router = net.router("router.test", inside, outside)
+        server = net.host("server.test", outside)
+        client = net.host("client.test", inside)
+        yield net, family, client, router, server
+
+
+def nat(host: Host, family: int) -> NatTable:
+    return host.stack.iptables.ipv6_nat if family == socket.AF_INET6 else host.stack.iptables.ipv4_nat
+
+
+def packed(family: int, address: str) -> bytes:
+    return socket.inet_pton(family, address)
+
+
+def wildcard(family: int) -> str:
+    return "::" if family == socket.AF_INET6 else "0.0.0.0"
+
+
+def serve_tcp(host: Host, family: int, port: int) -> tuple[NetsockSocket, list]:
+    """A listener on ``host``:``port`` answering each connection with what it saw: its peer, its own
+    address and SO_ORIGINAL_DST (or the errno name)."""
+    listener = NetsockSocket(family, stack=host.stack)
+    listener.bind((wildcard(family), port))
+    listener.listen()
+    seen: list = []
+
+    def serve() -> None:
+        while True:
+            conn, peer = listener.accept()
+            try:
+                original = conn.getsockopt(socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP,
+                                           SO_ORIGINAL_DST, 28 if family == socket.AF_INET6 else 16)
+                port_, = struct.unpack_from("!H", original, 2)
+                addr = socket.inet_ntop(family, original[8:24] if family == socket.AF_INET6 else original[4:8])
+                asked: object = (addr, port_)
+            except OSError as error:
+                asked = errno.errorcode[error.errno]
+            seen.append((peer[:2], conn.getsockname()[:2], asked))
+            conn.sendall(conn.recv(100).upper())
+            conn.close()
+    host.spawn(serve)
+    return listener, seen
+
+
+def exchange(host: Host, family: int, address: str, port: int, data: bytes = b"hello",
+             source_port: int = 0) -> tuple[bytes, tuple]:
+    """Connect from ``host``, send, read the answer: (it, the address the socket is connected to)."""
+    with host, NetsockSocket(family) as sock:
+        sock.settimeout(5)
+        if source_port:
+            sock.bind((wildcard(family), source_port))
+        sock.connect((address, port))
+        peer = sock.getpeername()[:2]
+        sock.sendall(data)
+        return sock.recv(100), peer
+
+
+def test_masquerade_shows_the_server_the_router(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    outside = next(s for s in router.addresses if s.name == "outside")
+    rule = Rule(Masquerade(), out_interface="outside")
+    nat(router, family).append("POSTROUTING", rule)
+    listener, seen = serve_tcp(server, family, 80)
+    for _ in range(3):
+        assert exchange(client, family, server.address, 80) == (b"HELLO", (server.address, 80))
+    assert [peer[0] for peer, _, _ in seen] == [router.addresses[outside]] * 3
+    assert [asked for _, _, asked in seen] == ["ENOENT"] * 3       # (the server's own stack tracks nothing)
+    assert rule.packets == 3            # a connection's first packet alone goes through the rules
+    listener.close()
+
+
+def test_snat_keeps_two_clients_with_one_source_port_apart(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    inside = next(s for s in router.addresses if s.name == "inside")
+    other = net.host("other.test", inside)
+    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    nat(router, family).append("POSTROUTING", Rule(SNAT(packed(family, outside_address), (5000, 5010)),
+                                                   protocol=TCP, out_interface="outside"))
+    listener, seen = serve_tcp(server, family, 80)
+    results = [client.spawn(exchange, client, family, server.address, 80, b"one", 40000),
+               other.spawn(exchange, other, family, server.address, 80, b"two", 40000)]
+    gevent.joinall(results, raise_error=True)
+    assert sorted(r.value[0] for r in results) == [b"ONE", b"TWO"]
+    peers = sorted(peer for peer, _, _ in seen)
+    assert peers == [(outside_address, 5000), (outside_address, 5001)]
+    listener.close()
+
+
+def test_udp_is_translated_both_ways(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    nat(router, family).append("POSTROUTING", Rule(Masquerade(), protocol=UDP, out_interface="outside"))
+    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    with server, NetsockSocket(family, socket.SOCK_DGRAM) as echo, client, NetsockSocket(family,
+                                                                                         socket.SOCK_DGRAM) as sock:
+        echo.bind((wildcard(family), 53))
+        sock.settimeout(5)
+        echo.settimeout(5)
+        sock.sendto(b"query", (server.address, 53))
+        data, peer = echo.recvfrom(100)
+        assert (data, peer[0]) == (b"query", outside_address)
+        echo.sendto(b"answer", peer)
+        data, peer = sock.recvfrom(100)
+        assert (data, peer[:2]) == (b"answer", (server.address, 53))
+
+
+def test_dnat_forwards_a_port_to_a_host_inside(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    # The roles turned: server.test (outside) connects to the router's outside address, port 8080,
+    # which the router forwards to client.test's port 80 inside.
+    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    nat(router, family).append("PREROUTING", Rule(DNAT(packed(family, client.address), (80, 80)), protocol=TCP,
+                                                  in_interface="outside", destination_ports=(8080, 8080)))
+    listener, seen = serve_tcp(client, family, 80)
+    assert exchange(server, family, outside_address, 8080) == (b"HELLO", (outside_address, 8080))
+    assert seen[0][0][0] == server.address          # the inside host sees who really connected
+    with server, NetsockSocket(family) as sock:     # a port the rule does not name is the router's own
+        sock.settimeout(5)
+        with pytest.raises(ConnectionRefusedError):
+            sock.connect((outside_address, 8081))
+    listener.close()
+
+
+def test_redirect_and_so_original_dst(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    nat(server, family).append("PREROUTING", Rule(Redirect((8080, 8080)), protocol=TCP, destination_ports=(80, 80)))
+    listener, seen = serve_tcp(server, family, 8080)
+    assert exchange(client, family, server.address, 80) == (b"HELLO", (server.address, 80))
+    (peer, own, asked), = seen
+    assert peer[0] == client.address and own == (server.address, 8080) and asked == (server.address, 80)
+    listener.close()
+
+
+def test_output_dnat_and_redirect_of_the_hosts_own_connections(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    nowhere = "198.51.100.200" if family == socket.AF_INET else "2001:db8:2::200"   # routed, but no host has it
+    table = nat(client, family)
+    table.append("OUTPUT", Rule(DNAT(packed(family, server.address)), protocol=TCP, destination=None,
+                                destination_ports=(80, 80)))
+    listener, seen = serve_tcp(server, family, 80)
+    assert exchange(client, family, nowhere, 80) == (b"HELLO", (nowhere, 80))
+    assert seen[-1][0][0] == client.address
+    # REDIRECT in OUTPUT: to this very host (its loopback), as a local transparent proxy is reached.
+    table.flush()
+    table.append("OUTPUT", Rule(Redirect((9090, 9090)), protocol=TCP, destination_ports=(80, 80)))
+    proxy, proxied = serve_tcp(client, family, 9090)
+    assert exchange(client, family, nowhere, 80) == (b"HELLO", (nowhere, 80))
+    (peer, own, asked), = proxied
+    assert own[1] == 9090 and asked == (nowhere, 80)
+    listener.close()
+    proxy.close()
+
+
+def test_a_ping_is_masqueraded_its_identifier_kept_apart(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    icmp, request = ((socket.IPPROTO_ICMPV6, 128) if family == socket.AF_INET6 else (socket.IPPROTO_ICMP, 8))
+    nat(router, family).append("POSTROUTING", Rule(Masquerade(), out_interface="outside"))
+    # The server answers no echo from the inside subnet: only one that comes from the router.
+    table = server.stack.iptables.ipv6 if family == socket.AF_INET6 else server.stack.iptables.ipv4
+    table.append("INPUT", Rule(DROP, source=Subnet.parse(SUBNETS[family][0])))
+    with client, NetsockSocket(family, socket.SOCK_DGRAM, icmp) as ping:
+        ping.settimeout(3)
+        ping.sendto(bytes([request, 0, 0, 0, 0, 0, 0, 1]) + b"ping", (server.address, 0))
+        reply, peer = ping.recvfrom(100)
+        assert reply.endswith(b"ping") and peer[0] == server.address
+
+
+@pytest.mark.parametrize("where", ["beyond the router", "redirected here"])
+def test_an_icmp_error_about_a_translated_datagram_reaches_its_socket(router_pair: tuple, where: str) -> None:
+    # The error quotes the datagram as translated; the sender must see it about the datagram it sent
+    # (Linux's nf_nat_icmp_reply_translation): a connected UDP socket then reads ECONNREFUSED.
+    net, family, client, router, server = router_pair
+    if where == "beyond the router":
+        nat(router, family).append("POSTROUTING", Rule(Masquerade(), out_interface="outside"))
+    else:
+        nat(server, family).append("PREROUTING", Rule(Redirect((5353, 5353)), protocol=UDP,
+                                                      destination_ports=(53, 53)))
+    with client, NetsockSocket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3)
+        sock.connect((server.address, 53))
+        sock.send(b"query")
+        with pytest.raises(ConnectionRefusedError):
+            sock.recv(100)
