@@ -24,6 +24,8 @@ from netsock.tcpip import TCP_PROTOCOL_NUMBER as TCP
 from netsock.tcpip import UDP_PROTOCOL_NUMBER as UDP
 from netsock.tcpip import Subnet
 
+from conftest import outcome
+
 SUBNETS = {socket.AF_INET: ("192.0.2.0/24", "198.51.100.0/24"),
            socket.AF_INET6: ("2001:db8:1::/64", "2001:db8:2::/64")}
 SO_ORIGINAL_DST = 80
@@ -312,3 +314,24 @@ def test_an_icmp_error_about_a_translated_datagram_reaches_its_socket(router_pai
         sock.send(b"query")
         with pytest.raises(ConnectionRefusedError):
             sock.recv(100)
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_so_original_dst_of_an_untracked_connection_answers_as_the_kernel(stack, family: int) -> None:
+    # Each kind of socket, at both levels, into too little room and enough: EINVAL, ENOENT, ENOPROTOOPT.
+    host = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    answers = []
+    for make in (socket.socket, NetsockSocket):
+        listener = make(family, socket.SOCK_STREAM)
+        listener.bind((host, 0))
+        listener.listen()
+        client = make(family, socket.SOCK_STREAM)
+        client.connect(listener.getsockname()[:2])
+        accepted, _ = listener.accept()
+        udp = make(family, socket.SOCK_DGRAM)
+        levels = (socket.IPPROTO_IP, socket.IPPROTO_IPV6) if family == socket.AF_INET6 else (socket.IPPROTO_IP,)
+        answers.append([outcome(lambda: sock.getsockopt(level, SO_ORIGINAL_DST, room))
+                        for sock in (client, accepted, listener, udp) for level in levels for room in (4, 16, 28)])
+        for sock in (client, accepted, listener, udp):
+            sock.close()
+    assert answers[1] == answers[0]

@@ -25,7 +25,7 @@ from netsock.tcpip import SockOpt
 
 SOL_SOCKET, IP, IPV6, TCP, UDP = socket.SOL_SOCKET, socket.IPPROTO_IP, socket.IPPROTO_IPV6, socket.IPPROTO_TCP, \
     socket.IPPROTO_UDP
-LAST = {SOL_SOCKET: 80, IP: 80, IPV6: 80, TCP: 45, UDP: 120}     # past the highest number Linux 6 knows
+LAST = {SOL_SOCKET: 80, IP: 81, IPV6: 81, TCP: 45, UDP: 120}     # past the highest number Linux 6 knows
 
 # What netsock does not implement: ENOPROTOOPT for these, whatever Linux answers.
 UNIMPLEMENTED = {

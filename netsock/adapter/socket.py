@@ -2096,24 +2096,28 @@ class SocketCore:
         if self.transport in _UDP_TRANSPORTS and self.kind == SOCK_DGRAM:
             self._set(SockOpt.MULTICAST_ALL, bool(value), scope)
 
-    def original_destination(self, room: int) -> bytes:
-        """SO_ORIGINAL_DST: the destination a TCP connection's client asked for, before the nat table
-        translated it (Linux's getorigdst, which transparent proxies ask), as a sockaddr into ``room`` for
-        one; ENOENT for a connection the table does not track (it tracks while it has rules)."""
+    def original_destination(self, level: int, room: int) -> bytes:
+        """SO_ORIGINAL_DST (IPv4's at IPPROTO_IP, IPv6's at IPPROTO_IPV6): the destination a TCP connection's
+        client asked for, before the nat table translated it (Linux's getorigdst, which transparent
+        proxies ask), as a sockaddr into ``room`` for one; ENOENT for a connection of the other version or
+        one the table does not track (it tracks while it has rules)."""
         if self.transport != IPPROTO_TCP:
             raise _oserror(ENOPROTOOPT)
-        if room < (_SOCKADDR_IN6_SIZE if self.family == AF_INET6 else _SOCKADDR_IN_SIZE):
+        family = AF_INET if level == IPPROTO_IP else AF_INET6
+        if room < (_SOCKADDR_IN_SIZE if family == AF_INET else _SOCKADDR_IN6_SIZE):
             raise _oserror(EINVAL)
         try:
             local, remote = self.ep.get_local_address(), self.ep.get_remote_address()
         except Error:
             raise _oserror(ENOENT) from None
         iptables = self.stack.iptables
-        table = iptables.ipv4_nat if len(remote.addr) == 4 else iptables.ipv6_nat
-        found = table.original_destination(IPPROTO_TCP, local.addr, local.port, remote.addr, remote.port)
+        found = None
+        if len(remote.addr) == (4 if family == AF_INET else 16):
+            table = iptables.ipv4_nat if family == AF_INET else iptables.ipv6_nat
+            found = table.original_destination(IPPROTO_TCP, local.addr, local.port, remote.addr, remote.port)
         if found is None:
             raise _oserror(ENOENT)
-        return _sockaddr_bytes(self.family, *found).ljust(room, b"\0")
+        return _sockaddr_bytes(family, *found).ljust(room, b"\0")
 
     def _path_mtu(self, scope: int) -> int:
         """IP_MTU / IPV6_MTU: the path MTU of a connected socket (ENOTCONN otherwise)."""
@@ -3228,8 +3232,9 @@ class NetsockSocket:
             if not self._core.ep.repair:
                 raise _oserror(EPERM)
             return _TCP_REPAIR_WINDOW_STRUCT.pack(*self._core.ep.repair_window())
-        if optname == _SO_ORIGINAL_DST and level == (IPPROTO_IPV6 if self._core.family == AF_INET6 else IPPROTO_IP):
-            return self._core.original_destination(buflen)
+        if optname == _SO_ORIGINAL_DST and (level == IPPROTO_IP or level == IPPROTO_IPV6
+                                                      and self._core.family == AF_INET6):
+            return self._core.original_destination(level, buflen)
         if level == IPPROTO_IPV6 and optname == _IPV6_PATHMTU and self._core.family == AF_INET6 and \
                 (buflen or _INT.size) < _SOCKADDR_IN6_SIZE + 4:
             raise _oserror(EINVAL)      # room for a whole ip6_mtuinfo is asked first (then ENOTCONN)
