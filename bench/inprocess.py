@@ -9,7 +9,8 @@ greenlet writes 64 KiB bytes objects, shuts down its sending side and waits for 
 close. netsock: ``NetsockSocket``s of two hosts on one switch of a private network (Ethernet
 switched in memory: the path ``netsock.Network`` gives tests and demos; TCP's 64 KB super-segments
 of MTU-sized segments cross it whole, as over a Linux bridge or veth, and are captured), at the
-switch's default MTU of 1500 and at a 64 KiB MTU. kernel: gevent's kernel sockets over loopback (MTU 64 KiB)
+switch's default MTU of 1500 and at a 64 KiB MTU; then at MTU 1500 through a router between two
+switches, and through that router masquerading the sender (iptables' nat table). kernel: gevent's kernel sockets over loopback (MTU 64 KiB)
 in this same process. CPU is this process's user + system time over the whole transfer (both ends
 are here), per 10^9 bytes. Needs no root.
 """
@@ -27,6 +28,7 @@ import gevent.socket
 
 from netsock import Network
 from netsock.adapter.socket import NetsockSocket
+from netsock.stack.iptables import Masquerade, Rule
 
 from common import MIB, Figure, at_least, cpu_seconds, exit_on_sigterm, stream_sink, stream_source, write_figures
 
@@ -51,10 +53,19 @@ def transfer(listener: Any, sender: Any, address: tuple[str, int], size: int,
             "cpu_seconds": cpu, "cpu_seconds_per_gb": cpu / (received / 1e9)}
 
 
-def netsock_transfer(size: int, mtu: int) -> dict[str, Any]:
+def netsock_transfer(size: int, mtu: int, path: str = "switch") -> dict[str, Any]:
+    """``path``: "switch" (both hosts on one), "router" (each on its own switch, a router between) or
+    "masquerade" (that router translating the sender's address, as a home router does)."""
     with Network() as net:
         lan = net.switch("lan", "192.0.2.0/24", mtu=mtu)
-        receiver, sender = net.host("receiver", lan), net.host("sender", lan)
+        if path == "switch":
+            receiver, sender = net.host("receiver", lan), net.host("sender", lan)
+        else:
+            wan = net.switch("wan", "198.51.100.0/24", mtu=mtu)
+            router = net.router("router", lan, wan)
+            if path == "masquerade":
+                router.stack.iptables.ipv4_nat.append("POSTROUTING", Rule(Masquerade(), out_interface="wan"))
+            receiver, sender = net.host("receiver", wan), net.host("sender", lan)
         listener = NetsockSocket(socket.AF_INET, socket.SOCK_STREAM, stack=receiver.stack)
         listener.bind((receiver.address, PORT))
         listener.listen()
@@ -82,6 +93,12 @@ def measure(size: int, kernel_size: int) -> list[Figure]:
             Figure(f"CPU per GB, in-process, switch MTU {mtu}", "CPU s/GB", netsock["cpu_seconds_per_gb"],
                    kernel["cpu_seconds_per_gb"]),
         ]
+    for path in ("router", "masquerade"):      # what forwarding, and then address translation, cost
+        netsock = netsock_transfer(size, SWITCH_MTUS[0], path)
+        detail = {"netsock": netsock, "kernel": kernel, "kernel_path": "gevent sockets over loopback (MTU 65536)"}
+        figures.append(Figure(f"in-process bulk TCP, through a {'masquerading ' * (path == 'masquerade')}router, "
+                              f"MTU {SWITCH_MTUS[0]}", "Gbit/s", netsock["gbit_per_s"], kernel["gbit_per_s"],
+                              detail=detail))
     return figures
 
 
@@ -97,7 +114,8 @@ def main() -> int:
     if args.quick:
         args.bytes, args.kernel_bytes = 128 * MIB, 1024 * MIB
     exit_on_sigterm()
-    print("In-process bulk TCP (netsock: private network, two hosts on one switch; kernel: loopback)")
+    print("In-process bulk TCP (netsock: private network, two hosts on one switch, then through a router; "
+          "kernel: loopback)")
     write_figures(args.json, measure(args.bytes, args.kernel_bytes))
     return 0
 

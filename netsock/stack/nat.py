@@ -103,10 +103,11 @@ class NatTable(RuleTable):
         quoted_original = quoted == entry.original or entry.aliases[:1] == (quoted,)
         return entry, ERROR_REPLY if quoted_original else ERROR_ORIGINAL
 
-    def destination(self, hook: str, connection: Connection, packet: FilteredPacket,
-                    arriving: bytes) -> tuple[bytes, int] | None:
-        """PREROUTING, OUTPUT: where the packet now goes, (address, port), if it may change. ``arriving``:
-        REDIRECT's address in PREROUTING (the arriving interface's; loopback's in OUTPUT)."""
+    def destination(self, hook: str, connection: Connection, describe: Callable[[], FilteredPacket],
+                    arriving: Callable[[], bytes]) -> tuple[bytes, int] | None:
+        """PREROUTING, OUTPUT: where the packet now goes, (address, port), if it may change. ``describe()``:
+        the packet as the rules see it, ``arriving()``: REDIRECT's address in PREROUTING (the arriving
+        interface's; loopback's in OUTPUT) — asked only of a connection's first packet."""
         entry, way = connection
         if way is REPLY or way is ERROR_REPLY:
             return entry.original[1:3] if entry.source is not None else None    # back to the client
@@ -114,10 +115,10 @@ class NatTable(RuleTable):
             return entry.destination if way is ERROR_ORIGINAL else None
         if not entry.decided & NAT_DESTINATION:
             entry.decided |= NAT_DESTINATION
-            target = self._walk(self.chains[hook], packet, 0, None)
+            target = self._walk(self.chains[hook], describe(), 0, None)
             if isinstance(target, (DNAT, Redirect)):
                 original = entry.original
-                here = _LOOPBACK[self.version] if hook == OUTPUT else arriving
+                here = _LOOPBACK[self.version] if hook == OUTPUT else arriving()
                 address = here if isinstance(target, Redirect) else target.address or original[3]
                 port = original[4] if target.ports is None or original[0] not in _PORTED else target.ports[0]
                 if address and (address, port) != original[3:5]:
@@ -125,10 +126,11 @@ class NatTable(RuleTable):
                     self._retuple(entry)
         return entry.destination
 
-    def source(self, hook: str, connection: Connection, packet: FilteredPacket,
+    def source(self, hook: str, connection: Connection, describe: Callable[[], FilteredPacket],
                leaving: Callable[[], bytes]) -> tuple[bytes, int] | None:
         """POSTROUTING, INPUT: where the packet now comes from, (address, port), if it may change.
-        ``leaving()``: MASQUERADE's address (the leaving interface's towards the destination)."""
+        ``describe()`` and ``leaving()`` (MASQUERADE's address: the leaving interface's towards the
+        destination), as for ``destination``."""
         entry, way = connection
         if way is REPLY or way is ERROR_REPLY:
             return entry.original[3:5] if entry.destination is not None else None   # from whom was asked
@@ -136,7 +138,7 @@ class NatTable(RuleTable):
             return entry.source if way is ERROR_ORIGINAL else None
         if not entry.decided & NAT_SOURCE:
             entry.decided |= NAT_SOURCE
-            target = self._walk(self.chains[hook], packet, 0, None)
+            target = self._walk(self.chains[hook], describe(), 0, None)
             if isinstance(target, (SNAT, Masquerade)):
                 address = target.address if isinstance(target, SNAT) else leaving()
                 if address:

@@ -160,20 +160,20 @@ class NetworkEndpoint:
         connection = self._nat_connection(protocol, src, dst, head)
         if connection is None:
             return None, None
-        packet = FilteredPacket(protocol, src, dst, len(datagram), head, self.nic.name)
-        to = self._nat.destination(PREROUTING, connection, packet,
-                                   self.nic.primary_address(self.protocol.number, src))
+        to = self._nat.destination(PREROUTING, connection,
+                                   lambda: FilteredPacket(protocol, src, dst, len(datagram), head, self.nic.name),
+                                   lambda: self.nic.primary_address(self.protocol.number, src))
         return connection, translate_datagram(datagram, l4, protocol, None, to, _partial(pkt)) if to else None
 
     def _nat_source(self, hook: str, connection: Connection, pkt: PacketBuffer, datagram: memoryview, l4: int,
                     protocol: int, src: bytes, dst: bytes, out_nic: NIC | None = None) -> memoryview | None:
         """INPUT, or POSTROUTING of a forwarded datagram (leaving by ``out_nic``): the datagram with its
         source translated (a copy), or None if it keeps it."""
-        packet = FilteredPacket(protocol, src, dst, len(datagram), bytes(datagram[l4:l4 + HEAD_SIZE]), self.nic.name,
-                                out_nic.name if out_nic is not None else None)
         number = self.protocol.number
-        source = self._nat.source(hook, connection, packet,
-                                  lambda: out_nic.primary_address(number, dst) if out_nic is not None else b"")
+        source = self._nat.source(hook, connection, lambda: FilteredPacket(
+            protocol, src, dst, len(datagram), bytes(datagram[l4:l4 + HEAD_SIZE]), self.nic.name,
+            out_nic.name if out_nic is not None else None),
+            lambda: out_nic.primary_address(number, dst) if out_nic is not None else b"")
         return translate_datagram(datagram, l4, protocol, source, None, _partial(pkt)) if source else None
 
     def _nat_output(self, route: Route, transport: int, pkt: PacketBuffer,
@@ -186,8 +186,8 @@ class NetworkEndpoint:
         connection = self._nat_connection(transport, src, dst, head)
         if connection is None:
             return None, route, dst
-        packet = FilteredPacket(transport, src, dst, length, head, None, route.nic.name, pkt.mark)
-        to = self._nat.destination(OUTPUT, connection, packet, b"")
+        to = self._nat.destination(OUTPUT, connection, lambda: FilteredPacket(
+            transport, src, dst, length, head, None, route.nic.name, pkt.mark), lambda: b"")
         if to is None or not _translate_outbound(pkt, transport, src, dst, None, to):
             return connection, route, dst
         if to[0] != dst:
@@ -198,9 +198,10 @@ class NetworkEndpoint:
                          length: int, src: bytes, dst: bytes) -> bytes:
         """POSTROUTING of the nat table for a transport's packet (after ``_nat_output``): its source,
         translated (the packet rewritten)."""
-        packet = FilteredPacket(transport, src, dst, length, _transport_head(pkt), None, route.nic.name, pkt.mark)
         number = self.protocol.number
-        source = self._nat.source(POSTROUTING, connection, packet, lambda: route.nic.primary_address(number, dst))
+        source = self._nat.source(POSTROUTING, connection, lambda: FilteredPacket(
+            transport, src, dst, length, _transport_head(pkt), None, route.nic.name, pkt.mark),
+            lambda: route.nic.primary_address(number, dst))
         if source is None or not _translate_outbound(pkt, transport, src, dst, source, None):
             return src
         return source[0]
