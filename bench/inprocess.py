@@ -11,8 +11,8 @@ switched in memory: the path ``netsock.Network`` gives tests and demos; TCP's 64
 of MTU-sized segments cross it whole, as over a Linux bridge or veth, and are captured), at the
 switch's default MTU of 1500 and at a 64 KiB MTU; then at MTU 1500 through a router between two
 switches, and through that router masquerading the sender (iptables' nat table). kernel: gevent's
-kernel sockets over loopback (MTU 64 KiB) in this same process. CPU is this process's user + system time over the whole transfer (both ends
-are here), per 10^9 bytes. Needs no root.
+kernel sockets over loopback (MTU 64 KiB) in this same process. CPU is this process's user + system
+time over the whole transfer (both ends are here), per 10^9 bytes. Needs no root.
 """
 
 from __future__ import annotations
