@@ -335,3 +335,25 @@ def test_so_original_dst_of_an_untracked_connection_answers_as_the_kernel(stack,
         for sock in (client, accepted, listener, udp):
             sock.close()
     assert answers[1] == answers[0]
+
+
+@pytest.mark.parametrize("router_pair", [socket.AF_INET], indirect=True, ids=["ipv4"])
+def test_a_fragmented_datagram_is_translated_whole(router_pair: tuple) -> None:
+    # Fragments are reassembled at the router, translated, and cut again for the next link (Linux's
+    # nf_defrag_ipv4 ahead of connection tracking); the server sees the router, the client the server.
+    net, family, client, router, server = router_pair
+    nat(router, family).append("POSTROUTING", Rule(Masquerade(), protocol=UDP, out_interface="outside"))
+    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    big = bytes(range(256)) * 16        # 4 KiB: three fragments each way at MTU 1500
+    with server, NetsockSocket(family, socket.SOCK_DGRAM) as echo, client, NetsockSocket(family,
+                                                                                         socket.SOCK_DGRAM) as sock:
+        echo.bind((wildcard(family), 53))
+        sock.settimeout(5)
+        echo.settimeout(5)
+        sock.sendto(big, (server.address, 53))
+        data, peer = echo.recvfrom(8192)
+        assert (data, peer[0]) == (big, outside_address)
+        echo.sendto(data[::-1], peer)
+        data, peer = sock.recvfrom(8192)
+        assert (data, peer[:2]) == (big[::-1], (server.address, 53))
+    assert router.stack.stats().ip.as_dict()["fragments_received"] >= 6

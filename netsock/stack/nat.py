@@ -10,12 +10,13 @@ destination back to the client's own address). A translated source keeps its por
 connection would then carry the same tuple; then the next free one in the range.
 
 The network layer asks only while a rule is in the table (``active``), and rewrites what the answer
-says in place: addresses, ports (an ICMP echo's identifier stands for both) and the checksums that
-cover them, adjusted (RFC 1624) — a partial checksum, left for the device to complete, as the
-pseudo-header sum it holds.
+says: addresses, ports (an ICMP echo's identifier stands for both) and the checksums that cover them,
+adjusted (RFC 1624) — a partial checksum, left for the device to complete, as the pseudo-header sum
+it holds. An ICMP error about a packet of a translated connection is translated with it, the packet
+it quotes too (Linux's nf_nat_icmp_reply_translation). IPv4 fragments are reassembled before they
+are tracked, those to be forwarded too (Linux's nf_defrag_ipv4), and forwarding cuts them again.
 
-Not here: fragments (Linux reassembles before tracking; a fragment passes untranslated), and the
-packet an ICMP error quotes (Linux translates it too; here the error passes as it came).
+Not here: IPv6 packets with extension headers (fragments among them), which pass untranslated.
 """
 
 from __future__ import annotations

@@ -113,8 +113,16 @@ class IPv4Endpoint(NetworkEndpoint):
             ip_stats.invalid_addresses_received.increment()
             return
         connection = None
-        if self._nat.active and not hdr.flags_fragment & _FRAGMENT_BITS:
-            connection, translated = self._nat_arrived(pkt, data, hlen, hdr.protocol, src, dst)
+        if self._nat.active:
+            if hdr.flags_fragment & _FRAGMENT_BITS:
+                # Connections are tracked, and translated, whole: a fragment is reassembled first, one to be
+                # forwarded too (Linux's nf_defrag_ipv4), and forwarding cuts the datagram again.
+                reassembled = self._reassemble(pkt, hdr, original, whole=True)
+                if reassembled is None:
+                    return
+                hdr, original = reassembled
+                hlen = ipv4.MIN_SIZE
+            connection, translated = self._nat_arrived(pkt, original, hlen, hdr.protocol, src, dst)
             if translated is not None:
                 original = translated
                 hdr = self._take(pkt, translated)
@@ -131,29 +139,10 @@ class IPv4Endpoint(NetworkEndpoint):
             icmp.send_error(self, pkt, hdr, icmpv4.PARAM_PROBLEM, 0, ipv4.MIN_SIZE << 24, original)
             return
         if hdr.flags_fragment & _FRAGMENT_BITS:    # hdr.is_fragment(), without a call per packet
-            ip_stats.fragments_received.increment()
-            offset = hdr.fragment_offset
-            reassembler = self.protocol.reassembler
-            status, payload = reassembler.process(
-                (src, dst, hdr.ident, hdr.protocol), offset, hdr.more_fragments, pkt.data,
-                original[:hlen] if offset == 0 else None, hdr.total_length)
-            if status is not ReassemblyResult.COMPLETE:
-                if status is ReassemblyResult.DROPPED_BAD_LENGTH:
-                    ip_stats.malformed_fragments_received.increment()
-                elif status.dropped:
-                    ip_stats.reassembly_failures.increment()
+            reassembled = self._reassemble(pkt, hdr, original)
+            if reassembled is None:
                 return
-            # From here on the datagram is as if it had come whole: a header without fragment fields
-            # or options, so ICMP errors about it quote an unfragmented datagram (as Linux does).
-            pkt.data = memoryview(payload)
-            pkt.checksum_verified = False   # what the link vouched for was the last fragment alone
-            pkt.frag_max_size = reassembler.completed_largest
-            hdr = hdr._replace(header_length=ipv4.MIN_SIZE, total_length=ipv4.MIN_SIZE + len(payload),
-                               flags_fragment=0)
-            quote = bytearray(ipv4.MIN_SIZE)
-            ipv4.build(quote, src=src, dst=dst, protocol=hdr.protocol, total_length=hdr.total_length,
-                       ttl=hdr.ttl, tos=hdr.tos, ident=hdr.ident)
-            original = memoryview(bytes(quote) + payload[:icmp.MAX_ERROR_SIZE])
+            hdr, original = reassembled
         proto = hdr.protocol
         if self._filter.active and not self._filter_input(
                 pkt, proto, src, dst, hdr.total_length, lambda reject_with: icmp.send_error(
@@ -191,6 +180,40 @@ class IPv4Endpoint(NetworkEndpoint):
             else:
                 ip_stats.unknown_protocol_received.increment()
                 icmp.send_error(self, pkt, hdr, icmpv4.DST_UNREACHABLE, icmpv4.PROTO_UNREACHABLE, 0, original)
+
+    def _reassemble(self, pkt: PacketBuffer, hdr: ipv4.IPv4Header, original: memoryview,
+                    whole: bool = False) -> tuple[ipv4.IPv4Header, memoryview] | None:
+        """Hand a fragment (``original``: all of it) to the reassembler. Once the datagram is complete, it
+        goes on as if it had come whole: ``pkt`` holds its payload, and this returns its header — without
+        fragment fields or options, so that ICMP errors about it quote an unfragmented datagram (as Linux
+        does) — and the datagram behind that header, all of it if ``whole``, else as much as an ICMP error
+        quotes. None while fragments are missing (or the datagram was given up)."""
+        ip_stats = self._stats.ip
+        ip_stats.fragments_received.increment()
+        offset = hdr.fragment_offset
+        reassembler = self.protocol.reassembler
+        status, payload = reassembler.process(
+            (hdr.src, hdr.dst, hdr.ident, hdr.protocol), offset, hdr.more_fragments, pkt.data,
+            original[:hdr.header_length] if offset == 0 else None, hdr.total_length)
+        if status is not ReassemblyResult.COMPLETE:
+            if status is ReassemblyResult.DROPPED_BAD_LENGTH:
+                ip_stats.malformed_fragments_received.increment()
+            elif status.dropped:
+                ip_stats.reassembly_failures.increment()
+            return None
+        pkt.checksum_verified = False   # what the link vouched for was the last fragment alone
+        pkt.frag_max_size = reassembler.completed_largest
+        hdr = hdr._replace(header_length=ipv4.MIN_SIZE, total_length=ipv4.MIN_SIZE + len(payload), flags_fragment=0)
+        header = bytearray(ipv4.MIN_SIZE)
+        ipv4.build(header, src=hdr.src, dst=hdr.dst, protocol=hdr.protocol, total_length=hdr.total_length,
+                   ttl=hdr.ttl, tos=hdr.tos, ident=hdr.ident)
+        hdr = hdr._replace(checksum=int.from_bytes(header[10:12], "big"))
+        if whole:
+            datagram = memoryview(bytes(header) + payload)
+            pkt.network_header, pkt.data = datagram[:ipv4.MIN_SIZE], datagram[ipv4.MIN_SIZE:]
+            return hdr, datagram
+        pkt.data = memoryview(payload)
+        return hdr, memoryview(bytes(header) + payload[:icmp.MAX_ERROR_SIZE])
 
     def _take(self, pkt: PacketBuffer, datagram: memoryview) -> ipv4.IPv4Header:
         """Go on with ``datagram`` (translated by the nat table) in place of the packet's: its header."""
