@@ -357,3 +357,22 @@ def test_a_fragmented_datagram_is_translated_whole(router_pair: tuple) -> None:
         data, peer = sock.recvfrom(8192)
         assert (data, peer[:2]) == (big[::-1], (server.address, 53))
     assert router.stack.stats().ip.as_dict()["fragments_received"] >= 6
+
+
+def test_a_full_table_makes_room_from_connections_never_replied_to() -> None:
+    # Linux's early drop: a flood of connection attempts cannot push out the connections in use.
+    from netsock.stack.conntrack import ConnTrack
+    track = ConnTrack(lambda: 0.0, max_connections=3)
+    answered = (TCP, b"\x01" * 4, 1000, b"\x02" * 4, 80)
+    track.refresh(track.track(answered), answered, b"")
+    track.refresh(track.lookup(answered), (TCP, b"\x02" * 4, 80, b"\x01" * 4, 1000), b"")    # its reply
+    attempts = [(TCP, b"\x03" * 4, port, b"\x02" * 4, 80) for port in range(1, 6)]
+    for key in attempts:
+        entry = track.track(key)
+        assert entry is not None
+        track.refresh(entry, key, b"")
+    assert len(track) == 3 and track.lookup(answered) is not None
+    assert [track.lookup(key) is not None for key in attempts] == [False, False, False, True, True]
+    for key in attempts[3:]:        # now every one has been replied to: the next is refused
+        track.refresh(track.lookup(key), (TCP, b"\x02" * 4, 80, b"\x03" * 4, key[2]), b"")
+    assert track.track((TCP, b"\x04" * 4, 1, b"\x02" * 4, 80)) is None and track.refused == 1

@@ -14,6 +14,7 @@ the table holds only connections alive within their timeout.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Callable
 
 from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER
@@ -27,6 +28,8 @@ _PORTED = frozenset((TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, 136))
 TIMEOUTS = {"tcp_syn": 120.0, "tcp_established": 432000.0, "tcp_closing": 120.0, "tcp_reset": 10.0,
             "udp": 30.0, "udp_replied": 120.0, "icmp": 30.0, "other": 600.0}
 SWEEP_INTERVAL = 1.0
+MAX_CONNECTIONS = 65536     # Linux's nf_conntrack_max on a small machine
+_EARLY_DROP_SCAN = 64       # entries looked at, oldest first, for one never replied to make room
 
 
 class State(enum.Enum):
@@ -61,14 +64,17 @@ class Entry:
 class ConnTrack:
     """The connections of one IP version, for ``now`` (seconds, monotonic)."""
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    def __init__(self, now: Callable[[], float], max_connections: int = MAX_CONNECTIONS) -> None:
         self._now = now
-        self._entries: dict[Tuple, Entry] = {}     # by original and by reply tuple
+        self._entries: dict[Tuple, Entry] = {}     # by original and by reply tuple (and aliases)
+        self._count = 0
         self._next_sweep = 0.0
+        self.max_connections = max_connections
+        self.refused = 0        # connections not tracked for want of room (Linux's "table full")
 
     def __len__(self) -> int:
         """Connections tracked (expired ones included until they are swept)."""
-        return sum(1 for key, entry in self._entries.items() if key == entry.original)
+        return self._count
 
     def state(self, protocol: int, source: bytes, destination: bytes, head: bytes) -> State:
         """What the packet is to the connections known (``head``: its transport header on)."""
@@ -89,20 +95,35 @@ class ConnTrack:
         """The table let the packet through: track its connection (made, replied, closing)."""
         key = packet_tuple(protocol, source, destination, head)
         if key is not None:
-            self.refresh(self.lookup(key) or self.track(key), key, head)
+            entry = self.lookup(key) or self.track(key)
+            if entry is not None:
+                self.refresh(entry, key, head)
 
     def lookup(self, key: Tuple) -> Entry | None:
         """The live connection whose original or reply tuple ``key`` is."""
         return self._live(key)
 
-    def track(self, key: Tuple) -> Entry:
-        """A new connection, ``key`` its original tuple."""
+    def track(self, key: Tuple) -> Entry | None:
+        """A new connection, ``key`` its original tuple; None if the table is full of connections that have
+        been replied to (as Linux's early drop, one never replied to makes room: a flood of SYNs cannot
+        push out the connections in use)."""
         now = self._now()
         if now >= self._next_sweep:
             self._sweep(now)
+        if self._count >= self.max_connections and not self._early_drop():
+            self.refused += 1
+            return None
         entry = Entry(key)
         self._entries[key] = self._entries[entry.reply] = entry
+        self._count += 1
         return entry
+
+    def _early_drop(self) -> bool:
+        for entry in itertools.islice(self._entries.values(), _EARLY_DROP_SCAN):
+            if not entry.replied:
+                self._forget(entry)
+                return True
+        return False
 
     def retuple(self, entry: Entry, reply: Tuple, aliases: tuple[Tuple, ...] = ()) -> None:
         """The connection's replies will carry ``reply`` (the nat table translated it), and it is known by
@@ -140,6 +161,8 @@ class ConnTrack:
         return entry
 
     def _forget(self, entry: Entry) -> None:
+        if self._entries.get(entry.original) is entry:
+            self._count -= 1
         self._unindex(entry)
 
     def _unindex(self, entry: Entry) -> None:

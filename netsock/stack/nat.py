@@ -16,7 +16,9 @@ it holds. An ICMP error about a packet of a translated connection is translated 
 it quotes too (Linux's nf_nat_icmp_reply_translation). IPv4 fragments are reassembled before they
 are tracked, those to be forwarded too (Linux's nf_defrag_ipv4), and forwarding cuts them again.
 
-Not here: IPv6 packets with extension headers (fragments among them), which pass untranslated.
+Not here: IPv6 packets with extension headers (fragments among them), which pass untranslated; and
+a new connection that finds the tracking table full (``conntrack.MAX_CONNECTIONS`` of them, all
+replied to) goes untranslated where Linux drops its packets.
 """
 
 from __future__ import annotations
@@ -81,14 +83,17 @@ class NatTable(RuleTable):
 
     # --- the network layer's questions -------------------------------------------------------------
 
-    def connection(self, key: Tuple, head: bytes) -> Connection:
+    def connection(self, key: Tuple, head: bytes) -> Connection | None:
         """The connection of a packet (its tuple ``key``) at its first hook (PREROUTING, OUTPUT), tracked
         from now on if new, and which way the packet goes: ORIGINAL, REPLY or DONE (translated already:
-        back through loopback, as Linux's conntrack recognises by the connection the packet carries)."""
+        back through loopback, as Linux's conntrack recognises by the connection the packet carries).
+        None if there is no room to track a new one (the packet then goes untranslated)."""
         track = self.conntrack
         entry = track.lookup(key)
         if entry is None:
             entry = track.track(key)
+            if entry is None:
+                return None
         way = ORIGINAL if key == entry.original else REPLY if key == entry.reply else DONE
         if way is not DONE:
             track.refresh(entry, key, head)
