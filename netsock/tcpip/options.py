@@ -199,10 +199,12 @@ SOF_TIMESTAMPING_OPT_ID_TCP = 1 << 16     # TCP's OPT_ID counts from the next by
 SCM_TSTAMP_SND, SCM_TSTAMP_SCHED, SCM_TSTAMP_ACK = 0, 1, 2
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WriteOptions:
     """How one write is sent: ``to`` overrides the connected peer; ``more`` is MSG_MORE, ``oob``
-    MSG_OOB; ``control`` carries sendmsg's ancillary data (datagram endpoints)."""
+    MSG_OOB; ``control`` carries sendmsg's ancillary data (datagram endpoints). Never changed once made
+    (``dataclasses.replace`` makes another), but not frozen: a frozen dataclass's ``__init__`` costs three
+    times as much, and a sendto makes one of these per datagram."""
 
     to: FullAddress | PacketAddress | None = None
     more: bool = False
