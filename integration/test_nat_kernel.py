@@ -18,7 +18,7 @@ from gevent import subprocess
 from netsock.adapter import NetsockSocket
 from netsock.link.netns import inside
 from netsock.privnet import Network
-from netsock.stack.iptables import DNAT, Masquerade, Rule
+from netsock.stack.iptables import DNAT, Masquerade, Rule, TProxy
 from netsock.tcpip import TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER
 
 from .nsutil import NetNS
@@ -103,3 +103,37 @@ def test_the_kernel_reaches_a_forwarded_port_and_sees_masqueraded_hosts(netns: N
             kernel_server.wait()
         peers = set(re.findall(r"^(\S+) - - \[.*\"GET /file", log.read_text(), re.MULTILINE))
         assert peers == {outside}
+
+
+def test_the_kernel_is_answered_by_a_transparent_proxy_in_the_servers_name(netns: NetNS, tmp_path: Path) -> None:
+    # curl fetches from an inside address no host has, routed through the netsock router, whose mangle table
+    # hands the connection to a transparent proxy there (TPROXY): it accepts in that address's name, and
+    # answers from it, what the kernel takes as the server's reply.
+    nowhere = "192.0.2.77"
+    with Network(seed=6) as net:
+        lan, wan = net.switch("lan", "192.0.2.0/24"), net.switch("wan", "198.51.100.0/24")
+        router = net.router("router.test", lan, wan)
+        with inside(netns.name):
+            net.bridge(wan, "tap0", kernel_address=KERNEL, name="kernel.test")
+        netns.ip("route", "add", "192.0.2.0/24", "via", router.addresses[wan])
+        router.stack.iptables.ipv4_mangle.append("PREROUTING", Rule(TProxy(3128), protocol=TCP_PROTOCOL_NUMBER,
+                                                                    in_interface="wan", destination_ports=(80, 80)))
+        listener = NetsockSocket(stack=router.stack)
+        listener.setsockopt(0, 19, 1)       # IP_TRANSPARENT
+        listener.bind(("0.0.0.0", 3128))
+        listener.listen()
+
+        def proxy() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                body = "proxied for {}:{}".format(*conn.getsockname()).encode()
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        proxying = router.spawn(proxy)
+        curl = subprocess.run(["ip", "netns", "exec", netns.name, "curl", "-s", "-m", "20", f"http://{nowhere}/"],
+                              capture_output=True, timeout=30)
+        assert curl.returncode == 0 and curl.stdout == f"proxied for {nowhere}:80".encode()
+        proxying.get(timeout=5)
+        listener.close()

@@ -185,3 +185,25 @@ def test_transparent_needs_a_capability(monkeypatch: pytest.MonkeyPatch) -> None
     with NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         assert outcome(lambda: sock.setsockopt(socket.IPPROTO_IP, 19, 1)) == ("fails", "EPERM")
         assert outcome(lambda: sock.setsockopt(socket.IPPROTO_IP, 19, 0)) is None
+
+
+def transparent_send_trace(make: Any, family: int) -> list[Any]:
+    """A datagram from a transparent socket bound to an address no interface has, over the loopback: it leaves
+    from that address (Linux's FLOWI_FLAG_ANYSRC), as a transparent proxy answers in another host's name."""
+    level, option = (socket.IPPROTO_IP, 19) if family == socket.AF_INET else (socket.IPPROTO_IPV6, 75)
+    trace: list[Any] = []
+    with closing(make(family, socket.SOCK_DGRAM)) as receiver, closing(make(family, socket.SOCK_DGRAM)) as sender:
+        receiver.bind((LOOPBACK[family], 0))
+        receiver.settimeout(2)
+        sender.setsockopt(level, option, 1)
+        sender.bind((ELSEWHERE[family], 5353))
+        trace.append(outcome(lambda: sender.sendto(b"answer", receiver.getsockname())))
+        data, peer = receiver.recvfrom(100)
+        trace.append((data, peer[:2]))
+    return trace
+
+
+@pytest.mark.usefixtures("stack")
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_a_transparent_socket_sends_from_the_address_it_is_bound_to_as_on_the_kernel(family: int) -> None:
+    assert transparent_send_trace(NetsockSocket, family) == transparent_send_trace(socket.socket, family)

@@ -1,8 +1,9 @@
 """The nat table (iptables -t nat): its rules on their own, the checksum arithmetic it rewrites packets
 with, then at work in a private network, over IPv4 and IPv6 — MASQUERADE and SNAT on a router (the
 server sees the router; two clients with one source port stay apart), DNAT port forwarding, REDIRECT to
-a local port (and SO_ORIGINAL_DST, as a transparent proxy asks it), and OUTPUT's DNAT and REDIRECT of
-a host's own connections, looped back to itself."""
+a local port (and SO_ORIGINAL_DST, as a transparent proxy asks it), OUTPUT's DNAT and REDIRECT of
+a host's own connections, looped back to itself, ICMP errors and fragments translated; then the mangle
+table's TPROXY handing connections and datagrams to a transparent proxy on the router."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from netsock.adapter import NetsockSocket
 from netsock.header.checksum import checksum
 from netsock.privnet import Host, Network
-from netsock.stack.iptables import ACCEPT, DNAT, DROP, SNAT, Jump, Masquerade, Redirect, Reject, Rule
+from netsock.stack.iptables import ACCEPT, DNAT, DROP, SNAT, Jump, Masquerade, Redirect, Reject, Rule, TProxy
 from netsock.stack.nat import NatTable, adjust_checksum, rewrite_transport
 from netsock.tcpip import TCP_PROTOCOL_NUMBER as TCP
 from netsock.tcpip import UDP_PROTOCOL_NUMBER as UDP
@@ -73,7 +74,7 @@ def test_a_translated_port_needs_a_protocol_with_ports_and_an_address_its_versio
 
 def test_a_filter_table_refuses_nat_targets(router_pair: tuple) -> None:
     net, family, client, router, server = router_pair
-    with pytest.raises(ValueError, match="nat table"):
+    with pytest.raises(ValueError, match="not a target of the filter table"):
         router.stack.iptables.ipv4.append("FORWARD", Rule(Masquerade()))
 
 
@@ -376,3 +377,96 @@ def test_a_full_table_makes_room_from_connections_never_replied_to() -> None:
     for key in attempts[3:]:        # now every one has been replied to: the next is refused
         track.refresh(track.lookup(key), (TCP, b"\x02" * 4, 80, b"\x03" * 4, key[2]), b"")
     assert track.track((TCP, b"\x04" * 4, 1, b"\x02" * 4, 80)) is None and track.refused == 1
+
+
+# --- TPROXY (the mangle table) ------------------------------------------------------------------------------
+
+IP_TRANSPARENT = {socket.AF_INET: (socket.IPPROTO_IP, 19), socket.AF_INET6: (socket.IPPROTO_IPV6, 75)}
+
+
+def transparent(sock: NetsockSocket, family: int) -> NetsockSocket:
+    sock.setsockopt(*IP_TRANSPARENT[family], 1)
+    return sock
+
+
+def mangle(host: Host, family: int):
+    return host.stack.iptables.ipv6_mangle if family == socket.AF_INET6 else host.stack.iptables.ipv4_mangle
+
+
+def test_tproxy_hands_a_connection_to_a_transparent_proxy_on_the_router(router_pair: tuple) -> None:
+    # The client connects to the server; the router's proxy takes the connection in the server's name: its
+    # accepted socket is addressed as the client addressed the server, and it answers from there.
+    net, family, client, router, server = router_pair
+    rule = Rule(TProxy(8080), protocol=TCP, destination_ports=(80, 80))
+    mangle(router, family).append("PREROUTING", rule)
+    listener = transparent(NetsockSocket(family, stack=router.stack), family)
+    listener.bind((wildcard(family), 8080))
+    listener.listen()
+    seen = []
+
+    def proxy() -> None:
+        conn, peer = listener.accept()
+        with conn:
+            seen.append((peer[:2], conn.getsockname()[:2]))
+            conn.sendall(b"proxied: " + conn.recv(100))
+    router.spawn(proxy)
+    plain, untouched = serve_tcp(server, family, 80)     # the real server never sees it
+    reply, peer = exchange(client, family, server.address, 80)
+    assert (reply, peer) == (b"proxied: hello", (server.address, 80))
+    assert seen == [((client.address, seen[0][0][1]), (server.address, 80))]
+    assert untouched == [] and rule.packets >= 3       # every packet of the connection goes through the rule
+    listener.close()
+    plain.close()
+
+
+def test_tproxy_without_a_transparent_socket_drops(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    mangle(router, family).append("PREROUTING", Rule(TProxy(8080), protocol=TCP, destination_ports=(80, 80)))
+    with NetsockSocket(family, stack=router.stack) as opaque:      # listening, but not transparent
+        opaque.bind((wildcard(family), 8080))
+        opaque.listen()
+        with client, NetsockSocket(family) as sock:
+            sock.settimeout(1)
+            with pytest.raises(TimeoutError):
+                sock.connect((server.address, 80))
+    assert router.stack.stats().ip.as_dict()["iptables_prerouting_dropped"] >= 1
+
+
+def test_tproxy_steers_datagrams_and_the_proxy_answers_in_the_servers_name(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    mangle(router, family).append("PREROUTING", Rule(TProxy(5353), protocol=UDP, destination_ports=(53, 53)))
+    level = socket.IPPROTO_IPV6 if family == socket.AF_INET6 else socket.IPPROTO_IP
+    recv_original = 74 if family == socket.AF_INET6 else 20      # IPV6_RECVORIGDSTADDR, IP_RECVORIGDSTADDR
+    with router, transparent(NetsockSocket(family, socket.SOCK_DGRAM), family) as proxy, \
+            client, NetsockSocket(family, socket.SOCK_DGRAM) as sock:
+        proxy.setsockopt(level, recv_original, 1)
+        proxy.bind((wildcard(family), 5353))
+        proxy.settimeout(5)
+        sock.settimeout(5)
+        sock.sendto(b"query", (server.address, 53))
+        data, ancillary, _, peer = proxy.recvmsg(100, 256)
+        (cmsg_level, _, original), = ancillary
+        port, = struct.unpack_from("!H", original, 2)
+        asked = original[8:24] if family == socket.AF_INET6 else original[4:8]
+        assert (data, cmsg_level, socket.inet_ntop(family, asked), port) == (b"query", level, server.address, 53)
+        with router, transparent(NetsockSocket(family, socket.SOCK_DGRAM), family) as answer:
+            answer.bind((server.address, 53))       # an address of another host: IP_TRANSPARENT's
+            answer.sendto(b"answer", peer)
+        data, peer = sock.recvfrom(100)
+        assert (data, peer[:2]) == (b"answer", (server.address, 53))
+
+
+def test_each_table_takes_its_own_targets() -> None:
+    from netsock.stack.iptables import FilterTable
+    from netsock.stack.mangle import MangleTable
+    with pytest.raises(ValueError, match="filter table"):
+        FilterTable(4).append("INPUT", Rule(TProxy(8080), protocol=TCP))
+    with pytest.raises(ValueError, match="nat table"):
+        NatTable(4).append("PREROUTING", Rule(TProxy(8080), protocol=TCP))
+    with pytest.raises(ValueError, match="mangle"):
+        MangleTable(4).append("PREROUTING", Rule(Redirect((80, 80)), protocol=TCP))
+    with pytest.raises(ValueError, match="TCP or UDP"):
+        MangleTable(4).append("PREROUTING", Rule(TProxy(8080)))
+    with pytest.raises(ValueError, match="IPv4"):
+        MangleTable(4).append("PREROUTING", Rule(TProxy(8080, bytes(16)), protocol=UDP))
+    MangleTable(6).append("PREROUTING", Rule(DROP, protocol=UDP))     # (the mangle table may drop)

@@ -159,6 +159,16 @@ class TransportDemuxer:
         table = tables.get((net_proto, trans_proto, 0))
         return _most_specific(table, src, dst, src_port, dst_port) if table else None
 
+    def connected(self, net_proto: int, trans_proto: int, nic: int, src: bytes, dst: bytes, src_port: int,
+                  dst_port: int) -> EndpointGroup | None:
+        """The endpoints registered under the packet's own 4-tuple (a connection's), or None: no wildcard."""
+        for nic_key in ((nic, 0) if nic else (0,)):
+            table = self._tables.get((net_proto, trans_proto, nic_key))
+            group = table.get((dst_port, dst, src_port, src)) if table else None
+            if group is not None:
+                return group
+        return None
+
     def lookup_all(self, net_proto: int, trans_proto: int, nic: int, src: bytes, dst: bytes, src_port: int,
                    dst_port: int) -> list[TransportEndpoint]:
         """Every endpoint any ID matches (not only the most specific): who gets a copy of a broadcast

@@ -143,8 +143,24 @@ class Masquerade:
         _check_ports(self.ports)
 
 
+@dataclass(frozen=True)
+class TProxy:
+    """mangle table, PREROUTING: hand the packet, its destination unchanged, to this host's socket for its
+    connection, else to a transparent (IP_TRANSPARENT) one listening on ``address`` (b'': the arriving
+    interface's) and ``port`` (0: the packet's own) — ``iptables -j TPROXY --on-ip --on-port``. No socket:
+    the packet is dropped. (Linux also needs a policy route to deliver the marked packet locally;
+    here the target delivers it.)"""
+
+    port: int = 0
+    address: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 0xFFFF:
+            raise ValueError(f"bad port {self.port}")
+
+
 NatTarget = Union[DNAT, Redirect, SNAT, Masquerade]
-Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget]
+Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget, TProxy]
 ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
 
 
@@ -361,7 +377,7 @@ class FilterTable(RuleTable):
     def _check_target(self, chain: str, rule: Rule) -> None:
         super()._check_target(chain, rule)
         if not isinstance(rule.target, (Accept, Drop, Return, Jump, Reject)):
-            raise ValueError(f"{type(rule.target).__name__} is a target of the nat table")
+            raise ValueError(f"{type(rule.target).__name__} is not a target of the filter table")
         if _resets(rule):
             if rule.protocol != TCP_PROTOCOL_NUMBER:
                 raise ValueError("tcp-reset rejects only TCP (-p tcp)")
@@ -394,13 +410,16 @@ def _resets(rule: Rule) -> bool:
 
 class IPTables:
     """The stack's packet filter and translator: the filter tables ``ipv4`` (iptables) and ``ipv6``
-    (ip6tables), the nat tables ``ipv4_nat`` and ``ipv6_nat`` (``-t nat``), on the stack's clock (``now``)
-    for connection tracking's timeouts."""
+    (ip6tables), the nat tables ``ipv4_nat`` and ``ipv6_nat`` (``-t nat``) and the mangle tables'
+    PREROUTING, for TPROXY (``-t mangle``), on the stack's clock (``now``) for connection tracking's timeouts."""
 
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
-        from .nat import NatTable   # (nat builds on this module's rules and chains)
+        from .mangle import MangleTable     # (they build on this module's rules and chains)
+        from .nat import NatTable
 
         self.ipv4 = FilterTable(4, now)
         self.ipv6 = FilterTable(6, now)
         self.ipv4_nat = NatTable(4, now)
         self.ipv6_nat = NatTable(6, now)
+        self.ipv4_mangle = MangleTable(4, now)
+        self.ipv6_mangle = MangleTable(6, now)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from ..header.checksum import adjust_checksum, checksum, pseudo_header_checksum
 from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER
 from .conntrack import Entry, Tuple, is_error, packet_tuple, quoted_tuple, reverse
-from .iptables import (DNAT, SNAT, Accept, Drop, FilteredPacket, Jump, Masquerade, Redirect, Reject, Rule,
+from .iptables import (DNAT, SNAT, Accept, Drop, FilteredPacket, Jump, Masquerade, Redirect, Reject, Return, Rule,
                        RuleTable)
 
 PREROUTING, INPUT, OUTPUT, POSTROUTING = "PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"
@@ -59,6 +59,8 @@ class NatTable(RuleTable):
         target = rule.target
         if isinstance(target, (Drop, Reject)):
             raise ValueError("the nat table does not filter: DROP and REJECT belong in the filter table")
+        if not isinstance(target, (Accept, Return, Jump, *_HOOKS)):
+            raise ValueError(f"{type(target).__name__} is not a target of the nat table")
         if getattr(target, "ports", None) is not None and rule.protocol not in _PORTED:
             raise ValueError("a translated port needs protocol TCP, UDP or UDP-Lite (iptables' -p)")
         address = getattr(target, "address", b"")

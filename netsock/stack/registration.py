@@ -12,7 +12,8 @@ from ..tcpip import (TCP_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress,
                      ErrNotPermitted, ErrNotSupported, ErrUnknownProtocolOption, SockOpt)
 from ..waiter import WaiterQueue
 from .conntrack import is_error, packet_tuple
-from .iptables import HEAD_SIZE, Accept, FilteredPacket, FilterTable, Hook, Reject, RejectWith
+from .iptables import HEAD_SIZE, Accept, Drop, FilteredPacket, FilterTable, Hook, Reject, RejectWith
+from .mangle import MangleTable
 from .multicast import FilterState
 from .nat import OUTPUT, POSTROUTING, PREROUTING, Connection, NatTable, translate_datagram
 from .packet_buffer import PacketBuffer
@@ -146,6 +147,24 @@ class NetworkEndpoint:
             self.send(route, PacketBuffer(route.max_header_length(), reset))
         except Error:
             pass    # (no way back, or the link refused it: counted where it failed)
+
+    # --- the mangle table's PREROUTING (IPv4 and IPv6 set ``_mangle``; they ask only while it is active) ---
+
+    _mangle: MangleTable
+
+    def _steered(self, datagram: memoryview, l4: int, protocol: int, src: bytes, dst: bytes
+                 ) -> tuple[bytes, int] | Drop | None:
+        """Where TPROXY steers the arrived ``datagram`` (its transport header at ``l4``): the (address, port) a
+        transparent socket for it may listen at; DROP (counted); or None, for the packet to go on as it is."""
+        head = bytes(datagram[l4:l4 + HEAD_SIZE])
+        verdict = self._mangle.prerouting(FilteredPacket(protocol, src, dst, len(datagram), head, self.nic.name))
+        if verdict is None:
+            return None
+        if isinstance(verdict, Drop):
+            self._ip_stats.iptables_prerouting_dropped.increment()
+            return verdict
+        port = verdict.port or int.from_bytes(head[2:4], "big")
+        return verdict.address or self.nic.primary_address(self.protocol.number, src), port
 
     # --- the nat table (IPv4 and IPv6 set ``_nat``; they ask only while it is active) ----------------
 
@@ -327,13 +346,15 @@ class TransportProtocol:
         raise ErrUnknownProtocolOption()
 
 
-def socket_route(stack: Any, nic: int, local: bytes, remote: bytes, net_proto: int, on_link: bool = False) -> Route:
+def socket_route(stack: Any, nic: int, local: bytes, remote: bytes, net_proto: int, on_link: bool = False,
+                 transparent: bool = False) -> Route:
     """``stack.find_route`` for a socket sending from the address it is bound to: one the stack does
     not have (bound with IP_FREEBIND, or removed since) makes the network unreachable, as Linux's
     route lookup answers a connect or send from it (for IPv6 Linux sends anyway; netsock does not
-    send from an address it does not hold). ``on_link`` (SO_DONTROUTE, MSG_DONTROUTE): no gateway."""
+    send from an address it does not hold), but for a ``transparent`` socket (IP_TRANSPARENT), which
+    sends from any. ``on_link`` (SO_DONTROUTE, MSG_DONTROUTE): no gateway."""
     try:
-        route = stack.find_route(nic, local, remote, net_proto)
+        route = stack.find_route(nic, local, remote, net_proto, transparent)
     except ErrBadLocalAddress:
         raise ErrNetworkUnreachable() from None
     if on_link:

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from ..ports import PortManager
 from ..tcpip import (ICMPV4_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress, ErrDuplicateNICID,
                      ErrNetworkUnreachable, ErrNotSupported, ErrUnknownNICID, ErrUnknownProtocol, ProtocolAddress,
-                     Stats, Subnet, address_str)
+                     SockOpt, Stats, Subnet, address_str)
 from ..tcpip import Route as RouteEntry
 from ..waiter import WaiterQueue
 from .clock import Clock, TimerQueue
@@ -252,19 +252,20 @@ class Stack:
         """Forget every cached route: the table, a NIC or an address changed."""
         self._routes.clear()
 
-    def find_route(self, nic_id: int, local: bytes, remote: bytes, net_proto: int) -> Route:
+    def find_route(self, nic_id: int, local: bytes, remote: bytes, net_proto: int, any_source: bool = False) -> Route:
         """Resolve how to send from ``local`` (b'' = choose) to ``remote`` over protocol ``net_proto``.
 
         Longest-prefix match over the route table (ties: table order); ``nic_id`` 0 means any NIC.
         Raises ErrNetworkUnreachable when nothing matches and ErrBadLocalAddress when ``local`` is not
-        an address of the chosen NIC. Answers are cached until the routing state changes (failures
-        are not: each is counted); a Route is immutable, so callers may share one.
+        an address of the chosen NIC — unless ``any_source`` (a transparent socket's: Linux's
+        FLOWI_FLAG_ANYSRC), which sends from any address. Answers are cached until the routing state
+        changes (failures are not: each is counted); a Route is immutable, so callers may share one.
         """
-        key = (nic_id, local, remote, net_proto)
+        key = (nic_id, local, remote, net_proto, any_source)
         route = self._routes.get(key)
         if route is not None and not any(self._tentative):
             return route
-        route = self._resolve_route(nic_id, local, remote, net_proto)
+        route = self._resolve_route(nic_id, local, remote, net_proto, any_source)
         if not any(self._tentative):
             routes = self._routes
             if len(routes) >= _ROUTE_CACHE_SIZE:
@@ -272,14 +273,14 @@ class Stack:
             routes[key] = route
         return route
 
-    def _resolve_route(self, nic_id: int, local: bytes, remote: bytes, net_proto: int) -> Route:
+    def _resolve_route(self, nic_id: int, local: bytes, remote: bytes, net_proto: int, any_source: bool) -> Route:
         proto = self.network_protocols.get(net_proto)
         if proto is None:
             raise ErrUnknownProtocol()
         if self._handle_local and remote:
             owner = self.local_address_nic(remote)
             if owner is not None and owner.enabled and (not nic_id or nic_id == owner.id):
-                if local and local != remote and self.local_address_nic(local) is None:
+                if local and local != remote and not any_source and self.local_address_nic(local) is None:
                     raise ErrBadLocalAddress()
                 return Route(local or remote, remote, remote, owner, net_proto, loop=True)
         limited_broadcast = remote == b"\xff\xff\xff\xff"
@@ -303,7 +304,7 @@ class Stack:
             nic = self.nics.get(row.nic)
             if nic is None or not nic.enabled or net_proto not in nic.network_endpoints:
                 continue
-            if local and not nic.spoofing and not nic.has_address(net_proto, local):
+            if local and not (nic.spoofing or any_source) and not nic.has_address(net_proto, local):
                 continue
             if not local and not nic.primary_address(net_proto, remote):
                 continue
@@ -338,8 +339,9 @@ class Stack:
     # --- called by network protocols --------------------------------------------------------------
 
     def deliver_transport_packet(self, nic: NIC, net_proto: int, trans_proto: int, pkt: PacketBuffer,
-                                 src: bytes, dst: bytes) -> UnknownDestinationDisposition | None:
-        """Hand a transport payload to its endpoint(s).
+                                 src: bytes, dst: bytes, steer: tuple[bytes, int] | None = None
+                                 ) -> UnknownDestinationDisposition | None:
+        """Hand a transport payload to its endpoint(s); ``steer``: where TPROXY sends it (the mangle table).
 
         Returns None when delivered, or what the transport protocol decided for a packet no endpoint
         claimed (the network layer sends "port unreachable" for UNHANDLED unicast packets).
@@ -353,6 +355,13 @@ class Stack:
             return UnknownDestinationDisposition.MALFORMED
         src_port, dst_port = ports
         pkt.transport_protocol = trans_proto
+        if steer is not None:
+            steered = self._steered_endpoint(net_proto, trans_proto, nic, src, dst, src_port, dst_port, steer)
+            if steered is None:     # TPROXY found no socket: dropped, as Linux's xt_TPROXY does
+                self._stats.ip.iptables_prerouting_dropped.increment()
+                return UnknownDestinationDisposition.HANDLED
+            steered.handle_packet(pkt, src, dst, src_port, dst_port)
+            return None
         if pkt.pkt_type in _GROUP_DELIVERY:
             members = self.demux.lookup_all(net_proto, trans_proto, nic.id, src, dst, src_port, dst_port)
             if not members:
@@ -371,6 +380,18 @@ class Stack:
             chosen = self.demux.select(endpoints, src, src_port, dst, dst_port)
         chosen.handle_packet(pkt, src, dst, src_port, dst_port)
         return None
+
+    def _steered_endpoint(self, net_proto: int, trans_proto: int, nic: NIC, src: bytes, dst: bytes, src_port: int,
+                          dst_port: int, steer: tuple[bytes, int]) -> TransportEndpoint | None:
+        """TPROXY's socket (Linux's nf_tproxy_get_sock): the one of the packet's own connection, else a
+        transparent one (IP_TRANSPARENT) listening at ``steer`` (address, port)."""
+        demux = self.demux
+        group = demux.connected(net_proto, trans_proto, nic.id, src, dst, src_port, dst_port)
+        if group is not None:
+            return next(iter(group))
+        address, port = steer
+        group = demux.lookup(net_proto, trans_proto, nic.id, src, address, src_port, port)
+        return next((ep for ep in group or () if ep.get_sock_opt(SockOpt.TRANSPARENT)), None)
 
     def _reuseport_choice(self, endpoints: EndpointGroup, tproto: TransportProtocol,
                           pkt: PacketBuffer) -> TransportEndpoint | None:

@@ -188,7 +188,9 @@ class IPStats(StatGroup):
     reassembly_failures: StatCounter
     no_route: StatCounter
     duplicate_addresses_detected: StatCounter
-    # Dropped or rejected by the filter table (netstack's IPTables*Dropped).
+    # Dropped or rejected by the filter table (netstack's IPTables*Dropped), or the mangle table (PREROUTING:
+    # a DROP, or a TPROXY that found no socket).
+    iptables_prerouting_dropped: StatCounter
     iptables_input_dropped: StatCounter
     iptables_forward_dropped: StatCounter
     iptables_output_dropped: StatCounter

@@ -332,7 +332,7 @@ class DatagramEndpoint(TransportEndpoint):
             return
         nic = self._output_nic(addr.nic, bytes(addr.addr))
         route = socket_route(self.stack, nic, self._source_address(), bytes(addr.addr), self.net_proto,
-                             self.options[SockOpt.DONT_ROUTE])
+                             self.options[SockOpt.DONT_ROUTE], self.options[SockOpt.TRANSPARENT])
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
         port = self._id.local_port if self._id is not None else 0
@@ -473,8 +473,9 @@ class DatagramEndpoint(TransportEndpoint):
         if opts[SockOpt.RECEIVE_QUEUE_OVERFLOW]:
             errors = self.stats.receive_errors     # Linux's sk_drops: what the queue or the filter refused
             drops = errors.receive_buffer_overflow.value + errors.filtered.value or None
-        # (a datagram reaches the port the socket is bound to: netsock has no IP_TRANSPARENT to redirect it)
-        original = (dst, self.local.port) if opts[SockOpt.RECEIVE_ORIGINAL_DESTINATION] else None
+        # (the packet's own: a transparent socket takes datagrams TPROXY steered to it, for any address and port)
+        original = (dst, int.from_bytes(pkt.transport_header[2:4], "big") if len(pkt.transport_header) >= 4
+                    else self.local.port) if opts[SockOpt.RECEIVE_ORIGINAL_DESTINATION] else None
         mark = pkt.mark if opts[SockOpt.RECEIVE_MARK] else None
         if len(dst) == 16:
             return ControlMessages(
@@ -527,7 +528,8 @@ class DatagramEndpoint(TransportEndpoint):
             nic = self._output_nic(to.nic, bytes(to.addr))
             try:
                 route = socket_route(self.stack, nic, self._source_address(), bytes(to.addr), self.net_proto,
-                                     options.dont_route or self.options[SockOpt.DONT_ROUTE])
+                                     options.dont_route or self.options[SockOpt.DONT_ROUTE],
+                                     self.options[SockOpt.TRANSPARENT])
             except Error:
                 self.stats.send_errors.no_route.increment()
                 raise

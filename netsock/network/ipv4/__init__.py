@@ -25,7 +25,7 @@ from ...header.gso import segments_to_forward, split_tcp
 from ...header.igmp import PROTOCOL_NUMBER as IGMP_PROTOCOL_NUMBER
 from ...tcpip import ICMPV4_PROTOCOL_NUMBER, IPV4_PROTOCOL_NUMBER, Error, ErrMessageTooLong, ErrNoBufferSpace
 from ...stack.interfaces import LinkCapabilities, PacketType
-from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
+from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Drop, Hook, Reject
 from ...stack.multicast import FilterState
 from ...stack.nat import INPUT, POSTROUTING, Connection
 from ...stack.packet_buffer import PacketBuffer
@@ -61,6 +61,7 @@ class IPv4Endpoint(NetworkEndpoint):
         self._stats = self.stack.stats()
         self._filter = self.stack.iptables.ipv4
         self._nat = self.stack.iptables.ipv4_nat
+        self._mangle = self.stack.iptables.ipv4_mangle
         self.igmp = IGMP(self, protocol.igmp_stats)
         self.forwarding = False              # route packets for other hosts (a router's interface)
 
@@ -112,8 +113,13 @@ class IPv4Endpoint(NetworkEndpoint):
         if is_martian_source(src):
             ip_stats.invalid_addresses_received.increment()
             return
+        steer = None
+        if self._mangle.active and not hdr.flags_fragment & _FRAGMENT_BITS:
+            steer = self._steered(data, hlen, hdr.protocol, src, dst)
+            if isinstance(steer, Drop):
+                return
         connection = None
-        if self._nat.active:
+        if self._nat.active and steer is None:
             if hdr.flags_fragment & _FRAGMENT_BITS:
                 # Connections are tracked, and translated, whole: a fragment is reassembled first, one to be
                 # forwarded too (Linux's nf_defrag_ipv4), and forwarding cuts the datagram again.
@@ -127,7 +133,9 @@ class IPv4Endpoint(NetworkEndpoint):
                 original = translated
                 hdr = self._take(pkt, translated)
                 src, dst = hdr.src, hdr.dst
-        if not self._accepts(dst, pkt, src, hdr.protocol):
+        if steer is not None:
+            pkt.pkt_type = _HOST            # (TPROXY's packet is this host's, whatever its destination)
+        elif not self._accepts(dst, pkt, src, hdr.protocol):
             if self.forwarding and not 224 <= dst[0] <= 239:   # no multicast routing
                 self._forward(pkt, hdr, original, connection)
             else:
@@ -168,7 +176,7 @@ class IPv4Endpoint(NetworkEndpoint):
             ip_stats.packets_delivered.value += 1
             self.igmp.handle(pkt, hdr)
             return
-        verdict = self.stack.deliver_transport_packet(self.nic, PROTOCOL_NUMBER, proto, pkt, src, dst)
+        verdict = self.stack.deliver_transport_packet(self.nic, PROTOCOL_NUMBER, proto, pkt, src, dst, steer)
         if verdict is None:
             ip_stats.packets_delivered.value += 1
         elif verdict is UnknownDestinationDisposition.UNHANDLED:

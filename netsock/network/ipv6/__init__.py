@@ -18,7 +18,7 @@ from ...header import icmpv6, ipv6
 from ...header.checksum import complete_checksum
 from ...header.gso import segments_to_forward
 from ...stack.interfaces import LinkCapabilities, PacketType
-from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Hook, Reject
+from ...stack.iptables import HEAD_SIZE, REJECT_CODES, Accept, Drop, Hook, Reject
 from ...stack.multicast import FilterState
 from ...stack.nat import INPUT, POSTROUTING, Connection
 from ...stack.packet_buffer import PacketBuffer
@@ -62,6 +62,7 @@ class IPv6Endpoint(NetworkEndpoint):
         self._stats = self.stack.stats()
         self._filter = self.stack.iptables.ipv6
         self._nat = self.stack.iptables.ipv6_nat
+        self._mangle = self.stack.iptables.ipv6_mangle
         self.hop_limit = self.stack.default_ttl    # a router may advertise another (RFC 4861 §6.3.4)
         self.link_mtu = 0                   # from router advertisements; 0: the link's
         self.forwarding = False             # route packets for other hosts (a router's interface)
@@ -148,14 +149,21 @@ class IPv6Endpoint(NetworkEndpoint):
         if ipv6.is_multicast(src):
             ip_stats.invalid_addresses_received.increment()
             return
+        steer = None
+        if self._mangle.active and hdr.next_header in _TRANSLATED:
+            steer = self._steered(packet, ipv6.HEADER_SIZE, hdr.next_header, src, dst)
+            if isinstance(steer, Drop):
+                return
         connection = None
-        if self._nat.active and hdr.next_header in _TRANSLATED:
+        if self._nat.active and hdr.next_header in _TRANSLATED and steer is None:
             connection, translated = self._nat_arrived(pkt, packet, ipv6.HEADER_SIZE, hdr.next_header, src, dst)
             if translated is not None:
                 packet = pkt.data = translated
                 hdr = ipv6.parse(translated)      # type: ignore[assignment]
                 src, dst = hdr.src, hdr.dst
-        if not self._accepts(dst, pkt, src, hdr.next_header):
+        if steer is not None:
+            pkt.pkt_type = PacketType.HOST      # (TPROXY's packet is this host's, whatever its destination)
+        elif not self._accepts(dst, pkt, src, hdr.next_header):
             if self.forwarding and not ipv6.is_multicast(dst):   # no multicast routing
                 self._forward(pkt, hdr, packet, connection)
             else:
@@ -208,7 +216,7 @@ class IPv6Endpoint(NetworkEndpoint):
         if dst in self.nic.tentative:
             ip_stats.invalid_addresses_received.increment()  # RFC 4862 §5.4: for neighbour discovery only
             return
-        verdict = self.stack.deliver_transport_packet(self.nic, PROTOCOL_NUMBER, next_header, pkt, src, dst)
+        verdict = self.stack.deliver_transport_packet(self.nic, PROTOCOL_NUMBER, next_header, pkt, src, dst, steer)
         if verdict is None:
             ip_stats.packets_delivered.value += 1
         elif verdict is UnknownDestinationDisposition.UNHANDLED and pkt.pkt_type == PacketType.HOST:

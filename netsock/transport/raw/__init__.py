@@ -98,7 +98,7 @@ class RawEndpoint(DatagramEndpoint):
         remote = bytes(addr.addr)
         nic = self._output_nic(addr.nic, remote)
         route = socket_route(self.stack, nic, self._source_address(), remote, self.net_proto,
-                             self.options[SockOpt.DONT_ROUTE])
+                             self.options[SockOpt.DONT_ROUTE], self.options[SockOpt.TRANSPARENT])
         if route.broadcast and not self.options[SockOpt.BROADCAST]:
             raise ErrBroadcastDisabled()
         local = self._bound_addr or route.local_address

@@ -440,7 +440,7 @@ class TCPEndpoint(TransportEndpoint):
         if not remote or not addr.port:
             raise ErrInvalidEndpointState() if not remote else ErrConnectionRefused()
         route = socket_route(self.stack, addr.nic or self._bound_nic, self._bound_addr, remote, self.net_proto,
-                             self.dontroute)
+                             self.dontroute, self.transparent)
         if route.broadcast or route.multicast:
             raise ErrNetworkUnreachable()
         dest = FullAddress(0, remote, addr.port)
@@ -1459,7 +1459,9 @@ class TCPEndpoint(TransportEndpoint):
     def _new_child(self, seg: Segment, iss: int | None) -> TCPEndpoint | None:
         """An endpoint for a connection to this listener, registered under its 4-tuple."""
         try:
-            route = self.stack.find_route(seg.nic_id if self._bound_nic else 0, seg.dst, seg.src, self.net_proto)
+            # (a transparent listener's connections are to any address: their replies come from it)
+            route = self.stack.find_route(seg.nic_id if self._bound_nic else 0, seg.dst, seg.src, self.net_proto,
+                                          self.transparent)
         except Error:
             return None
         child = TCPEndpoint(self.proto, self.net_proto, WaiterQueue())
@@ -1525,7 +1527,7 @@ class TCPEndpoint(TransportEndpoint):
         peer_mss = seg.options.mss or DEFAULT_MSS
         cookie = self.proto.syn_cookie(seg, peer_mss)
         try:
-            route = self.stack.find_route(0, seg.dst, seg.src, self.net_proto)
+            route = self.stack.find_route(0, seg.dst, seg.src, self.net_proto, self.transparent)
         except Error:
             return
         options = tcp.encode_syn_options(self._mss_for(route))
