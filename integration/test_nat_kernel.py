@@ -12,7 +12,6 @@ import re
 import sys
 from pathlib import Path
 
-import gevent
 from gevent import subprocess
 
 from netsock.adapter import NetsockSocket
@@ -22,7 +21,7 @@ from netsock.stack.iptables import DNAT, Masquerade, Rule, TProxy
 from netsock.tcpip import TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER
 
 from .nsutil import NetNS
-from .test_privnet_bridge import serve_once
+from .test_privnet_bridge import fetch, serve_once
 
 KERNEL = "198.51.100.100"
 UDP_PROBE = """
@@ -84,20 +83,7 @@ def test_the_kernel_reaches_a_forwarded_port_and_sees_masqueraded_hosts(netns: N
                                               "http.server", "8001", "--bind", KERNEL, "--directory",
                                               str(tmp_path / "www")], stdout=sink, stderr=subprocess.STDOUT)
         try:
-            with web:
-                for _ in range(100):
-                    client = NetsockSocket()
-                    client.settimeout(10)
-                    if client.connect_ex((KERNEL, 8001)) == 0:
-                        break
-                    client.close()
-                    gevent.sleep(0.1)
-                with client:
-                    client.sendall(b"GET /file HTTP/1.0\r\n\r\n")
-                    reply = b""
-                    while data := client.recv(65536):
-                        reply += data
-            assert reply.split(b"\r\n\r\n", 1)[1] == body
+            assert fetch(web, KERNEL, 8001, "/file") == body
         finally:
             kernel_server.kill()
             kernel_server.wait()

@@ -16,7 +16,7 @@ from gevent import subprocess
 
 from netsock.adapter import NetsockSocket
 from netsock.link.netns import inside
-from netsock.privnet import Network
+from netsock.privnet import Host, Network
 
 from .nsutil import NetNS
 
@@ -30,6 +30,24 @@ def serve_once(listener: NetsockSocket, body: bytes) -> None:
         while b"\r\n\r\n" not in request:
             request += conn.recv(4096)
         conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def fetch(host: Host, address: str, port: int, path: str) -> bytes:
+    """From ``host``, an HTTP/1.0 GET of a kernel server that may still be starting: the body."""
+    with host:
+        for _ in range(100):
+            client = NetsockSocket()
+            client.settimeout(10)
+            if client.connect_ex((address, port)) == 0:
+                break
+            client.close()
+            gevent.sleep(0.1)
+        with client:
+            client.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
+            reply = b""
+            while data := client.recv(65536):
+                reply += data
+    return reply.split(b"\r\n\r\n", 1)[1]
 
 
 def test_the_kernel_and_a_private_host_talk_through_a_bridged_tap(netns: NetNS, tmp_path: Path) -> None:
@@ -60,20 +78,7 @@ def test_the_kernel_and_a_private_host_talk_through_a_bridged_tap(netns: NetNS, 
                                           "8001", "--bind", KERNEL, "--directory", str(tmp_path / "www")],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            with server:
-                for _ in range(100):
-                    client = NetsockSocket()
-                    client.settimeout(10)
-                    if client.connect_ex(("kernel.test", 8001)) == 0:
-                        break
-                    client.close()
-                    gevent.sleep(0.1)
-                with client:
-                    client.sendall(b"GET /file HTTP/1.0\r\n\r\n")
-                    reply = b""
-                    while data := client.recv(65536):
-                        reply += data
-            assert reply.split(b"\r\n\r\n", 1)[1] == body
+            assert fetch(server, "kernel.test", 8001, "/file") == body
         finally:
             kernel_server.kill()
             kernel_server.wait()

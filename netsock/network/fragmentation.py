@@ -30,7 +30,7 @@ from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from operator import itemgetter
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..header.checksum import complete_checksum
 from ..stack.clock import TimerQueue
@@ -64,6 +64,14 @@ class ReassemblyResult(enum.Enum):
     def dropped(self) -> bool:
         """A drop for the caller to count (not DUPLICATE: that fragment's data is held already)."""
         return self not in _KEPT
+
+    def count(self, ip_stats: Any) -> None:
+        """Count a fragment that did not complete its datagram as the IP counters say: a malformed one, or
+        a datagram given up (held and duplicate ones are not counted)."""
+        if self is ReassemblyResult.DROPPED_BAD_LENGTH:
+            ip_stats.malformed_fragments_received.increment()
+        elif self.dropped:
+            ip_stats.reassembly_failures.increment()
 
 
 _KEPT = frozenset((ReassemblyResult.COMPLETE, ReassemblyResult.PENDING, ReassemblyResult.DUPLICATE))

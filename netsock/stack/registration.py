@@ -106,10 +106,20 @@ class NetworkEndpoint:
                 reject(verdict.with_)
         return False
 
-    def _filter_output(self, route: Route, transport: int, pkt: PacketBuffer, header_size: int, src: bytes,
-                       dst: bytes) -> None:
-        """OUTPUT for a transport's packet, before the network header and any fragmentation."""
-        self.filter_output(route, transport, src, dst, pkt.size() + header_size, _transport_head(pkt), pkt.mark)
+    def _local_out(self, route: Route, transport: int, pkt: PacketBuffer, length: int) -> tuple[Route, bytes, bytes]:
+        """The hooks a transport's packet passes before the network header and any fragmentation, in
+        Linux's order: the nat table's OUTPUT (a new destination, re-routed), the filter table's OUTPUT (a
+        drop or reject raises), the nat table's POSTROUTING (a new source). The route, source and
+        destination it leaves with (``length``: the whole packet's, network header included)."""
+        src, dst = route.local_address, route.remote_address
+        connection = None
+        if self._nat.active:
+            connection, route, dst = self._nat_output(route, transport, pkt, length)
+        if self._filter.active:
+            self.filter_output(route, transport, src, dst, length, _transport_head(pkt), pkt.mark)
+        if connection is not None:
+            src = self._nat_postrouting(connection, route, transport, pkt, length, src, dst)
+        return route, src, dst
 
     def filter_output(self, route: Route, protocol: int, src: bytes, dst: bytes, length: int, head: Any,
                       mark: int = 0) -> None:

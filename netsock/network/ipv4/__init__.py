@@ -204,10 +204,7 @@ class IPv4Endpoint(NetworkEndpoint):
             (hdr.src, hdr.dst, hdr.ident, hdr.protocol), offset, hdr.more_fragments, pkt.data,
             original[:hdr.header_length] if offset == 0 else None, hdr.total_length)
         if status is not ReassemblyResult.COMPLETE:
-            if status is ReassemblyResult.DROPPED_BAD_LENGTH:
-                ip_stats.malformed_fragments_received.increment()
-            elif status.dropped:
-                ip_stats.reassembly_failures.increment()
+            status.count(ip_stats)
             return None
         pkt.checksum_verified = False   # what the link vouched for was the last fragment alone
         pkt.frag_max_size = reassembler.completed_largest
@@ -421,13 +418,8 @@ class IPv4Endpoint(NetworkEndpoint):
                      dont_fragment: bool = True, path_mtu: bool = True) -> None:
         total = pkt.size() + ipv4.MIN_SIZE
         src, dst = route.local_address, route.remote_address
-        connection = None
-        if self._nat.active:
-            connection, route, dst = self._nat_output(route, transport, pkt, total)
-        if self._filter.active:
-            self._filter_output(route, transport, pkt, ipv4.MIN_SIZE, src, dst)
-        if connection is not None:
-            src = self._nat_postrouting(connection, route, transport, pkt, total, src, dst)
+        if self._nat.active or self._filter.active:
+            route, src, dst = self._local_out(route, transport, pkt, total)
         if not pkt.gso_size:        # a super-segment is cut by the link, not fragmented
             mtu = route.mtu(path_mtu)
             if total > mtu:

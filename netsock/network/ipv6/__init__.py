@@ -289,10 +289,7 @@ class IPv6Endpoint(NetworkEndpoint):
         status, payload = reassembler.process((hdr.src, hdr.dst, frag.ident), frag.offset, frag.more, data, first,
                                               len(packet))
         if status is not ReassemblyResult.COMPLETE:
-            if status is ReassemblyResult.DROPPED_BAD_LENGTH:
-                ip_stats.malformed_fragments_received.increment()
-            elif status.dropped:
-                ip_stats.reassembly_failures.increment()
+            status.count(ip_stats)
             return None
         pkt.frag_max_size = reassembler.completed_largest
         # Rebuild the packet without its fragment header, then walk what the fragments carried.
@@ -461,13 +458,8 @@ class IPv6Endpoint(NetworkEndpoint):
         """(``dont_fragment`` is IPv4's: an IPv6 router never fragments.)"""
         total = pkt.size() + ipv6.HEADER_SIZE
         src, dst = route.local_address, route.remote_address
-        connection = None
-        if self._nat.active:
-            connection, route, dst = self._nat_output(route, transport, pkt, total)
-        if self._filter.active:
-            self._filter_output(route, transport, pkt, ipv6.HEADER_SIZE, src, dst)
-        if connection is not None:
-            src = self._nat_postrouting(connection, route, transport, pkt, total, src, dst)
+        if self._nat.active or self._filter.active:
+            route, src, dst = self._local_out(route, transport, pkt, total)
         mtu = route.mtu(path_mtu)
         if total > mtu and not pkt.gso_size:   # a super-segment is cut by the link, not fragmented
             self._write_fragments(route, transport, pkt, ttl, tos, mtu, src, dst)
