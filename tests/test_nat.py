@@ -14,6 +14,8 @@ import struct
 from collections.abc import Iterator
 
 import gevent
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from netsock.adapter import NetsockSocket
@@ -26,6 +28,7 @@ from netsock.tcpip import UDP_PROTOCOL_NUMBER as UDP
 from netsock.tcpip import Subnet
 
 from conftest import outcome
+from test_forwarding import HOSTS, RB, V4, V6, A, B, Net, wire
 
 SUBNETS = {socket.AF_INET: ("192.0.2.0/24", "198.51.100.0/24"),
            socket.AF_INET6: ("2001:db8:1::/64", "2001:db8:2::/64")}
@@ -470,3 +473,54 @@ def test_each_table_takes_its_own_targets() -> None:
     with pytest.raises(ValueError, match="IPv4"):
         MangleTable(4).append("PREROUTING", Rule(TProxy(8080, bytes(16)), protocol=UDP))
     MangleTable(6).append("PREROUTING", Rule(DROP, protocol=UDP))     # (the mangle table may drop)
+
+
+# --- hostile input ------------------------------------------------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(version=st.sampled_from([4, 6]), protocol=st.sampled_from(["tcp", "udp", "icmp"]),
+       transport=st.binary(max_size=90), error=st.booleans(), quote=st.binary(max_size=70))
+def test_malformed_packets_never_escape_the_nat_tables(version: int, protocol: str, transport: bytes, error: bool,
+                                                       quote: bytes) -> None:
+    """Packets of any length and content, ICMP errors quoting anything, through a router with each nat target
+    and TPROXY: dropped, passed or translated, never an exception; what leaves has its addresses whole."""
+    net = Net()
+    proto = V4 if version == 4 else V6
+    hosts = HOSTS[proto]
+    number = {"tcp": TCP, "udp": UDP, "icmp": 1 if version == 4 else 58}[protocol]
+    iptables = net.r.iptables
+    nat, mangle = (iptables.ipv4_nat, iptables.ipv4_mangle) if version == 4 else (iptables.ipv6_nat,
+                                                                                iptables.ipv6_mangle)
+    nat.append("POSTROUTING", Rule(Masquerade()))
+    nat.append("PREROUTING", Rule(DNAT(wire(hosts[B]), (53, 53)), protocol=UDP, destination_ports=(5300, 5300)))
+    nat.append("PREROUTING", Rule(Redirect((8080, 8080)), protocol=TCP, destination_ports=(80, 80)))
+    mangle.append("PREROUTING", Rule(TProxy(3128), protocol=TCP, destination_ports=(81, 81)))
+    src, dst = wire(hosts[A]), wire(hosts[B])
+    if protocol == "icmp" and error:
+        # From B, an error about a datagram A sent it, which the router masqueraded (its source port kept):
+        # the error's quote cut anywhere, then anything.
+        net.from_a(datagram(src, dst, UDP, struct.pack("!HHHH", 4321, 9, 8, 0)))
+        inner = struct.pack("!HHHH", 4321, 9, 8, 0) + quote
+        quoted = datagram(wire(hosts[RB]), dst, UDP, inner)
+        message = bytes([3 if version == 4 else 1, 3, 0, 0, 0, 0, 0, 0]) + quoted[:len(transport) + 20]
+        net.rb_end.inject(V4 if version == 4 else V6, datagram(dst, wire(hosts[RB]), number, message))
+    else:
+        net.from_a(datagram(src, dst, number, transport))
+    net.clock.advance(1)
+    net.pump()
+    length = len(src)
+    at = 12 if version == 4 else 8
+    for end in (net.a_end, net.b_end):
+        for ethertype, packet, _ in net.received[end]:
+            if ethertype == proto:
+                assert len(packet) >= at + 2 * length
+
+
+def datagram(src: bytes, dst: bytes, protocol: int, payload: bytes) -> bytes:
+    """An IPv4 or IPv6 packet (by the addresses' length) around ``payload``, its IPv4 header checksummed."""
+    if len(src) == 4:
+        raw = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, protocol, 0, src, dst)
+                        + payload)
+        raw[10:12] = struct.pack("!H", ~checksum(bytes(raw[:20])) & 0xFFFF)
+        return bytes(raw)
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), protocol, 64, src, dst) + payload
