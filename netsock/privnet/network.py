@@ -29,6 +29,7 @@ from ..resolver import Resolver
 from ..samples.common import all_counters
 from ..scheduler import GeventClock
 from ..stack import Stack
+from ..stack import iptables_syntax
 from ..stack.clock import TimerQueue
 from ..tcpip import IPV4_PROTOCOL_NUMBER, IPV6_PROTOCOL_NUMBER, AddressWithPrefix, Route
 from .switch import Port, Switch, TapPort
@@ -90,6 +91,15 @@ class Host:
 
     def __exit__(self, *exc_info: object) -> None:
         self._contexts.pop().close()
+
+    def iptables(self, line: str) -> str:
+        """Run an iptables command line on this host's tables, e.g. ``"-t nat -A POSTROUTING -o wan -j
+        MASQUERADE"`` (see ``netsock.stack.iptables_syntax``); returns what it prints (``-L``)."""
+        return iptables_syntax.command(self.stack.iptables, line, 4)
+
+    def ip6tables(self, line: str) -> str:
+        """``iptables`` for the IPv6 tables."""
+        return iptables_syntax.command(self.stack.iptables, line, 6)
 
     def spawn(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> gevent.Greenlet:
         """Run ``function(*args, **kwargs)`` on this host in a new greenlet (killed with the network)."""

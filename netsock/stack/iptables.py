@@ -344,6 +344,17 @@ class RuleTable:
         self.active = any(chain.rules or (chain.policy is not None and chain.policy != ACCEPT)
                           for chain in self.chains.values())
 
+    def _traverse(self, builtin: str, packet: FilteredPacket, state: State | None = None) -> Target:
+        """The target that decides ``packet`` in the built-in chain ``builtin``: a rule's, else the chain's
+        policy (counting the packet on it)."""
+        chain = self.chains[builtin]
+        target = self._walk(chain, packet, 0, state)
+        if target is None:
+            chain.packets += 1
+            chain.bytes += packet.length
+            target = chain.policy
+        return target  # type: ignore[return-value]
+
     def _walk(self, chain: Chain, packet: FilteredPacket, depth: int, state: State | None) -> Target | None:
         """The target that decided, or None if the chain ran out or returned."""
         for rule in chain.rules:
@@ -390,15 +401,10 @@ class FilterTable(RuleTable):
 
     def check(self, hook: Hook, packet: FilteredPacket) -> Accept | Drop | Reject:
         """The verdict on ``packet`` at ``hook``, counting it on the rule (or policy) that decided."""
-        builtin = self.chains[hook.value]
         state = None
         if self.tracking:
             state = self.conntrack.state(packet.protocol, packet.source, packet.destination, packet.transport_head)
-        verdict = self._walk(builtin, packet, 0, state)
-        if verdict is None:
-            builtin.packets += 1
-            builtin.bytes += packet.length
-            verdict = builtin.policy
+        verdict = self._traverse(hook.value, packet, state)
         if self.tracking and isinstance(verdict, Accept):
             self.conntrack.accepted(packet.protocol, packet.source, packet.destination, packet.transport_head)
         return verdict  # type: ignore[return-value]

@@ -36,10 +36,5 @@ class MangleTable(RuleTable):
 
     def prerouting(self, packet: FilteredPacket) -> TProxy | Drop | None:
         """What PREROUTING does with an arrived packet: steer it (TPROXY), drop it, or nothing."""
-        builtin = self.chains[PREROUTING]
-        target = self._walk(builtin, packet, 0, None)
-        if target is None:
-            builtin.packets += 1
-            builtin.bytes += packet.length
-            target = builtin.policy
+        target = self._traverse(PREROUTING, packet)
         return target if isinstance(target, (TProxy, Drop)) else None

@@ -123,7 +123,7 @@ class NatTable(RuleTable):
             return entry.destination if way is ERROR_ORIGINAL else None
         if not entry.decided & NAT_DESTINATION:
             entry.decided |= NAT_DESTINATION
-            target = self._walk(self.chains[hook], describe(), 0, None)
+            target = self._traverse(hook, describe())
             if isinstance(target, (DNAT, Redirect)):
                 original = entry.original
                 here = _LOOPBACK[self.version] if hook == OUTPUT else arriving()
@@ -146,7 +146,7 @@ class NatTable(RuleTable):
             return entry.source if way is ERROR_ORIGINAL else None
         if not entry.decided & NAT_SOURCE:
             entry.decided |= NAT_SOURCE
-            target = self._walk(self.chains[hook], describe(), 0, None)
+            target = self._traverse(hook, describe())
             if isinstance(target, (SNAT, Masquerade)):
                 address = target.address if isinstance(target, SNAT) else leaving()
                 if address:

@@ -1,0 +1,385 @@
+"""iptables' command line, for netsock's tables: ``host.iptables("-t nat -A POSTROUTING -o wan -j MASQUERADE")``.
+
+What a rule can say is what ``iptables.Rule`` and the targets hold; this reads the usual spelling of it
+(iptables(8), iptables-extensions(8)) and refuses, with iptables' own words where it has them, what it
+cannot express: ``!`` negations, matches and targets netsock lacks, a target's option given to another.
+
+Commands: ``-A``, ``-I`` (at a 1-based position), ``-D`` (by rule or by number), ``-F``, ``-N``, ``-X``,
+``-P``, ``-Z`` and ``-L`` (returns the listing, with ``-v`` the counters). Matches: ``-p``, ``-s``, ``-d``,
+``-i``, ``-o``, ``--sport``/``--dport`` (a port or ``first:last``), ``--tcp-flags``, ``--syn``,
+``--icmp-type``/``--icmpv6-type`` (a number or a name), ``-m state --state`` (``-m conntrack --ctstate``
+alike), ``-m mark --mark value[/mask]``. Targets: ACCEPT, DROP, RETURN, REJECT (``--reject-with``), DNAT
+(``--to-destination``), SNAT (``--to-source``), MASQUERADE and REDIRECT (``--to-ports``), TPROXY
+(``--on-port``, ``--on-ip``), or a user chain's name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from typing import Any
+
+from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Subnet
+from .conntrack import State
+from .iptables import (ACCEPT, DNAT, DROP, RETURN, SNAT, Chain, IPTables, Jump, Masquerade, Redirect, Reject,
+                       RejectWith, Rule, RuleTable, TProxy)
+
+PROTOCOLS = {"tcp": TCP_PROTOCOL_NUMBER, "udp": UDP_PROTOCOL_NUMBER, "udplite": 136, "icmp": ICMPV4_PROTOCOL_NUMBER,
+             "ipv6-icmp": ICMPV6_PROTOCOL_NUMBER, "icmpv6": ICMPV6_PROTOCOL_NUMBER}
+TCP_FLAGS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20, "ECE": 0x40, "CWR": 0x80,
+             "ALL": 0xFF, "NONE": 0}
+ICMP_TYPES = {4: {"echo-reply": 0, "destination-unreachable": 3, "source-quench": 4, "redirect": 5,
+                  "echo-request": 8, "time-exceeded": 11, "parameter-problem": 12, "timestamp-request": 13,
+                  "timestamp-reply": 14},
+              6: {"destination-unreachable": 1, "packet-too-big": 2, "time-exceeded": 3, "parameter-problem": 4,
+                  "echo-request": 128, "echo-reply": 129, "router-solicitation": 133, "router-advertisement": 134,
+                  "neighbour-solicitation": 135, "neighbour-advertisement": 136, "redirect": 137}}
+# --reject-with's names, iptables' and ip6tables' (and RejectWith's own, which the listing shows).
+REJECT_WITH = {**{kind.value: kind for kind in RejectWith},
+               "icmp-port-unreachable": RejectWith.PORT_UNREACHABLE, "port-unreach": RejectWith.PORT_UNREACHABLE,
+               "icmp6-port-unreachable": RejectWith.PORT_UNREACHABLE,
+               "icmp-host-unreachable": RejectWith.HOST_UNREACHABLE,
+               "icmp6-addr-unreachable": RejectWith.HOST_UNREACHABLE, "addr-unreach": RejectWith.HOST_UNREACHABLE,
+               "icmp-net-unreachable": RejectWith.NET_UNREACHABLE, "icmp6-no-route": RejectWith.NET_UNREACHABLE,
+               "no-route": RejectWith.NET_UNREACHABLE, "icmp-admin-prohibited": RejectWith.ADMIN_PROHIBITED,
+               "icmp6-adm-prohibited": RejectWith.ADMIN_PROHIBITED, "adm-prohibited": RejectWith.ADMIN_PROHIBITED}
+_BUILTIN_TARGETS = {"ACCEPT": ACCEPT, "DROP": DROP, "RETURN": RETURN}
+_COMMANDS = ("-A", "-I", "-D", "-F", "-N", "-X", "-P", "-Z", "-L")
+_LONG_COMMANDS = {"--append": "-A", "--insert": "-I", "--delete": "-D", "--flush": "-F", "--new-chain": "-N",
+                  "--delete-chain": "-X", "--policy": "-P", "--zero": "-Z", "--list": "-L"}
+_RULE_FIELDS = ("target", "protocol", "source", "destination", "in_interface", "out_interface", "source_ports",
+                "destination_ports", "tcp_flags", "icmp_type", "mark", "state")
+
+
+def command(iptables: IPTables, line: str, version: int = 4) -> str:
+    """Carry out one iptables (``version`` 4) or ip6tables (6) command line on a stack's tables; returns what
+    it prints (``-L``'s listing, else ""). ValueError says what is wrong."""
+    if version == 4:
+        tables = {"filter": iptables.ipv4, "nat": iptables.ipv4_nat, "mangle": iptables.ipv4_mangle}
+    else:
+        tables = {"filter": iptables.ipv6, "nat": iptables.ipv6_nat, "mangle": iptables.ipv6_mangle}
+    return run(tables, version, line)
+
+
+def run(tables: dict[str, RuleTable], version: int, line: str) -> str:
+    """``command`` on ``tables`` (by name: filter, nat, mangle)."""
+    words = shlex.split(line)
+    if words and words[0] in ("iptables", "ip6tables"):
+        words = words[1:]
+    table_name = "filter"
+    if "-t" in words or "--table" in words:
+        at = words.index("-t") if "-t" in words else words.index("--table")
+        if at + 1 >= len(words):
+            raise ValueError("option \"-t\" requires an argument")
+        table_name = words[at + 1]
+        del words[at:at + 2]
+    table = tables.get(table_name)
+    if table is None:
+        raise ValueError(f"can't initialize ip{'6' * (version == 6)}tables table `{table_name}': "
+                         "Table does not exist")
+    verbose = False
+    for flag in ("-v", "--verbose", "-n", "--numeric"):
+        while flag in words:
+            verbose |= flag in ("-v", "--verbose")
+            words.remove(flag)
+    if not words:
+        raise ValueError("no command specified")
+    command = _LONG_COMMANDS.get(words[0], words[0])
+    if command not in _COMMANDS:
+        raise ValueError(f"unknown command {words[0]!r} (one of {', '.join(_COMMANDS)})")
+    rest = words[1:]
+    if command == "-L":
+        return listing(table, rest[0] if rest else None, verbose)
+    if command in ("-F", "-Z"):
+        for name in rest[:1] or list(table.chains):
+            chain = _chain(table, name)
+            if command == "-F":
+                table.flush(name)
+            else:
+                chain.packets = chain.bytes = 0
+                for rule in chain.rules:
+                    rule.packets = rule.bytes = 0
+        return ""
+    if not rest:
+        raise ValueError(f"{command} needs a chain")
+    chain_name, rest = rest[0], rest[1:]
+    if command == "-N":
+        table.new_chain(chain_name)
+    elif command == "-X":
+        table.delete_chain(chain_name)
+    elif command == "-P":
+        if len(rest) != 1 or rest[0] not in ("ACCEPT", "DROP"):
+            raise ValueError("-P takes a chain and a policy, ACCEPT or DROP")
+        table.set_policy(chain_name, _BUILTIN_TARGETS[rest[0]])
+    elif command == "-A":
+        table.append(chain_name, parse_rule(rest, version))
+    elif command == "-I":
+        position = 1
+        if rest and rest[0].isdigit():
+            position, rest = int(rest[0]), rest[1:]
+        if not 1 <= position <= len(_chain(table, chain_name).rules) + 1:
+            raise ValueError("index of insertion too big")
+        table.insert(chain_name, position - 1, parse_rule(rest, version))
+    else:   # -D
+        rules = _chain(table, chain_name).rules
+        if len(rest) == 1 and rest[0].isdigit():
+            number = int(rest[0])
+            if not 1 <= number <= len(rules):
+                raise ValueError("index of deletion too big")
+            table.delete(chain_name, rules[number - 1])
+        else:
+            wanted = _spec(parse_rule(rest, version))
+            found = next((rule for rule in rules if _spec(rule) == wanted), None)
+            if found is None:
+                raise ValueError("Bad rule (does a matching rule exist in that chain?)")
+            table.delete(chain_name, found)
+    return ""
+
+
+def parse_rule(words: list[str], version: int) -> Rule:
+    """A rule from its specification (matches, then ``-j`` and the target's options)."""
+    fields: dict[str, Any] = {}
+    target_words: list[str] = []
+    words = list(words)
+    while words:
+        option = words.pop(0)
+        if option == "!":
+            raise ValueError("negation (!) is not supported")
+        if option in ("-j", "--jump"):
+            target_words, words = words, []
+            break
+        if option in ("-m", "--match"):
+            _take(words, option)        # a module's options follow; they are read by name below
+            continue
+        if option == "--syn":
+            fields["tcp_flags"] = (TCP_FLAGS["SYN"] | TCP_FLAGS["ACK"] | TCP_FLAGS["RST"] | TCP_FLAGS["FIN"],
+                                   TCP_FLAGS["SYN"])
+            continue
+        value = _take(words, option)
+        if option in ("-p", "--protocol"):
+            fields["protocol"] = PROTOCOLS[value] if value in PROTOCOLS else _number(value, "protocol", 255)
+        elif option in ("-s", "--source", "-d", "--destination"):
+            fields["source" if option in ("-s", "--source") else "destination"] = _subnet(value, version)
+        elif option in ("-i", "--in-interface"):
+            fields["in_interface"] = value
+        elif option in ("-o", "--out-interface"):
+            fields["out_interface"] = value
+        elif option in ("--sport", "--source-port", "--dport", "--destination-port"):
+            key = "source_ports" if option in ("--sport", "--source-port") else "destination_ports"
+            fields[key] = _port_range(value, ":")
+        elif option == "--tcp-flags":
+            fields["tcp_flags"] = (_flags(value), _flags(_take(words, option)))
+        elif option in ("--icmp-type", "--icmpv6-type"):
+            names = ICMP_TYPES[version]
+            fields["icmp_type"] = names[value] if value in names else _number(value, "ICMP type", 255)
+        elif option in ("--state", "--ctstate"):
+            try:
+                fields["state"] = frozenset(State[name] for name in value.split(","))
+            except KeyError:
+                raise ValueError(f"bad state {value!r} (NEW, ESTABLISHED, RELATED, INVALID)") from None
+        elif option == "--mark":
+            mark, _, mask = value.partition("/")
+            fields["mark"] = (int(mark, 0), int(mask, 0) if mask else 0xFFFFFFFF)
+        else:
+            raise ValueError(f"unknown option {option!r}")
+    if not target_words:
+        raise ValueError("a rule needs a target (-j)")
+    fields["target"] = _target(target_words, version)
+    return Rule(**fields)
+
+
+def _target(words: list[str], version: int) -> Any:
+    name, options = words[0], _options(words[1:])
+    accepted = {"REJECT": {"--reject-with"}, "DNAT": {"--to-destination"}, "SNAT": {"--to-source"},
+                "MASQUERADE": {"--to-ports"}, "REDIRECT": {"--to-ports"}, "TPROXY": {"--on-port", "--on-ip"}}
+    unknown = set(options) - accepted.get(name, set())
+    if unknown:
+        raise ValueError(f"unknown option {sorted(unknown)[0]!r} for target {name}")
+    if name in _BUILTIN_TARGETS:
+        return _BUILTIN_TARGETS[name]
+    if name == "REJECT":
+        kind = options.get("--reject-with", "icmp-port-unreachable" if version == 4 else "icmp6-port-unreachable")
+        if kind not in REJECT_WITH:
+            raise ValueError(f"unknown reject type {kind!r}")
+        return Reject(REJECT_WITH[kind])
+    if name in ("DNAT", "SNAT"):
+        option = "--to-destination" if name == "DNAT" else "--to-source"
+        if option not in options:
+            raise ValueError(f"{name} needs {option}")
+        address, ports = _address_and_ports(options[option], version)
+        return DNAT(address, ports) if name == "DNAT" else SNAT(address, ports)
+    if name in ("MASQUERADE", "REDIRECT"):
+        ports = _port_range(options["--to-ports"], "-") if "--to-ports" in options else None
+        return Masquerade(ports) if name == "MASQUERADE" else Redirect(ports)
+    if name == "TPROXY":
+        if "--on-port" not in options:
+            raise ValueError("TPROXY needs --on-port")
+        address = _address(options["--on-ip"], version) if "--on-ip" in options else b""
+        return TProxy(_number(options["--on-port"], "port", 0xFFFF), address)
+    if options:
+        raise ValueError(f"unknown option {next(iter(options))!r} for a jump to {name}")
+    return Jump(name)
+
+
+def listing(table: RuleTable, chain: str | None, verbose: bool) -> str:
+    """``iptables -L -n`` (``-v``: with the counters), for one chain or all."""
+    lines: list[str] = []
+    for name in [chain] if chain else list(table.chains):
+        each = _chain(table, name)
+        if each.policy is not None:
+            counters = f" {each.packets} packets, {each.bytes} bytes" if verbose else ""
+            head = f"Chain {name} (policy {'ACCEPT' if each.policy is ACCEPT else 'DROP'}{counters})"
+        else:
+            head = f"Chain {name}"
+        lines += [head] + [("%d %d " % (rule.packets, rule.bytes) if verbose else "") + describe(rule)
+                           for rule in each.rules] + [""]
+    return "\n".join(lines)
+
+
+def describe(rule: Rule) -> str:
+    """A rule in the command line's words (its ``-j`` last)."""
+    words = []
+    names = {number: name for name, number in PROTOCOLS.items() if name not in ("icmpv6",)}
+    if rule.protocol is not None:
+        words += ["-p", names.get(rule.protocol, str(rule.protocol))]
+    for option, subnet in (("-s", rule.source), ("-d", rule.destination)):
+        if subnet is not None:
+            words += [option, f"{ipaddress.ip_address(bytes(subnet.address))}/{subnet.prefix()}"]
+    for option, name in (("-i", rule.in_interface), ("-o", rule.out_interface)):
+        if name is not None:
+            words += [option, name]
+    for option, ports in (("--sport", rule.source_ports), ("--dport", rule.destination_ports)):
+        if ports is not None:
+            words += [option, _ports_words(ports, ":")]
+    if rule.tcp_flags is not None:
+        words += ["--tcp-flags", _flag_names(rule.tcp_flags[0]), _flag_names(rule.tcp_flags[1])]
+    if rule.icmp_type is not None:
+        words += ["--icmp-type", str(rule.icmp_type)]
+    if rule.state is not None:
+        words += ["-m", "state", "--state", ",".join(sorted(state.name for state in rule.state))]
+    if rule.mark is not None:
+        words += ["-m", "mark", "--mark", f"{rule.mark[0]:#x}/{rule.mark[1]:#x}"]
+    return " ".join(words + ["-j", *_target_words(rule.target)])
+
+
+def _target_words(target: Any) -> list[str]:
+    if isinstance(target, Jump):
+        return [target.chain]
+    if isinstance(target, Reject):
+        return ["REJECT", "--reject-with", target.with_.value]
+    if isinstance(target, (DNAT, SNAT)):
+        address = str(ipaddress.ip_address(target.address)) if target.address else ""
+        ports = _ports_words(target.ports, "-")
+        if len(target.address) == 16 and ports:
+            address = f"[{address}]"
+        ports = f":{ports}" if ports else ""
+        return ["DNAT" if isinstance(target, DNAT) else "SNAT",
+                "--to-destination" if isinstance(target, DNAT) else "--to-source", address + ports]
+    if isinstance(target, (Masquerade, Redirect)):
+        ports = ["--to-ports", _ports_words(target.ports, "-")] if target.ports else []
+        return ["MASQUERADE" if isinstance(target, Masquerade) else "REDIRECT", *ports]
+    if isinstance(target, TProxy):
+        on_ip = ["--on-ip", str(ipaddress.ip_address(target.address))] if target.address else []
+        return ["TPROXY", "--on-port", str(target.port), *on_ip]
+    return [{ACCEPT: "ACCEPT", DROP: "DROP", RETURN: "RETURN"}[target]]
+
+
+def _ports_words(ports: tuple[int, int] | None, separator: str) -> str:
+    if ports is None:
+        return ""
+    return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}{separator}{ports[1]}"
+
+
+def _spec(rule: Rule) -> tuple[Any, ...]:
+    """What identifies a rule for ``-D``: its matches and target (not its counters)."""
+    return tuple((bytes(value.address), value.prefix()) if isinstance(value, Subnet) else value
+                 for value in (getattr(rule, name) for name in _RULE_FIELDS))
+
+
+def _chain(table: RuleTable, name: str) -> Chain:
+    chain = table.chains.get(name)
+    if chain is None:
+        raise ValueError(f"no chain/target/match by the name {name!r}")
+    return chain
+
+
+def _take(words: list[str], option: str) -> str:
+    if not words:
+        raise ValueError(f"option \"{option}\" requires an argument")
+    return words.pop(0)
+
+
+def _options(words: list[str]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    while words:
+        option = words.pop(0)
+        if not option.startswith("--"):
+            raise ValueError(f"bad argument {option!r}")
+        options[option] = _take(words, option)
+    return options
+
+
+def _number(text: str, what: str, most: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"bad {what} {text!r}") from None
+    if not 0 <= value <= most:
+        raise ValueError(f"bad {what} {text!r}")
+    return value
+
+
+def _port_range(text: str, separator: str) -> tuple[int, int]:
+    first, _, last = text.partition(separator)
+    low = _number(first, "port", 0xFFFF)
+    high = _number(last, "port", 0xFFFF) if last else low
+    if low > high:
+        raise ValueError(f"bad port range {text!r}")
+    return low, high
+
+
+def _flags(text: str) -> int:
+    value = 0
+    for name in text.split(","):
+        if name not in TCP_FLAGS:
+            raise ValueError(f"unknown TCP flag {name!r}")
+        value |= TCP_FLAGS[name]
+    return value
+
+
+def _flag_names(value: int) -> str:
+    if value == 0xFF:
+        return "ALL"
+    return ",".join(name for name, bit in TCP_FLAGS.items() if bit and name != "ALL" and value & bit) or "NONE"
+
+
+def _address(text: str, version: int) -> bytes:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"host/network {text!r} not found") from None
+    if address.version != version:
+        raise ValueError(f"{text} is not an IPv{version} address")
+    return address.packed
+
+
+def _subnet(text: str, version: int) -> Subnet:
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"host/network {text!r} not found") from None
+    if network.version != version:
+        raise ValueError(f"{text} is not an IPv{version} address")
+    return Subnet(network.network_address.packed, network.netmask.packed)
+
+
+def _address_and_ports(text: str, version: int) -> tuple[bytes, tuple[int, int] | None]:
+    """``address[:port[-port]]``, IPv6's in brackets when a port follows (``[2001:db8::1]:80``)."""
+    if version == 6 and text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        ports = rest[1:] if rest.startswith(":") else ""
+    elif version == 4 and ":" in text:
+        address, _, ports = text.partition(":")
+    else:
+        address, ports = text, ""
+    return (_address(address, version) if address else b""), (_port_range(ports, "-") if ports else None)

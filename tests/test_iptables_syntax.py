@@ -1,0 +1,153 @@
+"""iptables' command line on netsock's tables (netsock.stack.iptables_syntax): each word read as iptables(8)
+reads it, the listing read back to the same rules, what cannot be said refused with a reason, and a
+host of a private network configured by it."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from netsock.adapter import NetsockSocket
+from netsock.privnet import Network
+from netsock.stack.conntrack import State
+from netsock.stack.iptables import (ACCEPT, DNAT, DROP, SNAT, IPTables, Jump, Masquerade, Redirect, Reject,
+                                    RejectWith, TProxy)
+from netsock.stack.iptables_syntax import command
+from netsock.tcpip import TCP_PROTOCOL_NUMBER as TCP
+from netsock.tcpip import UDP_PROTOCOL_NUMBER as UDP
+
+RULES = {
+    4: ["-A INPUT -p tcp --dport 22 -s 192.0.2.0/24 -j ACCEPT",
+        "-A INPUT -p tcp --dport 1000:2000 -j REJECT --reject-with tcp-reset",
+        "-A INPUT -p icmp --icmp-type echo-request -j DROP",
+        "-A FORWARD -i lan -o wan -p tcp --syn -m state --state NEW,ESTABLISHED -j ACCEPT",
+        "-A OUTPUT -m mark --mark 0x10/0xff -p udp --sport 53 -j REJECT --reject-with icmp-admin-prohibited",
+        "-t nat -A PREROUTING -i wan -p tcp --dport 8080 -j DNAT --to-destination 192.0.2.5:80",
+        "-t nat -A PREROUTING -p udp --dport 53 -j REDIRECT --to-ports 5353",
+        "-t nat -A POSTROUTING -o wan -j MASQUERADE",
+        "-t nat -A POSTROUTING -p tcp -o wan2 -j SNAT --to-source 198.51.100.1:5000-5100",
+        "-t mangle -A PREROUTING -p tcp --dport 80 -j TPROXY --on-port 3128 --on-ip 192.0.2.1"],
+    6: ["-A INPUT -p ipv6-icmp --icmpv6-type echo-request -j ACCEPT",
+        "-A INPUT -s 2001:db8:1::/64 -p udp --dport 53 -j REJECT --reject-with icmp6-adm-prohibited",
+        "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [2001:db8::5]:8080",
+        "-t nat -A OUTPUT -p tcp -d 2001:db8::9 -j DNAT --to-destination 2001:db8::5"],
+}
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_rules_read_as_iptables_reads_them_and_list_back_the_same(version: int) -> None:
+    tables = IPTables()
+    for line in RULES[version]:
+        assert command(tables, line, version) == ""
+    listed = {name: command(tables, f"-t {name} -L", version) for name in ("filter", "nat", "mangle")}
+    again = IPTables()
+    for name, text in listed.items():
+        chain = None
+        for line in text.splitlines():
+            if line.startswith("Chain "):
+                chain = line.split()[1]
+            elif line:
+                command(again, f"-t {name} -A {chain} {line}", version)
+    assert {name: command(again, f"-t {name} -L", version) for name in listed} == listed
+
+
+def test_each_word_means_what_it_means_to_iptables() -> None:
+    tables = IPTables()
+    for line in RULES[4]:
+        command(tables, line)
+    ssh, high, ping = tables.ipv4.chains["INPUT"].rules
+    assert (ssh.protocol, ssh.destination_ports, ssh.target) == (TCP, (22, 22), ACCEPT)
+    assert str(ssh.source.address) == "192.0.2.0" and ssh.source.prefix() == 24
+    assert (high.destination_ports, high.target) == ((1000, 2000), Reject(RejectWith.TCP_RESET))
+    assert (ping.icmp_type, ping.target) == (8, DROP)
+    forward, = tables.ipv4.chains["FORWARD"].rules
+    assert forward.tcp_flags == (0x17, 0x02) and forward.state == {State.NEW, State.ESTABLISHED}
+    assert (forward.in_interface, forward.out_interface) == ("lan", "wan")
+    output, = tables.ipv4.chains["OUTPUT"].rules
+    assert (output.mark, output.source_ports) == ((0x10, 0xFF), (53, 53))
+    dnat, redirect = tables.ipv4_nat.chains["PREROUTING"].rules
+    assert dnat.target == DNAT(bytes([192, 0, 2, 5]), (80, 80)) and redirect.target == Redirect((5353, 5353))
+    masquerade, snat = tables.ipv4_nat.chains["POSTROUTING"].rules
+    assert masquerade.target == Masquerade() and snat.target == SNAT(bytes([198, 51, 100, 1]), (5000, 5100))
+    tproxy, = tables.ipv4_mangle.chains["PREROUTING"].rules
+    assert tproxy.target == TProxy(3128, bytes([192, 0, 2, 1]))
+    command(tables, "-t nat -A PREROUTING -p tcp -j DNAT --to-destination [2001:db8::5]:8080", 6)
+    assert tables.ipv6_nat.chains["PREROUTING"].rules[0].target.ports == (8080, 8080)
+
+
+def test_chains_are_edited_as_iptables_edits_them() -> None:
+    tables = IPTables()
+    command(tables, "-N blocked")
+    command(tables, "-A blocked -j DROP")
+    command(tables, "-A INPUT -p tcp --dport 80 -j ACCEPT")
+    command(tables, "-I INPUT -s 203.0.113.0/24 -j blocked")          # first, by default
+    command(tables, "-I INPUT 2 -p udp -j ACCEPT")
+    rules = tables.ipv4.chains["INPUT"].rules
+    assert [rule.target for rule in rules] == [Jump("blocked"), ACCEPT, ACCEPT] and rules[1].protocol == UDP
+    command(tables, "-D INPUT -p tcp --dport 80 -j ACCEPT")             # by its specification
+    command(tables, "-D INPUT 1")                                      # by its number
+    assert [rule.protocol for rule in tables.ipv4.chains["INPUT"].rules] == [UDP]
+    command(tables, "-P FORWARD DROP")
+    assert tables.ipv4.chains["FORWARD"].policy == DROP
+    tables.ipv4.chains["INPUT"].rules[0].packets = 7
+    command(tables, "-Z")
+    assert tables.ipv4.chains["INPUT"].rules[0].packets == 0
+    command(tables, "-F")
+    command(tables, "-X blocked")
+    assert "blocked" not in tables.ipv4.chains and not tables.ipv4.chains["INPUT"].rules
+    assert "(policy DROP 0 packets, 0 bytes)" in command(tables, "-L FORWARD -v")
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("-A INPUT -p tcp ! --dport 80 -j DROP", "negation"),
+    ("-A INPUT -p tcp --dport 80", "needs a target"),
+    ("-A INPUT --dport 80 -j DROP", "protocol TCP"),
+    ("-A INPUT -j DNAT --to-destination 192.0.2.1", "not a target of the filter table"),
+    ("-t nat -A POSTROUTING -j DNAT --to-destination 192.0.2.1", "PREROUTING"),
+    ("-t nat -A PREROUTING -p tcp -j DNAT", "needs --to-destination"),
+    ("-A INPUT -j REJECT --reject-with icmp-bogus", "reject type"),
+    ("-A INPUT -j REJECT --to-ports 5", "unknown option"),
+    ("-A INPUT -m owner --uid-owner 0 -j DROP", "unknown option"),
+    ("-A INPUT -s 2001:db8::1 -j DROP", "not an IPv4 address"),
+    ("-A INPUT -s nowhere.test -j DROP", "not found"),
+    ("-A NOPE -j DROP", "NOPE"),
+    ("-t raw -L", "Table does not exist"),
+    ("-I INPUT 5 -j DROP", "too big"),
+    ("-D INPUT -j DROP", "does a matching rule exist"),
+    ("-P INPUT REJECT", "ACCEPT or DROP"),
+    ("-A INPUT -p tcp --dport 99999 -j DROP", "bad port"),
+    ("-Q INPUT", "unknown command"),
+])
+def test_what_cannot_be_said_is_refused_with_a_reason(line: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        command(IPTables(), line)
+
+
+def test_a_private_networks_router_configured_by_command_line() -> None:
+    with Network(seed=2) as net:
+        lan, wan = net.switch("lan", "192.0.2.0/24"), net.switch("wan", "198.51.100.0/24")
+        router = net.router("router.test", lan, wan)
+        server, client = net.host("server.test", wan), net.host("client.test", lan)
+        router.iptables("-t nat -A POSTROUTING -o wan -j MASQUERADE")
+        server.iptables("-A INPUT -p tcp --dport 81 -j REJECT --reject-with tcp-reset")
+        listeners = []
+        for port in (80, 81):
+            listener = NetsockSocket(socket.AF_INET, stack=server.stack)
+            listener.bind(("0.0.0.0", port))
+            listener.listen()
+            listeners.append(listener)
+        with client, NetsockSocket() as sock:
+            sock.settimeout(5)
+            sock.connect(("server.test", 80))
+            conn, peer = listeners[0].accept()
+            assert peer[0] == router.addresses[wan]
+            conn.close()
+        with client, NetsockSocket() as sock:
+            sock.settimeout(5)
+            with pytest.raises(ConnectionRefusedError):
+                sock.connect(("server.test", 81))
+        masquerade = router.iptables("-t nat -L POSTROUTING -v").splitlines()[1]
+        assert masquerade.split()[0] == "2"         # each connection's first packet
+        for listener in listeners:
+            listener.close()
