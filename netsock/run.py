@@ -2,12 +2,14 @@
 
     netsock run [--tun NAME | --tap NAME] --address CIDR [--address CIDR ...] [--gateway IP] [--dns IP]
                 [--mtu N] [--pcap FILE] [--stats-json FILE] [--host-address CIDR ...]
-                -- (SCRIPT | -m MODULE | -c CODE) [ARGS...]
+                [--iptables COMMAND ...] [--ip6tables COMMAND ...] -- (SCRIPT | -m MODULE | -c CODE) [ARGS...]
 
 The program runs in this process, as ``python SCRIPT`` (``-m``, ``-c``) would run it: the same
 ``sys.argv`` and ``sys.path[0]``, its exit code, streams and signals. A device that does not exist is
 created for the run, its kernel side given the ``--host-address`` addresses, and removed at exit.
-Without a device the program has netsock's loopback only. When the program ends, its connections
+Without a device the program has netsock's loopback only. ``--iptables`` (``--ip6tables``) commands
+configure the stack's packet filter and translation before the program starts, in iptables' words
+(``netsock.stack.iptables_syntax``): a firewall to test the program against. When the program ends, its connections
 deliver what they still owe before the process exits, as the kernel's would after it (up to ten seconds,
 and not to a peer that takes nothing: see ``adapter.runtime.finish_connections``).
 
@@ -55,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stats-json", metavar="FILE", help="write the stack's counters here at exit")
     parser.add_argument("--host-address", action="append", default=[], metavar="CIDR",
                         help="the kernel side's address on a device created for the run (repeatable)")
+    parser.add_argument("--iptables", action="append", default=[], metavar="COMMAND",
+                        help="an iptables command for netsock's tables, e.g. \"-A OUTPUT -p tcp --dport 443 -j "
+                        "REJECT\" (repeatable, in order)")
+    parser.add_argument("--ip6tables", action="append", default=[], metavar="COMMAND",
+                        help="the same for the IPv6 tables")
     return parser
 
 
@@ -159,6 +166,7 @@ def main(argv: list[str]) -> int:
 
         patch_all(device=name, tap=bool(options.tap), addresses=options.address, gateways=options.gateway,
                   dns=options.dns, mtu=options.mtu, pcap=options.pcap)
+        _firewall(options.iptables, options.ip6tables)
         _child_environment()
         _quiet_interrupts()
         try:
@@ -166,6 +174,22 @@ def main(argv: list[str]) -> int:
         finally:
             _finish(options.stats_json)
     return 0
+
+
+def _firewall(iptables: list[str], ip6tables: list[str]) -> None:
+    """Run the --iptables and --ip6tables commands on the program's stack, before the program starts."""
+    if not iptables and not ip6tables:
+        return
+    from .adapter.runtime import default_stack
+    from .stack.iptables_syntax import command
+
+    tables = default_stack().iptables
+    for version, lines in ((4, iptables), (6, ip6tables)):
+        for line in lines:
+            try:
+                command(tables, line, version)
+            except ValueError as error:
+                raise SystemExit(f"netsock run: --ip{'6' * (version == 6)}tables {line!r}: {error}") from None
 
 
 def _quiet_interrupts() -> None:

@@ -83,3 +83,22 @@ def test_device_options_need_a_device() -> None:
     done = netsock_run("--address", "192.0.2.2/24", "-c", "pass")
     assert done.returncode != 0
     assert "need --tun or --tap" in done.stderr
+
+
+def test_iptables_commands_configure_the_programs_stack() -> None:
+    # The program meets the firewall the commands make: a port redirected, and a refused send.
+    code = ECHO_OVER_LOOPBACK.replace('("127.0.0.1", 0)', '("127.0.0.1", 8765)').replace(
+        "server.getsockname()", '("127.0.0.1", 80)') + textwrap.dedent("""
+        import errno
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.sendto(b"x", ("127.0.0.1", 9))
+        except PermissionError as error:
+            print("refused", errno.errorcode[error.errno])
+    """)
+    done = netsock_run("--iptables", "-t nat -A OUTPUT -p tcp --dport 80 -j REDIRECT --to-ports 8765",
+                       "--iptables", "-A OUTPUT -p udp --dport 9 -j DROP", "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["NetsockSocket kcabpool", "refused EPERM"]
+    done = netsock_run("--iptables", "-A OUTPUT -p tcp ! --dport 9 -j DROP", "-c", "pass")
+    assert done.returncode != 0 and "--iptables '-A OUTPUT -p tcp ! --dport 9 -j DROP': negation" in done.stderr
