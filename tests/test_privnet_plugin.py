@@ -114,7 +114,9 @@ def test_the_marker_declares_the_network(pytester: pytest.Pytester) -> None:
                              routers={"gw.test": ["lan", "wan"]},
                              hosts={"a.test": "lan", "b.test": {"switches": "wan", "address": "198.51.100.9"},
                                     "c.test": ["lan", "wan"]},
-                             faults=[("a.test", "gw.test", {"loss": 0.25, "latency": 0.01})])
+                             faults=[("a.test", "gw.test", {"loss": 0.25, "latency": 0.01})],
+                             iptables={"gw.test": ["-t nat -A POSTROUTING -o wan -j MASQUERADE"]},
+                             ip6tables={"b.test": ["-A INPUT -p tcp --dport 22 -j DROP", "-P FORWARD DROP"]})
         def test_declared(netsock_network):
             net = netsock_network
             assert net.seed == 42
@@ -127,6 +129,8 @@ def test_the_marker_declares_the_network(pytester: pytest.Pytester) -> None:
             assert (faults.loss, faults.delay) == (0.25, 0.01)
             with net.hosts["a.test"]:
                 assert socket.gethostbyname("b.test") == "198.51.100.9"
+            assert net.hosts["gw.test"].iptables("-t nat -L POSTROUTING").splitlines()[1] == "-o wan -j MASQUERADE"
+            assert len(net.hosts["b.test"].stack.iptables.ipv6.chains["INPUT"].rules) == 1
 
         @pytest.mark.netsock(hosts={"a.test": "nowhere"})
         def test_undeclared_switch(netsock_network):
@@ -135,10 +139,15 @@ def test_the_marker_declares_the_network(pytester: pytest.Pytester) -> None:
         @pytest.mark.netsock(colour="blue")
         def test_unknown_argument(netsock_network):
             pass
+
+        @pytest.mark.netsock(switches={"lan": "192.0.2.0/24"}, hosts={"a.test": "lan"},
+                             iptables={"a.test": ["-A INPUT -p tcp ! --dport 22 -j DROP"]})
+        def test_unsayable_rule(netsock_network):
+            pass
     """)
-    result.assert_outcomes(passed=1, errors=2)
+    result.assert_outcomes(passed=1, errors=3)
     result.stdout.fnmatch_lines(["*a.test joins undeclared switch(es) nowhere*",
-                                 "*unknown argument(s) colour*"])
+                                 "*unknown argument(s) colour*", "*negation (!) is not supported*"])
 
 
 def test_without_a_seed_a_test_gets_the_same_one_in_every_run(pytester: pytest.Pytester) -> None:

@@ -13,11 +13,13 @@ The ``netsock`` marker declares the network::
     @pytest.mark.netsock(seed=7, switches={"lan": "192.0.2.0/24"},
                          hosts={"server.test": "lan", "client.test": {"switches": "lan", "address": "192.0.2.50"}},
                          routers={"router.test": ["lan", "wan"]},
-                         faults=[("client.test", "server.test", {"loss": 0.1, "latency": 0.030})])
+                         faults=[("client.test", "server.test", {"loss": 0.1, "latency": 0.030})],
+                         iptables={"router.test": ["-t nat -A POSTROUTING -o wan -j MASQUERADE"]})
 
 (switches, then routers, then hosts, in the order given; a host names a switch, a list of switches, or
 a mapping with ``switches`` and ``address``; each fault is ``Network.faults(source, destination,
-**faults)``). Without a seed the network's seed is derived from the test's node id, so a rerun makes
+**faults)``; ``iptables`` and ``ip6tables`` give hosts' commands, run in order, as ``Host.iptables``
+runs them). Without a seed the network's seed is derived from the test's node id, so a rerun makes
 the same fault decisions. When such a test fails, its report gets a "netsock network" section: the
 seed, the hosts, a pcap of every switch's frames (in the test's tmp_path, or ``--netsock-pcap-dir``)
 and the non-zero counters of the links and hosts.
@@ -86,7 +88,8 @@ __all__ = ["netsock_network"]
 _MARKER = "netsock"
 _MARKER_HELP = ("netsock(seed=None, switches={name: subnet}, routers={name: [switch, ...]}, "
                 "hosts={name: switch | [switch, ...] | {'switches': ..., 'address': ...}}, "
-                "faults=[(source, destination, {fault: value})]): the private network of the netsock_network fixture")
+                "faults=[(source, destination, {fault: value})], iptables={host: [command, ...]}, "
+                "ip6tables={host: [command, ...]}): the private network of the netsock_network fixture")
 _BODY_NOTE = ("the test body is outside the hosts of netsock's private network: reach them from `with host:` "
               "or host.spawn(); nothing outside the private network is reachable")
 _FAILURE_SECTION = "netsock network"
@@ -111,6 +114,7 @@ class _Declaration:
     routers: Mapping[str, _Placement] = field(default_factory=dict)
     hosts: Mapping[str, _Placement] = field(default_factory=dict)
     faults: Sequence[tuple[str, str, Mapping[str, Any]]] = ()
+    iptables: Mapping[int, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)     # by IP version
 
     @classmethod
     def from_marker(cls, marker: pytest.Mark | None) -> _Declaration:
@@ -119,7 +123,7 @@ class _Declaration:
         if marker.args:
             raise TypeError(f"@pytest.mark.{_MARKER} takes keyword arguments only: {_MARKER_HELP}")
         kwargs = dict(marker.kwargs)
-        unknown = set(kwargs) - {"seed", "switches", "routers", "hosts", "faults"}
+        unknown = set(kwargs) - {"seed", "switches", "routers", "hosts", "faults", "iptables", "ip6tables"}
         if unknown:
             raise TypeError(f"@pytest.mark.{_MARKER}: unknown argument(s) {', '.join(sorted(unknown))}: {_MARKER_HELP}")
         seed = kwargs.get("seed")
@@ -131,10 +135,18 @@ class _Declaration:
                 raise TypeError(f"@pytest.mark.{_MARKER}: a fault is (source, destination, {{fault: value}}), "
                                 f"not {fault!r}")
             faults.append((fault[0], fault[1], dict(fault[2])))
+        iptables = {}
+        for version, key in ((4, "iptables"), (6, "ip6tables")):
+            commands = kwargs.get(key, {})
+            if not isinstance(commands, Mapping) or not all(
+                    isinstance(lines, (list, tuple)) and all(isinstance(line, str) for line in lines)
+                    for lines in commands.values()):
+                raise TypeError(f"@pytest.mark.{_MARKER}: {key} is {{host: [command, ...]}}, not {commands!r}")
+            iptables[version] = {host: tuple(lines) for host, lines in commands.items()}
         return cls(seed=seed, switches=dict(kwargs.get("switches", {})),
                    routers={name: _placement(name, where) for name, where in kwargs.get("routers", {}).items()},
                    hosts={name: _placement(name, where) for name, where in kwargs.get("hosts", {}).items()},
-                   faults=tuple(faults))
+                   faults=tuple(faults), iptables=iptables)
 
     def build(self, network: Network) -> None:
         """Add the declared switches, routers, hosts and faults to ``network``."""
@@ -146,6 +158,13 @@ class _Declaration:
             network.host(name, *_switches(network, name, placement), address=placement.address)
         for source, destination, faults in self.faults:
             network.faults(source, destination, **faults)
+        for version, commands in self.iptables.items():
+            for name, lines in commands.items():
+                host = network.hosts.get(name)
+                if host is None:
+                    raise ValueError(f"@pytest.mark.{_MARKER}: iptables for {name!r}, which is no host of the network")
+                for line in lines:
+                    host.iptables(line) if version == 4 else host.ip6tables(line)
 
 
 def _placement(name: str, where: Any) -> _Placement:
