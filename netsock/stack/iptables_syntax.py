@@ -5,7 +5,8 @@ What a rule can say is what ``iptables.Rule`` and the targets hold; this reads t
 cannot express: ``!`` negations, matches and targets netsock lacks, a target's option given to another.
 
 Commands: ``-A``, ``-I`` (at a 1-based position), ``-D`` (by rule or by number), ``-F``, ``-N``, ``-X``,
-``-P``, ``-Z`` and ``-L`` (returns the listing, with ``-v`` the counters). Matches: ``-p``, ``-s``, ``-d``,
+``-P``, ``-Z``, ``-L`` (returns the listing, with ``-v`` the counters) and ``-S`` (the rules as ``iptables
+-S`` prints them, word for word). Matches: ``-p``, ``-s``, ``-d``,
 ``-i``, ``-o``, ``--sport``/``--dport`` (a port or ``first:last``), ``--tcp-flags``, ``--syn``,
 ``--icmp-type``/``--icmpv6-type`` (a number or a name), ``-m state --state`` (``-m conntrack --ctstate``
 alike), ``-m mark --mark value[/mask]``. Targets: ACCEPT, DROP, RETURN, REJECT (``--reject-with``), DNAT
@@ -43,10 +44,19 @@ REJECT_WITH = {**{kind.value: kind for kind in RejectWith},
                "icmp-net-unreachable": RejectWith.NET_UNREACHABLE, "icmp6-no-route": RejectWith.NET_UNREACHABLE,
                "no-route": RejectWith.NET_UNREACHABLE, "icmp-admin-prohibited": RejectWith.ADMIN_PROHIBITED,
                "icmp6-adm-prohibited": RejectWith.ADMIN_PROHIBITED, "adm-prohibited": RejectWith.ADMIN_PROHIBITED}
+_REJECT_NAMES = {4: {RejectWith.PORT_UNREACHABLE: "icmp-port-unreachable", RejectWith.HOST_UNREACHABLE:
+                     "icmp-host-unreachable", RejectWith.NET_UNREACHABLE: "icmp-net-unreachable",
+                     RejectWith.ADMIN_PROHIBITED: "icmp-admin-prohibited", RejectWith.TCP_RESET: "tcp-reset"},
+                 6: {RejectWith.PORT_UNREACHABLE: "icmp6-port-unreachable", RejectWith.HOST_UNREACHABLE:
+                     "icmp6-addr-unreachable", RejectWith.NET_UNREACHABLE: "icmp6-no-route",
+                     RejectWith.ADMIN_PROHIBITED: "icmp6-adm-prohibited", RejectWith.TCP_RESET: "tcp-reset"}}
+_PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items() if name != "icmpv6"}
+_STATE_ORDER = (State.INVALID, State.NEW, State.RELATED, State.ESTABLISHED)     # as the kernel's listing orders them
 _BUILTIN_TARGETS = {"ACCEPT": ACCEPT, "DROP": DROP, "RETURN": RETURN}
-_COMMANDS = ("-A", "-I", "-D", "-F", "-N", "-X", "-P", "-Z", "-L")
+_COMMANDS = ("-A", "-I", "-D", "-F", "-N", "-X", "-P", "-Z", "-L", "-S")
 _LONG_COMMANDS = {"--append": "-A", "--insert": "-I", "--delete": "-D", "--flush": "-F", "--new-chain": "-N",
-                  "--delete-chain": "-X", "--policy": "-P", "--zero": "-Z", "--list": "-L"}
+                  "--delete-chain": "-X", "--policy": "-P", "--zero": "-Z", "--list": "-L",
+                  "--list-rules": "-S"}
 _RULE_FIELDS = ("target", "protocol", "source", "destination", "in_interface", "out_interface", "source_ports",
                 "destination_ports", "tcp_flags", "icmp_type", "mark", "state")
 
@@ -89,7 +99,9 @@ def run(tables: dict[str, RuleTable], version: int, line: str) -> str:
         raise ValueError(f"unknown command {words[0]!r} (one of {', '.join(_COMMANDS)})")
     rest = words[1:]
     if command == "-L":
-        return listing(table, rest[0] if rest else None, verbose)
+        return listing(table, rest[0] if rest else None, verbose, version)
+    if command == "-S":
+        return rule_lines(table, rest[0] if rest else None, version)
     if command in ("-F", "-Z"):
         for name in rest[:1] or list(table.chains):
             chain = _chain(table, name)
@@ -191,7 +203,8 @@ def parse_rule(words: list[str], version: int) -> Rule:
 def _target(words: list[str], version: int) -> Any:
     name, options = words[0], _options(words[1:])
     accepted = {"REJECT": {"--reject-with"}, "DNAT": {"--to-destination"}, "SNAT": {"--to-source"},
-                "MASQUERADE": {"--to-ports"}, "REDIRECT": {"--to-ports"}, "TPROXY": {"--on-port", "--on-ip"}}
+                "MASQUERADE": {"--to-ports"}, "REDIRECT": {"--to-ports"},
+                "TPROXY": {"--on-port", "--on-ip", "--tproxy-mark"}}
     unknown = set(options) - accepted.get(name, set())
     if unknown:
         raise ValueError(f"unknown option {sorted(unknown)[0]!r} for target {name}")
@@ -214,14 +227,17 @@ def _target(words: list[str], version: int) -> Any:
     if name == "TPROXY":
         if "--on-port" not in options:
             raise ValueError("TPROXY needs --on-port")
+        if options.get("--tproxy-mark", "0x0/0x0") not in ("0", "0x0", "0x0/0x0"):
+            raise ValueError("--tproxy-mark: netsock delivers TPROXY's packets itself, with no mark to route by")
         address = _address(options["--on-ip"], version) if "--on-ip" in options else b""
+        address = address if any(address) else b""       # the unspecified address: the arriving interface's
         return TProxy(_number(options["--on-port"], "port", 0xFFFF), address)
     if options:
         raise ValueError(f"unknown option {next(iter(options))!r} for a jump to {name}")
     return Jump(name)
 
 
-def listing(table: RuleTable, chain: str | None, verbose: bool) -> str:
+def listing(table: RuleTable, chain: str | None, verbose: bool, version: int) -> str:
     """``iptables -L -n`` (``-v``: with the counters), for one chain or all."""
     lines: list[str] = []
     for name in [chain] if chain else list(table.chains):
@@ -231,42 +247,58 @@ def listing(table: RuleTable, chain: str | None, verbose: bool) -> str:
             head = f"Chain {name} (policy {'ACCEPT' if each.policy is ACCEPT else 'DROP'}{counters})"
         else:
             head = f"Chain {name}"
-        lines += [head] + [("%d %d " % (rule.packets, rule.bytes) if verbose else "") + describe(rule)
+        lines += [head] + [("%d %d " % (rule.packets, rule.bytes) if verbose else "") + describe(rule, version)
                            for rule in each.rules] + [""]
     return "\n".join(lines)
 
 
-def describe(rule: Rule) -> str:
-    """A rule in the command line's words (its ``-j`` last)."""
+def rule_lines(table: RuleTable, chain: str | None, version: int) -> str:
+    """``iptables -S``: the policies, the user chains, then every rule as the ``-A`` that makes it."""
+    names = [chain] if chain else list(table.chains)
+    chains = [(name, _chain(table, name)) for name in names]
+    lines = [f"-P {name} {'ACCEPT' if each.policy is ACCEPT else 'DROP'}" for name, each in chains
+             if each.policy is not None]
+    lines += [f"-N {name}" for name, each in chains if each.policy is None]
+    lines += [f"-A {name} {describe(rule, version)}" for name, each in chains for rule in each.rules]
+    return "".join(line + "\n" for line in lines)
+
+
+def describe(rule: Rule, version: int) -> str:
+    """A rule in the words ``iptables -S`` prints it with (which read back to the same rule): addresses and
+    interfaces, the protocol and its match's options, the state and mark matches, then ``-j``."""
     words = []
-    names = {number: name for name, number in PROTOCOLS.items() if name not in ("icmpv6",)}
-    if rule.protocol is not None:
-        words += ["-p", names.get(rule.protocol, str(rule.protocol))]
     for option, subnet in (("-s", rule.source), ("-d", rule.destination)):
         if subnet is not None:
             words += [option, f"{ipaddress.ip_address(bytes(subnet.address))}/{subnet.prefix()}"]
     for option, name in (("-i", rule.in_interface), ("-o", rule.out_interface)):
         if name is not None:
             words += [option, name]
-    for option, ports in (("--sport", rule.source_ports), ("--dport", rule.destination_ports)):
-        if ports is not None:
-            words += [option, _ports_words(ports, ":")]
-    if rule.tcp_flags is not None:
-        words += ["--tcp-flags", _flag_names(rule.tcp_flags[0]), _flag_names(rule.tcp_flags[1])]
-    if rule.icmp_type is not None:
-        words += ["--icmp-type", str(rule.icmp_type)]
+    if rule.protocol is not None:
+        words += ["-p", _PROTOCOL_NAMES.get(rule.protocol, str(rule.protocol))]
+        match: list[str] = []
+        for option, ports in (("--sport", rule.source_ports), ("--dport", rule.destination_ports)):
+            if ports is not None:
+                match += [option, _ports_words(ports, ":")]
+        if rule.tcp_flags is not None:
+            match += ["--tcp-flags", _flag_names(rule.tcp_flags[0]), _flag_names(rule.tcp_flags[1])]
+        if rule.icmp_type is not None:
+            match += ["--icmp-type" if version == 4 else "--icmpv6-type", str(rule.icmp_type)]
+        if match:
+            module = _PROTOCOL_NAMES[rule.protocol] if rule.protocol != ICMPV6_PROTOCOL_NUMBER else "icmp6"
+            words += ["-m", module, *match]
     if rule.state is not None:
-        words += ["-m", "state", "--state", ",".join(sorted(state.name for state in rule.state))]
+        words += ["-m", "state", "--state", ",".join(state.name for state in _STATE_ORDER if state in rule.state)]
     if rule.mark is not None:
-        words += ["-m", "mark", "--mark", f"{rule.mark[0]:#x}/{rule.mark[1]:#x}"]
-    return " ".join(words + ["-j", *_target_words(rule.target)])
+        value, mask = rule.mark
+        words += ["-m", "mark", "--mark", f"{value:#x}" if mask == 0xFFFFFFFF else f"{value:#x}/{mask:#x}"]
+    return " ".join(words + ["-j", *_target_words(rule.target, version)])
 
 
-def _target_words(target: Any) -> list[str]:
+def _target_words(target: Any, version: int) -> list[str]:
     if isinstance(target, Jump):
         return [target.chain]
     if isinstance(target, Reject):
-        return ["REJECT", "--reject-with", target.with_.value]
+        return ["REJECT", "--reject-with", _REJECT_NAMES[version][target.with_]]
     if isinstance(target, (DNAT, SNAT)):
         address = str(ipaddress.ip_address(target.address)) if target.address else ""
         ports = _ports_words(target.ports, "-")
@@ -279,8 +311,9 @@ def _target_words(target: Any) -> list[str]:
         ports = ["--to-ports", _ports_words(target.ports, "-")] if target.ports else []
         return ["MASQUERADE" if isinstance(target, Masquerade) else "REDIRECT", *ports]
     if isinstance(target, TProxy):
-        on_ip = ["--on-ip", str(ipaddress.ip_address(target.address))] if target.address else []
-        return ["TPROXY", "--on-port", str(target.port), *on_ip]
+        # (the unspecified address: the arriving interface's)
+        on_ip = str(ipaddress.ip_address(target.address or bytes(4 if version == 4 else 16)))
+        return ["TPROXY", "--on-port", str(target.port), "--on-ip", on_ip, "--tproxy-mark", "0x0/0x0"]
     return [{ACCEPT: "ACCEPT", DROP: "DROP", RETURN: "RETURN"}[target]]
 
 
