@@ -118,6 +118,11 @@ def test_chains_are_edited_as_iptables_edits_them() -> None:
     ("-P INPUT REJECT", "ACCEPT or DROP"),
     ("-A INPUT -p tcp --dport 99999 -j DROP", "bad port"),
     ("-Q INPUT", "unknown command"),
+    ("-A INPUT -m multiport --dports 80 -j DROP", "protocol TCP"),
+    ("-A INPUT -p tcp -m multiport --dports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15:16 -j DROP", "1 to 15 ports"),
+    ("-A INPUT -m statistic --mode nth --every 3 --packet 3 -j DROP", "--packet"),
+    ("-A INPUT -m statistic --mode random --probability 1.5 -j DROP", "between 0 and 1"),
+    ("-A INPUT -m statistic --mode random -j DROP", "statistic: --mode"),
 ])
 def test_what_cannot_be_said_is_refused_with_a_reason(line: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
@@ -151,3 +156,27 @@ def test_a_private_networks_router_configured_by_command_line() -> None:
         assert masquerade.split()[0] == "2"         # each connection's first packet
         for listener in listeners:
             listener.close()
+
+
+def test_multiport_and_statistic_match_as_linux_decides() -> None:
+    from netsock.stack.iptables import FilteredPacket
+    tables = IPTables()
+    command(tables, "-A INPUT -p tcp -m multiport --dports 80,443,8000:8100 -j ACCEPT")
+    command(tables, "-A INPUT -p tcp -m multiport --ports 25 -j ACCEPT")
+    command(tables, "-A OUTPUT -p udp -m statistic --mode nth --every 3 --packet 1 -j DROP")
+    command(tables, "-A OUTPUT -p udp -m statistic --mode random --probability 0.25 -j DROP")
+    web, mail = tables.ipv4.chains["INPUT"].rules
+    nth, coin = tables.ipv4.chains["OUTPUT"].rules
+
+    def segment(sport: int, dport: int) -> FilteredPacket:
+        return FilteredPacket(TCP, bytes(4), bytes(4), 60, sport.to_bytes(2, "big") + dport.to_bytes(2, "big"))
+    assert [web.matches(segment(40000, port)) for port in (80, 443, 8050, 81, 8101)] == [True] * 3 + [False] * 2
+    assert [mail.matches(segment(*ports)) for ports in ((25, 4000), (4000, 25), (4000, 26))] == [True, True, False]
+    datagram = FilteredPacket(UDP, bytes(4), bytes(4), 40, bytes(8))
+    # xt_statistic's nth: a counter from --packet, matching as it comes round: the 2nd, 5th, 8th ... packet.
+    assert [number for number in range(1, 10) if nth.matches(datagram)] == [2, 5, 8]
+    drawn = [coin.matches(datagram) for _ in range(4000)]
+    assert 900 < sum(drawn) < 1100
+    again = IPTables()
+    command(again, "-A OUTPUT -p udp -m statistic --mode random --probability 0.25 -j DROP")
+    assert [again.ipv4.chains["OUTPUT"].rules[0].matches(datagram) for _ in range(4000)] == drawn   # seeded

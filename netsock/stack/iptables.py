@@ -22,6 +22,7 @@ the same rules and chains. Not here: the mangle table, logging.
 from __future__ import annotations
 
 import enum
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,6 +160,46 @@ class TProxy:
             raise ValueError(f"bad port {self.port}")
 
 
+class MultiPort(enum.Enum):
+    """Which ports ``-m multiport`` looks at."""
+
+    SOURCE = "--sports"
+    DESTINATION = "--dports"
+    EITHER = "--ports"
+
+
+MULTIPORT_MAX = 15      # ports (a range counts two) in one multiport match, as Linux's XT_MULTI_PORTS
+
+
+@dataclass(eq=False)
+class Statistic:
+    """``-m statistic``, as Linux's xt_statistic decides: ``--mode nth --every N --packet P`` matches one
+    packet in ``every``, the first at ``packet`` (counting from 0); ``--mode random --probability p``
+    matches with that probability, kept as the kernel keeps it (``probability``: p times 2**31, rounded),
+    drawn from a generator seeded with ``seed`` (a rule matches the same packets in every run)."""
+
+    every: int = 0                  # nth mode when not 0
+    packet: int = 0
+    probability: int = 0            # random mode: of 2**31
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or not 0 <= self.packet < max(self.every, 1) or not 0 <= self.probability <= 1 << 31:
+            raise ValueError("bad statistic match: --every N, --packet below N, --probability between 0 and 1")
+        self._count = self.packet
+        self._random = random.Random(self.seed)
+
+    @classmethod
+    def random(cls, probability: float, seed: int = 0) -> Statistic:
+        return cls(probability=round(probability * (1 << 31)), seed=seed)
+
+    def matches(self) -> bool:
+        if self.every:
+            self._count = 0 if self._count == self.every - 1 else self._count + 1
+            return self._count == 0
+        return self._random.getrandbits(31) < self.probability
+
+
 NatTarget = Union[DNAT, Redirect, SNAT, Masquerade]
 Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget, TProxy]
 ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
@@ -171,7 +212,8 @@ class Rule:
     matches a fragment being forwarded (only what this host receives is reassembled first). ``mark``
     is iptables' ``-m mark --mark value/mask``: packets carry their socket's SO_MARK, others 0.
     ``state`` is ``-m state --state``: what connection tracking (``conntrack``) says of the packet;
-    a table tracks connections while one of its rules asks."""
+    a table tracks connections while one of its rules asks. ``multiport`` is ``-m multiport``: which
+    ports, and ranges of them, any of which matches; ``statistic``, ``-m statistic``, is asked last."""
 
     target: Target
     protocol: int | None = None                 # transport protocol number
@@ -185,6 +227,8 @@ class Rule:
     icmp_type: int | None = None
     mark: tuple[int, int] | None = None         # (value, mask): the packet's mark & mask == value
     state: frozenset[State] | None = None       # its connection's (iptables' -m state --state)
+    multiport: tuple[MultiPort, tuple[tuple[int, int], ...]] | None = None
+    statistic: Statistic | None = None
     packets: int = field(default=0, compare=False)
     bytes: int = field(default=0, compare=False)
 
@@ -192,8 +236,13 @@ class Rule:
         for ports in (self.source_ports, self.destination_ports):
             if ports is not None and not 0 <= ports[0] <= ports[1] <= 0xFFFF:
                 raise ValueError(f"bad port range {ports}")
-        if (self.source_ports or self.destination_ports) and self.protocol not in _PORTED:
+        if (self.source_ports or self.destination_ports or self.multiport) and self.protocol not in _PORTED:
             raise ValueError("ports match only with protocol TCP, UDP or UDP-Lite (iptables' -p before --dport)")
+        if self.multiport is not None:
+            ranges = self.multiport[1]
+            if not ranges or sum(1 if low == high else 2 for low, high in ranges) > MULTIPORT_MAX or not all(
+                    0 <= low <= high <= 0xFFFF for low, high in ranges):
+                raise ValueError(f"multiport: 1 to {MULTIPORT_MAX} ports (a range counts two), each 0 to 65535")
         if self.tcp_flags is not None and self.protocol != TCP_PROTOCOL_NUMBER:
             raise ValueError("tcp_flags match only with protocol TCP")
         if self.icmp_type is not None and self.protocol not in (ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER):
@@ -227,7 +276,15 @@ class Rule:
             return False
         if self.mark is not None and packet.mark & self.mark[1] != self.mark[0]:
             return False
-        return True
+        if self.multiport is not None:
+            if len(head) < 4:
+                return False
+            which, ranges = self.multiport
+            ports = ((head[0] << 8 | head[1],) if which is MultiPort.SOURCE else (head[2] << 8 | head[3],)
+                     if which is MultiPort.DESTINATION else (head[0] << 8 | head[1], head[2] << 8 | head[3]))
+            if not any(low <= port <= high for port in ports for low, high in ranges):
+                return False
+        return self.statistic is None or self.statistic.matches()
 
 
 @dataclass(frozen=True)

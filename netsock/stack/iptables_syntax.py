@@ -9,9 +9,10 @@ Commands: ``-A``, ``-I`` (at a 1-based position), ``-D`` (by rule or by number),
 -S`` prints them, word for word). Matches: ``-p``, ``-s``, ``-d``,
 ``-i``, ``-o``, ``--sport``/``--dport`` (a port or ``first:last``), ``--tcp-flags``, ``--syn``,
 ``--icmp-type``/``--icmpv6-type`` (a number or a name), ``-m state --state`` (``-m conntrack --ctstate``
-alike), ``-m mark --mark value[/mask]``. Targets: ACCEPT, DROP, RETURN, REJECT (``--reject-with``), DNAT
-(``--to-destination``), SNAT (``--to-source``), MASQUERADE and REDIRECT (``--to-ports``), TPROXY
-(``--on-port``, ``--on-ip``), or a user chain's name.
+alike), ``-m mark --mark value[/mask]``, ``-m multiport --dports``/``--sports``/``--ports``, ``-m statistic``
+(``--mode random --probability``, ``--mode nth --every --packet``). Targets: ACCEPT, DROP, RETURN, REJECT
+(``--reject-with``), DNAT (``--to-destination``), SNAT (``--to-source``), MASQUERADE and REDIRECT
+(``--to-ports``), TPROXY (``--on-port``, ``--on-ip``), or a user chain's name.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from typing import Any
 
 from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Subnet
 from .conntrack import State
-from .iptables import (ACCEPT, DNAT, DROP, RETURN, SNAT, Chain, IPTables, Jump, Masquerade, Redirect, Reject,
-                       RejectWith, Rule, RuleTable, TProxy)
+from .iptables import (ACCEPT, DNAT, DROP, RETURN, SNAT, Chain, IPTables, Jump, Masquerade, MultiPort, Redirect,
+                       Reject, RejectWith, Rule, RuleTable, Statistic, TProxy)
 
 PROTOCOLS = {"tcp": TCP_PROTOCOL_NUMBER, "udp": UDP_PROTOCOL_NUMBER, "udplite": 136, "icmp": ICMPV4_PROTOCOL_NUMBER,
              "ipv6-icmp": ICMPV6_PROTOCOL_NUMBER, "icmpv6": ICMPV6_PROTOCOL_NUMBER}
@@ -58,7 +59,7 @@ _LONG_COMMANDS = {"--append": "-A", "--insert": "-I", "--delete": "-D", "--flush
                   "--delete-chain": "-X", "--policy": "-P", "--zero": "-Z", "--list": "-L",
                   "--list-rules": "-S"}
 _RULE_FIELDS = ("target", "protocol", "source", "destination", "in_interface", "out_interface", "source_ports",
-                "destination_ports", "tcp_flags", "icmp_type", "mark", "state")
+                "destination_ports", "tcp_flags", "icmp_type", "mark", "state", "multiport")
 
 
 def command(iptables: IPTables, line: str, version: int = 4) -> str:
@@ -151,6 +152,7 @@ def run(tables: dict[str, RuleTable], version: int, line: str) -> str:
 def parse_rule(words: list[str], version: int) -> Rule:
     """A rule from its specification (matches, then ``-j`` and the target's options)."""
     fields: dict[str, Any] = {}
+    statistic: dict[str, str] = {}
     target_words: list[str] = []
     words = list(words)
     while words:
@@ -192,12 +194,40 @@ def parse_rule(words: list[str], version: int) -> Rule:
         elif option == "--mark":
             mark, _, mask = value.partition("/")
             fields["mark"] = (int(mark, 0), int(mask, 0) if mask else 0xFFFFFFFF)
+        elif option in ("--sports", "--source-ports", "--dports", "--destination-ports", "--ports"):
+            which = MultiPort.SOURCE if option in ("--sports", "--source-ports") else MultiPort.DESTINATION \
+                if option in ("--dports", "--destination-ports") else MultiPort.EITHER
+            fields["multiport"] = (which, tuple(_port_range(part, ":") for part in value.split(",")))
+        elif option in ("--mode", "--probability", "--every", "--packet"):
+            statistic[option] = value
         else:
             raise ValueError(f"unknown option {option!r}")
     if not target_words:
         raise ValueError("a rule needs a target (-j)")
+    if statistic:
+        fields["statistic"] = _statistic(statistic)
     fields["target"] = _target(target_words, version)
     return Rule(**fields)
+
+
+def _statistic(options: dict[str, str]) -> Statistic:
+    """``-m statistic``'s options: ``--mode random --probability p`` or ``--mode nth --every n [--packet p]``."""
+    mode = options.get("--mode")
+    if mode == "random" and set(options) == {"--mode", "--probability"}:
+        try:
+            probability = float(options["--probability"])
+        except ValueError:
+            probability = -1.0
+        if not 0 <= probability <= 1:
+            raise ValueError("--probability must be between 0 and 1")
+        return Statistic.random(probability)
+    if mode == "nth" and "--every" in options and set(options) <= {"--mode", "--every", "--packet"}:
+        every = _number(options["--every"], "--every", 0xFFFFFFFF)
+        packet = _number(options.get("--packet", "0"), "--packet", 0xFFFFFFFF)
+        if not every or packet >= every:
+            raise ValueError("--packet can't be bigger than --every - 1")
+        return Statistic(every=every, packet=packet)
+    raise ValueError("statistic: --mode random --probability p, or --mode nth --every n [--packet p]")
 
 
 def _target(words: list[str], version: int) -> Any:
@@ -286,11 +316,19 @@ def describe(rule: Rule, version: int) -> str:
         if match:
             module = _PROTOCOL_NAMES[rule.protocol] if rule.protocol != ICMPV6_PROTOCOL_NUMBER else "icmp6"
             words += ["-m", module, *match]
+    if rule.multiport is not None:
+        which, ranges = rule.multiport
+        words += ["-m", "multiport", which.value, ",".join(_ports_words(each, ":") for each in ranges)]
     if rule.state is not None:
         words += ["-m", "state", "--state", ",".join(state.name for state in _STATE_ORDER if state in rule.state)]
     if rule.mark is not None:
         value, mask = rule.mark
         words += ["-m", "mark", "--mark", f"{value:#x}" if mask == 0xFFFFFFFF else f"{value:#x}/{mask:#x}"]
+    statistic = rule.statistic
+    if statistic is not None:
+        words += ["-m", "statistic", "--mode", "nth", "--every", str(statistic.every), "--packet",
+                  str(statistic.packet)] if statistic.every else \
+            ["-m", "statistic", "--mode", "random", "--probability", f"{statistic.probability / (1 << 31):.11f}"]
     return " ".join(words + ["-j", *_target_words(rule.target, version)])
 
 
@@ -325,8 +363,10 @@ def _ports_words(ports: tuple[int, int] | None, separator: str) -> str:
 
 def _spec(rule: Rule) -> tuple[Any, ...]:
     """What identifies a rule for ``-D``: its matches and target (not its counters)."""
-    return tuple((bytes(value.address), value.prefix()) if isinstance(value, Subnet) else value
-                 for value in (getattr(rule, name) for name in _RULE_FIELDS))
+    statistic = rule.statistic
+    return (*((bytes(value.address), value.prefix()) if isinstance(value, Subnet) else value
+              for value in (getattr(rule, name) for name in _RULE_FIELDS)),
+            None if statistic is None else (statistic.every, statistic.packet, statistic.probability))
 
 
 def _chain(table: RuleTable, name: str) -> Chain:
