@@ -180,3 +180,24 @@ def test_multiport_and_statistic_match_as_linux_decides() -> None:
     again = IPTables()
     command(again, "-A OUTPUT -p udp -m statistic --mode random --probability 0.25 -j DROP")
     assert [again.ipv4.chains["OUTPUT"].rules[0].matches(datagram) for _ in range(4000)] == drawn   # seeded
+
+
+def test_limit_length_and_comment() -> None:
+    from netsock.stack.iptables import FilteredPacket
+    clock = [100.0]
+    tables = IPTables(lambda: clock[0])
+    command(tables, "-A INPUT -p icmp -m limit --limit 2/second --limit-burst 3 -m comment --comment 'ping flood' "
+                    "-j ACCEPT")
+    command(tables, "-A INPUT -m length --length 0:100 -j DROP")
+    limited, short = tables.ipv4.chains["INPUT"].rules
+    ping = FilteredPacket(1, bytes(4), bytes(4), 84, bytes([8, 0]))
+    # xt_limit: a bucket of --limit-burst packets, full at first, one more each 1/rate s, never above the burst.
+    assert [limited.matches(ping) for _ in range(5)] == [True, True, True, False, False]
+    clock[0] += 0.5
+    assert [limited.matches(ping) for _ in range(2)] == [True, False]
+    clock[0] += 10
+    assert sum(limited.matches(ping) for _ in range(10)) == 3
+    assert [short.matches(FilteredPacket(6, bytes(4), bytes(4), size, bytes(20))) for size in (40, 100, 101)] == \
+        [True, True, False]
+    assert command(tables, "-S INPUT").splitlines()[1] == ('-A INPUT -p icmp -m comment --comment "ping flood" '
+                                                           '-m limit --limit 2/sec --limit-burst 3 -j ACCEPT')

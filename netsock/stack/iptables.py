@@ -200,6 +200,36 @@ class Statistic:
         return self._random.getrandbits(31) < self.probability
 
 
+LIMIT_SCALE = 10000                 # Linux's XT_LIMIT_SCALE: a limit's period is kept in 1/10000 s
+
+
+@dataclass(eq=False)
+class Limit:
+    """``-m limit --limit rate --limit-burst burst``, as Linux's xt_limit decides: a bucket of ``burst``
+    packets, full at first, refilled by one every ``period`` (in 1/10000 s, as the kernel keeps a rate);
+    a packet matches if it takes one. Its table gives it the stack's clock (``now``)."""
+
+    period: int
+    burst: int = 5
+    now: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.period <= 0 or not 0 < self.burst <= 10000:
+            raise ValueError("bad limit: a rate below 10000 a second, a burst from 1 to 10000")
+        self._tokens = float(self.burst)
+        self._last: float | None = None
+
+    def matches(self) -> bool:
+        now = self.now()
+        if self._last is not None:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * LIMIT_SCALE / self.period)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
 NatTarget = Union[DNAT, Redirect, SNAT, Masquerade]
 Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget, TProxy]
 ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
@@ -213,7 +243,8 @@ class Rule:
     is iptables' ``-m mark --mark value/mask``: packets carry their socket's SO_MARK, others 0.
     ``state`` is ``-m state --state``: what connection tracking (``conntrack``) says of the packet;
     a table tracks connections while one of its rules asks. ``multiport`` is ``-m multiport``: which
-    ports, and ranges of them, any of which matches; ``statistic``, ``-m statistic``, is asked last."""
+    ports, and ranges of them, any of which matches; ``limit`` (``-m limit``) and ``statistic``
+(``-m statistic``) are asked last, as they count the packets asking."""
 
     target: Target
     protocol: int | None = None                 # transport protocol number
@@ -228,6 +259,9 @@ class Rule:
     mark: tuple[int, int] | None = None         # (value, mask): the packet's mark & mask == value
     state: frozenset[State] | None = None       # its connection's (iptables' -m state --state)
     multiport: tuple[MultiPort, tuple[tuple[int, int], ...]] | None = None
+    length: tuple[int, int] | None = None       # the IP packet's length, a range (-m length)
+    comment: str | None = None                  # -m comment: shown, never matched
+    limit: Limit | None = None
     statistic: Statistic | None = None
     packets: int = field(default=0, compare=False)
     bytes: int = field(default=0, compare=False)
@@ -238,6 +272,8 @@ class Rule:
                 raise ValueError(f"bad port range {ports}")
         if (self.source_ports or self.destination_ports or self.multiport) and self.protocol not in _PORTED:
             raise ValueError("ports match only with protocol TCP, UDP or UDP-Lite (iptables' -p before --dport)")
+        if self.length is not None and not 0 <= self.length[0] <= self.length[1] <= 0xFFFF:
+            raise ValueError(f"bad length range {self.length}")
         if self.multiport is not None:
             ranges = self.multiport[1]
             if not ranges or sum(1 if low == high else 2 for low, high in ranges) > MULTIPORT_MAX or not all(
@@ -284,6 +320,10 @@ class Rule:
                      if which is MultiPort.DESTINATION else (head[0] << 8 | head[1], head[2] << 8 | head[3]))
             if not any(low <= port <= high for port in ports for low, high in ranges):
                 return False
+        if self.length is not None and not self.length[0] <= packet.length <= self.length[1]:
+            return False
+        if self.limit is not None and not self.limit.matches():
+            return False
         return self.statistic is None or self.statistic.matches()
 
 
@@ -318,6 +358,7 @@ class RuleTable:
 
     def __init__(self, version: int, now: Callable[[], float] = time.monotonic) -> None:
         self.version = version
+        self.now = now
         self.chains: dict[str, Chain] = {name: Chain(policy=ACCEPT) for name in self.builtin}
         self.active = False
         self.conntrack = ConnTrack(now)
@@ -329,6 +370,8 @@ class RuleTable:
 
     def insert(self, chain: str, index: int, rule: Rule) -> None:
         self._check_target(chain, rule)
+        if rule.limit is not None:
+            rule.limit.now = self.now      # the stack's clock
         self._chain(chain).rules.insert(index, rule)
         self._update()
 

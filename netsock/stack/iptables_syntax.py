@@ -10,7 +10,8 @@ Commands: ``-A``, ``-I`` (at a 1-based position), ``-D`` (by rule or by number),
 ``-i``, ``-o``, ``--sport``/``--dport`` (a port or ``first:last``), ``--tcp-flags``, ``--syn``,
 ``--icmp-type``/``--icmpv6-type`` (a number or a name), ``-m state --state`` (``-m conntrack --ctstate``
 alike), ``-m mark --mark value[/mask]``, ``-m multiport --dports``/``--sports``/``--ports``, ``-m statistic``
-(``--mode random --probability``, ``--mode nth --every --packet``). Targets: ACCEPT, DROP, RETURN, REJECT
+(``--mode random --probability``, ``--mode nth --every --packet``), ``-m limit --limit --limit-burst``,
+``-m length --length``, ``-m comment --comment``. Targets: ACCEPT, DROP, RETURN, REJECT
 (``--reject-with``), DNAT (``--to-destination``), SNAT (``--to-source``), MASQUERADE and REDIRECT
 (``--to-ports``), TPROXY (``--on-port``, ``--on-ip``), or a user chain's name.
 """
@@ -23,8 +24,8 @@ from typing import Any
 
 from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Subnet
 from .conntrack import State
-from .iptables import (ACCEPT, DNAT, DROP, RETURN, SNAT, Chain, IPTables, Jump, Masquerade, MultiPort, Redirect,
-                       Reject, RejectWith, Rule, RuleTable, Statistic, TProxy)
+from .iptables import (ACCEPT, DNAT, DROP, LIMIT_SCALE, RETURN, SNAT, Chain, IPTables, Jump, Limit, Masquerade,
+                       MultiPort, Redirect, Reject, RejectWith, Rule, RuleTable, Statistic, TProxy)
 
 PROTOCOLS = {"tcp": TCP_PROTOCOL_NUMBER, "udp": UDP_PROTOCOL_NUMBER, "udplite": 136, "icmp": ICMPV4_PROTOCOL_NUMBER,
              "ipv6-icmp": ICMPV6_PROTOCOL_NUMBER, "icmpv6": ICMPV6_PROTOCOL_NUMBER}
@@ -59,7 +60,7 @@ _LONG_COMMANDS = {"--append": "-A", "--insert": "-I", "--delete": "-D", "--flush
                   "--delete-chain": "-X", "--policy": "-P", "--zero": "-Z", "--list": "-L",
                   "--list-rules": "-S"}
 _RULE_FIELDS = ("target", "protocol", "source", "destination", "in_interface", "out_interface", "source_ports",
-                "destination_ports", "tcp_flags", "icmp_type", "mark", "state", "multiport")
+                "destination_ports", "tcp_flags", "icmp_type", "mark", "state", "multiport", "length", "comment")
 
 
 def command(iptables: IPTables, line: str, version: int = 4) -> str:
@@ -153,6 +154,7 @@ def parse_rule(words: list[str], version: int) -> Rule:
     """A rule from its specification (matches, then ``-j`` and the target's options)."""
     fields: dict[str, Any] = {}
     statistic: dict[str, str] = {}
+    limit: dict[str, int] = {}
     target_words: list[str] = []
     words = list(words)
     while words:
@@ -200,14 +202,55 @@ def parse_rule(words: list[str], version: int) -> Rule:
             fields["multiport"] = (which, tuple(_port_range(part, ":") for part in value.split(",")))
         elif option in ("--mode", "--probability", "--every", "--packet"):
             statistic[option] = value
+        elif option == "--comment":
+            fields["comment"] = value
+        elif option == "--length":
+            fields["length"] = _port_range(value, ":")
+        elif option == "--limit":
+            limit["period"] = _period(value)
+        elif option == "--limit-burst":
+            limit["burst"] = _number(value, "--limit-burst", 10000)
         else:
             raise ValueError(f"unknown option {option!r}")
     if not target_words:
         raise ValueError("a rule needs a target (-j)")
     if statistic:
         fields["statistic"] = _statistic(statistic)
+    if limit:
+        fields["limit"] = Limit(limit.get("period", _period("3/hour")), limit.get("burst", 5))     # (its defaults)
     fields["target"] = _target(target_words, version)
     return Rule(**fields)
+
+
+_RATE_UNITS = (("day", 24 * 60 * 60), ("hour", 60 * 60), ("min", 60), ("sec", 1))    # libxt_limit's
+
+
+def _period(text: str) -> int:
+    """``--limit``'s rate (``N/second``, ``/minute``, ``/hour``, ``/day``, any prefix of the unit) as xt_limit
+    keeps it: the period between packets, in 1/10000 s."""
+    count, _, unit = text.partition("/")
+    seconds = 1
+    if unit:
+        seconds = next((each for name, each in _RATE_UNITS for full in (name, {"sec": "second", "min": "minute"}
+                        .get(name, name)) if full.startswith(unit.lower())), 0)
+        if not seconds:
+            raise ValueError(f"bad rate {text!r}")
+    rate = _number(count, "rate", 0xFFFFFFFF)
+    period = LIMIT_SCALE * seconds // rate if rate else 0
+    if not period:
+        raise ValueError(f"Rate too fast \"{text}\"")
+    return period
+
+
+def _rate(period: int) -> str:
+    """A period back into the words libxt_limit prints it in (its print_rate: the unit that says it best)."""
+    units = [(name, LIMIT_SCALE * seconds) for name, seconds in _RATE_UNITS]
+    chosen = units[0]
+    for unit in units[1:]:
+        if period > unit[1] or unit[1] // period < unit[1] % period:
+            break
+        chosen = unit
+    return f"{chosen[1] // period}/{chosen[0]}"
 
 
 def _statistic(options: dict[str, str]) -> Statistic:
@@ -324,6 +367,14 @@ def describe(rule: Rule, version: int) -> str:
     if rule.mark is not None:
         value, mask = rule.mark
         words += ["-m", "mark", "--mark", f"{value:#x}" if mask == 0xFFFFFFFF else f"{value:#x}/{mask:#x}"]
+    if rule.comment is not None:
+        words += ["-m", "comment", "--comment", f'"{rule.comment}"' if " " in rule.comment else rule.comment]
+    if rule.length is not None:
+        words += ["-m", "length", "--length", _ports_words(rule.length, ":")]
+    if rule.limit is not None:
+        words += ["-m", "limit", "--limit", _rate(rule.limit.period)]
+        if rule.limit.burst != 5:
+            words += ["--limit-burst", str(rule.limit.burst)]
     statistic = rule.statistic
     if statistic is not None:
         words += ["-m", "statistic", "--mode", "nth", "--every", str(statistic.every), "--packet",
@@ -366,7 +417,8 @@ def _spec(rule: Rule) -> tuple[Any, ...]:
     statistic = rule.statistic
     return (*((bytes(value.address), value.prefix()) if isinstance(value, Subnet) else value
               for value in (getattr(rule, name) for name in _RULE_FIELDS)),
-            None if statistic is None else (statistic.every, statistic.packet, statistic.probability))
+            None if statistic is None else (statistic.every, statistic.packet, statistic.probability),
+            None if rule.limit is None else (rule.limit.period, rule.limit.burst))
 
 
 def _chain(table: RuleTable, name: str) -> Chain:
