@@ -22,7 +22,7 @@ from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _ECHO = {ICMPV4_PROTOCOL_NUMBER: (8, 0), ICMPV6_PROTOCOL_NUMBER: (128, 129)}       # request, reply
 _ERRORS = {ICMPV4_PROTOCOL_NUMBER: frozenset((3, 4, 5, 11, 12)), ICMPV6_PROTOCOL_NUMBER: frozenset((1, 2, 3, 4))}
-_PORTED = frozenset((TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, 136))
+PORTED = frozenset((TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, 136))     # TCP, UDP, UDP-Lite: ports first
 
 # Seconds (Linux's nf_conntrack_*_timeout defaults).
 TIMEOUTS = {"tcp_syn": 120.0, "tcp_established": 432000.0, "tcp_closing": 120.0, "tcp_reset": 10.0,
@@ -149,7 +149,7 @@ class ConnTrack:
                 entry.closing = True
                 return TIMEOUTS["tcp_closing"]
             return TIMEOUTS["tcp_established"] if entry.replied else TIMEOUTS["tcp_syn"]
-        if protocol in _PORTED:
+        if protocol in PORTED:
             return TIMEOUTS["udp_replied"] if entry.replied else TIMEOUTS["udp"]
         return TIMEOUTS["icmp"] if protocol in _ECHO else TIMEOUTS["other"]
 
@@ -179,7 +179,7 @@ class ConnTrack:
 
 def packet_tuple(protocol: int, source: bytes, destination: bytes, head: bytes) -> Tuple | None:
     """The connection tuple of a packet that belongs to one (ports, or an echo's identifier)."""
-    if protocol in _PORTED:
+    if protocol in PORTED:
         if len(head) < 4:
             return None
         return (protocol, source, head[0] << 8 | head[1], destination, head[2] << 8 | head[3])

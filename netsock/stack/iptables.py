@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from ..header import icmpv4, icmpv6
-from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Subnet
-from .conntrack import ConnTrack, State
+from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, Subnet
+from .conntrack import PORTED, ConnTrack, State
 
-_PORTED = frozenset((TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, 136))     # TCP, UDP, UDP-Lite: ports first
 _MAX_JUMP_DEPTH = 64
 HEAD_SIZE = 64      # transport bytes the rules see: ports, flags, and an ICMP error's quote for conntrack
 
@@ -270,7 +269,7 @@ class Rule:
         for ports in (self.source_ports, self.destination_ports):
             if ports is not None and not 0 <= ports[0] <= ports[1] <= 0xFFFF:
                 raise ValueError(f"bad port range {ports}")
-        if (self.source_ports or self.destination_ports or self.multiport) and self.protocol not in _PORTED:
+        if (self.source_ports or self.destination_ports or self.multiport) and self.protocol not in PORTED:
             raise ValueError("ports match only with protocol TCP, UDP or UDP-Lite (iptables' -p before --dport)")
         if self.length is not None and not 0 <= self.length[0] <= self.length[1] <= 0xFFFF:
             raise ValueError(f"bad length range {self.length}")

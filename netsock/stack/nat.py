@@ -23,11 +23,12 @@ replied to) goes untranslated where Linux drops its packets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable
 
 from ..header.checksum import adjust_checksum, checksum, pseudo_header_checksum
 from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER
-from .conntrack import Entry, Tuple, is_error, packet_tuple, quoted_tuple, reverse
+from .conntrack import PORTED, Entry, Tuple, is_error, packet_tuple, quoted_tuple, reverse
 from .iptables import (DNAT, SNAT, Accept, Drop, FilteredPacket, Jump, Masquerade, Redirect, Reject, Return, Rule,
                        RuleTable)
 
@@ -37,7 +38,6 @@ _DESTINATION_HOOKS = frozenset((PREROUTING, OUTPUT))
 # Where each target may be (Linux's xt_nat hooks); in a user chain, every built-in chain reaching it must allow it.
 _HOOKS = {DNAT: _DESTINATION_HOOKS, Redirect: _DESTINATION_HOOKS, SNAT: frozenset((POSTROUTING, INPUT)),
           Masquerade: frozenset((POSTROUTING,))}
-_PORTED = frozenset((TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, 136))
 _LOOPBACK = {4: bytes([127, 0, 0, 1]), 6: bytes(15) + b"\x01"}
 # Which way a packet goes (Connection): with its connection, against it, or translated already; an ICMP
 # error about a packet of the connection goes the other way from that packet.
@@ -61,7 +61,7 @@ class NatTable(RuleTable):
             raise ValueError("the nat table does not filter: DROP and REJECT belong in the filter table")
         if not isinstance(target, (Accept, Return, Jump, *_HOOKS)):
             raise ValueError(f"{type(target).__name__} is not a target of the nat table")
-        if getattr(target, "ports", None) is not None and rule.protocol not in _PORTED:
+        if getattr(target, "ports", None) is not None and rule.protocol not in PORTED:
             raise ValueError("a translated port needs protocol TCP, UDP or UDP-Lite (iptables' -p)")
         address = getattr(target, "address", b"")
         if address and len(address) != (4 if self.version == 4 else 16):
@@ -128,7 +128,7 @@ class NatTable(RuleTable):
                 original = entry.original
                 here = _LOOPBACK[self.version] if hook == OUTPUT else arriving()
                 address = here if isinstance(target, Redirect) else target.address or original[3]
-                port = original[4] if target.ports is None or original[0] not in _PORTED else target.ports[0]
+                port = original[4] if target.ports is None or original[0] not in PORTED else target.ports[0]
                 if address and (address, port) != original[3:5]:
                     entry.destination = (address, port)
                     self._retuple(entry)
@@ -163,14 +163,13 @@ class NatTable(RuleTable):
     def _choose_source(self, entry: Entry, address: bytes, ports: tuple[int, int] | None) -> None:
         """The source ``address`` and a port that leaves no two connections' replies alike."""
         protocol, _, port, destination, destination_port = self._translated(entry)
-        echo = protocol not in _PORTED
+        echo = protocol not in PORTED
         if ports is None:
             low, high = (_FIRST_FREE_PORT, 0xFFFF) if port >= _FIRST_FREE_PORT else (1, _FIRST_FREE_PORT - 1)
-            candidates = [port, *range(port + 1, high + 1), *range(low, port)]
+            candidates: Iterable[int] = itertools.chain((port,), range(port + 1, high + 1), range(low, port))
         else:
             low, high = ports
-            candidates = [port] if low <= port <= high else []
-            candidates += range(low, high + 1)
+            candidates = itertools.chain((port,) if low <= port <= high else (), range(low, high + 1))
         for candidate in candidates:
             reply = (protocol, destination, candidate if echo else destination_port, address, candidate)
             if self.conntrack.lookup(reply) in (None, entry):
@@ -184,11 +183,11 @@ class NatTable(RuleTable):
         protocol, source, source_port, destination, destination_port = entry.original
         if entry.destination is not None:
             destination, destination_port = entry.destination
-            if protocol not in _PORTED:             # an echo's identifier is both "ports"
+            if protocol not in PORTED:             # an echo's identifier is both "ports"
                 source_port = destination_port
         if entry.source is not None:
             source, source_port = entry.source
-            if protocol not in _PORTED:
+            if protocol not in PORTED:
                 destination_port = source_port
         return (protocol, source, source_port, destination, destination_port)
 
@@ -272,7 +271,7 @@ def rewrite_transport(view: memoryview, protocol: int, old_source: bytes, new_so
         new += new_source + new_destination
     # A partial checksum (left for the device) holds the pseudo-header's sum alone: the device sums the ports.
     pseudo_length = len(old) if partial else None
-    if protocol in _PORTED:
+    if protocol in PORTED:
         fields = ((0, source_port), (2, destination_port))
     else:
         fields = ((4, source_port if source_port is not None else destination_port),)
