@@ -40,6 +40,8 @@ COMMANDS = {
         "-A INPUT -m length --length 1500 -j DROP",
         "-A INPUT -m limit --limit 1000/day -j ACCEPT",
         "-A INPUT -m limit --limit 3/hour --limit-burst 1 -j ACCEPT",
+        "-A INPUT -p tcp -j LOG --log-prefix 'in: '", "-A INPUT -j LOG --log-level 6",
+        "-A INPUT -j LOG --log-level debug --log-prefix x", "-A FORWARD -j LOG",
         "-t nat -A PREROUTING -i wan -p tcp --dport 8080 -j DNAT --to-destination 192.0.2.5:80",
         "-t nat -A PREROUTING -p udp --dport 53 -j REDIRECT --to-ports 5353",
         "-t nat -A OUTPUT -p tcp -d 198.51.100.9 -j DNAT --to-destination 192.0.2.5",
@@ -56,6 +58,7 @@ COMMANDS = {
         "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [2001:db8::5]:8080",
         "-t nat -A OUTPUT -p tcp -d 2001:db8::9 -j DNAT --to-destination 2001:db8::5",
         "-t nat -A POSTROUTING -o wan -j MASQUERADE",
+        "-t nat -A PREROUTING -j LOG --log-prefix nat6",
         "-t mangle -A PREROUTING -p tcp --dport 80 -j TPROXY --on-port 3128"],
 }
 

@@ -201,3 +201,16 @@ def test_limit_length_and_comment() -> None:
         [True, True, False]
     assert command(tables, "-S INPUT").splitlines()[1] == ('-A INPUT -p icmp -m comment --comment "ping flood" '
                                                            '-m limit --limit 2/sec --limit-burst 3 -j ACCEPT')
+
+
+def test_log_notes_the_packet_and_the_next_rule_decides(caplog: pytest.LogCaptureFixture) -> None:
+    from netsock.stack.iptables import FilteredPacket, Hook
+    tables = IPTables()
+    command(tables, "-A INPUT -p tcp -j LOG --log-prefix 'in: ' --log-level info")
+    command(tables, "-A INPUT -p tcp --dport 22 -j DROP")
+    syn = FilteredPacket(TCP, bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]), 60,
+                         (40000).to_bytes(2, "big") + (22).to_bytes(2, "big") + bytes(9) + b"\x02", "lan")
+    with caplog.at_level("INFO", logger="netsock.iptables"):
+        assert tables.ipv4.check(Hook.INPUT, syn) == DROP
+    assert caplog.messages == ["in: IN=lan OUT= SRC=192.0.2.1 DST=192.0.2.2 LEN=60 PROTO=TCP SPT=40000 DPT=22 SYN"]
+    assert command(tables, "-S INPUT").splitlines()[1] == '-A INPUT -p tcp -j LOG --log-prefix "in: " --log-level 6'

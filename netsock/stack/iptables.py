@@ -22,6 +22,8 @@ the same rules and chains. Not here: the mangle table, logging.
 from __future__ import annotations
 
 import enum
+import ipaddress
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from ..header import icmpv4, icmpv6
-from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, Subnet
+from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Subnet
 from .conntrack import PORTED, ConnTrack, State
 
 _MAX_JUMP_DEPTH = 64
@@ -83,6 +85,45 @@ REJECT_CODES = {
     RejectWith.NET_UNREACHABLE: (icmpv4.NET_UNREACHABLE, icmpv6.NO_ROUTE),
     RejectWith.ADMIN_PROHIBITED: (icmpv4.ADMIN_PROHIBITED, icmpv6.ADMIN_PROHIBITED),
 }
+
+
+# Syslog's levels (LOG's --log-level) as the logging module's.
+LOG_LEVELS = {0: logging.CRITICAL, 1: logging.CRITICAL, 2: logging.CRITICAL, 3: logging.ERROR, 4: logging.WARNING,
+              5: logging.INFO, 6: logging.INFO, 7: logging.DEBUG}
+_LOGGER = logging.getLogger("netsock.iptables")
+_TCP_FLAG_NAMES = ((0x20, "URG"), (0x10, "ACK"), (0x08, "PSH"), (0x04, "RST"), (0x02, "SYN"), (0x01, "FIN"))
+
+
+@dataclass(frozen=True)
+class Log:
+    """Note the packet in the log and go on to the next rule (``-j LOG --log-prefix --log-level``): a line as
+    Linux's nf_log writes one (``IN= OUT= SRC= DST= LEN= PROTO= SPT= DPT=`` and TCP's flags, ICMP's type and
+    code), to the logger "netsock.iptables" at the syslog ``level``'s logging level."""
+
+    prefix: str = ""
+    level: int = 4
+
+    def __post_init__(self) -> None:
+        if self.level not in LOG_LEVELS or len(self.prefix) > 29:
+            raise ValueError("LOG: a level from 0 to 7, a prefix of at most 29 characters")
+
+    def write(self, packet: FilteredPacket) -> None:
+        if not _LOGGER.isEnabledFor(LOG_LEVELS[self.level]):
+            return
+        words = [f"IN={packet.in_interface or ''}", f"OUT={packet.out_interface or ''}",
+                 f"SRC={ipaddress.ip_address(packet.source)}", f"DST={ipaddress.ip_address(packet.destination)}",
+                 f"LEN={packet.length}"]
+        head, protocol = packet.transport_head, packet.protocol
+        name = {TCP_PROTOCOL_NUMBER: "TCP", UDP_PROTOCOL_NUMBER: "UDP", 136: "UDPLITE", ICMPV4_PROTOCOL_NUMBER: "ICMP",
+                ICMPV6_PROTOCOL_NUMBER: "ICMPv6"}.get(protocol, str(protocol))
+        words.append(f"PROTO={name}")
+        if protocol in PORTED and len(head) >= 4:
+            words += [f"SPT={head[0] << 8 | head[1]}", f"DPT={head[2] << 8 | head[3]}"]
+            if protocol == TCP_PROTOCOL_NUMBER and len(head) >= 14:
+                words += [flag for bit, flag in _TCP_FLAG_NAMES if head[13] & bit]
+        elif protocol in (ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER) and len(head) >= 2:
+            words += [f"TYPE={head[0]}", f"CODE={head[1]}"]
+        _LOGGER.log(LOG_LEVELS[self.level], "%s%s", self.prefix, " ".join(words))
 
 
 @dataclass(frozen=True)
@@ -230,7 +271,7 @@ class Limit:
 
 
 NatTarget = Union[DNAT, Redirect, SNAT, Masquerade]
-Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget, TProxy]
+Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget, TProxy, Log]
 ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
 
 
@@ -462,6 +503,9 @@ class RuleTable:
             rule.packets += 1
             rule.bytes += packet.length
             target = rule.target
+            if isinstance(target, Log):      # (not a verdict: the next rule goes on)
+                target.write(packet)
+                continue
             if isinstance(target, Jump):
                 if depth >= _MAX_JUMP_DEPTH:
                     return DROP
@@ -486,7 +530,7 @@ class FilterTable(RuleTable):
 
     def _check_target(self, chain: str, rule: Rule) -> None:
         super()._check_target(chain, rule)
-        if not isinstance(rule.target, (Accept, Drop, Return, Jump, Reject)):
+        if not isinstance(rule.target, (Accept, Drop, Return, Jump, Reject, Log)):
             raise ValueError(f"{type(rule.target).__name__} is not a target of the filter table")
         if _resets(rule):
             if rule.protocol != TCP_PROTOCOL_NUMBER:

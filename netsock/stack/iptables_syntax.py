@@ -13,7 +13,8 @@ alike), ``-m mark --mark value[/mask]``, ``-m multiport --dports``/``--sports``/
 (``--mode random --probability``, ``--mode nth --every --packet``), ``-m limit --limit --limit-burst``,
 ``-m length --length``, ``-m comment --comment``. Targets: ACCEPT, DROP, RETURN, REJECT
 (``--reject-with``), DNAT (``--to-destination``), SNAT (``--to-source``), MASQUERADE and REDIRECT
-(``--to-ports``), TPROXY (``--on-port``, ``--on-ip``), or a user chain's name.
+(``--to-ports``), TPROXY (``--on-port``, ``--on-ip``), LOG (``--log-prefix``, ``--log-level``), or a user
+chain's name.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Subnet
 from .conntrack import State
-from .iptables import (ACCEPT, DNAT, DROP, LIMIT_SCALE, RETURN, SNAT, Chain, IPTables, Jump, Limit, Masquerade,
+from .iptables import (ACCEPT, DNAT, DROP, LIMIT_SCALE, RETURN, SNAT, Chain, IPTables, Jump, Limit, Log, Masquerade,
                        MultiPort, Redirect, Reject, RejectWith, Rule, RuleTable, Statistic, TProxy)
 
 PROTOCOLS = {"tcp": TCP_PROTOCOL_NUMBER, "udp": UDP_PROTOCOL_NUMBER, "udplite": 136, "icmp": ICMPV4_PROTOCOL_NUMBER,
@@ -55,6 +56,7 @@ _REJECT_NAMES = {4: {RejectWith.PORT_UNREACHABLE: "icmp-port-unreachable", Rejec
 _PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items() if name != "icmpv6"}
 _STATE_ORDER = (State.INVALID, State.NEW, State.RELATED, State.ESTABLISHED)     # as the kernel's listing orders them
 _BUILTIN_TARGETS = {"ACCEPT": ACCEPT, "DROP": DROP, "RETURN": RETURN}
+_SYSLOG_LEVELS = ("emerg", "alert", "crit", "error", "warning", "notice", "info", "debug")
 _COMMANDS = ("-A", "-I", "-D", "-F", "-N", "-X", "-P", "-Z", "-L", "-S")
 _LONG_COMMANDS = {"--append": "-A", "--insert": "-I", "--delete": "-D", "--flush": "-F", "--new-chain": "-N",
                   "--delete-chain": "-X", "--policy": "-P", "--zero": "-Z", "--list": "-L",
@@ -277,7 +279,7 @@ def _target(words: list[str], version: int) -> Any:
     name, options = words[0], _options(words[1:])
     accepted = {"REJECT": {"--reject-with"}, "DNAT": {"--to-destination"}, "SNAT": {"--to-source"},
                 "MASQUERADE": {"--to-ports"}, "REDIRECT": {"--to-ports"},
-                "TPROXY": {"--on-port", "--on-ip", "--tproxy-mark"}}
+                "TPROXY": {"--on-port", "--on-ip", "--tproxy-mark"}, "LOG": {"--log-prefix", "--log-level"}}
     unknown = set(options) - accepted.get(name, set())
     if unknown:
         raise ValueError(f"unknown option {sorted(unknown)[0]!r} for target {name}")
@@ -297,6 +299,10 @@ def _target(words: list[str], version: int) -> Any:
     if name in ("MASQUERADE", "REDIRECT"):
         ports = _port_range(options["--to-ports"], "-") if "--to-ports" in options else None
         return Masquerade(ports) if name == "MASQUERADE" else Redirect(ports)
+    if name == "LOG":
+        level = options.get("--log-level", "4")
+        level = str(_SYSLOG_LEVELS.index(level)) if level in _SYSLOG_LEVELS else level
+        return Log(options.get("--log-prefix", ""), _number(level, "log level", 7))
     if name == "TPROXY":
         if "--on-port" not in options:
             raise ValueError("TPROXY needs --on-port")
@@ -368,7 +374,7 @@ def describe(rule: Rule, version: int) -> str:
         value, mask = rule.mark
         words += ["-m", "mark", "--mark", f"{value:#x}" if mask == 0xFFFFFFFF else f"{value:#x}/{mask:#x}"]
     if rule.comment is not None:
-        words += ["-m", "comment", "--comment", f'"{rule.comment}"' if " " in rule.comment else rule.comment]
+        words += ["-m", "comment", "--comment", _quoted(rule.comment)]
     if rule.length is not None:
         words += ["-m", "length", "--length", _ports_words(rule.length, ":")]
     if rule.limit is not None:
@@ -399,11 +405,19 @@ def _target_words(target: Any, version: int) -> list[str]:
     if isinstance(target, (Masquerade, Redirect)):
         ports = ["--to-ports", _ports_words(target.ports, "-")] if target.ports else []
         return ["MASQUERADE" if isinstance(target, Masquerade) else "REDIRECT", *ports]
+    if isinstance(target, Log):
+        prefix = ["--log-prefix", _quoted(target.prefix)] if target.prefix else []
+        return ["LOG", *prefix, *(["--log-level", str(target.level)] if target.level != 4 else [])]
     if isinstance(target, TProxy):
         # (the unspecified address: the arriving interface's)
         on_ip = str(ipaddress.ip_address(target.address or bytes(4 if version == 4 else 16)))
         return ["TPROXY", "--on-port", str(target.port), "--on-ip", on_ip, "--tproxy-mark", "0x0/0x0"]
     return [{ACCEPT: "ACCEPT", DROP: "DROP", RETURN: "RETURN"}[target]]
+
+
+def _quoted(text: str) -> str:
+    """As iptables -S prints a string: in double quotes if it has a space."""
+    return f'"{text}"' if " " in text else text
 
 
 def _ports_words(ports: tuple[int, int] | None, separator: str) -> str:

@@ -12,7 +12,7 @@ the destination the client wanted, and it answers from there.
 from __future__ import annotations
 
 from ..tcpip import TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER
-from .iptables import Accept, Drop, FilteredPacket, Jump, Return, Rule, RuleTable, TProxy
+from .iptables import Accept, Drop, FilteredPacket, Jump, Log, Return, Rule, RuleTable, TProxy
 
 PREROUTING = "PREROUTING"
 
@@ -26,7 +26,7 @@ class MangleTable(RuleTable):
     def _check_target(self, chain: str, rule: Rule) -> None:
         super()._check_target(chain, rule)
         target = rule.target
-        if not isinstance(target, (Accept, Drop, Return, Jump, TProxy)):
+        if not isinstance(target, (Accept, Drop, Return, Jump, TProxy, Log)):
             raise ValueError(f"{type(target).__name__} is not a target of the mangle table's PREROUTING")
         if isinstance(target, TProxy):
             if rule.protocol not in (TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER):

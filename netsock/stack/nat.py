@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable
 from ..header.checksum import adjust_checksum, checksum, pseudo_header_checksum
 from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER
 from .conntrack import PORTED, Entry, Tuple, is_error, packet_tuple, quoted_tuple, reverse
-from .iptables import (DNAT, SNAT, Accept, Drop, FilteredPacket, Jump, Masquerade, Redirect, Reject, Return, Rule,
-                       RuleTable)
+from .iptables import (DNAT, SNAT, Accept, Drop, FilteredPacket, Jump, Log, Masquerade, Redirect, Reject, Return,
+                       Rule, RuleTable)
 
 PREROUTING, INPUT, OUTPUT, POSTROUTING = "PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"
 NAT_DESTINATION, NAT_SOURCE = 1, 2      # Entry.decided bits
@@ -59,7 +59,7 @@ class NatTable(RuleTable):
         target = rule.target
         if isinstance(target, (Drop, Reject)):
             raise ValueError("the nat table does not filter: DROP and REJECT belong in the filter table")
-        if not isinstance(target, (Accept, Return, Jump, *_HOOKS)):
+        if not isinstance(target, (Accept, Return, Jump, Log, *_HOOKS)):
             raise ValueError(f"{type(target).__name__} is not a target of the nat table")
         if getattr(target, "ports", None) is not None and rule.protocol not in PORTED:
             raise ValueError("a translated port needs protocol TCP, UDP or UDP-Lite (iptables' -p)")
