@@ -175,7 +175,8 @@ FAILING_SUITE = f"""
 
     @pytest.mark.netsock(seed=1, switches={{"lan": "192.0.2.0/24"}},
                          hosts={{"server.test": "lan", "client.test": "lan"}},
-                         faults=[("client.test", "server.test", {{"latency": 0.01, "duplicate": 0.5}})])
+                         faults=[("client.test", "server.test", {{"latency": 0.01, "duplicate": 0.5}})],
+                         iptables={{"server.test": ["-A INPUT -p udp --dport 9 -j DROP"]}})
     def test_fails(netsock_network):
         with netsock_network.hosts["client.test"], socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             for _ in range(20):
@@ -201,6 +202,9 @@ def test_a_failing_test_reports_its_seed_pcap_and_counters(pytester: pytest.Pyte
         "switch lan port client.test: *tx_packets=*",
         "switch lan faults client.test->server.test: packets=* duplicated=* delayed=*",
         "host client.test counters: *udp.packets_sent=20*",
+        "host server.test iptables -t filter (packets bytes rule):",
+        "  Chain INPUT (policy ACCEPT * packets, * bytes)",
+        "  * * -p udp -m udp --dport 9 -j DROP",
     ])
     assert result.stdout.str().count("- netsock network -") == 1
     pcap = Path(re.search(r"^pcap: (.*)$", result.stdout.str(), re.MULTILINE).group(1))

@@ -21,8 +21,8 @@ a mapping with ``switches`` and ``address``; each fault is ``Network.faults(sour
 **faults)``; ``iptables`` and ``ip6tables`` give hosts' commands, run in order, as ``Host.iptables``
 runs them). Without a seed the network's seed is derived from the test's node id, so a rerun makes
 the same fault decisions. When such a test fails, its report gets a "netsock network" section: the
-seed, the hosts, a pcap of every switch's frames (in the test's tmp_path, or ``--netsock-pcap-dir``)
-and the non-zero counters of the links and hosts.
+seed, the hosts, a pcap of every switch's frames (in the test's tmp_path, or ``--netsock-pcap-dir``),
+the non-zero counters of the links and hosts, and the hosts' iptables rules with what each matched.
 
 Threads. netsock's sockets live in the gevent hub of the thread that runs the test, and may only be
 used from greenlets of that hub; unmodified servers (``socketserver``'s ThreadingMixIn, http.server's
@@ -502,7 +502,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _describe(state: _TestNetwork) -> str:
-    """The failure section: seed, hosts, the pcap written now, and the non-zero counters."""
+    """The failure section: seed, hosts, the pcap written now, the non-zero counters, and the hosts' iptables
+    rules with their counters."""
     network = state.network
     state.pcap.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"seed: {state.seed} (the same again: @pytest.mark.{_MARKER}(seed={state.seed}))",
@@ -518,7 +519,18 @@ def _describe(state: _TestNetwork) -> str:
             lines.append(f"switch {switch_name} faults {direction}: {_nonzero(stats)}")
     for host_name, stats in counters["hosts"].items():
         lines.append(f"host {host_name} counters: {_nonzero(stats)}")
+    for host in network:     # the rules of the tables in use, with what each matched (iptables -L -v)
+        for version, run in ((4, host.iptables), (6, host.ip6tables)):
+            for table in ("filter", "nat", "mangle"):
+                if _table(host, version, table).active:
+                    lines.append(f"host {host.name} ip{'6' * (version == 6)}tables -t {table} (packets bytes rule):")
+                    lines += ["  " + line for line in run(f"-t {table} -L -v").splitlines() if line]
     return "\n".join(lines)
+
+
+def _table(host: Any, version: int, name: str) -> Any:
+    suffix = {"filter": "", "nat": "_nat", "mangle": "_mangle"}[name]
+    return getattr(host.stack.iptables, f"ipv{version}{suffix}")
 
 
 def _nonzero(stats: Mapping[str, Any]) -> str:
