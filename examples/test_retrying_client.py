@@ -128,3 +128,27 @@ def test_a_firewall_that_refuses_fails_fast_where_one_that_drops_times_out(netso
     api.stack.iptables.ipv4.append("INPUT", Rule(DROP, protocol=TCP_PROTOCOL_NUMBER, destination_ports=(8080, 8080)))
     with netsock_network.hosts["app.test"], pytest.raises(requests.ConnectTimeout):
         get_with_retries(URL, attempts=2, timeout=0.2, backoff=0.01)
+
+
+BEHIND_A_GATEWAY = {
+    "switches": {"lan": "192.0.2.0/24", "wan": "198.51.100.0/24"},
+    "routers": {"gw.test": ["lan", "wan"]},
+    "hosts": {"api.test": "wan", "app.test": "lan"},
+    # Firewall and translation in iptables' own words: the API refuses the office network itself, and
+    # the gateway masquerades the office's connections as its own address on the wan.
+    "iptables": {"api.test": ["-A INPUT -s 192.0.2.0/24 -p tcp --dport 8080 -j REJECT"],
+                 "gw.test": ["-t nat -A POSTROUTING -o wan -j MASQUERADE"]},
+}
+
+
+@pytest.mark.netsock(**BEHIND_A_GATEWAY)
+def test_behind_a_masquerading_gateway_the_api_sees_the_gateway(netsock_network: Network, api: Host) -> None:
+    gateway = netsock_network.hosts["gw.test"]
+    with netsock_network.hosts["app.test"]:
+        answer, attempts = get_with_retries(URL)
+    assert (answer, attempts) == ({"status": "ok"}, 1)
+    masquerade = gateway.iptables("-t nat -L POSTROUTING -v").splitlines()[1]
+    assert masquerade.split()[0] == "1"         # one connection, translated: its first packet met the rule
+    gateway.iptables("-t nat -F")               # without the translation, the API refuses the office
+    with netsock_network.hosts["app.test"], pytest.raises(requests.ConnectionError):
+        get_with_retries(URL, attempts=2, timeout=1, backoff=0.01)
