@@ -77,3 +77,49 @@ def test_the_same_commands_list_the_same_rules_as_the_kernels_iptables(netns: Ne
             kernel = [line for line in kernel if not line.startswith("-P")]
             netsock = [line for line in netsock if not line.startswith("-P")]
         assert netsock == kernel, table
+
+
+RULESETS = {
+    4: """*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:quarantine - [0:0]
+-A INPUT -s 203.0.113.0/24 -j quarantine
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -p tcp -m multiport --dports 80,443 -m state --state NEW -j ACCEPT
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A quarantine -j LOG --log-prefix "quarantined: "
+-A quarantine -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A PREROUTING -i wan -p tcp -m tcp --dport 2222 -j DNAT --to-destination 192.0.2.10:22
+-A POSTROUTING -o wan -j MASQUERADE
+COMMIT
+""",
+    6: """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p ipv6-icmp -m icmp6 --icmpv6-type 128 -m limit --limit 10/sec -j ACCEPT
+-A INPUT -s 2001:db8:1::/64 -p udp -m udp --dport 53 -j REJECT --reject-with icmp6-port-unreachable
+COMMIT
+""",
+}
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_rule_set_restores_and_saves_as_with_the_kernels_tools(netns: NetNS, version: int) -> None:
+    from netsock.stack.iptables_syntax import restore, save
+    tool = "iptables" if version == 4 else "ip6tables"
+    netns.run([f"{tool}-restore"], input=RULESETS[version])
+    ours = IPTables()
+    restore(ours, RULESETS[version], version)
+    tables = [line[1:] for line in RULESETS[version].splitlines() if line.startswith("*")]
+    kernel = [line for table in tables for line in netns.run([f"{tool}-save", "-t", table]).stdout.splitlines()
+              if not line.startswith("#")]
+    assert [line for line in save(ours, version).splitlines() if not line.startswith("#")] == kernel

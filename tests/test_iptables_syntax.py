@@ -214,3 +214,58 @@ def test_log_notes_the_packet_and_the_next_rule_decides(caplog: pytest.LogCaptur
         assert tables.ipv4.check(Hook.INPUT, syn) == DROP
     assert caplog.messages == ["in: IN=lan OUT= SRC=192.0.2.1 DST=192.0.2.2 LEN=60 PROTO=TCP SPT=40000 DPT=22 SYN"]
     assert command(tables, "-S INPUT").splitlines()[1] == '-A INPUT -p tcp -j LOG --log-prefix "in: " --log-level 6'
+
+
+RULESET = """# a firewall, as iptables-save wrote it
+*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:quarantine - [0:0]
+-A INPUT -s 203.0.113.0/24 -j quarantine
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A quarantine -j LOG --log-prefix "quarantined: "
+-A quarantine -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -o wan -j MASQUERADE
+COMMIT
+"""
+
+
+def test_a_saved_rule_set_restores_whole_and_saves_the_same() -> None:
+    from netsock.stack.iptables_syntax import restore, save
+    tables = IPTables()
+    command(tables, "-A OUTPUT -p udp -j DROP")         # replaced: a restored table is the rule set alone
+    restore(tables, RULESET)
+    saved = save(tables)
+    assert [line for line in saved.splitlines() if not line.startswith("#")] == \
+        [line for line in RULESET.splitlines() if not line.startswith("#")]
+    assert tables.ipv4.chains["INPUT"].policy == DROP and not tables.ipv4.chains["OUTPUT"].rules
+    again = IPTables()
+    restore(again, saved)
+    assert save(again) == saved
+    restore(again, "*filter\n-A OUTPUT -p udp -j DROP\nCOMMIT\n", flush=False)     # --noflush: added to
+    assert len(again.ipv4.chains["INPUT"].rules) == 3 and len(again.ipv4.chains["OUTPUT"].rules) == 1
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("*filter\n-A INPUT -j DROP\n", "not committed"),
+    ("-A INPUT -j DROP\n", "no table given"),
+    ("*raw\nCOMMIT\n", "no table 'raw'"),
+    ("*filter\n:INPUT REJECT [0:0]\nCOMMIT\n", "bad chain line"),
+    ("*filter\n-A INPUT -j DROP\n-A INPUT --bogus -j DROP\nCOMMIT\n", "line 3 failed: unknown option"),
+])
+def test_a_rule_set_with_a_bad_line_changes_nothing(text: str, reason: str) -> None:
+    from netsock.stack.iptables_syntax import restore, save
+    tables = IPTables()
+    restore(tables, RULESET)
+    before = save(tables)
+    with pytest.raises(ValueError, match=reason):
+        restore(tables, text)
+    assert save(tables) == before

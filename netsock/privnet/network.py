@@ -101,6 +101,15 @@ class Host:
         """``iptables`` for the IPv6 tables."""
         return iptables_syntax.command(self.stack.iptables, line, 6)
 
+    def iptables_restore(self, rules: str, version: int = 4, flush: bool = True) -> None:
+        """Load a whole rule set, as ``iptables-restore`` (``version`` 6: ``ip6tables-restore``) reads it from
+        ``iptables-save`` — a real firewall's, say, to test against."""
+        iptables_syntax.restore(self.stack.iptables, rules, version, flush)
+
+    def iptables_save(self, version: int = 4) -> str:
+        """This host's rules as ``iptables-save`` (``ip6tables-save``) writes them."""
+        return iptables_syntax.save(self.stack.iptables, version)
+
     def spawn(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> gevent.Greenlet:
         """Run ``function(*args, **kwargs)`` on this host in a new greenlet (killed with the network)."""
         def run() -> Any:
