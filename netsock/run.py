@@ -2,14 +2,16 @@
 
     netsock run [--tun NAME | --tap NAME] --address CIDR [--address CIDR ...] [--gateway IP] [--dns IP]
                 [--mtu N] [--pcap FILE] [--stats-json FILE] [--host-address CIDR ...]
-                [--iptables COMMAND ...] [--ip6tables COMMAND ...] -- (SCRIPT | -m MODULE | -c CODE) [ARGS...]
+                [--iptables COMMAND ...] [--ip6tables COMMAND ...] [--iptables-restore FILE]
+                [--ip6tables-restore FILE] -- (SCRIPT | -m MODULE | -c CODE) [ARGS...]
 
 The program runs in this process, as ``python SCRIPT`` (``-m``, ``-c``) would run it: the same
 ``sys.argv`` and ``sys.path[0]``, its exit code, streams and signals. A device that does not exist is
 created for the run, its kernel side given the ``--host-address`` addresses, and removed at exit.
 Without a device the program has netsock's loopback only. ``--iptables`` (``--ip6tables``) commands
 configure the stack's packet filter and translation before the program starts, in iptables' words
-(``netsock.stack.iptables_syntax``): a firewall to test the program against. When the program ends, its connections
+(``netsock.stack.iptables_syntax``), after ``--iptables-restore``'s rule set (iptables-save's format):
+a firewall to test the program against. When the program ends, its connections
 deliver what they still owe before the process exits, as the kernel's would after it (up to ten seconds,
 and not to a peer that takes nothing: see ``adapter.runtime.finish_connections``).
 
@@ -62,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
                         "REJECT\" (repeatable, in order)")
     parser.add_argument("--ip6tables", action="append", default=[], metavar="COMMAND",
                         help="the same for the IPv6 tables")
+    parser.add_argument("--iptables-restore", metavar="FILE",
+                        help="a rule set to load first, as iptables-save wrote it (a real firewall's, say)")
+    parser.add_argument("--ip6tables-restore", metavar="FILE", help="the same for the IPv6 tables")
     return parser
 
 
@@ -166,7 +171,7 @@ def main(argv: list[str]) -> int:
 
         patch_all(device=name, tap=bool(options.tap), addresses=options.address, gateways=options.gateway,
                   dns=options.dns, mtu=options.mtu, pcap=options.pcap)
-        _firewall(options.iptables, options.ip6tables)
+        _firewall(options.iptables, options.ip6tables, options.iptables_restore, options.ip6tables_restore)
         _child_environment()
         _quiet_interrupts()
         try:
@@ -176,14 +181,22 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _firewall(iptables: list[str], ip6tables: list[str]) -> None:
-    """Run the --iptables and --ip6tables commands on the program's stack, before the program starts."""
-    if not iptables and not ip6tables:
+def _firewall(iptables: list[str], ip6tables: list[str], rule_set: str | None, rule_set6: str | None) -> None:
+    """Load the --iptables-restore rule sets, then run the --iptables and --ip6tables commands, on the
+    program's stack, before the program starts."""
+    if not (iptables or ip6tables or rule_set or rule_set6):
         return
     from .adapter.runtime import default_stack
-    from .stack.iptables_syntax import command
+    from .stack.iptables_syntax import command, restore
 
     tables = default_stack().iptables
+    for version, path in ((4, rule_set), (6, rule_set6)):
+        if path is not None:
+            try:
+                with open(path) as rules:
+                    restore(tables, rules.read(), version)
+            except (OSError, ValueError) as error:
+                raise SystemExit(f"netsock run: --ip{'6' * (version == 6)}tables-restore {path}: {error}") from None
     for version, lines in ((4, iptables), (6, ip6tables)):
         for line in lines:
             try:

@@ -102,3 +102,16 @@ def test_iptables_commands_configure_the_programs_stack() -> None:
     assert done.stdout.splitlines() == ["NetsockSocket kcabpool", "refused EPERM"]
     done = netsock_run("--iptables", "-A OUTPUT -p tcp ! --dport 9 -j DROP", "-c", "pass")
     assert done.returncode != 0 and "--iptables '-A OUTPUT -p tcp ! --dport 9 -j DROP': negation" in done.stderr
+
+
+def test_a_saved_rule_set_is_the_programs_firewall(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.v4"
+    rules.write_text("*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp -m udp --dport 9 -j DROP\nCOMMIT\n")
+    code = ("import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 9))\n"
+            "except PermissionError:\n    print('refused')")
+    done = netsock_run("--iptables-restore", str(rules), "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "refused"
+    rules.write_text("*filter\n-A OUTPUT -j NOWHERE\nCOMMIT\n")
+    done = netsock_run("--iptables-restore", str(rules), "-c", "pass")
+    assert done.returncode != 0 and "line 2 failed" in done.stderr
