@@ -216,24 +216,29 @@ def test_log_notes_the_packet_and_the_next_rule_decides(caplog: pytest.LogCaptur
     assert command(tables, "-S INPUT").splitlines()[1] == '-A INPUT -p tcp -j LOG --log-prefix "in: " --log-level 6'
 
 
-RULESET = """# a firewall, as iptables-save wrote it
+RULESET = """# a gateway, as iptables-save wrote it
 *filter
 :INPUT DROP [0:0]
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
-:quarantine - [0:0]
--A INPUT -s 203.0.113.0/24 -j quarantine
--A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+:blocked - [0:0]
+-A INPUT -i lan -j ACCEPT
 -A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
--A quarantine -j LOG --log-prefix "quarantined: "
--A quarantine -j DROP
+-A FORWARD -s 198.51.100.66/32 -j blocked
+-A blocked -j LOG --log-prefix "blocked "
+-A blocked -j REJECT --reject-with icmp-admin-prohibited
 COMMIT
 *nat
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
--A POSTROUTING -o wan -j MASQUERADE
+-A PREROUTING -i wan -p udp -m udp --dport 5353 -j REDIRECT --to-ports 53
+-A POSTROUTING -s 192.0.2.0/24 -o wan -j MASQUERADE
+COMMIT
+*mangle
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp -m tcp --dport 3128 -j TPROXY --on-port 3129 --on-ip 0.0.0.0 --tproxy-mark 0x0/0x0
 COMMIT
 """
 
@@ -251,7 +256,7 @@ def test_a_saved_rule_set_restores_whole_and_saves_the_same() -> None:
     restore(again, saved)
     assert save(again) == saved
     restore(again, "*filter\n-A OUTPUT -p udp -j DROP\nCOMMIT\n", flush=False)     # --noflush: added to
-    assert len(again.ipv4.chains["INPUT"].rules) == 3 and len(again.ipv4.chains["OUTPUT"].rules) == 1
+    assert len(again.ipv4.chains["INPUT"].rules) == 2 and len(again.ipv4.chains["OUTPUT"].rules) == 1
 
 
 @pytest.mark.parametrize(("text", "reason"), [
