@@ -7,6 +7,8 @@ from __future__ import annotations
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from netsock.adapter import NetsockSocket
 from netsock.privnet import Network
@@ -274,3 +276,31 @@ def test_a_rule_set_with_a_bad_line_changes_nothing(text: str, reason: str) -> N
     with pytest.raises(ValueError, match=reason):
         restore(tables, text)
     assert save(tables) == before
+
+
+WORDS = ["-A", "-I", "-D", "-F", "-N", "-X", "-P", "-L", "-S", "-Z", "-t", "nat", "mangle", "filter", "INPUT",
+         "OUTPUT", "PREROUTING", "POSTROUTING", "FORWARD", "x", "-p", "tcp", "udp", "icmp", "ipv6-icmp", "-s", "-d",
+         "192.0.2.1", "192.0.2.0/24", "2001:db8::1", "[2001:db8::1]:80", "-i", "-o", "lan", "--dport", "--sport",
+         "80", "1:2", "99999", "-1", "--tcp-flags", "SYN,ACK", "ALL", "NONE", "--syn", "--icmp-type", "echo-request",
+         "-m", "state", "--state", "NEW", "NEW,BOGUS", "--mark", "0x1/0xff", "0xzz", "multiport", "--dports",
+         "80,443", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", "statistic", "--mode", "random", "nth", "--every", "3",
+         "--packet", "--probability", "0.5", "2", "limit", "--limit", "5/sec", "0/min", "5/fortnight",
+         "--limit-burst", "--length", "--comment", "'a b'", "-j", "ACCEPT", "DROP", "RETURN", "REJECT",
+         "--reject-with", "tcp-reset", "DNAT", "--to-destination", "192.0.2.1:80-90", "SNAT", "--to-source",
+         "MASQUERADE", "REDIRECT", "--to-ports", "8080", "TPROXY", "--on-port", "--on-ip", "--tproxy-mark", "LOG",
+         "--log-prefix", "--log-level", "debug", "!", "", "1", "-v"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(WORDS), max_size=14), st.sampled_from([4, 6]))
+def test_any_command_line_is_carried_out_or_refused_with_a_reason(words: list[str], version: int) -> None:
+    """Whatever the words, the tables take the command or a ValueError says why, and stay listable."""
+    tables = IPTables()
+    command(tables, "-N x")
+    try:
+        command(tables, " ".join(words), version)
+    except ValueError:
+        pass
+    for table in ("filter", "nat", "mangle"):
+        for line in command(tables, f"-t {table} -S", version).splitlines():
+            assert line.startswith(("-P ", "-N ", "-A "))
