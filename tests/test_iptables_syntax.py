@@ -304,3 +304,26 @@ def test_any_command_line_is_carried_out_or_refused_with_a_reason(words: list[st
     for table in ("filter", "nat", "mangle"):
         for line in command(tables, f"-t {table} -S", version).splitlines():
             assert line.startswith(("-P ", "-N ", "-A "))
+
+
+def test_the_mangle_tables_marks_are_what_the_filter_table_sees() -> None:
+    with Network(seed=4) as net:
+        lan = net.switch("lan", "192.0.2.0/24")
+        server, client = net.host("server.test", lan), net.host("client.test", lan)
+        server.iptables("-t mangle -A PREROUTING -p udp --dport 53 -j MARK --set-mark 0x7")
+        server.iptables("-t mangle -A PREROUTING -p udp -j MARK --or-mark 0x100")
+        server.iptables("-A INPUT -m mark --mark 0x107 -j DROP")
+        with server, NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as dns, \
+                NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+            dns.bind(("0.0.0.0", 53))
+            other.bind(("0.0.0.0", 54))
+            for sock in (dns, other):
+                sock.settimeout(0.5)
+            with client, NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                sender.sendto(b"query", ("server.test", 53))
+                sender.sendto(b"other", ("server.test", 54))
+            assert other.recv(100) == b"other"          # marked 0x100 only: let through
+            with pytest.raises(TimeoutError):
+                dns.recv(100)                           # marked 0x107: dropped by INPUT
+        drop, = server.stack.iptables.ipv4.chains["INPUT"].rules
+        assert drop.packets == 1

@@ -185,6 +185,24 @@ class Masquerade:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """mangle table: set the packet's mark and go on to the next rule (``-j MARK --set-xmark value/mask``:
+    the mask's bits cleared, then ``value``'s flipped, as Linux's xt_MARK; --set-mark, --and-mark,
+    --or-mark and --xor-mark are that with other values and masks). The filter table's ``-m mark``
+    sees it, in INPUT and FORWARD."""
+
+    value: int
+    mask: int = 0xFFFFFFFF
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.value <= 0xFFFFFFFF and 0 <= self.mask <= 0xFFFFFFFF):
+            raise ValueError("a mark and its mask are 32 bits")
+
+    def apply(self, mark: int) -> int:
+        return (mark & ~self.mask & 0xFFFFFFFF) ^ self.value
+
+
+@dataclass(frozen=True)
 class TProxy:
     """mangle table, PREROUTING: hand the packet, its destination unchanged, to this host's socket for its
     connection, else to a transparent (IP_TRANSPARENT) one listening on ``address`` (b'': the arriving
@@ -194,6 +212,7 @@ class TProxy:
 
     port: int = 0
     address: bytes = b""
+    mark: Mark | None = None         # --tproxy-mark: set on the packet it steers
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 0xFFFF:
@@ -271,7 +290,7 @@ class Limit:
 
 
 NatTarget = Union[DNAT, Redirect, SNAT, Masquerade]
-Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget, TProxy, Log]
+Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget, TProxy, Log, Mark]
 ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
 
 
@@ -367,9 +386,10 @@ class Rule:
         return self.statistic is None or self.statistic.matches()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FilteredPacket:
-    """What the rules look at, as the network layer describes a packet at a hook."""
+    """What the rules look at, as the network layer describes a packet at a hook. Only a MARK target (or
+    TPROXY's mark) changes it: its ``mark``, which the network layer then gives the packet."""
 
     protocol: int                   # transport protocol number
     source: bytes
@@ -378,7 +398,7 @@ class FilteredPacket:
     transport_head: bytes           # the transport header's first bytes, 64 (b'': a later fragment)
     in_interface: str | None = None
     out_interface: str | None = None
-    mark: int = 0                   # the sending socket's SO_MARK (0 for what the host receives)
+    mark: int = 0                   # the sending socket's SO_MARK; what the mangle table set on one received
 
 
 @dataclass(eq=False)
@@ -505,6 +525,9 @@ class RuleTable:
             target = rule.target
             if isinstance(target, Log):      # (not a verdict: the next rule goes on)
                 target.write(packet)
+                continue
+            if isinstance(target, Mark):     # (nor is this)
+                packet.mark = target.apply(packet.mark)
                 continue
             if isinstance(target, Jump):
                 if depth >= _MAX_JUMP_DEPTH:

@@ -13,8 +13,9 @@ alike), ``-m mark --mark value[/mask]``, ``-m multiport --dports``/``--sports``/
 (``--mode random --probability``, ``--mode nth --every --packet``), ``-m limit --limit --limit-burst``,
 ``-m length --length``, ``-m comment --comment``. Targets: ACCEPT, DROP, RETURN, REJECT
 (``--reject-with``), DNAT (``--to-destination``), SNAT (``--to-source``), MASQUERADE and REDIRECT
-(``--to-ports``), TPROXY (``--on-port``, ``--on-ip``), LOG (``--log-prefix``, ``--log-level``), or a user
-chain's name.
+(``--to-ports``), TPROXY (``--on-port``, ``--on-ip``, ``--tproxy-mark``), MARK (``--set-xmark``,
+``--set-mark``, ``--and-mark``, ``--or-mark``, ``--xor-mark``), LOG (``--log-prefix``, ``--log-level``), or a
+user chain's name.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Any
 
 from ..tcpip import ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER, TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER, Subnet
 from .conntrack import State
-from .iptables import (ACCEPT, DNAT, DROP, LIMIT_SCALE, RETURN, SNAT, Chain, IPTables, Jump, Limit, Log, Masquerade,
-                       MultiPort, Redirect, Reject, RejectWith, Rule, RuleTable, Statistic, TProxy)
+from .iptables import (ACCEPT, DNAT, DROP, LIMIT_SCALE, RETURN, SNAT, Chain, IPTables, Jump, Limit, Log, Mark,
+                       Masquerade, MultiPort, Redirect, Reject, RejectWith, Rule, RuleTable, Statistic, TProxy)
 
 PROTOCOLS = {"tcp": TCP_PROTOCOL_NUMBER, "udp": UDP_PROTOCOL_NUMBER, "udplite": 136, "icmp": ICMPV4_PROTOCOL_NUMBER,
              "ipv6-icmp": ICMPV6_PROTOCOL_NUMBER, "icmpv6": ICMPV6_PROTOCOL_NUMBER}
@@ -57,6 +58,12 @@ _PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items() if name !=
 _STATE_ORDER = (State.INVALID, State.NEW, State.RELATED, State.ESTABLISHED)     # as the kernel's listing orders them
 _BUILTIN_TARGETS = {"ACCEPT": ACCEPT, "DROP": DROP, "RETURN": RETURN}
 _SYSLOG_LEVELS = ("emerg", "alert", "crit", "error", "warning", "notice", "info", "debug")
+# MARK's options as libxt_MARK turns them into --set-xmark's (value, mask), from their (value, mask) given.
+_MARK_OPTIONS = {"--set-xmark": lambda value, mask: (value, mask),
+                 "--set-mark": lambda value, mask: (value, mask | value),
+                 "--and-mark": lambda value, mask: (0, ~value & 0xFFFFFFFF),
+                 "--or-mark": lambda value, mask: (value, value),
+                 "--xor-mark": lambda value, mask: (value, 0)}
 _COMMANDS = ("-A", "-I", "-D", "-F", "-N", "-X", "-P", "-Z", "-L", "-S")
 _LONG_COMMANDS = {"--append": "-A", "--insert": "-I", "--delete": "-D", "--flush": "-F", "--new-chain": "-N",
                   "--delete-chain": "-X", "--policy": "-P", "--zero": "-Z", "--list": "-L",
@@ -329,6 +336,18 @@ def _rate(period: int) -> str:
     return f"{chosen[1] // period}/{chosen[0]}"
 
 
+def _mark_value(text: str) -> tuple[int, int]:
+    """``value[/mask]`` (the mask 0xffffffff if not given), each 32 bits."""
+    value, _, mask = text.partition("/")
+    try:
+        numbers = int(value, 0), int(mask, 0) if mask else 0xFFFFFFFF
+    except ValueError:
+        raise ValueError(f"bad mark {text!r}") from None
+    if not all(0 <= number <= 0xFFFFFFFF for number in numbers):
+        raise ValueError(f"bad mark {text!r}")
+    return numbers
+
+
 def _statistic(options: dict[str, str]) -> Statistic:
     """``-m statistic``'s options: ``--mode random --probability p`` or ``--mode nth --every n [--packet p]``."""
     mode = options.get("--mode")
@@ -353,7 +372,8 @@ def _target(words: list[str], version: int) -> Any:
     name, options = words[0], _options(words[1:])
     accepted = {"REJECT": {"--reject-with"}, "DNAT": {"--to-destination"}, "SNAT": {"--to-source"},
                 "MASQUERADE": {"--to-ports"}, "REDIRECT": {"--to-ports"},
-                "TPROXY": {"--on-port", "--on-ip", "--tproxy-mark"}, "LOG": {"--log-prefix", "--log-level"}}
+                "TPROXY": {"--on-port", "--on-ip", "--tproxy-mark"}, "LOG": {"--log-prefix", "--log-level"},
+                "MARK": set(_MARK_OPTIONS)}
     unknown = set(options) - accepted.get(name, set())
     if unknown:
         raise ValueError(f"unknown option {sorted(unknown)[0]!r} for target {name}")
@@ -380,11 +400,15 @@ def _target(words: list[str], version: int) -> Any:
     if name == "TPROXY":
         if "--on-port" not in options:
             raise ValueError("TPROXY needs --on-port")
-        if options.get("--tproxy-mark", "0x0/0x0") not in ("0", "0x0", "0x0/0x0"):
-            raise ValueError("--tproxy-mark: netsock delivers TPROXY's packets itself, with no mark to route by")
         address = _address(options["--on-ip"], version) if "--on-ip" in options else b""
         address = address if any(address) else b""       # the unspecified address: the arriving interface's
-        return TProxy(_number(options["--on-port"], "port", 0xFFFF), address)
+        mark = _mark_value(options["--tproxy-mark"]) if "--tproxy-mark" in options else (0, 0)
+        return TProxy(_number(options["--on-port"], "port", 0xFFFF), address, Mark(*mark) if any(mark) else None)
+    if name == "MARK":
+        given = [option for option in options if option in _MARK_OPTIONS]
+        if len(given) != 1:
+            raise ValueError(f"MARK takes one of {', '.join(_MARK_OPTIONS)}")
+        return Mark(*_MARK_OPTIONS[given[0]](*_mark_value(options[given[0]])))
     if options:
         raise ValueError(f"unknown option {next(iter(options))!r} for a jump to {name}")
     return Jump(name)
@@ -485,7 +509,11 @@ def _target_words(target: Any, version: int) -> list[str]:
     if isinstance(target, TProxy):
         # (the unspecified address: the arriving interface's)
         on_ip = str(ipaddress.ip_address(target.address or bytes(4 if version == 4 else 16)))
-        return ["TPROXY", "--on-port", str(target.port), "--on-ip", on_ip, "--tproxy-mark", "0x0/0x0"]
+        mark = target.mark or Mark(0, 0)
+        return ["TPROXY", "--on-port", str(target.port), "--on-ip", on_ip, "--tproxy-mark",
+                f"{mark.value:#x}/{mark.mask:#x}"]
+    if isinstance(target, Mark):
+        return ["MARK", "--set-xmark", f"{target.value:#x}/{target.mask:#x}"]
     return [{ACCEPT: "ACCEPT", DROP: "DROP", RETURN: "RETURN"}[target]]
 
 

@@ -12,7 +12,7 @@ the destination the client wanted, and it answers from there.
 from __future__ import annotations
 
 from ..tcpip import TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER
-from .iptables import Accept, Drop, FilteredPacket, Jump, Log, Return, Rule, RuleTable, TProxy
+from .iptables import Accept, Drop, FilteredPacket, Jump, Log, Mark, Return, Rule, RuleTable, TProxy
 
 PREROUTING = "PREROUTING"
 
@@ -26,7 +26,7 @@ class MangleTable(RuleTable):
     def _check_target(self, chain: str, rule: Rule) -> None:
         super()._check_target(chain, rule)
         target = rule.target
-        if not isinstance(target, (Accept, Drop, Return, Jump, TProxy, Log)):
+        if not isinstance(target, (Accept, Drop, Return, Jump, TProxy, Log, Mark)):
             raise ValueError(f"{type(target).__name__} is not a target of the mangle table's PREROUTING")
         if isinstance(target, TProxy):
             if rule.protocol not in (TCP_PROTOCOL_NUMBER, UDP_PROTOCOL_NUMBER):
@@ -35,6 +35,9 @@ class MangleTable(RuleTable):
                 raise ValueError(f"{target.address!r} is not an IPv{self.version} address")
 
     def prerouting(self, packet: FilteredPacket) -> TProxy | Drop | None:
-        """What PREROUTING does with an arrived packet: steer it (TPROXY), drop it, or nothing."""
+        """What PREROUTING does with an arrived packet: steer it (TPROXY), drop it, or nothing; the marks
+        its rules set are left on ``packet``."""
         target = self._traverse(PREROUTING, packet)
+        if isinstance(target, TProxy) and target.mark is not None:
+            packet.mark = target.mark.apply(packet.mark)
         return target if isinstance(target, (TProxy, Drop)) else None

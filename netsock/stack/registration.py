@@ -94,7 +94,7 @@ class NetworkEndpoint:
                       reject: Any) -> bool:
         """INPUT: may ``pkt`` (its data the transport's) go on to the sockets? A reject is answered:
         a TCP reset as to a closed port, else ``reject(RejectWith)`` sends the ICMP error."""
-        verdict = self._filter_check(Hook.INPUT, protocol, src, dst, length, pkt.data[:HEAD_SIZE])
+        verdict = self._filter_check(Hook.INPUT, protocol, src, dst, length, pkt.data[:HEAD_SIZE], mark=pkt.mark)
         if isinstance(verdict, Accept):
             return True
         if isinstance(verdict, Reject):
@@ -162,12 +162,15 @@ class NetworkEndpoint:
 
     _mangle: MangleTable
 
-    def _steered(self, datagram: memoryview, l4: int, protocol: int, src: bytes, dst: bytes
+    def _steered(self, pkt: PacketBuffer, datagram: memoryview, l4: int, protocol: int, src: bytes, dst: bytes
                  ) -> tuple[bytes, int] | Drop | None:
         """Where TPROXY steers the arrived ``datagram`` (its transport header at ``l4``): the (address, port) a
-        transparent socket for it may listen at; DROP (counted); or None, for the packet to go on as it is."""
+        transparent socket for it may listen at; DROP (counted); or None, for the packet to go on as it is.
+        The marks the rules set go on ``pkt``."""
         head = bytes(datagram[l4:l4 + HEAD_SIZE])
-        verdict = self._mangle.prerouting(FilteredPacket(protocol, src, dst, len(datagram), head, self.nic.name))
+        packet = FilteredPacket(protocol, src, dst, len(datagram), head, self.nic.name, mark=pkt.mark)
+        verdict = self._mangle.prerouting(packet)
+        pkt.mark = packet.mark
         if verdict is None:
             return None
         if isinstance(verdict, Drop):

@@ -115,7 +115,7 @@ class IPv4Endpoint(NetworkEndpoint):
             return
         steer = None
         if self._mangle.active and not hdr.flags_fragment & _FRAGMENT_BITS:
-            steer = self._steered(data, hlen, hdr.protocol, src, dst)
+            steer = self._steered(pkt, data, hlen, hdr.protocol, src, dst)
             if isinstance(steer, Drop):
                 return
         connection = None
@@ -297,7 +297,8 @@ class IPv4Endpoint(NetworkEndpoint):
             return
         if self._filter.active:
             head = b"" if hdr.flags_fragment & _FRAGMENT_BITS else original[hlen:hlen + HEAD_SIZE]
-            verdict = self._filter_check(Hook.FORWARD, hdr.protocol, src, dst, hdr.total_length, head, route.nic)
+            verdict = self._filter_check(Hook.FORWARD, hdr.protocol, src, dst, hdr.total_length, head, route.nic,
+                                         pkt.mark)
             if not isinstance(verdict, Accept):
                 if isinstance(verdict, Reject):
                     self.reject_forwarded(verdict, src, dst, bytes(head), hdr.total_length,

@@ -151,7 +151,7 @@ class IPv6Endpoint(NetworkEndpoint):
             return
         steer = None
         if self._mangle.active and hdr.next_header in _TRANSLATED:
-            steer = self._steered(packet, ipv6.HEADER_SIZE, hdr.next_header, src, dst)
+            steer = self._steered(pkt, packet, ipv6.HEADER_SIZE, hdr.next_header, src, dst)
             if isinstance(steer, Drop):
                 return
         connection = None
@@ -389,7 +389,7 @@ class IPv6Endpoint(NetworkEndpoint):
             protocol = chain.next_header
             if chain.fragment is None:
                 head = packet[chain.payload_offset:chain.payload_offset + HEAD_SIZE]
-        verdict = self._filter_check(Hook.FORWARD, protocol, hdr.src, hdr.dst, len(packet), head, route.nic)
+        verdict = self._filter_check(Hook.FORWARD, protocol, hdr.src, hdr.dst, len(packet), head, route.nic, pkt.mark)
         if isinstance(verdict, Reject):
             self.reject_forwarded(verdict, hdr.src, hdr.dst, bytes(head), len(packet), lambda with_: icmp.send_error(
                 self, pkt, hdr, icmpv6.DST_UNREACHABLE, REJECT_CODES[with_][1], 0, packet))
