@@ -327,3 +327,15 @@ def test_the_mangle_tables_marks_are_what_the_filter_table_sees() -> None:
                 dns.recv(100)                           # marked 0x107: dropped by INPUT
         drop, = server.stack.iptables.ipv4.chains["INPUT"].rules
         assert drop.packets == 1
+
+
+def test_iprange_and_conntrack_state() -> None:
+    from netsock.stack.iptables import FilteredPacket
+    tables = IPTables()
+    command(tables, "-A INPUT -m iprange --src-range 192.0.2.10-192.0.2.20 -m conntrack --ctstate NEW -j DROP")
+    rule, = tables.ipv4.chains["INPUT"].rules
+    assert rule.state == {State.NEW}
+    assert [rule.matches(FilteredPacket(UDP, bytes([192, 0, 2, last]), bytes(4), 40, bytes(8)), State.NEW)
+            for last in (9, 10, 15, 20, 21)] == [False, True, True, True, False]
+    assert command(tables, "-S INPUT").splitlines()[1] == \
+        "-A INPUT -m conntrack --ctstate NEW -m iprange --src-range 192.0.2.10-192.0.2.20 -j DROP"

@@ -317,8 +317,11 @@ class Rule:
     icmp_type: int | None = None
     mark: tuple[int, int] | None = None         # (value, mask): the packet's mark & mask == value
     state: frozenset[State] | None = None       # its connection's (iptables' -m state --state)
+    state_match: str = field(default="state", compare=False)   # or "conntrack" (--ctstate): the same, spelt so
     multiport: tuple[MultiPort, tuple[tuple[int, int], ...]] | None = None
     length: tuple[int, int] | None = None       # the IP packet's length, a range (-m length)
+    source_range: tuple[bytes, bytes] | None = None         # -m iprange --src-range first-last
+    destination_range: tuple[bytes, bytes] | None = None    # --dst-range
     comment: str | None = None                  # -m comment: shown, never matched
     limit: Limit | None = None
     statistic: Statistic | None = None
@@ -381,6 +384,9 @@ class Rule:
                 return False
         if self.length is not None and not self.length[0] <= packet.length <= self.length[1]:
             return False
+        for bounds, address in ((self.source_range, packet.source), (self.destination_range, packet.destination)):
+            if bounds is not None and not (len(address) == len(bounds[0]) and bounds[0] <= address <= bounds[1]):
+                return False
         if self.limit is not None and not self.limit.matches():
             return False
         return self.statistic is None or self.statistic.matches()

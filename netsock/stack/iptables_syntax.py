@@ -1,21 +1,20 @@
 """iptables' command line, for netsock's tables: ``host.iptables("-t nat -A POSTROUTING -o wan -j MASQUERADE")``.
 
 What a rule can say is what ``iptables.Rule`` and the targets hold; this reads the usual spelling of it
-(iptables(8), iptables-extensions(8)) and refuses, with iptables' own words where it has them, what it
-cannot express: ``!`` negations, matches and targets netsock lacks, a target's option given to another.
+(iptables(8), iptables-extensions(8)) and refuses, with iptables' own words where it has them, what it cannot
+express: ``!`` negations, matches and targets netsock lacks, a target's option given to another.
 
 Commands: ``-A``, ``-I`` (at a 1-based position), ``-D`` (by rule or by number), ``-F``, ``-N``, ``-X``,
 ``-P``, ``-Z``, ``-L`` (returns the listing, with ``-v`` the counters) and ``-S`` (the rules as ``iptables
--S`` prints them, word for word). Matches: ``-p``, ``-s``, ``-d``,
-``-i``, ``-o``, ``--sport``/``--dport`` (a port or ``first:last``), ``--tcp-flags``, ``--syn``,
-``--icmp-type``/``--icmpv6-type`` (a number or a name), ``-m state --state`` (``-m conntrack --ctstate``
-alike), ``-m mark --mark value[/mask]``, ``-m multiport --dports``/``--sports``/``--ports``, ``-m statistic``
-(``--mode random --probability``, ``--mode nth --every --packet``), ``-m limit --limit --limit-burst``,
-``-m length --length``, ``-m comment --comment``. Targets: ACCEPT, DROP, RETURN, REJECT
-(``--reject-with``), DNAT (``--to-destination``), SNAT (``--to-source``), MASQUERADE and REDIRECT
-(``--to-ports``), TPROXY (``--on-port``, ``--on-ip``, ``--tproxy-mark``), MARK (``--set-xmark``,
-``--set-mark``, ``--and-mark``, ``--or-mark``, ``--xor-mark``), LOG (``--log-prefix``, ``--log-level``), or a
-user chain's name.
+-S`` prints them, word for word). Matches: ``-p``, ``-s``, ``-d``, ``-i``, ``-o``, ``--sport``/``--dport`` (a
+port or ``first:last``), ``--tcp-flags``, ``--syn``, ``--icmp-type``/``--icmpv6-type`` (a number or a name),
+``-m state --state`` (``-m conntrack --ctstate`` alike), ``-m iprange --src-range``/``--dst-range``, ``-m mark
+--mark value[/mask]``, ``-m multiport --dports``/``--sports``/``--ports``, ``-m statistic`` (``--mode random
+--probability``, ``--mode nth --every --packet``), ``-m limit --limit --limit-burst``, ``-m length --length``,
+``-m comment --comment``. Targets: ACCEPT, DROP, RETURN, REJECT (``--reject-with``), DNAT
+(``--to-destination``), SNAT (``--to-source``), MASQUERADE and REDIRECT (``--to-ports``), TPROXY
+(``--on-port``, ``--on-ip``, ``--tproxy-mark``), MARK (``--set-xmark``, ``--set-mark``, ``--and-mark``,
+``--or-mark``, ``--xor-mark``), LOG (``--log-prefix``, ``--log-level``), or a user chain's name.
 """
 
 from __future__ import annotations
@@ -69,7 +68,8 @@ _LONG_COMMANDS = {"--append": "-A", "--insert": "-I", "--delete": "-D", "--flush
                   "--delete-chain": "-X", "--policy": "-P", "--zero": "-Z", "--list": "-L",
                   "--list-rules": "-S"}
 _RULE_FIELDS = ("target", "protocol", "source", "destination", "in_interface", "out_interface", "source_ports",
-                "destination_ports", "tcp_flags", "icmp_type", "mark", "state", "multiport", "length", "comment")
+                "destination_ports", "tcp_flags", "icmp_type", "mark", "state", "multiport", "length", "comment",
+                "source_range", "destination_range")
 
 
 def command(iptables: IPTables, line: str, version: int = 4) -> str:
@@ -276,6 +276,13 @@ def parse_rule(words: list[str], version: int) -> Rule:
                 fields["state"] = frozenset(State[name] for name in value.split(","))
             except KeyError:
                 raise ValueError(f"bad state {value!r} (NEW, ESTABLISHED, RELATED, INVALID)") from None
+            fields["state_match"] = "state" if option == "--state" else "conntrack"
+        elif option in ("--src-range", "--dst-range"):
+            first, _, last = value.partition("-")
+            bounds = (_address(first, version), _address(last or first, version))
+            if bounds[0] > bounds[1]:
+                raise ValueError(f"bad range {value!r}")
+            fields["source_range" if option == "--src-range" else "destination_range"] = bounds
         elif option == "--mark":
             mark, _, mask = value.partition("/")
             fields["mark"] = (int(mark, 0), int(mask, 0) if mask else 0xFFFFFFFF)
@@ -467,7 +474,14 @@ def describe(rule: Rule, version: int) -> str:
         which, ranges = rule.multiport
         words += ["-m", "multiport", which.value, ",".join(_ports_words(each, ":") for each in ranges)]
     if rule.state is not None:
-        words += ["-m", "state", "--state", ",".join(state.name for state in _STATE_ORDER if state in rule.state)]
+        option = "--state" if rule.state_match == "state" else "--ctstate"
+        words += ["-m", rule.state_match, option, ",".join(state.name for state in _STATE_ORDER if state in rule.state)]
+    ranges = [(option, bounds) for option, bounds in (("--src-range", rule.source_range),
+                                                      ("--dst-range", rule.destination_range)) if bounds is not None]
+    if ranges:
+        words += ["-m", "iprange"]
+        for option, (first, last) in ranges:
+            words += [option, f"{ipaddress.ip_address(first)}-{ipaddress.ip_address(last)}"]
     if rule.mark is not None:
         value, mask = rule.mark
         words += ["-m", "mark", "--mark", f"{value:#x}" if mask == 0xFFFFFFFF else f"{value:#x}/{mask:#x}"]
