@@ -62,7 +62,7 @@ COMMANDS = {
         "-A INPUT -s 2001:db8:1::/64 -p udp --dport 53 -j REJECT --reject-with icmp6-adm-prohibited",
         "-A INPUT -d 2001:db8::1 -p tcp -j REJECT --reject-with tcp-reset",
         "-A OUTPUT -p tcp --dport 25 -j REJECT",
-        "-A INPUT -m iprange --dst-range 2001:db8::1-2001:db8::ff -m conntrack --ctstate INVALID -j DROP",
+        "-A INPUT -m conntrack --ctstate INVALID -m iprange --dst-range 2001:db8::1-2001:db8::ff -j DROP",
         "-A OUTPUT -p udp -m multiport --dports 53,5353 -m statistic --mode random --probability 0.25 -j DROP",
         "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [2001:db8::5]:8080",
         "-t nat -A OUTPUT -p tcp -d 2001:db8::9 -j DNAT --to-destination 2001:db8::5",

@@ -449,7 +449,9 @@ def rule_lines(table: RuleTable, chain: str | None, version: int) -> str:
 
 def describe(rule: Rule, version: int) -> str:
     """A rule in the words ``iptables -S`` prints it with (which read back to the same rule): addresses and
-    interfaces, the protocol and its match's options, the state and mark matches, then ``-j``."""
+    interfaces, the protocol and its match's options, then the other matches in a fixed order — multiport,
+    state, iprange, mark, comment, length, limit, statistic (the kernel lists them as they were written: the
+    same words when written in this order) — then ``-j``."""
     words = []
     for option, subnet in (("-s", rule.source), ("-d", rule.destination)):
         if subnet is not None:
