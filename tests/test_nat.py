@@ -524,3 +524,21 @@ def datagram(src: bytes, dst: bytes, protocol: int, payload: bytes) -> bytes:
         raw[10:12] = struct.pack("!H", ~checksum(bytes(raw[:20])) & 0xFFFF)
         return bytes(raw)
     return struct.pack("!IHBB16s16s", 6 << 28, len(payload), protocol, 64, src, dst) + payload
+
+
+def test_no_state_is_left_after_translated_connections_close(router_pair: tuple) -> None:
+    # 300 connections through a masquerading router: tracked while they live, then forgotten once their
+    # closing timeout (Linux's 120 s after a FIN) has passed, as the next one finds.
+    net, family, client, router, server = router_pair
+    table = nat(router, family)
+    table.append("POSTROUTING", Rule(Masquerade(), out_interface="outside"))
+    listener, seen = serve_tcp(server, family, 80)
+    for _ in range(300):
+        assert exchange(client, family, server.address, 80)[0] == b"HELLO"
+    assert 250 <= len(table.conntrack) <= 301
+    clock = table.conntrack._now
+    table.conntrack._now = lambda: clock() + 121       # two minutes on
+    assert exchange(client, family, server.address, 80)[0] == b"HELLO"
+    # The new connection, and at most the last one again: its final ACK, late, is tracked anew (and will expire).
+    assert len(table.conntrack) <= 2 and len(table.conntrack._entries) <= 8    # (4 tuples each: NatTable._retuple)
+    listener.close()
