@@ -542,3 +542,25 @@ def test_no_state_is_left_after_translated_connections_close(router_pair: tuple)
     # The new connection, and at most the last one again: its final ACK, late, is tracked anew (and will expire).
     assert len(table.conntrack) <= 2 and len(table.conntrack._entries) <= 8    # (4 tuples each: NatTable._retuple)
     listener.close()
+
+
+def test_hairpin_nat_reaches_an_inside_server_by_the_outside_address(router_pair: tuple) -> None:
+    # A host inside asks for the router's public address and port, forwarded to a server inside: both the
+    # destination (DNAT) and, so that the answer comes back through the router, the source (SNAT on the
+    # inside interface) are translated, on one connection — as a Linux home router needs both rules.
+    net, family, client, router, server = router_pair
+    inside = next(s for s in router.addresses if s.name == "inside")
+    web = net.host("web.test", inside)
+    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    table = nat(router, family)
+    public = Subnet.parse(f"{outside_address}/{32 if family == socket.AF_INET else 128}")
+    table.append("PREROUTING", Rule(DNAT(packed(family, web.address), (80, 80)), protocol=TCP, destination=public,
+                                    destination_ports=(8080, 8080)))
+    table.append("POSTROUTING", Rule(Masquerade(), out_interface="inside", source=Subnet.parse(SUBNETS[family][0]),
+                                     destination=Subnet.parse(SUBNETS[family][0])))
+    listener, seen = serve_tcp(web, family, 80)
+    assert exchange(client, family, outside_address, 8080) == (b"HELLO", (outside_address, 8080))
+    assert seen[0][0][0] == router.addresses[inside]        # the server saw the router (SNAT) ...
+    assert exchange(server, family, outside_address, 8080)[0] == b"HELLO"
+    assert seen[1][0][0] == server.address                   # ... and an outside client as itself (DNAT only)
+    listener.close()
