@@ -15,6 +15,8 @@ same run, as a ratio and against its target (issue 7).
     8 the shared-memory link between two processes: frames/s and bulk TCP (sharedmem.py)
     9 UDP send with and without UDP_SEGMENT, receive with and without UDP_GRO: netsock over a TUN with
       offloads, the kernel over veth (udp_gso.py)
+    10 TCP's cost per step of a short connection inside the stack, and the Python calls of each
+      (segment_costs.py: what a native engine would have to beat; no kernel counterpart)
 
 Each benchmark runs in a process of its own (bench/SCRIPT --json FILE), one after the other; its own
 output is shown as it runs, then the table. --quick makes every benchmark small (under two minutes
@@ -57,7 +59,7 @@ def suite(quick: bool) -> dict[str, Benchmark]:
             "http": Benchmark("http_server.py", size), "connections": Benchmark("connection_rate.py", size),
             "latency": Benchmark("latency.py", size), "memory": Benchmark("memory.py", size),
             "inprocess": Benchmark("inprocess.py", size), "sharedmem": Benchmark("sharedmem.py", size),
-            "udp": Benchmark("udp_gso.py", size)}
+            "udp": Benchmark("udp_gso.py", size), "segments": Benchmark("segment_costs.py", size)}
 
 
 def run(benchmark: Benchmark, output: Path) -> dict[str, Any]:
@@ -126,6 +128,8 @@ SECTIONS = {
     "sharedmem": "8 shared-memory link between two processes (kernel: AF_UNIX datagrams, TCP over loopback)",
     "udp": "9 UDP send, 1,472-byte datagrams, with and without UDP_SEGMENT (netsock: TUN with offloads; "
            "kernel: veth)",
+    "segments": "10 TCP's cost per step of a connection inside the stack (a scripted peer, no link; no kernel "
+                "counterpart)",
 }
 
 
