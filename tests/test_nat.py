@@ -8,6 +8,7 @@ table's TPROXY handing connections and datagrams to a transparent proxy on the r
 from __future__ import annotations
 
 import errno
+import logging
 import random
 import socket
 import struct
@@ -21,7 +22,7 @@ import pytest
 from netsock.adapter import NetsockSocket
 from netsock.header.checksum import checksum
 from netsock.privnet import Host, Network
-from netsock.stack.iptables import ACCEPT, DNAT, DROP, SNAT, Jump, Masquerade, Redirect, Reject, Rule, TProxy
+from netsock.stack.iptables import ACCEPT, DNAT, DROP, SNAT, Jump, Log, Mark, Masquerade, Redirect, Reject, Rule, TProxy
 from netsock.stack.nat import NatTable, adjust_checksum, rewrite_transport
 from netsock.tcpip import TCP_PROTOCOL_NUMBER as TCP
 from netsock.tcpip import UDP_PROTOCOL_NUMBER as UDP
@@ -482,8 +483,8 @@ def test_each_table_takes_its_own_targets() -> None:
        transport=st.binary(max_size=90), error=st.booleans(), quote=st.binary(max_size=70))
 def test_malformed_packets_never_escape_the_nat_tables(version: int, protocol: str, transport: bytes, error: bool,
                                                        quote: bytes) -> None:
-    """Packets of any length and content, ICMP errors quoting anything, through a router with each nat target
-    and TPROXY: dropped, passed or translated, never an exception; what leaves has its addresses whole."""
+    """Packets of any length and content, ICMP errors quoting anything, through a router with each nat target,
+    TPROXY, MARK and LOG: dropped, passed or translated, never an exception; what leaves has its addresses whole."""
     net = Net()
     proto = V4 if version == 4 else V6
     hosts = HOSTS[proto]
@@ -495,6 +496,29 @@ def test_malformed_packets_never_escape_the_nat_tables(version: int, protocol: s
     nat.append("PREROUTING", Rule(DNAT(wire(hosts[B]), (53, 53)), protocol=UDP, destination_ports=(5300, 5300)))
     nat.append("PREROUTING", Rule(Redirect((8080, 8080)), protocol=TCP, destination_ports=(80, 80)))
     mangle.append("PREROUTING", Rule(TProxy(3128), protocol=TCP, destination_ports=(81, 81)))
+    mangle.append("PREROUTING", Rule(Mark(0x5, 0xFF)))
+    filter_table = iptables.ipv4 if version == 4 else iptables.ipv6
+    filter_table.append("FORWARD", Rule(Log("fuzz ", 7)))           # (written at DEBUG: formatted when enabled)
+    filter_table.append("FORWARD", Rule(ACCEPT, mark=(0x5, 0xFF)))
+    logger = logging.getLogger("netsock.iptables")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)          # so that LOG writes its lines
+    try:
+        route_through(net, version, protocol, number, transport, error, quote)
+    finally:
+        logger.setLevel(level)
+    length = len(wire(hosts[A]))
+    at = 12 if version == 4 else 8
+    for end in (net.a_end, net.b_end):
+        for ethertype, packet, _ in net.received[end]:
+            if ethertype == proto:
+                assert len(packet) >= at + 2 * length
+
+
+def route_through(net: Net, version: int, protocol: str, number: int, transport: bytes, error: bool,
+                  quote: bytes) -> None:
+    """Hand the router the fuzzed packet (or an error about a datagram it masqueraded), and let it all settle."""
+    hosts = HOSTS[V4 if version == 4 else V6]
     src, dst = wire(hosts[A]), wire(hosts[B])
     if protocol == "icmp" and error:
         # From B, an error about a datagram A sent it, which the router masqueraded (its source port kept):
@@ -508,12 +532,6 @@ def test_malformed_packets_never_escape_the_nat_tables(version: int, protocol: s
         net.from_a(datagram(src, dst, number, transport))
     net.clock.advance(1)
     net.pump()
-    length = len(src)
-    at = 12 if version == 4 else 8
-    for end in (net.a_end, net.b_end):
-        for ethertype, packet, _ in net.received[end]:
-            if ethertype == proto:
-                assert len(packet) >= at + 2 * length
 
 
 def datagram(src: bytes, dst: bytes, protocol: int, payload: bytes) -> bytes:
