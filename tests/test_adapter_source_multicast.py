@@ -174,3 +174,41 @@ def deliveries(make: Any, member_filter: Callable[[Any], None]) -> dict[str, lis
 ], ids=["include one", "exclude one", "include two"])
 def test_a_member_and_a_bystander_read_what_the_filters_let_through(member_filter: Callable[[Any], None]) -> None:
     assert deliveries(NetsockSocket, member_filter) == deliveries(socket.socket, member_filter)
+
+
+def ipv4_groups_on_ipv6_sockets(make: Any) -> list[Any]:
+    """An IPv6 socket joins an IPv4 group (IP_ADD_MEMBERSHIP, as Linux lets it), before and after binding to the
+    wildcard, and reads the group's datagrams as mapped addresses; the errors of joining twice, leaving what it
+    never joined, joining a unicast address; a bystander IPv6 socket on the port, no member, reads none."""
+    trace: list[Any] = []
+    with closing(make(socket.AF_INET6, socket.SOCK_DGRAM)) as early, \
+            closing(make(socket.AF_INET6, socket.SOCK_DGRAM)) as late, \
+            closing(make(socket.AF_INET6, socket.SOCK_DGRAM)) as bystander:
+        trace.append(outcome(lambda: early.setsockopt(IP, socket.IP_ADD_MEMBERSHIP, GROUP + HERE)))
+        for sock in (early, late, bystander):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("::", PORT))
+            sock.setblocking(False)
+        trace += [outcome(lambda: late.setsockopt(IP, socket.IP_ADD_MEMBERSHIP, GROUP + HERE)),
+                  outcome(lambda: late.setsockopt(IP, socket.IP_ADD_MEMBERSHIP, GROUP + HERE)),
+                  outcome(lambda: late.setsockopt(IP, socket.IP_DROP_MEMBERSHIP, GROUP6[:4] + HERE)),
+                  outcome(lambda: late.setsockopt(IP, socket.IP_ADD_MEMBERSHIP, HERE + HERE)),
+                  outcome(lambda: late.setsockopt(IP, socket.IP_ADD_MEMBERSHIP, GROUP))]
+        with closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as sender:
+            sender.setsockopt(IP, socket.IP_MULTICAST_IF, HERE)
+            sender.sendto(b"to the group", (socket.inet_ntoa(GROUP), PORT))
+        (gevent.sleep if make is NetsockSocket else time.sleep)(0.05)
+        for sock in (early, late, bystander):
+            trace.append(outcome(lambda: (lambda data, peer: (data, peer[0]))(*sock.recvfrom(100))))
+        trace.append(outcome(lambda: late.setsockopt(IP, socket.IP_DROP_MEMBERSHIP, GROUP + HERE)))
+        with closing(make(socket.AF_INET, socket.SOCK_DGRAM)) as sender:
+            sender.setsockopt(IP, socket.IP_MULTICAST_IF, HERE)
+            sender.sendto(b"again", (socket.inet_ntoa(GROUP), PORT))
+        (gevent.sleep if make is NetsockSocket else time.sleep)(0.05)
+        trace.append(outcome(lambda: late.recv(100)))
+    return trace
+
+
+@pytest.mark.usefixtures("stack")
+def test_ipv6_sockets_join_ipv4_groups_as_on_the_kernel() -> None:
+    assert ipv4_groups_on_ipv6_sockets(NetsockSocket) == ipv4_groups_on_ipv6_sockets(socket.socket)

@@ -778,8 +778,8 @@ class SocketCore:
     """What a socket's descriptors share (the kernel's ``struct socket``): its endpoint(s), the options
     kept beside them, and its descriptors. Methods raise netsock errors or OSErrors."""
 
-    __slots__ = ("_entry", "_turn", "bound", "cookie", "descriptors", "ep", "family", "kind", "linger", "plain",
-                 "proto", "settings", "stack", "timeouts", "transport", "twin", "v6only", "waiter_queue")
+    __slots__ = ("_entry", "_turn", "bound", "cookie", "descriptors", "ep", "family", "groups4", "kind", "linger",
+                 "plain", "proto", "settings", "stack", "timeouts", "transport", "twin", "v6only", "waiter_queue")
 
     def __init__(self, stack: Stack, family: int, kind: int, proto: int, transport: int, ep: Any = None) -> None:
         self.stack = stack
@@ -807,6 +807,7 @@ class SocketCore:
         # Options Linux keeps for a socket type they do nothing for, only to read them back.
         self.plain: dict[tuple[int, int], int | bytes] = {}
         self.cookie = 0     # SO_COOKIE, given when first asked for
+        self.groups4: set[tuple[bytes, int]] = set()     # an IPv6 socket's IPv4 groups (IP_ADD_MEMBERSHIP)
         if family == AF_INET6 and transport in _UDP_TRANSPORTS and kind == SOCK_DGRAM:
             # Linux sets IP_MULTICAST_ALL in inet_create only: an IPv6 socket's IPv4 traffic starts without it.
             self.settings[(SockOpt.MULTICAST_ALL, 4)] = False
@@ -893,6 +894,9 @@ class SocketCore:
         for (opt, scope), value in self.settings.items():
             if scope in (0, version):
                 ep.set_sock_opt(opt, value)
+        if version == 4:
+            for group in self.groups4:
+                ep.set_sock_opt(SockOpt.ADD_MEMBERSHIP, group)
         return ep
 
     def _may_be_dual(self) -> bool:
@@ -1106,13 +1110,27 @@ class SocketCore:
         return 0
 
     def _membership(self, join: bool, group: bytes, nic: int) -> None:
-        if not _is_group(group):
-            raise _oserror(EINVAL)
+        if join and not _is_group(group):
+            raise _oserror(EINVAL)      # (a leave looks for the membership only: EADDRNOTAVAIL, as Linux)
         try:
             self.ep.set_sock_opt(SockOpt.ADD_MEMBERSHIP if join else SockOpt.REMOVE_MEMBERSHIP, (group, nic))
         except ErrInvalidOptionValue:
             # The group and NIC are valid, so the stack refused a second join or a leave without a join.
             raise _oserror(EADDRINUSE if join else EADDRNOTAVAIL) from None
+
+    def _ipv4_membership(self, join: bool, group: bytes, nic: int) -> None:
+        """IP_ADD_MEMBERSHIP / IP_DROP_MEMBERSHIP on an IPv6 socket, as Linux lets one join IPv4 groups: for the
+        IPv4 traffic it takes (mapped), held by its IPv4 endpoint — now, or once a bind to the wildcard makes
+        one."""
+        if join and not _is_group(group):
+            raise _oserror(EINVAL)
+        key = (group, nic)
+        if join == (key in self.groups4):
+            raise _oserror(EADDRINUSE if join else EADDRNOTAVAIL)
+        ep = self.twin if self.twin is not None else self.ep if self.ep.net_proto == IPV4_PROTOCOL_NUMBER else None
+        if ep is not None:
+            ep.set_sock_opt(SockOpt.ADD_MEMBERSHIP if join else SockOpt.REMOVE_MEMBERSHIP, key)
+        (self.groups4.add if join else self.groups4.discard)(key)
 
     def _multicast_request(self, name: int, raw: bytes, family: int) -> None:
         """RFC 3678's group and source requests, at either level (``family``: the level's): MCAST_JOIN_GROUP and
@@ -1952,12 +1970,14 @@ class SocketCore:
         elif name in (IP_ADD_MEMBERSHIP, IP_DROP_MEMBERSHIP):
             if stream:
                 raise _oserror(EPROTO)
-            if self.family != AF_INET:
-                raise _oserror(ENOPROTOOPT)     # IPv4 groups on IPv6 sockets: not supported yet
             if len(raw) < 8:
                 raise _oserror(EINVAL)
             ifindex = _INT.unpack_from(raw, 8)[0] if len(raw) >= 12 else 0
-            self._membership(name == IP_ADD_MEMBERSHIP, raw[:4], self._interface(ifindex, raw[4:8], ENODEV))
+            nic = self._interface(ifindex, raw[4:8], ENODEV)
+            if self.family == AF_INET6:
+                self._ipv4_membership(name == IP_ADD_MEMBERSHIP, raw[:4], nic)
+            else:
+                self._membership(name == IP_ADD_MEMBERSHIP, raw[:4], nic)
         elif _IP_UNBLOCK_SOURCE <= name <= _MCAST_MSFILTER:
             self._multicast_request(name, raw, AF_INET)
         elif name == IP_HDRINCL and self.kind == SOCK_RAW and self.family == AF_INET:
