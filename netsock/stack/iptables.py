@@ -5,8 +5,8 @@ for a packet to this host (after reassembly, before any socket sees it, raw ones
 for one routed through it, OUTPUT for one it sends (before fragmentation). A chain is a list of
 rules tried in order; the first that matches decides by its target: ACCEPT, DROP, REJECT (drop and
 tell the sender), RETURN (back to the calling chain, or the policy at a built-in chain's end), or a
-jump to a user chain. A built-in chain ends in its policy (ACCEPT unless set). Rules count the
-packets and bytes they matched, as ``iptables -L -v`` shows.
+jump to a user chain; LOG and MARK note or mark the packet and go on. A built-in chain ends in its
+policy (ACCEPT unless set). Rules count the packets and bytes they matched, as ``iptables -L -v`` shows.
 
 What happens to a packet dropped or rejected is the network layer's (it knows how to answer):
 INPUT and FORWARD drops are silent, rejects answer with the ICMP error (or, on INPUT, a TCP reset);
@@ -15,8 +15,9 @@ answers the sending socket as Linux loops its answer back: with the ICMP error, 
 if from the peer. (A reset for a forwarded packet would come from an address netsock does not hold:
 refused on FORWARD.)
 
-The nat table (address and port translation, PREROUTING and POSTROUTING) is ``nat.NatTable``, on
-the same rules and chains. Not here: the mangle table, logging.
+The nat table (address and port translation, PREROUTING and POSTROUTING) is ``nat.NatTable``, the
+mangle table's PREROUTING (TPROXY, MARK) ``mangle.MangleTable``, on the same rules and chains; iptables'
+command lines and rule sets are read by ``iptables_syntax``.
 """
 
 from __future__ import annotations
