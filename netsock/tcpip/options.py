@@ -58,6 +58,7 @@ class SockOpt(enum.Enum):
     TCP_USER_TIMEOUT = "tcp_user_timeout"         # seconds data may stay unacknowledged, 0 = no limit (RFC 5482)
     TCP_WINDOW_CLAMP = "tcp_window_clamp"         # the most window advertised, bytes, 0 = no clamp
     TCP_NOTSENT_LOWAT = "tcp_notsent_lowat"       # writable only below this many unsent bytes, 0 = no limit
+    TCP_TX_DELAY = "tcp_tx_delay"                 # every segment leaves this many microseconds late (testing)
     TCP_FAST_OPEN = "tcp_fast_open"               # a listener's Fast Open queue (RFC 7413); on the protocol:
                                                   # net.ipv4.tcp_fastopen's client (1) and server (2) bits
     TCP_FAST_OPEN_CONNECT = "tcp_fast_open_connect"   # connect returns at once, the SYN carries the first write

@@ -223,7 +223,8 @@ class TCPEndpoint(TransportEndpoint):
                  "fast_open_slot", "fast_open_no_cookie", "fast_open_key", "stamper", "zerocopy_on", "zerocopy",
                  "data_segs_in", "last_data_received", "syn_data_acked", "repair", "repair_queue", "repair_seqs",
                  "thin_linear_timeouts", "rto_max", "auto_flow_label", "txhash", "rehash", "fast_open_fail",
-                 "max_pacing_rate", "pacing", "pacing_rate_set", "txrehash", "reuseport_program", "transparent")
+                 "max_pacing_rate", "pacing", "pacing_rate_set", "txrehash", "reuseport_program", "transparent",
+                 "tx_delay")
 
     def __init__(self, proto: TCPProtocol, net_proto: int, waiter_queue: WaiterQueue) -> None:
         stack = proto.stack
@@ -292,6 +293,7 @@ class TCPEndpoint(TransportEndpoint):
         self.user_timeout = 0.0                     # TCP_USER_TIMEOUT, seconds (0: retries alone decide)
         self.window_clamp = 0                       # TCP_WINDOW_CLAMP (0: none)
         self.notsent_lowat = 0                      # TCP_NOTSENT_LOWAT (<= 0: none)
+        self.tx_delay = 0                           # TCP_TX_DELAY: µs each segment waits before it leaves
         self.rcvlowat = 1                           # SO_RCVLOWAT
         self.fast_open_queue = 0                    # TCP_FASTOPEN on a listener: Fast Open SYNs it takes at once
         self.fast_open_connect = False              # TCP_FASTOPEN_CONNECT: connect leaves the SYN to the first write
@@ -1034,6 +1036,10 @@ class TCPEndpoint(TransportEndpoint):
             self.window_clamp = max(int(value), _MIN_WINDOW_CLAMP) if value else 0
             if self.rcv is not None:
                 self.rcv.clamp = self.window_clamp
+        elif opt is SockOpt.TCP_TX_DELAY:
+            if not 0 <= int(value) < 1 << 28:           # (Linux: srtt_us, a u32 shifted by 3, must hold it)
+                raise ErrInvalidOptionValue()
+            self.tx_delay = int(value)
         elif opt is SockOpt.TCP_NOTSENT_LOWAT:
             self.notsent_lowat = int(value)         # (Linux keeps it as given; <= 0: no limit)
             self.on_send_space()
@@ -1154,6 +1160,7 @@ class TCPEndpoint(TransportEndpoint):
                   SockOpt.TCP_SYN_COUNT: lambda: self.syn_retries, SockOpt.TCP_USER_TIMEOUT: lambda: self.user_timeout,
                   SockOpt.TCP_WINDOW_CLAMP: lambda: self.window_clamp,
                   SockOpt.TCP_NOTSENT_LOWAT: lambda: self.notsent_lowat,
+                  SockOpt.TCP_TX_DELAY: lambda: self.tx_delay,
                   SockOpt.RECEIVE_LOW_WATER: lambda: self.rcvlowat, SockOpt.TCP_FAST_OPEN: lambda: self.fast_open_queue,
                   SockOpt.TCP_FAST_OPEN_CONNECT: lambda: int(self.fast_open_connect),
                   SockOpt.TCP_FAST_OPEN_NO_COOKIE: lambda: int(self.fast_open_no_cookie),
@@ -1488,6 +1495,7 @@ class TCPEndpoint(TransportEndpoint):
         self.bind_no_port = listener.bind_no_port
         self.freebind = listener.freebind
         self.transparent = listener.transparent
+        self.tx_delay = listener.tx_delay
         self.recverr = listener.recverr
         self.zerocopy_on = listener.zerocopy_on
         self.thin_linear_timeouts = listener.thin_linear_timeouts
@@ -2125,12 +2133,10 @@ class TCPEndpoint(TransportEndpoint):
             total = combine(self._pseudo + size + length, checksum(hdr, checksum(payload) if payload else 0))
             tcp.set_checksum(hdr, ~total & 0xFFFF)
         pkt.mark = self.mark
-        try:
-            route.write_packet(tcp.PROTOCOL_NUMBER, pkt, self.ttl or route.default_ttl(), self.tos,
-                               self.pmtudisc in PMTUDISC_SETS_DF)
-        except Error:
-            self.stack_stats.segment_send_errors.increment()
-            self.stats.send_errors.send_to_network_failed.increment()
+        if self.tx_delay:
+            # TCP_TX_DELAY: as fq holds a segment Linux stamped with a later departure time.
+            self.stack.timers.call_later(self.tx_delay / 1e6, self._leave, route, pkt, self.ttl or route.default_ttl())
+        elif not self._leave(route, pkt, self.ttl or route.default_ttl()):
             return None
         self.stack_stats.segments_sent.value += 1
         self.stats.packets_sent.value += 1
@@ -2141,6 +2147,16 @@ class TCPEndpoint(TransportEndpoint):
             if self.delack_timer is not None:
                 self.delack_timer.cancel()
         return pkt
+
+    def _leave(self, route: Route, pkt: PacketBuffer, ttl: int) -> bool:
+        """Hand a segment to the network layer; False (counted) if it cannot go."""
+        try:
+            route.write_packet(tcp.PROTOCOL_NUMBER, pkt, ttl, self.tos, self.pmtudisc in PMTUDISC_SETS_DF)
+        except Error:
+            self.stack_stats.segment_send_errors.increment()
+            self.stats.send_errors.send_to_network_failed.increment()
+            return False
+        return True
 
     def send_ack(self) -> None:
         if self.snd is not None and self.rcv is not None and (self.state in _SYNCHRONIZED
