@@ -143,6 +143,11 @@ def router_pair(request: pytest.FixtureRequest) -> Iterator[tuple[Network, int, 
         yield net, family, client, router, server
 
 
+def on(host: Host, switch: str) -> str:
+    """``host``'s address on the switch named ``switch``."""
+    return next(address for each, address in host.addresses.items() if each.name == switch)
+
+
 def nat(host: Host, family: int) -> NatTable:
     return host.stack.iptables.ipv6_nat if family == socket.AF_INET6 else host.stack.iptables.ipv4_nat
 
@@ -196,13 +201,12 @@ def exchange(host: Host, family: int, address: str, port: int, data: bytes = b"h
 
 def test_masquerade_shows_the_server_the_router(router_pair: tuple) -> None:
     net, family, client, router, server = router_pair
-    outside = next(s for s in router.addresses if s.name == "outside")
     rule = Rule(Masquerade(), out_interface="outside")
     nat(router, family).append("POSTROUTING", rule)
     listener, seen = serve_tcp(server, family, 80)
     for _ in range(3):
         assert exchange(client, family, server.address, 80) == (b"HELLO", (server.address, 80))
-    assert [peer[0] for peer, _, _ in seen] == [router.addresses[outside]] * 3
+    assert [peer[0] for peer, _, _ in seen] == [on(router, "outside")] * 3
     assert [asked for _, _, asked in seen] == ["ENOENT"] * 3       # (the server's own stack tracks nothing)
     assert rule.packets == 3            # a connection's first packet alone goes through the rules
     listener.close()
@@ -210,9 +214,9 @@ def test_masquerade_shows_the_server_the_router(router_pair: tuple) -> None:
 
 def test_snat_keeps_two_clients_with_one_source_port_apart(router_pair: tuple) -> None:
     net, family, client, router, server = router_pair
-    inside = next(s for s in router.addresses if s.name == "inside")
+    inside = net.switches["inside"]
     other = net.host("other.test", inside)
-    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    outside_address = on(router, "outside")
     nat(router, family).append("POSTROUTING", Rule(SNAT(packed(family, outside_address), (5000, 5010)),
                                                    protocol=TCP, out_interface="outside"))
     listener, seen = serve_tcp(server, family, 80)
@@ -228,7 +232,7 @@ def test_snat_keeps_two_clients_with_one_source_port_apart(router_pair: tuple) -
 def test_udp_is_translated_both_ways(router_pair: tuple) -> None:
     net, family, client, router, server = router_pair
     nat(router, family).append("POSTROUTING", Rule(Masquerade(), protocol=UDP, out_interface="outside"))
-    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    outside_address = on(router, "outside")
     with server, NetsockSocket(family, socket.SOCK_DGRAM) as echo, client, NetsockSocket(family,
                                                                                          socket.SOCK_DGRAM) as sock:
         echo.bind((wildcard(family), 53))
@@ -246,7 +250,7 @@ def test_dnat_forwards_a_port_to_a_host_inside(router_pair: tuple) -> None:
     net, family, client, router, server = router_pair
     # The roles turned: server.test (outside) connects to the router's outside address, port 8080,
     # which the router forwards to client.test's port 80 inside.
-    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    outside_address = on(router, "outside")
     nat(router, family).append("PREROUTING", Rule(DNAT(packed(family, client.address), (80, 80)), protocol=TCP,
                                                   in_interface="outside", destination_ports=(8080, 8080)))
     listener, seen = serve_tcp(client, family, 80)
@@ -348,7 +352,7 @@ def test_a_fragmented_datagram_is_translated_whole(router_pair: tuple) -> None:
     # nf_defrag_ipv4 ahead of connection tracking); the server sees the router, the client the server.
     net, family, client, router, server = router_pair
     nat(router, family).append("POSTROUTING", Rule(Masquerade(), protocol=UDP, out_interface="outside"))
-    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    outside_address = on(router, "outside")
     big = bytes(range(256)) * 16        # 4 KiB: three fragments each way at MTU 1500
     with server, NetsockSocket(family, socket.SOCK_DGRAM) as echo, client, NetsockSocket(family,
                                                                                          socket.SOCK_DGRAM) as sock:
@@ -567,9 +571,8 @@ def test_hairpin_nat_reaches_an_inside_server_by_the_outside_address(router_pair
     # destination (DNAT) and, so that the answer comes back through the router, the source (SNAT on the
     # inside interface) are translated, on one connection — as a Linux home router needs both rules.
     net, family, client, router, server = router_pair
-    inside = next(s for s in router.addresses if s.name == "inside")
-    web = net.host("web.test", inside)
-    outside_address = router.addresses[next(s for s in router.addresses if s.name == "outside")]
+    web = net.host("web.test", net.switches["inside"])
+    outside_address = on(router, "outside")
     table = nat(router, family)
     public = Subnet.parse(f"{outside_address}/{32 if family == socket.AF_INET else 128}")
     table.append("PREROUTING", Rule(DNAT(packed(family, web.address), (80, 80)), protocol=TCP, destination=public,
@@ -578,7 +581,7 @@ def test_hairpin_nat_reaches_an_inside_server_by_the_outside_address(router_pair
                                      destination=Subnet.parse(SUBNETS[family][0])))
     listener, seen = serve_tcp(web, family, 80)
     assert exchange(client, family, outside_address, 8080) == (b"HELLO", (outside_address, 8080))
-    assert seen[0][0][0] == router.addresses[inside]        # the server saw the router (SNAT) ...
+    assert seen[0][0][0] == on(router, "inside")            # the server saw the router (SNAT) ...
     assert exchange(server, family, outside_address, 8080)[0] == b"HELLO"
     assert seen[1][0][0] == server.address                   # ... and an outside client as itself (DNAT only)
     listener.close()
