@@ -6,6 +6,7 @@ same (the address, 203.0.113.7 or 2001:db8::7, is on neither); then the address 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Callable
 from contextlib import ExitStack, closing
@@ -18,6 +19,7 @@ from netsock.tcpip import IPV4_PROTOCOL_NUMBER
 
 IP_FREEBIND, IPV6_FREEBIND = 15, 78     # <linux/in.h>, <linux/in6.h>
 ELSEWHERE = {socket.AF_INET: "203.0.113.7", socket.AF_INET6: "2001:db8::7"}
+IP_NODEFRAG = 22
 LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 
 
@@ -207,3 +209,30 @@ def transparent_send_trace(make: Any, family: int) -> list[Any]:
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
 def test_a_transparent_socket_sends_from_the_address_it_is_bound_to_as_on_the_kernel(family: int) -> None:
     assert transparent_send_trace(NetsockSocket, family) == transparent_send_trace(socket.socket, family)
+
+
+def nodefrag_trace(make: Any) -> list[Any]:
+    """IP_NODEFRAG: set on raw IPv4 sockets only (an int or a byte), read on any IPv4-level socket."""
+    trace: list[Any] = []
+    for family, kind, proto in ((socket.AF_INET, socket.SOCK_RAW, 255), (socket.AF_INET, socket.SOCK_DGRAM, 0),
+                                (socket.AF_INET, socket.SOCK_STREAM, 0), (socket.AF_INET6, socket.SOCK_DGRAM, 0)):
+        with closing(make(family, kind, proto)) as sock:
+            trace.append([outcome(lambda: sock.getsockopt(socket.IPPROTO_IP, IP_NODEFRAG)),
+                          outcome(lambda: sock.setsockopt(socket.IPPROTO_IP, IP_NODEFRAG, 1)),
+                          outcome(lambda: sock.getsockopt(socket.IPPROTO_IP, IP_NODEFRAG)),
+                          outcome(lambda: sock.setsockopt(socket.IPPROTO_IP, IP_NODEFRAG, b"\x00")),
+                          outcome(lambda: sock.getsockopt(socket.IPPROTO_IP, IP_NODEFRAG, 4))])
+    return trace
+
+
+NODEFRAG_ON_LINUX = [[0, None, 1, None, bytes(4)],          # (what the kernel answers: checked below as root)
+                     [0, ("fails", "ENOPROTOOPT"), 0, ("fails", "ENOPROTOOPT"), bytes(4)],
+                     [0, ("fails", "ENOPROTOOPT"), 0, ("fails", "ENOPROTOOPT"), bytes(4)],
+                     [0, ("fails", "ENOPROTOOPT"), 0, ("fails", "ENOPROTOOPT"), bytes(4)]]
+
+
+@pytest.mark.usefixtures("stack")
+def test_ip_nodefrag_is_a_raw_sockets_bit_as_on_the_kernel() -> None:
+    assert nodefrag_trace(NetsockSocket) == NODEFRAG_ON_LINUX
+    if os.geteuid() == 0:       # (a kernel raw socket needs CAP_NET_RAW)
+        assert nodefrag_trace(socket.socket) == NODEFRAG_ON_LINUX

@@ -255,6 +255,9 @@ _IPV6_RECVPATHMTU = 60                      # a send refused for the path MTU le
 # message; netsock's links vouch for a checksum (partial, or checked) or leave it to be checked, never summed
 # whole, as Linux's loopback and TUN: so the flag is kept, and no read carries the message.
 _IP_CHECKSUM = 23
+# IP_NODEFRAG: a raw socket's outgoing packets are not reassembled by netfilter. netsock never reassembles a
+# host's own packets, so the bit changes nothing here: it is kept and read back as Linux keeps it.
+_IP_NODEFRAG = 22
 _IP_UNICAST_IF, _IPV6_UNICAST_IF = 50, 76
 _IP_MULTICAST_ALL, _IPV6_MULTICAST_ALL = 49, 29
 # Source-specific multicast (RFC 3678): IPv4's own options, and the protocol-independent MCAST_ ones of either level.
@@ -1984,6 +1987,10 @@ class SocketCore:
             self._set(SockOpt.HEADER_INCLUDED, bool(_int_option(raw, char=True)))
         elif name == _IP_CHECKSUM:
             self.plain[(IPPROTO_IP, name)] = int(bool(_int_option(raw, char=True)))
+        elif name == _IP_NODEFRAG:
+            if self.kind != SOCK_RAW:
+                raise _oserror(ENOPROTOOPT)
+            self.plain[(IPPROTO_IP, name)] = int(bool(_int_option(raw, char=True)))
         elif name == _IP_FREEBIND:
             self._set(SockOpt.FREEBIND, bool(_int_option(raw, char=True)))
         elif name == _IP_TRANSPARENT:
@@ -2043,7 +2050,7 @@ class SocketCore:
             return self._get_datagram_flag((IPPROTO_IP, name), _RECEIVE_IP_OPTIONS[name], scope)
         if name == _IP_BIND_ADDRESS_NO_PORT:
             return int(self._get(SockOpt.BIND_ADDRESS_NO_PORT, 0, False))
-        if name == _IP_CHECKSUM:
+        if name in (_IP_CHECKSUM, _IP_NODEFRAG):
             return self.plain.get((IPPROTO_IP, name), 0)
         if name == _IP_FREEBIND:
             return int(self._get(SockOpt.FREEBIND, 0, False))
