@@ -102,15 +102,9 @@ def pseudo_header_checksum(protocol: int, src: bytes, dst: bytes, length: int) -
     return combine(combine(total, protocol), _fold(length))
 
 
-def incremental_update(old_checksum: int, old_word: int, new_word: int) -> int:
-    """New header checksum after one 16-bit word changes, per RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m')."""
-    total = combine(combine(~old_checksum & 0xFFFF, ~old_word & 0xFFFF), new_word)
-    return ~total & 0xFFFF
-
-
 def adjust_checksum(checksum: int, old: Buffer, new: Buffer) -> int:
-    """``incremental_update`` for any number of words: the checksum once the 16-bit words ``old``
-    (an even number of bytes) became ``new`` (as many)."""
+    """RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), for any number of words: the checksum once the 16-bit words
+    ``old`` (an even number of bytes) became ``new`` (as many)."""
     total = (~checksum & 0xFFFF) + (~int.from_bytes(old, "big") & ((1 << 8 * len(old)) - 1)) \
         + int.from_bytes(new, "big")
     while total >> 16:

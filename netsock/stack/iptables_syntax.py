@@ -312,7 +312,8 @@ def parse_rule(words: list[str], version: int) -> Rule:
     return Rule(**fields)
 
 
-_RATE_UNITS = (("day", 24 * 60 * 60), ("hour", 60 * 60), ("min", 60), ("sec", 1))    # libxt_limit's
+# libxt_limit's units: the word a rate's unit may be any prefix of, the one it prints, their seconds.
+_RATE_UNITS = (("day", "day", 24 * 60 * 60), ("hour", "hour", 60 * 60), ("minute", "min", 60), ("second", "sec", 1))
 
 
 def _period(text: str) -> int:
@@ -321,8 +322,7 @@ def _period(text: str) -> int:
     count, _, unit = text.partition("/")
     seconds = 1
     if unit:
-        seconds = next((each for name, each in _RATE_UNITS for full in (name, {"sec": "second", "min": "minute"}
-                        .get(name, name)) if full.startswith(unit.lower())), 0)
+        seconds = next((each for word, _, each in _RATE_UNITS if word.startswith(unit.lower())), 0)
         if not seconds:
             raise ValueError(f"bad rate {text!r}")
     rate = _number(count, "rate", 0xFFFFFFFF)
@@ -334,7 +334,7 @@ def _period(text: str) -> int:
 
 def _rate(period: int) -> str:
     """A period back into the words libxt_limit prints it in (its print_rate: the unit that says it best)."""
-    units = [(name, LIMIT_SCALE * seconds) for name, seconds in _RATE_UNITS]
+    units = [(name, LIMIT_SCALE * seconds) for _, name, seconds in _RATE_UNITS]
     chosen = units[0]
     for unit in units[1:]:
         if period > unit[1] or unit[1] // period < unit[1] % period:
