@@ -30,7 +30,17 @@ GROUP, GROUP6 = socket.inet_aton("239.1.2.3"), socket.inet_pton(socket.AF_INET6,
 HERE, NOWHERE = socket.inet_aton("127.0.0.1"), socket.inet_aton("192.0.2.77")
 S1, S2 = socket.inet_aton("127.0.0.2"), socket.inet_aton("127.0.0.3")
 V6_S1, V6_S2 = socket.inet_pton(socket.AF_INET6, "2001:db8::7"), socket.inet_pton(socket.AF_INET6, "2001:db8::8")
-PORT = 5007
+
+
+def unused_kernel_port() -> int:
+    """A UDP port no kernel socket holds: CI runs each Python's unit tests at once, and with one fixed port a
+    datagram another run sent to the group reached this run's kernel sockets."""
+    with closing(socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)) as probe:
+        probe.bind(("::", 0))
+        return int(probe.getsockname()[1])
+
+
+PORT = unused_kernel_port()
 Step = tuple[str, int, int, bytes]
 
 
