@@ -7,11 +7,16 @@ stack's encoding with the stack's own decoder. Time moves only when a test advan
 
 from __future__ import annotations
 
-import logging
-import socket
-import time
+import ctypes
 import errno
+import fcntl
+import logging
+import os
+import socket
+import struct
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -174,6 +179,35 @@ def stack() -> Iterator[Stack]:
     with use_stack(net):
         yield net
     net.close()
+
+
+CLONE_NEWNET = 0x40000000
+SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
+
+
+@contextmanager
+def private_kernel_network() -> Iterator[None]:
+    """The calling thread's kernel sockets in a network namespace of their own, its loopback up: CI runs the
+    three Pythons' unit tests at once, and on the shared loopback one run's raw sockets read the others'
+    packets, and fixed ports clash. Without root (no CAP_SYS_ADMIN) the sockets stay in the test's namespace,
+    which serves a run alone; the thread returns home after, also on failure."""
+    if os.geteuid() != 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if libc.unshare(CLONE_NEWNET):
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as control:
+                fcntl.ioctl(control, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP))
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET):
+                raise OSError(ctypes.get_errno(), "setns back to the test's network namespace")
+    finally:
+        os.close(home)
 
 
 @pytest.fixture

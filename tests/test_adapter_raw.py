@@ -2,8 +2,9 @@
 the same calls on a NetsockSocket and, where this process may open raw sockets (root), on a kernel
 socket, and checks both against what Linux does.
 
-The kernel's raw sockets see the whole host's traffic of their protocol, so tests pick out their
-own packets (by ICMP identifier, or by the experimental protocol 253 nobody else sends)."""
+The kernel's raw sockets see the whole network namespace's traffic of their protocol, so the kernel's are made
+in a namespace of their own (other runs of these tests go on at once in CI) and tests pick out their own
+packets (by ICMP identifier, or by the experimental protocol 253)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import os
 import select
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 from scapy.layers.inet import ICMP, IP
@@ -21,6 +23,8 @@ from scapy.packet import Raw
 from scapy.utils import checksum as scapy_checksum
 
 from netsock.adapter import NetsockSocket
+
+from conftest import private_kernel_network
 
 EXPERIMENTAL = 253          # RFC 3692: no one else on the host sends it
 UDP_SEGMENT = 103           # a SOL_UDP option: not a raw socket's
@@ -33,9 +37,9 @@ Factory = Callable[..., socket.socket]
 
 @pytest.fixture(params=["netsock", pytest.param("kernel", marks=pytest.mark.skipif(
     os.geteuid() != 0, reason="kernel raw sockets need CAP_NET_RAW"))])
-def make(request: pytest.FixtureRequest, stack: object) -> Factory:
-    """socket.socket's signature, making NetsockSockets (on the test's stack) or kernel sockets;
-    every socket made has a 5-second timeout and is closed after the test."""
+def make(request: pytest.FixtureRequest, stack: object) -> Iterator[Factory]:
+    """socket.socket's signature, making NetsockSockets (on the test's stack) or kernel sockets (in a network
+    namespace of the test's own); every socket made has a 5-second timeout and is closed after the test."""
     made: list[socket.socket] = []
 
     def factory(family: int, kind: int, proto: int) -> socket.socket:
@@ -43,7 +47,10 @@ def make(request: pytest.FixtureRequest, stack: object) -> Factory:
         sock.settimeout(5)
         made.append(sock)
         return sock
-    yield factory
+    with ExitStack() as kernel:
+        if request.param == "kernel":
+            kernel.enter_context(private_kernel_network())
+        yield factory
     for sock in made:
         sock.close()
 
