@@ -6,6 +6,7 @@ connection tracking's state condition (a stateful firewall)."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
 from collections.abc import Iterator
@@ -16,8 +17,8 @@ import pytest
 from netsock.adapter import NetsockSocket
 from netsock.privnet import Host, Network
 from netsock.stack.conntrack import TIMEOUTS, ConnTrack, State
-from netsock.stack.iptables import (ACCEPT, DROP, RETURN, FilteredPacket, FilterTable, Hook, Jump, Reject, RejectWith,
-                                    Rule)
+from netsock.stack.iptables import (ACCEPT, DROP, RETURN, FilteredPacket, FilterTable, Hook, Jump, MultiPort, Reject,
+                                    RejectWith, Rule)
 from netsock.tcpip import TCP_PROTOCOL_NUMBER as TCP
 from netsock.tcpip import UDP_PROTOCOL_NUMBER as UDP
 from netsock.tcpip import Subnet
@@ -92,9 +93,72 @@ def test_rules_are_checked_when_added(chain: str, rule: Rule, message: str | Non
         table.append(chain, rule)
 
 
+BASE = FilteredPacket(TCP, socket.inet_aton("192.0.2.1"), socket.inet_aton("198.51.100.1"), 60,
+                      bytes([0x9C, 0x40, 0, 80]) + bytes(9) + bytes([0x02]) + bytes(2), "left", "right", mark=1)
+ICMP_ECHO = dataclasses.replace(BASE, protocol=1, transport_head=bytes([8, 0]) + bytes(6))
+
+
+def head(sport: int = 40000, dport: int = 80, flags: int = 0x02) -> bytes:
+    return sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(9) + bytes([flags]) + bytes(2)
+
+
+# (condition, the rule's conditions, a packet the condition holds for, one it does not)
+NEGATIONS = [
+    ("protocol", {"protocol": TCP}, BASE, dataclasses.replace(BASE, protocol=UDP)),
+    ("source", {"source": Subnet.parse("192.0.2.0/24")}, BASE,
+     dataclasses.replace(BASE, source=socket.inet_aton("203.0.113.1"))),
+    ("destination", {"destination": Subnet.parse("198.51.100.0/24")}, BASE,
+     dataclasses.replace(BASE, destination=socket.inet_aton("203.0.113.1"))),
+    ("in_interface", {"in_interface": "left"}, BASE, dataclasses.replace(BASE, in_interface="right")),
+    ("out_interface", {"out_interface": "right"}, BASE, dataclasses.replace(BASE, out_interface="left")),
+    ("source_ports", {"protocol": TCP, "source_ports": (40000, 40000)}, BASE,
+     dataclasses.replace(BASE, transport_head=head(sport=1))),
+    ("destination_ports", {"protocol": TCP, "destination_ports": (80, 80)}, BASE,
+     dataclasses.replace(BASE, transport_head=head(dport=81))),
+    ("tcp_flags", {"protocol": TCP, "tcp_flags": (0x12, 0x02)}, BASE,
+     dataclasses.replace(BASE, transport_head=head(flags=0x12))),
+    ("icmp_type", {"protocol": 1, "icmp_type": 8}, ICMP_ECHO,
+     dataclasses.replace(ICMP_ECHO, transport_head=bytes(8))),
+    ("mark", {"mark": (1, 0xFF)}, BASE, dataclasses.replace(BASE, mark=0x102)),
+    ("multiport", {"protocol": TCP, "multiport": (MultiPort.DESTINATION, ((80, 80), (443, 443)))}, BASE,
+     dataclasses.replace(BASE, transport_head=head(dport=8080))),
+    ("length", {"length": (0, 100)}, BASE, dataclasses.replace(BASE, length=1500)),
+    ("source_range", {"source_range": (socket.inet_aton("192.0.2.1"), socket.inet_aton("192.0.2.9"))}, BASE,
+     dataclasses.replace(BASE, source=socket.inet_aton("192.0.2.10"))),
+    ("destination_range", {"destination_range": (socket.inet_aton("198.51.100.0"),
+                                                  socket.inet_aton("198.51.100.1"))}, BASE,
+     dataclasses.replace(BASE, destination=socket.inet_aton("198.51.100.2"))),
+]
+
+
+@pytest.mark.parametrize(("name", "conditions", "holds", "fails"), NEGATIONS, ids=[case[0] for case in NEGATIONS])
+def test_a_negated_condition_matches_what_the_plain_one_does_not(name: str, conditions: dict, holds: FilteredPacket,
+                                                                 fails: FilteredPacket) -> None:
+    plain, negated = Rule(DROP, **conditions), Rule(DROP, **conditions, inverted=frozenset({name}))
+    assert [plain.matches(holds), plain.matches(fails)] == [True, False]
+    assert [negated.matches(holds), negated.matches(fails)] == [False, True]
+
+
+def test_negated_state_and_transport_conditions_without_a_header() -> None:
+    new_only = Rule(DROP, state=frozenset({State.NEW}), inverted=frozenset({"state"}))
+    assert [new_only.matches(BASE, state) for state in (State.NEW, State.ESTABLISHED, None)] == [False, True, True]
+    # A later fragment has no transport header: conditions on it fail negated too, as Linux's tcp/icmp/multiport
+    # matches return false for a fragment before they look at their inversion.
+    fragment = dataclasses.replace(BASE, transport_head=b"")
+    for name, conditions, _, _ in NEGATIONS:
+        if name in ("source_ports", "destination_ports", "tcp_flags", "icmp_type", "multiport"):
+            assert not Rule(DROP, **conditions, inverted=frozenset({name})).matches(fragment), name
+
+
 def test_bad_rules_and_loops_are_refused() -> None:
     with pytest.raises(ValueError, match="ports match only"):
         Rule(DROP, destination_ports=(80, 80))
+    with pytest.raises(ValueError, match="negated but not given"):
+        Rule(DROP, inverted=frozenset({"source"}))
+    with pytest.raises(ValueError, match="comment cannot be negated"):
+        Rule(DROP, comment="x", inverted=frozenset({"comment"}))
+    with pytest.raises(ValueError, match="not its negation"):
+        Rule(DROP, protocol=TCP, destination_ports=(80, 80), inverted=frozenset({"protocol"}))
     with pytest.raises(ValueError, match="bad port range"):
         Rule(DROP, protocol=TCP, destination_ports=(90, 80))
     table = FilterTable(4)

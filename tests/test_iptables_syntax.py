@@ -29,11 +29,13 @@ RULES = {
         "-t nat -A PREROUTING -p udp --dport 53 -j REDIRECT --to-ports 5353",
         "-t nat -A POSTROUTING -o wan -j MASQUERADE",
         "-t nat -A POSTROUTING -p tcp -o wan2 -j SNAT --to-source 198.51.100.1:5000-5100",
-        "-t mangle -A PREROUTING -p tcp --dport 80 -j TPROXY --on-port 3128 --on-ip 192.0.2.1"],
+        "-t mangle -A PREROUTING -p tcp --dport 80 -j TPROXY --on-port 3128 --on-ip 192.0.2.1",
+        "-A OUTPUT ! -o lo ! -d 192.0.2.0/24 -p tcp ! --dport 443 -m state ! --state ESTABLISHED -j REJECT"],
     6: ["-A INPUT -p ipv6-icmp --icmpv6-type echo-request -j ACCEPT",
         "-A INPUT -s 2001:db8:1::/64 -p udp --dport 53 -j REJECT --reject-with icmp6-adm-prohibited",
         "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [2001:db8::5]:8080",
-        "-t nat -A OUTPUT -p tcp -d 2001:db8::9 -j DNAT --to-destination 2001:db8::5"],
+        "-t nat -A OUTPUT -p tcp -d 2001:db8::9 -j DNAT --to-destination 2001:db8::5",
+        "-A INPUT ! -p ipv6-icmp -m mark ! --mark 0x1 -m length ! --length 0:1280 -j DROP"],
 }
 
 
@@ -66,8 +68,10 @@ def test_each_word_means_what_it_means_to_iptables() -> None:
     forward, = tables.ipv4.chains["FORWARD"].rules
     assert forward.tcp_flags == (0x17, 0x02) and forward.state == {State.NEW, State.ESTABLISHED}
     assert (forward.in_interface, forward.out_interface) == ("lan", "wan")
-    output, = tables.ipv4.chains["OUTPUT"].rules
+    output, negated = tables.ipv4.chains["OUTPUT"].rules
     assert (output.mark, output.source_ports) == ((0x10, 0xFF), (53, 53))
+    assert (negated.out_interface, negated.destination_ports, negated.state) == ("lo", (443, 443), {State.ESTABLISHED})
+    assert negated.inverted == {"out_interface", "destination", "destination_ports", "state"}
     dnat, redirect = tables.ipv4_nat.chains["PREROUTING"].rules
     assert dnat.target == DNAT(bytes([192, 0, 2, 5]), (80, 80)) and redirect.target == Redirect((5353, 5353))
     masquerade, snat = tables.ipv4_nat.chains["POSTROUTING"].rules
@@ -102,7 +106,12 @@ def test_chains_are_edited_as_iptables_edits_them() -> None:
 
 
 @pytest.mark.parametrize(("line", "reason"), [
-    ("-A INPUT -p tcp ! --dport 80 -j DROP", "negation"),
+    ("-A INPUT ! -m state --state NEW -j DROP", "-m cannot be negated"),
+    ("-A INPUT -m comment ! --comment x -j DROP", "--comment cannot be negated"),
+    ("-A INPUT -s 192.0.2.1 ! -j DROP", "-j cannot be negated"),
+    ("-A INPUT ! ! -s 192.0.2.1 -j DROP", "multiple ! flags"),
+    ("-A INPUT -s 192.0.2.1 !", "negates nothing"),
+    ("-A INPUT ! -p tcp --dport 80 -j DROP", "not its negation"),
     ("-A INPUT -p tcp --dport 80", "needs a target"),
     ("-A INPUT --dport 80 -j DROP", "protocol TCP"),
     ("-A INPUT -j DNAT --to-destination 192.0.2.1", "not a target of the filter table"),
@@ -158,6 +167,28 @@ def test_a_private_networks_router_configured_by_command_line() -> None:
         assert masquerade.split()[0] == "2"         # each connection's first packet
         for listener in listeners:
             listener.close()
+
+
+def test_a_negated_source_refuses_all_but_the_local_network() -> None:
+    with Network(seed=3) as net:
+        lan, wan = net.switch("lan", "192.0.2.0/24"), net.switch("wan", "198.51.100.0/24")
+        net.router("router.test", lan, wan)
+        server, near, far = net.host("server.test", lan), net.host("near.test", lan), net.host("far.test", wan)
+        server.iptables("-A INPUT ! -s 192.0.2.0/24 -p tcp -j REJECT --reject-with tcp-reset")
+        listener = NetsockSocket(socket.AF_INET, stack=server.stack)
+        listener.bind(("0.0.0.0", 80))
+        listener.listen()
+        with near, NetsockSocket() as sock:
+            sock.settimeout(5)
+            sock.connect(("server.test", 80))
+            listener.accept()[0].close()
+        with far, NetsockSocket() as sock:
+            sock.settimeout(5)
+            with pytest.raises(ConnectionRefusedError):
+                sock.connect(("server.test", 80))
+        assert server.iptables("-S INPUT").splitlines()[1] == \
+            "-A INPUT ! -s 192.0.2.0/24 -p tcp -j REJECT --reject-with tcp-reset"
+        listener.close()
 
 
 def test_multiport_and_statistic_match_as_linux_decides() -> None:

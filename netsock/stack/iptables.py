@@ -290,6 +290,11 @@ class Limit:
         return False
 
 
+# The conditions iptables' ``!`` may negate (Rule.inverted), and those a negated protocol leaves without meaning.
+NEGATABLE = frozenset({"protocol", "source", "destination", "in_interface", "out_interface", "source_ports",
+                       "destination_ports", "tcp_flags", "icmp_type", "mark", "state", "multiport", "length",
+                       "source_range", "destination_range"})
+_OF_THE_PROTOCOL = ("source_ports", "destination_ports", "tcp_flags", "icmp_type", "multiport")
 NatTarget = Union[DNAT, Redirect, SNAT, Masquerade]
 Target = Union[Accept, Drop, Return, Jump, Reject, NatTarget, TProxy, Log, Mark]
 ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
@@ -304,7 +309,9 @@ class Rule:
     ``state`` is ``-m state --state``: what connection tracking (``conntrack``) says of the packet;
     a table tracks connections while one of its rules asks. ``multiport`` is ``-m multiport``: which
     ports, and ranges of them, any of which matches; ``limit`` (``-m limit``) and ``statistic``
-(``-m statistic``) are asked last, as they count the packets asking."""
+(``-m statistic``) are asked last, as they count the packets asking. ``inverted`` names the conditions negated
+(iptables' ``!``); a condition on the transport header (ports, flags, ICMP type) fails a packet without one —
+a later fragment — negated or not, as Linux's matches do."""
 
     target: Target
     protocol: int | None = None                 # transport protocol number
@@ -326,6 +333,7 @@ class Rule:
     comment: str | None = None                  # -m comment: shown, never matched
     limit: Limit | None = None
     statistic: Statistic | None = None
+    inverted: frozenset[str] = frozenset()
     packets: int = field(default=0, compare=False)
     bytes: int = field(default=0, compare=False)
 
@@ -346,34 +354,51 @@ class Rule:
             raise ValueError("tcp_flags match only with protocol TCP")
         if self.icmp_type is not None and self.protocol not in (ICMPV4_PROTOCOL_NUMBER, ICMPV6_PROTOCOL_NUMBER):
             raise ValueError("icmp_type matches only with protocol ICMP or ICMPv6")
+        if self.inverted:
+            self._check_inverted()
+
+    def _check_inverted(self) -> None:
+        unknown = self.inverted - NEGATABLE
+        if unknown:
+            raise ValueError(f"{sorted(unknown)[0]} cannot be negated (those that can: {', '.join(sorted(NEGATABLE))})")
+        unset = sorted(name for name in self.inverted if getattr(self, name) is None)
+        if unset:
+            raise ValueError(f"{unset[0]} is negated but not given")
+        if "protocol" in self.inverted and any(getattr(self, name) is not None for name in _OF_THE_PROTOCOL):
+            raise ValueError("ports, TCP flags and ICMP types need their protocol, not its negation")
 
     def matches(self, packet: FilteredPacket, state: State | None = None) -> bool:
-        if self.protocol is not None and packet.protocol != self.protocol:
+        # Each condition given fails the packet when whether it holds equals whether it is negated.
+        inverted = self.inverted
+        if self.protocol is not None and (packet.protocol == self.protocol) == ("protocol" in inverted):
             return False
-        if self.state is not None and state not in self.state:
+        if self.state is not None and (state in self.state) == ("state" in inverted):
             return False
-        if self.source is not None and not self.source.contains(packet.source):
+        if self.source is not None and self.source.contains(packet.source) == ("source" in inverted):
             return False
-        if self.destination is not None and not self.destination.contains(packet.destination):
+        if self.destination is not None and \
+                self.destination.contains(packet.destination) == ("destination" in inverted):
             return False
-        if self.in_interface is not None and packet.in_interface != self.in_interface:
+        if self.in_interface is not None and \
+                (packet.in_interface == self.in_interface) == ("in_interface" in inverted):
             return False
-        if self.out_interface is not None and packet.out_interface != self.out_interface:
+        if self.out_interface is not None and \
+                (packet.out_interface == self.out_interface) == ("out_interface" in inverted):
             return False
         head = packet.transport_head
         if self.source_ports is not None or self.destination_ports is not None:
             if len(head) < 4:
                 return False
-            for ports, value in ((self.source_ports, head[0] << 8 | head[1]),
-                                 (self.destination_ports, head[2] << 8 | head[3])):
-                if ports is not None and not ports[0] <= value <= ports[1]:
+            for name, ports, value in (("source_ports", self.source_ports, head[0] << 8 | head[1]),
+                                       ("destination_ports", self.destination_ports, head[2] << 8 | head[3])):
+                if ports is not None and (ports[0] <= value <= ports[1]) == (name in inverted):
                     return False
         if self.tcp_flags is not None:
-            if len(head) < 14 or head[13] & self.tcp_flags[0] != self.tcp_flags[1]:
+            if len(head) < 14 or (head[13] & self.tcp_flags[0] == self.tcp_flags[1]) == ("tcp_flags" in inverted):
                 return False
-        if self.icmp_type is not None and (not head or head[0] != self.icmp_type):
+        if self.icmp_type is not None and (not head or (head[0] == self.icmp_type) == ("icmp_type" in inverted)):
             return False
-        if self.mark is not None and packet.mark & self.mark[1] != self.mark[0]:
+        if self.mark is not None and (packet.mark & self.mark[1] == self.mark[0]) == ("mark" in inverted):
             return False
         if self.multiport is not None:
             if len(head) < 4:
@@ -381,12 +406,15 @@ class Rule:
             which, ranges = self.multiport
             ports = ((head[0] << 8 | head[1],) if which is MultiPort.SOURCE else (head[2] << 8 | head[3],)
                      if which is MultiPort.DESTINATION else (head[0] << 8 | head[1], head[2] << 8 | head[3]))
-            if not any(low <= port <= high for port in ports for low, high in ranges):
+            if any(low <= port <= high for port in ports for low, high in ranges) == ("multiport" in inverted):
                 return False
-        if self.length is not None and not self.length[0] <= packet.length <= self.length[1]:
+        if self.length is not None and \
+                (self.length[0] <= packet.length <= self.length[1]) == ("length" in inverted):
             return False
-        for bounds, address in ((self.source_range, packet.source), (self.destination_range, packet.destination)):
-            if bounds is not None and not (len(address) == len(bounds[0]) and bounds[0] <= address <= bounds[1]):
+        for name, bounds, address in (("source_range", self.source_range, packet.source),
+                                      ("destination_range", self.destination_range, packet.destination)):
+            if bounds is not None and (len(address) == len(bounds[0]) and bounds[0] <= address <= bounds[1]) == \
+                    (name in inverted):
                 return False
         if self.limit is not None and not self.limit.matches():
             return False

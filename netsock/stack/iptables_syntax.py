@@ -2,7 +2,8 @@
 
 What a rule can say is what ``iptables.Rule`` and the targets hold; this reads the usual spelling of it
 (iptables(8), iptables-extensions(8)) and refuses, with iptables' own words where it has them, what it cannot
-express: ``!`` negations, matches and targets netsock lacks, a target's option given to another.
+express: matches and targets netsock lacks, a target's option given to another, ``!`` before an option that has
+no negation (``--comment``, ``--limit``, ``-m``, ``-j``...).
 
 Commands: ``-A``, ``-I`` (at a 1-based position), ``-D`` (by rule or by number), ``-F``, ``-N``, ``-X``,
 ``-P``, ``-Z``, ``-L`` (returns the listing, with ``-v`` the counters) and ``-S`` (the rules as ``iptables
@@ -69,7 +70,16 @@ _LONG_COMMANDS = {"--append": "-A", "--insert": "-I", "--delete": "-D", "--flush
                   "--list-rules": "-S"}
 _RULE_FIELDS = ("target", "protocol", "source", "destination", "in_interface", "out_interface", "source_ports",
                 "destination_ports", "tcp_flags", "icmp_type", "mark", "state", "multiport", "length", "comment",
-                "source_range", "destination_range")
+                "source_range", "destination_range", "inverted")
+# The options ``!`` may stand before, and the condition (a Rule field) each then negates.
+_NEGATES = {"-p": "protocol", "--protocol": "protocol", "-s": "source", "--source": "source", "-d": "destination",
+            "--destination": "destination", "-i": "in_interface", "--in-interface": "in_interface",
+            "-o": "out_interface", "--out-interface": "out_interface", "--sport": "source_ports",
+            "--source-port": "source_ports", "--dport": "destination_ports", "--destination-port": "destination_ports",
+            "--tcp-flags": "tcp_flags", "--syn": "tcp_flags", "--icmp-type": "icmp_type", "--icmpv6-type": "icmp_type",
+            "--state": "state", "--ctstate": "state", "--src-range": "source_range", "--dst-range": "destination_range",
+            "--mark": "mark", "--length": "length",
+            **dict.fromkeys(("--sports", "--source-ports", "--dports", "--destination-ports", "--ports"), "multiport")}
 
 
 def command(iptables: IPTables, line: str, version: int = 4) -> str:
@@ -239,11 +249,21 @@ def parse_rule(words: list[str], version: int) -> Rule:
     statistic: dict[str, str] = {}
     limit: dict[str, int] = {}
     target_words: list[str] = []
+    inverted: set[str] = set()
+    negate = False
     words = list(words)
     while words:
         option = words.pop(0)
         if option == "!":
-            raise ValueError("negation (!) is not supported")
+            if negate:
+                raise ValueError("multiple ! flags not allowed")
+            negate = True
+            continue
+        if negate:
+            if option not in _NEGATES:
+                raise ValueError(f"{option} cannot be negated (!)")
+            inverted.add(_NEGATES[option])
+            negate = False
         if option in ("-j", "--jump"):
             target_words, words = words, []
             break
@@ -302,8 +322,12 @@ def parse_rule(words: list[str], version: int) -> Rule:
             limit["burst"] = _number(value, "--limit-burst", 10000)
         else:
             raise ValueError(f"unknown option {option!r}")
+    if negate:
+        raise ValueError("! negates nothing")
     if not target_words:
         raise ValueError("a rule needs a target (-j)")
+    if inverted:
+        fields["inverted"] = frozenset(inverted)
     if statistic:
         fields["statistic"] = _statistic(statistic)
     if limit:
@@ -453,44 +477,54 @@ def describe(rule: Rule, version: int) -> str:
     state, iprange, mark, comment, length, limit, statistic (the kernel lists them as they were written: the
     same words when written in this order) — then ``-j``."""
     words = []
-    for option, subnet in (("-s", rule.source), ("-d", rule.destination)):
+
+    def negated(name: str) -> list[str]:       # a negated condition's words follow a "!"
+        return ["!"] if name in rule.inverted else []
+    for name, option, subnet in (("source", "-s", rule.source), ("destination", "-d", rule.destination)):
         if subnet is not None:
-            words += [option, f"{ipaddress.ip_address(bytes(subnet.address))}/{subnet.prefix()}"]
-    for option, name in (("-i", rule.in_interface), ("-o", rule.out_interface)):
-        if name is not None:
-            words += [option, name]
+            words += [*negated(name), option, f"{ipaddress.ip_address(bytes(subnet.address))}/{subnet.prefix()}"]
+    for name, option, interface in (("in_interface", "-i", rule.in_interface),
+                                    ("out_interface", "-o", rule.out_interface)):
+        if interface is not None:
+            words += [*negated(name), option, interface]
     if rule.protocol is not None:
-        words += ["-p", _PROTOCOL_NAMES.get(rule.protocol, str(rule.protocol))]
+        words += [*negated("protocol"), "-p", _PROTOCOL_NAMES.get(rule.protocol, str(rule.protocol))]
         match: list[str] = []
-        for option, ports in (("--sport", rule.source_ports), ("--dport", rule.destination_ports)):
+        for name, option, ports in (("source_ports", "--sport", rule.source_ports),
+                                    ("destination_ports", "--dport", rule.destination_ports)):
             if ports is not None:
-                match += [option, _ports_words(ports, ":")]
+                match += [*negated(name), option, _ports_words(ports, ":")]
         if rule.tcp_flags is not None:
-            match += ["--tcp-flags", _flag_names(rule.tcp_flags[0]), _flag_names(rule.tcp_flags[1])]
+            match += [*negated("tcp_flags"), "--tcp-flags", _flag_names(rule.tcp_flags[0]),
+                      _flag_names(rule.tcp_flags[1])]
         if rule.icmp_type is not None:
-            match += ["--icmp-type" if version == 4 else "--icmpv6-type", str(rule.icmp_type)]
+            match += [*negated("icmp_type"), "--icmp-type" if version == 4 else "--icmpv6-type", str(rule.icmp_type)]
         if match:
             module = _PROTOCOL_NAMES[rule.protocol] if rule.protocol != ICMPV6_PROTOCOL_NUMBER else "icmp6"
             words += ["-m", module, *match]
     if rule.multiport is not None:
         which, ranges = rule.multiport
-        words += ["-m", "multiport", which.value, ",".join(_ports_words(each, ":") for each in ranges)]
+        words += ["-m", "multiport", *negated("multiport"), which.value,
+                  ",".join(_ports_words(each, ":") for each in ranges)]
     if rule.state is not None:
         option = "--state" if rule.state_match == "state" else "--ctstate"
-        words += ["-m", rule.state_match, option, ",".join(state.name for state in _STATE_ORDER if state in rule.state)]
-    ranges = [(option, bounds) for option, bounds in (("--src-range", rule.source_range),
-                                                      ("--dst-range", rule.destination_range)) if bounds is not None]
+        words += ["-m", rule.state_match, *negated("state"), option,
+                  ",".join(state.name for state in _STATE_ORDER if state in rule.state)]
+    ranges = [(name, option, bounds) for name, option, bounds in (
+        ("source_range", "--src-range", rule.source_range),
+        ("destination_range", "--dst-range", rule.destination_range)) if bounds is not None]
     if ranges:
         words += ["-m", "iprange"]
-        for option, (first, last) in ranges:
-            words += [option, f"{ipaddress.ip_address(first)}-{ipaddress.ip_address(last)}"]
+        for name, option, (first, last) in ranges:
+            words += [*negated(name), option, f"{ipaddress.ip_address(first)}-{ipaddress.ip_address(last)}"]
     if rule.mark is not None:
         value, mask = rule.mark
-        words += ["-m", "mark", "--mark", f"{value:#x}" if mask == 0xFFFFFFFF else f"{value:#x}/{mask:#x}"]
+        words += ["-m", "mark", *negated("mark"), "--mark",
+                  f"{value:#x}" if mask == 0xFFFFFFFF else f"{value:#x}/{mask:#x}"]
     if rule.comment is not None:
         words += ["-m", "comment", "--comment", _quoted(rule.comment)]
     if rule.length is not None:
-        words += ["-m", "length", "--length", _ports_words(rule.length, ":")]
+        words += ["-m", "length", *negated("length"), "--length", _ports_words(rule.length, ":")]
     if rule.limit is not None:
         words += ["-m", "limit", "--limit", _rate(rule.limit.period)]
         if rule.limit.burst != 5:
