@@ -1,10 +1,15 @@
-"""Builds the optional C extension and maps patches/ to netsock.patches; all other metadata is in
+"""Builds the optional C extensions and maps patches/ to netsock.patches; all other metadata is in
 pyproject.toml.
 
-A failed compile (no C compiler, no Python headers) must not fail the install: the package then
-runs on its pure-Python fallbacks, so the build error becomes a warning.
+Two kinds of extension: ``native/`` (checksums, rings, batched fd I/O) through cffi, and the per-packet
+modules below compiled by mypyc from their own typed Python, which stays beside them as the fallback. A
+failed compile (no C compiler, no Python headers, no mypyc) must not fail the install: the package then
+runs on its pure-Python fallbacks, so the build error becomes a warning. ``NETSOCK_PURE=1`` builds
+without mypyc.
 """
 
+import os
+import runpy
 import warnings
 
 from setuptools import find_packages, setup
@@ -14,6 +19,27 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 # No compiler: ExecError (Unix) or PlatformError (Windows); no headers or a compile/link error:
 # CCompilerError.
 _BUILD_ERRORS = (CCompilerError, ExecError, PlatformError)
+
+
+# The modules mypyc compiles, named in the package (which tests that they were).
+COMPILED = [name.replace(".", "/") + ".py" for name in runpy.run_path("netsock/_compiled_modules.py")["COMPILED"]]
+
+
+def compiled_extensions() -> list:
+    """mypyc's extensions for COMPILED, or none (with a warning) where they cannot be made."""
+    if os.environ.get("NETSOCK_PURE") == "1":
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        warnings.warn("mypyc is not installed: netsock's per-packet modules stay pure Python")
+        return []
+    try:
+        return mypycify([*COMPILED, "--ignore-missing-imports", "--follow-imports=silent"], opt_level="3",
+                        group_name="netsock.compiled")
+    except (Exception, SystemExit) as exc:  # mypyc exits on a type error
+        warnings.warn(f"mypyc could not compile netsock ({exc!r}); its per-packet modules stay pure Python")
+        return []
 
 
 class OptionalBuildExt(build_ext):
@@ -51,5 +77,6 @@ setup(
     packages=find_packages(include=["netsock", "netsock.*"]) + ["netsock.patches"],
     package_dir={"netsock.patches": "patches"},
     cffi_modules=["netsock/_native_build.py:ffibuilder"],
+    ext_modules=compiled_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -299,7 +299,7 @@ class TCPContext:
 
     def fix_isn(self, isn: int) -> None:
         """Make the stack pick ``isn`` for its next connections (and timestamp offsets)."""
-        self.proto.initial_numbers = lambda *args: (isn, isn)  # type: ignore[method-assign]
+        self.proto.initial_numbers = lambda *args: (isn, isn)
 
     def inject(self, raw: bytes) -> None:
         """Deliver one packet as an event of its own (unless inside ``event()``): what the stack

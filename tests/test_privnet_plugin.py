@@ -141,13 +141,13 @@ def test_the_marker_declares_the_network(pytester: pytest.Pytester) -> None:
             pass
 
         @pytest.mark.netsock(switches={"lan": "192.0.2.0/24"}, hosts={"a.test": "lan"},
-                             iptables={"a.test": ["-A INPUT -p tcp ! --dport 22 -j DROP"]})
+                             iptables={"a.test": ["-A INPUT -p tcp ! -m tcp --dport 22 -j DROP"]})
         def test_unsayable_rule(netsock_network):
             pass
     """)
     result.assert_outcomes(passed=1, errors=3)
     result.stdout.fnmatch_lines(["*a.test joins undeclared switch(es) nowhere*",
-                                 "*unknown argument(s) colour*", "*negation (!) is not supported*"])
+                                 "*unknown argument(s) colour*", "*-m cannot be negated*"])
 
 
 def test_without_a_seed_a_test_gets_the_same_one_in_every_run(pytester: pytest.Pytester) -> None:

@@ -58,8 +58,8 @@ def test_bulk_transfer_over_a_lossy_corrupting_reordering_duplicating_link(conge
 def test_bulk_transfer_across_the_sequence_number_wrap(isn_a, isn_b, faults):
     pair = Pair(faults, seed=3)
     # The ISN function also seeds the timestamp offsets: TSvals start near the wrap as well.
-    pair.a.proto.initial_numbers = lambda *args: (isn_a, isn_a)  # type: ignore[method-assign]
-    pair.b.proto.initial_numbers = lambda *args: (isn_b, isn_b)  # type: ignore[method-assign]
+    pair.a.proto.initial_numbers = lambda *args: (isn_a, isn_a)
+    pair.b.proto.initial_numbers = lambda *args: (isn_b, isn_b)
     _, client, server = transfer(pair, 2 * MB, 2 * MB)
     assert client.snd.iss == isn_a and server.snd.iss == isn_b
     closed_cleanly(pair, client, server)

@@ -90,7 +90,7 @@ def checksum_views(views: Iterable[Buffer], initial: int = 0) -> int:
     return total
 
 
-def pseudo_header_checksum(protocol: int, src: bytes, dst: bytes, length: int) -> int:
+def pseudo_header_checksum(protocol: int, src: Buffer, dst: Buffer, length: int) -> int:
     """Sum of the IPv4 (RFC 768/793) or IPv6 (RFC 8200 §8.1) pseudo-header."""
     if len(src) == 4:
         # Two 32-bit integers are cheaper to add in Python than two calls into checksum().

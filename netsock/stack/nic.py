@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..header import ethernet
@@ -53,7 +53,8 @@ class NIC:
             for ep in self.network_endpoints.values():
                 resolves = getattr(ep, "resolves_protocol", 0)
                 if resolves:
-                    self.neighbors[resolves] = NeighborCache(self, ep, stack.timers, stack.stats().arp)
+                    self.neighbors[resolves] = NeighborCache(self, ep, stack.timers,  # type: ignore[arg-type]
+                                                             stack.stats().arp)       # (it resolves: ARP's, NDP's)
         self.loopback = bool(link.capabilities() & LinkCapabilities.LOOPBACK)
         self.ethernet = link.max_header_length() == ethernet.HEADER_SIZE   # else frames are bare IP packets
         # Link header of the frames packet endpoints read and write: a loopback NIC shows an Ethernet one of
@@ -64,7 +65,7 @@ class NIC:
         # Read once: protocols consult these per packet.
         self.rx_checksum_offload = bool(link.capabilities() & LinkCapabilities.RX_CHECKSUM_OFFLOAD)
         self.tx_checksum_offload = bool(link.capabilities() & LinkCapabilities.TX_CHECKSUM_OFFLOAD)
-        link.attach(self)
+        link.attach(self)   # type: ignore[arg-type]  # (udp_gro: a property the link only reads)
 
     # --- inbound (NetworkDispatcher) ------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class NIC:
         takers = [*endpoints.get(ETH_P_ALL, ()), *endpoints.get(protocol, ())]
         if not takers:
             return
-        header = pkt.link_header
+        header: bytes | memoryview = pkt.link_header
         if self.loopback and not header:
             header, remote_link_address = _loopback_header(protocol), _ZERO_MAC
         self._tap(takers, protocol, pkt.pkt_type, remote_link_address, header, [pkt.data], pkt)
@@ -156,7 +157,7 @@ class NIC:
         self._tap(takers, protocol, _OUTGOING, sender, header, pkt.views(), pkt)
 
     def _tap(self, takers: list[Any], protocol: int, pkt_type: int, sender: bytes, header: bytes | memoryview,
-             payload: list[bytes | memoryview], pkt: PacketBuffer) -> None:
+             payload: Sequence[bytes | bytearray | memoryview], pkt: PacketBuffer) -> None:
         """Give each of ``takers`` the frame (``header`` and the ``payload`` buffers): one copy, shared."""
         frame = b"".join((header, *payload))
         address = PacketAddress(self.id, protocol, int(pkt_type), self.hardware_type, bytes(sender))

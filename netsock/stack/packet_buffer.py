@@ -35,20 +35,21 @@ class PacketBuffer:
                  "timestamp", "gso_size", "checksum_verified", "csum_offset", "mark", "gro",
                  "frag_max_size")
 
-    def __init__(self, reserve: int = 0, data: Buffer | list[Buffer] = b"") -> None:
+    def __init__(self, reserve: int = 0, data: Buffer | list[Buffer] | list[memoryview] = b"") -> None:
         # An inbound packet rarely gets a header prepended (forwarding does, once): it shares one
         # empty buffer until then, and prepend makes a new one.
         self._hdr: bytes | bytearray = bytearray(reserve) if reserve else _NO_ROOM
         self._head = reserve
+        first: Buffer
         if type(data) is list:      # a scattered payload: only for SCATTER_GATHER links
             first, *rest = data
             self.tail: tuple[Buffer, ...] = tuple(rest)
             self.tail_size = sum(map(len, rest))
-            data = first
         else:
+            first = data    # type: ignore[assignment]  # (not a list: the branch above)
             self.tail = ()
             self.tail_size = 0      # bytes in ``tail``: the payload after ``data``
-        self.data = data if type(data) is memoryview else memoryview(data)
+        self.data = first if type(first) is memoryview else memoryview(first)
         self.link_header = _EMPTY
         self.network_header = _EMPTY
         self.transport_header = _EMPTY
@@ -154,11 +155,27 @@ class PacketBuffer:
 
     def clone(self) -> PacketBuffer:
         """A new buffer sharing the payload bytes (headers copied) — for delivery to several consumers."""
-        other = PacketBuffer.__new__(PacketBuffer)
+        other = PacketBuffer()     # (each field named: a compiled class has no __slots__ to walk)
         other._hdr = bytearray(self._hdr)
         other._head = self._head
-        for name in PacketBuffer.__slots__[2:]:
-            setattr(other, name, getattr(self, name))
+        other.data = self.data
+        other.tail = self.tail
+        other.tail_size = self.tail_size
+        other.link_header = self.link_header
+        other.network_header = self.network_header
+        other.transport_header = self.transport_header
+        other.network_protocol = self.network_protocol
+        other.transport_protocol = self.transport_protocol
+        other.nic_id = self.nic_id
+        other.pkt_type = self.pkt_type
+        other.hash = self.hash
+        other.timestamp = self.timestamp
+        other.gso_size = self.gso_size
+        other.checksum_verified = self.checksum_verified
+        other.csum_offset = self.csum_offset
+        other.mark = self.mark
+        other.gro = self.gro
+        other.frag_max_size = self.frag_max_size
         return other
 
     def __repr__(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..header import ipv4, ipv6, tcp
 
@@ -311,11 +311,12 @@ class NetworkEndpoint:
 
 
 class NetworkProtocol:
-    """A network-layer protocol (IPv4, ARP ...). One instance per stack."""
+    """A network-layer protocol (IPv4, ARP ...). One instance per stack. Its numbers belong to the class
+    (ClassVar: read from it too, which a compiled subclass's instance attributes could not be)."""
 
-    number: int = 0
-    min_header_size: int = 0
-    address_length: int = 0   # 0: carries no addresses of its own (ARP)
+    number: ClassVar[int] = 0
+    min_header_size: ClassVar[int] = 0
+    address_length: ClassVar[int] = 0   # 0: carries no addresses of its own (ARP)
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
@@ -329,10 +330,10 @@ class NetworkProtocol:
 
 
 class TransportProtocol:
-    """A transport protocol (UDP, ICMP echo, TCP). One instance per stack."""
+    """A transport protocol (UDP, ICMP echo, TCP). One instance per stack; its numbers, as NetworkProtocol's."""
 
-    number: int = 0
-    min_header_size: int = 0
+    number: ClassVar[int] = 0
+    min_header_size: ClassVar[int] = 0
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack

@@ -14,6 +14,7 @@ from .packet_buffer import PacketBuffer
 if TYPE_CHECKING:
     from .nic import NIC
     from .registration import NetworkEndpoint
+    from .stack import Stack
 
 
 class PathMTUCache:
@@ -76,7 +77,7 @@ class Route:
         self._mtu = mtu                     # route-table MTU; 0 means the NIC's
 
     @property
-    def stack(self):  # noqa: ANN201 - Stack, kept untyped to avoid an import cycle
+    def stack(self) -> Stack:
         return self.nic.stack
 
     def mtu(self, learned: bool = True) -> int:

@@ -14,7 +14,7 @@ from ...stack.registration import ControlType
 
 if TYPE_CHECKING:
     from ...tcpip.stats import ICMPv4PacketStats
-    from . import IPv4Endpoint
+    from .ipv4 import IPv4Endpoint
 
 # RFC 1812 §4.3.2.3: an error quotes as much of the original as fits in a 576-byte datagram.
 MAX_ERROR_SIZE = 576

@@ -27,7 +27,7 @@ from ...tcpip.stats import StatCounter, StatGroup
 
 if TYPE_CHECKING:
     from ...stack.clock import Timer
-    from . import IPv4Endpoint
+    from .ipv4 import IPv4Endpoint
 
 ROBUSTNESS = 2                          # RFC 3376 §8.1; a v3 querier's QRV overrides it
 QUERY_INTERVAL = 125.0                  # §8.2, seconds; a v3 querier's QQIC overrides it

@@ -16,6 +16,8 @@ from collections import deque
 from typing import Union
 
 Buffer = Union[bytes, bytearray, memoryview]
+# A segment's payload as SendBuffer.get gives it: one piece, or views of several chunks (``scatter``).
+Payload = Union[bytes, memoryview, list[memoryview]]
 
 # Writes smaller than this are appended to a small last chunk instead of becoming chunks of their own,
 # so that a stream of tiny writes does not make a segment out of many pieces.
@@ -60,7 +62,7 @@ class SendBuffer:
                 chunks.append(chunk)
         self.end += len(chunk)
 
-    def get(self, seq: int, length: int, scatter: bool = False) -> Buffer | list[Buffer]:
+    def get(self, seq: int, length: int, scatter: bool = False) -> Payload:
         """``length`` bytes from sequence ``seq`` (which must lie in [start, end - length]); with
         ``scatter``, bytes spanning several chunks come as a list of views of them, not joined."""
         if not length:

@@ -135,7 +135,7 @@ class TCPInfo(NamedTuple):
     chrono: tuple[float, float, float] | list[float] = (0.0, 0.0, 0.0)
     reordering: int = 3         # the reordering the loss detection allows for, in segments (RFC 6675's DupThresh)
     reord_seen: int = 0         # deliveries found out of order
-    pacing_rate: float = UNLIMITED_PACING_RATE  # bytes a second, paced or not, as Linux's (Sender.pacing_rate)
+    pacing_rate: int | float = UNLIMITED_PACING_RATE  # bytes a second, paced or not, as Linux's (an int unlimited)
     max_pacing_rate: int = UNLIMITED_PACING_RATE    # SO_MAX_PACING_RATE's
     syn_data_acked: bool = False    # the SYN's data was acknowledged (Fast Open; TCPI_OPT_SYN_DATA)
     rehash: int = 0             # flow labels drawn anew (at timeouts)
@@ -792,7 +792,7 @@ class TCPEndpoint(TransportEndpoint):
         if snd is None:
             return b""
         size = min(count, snd.buffer.end - snd.una)
-        return bytes(snd.buffer.get(snd.una, size)) if size > 0 else b""
+        return bytes(snd.buffer.get(snd.una, size)) if size > 0 else b""  # type: ignore[arg-type]  # (one piece: not scatter)
 
     def rethink_txhash(self) -> None:
         """A timeout: another flow label, which may take another path (Linux's sk_rethink_txhash), unless
@@ -876,10 +876,10 @@ class TCPEndpoint(TransportEndpoint):
         readiness is asked on every wait, and IntFlag arithmetic costs microseconds)."""
         state = self.state
         rcv = self.rcv
-        if state is _ESTABLISHED and not (self.shut_read or self.shut_write or rcv.fin_received) and \
-                self.error is None and self.pending_error is None and rcv.urg_seq < 0 and not self.error_queue:
+        if state is _ESTABLISHED and rcv is not None and not (self.shut_read or self.shut_write or rcv.fin_received) \
+                and self.error is None and self.pending_error is None and rcv.urg_seq < 0 and not self.error_queue:
             # the common case
-            ready = _IN if rcv.queue.size >= self.rcvlowat else 0  # type: ignore[union-attr]
+            ready = _IN if rcv.queue.size >= self.rcvlowat else 0
             if self._writable():
                 ready |= _OUT
             return ready & int(mask)
@@ -1458,7 +1458,7 @@ class TCPEndpoint(TransportEndpoint):
             group = demux.lookup(self.net_proto, self.proto.number, seg.nic_id, seg.src, seg.dst, seg.src_port,
                                  seg.dst_port)
             if group:
-                demux.select(group, seg.src, seg.src_port, seg.dst, seg.dst_port).handle_segment(seg)
+                demux.select(group, seg.src, seg.src_port, seg.dst, seg.dst_port).handle_segment(seg)  # type: ignore[attr-defined]  # (TCP's group: TCPEndpoints)
             else:
                 self.proto.reply_reset(seg, self._md5_key_for(seg))
             listener = self.listener
@@ -1651,9 +1651,10 @@ class TCPEndpoint(TransportEndpoint):
             self.ts_ok = False      # Linux's tcp_synack_options: signature, timestamps and SACK do not fit
         if self.ts_ok:
             self.ts_recent = opts.timestamp[0]  # type: ignore[index]
-        self.ws_ok = proto.window_scaling and opts.window_scale is not None
-        if self.ws_ok:
-            self.snd.wscale = opts.window_scale
+        scale = opts.window_scale
+        self.ws_ok = proto.window_scaling and scale is not None
+        if self.ws_ok and scale is not None:
+            self.snd.wscale = scale
             self.rcv_wscale = window_shift(proto.max_receive_buffer_size)
         else:
             self.snd.wscale = 0
@@ -2130,7 +2131,8 @@ class TCPEndpoint(TransportEndpoint):
             pkt.csum_offset = tcp.CHECKSUM_OFFSET
             tcp.set_checksum(hdr, combine(self._pseudo, size + length))
         else:
-            total = combine(self._pseudo + size + length, checksum(hdr, checksum(payload) if payload else 0))
+            total = combine(self._pseudo + size + length,
+                            checksum(hdr, checksum(payload) if payload else 0))  # type: ignore[arg-type]  # (one piece: not a super-segment)
             tcp.set_checksum(hdr, ~total & 0xFFFF)
         pkt.mark = self.mark
         if self.tx_delay:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...header import tcp
 from ...header.checksum import checksum, combine, pseudo_header_checksum
@@ -50,6 +50,9 @@ class TCPProtocol(TransportProtocol):
     def __init__(self, stack) -> None:  # noqa: ANN001 - Stack (import cycle)
         super().__init__(stack)
         self.tcp_stats = stack.stats().tcp
+        # Where a connection's ISN and timestamp offset come from: an attribute, so that a test may start
+        # connections where it wants them (near 2**32) in the compiled module too.
+        self.initial_numbers: Callable[[bytes, int, bytes, int], tuple[int, int]] = self.keyed_initial_numbers
         # Stack-wide defaults, each settable with set_option (netstack's TCP protocol options).
         self.send_buffer_size = 1 << 20
         self.receive_buffer_size = 1 << 20
@@ -195,7 +198,7 @@ class TCPProtocol(TransportProtocol):
         h.update(data)
         return int.from_bytes(h.digest(), "big")
 
-    def initial_numbers(self, local: bytes, local_port: int, remote: bytes, remote_port: int) -> tuple[int, int]:
+    def keyed_initial_numbers(self, local: bytes, local_port: int, remote: bytes, remote_port: int) -> tuple[int, int]:
         """A connection's initial sequence number and timestamp offset, from one keyed hash of its 4-tuple.
 
         The ISN (RFC 6528) adds a 4 µs clock, so a new incarnation of a connection starts ahead of

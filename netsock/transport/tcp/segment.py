@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from ...header import tcp
+from ...header import Malformed, tcp
 from ...header.checksum import checksum, combine, pseudo_header_checksum
 from ...stack.packet_buffer import PacketBuffer
 from ...tcpip.stats import TCPStats
@@ -29,6 +29,7 @@ class Segment:
     # ``urgent``, the urgent pointer field, is set only on a segment with URG (read only then).
     __slots__ = ("src_port", "dst_port", "seq", "ack", "flags", "window", "options", "data", "src", "dst",
                  "nic_id", "urgent")
+    urgent: int
 
     def __init__(self, src_port: int, dst_port: int, seq: int, ack: int, flags: int, window: int,
                  options: tcp.TCPOptions, data: memoryview, src: bytes, dst: bytes, nic_id: int) -> None:
@@ -89,10 +90,11 @@ def parse_segment(pkt: PacketBuffer, src: bytes, dst: bytes, stats: TCPStats, ve
         if lead == _NOP_NOP_TS:
             options = _new_options(tcp.TCPOptions, (None, None, False, (tsval, tsecr), ()))
         else:
-            options = tcp.parse_options(data[tcp.MIN_SIZE:offset])  # type: ignore[assignment]
-            if not options:  # a Malformed value; TCPOptions tuples are always true
+            parsed = tcp.parse_options(data[tcp.MIN_SIZE:offset])
+            if isinstance(parsed, Malformed):
                 stats.invalid_segments_received.increment()
                 return None
+            options = parsed
     stats.valid_segments_received.value += 1
     pkt.transport_header = data[:offset]
     seg = Segment(src_port, dst_port, seq, ack, flags, window, options, data[offset:], src, dst, pkt.nic_id)

@@ -162,7 +162,7 @@ class Sender:
         request, one answer) never leaves the initial window, and never needs one."""
         cc = self._cc
         if cc is None:
-            cc = self._cc = congestion.new(self.cc_name, self)
+            cc = self._cc = congestion.new(self.cc_name, self)  # type: ignore[arg-type]  # (outstanding: a property)
         return cc
 
     def set_congestion_control(self, name: str) -> None:
@@ -353,7 +353,7 @@ class Sender:
 
     # --- pacing (SO_MAX_PACING_RATE) ----------------------------------------------------------------
 
-    def pacing_rate(self) -> float:
+    def pacing_rate(self) -> int | float:
         """Bytes a second, as Linux's tcp_update_pacing_rate sets it (and TCP_INFO reports it, paced or not):
         the window over the smoothed RTT, twice that in the first half of slow start, 1.2 times after, at
         most SO_MAX_PACING_RATE's; until a round trip is measured, what SO_MAX_PACING_RATE left it."""
