@@ -387,6 +387,50 @@ def test_a_full_table_makes_room_from_connections_never_replied_to() -> None:
     assert track.track((TCP, b"\x04" * 4, 1, b"\x02" * 4, 80)) is None and track.refused == 1
 
 
+def test_a_new_connection_finding_the_table_full_is_dropped_as_linux_drops_it(router_pair: tuple) -> None:
+    net, family, client, router, server = router_pair
+    table = nat(router, family)
+    table.append("POSTROUTING", Rule(Masquerade(), out_interface="outside"))
+    table.conntrack.max_connections = 2
+    with server:
+        echo = NetsockSocket(family, socket.SOCK_DGRAM)
+        echo.bind((wildcard(family), 53))
+    server.spawn(lambda: [echo.sendto(*echo.recvfrom(100)) for _ in range(2)])
+    with client:
+        socks = [NetsockSocket(family, socket.SOCK_DGRAM) for _ in range(3)]
+        for sock in socks[:2]:      # two connections, each answered: nothing for the early drop to take
+            sock.settimeout(5)
+            sock.sendto(b"hello", (server.address, 53))
+            assert sock.recv(100) == b"hello"
+        socks[2].settimeout(0.5)
+        socks[2].sendto(b"third", (server.address, 53))
+        with pytest.raises(TimeoutError):
+            socks[2].recv(100)
+    assert router.stack.stats().ip.as_dict()["iptables_prerouting_dropped"] == 1 and table.conntrack.refused == 1
+    for sock in [*socks, echo]:
+        sock.close()
+
+
+def test_a_host_s_own_packet_finding_the_table_full_fails_its_send_with_eperm() -> None:
+    with Network(seed=12) as net:
+        host = net.host("host.test", net.switch("lan", "192.0.2.0/24"))
+        host.iptables("-t nat -A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports 5353")
+        host.stack.iptables.ipv4_nat.conntrack.max_connections = 1
+        with host, NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as resolver, \
+                NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as first, \
+                NetsockSocket(socket.AF_INET, socket.SOCK_DGRAM) as second:
+            resolver.bind(("127.0.0.1", 5353))
+            resolver.settimeout(5)
+            first.settimeout(5)
+            first.sendto(b"query", ("127.0.0.1", 53))
+            query, peer = resolver.recvfrom(100)
+            resolver.sendto(query, peer)
+            assert first.recvfrom(100) == (b"query", ("127.0.0.1", 53))
+            with pytest.raises(PermissionError):
+                second.sendto(b"query", ("127.0.0.1", 53))
+        assert host.stack.stats().ip.as_dict()["iptables_output_dropped"] == 1
+
+
 # --- TPROXY (the mangle table) ------------------------------------------------------------------------------
 
 IP_TRANSPARENT = {socket.AF_INET: (socket.IPPROTO_IP, 19), socket.AF_INET6: (socket.IPPROTO_IPV6, 75)}

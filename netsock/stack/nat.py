@@ -49,6 +49,11 @@ _CHECKSUM = {TCP_PROTOCOL_NUMBER: (16, True), UDP_PROTOCOL_NUMBER: (6, True), 13
              ICMPV4_PROTOCOL_NUMBER: (2, False), ICMPV6_PROTOCOL_NUMBER: (2, True)}
 
 
+class TableFull(Exception):
+    """A new connection found connection tracking full, none of its connections unanswered to make room
+    for it: its packet is dropped, as Linux drops it."""
+
+
 class NatTable(RuleTable):
     """One IP version's nat table (``iptables -t nat``)."""
 
@@ -85,17 +90,17 @@ class NatTable(RuleTable):
 
     # --- the network layer's questions -------------------------------------------------------------
 
-    def connection(self, key: Tuple, head: bytes) -> Connection | None:
+    def connection(self, key: Tuple, head: bytes) -> Connection:
         """The connection of a packet (its tuple ``key``) at its first hook (PREROUTING, OUTPUT), tracked
         from now on if new, and which way the packet goes: ORIGINAL, REPLY or DONE (translated already:
         back through loopback, as Linux's conntrack recognises by the connection the packet carries).
-        None if there is no room to track a new one (the packet then goes untranslated)."""
+        TableFull if there is no room to track a new one: Linux drops the packet ("nf_conntrack: table full")."""
         track = self.conntrack
         entry = track.lookup(key)
         if entry is None:
             entry = track.track(key)
             if entry is None:
-                return None
+                raise TableFull()
         way = ORIGINAL if key == entry.original else REPLY if key == entry.reply else DONE
         if way is not DONE:
             track.refresh(entry, key, head)

@@ -15,7 +15,7 @@ from .conntrack import is_error, packet_tuple
 from .iptables import HEAD_SIZE, Accept, Drop, FilteredPacket, FilterTable, Hook, Reject, RejectWith
 from .mangle import MangleTable
 from .multicast import FilterState
-from .nat import OUTPUT, POSTROUTING, PREROUTING, Connection, NatTable, translate_datagram
+from .nat import OUTPUT, POSTROUTING, PREROUTING, Connection, NatTable, TableFull, translate_datagram
 from .packet_buffer import PacketBuffer
 
 if TYPE_CHECKING:
@@ -184,12 +184,16 @@ class NetworkEndpoint:
     _nat: NatTable
 
     def _nat_arrived(self, pkt: PacketBuffer, datagram: memoryview, l4: int, protocol: int, src: bytes,
-                     dst: bytes) -> tuple[Connection | None, memoryview | None]:
+                     dst: bytes) -> tuple[Connection | None, memoryview | None] | None:
         """PREROUTING: the arrived ``datagram``'s connection (None: it has none, a fragment say) and the
-        datagram with its destination translated (a copy; None: unchanged). ``l4``: where its transport
-        header starts."""
+        datagram with its destination translated (a copy; None: unchanged); None to drop it (connection
+        tracking is full: counted). ``l4``: where its transport header starts."""
         head = bytes(datagram[l4:l4 + HEAD_SIZE])
-        connection = self._nat_connection(protocol, src, dst, head)
+        try:
+            connection = self._nat_connection(protocol, src, dst, head)
+        except TableFull:
+            self._ip_stats.iptables_prerouting_dropped.increment()
+            return None
         if connection is None:
             return None, None
         to = self._nat.destination(PREROUTING, connection,
@@ -215,7 +219,11 @@ class NetworkEndpoint:
         translated (the packet rewritten, and re-routed if it now goes elsewhere)."""
         src, dst = route.local_address, route.remote_address
         head = _transport_head(pkt)
-        connection = self._nat_connection(transport, src, dst, head)
+        try:
+            connection = self._nat_connection(transport, src, dst, head)
+        except TableFull:       # dropped: the send fails as one the filter table drops
+            self._ip_stats.iptables_output_dropped.increment()
+            raise ErrNotPermitted() from None
         if connection is None:
             return None, route, dst
         to = self._nat.destination(OUTPUT, connection, lambda: FilteredPacket(
@@ -239,7 +247,8 @@ class NetworkEndpoint:
         return source[0]
 
     def _nat_connection(self, protocol: int, src: bytes, dst: bytes, head: bytes) -> Connection | None:
-        """The connection a packet meeting its first hook belongs to, or is an ICMP error about."""
+        """The connection a packet meeting its first hook belongs to, or is an ICMP error about; TableFull if
+        it is new and there is no room to track it."""
         key = packet_tuple(protocol, src, dst, head)
         if key is not None:
             return self._nat.connection(key, head)

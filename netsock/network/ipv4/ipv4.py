@@ -131,7 +131,10 @@ class IPv4Endpoint(NetworkEndpoint):
                     return
                 hdr, original = reassembled
                 hlen = ipv4.MIN_SIZE
-            connection, translated = self._nat_arrived(pkt, original, hlen, hdr.protocol, src, dst)
+            arrived = self._nat_arrived(pkt, original, hlen, hdr.protocol, src, dst)
+            if arrived is None:
+                return
+            connection, translated = arrived
             if translated is not None:
                 original = translated
                 hdr = self._take(pkt, translated)

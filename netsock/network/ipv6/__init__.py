@@ -156,7 +156,10 @@ class IPv6Endpoint(NetworkEndpoint):
                 return
         connection = None
         if self._nat.active and hdr.next_header in _TRANSLATED and steer is None:
-            connection, translated = self._nat_arrived(pkt, packet, ipv6.HEADER_SIZE, hdr.next_header, src, dst)
+            arrived = self._nat_arrived(pkt, packet, ipv6.HEADER_SIZE, hdr.next_header, src, dst)
+            if arrived is None:
+                return
+            connection, translated = arrived
             if translated is not None:
                 packet = pkt.data = translated
                 hdr = ipv6.parse(translated)      # type: ignore[assignment]
