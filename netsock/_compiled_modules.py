@@ -13,6 +13,7 @@ COMPILED = [
     "netsock.stack.clock",
     "netsock.stack.nic",
     "netsock.stack.packet_buffer",
+    "netsock.stack.registration",
     "netsock.stack.route",
     "netsock.network.ipv4.ipv4",
     "netsock.transport.tcp.buffers",

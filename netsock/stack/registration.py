@@ -6,8 +6,9 @@ import enum
 import struct
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..header import ipv4, ipv6, tcp
+from mypy_extensions import mypyc_attr
 
+from ..header import ipv4, ipv6, tcp
 from ..tcpip import (TCP_PROTOCOL_NUMBER, AddressWithPrefix, ErrBadLocalAddress, ErrNetworkUnreachable, Error,
                      ErrNotPermitted, ErrNotSupported, ErrUnknownProtocolOption, SockOpt)
 from ..waiter import WaiterQueue
@@ -56,6 +57,7 @@ _REJECT_CONTROL = {RejectWith.PORT_UNREACHABLE: ControlType.PORT_UNREACHABLE,
                    RejectWith.ADMIN_PROHIBITED: ControlType.PROHIBITED}
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)     # (compiled, and the base of ARP's and IPv6's, which are not)
 class NetworkEndpoint:
     """A network protocol's presence on one NIC."""
 
@@ -319,6 +321,7 @@ class NetworkEndpoint:
         (IGMP, MLD)."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class NetworkProtocol:
     """A network-layer protocol (IPv4, ARP ...). One instance per stack. Its numbers belong to the class
     (ClassVar: read from it too, which a compiled subclass's instance attributes could not be)."""
@@ -338,6 +341,7 @@ class NetworkProtocol:
         return b"", b""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TransportProtocol:
     """A transport protocol (UDP, ICMP echo, TCP). One instance per stack; its numbers, as NetworkProtocol's."""
 
@@ -392,6 +396,7 @@ def check_on_link(route: Route) -> None:
         raise ErrNetworkUnreachable()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TransportEndpoint:
     """What the demultiplexer delivers to: the inbound half of a transport endpoint."""
 

@@ -56,10 +56,9 @@ def _is_link_local(addr: bytes) -> bool:
 
 
 class IPv4Endpoint(NetworkEndpoint):
-    protocol: IPv4Protocol
-
     def __init__(self, protocol: IPv4Protocol, nic: NIC) -> None:
         super().__init__(protocol, nic)
+        self._ipv4 = protocol       # (``protocol``, as IPv4's: its fragment identifiers and reassembly)
         self._stats = self.stack.stats()
         self._filter = self.stack.iptables.ipv4
         self._nat = self.stack.iptables.ipv4_nat
@@ -205,7 +204,7 @@ class IPv4Endpoint(NetworkEndpoint):
         ip_stats = self._stats.ip
         ip_stats.fragments_received.increment()
         offset = hdr.fragment_offset
-        reassembler = self.protocol.reassembler
+        reassembler = self._ipv4.reassembler
         status, payload = reassembler.process(
             (hdr.src, hdr.dst, hdr.ident, hdr.protocol), offset, hdr.more_fragments, pkt.data,
             original[:hdr.header_length] if offset == 0 else None, hdr.total_length)
@@ -441,7 +440,7 @@ class IPv4Endpoint(NetworkEndpoint):
             # and the packet's own length counts, as Linux's iph_totlen() reads it (Linux 6.3).
             total = 0
         ipv4.build(hdr, src=src, dst=dst, protocol=transport,
-                   total_length=total, ttl=ttl, tos=tos, ident=self.protocol.next_ident(),
+                   total_length=total, ttl=ttl, tos=tos, ident=self._ipv4.next_ident(),
                    flags_fragment=ipv4.FLAG_DONT_FRAGMENT if dont_fragment else 0)
         pkt.network_protocol = PROTOCOL_NUMBER
         self.send(route, pkt)
@@ -455,7 +454,7 @@ class IPv4Endpoint(NetworkEndpoint):
         except ValueError:
             self._stats.ip.outgoing_packet_errors.increment()
             raise ErrMessageTooLong() from None
-        ident = self.protocol.next_ident()
+        ident = self._ipv4.next_ident()
         for frag, offset, more in pieces:
             ipv4.build(frag.prepend(ipv4.MIN_SIZE), src=src, dst=dst, protocol=transport,
                        total_length=ipv4.MIN_SIZE + len(frag.data), ttl=ttl, tos=tos, ident=ident,
