@@ -8,8 +8,9 @@ stack whose only link is an in-memory channel: the stack's own work per step, fr
 the link's inject to its answer queued on the link, with no device, no system call and no scheduler in
 between. Each step is timed over every connection (µs per step, the connection's sum, and the connection
 rate that sum would allow one CPU); one connection's steps are also traced for the Python functions each
-calls. These are the figures a native TCP engine would have to beat (issue 7's connection rate needs about
-200 µs a connection for everything); the kernel has no counterpart to measure in the same way. Needs no
+calls (in a mypyc build, only those into modules left interpreted: netsock/_compiled_modules.py). Issue 7's
+connection rate needs about 200 µs a connection for everything; the kernel has no counterpart to measure in
+the same way. Needs no
 root; the peer's sequence numbers start near 2**32, so every connection wraps.
 """
 

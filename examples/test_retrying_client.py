@@ -119,11 +119,10 @@ def test_a_firewall_that_refuses_fails_fast_where_one_that_drops_times_out(netso
     # unreachable, so each attempt is refused at once; DROP answers nothing, so each one times out.
     refuse = Rule(Reject(), protocol=TCP_PROTOCOL_NUMBER, destination_ports=(8080, 8080))
     api.stack.iptables.ipv4.append("INPUT", refuse)
-    start = time.monotonic()
     with netsock_network.hosts["app.test"], pytest.raises(requests.ConnectionError) as refused:
         get_with_retries(URL, attempts=3, timeout=1, backoff=0.01)
-    assert not isinstance(refused.value, requests.Timeout) and time.monotonic() - start < 1
-    assert refuse.packets == 3                  # one SYN per attempt, each refused
+    assert not isinstance(refused.value, requests.Timeout)
+    assert refuse.packets == 3      # one SYN per attempt, each refused at once: none sent again after a wait
     api.stack.iptables.ipv4.delete("INPUT", refuse)
     api.stack.iptables.ipv4.append("INPUT", Rule(DROP, protocol=TCP_PROTOCOL_NUMBER, destination_ports=(8080, 8080)))
     with netsock_network.hosts["app.test"], pytest.raises(requests.ConnectTimeout):

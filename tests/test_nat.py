@@ -387,6 +387,21 @@ def test_a_full_table_makes_room_from_connections_never_replied_to() -> None:
     assert track.track((TCP, b"\x04" * 4, 1, b"\x02" * 4, 80)) is None and track.refused == 1
 
 
+def test_the_mangle_tables_mark_is_what_the_nat_tables_rules_see(router_pair: tuple) -> None:
+    # A mark set on arrival (mangle PREROUTING) goes with the packet through nat PREROUTING and, forwarded,
+    # to POSTROUTING: here it alone decides which connections are masqueraded.
+    net, family, client, router, server = router_pair
+    tool = router.iptables if family == socket.AF_INET else router.ip6tables
+    tool("-t mangle -A PREROUTING -i inside -p tcp --dport 80 -j MARK --set-mark 0x7")
+    tool("-t nat -A POSTROUTING -o outside -m mark --mark 0x7 -j MASQUERADE")
+    served = [serve_tcp(server, family, port) for port in (80, 81)]
+    for port in (80, 81):
+        assert exchange(client, family, server.address, port) == (b"HELLO", (server.address, port))
+    assert [seen[0][0][0] for _, seen in served] == [on(router, "outside"), on(client, "inside")]
+    for listener, _ in served:
+        listener.close()
+
+
 def test_a_new_connection_finding_the_table_full_is_dropped_as_linux_drops_it(router_pair: tuple) -> None:
     net, family, client, router, server = router_pair
     table = nat(router, family)

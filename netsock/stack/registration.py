@@ -199,7 +199,8 @@ class NetworkEndpoint:
         if connection is None:
             return None, None
         to = self._nat.destination(PREROUTING, connection,
-                                   lambda: FilteredPacket(protocol, src, dst, len(datagram), head, self.nic.name),
+                                   lambda: FilteredPacket(protocol, src, dst, len(datagram), head, self.nic.name,
+                                                          mark=pkt.mark),
                                    lambda: self.nic.primary_address(self.protocol.number, src))
         return connection, translate_datagram(datagram, l4, protocol, None, to, _partial(pkt)) if to else None
 
@@ -210,7 +211,7 @@ class NetworkEndpoint:
         number = self.protocol.number
         source = self._nat.source(hook, connection, lambda: FilteredPacket(
             protocol, src, dst, len(datagram), bytes(datagram[l4:l4 + HEAD_SIZE]), self.nic.name,
-            out_nic.name if out_nic is not None else None),
+            out_nic.name if out_nic is not None else None, pkt.mark),
             lambda: out_nic.primary_address(number, dst) if out_nic is not None else b"")
         return translate_datagram(datagram, l4, protocol, source, None, _partial(pkt)) if source else None
 
