@@ -27,9 +27,14 @@ SUBNETS = {socket.AF_INET: ("192.0.2.0/24", "198.51.100.0/24"),
            socket.AF_INET6: ("2001:db8:1::/64", "2001:db8:2::/64")}
 
 
+def head(sport: int = 40000, dport: int = 80, flags: int = 0x02) -> bytes:
+    """A TCP header's first 16 bytes: the ports and the flags set."""
+    return sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(9) + bytes([flags]) + bytes(2)
+
+
 def packet(protocol: int = TCP, dport: int = 80, source: str = "192.0.2.1", flags: int = 0x02) -> FilteredPacket:
-    head = (40000).to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(9) + bytes([flags]) + bytes(2)
-    return FilteredPacket(protocol, socket.inet_aton(source), socket.inet_aton("198.51.100.1"), 60, head, "left")
+    return FilteredPacket(protocol, socket.inet_aton(source), socket.inet_aton("198.51.100.1"), 60,
+                          head(dport=dport, flags=flags), "left")
 
 
 # --- the table on its own -----------------------------------------------------------------------------------
@@ -93,13 +98,8 @@ def test_rules_are_checked_when_added(chain: str, rule: Rule, message: str | Non
         table.append(chain, rule)
 
 
-BASE = FilteredPacket(TCP, socket.inet_aton("192.0.2.1"), socket.inet_aton("198.51.100.1"), 60,
-                      bytes([0x9C, 0x40, 0, 80]) + bytes(9) + bytes([0x02]) + bytes(2), "left", "right", mark=1)
+BASE = dataclasses.replace(packet(), out_interface="right", mark=1)
 ICMP_ECHO = dataclasses.replace(BASE, protocol=1, transport_head=bytes([8, 0]) + bytes(6))
-
-
-def head(sport: int = 40000, dport: int = 80, flags: int = 0x02) -> bytes:
-    return sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(9) + bytes([flags]) + bytes(2)
 
 
 # (condition, the rule's conditions, a packet the condition holds for, one it does not)

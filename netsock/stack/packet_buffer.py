@@ -29,11 +29,15 @@ def new_flow_hash() -> int:
     return random.getrandbits(32) or 1
 
 
+# The fields a clone shares with its original (all but the header room): named here once, for __slots__ and
+# for clone, which cannot walk __slots__ on the compiled class.
+_SHARED_FIELDS = ("data", "tail", "tail_size", "link_header", "network_header", "transport_header",
+                  "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash", "timestamp", "gso_size",
+                  "checksum_verified", "csum_offset", "mark", "gro", "frag_max_size")
+
+
 class PacketBuffer:
-    __slots__ = ("_hdr", "_head", "data", "tail", "tail_size", "link_header", "network_header",
-                 "transport_header", "network_protocol", "transport_protocol", "nic_id", "pkt_type", "hash",
-                 "timestamp", "gso_size", "checksum_verified", "csum_offset", "mark", "gro",
-                 "frag_max_size")
+    __slots__ = ("_hdr", "_head", *_SHARED_FIELDS)
 
     def __init__(self, reserve: int = 0, data: Buffer | list[Buffer] | list[memoryview] = b"") -> None:
         # An inbound packet rarely gets a header prepended (forwarding does, once): it shares one
@@ -155,27 +159,11 @@ class PacketBuffer:
 
     def clone(self) -> PacketBuffer:
         """A new buffer sharing the payload bytes (headers copied) — for delivery to several consumers."""
-        other = PacketBuffer()     # (each field named: a compiled class has no __slots__ to walk)
+        other = PacketBuffer()
         other._hdr = bytearray(self._hdr)
         other._head = self._head
-        other.data = self.data
-        other.tail = self.tail
-        other.tail_size = self.tail_size
-        other.link_header = self.link_header
-        other.network_header = self.network_header
-        other.transport_header = self.transport_header
-        other.network_protocol = self.network_protocol
-        other.transport_protocol = self.transport_protocol
-        other.nic_id = self.nic_id
-        other.pkt_type = self.pkt_type
-        other.hash = self.hash
-        other.timestamp = self.timestamp
-        other.gso_size = self.gso_size
-        other.checksum_verified = self.checksum_verified
-        other.csum_offset = self.csum_offset
-        other.mark = self.mark
-        other.gro = self.gro
-        other.frag_max_size = self.frag_max_size
+        for name in _SHARED_FIELDS:
+            setattr(other, name, getattr(self, name))
         return other
 
     def __repr__(self) -> str:
